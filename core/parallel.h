@@ -1,0 +1,43 @@
+// Threading for lowbit: one oneTBB arena sized by set_num_threads, one parallel_for.
+//
+// Contract
+//   set_num_threads(n)   caps every lowbit parallel region at n threads (tbb::global_control).
+//                        Default: env LOWBIT_NUM_THREADS, else the machine's hardware threads.
+//   parallel_for(b, e, grain, fn) calls fn(lo, hi) on disjoint sub-ranges covering [b, e);
+//                        ranges shorter than `grain` run inline on the caller. Every index is
+//                        visited by exactly one call, so kernels that write disjoint outputs are
+//                        deterministic for any thread count.
+//   OpenBLAS is kept single-threaded (we own the cores); Eigen is built EIGEN_DONT_PARALLELIZE.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace lowbit {
+
+void set_num_threads(int n);
+int num_threads();
+
+namespace detail {
+void parallel_for_impl(int64_t begin, int64_t end, int64_t grain,
+                       const std::function<void(int64_t, int64_t)>& fn);
+}
+
+template <class F>
+void parallel_for(int64_t begin, int64_t end, int64_t grain, F&& fn) {
+  if (end <= begin) return;
+  if (grain < 1) grain = 1;
+  if (end - begin <= grain || num_threads() == 1) {
+    fn(begin, end);
+    return;
+  }
+  detail::parallel_for_impl(begin, end, grain, std::function<void(int64_t, int64_t)>(fn));
+}
+
+// Splits [begin, end) into exactly `chunks` contiguous pieces, fixed by the range alone (not the
+// scheduler), and calls fn(chunk_index, lo, hi) for each in parallel. Use for reductions whose
+// partial results are combined in chunk order: the answer depends only on `chunks`.
+void parallel_chunks(int64_t begin, int64_t end, int64_t chunks,
+                     const std::function<void(int64_t, int64_t, int64_t)>& fn);
+
+}  // namespace lowbit

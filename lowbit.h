@@ -1,0 +1,3 @@
+// Umbrella header: everything a program that embeds lowbit needs.
+#pragma once
+#include "core/parallel.h"
