@@ -1,0 +1,211 @@
+// Elementwise ops: forward through core/math, backward written in Variable ops (so it can be
+// recorded for double backward). g = dL/d(out).
+#include "autograd/ops.h"
+#include "core/math.h"
+
+namespace lowbit {
+namespace {
+Variable constant(Tensor t) { return Variable(std::move(t), false); }
+}  // namespace
+
+// ---- binary ----
+Variable add(const Variable& a, const Variable& b) {
+  return make_result(math::add(a.data(), b.data()), "add", {a, b}, [a, b](const Variable& g, const Variable&) {
+    return std::vector<Variable>{sum_to(g, a.shape()), sum_to(g, b.shape())};
+  });
+}
+
+Variable sub(const Variable& a, const Variable& b) {
+  return make_result(math::sub(a.data(), b.data()), "sub", {a, b}, [a, b](const Variable& g, const Variable&) {
+    return std::vector<Variable>{sum_to(g, a.shape()), sum_to(neg(g), b.shape())};
+  });
+}
+
+Variable mul(const Variable& a, const Variable& b) {
+  return make_result(math::mul(a.data(), b.data()), "mul", {a, b}, [a, b](const Variable& g, const Variable&) {
+    return std::vector<Variable>{a.requires_grad() ? sum_to(mul(g, b), a.shape()) : Variable(),
+                                 b.requires_grad() ? sum_to(mul(g, a), b.shape()) : Variable()};
+  });
+}
+
+Variable div(const Variable& a, const Variable& b) {
+  return make_result(math::div(a.data(), b.data()), "div", {a, b}, [a, b](const Variable& g, const Variable&) {
+    // d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
+    return std::vector<Variable>{a.requires_grad() ? sum_to(div(g, b), a.shape()) : Variable(),
+                                 b.requires_grad() ? sum_to(neg(div(mul(g, a), mul(b, b))), b.shape()) : Variable()};
+  });
+}
+
+Variable pow(const Variable& a, const Variable& b) {
+  return make_result(
+      math::pow(a.data(), b.data()), "pow", {a, b},
+      [a, b](const Variable& g, const Variable& out) {
+        // d(a^b)/da = b a^(b-1), d(a^b)/db = a^b ln a
+        return std::vector<Variable>{
+            a.requires_grad() ? sum_to(mul(g, mul(b, pow(a, sub(b, constant(Tensor::ones({}, b.dtype())))))), a.shape())
+                              : Variable(),
+            b.requires_grad() ? sum_to(mul(g, mul(out, log(a))), b.shape()) : Variable()};
+      },
+      true);
+}
+
+Variable maximum(const Variable& a, const Variable& b) {
+  return make_result(math::maximum(a.data(), b.data()), "maximum", {a, b},
+                     [a, b](const Variable& g, const Variable&) {
+                       // Ties: half the gradient to each side.
+                       const Tensor half_tie = math::mul(math::eq(a.data(), b.data()), 0.5);
+                       const Tensor wa = math::add(math::gt(a.data(), b.data()), half_tie);
+                       const Tensor wb = math::add(math::lt(a.data(), b.data()), half_tie);
+                       return std::vector<Variable>{sum_to(mul(g, constant(wa)), a.shape()),
+                                                    sum_to(mul(g, constant(wb)), b.shape())};
+                     });
+}
+
+Variable minimum(const Variable& a, const Variable& b) {
+  return make_result(math::minimum(a.data(), b.data()), "minimum", {a, b},
+                     [a, b](const Variable& g, const Variable&) {
+                       const Tensor half_tie = math::mul(math::eq(a.data(), b.data()), 0.5);
+                       const Tensor wa = math::add(math::lt(a.data(), b.data()), half_tie);
+                       const Tensor wb = math::add(math::gt(a.data(), b.data()), half_tie);
+                       return std::vector<Variable>{sum_to(mul(g, constant(wa)), a.shape()),
+                                                    sum_to(mul(g, constant(wb)), b.shape())};
+                     });
+}
+
+Variable where(const Tensor& cond, const Variable& a, const Variable& b) {
+  return make_result(math::where(cond, a.data(), b.data()), "where", {a, b},
+                     [cond, a, b](const Variable& g, const Variable&) {
+                       const Variable zero = constant(Tensor::zeros({}, g.dtype()));
+                       return std::vector<Variable>{sum_to(where(cond, g, zero), a.shape()),
+                                                    sum_to(where(cond, zero, g), b.shape())};
+                     });
+}
+
+// ---- with a scalar ----
+Variable add(const Variable& a, double s) {
+  return make_result(math::add(a.data(), s), "add_scalar", {a},
+                     [](const Variable& g, const Variable&) { return std::vector<Variable>{g}; });
+}
+
+Variable mul(const Variable& a, double s) {
+  return make_result(math::mul(a.data(), s), "mul_scalar", {a},
+                     [s](const Variable& g, const Variable&) { return std::vector<Variable>{mul(g, s)}; });
+}
+
+Variable rsub(const Variable& a, double s) {
+  return make_result(math::rsub(a.data(), s), "rsub_scalar", {a},
+                     [](const Variable& g, const Variable&) { return std::vector<Variable>{neg(g)}; });
+}
+
+Variable rdiv(const Variable& a, double s) {
+  return make_result(math::rdiv(a.data(), s), "rdiv_scalar", {a}, [a, s](const Variable& g, const Variable&) {
+    return std::vector<Variable>{neg(mul(div(g, mul(a, a)), s))};  // d(s/a)/da = -s/a^2
+  });
+}
+
+Variable pow(const Variable& a, double e) {
+  return make_result(math::pow(a.data(), e), "pow_scalar", {a}, [a, e](const Variable& g, const Variable&) {
+    if (e == 0) return std::vector<Variable>{Variable()};
+    if (e == 1) return std::vector<Variable>{g};
+    if (e == 2) return std::vector<Variable>{mul(g, mul(a, 2.0))};
+    return std::vector<Variable>{mul(g, mul(pow(a, e - 1), e))};
+  });
+}
+
+// ---- unary ----
+Variable neg(const Variable& a) {
+  return make_result(math::neg(a.data()), "neg", {a},
+                     [](const Variable& g, const Variable&) { return std::vector<Variable>{neg(g)}; });
+}
+
+Variable exp(const Variable& a) {
+  return make_result(
+      math::exp(a.data()), "exp", {a},
+      [](const Variable& g, const Variable& out) { return std::vector<Variable>{mul(g, out)}; }, true);
+}
+
+Variable log(const Variable& a) {
+  return make_result(math::log(a.data()), "log", {a},
+                     [a](const Variable& g, const Variable&) { return std::vector<Variable>{div(g, a)}; });
+}
+
+Variable sqrt(const Variable& a) {
+  return make_result(
+      math::sqrt(a.data()), "sqrt", {a},
+      [](const Variable& g, const Variable& out) { return std::vector<Variable>{div(g, mul(out, 2.0))}; }, true);
+}
+
+Variable abs(const Variable& a) {
+  return make_result(math::abs(a.data()), "abs", {a}, [a](const Variable& g, const Variable&) {
+    return std::vector<Variable>{mul(g, constant(math::sign(a.data())))};
+  });
+}
+
+Variable sign(const Variable& a) {
+  return make_result(math::sign(a.data()), "sign", {a},
+                     [](const Variable&, const Variable&) { return std::vector<Variable>{Variable()}; });
+}
+
+Variable sin(const Variable& a) {
+  return make_result(math::sin(a.data()), "sin", {a},
+                     [a](const Variable& g, const Variable&) { return std::vector<Variable>{mul(g, cos(a))}; });
+}
+
+Variable cos(const Variable& a) {
+  return make_result(math::cos(a.data()), "cos", {a},
+                     [a](const Variable& g, const Variable&) { return std::vector<Variable>{neg(mul(g, sin(a)))}; });
+}
+
+Variable tanh(const Variable& a) {
+  return make_result(
+      math::tanh(a.data()), "tanh", {a},
+      [](const Variable& g, const Variable& out) {
+        return std::vector<Variable>{mul(g, rsub(mul(out, out), 1.0))};  // 1 - tanh^2
+      },
+      true);
+}
+
+Variable sigmoid(const Variable& a) {
+  return make_result(
+      math::sigmoid(a.data()), "sigmoid", {a},
+      [](const Variable& g, const Variable& out) {
+        return std::vector<Variable>{mul(g, mul(out, rsub(out, 1.0)))};  // s (1 - s)
+      },
+      true);
+}
+
+Variable relu(const Variable& a) {
+  return make_result(math::relu(a.data()), "relu", {a}, [a](const Variable& g, const Variable&) {
+    return std::vector<Variable>{mul_mask(g, math::gt(a.data(), 0.0))};
+  });
+}
+
+Variable clamp(const Variable& a, double lo, double hi) {
+  return make_result(math::clamp(a.data(), lo, hi), "clamp", {a}, [a, lo, hi](const Variable& g, const Variable&) {
+    const Tensor inside = math::mul(math::ge(a.data(), lo), math::le(a.data(), hi));
+    return std::vector<Variable>{mul_mask(g, inside)};
+  });
+}
+
+Variable mul_mask(const Variable& a, const Tensor& mask) {
+  return make_result(math::mul(a.data(), mask), "mul_mask", {a}, [mask](const Variable& g, const Variable&) {
+    return std::vector<Variable>{mul_mask(g, mask)};
+  });
+}
+
+// ---- operators ----
+Variable operator+(const Variable& a, const Variable& b) { return add(a, b); }
+Variable operator-(const Variable& a, const Variable& b) { return sub(a, b); }
+Variable operator*(const Variable& a, const Variable& b) { return mul(a, b); }
+Variable operator/(const Variable& a, const Variable& b) { return div(a, b); }
+Variable operator-(const Variable& a) { return neg(a); }
+Variable operator+(const Variable& a, double s) { return add(a, s); }
+Variable operator+(double s, const Variable& a) { return add(a, s); }
+Variable operator-(const Variable& a, double s) { return add(a, -s); }
+Variable operator-(double s, const Variable& a) { return rsub(a, s); }
+Variable operator*(const Variable& a, double s) { return mul(a, s); }
+Variable operator*(double s, const Variable& a) { return mul(a, s); }
+Variable operator/(const Variable& a, double s) { return mul(a, 1.0 / s); }
+Variable operator/(double s, const Variable& a) { return rdiv(a, s); }
+
+}  // namespace lowbit
