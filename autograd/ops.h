@@ -93,3 +93,5 @@ Variable nll_loss(const Variable& log_probs, const Tensor& target, Reduction red
 Variable mse_loss(const Variable& input, const Variable& target, Reduction reduction = Reduction::mean);
 
 }  // namespace lowbit
+
+#include "autograd/ops_nn.h"  // conv2d, pooling, batch_norm, dropout

@@ -114,6 +114,59 @@ const std::vector<OpCase>& op_table() {
       {"nll_loss_sum", {{3, 4}}, Domain::any,
        [](auto& x) { return nll_loss(log_softmax(x[0], 1), labels({2, 0, 3}), Reduction::sum); }, true},
       {"mse_loss", {{3, 4}, {3, 4}}, Domain::any, [](auto& x) { return mse_loss(x[0], x[1]); }, true},
+      // ---- convolution (inputs [N, C, H, W], weights [K, C/groups, R, S]) ----
+      {"conv2d", {{2, 3, 5, 5}, {4, 3, 3, 3}, {4}}, Domain::any,
+       [](auto& x) { return conv2d(x[0], x[1], x[2]); }, true},
+      {"conv2d_stride_pad", {{1, 2, 6, 5}, {3, 2, 3, 3}}, Domain::any,
+       [](auto& x) { return conv2d(x[0], x[1], Variable(), {.stride = {2, 2}, .padding = {1, 1}}); }, true},
+      {"conv2d_dilation", {{1, 2, 7, 7}, {2, 2, 3, 3}}, Domain::any,
+       [](auto& x) { return conv2d(x[0], x[1], Variable(), {.padding = {2, 1}, .dilation = {2, 2}}); }, true},
+      {"conv2d_groups", {{1, 4, 5, 5}, {6, 2, 3, 3}, {6}}, Domain::any,
+       [](auto& x) { return conv2d(x[0], x[1], x[2], {.padding = {1, 1}, .groups = 2}); }, true},
+      {"conv2d_depthwise", {{2, 3, 5, 5}, {3, 1, 3, 3}}, Domain::any,
+       [](auto& x) { return conv2d(x[0], x[1], Variable(), {.stride = {2, 2}, .padding = {1, 1}, .groups = 3}); },
+       true},
+      {"conv2d_depthwise_multiplier", {{1, 2, 4, 4}, {4, 1, 3, 3}, {4}}, Domain::any,
+       [](auto& x) { return conv2d(x[0], x[1], x[2], {.padding = {1, 1}, .groups = 2}); }, true},
+      {"conv2d_1x1", {{2, 5, 3, 3}, {4, 5, 1, 1}}, Domain::any, [](auto& x) { return conv2d(x[0], x[1]); }, true},
+      {"conv2d_input_grad", {{1, 4, 3, 3}, {4, 2, 3, 3}}, Domain::any,
+       [](auto& x) { return conv2d_input_grad(x[0], x[1], {1, 2, 5, 5}, {}); }, true},
+      {"conv2d_weight_grad", {{1, 2, 5, 5}, {1, 4, 3, 3}}, Domain::any,
+       [](auto& x) { return conv2d_weight_grad(x[0], x[1], {4, 2, 3, 3}, {}); }, true},
+      // ---- pooling ----
+      {"max_pool2d", {{2, 3, 6, 6}}, Domain::any, [](auto& x) { return max_pool2d(x[0], {}); }, true},
+      {"max_pool2d_overlap_pad_ceil", {{1, 2, 7, 7}}, Domain::any,
+       [](auto& x) {
+         return max_pool2d(x[0], {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}, .ceil_mode = true});
+       },
+       true},
+      {"avg_pool2d", {{2, 3, 6, 6}}, Domain::any, [](auto& x) { return avg_pool2d(x[0], {}); }, true},
+      {"avg_pool2d_pad_exclude", {{1, 2, 5, 5}}, Domain::any,
+       [](auto& x) {
+         return avg_pool2d(x[0], {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}, .ceil_mode = true,
+                                  .count_include_pad = false});
+       },
+       true},
+      {"global_avg_pool2d", {{2, 3, 4, 5}}, Domain::any, [](auto& x) { return global_avg_pool2d(x[0]); }, true},
+      // ---- normalisation, dropout ----
+      {"batch_norm_train_4d", {{3, 2, 3, 3}, {2}, {2}}, Domain::any,
+       [](auto& x) { return batch_norm(x[0], x[1], x[2], Tensor(), Tensor(), true); }, true},
+      {"batch_norm_train_2d", {{5, 3}, {3}, {3}}, Domain::any,
+       [](auto& x) { return batch_norm(x[0], x[1], x[2], Tensor(), Tensor(), true); }, true},
+      {"batch_norm_train_no_affine", {{4, 3, 2, 2}}, Domain::any,
+       [](auto& x) { return batch_norm(x[0], Variable(), Variable(), Tensor(), Tensor(), true); }, true},
+      {"batch_norm_eval", {{3, 2, 3, 3}, {2}, {2}}, Domain::any,
+       [](auto& x) {
+         return batch_norm(x[0], x[1], x[2], Tensor::from_list({0.1, -0.2}, {2}, DType::f64),
+                           Tensor::from_list({0.5, 2.0}, {2}, DType::f64), false);
+       },
+       true},
+      {"dropout", {{4, 5}}, Domain::any,
+       [](auto& x) {
+         Generator gen(11);  // same mask at every evaluation
+         return dropout(x[0], 0.3, true, gen);
+       },
+       true},
   };
   return table;
 }
