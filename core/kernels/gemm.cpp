@@ -1,10 +1,12 @@
-// Provisional GEMM: OpenBLAS for the fast path. The AVX-512 micro-kernel replaces gemm/gemm_serial.
+// GEMM entry points. float: our AVX-512 kernel (gemm_avx512.cpp) when the CPU has it, else
+// OpenBLAS. double: OpenBLAS dgemm (row blocks in parallel).
 #include "core/kernels/gemm.h"
 
 #include <cblas.h>
 
-#include <stdexcept>
+#include <algorithm>
 
+#include "core/kernels/gemm_pack.h"
 #include "core/parallel.h"
 
 namespace lowbit::kernels {
@@ -29,21 +31,26 @@ void gemm_ref_impl(const GemmArgs<T>& g) {
 
 CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
-// Parallel over row blocks of C, each block an independent single-threaded GEMM.
+// Fixed row blocks of C (independent of the scheduler), each an independent single-threaded GEMM.
 template <class T>
-void gemm_parallel(const GemmArgs<T>& g) {
-  const int64_t flops = g.M * g.N * g.K;
-  if (flops < (int64_t(1) << 18) || g.M < 32) {
+void gemm_row_blocks(const GemmArgs<T>& g) {
+  const int64_t work = g.M * g.N * g.K;
+  const int threads = num_threads();
+  if (threads <= 1 || work < (int64_t(1) << 20) || g.M < 32) {
     gemm_serial(g);
     return;
   }
-  const int64_t rows_per_task = 64;
-  parallel_for(0, g.M, rows_per_task, [&](int64_t lo, int64_t hi) {
-    GemmArgs<T> part = g;
-    part.M = hi - lo;
-    part.A = g.trans_a ? g.A + lo : g.A + lo * g.lda;
-    part.C = g.C + lo * g.ldc;
-    gemm_serial(part);
+  const int64_t rows_per_block = 64;
+  const int64_t blocks = (g.M + rows_per_block - 1) / rows_per_block;
+  parallel_for(0, blocks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) {
+      const int64_t r0 = b * rows_per_block, r1 = std::min(g.M, r0 + rows_per_block);
+      GemmArgs<T> part = g;
+      part.M = r1 - r0;
+      part.A = g.trans_a ? g.A + r0 : g.A + r0 * g.lda;
+      part.C = g.C + r0 * g.ldc;
+      gemm_serial(part);
+    }
   });
 }
 
@@ -63,9 +70,20 @@ void gemm_blas(const GemmArgs<double>& g) {
               int(g.lda), g.B, int(g.ldb), g.beta, g.C, int(g.ldc));
 }
 
-void gemm_serial(const GemmArgs<float>& g) { gemm_blas(g); }
+void gemm_serial(const GemmArgs<float>& g) {
+  if (detail::sgemm_avx512_supported())
+    detail::sgemm_avx512(g, /*parallel=*/false);
+  else
+    gemm_blas(g);
+}
 void gemm_serial(const GemmArgs<double>& g) { gemm_blas(g); }
-void gemm(const GemmArgs<float>& g) { gemm_parallel(g); }
-void gemm(const GemmArgs<double>& g) { gemm_parallel(g); }
+
+void gemm(const GemmArgs<float>& g) {
+  if (detail::sgemm_avx512_supported())
+    detail::sgemm_avx512(g, /*parallel=*/true);
+  else
+    gemm_row_blocks(g);
+}
+void gemm(const GemmArgs<double>& g) { gemm_row_blocks(g); }
 
 }  // namespace lowbit::kernels

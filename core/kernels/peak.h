@@ -1,0 +1,16 @@
+// Machine-peak probe: measured fp32 FMA throughput of this CPU.
+//
+//   measure_peak_gflops(threads)  runs independent FMA chains (enough accumulators to cover the
+//                                 FMA latency) on `threads` std::threads at once and returns the
+//                                 aggregate GFLOP/s (1 FMA lane = 2 flops). Uses 512-bit FMAs when
+//                                 the CPU has AVX-512F at run time, else 256-bit FMA, else scalar.
+//                                 Takes ~0.2 s per call; the best of a few repetitions is returned.
+//   peak_isa()                    names the vector width the probe used ("avx512", "avx2", "scalar").
+#pragma once
+
+namespace lowbit::kernels {
+
+double measure_peak_gflops(int threads);
+const char* peak_isa();
+
+}  // namespace lowbit::kernels
