@@ -1,0 +1,159 @@
+// Convolution entry points: the plain reference loops and the dispatch to the AVX-512 kernels.
+#include "core/kernels/conv.h"
+
+#include <stdexcept>
+
+#include "core/kernels/conv_direct.h"
+
+namespace lowbit::kernels {
+namespace {
+
+void check(const Conv2dGeometry& g) {
+  if (g.N < 1 || g.C < 1 || g.H < 1 || g.W < 1 || g.K < 1 || g.R < 1 || g.S < 1 || g.stride_h < 1 ||
+      g.stride_w < 1 || g.pad_h < 0 || g.pad_w < 0 || g.dil_h < 1 || g.dil_w < 1 || g.groups < 1 ||
+      g.C % g.groups != 0 || g.K % g.groups != 0 || g.P() < 1 || g.Q() < 1)
+    throw std::invalid_argument("conv2d: invalid geometry");
+}
+
+template <class T, class Acc>
+void forward_ref(const Conv2dGeometry& g, const T* x, const T* w, const T* b, T* y) {
+  check(g);
+  const int64_t P = g.P(), Q = g.Q(), Cg = g.C_per_group(), Kg = g.K_per_group();
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t q = 0; q < Q; ++q)
+        for (int64_t k = 0; k < g.K; ++k) {
+          const int64_t c0 = (k / Kg) * Cg;
+          Acc acc = b ? Acc(b[k]) : Acc(0);
+          for (int64_t r = 0; r < g.R; ++r) {
+            const int64_t ih = p * g.stride_h - g.pad_h + r * g.dil_h;
+            if (ih < 0 || ih >= g.H) continue;
+            for (int64_t s = 0; s < g.S; ++s) {
+              const int64_t iw = q * g.stride_w - g.pad_w + s * g.dil_w;
+              if (iw < 0 || iw >= g.W) continue;
+              const T* xp = x + ((n * g.H + ih) * g.W + iw) * g.C + c0;
+              const T* wp = w + ((k * g.R + r) * g.S + s) * Cg;
+              for (int64_t c = 0; c < Cg; ++c) acc += Acc(xp[c]) * Acc(wp[c]);
+            }
+          }
+          y[((n * P + p) * Q + q) * g.K + k] = T(acc);
+        }
+}
+
+template <class T, class Acc>
+void backward_data_ref(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  check(g);
+  const int64_t P = g.P(), Q = g.Q(), Cg = g.C_per_group(), Kg = g.K_per_group();
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t h = 0; h < g.H; ++h)
+      for (int64_t wi = 0; wi < g.W; ++wi)
+        for (int64_t c = 0; c < g.C; ++c) {
+          const int64_t grp = c / Cg, cl = c % Cg;
+          Acc acc = 0;
+          for (int64_t r = 0; r < g.R; ++r) {
+            const int64_t ph = h + g.pad_h - r * g.dil_h;
+            if (ph < 0 || ph % g.stride_h != 0 || ph / g.stride_h >= P) continue;
+            const int64_t p = ph / g.stride_h;
+            for (int64_t s = 0; s < g.S; ++s) {
+              const int64_t qw = wi + g.pad_w - s * g.dil_w;
+              if (qw < 0 || qw % g.stride_w != 0 || qw / g.stride_w >= Q) continue;
+              const int64_t q = qw / g.stride_w;
+              for (int64_t kl = 0; kl < Kg; ++kl) {
+                const int64_t k = grp * Kg + kl;
+                acc += Acc(dy[((n * P + p) * Q + q) * g.K + k]) * Acc(w[((k * g.R + r) * g.S + s) * Cg + cl]);
+              }
+            }
+          }
+          dx[((n * g.H + h) * g.W + wi) * g.C + c] = T(acc);
+        }
+}
+
+template <class T, class Acc>
+void backward_weight_ref(const Conv2dGeometry& g, const T* x, const T* dy, T* dw, T* db) {
+  check(g);
+  const int64_t P = g.P(), Q = g.Q(), Cg = g.C_per_group(), Kg = g.K_per_group();
+  for (int64_t k = 0; k < g.K; ++k) {
+    const int64_t c0 = (k / Kg) * Cg;
+    for (int64_t r = 0; r < g.R; ++r)
+      for (int64_t s = 0; s < g.S; ++s)
+        for (int64_t c = 0; c < Cg; ++c) {
+          Acc acc = 0;
+          for (int64_t n = 0; n < g.N; ++n)
+            for (int64_t p = 0; p < P; ++p) {
+              const int64_t ih = p * g.stride_h - g.pad_h + r * g.dil_h;
+              if (ih < 0 || ih >= g.H) continue;
+              for (int64_t q = 0; q < Q; ++q) {
+                const int64_t iw = q * g.stride_w - g.pad_w + s * g.dil_w;
+                if (iw < 0 || iw >= g.W) continue;
+                acc += Acc(dy[((n * P + p) * Q + q) * g.K + k]) * Acc(x[((n * g.H + ih) * g.W + iw) * g.C + c0 + c]);
+              }
+            }
+          dw[((k * g.R + r) * g.S + s) * Cg + c] = T(acc);
+        }
+  }
+  if (db) {
+    for (int64_t k = 0; k < g.K; ++k) {
+      Acc acc = 0;
+      for (int64_t i = 0; i < g.N * P * Q; ++i) acc += Acc(dy[i * g.K + k]);
+      db[k] = T(acc);
+    }
+  }
+}
+
+}  // namespace
+
+void conv2d_forward_ref(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
+  forward_ref<float, double>(g, x, w, b, y);
+}
+void conv2d_forward_ref(const Conv2dGeometry& g, const double* x, const double* w, const double* b,
+                        double* y) {
+  forward_ref<double, long double>(g, x, w, b, y);
+}
+void conv2d_backward_data_ref(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
+  backward_data_ref<float, double>(g, dy, w, dx);
+}
+void conv2d_backward_data_ref(const Conv2dGeometry& g, const double* dy, const double* w, double* dx) {
+  backward_data_ref<double, long double>(g, dy, w, dx);
+}
+void conv2d_backward_weight_ref(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
+                                float* db) {
+  backward_weight_ref<float, double>(g, x, dy, dw, db);
+}
+void conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
+                                double* db) {
+  backward_weight_ref<double, long double>(g, x, dy, dw, db);
+}
+
+void conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
+  check(g);
+  if (conv_direct_available())
+    conv2d_forward_direct(g, x, w, b, y);
+  else
+    conv2d_forward_ref(g, x, w, b, y);
+}
+void conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w, const double* b, double* y) {
+  conv2d_forward_ref(g, x, w, b, y);
+}
+void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
+  check(g);
+  if (conv_direct_available())
+    conv2d_backward_data_direct(g, dy, w, dx);
+  else
+    conv2d_backward_data_ref(g, dy, w, dx);
+}
+void conv2d_backward_data(const Conv2dGeometry& g, const double* dy, const double* w, double* dx) {
+  conv2d_backward_data_ref(g, dy, w, dx);
+}
+void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db) {
+  check(g);
+  if (conv_direct_available())
+    conv2d_backward_weight_direct(g, x, dy, dw, db);
+  else
+    conv2d_backward_weight_ref(g, x, dy, dw, db);
+}
+void conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
+                            double* db) {
+  conv2d_backward_weight_ref(g, x, dy, dw, db);
+}
+
+}  // namespace lowbit::kernels

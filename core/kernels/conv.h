@@ -1,0 +1,46 @@
+// General 2-D convolution (any stride, padding, dilation, groups), NHWC activations, KRSC weights.
+//
+// Geometry: Conv2dGeometry (core/kernels/shapes.h); C and K must be multiples of `groups`.
+//   x   [N][H][W][C]        input
+//   w   [K][R][S][C/groups] weight (PyTorch's [K, C/groups, R, S] in channels-last order)
+//   b   [K]                 bias, may be null
+//   y   [N][P][Q][K]        output
+// Output channel k of group g = k / (K/groups) reads input channels [g*C/groups, (g+1)*C/groups).
+// Padding is zeros (cross-correlation, as PyTorch's conv2d).
+//
+//   conv2d_forward          y  = conv(x, w) + b                               (y overwritten)
+//   conv2d_backward_data    dx = conv^T(dy, w), the gradient of y wrt x       (dx overwritten)
+//   conv2d_backward_weight  dw = sum_{n,p,q} dy (x) x-patch,  db = sum dy    (dw, db overwritten;
+//                           db may be null)
+//
+// Float runs AVX-512 direct-convolution kernels when the CPU has AVX-512F (register-blocked
+// micro-kernels, no im2col; 3x3 stride-1 layers may use Winograd), the `_ref` code otherwise;
+// double runs the `_ref` code. Parallel over output rows (forward, backward-data) or over
+// batch chunks fixed by the shape alone (backward-weight, partials summed in chunk order), so
+// results are bit-identical for any thread count. The `_ref` twins are the plain 7-loop direct
+// convolution, accumulating in double (long double for double).
+#pragma once
+
+#include "core/kernels/shapes.h"
+
+namespace lowbit::kernels {
+
+void conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y);
+void conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w, const double* b, double* y);
+void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx);
+void conv2d_backward_data(const Conv2dGeometry& g, const double* dy, const double* w, double* dx);
+void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db);
+void conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
+                            double* db);
+
+void conv2d_forward_ref(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y);
+void conv2d_forward_ref(const Conv2dGeometry& g, const double* x, const double* w, const double* b,
+                        double* y);
+void conv2d_backward_data_ref(const Conv2dGeometry& g, const float* dy, const float* w, float* dx);
+void conv2d_backward_data_ref(const Conv2dGeometry& g, const double* dy, const double* w, double* dx);
+void conv2d_backward_weight_ref(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
+                                float* db);
+void conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
+                                double* db);
+
+}  // namespace lowbit::kernels

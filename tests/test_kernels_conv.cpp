@@ -1,0 +1,180 @@
+// Convolution kernels: fast paths pinned to the plain 7-loop references over the zoo's layer
+// geometries (batch 1-2, spatial size reduced where the reference would be slow) and odd tails,
+// float and double; results are bit-identical for 1 and 2 threads.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench/conv_layers.h"
+#include "core/kernels/conv.h"
+#include "core/parallel.h"
+
+using namespace lowbit;
+using kernels::Conv2dGeometry;
+
+namespace {
+
+template <class T>
+std::vector<T> random_vec(int64_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> d(-1.0, 1.0);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(d(rng));
+  return v;
+}
+
+template <class T>
+void check_close(const std::vector<T>& got, const std::vector<T>& want, double rel_tol, const char* what,
+                 const std::string& label) {
+  REQUIRE(got.size() == want.size());
+  double scale = 1.0, worst = 0.0;
+  for (T v : want) scale = std::max(scale, std::abs(double(v)));
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double d = std::abs(double(got[i]) - double(want[i]));
+    worst = std::isnan(d) ? INFINITY : std::max(worst, d);
+  }
+  INFO(label, " ", what, ": max |fast - ref| = ", worst, " (scale ", scale, ")");
+  CHECK(worst <= rel_tol * scale);
+}
+
+std::string describe(const Conv2dGeometry& g) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "N%ld C%ld H%ld W%ld K%ld R%ld S%ld str%ldx%ld pad%ldx%ld dil%ldx%ld g%ld",
+                long(g.N), long(g.C), long(g.H), long(g.W), long(g.K), long(g.R), long(g.S), long(g.stride_h),
+                long(g.stride_w), long(g.pad_h), long(g.pad_w), long(g.dil_h), long(g.dil_w), long(g.groups));
+  return buf;
+}
+
+template <class T>
+struct Outputs {
+  std::vector<T> y, dx, dw, db;
+};
+
+template <class T>
+Outputs<T> run_fast(const Conv2dGeometry& g, const std::vector<T>& x, const std::vector<T>& w,
+                    const std::vector<T>& b, const std::vector<T>& dy) {
+  // Outputs start as NaN: every element must be overwritten.
+  Outputs<T> o{std::vector<T>(dy.size(), T(NAN)), std::vector<T>(x.size(), T(NAN)),
+               std::vector<T>(w.size(), T(NAN)), std::vector<T>(b.size(), T(NAN))};
+  kernels::conv2d_forward(g, x.data(), w.data(), b.data(), o.y.data());
+  kernels::conv2d_backward_data(g, dy.data(), w.data(), o.dx.data());
+  kernels::conv2d_backward_weight(g, x.data(), dy.data(), o.dw.data(), o.db.data());
+  return o;
+}
+
+template <class T>
+void check_geometry(const Conv2dGeometry& g, bool check_threads) {
+  const std::string label = describe(g);
+  const auto x = random_vec<T>(g.N * g.H * g.W * g.C, 11);
+  const auto w = random_vec<T>(g.K * g.R * g.S * g.C_per_group(), 12);
+  const auto b = random_vec<T>(g.K, 13);
+  const auto dy = random_vec<T>(g.N * g.P() * g.Q() * g.K, 14);
+
+  Outputs<T> ref{std::vector<T>(dy.size()), std::vector<T>(x.size()), std::vector<T>(w.size()),
+                 std::vector<T>(b.size())};
+  kernels::conv2d_forward_ref(g, x.data(), w.data(), b.data(), ref.y.data());
+  kernels::conv2d_backward_data_ref(g, dy.data(), w.data(), ref.dx.data());
+  kernels::conv2d_backward_weight_ref(g, x.data(), dy.data(), ref.dw.data(), ref.db.data());
+
+  set_num_threads(2);
+  const Outputs<T> fast = run_fast(g, x, w, b, dy);
+  const double tol = sizeof(T) == 4 ? 2e-5 : 1e-12;
+  check_close(fast.y, ref.y, tol, "forward", label);
+  check_close(fast.dx, ref.dx, tol, "backward_data", label);
+  check_close(fast.dw, ref.dw, tol, "backward_weight", label);
+  check_close(fast.db, ref.db, tol, "backward_bias", label);
+
+  // db may be null.
+  std::vector<T> dw2(w.size());
+  kernels::conv2d_backward_weight(g, x.data(), dy.data(), dw2.data(), static_cast<T*>(nullptr));
+  CHECK(std::memcmp(dw2.data(), fast.dw.data(), sizeof(T) * dw2.size()) == 0);
+  // No bias.
+  std::vector<T> y2(dy.size());
+  kernels::conv2d_forward(g, x.data(), w.data(), static_cast<const T*>(nullptr), y2.data());
+  for (size_t i = 0; i < y2.size(); ++i) y2[i] += b[i % g.K];
+  check_close(y2, ref.y, tol, "forward without bias", label);
+
+  if (check_threads) {
+    set_num_threads(1);
+    const Outputs<T> one = run_fast(g, x, w, b, dy);
+    set_num_threads(2);
+    INFO(label);
+    CHECK(std::memcmp(one.y.data(), fast.y.data(), sizeof(T) * one.y.size()) == 0);
+    CHECK(std::memcmp(one.dx.data(), fast.dx.data(), sizeof(T) * one.dx.size()) == 0);
+    CHECK(std::memcmp(one.dw.data(), fast.dw.data(), sizeof(T) * one.dw.size()) == 0);
+    CHECK(std::memcmp(one.db.data(), fast.db.data(), sizeof(T) * one.db.size()) == 0);
+  }
+}
+
+Conv2dGeometry geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S, int64_t sh,
+                    int64_t sw, int64_t ph, int64_t pw, int64_t dh = 1, int64_t dw = 1, int64_t groups = 1) {
+  Conv2dGeometry g;
+  g.N = N, g.C = C, g.H = H, g.W = W, g.K = K, g.R = R, g.S = S;
+  g.stride_h = sh, g.stride_w = sw, g.pad_h = ph, g.pad_w = pw, g.dil_h = dh, g.dil_w = dw, g.groups = groups;
+  return g;
+}
+
+// Zoo layer at batch `n`, spatial size shrunk until one image costs at most ~8M MACs.
+Conv2dGeometry shrink(Conv2dGeometry g, int64_t n) {
+  g.N = n;
+  while (g.macs() / n > 8'000'000 && g.H > 2 * g.R) {
+    g.H = (g.H + 1) / 2;
+    g.W = (g.W + 1) / 2;
+  }
+  return g;
+}
+
+}  // namespace
+
+TEST_CASE("conv2d fast == ref over the model zoo's layers") {
+  std::vector<bench::ConvLayer> layers;
+  for (auto table : {bench::resnet20_conv_layers, bench::vgg11_conv_layers, bench::mobilenet_pointwise_layers,
+                     bench::lenet5_conv_layers, bench::alexnet_conv_layers})
+    for (const auto& l : table(1)) layers.push_back(l);
+  int i = 0;
+  for (const auto& l : layers) {
+    const Conv2dGeometry g = shrink(l.geom, 1 + (i++ % 2));
+    CAPTURE(l.name);
+    check_geometry<float>(g, /*check_threads=*/true);
+  }
+}
+
+TEST_CASE("conv2d fast == ref on odd tails, strides, dilation, groups") {
+  const std::vector<Conv2dGeometry> cases = {
+      geom(2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1),               // tiny channel counts, odd H/W
+      geom(1, 17, 9, 11, 33, 3, 3, 2, 2, 1, 1),            // stride 2, odd sizes, C/K tails
+      geom(2, 33, 6, 5, 17, 3, 3, 1, 1, 0, 0),             // no padding
+      geom(1, 5, 11, 10, 17, 5, 5, 1, 1, 2, 2),            // 5x5 pad 2
+      geom(1, 7, 12, 13, 9, 3, 3, 1, 1, 2, 2, 2, 2),       // dilation 2
+      geom(1, 6, 9, 8, 20, 3, 3, 2, 1, 1, 2, 1, 2),        // mixed strides / pads / dilation
+      geom(2, 8, 7, 7, 12, 3, 3, 1, 1, 1, 1, 1, 1, 2),     // groups 2 (Cg 4, Kg 6)
+      geom(1, 16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, 4),    // groups 4, stride 2
+      geom(1, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1, 1, 1, 2),    // groups 2 with full vectors
+      geom(2, 16, 9, 9, 16, 3, 3, 1, 1, 1, 1, 1, 1, 16),   // depthwise
+      geom(1, 8, 7, 6, 16, 3, 3, 2, 2, 1, 1, 1, 1, 8),     // depthwise, multiplier 2, stride 2
+      geom(1, 19, 7, 9, 21, 1, 1, 2, 2, 0, 0),             // 1x1 stride 2, odd sizes
+      geom(1, 4, 10, 10, 3, 1, 1, 3, 3, 0, 0),             // stride larger than the kernel
+      geom(2, 1, 5, 5, 1, 3, 3, 1, 1, 1, 1),               // one channel
+      geom(1, 3, 1, 1, 4, 3, 3, 1, 1, 1, 1),               // 1x1 image, kernel larger than input
+      geom(1, 5, 2, 3, 7, 3, 3, 1, 1, 1, 1),               // kernel larger than input
+      geom(1, 6, 6, 7, 40, 1, 3, 1, 1, 0, 1),              // 1x3 kernel
+      geom(1, 18, 13, 13, 70, 3, 3, 1, 1, 1, 1),           // 5 output vectors (4 + 1 blocks)
+      geom(1, 3, 30, 31, 10, 11, 11, 4, 4, 2, 2),          // AlexNet-like 11x11 stride 4
+      geom(1, 16, 35, 33, 16, 3, 3, 1, 1, 1, 1),           // rows longer than one tile
+  };
+  for (const auto& g : cases) {
+    check_geometry<float>(g, /*check_threads=*/true);
+    check_geometry<double>(g, /*check_threads=*/false);
+  }
+}
+
+TEST_CASE("conv2d rejects inconsistent geometry") {
+  Conv2dGeometry g = geom(1, 6, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4);  // C not divisible by groups
+  std::vector<float> x(150), w(100), y(100);
+  CHECK_THROWS(kernels::conv2d_forward(g, x.data(), w.data(), nullptr, y.data()));
+}
