@@ -1,0 +1,501 @@
+// Batch normalization kernels. Reductions run over chunks of rows (parallel_chunks, chunk count a
+// function of the shape), each chunk accumulating blocks of up to 64 rows in the element type and
+// adding the block sums into double; chunk results merge in chunk order. Elementwise passes run
+// in parallel over rows.
+#include "core/kernels/batchnorm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "core/error.h"
+#include "core/parallel.h"
+
+#define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
+
+namespace lowbit::kernels {
+namespace {
+
+std::atomic<bool> g_avx512_enabled{true};
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  return has;
+}
+
+template <class T>
+bool use_avx512() {
+  return std::is_same_v<T, float> && cpu_has_avx512() && g_avx512_enabled.load(std::memory_order_relaxed);
+}
+
+constexpr int64_t kBlockRows = 64;       // rows summed in the element type before going to double
+constexpr int64_t kChunkElems = 32768;   // elements per reduction chunk (cache-resident)
+
+int64_t chunk_count(int64_t rows, int64_t C) {
+  const int64_t chunk_rows = std::max<int64_t>(1, kChunkElems / C);
+  return (rows + chunk_rows - 1) / chunk_rows;
+}
+
+int64_t elementwise_grain(int64_t C) { return std::max<int64_t>(1, 16384 / C); }
+
+void check_shape(int64_t rows, int64_t C, const char* op) {
+  LOWBIT_CHECK(rows >= 1 && C >= 1, op, ": need rows >= 1 and C >= 1, got rows=", rows, " C=", C);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Portable row-block primitives (any T). Sums go to double accumulators.
+// ---------------------------------------------------------------------------------------------
+
+// out[c] += sum_rows x
+template <class T>
+void sum_rows_generic(int64_t rows, int64_t C, const T* x, double* out, T* blk) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    const int64_t r1 = std::min(rows, r0 + kBlockRows);
+    std::fill(blk, blk + C, T(0));
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = 0; c < C; ++c) blk[c] += x[r * C + c];
+    for (int64_t c = 0; c < C; ++c) out[c] += double(blk[c]);
+  }
+}
+
+// s1[c] += sum (a - center), s2[c] += sum b * (a - center), with b = a when `b` is null.
+template <class T>
+void dev_rows_generic(int64_t rows, int64_t C, const T* a, const T* b, const T* center, double* s1, double* s2,
+                      T* blk) {
+  T* b1 = blk;
+  T* b2 = blk + C;
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    const int64_t r1 = std::min(rows, r0 + kBlockRows);
+    std::fill(blk, blk + 2 * C, T(0));
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* ar = a + r * C;
+      const T* br = b ? b + r * C : nullptr;
+      for (int64_t c = 0; c < C; ++c) {
+        const T d = ar[c] - center[c];
+        b1[c] += d;
+        b2[c] += (br ? br[c] : d) * d;
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      s1[c] += double(b1[c]);
+      s2[c] += double(b2[c]);
+    }
+  }
+}
+
+// y = (x - center) * scale + shift
+template <class T>
+void affine_rows_generic(int64_t rows, int64_t C, const T* x, const T* center, const T* scale, const T* shift,
+                         T* y) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) y[r * C + c] = (x[r * C + c] - center[c]) * scale[c] + shift[c];
+}
+
+// dx = dy * k1 + (x - center) * k2 + k3
+template <class T>
+void bwd_dx_rows_generic(int64_t rows, int64_t C, const T* dy, const T* x, const T* center, const T* k1,
+                         const T* k2, const T* k3, T* dx) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c)
+      dx[r * C + c] = dy[r * C + c] * k1[c] + (x[r * C + c] - center[c]) * k2[c] + k3[c];
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512 float primitives: groups of up to 4 vectors (64 channels) kept in registers.
+// ---------------------------------------------------------------------------------------------
+
+LOWBIT_AVX512 inline __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1u);
+}
+
+// out[0..16) += a, lanes limited by m.
+LOWBIT_AVX512 inline void add_to_double(double* out, __m512 a, __mmask16 m) {
+  const __mmask8 lo = __mmask8(m & 0xFF), hi = __mmask8(m >> 8);
+  // Zero-masked forms: GCC 12 warns on the _mm512_undefined_* inside the plain ones.
+  const __m512d dlo = _mm512_maskz_cvtps_pd(0xFF, _mm512_maskz_extractf32x8_ps(0xFF, a, 0));
+  const __m512d dhi = _mm512_maskz_cvtps_pd(0xFF, _mm512_maskz_extractf32x8_ps(0xFF, a, 1));
+  _mm512_mask_storeu_pd(out, lo, _mm512_add_pd(_mm512_maskz_loadu_pd(lo, out), dlo));
+  _mm512_mask_storeu_pd(out + 8, hi, _mm512_add_pd(_mm512_maskz_loadu_pd(hi, out + 8), dhi));
+}
+
+// One channel group [c0, c0 + 16*NV) of one row block. Pointers are at (row r0, channel c0).
+template <int NV>
+LOWBIT_AVX512 void sum_group(int64_t nr, int64_t C, const float* x, int64_t left, double* out) {
+  __mmask16 m[NV];
+  __m512 a[NV];
+#pragma GCC unroll 4
+  for (int j = 0; j < NV; ++j) {
+    m[j] = tail_mask(left - 16 * j);
+    a[j] = _mm512_setzero_ps();
+  }
+  for (int64_t r = 0; r < nr; ++r, x += C) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) a[j] = _mm512_add_ps(a[j], _mm512_maskz_loadu_ps(m[j], x + 16 * j));
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < NV; ++j) add_to_double(out + 16 * j, a[j], m[j]);
+}
+
+// s1 += sum (a - center); s2 += sum b * (a - center) (b = a - center when WithB is false).
+template <int NV, bool WithB>
+LOWBIT_AVX512 void dev_group(int64_t nr, int64_t C, const float* a, const float* b, int64_t left,
+                             const float* center, double* s1, double* s2) {
+  __mmask16 m[NV];
+  __m512 cen[NV], a1[NV], a2[NV];
+#pragma GCC unroll 4
+  for (int j = 0; j < NV; ++j) {
+    m[j] = tail_mask(left - 16 * j);
+    cen[j] = _mm512_maskz_loadu_ps(m[j], center + 16 * j);
+    a1[j] = _mm512_setzero_ps();
+    a2[j] = _mm512_setzero_ps();
+  }
+  for (int64_t r = 0; r < nr; ++r, a += C, b += WithB ? C : 0) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+      const __m512 d = _mm512_maskz_sub_ps(m[j], _mm512_maskz_loadu_ps(m[j], a + 16 * j), cen[j]);
+      a1[j] = _mm512_add_ps(a1[j], d);
+      const __m512 f = WithB ? _mm512_maskz_loadu_ps(m[j], b + 16 * j) : d;
+      a2[j] = _mm512_fmadd_ps(f, d, a2[j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < NV; ++j) {
+    add_to_double(s1 + 16 * j, a1[j], m[j]);
+    add_to_double(s2 + 16 * j, a2[j], m[j]);
+  }
+}
+
+LOWBIT_AVX512 void sum_rows_avx512(int64_t rows, int64_t C, const float* x, double* out) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    const int64_t nr = std::min(kBlockRows, rows - r0);
+    for (int64_t c0 = 0; c0 < C; c0 += 64) {
+      const int64_t left = C - c0;
+      const float* xp = x + r0 * C + c0;
+      if (left > 48) sum_group<4>(nr, C, xp, left, out + c0);
+      else if (left > 32) sum_group<3>(nr, C, xp, left, out + c0);
+      else if (left > 16) sum_group<2>(nr, C, xp, left, out + c0);
+      else sum_group<1>(nr, C, xp, left, out + c0);
+    }
+  }
+}
+
+template <bool WithB>
+LOWBIT_AVX512 void dev_rows_avx512(int64_t rows, int64_t C, const float* a, const float* b, const float* center,
+                                   double* s1, double* s2) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    const int64_t nr = std::min(kBlockRows, rows - r0);
+    for (int64_t c0 = 0; c0 < C; c0 += 64) {
+      const int64_t left = C - c0, off = r0 * C + c0;
+      const float* ap = a + off;
+      const float* bp = WithB ? b + off : nullptr;
+      if (left > 48) dev_group<4, WithB>(nr, C, ap, bp, left, center + c0, s1 + c0, s2 + c0);
+      else if (left > 32) dev_group<3, WithB>(nr, C, ap, bp, left, center + c0, s1 + c0, s2 + c0);
+      else if (left > 16) dev_group<2, WithB>(nr, C, ap, bp, left, center + c0, s1 + c0, s2 + c0);
+      else dev_group<1, WithB>(nr, C, ap, bp, left, center + c0, s1 + c0, s2 + c0);
+    }
+  }
+}
+
+LOWBIT_AVX512 void affine_rows_avx512(int64_t rows, int64_t C, const float* x, const float* center,
+                                      const float* scale, const float* shift, float* y) {
+  for (int64_t r = 0; r < rows; ++r, x += C, y += C)
+    for (int64_t cb = 0; cb < C; cb += 16) {
+      const __mmask16 m = tail_mask(C - cb);
+      const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + cb), _mm512_maskz_loadu_ps(m, center + cb));
+      _mm512_mask_storeu_ps(
+          y + cb, m,
+          _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, scale + cb), _mm512_maskz_loadu_ps(m, shift + cb)));
+    }
+}
+
+LOWBIT_AVX512 void bwd_dx_rows_avx512(int64_t rows, int64_t C, const float* dy, const float* x,
+                                      const float* center, const float* k1, const float* k2, const float* k3,
+                                      float* dx) {
+  for (int64_t r = 0; r < rows; ++r, dy += C, x += C, dx += C)
+    for (int64_t cb = 0; cb < C; cb += 16) {
+      const __mmask16 m = tail_mask(C - cb);
+      const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + cb), _mm512_maskz_loadu_ps(m, center + cb));
+      const __m512 t = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dy + cb), _mm512_maskz_loadu_ps(m, k1 + cb),
+                                       _mm512_maskz_loadu_ps(m, k3 + cb));
+      _mm512_mask_storeu_ps(dx + cb, m, _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, k2 + cb), t));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch of the primitives for T.
+// ---------------------------------------------------------------------------------------------
+
+template <class T>
+struct Prims {
+  bool simd = use_avx512<T>();
+  void sum(int64_t rows, int64_t C, const T* x, double* out, T* blk) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (simd) return sum_rows_avx512(rows, C, x, out);
+    }
+    sum_rows_generic(rows, C, x, out, blk);
+  }
+  void dev(int64_t rows, int64_t C, const T* a, const T* b, const T* center, double* s1, double* s2,
+           T* blk) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (simd) {
+        if (b) return dev_rows_avx512<true>(rows, C, a, b, center, s1, s2);
+        return dev_rows_avx512<false>(rows, C, a, nullptr, center, s1, s2);
+      }
+    }
+    dev_rows_generic(rows, C, a, b, center, s1, s2, blk);
+  }
+  void affine(int64_t rows, int64_t C, const T* x, const T* center, const T* scale, const T* shift, T* y) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (simd) return affine_rows_avx512(rows, C, x, center, scale, shift, y);
+    }
+    affine_rows_generic(rows, C, x, center, scale, shift, y);
+  }
+  void bwd_dx(int64_t rows, int64_t C, const T* dy, const T* x, const T* center, const T* k1, const T* k2,
+              const T* k3, T* dx) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (simd) return bwd_dx_rows_avx512(rows, C, dy, x, center, k1, k2, k3, dx);
+    }
+    bwd_dx_rows_generic(rows, C, dy, x, center, k1, k2, k3, dx);
+  }
+};
+
+template <class T>
+void affine_pass(const Prims<T>& prims, int64_t rows, int64_t C, const T* x, const std::vector<T>& center,
+                 const std::vector<T>& scale, const std::vector<T>& shift, T* y) {
+  parallel_for(0, rows, elementwise_grain(C), [&](int64_t lo, int64_t hi) {
+    prims.affine(hi - lo, C, x + lo * C, center.data(), scale.data(), shift.data(), y + lo * C);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drivers
+// ---------------------------------------------------------------------------------------------
+
+template <class T>
+void forward_train_impl(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps, T* y,
+                        T* save_mean, T* save_invstd, T* var_unbiased) {
+  check_shape(rows, C, "batchnorm_forward_train");
+  const Prims<T> prims;
+  const int64_t chunks = chunk_count(rows, C);
+  // Per chunk: row count, mean[C], M2[C] (sum of squared deviations from the chunk mean).
+  std::vector<int64_t> counts(static_cast<size_t>(chunks));
+  std::vector<double> stats(static_cast<size_t>(chunks * 2 * C));
+  parallel_chunks(0, rows, chunks, [&](int64_t ci, int64_t lo, int64_t hi) {
+    const int64_t n = hi - lo;
+    const T* xc = x + lo * C;
+    std::vector<T> blk(static_cast<size_t>(2 * C)), center(static_cast<size_t>(C));
+    std::vector<double> s1(static_cast<size_t>(C), 0.0), s2(static_cast<size_t>(C), 0.0);
+    prims.sum(n, C, xc, s1.data(), blk.data());
+    for (int64_t c = 0; c < C; ++c) center[size_t(c)] = T(s1[size_t(c)] / double(n));
+    std::fill(s1.begin(), s1.end(), 0.0);
+    prims.dev(n, C, xc, nullptr, center.data(), s1.data(), s2.data(), blk.data());
+    double* mean = stats.data() + ci * 2 * C;
+    double* m2 = mean + C;
+    for (int64_t c = 0; c < C; ++c) {
+      const double d = s1[size_t(c)] / double(n);
+      mean[c] = double(center[size_t(c)]) + d;
+      m2[c] = std::max(0.0, s2[size_t(c)] - s1[size_t(c)] * d);
+    }
+    counts[size_t(ci)] = n;
+  });
+  // Merge in chunk order.
+  std::vector<double> mean(stats.begin(), stats.begin() + C), m2(stats.begin() + C, stats.begin() + 2 * C);
+  double count = double(counts[0]);
+  for (int64_t ci = 1; ci < chunks; ++ci) {
+    const double nb = double(counts[size_t(ci)]), n = count + nb;
+    const double* mb = stats.data() + ci * 2 * C;
+    const double* m2b = mb + C;
+    for (int64_t c = 0; c < C; ++c) {
+      const double delta = mb[c] - mean[size_t(c)];
+      mean[size_t(c)] += delta * nb / n;
+      m2[size_t(c)] += m2b[c] + delta * delta * count * nb / n;
+    }
+    count = n;
+  }
+  std::vector<T> center(static_cast<size_t>(C)), scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    const double var = m2[size_t(c)] / double(rows);
+    const double invstd = 1.0 / std::sqrt(var + eps);
+    // y = (x - center) * scale + shift with center = T(mean); the rounding error of the center
+    // (large when |mean| >> std) is folded into the shift.
+    const double scale_d = invstd * (gamma ? double(gamma[c]) : 1.0);
+    center[size_t(c)] = T(mean[size_t(c)]);
+    scale[size_t(c)] = T(scale_d);
+    shift[size_t(c)] = T((beta ? double(beta[c]) : 0.0) - (mean[size_t(c)] - double(center[size_t(c)])) * scale_d);
+    if (save_mean) save_mean[c] = T(mean[size_t(c)]);
+    if (save_invstd) save_invstd[c] = T(invstd);
+    if (var_unbiased) var_unbiased[c] = T(m2[size_t(c)] / double(rows - 1));
+  }
+  affine_pass(prims, rows, C, x, center, scale, shift, y);
+}
+
+template <class T>
+void forward_eval_impl(int64_t rows, int64_t C, const T* x, const T* running_mean, const T* running_var,
+                       const T* gamma, const T* beta, double eps, T* y) {
+  check_shape(rows, C, "batchnorm_forward_eval");
+  const Prims<T> prims;
+  std::vector<T> center(running_mean, running_mean + C), scale(static_cast<size_t>(C)),
+      shift(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    scale[size_t(c)] = T((gamma ? double(gamma[c]) : 1.0) / std::sqrt(double(running_var[c]) + eps));
+    shift[size_t(c)] = beta ? beta[c] : T(0);
+  }
+  affine_pass(prims, rows, C, x, center, scale, shift, y);
+}
+
+template <class T>
+void backward_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean, const T* save_invstd,
+                   const T* gamma, T* dx, T* dgamma, T* dbeta) {
+  check_shape(rows, C, "batchnorm_backward");
+  const Prims<T> prims;
+  const int64_t chunks = chunk_count(rows, C);
+  // Per chunk: sum dy[C], sum dy * (x - mean)[C].
+  std::vector<double> sums(static_cast<size_t>(chunks * 2 * C), 0.0);
+  parallel_chunks(0, rows, chunks, [&](int64_t ci, int64_t lo, int64_t hi) {
+    std::vector<T> blk(static_cast<size_t>(2 * C));
+    double* sdy = sums.data() + ci * 2 * C;
+    // dev(a = x, b = dy): s1 = sum (x - mean) is not needed; sum dy comes from sum().
+    std::vector<double> unused(static_cast<size_t>(C), 0.0);
+    prims.sum(hi - lo, C, dy + lo * C, sdy, blk.data());
+    prims.dev(hi - lo, C, x + lo * C, dy + lo * C, save_mean, unused.data(), sdy + C, blk.data());
+  });
+  std::vector<double> sum_dy(sums.begin(), sums.begin() + C), dot(sums.begin() + C, sums.begin() + 2 * C);
+  for (int64_t ci = 1; ci < chunks; ++ci) {
+    const double* part = sums.data() + ci * 2 * C;
+    for (int64_t c = 0; c < C; ++c) {
+      sum_dy[size_t(c)] += part[c];
+      dot[size_t(c)] += part[C + c];
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    if (dbeta) dbeta[c] = T(sum_dy[size_t(c)]);
+    if (dgamma) dgamma[c] = T(dot[size_t(c)] * double(save_invstd[c]));
+  }
+  if (!dx) return;
+  std::vector<T> k1(static_cast<size_t>(C)), k2(static_cast<size_t>(C)), k3(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    const double invstd = save_invstd[c], g = gamma ? double(gamma[c]) : 1.0;
+    k1[size_t(c)] = T(g * invstd);
+    k2[size_t(c)] = T(-g * invstd * invstd * invstd * dot[size_t(c)] / double(rows));
+    k3[size_t(c)] = T(-g * invstd * sum_dy[size_t(c)] / double(rows));
+  }
+  parallel_for(0, rows, elementwise_grain(C), [&](int64_t lo, int64_t hi) {
+    prims.bwd_dx(hi - lo, C, dy + lo * C, x + lo * C, save_mean, k1.data(), k2.data(), k3.data(), dx + lo * C);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// References: two-pass statistics and the textbook formulas in a wider type.
+// ---------------------------------------------------------------------------------------------
+
+template <class T>
+using RefAcc = std::conditional_t<std::is_same_v<T, float>, double, long double>;
+
+template <class T>
+void forward_train_ref_impl(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps, T* y,
+                            T* save_mean, T* save_invstd, T* var_unbiased) {
+  check_shape(rows, C, "batchnorm_forward_train_ref");
+  using A = RefAcc<T>;
+  for (int64_t c = 0; c < C; ++c) {
+    A sum = 0;
+    for (int64_t r = 0; r < rows; ++r) sum += x[r * C + c];
+    const A mean = sum / A(rows);
+    A sq = 0;
+    for (int64_t r = 0; r < rows; ++r) sq += (x[r * C + c] - mean) * (x[r * C + c] - mean);
+    const A var = sq / A(rows);
+    const A invstd = A(1) / std::sqrt(var + A(eps));
+    const A g = gamma ? A(gamma[c]) : A(1), b = beta ? A(beta[c]) : A(0);
+    for (int64_t r = 0; r < rows; ++r) y[r * C + c] = T((x[r * C + c] - mean) * invstd * g + b);
+    if (save_mean) save_mean[c] = T(mean);
+    if (save_invstd) save_invstd[c] = T(invstd);
+    if (var_unbiased) var_unbiased[c] = T(sq / A(rows - 1));
+  }
+}
+
+template <class T>
+void forward_eval_ref_impl(int64_t rows, int64_t C, const T* x, const T* running_mean, const T* running_var,
+                           const T* gamma, const T* beta, double eps, T* y) {
+  check_shape(rows, C, "batchnorm_forward_eval_ref");
+  using A = RefAcc<T>;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const A g = gamma ? A(gamma[c]) : A(1), b = beta ? A(beta[c]) : A(0);
+      y[r * C + c] = T((A(x[r * C + c]) - A(running_mean[c])) / std::sqrt(A(running_var[c]) + A(eps)) * g + b);
+    }
+}
+
+template <class T>
+void backward_ref_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean, const T* save_invstd,
+                       const T* gamma, T* dx, T* dgamma, T* dbeta) {
+  check_shape(rows, C, "batchnorm_backward_ref");
+  using A = RefAcc<T>;
+  for (int64_t c = 0; c < C; ++c) {
+    const A mean = save_mean[c], invstd = save_invstd[c], g = gamma ? A(gamma[c]) : A(1);
+    A sum_dy = 0, sum_dy_xhat = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      sum_dy += dy[r * C + c];
+      sum_dy_xhat += A(dy[r * C + c]) * (A(x[r * C + c]) - mean) * invstd;
+    }
+    if (dbeta) dbeta[c] = T(sum_dy);
+    if (dgamma) dgamma[c] = T(sum_dy_xhat);
+    if (dx)
+      for (int64_t r = 0; r < rows; ++r) {
+        const A xhat = (A(x[r * C + c]) - mean) * invstd;
+        dx[r * C + c] = T(g * invstd / A(rows) * (A(rows) * A(dy[r * C + c]) - sum_dy - xhat * sum_dy_xhat));
+      }
+  }
+}
+
+template <class T>
+void update_running_impl(int64_t C, double momentum, const T* batch_mean, const T* batch_var, T* running_mean,
+                         T* running_var) {
+  for (int64_t c = 0; c < C; ++c) {
+    running_mean[c] = T((1.0 - momentum) * double(running_mean[c]) + momentum * double(batch_mean[c]));
+    running_var[c] = T((1.0 - momentum) * double(running_var[c]) + momentum * double(batch_var[c]));
+  }
+}
+
+}  // namespace
+
+void batchnorm_set_avx512_enabled(bool enabled) { g_avx512_enabled.store(enabled, std::memory_order_relaxed); }
+
+#define LOWBIT_BN_DEFINE(T)                                                                                     \
+  void batchnorm_forward_train(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps,  \
+                               T* y, T* save_mean, T* save_invstd, T* batch_var_unbiased) {                     \
+    forward_train_impl(rows, C, x, gamma, beta, eps, y, save_mean, save_invstd, batch_var_unbiased);            \
+  }                                                                                                             \
+  void batchnorm_forward_eval(int64_t rows, int64_t C, const T* x, const T* running_mean, const T* running_var, \
+                              const T* gamma, const T* beta, double eps, T* y) {                                \
+    forward_eval_impl(rows, C, x, running_mean, running_var, gamma, beta, eps, y);                              \
+  }                                                                                                             \
+  void batchnorm_backward(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean,                 \
+                          const T* save_invstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {                   \
+    backward_impl(rows, C, x, dy, save_mean, save_invstd, gamma, dx, dgamma, dbeta);                            \
+  }                                                                                                             \
+  void batchnorm_forward_train_ref(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta,          \
+                                   double eps, T* y, T* save_mean, T* save_invstd, T* batch_var_unbiased) {     \
+    forward_train_ref_impl(rows, C, x, gamma, beta, eps, y, save_mean, save_invstd, batch_var_unbiased);        \
+  }                                                                                                             \
+  void batchnorm_forward_eval_ref(int64_t rows, int64_t C, const T* x, const T* running_mean,                   \
+                                  const T* running_var, const T* gamma, const T* beta, double eps, T* y) {      \
+    forward_eval_ref_impl(rows, C, x, running_mean, running_var, gamma, beta, eps, y);                          \
+  }                                                                                                             \
+  void batchnorm_backward_ref(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean,             \
+                              const T* save_invstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {               \
+    backward_ref_impl(rows, C, x, dy, save_mean, save_invstd, gamma, dx, dgamma, dbeta);                        \
+  }                                                                                                             \
+  void batchnorm_update_running_stats(int64_t C, double momentum, const T* batch_mean,                          \
+                                      const T* batch_var_unbiased, T* running_mean, T* running_var) {           \
+    update_running_impl(C, momentum, batch_mean, batch_var_unbiased, running_mean, running_var);                \
+  }
+
+LOWBIT_BN_DEFINE(float)
+LOWBIT_BN_DEFINE(double)
+#undef LOWBIT_BN_DEFINE
+
+}  // namespace lowbit::kernels

@@ -1,0 +1,71 @@
+// Batch normalization over a [rows][C] matrix, channels innermost: NHWC activations with
+// rows = N*H*W (BatchNorm2d), or [N][C] with rows = N (BatchNorm1d).
+//
+//   batchnorm_forward_train  batch statistics per channel: mean, biased variance var;
+//                            y = (x - mean) * invstd * gamma + beta, invstd = 1 / sqrt(var + eps).
+//                            Writes save_mean / save_invstd (what backward needs; may be null) and,
+//                            if batch_var_unbiased is non-null, var * rows / (rows - 1) for the
+//                            running-average update (NaN/inf when rows == 1).
+//   batchnorm_forward_eval   y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
+//   batchnorm_backward       training-mode backward through the batch statistics, given the saved
+//                            mean/invstd: dbeta = sum dy, dgamma = sum dy * xhat,
+//                            dx = gamma * invstd * (dy - dbeta / rows - xhat * dgamma / rows).
+//                            dx, dgamma, dbeta may each be null (not computed).
+//   batchnorm_update_running_stats  running = (1 - momentum) * running + momentum * batch.
+// gamma / beta may be null (affine = false: gamma = 1, beta = 0). rows >= 1.
+//
+// Statistics are computed per chunk of rows (two passes over the cache-resident chunk: sum, then
+// shifted sums of deviations), accumulated in double and merged in chunk order (Chan et al.). The
+// chunks depend only on (rows, C), so results are bit-identical for any thread count. Float runs
+// AVX-512 when the CPU has it (portable otherwise; double always portable). The `_ref` twins are
+// plain two-pass loops in double (long double for double).
+#pragma once
+
+#include <cstdint>
+
+namespace lowbit::kernels {
+
+void batchnorm_forward_train(int64_t rows, int64_t C, const float* x, const float* gamma, const float* beta,
+                             double eps, float* y, float* save_mean, float* save_invstd,
+                             float* batch_var_unbiased = nullptr);
+void batchnorm_forward_train(int64_t rows, int64_t C, const double* x, const double* gamma, const double* beta,
+                             double eps, double* y, double* save_mean, double* save_invstd,
+                             double* batch_var_unbiased = nullptr);
+void batchnorm_forward_eval(int64_t rows, int64_t C, const float* x, const float* running_mean,
+                            const float* running_var, const float* gamma, const float* beta, double eps, float* y);
+void batchnorm_forward_eval(int64_t rows, int64_t C, const double* x, const double* running_mean,
+                            const double* running_var, const double* gamma, const double* beta, double eps,
+                            double* y);
+void batchnorm_backward(int64_t rows, int64_t C, const float* x, const float* dy, const float* save_mean,
+                        const float* save_invstd, const float* gamma, float* dx, float* dgamma, float* dbeta);
+void batchnorm_backward(int64_t rows, int64_t C, const double* x, const double* dy, const double* save_mean,
+                        const double* save_invstd, const double* gamma, double* dx, double* dgamma,
+                        double* dbeta);
+
+void batchnorm_forward_train_ref(int64_t rows, int64_t C, const float* x, const float* gamma, const float* beta,
+                                 double eps, float* y, float* save_mean, float* save_invstd,
+                                 float* batch_var_unbiased = nullptr);
+void batchnorm_forward_train_ref(int64_t rows, int64_t C, const double* x, const double* gamma,
+                                 const double* beta, double eps, double* y, double* save_mean, double* save_invstd,
+                                 double* batch_var_unbiased = nullptr);
+void batchnorm_forward_eval_ref(int64_t rows, int64_t C, const float* x, const float* running_mean,
+                                const float* running_var, const float* gamma, const float* beta, double eps,
+                                float* y);
+void batchnorm_forward_eval_ref(int64_t rows, int64_t C, const double* x, const double* running_mean,
+                                const double* running_var, const double* gamma, const double* beta, double eps,
+                                double* y);
+void batchnorm_backward_ref(int64_t rows, int64_t C, const float* x, const float* dy, const float* save_mean,
+                            const float* save_invstd, const float* gamma, float* dx, float* dgamma, float* dbeta);
+void batchnorm_backward_ref(int64_t rows, int64_t C, const double* x, const double* dy, const double* save_mean,
+                            const double* save_invstd, const double* gamma, double* dx, double* dgamma,
+                            double* dbeta);
+
+void batchnorm_update_running_stats(int64_t C, double momentum, const float* batch_mean,
+                                    const float* batch_var_unbiased, float* running_mean, float* running_var);
+void batchnorm_update_running_stats(int64_t C, double momentum, const double* batch_mean,
+                                    const double* batch_var_unbiased, double* running_mean, double* running_var);
+
+// Test/bench hook: false routes float calls through the portable path even on AVX-512 CPUs.
+void batchnorm_set_avx512_enabled(bool enabled);
+
+}  // namespace lowbit::kernels

@@ -1,0 +1,235 @@
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/kernels/batchnorm.h"
+#include "core/parallel.h"
+
+using namespace lowbit;
+using namespace lowbit::kernels;
+
+namespace {
+
+template <class T>
+std::vector<T> random_vec(int64_t n, uint32_t seed, double offset = 0.0, double spread = 1.0) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> dist(0.0, 1.0);
+  std::vector<T> v(static_cast<size_t>(n));
+  for (auto& e : v) e = T(offset + spread * dist(rng));
+  return v;
+}
+
+template <class T>
+std::vector<T> sized(int64_t n, T fill = T(0)) {
+  return std::vector<T>(static_cast<size_t>(n), fill);
+}
+
+template <class T>
+double rel_err(const std::vector<T>& a, const std::vector<T>& b) {
+  double diff = 0, scale = 1e-3;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
+    scale = std::max(scale, std::abs(double(b[i])));
+  }
+  return diff / scale;
+}
+
+template <class T>
+bool bit_equal(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+template <class T>
+struct BnResult {
+  std::vector<T> y, mean, invstd, var_unbiased, y_eval, dx, dgamma, dbeta;
+};
+
+// dx = gamma*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)) cancels heavily (exactly for rows == 1), so
+// its error is measured against the size of the terms, |gamma * invstd * dy|.
+template <class T>
+double dx_err(const BnResult<T>& a, const BnResult<T>& b, const std::vector<T>& dy, const std::vector<T>& gamma,
+              bool affine) {
+  const size_t C = b.invstd.size();
+  double diff = 0, scale = 1e-3;
+  for (size_t i = 0; i < dy.size(); ++i) {
+    const size_t c = i % C;
+    diff = std::max(diff, std::abs(double(a.dx[i]) - double(b.dx[i])));
+    scale = std::max(scale, std::abs((affine ? double(gamma[c]) : 1.0) * double(b.invstd[c]) * double(dy[i])));
+  }
+  return diff / scale;
+}
+
+template <class T>
+BnResult<T> run(bool ref, int64_t rows, int64_t C, const std::vector<T>& x, const std::vector<T>& gamma,
+                const std::vector<T>& beta, const std::vector<T>& dy, const std::vector<T>& rmean,
+                const std::vector<T>& rvar, bool affine) {
+  const double eps = 1e-5;
+  BnResult<T> o;
+  o.y = sized<T>(rows * C, T(-7));
+  o.y_eval = sized<T>(rows * C, T(-7));
+  o.dx = sized<T>(rows * C, T(-7));
+  o.mean = o.invstd = o.var_unbiased = o.dgamma = o.dbeta = sized<T>(C, T(-7));
+  const T* g = affine ? gamma.data() : nullptr;
+  const T* b = affine ? beta.data() : nullptr;
+  if (ref) {
+    batchnorm_forward_train_ref(rows, C, x.data(), g, b, eps, o.y.data(), o.mean.data(), o.invstd.data(),
+                                o.var_unbiased.data());
+    batchnorm_forward_eval_ref(rows, C, x.data(), rmean.data(), rvar.data(), g, b, eps, o.y_eval.data());
+    batchnorm_backward_ref(rows, C, x.data(), dy.data(), o.mean.data(), o.invstd.data(), g, o.dx.data(),
+                           o.dgamma.data(), o.dbeta.data());
+  } else {
+    batchnorm_forward_train(rows, C, x.data(), g, b, eps, o.y.data(), o.mean.data(), o.invstd.data(),
+                            o.var_unbiased.data());
+    batchnorm_forward_eval(rows, C, x.data(), rmean.data(), rvar.data(), g, b, eps, o.y_eval.data());
+    batchnorm_backward(rows, C, x.data(), dy.data(), o.mean.data(), o.invstd.data(), g, o.dx.data(),
+                       o.dgamma.data(), o.dbeta.data());
+  }
+  return o;
+}
+
+void check_shape(int64_t rows, int64_t C, double offset = 0.5, double spread = 2.0) {
+  CAPTURE(rows);
+  CAPTURE(C);
+  CAPTURE(offset);
+  const auto x = random_vec<float>(rows * C, 1, offset, spread), dy = random_vec<float>(rows * C, 2);
+  const auto gamma = random_vec<float>(C, 3, 1.0, 0.2), beta = random_vec<float>(C, 4);
+  const auto rmean = random_vec<float>(C, 5, offset, 0.1);
+  auto rvar = random_vec<float>(C, 6);
+  for (auto& v : rvar) v = spread * spread * (0.5f + std::abs(v));
+  for (bool affine : {true, false}) {
+    CAPTURE(affine);
+    const BnResult<float> ref = run(true, rows, C, x, gamma, beta, dy, rmean, rvar, affine);
+    for (bool simd : {true, false}) {
+      CAPTURE(simd);
+      batchnorm_set_avx512_enabled(simd);
+      set_num_threads(1);
+      const BnResult<float> one = run(false, rows, C, x, gamma, beta, dy, rmean, rvar, affine);
+      set_num_threads(2);
+      const BnResult<float> two = run(false, rows, C, x, gamma, beta, dy, rmean, rvar, affine);
+      CHECK(rel_err(one.mean, ref.mean) < 1e-6);
+      CHECK(rel_err(one.invstd, ref.invstd) < 1e-6);
+      CHECK(rel_err(one.y, ref.y) < 2e-6);
+      CHECK(rel_err(one.y_eval, ref.y_eval) < 2e-6);
+      CHECK(dx_err(one, ref, dy, gamma, affine) < 1e-5);
+      CHECK(rel_err(one.dgamma, ref.dgamma) < 1e-5);
+      CHECK(rel_err(one.dbeta, ref.dbeta) < 1e-5);
+      if (rows > 1) CHECK(rel_err(one.var_unbiased, ref.var_unbiased) < 1e-6);
+      CHECK(bit_equal(one.y, two.y));
+      CHECK(bit_equal(one.mean, two.mean));
+      CHECK(bit_equal(one.invstd, two.invstd));
+      CHECK(bit_equal(one.y_eval, two.y_eval));
+      CHECK(bit_equal(one.dx, two.dx));
+      CHECK(bit_equal(one.dgamma, two.dgamma));
+      CHECK(bit_equal(one.dbeta, two.dbeta));
+    }
+    batchnorm_set_avx512_enabled(true);
+    // Double: portable path against the long-double reference.
+    const std::vector<double> xd(x.begin(), x.end()), dyd(dy.begin(), dy.end()), gd(gamma.begin(), gamma.end()),
+        bd(beta.begin(), beta.end()), rmd(rmean.begin(), rmean.end()), rvd(rvar.begin(), rvar.end());
+    const BnResult<double> dref = run(true, rows, C, xd, gd, bd, dyd, rmd, rvd, affine);
+    const BnResult<double> dfast = run(false, rows, C, xd, gd, bd, dyd, rmd, rvd, affine);
+    CHECK(rel_err(dfast.y, dref.y) < 1e-12);
+    CHECK(rel_err(dfast.y_eval, dref.y_eval) < 1e-13);
+    CHECK(dx_err(dfast, dref, dyd, gd, affine) < 1e-11);
+    CHECK(rel_err(dfast.dgamma, dref.dgamma) < 1e-11);
+    CHECK(rel_err(dfast.dbeta, dref.dbeta) < 1e-11);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("batchnorm: ResNet-20 / MobileNet / BatchNorm1d shapes") {
+  check_shape(4 * 32 * 32, 16);  // ResNet-20 stage 1, batch 4
+  check_shape(4 * 16 * 16, 32);
+  check_shape(4 * 8 * 8, 64);
+  check_shape(1 * 56 * 56, 128);  // MobileNet ImageNet
+  check_shape(2 * 7 * 7, 1024);
+  check_shape(2 * 4 * 4, 576);
+  check_shape(128, 512);  // BatchNorm1d
+  check_shape(4, 10);
+}
+
+TEST_CASE("batchnorm: odd tails and large offsets") {
+  for (int64_t C : {1, 3, 17, 33, 65})
+    for (int64_t rows : {1, 2, 7, 67, 1031}) check_shape(rows, C);
+  check_shape(3000, 17, 1000.0, 1.0);  // mean far from zero
+  check_shape(5000, 3, -50.0, 1e-2);
+}
+
+TEST_CASE("batchnorm: forward_train normalizes each channel") {
+  const int64_t rows = 2 * 32 * 32, C = 33;
+  for (double offset : {0.0, 300.0}) {
+    const auto x = random_vec<float>(rows * C, 7, offset, 3.0);
+    auto y = sized<float>(rows * C);
+    batchnorm_forward_train(rows, C, x.data(), nullptr, nullptr, 1e-5, y.data(), nullptr, nullptr);
+    for (int64_t c = 0; c < C; ++c) {
+      double sum = 0, sq = 0;
+      for (int64_t r = 0; r < rows; ++r) sum += y[size_t(r * C + c)];
+      const double mean = sum / double(rows);
+      for (int64_t r = 0; r < rows; ++r) sq += (y[size_t(r * C + c)] - mean) * (y[size_t(r * C + c)] - mean);
+      CHECK(std::abs(mean) < 1e-5);
+      CHECK(std::abs(sq / double(rows) - 1.0) < 1e-4);
+    }
+  }
+}
+
+TEST_CASE("batchnorm: backward matches finite differences (double)") {
+  const int64_t rows = 6, C = 3;
+  const double eps = 1e-5, h = 1e-6;
+  auto x = random_vec<double>(rows * C, 11, 0.3, 1.5);
+  auto gamma = random_vec<double>(C, 12, 1.0, 0.5), beta = random_vec<double>(C, 13);
+  const auto g = random_vec<double>(rows * C, 14);  // loss = sum(y * g), so dy = g
+  auto loss = [&]() {
+    std::vector<double> y(static_cast<size_t>(rows * C));
+    batchnorm_forward_train(rows, C, x.data(), gamma.data(), beta.data(), eps, y.data(), nullptr, nullptr);
+    double l = 0;
+    for (size_t i = 0; i < y.size(); ++i) l += y[i] * g[i];
+    return l;
+  };
+  auto numeric = [&](std::vector<double>& v, size_t i) {
+    const double keep = v[i];
+    v[i] = keep + h;
+    const double up = loss();
+    v[i] = keep - h;
+    const double down = loss();
+    v[i] = keep;
+    return (up - down) / (2 * h);
+  };
+  std::vector<double> y(static_cast<size_t>(rows * C)), mean(static_cast<size_t>(C)), invstd(static_cast<size_t>(C));
+  batchnorm_forward_train(rows, C, x.data(), gamma.data(), beta.data(), eps, y.data(), mean.data(), invstd.data());
+  for (bool ref : {false, true}) {
+    std::vector<double> dx(static_cast<size_t>(rows * C)), dgamma(static_cast<size_t>(C)), dbeta(static_cast<size_t>(C));
+    if (ref)
+      batchnorm_backward_ref(rows, C, x.data(), g.data(), mean.data(), invstd.data(), gamma.data(), dx.data(),
+                             dgamma.data(), dbeta.data());
+    else
+      batchnorm_backward(rows, C, x.data(), g.data(), mean.data(), invstd.data(), gamma.data(), dx.data(),
+                         dgamma.data(), dbeta.data());
+    for (size_t i = 0; i < x.size(); ++i) CHECK(dx[i] == doctest::Approx(numeric(x, i)).epsilon(1e-6));
+    for (size_t c = 0; c < size_t(C); ++c) {
+      CHECK(dgamma[c] == doctest::Approx(numeric(gamma, c)).epsilon(1e-6));
+      CHECK(dbeta[c] == doctest::Approx(numeric(beta, c)).epsilon(1e-6));
+    }
+  }
+}
+
+TEST_CASE("batchnorm: unbiased variance and running statistics") {
+  const int64_t rows = 5, C = 2;
+  const std::vector<float> x = {1, 10, 2, 20, 3, 30, 4, 40, 5, 50};
+  std::vector<float> y(10), mean(2), invstd(2), var(2);
+  batchnorm_forward_train(rows, C, x.data(), nullptr, nullptr, 0.0, y.data(), mean.data(), invstd.data(),
+                          var.data());
+  CHECK(mean[0] == doctest::Approx(3.0));
+  CHECK(mean[1] == doctest::Approx(30.0));
+  CHECK(var[0] == doctest::Approx(2.5));
+  CHECK(var[1] == doctest::Approx(250.0));
+  CHECK(invstd[0] == doctest::Approx(1.0 / std::sqrt(2.0)));
+  std::vector<float> rmean = {0.f, 0.f}, rvar = {1.f, 1.f};
+  batchnorm_update_running_stats(C, 0.1, mean.data(), var.data(), rmean.data(), rvar.data());
+  CHECK(rmean[0] == doctest::Approx(0.3));
+  CHECK(rvar[1] == doctest::Approx(0.9 + 25.0));
+}
