@@ -1,0 +1,23 @@
+// Straight-through primitives (spec §8.1). Quantizers are composed from these and ordinary ops,
+// so their surrogate gradients follow from the composition.
+//
+//   round_ste(x)             forward round-half-to-even(x), backward identity (dy/dx := 1)
+//   floor_ste(x)             forward floor(x), backward identity
+//   sign_ste(x)              forward sign with sign(0) = +1, backward identity (DoReFa/BWN)
+//   sign_ste_clipped(x)      forward sign with sign(0) = +1, backward 1[|x| <= 1] (BNN hardtanh STE)
+//   straight_through(x, v)   forward the tensor v (shape of x), backward identity to x
+//   grad_scale(x, s)         forward x, backward g * s (LSQ's gradient scaling)
+#pragma once
+
+#include "autograd/variable.h"
+
+namespace lowbit::quant {
+
+Variable round_ste(const Variable& x);
+Variable floor_ste(const Variable& x);
+Variable sign_ste(const Variable& x);
+Variable sign_ste_clipped(const Variable& x);
+Variable straight_through(const Variable& x, const Tensor& value);
+Variable grad_scale(const Variable& x, double scale);
+
+}  // namespace lowbit::quant
