@@ -17,7 +17,7 @@ struct StridedPlan {
   Shape shape;                   // coalesced, at least one dim
   std::array<Shape, N> strides;  // strides[k][d] in elements for operand k
   int64_t inner() const { return shape.back(); }
-  int64_t rows() const { return shape_numel(shape) / shape.back(); }
+  int64_t rows() const { return shape.back() == 0 ? 0 : shape_numel(shape) / shape.back(); }  // empty: 0 rows
 };
 
 template <size_t N>

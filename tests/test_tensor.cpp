@@ -212,3 +212,12 @@ TEST_CASE("copy_, to, fill_, printing") {
   CHECK_FALSE(allclose(Tensor::from_list({1, 2}, {2}), Tensor::from_list({1, 2.1}, {2})));
   CHECK(max_abs_diff(Tensor::from_list({1, 2}, {2}), Tensor::from_list({1, 2.5}, {2})) == doctest::Approx(0.5));
 }
+
+TEST_CASE("empty tensors: creation, fill, copy and reductions") {
+  Tensor e = Tensor::zeros({0, 4});
+  CHECK(e.numel() == 0);
+  e.fill_(3);
+  CHECK(e.t().contiguous().shape() == (Shape{4, 0}));
+  CHECK(math::sum(Tensor::ones({4, 0})).item() == 0.0);
+  CHECK(math::add(e, 1.0).shape() == (Shape{0, 4}));
+}
