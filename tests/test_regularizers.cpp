@@ -359,3 +359,71 @@ TEST_CASE("histogram: bins, edges, out-of-range and non-finite values") {
   CHECK(a.counts.back() == 1);  // only 2.0 in [1.3, 2]
   CHECK_THROWS_AS(q::histogram(v, 0, 0, 1), Error);
 }
+
+namespace {
+
+// A small least-squares problem y = X w*, trained from w = w* (a "pretrained" float model) by
+// plain SGD on task loss + lambda_w(t) WaveQ weight term + lambda_beta(t) sum(beta), written inline
+// with Variable ops. Returns the final weights and beta.
+struct RunResult {
+  Tensor w;
+  double beta;
+};
+
+RunResult train_waveq(double lambda_w, double lambda_beta, bool learn_beta, double beta0, uint64_t seed = 2024,
+                      int steps = 200) {
+  Generator gen(seed);
+  const int64_t n = 256, d = 48;
+  const Tensor x = Tensor::randn({n, d}, gen, DType::f64);
+  const Tensor w_star = Tensor::rand({d, 1}, gen, DType::f64, -0.95, 0.95);
+  const Tensor y = math::matmul(x, w_star);
+  Variable w(w_star.clone(), true);
+  Variable beta(Tensor::scalar(beta0, DType::f64), learn_beta);
+  const q::WaveQOptions opt{q::Grid::wrpn, q::Normalization::R1, q::Reduction::mean};
+  const q::WaveQSchedule schedule{.lambda_w = lambda_w, .lambda_beta = lambda_beta, .rise = 0.1, .fall = 0.7,
+                                  .width = 0.03};
+  const double lr = 0.02, lr_beta = 0.2;
+  for (int t = 0; t < steps; ++t) {
+    const q::WaveQLambdas l = q::waveq_lambdas(schedule, t, steps);
+    const q::WaveQTerms r = q::waveq_penalty({w}, {beta}, opt);
+    const Variable task = mse_loss(matmul(Variable(x), w), Variable(y));
+    Variable loss = add(task, mul(r.weight_term, l.w));
+    if (learn_beta) loss = add(loss, mul(r.bitwidth_term, l.beta));
+    loss.backward();
+    math::add_(w.mutable_data(), w.grad().data(), -lr);
+    w.zero_grad();
+    if (learn_beta) {
+      math::add_(beta.mutable_data(), beta.grad().data(), -lr_beta);
+      beta.zero_grad();
+      q::clamp_betas({beta}, opt);
+    }
+  }
+  return {w.data().clone(), beta.item()};
+}
+
+}  // namespace
+
+TEST_CASE("training with WaveQ pulls weights onto the levels; a larger lambda_beta learns fewer bits") {
+  // Fixed beta = 2 (WRPN grid of k = 3 bits, levels m/3): the mean distance to the levels falls.
+  const RunResult plain = train_waveq(0.0, 0.0, false, 2.0);
+  const RunResult reg = train_waveq(30.0, 0.0, false, 2.0);
+  const q::LevelStats before = q::level_stats(plain.w, q::Grid::wrpn, 3);
+  const q::LevelStats after = q::level_stats(reg.w, q::Grid::wrpn, 3);
+  MESSAGE("mean distance in steps: without WaveQ ", before.mean_distance_steps, ", with ", after.mean_distance_steps,
+          "; share within 1%: ", before.share_near, " -> ", after.share_near);
+  CHECK(before.mean_distance_steps > 0.15);  // the task optimum is spread over the grid
+  CHECK(after.mean_distance_steps < 0.3 * before.mean_distance_steps);
+  CHECK(after.share_near > before.share_near);
+
+  // Learned beta from 6 under the three-phase schedule: a large bitwidth penalty ends with few
+  // bits, a tiny one keeps many (the balance of spec §1.2's two beta-gradient terms).
+  for (uint64_t seed : {1, 2, 3}) {
+    CAPTURE(seed);
+    const RunResult low = train_waveq(3.0, 0.001, true, 6.0, seed);
+    const RunResult high = train_waveq(3.0, 1.0, true, 6.0, seed);
+    MESSAGE("learned beta: lambda_beta = 0.001 -> ", low.beta, ", lambda_beta = 1 -> ", high.beta);
+    CHECK(low.beta > 4.0);
+    CHECK(high.beta < 2.5);
+    CHECK(q::learned_bits(high.beta) < q::learned_bits(low.beta));
+  }
+}
