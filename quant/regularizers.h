@@ -1,0 +1,99 @@
+// Sinusoidal quantization regularizers: SinReQ (spec §2.1, fixed bits) and WaveQ / SINAREQ (spec
+// §1.1, learned per-layer bitwidth beta). Both are differentiable functions of Variables built from
+// autograd ops (sin, mul, exp, sum, mean), so gradients w.r.t. the weights and w.r.t. beta follow
+// by autograd; they equal the closed forms of spec §1.2 / §2.1 (pinned by tests/test_regularizers).
+//
+// Shapes: every weight tensor may have any shape; each beta is a one-element Variable (shape {} or
+// {1}) of the weight's dtype. Results are one-element Variables (shape {} for 0-d betas).
+// The regularizers act on the float ("shadow") weights (convention 6), raw, not tanh-normalised.
+//
+// Grids. A sinusoid sin^2(pi (w + c) / Delta) has zeros at w = m Delta - c and maxima half-way
+// between them. With k = weight bits *including the sign bit* (convention 1) the three grids are
+// (spec §2.1 table, with q = k - 1 magnitude bits):
+//
+//   grid         Delta              c          zeros (levels)                 matching quantizer
+//   dorefa       2 / (2^k - 1)      Delta/2    odd multiples of 1/(2^k - 1)    dorefa_weight(w, k), 2^k levels
+//   wrpn         1 / (2^(k-1) - 1)  0          multiples of 1/(2^(k-1) - 1)    wrpn_weight(w, k), 2^k - 1 levels
+//   fixed_point  2^-(k-1)           0          multiples of 2^-(k-1)           signed Q1.(k-1): k-1 fraction bits
+//
+// WaveQ's beta counts magnitude bits: its grid is the k = beta + 1 grid (spec §1.1 [D], §1.4):
+//   wrpn: Delta = 1/(2^beta - 1), c = 0        (the paper's sin^2(pi w (2^beta - 1)), eq. of §1.1)
+//   dorefa: Delta = 1/(2^beta - 0.5), c = Delta/2  (the official PyTorch script, §1.4)
+//   fixed_point: Delta = 2^-beta, c = 0
+// For the DoReFa grid the zeros match the DoReFa levels exactly only in the tanh-normalised domain
+// (spec §1.4 caveat); on raw w the alignment is the official code's approximation.
+//
+// Per layer the penalty is reduced over the weights by `Reduction::sum` (paper formula) or
+// `Reduction::mean` (official code; lambda is then scaled by 1/N_i), and the layers are summed.
+#pragma once
+
+#include <vector>
+
+#include "autograd/variable.h"
+
+namespace lowbit::quant {
+
+enum class Grid { dorefa, wrpn, fixed_point };
+// WaveQ's normalisation of the weight term (spec §1.1, §1.4): R0 none, R1 / 2^beta, R2 / 4^beta.
+enum class Normalization { R0, R1, R2 };
+// Reduction over the weights of one layer; layers are always summed.
+enum class Reduction { sum, mean };
+
+// Step Delta and offset c of the grid for k-bit weights (sign bit included). Requires k >= 1
+// (k >= 2 for wrpn, whose k = 1 grid is degenerate).
+double grid_step(Grid grid, int bits);
+double grid_offset(Grid grid, int bits);
+// The quantizer's levels inside [-1, 1] (ascending): the points the sinusoid's zeros coincide with
+// (dorefa 2^k, wrpn 2^k - 1, fixed_point 2^k from -1 to 1 - Delta).
+std::vector<double> grid_levels(Grid grid, int bits);
+
+struct SinReQOptions {
+  Grid grid = Grid::dorefa;
+  Reduction reduction = Reduction::mean;
+};
+
+// SinReQ, spec §2.1: sum_i reduce_j sin^2(pi (w_ij + c_i) / Delta_i) with Delta_i, c_i of the
+// k_i = bits[i] grid. Unweighted: the trainer multiplies by lambda(t) (quant/schedules.h).
+// Gradient [D]: d/dw_ij = (pi / Delta_i) sin(2 pi (w_ij + c_i) / Delta_i) (/ N_i for mean).
+Variable sinreq_penalty(const std::vector<Variable>& weights, const std::vector<int>& bits,
+                        const SinReQOptions& options = {});
+// One layer's term (reduce_j sin^2(...)).
+Variable sinreq_layer(const Variable& weight, int bits, const SinReQOptions& options = {});
+
+struct WaveQOptions {
+  Grid grid = Grid::wrpn;
+  Normalization norm = Normalization::R1;
+  Reduction reduction = Reduction::mean;
+  double beta_min = 1, beta_max = 8;  // convention 3; used by clamp_betas(betas, options)
+};
+
+// The two WaveQ terms, returned separately so the trainer weights them by the schedule:
+//   R = lambda_w(t) * weight_term + lambda_beta(t) * bitwidth_term.
+struct WaveQTerms {
+  Variable weight_term;    // sum_i reduce_j sin^2(pi (w_ij + c(beta_i)) / Delta(beta_i)) * n(beta_i)
+  Variable bitwidth_term;  // sum_i beta_i
+};
+
+// WaveQ, spec §1.1 with the grid alignments of §1.4 and normalisation n(beta) = 1, 2^-beta, 4^-beta
+// (R0, R1, R2). For the wrpn grid, R1 and sum reduction it is exactly the paper's
+//   sum_i sum_j sin^2(pi w_ij (2^beta_i - 1)) / 2^beta_i,
+// whose gradients are (spec §1.2, u = pi w (2^beta - 1)):
+//   dR/dw = pi (2^beta - 1) sin(2u) / 2^beta,   dR/dbeta = ln2 sum_j [pi w sin(2u) - sin^2(u) / 2^beta].
+// With a fixed beta and R0 the weight term equals sinreq_penalty at k = beta + 1 bits, same grid.
+WaveQTerms waveq_penalty(const std::vector<Variable>& weights, const std::vector<Variable>& betas,
+                         const WaveQOptions& options = {});
+// One layer's weight term.
+Variable waveq_layer(const Variable& weight, const Variable& beta, const WaveQOptions& options = {});
+
+// Clamps every beta into [lo, hi] in place (convention 3), to be called after the optimizer step.
+void clamp_betas(const std::vector<Variable>& betas, double lo, double hi);
+inline void clamp_betas(const std::vector<Variable>& betas, const WaveQOptions& options) {
+  clamp_betas(betas, options.beta_min, options.beta_max);
+}
+
+// Reported learned bitwidth b = ceil(beta) (convention 2): magnitude bits, as WaveQ's beta.
+int learned_bits(double beta);
+// The sign-counting weight bitwidth of the same grid, k = ceil(beta) + 1 (convention 1, §1.1 [D]).
+int learned_weight_bits(double beta);
+
+}  // namespace lowbit::quant
