@@ -1,0 +1,60 @@
+// SinReQ and WaveQ as optimizer-level regularizers (optim::Regularizer): attached to a parameter
+// group, they add lambda(t) * penalty to the loss through Optimizer::regularization_loss(), acting
+// on the float (shadow) weights of the layers they were given (spec convention 6).
+//
+//   SinReQRegularizer   lambda(t) * sinreq_penalty(W, k)                          spec §2.1, §2.2
+//   WaveQRegularizer    lambda_w(t) * weight_term(W, beta) + lambda_beta(t) * sum beta   §1.1, §1.3
+//                       beta: one trainable scalar per layer (put them in their own optimizer group);
+//                       learn_beta = false freezes them (homogeneous "WaveQ with beta fixed" runs).
+// The position t (fractional epochs) is set by the trainer with set_position() before each step;
+// set_epoch(e, T) sets t = e.
+#pragma once
+
+#include <vector>
+
+#include "optim/regularizer.h"
+#include "quant/regularizers.h"
+#include "quant/schedules.h"
+
+namespace lowbit::quant {
+
+class SinReQRegularizer : public optim::Regularizer {
+ public:
+  SinReQRegularizer(std::vector<Variable> weights, std::vector<int> bits, SinReQOptions options,
+                    SinReQSchedule schedule);
+  std::string name() const override { return "sinreq"; }
+  Variable loss(const optim::ParamGroup& group, int64_t step) override;
+  void set_epoch(int64_t epoch, int64_t total_epochs) override { set_position(double(epoch), double(total_epochs)); }
+  void set_position(double t, double total) { t_ = t, total_ = total; }
+  double lambda() const { return sinreq_lambda(schedule_, t_, total_); }
+
+ private:
+  std::vector<Variable> weights_;
+  std::vector<int> bits_;
+  SinReQOptions options_;
+  SinReQSchedule schedule_;
+  double t_ = 0, total_ = 1;
+};
+
+class WaveQRegularizer : public optim::Regularizer {
+ public:
+  WaveQRegularizer(std::vector<Variable> weights, std::vector<Variable> betas, WaveQOptions options,
+                   WaveQSchedule schedule);
+  std::string name() const override { return "waveq"; }
+  Variable loss(const optim::ParamGroup& group, int64_t step) override;
+  void set_epoch(int64_t epoch, int64_t total_epochs) override { set_position(double(epoch), double(total_epochs)); }
+  void set_position(double t, double total) { t_ = t, total_ = total; }
+  WaveQLambdas lambdas() const { return waveq_lambdas(schedule_, t_, total_); }
+  // Clamps beta into [beta_min, beta_max] (convention 3): call after each optimizer step.
+  void after_step() { clamp_betas(betas_, options_); }
+  const std::vector<Variable>& betas() const { return betas_; }
+  const WaveQOptions& options() const { return options_; }
+
+ private:
+  std::vector<Variable> weights_, betas_;
+  WaveQOptions options_;
+  WaveQSchedule schedule_;
+  double t_ = 0, total_ = 1;
+};
+
+}  // namespace lowbit::quant
