@@ -1,0 +1,65 @@
+// Normalisation layers.
+//   BatchNorm1d: x [N, C] or [N, C, L]; BatchNorm2d: x [N, C, H, W]. y = gamma (x - mu) / sqrt(var + eps) + beta
+//     per channel. Training: batch statistics (biased variance) normalise and the buffers running_mean /
+//     running_var move by `momentum` (PyTorch convention: r <- (1 - m) r + m batch_stat, unbiased
+//     variance; TF's "momentum 0.9" is m = 0.1). Eval: the running statistics normalise.
+//     Parameters weight (gamma, init 1) and bias (beta, init 0) when affine.
+//   LocalResponseNorm (PyTorch semantics, Krizhevsky et al. 2012):
+//     b_c = a_c / (k + alpha / n * sum_{c' = c - n/2}^{c + (n-1)/2} a_{c'}^2)^beta, channels out of range are 0,
+//     composed from differentiable ops (square, pad over channels, avg_pool2d, pow), so gradients follow.
+#pragma once
+
+#include "layers/module.h"
+
+namespace lowbit {
+
+struct BatchNormOptions {
+  double eps = 1e-5;
+  double momentum = 0.1;
+  bool affine = true;
+  bool track_running_stats = true;
+};
+
+class BatchNormBase : public Module {
+ public:
+  BatchNormBase(int64_t num_features, BatchNormOptions opt);
+  std::string extra_repr() const override;
+  int64_t num_features() const { return c_; }
+  const BatchNormOptions& options() const { return opt_; }
+  void reset_running_stats();
+
+ protected:
+  Variable normalize(const Variable& x);
+
+ private:
+  int64_t c_;
+  BatchNormOptions opt_;
+};
+
+class BatchNorm1d : public BatchNormBase {
+ public:
+  explicit BatchNorm1d(int64_t num_features, BatchNormOptions opt = {}) : BatchNormBase(num_features, opt) {}
+  Variable forward(const Variable& x) override;
+  std::string type_name() const override { return "BatchNorm1d"; }
+};
+
+class BatchNorm2d : public BatchNormBase {
+ public:
+  explicit BatchNorm2d(int64_t num_features, BatchNormOptions opt = {}) : BatchNormBase(num_features, opt) {}
+  Variable forward(const Variable& x) override;
+  std::string type_name() const override { return "BatchNorm2d"; }
+};
+
+class LocalResponseNorm : public Module {
+ public:
+  explicit LocalResponseNorm(int64_t size, double alpha = 1e-4, double beta = 0.75, double k = 1.0);
+  Variable forward(const Variable& x) override;
+  std::string type_name() const override { return "LocalResponseNorm"; }
+  std::string extra_repr() const override;
+
+ private:
+  int64_t size_;
+  double alpha_, beta_, k_;
+};
+
+}  // namespace lowbit
