@@ -1,0 +1,40 @@
+// Byte-level file access for the data readers: whole-file reads that transparently accept raw or
+// gzip-compressed files (zlib gzopen/gzread), gzip/zlib writers (used to produce test fixtures),
+// and zlib inflate/deflate of in-memory buffers (MAT-file miCOMPRESSED elements).
+//
+// Contract: every failure throws lowbit::Error naming `who` (the reader) and the path: a missing
+// file, an unreadable file, a truncated or corrupt gzip stream. Nothing is ever read short
+// silently.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lowbit::data {
+
+using Bytes = std::vector<uint8_t>;
+
+// Reads the whole file; gzip files are decompressed. `who` prefixes error messages.
+Bytes read_file_bytes(const std::string& path, const std::string& who);
+// Writes `bytes` to `path`, gzip-compressed when `gzip` is true.
+void write_file_bytes(const std::string& path, const Bytes& bytes, bool gzip = false);
+// zlib streams (RFC 1950), as found in MAT-file miCOMPRESSED elements.
+Bytes zlib_compress(const uint8_t* data, size_t size);
+// Inflates one zlib stream; throws naming `who` when the stream is corrupt or truncated.
+Bytes zlib_decompress(const uint8_t* data, size_t size, const std::string& who);
+
+bool file_exists(const std::string& path);
+// The first of `path` and `path + ".gz"` that exists, else "".
+std::string find_raw_or_gz(const std::string& path);
+
+// Big/little-endian loads from a byte pointer.
+inline uint32_t load_be32(const uint8_t* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
+}
+inline uint32_t load_le32(const uint8_t* p) {
+  return (uint32_t(p[3]) << 24) | (uint32_t(p[2]) << 16) | (uint32_t(p[1]) << 8) | uint32_t(p[0]);
+}
+inline uint16_t load_le16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
+
+}  // namespace lowbit::data
