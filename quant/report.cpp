@@ -70,10 +70,17 @@ struct Axes {
 };
 
 // Frame, grid lines, ticks, labels and title; returns the axes' mapping.
+// The domain is [xt.front(), xt.back()] x [yt.front(), yt.back()] unless x_domain is given (then
+// only the ticks inside it are drawn).
 Axes draw_axes(std::ostringstream& os, const std::string& title, const std::string& x_label,
-               const std::string& y_label, const std::vector<double>& xt, const std::vector<double>& yt) {
-  Axes a{xt.front(), xt.back(), yt.front(), yt.back()};
+               const std::string& y_label, std::vector<double> xt, const std::vector<double>& yt,
+               const Range* x_domain = nullptr) {
   const double xstep = xt.size() > 1 ? xt[1] - xt[0] : 1, ystep = yt.size() > 1 ? yt[1] - yt[0] : 1;
+  Axes a{xt.front(), xt.back(), yt.front(), yt.back()};
+  if (x_domain != nullptr && !x_domain->empty() && x_domain->lo < x_domain->hi) {
+    a.x0 = x_domain->lo, a.x1 = x_domain->hi;
+    std::erase_if(xt, [&](double x) { return x < a.x0 - 1e-9 * xstep || x > a.x1 + 1e-9 * xstep; });
+  }
   os << "<text class=\"title\" x=\"" << num((kLeft + kRight) / 2) << "\" y=\"22\" text-anchor=\"middle\">"
      << html_escape(title) << "</text>\n";
   for (double y : yt) {
@@ -169,7 +176,8 @@ std::string render_histogram(const HistogramPlot& p) {
   ry.add(0);
   std::ostringstream os;
   os << svg_open(p.title);
-  const Axes a = draw_axes(os, p.title, p.x_label, "count", axis_ticks(rx), axis_ticks(ry));
+  // x: exactly the histograms' range (bins fill the plot), ticks inside it.
+  const Axes a = draw_axes(os, p.title, p.x_label, "count", axis_ticks(rx), axis_ticks(ry), &rx);
   const char* colors[] = {"#4e79a7", "#f28e2b"};
   const std::string labels[] = {p.before_label, p.after_label};
   for (size_t k = 0; k < hs.size(); ++k) {
