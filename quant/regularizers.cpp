@@ -19,7 +19,10 @@ void check_bits(Grid grid, int bits, const char* op) {
   LOWBIT_CHECK(grid != Grid::wrpn || bits >= 2, op, ": the WRPN grid needs k >= 2 bits, got ", bits);
 }
 
-Variable reduce(const Variable& v, Reduction r) { return r == Reduction::sum ? sum(v) : mean(v); }
+Variable reduce(const Variable& v, Reduction r) {
+  LOWBIT_CHECK(r != Reduction::none, "sinreq_penalty/waveq_penalty: reduction must be sum or mean, not none");
+  return r == Reduction::sum ? sum(v) : mean(v);
+}
 
 Variable sin_squared(const Variable& u) {
   const Variable s = sin(u);
