@@ -58,7 +58,8 @@ TEST_CASE("grid levels are exactly the levels the DoReFa and WRPN quantizers pro
     std::vector<double> xs;
     for (int i = 0; i <= 4000; ++i) xs.push_back(-1.5 + 3.0 * i / 4000);
     const Variable x(Tensor::from_vector(xs, {static_cast<int64_t>(xs.size())}));
-    for (auto [grid, out] : {std::pair{q::Grid::wrpn, q::wrpn_weight(x, k)}, std::pair{q::Grid::dorefa, q::dorefa_weight(x, k)}}) {
+    for (auto [grid, out] :
+         {std::pair{q::Grid::wrpn, q::wrpn_weight(x, k)}, std::pair{q::Grid::dorefa, q::dorefa_weight(x, k)}}) {
       CAPTURE(grid_name(grid));
       std::set<double> produced;
       for (double v : out.data().to_vector()) produced.insert(v);
@@ -96,7 +97,8 @@ TEST_CASE("SinReQ: zero on every level, maximal (1 per weight) at every decision
           CHECK(lo.item() == doctest::Approx(levels[i]));
           CHECK(hi.item() == doctest::Approx(levels[i + 1]));
         }
-        const auto fixed = q::wrpn_weight(Variable(Tensor::from_vector(levels, {static_cast<int64_t>(levels.size())})), k);
+        const auto fixed =
+            q::wrpn_weight(Variable(Tensor::from_vector(levels, {static_cast<int64_t>(levels.size())})), k);
         CHECK(max_abs_diff(fixed.data(), Tensor::from_vector(levels, {static_cast<int64_t>(levels.size())})) < 1e-12);
       }
       // Between a level and the next threshold the penalty rises monotonically.
@@ -125,7 +127,7 @@ TEST_CASE("SinReQ with the DoReFa grid: minima on DoReFa levels in the tanh-norm
     const auto wq = q::dorefa_weight(Variable(Tensor::from_vector(ws, {static_cast<int64_t>(ws.size())})), k);
     const auto qv = wq.data().to_vector();
     for (size_t i = 0; i < mids.size(); ++i) {
-      CHECK(qv[2 * i] == doctest::Approx(levels[i]));      // just below the threshold
+      CHECK(qv[2 * i] == doctest::Approx(levels[i]));          // just below the threshold
       CHECK(qv[2 * i + 1] == doctest::Approx(levels[i + 1]));  // just above
     }
     // ... and the sinusoid evaluated on that domain is 0 on the levels, 1 at the thresholds.
@@ -391,8 +393,8 @@ RunResult train_waveq(double lambda_w, double lambda_beta, bool learn_beta, doub
   Variable w(w_star.clone(), true);
   Variable beta(Tensor::scalar(beta0, DType::f64), learn_beta);
   const q::WaveQOptions opt{q::Grid::wrpn, q::Normalization::R1, Reduction::mean};
-  const q::WaveQSchedule schedule{.lambda_w = lambda_w, .lambda_beta = lambda_beta, .rise = 0.1, .fall = 0.7,
-                                  .width = 0.03};
+  const q::WaveQSchedule schedule{
+      .lambda_w = lambda_w, .lambda_beta = lambda_beta, .rise = 0.1, .fall = 0.7, .width = 0.03};
   const double lr = 0.02, lr_beta = 0.2;
   for (int t = 0; t < steps; ++t) {
     const q::WaveQLambdas l = q::waveq_lambdas(schedule, t, steps);
