@@ -19,7 +19,10 @@ void check_bits(Grid grid, int bits, const char* op) {
   LOWBIT_CHECK(grid != Grid::wrpn || bits >= 2, op, ": the WRPN grid needs k >= 2 bits, got ", bits);
 }
 
-Variable reduce(const Variable& v, Reduction r) { return r == Reduction::sum ? sum(v) : mean(v); }
+Variable reduce(const Variable& v, Reduction r) {
+  LOWBIT_CHECK(r != Reduction::none, "sinreq_penalty/waveq_penalty: reduction must be sum or mean, not none");
+  return r == Reduction::sum ? sum(v) : mean(v);
+}
 
 Variable sin_squared(const Variable& u) {
   const Variable s = sin(u);
@@ -74,8 +77,8 @@ Variable sinreq_layer(const Variable& weight, int bits, const SinReQOptions& opt
 Variable sinreq_penalty(const std::vector<Variable>& weights, const std::vector<int>& bits,
                         const SinReQOptions& options) {
   LOWBIT_CHECK(!weights.empty(), "sinreq_penalty: no weights");
-  LOWBIT_CHECK(weights.size() == bits.size(), "sinreq_penalty: ", weights.size(), " weight tensors but ",
-               bits.size(), " bitwidths");
+  LOWBIT_CHECK(weights.size() == bits.size(), "sinreq_penalty: ", weights.size(), " weight tensors but ", bits.size(),
+               " bitwidths");
   Variable total;
   for (size_t i = 0; i < weights.size(); ++i) {
     Variable term = sinreq_layer(weights[i], bits[i], options);
@@ -116,8 +119,8 @@ Variable waveq_layer(const Variable& weight, const Variable& beta, const WaveQOp
 WaveQTerms waveq_penalty(const std::vector<Variable>& weights, const std::vector<Variable>& betas,
                          const WaveQOptions& options) {
   LOWBIT_CHECK(!weights.empty(), "waveq_penalty: no weights");
-  LOWBIT_CHECK(weights.size() == betas.size(), "waveq_penalty: ", weights.size(), " weight tensors but ",
-               betas.size(), " betas");
+  LOWBIT_CHECK(weights.size() == betas.size(), "waveq_penalty: ", weights.size(), " weight tensors but ", betas.size(),
+               " betas");
   WaveQTerms terms;
   for (size_t i = 0; i < weights.size(); ++i) {
     Variable term = waveq_layer(weights[i], betas[i], options);

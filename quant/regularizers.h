@@ -29,6 +29,7 @@
 
 #include <vector>
 
+#include "autograd/ops.h"
 #include "autograd/variable.h"
 
 namespace lowbit::quant {
@@ -36,8 +37,9 @@ namespace lowbit::quant {
 enum class Grid { dorefa, wrpn, fixed_point };
 // WaveQ's normalisation of the weight term (spec §1.1, §1.4): R0 none, R1 / 2^beta, R2 / 4^beta.
 enum class Normalization { R0, R1, R2 };
-// Reduction over the weights of one layer; layers are always summed.
-enum class Reduction { sum, mean };
+// Reduction over the weights of one layer is lowbit::Reduction (autograd/ops.h): sum or mean
+// (none is rejected); layers are always summed. Reusing the autograd enum keeps `Reduction::mean`
+// unambiguous in code that opens both namespaces.
 
 // Step Delta and offset c of the grid for k-bit weights (sign bit included). Requires k >= 1
 // (k >= 2 for wrpn, whose k = 1 grid is degenerate).

@@ -70,10 +70,16 @@ struct Axes {
 };
 
 // Frame, grid lines, ticks, labels and title; returns the axes' mapping.
-Axes draw_axes(std::ostringstream& os, const std::string& title, const std::string& x_label,
-               const std::string& y_label, const std::vector<double>& xt, const std::vector<double>& yt) {
-  Axes a{xt.front(), xt.back(), yt.front(), yt.back()};
+// The domain is [xt.front(), xt.back()] x [yt.front(), yt.back()] unless x_domain is given (then
+// only the ticks inside it are drawn).
+Axes draw_axes(std::ostringstream& os, const std::string& title, const std::string& x_label, const std::string& y_label,
+               std::vector<double> xt, const std::vector<double>& yt, const Range* x_domain = nullptr) {
   const double xstep = xt.size() > 1 ? xt[1] - xt[0] : 1, ystep = yt.size() > 1 ? yt[1] - yt[0] : 1;
+  Axes a{xt.front(), xt.back(), yt.front(), yt.back()};
+  if (x_domain != nullptr && !x_domain->empty() && x_domain->lo < x_domain->hi) {
+    a.x0 = x_domain->lo, a.x1 = x_domain->hi;
+    std::erase_if(xt, [&](double x) { return x < a.x0 - 1e-9 * xstep || x > a.x1 + 1e-9 * xstep; });
+  }
   os << "<text class=\"title\" x=\"" << num((kLeft + kRight) / 2) << "\" y=\"22\" text-anchor=\"middle\">"
      << html_escape(title) << "</text>\n";
   for (double y : yt) {
@@ -87,8 +93,8 @@ Axes draw_axes(std::ostringstream& os, const std::string& title, const std::stri
     const double px = a.sx(x);
     os << "<line class=\"grid\" x1=\"" << num(px) << "\" y1=\"" << num(kTop) << "\" x2=\"" << num(px) << "\" y2=\""
        << num(kBottom) << "\"/>\n";
-    os << "<line class=\"axis\" x1=\"" << num(px) << "\" y1=\"" << num(kBottom) << "\" x2=\"" << num(px)
-       << "\" y2=\"" << num(kBottom + 5) << "\"/>\n";
+    os << "<line class=\"axis\" x1=\"" << num(px) << "\" y1=\"" << num(kBottom) << "\" x2=\"" << num(px) << "\" y2=\""
+       << num(kBottom + 5) << "\"/>\n";
     os << "<text class=\"tick\" x=\"" << num(px) << "\" y=\"" << num(kBottom + 19) << "\" text-anchor=\"middle\">"
        << tick_label(x, xstep) << "</text>\n";
   }
@@ -103,21 +109,20 @@ Axes draw_axes(std::ostringstream& os, const std::string& title, const std::stri
 
 void legend_entry(std::ostringstream& os, int row, const std::string& swatch, const std::string& name) {
   const double y = kTop + 8 + row * 20;
-  os << "<g transform=\"translate(" << num(kLegendX) << " " << num(y) << ")\">" << swatch << "<text class=\"legend\" x=\"26\" y=\"4\">"
-     << html_escape(name) << "</text></g>\n";
+  os << "<g transform=\"translate(" << num(kLegendX) << " " << num(y) << ")\">" << swatch
+     << "<text class=\"legend\" x=\"26\" y=\"4\">" << html_escape(name) << "</text></g>\n";
 }
 
 std::string svg_open(const std::string& title) {
-  return "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 " + num(kWidth) + " " + num(kHeight) +
-         "\" width=\"" + num(kWidth) + "\" height=\"" + num(kHeight) + "\" role=\"img\" aria-label=\"" +
-         html_escape(title) + "\">\n";
+  return "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 " + num(kWidth) + " " + num(kHeight) + "\" width=\"" +
+         num(kWidth) + "\" height=\"" + num(kHeight) + "\" role=\"img\" aria-label=\"" + html_escape(title) + "\">\n";
 }
 
 std::string render_line_plot(const LinePlot& p) {
   Range rx, ry;
   for (const Series& s : p.series) {
-    LOWBIT_CHECK(s.x.size() == s.y.size(), "HtmlReport: series '", s.name, "' has ", s.x.size(), " x but ",
-                 s.y.size(), " y values");
+    LOWBIT_CHECK(s.x.size() == s.y.size(), "HtmlReport: series '", s.name, "' has ", s.x.size(), " x but ", s.y.size(),
+                 " y values");
     for (size_t i = 0; i < s.x.size(); ++i)
       if (std::isfinite(s.x[i]) && std::isfinite(s.y[i])) rx.add(s.x[i]), ry.add(s.y[i]);
   }
@@ -149,9 +154,10 @@ std::string render_line_plot(const LinePlot& p) {
           os << "<circle cx=\"" << num(a.sx(s.x[i])) << "\" cy=\"" << num(a.sy(s.y[i])) << "\" r=\"2.5\" fill=\""
              << color << "\"/>\n";
     os << "</g>\n";
-    legend_entry(os, static_cast<int>(k),
-                 std::string("<line x1=\"0\" y1=\"0\" x2=\"20\" y2=\"0\" stroke=\"") + color + "\" stroke-width=\"3\"/>",
-                 s.name);
+    legend_entry(
+        os, static_cast<int>(k),
+        std::string("<line x1=\"0\" y1=\"0\" x2=\"20\" y2=\"0\" stroke=\"") + color + "\" stroke-width=\"3\"/>",
+        s.name);
   }
   os << "</svg>\n";
   return os.str();
@@ -169,7 +175,8 @@ std::string render_histogram(const HistogramPlot& p) {
   ry.add(0);
   std::ostringstream os;
   os << svg_open(p.title);
-  const Axes a = draw_axes(os, p.title, p.x_label, "count", axis_ticks(rx), axis_ticks(ry));
+  // x: exactly the histograms' range (bins fill the plot), ticks inside it.
+  const Axes a = draw_axes(os, p.title, p.x_label, "count", axis_ticks(rx), axis_ticks(ry), &rx);
   const char* colors[] = {"#4e79a7", "#f28e2b"};
   const std::string labels[] = {p.before_label, p.after_label};
   for (size_t k = 0; k < hs.size(); ++k) {
@@ -190,7 +197,8 @@ std::string render_histogram(const HistogramPlot& p) {
                  labels[k]);
   }
   if (!p.levels.empty()) {
-    os << "<g class=\"levels\" stroke=\"#c0392b\" stroke-width=\"1.2\" stroke-dasharray=\"4 3\"><title>levels</title>\n";
+    os << "<g class=\"levels\" stroke=\"#c0392b\" stroke-width=\"1.2\" stroke-dasharray=\"4 "
+          "3\"><title>levels</title>\n";
     for (double l : p.levels)
       if (std::isfinite(l) && l >= a.x0 && l <= a.x1)
         os << "<line x1=\"" << num(a.sx(l)) << "\" y1=\"" << num(kTop) << "\" x2=\"" << num(a.sx(l)) << "\" y2=\""
@@ -233,7 +241,8 @@ std::string render_table(const Table& t) {
   return os.str();
 }
 
-constexpr const char* kStyle = R"(body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:24px auto;max-width:820px;color:#222;background:#fff}
+constexpr const char* kStyle = R"(body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+margin:24px auto;max-width:820px;color:#222;background:#fff}
 h1{font-size:1.5em;margin-bottom:.3em}h2{font-size:1.15em;margin:1.4em 0 .4em}
 section{margin-bottom:1.2em}svg{display:block;max-width:100%;height:auto}
 svg text{font-family:inherit;fill:#333}.title{font-size:15px;font-weight:600}.tick{font-size:11px}
@@ -299,7 +308,8 @@ HtmlReport& HtmlReport::add(Table table) {
 std::string HtmlReport::html() const {
   std::ostringstream os;
   os << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>" << html_escape(title_)
-     << "</title>\n<style>\n" << kStyle << "\n</style>\n</head>\n<body>\n<h1>" << html_escape(title_) << "</h1>\n";
+     << "</title>\n<style>\n"
+     << kStyle << "\n</style>\n</head>\n<body>\n<h1>" << html_escape(title_) << "</h1>\n";
   for (const auto& section : sections_) {
     os << "<section>\n";
     if (const auto* p = std::get_if<Paragraph>(&section)) {

@@ -36,7 +36,7 @@ Variable random_leaf(const Shape& shape, Generator& gen, double lo = -1, double 
 
 const q::Grid kGrids[] = {q::Grid::dorefa, q::Grid::wrpn, q::Grid::fixed_point};
 const q::Normalization kNorms[] = {q::Normalization::R0, q::Normalization::R1, q::Normalization::R2};
-const q::Reduction kReductions[] = {q::Reduction::sum, q::Reduction::mean};
+const Reduction kReductions[] = {Reduction::sum, Reduction::mean};
 
 std::string grid_name(q::Grid g) {
   return g == q::Grid::dorefa ? "dorefa" : g == q::Grid::wrpn ? "wrpn" : "fixed_point";
@@ -58,7 +58,8 @@ TEST_CASE("grid levels are exactly the levels the DoReFa and WRPN quantizers pro
     std::vector<double> xs;
     for (int i = 0; i <= 4000; ++i) xs.push_back(-1.5 + 3.0 * i / 4000);
     const Variable x(Tensor::from_vector(xs, {static_cast<int64_t>(xs.size())}));
-    for (auto [grid, out] : {std::pair{q::Grid::wrpn, q::wrpn_weight(x, k)}, std::pair{q::Grid::dorefa, q::dorefa_weight(x, k)}}) {
+    for (auto [grid, out] :
+         {std::pair{q::Grid::wrpn, q::wrpn_weight(x, k)}, std::pair{q::Grid::dorefa, q::dorefa_weight(x, k)}}) {
       CAPTURE(grid_name(grid));
       std::set<double> produced;
       for (double v : out.data().to_vector()) produced.insert(v);
@@ -81,11 +82,11 @@ TEST_CASE("SinReQ: zero on every level, maximal (1 per weight) at every decision
       CAPTURE(grid_name(grid));
       CAPTURE(k);
       const std::vector<double> levels = q::grid_levels(grid, k);
-      const q::SinReQOptions sum_opt{grid, q::Reduction::sum};
+      const q::SinReQOptions sum_opt{grid, Reduction::sum};
       const double at_levels = q::sinreq_layer(leaf_vec(levels), k, sum_opt).item();
       CHECK(std::abs(at_levels) < 1e-20);
       const std::vector<double> mids = midpoints(levels);
-      const double at_mids = q::sinreq_layer(leaf_vec(mids), k, {grid, q::Reduction::mean}).item();
+      const double at_mids = q::sinreq_layer(leaf_vec(mids), k, {grid, Reduction::mean}).item();
       CHECK(at_mids == doctest::Approx(1).epsilon(1e-12));
       // The midpoints are the thresholds of the matching quantizer: just below and above them the
       // quantizer picks the two neighbouring levels; the levels are its fixed points.
@@ -96,7 +97,8 @@ TEST_CASE("SinReQ: zero on every level, maximal (1 per weight) at every decision
           CHECK(lo.item() == doctest::Approx(levels[i]));
           CHECK(hi.item() == doctest::Approx(levels[i + 1]));
         }
-        const auto fixed = q::wrpn_weight(Variable(Tensor::from_vector(levels, {static_cast<int64_t>(levels.size())})), k);
+        const auto fixed =
+            q::wrpn_weight(Variable(Tensor::from_vector(levels, {static_cast<int64_t>(levels.size())})), k);
         CHECK(max_abs_diff(fixed.data(), Tensor::from_vector(levels, {static_cast<int64_t>(levels.size())})) < 1e-12);
       }
       // Between a level and the next threshold the penalty rises monotonically.
@@ -125,12 +127,12 @@ TEST_CASE("SinReQ with the DoReFa grid: minima on DoReFa levels in the tanh-norm
     const auto wq = q::dorefa_weight(Variable(Tensor::from_vector(ws, {static_cast<int64_t>(ws.size())})), k);
     const auto qv = wq.data().to_vector();
     for (size_t i = 0; i < mids.size(); ++i) {
-      CHECK(qv[2 * i] == doctest::Approx(levels[i]));      // just below the threshold
+      CHECK(qv[2 * i] == doctest::Approx(levels[i]));          // just below the threshold
       CHECK(qv[2 * i + 1] == doctest::Approx(levels[i + 1]));  // just above
     }
     // ... and the sinusoid evaluated on that domain is 0 on the levels, 1 at the thresholds.
-    CHECK(q::sinreq_layer(leaf_vec(levels), k, {q::Grid::dorefa, q::Reduction::sum}).item() < 1e-20);
-    CHECK(q::sinreq_layer(leaf_vec(mids), k, {q::Grid::dorefa, q::Reduction::mean}).item() == doctest::Approx(1));
+    CHECK(q::sinreq_layer(leaf_vec(levels), k, {q::Grid::dorefa, Reduction::sum}).item() < 1e-20);
+    CHECK(q::sinreq_layer(leaf_vec(mids), k, {q::Grid::dorefa, Reduction::mean}).item() == doctest::Approx(1));
   }
 }
 
@@ -138,7 +140,7 @@ TEST_CASE("WaveQ at a fixed beta equals SinReQ at k = beta + 1 bits on the match
   Generator gen(7);
   const std::vector<Variable> ws = {random_leaf({4, 5}, gen, -1.2, 1.2), random_leaf({7}, gen)};
   for (q::Grid grid : kGrids) {
-    for (q::Reduction red : kReductions) {
+    for (Reduction red : kReductions) {
       for (int beta = 1; beta <= 6; ++beta) {
         CAPTURE(grid_name(grid));
         CAPTURE(beta);
@@ -159,7 +161,7 @@ TEST_CASE("WaveQ at a fixed beta equals SinReQ at k = beta + 1 bits on the match
 TEST_CASE("SinReQ gradcheck (float64) for every grid and reduction") {
   Generator gen(11);
   for (q::Grid grid : kGrids) {
-    for (q::Reduction red : kReductions) {
+    for (Reduction red : kReductions) {
       CAPTURE(grid_name(grid));
       CAPTURE(static_cast<int>(red));
       const std::vector<Variable> ws = {random_leaf({3, 4}, gen), random_leaf({6}, gen, -1.3, 1.3)};
@@ -174,7 +176,7 @@ TEST_CASE("WaveQ gradcheck (float64) w.r.t. weights and betas for every grid, no
   Generator gen(12);
   for (q::Grid grid : kGrids) {
     for (q::Normalization norm : kNorms) {
-      for (q::Reduction red : kReductions) {
+      for (Reduction red : kReductions) {
         CAPTURE(grid_name(grid));
         CAPTURE(static_cast<int>(norm));
         CAPTURE(static_cast<int>(red));
@@ -191,11 +193,21 @@ TEST_CASE("WaveQ gradcheck (float64) w.r.t. weights and betas for every grid, no
   }
 }
 
+TEST_CASE("WaveQ second derivatives (gradgradcheck, float64)") {
+  Generator gen(13);
+  const std::vector<Variable> inputs = {random_leaf({6}, gen), beta_leaf(2.6)};
+  const auto f = [](const std::vector<Variable>& x) {
+    return q::waveq_penalty({x[0]}, {x[1]}, {q::Grid::dorefa, q::Normalization::R1, Reduction::mean}).weight_term;
+  };
+  const GradcheckResult r = gradgradcheck(f, inputs);
+  CHECK_MESSAGE(r.ok, r.message);
+}
+
 TEST_CASE("WaveQ gradients equal the closed forms of spec §1.2 (WRPN grid, R1, sum)") {
   const std::vector<double> wv = {-0.83, -0.4, -0.05, 0.12, 0.31, 0.77, 1.1};
   const double beta0 = 2.7, lambda_w = 0.6, lambda_beta = 0.03;
   Variable w = leaf_vec(wv), beta = beta_leaf(beta0);
-  const q::WaveQTerms t = q::waveq_penalty({w}, {beta}, {q::Grid::wrpn, q::Normalization::R1, q::Reduction::sum});
+  const q::WaveQTerms t = q::waveq_penalty({w}, {beta}, {q::Grid::wrpn, q::Normalization::R1, Reduction::sum});
   add(mul(t.weight_term, lambda_w), mul(t.bitwidth_term, lambda_beta)).backward();
   const double n = std::pow(2.0, beta0);
   double dbeta = 0;
@@ -214,7 +226,7 @@ TEST_CASE("SinReQ gradient equals the closed form of spec §2.1 (mean reduction)
     CAPTURE(grid_name(grid));
     const int k = 4;
     Variable w = leaf_vec(wv);
-    q::sinreq_penalty({w}, {k}, {grid, q::Reduction::mean}).backward();
+    q::sinreq_penalty({w}, {k}, {grid, Reduction::mean}).backward();
     // Delta, c from the spec's table for a k-bit target (independent of grid_step).
     const double delta = grid == q::Grid::dorefa ? 2.0 / (std::pow(2.0, k) - 1)
                          : grid == q::Grid::wrpn ? 1.0 / (std::pow(2.0, k - 1) - 1)
@@ -233,6 +245,7 @@ TEST_CASE("regularizer argument errors name the op") {
   CHECK_THROWS_WITH_AS(q::waveq_penalty({w}, {}), doctest::Contains("waveq_penalty"), Error);
   const Variable beta32(Tensor::scalar(3.0, DType::f32), true);
   CHECK_THROWS_WITH_AS(q::waveq_penalty({w}, {beta32}), doctest::Contains("dtype"), Error);
+  CHECK_THROWS_WITH_AS(q::sinreq_penalty({w}, {3}, {q::Grid::wrpn, Reduction::none}), doctest::Contains("none"), Error);
   const Variable beta_vec(Tensor::from_list({1, 2}, {2}, DType::f64), true);
   CHECK_THROWS_WITH_AS(q::waveq_penalty({w}, {beta_vec}), doctest::Contains("one-element"), Error);
 }
@@ -379,9 +392,9 @@ RunResult train_waveq(double lambda_w, double lambda_beta, bool learn_beta, doub
   const Tensor y = math::matmul(x, w_star);
   Variable w(w_star.clone(), true);
   Variable beta(Tensor::scalar(beta0, DType::f64), learn_beta);
-  const q::WaveQOptions opt{q::Grid::wrpn, q::Normalization::R1, q::Reduction::mean};
-  const q::WaveQSchedule schedule{.lambda_w = lambda_w, .lambda_beta = lambda_beta, .rise = 0.1, .fall = 0.7,
-                                  .width = 0.03};
+  const q::WaveQOptions opt{q::Grid::wrpn, q::Normalization::R1, Reduction::mean};
+  const q::WaveQSchedule schedule{
+      .lambda_w = lambda_w, .lambda_beta = lambda_beta, .rise = 0.1, .fall = 0.7, .width = 0.03};
   const double lr = 0.02, lr_beta = 0.2;
   for (int t = 0; t < steps; ++t) {
     const q::WaveQLambdas l = q::waveq_lambdas(schedule, t, steps);

@@ -36,7 +36,8 @@ std::string tag_balance_problem(const std::string& html) {
       if (stack.empty() || stack.back() != name)
         return "unexpected </" + name + "> (open: " + (stack.empty() ? "none" : stack.back()) + ")";
       stack.pop_back();
-    } else if (m[4].str() != "/" && std::find(void_elements.begin(), void_elements.end(), name) == void_elements.end()) {
+    } else if (m[4].str() != "/" &&
+               std::find(void_elements.begin(), void_elements.end(), name) == void_elements.end()) {
       stack.push_back(name);
     }
   }
