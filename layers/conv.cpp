@@ -29,8 +29,9 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, const 
 }
 
 void Conv2d::init(Generator& gen) {
-  LOWBIT_CHECK(in_ > 0 && out_ > 0 && kernel_[0] > 0 && kernel_[1] > 0, "Conv2d: channels and kernel must be positive, got ",
-               in_, " -> ", out_, ", kernel ", kernel_[0], "x", kernel_[1]);
+  LOWBIT_CHECK(in_ > 0 && out_ > 0 && kernel_[0] > 0 && kernel_[1] > 0,
+               "Conv2d: channels and kernel must be positive, got ", in_, " -> ", out_, ", kernel ", kernel_[0], "x",
+               kernel_[1]);
   LOWBIT_CHECK(opt_.groups > 0 && in_ % opt_.groups == 0 && out_ % opt_.groups == 0, "Conv2d: groups=", opt_.groups,
                " must divide in_channels=", in_, " and out_channels=", out_);
   weight_ = register_parameter("weight", Tensor::empty({out_, in_ / opt_.groups, kernel_[0], kernel_[1]}));
@@ -55,8 +56,8 @@ std::string Conv2d::extra_repr() const {
   auto pair = [](const std::array<int64_t, 2>& a) {
     return a[0] == a[1] ? std::to_string(a[0]) : std::to_string(a[0]) + "x" + std::to_string(a[1]);
   };
-  std::string s = detail::concat(in_, ", ", out_, ", kernel=", kernel_[0], "x", kernel_[1], ", stride=", pair(opt_.stride),
-                                 ", pad=", pair(opt_.padding));
+  std::string s = detail::concat(in_, ", ", out_, ", kernel=", kernel_[0], "x", kernel_[1],
+                                 ", stride=", pair(opt_.stride), ", pad=", pair(opt_.padding));
   if (opt_.dilation[0] != 1 || opt_.dilation[1] != 1) s += ", dilation=" + pair(opt_.dilation);
   if (opt_.groups != 1) s += ", groups=" + std::to_string(opt_.groups);
   if (!has_bias_) s += ", bias=false";

@@ -4,7 +4,8 @@
 //   field is the product of dims 2.. (1 for 2-d Linear weights [out, in]; [K, C/groups, R, S] for conv).
 //   gain(relu) = sqrt(2); gain(leaky_relu, a) = sqrt(2 / (1 + a^2)); gain(linear) = 1.
 //   kaiming_uniform_: U(-b, b), b = gain * sqrt(3 / fan);  kaiming_normal_: N(0, gain / sqrt(fan)).
-//   xavier_uniform_:  U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)); xavier_normal_: N(0, gain sqrt(2 / (fan_in + fan_out))).
+//   xavier_uniform_:  U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)); xavier_normal_: N(0, gain sqrt(2 / (fan_in +
+//   fan_out))).
 // PyTorch's Conv2d/Linear default: kaiming_uniform_(w, a = sqrt(5)) (so b = 1 / sqrt(fan_in)) and bias
 // U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 // Every draw comes from a counter-based Generator (default_generator() unless given): results depend

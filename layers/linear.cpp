@@ -18,9 +18,7 @@ void Linear::reset_parameters(Generator& gen) {
   init::default_layer_init_(w, has_bias_ ? &b : nullptr, gen);
 }
 
-Variable Linear::effective_weight() {
-  return weight_hook_ ? weight_hook_(weight_) : weight_;
-}
+Variable Linear::effective_weight() { return weight_hook_ ? weight_hook_(weight_) : weight_; }
 
 Variable Linear::forward(const Variable& x) {
   LOWBIT_CHECK(x.dim() >= 1 && x.size(-1) == in_, "Linear::forward: expected input [..., ", in_, "], got ",

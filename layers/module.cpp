@@ -19,8 +19,8 @@ Variable Module::operator()(const Variable& x) {
 }
 
 void Module::check_new_name(const std::string& name, const char* what) const {
-  LOWBIT_CHECK(!name.empty() && name.find('.') == std::string::npos, type_name(), "::", what, ": invalid name '",
-               name, "' (must be non-empty and contain no '.')");
+  LOWBIT_CHECK(!name.empty() && name.find('.') == std::string::npos, type_name(), "::", what, ": invalid name '", name,
+               "' (must be non-empty and contain no '.')");
   for (const auto& [n, _] : params_)
     LOWBIT_CHECK(n != name, type_name(), "::", what, ": name '", name, "' is already a parameter");
   for (const auto& [n, _] : buffers_)

@@ -6,8 +6,8 @@ namespace lowbit {
 
 BatchNormBase::BatchNormBase(int64_t num_features, BatchNormOptions opt) : c_(num_features), opt_(opt) {
   LOWBIT_CHECK(c_ > 0, "BatchNorm: num_features must be positive, got ", c_);
-  LOWBIT_CHECK(opt_.eps > 0 && opt_.momentum >= 0 && opt_.momentum <= 1, "BatchNorm: need eps > 0 and momentum in [0, 1], got eps=",
-               opt_.eps, ", momentum=", opt_.momentum);
+  LOWBIT_CHECK(opt_.eps > 0 && opt_.momentum >= 0 && opt_.momentum <= 1,
+               "BatchNorm: need eps > 0 and momentum in [0, 1], got eps=", opt_.eps, ", momentum=", opt_.momentum);
   if (opt_.affine) {
     register_parameter("weight", Tensor::ones({c_}));
     register_parameter("bias", Tensor::zeros({c_}));
@@ -25,7 +25,8 @@ void BatchNormBase::reset_running_stats() {
 }
 
 Variable BatchNormBase::normalize(const Variable& x) {
-  LOWBIT_CHECK(x.size(1) == c_, type_name(), "::forward: expected ", c_, " channels in dim 1, got ", shape_str(x.shape()));
+  LOWBIT_CHECK(x.size(1) == c_, type_name(), "::forward: expected ", c_, " channels in dim 1, got ",
+               shape_str(x.shape()));
   const Variable gamma = opt_.affine ? param("weight") : Variable();
   const Variable beta = opt_.affine ? param("bias") : Variable();
   Tensor rm, rv;
@@ -33,18 +34,20 @@ Variable BatchNormBase::normalize(const Variable& x) {
   // Without running statistics batch statistics are used in eval too (PyTorch).
   const bool use_batch_stats = is_training() || !opt_.track_running_stats;
   if (use_batch_stats)
-    LOWBIT_CHECK(x.numel() / c_ > 1, type_name(), "::forward: batch statistics need more than one value per channel, got ",
-                 shape_str(x.shape()));
+    LOWBIT_CHECK(x.numel() / c_ > 1, type_name(),
+                 "::forward: batch statistics need more than one value per channel, got ", shape_str(x.shape()));
   return batch_norm(x, gamma, beta, rm, rv, use_batch_stats, opt_.momentum, opt_.eps);
 }
 
 std::string BatchNormBase::extra_repr() const {
-  return detail::concat(c_, ", eps=", opt_.eps, ", momentum=", opt_.momentum, ", affine=", opt_.affine ? "true" : "false",
+  return detail::concat(c_, ", eps=", opt_.eps, ", momentum=", opt_.momentum,
+                        ", affine=", opt_.affine ? "true" : "false",
                         opt_.track_running_stats ? "" : ", track_running_stats=false");
 }
 
 Variable BatchNorm1d::forward(const Variable& x) {
-  LOWBIT_CHECK(x.dim() == 2 || x.dim() == 3, "BatchNorm1d::forward: expected [N, C] or [N, C, L], got ", shape_str(x.shape()));
+  LOWBIT_CHECK(x.dim() == 2 || x.dim() == 3, "BatchNorm1d::forward: expected [N, C] or [N, C, L], got ",
+               shape_str(x.shape()));
   if (x.dim() == 2) return normalize(x);
   return squeeze(normalize(unsqueeze(x, 3)), 3);
 }

@@ -16,8 +16,8 @@ Pool2dOptions pool_options(int64_t kernel, int64_t stride, int64_t padding, bool
 namespace {
 std::string pool_repr(const Pool2dOptions& o) {
   const int64_t s0 = o.stride[0] ? o.stride[0] : o.kernel[0], s1 = o.stride[1] ? o.stride[1] : o.kernel[1];
-  std::string s = detail::concat("kernel=", o.kernel[0], "x", o.kernel[1], ", stride=", s0, "x", s1, ", pad=", o.padding[0],
-                                 "x", o.padding[1]);
+  std::string s = detail::concat("kernel=", o.kernel[0], "x", o.kernel[1], ", stride=", s0, "x", s1,
+                                 ", pad=", o.padding[0], "x", o.padding[1]);
   if (o.ceil_mode) s += ", ceil_mode=true";
   return s;
 }

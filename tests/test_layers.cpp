@@ -122,9 +122,15 @@ TEST_CASE("hierarchical names, registration order, named_modules and apply") {
   auto layer2 = net->push_back("layer2", std::make_shared<Sequential>(make_block(), make_block()));
   net->push_back("fc", std::make_shared<Linear>(2, 3));
 
-  const std::vector<std::string> expect = {"conv1.weight",        "conv1.bias",          "layer2.0.conv1.weight",
-                                           "layer2.0.bn1.weight", "layer2.0.bn1.bias",   "layer2.1.conv1.weight",
-                                           "layer2.1.bn1.weight", "layer2.1.bn1.bias",   "fc.weight",
+  const std::vector<std::string> expect = {"conv1.weight",
+                                           "conv1.bias",
+                                           "layer2.0.conv1.weight",
+                                           "layer2.0.bn1.weight",
+                                           "layer2.0.bn1.bias",
+                                           "layer2.1.conv1.weight",
+                                           "layer2.1.bn1.weight",
+                                           "layer2.1.bn1.bias",
+                                           "fc.weight",
                                            "fc.bias"};
   CHECK(names_of(net->named_parameters()) == expect);
   CHECK(names_of(net->named_parameters(false)).empty());
@@ -233,8 +239,10 @@ TEST_CASE("train/eval: Dropout identity in eval, Bernoulli mask in training; BN 
   const auto y = drop(x).data().to_vector();
   int64_t zeros = 0;
   for (double v : y) {
-    if (v == 0) ++zeros;
-    else CHECK(std::abs(v - 1 / 0.75) < 1e-6);
+    if (v == 0)
+      ++zeros;
+    else
+      CHECK(std::abs(v - 1 / 0.75) < 1e-6);
   }
   CHECK(std::abs(zeros / 10000.0 - 0.25) < 0.02);  // ~6 standard deviations
   // The generator state determines the mask.
@@ -253,7 +261,8 @@ TEST_CASE("train/eval: Dropout identity in eval, Bernoulli mask in training; BN 
   CHECK(allclose(bn.buffer("running_var"), math::add(math::mul(batch_var, 0.2), 0.8), 1e-5, 1e-6));
   bn.eval();
   const Tensor y_eval = bn(Variable(xb)).data();
-  const Tensor rm = bn.buffer("running_mean").reshape({1, 2, 1, 1}), rv = bn.buffer("running_var").reshape({1, 2, 1, 1});
+  const Tensor rm = bn.buffer("running_mean").reshape({1, 2, 1, 1}),
+               rv = bn.buffer("running_var").reshape({1, 2, 1, 1});
   const Tensor expect = math::div(math::sub(xb, rm), math::sqrt(math::add(rv, 1e-3)));
   CHECK(allclose(y_eval, expect, 1e-5, 1e-5));
   CHECK(allclose(bn.buffer("running_mean"), math::mul(batch_mean, 0.2), 1e-5, 1e-6));  // unchanged in eval
@@ -267,7 +276,8 @@ TEST_CASE("initialisation statistics follow the PyTorch formulas") {
   Generator g(11);
   const int64_t fan_in = 3 * 5 * 5;
   Conv2d conv(3, 200, 5, Conv2dOptions{}, true, g);
-  const double bound = 1 / std::sqrt(double(fan_in));  // kaiming_uniform(a = sqrt 5) = sqrt(6 / (1 + 5)) * sqrt(3 / fan_in)
+  const double bound =
+      1 / std::sqrt(double(fan_in));  // kaiming_uniform(a = sqrt 5) = sqrt(6 / (1 + 5)) * sqrt(3 / fan_in)
   const Tensor w = conv.weight().data();
   CHECK(math::amax(math::abs(w)).item() <= bound);
   CHECK(math::amax(math::abs(w)).item() > 0.99 * bound);
@@ -315,8 +325,8 @@ TEST_CASE("weight hook and output hook are applied and gradients flow through th
 
   conv->set_weight_hook([](const Variable& w) { return mul(w, 2.0); });
   CHECK(allclose(conv->effective_weight().data(), math::mul(conv->weight().data(), 2.0)));
-  const Variable y_expect = linear(flatten(conv2d(x, mul(conv->weight(), 2.0), Variable(), conv_options(1, 1))),
-                                   fc->weight(), fc->bias());
+  const Variable y_expect =
+      linear(flatten(conv2d(x, mul(conv->weight(), 2.0), Variable(), conv_options(1, 1))), fc->weight(), fc->bias());
   fc->set_output_hook([](const Variable& v) { return mul(v, 3.0); });
   const Variable y = net(x);
   CHECK(allclose(y.data(), math::mul(y_expect.data(), 3.0), 1e-10, 1e-10));
@@ -339,8 +349,8 @@ TEST_CASE("str() prints a PyTorch-like tree") {
 
 TEST_CASE("layer input checks name the layer and the shapes") {
   Linear fc(4, 2);
-  CHECK_THROWS_WITH_AS(fc(Variable(Tensor::zeros({2, 5}))), doctest::Contains("Linear::forward: expected input [..., 4], got [2, 5]"),
-                       Error);
+  CHECK_THROWS_WITH_AS(fc(Variable(Tensor::zeros({2, 5}))),
+                       doctest::Contains("Linear::forward: expected input [..., 4], got [2, 5]"), Error);
   Conv2d conv(3, 4, 3);
   CHECK_THROWS_WITH_AS(conv(Variable(Tensor::zeros({1, 2, 5, 5}))), doctest::Contains("Conv2d::forward"), Error);
   BatchNorm2d bn(3);
