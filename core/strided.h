@@ -4,6 +4,9 @@
 // loop once for (len, strides) and it vectorises when the strides are 1 or 0.
 #pragma once
 
+#include <algorithm>
+#include <cstdlib>
+
 #include <array>
 #include <cstdint>
 
@@ -23,9 +26,16 @@ struct StridedPlan {
 template <size_t N>
 StridedPlan<N> make_plan(const Shape& shape, const std::array<Shape, N>& strides) {
   StridedPlan<N> p;
-  // Drop size-1 dims (their stride is irrelevant).
-  for (size_t d = 0; d < shape.size(); ++d) {
-    if (shape[d] == 1) continue;
+  // Drop size-1 dims (their stride is irrelevant) and visit the rest in the memory order of operand
+  // 0 (the output): largest stride outermost, so a channels-last tensor runs its unit-stride C dim
+  // innermost. Elementwise loops write each output element once, so any order gives the same result.
+  std::vector<size_t> order;
+  for (size_t d = 0; d < shape.size(); ++d)
+    if (shape[d] != 1) order.push_back(d);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::abs(strides[0][a]) > std::abs(strides[0][b]);
+  });
+  for (size_t d : order) {
     p.shape.push_back(shape[d]);
     for (size_t k = 0; k < N; ++k) p.strides[k].push_back(strides[k][d]);
   }
