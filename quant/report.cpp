@@ -1,6 +1,8 @@
 // HTML report writer with inline SVG plots; see report.h.
 #include "quant/report.h"
 
+#include "core/serialize.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -327,31 +329,6 @@ std::string HtmlReport::html() const {
   return os.str();
 }
 
-void HtmlReport::write(const std::string& path) const { write_file_atomic(path, html()); }
-
-void write_file_atomic(const std::string& path, const std::string& content) {
-  namespace fs = std::filesystem;
-  const fs::path target(path);
-  const fs::path tmp = target.parent_path() / (target.filename().string() + ".tmp." + std::to_string(::getpid()));
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    LOWBIT_CHECK(out.good(), "write_file_atomic: cannot open ", tmp.string(), " for writing");
-    out.write(content.data(), static_cast<std::streamsize>(content.size()));
-    out.flush();
-    if (!out.good()) {
-      out.close();
-      std::error_code ignored;
-      fs::remove(tmp, ignored);
-      LOWBIT_CHECK(false, "write_file_atomic: writing ", tmp.string(), " failed");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    std::error_code ignored;
-    fs::remove(tmp, ignored);
-    LOWBIT_CHECK(false, "write_file_atomic: renaming ", tmp.string(), " to ", path, " failed: ", ec.message());
-  }
-}
+void HtmlReport::write(const std::string& path) const { lowbit::write_file_atomic(path, html()); }
 
 }  // namespace lowbit::quant

@@ -9,7 +9,7 @@
 //                  lines; values outside a histogram's range are reported under the plot.
 //   Table          a header row and string cells (per-layer bits, distances, memory ...).
 // Sections appear in the order they were added. All text is HTML-escaped. write() replaces the
-// file atomically: the page goes to a temporary file in the same folder, which is renamed over it.
+// file atomically (lowbit::write_file_atomic, core/serialize.h).
 #pragma once
 
 #include <optional>
@@ -71,7 +71,5 @@ class HtmlReport {
 std::string html_escape(std::string_view text);
 // Evenly spaced round tick values covering [lo, hi] (about `target` of them), first <= lo, last >= hi.
 std::vector<double> nice_ticks(double lo, double hi, int target = 5);
-// Writes `content` to `path` through a temporary file in the same folder and a rename.
-void write_file_atomic(const std::string& path, const std::string& content);
 
 }  // namespace lowbit::quant
