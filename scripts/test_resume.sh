@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# End-to-end test of `lowbit train` checkpoints: a run of 2 epochs straight must equal, bit for
+# bit, (a) 1 epoch + --resume + 1 epoch, (b) a run stopped mid-epoch + --resume, (c) a run
+# interrupted with Ctrl-C (SIGINT) + --resume. Also: a corrupt checkpoint is refused with a clear
+# message and a non-zero exit. Small: 1,024 Fashion-MNIST images, LeNet-5 at half width.
+# Usage: scripts/test_resume.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
+set -euo pipefail
+build=$(cd "${1:?usage: test_resume.sh BUILD_DIR}" && pwd)
+lowbit="$build/cli/lowbit"
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  echo "skipped: /usr/share/datasets/fashion-mnist is missing (apt-get install dataset-fashion-mnist)"
+  exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+common=(--model lenet5 --width 0.5 --data fashion-mnist --limit-train 1024 --limit-test 256 --batch 64
+        --epochs 2 --lr 0.05 --schedule cosine --seed 7 --threads 2 --quiet
+        --quant dorefa --wbits 4 --abits 4 --reg waveq --lambda-beta 0.1)
+
+"$lowbit" train "${common[@]}" --out "$work/straight" > "$work/straight.log"
+
+# (a) epoch boundary
+"$lowbit" train "${common[@]}" --out "$work/a" --stop-after-batches 16 > /dev/null
+"$lowbit" train --out "$work/a" --resume > "$work/a.log"
+"$lowbit" compare "$work/straight/checkpoint.ckpt" "$work/a/checkpoint.ckpt"
+
+# (b) mid-epoch (batch 7 of 16)
+"$lowbit" train "${common[@]}" --out "$work/b" --stop-after-batches 7 > /dev/null
+"$lowbit" train --out "$work/b" --resume > /dev/null
+"$lowbit" compare "$work/straight/checkpoint.ckpt" "$work/b/checkpoint.ckpt"
+
+# (c) Ctrl-C: SIGINT while training; exit code 130 and a checkpoint; resume completes the run.
+# A longer single epoch (128 batches) so the signal lands mid-epoch.
+long=("${common[@]}" --epochs 1 --limit-train 8192)
+"$lowbit" train "${long[@]}" --out "$work/c_straight" > /dev/null
+"$lowbit" train "${long[@]}" --out "$work/c" > "$work/c.log" &
+pid=$!
+for _ in $(seq 1 400); do grep -q "^model " "$work/c.log" 2>/dev/null && break; sleep 0.02; done
+sleep 0.3
+kill -INT "$pid" 2>/dev/null || true
+set +e
+wait "$pid"
+rc=$?
+set -e
+if [ "$rc" -eq 130 ]; then
+  grep -q "interrupted: checkpoint saved" "$work/c.log"
+  "$lowbit" train --out "$work/c" --resume > /dev/null
+else
+  echo "FAIL: expected exit code 130 after SIGINT, got $rc"; cat "$work/c.log"; exit 1
+fi
+"$lowbit" compare "$work/c_straight/checkpoint.ckpt" "$work/c/checkpoint.ckpt"
+
+# Corrupt checkpoint: clear error naming the file, non-zero exit, nothing overwritten.
+cp "$work/a/checkpoint.ckpt" "$work/bad.ckpt"
+printf 'garbage' | dd of="$work/bad.ckpt" bs=1 seek=100 conv=notrunc status=none
+set +e
+"$lowbit" train --out "$work/a" --resume "$work/bad.ckpt" > "$work/bad.log" 2>&1
+rc=$?
+set -e
+[ "$rc" -ne 0 ] || { echo "corrupt checkpoint accepted"; exit 1; }
+grep -q "bad.ckpt: checksum mismatch" "$work/bad.log" || { cat "$work/bad.log"; exit 1; }
+echo "resume: straight == epoch-boundary resume == mid-epoch resume == Ctrl-C resume (bit for bit); corrupt checkpoint refused"
