@@ -157,7 +157,11 @@ std::shared_ptr<LRSchedule> parse_schedule(const std::string& spec, int64_t tota
       const auto remaining = total_epochs - static_cast<int64_t>(std::ceil(w));
       LOWBIT_CHECK(remaining > 0 || rest.rfind("cosine", 0) != 0, "parse_schedule: '", spec, "': warmup of ", w,
                    " epochs leaves no epochs of the ", total_epochs, " for the cosine");
-      after = parse_schedule(rest, remaining);
+      try {
+        after = parse_schedule(rest, remaining);
+      } catch (const Error& e) {
+        throw Error(lowbit::detail::concat("parse_schedule: '", spec, "': after the warmup: ", e.what()));
+      }
     }
     return with_warmup(after, w, start);
   }
