@@ -78,6 +78,7 @@ double scalar_value(const std::string& key, const Tensor& t) {
 
 Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {
   std::set<std::string> names;
+  std::map<const VariableImpl*, std::string> seen;  // a param in two places would be updated twice
   for (size_t g = 0; g < groups_.size(); ++g) {
     ParamGroup& group = groups_[g];
     if (group.name.empty()) group.name = "group" + std::to_string(g);
@@ -95,6 +96,9 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)
                    p.grad_fn()->name, ")");
       LOWBIT_CHECK(is_floating(p.dtype()), "Optimizer: param '", group.name, ".", label, "' is ",
                    dtype_name(p.dtype()), ", expected a floating dtype");
+      const auto [where, fresh] = seen.emplace(p.impl(), group.name + "." + label);
+      LOWBIT_CHECK(fresh, "Optimizer: param '", group.name, ".", label, "' is the same Variable as '", where->second,
+                   "'; a param may appear only once");
       LOWBIT_CHECK(p.data().is_dense(), "Optimizer: param '", group.name, ".", label,
                    "' is not dense (a strided view); optimizers update whole storage blocks");
     }

@@ -347,6 +347,8 @@ TEST_CASE("hyper-parameter and group validation") {
                        doctest::Contains("two parameter groups are named 'w'"), Error);
   Variable non_leaf = p * 2.0;
   CHECK_THROWS_WITH_AS(SGD({group_of("w", {non_leaf}, 0.1)}), doctest::Contains("not a leaf"), Error);
+  CHECK_THROWS_WITH_AS(SGD({group_of("w", {p}, 0.1), group_of("b", {p}, 0.1)}),
+                       doctest::Contains("'b.0' is the same Variable as 'w.0'"), Error);
   ParamGroup named = group_of("w", {p, param({2.0})}, 0.1);
   named.param_names = {"x"};
   CHECK_THROWS_WITH_AS(SGD({named}), doctest::Contains("param_names"), Error);
