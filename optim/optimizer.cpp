@@ -146,6 +146,12 @@ ParamGroup& Optimizer::group(const std::string& group_name) {
                                      known_groups(groups_)));
 }
 
+std::vector<Variable> Optimizer::parameters() const {
+  std::vector<Variable> all;
+  for (const ParamGroup& g : groups_) all.insert(all.end(), g.params.begin(), g.params.end());
+  return all;
+}
+
 Variable Optimizer::regularization_loss() {
   Variable total;
   for (const ParamGroup& group : groups_) {

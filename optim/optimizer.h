@@ -31,10 +31,12 @@ namespace lowbit::optim {
 
 class Regularizer;
 
+// Members all have defaults so designated initializers may name any subset:
+//   ParamGroup{.name = "weights", .params = ws, .lr = 0.1, .momentum = 0.9}
 struct ParamGroup {
-  std::string name;                      // e.g. "weights", "bitwidths"; empty -> "group<index>"
-  std::vector<Variable> params;
-  std::vector<std::string> param_names;  // parallel to params (may be empty)
+  std::string name{};                    // e.g. "weights", "bitwidths"; empty -> "group<index>"
+  std::vector<Variable> params{};
+  std::vector<std::string> param_names{};  // parallel to params (may be empty)
   double lr = 0.01;
   double weight_decay = 0;
   double momentum = 0;    // SGD
@@ -42,7 +44,7 @@ struct ParamGroup {
   bool nesterov = false;  // SGD
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // Adam / AdamW
   bool amsgrad = false;                           // Adam / AdamW
-  std::vector<std::shared_ptr<Regularizer>> regularizers;
+  std::vector<std::shared_ptr<Regularizer>> regularizers{};
   double initial_lr = 0;  // set from lr by the optimizer when 0; schedules scale it
 
   // Name of parameter i in messages and state dicts: param_names[i] or the index.
@@ -69,6 +71,7 @@ class Optimizer {
   std::vector<ParamGroup>& param_groups() { return groups_; }
   const std::vector<ParamGroup>& param_groups() const { return groups_; }
   ParamGroup& group(const std::string& name);  // throws naming the known groups
+  std::vector<Variable> parameters() const;     // every group's params, in group order (e.g. for clipping)
   int64_t step_count() const { return step_count_; }
   virtual std::string name() const = 0;
 

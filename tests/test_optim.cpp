@@ -287,6 +287,9 @@ TEST_CASE("parameter groups keep their own lr; group lookup names the known grou
   check_close(values(a), {0.9, 2.1}, 1e-15);
   check_close(values(b), {2.98}, 1e-15);
   CHECK(opt.group("bitwidths").params[0].same(b));
+  const auto all = opt.parameters();
+  REQUIRE(all.size() == 2);
+  CHECK((all[0].same(a) && all[1].same(b)));
   opt.group("bitwidths").lr = 0.5;
   opt.step();  // gradients still there: accumulated until zero_grad
   check_close(values(b), {1.98}, 1e-15);
@@ -294,6 +297,19 @@ TEST_CASE("parameter groups keep their own lr; group lookup names the known grou
   opt.zero_grad();
   CHECK_FALSE(a.grad().defined());
   CHECK_FALSE(b.grad().defined());
+}
+
+TEST_CASE("groups from designated initializers (the documented form); initial_lr follows lr") {
+  Variable w = param({1.0}), beta = param({8.0});
+  SGD opt({ParamGroup{.name = "weights", .params = {w}, .param_names = {"fc.weight"}, .lr = 0.1, .momentum = 0.9},
+           ParamGroup{.name = "bitwidths", .params = {beta}, .lr = 0.01}});
+  CHECK(opt.group("weights").initial_lr == 0.1);
+  CHECK(opt.group("bitwidths").initial_lr == 0.01);
+  CHECK(opt.group("weights").momentum == 0.9);
+  CHECK(opt.group("bitwidths").momentum == 0);
+  give_grad(w, {1.0});
+  opt.step();
+  CHECK(opt.state_dict().count("weights.fc.weight.momentum_buffer"));
 }
 
 TEST_CASE("params without a gradient are skipped and keep their per-param step") {
