@@ -22,12 +22,6 @@ Tensor zeros_like_param(const Tensor& param) {
   return z;
 }
 
-void parallel_elementwise(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
-  // Large enough chunks that the scheduling cost is negligible next to a fused update pass.
-  constexpr int64_t kGrain = 1 << 15;
-  parallel_for(0, n, kGrain, fn);
-}
-
 }  // namespace detail
 
 namespace {

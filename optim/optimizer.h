@@ -23,9 +23,11 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autograd/variable.h"
+#include "core/parallel.h"
 
 namespace lowbit::optim {
 
@@ -102,8 +104,12 @@ class Optimizer {
 namespace detail {
 // A zero tensor with the parameter's dtype, shape and dense layout.
 Tensor zeros_like_param(const Tensor& param);
-// Calls fn(lo, hi) over [0, n) in parallel for large n (elementwise updates: thread-count independent).
-void parallel_elementwise(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+// Calls fn(lo, hi) over [0, n), in parallel for large n (elementwise updates: thread-count
+// independent). Grain large enough that scheduling cost is negligible next to a fused pass.
+template <class F>
+void parallel_elementwise(int64_t n, F&& fn) {
+  parallel_for(0, n, int64_t{1} << 15, std::forward<F>(fn));
+}
 }  // namespace detail
 
 }  // namespace lowbit::optim

@@ -489,6 +489,27 @@ TEST_CASE("clip_grad_norm: total 2-norm, scales only above max_norm, ignores par
   CHECK(clip_grad_norm({a, b, c}, 100) == doctest::Approx(6.5));
 }
 
+TEST_CASE("clip_grad_norm on large float32 gradients: the exact norm, independent of the thread count") {
+  Generator gen(9);
+  const Tensor g1 = Tensor::randn({300001}, gen, DType::f32);
+  const Tensor g2 = Tensor::randn({77}, gen, DType::f32);
+  double sum_sq = 0;
+  for (const Tensor& g : {g1, g2})
+    for (double x : g.to_vector()) sum_sq += x * x;
+  std::vector<double> norms;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    Variable a(Tensor::zeros({300001}), true), b(Tensor::zeros({77}), true);
+    a.set_grad(Variable(g1));
+    b.set_grad(Variable(g2));
+    norms.push_back(clip_grad_norm({a, b}, 1.0));
+    CHECK(clip_grad_norm({a, b}, 10.0) == doctest::Approx(1.0).epsilon(1e-6));  // clipped to ~max_norm
+  }
+  set_num_threads(2);
+  CHECK(norms[0] == norms[1]);
+  CHECK(norms[0] == doctest::Approx(std::sqrt(sum_sq)).epsilon(1e-12));
+}
+
 TEST_CASE("clip_grad_norm scales gradients that share one tensor only once") {
   Variable a = param({0, 0}), b = param({0, 0});
   Variable shared(Tensor::from_list({3, 4}, {2}, DType::f64));
