@@ -33,8 +33,7 @@ void adam_update_scalar(T* p, const T* g, T* m, T* v, T* vmax, int64_t lo, int64
     const T pi = p[i];
     T gi = g[i];
     if constexpr (!kDecoupled)
-      if (l2_on)
-      gi = std::fma(c.weight_decay, pi, gi);
+      if (l2_on) gi = std::fma(c.weight_decay, pi, gi);
     const T mi = std::fma(one_minus_beta1, gi - m[i], m[i]);
     const T vi = std::fma(one_minus_beta2 * gi, gi, c.beta2 * v[i]);
     m[i] = mi;

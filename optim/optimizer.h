@@ -36,14 +36,14 @@ class Regularizer;
 // Members all have defaults so designated initializers may name any subset:
 //   ParamGroup{.name = "weights", .params = ws, .lr = 0.1, .momentum = 0.9}
 struct ParamGroup {
-  std::string name{};                    // e.g. "weights", "bitwidths"; empty -> "group<index>"
+  std::string name{};  // e.g. "weights", "bitwidths"; empty -> "group<index>"
   std::vector<Variable> params{};
   std::vector<std::string> param_names{};  // parallel to params (may be empty)
   double lr = 0.01;
   double weight_decay = 0;
-  double momentum = 0;    // SGD
-  double dampening = 0;   // SGD
-  bool nesterov = false;  // SGD
+  double momentum = 0;                            // SGD
+  double dampening = 0;                           // SGD
+  bool nesterov = false;                          // SGD
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // Adam / AdamW
   bool amsgrad = false;                           // Adam / AdamW
   std::vector<std::shared_ptr<Regularizer>> regularizers{};
@@ -73,12 +73,15 @@ class Optimizer {
   std::vector<ParamGroup>& param_groups() { return groups_; }
   const std::vector<ParamGroup>& param_groups() const { return groups_; }
   ParamGroup& group(const std::string& name);  // throws naming the known groups
-  std::vector<Variable> parameters() const;     // every group's params, in group order (e.g. for clipping)
+  std::vector<Variable> parameters() const;    // every group's params, in group order (e.g. for clipping)
   int64_t step_count() const { return step_count_; }
   virtual std::string name() const = 0;
 
   // Sum over groups of every attached regularizer's loss(group, step_count()); undefined if none.
   Variable regularization_loss();
+  // Forwards the trainer's per-epoch call to every attached regularizer, once per regularizer
+  // even when it is attached to several groups.
+  void set_epoch(int64_t epoch, int64_t total_epochs);
 
   virtual std::map<std::string, Tensor> state_dict() const;
   virtual void load_state_dict(const std::map<std::string, Tensor>& state);

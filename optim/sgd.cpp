@@ -8,8 +8,8 @@ namespace {
 
 // One fused pass over [lo, hi): weight decay, momentum buffer, nesterov, parameter update.
 template <class T>
-void sgd_update(T* p, const T* g, T* buf, int64_t lo, int64_t hi, T lr, T wd, T momentum, T dampening,
-                bool nesterov, bool first) {
+void sgd_update(T* p, const T* g, T* buf, int64_t lo, int64_t hi, T lr, T wd, T momentum, T dampening, bool nesterov,
+                bool first) {
   // Multiply-adds are explicit FMAs so the vectorized body and the scalar tail round alike
   // whatever the compiler's contraction choices (thread-count independence).
   const T keep = T(1) - dampening;

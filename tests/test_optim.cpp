@@ -29,8 +29,8 @@ Vec values(const Variable& v) { return v.data().to_vector(); }
 // Gradients for step k (0-based) of a 3-element parameter: signs and sizes vary so that momentum,
 // the second moment and amsgrad's running max all matter.
 Vec grad_at(int k) {
-  static const std::vector<Vec> g = {{0.5, -1.0, 2.0}, {-0.25, 0.75, 0.1}, {1.5, 0.2, -0.05}, {0.05, -0.3, 0.01},
-                                     {-0.6, 0.01, 0.4}};
+  static const std::vector<Vec> g = {
+      {0.5, -1.0, 2.0}, {-0.25, 0.75, 0.1}, {1.5, 0.2, -0.05}, {0.05, -0.3, 0.01}, {-0.6, 0.01, 0.4}};
   return g[static_cast<size_t>(k)];
 }
 const Vec kStart = {1.0, -2.0, 0.5};
@@ -102,10 +102,10 @@ TEST_CASE("SGD: plain, momentum, dampening, nesterov, weight decay against the r
     double wd, momentum, dampening;
     bool nesterov;
   };
-  for (const Config& c : {Config{"plain", 0, 0, 0, false}, Config{"weight decay", 0.1, 0, 0, false},
-                          Config{"momentum", 0, 0.9, 0, false}, Config{"dampening", 0, 0.9, 0.3, false},
-                          Config{"nesterov", 0, 0.8, 0, true}, Config{"all", 0.05, 0.9, 0, true},
-                          Config{"momentum+wd+dampening", 0.05, 0.7, 0.5, false}}) {
+  for (const Config& c :
+       {Config{"plain", 0, 0, 0, false}, Config{"weight decay", 0.1, 0, 0, false}, Config{"momentum", 0, 0.9, 0, false},
+        Config{"dampening", 0, 0.9, 0.3, false}, Config{"nesterov", 0, 0.8, 0, true}, Config{"all", 0.05, 0.9, 0, true},
+        Config{"momentum+wd+dampening", 0.05, 0.7, 0.5, false}}) {
     CAPTURE(c.what);
     Variable p = param(kStart);
     ParamGroup g = group_of("w", {p}, 0.1);
@@ -610,7 +610,8 @@ TEST_CASE("load_state_dict throws naming the key and leaves the optimizer unchan
   train(*sgd, ps, 2);
   const auto good = sgd->state_dict();
   auto adam = make("adam", ps);
-  CHECK_THROWS_WITH_AS(adam->load_state_dict(good), doctest::Contains("momentum_buffer' (Adam keeps no buffer 'momentum_buffer')"), Error);
+  CHECK_THROWS_WITH_AS(adam->load_state_dict(good),
+                       doctest::Contains("momentum_buffer' (Adam keeps no buffer 'momentum_buffer')"), Error);
   CHECK(adam->step_count() == 0);
 
   auto bad = good;
@@ -701,7 +702,7 @@ TEST_CASE("regularizer hook: its gradient reaches the group's params and its own
   SGD opt({weights, bits});
   for (int k = 0; k < 2; ++k) {
     opt.zero_grad();
-    Variable task = sum(w * 0.0);   // a task loss independent of the regularizer
+    Variable task = sum(w * 0.0);  // a task loss independent of the regularizer
     Variable loss = task + opt.regularization_loss();
     CHECK(reg->last_step == k);
     const Vec w0 = values(w);
@@ -714,6 +715,28 @@ TEST_CASE("regularizer hook: its gradient reaches the group's params and its own
     check_close(values(w), {w0[0] - 0.1 * 2 * b0 * w0[0], w0[1] - 0.1 * 2 * b0 * w0[1]}, 1e-15);
     CHECK(beta.data().item() == doctest::Approx(b0 - 0.01 * (w0[0] * w0[0] + w0[1] * w0[1] + 0.25)));
   }
+}
+
+namespace {
+struct EpochRecorder : Regularizer {
+  std::vector<std::pair<int64_t, int64_t>> calls;
+  std::string name() const override { return "epoch_recorder"; }
+  Variable loss(const ParamGroup&, int64_t) override { return Variable(); }
+  void set_epoch(int64_t epoch, int64_t total) override { calls.emplace_back(epoch, total); }
+};
+}  // namespace
+
+TEST_CASE("set_epoch reaches every regularizer once; an undefined term adds nothing") {
+  auto shared = std::make_shared<EpochRecorder>();
+  auto own = std::make_shared<EpochRecorder>();
+  ParamGroup a = group_of("a", {param({1.0})}, 0.1), b = group_of("b", {param({2.0})}, 0.1);
+  a.regularizers = {shared, own};
+  b.regularizers = {shared};
+  SGD opt({a, b});
+  opt.set_epoch(3, 10);
+  CHECK(shared->calls == std::vector<std::pair<int64_t, int64_t>>{{3, 10}});
+  CHECK(own->calls == std::vector<std::pair<int64_t, int64_t>>{{3, 10}});
+  CHECK_FALSE(opt.regularization_loss().defined());
 }
 
 TEST_CASE("regularization_loss is undefined without regularizers and sums several") {
