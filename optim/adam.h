@@ -33,4 +33,8 @@ class AdamW : public Adam {
   explicit AdamW(std::vector<ParamGroup> groups);
 };
 
+// Testing switch: the float32 update uses an AVX-512 loop when compiled with AVX-512 (default on);
+// off forces the portable loop. Both give bit-identical results.
+void adam_set_simd_enabled(bool on);
+
 }  // namespace lowbit::optim

@@ -22,12 +22,6 @@ Tensor zeros_like_param(const Tensor& param) {
   return z;
 }
 
-void parallel_elementwise(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
-  // Large enough chunks that the scheduling cost is negligible next to a fused update pass.
-  constexpr int64_t kGrain = 1 << 15;
-  parallel_for(0, n, kGrain, fn);
-}
-
 }  // namespace detail
 
 namespace {
@@ -53,8 +47,7 @@ const std::vector<HyperParam>& hyper_params() {
       {"weight_decay", [](const ParamGroup& g) { return g.weight_decay; },
        [](ParamGroup& g, double v) { g.weight_decay = v; }},
       {"momentum", [](const ParamGroup& g) { return g.momentum; }, [](ParamGroup& g, double v) { g.momentum = v; }},
-      {"dampening", [](const ParamGroup& g) { return g.dampening; },
-       [](ParamGroup& g, double v) { g.dampening = v; }},
+      {"dampening", [](const ParamGroup& g) { return g.dampening; }, [](ParamGroup& g, double v) { g.dampening = v; }},
       {"nesterov", [](const ParamGroup& g) { return g.nesterov ? 1.0 : 0.0; },
        [](ParamGroup& g, double v) { g.nesterov = v != 0; }},
       {"beta1", [](const ParamGroup& g) { return g.beta1; }, [](ParamGroup& g, double v) { g.beta1 = v; }},
@@ -78,6 +71,7 @@ double scalar_value(const std::string& key, const Tensor& t) {
 
 Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {
   std::set<std::string> names;
+  std::map<const VariableImpl*, std::string> seen;  // a param in two places would be updated twice
   for (size_t g = 0; g < groups_.size(); ++g) {
     ParamGroup& group = groups_[g];
     if (group.name.empty()) group.name = "group" + std::to_string(g);
@@ -93,8 +87,11 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)
       LOWBIT_CHECK(p.defined(), "Optimizer: param '", group.name, ".", label, "' is undefined");
       LOWBIT_CHECK(p.is_leaf(), "Optimizer: param '", group.name, ".", label, "' is not a leaf (it is the result of ",
                    p.grad_fn()->name, ")");
-      LOWBIT_CHECK(is_floating(p.dtype()), "Optimizer: param '", group.name, ".", label, "' is ",
-                   dtype_name(p.dtype()), ", expected a floating dtype");
+      LOWBIT_CHECK(is_floating(p.dtype()), "Optimizer: param '", group.name, ".", label, "' is ", dtype_name(p.dtype()),
+                   ", expected a floating dtype");
+      const auto [where, fresh] = seen.emplace(p.impl(), group.name + "." + label);
+      LOWBIT_CHECK(fresh, "Optimizer: param '", group.name, ".", label, "' is the same Variable as '", where->second,
+                   "'; a param may appear only once");
       LOWBIT_CHECK(p.data().is_dense(), "Optimizer: param '", group.name, ".", label,
                    "' is not dense (a strided view); optimizers update whole storage blocks");
     }
@@ -138,8 +135,14 @@ void Optimizer::zero_grad() {
 ParamGroup& Optimizer::group(const std::string& group_name) {
   for (ParamGroup& g : groups_)
     if (g.name == group_name) return g;
-  throw Error(lowbit::detail::concat("Optimizer::group: no group named '", group_name, "'; known groups: ",
-                                     known_groups(groups_)));
+  throw Error(lowbit::detail::concat("Optimizer::group: no group named '", group_name,
+                                     "'; known groups: ", known_groups(groups_)));
+}
+
+std::vector<Variable> Optimizer::parameters() const {
+  std::vector<Variable> all;
+  for (const ParamGroup& g : groups_) all.insert(all.end(), g.params.begin(), g.params.end());
+  return all;
 }
 
 Variable Optimizer::regularization_loss() {
@@ -155,6 +158,13 @@ Variable Optimizer::regularization_loss() {
     }
   }
   return total;
+}
+
+void Optimizer::set_epoch(int64_t epoch, int64_t total_epochs) {
+  std::set<const Regularizer*> done;
+  for (const ParamGroup& group : groups_)
+    for (const auto& reg : group.regularizers)
+      if (reg && done.insert(reg.get()).second) reg->set_epoch(epoch, total_epochs);
 }
 
 std::map<std::string, Tensor> Optimizer::state_dict() const {

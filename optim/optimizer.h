@@ -23,26 +23,30 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autograd/variable.h"
+#include "core/parallel.h"
 
 namespace lowbit::optim {
 
 class Regularizer;
 
+// Members all have defaults so designated initializers may name any subset:
+//   ParamGroup{.name = "weights", .params = ws, .lr = 0.1, .momentum = 0.9}
 struct ParamGroup {
-  std::string name;                      // e.g. "weights", "bitwidths"; empty -> "group<index>"
-  std::vector<Variable> params;
-  std::vector<std::string> param_names;  // parallel to params (may be empty)
+  std::string name{};  // e.g. "weights", "bitwidths"; empty -> "group<index>"
+  std::vector<Variable> params{};
+  std::vector<std::string> param_names{};  // parallel to params (may be empty)
   double lr = 0.01;
   double weight_decay = 0;
-  double momentum = 0;    // SGD
-  double dampening = 0;   // SGD
-  bool nesterov = false;  // SGD
+  double momentum = 0;                            // SGD
+  double dampening = 0;                           // SGD
+  bool nesterov = false;                          // SGD
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // Adam / AdamW
   bool amsgrad = false;                           // Adam / AdamW
-  std::vector<std::shared_ptr<Regularizer>> regularizers;
+  std::vector<std::shared_ptr<Regularizer>> regularizers{};
   double initial_lr = 0;  // set from lr by the optimizer when 0; schedules scale it
 
   // Name of parameter i in messages and state dicts: param_names[i] or the index.
@@ -69,11 +73,15 @@ class Optimizer {
   std::vector<ParamGroup>& param_groups() { return groups_; }
   const std::vector<ParamGroup>& param_groups() const { return groups_; }
   ParamGroup& group(const std::string& name);  // throws naming the known groups
+  std::vector<Variable> parameters() const;    // every group's params, in group order (e.g. for clipping)
   int64_t step_count() const { return step_count_; }
   virtual std::string name() const = 0;
 
   // Sum over groups of every attached regularizer's loss(group, step_count()); undefined if none.
   Variable regularization_loss();
+  // Forwards the trainer's per-epoch call to every attached regularizer, once per regularizer
+  // even when it is attached to several groups.
+  void set_epoch(int64_t epoch, int64_t total_epochs);
 
   virtual std::map<std::string, Tensor> state_dict() const;
   virtual void load_state_dict(const std::map<std::string, Tensor>& state);
@@ -99,8 +107,12 @@ class Optimizer {
 namespace detail {
 // A zero tensor with the parameter's dtype, shape and dense layout.
 Tensor zeros_like_param(const Tensor& param);
-// Calls fn(lo, hi) over [0, n) in parallel for large n (elementwise updates: thread-count independent).
-void parallel_elementwise(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+// Calls fn(lo, hi) over [0, n), in parallel for large n (elementwise updates: thread-count
+// independent). Grain large enough that scheduling cost is negligible next to a fused pass.
+template <class F>
+void parallel_elementwise(int64_t n, F&& fn) {
+  parallel_for(0, n, int64_t{1} << 15, std::forward<F>(fn));
+}
 }  // namespace detail
 
 }  // namespace lowbit::optim

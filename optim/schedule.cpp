@@ -66,7 +66,8 @@ struct Cosine : LRSchedule {
 struct Warmup : LRSchedule {
   std::shared_ptr<LRSchedule> after;
   double warmup_epochs, start_factor;
-  Warmup(std::shared_ptr<LRSchedule> s, double w, double start) : after(std::move(s)), warmup_epochs(w), start_factor(start) {}
+  Warmup(std::shared_ptr<LRSchedule> s, double w, double start)
+      : after(std::move(s)), warmup_epochs(w), start_factor(start) {}
   double factor(double e) const override {
     if (e < warmup_epochs) return start_factor + (1 - start_factor) * std::max(e, 0.0) / warmup_epochs;
     return after->factor(e - warmup_epochs);
@@ -93,8 +94,8 @@ double parse_number(const std::string& spec, const std::string& field, const std
   const char* begin = text.c_str();
   char* end = nullptr;
   const double v = text.empty() ? 0 : std::strtod(begin, &end);
-  LOWBIT_CHECK(!text.empty() && end == begin + text.size() && std::isfinite(v), "parse_schedule: '", spec, "': ",
-               field, " '", text, "' is not a number");
+  LOWBIT_CHECK(!text.empty() && end == begin + text.size() && std::isfinite(v), "parse_schedule: '", spec, "': ", field,
+               " '", text, "' is not a number");
   return v;
 }
 
@@ -157,7 +158,11 @@ std::shared_ptr<LRSchedule> parse_schedule(const std::string& spec, int64_t tota
       const auto remaining = total_epochs - static_cast<int64_t>(std::ceil(w));
       LOWBIT_CHECK(remaining > 0 || rest.rfind("cosine", 0) != 0, "parse_schedule: '", spec, "': warmup of ", w,
                    " epochs leaves no epochs of the ", total_epochs, " for the cosine");
-      after = parse_schedule(rest, remaining);
+      try {
+        after = parse_schedule(rest, remaining);
+      } catch (const Error& e) {
+        throw Error(lowbit::detail::concat("parse_schedule: '", spec, "': after the warmup: ", e.what()));
+      }
     }
     return with_warmup(after, w, start);
   }

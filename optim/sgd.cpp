@@ -1,22 +1,26 @@
 #include "optim/sgd.h"
 
+#include <cmath>
+
 namespace lowbit::optim {
 
 namespace {
 
 // One fused pass over [lo, hi): weight decay, momentum buffer, nesterov, parameter update.
 template <class T>
-void sgd_update(T* p, const T* g, T* buf, int64_t lo, int64_t hi, T lr, T wd, T momentum, T dampening,
-                bool nesterov, bool first) {
+void sgd_update(T* p, const T* g, T* buf, int64_t lo, int64_t hi, T lr, T wd, T momentum, T dampening, bool nesterov,
+                bool first) {
+  // Multiply-adds are explicit FMAs so the vectorized body and the scalar tail round alike
+  // whatever the compiler's contraction choices (thread-count independence).
   const T keep = T(1) - dampening;
   for (int64_t i = lo; i < hi; ++i) {
-    T d = wd != T(0) ? g[i] + wd * p[i] : g[i];
+    T d = wd != T(0) ? std::fma(wd, p[i], g[i]) : g[i];
     if (buf != nullptr) {
-      const T b = first ? d : momentum * buf[i] + keep * d;
+      const T b = first ? d : std::fma(momentum, buf[i], keep * d);
       buf[i] = b;
-      d = nesterov ? d + momentum * b : b;
+      d = nesterov ? std::fma(momentum, b, d) : b;
     }
-    p[i] = p[i] - lr * d;
+    p[i] = std::fma(-lr, d, p[i]);
   }
 }
 
