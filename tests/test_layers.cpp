@@ -158,6 +158,9 @@ TEST_CASE("hierarchical names, registration order, named_modules and apply") {
 
   const int64_t count = (2 * 9 + 2) + 2 * (2 * 2 * 9 + 2 + 2) + (3 * 2 + 3);
   CHECK(net->num_parameters() == count);
+  net->at<Linear>(2)->register_parameter("frozen", Tensor::zeros({4}), /*requires_grad=*/false);
+  CHECK(net->num_parameters() == count + 4);
+  CHECK(net->num_parameters(/*trainable_only=*/true) == count);
 }
 
 TEST_CASE("param(), duplicate names and Sequential indexing report errors") {
