@@ -14,8 +14,9 @@ Conv2dOptions conv_options(int64_t stride, int64_t padding, int64_t groups, int6
   return o;
 }
 
-// Two constructors sharing init() (a delegating constructor forwarding a by-value Conv2dOptions was
-// observed to yield padding {1, 0} under g++ 12 -O2 -march=native with make_shared and an int kernel).
+// Two constructors sharing init(): g++ 12.2's SLP vectorizer with AVX-512 (-O2 -march=native) miscompiled a
+// delegating constructor forwarding a by-value Conv2dOptions (make_shared, int kernel: padding came out {1, 0});
+// -fno-tree-slp-vectorize or clang gave the right result. tests/test_layers.cpp guards it.
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, std::array<int64_t, 2> kernel, const Conv2dOptions& opt,
                bool bias, Generator& gen)
     : in_(in_channels), out_(out_channels), kernel_(kernel), opt_(opt), has_bias_(bias) {

@@ -158,6 +158,9 @@ TEST_CASE("hierarchical names, registration order, named_modules and apply") {
 
   const int64_t count = (2 * 9 + 2) + 2 * (2 * 2 * 9 + 2 + 2) + (3 * 2 + 3);
   CHECK(net->num_parameters() == count);
+  net->at<Linear>(2)->register_parameter("frozen", Tensor::zeros({4}), /*requires_grad=*/false);
+  CHECK(net->num_parameters() == count + 4);
+  CHECK(net->num_parameters(/*trainable_only=*/true) == count);
 }
 
 TEST_CASE("param(), duplicate names and Sequential indexing report errors") {
@@ -356,4 +359,13 @@ TEST_CASE("layer input checks name the layer and the shapes") {
   BatchNorm2d bn(3);
   CHECK_THROWS_AS(bn(Variable(Tensor::zeros({1, 3, 1, 1}))), Error);  // one value per channel in training
   CHECK_THROWS_AS(Conv2d(3, 4, 3, conv_options(1, 0, 2)), Error);     // groups must divide channels
+}
+
+TEST_CASE("Conv2d options survive make_shared with an int kernel (g++ 12.2 -O2 -march=native SLP regression)") {
+  // A delegating constructor taking Conv2dOptions by value came out with padding {1, 0} here.
+  auto c = std::make_shared<Conv2d>(2, 2, 1, Conv2dOptions{}, false);
+  CHECK(c->options().padding == std::array<int64_t, 2>{0, 0});
+  CHECK(c->options().stride == std::array<int64_t, 2>{1, 1});
+  CHECK(c->kernel_size() == std::array<int64_t, 2>{1, 1});
+  CHECK((*c)(Variable(Tensor::zeros({1, 2, 3, 3}))).shape() == Shape{1, 2, 3, 3});
 }
