@@ -710,6 +710,7 @@ TEST_CASE("DataLoader: resuming at batch k reproduces the tail of the full epoch
 }
 
 TEST_CASE("DataLoader: shutdown mid-epoch, restart, errors from the background thread") {
+  set_num_threads(2);
   const ImageDataset ds = synthetic(200);
   {
     DataLoader loader(ds, augmenting(0, 4));
@@ -728,21 +729,40 @@ TEST_CASE("DataLoader: shutdown mid-epoch, restart, errors from the background t
     }
     std::string describe() const override { return "exploding"; }
   };
-  LoaderOptions o;
-  o.batch_size = 16;
-  o.shuffle = false;
-  o.transforms = parse_transforms("raw");
-  o.transforms.add(std::make_shared<Exploding>());
-  DataLoader loader(ds, o);
-  loader.begin_epoch(0);
+  // Batch 16: batches 0..8 hold samples 0..143 and batch 9 holds 150; batch 64: batch 2 holds it
+  // and is processed in parallel chunks.
+  for (const auto& [batch_size, good_batches] : {std::pair<int64_t, int64_t>{16, 9}, {64, 2}})
+    for (int workers : {0, 2})
+      for (int64_t prefetch : {0, 2}) {
+        LoaderOptions o;
+        o.batch_size = batch_size;
+        o.shuffle = false;
+        o.num_workers = workers;
+        o.prefetch = prefetch;
+        o.transforms = parse_transforms("raw");
+        o.transforms.add(std::make_shared<Exploding>());
+        DataLoader loader(ds, o);
+        loader.begin_epoch(0);
+        Batch b;
+        int64_t delivered = 0;
+        CHECK_THROWS_WITH_AS(
+            [&] {
+              while (loader.next(b)) ++delivered;
+            }(),
+            "Exploding: sample 150", Error);
+        CHECK(delivered == good_batches);
+      }
+
+  // After the last batch next() keeps answering false.
+  LoaderOptions small;
+  small.batch_size = 100;
+  DataLoader two(ds, small);
+  two.begin_epoch(0);
   Batch b;
-  int64_t delivered = 0;
-  CHECK_THROWS_WITH_AS(
-      [&] {
-        while (loader.next(b)) ++delivered;
-      }(),
-      "Exploding: sample 150", Error);
-  CHECK(delivered == 9);  // batches 0..8 hold samples 0..143; batch 9 holds 150
+  CHECK(two.next(b));
+  CHECK(two.next(b));
+  CHECK(!two.next(b));
+  CHECK(!two.next(b));
 
   LoaderOptions misfit;
   misfit.transforms = parse_transforms("crop:10");
