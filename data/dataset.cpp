@@ -248,9 +248,14 @@ std::string shared_data_dir(const std::string& sub, const std::string& set) {
 }
 
 DataSplits load_idx_dir(const std::string& dir, const std::string& set, const std::string& how) {
+  // Look for all four files first so a missing one is reported before any reading.
+  const std::string train_images = require(dir, "train-images-idx3-ubyte", set, how);
+  const std::string train_labels = require(dir, "train-labels-idx1-ubyte", set, how);
+  const std::string test_images = require(dir, "t10k-images-idx3-ubyte", set, how);
+  const std::string test_labels = require(dir, "t10k-labels-idx1-ubyte", set, how);
   DataSplits s;
-  s.train = read_idx(require(dir, "train-images-idx3-ubyte", set, how), require(dir, "train-labels-idx1-ubyte", set, how));
-  s.test = read_idx(require(dir, "t10k-images-idx3-ubyte", set, how), require(dir, "t10k-labels-idx1-ubyte", set, how));
+  s.train = read_idx(train_images, train_labels);
+  s.test = read_idx(test_images, test_labels);
   return s;
 }
 

@@ -64,9 +64,14 @@ void DataLoader::fill_samples(const std::vector<int64_t>& order, int64_t first, 
   const int64_t out_size = geometry_.height * geometry_.width * geometry_.channels;
   float* dst = out.images.data<float>();
   int32_t* labels = out.labels.data<int32_t>();
+  // A failing sample must not escape a worker thread half-way; the error of the earliest failing
+  // position is rethrown afterwards, so the reported error does not depend on scheduling.
+  std::mutex error_mutex;
+  int64_t error_position = count;
+  std::exception_ptr error;
   auto work = [&](int64_t lo, int64_t hi) {
     ImageBuffer buf;
-    for (int64_t i = lo; i < hi; ++i) {
+    for (int64_t i = lo; i < hi; ++i) try {
       const int64_t idx = order[size_t(first + i)];
       buf.height = in.height, buf.width = in.width, buf.channels = in.channels;
       buf.pixels.resize(size_t(in_size));
@@ -81,6 +86,10 @@ void DataLoader::fill_samples(const std::vector<int64_t>& order, int64_t first, 
                    geometry_.channels);
       std::memcpy(dst + i * out_size, buf.pixels.data(), size_t(out_size) * sizeof(float));
       labels[i] = dataset_.label(idx);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (i < error_position) error_position = i, error = std::current_exception();
+      return;
     }
   };
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(in_size, 1));
@@ -92,6 +101,7 @@ void DataLoader::fill_samples(const std::vector<int64_t>& order, int64_t first, 
     tbb::task_arena arena(options_.num_workers);
     arena.execute([&] { parallel_for(0, count, grain, work); });
   }
+  if (error) std::rethrow_exception(error);
 }
 
 Batch DataLoader::make_batch(int64_t epoch, int64_t batch) const {
@@ -161,7 +171,7 @@ void DataLoader::begin_epoch(int64_t epoch, int64_t start_batch) {
 bool DataLoader::next(Batch& out) {
   LOWBIT_CHECK(active_, "DataLoader::next: call begin_epoch first");
   if (cur_next_ >= num_batches()) {
-    stop();
+    if (worker_.joinable()) worker_.join();  // the producer has delivered everything
     return false;
   }
   if (options_.prefetch == 0) {

@@ -108,6 +108,8 @@ MatArray parse_matrix(const uint8_t* buf, size_t size, const std::string& where)
     LOWBIT_CHECK(n >= 0, "read_svhn_mat: ", where, ": negative dimension ", n);
     a.dims.push_back(n);
     a.count *= n;
+    LOWBIT_CHECK(a.count <= (int64_t(1) << 40), "read_svhn_mat: ", where, ": implausible array size ",
+                 shape_str(a.dims));
   }
   Element name = parse_element(buf, dims.next, size, true, where);
   LOWBIT_CHECK(name.type == miINT8 || name.type == miUTF8, "read_svhn_mat: ", where,

@@ -23,7 +23,7 @@ Generator sample_generator(uint64_t seed, int64_t epoch, int64_t index) {
 // ToFloat, Normalize
 // ---------------------------------------------------------------------------------------------
 void ToFloat::apply(ImageBuffer& img, Generator&) const {
-  for (float& v : img.pixels) v *= 1.0f / 255.0f;
+  for (float& v : img.pixels) v /= 255.0f;  // exact x / 255, not x * (1 / 255)
 }
 
 ChannelStats mnist_stats() { return {{0.1307f}, {0.3081f}}; }

@@ -1,0 +1,839 @@
+// Tests of data/: readers on files written here (raw, gzip, MAT v5 with and without compression,
+// PNG/BMP folders), their error messages, transforms on hand-picked values, and the DataLoader's
+// determinism (order, augmentation, threads, prefetch, resume).
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/parallel.h"
+#include "data/dataset.h"
+#include "data/io.h"
+#include "data/loader.h"
+#include "data/transforms.h"
+
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb/stb_image_write.h>
+
+using namespace lowbit;
+using namespace lowbit::data;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh directory per test case, removed afterwards.
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name) {
+    path = fs::temp_directory_path() / ("lowbit_test_data_" + std::to_string(::getpid()) + "_" + name);
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+// Runs fn, requires a lowbit::Error whose message contains every one of `parts`.
+void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
+  std::string message;
+  try {
+    fn();
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  REQUIRE_MESSAGE(!message.empty(), "expected a lowbit::Error mentioning ", parts[0]);
+  for (const auto& p : parts) CHECK_MESSAGE(message.find(p) != std::string::npos, "\"", message, "\" lacks \"", p, "\"");
+}
+
+void put_be32(Bytes& b, uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) b.push_back(uint8_t(v >> s));
+}
+void put_le32(Bytes& b, uint32_t v) {
+  for (int s = 0; s <= 24; s += 8) b.push_back(uint8_t(v >> s));
+}
+
+// Pixel value used by the synthetic data sets: a fixed formula of (sample, row, col, channel).
+uint8_t pixel_formula(int64_t n, int64_t y, int64_t x, int64_t c) { return uint8_t((n * 37 + y * 11 + x * 5 + c * 83) & 255); }
+
+Bytes idx_images(int64_t n, int64_t h, int64_t w) {
+  Bytes b;
+  put_be32(b, 0x00000803);
+  put_be32(b, uint32_t(n));
+  put_be32(b, uint32_t(h));
+  put_be32(b, uint32_t(w));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) b.push_back(pixel_formula(i, y, x, 0));
+  return b;
+}
+
+Bytes idx_labels(const std::vector<uint8_t>& labels) {
+  Bytes b;
+  put_be32(b, 0x00000801);
+  put_be32(b, uint32_t(labels.size()));
+  b.insert(b.end(), labels.begin(), labels.end());
+  return b;
+}
+
+// CIFAR records: label bytes then R, G, B planes of pixel_formula(first + i, ...).
+Bytes cifar_records(const std::vector<std::vector<uint8_t>>& labels, int64_t first = 0) {
+  Bytes b;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    b.insert(b.end(), labels[i].begin(), labels[i].end());
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t y = 0; y < 32; ++y)
+        for (int64_t x = 0; x < 32; ++x) b.push_back(pixel_formula(first + int64_t(i), y, x, c));
+  }
+  return b;
+}
+
+void check_pixels(const ImageDataset& ds, int64_t first = 0) {
+  int64_t bad = 0;
+  for (int64_t n = 0; n < ds.size(); ++n)
+    for (int64_t y = 0; y < ds.height(); ++y)
+      for (int64_t x = 0; x < ds.width(); ++x)
+        for (int64_t c = 0; c < ds.channels(); ++c)
+          bad += ds.pixels(n)[(y * ds.width() + x) * ds.channels() + c] != pixel_formula(first + n, y, x, c);
+  CHECK(bad == 0);
+}
+
+// ---- MAT v5 writer (MathWorks "MAT-File Format"): little-endian, elements padded to 8 bytes ----
+enum : uint32_t { kMiInt8 = 1, kMiUint8 = 2, kMiInt32 = 5, kMiUint32 = 6, kMiDouble = 9, kMiMatrix = 14, kMiCompressed = 15 };
+
+void put_element(Bytes& out, uint32_t type, const Bytes& data) {
+  if (data.size() <= 4) {  // small data element format, as MATLAB writes short names
+    put_le32(out, (uint32_t(data.size()) << 16) | type);
+    Bytes padded = data;
+    padded.resize(4, 0);
+    out.insert(out.end(), padded.begin(), padded.end());
+    return;
+  }
+  put_le32(out, type);
+  put_le32(out, uint32_t(data.size()));
+  out.insert(out.end(), data.begin(), data.end());
+  while (out.size() % 8) out.push_back(0);
+}
+
+Bytes mat_matrix(const std::string& name, uint32_t mx_class, const std::vector<int32_t>& dims, uint32_t storage,
+                 const Bytes& values) {
+  Bytes body, flags, dimb;
+  put_le32(flags, mx_class);
+  put_le32(flags, 0);
+  put_element(body, kMiUint32, flags);
+  for (int32_t d : dims) put_le32(dimb, uint32_t(d));
+  put_element(body, kMiInt32, dimb);
+  put_element(body, kMiInt8, Bytes(name.begin(), name.end()));
+  put_element(body, storage, values);
+  Bytes el;
+  put_le32(el, kMiMatrix);
+  put_le32(el, uint32_t(body.size()));
+  el.insert(el.end(), body.begin(), body.end());
+  return el;
+}
+
+Bytes mat_header() {
+  Bytes b(128, uint8_t(' '));
+  const char text[] = "MATLAB 5.0 MAT-file, written by lowbit's test_data";
+  std::memcpy(b.data(), text, sizeof text - 1);
+  std::fill(b.begin() + 116, b.begin() + 124, uint8_t(0));  // subsystem offset
+  b[124] = 0x00;
+  b[125] = 0x01;  // version 0x0100, little-endian
+  b[126] = 'I';
+  b[127] = 'M';
+  return b;
+}
+
+// An SVHN-like file: X 32x32x3xN uint8 column-major from pixel_formula, y Nx1 (double or uint8).
+Bytes svhn_mat(const std::vector<int>& labels, bool compressed, bool y_double, bool with_y = true) {
+  const int32_t n = int32_t(labels.size());
+  Bytes x;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t w = 0; w < 32; ++w)
+        for (int64_t h = 0; h < 32; ++h) x.push_back(pixel_formula(i, h, w, c));
+  Bytes y;
+  for (int v : labels) {
+    if (y_double) {
+      const double d = v;
+      const auto* p = reinterpret_cast<const uint8_t*>(&d);
+      y.insert(y.end(), p, p + 8);
+    } else {
+      y.push_back(uint8_t(v));
+    }
+  }
+  std::vector<Bytes> vars = {mat_matrix("X", 9 /*mxUINT8*/, {32, 32, 3, n}, kMiUint8, x)};
+  if (with_y) vars.push_back(mat_matrix("y", y_double ? 6 : 9, {n, 1}, y_double ? kMiDouble : kMiUint8, y));
+  Bytes file = mat_header();
+  for (const Bytes& v : vars) {
+    if (compressed) {
+      const Bytes z = zlib_compress(v.data(), v.size());
+      put_le32(file, kMiCompressed);
+      put_le32(file, uint32_t(z.size()));
+      file.insert(file.end(), z.begin(), z.end());
+    } else {
+      file.insert(file.end(), v.begin(), v.end());
+    }
+  }
+  return file;
+}
+
+Bytes truncated(const Bytes& b, size_t keep) { return Bytes(b.begin(), b.begin() + std::ptrdiff_t(keep)); }
+
+}  // namespace
+
+// =============================================================================================
+// IDX
+// =============================================================================================
+TEST_CASE("read_idx: raw and gzip files round-trip pixels and labels") {
+  TempDir dir("idx");
+  const std::vector<uint8_t> labels = {3, 0, 9, 1, 7};
+  for (bool gz : {false, true}) {
+    const std::string im = dir / (gz ? "im.gz" : "im"), lb = dir / (gz ? "lb.gz" : "lb");
+    write_file_bytes(im, idx_images(5, 4, 3), gz);
+    write_file_bytes(lb, idx_labels(labels), gz);
+    const ImageDataset ds = read_idx(im, lb);
+    REQUIRE(ds.images.shape() == Shape{5, 4, 3, 1});
+    CHECK(ds.num_classes == 10);
+    check_pixels(ds);
+    for (int64_t i = 0; i < 5; ++i) CHECK(ds.label(i) == labels[size_t(i)]);
+  }
+}
+
+TEST_CASE("read_idx: corrupt and truncated files name the file and the problem") {
+  TempDir dir("idx_bad");
+  const std::string good_im = dir / "good_im", good_lb = dir / "good_lb";
+  write_file_bytes(good_im, idx_images(5, 4, 3));
+  write_file_bytes(good_lb, idx_labels({1, 2, 3, 4, 5}));
+
+  Bytes bad_magic = idx_images(5, 4, 3);
+  bad_magic[3] = 0x01;
+  write_file_bytes(dir / "bad_magic", bad_magic);
+  expect_error([&] { read_idx(dir / "bad_magic", good_lb); }, {"bad_magic", "bad magic 0x00000801", "0x00000803"});
+
+  const Bytes full = idx_images(5, 4, 3);
+  write_file_bytes(dir / "short_im", truncated(full, full.size() - 7));
+  expect_error([&] { read_idx(dir / "short_im", good_lb); }, {"short_im", "truncated", "expected 76 bytes", "got 69"});
+  write_file_bytes(dir / "short_header", truncated(full, 10));
+  expect_error([&] { read_idx(dir / "short_header", good_lb); }, {"short_header", "truncated", "header"});
+  Bytes long_im = full;
+  long_im.push_back(0);
+  write_file_bytes(dir / "long_im", long_im);
+  expect_error([&] { read_idx(dir / "long_im", good_lb); }, {"long_im", "trailing"});
+
+  write_file_bytes(dir / "four_labels", idx_labels({1, 2, 3, 4}));
+  expect_error([&] { read_idx(good_im, dir / "four_labels"); }, {"four_labels", "5 images", "4 labels"});
+  write_file_bytes(dir / "label_12", idx_labels({1, 2, 12, 4, 5}));
+  expect_error([&] { read_idx(good_im, dir / "label_12"); }, {"label_12", "label 12", "record 2"});
+  expect_error([&] { read_idx(dir / "nonexistent", good_lb); }, {"nonexistent", "not found"});
+
+  // A gzip stream cut short must not read short silently.
+  Bytes gz_bytes;
+  write_file_bytes(dir / "im.gz", full, true);
+  gz_bytes = read_file_bytes(dir / "im.gz", "raw");  // decompressed; re-read the compressed bytes below
+  std::FILE* f = std::fopen((dir / "im.gz").c_str(), "rb");
+  Bytes compressed(4096);
+  compressed.resize(std::fread(compressed.data(), 1, compressed.size(), f));
+  std::fclose(f);
+  write_file_bytes(dir / "cut.gz", truncated(compressed, compressed.size() - 12));
+  expect_error([&] { read_idx(dir / "cut.gz", good_lb); }, {"cut.gz", "gzip"});
+}
+
+// =============================================================================================
+// CIFAR
+// =============================================================================================
+TEST_CASE("read_cifar10: planar records become HWC, files concatenate, gzip accepted") {
+  TempDir dir("cifar10");
+  write_file_bytes(dir / "a.bin", cifar_records({{4}, {9}}, 0));
+  write_file_bytes(dir / "b.bin.gz", cifar_records({{0}}, 2), true);
+  const ImageDataset ds = read_cifar10({dir / "a.bin", dir / "b.bin.gz"});
+  REQUIRE(ds.images.shape() == Shape{3, 32, 32, 3});
+  check_pixels(ds);
+  CHECK(ds.label(0) == 4);
+  CHECK(ds.label(1) == 9);
+  CHECK(ds.label(2) == 0);
+  CHECK(ds.class_names.size() == 10);
+  CHECK(ds.class_names[9] == "truck");
+
+  const Bytes two = cifar_records({{1}, {2}});
+  write_file_bytes(dir / "short.bin", truncated(two, two.size() - 100));
+  expect_error([&] { read_cifar10({dir / "short.bin"}); }, {"short.bin", "truncated", "3073-byte records"});
+  write_file_bytes(dir / "label.bin", cifar_records({{1}, {10}}));
+  expect_error([&] { read_cifar10({dir / "label.bin"}); }, {"label.bin", "label 10", "record 1"});
+  write_file_bytes(dir / "empty.bin", {});
+  expect_error([&] { read_cifar10({dir / "empty.bin"}); }, {"empty.bin", "empty"});
+}
+
+TEST_CASE("read_cifar100: coarse and fine labels") {
+  TempDir dir("cifar100");
+  write_file_bytes(dir / "train.bin", cifar_records({{19, 99}, {0, 42}, {7, 3}}));
+  const ImageDataset fine = read_cifar100(dir / "train.bin", true);
+  const ImageDataset coarse = read_cifar100(dir / "train.bin", false);
+  check_pixels(fine);
+  CHECK(fine.num_classes == 100);
+  CHECK(coarse.num_classes == 20);
+  CHECK(fine.label(0) == 99);
+  CHECK(fine.label(1) == 42);
+  CHECK(fine.label(2) == 3);
+  CHECK(coarse.label(0) == 19);
+  CHECK(coarse.label(2) == 7);
+  write_file_bytes(dir / "bad.bin", cifar_records({{20, 5}}));
+  expect_error([&] { read_cifar100(dir / "bad.bin", false); }, {"bad.bin", "label 20"});
+  // A CIFAR-10 file (3073-byte records) is not a CIFAR-100 file.
+  write_file_bytes(dir / "c10.bin", cifar_records({{1}, {2}}));
+  expect_error([&] { read_cifar100(dir / "c10.bin"); }, {"c10.bin", "3074-byte records"});
+}
+
+// =============================================================================================
+// SVHN .mat
+// =============================================================================================
+TEST_CASE("read_svhn_mat: uncompressed and miCOMPRESSED, column-major X, label 10 -> 0") {
+  TempDir dir("svhn");
+  const std::vector<int> labels = {10, 1, 5, 9};
+  for (bool compressed : {false, true})
+    for (bool y_double : {true, false}) {
+      const std::string path = dir / ("svhn_" + std::to_string(compressed) + std::to_string(y_double) + ".mat");
+      write_file_bytes(path, svhn_mat(labels, compressed, y_double));
+      const ImageDataset ds = read_svhn_mat(path);
+      REQUIRE(ds.images.shape() == Shape{4, 32, 32, 3});
+      check_pixels(ds);
+      CHECK(ds.label(0) == 0);
+      CHECK(ds.label(1) == 1);
+      CHECK(ds.label(2) == 5);
+      CHECK(ds.label(3) == 9);
+      CHECK(ds.num_classes == 10);
+    }
+}
+
+TEST_CASE("read_svhn_mat: truncated and corrupt files") {
+  TempDir dir("svhn_bad");
+  const Bytes plain = svhn_mat({1, 2}, false, true), packed = svhn_mat({1, 2}, true, true);
+  write_file_bytes(dir / "cut.mat", truncated(plain, plain.size() - 40));
+  expect_error([&] { read_svhn_mat(dir / "cut.mat"); }, {"cut.mat", "truncated"});
+  write_file_bytes(dir / "cut_z.mat", truncated(packed, packed.size() - 5));
+  expect_error([&] { read_svhn_mat(dir / "cut_z.mat"); }, {"cut_z.mat", "truncated"});
+  Bytes garbled = packed;
+  for (size_t i = 140; i < 150; ++i) garbled[i] ^= 0x5a;  // inside the first zlib stream
+  write_file_bytes(dir / "garbled.mat", garbled);
+  expect_error([&] { read_svhn_mat(dir / "garbled.mat"); }, {"garbled.mat"});
+  write_file_bytes(dir / "header.mat", truncated(plain, 60));
+  expect_error([&] { read_svhn_mat(dir / "header.mat"); }, {"header.mat", "128-byte"});
+  Bytes not_mat = plain;
+  std::memcpy(not_mat.data(), "HELLO", 5);
+  write_file_bytes(dir / "notmat.mat", not_mat);
+  expect_error([&] { read_svhn_mat(dir / "notmat.mat"); }, {"notmat.mat", "MATLAB 5.0"});
+  write_file_bytes(dir / "noy.mat", svhn_mat({1, 2}, true, true, false));
+  expect_error([&] { read_svhn_mat(dir / "noy.mat"); }, {"noy.mat", "no variable 'y'"});
+  write_file_bytes(dir / "label.mat", svhn_mat({1, 11}, false, false));
+  expect_error([&] { read_svhn_mat(dir / "label.mat"); }, {"label.mat", "label 11"});
+}
+
+// =============================================================================================
+// Image folders
+// =============================================================================================
+namespace {
+// 5x4 RGB image from pixel_formula(n, ...).
+std::vector<uint8_t> tiny_image(int64_t n, int64_t h = 4, int64_t w = 5) {
+  std::vector<uint8_t> px;
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x)
+      for (int64_t c = 0; c < 3; ++c) px.push_back(pixel_formula(n, y, x, c));
+  return px;
+}
+}  // namespace
+
+TEST_CASE("read_image_folder: PNG and BMP classes, sorted, lossless pixels") {
+  TempDir dir("folder");
+  fs::create_directories(dir.path / "cat");
+  fs::create_directories(dir.path / "ant");
+  // Sample order: classes sorted (ant, cat), files sorted within a class.
+  REQUIRE(stbi_write_png((dir / "ant/a.png").c_str(), 5, 4, 3, tiny_image(0).data(), 15));
+  REQUIRE(stbi_write_bmp((dir / "ant/b.bmp").c_str(), 5, 4, 3, tiny_image(1).data()));
+  REQUIRE(stbi_write_png((dir / "cat/z.png").c_str(), 5, 4, 3, tiny_image(2).data(), 15));
+  write_file_bytes(dir / "cat/readme.txt", {'h', 'i'});  // ignored
+  const ImageDataset ds = read_image_folder(dir.path.string());
+  REQUIRE(ds.images.shape() == Shape{3, 4, 5, 3});
+  check_pixels(ds);
+  CHECK(ds.class_names == std::vector<std::string>{"ant", "cat"});
+  CHECK(ds.label(0) == 0);
+  CHECK(ds.label(1) == 0);
+  CHECK(ds.label(2) == 1);
+
+  const ImageDataset resized = read_image_folder(dir.path.string(), 8);
+  CHECK(resized.images.shape() == Shape{3, 8, 8, 3});
+
+  REQUIRE(stbi_write_png((dir / "cat/big.png").c_str(), 6, 4, 3, tiny_image(0, 4, 6).data(), 18));
+  expect_error([&] { read_image_folder(dir.path.string()); }, {"big.png", "4x6", "differs"});
+  fs::remove(dir.path / "cat/big.png");
+  write_file_bytes(dir / "cat/broken.png", {0x89, 'P', 'N', 'G', 1, 2, 3});
+  expect_error([&] { read_image_folder(dir.path.string()); }, {"broken.png", "cannot decode"});
+}
+
+TEST_CASE("load_dataset: folder with train and Tiny-ImageNet style val") {
+  TempDir dir("tiny");
+  for (const char* wnid : {"n01", "n02"}) fs::create_directories(dir.path / "train" / wnid / "images");
+  fs::create_directories(dir.path / "val" / "images");
+  REQUIRE(stbi_write_png((dir / "train/n01/images/x.JPEG.png").c_str(), 5, 4, 3, tiny_image(0).data(), 15));
+  REQUIRE(stbi_write_png((dir / "train/n02/images/y.png").c_str(), 5, 4, 3, tiny_image(1).data(), 15));
+  REQUIRE(stbi_write_png((dir / "val/images/val_0.png").c_str(), 5, 4, 3, tiny_image(0).data(), 15));
+  REQUIRE(stbi_write_png((dir / "val/images/val_1.png").c_str(), 5, 4, 3, tiny_image(1).data(), 15));
+  const std::string ann = "val_0.png\tn02\t0\t0\t4\t4\nval_1.png\tn01\t0\t0\t4\t4\n";
+  write_file_bytes(dir / "val/val_annotations.txt", Bytes(ann.begin(), ann.end()));
+  const DataSplits s = load_dataset("folder:" + dir.path.string());
+  CHECK(s.train.size() == 2);
+  CHECK(s.test.size() == 2);
+  CHECK(s.test.class_names == s.train.class_names);
+  CHECK(s.test.label(0) == 1);
+  CHECK(s.test.label(1) == 0);
+  check_pixels(s.test);
+  const DataSplits r = load_dataset("folder:" + dir.path.string() + "@6");
+  CHECK(r.train.images.shape() == Shape{2, 6, 6, 3});
+
+  const std::string bad = "val_0.png\tn99\n";
+  write_file_bytes(dir / "val/val_annotations.txt", Bytes(bad.begin(), bad.end()));
+  expect_error([&] { load_dataset("folder:" + dir.path.string()); }, {"val_annotations.txt", "n99"});
+}
+
+TEST_CASE("load_dataset: cifar10 directory, test-set fallbacks and helpful errors") {
+  TempDir dir("named");
+  for (int i = 1; i <= 5; ++i) write_file_bytes(dir / ("data_batch_" + std::to_string(i) + ".bin.gz"), cifar_records({{uint8_t(i)}}), true);
+  expect_error([&] { load_dataset("cifar10:" + dir.path.string()); }, {"test_batch", "cifar-10-binary"});
+  write_file_bytes(dir / "test_batch.lossy.bin.gz", cifar_records({{7}, {8}}), true);
+  DataSplits s = load_dataset("cifar10:" + dir.path.string());
+  CHECK(s.train.size() == 5);
+  CHECK(s.train.label(4) == 5);
+  CHECK(s.test.size() == 2);
+  CHECK(s.test.note.find("lossy") != std::string::npos);
+  write_file_bytes(dir / "test_batch.bin", cifar_records({{3}}));
+  s = load_dataset("cifar10:" + dir.path.string());
+  CHECK(s.test.size() == 1);
+  CHECK(s.test.note.empty());
+
+  expect_error([&] { load_dataset("fashion-mnist:" + (dir / "nowhere")); },
+               {"nowhere", "train-images-idx3-ubyte", "apt-get install dataset-fashion-mnist"});
+  expect_error([&] { load_dataset("svhn:" + dir.path.string()); }, {"train_32x32.mat"});
+  expect_error([&] { load_dataset("imagenet:/x"); }, {"unknown data set", "imagenet"});
+
+  const ImageDataset val = s.train.subset(3, 5);
+  CHECK(val.size() == 2);
+  CHECK(val.label(0) == 4);
+  CHECK(val.pixels(0)[0] == s.train.pixels(3)[0]);
+  expect_error([&] { s.train.subset(4, 6); }, {"subset", "[4, 6)"});
+}
+
+// =============================================================================================
+// Transforms
+// =============================================================================================
+namespace {
+ImageBuffer make_buffer(int64_t h, int64_t w, int64_t c) {
+  ImageBuffer b{h, w, c, {}};
+  for (int64_t i = 0; i < h * w * c; ++i) b.pixels.push_back(float(i + 1));
+  return b;
+}
+}  // namespace
+
+TEST_CASE("transforms: flip, padded crop, center crop, normalize, tofloat on hand-picked values") {
+  Generator rng(1);
+  // 2x3 single-channel image: rows [1 2 3], [4 5 6].
+  ImageBuffer img = make_buffer(2, 3, 1);
+  RandomHorizontalFlip::flip(img);
+  CHECK(img.pixels == std::vector<float>{3, 2, 1, 6, 5, 4});
+  ImageBuffer never = make_buffer(2, 3, 1), always = make_buffer(2, 3, 1);
+  RandomHorizontalFlip(0.0).apply(never, rng);
+  RandomHorizontalFlip(1.0).apply(always, rng);
+  CHECK(never.pixels == std::vector<float>{1, 2, 3, 4, 5, 6});
+  CHECK(always.pixels == std::vector<float>{3, 2, 1, 6, 5, 4});
+
+  // 2-channel pixels flip as units.
+  ImageBuffer two = make_buffer(1, 2, 2);  // (1,2) (3,4)
+  RandomHorizontalFlip::flip(two);
+  CHECK(two.pixels == std::vector<float>{3, 4, 1, 2});
+
+  // Padding 1 around [[1 2 3],[4 5 6]] gives a 4x5 canvas; a 2x2 window at (0, 0) sees
+  // [[0 0],[0 1]]; at (1, 3): [[3 0],[6 0]]; at (2, 2): [[5 6],[0 0]].
+  ImageBuffer a = make_buffer(2, 3, 1), b = make_buffer(2, 3, 1), c = make_buffer(2, 3, 1);
+  RandomCrop::crop_padded(a, 2, 2, 1, 0, 0);
+  RandomCrop::crop_padded(b, 2, 2, 1, 1, 3);
+  RandomCrop::crop_padded(c, 2, 2, 1, 2, 2);
+  CHECK(a.pixels == std::vector<float>{0, 0, 0, 1});
+  CHECK(b.pixels == std::vector<float>{3, 0, 6, 0});
+  CHECK(c.pixels == std::vector<float>{5, 6, 0, 0});
+  CHECK((a.height == 2 && a.width == 2));
+  ImageBuffer out_of_range = make_buffer(2, 3, 1);
+  CHECK_THROWS_AS(RandomCrop::crop_padded(out_of_range, 2, 2, 1, 3, 0), Error);
+
+  ImageBuffer center = make_buffer(4, 4, 1);
+  CenterCrop(2, 2).apply(center, rng);
+  CHECK(center.pixels == std::vector<float>{6, 7, 10, 11});
+
+  ImageBuffer rgb{1, 1, 3, {51, 102, 255}};
+  ToFloat().apply(rgb, rng);
+  CHECK(rgb.pixels[0] == doctest::Approx(0.2));
+  CHECK(rgb.pixels[2] == doctest::Approx(1.0));
+  Normalize({0.5f, 0.0f, 1.0f}, {0.5f, 2.0f, 0.25f}).apply(rgb, rng);
+  CHECK(rgb.pixels[0] == doctest::Approx((0.2 - 0.5) / 0.5));
+  CHECK(rgb.pixels[1] == doctest::Approx(0.4 / 2.0));
+  CHECK(rgb.pixels[2] == doctest::Approx(0.0));
+  CHECK_THROWS_AS(Normalize({0.5f, 0.5f}, {1.0f}), Error);
+  CHECK_THROWS_AS(Normalize({0.5f}, {0.0f}), Error);
+  ImageBuffer grey{1, 1, 1, {1.0f}};
+  CHECK_THROWS_AS(Normalize::named("cifar10").apply(grey, rng), Error);  // 3 stats for 1 channel
+}
+
+TEST_CASE("transforms: RandomCrop draws every offset, only valid ones, deterministically") {
+  // 3x3 image with padding 2, window 3: offsets in [0, 4]^2 = 25 possibilities.
+  std::set<std::pair<int64_t, int64_t>> seen;
+  for (int64_t s = 0; s < 400; ++s) {
+    ImageBuffer img = make_buffer(3, 3, 1);
+    Generator rng = sample_generator(7, 0, s);
+    RandomCrop(3, 2).apply(img, rng);
+    int matches = 0;
+    for (int64_t top = 0; top <= 4; ++top)
+      for (int64_t left = 0; left <= 4; ++left) {
+        ImageBuffer ref = make_buffer(3, 3, 1);
+        RandomCrop::crop_padded(ref, 3, 3, 2, top, left);
+        if (ref.pixels == img.pixels) {
+          ++matches;
+          seen.insert({top, left});
+        }
+      }
+    REQUIRE(matches == 1);
+    ImageBuffer again = make_buffer(3, 3, 1);
+    Generator rng2 = sample_generator(7, 0, s);
+    RandomCrop(3, 2).apply(again, rng2);
+    CHECK(again.pixels == img.pixels);
+  }
+  CHECK(seen.size() == 25);
+}
+
+TEST_CASE("transforms: bilinear resize matches half-pixel-centre values") {
+  // [[0 1],[2 3]] -> 4x4 with align_corners=False: source coords -0.25(->0), 0.25, 0.75, 1.25(->1 clamp).
+  ImageBuffer img{2, 2, 1, {0, 1, 2, 3}};
+  Generator rng(0);
+  Resize(4, 4).apply(img, rng);
+  const std::vector<float> expected = {0.0f, 0.25f, 0.75f, 1.0f, 0.5f, 0.75f, 1.25f, 1.5f,
+                                       1.5f, 1.75f, 2.25f, 2.5f, 2.0f, 2.25f, 2.75f, 3.0f};
+  REQUIRE(img.pixels.size() == expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) CHECK(img.pixels[i] == doctest::Approx(expected[i]));
+  // Downscaling by 2 averages 2x2 blocks.
+  ImageBuffer big = make_buffer(4, 4, 1);
+  Resize(2, 2).apply(big, rng);
+  CHECK(big.pixels == std::vector<float>{(1 + 2 + 5 + 6) / 4.0f, (3 + 4 + 7 + 8) / 4.0f, (9 + 10 + 13 + 14) / 4.0f,
+                                         (11 + 12 + 15 + 16) / 4.0f});
+}
+
+TEST_CASE("transforms: pipeline parser") {
+  const Compose p = parse_transforms("crop:32:4,flip,normalize:cifar10");
+  CHECK(p.size() == 4);  // tofloat prepended
+  CHECK(p.describe() == "tofloat,crop:32:4,flip:0.5,normalize:cifar10");
+  CHECK(parse_transforms("raw").empty());
+  CHECK(parse_transforms("").describe() == "tofloat");
+  CHECK(parse_transforms("resize:40,centercrop:32:30").output_geometry({20, 20, 3}) == Geometry{32, 30, 3});
+  CHECK(parse_transforms("normalize:0.5:0.25").size() == 2);
+  expect_error([] { parse_transforms("crop:x"); }, {"crop:x", "bad number"});
+  expect_error([] { parse_transforms("blur:3"); }, {"unknown transform", "blur"});
+  expect_error([] { parse_transforms("flip:1:2"); }, {"flip"});
+  expect_error([] { parse_transforms("tofloat,tofloat"); }, {"twice"});
+  expect_error([] { parse_transforms("normalize:imagenet"); }, {"imagenet"});
+}
+
+// =============================================================================================
+// DataLoader
+// =============================================================================================
+namespace {
+
+ImageDataset synthetic(int64_t n, int64_t h = 6, int64_t w = 6, int64_t c = 3) {
+  ImageDataset ds;
+  ds.images = Tensor::empty({n, h, w, c}, DType::u8);
+  uint8_t* p = ds.images.data<uint8_t>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x)
+        for (int64_t k = 0; k < c; ++k) *p++ = pixel_formula(i, y, x, k);
+  ds.labels = Tensor::empty({n}, DType::i32);
+  for (int64_t i = 0; i < n; ++i) ds.labels.data<int32_t>()[i] = int32_t(i % 7);
+  ds.num_classes = 7;
+  ds.source = "synthetic";
+  return ds;
+}
+
+std::vector<Batch> run_epoch(DataLoader& loader, int64_t epoch, int64_t start = 0) {
+  std::vector<Batch> out;
+  loader.begin_epoch(epoch, start);
+  Batch b;
+  while (loader.next(b)) out.push_back(b);
+  return out;
+}
+
+bool same_batches(const std::vector<Batch>& a, const std::vector<Batch>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].index != b[i].index || a[i].images.shape() != b[i].images.shape()) return false;
+    if (max_abs_diff(a[i].images, b[i].images) != 0.0) return false;
+    if (a[i].labels.to_vector() != b[i].labels.to_vector()) return false;
+  }
+  return true;
+}
+
+LoaderOptions augmenting(int num_workers, int64_t prefetch) {
+  LoaderOptions o;
+  o.batch_size = 10;
+  o.seed = 1234;
+  o.transforms = parse_transforms("crop:6:2,flip,normalize:cifar10");
+  o.num_workers = num_workers;
+  o.prefetch = prefetch;
+  return o;
+}
+
+// Recovers the dataset index of each sample of a raw (ToFloat only) batch from its first pixels.
+std::vector<int64_t> sample_ids(const Batch& b, const ImageDataset& ds) {
+  std::vector<int64_t> ids;
+  const float* p = b.images.data<float>();
+  const int64_t per = b.images.numel() / b.images.size(0);
+  for (int64_t i = 0; i < b.images.size(0); ++i) {
+    int64_t found = -1;
+    for (int64_t n = 0; n < ds.size() && found < 0; ++n) {
+      bool eq = true;
+      for (int64_t k = 0; k < per && eq; ++k) eq = p[i * per + k] == float(ds.pixels(n)[k]) / 255.0f;
+      if (eq) found = n;
+    }
+    ids.push_back(found);
+  }
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("DataLoader: batches cover the epoch exactly once, with and without drop_last") {
+  const ImageDataset ds = synthetic(103);
+  for (bool drop_last : {false, true})
+    for (bool shuffle : {false, true}) {
+      LoaderOptions o;
+      o.batch_size = 10;
+      o.drop_last = drop_last;
+      o.shuffle = shuffle;
+      o.seed = 5;
+      DataLoader loader(ds, o);
+      CHECK(loader.num_batches() == (drop_last ? 10 : 11));
+      const auto batches = run_epoch(loader, 3);
+      REQUIRE(int64_t(batches.size()) == loader.num_batches());
+      std::vector<int64_t> all;
+      for (size_t i = 0; i < batches.size(); ++i) {
+        const Batch& b = batches[i];
+        CHECK(b.index == int64_t(i));
+        CHECK(b.images.dtype() == DType::f32);
+        CHECK(b.images.is_contiguous(MemoryFormat::channels_last));
+        CHECK(b.images.size(1) == 3);
+        CHECK(b.images.size(0) == ((!drop_last && i == 10) ? 3 : 10));
+        const auto ids = sample_ids(b, ds);
+        for (size_t k = 0; k < ids.size(); ++k) {
+          REQUIRE(ids[k] >= 0);
+          CHECK(b.labels.data<int32_t>()[k] == ds.label(ids[k]));
+        }
+        all.insert(all.end(), ids.begin(), ids.end());
+      }
+      std::vector<int64_t> sorted = all;
+      std::sort(sorted.begin(), sorted.end());
+      CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());  // no sample twice
+      CHECK(int64_t(all.size()) == (drop_last ? 100 : 103));
+      const std::vector<int64_t> order = loader.permutation(3);
+      CHECK(all == std::vector<int64_t>(order.begin(), order.begin() + std::ptrdiff_t(all.size())));
+      if (!shuffle) CHECK(std::is_sorted(all.begin(), all.end()));
+    }
+}
+
+TEST_CASE("DataLoader: the order is a function of (seed, epoch) only") {
+  const ImageDataset ds = synthetic(50);
+  LoaderOptions o;
+  o.seed = 9;
+  DataLoader a(ds, o), b(ds, o);
+  o.seed = 10;
+  DataLoader c(ds, o);
+  CHECK(a.permutation(0) == b.permutation(0));
+  CHECK(a.permutation(4) == b.permutation(4));
+  CHECK(a.permutation(0) != a.permutation(1));
+  CHECK(a.permutation(0) != c.permutation(0));
+  std::vector<int64_t> p = a.permutation(2);
+  std::sort(p.begin(), p.end());
+  for (int64_t i = 0; i < 50; ++i) CHECK(p[size_t(i)] == i);
+  // Same permutation from a loader that has run other epochs in between.
+  (void)run_epoch(b, 7);
+  CHECK(b.permutation(4) == a.permutation(4));
+  CHECK(epoch_permutation(50, 9, 4) == a.permutation(4));
+}
+
+TEST_CASE("DataLoader: identical batches for 1 or 2 threads, any worker count, prefetch on or off") {
+  const ImageDataset ds = synthetic(64);
+  std::vector<std::vector<Batch>> runs;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (int workers : {0, 1, 2})
+      for (int64_t prefetch : {0, 1, 3}) {
+        DataLoader loader(ds, augmenting(workers, prefetch));
+        runs.push_back(run_epoch(loader, 2));
+      }
+  }
+  set_num_threads(2);
+  for (size_t i = 1; i < runs.size(); ++i) CHECK_MESSAGE(same_batches(runs[0], runs[i]), "run ", i);
+  // Augmentation really happens and differs between epochs.
+  DataLoader loader(ds, augmenting(0, 2));
+  CHECK(!same_batches(runs[0], run_epoch(loader, 3)));
+}
+
+TEST_CASE("DataLoader: resuming at batch k reproduces the tail of the full epoch") {
+  const ImageDataset ds = synthetic(57);
+  DataLoader loader(ds, augmenting(0, 2));
+  const auto full = run_epoch(loader, 5);
+  for (int64_t k : {0, 1, 4, 5, 6}) {
+    DataLoader fresh(ds, augmenting(0, k % 2 ? 0 : 2));
+    const auto tail = run_epoch(fresh, 5, k);
+    CHECK(same_batches(tail, std::vector<Batch>(full.begin() + k, full.end())));
+  }
+  // make_batch is the same pure function.
+  CHECK(same_batches({loader.make_batch(5, 3)}, {full[3]}));
+  // Range-for over set_epoch.
+  loader.set_epoch(5);
+  std::vector<Batch> ranged;
+  for (const Batch& b : loader) ranged.push_back(b);
+  CHECK(same_batches(ranged, full));
+}
+
+TEST_CASE("DataLoader: shutdown mid-epoch, restart, errors from the background thread") {
+  set_num_threads(2);
+  const ImageDataset ds = synthetic(200);
+  {
+    DataLoader loader(ds, augmenting(0, 4));
+    loader.begin_epoch(0);
+    Batch b;
+    REQUIRE(loader.next(b));
+    loader.begin_epoch(1, 3);  // abandons epoch 0 mid-way
+    REQUIRE(loader.next(b));
+    CHECK(b.index == 3);
+    CHECK(b.epoch == 1);
+  }  // destroyed with the producer blocked on a full queue
+
+  struct Exploding final : Transform {
+    void apply(ImageBuffer& img, Generator&) const override {
+      if (img.pixels[0] == float(pixel_formula(150, 0, 0, 0))) throw Error("Exploding: sample 150");
+    }
+    std::string describe() const override { return "exploding"; }
+  };
+  // Batch 16: batches 0..8 hold samples 0..143 and batch 9 holds 150; batch 64: batch 2 holds it
+  // and is processed in parallel chunks.
+  for (const auto& [batch_size, good_batches] : {std::pair<int64_t, int64_t>{16, 9}, {64, 2}})
+    for (int workers : {0, 2})
+      for (int64_t prefetch : {0, 2}) {
+        LoaderOptions o;
+        o.batch_size = batch_size;
+        o.shuffle = false;
+        o.num_workers = workers;
+        o.prefetch = prefetch;
+        o.transforms = parse_transforms("raw");
+        o.transforms.add(std::make_shared<Exploding>());
+        DataLoader loader(ds, o);
+        loader.begin_epoch(0);
+        Batch b;
+        int64_t delivered = 0;
+        CHECK_THROWS_WITH_AS(
+            [&] {
+              while (loader.next(b)) ++delivered;
+            }(),
+            "Exploding: sample 150", Error);
+        CHECK(delivered == good_batches);
+      }
+
+  // After the last batch next() keeps answering false.
+  LoaderOptions small;
+  small.batch_size = 100;
+  DataLoader two(ds, small);
+  two.begin_epoch(0);
+  Batch b;
+  CHECK(two.next(b));
+  CHECK(two.next(b));
+  CHECK(!two.next(b));
+  CHECK(!two.next(b));
+
+  LoaderOptions misfit;
+  misfit.transforms = parse_transforms("crop:10");
+  expect_error([&] { DataLoader bad(ds, misfit); }, {"RandomCrop", "10x10"});
+  LoaderOptions zero;
+  zero.batch_size = 0;
+  expect_error([&] { DataLoader bad(ds, zero); }, {"batch_size"});
+}
+
+TEST_CASE("DataLoader: batch pixels are the transformed dataset pixels in NCHW logical order") {
+  const ImageDataset ds = synthetic(4, 3, 2, 3);
+  LoaderOptions o;
+  o.batch_size = 4;
+  o.shuffle = false;
+  o.transforms = parse_transforms("flip:1");
+  DataLoader loader(ds, o);
+  const Batch b = loader.make_batch(0, 0);
+  REQUIRE(b.images.shape() == Shape{4, 3, 3, 2});
+  const Tensor nchw = b.images.contiguous();
+  const float* p = nchw.data<float>();
+  int64_t bad = 0;
+  for (int64_t n = 0; n < 4; ++n)
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t y = 0; y < 3; ++y)
+        for (int64_t x = 0; x < 2; ++x)
+          bad += p[((n * 3 + c) * 3 + y) * 2 + x] != float(pixel_formula(n, y, 1 - x, c)) / 255.0f;
+  CHECK(bad == 0);
+}
+
+// =============================================================================================
+// Real data (skipped when absent)
+// =============================================================================================
+TEST_CASE("real MNIST test set from the shared data folder") {
+  const char* shared = std::getenv("LOWBIT_SHARED_DATA");
+  const fs::path dir = shared ? fs::path(shared) / "mnist" : fs::path();
+  if (!shared || !fs::exists(dir / "t10k-images-idx3-ubyte.gz")) {
+    MESSAGE("skipped: LOWBIT_SHARED_DATA/mnist not available");
+    return;
+  }
+  const ImageDataset ds =
+      read_idx((dir / "t10k-images-idx3-ubyte.gz").string(), (dir / "t10k-labels-idx1-ubyte.gz").string());
+  CHECK(ds.images.shape() == Shape{10000, 28, 28, 1});
+  CHECK(ds.label(0) == 7);
+  std::vector<int64_t> counts(10, 0);
+  for (int64_t i = 0; i < ds.size(); ++i) counts[size_t(ds.label(i))]++;
+  for (int64_t c : counts) CHECK(c > 800);
+}
+
+TEST_CASE("real CIFAR-10 exact test prefix from the shared data folder") {
+  const char* shared = std::getenv("LOWBIT_SHARED_DATA");
+  const fs::path file = shared ? fs::path(shared) / "cifar-10" / "test_batch.first1017.exact.bin.gz" : fs::path();
+  if (!shared || !fs::exists(file)) {
+    MESSAGE("skipped: LOWBIT_SHARED_DATA/cifar-10 not available");
+    return;
+  }
+  const ImageDataset ds = read_cifar10({file.string()});
+  CHECK(ds.size() == 1017);
+  CHECK(ds.label(0) == 3);  // the official test set starts with a cat
+  CHECK(ds.class_names[3] == "cat");
+}
+
+TEST_CASE("Fashion-MNIST from the Debian package") {
+  if (!fs::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")) {
+    MESSAGE("skipped: dataset-fashion-mnist is not installed");
+    return;
+  }
+  const DataSplits s = load_dataset("fashion-mnist");
+  CHECK(s.train.images.shape() == Shape{60000, 28, 28, 1});
+  CHECK(s.test.images.shape() == Shape{10000, 28, 28, 1});
+  CHECK(s.test.class_names[9] == "Ankle boot");
+  std::vector<int64_t> counts(10, 0);
+  for (int64_t i = 0; i < s.test.size(); ++i) counts[size_t(s.test.label(i))]++;
+  for (int64_t c : counts) CHECK(c == 1000);  // Fashion-MNIST's test set is balanced
+}
