@@ -125,6 +125,7 @@ int run_bench(int argc, char** argv) {
                                    {"batch", "128", "batch size"},
                                    {"threads", "", "threads (default: LOWBIT_NUM_THREADS or all cores)"},
                                    {"steps", "20", "timed steps (after warm-up)"},
+                                   {"lr", "0.01", "SGD learning rate of the timed steps"},
                                    {"warmup", "3", "untimed warm-up steps"},
                                    {"classes", "10", "number of classes"},
                                    {"channels", "", "input channels (default: the model's)"},
@@ -160,7 +161,7 @@ int run_bench(int argc, char** argv) {
   groups[0].name = "weights";
   for (auto& [name, p] : model->named_parameters())
     if (!(quant && quant->owns_parameter(name))) groups[0].params.push_back(p);
-  groups[0].lr = 0.01, groups[0].momentum = 0.9, groups[0].weight_decay = 1e-4;
+  groups[0].lr = o.real("lr"), groups[0].momentum = 0.9, groups[0].weight_decay = 1e-4;
   if (quant) quant->add_groups(groups);
   optim::SGD opt(std::move(groups));
   if (quant) quant->set_epoch(1, 2);  // mid-training: regularizer terms active

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Main job: installs what is missing, builds lowbit, and runs quantization-aware training on
-# Fashion-MNIST. Until the training command exists it builds and runs the engine checks.
+# Main job: installs what is missing, builds lowbit (Release), and runs quantization-aware training
+# of LeNet-5 on Fashion-MNIST (Debian's dataset-fashion-mnist): DoReFa 4-bit weights and
+# activations, with WaveQ learning each quantized layer's bitwidth (beta) through the sinusoid's
+# period. Prints the learned per-layer bitwidths, FP32 vs quantized accuracy and the report's path.
+# Usage: scripts/quickstart.sh [BUILD_DIR]      (a few minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 build=${1:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j "$(nproc)"
-if [ -x "$build/cli/lowbit" ]; then
-  exec "$build/cli/lowbit" train --model lenet5 --data fashion-mnist --epochs 3 --out runs/quickstart
-fi
-echo "quickstart: the lowbit command is not built yet; running the engine tests instead"
-cd "$build" && ctest -R 'test_(tensor|autograd|gradcheck_ops)' --output-on-failure
+cmake --build "$build" -j "$(nproc)" --target lowbit_cli
+exec "$build/cli/lowbit" train --model lenet5 --data fashion-mnist --epochs 4 --batch 128 --lr 0.05 \
+  --quant dorefa --wbits 4 --abits 4 --reg waveq --lambda-w 1 --lambda-beta 0.05 --beta-lr 0.05 \
+  --out runs/quickstart

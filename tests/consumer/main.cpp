@@ -20,5 +20,18 @@ int main() {
   }
   const double wv = w.data().item(), bv = b.data().item();
   std::printf("consumer: w=%.4f b=%.4f\n", wv, bv);
-  return (std::abs(wv - 3) < 1e-3 && std::abs(bv + 1) < 1e-3) ? 0 : 1;
+
+  // A zoo model with 4-bit DoReFa weights, one SGD step.
+  auto net = models::create_model("lenet5");
+  quant::QuantConfig qc;
+  qc.method = quant::Method::dorefa;
+  qc.weight_bits = 4;
+  quant::attach_quantizers(*net, qc);
+  optim::SGD opt({optim::ParamGroup{.name = "weights", .params = net->parameters(), .lr = 0.01}});
+  Variable logits = (*net)(Variable(Tensor::randn({2, 1, 28, 28})));
+  Variable loss = cross_entropy(logits, Tensor::from_vector(std::vector<int32_t>{1, 7}, {2}));
+  loss.backward();
+  opt.step();
+  std::printf("consumer: lenet5 %lld parameters, loss %.4f\n", (long long)net->num_parameters(), loss.item());
+  return (std::abs(wv - 3) < 1e-3 && std::abs(bv + 1) < 1e-3 && std::isfinite(loss.item())) ? 0 : 1;
 }
