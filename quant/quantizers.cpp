@@ -42,7 +42,11 @@ Variable dorefa_weight(const Variable& w, int k, bool scaled) {
   return sub(mul(quantize_unit(r, k), 2.0), Variable(Tensor::ones({}, w.dtype())));
 }
 
-Variable dorefa_activation(const Variable& a, int k) { return quantize_unit(clamp(a, 0.0, 1.0), k); }
+// quantize_unit(clamp(a, 0, 1), k), fused (clip_quantize is that composition, pinned by tests).
+Variable dorefa_activation(const Variable& a, int k) {
+  check_bits(k, 1, "dorefa_activation");
+  return clip_quantize(a, 0.0, 1.0, levels_minus_one(k));
+}
 
 Variable dorefa_gradient(const Variable& x, int k_g, Generator& gen) {
   check_bits(k_g, 1, "dorefa_gradient");
@@ -71,8 +75,7 @@ Variable wrpn_weight(const Variable& w, int k) {
 
 Variable wrpn_activation(const Variable& a, int k) {
   check_bits(k, 1, "wrpn_activation");
-  const double n = levels_minus_one(k);
-  return mul(round_ste(mul(clamp(a, 0.0, 1.0), n)), 1.0 / n);
+  return clip_quantize(a, 0.0, 1.0, levels_minus_one(k));
 }
 
 Variable binary_weight(const Variable& w) { return sign_ste_clipped(w); }

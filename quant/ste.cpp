@@ -1,5 +1,7 @@
 #include "quant/ste.h"
 
+#include "core/kernels/quantize.h"
+
 #include "autograd/ops.h"
 #include "core/math.h"
 
@@ -40,6 +42,44 @@ Variable straight_through(const Variable& x, const Tensor& value) {
 Variable grad_scale(const Variable& x, double scale) {
   return make_result(x.data(), "grad_scale", {x},
                      [scale](const Variable& g, const Variable&) { return std::vector<Variable>{mul(g, scale)}; });
+}
+
+namespace {
+
+// A tensor with `like`'s shape and dense layout holding t's values (no copy when they match).
+Tensor in_layout_of(const Tensor& t, const Tensor& like) {
+  if (t.strides() == like.strides() && t.shape() == like.shape()) return t;
+  Tensor out = Tensor::empty_like(like);
+  out.copy_(t);
+  return out;
+}
+
+// dx = g 1[lo <= x <= hi]; linear in g, so its own backward is the same mask (double backward).
+Variable clip_mask_grad(const Variable& g, const Tensor& x, double lo, double hi) {
+  const Tensor dy = in_layout_of(g.data(), x);
+  Tensor dx = Tensor::empty_like(x);
+  LOWBIT_DISPATCH_FLOAT(x.dtype(), "clip_quantize backward", [&] {
+    kernels::clip_mask_backward(x.numel(), x.data<scalar_t>(), dy.data<scalar_t>(), scalar_t(lo), scalar_t(hi),
+                                dx.data<scalar_t>());
+  });
+  return make_result(dx, "clip_mask_grad", {g}, [x, lo, hi](const Variable& gg, const Variable&) {
+    return std::vector<Variable>{clip_mask_grad(gg, x, lo, hi)};
+  });
+}
+
+}  // namespace
+
+Variable clip_quantize(const Variable& x_in, double lo, double hi, double n) {
+  LOWBIT_CHECK(lo <= hi && n > 0, "clip_quantize: need lo <= hi and n > 0, got [", lo, ", ", hi, "], n = ", n);
+  const Tensor x = x_in.data().is_dense() ? x_in.data() : x_in.data().contiguous();
+  Tensor y = Tensor::empty_like(x);
+  LOWBIT_DISPATCH_FLOAT(x.dtype(), "clip_quantize", [&] {
+    kernels::clip_quantize_forward(x.numel(), x.data<scalar_t>(), scalar_t(lo), scalar_t(hi), scalar_t(n),
+                                   scalar_t(1.0 / n), y.data<scalar_t>());
+  });
+  return make_result(y, "clip_quantize", {x_in}, [x, lo, hi](const Variable& g, const Variable&) {
+    return std::vector<Variable>{clip_mask_grad(g, x, lo, hi)};
+  });
 }
 
 }  // namespace lowbit::quant

@@ -7,6 +7,10 @@
 //   sign_ste_clipped(x)      forward sign with sign(0) = +1, backward 1[|x| <= 1] (BNN hardtanh STE)
 //   straight_through(x, v)   forward the tensor v (shape of x), backward identity to x
 //   grad_scale(x, s)         forward x, backward g * s (LSQ's gradient scaling)
+//   clip_quantize(x, lo, hi, n)
+//                            forward round(clamp(x, lo, hi) n) / n, backward g 1[lo <= x <= hi]: the
+//                            composition round_ste(clamp(x, lo, hi) * n) * (1/n), fused into one pass
+//                            each way (core/kernels/quantize.h; bit-identical, pinned by tests)
 #pragma once
 
 #include "autograd/variable.h"
@@ -19,5 +23,6 @@ Variable sign_ste(const Variable& x);
 Variable sign_ste_clipped(const Variable& x);
 Variable straight_through(const Variable& x, const Tensor& value);
 Variable grad_scale(const Variable& x, double scale);
+Variable clip_quantize(const Variable& x, double lo, double hi, double n);
 
 }  // namespace lowbit::quant

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Reproduction runs behind docs/results.md. Each run is one `lowbit train` command; its run folder
+# (runs/repro/NAME) keeps config.txt, metrics.jsonl, checkpoint.ckpt and, for quantized runs,
+# report.html. Usage: scripts/reproduce.sh BUILD_DIR RUN [RUN ...] | list
+#   DATA: the shared data sets folder (default ../shared/data), holding mnist/ and cifar-10/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:?usage: reproduce.sh BUILD_DIR RUN... | list}
+shift
+lowbit="$build/cli/lowbit"
+data=${DATA:-../shared/data}
+out=${OUT:-runs/repro}
+threads=${THREADS:-2}
+
+declare -A runs
+# Issue "training stack": float baselines.
+runs[lenet5-fashion]="--model lenet5 --data fashion-mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4"
+runs[lenet5-mnist]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4"
+runs[resnet20-cifar10]="--model resnet20 --data cifar10:$data/cifar-10 --epochs 160 --batch 128 --lr 0.1 --schedule multistep:80,120 --wd 1e-4"
+# Issue "quantization": simplenet_cifar on CIFAR-10, homogeneous weight bits (k = 3, 4, 5).
+simple="--model simplenet_cifar --data cifar10:$data/cifar-10 --epochs 30 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4"
+runs[simplenet-fp32]="$simple"
+for k in 3 4 5; do
+  runs[simplenet-dorefa-w$k]="$simple --quant dorefa --wbits $k"
+  runs[simplenet-dorefa-sinreq-w$k]="$simple --quant dorefa --wbits $k --reg sinreq --lambda-w 1 --reg-warmup 0.1"
+  runs[simplenet-wrpn-w$k]="$simple --quant wrpn --wbits $k"
+  runs[simplenet-wrpn-sinreq-w$k]="$simple --quant wrpn --wbits $k --reg sinreq --lambda-w 1 --reg-warmup 0.1"
+  runs[simplenet-waveq-fixed-w$k]="$simple --quant wrpn --wbits $k --reg waveq --fix-beta --lambda-w 1 --reg-warmup 0.1"
+done
+# Learned heterogeneous bitwidths (WaveQ, float training, WRPN grid).
+runs[lenet5-mnist-waveq]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4 --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05"
+runs[simplenet-waveq]="$simple --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05"
+
+if [ "${1:-}" = list ]; then
+  for name in $(printf '%s\n' "${!runs[@]}" | sort); do echo "$name: lowbit train ${runs[$name]}"; done
+  exit 0
+fi
+for name in "$@"; do
+  [ -n "${runs[$name]:-}" ] || { echo "unknown run '$name' (scripts/reproduce.sh BUILD list)"; exit 2; }
+  mkdir -p "$out"
+  echo "== $name: lowbit train ${runs[$name]} --threads $threads --out $out/$name"
+  start=$(date +%s)
+  # shellcheck disable=SC2086
+  "$lowbit" train ${runs[$name]} --threads "$threads" --seed 1 --quiet --out "$out/$name" | tee "$out/$name.log"
+  echo "wall-clock: $(( $(date +%s) - start )) s" | tee -a "$out/$name.log"
+done

@@ -1,0 +1,113 @@
+// Fused fake-quantization kernels pinned to their `_ref` twins, and the clip_quantize op pinned to
+// the composed clamp -> scale -> round_ste -> rescale chain it replaces (values bit for bit, and the
+// straight-through gradient g 1[lo <= x <= hi]).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "autograd/ops.h"
+#include "core/kernels/quantize.h"
+#include "core/parallel.h"
+#include "core/random.h"
+#include "quant/ste.h"
+
+using namespace lowbit;
+
+namespace {
+
+std::vector<float> inputs(int64_t n, uint64_t seed) {
+  Generator gen(seed);
+  std::vector<float> v(n);
+  for (int64_t i = 0; i < n; ++i) v[i] = static_cast<float>(gen.normal() * 0.8 + 0.3);
+  // Exact bounds, grid points, half-way points (round half to even), specials.
+  const float special[] = {0.0f, 1.0f, -0.0f, 0.5f / 15, 1.5f / 15, 2.5f / 15, 7.5f / 15, 1.0f + 1e-7f, -1e-7f,
+                           std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity()};
+  for (size_t i = 0; i < sizeof(special) / sizeof(float) && int64_t(i * 7) < n; ++i) v[i * 7] = special[i];
+  return v;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("clip_quantize kernels equal their _ref twins over odd tails, both paths, any thread count") {
+  for (bool simd : {true, false}) {
+    kernels::quantize_set_avx512_enabled(simd);
+    for (int64_t n : {0, 1, 15, 16, 17, 31, 33, 100, 1000, 200003}) {
+      const auto x = inputs(n, 10 + n), dy = inputs(n, 20 + n);
+      for (float levels : {1.0f, 3.0f, 15.0f, 255.0f}) {
+        std::vector<float> y(n), y_ref(n), dx(n), dx_ref(n);
+        kernels::clip_quantize_forward(n, x.data(), 0.0f, 1.0f, levels, 1.0f / levels, y.data());
+        kernels::clip_quantize_forward_ref(n, x.data(), 0.0f, 1.0f, levels, 1.0f / levels, y_ref.data());
+        CHECK(same_bits(y, y_ref));
+        kernels::clip_mask_backward(n, x.data(), dy.data(), 0.0f, 1.0f, dx.data());
+        kernels::clip_mask_backward_ref(n, x.data(), dy.data(), 0.0f, 1.0f, dx_ref.data());
+        CHECK(same_bits(dx, dx_ref));
+        set_num_threads(1);
+        std::vector<float> y1(n);
+        kernels::clip_quantize_forward(n, x.data(), 0.0f, 1.0f, levels, 1.0f / levels, y1.data());
+        set_num_threads(2);
+        CHECK(same_bits(y, y1));
+      }
+    }
+  }
+  kernels::quantize_set_avx512_enabled(true);
+}
+
+TEST_CASE("the _ref twin follows the definition on hand-picked values") {
+  const std::vector<float> x = {-0.2f, 0.0f, 0.1f, 0.5f / 3, 0.5f, 2.5f / 3, 1.0f, 3.0f};
+  std::vector<float> y(x.size()), dx(x.size());
+  const std::vector<float> dy(x.size(), 2.0f);
+  kernels::clip_quantize_forward_ref(int64_t(x.size()), x.data(), 0.0f, 1.0f, 3.0f, 1.0f / 3, y.data());
+  // Levels {0, 1/3, 2/3, 1}; 0.5/3 * 3 = 0.5 rounds to even (0); 2.5/3 * 3 = 2.5 rounds to 2.
+  const std::vector<float> expect = {0, 0, 0, 0, 2.0f / 3, 2.0f / 3, 1, 1};
+  for (size_t i = 0; i < x.size(); ++i) CHECK(y[i] == doctest::Approx(expect[i]).epsilon(1e-6));
+  kernels::clip_mask_backward_ref(int64_t(x.size()), x.data(), dy.data(), 0.0f, 1.0f, dx.data());
+  const std::vector<float> mask = {0, 1, 1, 1, 1, 1, 1, 0};
+  for (size_t i = 0; i < x.size(); ++i) CHECK(dx[i] == 2.0f * mask[i]);
+}
+
+TEST_CASE("clip_quantize equals the composed chain, values bit for bit, gradients = the surrogate, any layout and dtype") {
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (MemoryFormat fmt : {MemoryFormat::contiguous, MemoryFormat::channels_last}) {
+      Generator gen(5);
+      Tensor base = Tensor::randn({3, 5, 7, 6}, gen, dt, 0.4, 0.7).contiguous(fmt);
+      for (double n : {1.0, 7.0, 15.0}) {
+        Variable a(base, true), b(base, true);
+        Variable fused = quant::clip_quantize(a, 0.0, 1.0, n);
+        Variable composed = mul(quant::round_ste(mul(clamp(b, 0.0, 1.0), n)), 1.0 / n);
+        CHECK(fused.data().to_vector() == composed.data().to_vector());
+        Tensor g = Tensor::randn({3, 5, 7, 6}, gen, dt);  // row-major: a layout different from fmt
+        fused.backward(Variable(g));
+        composed.backward(Variable(g));
+        // Exactly the specified surrogate g 1[0 <= x <= 1]; the composed chain multiplies by 1/n
+        // then n, so it matches up to that rounding.
+        const auto ga = a.grad().data().to_vector(), gb = b.grad().data().to_vector();
+        const auto gv = g.to_vector(), xv = base.to_vector();
+        for (size_t i = 0; i < ga.size(); ++i) {
+          CHECK(ga[i] == ((xv[i] >= 0 && xv[i] <= 1) ? gv[i] : 0.0));
+          CHECK(ga[i] == doctest::Approx(gb[i]).epsilon(1e-6));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("clip_quantize double backward: the gradient is linear in g with the same mask") {
+  Generator gen(6);
+  Variable x(Tensor::randn({40}, gen, DType::f64, 0.5, 0.8), true);
+  Variable g(Tensor::randn({40}, gen, DType::f64), true);
+  Variable y = quant::clip_quantize(x, 0.0, 1.0, 3.0);
+  auto gx = grad({y}, {x}, {g}, true, true)[0];
+  Variable v(Tensor::randn({40}, gen, DType::f64));
+  auto gg = grad({gx}, {g}, {v})[0];
+  const auto xv = x.data().to_vector(), vv = v.data().to_vector(), ggv = gg.data().to_vector();
+  for (size_t i = 0; i < xv.size(); ++i) CHECK(ggv[i] == ((xv[i] >= 0 && xv[i] <= 1) ? vv[i] : 0.0));
+  CHECK_THROWS_AS(quant::clip_quantize(x, 1.0, 0.0, 3.0), Error);
+}
