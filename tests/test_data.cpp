@@ -339,6 +339,51 @@ TEST_CASE("read_svhn_mat: truncated and corrupt files") {
   expect_error([&] { read_svhn_mat(dir / "label.mat"); }, {"label.mat", "label 11"});
 }
 
+TEST_CASE("readers: randomly corrupted and truncated files either read or throw lowbit::Error") {
+  TempDir dir("fuzz");
+  Generator gen(42);
+  struct Case {
+    std::string name;
+    Bytes bytes;
+    std::function<void(const std::string&)> read;
+  };
+  const std::string labels_path = dir / "labels";
+  write_file_bytes(labels_path, idx_labels({1, 2, 3}));
+  const std::vector<Case> cases = {
+      {"idx", idx_images(3, 4, 3), [&](const std::string& p) { read_idx(p, labels_path); }},
+      {"cifar", cifar_records({{1}, {2}}), [](const std::string& p) { read_cifar10({p}); }},
+      {"mat", svhn_mat({1, 10}, false, true), [](const std::string& p) { read_svhn_mat(p); }},
+      {"matz", svhn_mat({1, 10}, true, false), [](const std::string& p) { read_svhn_mat(p); }},
+  };
+  for (const Case& c : cases) {
+    int64_t errors = 0;
+    for (int trial = 0; trial < 150; ++trial) {
+      Bytes b = c.bytes;
+      if (trial % 3 == 0) {
+        b.resize(size_t(gen.uniform() * double(b.size())));
+      } else {
+        // Corrupt a few bytes, biased towards headers and tags at the front.
+        for (int k = 0; k < 1 + trial % 4; ++k) {
+          const double u = gen.uniform();
+          const size_t at = size_t((trial % 2 ? u * u * u : u) * double(b.size()));
+          b[std::min(at, b.size() - 1)] = uint8_t(gen.uniform() * 256);
+        }
+      }
+      const std::string path = dir / (c.name + std::to_string(trial));
+      write_file_bytes(path, b, trial % 5 == 0);
+      try {
+        c.read(path);
+      } catch (const Error& e) {
+        ++errors;
+        CHECK_MESSAGE(std::string(e.what()).find(path) != std::string::npos, e.what());
+      } catch (const std::exception& e) {
+        FAIL("not a lowbit::Error: ", e.what(), " for ", path);
+      }
+    }
+    CHECK(errors >= 50);  // at least every truncation fails
+  }
+}
+
 // =============================================================================================
 // Image folders
 // =============================================================================================
