@@ -51,6 +51,36 @@ void ImageDataset::validate() const {
                  " outside [0, ", num_classes, ")");
 }
 
+ImageDataset concat_datasets(const std::vector<ImageDataset>& parts) {
+  LOWBIT_CHECK(!parts.empty(), "concat_datasets: no data sets");
+  int64_t total = 0;
+  for (const auto& p : parts) {
+    p.validate();
+    LOWBIT_CHECK(p.height() == parts[0].height() && p.width() == parts[0].width() &&
+                     p.channels() == parts[0].channels() && p.num_classes == parts[0].num_classes,
+                 "concat_datasets: ", p.source, " (", shape_str(p.images.shape()), ", ", p.num_classes,
+                 " classes) does not match ", parts[0].source, " (", shape_str(parts[0].images.shape()), ", ",
+                 parts[0].num_classes, " classes)");
+    total += p.size();
+  }
+  ImageDataset out = parts[0];
+  out.images = Tensor::empty({total, out.height(), out.width(), out.channels()}, DType::u8);
+  out.labels = Tensor::empty({total}, DType::i32);
+  const int64_t per = out.height() * out.width() * out.channels();
+  int64_t at = 0;
+  out.source.clear();
+  for (const auto& p : parts) {
+    if (p.size()) {
+      std::memcpy(out.images.data<uint8_t>() + at * per, p.pixels(0), size_t(p.size() * per));
+      std::memcpy(out.labels.data<int32_t>() + at, p.labels.data<int32_t>(), size_t(p.size()) * sizeof(int32_t));
+    }
+    at += p.size();
+    if (!out.source.empty()) out.source.push_back('+');
+    out.source.append(p.source);
+  }
+  return out;
+}
+
 const std::vector<std::string>& cifar10_class_names() {
   static const std::vector<std::string> names = {"airplane", "automobile", "bird",  "cat",  "deer",
                                                  "dog",      "frog",       "horse", "ship", "truck"};
@@ -301,11 +331,16 @@ DataSplits load_dataset(const std::string& spec) {
     const bool fine = name == "cifar100";
     s.train = read_cifar100(require(dir, "train.bin", name, how), fine);
     s.test = read_cifar100(require(dir, "test.bin", name, how), fine);
-  } else if (name == "svhn") {
-    LOWBIT_CHECK(!dir.empty(), "load_dataset(svhn): give the directory: \"svhn:DIR\"");
-    const std::string how = "get train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/";
-    s.train = read_svhn_mat(require(dir, "train_32x32.mat", name, how));
-    s.test = read_svhn_mat(require(dir, "test_32x32.mat", name, how));
+  } else if (name == "svhn" || name == "svhn+extra") {
+    LOWBIT_CHECK(!dir.empty(), "load_dataset(", name, "): give the directory: \"", name, ":DIR\"");
+    const std::string how =
+        "get train_32x32.mat, test_32x32.mat (and extra_32x32.mat) from http://ufldl.stanford.edu/housenumbers/";
+    const std::string train = require(dir, "train_32x32.mat", name, how);
+    const std::string test = require(dir, "test_32x32.mat", name, how);
+    const std::string extra = name == "svhn+extra" ? require(dir, "extra_32x32.mat", name, how) : "";
+    s.train = read_svhn_mat(train);
+    if (!extra.empty()) s.train = concat_datasets({s.train, read_svhn_mat(extra)});
+    s.test = read_svhn_mat(test);
   } else if (name == "folder") {
     LOWBIT_CHECK(!dir.empty(), "load_dataset(folder): give the directory: \"folder:DIR\" or \"folder:DIR@SIZE\"");
     int64_t resize = 0;
@@ -339,7 +374,7 @@ DataSplits load_dataset(const std::string& spec) {
   } else {
     throw Error(detail::concat("load_dataset: unknown data set \"", spec,
                                "\" (known: fashion-mnist[:DIR], mnist[:DIR], cifar10[:DIR], cifar100:DIR, "
-                               "cifar100-coarse:DIR, svhn:DIR, folder:DIR[@SIZE])"));
+                               "cifar100-coarse:DIR, svhn[+extra]:DIR, folder:DIR[@SIZE])"));
   }
   return s;
 }

@@ -470,6 +470,12 @@ TEST_CASE("load_dataset: cifar10 directory, test-set fallbacks and helpful error
   expect_error([&] { load_dataset("svhn:" + dir.path.string()); }, {"train_32x32.mat"});
   expect_error([&] { load_dataset("imagenet:/x"); }, {"unknown data set", "imagenet"});
 
+  const ImageDataset joined = concat_datasets({s.train, s.test});
+  CHECK(joined.size() == 6);
+  CHECK(joined.label(5) == 3);
+  CHECK(joined.pixels(5)[7] == s.test.pixels(0)[7]);
+  CHECK(joined.pixels(2)[7] == s.train.pixels(2)[7]);
+
   const ImageDataset val = s.train.subset(3, 5);
   CHECK(val.size() == 2);
   CHECK(val.label(0) == 4);
@@ -578,6 +584,40 @@ TEST_CASE("transforms: bilinear resize matches half-pixel-centre values") {
                                          (11 + 12 + 15 + 16) / 4.0f});
 }
 
+TEST_CASE("transforms: brightness and contrast on 0..255 values") {
+  // Contrast r = 1.5 around the mean 100 of [0, 100, 200]: 100 + 1.5 * (x - 100) = -50 -> 0, 100, 250.
+  ImageBuffer img{1, 3, 1, {0, 100, 200}};
+  Generator rng(3);
+  RandomContrast(1.5, 1.5).apply(img, rng);
+  CHECK(img.pixels == std::vector<float>{0, 100, 250});
+  // Per-channel means: channel 0 [10, 30] (mean 20), channel 1 [50, 50]; r = 0.5 halves deviations.
+  ImageBuffer two{1, 2, 2, {10, 50, 30, 50}};
+  RandomContrast(0.5, 0.5).apply(two, rng);
+  CHECK(two.pixels == std::vector<float>{15, 50, 25, 50});
+  // Random factors stay in range: symmetric around the mean, |deviation| / 100 in [0.5, 1.5].
+  for (int64_t s = 0; s < 50; ++s) {
+    ImageBuffer x{1, 3, 1, {50, 100, 150}};
+    Generator g = sample_generator(1, 0, s);
+    RandomContrast(0.5, 1.5).apply(x, g);
+    CHECK(x.pixels[1] == doctest::Approx(100));
+    CHECK(x.pixels[0] + x.pixels[2] == doctest::Approx(200));
+    CHECK(((x.pixels[2] - 100) / 50 >= 0.5 - 1e-6 && (x.pixels[2] - 100) / 50 <= 1.5 + 1e-6));
+  }
+  // Brightness: one shift for all pixels, within [-30, 30], both signs occur; clipping at 0 / 255.
+  bool up = false, down = false;
+  for (int64_t s = 0; s < 50; ++s) {
+    ImageBuffer x{1, 3, 1, {0, 128, 255}};
+    Generator g = sample_generator(2, 1, s);
+    RandomBrightness(30).apply(x, g);
+    const float shift = x.pixels[1] - 128;
+    CHECK(std::abs(shift) <= 30.0f);
+    CHECK(x.pixels[0] == doctest::Approx(std::max(0.0f, shift)).epsilon(1e-4));
+    CHECK(x.pixels[2] == doctest::Approx(std::min(255.0f, 255 + shift)).epsilon(1e-6));
+    up |= shift > 0, down |= shift < 0;
+  }
+  CHECK((up && down));
+}
+
 TEST_CASE("transforms: pipeline parser") {
   const Compose p = parse_transforms("crop:32:4,flip,normalize:cifar10");
   CHECK(p.size() == 4);  // tofloat prepended
@@ -591,6 +631,12 @@ TEST_CASE("transforms: pipeline parser") {
   expect_error([] { parse_transforms("flip:1:2"); }, {"flip"});
   expect_error([] { parse_transforms("tofloat,tofloat"); }, {"twice"});
   expect_error([] { parse_transforms("normalize:imagenet"); }, {"imagenet"});
+  CHECK(parse_transforms("brightness:30,contrast:0.5:1.5,crop:32:4").describe() ==
+        "brightness:30,contrast:0.5:1.5,tofloat,crop:32:4");
+  CHECK(parse_transforms("crop:32:4,brightness:30,normalize:svhn").describe() ==
+        "crop:32:4,brightness:30,tofloat,normalize:svhn");
+  expect_error([] { parse_transforms("tofloat,brightness:30"); }, {"brightness:30", "before tofloat"});
+  expect_error([] { parse_transforms("normalize:svhn,contrast:1:2"); }, {"normalize must come after"});
 }
 
 // =============================================================================================
