@@ -193,6 +193,22 @@ Bytes truncated(const Bytes& b, size_t keep) { return Bytes(b.begin(), b.begin()
 
 }  // namespace
 
+TEST_CASE("read_file_bytes: raw and gzip, including highly compressible data past the size guess") {
+  TempDir dir("io");
+  Bytes data(3 << 20, 0);
+  for (size_t i = 0; i < data.size(); i += 4099) data[i] = uint8_t(i / 4099);
+  for (bool gz : {false, true}) {
+    const std::string path = dir / (gz ? "d.gz" : "d");
+    write_file_bytes(path, data, gz);
+    CHECK(read_file_bytes(path, "test") == data);
+  }
+  write_file_bytes(dir / "empty", {});
+  CHECK(read_file_bytes(dir / "empty", "test").empty());
+  const Bytes z = zlib_compress(data.data(), data.size());
+  CHECK(zlib_decompress(z.data(), z.size(), "test") == data);
+  expect_error([&] { zlib_decompress(z.data(), z.size() / 2, "half"); }, {"half", "truncated zlib stream"});
+}
+
 // =============================================================================================
 // IDX
 // =============================================================================================
