@@ -35,13 +35,13 @@ int32_t ImageDataset::label(int64_t i) const { return labels.data<int32_t>()[i];
 
 void ImageDataset::validate() const {
   LOWBIT_CHECK(images.defined() && labels.defined(), "ImageDataset: ", source, ": undefined tensors");
-  LOWBIT_CHECK(images.dtype() == DType::u8 && images.dim() == 4 && images.is_contiguous(), "ImageDataset: ",
-               source, ": images must be contiguous uint8 [N, H, W, C], got ", dtype_name(images.dtype()), " ",
+  LOWBIT_CHECK(images.dtype() == DType::u8 && images.dim() == 4 && images.is_contiguous(), "ImageDataset: ", source,
+               ": images must be contiguous uint8 [N, H, W, C], got ", dtype_name(images.dtype()), " ",
                shape_str(images.shape()));
-  LOWBIT_CHECK(labels.dtype() == DType::i32 && labels.dim() == 1 && labels.is_contiguous() &&
-                   labels.size(0) == images.size(0),
-               "ImageDataset: ", source, ": labels must be contiguous int32 [", images.size(0), "], got ",
-               dtype_name(labels.dtype()), " ", shape_str(labels.shape()));
+  LOWBIT_CHECK(
+      labels.dtype() == DType::i32 && labels.dim() == 1 && labels.is_contiguous() && labels.size(0) == images.size(0),
+      "ImageDataset: ", source, ": labels must be contiguous int32 [", images.size(0), "], got ",
+      dtype_name(labels.dtype()), " ", shape_str(labels.shape()));
   LOWBIT_CHECK(num_classes > 0, "ImageDataset: ", source, ": num_classes must be positive");
   LOWBIT_CHECK(class_names.empty() || int64_t(class_names.size()) == num_classes, "ImageDataset: ", source, ": ",
                class_names.size(), " class names for ", num_classes, " classes");
@@ -132,8 +132,8 @@ IdxArray read_idx_array(const std::string& path, uint32_t expected_magic, const 
   const size_t expected = header + size_t(count);
   LOWBIT_CHECK(b.size() >= expected, "read_idx: ", path, ": truncated: expected ", expected, " bytes of ", what,
                ", got ", b.size());
-  LOWBIT_CHECK(b.size() == expected, "read_idx: ", path, ": ", b.size() - expected, " trailing bytes after ",
-               expected, " bytes of ", what);
+  LOWBIT_CHECK(b.size() == expected, "read_idx: ", path, ": ", b.size() - expected, " trailing bytes after ", expected,
+               " bytes of ", what);
   return a;
 }
 
@@ -144,8 +144,8 @@ ImageDataset read_idx(const std::string& images_path, const std::string& labels_
   const IdxArray im = read_idx_array(images_path, 0x00000803, "images");
   const IdxArray lb = read_idx_array(labels_path, 0x00000801, "labels");
   const int64_t n = im.dims[0], h = im.dims[1], w = im.dims[2];
-  LOWBIT_CHECK(lb.dims[0] == n, "read_idx: record counts differ: ", images_path, " has ", n, " images, ",
-               labels_path, " has ", lb.dims[0], " labels");
+  LOWBIT_CHECK(lb.dims[0] == n, "read_idx: record counts differ: ", images_path, " has ", n, " images, ", labels_path,
+               " has ", lb.dims[0], " labels");
   ImageDataset ds;
   ds.images = Tensor::empty({n, h, w, 1}, DType::u8);
   if (n * h * w > 0) std::memcpy(ds.images.data<uint8_t>(), im.bytes.data() + im.data_offset, size_t(n * h * w));
@@ -176,8 +176,8 @@ void append_cifar_file(const std::string& path, const char* who, int64_t label_b
   const int64_t record = label_bytes + kCifarPixels;
   LOWBIT_CHECK(!b.empty(), who, ": ", path, ": empty file");
   LOWBIT_CHECK(int64_t(b.size()) % record == 0, who, ": ", path, ": truncated or malformed: ", b.size(),
-               " bytes is not a whole number of ", record, "-byte records (", int64_t(b.size()) / record,
-               " records + ", int64_t(b.size()) % record, " bytes)");
+               " bytes is not a whole number of ", record, "-byte records (", int64_t(b.size()) / record, " records + ",
+               int64_t(b.size()) % record, " bytes)");
   const int64_t n = int64_t(b.size()) / record;
   const size_t base = pixels.size();
   pixels.resize(base + size_t(n * kCifarPixels));
@@ -265,8 +265,8 @@ namespace {
 
 std::string require(const std::string& dir, const std::string& name, const std::string& set, const std::string& how) {
   const std::string p = find_raw_or_gz((fs::path(dir) / name).string());
-  LOWBIT_CHECK(!p.empty(), "load_dataset(", set, "): file not found: ", (fs::path(dir) / name).string(),
-               "[.gz]; ", how);
+  LOWBIT_CHECK(!p.empty(), "load_dataset(", set, "): file not found: ", (fs::path(dir) / name).string(), "[.gz]; ",
+               how);
   return p;
 }
 

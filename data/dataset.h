@@ -67,8 +67,8 @@ struct DataSplits {
 // Named data sets:
 //   "fashion-mnist" (Debian package dataset-fashion-mnist, /usr/share/datasets/fashion-mnist),
 //   "fashion-mnist:DIR", "mnist:DIR", "cifar10:DIR", "cifar100:DIR", "cifar100-coarse:DIR",
-//   "svhn:DIR", "svhn+extra:DIR" (train = train_32x32 + extra_32x32), "folder:DIR" (DIR/train + DIR/val or DIR/test; Tiny-ImageNet's val layout too),
-//   "folder:DIR@SIZE" resizes to SIZE x SIZE.
+//   "svhn:DIR", "svhn+extra:DIR" (train = train_32x32 + extra_32x32), "folder:DIR" (DIR/train + DIR/val or DIR/test;
+//   Tiny-ImageNet's val layout too), "folder:DIR@SIZE" resizes to SIZE x SIZE.
 // "mnist" and "cifar10" without a directory use $LOWBIT_SHARED_DATA/{mnist,cifar-10}.
 DataSplits load_dataset(const std::string& spec);
 

@@ -71,8 +71,8 @@ Bytes read_file_bytes(const std::string& path, const std::string& who) {
   int errnum = 0;
   const std::string msg = gzerror(f, &errnum);
   gzclose(f);
-  LOWBIT_CHECK(errnum == Z_OK || errnum == Z_STREAM_END, who, ": ", path,
-               ": truncated or corrupt gzip stream (", msg, ") after ", used, " bytes");
+  LOWBIT_CHECK(errnum == Z_OK || errnum == Z_STREAM_END, who, ": ", path, ": truncated or corrupt gzip stream (", msg,
+               ") after ", used, " bytes");
   out.resize(used);
   return out;
 }

@@ -40,12 +40,19 @@ Normalize::Normalize(std::vector<float> mean, std::vector<float> std) : mean_(st
 
 Normalize Normalize::named(const std::string& dataset) {
   ChannelStats s;
-  if (dataset == "mnist") s = mnist_stats();
-  else if (dataset == "fashion-mnist") s = fashion_mnist_stats();
-  else if (dataset == "cifar10") s = cifar10_stats();
-  else if (dataset == "cifar100") s = cifar100_stats();
-  else if (dataset == "svhn") s = svhn_stats();
-  else throw Error("Normalize::named: unknown data set \"" + dataset + "\" (mnist, fashion-mnist, cifar10, cifar100, svhn)");
+  if (dataset == "mnist")
+    s = mnist_stats();
+  else if (dataset == "fashion-mnist")
+    s = fashion_mnist_stats();
+  else if (dataset == "cifar10")
+    s = cifar10_stats();
+  else if (dataset == "cifar100")
+    s = cifar100_stats();
+  else if (dataset == "svhn")
+    s = svhn_stats();
+  else
+    throw Error("Normalize::named: unknown data set \"" + dataset +
+                "\" (mnist, fashion-mnist, cifar10, cifar100, svhn)");
   Normalize n(s.mean, s.std);
   n.name_ = dataset;
   return n;
@@ -89,7 +96,8 @@ std::string Normalize::describe() const {
 // ---------------------------------------------------------------------------------------------
 // Crops, flip, resize
 // ---------------------------------------------------------------------------------------------
-RandomCrop::RandomCrop(int64_t height, int64_t width, int64_t padding) : height_(height), width_(width), padding_(padding) {
+RandomCrop::RandomCrop(int64_t height, int64_t width, int64_t padding)
+    : height_(height), width_(width), padding_(padding) {
   LOWBIT_CHECK(height > 0 && width > 0 && padding >= 0, "RandomCrop: bad size ", height, "x", width, " or padding ",
                padding);
 }
@@ -339,18 +347,24 @@ Compose parse_transforms(const std::string& spec) {
       } else if (op == "resize" || op == "centercrop") {
         need(1, 2);
         const int64_t h = parse_int(f[1], token), w = args > 1 ? parse_int(f[2], token) : h;
-        if (op == "resize") list.push_back(std::make_shared<Resize>(h, w));
-        else list.push_back(std::make_shared<CenterCrop>(h, w));
+        if (op == "resize")
+          list.push_back(std::make_shared<Resize>(h, w));
+        else
+          list.push_back(std::make_shared<CenterCrop>(h, w));
       } else if (op == "normalize") {
         need(1, 2);
-        if (args == 1) list.push_back(std::make_shared<Normalize>(Normalize::named(f[1])));
-        else list.push_back(std::make_shared<Normalize>(parse_floats(f[1], token), parse_floats(f[2], token)));
+        if (args == 1)
+          list.push_back(std::make_shared<Normalize>(Normalize::named(f[1])));
+        else
+          list.push_back(std::make_shared<Normalize>(parse_floats(f[1], token), parse_floats(f[2], token)));
       } else if (op == "brightness" || op == "contrast") {
         need(op == "brightness" ? 1 : 2, op == "brightness" ? 1 : 2);
         LOWBIT_CHECK(!has_tofloat, "parse_transforms: \"", token,
                      "\" works on 0..255 pixel values; put it before tofloat");
-        if (op == "brightness") list.push_back(std::make_shared<RandomBrightness>(parse_number(f[1], token)));
-        else list.push_back(std::make_shared<RandomContrast>(parse_number(f[1], token), parse_number(f[2], token)));
+        if (op == "brightness")
+          list.push_back(std::make_shared<RandomBrightness>(parse_number(f[1], token)));
+        else
+          list.push_back(std::make_shared<RandomContrast>(parse_number(f[1], token), parse_number(f[2], token)));
       } else {
         throw Error("parse_transforms: unknown transform \"" + token +
                     "\" (tofloat, crop:SIZE[:PAD], flip[:P], resize:H[:W], centercrop:H[:W], normalize:NAME|M:S, "

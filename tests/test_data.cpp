@@ -54,7 +54,8 @@ void expect_error(const std::function<void()>& fn, const std::vector<std::string
     message = e.what();
   }
   REQUIRE_MESSAGE(!message.empty(), "expected a lowbit::Error mentioning ", parts[0]);
-  for (const auto& p : parts) CHECK_MESSAGE(message.find(p) != std::string::npos, "\"", message, "\" lacks \"", p, "\"");
+  for (const auto& p : parts)
+    CHECK_MESSAGE(message.find(p) != std::string::npos, "\"", message, "\" lacks \"", p, "\"");
 }
 
 void put_be32(Bytes& b, uint32_t v) {
@@ -65,7 +66,9 @@ void put_le32(Bytes& b, uint32_t v) {
 }
 
 // Pixel value used by the synthetic data sets: a fixed formula of (sample, row, col, channel).
-uint8_t pixel_formula(int64_t n, int64_t y, int64_t x, int64_t c) { return uint8_t((n * 37 + y * 11 + x * 5 + c * 83) & 255); }
+uint8_t pixel_formula(int64_t n, int64_t y, int64_t x, int64_t c) {
+  return uint8_t((n * 37 + y * 11 + x * 5 + c * 83) & 255);
+}
 
 Bytes idx_images(int64_t n, int64_t h, int64_t w) {
   Bytes b;
@@ -110,7 +113,15 @@ void check_pixels(const ImageDataset& ds, int64_t first = 0) {
 }
 
 // ---- MAT v5 writer (MathWorks "MAT-File Format"): little-endian, elements padded to 8 bytes ----
-enum : uint32_t { kMiInt8 = 1, kMiUint8 = 2, kMiInt32 = 5, kMiUint32 = 6, kMiDouble = 9, kMiMatrix = 14, kMiCompressed = 15 };
+enum : uint32_t {
+  kMiInt8 = 1,
+  kMiUint8 = 2,
+  kMiInt32 = 5,
+  kMiUint32 = 6,
+  kMiDouble = 9,
+  kMiMatrix = 14,
+  kMiCompressed = 15
+};
 
 void put_element(Bytes& out, uint32_t type, const Bytes& data) {
   if (data.size() <= 4) {  // small data element format, as MATLAB writes short names
@@ -468,7 +479,8 @@ TEST_CASE("load_dataset: folder with train and Tiny-ImageNet style val") {
 
 TEST_CASE("load_dataset: cifar10 directory, test-set fallbacks and helpful errors") {
   TempDir dir("named");
-  for (int i = 1; i <= 5; ++i) write_file_bytes(dir / ("data_batch_" + std::to_string(i) + ".bin.gz"), cifar_records({{uint8_t(i)}}), true);
+  for (int i = 1; i <= 5; ++i)
+    write_file_bytes(dir / ("data_batch_" + std::to_string(i) + ".bin.gz"), cifar_records({{uint8_t(i)}}), true);
   expect_error([&] { load_dataset("cifar10:" + dir.path.string()); }, {"test_batch", "cifar-10-binary"});
   write_file_bytes(dir / "test_batch.lossy.bin.gz", cifar_records({{7}, {8}}), true);
   DataSplits s = load_dataset("cifar10:" + dir.path.string());
