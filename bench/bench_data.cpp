@@ -81,9 +81,12 @@ int main(int argc, char** argv) {
   std::string dir;
   std::vector<char*> rest{argv[0]};
   for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--data=", 7) == 0) dir = argv[i] + 7;
-    else if (std::strcmp(argv[i], "--data") == 0 && i + 1 < argc) dir = argv[++i];
-    else rest.push_back(argv[i]);
+    if (std::strncmp(argv[i], "--data=", 7) == 0)
+      dir = argv[i] + 7;
+    else if (std::strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+      dir = argv[++i];
+    else
+      rest.push_back(argv[i]);
   }
   int rest_argc = int(rest.size());
   benchmark::Initialize(&rest_argc, rest.data());

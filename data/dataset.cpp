@@ -35,13 +35,13 @@ int32_t ImageDataset::label(int64_t i) const { return labels.data<int32_t>()[i];
 
 void ImageDataset::validate() const {
   LOWBIT_CHECK(images.defined() && labels.defined(), "ImageDataset: ", source, ": undefined tensors");
-  LOWBIT_CHECK(images.dtype() == DType::u8 && images.dim() == 4 && images.is_contiguous(), "ImageDataset: ",
-               source, ": images must be contiguous uint8 [N, H, W, C], got ", dtype_name(images.dtype()), " ",
+  LOWBIT_CHECK(images.dtype() == DType::u8 && images.dim() == 4 && images.is_contiguous(), "ImageDataset: ", source,
+               ": images must be contiguous uint8 [N, H, W, C], got ", dtype_name(images.dtype()), " ",
                shape_str(images.shape()));
-  LOWBIT_CHECK(labels.dtype() == DType::i32 && labels.dim() == 1 && labels.is_contiguous() &&
-                   labels.size(0) == images.size(0),
-               "ImageDataset: ", source, ": labels must be contiguous int32 [", images.size(0), "], got ",
-               dtype_name(labels.dtype()), " ", shape_str(labels.shape()));
+  LOWBIT_CHECK(
+      labels.dtype() == DType::i32 && labels.dim() == 1 && labels.is_contiguous() && labels.size(0) == images.size(0),
+      "ImageDataset: ", source, ": labels must be contiguous int32 [", images.size(0), "], got ",
+      dtype_name(labels.dtype()), " ", shape_str(labels.shape()));
   LOWBIT_CHECK(num_classes > 0, "ImageDataset: ", source, ": num_classes must be positive");
   LOWBIT_CHECK(class_names.empty() || int64_t(class_names.size()) == num_classes, "ImageDataset: ", source, ": ",
                class_names.size(), " class names for ", num_classes, " classes");
@@ -49,6 +49,36 @@ void ImageDataset::validate() const {
   for (int64_t i = 0; i < size(); ++i)
     LOWBIT_CHECK(l[i] >= 0 && l[i] < num_classes, "ImageDataset: ", source, ": label ", l[i], " of sample ", i,
                  " outside [0, ", num_classes, ")");
+}
+
+ImageDataset concat_datasets(const std::vector<ImageDataset>& parts) {
+  LOWBIT_CHECK(!parts.empty(), "concat_datasets: no data sets");
+  int64_t total = 0;
+  for (const auto& p : parts) {
+    p.validate();
+    LOWBIT_CHECK(p.height() == parts[0].height() && p.width() == parts[0].width() &&
+                     p.channels() == parts[0].channels() && p.num_classes == parts[0].num_classes,
+                 "concat_datasets: ", p.source, " (", shape_str(p.images.shape()), ", ", p.num_classes,
+                 " classes) does not match ", parts[0].source, " (", shape_str(parts[0].images.shape()), ", ",
+                 parts[0].num_classes, " classes)");
+    total += p.size();
+  }
+  ImageDataset out = parts[0];
+  out.images = Tensor::empty({total, out.height(), out.width(), out.channels()}, DType::u8);
+  out.labels = Tensor::empty({total}, DType::i32);
+  const int64_t per = out.height() * out.width() * out.channels();
+  int64_t at = 0;
+  out.source.clear();
+  for (const auto& p : parts) {
+    if (p.size()) {
+      std::memcpy(out.images.data<uint8_t>() + at * per, p.pixels(0), size_t(p.size() * per));
+      std::memcpy(out.labels.data<int32_t>() + at, p.labels.data<int32_t>(), size_t(p.size()) * sizeof(int32_t));
+    }
+    at += p.size();
+    if (!out.source.empty()) out.source.push_back('+');
+    out.source.append(p.source);
+  }
+  return out;
 }
 
 const std::vector<std::string>& cifar10_class_names() {
@@ -102,8 +132,8 @@ IdxArray read_idx_array(const std::string& path, uint32_t expected_magic, const 
   const size_t expected = header + size_t(count);
   LOWBIT_CHECK(b.size() >= expected, "read_idx: ", path, ": truncated: expected ", expected, " bytes of ", what,
                ", got ", b.size());
-  LOWBIT_CHECK(b.size() == expected, "read_idx: ", path, ": ", b.size() - expected, " trailing bytes after ",
-               expected, " bytes of ", what);
+  LOWBIT_CHECK(b.size() == expected, "read_idx: ", path, ": ", b.size() - expected, " trailing bytes after ", expected,
+               " bytes of ", what);
   return a;
 }
 
@@ -114,8 +144,8 @@ ImageDataset read_idx(const std::string& images_path, const std::string& labels_
   const IdxArray im = read_idx_array(images_path, 0x00000803, "images");
   const IdxArray lb = read_idx_array(labels_path, 0x00000801, "labels");
   const int64_t n = im.dims[0], h = im.dims[1], w = im.dims[2];
-  LOWBIT_CHECK(lb.dims[0] == n, "read_idx: record counts differ: ", images_path, " has ", n, " images, ",
-               labels_path, " has ", lb.dims[0], " labels");
+  LOWBIT_CHECK(lb.dims[0] == n, "read_idx: record counts differ: ", images_path, " has ", n, " images, ", labels_path,
+               " has ", lb.dims[0], " labels");
   ImageDataset ds;
   ds.images = Tensor::empty({n, h, w, 1}, DType::u8);
   if (n * h * w > 0) std::memcpy(ds.images.data<uint8_t>(), im.bytes.data() + im.data_offset, size_t(n * h * w));
@@ -146,8 +176,8 @@ void append_cifar_file(const std::string& path, const char* who, int64_t label_b
   const int64_t record = label_bytes + kCifarPixels;
   LOWBIT_CHECK(!b.empty(), who, ": ", path, ": empty file");
   LOWBIT_CHECK(int64_t(b.size()) % record == 0, who, ": ", path, ": truncated or malformed: ", b.size(),
-               " bytes is not a whole number of ", record, "-byte records (", int64_t(b.size()) / record,
-               " records + ", int64_t(b.size()) % record, " bytes)");
+               " bytes is not a whole number of ", record, "-byte records (", int64_t(b.size()) / record, " records + ",
+               int64_t(b.size()) % record, " bytes)");
   const int64_t n = int64_t(b.size()) / record;
   const size_t base = pixels.size();
   pixels.resize(base + size_t(n * kCifarPixels));
@@ -235,8 +265,8 @@ namespace {
 
 std::string require(const std::string& dir, const std::string& name, const std::string& set, const std::string& how) {
   const std::string p = find_raw_or_gz((fs::path(dir) / name).string());
-  LOWBIT_CHECK(!p.empty(), "load_dataset(", set, "): file not found: ", (fs::path(dir) / name).string(),
-               "[.gz]; ", how);
+  LOWBIT_CHECK(!p.empty(), "load_dataset(", set, "): file not found: ", (fs::path(dir) / name).string(), "[.gz]; ",
+               how);
   return p;
 }
 
@@ -301,11 +331,16 @@ DataSplits load_dataset(const std::string& spec) {
     const bool fine = name == "cifar100";
     s.train = read_cifar100(require(dir, "train.bin", name, how), fine);
     s.test = read_cifar100(require(dir, "test.bin", name, how), fine);
-  } else if (name == "svhn") {
-    LOWBIT_CHECK(!dir.empty(), "load_dataset(svhn): give the directory: \"svhn:DIR\"");
-    const std::string how = "get train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/";
-    s.train = read_svhn_mat(require(dir, "train_32x32.mat", name, how));
-    s.test = read_svhn_mat(require(dir, "test_32x32.mat", name, how));
+  } else if (name == "svhn" || name == "svhn+extra") {
+    LOWBIT_CHECK(!dir.empty(), "load_dataset(", name, "): give the directory: \"", name, ":DIR\"");
+    const std::string how =
+        "get train_32x32.mat, test_32x32.mat (and extra_32x32.mat) from http://ufldl.stanford.edu/housenumbers/";
+    const std::string train = require(dir, "train_32x32.mat", name, how);
+    const std::string test = require(dir, "test_32x32.mat", name, how);
+    const std::string extra = name == "svhn+extra" ? require(dir, "extra_32x32.mat", name, how) : "";
+    s.train = read_svhn_mat(train);
+    if (!extra.empty()) s.train = concat_datasets({s.train, read_svhn_mat(extra)});
+    s.test = read_svhn_mat(test);
   } else if (name == "folder") {
     LOWBIT_CHECK(!dir.empty(), "load_dataset(folder): give the directory: \"folder:DIR\" or \"folder:DIR@SIZE\"");
     int64_t resize = 0;
@@ -339,7 +374,7 @@ DataSplits load_dataset(const std::string& spec) {
   } else {
     throw Error(detail::concat("load_dataset: unknown data set \"", spec,
                                "\" (known: fashion-mnist[:DIR], mnist[:DIR], cifar10[:DIR], cifar100:DIR, "
-                               "cifar100-coarse:DIR, svhn:DIR, folder:DIR[@SIZE])"));
+                               "cifar100-coarse:DIR, svhn[+extra]:DIR, folder:DIR[@SIZE])"));
   }
   return s;
 }

@@ -58,14 +58,17 @@ ImageDataset read_image_folder(const std::string& root, int64_t resize_to = 0);
 ImageDataset read_image_annotations(const std::string& root, const std::vector<std::string>& class_names,
                                     int64_t resize_to = 0);
 
+// The samples of `parts` in order (same image geometry and class count required).
+ImageDataset concat_datasets(const std::vector<ImageDataset>& parts);
+
 struct DataSplits {
   ImageDataset train, test;
 };
 // Named data sets:
 //   "fashion-mnist" (Debian package dataset-fashion-mnist, /usr/share/datasets/fashion-mnist),
 //   "fashion-mnist:DIR", "mnist:DIR", "cifar10:DIR", "cifar100:DIR", "cifar100-coarse:DIR",
-//   "svhn:DIR", "folder:DIR" (DIR/train + DIR/val or DIR/test; Tiny-ImageNet's val layout too),
-//   "folder:DIR@SIZE" resizes to SIZE x SIZE.
+//   "svhn:DIR", "svhn+extra:DIR" (train = train_32x32 + extra_32x32), "folder:DIR" (DIR/train + DIR/val or DIR/test;
+//   Tiny-ImageNet's val layout too), "folder:DIR@SIZE" resizes to SIZE x SIZE.
 // "mnist" and "cifar10" without a directory use $LOWBIT_SHARED_DATA/{mnist,cifar-10}.
 DataSplits load_dataset(const std::string& spec);
 

@@ -101,7 +101,8 @@ ImageDataset read_image_folder(const std::string& root, int64_t resize_to) {
   for (const auto& entry : fs::directory_iterator(root, ec))
     if (entry.is_directory()) classes.push_back(entry.path().filename().string());
   std::sort(classes.begin(), classes.end());
-  LOWBIT_CHECK(!classes.empty(), "read_image_folder: ", root, ": no class sub-directories (expected root/<class>/<image>)");
+  LOWBIT_CHECK(!classes.empty(), "read_image_folder: ", root,
+               ": no class sub-directories (expected root/<class>/<image>)");
   std::vector<std::string> files;
   std::vector<int32_t> labels;
   for (size_t c = 0; c < classes.size(); ++c) {
@@ -141,8 +142,8 @@ ImageDataset read_image_annotations(const std::string& root, const std::vector<s
     LOWBIT_CHECK(it != index.end(), "read_image_annotations: ", ann.string(), ":", line_no, ": class '", wnid,
                  "' is not one of the ", class_names.size(), " training classes");
     const fs::path img = fs::path(root) / "images" / file;
-    LOWBIT_CHECK(file_exists(img.string()), "read_image_annotations: ", ann.string(), ":", line_no, ": ",
-                 img.string(), ": file not found");
+    LOWBIT_CHECK(file_exists(img.string()), "read_image_annotations: ", ann.string(), ":", line_no, ": ", img.string(),
+                 ": file not found");
     files.push_back(img.string());
     labels.push_back(it->second);
   }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "core/error.h"
@@ -26,16 +27,38 @@ Bytes read_file_bytes(const std::string& path, const std::string& who) {
   gzFile f = gzopen(path.c_str(), "rb");
   LOWBIT_CHECK(f != nullptr, who, ": ", path, ": cannot open for reading");
   gzbuffer(f, 1 << 20);
-  Bytes out;
-  // Start from the on-disk size (exact for raw files, a lower bound for gzip ones).
+  // Capacity guess: the file size, or for gzip the trailer's ISIZE (uncompressed size mod 2^32)
+  // when plausible (<= 64x the compressed size; a corrupt trailer must not cause a huge
+  // allocation), so large files are read without doubling copies.
   std::error_code ec;
-  const auto disk_size = std::filesystem::file_size(path, ec);
-  out.resize(ec ? size_t(1) << 20 : std::max<size_t>(size_t(disk_size), 4096));
+  const uint64_t disk_size = std::filesystem::file_size(path, ec);
+  uint64_t guess = ec ? 0 : disk_size;
+  if (!ec && disk_size >= 18) {
+    std::FILE* raw = std::fopen(path.c_str(), "rb");
+    uint8_t magic[2] = {0, 0}, trailer[4] = {0, 0, 0, 0};
+    if (raw && std::fread(magic, 1, 2, raw) == 2 && magic[0] == 0x1f && magic[1] == 0x8b &&
+        std::fseek(raw, -4, SEEK_END) == 0 && std::fread(trailer, 1, 4, raw) == 4) {
+      const uint64_t isize = load_le32(trailer);
+      guess = isize <= 64 * disk_size ? isize : 4 * disk_size;
+    }
+    if (raw) std::fclose(raw);
+  }
+  Bytes out(size_t(std::max<uint64_t>(guess, 1)));
   size_t used = 0;
+  std::vector<uint8_t> probe(65536);
   for (;;) {
-    if (used == out.size()) out.resize(out.size() * 2);
-    const size_t want = std::min<size_t>(out.size() - used, size_t(1) << 30);
-    const int got = gzread(f, out.data() + used, static_cast<unsigned>(want));
+    int got;
+    if (used < out.size()) {
+      got = gzread(f, out.data() + used, static_cast<unsigned>(std::min<size_t>(out.size() - used, size_t(1) << 30)));
+      if (got > 0) used += size_t(got);
+    } else {  // full: probe for more before growing (the guess is usually exact)
+      got = gzread(f, probe.data(), static_cast<unsigned>(probe.size()));
+      if (got > 0) {
+        out.resize(std::max(out.size() * 2, out.size() + size_t(got)));
+        std::memcpy(out.data() + used, probe.data(), size_t(got));
+        used += size_t(got);
+      }
+    }
     if (got < 0) {
       int errnum = 0;
       const std::string msg = gzerror(f, &errnum);
@@ -43,14 +66,13 @@ Bytes read_file_bytes(const std::string& path, const std::string& who) {
       throw Error(detail::concat(who, ": ", path, ": corrupt gzip stream (", msg, ")"));
     }
     if (got == 0) break;
-    used += size_t(got);
   }
   // gzread stops quietly at a gzip stream cut short; gzerror then reports Z_BUF_ERROR.
   int errnum = 0;
   const std::string msg = gzerror(f, &errnum);
   gzclose(f);
-  LOWBIT_CHECK(errnum == Z_OK || errnum == Z_STREAM_END, who, ": ", path,
-               ": truncated or corrupt gzip stream (", msg, ") after ", used, " bytes");
+  LOWBIT_CHECK(errnum == Z_OK || errnum == Z_STREAM_END, who, ": ", path, ": truncated or corrupt gzip stream (", msg,
+               ") after ", used, " bytes");
   out.resize(used);
   return out;
 }

@@ -72,25 +72,25 @@ void DataLoader::fill_samples(const std::vector<int64_t>& order, int64_t first, 
   auto work = [&](int64_t lo, int64_t hi) {
     ImageBuffer buf;
     for (int64_t i = lo; i < hi; ++i) try {
-      const int64_t idx = order[size_t(first + i)];
-      buf.height = in.height, buf.width = in.width, buf.channels = in.channels;
-      buf.pixels.resize(size_t(in_size));
-      const uint8_t* src = dataset_.pixels(idx);
-      for (int64_t k = 0; k < in_size; ++k) buf.pixels[size_t(k)] = float(src[k]);
-      Generator rng = sample_generator(options_.seed, epoch, idx);
-      options_.transforms.apply(buf, rng);
-      LOWBIT_CHECK(buf.height == geometry_.height && buf.width == geometry_.width && buf.channels == geometry_.channels &&
-                       int64_t(buf.pixels.size()) == out_size,
-                   "DataLoader: sample ", idx, " of ", dataset_.source, " came out of the transforms as ", buf.height,
-                   "x", buf.width, "x", buf.channels, ", expected ", geometry_.height, "x", geometry_.width, "x",
-                   geometry_.channels);
-      std::memcpy(dst + i * out_size, buf.pixels.data(), size_t(out_size) * sizeof(float));
-      labels[i] = dataset_.label(idx);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (i < error_position) error_position = i, error = std::current_exception();
-      return;
-    }
+        const int64_t idx = order[size_t(first + i)];
+        buf.height = in.height, buf.width = in.width, buf.channels = in.channels;
+        buf.pixels.resize(size_t(in_size));
+        const uint8_t* src = dataset_.pixels(idx);
+        for (int64_t k = 0; k < in_size; ++k) buf.pixels[size_t(k)] = float(src[k]);
+        Generator rng = sample_generator(options_.seed, epoch, idx);
+        options_.transforms.apply(buf, rng);
+        LOWBIT_CHECK(buf.height == geometry_.height && buf.width == geometry_.width &&
+                         buf.channels == geometry_.channels && int64_t(buf.pixels.size()) == out_size,
+                     "DataLoader: sample ", idx, " of ", dataset_.source, " came out of the transforms as ", buf.height,
+                     "x", buf.width, "x", buf.channels, ", expected ", geometry_.height, "x", geometry_.width, "x",
+                     geometry_.channels);
+        std::memcpy(dst + i * out_size, buf.pixels.data(), size_t(out_size) * sizeof(float));
+        labels[i] = dataset_.label(idx);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (i < error_position) error_position = i, error = std::current_exception();
+        return;
+      }
   };
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(in_size, 1));
   if (options_.num_workers == 1) {

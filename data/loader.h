@@ -42,8 +42,8 @@ struct LoaderOptions {
 };
 
 struct Batch {
-  Tensor images;  // float32 [B, C, H, W], channels-last memory
-  Tensor labels;  // int32 [B]
+  Tensor images;       // float32 [B, C, H, W], channels-last memory
+  Tensor labels;       // int32 [B]
   int64_t index = -1;  // batch number within the epoch
   int64_t epoch = -1;
 };

@@ -18,17 +18,40 @@ namespace lowbit::data {
 namespace {
 
 enum : uint32_t {
-  miINT8 = 1, miUINT8 = 2, miINT16 = 3, miUINT16 = 4, miINT32 = 5, miUINT32 = 6, miSINGLE = 7, miDOUBLE = 9,
-  miINT64 = 12, miUINT64 = 13, miMATRIX = 14, miCOMPRESSED = 15, miUTF8 = 16,
+  miINT8 = 1,
+  miUINT8 = 2,
+  miINT16 = 3,
+  miUINT16 = 4,
+  miINT32 = 5,
+  miUINT32 = 6,
+  miSINGLE = 7,
+  miDOUBLE = 9,
+  miINT64 = 12,
+  miUINT64 = 13,
+  miMATRIX = 14,
+  miCOMPRESSED = 15,
+  miUTF8 = 16,
 };
 
 size_t mi_size(uint32_t type) {
   switch (type) {
-    case miINT8: case miUINT8: case miUTF8: return 1;
-    case miINT16: case miUINT16: return 2;
-    case miINT32: case miUINT32: case miSINGLE: return 4;
-    case miDOUBLE: case miINT64: case miUINT64: return 8;
-    default: return 0;
+    case miINT8:
+    case miUINT8:
+    case miUTF8:
+      return 1;
+    case miINT16:
+    case miUINT16:
+      return 2;
+    case miINT32:
+    case miUINT32:
+    case miSINGLE:
+      return 4;
+    case miDOUBLE:
+    case miINT64:
+    case miUINT64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -76,16 +99,50 @@ struct MatArray {
 
 double value_at(uint32_t type, const uint8_t* p, int64_t i) {
   switch (type) {
-    case miINT8: return double(int8_t(p[i]));
-    case miUINT8: return double(p[i]);
-    case miINT16: { int16_t v; std::memcpy(&v, p + 2 * i, 2); return v; }
-    case miUINT16: { uint16_t v; std::memcpy(&v, p + 2 * i, 2); return v; }
-    case miINT32: { int32_t v; std::memcpy(&v, p + 4 * i, 4); return v; }
-    case miUINT32: { uint32_t v; std::memcpy(&v, p + 4 * i, 4); return v; }
-    case miSINGLE: { float v; std::memcpy(&v, p + 4 * i, 4); return v; }
-    case miDOUBLE: { double v; std::memcpy(&v, p + 8 * i, 8); return v; }
-    case miINT64: { int64_t v; std::memcpy(&v, p + 8 * i, 8); return double(v); }
-    case miUINT64: { uint64_t v; std::memcpy(&v, p + 8 * i, 8); return double(v); }
+    case miINT8:
+      return double(int8_t(p[i]));
+    case miUINT8:
+      return double(p[i]);
+    case miINT16: {
+      int16_t v;
+      std::memcpy(&v, p + 2 * i, 2);
+      return v;
+    }
+    case miUINT16: {
+      uint16_t v;
+      std::memcpy(&v, p + 2 * i, 2);
+      return v;
+    }
+    case miINT32: {
+      int32_t v;
+      std::memcpy(&v, p + 4 * i, 4);
+      return v;
+    }
+    case miUINT32: {
+      uint32_t v;
+      std::memcpy(&v, p + 4 * i, 4);
+      return v;
+    }
+    case miSINGLE: {
+      float v;
+      std::memcpy(&v, p + 4 * i, 4);
+      return v;
+    }
+    case miDOUBLE: {
+      double v;
+      std::memcpy(&v, p + 8 * i, 8);
+      return v;
+    }
+    case miINT64: {
+      int64_t v;
+      std::memcpy(&v, p + 8 * i, 8);
+      return double(v);
+    }
+    case miUINT64: {
+      uint64_t v;
+      std::memcpy(&v, p + 8 * i, 8);
+      return double(v);
+    }
   }
   return NAN;
 }
@@ -120,8 +177,7 @@ MatArray parse_matrix(const uint8_t* buf, size_t size, const std::string& where)
   LOWBIT_CHECK(!complex, "read_svhn_mat: ", where, ": variable '", a.name, "' is complex");
   Element real = parse_element(buf, name.next, size, true, where);
   const size_t es = mi_size(real.type);
-  LOWBIT_CHECK(es != 0, "read_svhn_mat: ", where, ": variable '", a.name, "' has unsupported storage type ",
-               real.type);
+  LOWBIT_CHECK(es != 0, "read_svhn_mat: ", where, ": variable '", a.name, "' has unsupported storage type ", real.type);
   LOWBIT_CHECK(real.size == size_t(a.count) * es, "read_svhn_mat: ", where, ": truncated or malformed variable '",
                a.name, "': expected ", size_t(a.count) * es, " bytes of data for ", a.count, " elements, got ",
                real.size);
@@ -142,8 +198,8 @@ ImageDataset read_svhn_mat(const std::string& path) {
                ": bad header: does not start with \"MATLAB 5.0 MAT-file\"");
   LOWBIT_CHECK(b[126] == 'I' && b[127] == 'M', "read_svhn_mat: ", path, ": bad endian indicator '", char(b[126]),
                char(b[127]), "' (only little-endian \"IM\" files are supported)");
-  LOWBIT_CHECK(load_le16(b.data() + 124) == 0x0100, "read_svhn_mat: ", path, ": unsupported version 0x",
-               std::hex, load_le16(b.data() + 124));
+  LOWBIT_CHECK(load_le16(b.data() + 124) == 0x0100, "read_svhn_mat: ", path, ": unsupported version 0x", std::hex,
+               load_le16(b.data() + 124));
 
   std::optional<MatArray> X, y;
   size_t pos = 128;
@@ -166,8 +222,10 @@ ImageDataset read_svhn_mat(const std::string& path) {
     } else {
       continue;  // other top-level elements are not variables we need
     }
-    if (a.name == "X") X = std::move(a);
-    else if (a.name == "y") y = std::move(a);
+    if (a.name == "X")
+      X = std::move(a);
+    else if (a.name == "y")
+      y = std::move(a);
   }
   LOWBIT_CHECK(X.has_value(), "read_svhn_mat: ", path, ": no variable 'X' (expected 32x32x3xN uint8 images)");
   LOWBIT_CHECK(y.has_value(), "read_svhn_mat: ", path, ": no variable 'y' (expected Nx1 labels)");
@@ -176,7 +234,8 @@ ImageDataset read_svhn_mat(const std::string& path) {
   // MATLAB drops trailing singleton dimensions: a single image is 32x32x3.
   std::vector<int64_t> xd = X->dims;
   if (xd.size() == 3) xd.push_back(1);
-  LOWBIT_CHECK(xd.size() == 4, "read_svhn_mat: ", path, ": X has ", X->dims.size(), " dimensions, expected 4 (HxWxCxN)");
+  LOWBIT_CHECK(xd.size() == 4, "read_svhn_mat: ", path, ": X has ", X->dims.size(),
+               " dimensions, expected 4 (HxWxCxN)");
   const int64_t H = xd[0], W = xd[1], C = xd[2], N = xd[3];
   LOWBIT_CHECK(y->count == N && y->dims.size() == 2 && (y->dims[0] == 1 || y->dims[1] == 1), "read_svhn_mat: ", path,
                ": y has shape ", shape_str(y->dims), ", expected ", N, "x1 to match X's ", N, " images");

@@ -40,12 +40,19 @@ Normalize::Normalize(std::vector<float> mean, std::vector<float> std) : mean_(st
 
 Normalize Normalize::named(const std::string& dataset) {
   ChannelStats s;
-  if (dataset == "mnist") s = mnist_stats();
-  else if (dataset == "fashion-mnist") s = fashion_mnist_stats();
-  else if (dataset == "cifar10") s = cifar10_stats();
-  else if (dataset == "cifar100") s = cifar100_stats();
-  else if (dataset == "svhn") s = svhn_stats();
-  else throw Error("Normalize::named: unknown data set \"" + dataset + "\" (mnist, fashion-mnist, cifar10, cifar100, svhn)");
+  if (dataset == "mnist")
+    s = mnist_stats();
+  else if (dataset == "fashion-mnist")
+    s = fashion_mnist_stats();
+  else if (dataset == "cifar10")
+    s = cifar10_stats();
+  else if (dataset == "cifar100")
+    s = cifar100_stats();
+  else if (dataset == "svhn")
+    s = svhn_stats();
+  else
+    throw Error("Normalize::named: unknown data set \"" + dataset +
+                "\" (mnist, fashion-mnist, cifar10, cifar100, svhn)");
   Normalize n(s.mean, s.std);
   n.name_ = dataset;
   return n;
@@ -89,7 +96,8 @@ std::string Normalize::describe() const {
 // ---------------------------------------------------------------------------------------------
 // Crops, flip, resize
 // ---------------------------------------------------------------------------------------------
-RandomCrop::RandomCrop(int64_t height, int64_t width, int64_t padding) : height_(height), width_(width), padding_(padding) {
+RandomCrop::RandomCrop(int64_t height, int64_t width, int64_t padding)
+    : height_(height), width_(width), padding_(padding) {
   LOWBIT_CHECK(height > 0 && width > 0 && padding >= 0, "RandomCrop: bad size ", height, "x", width, " or padding ",
                padding);
 }
@@ -217,6 +225,38 @@ void CenterCrop::apply(ImageBuffer& img, Generator&) const {
 
 std::string CenterCrop::describe() const { return detail::concat("centercrop:", height_, ":", width_); }
 
+RandomBrightness::RandomBrightness(double delta) : delta_(delta) {
+  LOWBIT_CHECK(delta >= 0, "RandomBrightness: delta ", delta, " must be >= 0");
+}
+
+void RandomBrightness::apply(ImageBuffer& img, Generator& rng) const {
+  const float shift = float((2 * rng.uniform() - 1) * delta_);
+  for (float& v : img.pixels) v = std::clamp(v + shift, 0.0f, 255.0f);
+}
+
+std::string RandomBrightness::describe() const { return detail::concat("brightness:", delta_); }
+
+RandomContrast::RandomContrast(double lo, double hi) : lo_(lo), hi_(hi) {
+  LOWBIT_CHECK(0 <= lo && lo <= hi, "RandomContrast: bad factor range [", lo, ", ", hi, "]");
+}
+
+void RandomContrast::apply(ImageBuffer& img, Generator& rng) const {
+  const float r = float(lo_ + (hi_ - lo_) * rng.uniform());
+  const int64_t C = img.channels, n = img.height * img.width;
+  if (n == 0) return;
+  std::vector<double> mean(size_t(C), 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < C; ++c) mean[size_t(c)] += img.pixels[size_t(i * C + c)];
+  for (double& m : mean) m /= double(n);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < C; ++c) {
+      float& v = img.pixels[size_t(i * C + c)];
+      v = std::clamp(v * r + float(mean[size_t(c)]) * (1 - r), 0.0f, 255.0f);
+    }
+}
+
+std::string RandomContrast::describe() const { return detail::concat("contrast:", lo_, ":", hi_); }
+
 // ---------------------------------------------------------------------------------------------
 // Compose and the pipeline parser
 // ---------------------------------------------------------------------------------------------
@@ -307,19 +347,45 @@ Compose parse_transforms(const std::string& spec) {
       } else if (op == "resize" || op == "centercrop") {
         need(1, 2);
         const int64_t h = parse_int(f[1], token), w = args > 1 ? parse_int(f[2], token) : h;
-        if (op == "resize") list.push_back(std::make_shared<Resize>(h, w));
-        else list.push_back(std::make_shared<CenterCrop>(h, w));
+        if (op == "resize")
+          list.push_back(std::make_shared<Resize>(h, w));
+        else
+          list.push_back(std::make_shared<CenterCrop>(h, w));
       } else if (op == "normalize") {
         need(1, 2);
-        if (args == 1) list.push_back(std::make_shared<Normalize>(Normalize::named(f[1])));
-        else list.push_back(std::make_shared<Normalize>(parse_floats(f[1], token), parse_floats(f[2], token)));
+        if (args == 1)
+          list.push_back(std::make_shared<Normalize>(Normalize::named(f[1])));
+        else
+          list.push_back(std::make_shared<Normalize>(parse_floats(f[1], token), parse_floats(f[2], token)));
+      } else if (op == "brightness" || op == "contrast") {
+        need(op == "brightness" ? 1 : 2, op == "brightness" ? 1 : 2);
+        LOWBIT_CHECK(!has_tofloat, "parse_transforms: \"", token,
+                     "\" works on 0..255 pixel values; put it before tofloat");
+        if (op == "brightness")
+          list.push_back(std::make_shared<RandomBrightness>(parse_number(f[1], token)));
+        else
+          list.push_back(std::make_shared<RandomContrast>(parse_number(f[1], token), parse_number(f[2], token)));
       } else {
         throw Error("parse_transforms: unknown transform \"" + token +
-                    "\" (tofloat, crop:SIZE[:PAD], flip[:P], resize:H[:W], centercrop:H[:W], normalize:NAME|M:S)");
+                    "\" (tofloat, crop:SIZE[:PAD], flip[:P], resize:H[:W], centercrop:H[:W], normalize:NAME|M:S, "
+                    "brightness:DELTA, contrast:LO:HI)");
       }
     }
   }
-  if (!has_tofloat) out.add(std::make_shared<ToFloat>());
+  if (!has_tofloat) {
+    // ToFloat goes right after the last photometric (0..255) transform, i.e. first when there is
+    // none. Crops, flips and resizes commute with the scaling; Normalize does not.
+    auto photometric = [](const Transform* t) {
+      return dynamic_cast<const RandomBrightness*>(t) || dynamic_cast<const RandomContrast*>(t);
+    };
+    size_t at = 0;
+    for (size_t i = 0; i < list.size(); ++i)
+      if (photometric(list[i].get())) at = i + 1;
+    for (size_t i = 0; i < at; ++i)
+      LOWBIT_CHECK(!dynamic_cast<const Normalize*>(list[i].get()), "parse_transforms: \"", spec,
+                   "\": normalize must come after brightness/contrast");
+    list.insert(list.begin() + std::ptrdiff_t(at), std::make_shared<ToFloat>());
+  }
   for (auto& t : list) out.add(std::move(t));
   return out;
 }

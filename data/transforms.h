@@ -128,6 +128,29 @@ class CenterCrop final : public Transform {
   int64_t height_, width_;
 };
 
+// Photometric augmentations on 0..255 pixel values (place them before ToFloat), as tensorpack's
+// imgaug.Brightness / imgaug.Contrast: x + U(-delta, delta), and x * r + mean_c * (1 - r) with
+// r ~ U(lo, hi) and mean_c the image's mean of channel c; both clip to [0, 255].
+class RandomBrightness final : public Transform {
+ public:
+  explicit RandomBrightness(double delta);
+  void apply(ImageBuffer& img, Generator& rng) const override;
+  std::string describe() const override;
+
+ private:
+  double delta_;
+};
+
+class RandomContrast final : public Transform {
+ public:
+  RandomContrast(double lo, double hi);
+  void apply(ImageBuffer& img, Generator& rng) const override;
+  std::string describe() const override;
+
+ private:
+  double lo_, hi_;
+};
+
 // A sequence of transforms applied in order.
 class Compose {
  public:
@@ -151,8 +174,10 @@ class Compose {
 
 // Parses a comma-separated pipeline, e.g. "crop:32:4,flip,normalize:cifar10". Tokens:
 //   tofloat | crop:SIZE[:PAD] | flip[:P] | resize:H[:W] | centercrop:H[:W] |
-//   normalize:NAME | normalize:M1/M2/..:S1/S2/..
-// ToFloat is prepended unless the spec names it; "" gives just ToFloat; "raw" gives an empty pipeline.
+//   normalize:NAME | normalize:M1/M2/..:S1/S2/.. | brightness:DELTA | contrast:LO:HI
+// brightness and contrast work on 0..255 values, so they must come before an explicit tofloat.
+// Unless the spec names tofloat, ToFloat is inserted first, or right after the last brightness /
+// contrast token; "" gives just ToFloat; "raw" gives an empty pipeline.
 Compose parse_transforms(const std::string& spec);
 
 // The generator of sample `index` in `epoch`: a Philox key derived from (seed, epoch, index).

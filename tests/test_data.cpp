@@ -54,7 +54,8 @@ void expect_error(const std::function<void()>& fn, const std::vector<std::string
     message = e.what();
   }
   REQUIRE_MESSAGE(!message.empty(), "expected a lowbit::Error mentioning ", parts[0]);
-  for (const auto& p : parts) CHECK_MESSAGE(message.find(p) != std::string::npos, "\"", message, "\" lacks \"", p, "\"");
+  for (const auto& p : parts)
+    CHECK_MESSAGE(message.find(p) != std::string::npos, "\"", message, "\" lacks \"", p, "\"");
 }
 
 void put_be32(Bytes& b, uint32_t v) {
@@ -65,7 +66,9 @@ void put_le32(Bytes& b, uint32_t v) {
 }
 
 // Pixel value used by the synthetic data sets: a fixed formula of (sample, row, col, channel).
-uint8_t pixel_formula(int64_t n, int64_t y, int64_t x, int64_t c) { return uint8_t((n * 37 + y * 11 + x * 5 + c * 83) & 255); }
+uint8_t pixel_formula(int64_t n, int64_t y, int64_t x, int64_t c) {
+  return uint8_t((n * 37 + y * 11 + x * 5 + c * 83) & 255);
+}
 
 Bytes idx_images(int64_t n, int64_t h, int64_t w) {
   Bytes b;
@@ -110,7 +113,15 @@ void check_pixels(const ImageDataset& ds, int64_t first = 0) {
 }
 
 // ---- MAT v5 writer (MathWorks "MAT-File Format"): little-endian, elements padded to 8 bytes ----
-enum : uint32_t { kMiInt8 = 1, kMiUint8 = 2, kMiInt32 = 5, kMiUint32 = 6, kMiDouble = 9, kMiMatrix = 14, kMiCompressed = 15 };
+enum : uint32_t {
+  kMiInt8 = 1,
+  kMiUint8 = 2,
+  kMiInt32 = 5,
+  kMiUint32 = 6,
+  kMiDouble = 9,
+  kMiMatrix = 14,
+  kMiCompressed = 15
+};
 
 void put_element(Bytes& out, uint32_t type, const Bytes& data) {
   if (data.size() <= 4) {  // small data element format, as MATLAB writes short names
@@ -192,6 +203,22 @@ Bytes svhn_mat(const std::vector<int>& labels, bool compressed, bool y_double, b
 Bytes truncated(const Bytes& b, size_t keep) { return Bytes(b.begin(), b.begin() + std::ptrdiff_t(keep)); }
 
 }  // namespace
+
+TEST_CASE("read_file_bytes: raw and gzip, including highly compressible data past the size guess") {
+  TempDir dir("io");
+  Bytes data(3 << 20, 0);
+  for (size_t i = 0; i < data.size(); i += 4099) data[i] = uint8_t(i / 4099);
+  for (bool gz : {false, true}) {
+    const std::string path = dir / (gz ? "d.gz" : "d");
+    write_file_bytes(path, data, gz);
+    CHECK(read_file_bytes(path, "test") == data);
+  }
+  write_file_bytes(dir / "empty", {});
+  CHECK(read_file_bytes(dir / "empty", "test").empty());
+  const Bytes z = zlib_compress(data.data(), data.size());
+  CHECK(zlib_decompress(z.data(), z.size(), "test") == data);
+  expect_error([&] { zlib_decompress(z.data(), z.size() / 2, "half"); }, {"half", "truncated zlib stream"});
+}
 
 // =============================================================================================
 // IDX
@@ -339,6 +366,51 @@ TEST_CASE("read_svhn_mat: truncated and corrupt files") {
   expect_error([&] { read_svhn_mat(dir / "label.mat"); }, {"label.mat", "label 11"});
 }
 
+TEST_CASE("readers: randomly corrupted and truncated files either read or throw lowbit::Error") {
+  TempDir dir("fuzz");
+  Generator gen(42);
+  struct Case {
+    std::string name;
+    Bytes bytes;
+    std::function<void(const std::string&)> read;
+  };
+  const std::string labels_path = dir / "labels";
+  write_file_bytes(labels_path, idx_labels({1, 2, 3}));
+  const std::vector<Case> cases = {
+      {"idx", idx_images(3, 4, 3), [&](const std::string& p) { read_idx(p, labels_path); }},
+      {"cifar", cifar_records({{1}, {2}}), [](const std::string& p) { read_cifar10({p}); }},
+      {"mat", svhn_mat({1, 10}, false, true), [](const std::string& p) { read_svhn_mat(p); }},
+      {"matz", svhn_mat({1, 10}, true, false), [](const std::string& p) { read_svhn_mat(p); }},
+  };
+  for (const Case& c : cases) {
+    int64_t errors = 0;
+    for (int trial = 0; trial < 150; ++trial) {
+      Bytes b = c.bytes;
+      if (trial % 3 == 0) {
+        b.resize(size_t(gen.uniform() * double(b.size())));
+      } else {
+        // Corrupt a few bytes, biased towards headers and tags at the front.
+        for (int k = 0; k < 1 + trial % 4; ++k) {
+          const double u = gen.uniform();
+          const size_t at = size_t((trial % 2 ? u * u * u : u) * double(b.size()));
+          b[std::min(at, b.size() - 1)] = uint8_t(gen.uniform() * 256);
+        }
+      }
+      const std::string path = dir / (c.name + std::to_string(trial));
+      write_file_bytes(path, b, trial % 5 == 0);
+      try {
+        c.read(path);
+      } catch (const Error& e) {
+        ++errors;
+        CHECK_MESSAGE(std::string(e.what()).find(path) != std::string::npos, e.what());
+      } catch (const std::exception& e) {
+        FAIL("not a lowbit::Error: ", e.what(), " for ", path);
+      }
+    }
+    CHECK(errors >= 50);  // at least every truncation fails
+  }
+}
+
 // =============================================================================================
 // Image folders
 // =============================================================================================
@@ -407,7 +479,8 @@ TEST_CASE("load_dataset: folder with train and Tiny-ImageNet style val") {
 
 TEST_CASE("load_dataset: cifar10 directory, test-set fallbacks and helpful errors") {
   TempDir dir("named");
-  for (int i = 1; i <= 5; ++i) write_file_bytes(dir / ("data_batch_" + std::to_string(i) + ".bin.gz"), cifar_records({{uint8_t(i)}}), true);
+  for (int i = 1; i <= 5; ++i)
+    write_file_bytes(dir / ("data_batch_" + std::to_string(i) + ".bin.gz"), cifar_records({{uint8_t(i)}}), true);
   expect_error([&] { load_dataset("cifar10:" + dir.path.string()); }, {"test_batch", "cifar-10-binary"});
   write_file_bytes(dir / "test_batch.lossy.bin.gz", cifar_records({{7}, {8}}), true);
   DataSplits s = load_dataset("cifar10:" + dir.path.string());
@@ -424,6 +497,12 @@ TEST_CASE("load_dataset: cifar10 directory, test-set fallbacks and helpful error
                {"nowhere", "train-images-idx3-ubyte", "apt-get install dataset-fashion-mnist"});
   expect_error([&] { load_dataset("svhn:" + dir.path.string()); }, {"train_32x32.mat"});
   expect_error([&] { load_dataset("imagenet:/x"); }, {"unknown data set", "imagenet"});
+
+  const ImageDataset joined = concat_datasets({s.train, s.test});
+  CHECK(joined.size() == 6);
+  CHECK(joined.label(5) == 3);
+  CHECK(joined.pixels(5)[7] == s.test.pixels(0)[7]);
+  CHECK(joined.pixels(2)[7] == s.train.pixels(2)[7]);
 
   const ImageDataset val = s.train.subset(3, 5);
   CHECK(val.size() == 2);
@@ -533,6 +612,40 @@ TEST_CASE("transforms: bilinear resize matches half-pixel-centre values") {
                                          (11 + 12 + 15 + 16) / 4.0f});
 }
 
+TEST_CASE("transforms: brightness and contrast on 0..255 values") {
+  // Contrast r = 1.5 around the mean 100 of [0, 100, 200]: 100 + 1.5 * (x - 100) = -50 -> 0, 100, 250.
+  ImageBuffer img{1, 3, 1, {0, 100, 200}};
+  Generator rng(3);
+  RandomContrast(1.5, 1.5).apply(img, rng);
+  CHECK(img.pixels == std::vector<float>{0, 100, 250});
+  // Per-channel means: channel 0 [10, 30] (mean 20), channel 1 [50, 50]; r = 0.5 halves deviations.
+  ImageBuffer two{1, 2, 2, {10, 50, 30, 50}};
+  RandomContrast(0.5, 0.5).apply(two, rng);
+  CHECK(two.pixels == std::vector<float>{15, 50, 25, 50});
+  // Random factors stay in range: symmetric around the mean, |deviation| / 100 in [0.5, 1.5].
+  for (int64_t s = 0; s < 50; ++s) {
+    ImageBuffer x{1, 3, 1, {50, 100, 150}};
+    Generator g = sample_generator(1, 0, s);
+    RandomContrast(0.5, 1.5).apply(x, g);
+    CHECK(x.pixels[1] == doctest::Approx(100));
+    CHECK(x.pixels[0] + x.pixels[2] == doctest::Approx(200));
+    CHECK(((x.pixels[2] - 100) / 50 >= 0.5 - 1e-6 && (x.pixels[2] - 100) / 50 <= 1.5 + 1e-6));
+  }
+  // Brightness: one shift for all pixels, within [-30, 30], both signs occur; clipping at 0 / 255.
+  bool up = false, down = false;
+  for (int64_t s = 0; s < 50; ++s) {
+    ImageBuffer x{1, 3, 1, {0, 128, 255}};
+    Generator g = sample_generator(2, 1, s);
+    RandomBrightness(30).apply(x, g);
+    const float shift = x.pixels[1] - 128;
+    CHECK(std::abs(shift) <= 30.0f);
+    CHECK(x.pixels[0] == doctest::Approx(std::max(0.0f, shift)).epsilon(1e-4));
+    CHECK(x.pixels[2] == doctest::Approx(std::min(255.0f, 255 + shift)).epsilon(1e-6));
+    up |= shift > 0, down |= shift < 0;
+  }
+  CHECK((up && down));
+}
+
 TEST_CASE("transforms: pipeline parser") {
   const Compose p = parse_transforms("crop:32:4,flip,normalize:cifar10");
   CHECK(p.size() == 4);  // tofloat prepended
@@ -546,6 +659,12 @@ TEST_CASE("transforms: pipeline parser") {
   expect_error([] { parse_transforms("flip:1:2"); }, {"flip"});
   expect_error([] { parse_transforms("tofloat,tofloat"); }, {"twice"});
   expect_error([] { parse_transforms("normalize:imagenet"); }, {"imagenet"});
+  CHECK(parse_transforms("brightness:30,contrast:0.5:1.5,crop:32:4").describe() ==
+        "brightness:30,contrast:0.5:1.5,tofloat,crop:32:4");
+  CHECK(parse_transforms("crop:32:4,brightness:30,normalize:svhn").describe() ==
+        "crop:32:4,brightness:30,tofloat,normalize:svhn");
+  expect_error([] { parse_transforms("tofloat,brightness:30"); }, {"brightness:30", "before tofloat"});
+  expect_error([] { parse_transforms("normalize:svhn,contrast:1:2"); }, {"normalize must come after"});
 }
 
 // =============================================================================================
