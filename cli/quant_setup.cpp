@@ -234,7 +234,7 @@ class Setup final : public QuantSetup {
   void final_report(Module& model, data::DataLoader& test, const EvalResult& last, const std::string& out) override {
     // 1. The bit assignment: learned (WaveQ) or configured.
     std::vector<int> bits_final(q_.layers.size(), 32);
-    for (size_t i = 0; i < q_.layers.size(); ++i) bits_final[i] = *q_.layers[i].weight_bits;
+    for (size_t i = 0; i < q_.layers.size(); ++i) bits_final[i] = q_.inferred_weight_bits(q_.layers[i]);
     for (size_t i = 0; i < reg_layers_.size(); ++i) bits_final[index_of(reg_layers_[i])] = row(i).weight_bits;
 
     // 2. Accuracy: float (shadow) weights, no quantizers; then weights quantized at the final bits.
@@ -320,18 +320,21 @@ class Setup final : public QuantSetup {
     for (size_t h = 0; h < hist_layers_.size(); ++h) {
       const size_t i = hist_layers_[h];
       const Tensor after = reg_layers_[i]->weight().data().to(DType::f64);
-      double lo = -1, hi = 1;
-      for (const Tensor& w : {hist_before_[h], after}) {
-        const auto v = w.to_vector();
-        for (double x : v) lo = std::min(lo, x), hi = std::max(hi, x);
-      }
-      lo = std::max(lo, -1.2), hi = std::min(hi, 1.2);
+      // The range of the weights (symmetric, within [-1.2, 1.2]): the levels inside it are what matter.
+      double reach = 0;
+      for (const Tensor& w : {hist_before_[h], after})
+        for (double x : w.to_vector())
+          if (std::isfinite(x)) reach = std::max(reach, std::fabs(x));
+      reach = std::min(std::max(reach * 1.05, 1e-3), 1.2);
+      const double lo = -reach, hi = reach;
       quant::HistogramPlot hp;
       hp.title = "Weights of " + reg_layers_[i]->name + " before and after training";
-      hp.before = quant::histogram(hist_before_[h], 120, lo, hi);
-      hp.after = quant::histogram(after, 120, lo, hi);
+      hp.before = quant::histogram(hist_before_[h], 160, lo, hi);
+      hp.after = quant::histogram(after, 160, lo, hi);
       const int k = row(i).weight_bits;
-      if (k >= 2 || grid_ != Grid::wrpn) hp.levels = quant::grid_levels(grid_, std::max(k, 2));
+      if (k >= 2 || grid_ != Grid::wrpn)
+        for (double level : quant::grid_levels(grid_, std::max(k, 2)))
+          if (level >= lo && level <= hi) hp.levels.push_back(level);
       rep.add(hp);
     }
     const std::string path = out + "/report.html";
@@ -448,7 +451,7 @@ void Setup::set_weight_hook(Module& m, VariableTransform hook) {
 
 std::vector<OptionSpec> quant_option_specs() {
   return {
-      {"quant", "none", "quantizer: none | dorefa | wrpn | binary | ternary | lsq | pact"},
+      {"quant", "none", "quantizer: none | dorefa | wrpn | binary | ternary | lsq | pact | u3"},
       {"wbits", "32", "weight bits (sign included); also SinReQ's target"},
       {"abits", "32", "activation bits"},
       {"quantize-first-last", "", "quantize the first and last layers too", true},

@@ -1,7 +1,9 @@
 #include "quant/qconfig.h"
 
+#include <cmath>
 #include <sstream>
 
+#include "core/math.h"
 #include "layers/activation.h"
 #include "layers/conv.h"
 #include "layers/linear.h"
@@ -49,6 +51,21 @@ VariableTransform weight_quantizer(Method m, std::shared_ptr<int> bits, Module& 
     case Method::wrpn: return [bits](const Variable& w) { return *bits >= 32 ? w : wrpn_weight(w, *bits); };
     case Method::binary: return [bits](const Variable& w) { return *bits >= 32 ? w : binary_weight(w); };
     case Method::ternary: return [bits](const Variable& w) { return *bits >= 32 ? w : ternary_weight(w); };
+    case Method::u3: {
+      if (*bits >= 32) return nullptr;
+      const Variable& w = layer.param("weight");
+      if (!layer.has_param("w_qmax")) {
+        const double qmax = std::max(math::amax(math::abs(w.data())).item(), 1e-8);
+        layer.register_parameter("w_qmax", Tensor::full({}, qmax, w.dtype()));
+        layer.register_parameter("w_d", Tensor::full({}, qmax / (std::ldexp(1.0, *bits - 1) - 1), w.dtype()));
+      }
+      registered.push_back(join_name(name, "w_d"));
+      registered.push_back(join_name(name, "w_qmax"));
+      Module* lp = &layer;
+      return [bits, lp](const Variable& w) {
+        return *bits >= 32 ? w : uniform_u3(w, lp->param("w_d"), lp->param("w_qmax"), true);
+      };
+    }
     case Method::lsq: {
       if (*bits >= 32) return nullptr;
       const Variable& w = layer.param("weight");
@@ -84,6 +101,25 @@ VariableTransform activation_quantizer(Method m, int bits, Module& act, const st
         return lsq(a, s, bits, false);
       };
     }
+    case Method::u3: {
+      // Range from the first batch it sees: q_max = max a, d = q_max / (2^k - 1).
+      if (!act.has_param("a_qmax")) {
+        act.register_parameter("a_qmax", Tensor::full({}, 0.0));
+        act.register_parameter("a_d", Tensor::full({}, 0.0));
+      }
+      registered.push_back(join_name(name, "a_d"));
+      registered.push_back(join_name(name, "a_qmax"));
+      Module* ap = &act;
+      return [bits, ap](const Variable& a) {
+        Variable &d = ap->param("a_d"), &qmax = ap->param("a_qmax");
+        if (qmax.item() == 0.0) {
+          const double m = std::max(math::amax(a.data()).item(), 1e-3);
+          qmax.mutable_data().fill_(m);
+          d.mutable_data().fill_(m / (std::ldexp(1.0, bits) - 1));
+        }
+        return uniform_u3(a, d, qmax, false);
+      };
+    }
     default: return [bits](const Variable& a) { return dorefa_activation(a, bits); };
   }
 }
@@ -95,9 +131,10 @@ bool is_activation(const Module& m) {
 }  // namespace
 
 Method parse_method(const std::string& name) {
-  for (Method m : {Method::none, Method::dorefa, Method::wrpn, Method::binary, Method::ternary, Method::lsq, Method::pact})
+  for (Method m : {Method::none, Method::dorefa, Method::wrpn, Method::binary, Method::ternary, Method::lsq, Method::pact,
+                   Method::u3})
     if (name == method_name(m)) return m;
-  throw Error("quantization: unknown method '" + name + "' (none, dorefa, wrpn, binary, ternary, lsq, pact)");
+  throw Error("quantization: unknown method '" + name + "' (none, dorefa, wrpn, binary, ternary, lsq, pact, u3)");
 }
 
 const char* method_name(Method m) {
@@ -109,6 +146,7 @@ const char* method_name(Method m) {
     case Method::ternary: return "ternary";
     case Method::lsq: return "lsq";
     case Method::pact: return "pact";
+    case Method::u3: return "u3";
   }
   return "?";
 }
@@ -141,6 +179,12 @@ void Quantization::set_weight_bits(const std::string& layer, int bits) {
       return;
     }
   throw Error("quantization: no weight layer named '" + layer + "'");
+}
+
+int Quantization::inferred_weight_bits(const QuantizedLayer& l) const {
+  if (method == Method::u3 && *l.weight_bits < 32 && l.module->has_param("w_d"))
+    return u3_bits(l.module->param("w_d").item(), l.module->param("w_qmax").item(), true);
+  return *l.weight_bits;
 }
 
 std::vector<const QuantizedLayer*> Quantization::quantized_layers() const {

@@ -13,6 +13,10 @@
 //             layer and "a_step" on the activation module)
 //   pact     weights dorefa_weight(w, k)           activations pact(a, alpha, k) (alpha learnable,
 //            initialised to pact_alpha_init; registered as "alpha" on the activation module)
+//   u3       weights uniform_u3(w, d, q_max) signed, activations uniform_u3(a, d, q_max) unsigned
+//            (Uhlich et al., spec §6: step d and range q_max learnable, registered as "w_d",
+//             "w_qmax" / "a_d", "a_qmax"; initialised at k bits from max|w| / the first batch's
+//             max; the bitwidth is inferred from them, inferred_weight_bits)
 // Bits >= 32 mean "full precision" (no quantizer). The weight bits of each layer live in a shared
 // cell, so set_weight_bits() re-targets a layer at any time (e.g. WaveQ's learned bits at the end).
 //
@@ -29,7 +33,7 @@
 
 namespace lowbit::quant {
 
-enum class Method { none, dorefa, wrpn, binary, ternary, lsq, pact };
+enum class Method { none, dorefa, wrpn, binary, ternary, lsq, pact, u3 };
 Method parse_method(const std::string& name);  // throws listing the methods
 const char* method_name(Method m);
 
@@ -66,6 +70,8 @@ class Quantization {
 
   // Re-targets one layer's weight quantizer (bits >= 32 disables it).
   void set_weight_bits(const std::string& layer, int bits);
+  // The layer's bits: for u3 inferred from its learned (d, q_max) (spec §6.3), else the configured k.
+  int inferred_weight_bits(const QuantizedLayer& layer) const;
   // Layers whose weights are quantized during training (bits < 32).
   std::vector<const QuantizedLayer*> quantized_layers() const;
   // Full names of the learnable quantizer parameters it registered ("conv2.w_step", "relu1.alpha").

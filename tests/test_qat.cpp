@@ -153,6 +153,31 @@ TEST_CASE("learnable quantizer parameters are registered on the modules (LSQ, PA
   CHECK(net2->at<Conv2d>(2)->param("w_step").grad().defined());
 }
 
+TEST_CASE("U3 (Uhlich et al.): learnable step and range, bitwidth inferred from them") {
+  Generator gen(8);
+  auto net = small_net(gen);
+  quant::QuantConfig cfg;
+  cfg.method = quant::Method::u3;
+  cfg.weight_bits = 4;
+  cfg.activation_bits = 4;
+  quant::Quantization q = quant::attach_quantizers(*net, cfg);
+  CHECK(q.parameter_names ==
+        std::vector<std::string>{"conv2.w_d", "conv2.w_qmax", "relu1.a_d", "relu1.a_qmax", "relu2.a_d", "relu2.a_qmax"});
+  auto conv2 = net->at<Conv2d>(2);
+  const double qmax = conv2->param("w_qmax").item(), d = conv2->param("w_d").item();
+  CHECK(qmax == doctest::Approx(math::amax(math::abs(conv2->weight().data())).item()));
+  CHECK(d == doctest::Approx(qmax / 7));
+  CHECK(q.inferred_weight_bits(q.layers[1]) == 4);  // ceil(log2(qmax/d + 1) + 1) = 4
+  CHECK(q.inferred_weight_bits(q.layers[0]) == 32);
+  Variable x(Tensor::randn({2, 3, 8, 8}, gen));
+  sum((*net)(x)).backward();
+  CHECK(conv2->param("w_d").grad().defined());
+  CHECK(net->at<ReLU>(1)->param("a_qmax").item() > 0);
+  // Halving the step adds a bit.
+  conv2->param("w_d").mutable_data().fill_(d / 2);
+  CHECK(q.inferred_weight_bits(q.layers[1]) == 5);
+}
+
 TEST_CASE("WaveQ regularizer in an optimizer group: beta learns in its own group, lambda follows the schedule") {
   Generator gen(7);
   Variable w(Tensor::randn({64}, gen, DType::f64, 0, 0.3), true);
