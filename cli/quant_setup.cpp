@@ -222,7 +222,8 @@ class Setup final : public QuantSetup {
     curves_["test_acc"].push_back(test_acc);
     beta_history_.resize(reg_layers_.size());
     if (reg_layers_.empty()) return;
-    std::printf("  %-22s %7s %5s %12s %10s\n", "layer", waveq_ ? "beta" : "k", "bits", "dist->level", "within 1%");
+    std::printf("  %-22s %7s %5s %12s %10s  (distance to the sinusoid's zeros at its current period)\n", "layer",
+                waveq_ ? "beta" : "k", "bits", "dist->level", "within 1%");
     for (size_t i = 0; i < reg_layers_.size(); ++i) {
       const LayerRow r = row(i);
       beta_history_[i].push_back(r.beta);
@@ -331,10 +332,10 @@ class Setup final : public QuantSetup {
       hp.title = "Weights of " + reg_layers_[i]->name + " before and after training";
       hp.before = quant::histogram(hist_before_[h], 160, lo, hi);
       hp.after = quant::histogram(after, 160, lo, hi);
-      const int k = row(i).weight_bits;
-      if (k >= 2 || grid_ != Grid::wrpn)
-        for (double level : quant::grid_levels(grid_, std::max(k, 2)))
-          if (level >= lo && level <= hi) hp.levels.push_back(level);
+      // The levels the regularizer pulls to at its final period (WaveQ: the real-valued beta).
+      const quant::SinusoidGrid g = sinusoid(i);
+      for (double m = std::ceil((lo + g.offset) / g.step); m * g.step - g.offset <= hi && hp.levels.size() < 200; ++m)
+        hp.levels.push_back(m * g.step - g.offset);
       rep.add(hp);
     }
     const std::string path = out + "/report.html";
@@ -375,9 +376,14 @@ class Setup final : public QuantSetup {
       r.bits = reg_bits_[i];
       r.beta = double(reg_bits_[i] - 1);
     }
-    const int k = grid_ == Grid::wrpn ? std::max(r.weight_bits, 2) : r.weight_bits;
-    r.stats = quant::level_stats(reg_layers_[i]->weight().data(), grid_, k);
+    r.stats = quant::sinusoid_stats(reg_layers_[i]->weight().data(), sinusoid(i));
     return r;
+  }
+
+  // The regularizer's current period for layer i: WaveQ at its real-valued beta, SinReQ at k bits.
+  quant::SinusoidGrid sinusoid(size_t i) const {
+    if (waveq_) return quant::waveq_grid(grid_, waveq_->betas()[i].item());
+    return quant::sinreq_grid(grid_, std::max(reg_bits_[i], grid_ == Grid::wrpn ? 2 : 1));
   }
 
   bool is_regularized(const quant::QuantizedLayer& l) const {

@@ -141,6 +141,18 @@ void clamp_betas(const std::vector<Variable>& betas, double lo, double hi) {
   }
 }
 
+SinusoidGrid waveq_grid(Grid grid, double beta) {
+  const double two_pow_beta = std::exp2(beta);
+  switch (grid) {
+    case Grid::wrpn: return {1.0 / (two_pow_beta - 1.0), 0.0};
+    case Grid::dorefa: return {1.0 / (two_pow_beta - 0.5), 0.5 / (two_pow_beta - 0.5)};
+    case Grid::fixed_point: return {1.0 / two_pow_beta, 0.0};
+  }
+  return {};
+}
+
+SinusoidGrid sinreq_grid(Grid grid, int bits) { return {grid_step(grid, bits), grid_offset(grid, bits)}; }
+
 int learned_bits(double beta) {
   LOWBIT_CHECK(std::isfinite(beta), "learned_bits: beta is not finite: ", beta);
   return static_cast<int>(std::ceil(beta));

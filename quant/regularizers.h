@@ -87,6 +87,15 @@ WaveQTerms waveq_penalty(const std::vector<Variable>& weights, const std::vector
 // One layer's weight term.
 Variable waveq_layer(const Variable& weight, const Variable& beta, const WaveQOptions& options = {});
 
+// The sinusoid of a WaveQ layer at a real-valued beta: zeros at m * step - offset (the grids of
+// the table above with k = beta + 1; used for statistics and plots of the current period).
+struct SinusoidGrid {
+  double step = 1, offset = 0;
+};
+SinusoidGrid waveq_grid(Grid grid, double beta);
+// The SinReQ sinusoid for k-bit weights (grid_step, grid_offset).
+SinusoidGrid sinreq_grid(Grid grid, int bits);
+
 // Clamps every beta into [lo, hi] in place (convention 3), to be called after the optimizer step.
 void clamp_betas(const std::vector<Variable>& betas, double lo, double hi);
 inline void clamp_betas(const std::vector<Variable>& betas, const WaveQOptions& options) {

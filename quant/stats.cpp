@@ -45,6 +45,28 @@ LevelStats level_stats(const Tensor& weight, Grid grid, int bits, Domain domain,
   return s;
 }
 
+LevelStats sinusoid_stats(const Tensor& weight, const SinusoidGrid& grid, double near_fraction) {
+  LOWBIT_CHECK(weight.defined(), "sinusoid_stats: undefined weight");
+  LOWBIT_CHECK(grid.step > 0 && near_fraction >= 0, "sinusoid_stats: need step > 0 and near_fraction >= 0");
+  const std::vector<double> x = weight.to_vector();
+  LevelStats s;
+  s.count = static_cast<int64_t>(x.size());
+  s.step = grid.step;
+  if (x.empty()) return s;
+  double total = 0;
+  int64_t near_count = 0;
+  for (double v : x) {
+    const double t = (v + grid.offset) / grid.step;
+    const double d = std::abs(t - std::nearbyint(t)) * grid.step;
+    total += d;
+    if (d <= near_fraction * grid.step * (1 + 1e-9)) ++near_count;
+  }
+  s.mean_distance = total / static_cast<double>(x.size());
+  s.mean_distance_steps = s.mean_distance / s.step;
+  s.share_near = static_cast<double>(near_count) / static_cast<double>(x.size());
+  return s;
+}
+
 MemoryFootprint weight_memory(const std::vector<int64_t>& numels, const std::vector<int>& bits) {
   LOWBIT_CHECK(numels.size() == bits.size(), "weight_memory: ", numels.size(), " layers but ", bits.size(),
                " bitwidths");

@@ -38,6 +38,10 @@ struct LevelStats {
 LevelStats level_stats(const Tensor& weight, Grid grid, int bits, Domain domain = Domain::raw,
                        double near_fraction = 0.01);
 
+// The same statistics against the zeros of a sinusoid (m * step - offset, every integer m): how
+// close the weights sit to the levels the regularizer pulls them to, at its current period.
+LevelStats sinusoid_stats(const Tensor& weight, const SinusoidGrid& grid, double near_fraction = 0.01);
+
 struct MemoryFootprint {
   double bytes = 0;       // at the given bits
   double fp32_bytes = 0;  // 4 bytes per weight

@@ -11,5 +11,5 @@ build=${1:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j "$(nproc)" --target lowbit_cli
 exec "$build/cli/lowbit" train --model lenet5 --data fashion-mnist --epochs 4 --batch 128 --lr 0.05 \
-  --quant dorefa --wbits 4 --abits 4 --reg waveq --lambda-w 1 --lambda-beta 0.05 --beta-lr 0.05 \
+  --quant dorefa --wbits 4 --abits 4 --reg waveq --lambda-w 100 --lambda-beta 5 --beta-lr 0.01 \
   --out runs/quickstart

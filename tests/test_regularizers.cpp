@@ -440,3 +440,25 @@ TEST_CASE("training with WaveQ pulls weights onto the levels; a larger lambda_be
     CHECK(q::learned_bits(high.beta) < q::learned_bits(low.beta));
   }
 }
+
+TEST_CASE("waveq_grid at integer beta is the k = beta + 1 grid; sinusoid_stats measures distance to its zeros") {
+  for (quant::Grid g : {quant::Grid::dorefa, quant::Grid::wrpn, quant::Grid::fixed_point})
+    for (int beta = 1; beta <= 6; ++beta) {
+      const quant::SinusoidGrid a = quant::waveq_grid(g, beta), b = quant::sinreq_grid(g, beta + 1);
+      CHECK(a.step == doctest::Approx(b.step).epsilon(1e-12));
+      CHECK(a.offset == doctest::Approx(b.offset).epsilon(1e-12));
+    }
+  const quant::SinusoidGrid g = quant::waveq_grid(quant::Grid::wrpn, 2.0);  // zeros at multiples of 1/3
+  const Tensor on = Tensor::from_vector(std::vector<double>{0.0, 1.0 / 3, -2.0 / 3, 5.0 / 3}, {4});
+  quant::LevelStats s = quant::sinusoid_stats(on, g);
+  CHECK(s.mean_distance == doctest::Approx(0.0).epsilon(1e-12));
+  CHECK(s.share_near == 1.0);
+  const Tensor half = Tensor::from_vector(std::vector<double>{1.0 / 6, -1.0 / 6, 0.5, 0.01}, {4});
+  s = quant::sinusoid_stats(half, g);
+  CHECK(s.mean_distance == doctest::Approx((3 * (1.0 / 6) + 0.01) / 4));
+  CHECK(s.share_near == 0.0);  // 0.01 is 3% of the step
+  // DoReFa-aligned: zeros at odd multiples of step/2.
+  const quant::SinusoidGrid d = quant::waveq_grid(quant::Grid::dorefa, 1.0);  // step 1/1.5, zeros at +-1/3, +-1
+  s = quant::sinusoid_stats(Tensor::from_vector(std::vector<double>{1.0 / 3, -1.0, 0.0}, {3}), d);
+  CHECK(s.mean_distance == doctest::Approx((1.0 / 3) / 3));
+}
