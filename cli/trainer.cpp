@@ -278,6 +278,7 @@ int run_train(Options& opts, int argc, char** argv) {
     save_state(ckpt_path, opts, *model, *opt, quant.get(), next, epochs);
   }
   std::signal(SIGINT, SIG_DFL);
+  if (last_eval.images == 0) last_eval = evaluate(*model, *data.test_loader);  // resumed a finished run
   std::printf("final test accuracy %.2f%% (%s)\n", 100 * last_eval.accuracy, data.test.source.c_str());
   if (quant) quant->final_report(*model, *data.test_loader, last_eval, out);
   std::printf("run folder: %s\n", out.c_str());

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Bad input to the `lowbit` command: each case must exit non-zero with a message that names the
+# culprit (flag, config file and line, data path, checkpoint) — and never crash.
+# Usage: scripts/test_cli_errors.sh BUILD_DIR
+set -uo pipefail
+build=$(cd "${1:?usage: test_cli_errors.sh BUILD_DIR}" && pwd)
+lowbit="$build/cli/lowbit"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fails=0
+expect() {  # expect "what" "pattern" cmd...
+  local what=$1 pattern=$2
+  shift 2
+  local out rc
+  out=$("$@" 2>&1)
+  rc=$?
+  if [ $rc -eq 0 ] || [ $rc -ge 128 ] || ! grep -q -- "$pattern" <<<"$out"; then
+    echo "FAIL: $what (exit $rc): $out"
+    fails=$((fails + 1))
+  else
+    echo "ok: $what -> $(tail -n 1 <<<"$out")"
+  fi
+}
+printf 'model = lenet5\nepochs 3\n' > "$work/bad.cfg"
+printf 'modle = lenet5\n' > "$work/unknown.cfg"
+mkdir -p "$work/mnist"
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  printf 'not an idx file' > "$work/mnist/$f"
+done
+printf 'garbage' > "$work/bad.ckpt"
+expect "unknown flag" "unknown option 'epoch'" "$lowbit" train --epoch 3
+expect "missing value" "needs a value" "$lowbit" train --lr
+expect "not a number" "is not a number" "$lowbit" train --lr fast
+expect "bad config line" "bad.cfg:2" "$lowbit" train --config "$work/bad.cfg"
+expect "unknown config key" "unknown.cfg:1" "$lowbit" train --config "$work/unknown.cfg"
+expect "missing config" "cannot open config file" "$lowbit" train --config "$work/none.cfg"
+expect "unknown model" "lenet6" "$lowbit" train --model lenet6 --data fashion-mnist --limit-train 64
+expect "unknown quantizer" "int3" "$lowbit" train --quant int3 --limit-train 64
+expect "missing data dir" "$work/nowhere" "$lowbit" train --data "mnist:$work/nowhere"
+expect "corrupt data file" "$work/mnist/.*-idx" "$lowbit" train --data "mnist:$work/mnist"
+expect "corrupt checkpoint" "bad.ckpt" "$lowbit" eval --checkpoint "$work/bad.ckpt"
+expect "bad schedule" "multistep" "$lowbit" train --schedule multistep:x --limit-train 64 --epochs 1
+expect "unknown command" "unknown command" "$lowbit" frobnicate
+echo "$((13 - fails)) passed, $fails failed"
+[ $fails -eq 0 ]
