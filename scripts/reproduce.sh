@@ -18,14 +18,14 @@ runs[lenet5-fashion]="--model lenet5 --data fashion-mnist --epochs 20 --batch 12
 runs[lenet5-mnist]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4"
 runs[resnet20-cifar10]="--model resnet20 --data cifar10:$data/cifar-10 --epochs 160 --batch 128 --lr 0.1 --schedule multistep:80,120 --wd 1e-4"
 # Issue "quantization": simplenet_cifar on CIFAR-10, homogeneous weight bits (k = 3, 4, 5).
-simple="--model simplenet_cifar --data cifar10:$data/cifar-10 --epochs 30 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4"
+simple="--model simplenet_cifar --data cifar10:$data/cifar-10 --epochs 15 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4"
 runs[simplenet-fp32]="$simple"
 for k in 3 4 5; do
-  runs[simplenet-dorefa-w$k]="$simple --quant dorefa --wbits $k"
-  runs[simplenet-dorefa-sinreq-w$k]="$simple --quant dorefa --wbits $k --reg sinreq --lambda-w 1 --reg-warmup 0.1"
-  runs[simplenet-wrpn-w$k]="$simple --quant wrpn --wbits $k"
-  runs[simplenet-wrpn-sinreq-w$k]="$simple --quant wrpn --wbits $k --reg sinreq --lambda-w 1 --reg-warmup 0.1"
-  runs[simplenet-waveq-fixed-w$k]="$simple --quant wrpn --wbits $k --reg waveq --fix-beta --lambda-w 1 --reg-warmup 0.1"
+  runs[simplenet-dorefa-w$k]="$simple --quant dorefa --wbits $k --abits 8"
+  runs[simplenet-dorefa-sinreq-w$k]="$simple --quant dorefa --wbits $k --abits 8 --reg sinreq --lambda-w 1 --reg-warmup 0.1"
+  runs[simplenet-wrpn-w$k]="$simple --quant wrpn --wbits $k --abits 8"
+  runs[simplenet-wrpn-sinreq-w$k]="$simple --quant wrpn --wbits $k --abits 8 --reg sinreq --lambda-w 1 --reg-warmup 0.1"
+  runs[simplenet-waveq-fixed-w$k]="$simple --quant wrpn --wbits $k --abits 8 --reg waveq --fix-beta --lambda-w 1 --reg-warmup 0.1"
 done
 # Learned heterogeneous bitwidths (WaveQ, float training, WRPN grid).
 runs[lenet5-mnist-waveq]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4 --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05"
