@@ -21,6 +21,7 @@ PyTorch's best layout per shape.
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -224,6 +225,7 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per (shape, pass)")
     ap.add_argument("--models", default="resnet20,vgg11,mobilenet")
+    ap.add_argument("--layers", default="", help="regex on layer names: time only these (partial total)")
     ap.add_argument("--gemm_size", type=int, default=2048)
     ap.add_argument("--no_gemm", action="store_true")
     args = ap.parse_args()
@@ -232,7 +234,7 @@ def main():
     models = args.models.split(",")
     if "resnet20" not in models:
         models.insert(0, "resnet20")
-    layers = [l for l in list_layers(args.batch) if l["model"] in models]
+    layers = [l for l in list_layers(args.batch) if l["model"] in models and re.search(args.layers, l["name"])]
     peak = measured_peak(args.threads)
     load = os.getloadavg()[0]
     print(f"threads {args.threads}, batch {args.batch}, torch {torch.__version__}, "
