@@ -73,7 +73,7 @@ void run_pass(Pass pass, const Conv2dGeometry& g, Buffers& b) {
     case Pass::kForward: kernels::conv2d_forward(g, b.x.data(), b.w.data(), b.b.data(), b.y.data()); break;
     case Pass::kBackwardData: kernels::conv2d_backward_data(g, b.y.data(), b.w.data(), b.dx.data()); break;
     case Pass::kBackwardWeight:
-      kernels::conv2d_backward_weight(g, b.x.data(), b.y.data(), b.dw.data(), b.db.data());
+      kernels::conv2d_backward_weight(g, b.x.data(), b.y.data(), b.dw.data(), nullptr);
       break;
   }
 }

@@ -810,6 +810,95 @@ void conv2d_backward_data_direct(const Conv2dGeometry& g, const float* dy, const
 // Backward weight
 // ------------------------------------------------------------------------------------------------
 
+namespace {
+
+// Small-patch backward-weight kernel (groups 1, unit column dilation, R*S*C <= 27: a first conv on
+// RGB or grey input). The general wgrad tile vectorises along the S*C lanes of one kernel row, which
+// leaves most lanes masked off when C is small; this one vectorises along 16 output channels instead
+// and keeps the whole R x S x C patch (one accumulator per patch element) in registers: per output
+// pixel, one dy vector load and R*S*C FMAs with broadcast input values, every tap in one pass.
+//   x     staged padded rows: x[row * x_rs + q * x_ps + r * x_tap_rs + s * C + c] is the input of
+//         output pixel (row, q) under tap (r, s), channel c
+//   dy    dy[row * dy_rs + q * dy_ps + j] for the block's output channel k0 + j, j < lanes
+//   dw    dw[j * ldd + (r * S + s) * C + c], written (or added to, when accumulate)
+struct SmallWgradArgs {
+  const float* x;
+  int64_t x_ps, x_rs, x_tap_rs;
+  const float* dy;
+  int64_t dy_ps, dy_rs;
+  int64_t rows, cols;
+  float* dw;
+  int64_t ldd;
+  bool accumulate;
+  int lanes;
+};
+
+template <int R, int SC>
+LOWBIT_AVX512 void wgrad_small_tile(const SmallWgradArgs& a) {
+  constexpr int L = R * SC;
+  alignas(64) float tmp[L][16];
+  const __mmask16 mask = static_cast<__mmask16>((1u << a.lanes) - 1u);
+  __m512 acc[L];
+  if (a.accumulate) {
+    for (int l = 0; l < L; ++l)
+      for (int j = 0; j < 16; ++j) tmp[l][j] = j < a.lanes ? a.dw[j * a.ldd + l] : 0.0f;
+#pragma GCC unroll 28
+    for (int l = 0; l < L; ++l) acc[l] = _mm512_load_ps(tmp[l]);
+  } else {
+#pragma GCC unroll 28
+    for (int l = 0; l < L; ++l) acc[l] = _mm512_setzero_ps();
+  }
+  const int64_t trs = a.x_tap_rs;
+  for (int64_t row = 0; row < a.rows; ++row) {
+    const float* xp = a.x + row * a.x_rs;
+    const float* dp = a.dy + row * a.dy_rs;
+    for (int64_t q = 0; q < a.cols; ++q, xp += a.x_ps, dp += a.dy_ps) {
+      const __m512 d = _mm512_maskz_loadu_ps(mask, dp);
+#pragma GCC unroll 7
+      for (int r = 0; r < R; ++r) {
+        const float* xr = xp + r * trs;
+#pragma GCC unroll 28
+        for (int i = 0; i < SC; ++i) acc[r * SC + i] = _mm512_fmadd_ps(_mm512_set1_ps(xr[i]), d, acc[r * SC + i]);
+      }
+    }
+  }
+#pragma GCC unroll 28
+  for (int l = 0; l < L; ++l) _mm512_store_ps(tmp[l], acc[l]);
+  for (int j = 0; j < a.lanes; ++j)
+    for (int l = 0; l < L; ++l) a.dw[j * a.ldd + l] = tmp[l][j];
+}
+
+using SmallWgradFn = void (*)(const SmallWgradArgs&);
+
+// acc[k] = sum over rows i (in order) of dy[i * K + k]: 64 channels at a time in registers.
+LOWBIT_AVX512 void bias_grad_rows(const float* dy, int64_t rows, int64_t K, float* acc) {
+  for (int64_t k0 = 0; k0 < K; k0 += 64) {
+    __mmask16 m[4];
+    __m512 s[4];
+    for (int v = 0; v < 4; ++v) {
+      const int64_t n = std::clamp<int64_t>(K - k0 - 16 * v, 0, 16);
+      m[v] = static_cast<__mmask16>((1u << n) - 1u);
+      s[v] = _mm512_setzero_ps();
+    }
+    const float* d = dy + k0;
+    for (int64_t i = 0; i < rows; ++i, d += K)
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) s[v] = _mm512_add_ps(s[v], _mm512_maskz_loadu_ps(m[v], d + 16 * v));
+    for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(acc + k0 + 16 * v, m[v], s[v]);
+  }
+}
+
+// Instantiated shapes: 3x3 on 1-3 channels, 5x5 on 1 channel; null when not covered.
+SmallWgradFn small_wgrad_fn(int64_t R, int64_t S, int64_t C) {
+  if (R == 3 && S == 3 && C == 3) return &wgrad_small_tile<3, 9>;
+  if (R == 3 && S == 3 && C == 2) return &wgrad_small_tile<3, 6>;
+  if (R == 3 && S == 3 && C == 1) return &wgrad_small_tile<3, 3>;
+  if (R == 5 && S == 5 && C == 1) return &wgrad_small_tile<5, 5>;
+  return nullptr;
+}
+
+}  // namespace
+
 void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, const float* dy, float* dwt,
                                    float* db) {
   const int64_t N = g.N, C = g.C, H = g.H, W = g.W, K = g.K, R = g.R, S = g.S, G = g.groups;
@@ -834,12 +923,15 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
   const int64_t lvec = ceil_div(L, 16);
   const int64_t nr_max = std::min<int64_t>(lvec, 3);
   const int64_t mr_max = kWgradMaxMR[nr_max];
-  // Output tiles: (group, k tile, tap, lane block).
+  const SmallWgradFn small = G == 1 && dw == 1 ? small_wgrad_fn(R, S, C) : nullptr;
+  // Output tiles: (group, k tile, tap, lane block); small-patch kernel: one per 16 output channels.
   struct OTile {
     int64_t gi, k0, mr, t, v0, nr;
   };
   std::vector<OTile> otiles;
-  for (int64_t gi = 0; gi < G; ++gi)
+  if (small)
+    for (int64_t k0 = 0; k0 < K; k0 += 16) otiles.push_back({0, k0, std::min<int64_t>(16, K - k0), 0, 0, 0});
+  for (int64_t gi = 0; gi < G && !small; ++gi)
     for_each_tile(Kg, mr_max, [&](int64_t k0, int64_t mr) {
       for (int64_t t = 0; t < static_cast<int64_t>(taps.size()); ++t)
         for (int64_t v0 = 0; v0 < lvec; v0 += nr_max)
@@ -862,7 +954,25 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
   // Runs every output tile `ti` in [t_lo, t_hi) over rows [p0, p1) of image n, staged in xs.
   auto run_slice = [&](const float* xs, int64_t n, int64_t p0, int64_t p1, float* dst, bool accumulate,
                        int64_t t_lo, int64_t t_hi) {
-    for (int64_t ti = t_lo; ti < t_hi; ++ti) {
+    for (int64_t ti = t_lo; ti < t_hi && small; ++ti) {
+      const OTile& o = otiles[ti];
+      SmallWgradArgs a{};
+      a.x = xs;
+      a.x_ps = sw * C;
+      a.x_rs = sh * xrow;
+      a.x_tap_rs = dh * xrow;
+      a.dy = dy + (n * P + p0) * Q * K + o.k0;
+      a.dy_ps = K;
+      a.dy_rs = Q * K;
+      a.rows = p1 - p0;
+      a.cols = Q;
+      a.dw = dst + o.k0 * R * S * C;
+      a.ldd = R * S * C;
+      a.accumulate = accumulate;
+      a.lanes = static_cast<int>(o.mr);
+      small(a);
+    }
+    for (int64_t ti = t_lo; ti < t_hi && !small; ++ti) {
       const OTile& o = otiles[ti];
       const WTap& tp = taps[o.t];
       WgradArgs a{};
@@ -926,10 +1036,7 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
   if (db) {
     // Per-chunk sums over rows, combined in chunk order.
     parallel_chunks(0, units, nchunks, [&](int64_t c, int64_t u0, int64_t u1) {
-      float* acc = db_partial.data() + c * K;
-      std::fill(acc, acc + K, 0.0f);
-      for (int64_t i = u0 * Q; i < u1 * Q; ++i)
-        for (int64_t k = 0; k < K; ++k) acc[k] += dy[i * K + k];
+      bias_grad_rows(dy + u0 * Q * K, (u1 - u0) * Q, K, db_partial.data() + c * K);
     });
     for (int64_t k = 0; k < K; ++k) {
       float s = 0.0f;
