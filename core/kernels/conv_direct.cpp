@@ -426,6 +426,43 @@ void backward_data_nhwc(const Conv2dGeometry& g, const float* dy, const float* w
 
 
 // ------------------------------------------------------------------------------------------------
+// Backward data of a strided 1x1 convolution without padding (projection shortcuts)
+//
+// dx is zero except at (p*sh, q*sw), where it is dy[p][q] . w: per image, the dx block is cleared with
+// one memset (large memsets skip the read-for-ownership) while it is cache resident, then the strided
+// pixels are computed by the conv tile straight from dy (no staging, no zero tiles).
+// ------------------------------------------------------------------------------------------------
+
+void backward_data_1x1_strided(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
+  const int64_t N = g.N, C = g.C, H = g.H, W = g.W, K = g.K, P = g.P(), Q = g.Q();
+  const int64_t sh = g.stride_h, sw = g.stride_w;
+  const int64_t Cp = round_up(C, 16), cvec = Cp / 16;
+  const int last_lanes = static_cast<int>(C - (cvec - 1) * 16);
+  AlignedPtr wpk = aligned_floats(K * Cp);  // [K][Cp], zero-padded channels
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < Cp; ++c) wpk[k * Cp + c] = c < C ? w[k * C + c] : 0.0f;
+  const Tap tap{0, 0};
+  parallel_for(0, N, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t n = lo; n < hi; ++n) {
+      std::memset(dx + n * H * W * C, 0, sizeof(float) * H * W * C);
+      for (int64_t p = 0; p < P; ++p) {
+        TileArgs a{};
+        a.in = dy + (n * P + p) * Q * K;
+        a.in_ps = K;
+        a.taps = &tap;
+        a.ntaps = 1;
+        a.L = K;
+        a.w = wpk.get();
+        a.ldw = Cp;
+        a.out = dx + (n * H + p * sh) * W * C;
+        a.out_ps = sw * C;
+        run_tiles(a, Q, cvec, last_lanes, nullptr);
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
 // Channel-blocked path (input channels a multiple of 16 per group)
 //
 // The input rows a task needs are staged as [channel block][row][col][16], so consecutive pixels
@@ -800,7 +837,9 @@ void conv2d_forward_direct(const Conv2dGeometry& g, const float* x, const float*
 }
 
 void conv2d_backward_data_direct(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
-  if (g.K_per_group() % 16 == 0)
+  if (g.R == 1 && g.S == 1 && g.groups == 1 && g.pad_h == 0 && g.pad_w == 0 && (g.stride_h > 1 || g.stride_w > 1))
+    backward_data_1x1_strided(g, dy, w, dx);
+  else if (g.K_per_group() % 16 == 0)
     backward_data_blocked(g, dy, w, dx);
   else
     backward_data_nhwc(g, dy, w, dx);
@@ -939,7 +978,9 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
     });
 
   const int64_t Wst = (Q - 1) * sw + (S - 1) * dw + 1;
-  const int64_t xrow = Wst * C;
+  // Without padding every tap reads inside the image: x is read in place, no staging copy.
+  const bool in_place = ph == 0 && pw == 0;
+  const int64_t xrow = in_place ? W * C : Wst * C;
   // Rows of one staged slice: about 512 KiB of staged x + dy, within one image.
   const int64_t row_bytes = sizeof(float) * (sh * xrow + Q * K);
   const int64_t slice_rows = std::clamp<int64_t>((512 << 10) / row_bytes, 1, P);
@@ -1008,21 +1049,23 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
   std::vector<float> partial((nchunks - 1) * dw_size);
   std::vector<float> db_partial(db ? nchunks * K : 0);
   if (nchunks == 1) {
-    std::vector<float> xs(slice_x_rows(slice_rows) * xrow + 16);
+    std::vector<float> xs(in_place ? 0 : slice_x_rows(slice_rows) * xrow + 16);
     bool first = true;
     for_each_slice(0, units, [&](int64_t n, int64_t p0, int64_t p1) {
-      stage_slice(xs.data(), n, p0, p1);
-      parallel_for(0, ntiles, 1, [&](int64_t lo, int64_t hi) { run_slice(xs.data(), n, p0, p1, dwt, !first, lo, hi); });
+      const float* src = in_place ? x + (n * H + p0 * sh) * xrow : xs.data();
+      if (!in_place) stage_slice(xs.data(), n, p0, p1);
+      parallel_for(0, ntiles, 1, [&](int64_t lo, int64_t hi) { run_slice(src, n, p0, p1, dwt, !first, lo, hi); });
       first = false;
     });
   } else {
     parallel_chunks(0, units, nchunks, [&](int64_t c, int64_t u0, int64_t u1) {
       float* dst = c == 0 ? dwt : partial.data() + (c - 1) * dw_size;
-      float* xs = stage_buffer(slice_x_rows(slice_rows) * xrow);
+      float* xs = in_place ? nullptr : stage_buffer(slice_x_rows(slice_rows) * xrow);
       bool first = true;
       for_each_slice(u0, u1, [&](int64_t n, int64_t p0, int64_t p1) {
-        stage_slice(xs, n, p0, p1);
-        run_slice(xs, n, p0, p1, dst, !first, 0, ntiles);
+        const float* src = in_place ? x + (n * H + p0 * sh) * xrow : xs;
+        if (!in_place) stage_slice(xs, n, p0, p1);
+        run_slice(src, n, p0, p1, dst, !first, 0, ntiles);
         first = false;
       });
     });
