@@ -830,7 +830,8 @@ bool conv_direct_available() {
 }
 
 void conv2d_forward_direct(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
-  if (g.C_per_group() % 16 == 0 && g.stride_w <= 2)
+  const bool strided_1x1 = g.R == 1 && g.S == 1 && g.pad_h == 0 && g.pad_w == 0 && (g.stride_h > 1 || g.stride_w > 1);
+  if (g.C_per_group() % 16 == 0 && g.stride_w <= 2 && !strided_1x1)
     forward_blocked(g, x, w, b, y);
   else
     forward_nhwc(g, x, w, b, y);
