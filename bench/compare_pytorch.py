@@ -149,7 +149,19 @@ def compare_convs(args, layers):
     return results
 
 
-def print_conv_table(results, peak):
+def markdown_table(results, best_layout, peak):
+    lines = ["| model | layer | pass | lowbit ms | GFLOP/s | % peak | PyTorch ms | layout | lowbit/PyTorch |",
+             "|---|---|---|---:|---:|---:|---:|---|---:|"]
+    for layer, pass_name, lb, tm in results:
+        fmt = best_layout[(layer["model"], layer["name"])]
+        gf = gflops(layer, lb)
+        pct = f"{100.0 * gf / peak:.0f}%" if peak else "-"
+        lines.append(f"| {layer['model']} | {layer['name']} x{layer['multiplicity']} | {pass_name} | {lb:.3f} | {gf:.0f} | "
+                     f"{pct} | {tm[fmt]:.3f} | {'channels_last' if fmt == 'cl' else 'NCHW'} | {lb / tm[fmt]:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def print_conv_table(results, peak, markdown_path=None):
     # Best layout per shape: the one with the smaller fwd+bwd sum.
     layout_sum = {}
     for layer, _, _, tm in results:
@@ -158,6 +170,9 @@ def print_conv_table(results, peak):
         for fmt in s:
             s[fmt] += tm[fmt]
     best_layout = {k: min(v, key=v.get) for k, v in layout_sum.items()}
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(markdown_table(results, best_layout, peak))
 
     hdr = (f"{'model':<10} {'layer':<22} {'pass':<10} {'lowbit ms':>10} {'GFLOP/s':>8} {'%peak':>6} "
            f"{'torch ms':>9} {'layout':>6} {'ratio':>6} {'torch best-pass':>16}")
@@ -214,9 +229,10 @@ def measured_peak(threads):
     try:
         out = subprocess.run([bench_binary("bench_gemm"), "--threads", str(threads), "--peak"],
                              check=True, capture_output=True, text=True).stdout
-        return float(out.split()[0])
+        peak, ghz, fma = (float(v) for v in out.split()[:3])
+        return peak, ghz, fma
     except (subprocess.CalledProcessError, ValueError, IndexError, SystemExit):
-        return 0.0
+        return 0.0, 0.0, 0.0
 
 
 def main():
@@ -226,23 +242,32 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per (shape, pass)")
     ap.add_argument("--models", default="resnet20,vgg11,mobilenet")
     ap.add_argument("--layers", default="", help="regex on layer names: time only these (partial total)")
+    ap.add_argument("--markdown", default="", help="also write the per-layer table as Markdown to this file")
+    ap.add_argument("--wait_load", type=float, default=0.0,
+                    help="first wait (up to 30 min) until the 1-minute load average is below this")
     ap.add_argument("--gemm_size", type=int, default=2048)
     ap.add_argument("--no_gemm", action="store_true")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
+    if args.wait_load > 0:
+        deadline = time.time() + 1800
+        while os.getloadavg()[0] >= args.wait_load and time.time() < deadline:
+            time.sleep(10)
     models = args.models.split(",")
     if "resnet20" not in models:
         models.insert(0, "resnet20")
     layers = [l for l in list_layers(args.batch) if l["model"] in models and re.search(args.layers, l["name"])]
-    peak = measured_peak(args.threads)
+    peak, ghz, fma = measured_peak(args.threads)
     load = os.getloadavg()[0]
     print(f"threads {args.threads}, batch {args.batch}, torch {torch.__version__}, "
-          f"measured fp32 peak {peak:.0f} GFLOP/s, load average at start {load:.2f}")
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, load average at start {load:.2f}")
+    print(f"measured fp32 peak {peak:.0f} GFLOP/s on {args.threads} threads (clock under FMA load {ghz:.2f} GHz, "
+          f"{fma:.2f} 512-bit FMAs/cycle/core)")
+    results = compare_convs(args, layers)
+    totals = print_conv_table(results, peak, args.markdown or None)
     if not args.no_gemm:
         compare_gemm(args)
-    results = compare_convs(args, layers)
-    totals = print_conv_table(results, peak)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
     lb, t, _ = totals["resnet20"]
     print(f"total time ratio lowbit/PyTorch: {lb / t:.2f}")
