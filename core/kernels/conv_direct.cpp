@@ -167,8 +167,9 @@ TileFn tile_fn(int64_t mr, int64_t nr) {
 }
 
 // Runs conv tiles over `npix` pixels x `nvec` output vectors: vectors in blocks of up to 4,
-// pixels in balanced tiles of up to kTileMaxMR[block].
-void run_tiles(TileArgs a, int64_t npix, int64_t nvec, int last_lanes, const float* bias) {
+// pixels in balanced tiles of up to kTileMaxMR[block]. Rewrites a.in/w/out/bias/last_lanes per
+// tile (a is taken by reference: copying the freshly built struct would stall on store forwarding).
+void run_tiles(TileArgs& a, int64_t npix, int64_t nvec, int last_lanes, const float* bias) {
   const float* in = a.in;
   const float* w = a.w;
   float* out = a.out;
@@ -624,7 +625,8 @@ void stage_rows_blocked(const float* img, int64_t H, int64_t W, int64_t ncb, int
   }
 }
 
-void run_blocked_tiles(BlockedArgs a, int64_t npix, int64_t in_ps, int64_t sw_taps, int64_t sx, int64_t nr) {
+// Rewrites a.in / a.out per tile (by reference, as run_tiles).
+void run_blocked_tiles(BlockedArgs& a, int64_t npix, int64_t in_ps, int64_t sw_taps, int64_t sx, int64_t nr) {
   const float* in = a.in;
   float* out = a.out;
   for_each_tile(npix, blocked_max_mr(int(nr), int(sw_taps)), [&](int64_t j0, int64_t mr) {
