@@ -106,7 +106,9 @@ struct TileArgs {
   int last_lanes;       // valid lanes of the last output vector (1..16)
 };
 
-template <int MR, int NR>
+// PS > 0: the caller guarantees in_ps == PS, so every broadcast address is a compile-time offset (a
+// runtime stride needs one register per pixel offset, which GCC spills and reloads through port 0).
+template <int MR, int NR, int PS = 0>
 LOWBIT_AVX512 void conv_tile(const TileArgs& a) {
   __m512 acc[MR][NR];
 #pragma GCC unroll 4
@@ -115,7 +117,7 @@ LOWBIT_AVX512 void conv_tile(const TileArgs& a) {
 #pragma GCC unroll 28
     for (int m = 0; m < MR; ++m) acc[m][v] = init;
   }
-  const int64_t ps = a.in_ps, ldw = a.ldw, L = a.L;
+  const int64_t ps = PS > 0 ? PS : a.in_ps, ldw = a.ldw, L = a.L;
   for (int64_t t = 0; t < a.ntaps; ++t) {
     const float* ip = a.in + a.taps[t].in;
     const float* wp = a.w + a.taps[t].w;
@@ -152,12 +154,19 @@ template <int NR, std::size_t... I>
 constexpr std::array<TileFn, sizeof...(I)> tile_table(std::index_sequence<I...>) {
   return {{&conv_tile<int(I) + 1, NR>...}};
 }
+// RGB first layers (pixel stride 3 = C, stride 1) with at most 16 output channels.
+template <std::size_t... I>
+constexpr std::array<TileFn, sizeof...(I)> tile_table_rgb(std::index_sequence<I...>) {
+  return {{&conv_tile<int(I) + 1, 1, 3>...}};
+}
+constexpr auto kTile1Rgb = tile_table_rgb(std::make_index_sequence<kTileMaxMR[1]>{});
 constexpr auto kTile1 = tile_table<1>(std::make_index_sequence<kTileMaxMR[1]>{});
 constexpr auto kTile2 = tile_table<2>(std::make_index_sequence<kTileMaxMR[2]>{});
 constexpr auto kTile3 = tile_table<3>(std::make_index_sequence<kTileMaxMR[3]>{});
 constexpr auto kTile4 = tile_table<4>(std::make_index_sequence<kTileMaxMR[4]>{});
 
-TileFn tile_fn(int64_t mr, int64_t nr) {
+TileFn tile_fn(int64_t mr, int64_t nr, int64_t in_ps) {
+  if (nr == 1 && in_ps == 3) return kTile1Rgb[mr - 1];
   switch (nr) {
     case 1: return kTile1[mr - 1];
     case 2: return kTile2[mr - 1];
@@ -181,7 +190,7 @@ void run_tiles(TileArgs& a, int64_t npix, int64_t nvec, int last_lanes, const fl
     for_each_tile(npix, kTileMaxMR[nr], [&](int64_t j0, int64_t mr) {
       a.in = in + j0 * a.in_ps;
       a.out = out + j0 * a.out_ps + 16 * v0;
-      tile_fn(mr, nr)(a);
+      tile_fn(mr, nr, a.in_ps)(a);
     });
   }
 }
