@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/kernels/gemm.h"
 #include "core/parallel.h"
 
 #define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
@@ -832,6 +833,14 @@ void backward_data_blocked(const Conv2dGeometry& g, const float* dy, const float
   });
 }
 
+// 1x1, stride 1, no padding, one group, small images (<= 4x4): the convolution is one GEMM over all
+// N*H*W pixels, and the GEMM's cache blocking beats pixel tiles of at most 16 pixels per row that
+// stream the whole (large) weight matrix each.
+bool pointwise_gemm(const Conv2dGeometry& g) {
+  return g.R == 1 && g.S == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0 &&
+         g.groups == 1 && g.H * g.W <= 16;
+}
+
 }  // namespace
 
 bool conv_direct_available() {
@@ -841,6 +850,22 @@ bool conv_direct_available() {
 }
 
 void conv2d_forward_direct(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
+  if (pointwise_gemm(g)) {
+    // y[N*H*W][K] = x[N*H*W][C] w^T, then + b.
+    GemmArgs<float> a;
+    a.trans_b = true;
+    a.M = g.N * g.H * g.W, a.N = g.K, a.K = g.C;
+    a.A = x, a.lda = g.C;
+    a.B = w, a.ldb = g.C;
+    a.C = y, a.ldc = g.K;
+    gemm(a);
+    if (b)
+      parallel_for(0, a.M, 256, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i)
+          for (int64_t k = 0; k < g.K; ++k) y[i * g.K + k] += b[k];
+      });
+    return;
+  }
   const bool strided_1x1 = g.R == 1 && g.S == 1 && g.pad_h == 0 && g.pad_w == 0 && (g.stride_h > 1 || g.stride_w > 1);
   if (g.C_per_group() % 16 == 0 && g.stride_w <= 2 && !strided_1x1)
     forward_blocked(g, x, w, b, y);
@@ -849,6 +874,16 @@ void conv2d_forward_direct(const Conv2dGeometry& g, const float* x, const float*
 }
 
 void conv2d_backward_data_direct(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
+  if (pointwise_gemm(g)) {
+    // dx[N*H*W][C] = dy[N*H*W][K] w[K][C].
+    GemmArgs<float> a;
+    a.M = g.N * g.H * g.W, a.N = g.C, a.K = g.K;
+    a.A = dy, a.lda = g.K;
+    a.B = w, a.ldb = g.C;
+    a.C = dx, a.ldc = g.C;
+    gemm(a);
+    return;
+  }
   if (g.R == 1 && g.S == 1 && g.groups == 1 && g.pad_h == 0 && g.pad_w == 0 && (g.stride_h > 1 || g.stride_w > 1))
     backward_data_1x1_strided(g, dy, w, dx);
   else if (g.K_per_group() % 16 == 0)
@@ -1058,9 +1093,18 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
   };
   const int64_t ntiles = static_cast<int64_t>(otiles.size());
 
-  std::vector<float> partial((nchunks - 1) * dw_size);
+  std::vector<float> partial;
   std::vector<float> db_partial(db ? nchunks * K : 0);
-  if (nchunks == 1) {
+  if (pointwise_gemm(g)) {
+    // dw[K][C] = dy^T x over all N*P*Q pixels (the GEMM's K blocking depends on the shape alone).
+    GemmArgs<float> a;
+    a.trans_a = true;
+    a.M = K, a.N = C, a.K = N * P * Q;
+    a.A = dy, a.lda = K;
+    a.B = x, a.ldb = C;
+    a.C = dwt, a.ldc = C;
+    gemm(a);
+  } else if (nchunks == 1) {
     std::vector<float> xs(in_place ? 0 : slice_x_rows(slice_rows) * xrow + 16);
     bool first = true;
     for_each_slice(0, units, [&](int64_t n, int64_t p0, int64_t p1) {
@@ -1070,6 +1114,7 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
       first = false;
     });
   } else {
+    partial.resize((nchunks - 1) * dw_size);
     parallel_chunks(0, units, nchunks, [&](int64_t c, int64_t u0, int64_t u1) {
       float* dst = c == 0 ? dwt : partial.data() + (c - 1) * dw_size;
       float* xs = in_place ? nullptr : stage_buffer(slice_x_rows(slice_rows) * xrow);
