@@ -175,7 +175,7 @@ TEST_CASE("conv2d fast == ref on odd tails, strides, dilation, groups") {
 
 // Paths picked by shape: small-patch backward-weight (groups 1, unit column dilation, R*S*C <= 27),
 // strided 1x1 without padding (forward on the pixel tile, backward-data memset + tile), unpadded
-// backward-weight reading x in place, pointwise convs on images of <= 16 pixels as one GEMM. Tails in K and C, several batch chunks, asymmetric strides.
+// backward-weight reading x in place, pointwise convs on images of <= 64 pixels as one GEMM. Tails in K and C, several batch chunks, asymmetric strides.
 TEST_CASE("conv2d fast == ref on the shape-specific paths (small patch, strided 1x1, unpadded)") {
   const std::vector<Conv2dGeometry> cases = {
       geom(4, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1),            // ResNet first conv, 4 batch chunks
@@ -193,7 +193,7 @@ TEST_CASE("conv2d fast == ref on the shape-specific paths (small patch, strided 
       geom(1, 16, 8, 8, 32, 2, 2, 2, 2, 0, 0),             // 2x2 stride 2 unpadded
       geom(3, 40, 4, 4, 36, 1, 1, 1, 1, 0, 0),             // pointwise on a 4x4 image: GEMM path
       geom(2, 17, 3, 3, 5, 1, 1, 1, 1, 0, 0),              // pointwise GEMM path, odd sizes
-      geom(1, 20, 5, 4, 24, 1, 1, 1, 1, 0, 0),             // pointwise, 20 pixels: pixel tiles
+      geom(1, 20, 9, 8, 24, 1, 1, 1, 1, 0, 0),             // pointwise, 72 pixels: pixel tiles
   };
   for (const auto& g : cases) {
     check_geometry<float>(g, /*check_threads=*/true);

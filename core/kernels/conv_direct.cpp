@@ -833,12 +833,12 @@ void backward_data_blocked(const Conv2dGeometry& g, const float* dy, const float
   });
 }
 
-// 1x1, stride 1, no padding, one group, small images (<= 4x4): the convolution is one GEMM over all
+// 1x1, stride 1, no padding, one group, small images (<= 8x8): the convolution is one GEMM over all
 // N*H*W pixels, and the GEMM's cache blocking beats pixel tiles of at most 16 pixels per row that
 // stream the whole (large) weight matrix each.
 bool pointwise_gemm(const Conv2dGeometry& g) {
   return g.R == 1 && g.S == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0 &&
-         g.groups == 1 && g.H * g.W <= 16;
+         g.groups == 1 && g.H * g.W <= 64;
 }
 
 }  // namespace
