@@ -175,7 +175,8 @@ TEST_CASE("conv2d fast == ref on odd tails, strides, dilation, groups") {
 
 // Paths picked by shape: small-patch backward-weight (groups 1, unit column dilation, R*S*C <= 27),
 // strided 1x1 without padding (forward on the pixel tile, backward-data memset + tile), unpadded
-// backward-weight reading x in place, pointwise convs on images of <= 64 pixels as one GEMM. Tails in K and C, several batch chunks, asymmetric strides.
+// backward-weight reading x in place, pointwise convs on images of <= 64 pixels as one GEMM.
+// Tails in K and C, several batch chunks, asymmetric strides.
 TEST_CASE("conv2d fast == ref on the shape-specific paths (small patch, strided 1x1, unpadded)") {
   const std::vector<Conv2dGeometry> cases = {
       geom(4, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1),            // ResNet first conv, 4 batch chunks
