@@ -95,7 +95,8 @@ int time_gemm(int64_t n, int reps) {
 int print_peak() {
   const double peak = kernels::measure_peak_gflops(num_threads());
   const double ghz = kernels::measure_clock_ghz();
-  const int lanes = std::strcmp(kernels::peak_isa(), "avx512") == 0 ? 16 : std::strcmp(kernels::peak_isa(), "avx2") == 0 ? 8 : 1;
+  const std::string isa = kernels::peak_isa();
+  const int lanes = isa == "avx512" ? 16 : isa == "avx2" ? 8 : 1;
   std::printf("%.1f %.3f %.2f\n", peak, ghz, peak / (ghz * num_threads() * 2.0 * lanes));
   return 0;
 }
