@@ -261,7 +261,8 @@ def main():
     peak, ghz, fma = measured_peak(args.threads)
     load = os.getloadavg()[0]
     print(f"threads {args.threads}, batch {args.batch}, torch {torch.__version__}, "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, load average at start {load:.2f}")
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average at start {load:.2f}")
     print(f"measured fp32 peak {peak:.0f} GFLOP/s on {args.threads} threads (clock under FMA load {ghz:.2f} GHz, "
           f"{fma:.2f} 512-bit FMAs/cycle/core)")
     results = compare_convs(args, layers)
