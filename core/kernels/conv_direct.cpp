@@ -11,6 +11,10 @@
 // Backward-weight (wgrad_tile) keeps an MR (output channels) x NR (vectors along the tap run) block
 // of dw in registers and reduces over the pixels of a staged batch slice; the batch is split into
 // chunks fixed by the shape, whose partials are summed in chunk order.
+// Shape-specific paths: RGB first layers (compile-time pixel stride in the forward tile; a
+// small-patch backward-weight kernel with the whole R*S*C patch in registers), strided unpadded 1x1
+// (forward tile on x in place; backward-data = memset + tile), pointwise convs on <= 8x8 images as
+// one GEMM, and unpadded backward-weight reading x without staging.
 #include "core/kernels/conv_direct.h"
 
 #include <immintrin.h>
