@@ -270,6 +270,8 @@ def main():
     if not args.no_gemm:
         compare_gemm(args)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
+    if "resnet20" not in totals:
+        sys.exit("no ResNet-20 layer matched --layers: no total ratio")
     lb, t, _ = totals["resnet20"]
     print(f"total time ratio lowbit/PyTorch: {lb / t:.2f}")
 
