@@ -2,13 +2,21 @@
 // (bench/conv_layers.h) at batch 128, plus "resnet20_total" (fwd + bwd-data + bwd-weight over all
 // ResNet-20 layers with multiplicity).
 //
-//   bench_conv [--threads N] [--batch N] [--list_layers] [google-benchmark flags]
+//   bench_conv [--threads N] [--batch N] [--list_layers] [--serve] [google-benchmark flags]
 // Threads: --threads, else env LOWBIT_NUM_THREADS, else all hardware threads.
 // --list_layers prints one JSON object per layer (used by bench/compare_pytorch.py) and exits.
+// --serve is the timing mode of bench/compare_pytorch.py: it reads lines "<model>/<name> <pass> <reps>"
+//   (pass: fwd, bwd_data, bwd_weight) from stdin and answers each with one line of <reps> wall times
+//   in ms, one call each after a warm-up call; buffers stay allocated between requests. Ends at EOF.
 // Counters: GFLOP/s (2 flops per MAC) and, when the peak probe exists, pct_peak.
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <cstdio>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -65,7 +73,7 @@ void run_pass(Pass pass, const Conv2dGeometry& g, Buffers& b) {
     case Pass::kForward: kernels::conv2d_forward(g, b.x.data(), b.w.data(), b.b.data(), b.y.data()); break;
     case Pass::kBackwardData: kernels::conv2d_backward_data(g, b.y.data(), b.w.data(), b.dx.data()); break;
     case Pass::kBackwardWeight:
-      kernels::conv2d_backward_weight(g, b.x.data(), b.y.data(), b.dw.data(), b.db.data());
+      kernels::conv2d_backward_weight(g, b.x.data(), b.y.data(), b.dw.data(), nullptr);
       break;
   }
 }
@@ -117,11 +125,47 @@ void print_layers(int64_t batch) {
   }
 }
 
+// Timing server for bench/compare_pytorch.py (see the header comment).
+int serve(int64_t batch) {
+  std::map<std::string, bench::ConvLayer> by_name;
+  for (const auto& l : all_layers(batch)) by_name.emplace(std::string(l.model) + "/" + l.name, l);
+  std::map<std::string, std::unique_ptr<Buffers>> buffers;
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    std::istringstream in(line);
+    std::string name, pass_name;
+    int reps = 0;
+    in >> name >> pass_name >> reps;
+    const auto it = by_name.find(name);
+    const Pass pass = pass_name == "fwd" ? Pass::kForward
+                      : pass_name == "bwd_data" ? Pass::kBackwardData
+                                                : Pass::kBackwardWeight;
+    if (it == by_name.end() || reps < 1 ||
+        (pass_name != "fwd" && pass_name != "bwd_data" && pass_name != "bwd_weight")) {
+      std::printf("error: bad request '%s'\n", line.c_str());
+      std::fflush(stdout);
+      continue;
+    }
+    auto& buf = buffers[name];
+    if (!buf) buf = std::make_unique<Buffers>(it->second.geom);
+    run_pass(pass, it->second.geom, *buf);  // warm-up
+    for (int r = 0; r < reps; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      run_pass(pass, it->second.geom, *buf);
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("%s%.5f", r ? " " : "", ms);
+    }
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int64_t batch = 128;
-  bool list = false;
+  bool list = false, serve_mode = false;
   std::vector<char*> rest{argv[0]};
   for (int i = 1; i < argc; ++i) {
     auto value = [&](const char* flag) -> const char* {
@@ -136,6 +180,8 @@ int main(int argc, char** argv) {
       batch = std::atoll(v2);
     } else if (std::strcmp(argv[i], "--list_layers") == 0) {
       list = true;
+    } else if (std::strcmp(argv[i], "--serve") == 0) {
+      serve_mode = true;
     } else {
       rest.push_back(argv[i]);
     }
@@ -144,6 +190,7 @@ int main(int argc, char** argv) {
     print_layers(batch);
     return 0;
   }
+  if (serve_mode) return serve(batch);
   int rest_argc = static_cast<int>(rest.size());
   benchmark::Initialize(&rest_argc, rest.data());
   if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 1;

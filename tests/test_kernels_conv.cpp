@@ -173,6 +173,35 @@ TEST_CASE("conv2d fast == ref on odd tails, strides, dilation, groups") {
   }
 }
 
+// Paths picked by shape: small-patch backward-weight (groups 1, unit column dilation, R*S*C <= 27),
+// strided 1x1 without padding (forward on the pixel tile, backward-data memset + tile), unpadded
+// backward-weight reading x in place, pointwise convs on images of <= 64 pixels as one GEMM.
+// Tails in K and C, several batch chunks, asymmetric strides.
+TEST_CASE("conv2d fast == ref on the shape-specific paths (small patch, strided 1x1, unpadded)") {
+  const std::vector<Conv2dGeometry> cases = {
+      geom(4, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1),            // ResNet first conv, 4 batch chunks
+      geom(3, 3, 11, 13, 21, 3, 3, 1, 1, 1, 1),            // K tail (16 + 5)
+      geom(2, 2, 9, 8, 5, 3, 3, 2, 2, 1, 1),               // C 2, stride 2, K < 16
+      geom(2, 1, 12, 12, 20, 5, 5, 1, 1, 0, 0),            // 5x5 on one channel, unpadded
+      geom(1, 3, 8, 9, 64, 3, 3, 2, 1, 1, 0),              // mixed strides and pads, 4 K blocks
+      geom(1, 3, 10, 10, 16, 3, 3, 1, 1, 2, 1, 2, 1),      // row dilation 2
+      geom(2, 3, 9, 9, 16, 3, 3, 1, 1, 1, 1, 1, 2),        // column dilation: general path
+      geom(2, 33, 9, 10, 70, 1, 1, 2, 3, 0, 0),            // 1x1, strides 2x3, C and K tails
+      geom(1, 8, 6, 7, 5, 1, 1, 3, 1, 0, 0),               // 1x1, row stride only
+      geom(2, 16, 11, 11, 32, 1, 1, 2, 2, 0, 0),           // 1x1 stride 2, odd image size
+      geom(1, 16, 9, 9, 16, 1, 1, 2, 2, 1, 1),             // 1x1 stride 2 with padding: general path
+      geom(2, 20, 9, 10, 24, 3, 3, 2, 2, 0, 0),            // 3x3 stride 2 unpadded
+      geom(1, 16, 8, 8, 32, 2, 2, 2, 2, 0, 0),             // 2x2 stride 2 unpadded
+      geom(3, 40, 4, 4, 36, 1, 1, 1, 1, 0, 0),             // pointwise on a 4x4 image: GEMM path
+      geom(2, 17, 3, 3, 5, 1, 1, 1, 1, 0, 0),              // pointwise GEMM path, odd sizes
+      geom(1, 20, 9, 8, 24, 1, 1, 1, 1, 0, 0),             // pointwise, 72 pixels: pixel tiles
+  };
+  for (const auto& g : cases) {
+    check_geometry<float>(g, /*check_threads=*/true);
+    check_geometry<double>(g, /*check_threads=*/false);
+  }
+}
+
 TEST_CASE("conv2d rejects inconsistent geometry") {
   Conv2dGeometry g = geom(1, 6, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4);  // C not divisible by groups
   std::vector<float> x(150), w(100), y(100);

@@ -14,7 +14,8 @@
 //                           db may be null)
 //
 // Float runs AVX-512 direct-convolution kernels when the CPU has AVX-512F (register-blocked
-// micro-kernels, no im2col; 3x3 stride-1 layers may use Winograd), the `_ref` code otherwise;
+// micro-kernels, no im2col; special paths for RGB first layers, strided 1x1 shortcuts, and pointwise
+// convs on <= 8x8 images, which run as one GEMM, core/kernels/gemm.h), the `_ref` code otherwise;
 // double runs the `_ref` code. Parallel over output rows (forward, backward-data) or over
 // batch chunks fixed by the shape alone (backward-weight, partials summed in chunk order), so
 // results are bit-identical for any thread count. The `_ref` twins are the plain 7-loop direct

@@ -11,6 +11,10 @@
 // Backward-weight (wgrad_tile) keeps an MR (output channels) x NR (vectors along the tap run) block
 // of dw in registers and reduces over the pixels of a staged batch slice; the batch is split into
 // chunks fixed by the shape, whose partials are summed in chunk order.
+// Shape-specific paths: RGB first layers (compile-time pixel stride in the forward tile; a
+// small-patch backward-weight kernel with the whole R*S*C patch in registers), strided unpadded 1x1
+// (forward tile on x in place; backward-data = memset + tile), pointwise convs on <= 8x8 images as
+// one GEMM, and unpadded backward-weight reading x without staging.
 #include "core/kernels/conv_direct.h"
 
 #include <immintrin.h>
@@ -23,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/kernels/gemm.h"
 #include "core/parallel.h"
 
 #define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
@@ -106,7 +111,9 @@ struct TileArgs {
   int last_lanes;       // valid lanes of the last output vector (1..16)
 };
 
-template <int MR, int NR>
+// PS > 0: the caller guarantees in_ps == PS, so every broadcast address is a compile-time offset (a
+// runtime stride needs one register per pixel offset, which GCC spills and reloads through port 0).
+template <int MR, int NR, int PS = 0>
 LOWBIT_AVX512 void conv_tile(const TileArgs& a) {
   __m512 acc[MR][NR];
 #pragma GCC unroll 4
@@ -115,7 +122,7 @@ LOWBIT_AVX512 void conv_tile(const TileArgs& a) {
 #pragma GCC unroll 28
     for (int m = 0; m < MR; ++m) acc[m][v] = init;
   }
-  const int64_t ps = a.in_ps, ldw = a.ldw, L = a.L;
+  const int64_t ps = PS > 0 ? PS : a.in_ps, ldw = a.ldw, L = a.L;
   for (int64_t t = 0; t < a.ntaps; ++t) {
     const float* ip = a.in + a.taps[t].in;
     const float* wp = a.w + a.taps[t].w;
@@ -152,12 +159,19 @@ template <int NR, std::size_t... I>
 constexpr std::array<TileFn, sizeof...(I)> tile_table(std::index_sequence<I...>) {
   return {{&conv_tile<int(I) + 1, NR>...}};
 }
+// RGB first layers (pixel stride 3 = C, stride 1) with at most 16 output channels.
+template <std::size_t... I>
+constexpr std::array<TileFn, sizeof...(I)> tile_table_rgb(std::index_sequence<I...>) {
+  return {{&conv_tile<int(I) + 1, 1, 3>...}};
+}
+constexpr auto kTile1Rgb = tile_table_rgb(std::make_index_sequence<kTileMaxMR[1]>{});
 constexpr auto kTile1 = tile_table<1>(std::make_index_sequence<kTileMaxMR[1]>{});
 constexpr auto kTile2 = tile_table<2>(std::make_index_sequence<kTileMaxMR[2]>{});
 constexpr auto kTile3 = tile_table<3>(std::make_index_sequence<kTileMaxMR[3]>{});
 constexpr auto kTile4 = tile_table<4>(std::make_index_sequence<kTileMaxMR[4]>{});
 
-TileFn tile_fn(int64_t mr, int64_t nr) {
+TileFn tile_fn(int64_t mr, int64_t nr, int64_t in_ps) {
+  if (nr == 1 && in_ps == 3) return kTile1Rgb[mr - 1];
   switch (nr) {
     case 1: return kTile1[mr - 1];
     case 2: return kTile2[mr - 1];
@@ -167,8 +181,9 @@ TileFn tile_fn(int64_t mr, int64_t nr) {
 }
 
 // Runs conv tiles over `npix` pixels x `nvec` output vectors: vectors in blocks of up to 4,
-// pixels in balanced tiles of up to kTileMaxMR[block].
-void run_tiles(TileArgs a, int64_t npix, int64_t nvec, int last_lanes, const float* bias) {
+// pixels in balanced tiles of up to kTileMaxMR[block]. Rewrites a.in/w/out/bias/last_lanes per
+// tile (a is taken by reference: copying the freshly built struct would stall on store forwarding).
+void run_tiles(TileArgs& a, int64_t npix, int64_t nvec, int last_lanes, const float* bias) {
   const float* in = a.in;
   const float* w = a.w;
   float* out = a.out;
@@ -180,7 +195,7 @@ void run_tiles(TileArgs a, int64_t npix, int64_t nvec, int last_lanes, const flo
     for_each_tile(npix, kTileMaxMR[nr], [&](int64_t j0, int64_t mr) {
       a.in = in + j0 * a.in_ps;
       a.out = out + j0 * a.out_ps + 16 * v0;
-      tile_fn(mr, nr)(a);
+      tile_fn(mr, nr, a.in_ps)(a);
     });
   }
 }
@@ -426,6 +441,43 @@ void backward_data_nhwc(const Conv2dGeometry& g, const float* dy, const float* w
 
 
 // ------------------------------------------------------------------------------------------------
+// Backward data of a strided 1x1 convolution without padding (projection shortcuts)
+//
+// dx is zero except at (p*sh, q*sw), where it is dy[p][q] . w: per image, the dx block is cleared with
+// one memset (large memsets skip the read-for-ownership) while it is cache resident, then the strided
+// pixels are computed by the conv tile straight from dy (no staging, no zero tiles).
+// ------------------------------------------------------------------------------------------------
+
+void backward_data_1x1_strided(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
+  const int64_t N = g.N, C = g.C, H = g.H, W = g.W, K = g.K, P = g.P(), Q = g.Q();
+  const int64_t sh = g.stride_h, sw = g.stride_w;
+  const int64_t Cp = round_up(C, 16), cvec = Cp / 16;
+  const int last_lanes = static_cast<int>(C - (cvec - 1) * 16);
+  AlignedPtr wpk = aligned_floats(K * Cp);  // [K][Cp], zero-padded channels
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < Cp; ++c) wpk[k * Cp + c] = c < C ? w[k * C + c] : 0.0f;
+  const Tap tap{0, 0};
+  parallel_for(0, N, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t n = lo; n < hi; ++n) {
+      std::memset(dx + n * H * W * C, 0, sizeof(float) * H * W * C);
+      for (int64_t p = 0; p < P; ++p) {
+        TileArgs a{};
+        a.in = dy + (n * P + p) * Q * K;
+        a.in_ps = K;
+        a.taps = &tap;
+        a.ntaps = 1;
+        a.L = K;
+        a.w = wpk.get();
+        a.ldw = Cp;
+        a.out = dx + (n * H + p * sh) * W * C;
+        a.out_ps = sw * C;
+        run_tiles(a, Q, cvec, last_lanes, nullptr);
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
 // Channel-blocked path (input channels a multiple of 16 per group)
 //
 // The input rows a task needs are staged as [channel block][row][col][16], so consecutive pixels
@@ -587,7 +639,8 @@ void stage_rows_blocked(const float* img, int64_t H, int64_t W, int64_t ncb, int
   }
 }
 
-void run_blocked_tiles(BlockedArgs a, int64_t npix, int64_t in_ps, int64_t sw_taps, int64_t sx, int64_t nr) {
+// Rewrites a.in / a.out per tile (by reference, as run_tiles).
+void run_blocked_tiles(BlockedArgs& a, int64_t npix, int64_t in_ps, int64_t sw_taps, int64_t sx, int64_t nr) {
   const float* in = a.in;
   float* out = a.out;
   for_each_tile(npix, blocked_max_mr(int(nr), int(sw_taps)), [&](int64_t j0, int64_t mr) {
@@ -784,6 +837,14 @@ void backward_data_blocked(const Conv2dGeometry& g, const float* dy, const float
   });
 }
 
+// 1x1, stride 1, no padding, one group, small images (<= 8x8): the convolution is one GEMM over all
+// N*H*W pixels, and the GEMM's cache blocking beats pixel tiles of at most 16 pixels per row that
+// stream the whole (large) weight matrix each.
+bool pointwise_gemm(const Conv2dGeometry& g) {
+  return g.R == 1 && g.S == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0 &&
+         g.groups == 1 && g.H * g.W <= 64;
+}
+
 }  // namespace
 
 bool conv_direct_available() {
@@ -793,14 +854,43 @@ bool conv_direct_available() {
 }
 
 void conv2d_forward_direct(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
-  if (g.C_per_group() % 16 == 0 && g.stride_w <= 2)
+  if (pointwise_gemm(g)) {
+    // y[N*H*W][K] = x[N*H*W][C] w^T, then + b.
+    GemmArgs<float> a;
+    a.trans_b = true;
+    a.M = g.N * g.H * g.W, a.N = g.K, a.K = g.C;
+    a.A = x, a.lda = g.C;
+    a.B = w, a.ldb = g.C;
+    a.C = y, a.ldc = g.K;
+    gemm(a);
+    if (b)
+      parallel_for(0, a.M, 256, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i)
+          for (int64_t k = 0; k < g.K; ++k) y[i * g.K + k] += b[k];
+      });
+    return;
+  }
+  const bool strided_1x1 = g.R == 1 && g.S == 1 && g.pad_h == 0 && g.pad_w == 0 && (g.stride_h > 1 || g.stride_w > 1);
+  if (g.C_per_group() % 16 == 0 && g.stride_w <= 2 && !strided_1x1)
     forward_blocked(g, x, w, b, y);
   else
     forward_nhwc(g, x, w, b, y);
 }
 
 void conv2d_backward_data_direct(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
-  if (g.K_per_group() % 16 == 0)
+  if (pointwise_gemm(g)) {
+    // dx[N*H*W][C] = dy[N*H*W][K] w[K][C].
+    GemmArgs<float> a;
+    a.M = g.N * g.H * g.W, a.N = g.C, a.K = g.K;
+    a.A = dy, a.lda = g.K;
+    a.B = w, a.ldb = g.C;
+    a.C = dx, a.ldc = g.C;
+    gemm(a);
+    return;
+  }
+  if (g.R == 1 && g.S == 1 && g.groups == 1 && g.pad_h == 0 && g.pad_w == 0 && (g.stride_h > 1 || g.stride_w > 1))
+    backward_data_1x1_strided(g, dy, w, dx);
+  else if (g.K_per_group() % 16 == 0)
     backward_data_blocked(g, dy, w, dx);
   else
     backward_data_nhwc(g, dy, w, dx);
@@ -809,6 +899,95 @@ void conv2d_backward_data_direct(const Conv2dGeometry& g, const float* dy, const
 // ------------------------------------------------------------------------------------------------
 // Backward weight
 // ------------------------------------------------------------------------------------------------
+
+namespace {
+
+// Small-patch backward-weight kernel (groups 1, unit column dilation, R*S*C <= 27: a first conv on
+// RGB or grey input). The general wgrad tile vectorises along the S*C lanes of one kernel row, which
+// leaves most lanes masked off when C is small; this one vectorises along 16 output channels instead
+// and keeps the whole R x S x C patch (one accumulator per patch element) in registers: per output
+// pixel, one dy vector load and R*S*C FMAs with broadcast input values, every tap in one pass.
+//   x     staged padded rows: x[row * x_rs + q * x_ps + r * x_tap_rs + s * C + c] is the input of
+//         output pixel (row, q) under tap (r, s), channel c
+//   dy    dy[row * dy_rs + q * dy_ps + j] for the block's output channel k0 + j, j < lanes
+//   dw    dw[j * ldd + (r * S + s) * C + c], written (or added to, when accumulate)
+struct SmallWgradArgs {
+  const float* x;
+  int64_t x_ps, x_rs, x_tap_rs;
+  const float* dy;
+  int64_t dy_ps, dy_rs;
+  int64_t rows, cols;
+  float* dw;
+  int64_t ldd;
+  bool accumulate;
+  int lanes;
+};
+
+template <int R, int SC>
+LOWBIT_AVX512 void wgrad_small_tile(const SmallWgradArgs& a) {
+  constexpr int L = R * SC;
+  alignas(64) float tmp[L][16];
+  const __mmask16 mask = static_cast<__mmask16>((1u << a.lanes) - 1u);
+  __m512 acc[L];
+  if (a.accumulate) {
+    for (int l = 0; l < L; ++l)
+      for (int j = 0; j < 16; ++j) tmp[l][j] = j < a.lanes ? a.dw[j * a.ldd + l] : 0.0f;
+#pragma GCC unroll 28
+    for (int l = 0; l < L; ++l) acc[l] = _mm512_load_ps(tmp[l]);
+  } else {
+#pragma GCC unroll 28
+    for (int l = 0; l < L; ++l) acc[l] = _mm512_setzero_ps();
+  }
+  const int64_t trs = a.x_tap_rs;
+  for (int64_t row = 0; row < a.rows; ++row) {
+    const float* xp = a.x + row * a.x_rs;
+    const float* dp = a.dy + row * a.dy_rs;
+    for (int64_t q = 0; q < a.cols; ++q, xp += a.x_ps, dp += a.dy_ps) {
+      const __m512 d = _mm512_maskz_loadu_ps(mask, dp);
+#pragma GCC unroll 7
+      for (int r = 0; r < R; ++r) {
+        const float* xr = xp + r * trs;
+#pragma GCC unroll 28
+        for (int i = 0; i < SC; ++i) acc[r * SC + i] = _mm512_fmadd_ps(_mm512_set1_ps(xr[i]), d, acc[r * SC + i]);
+      }
+    }
+  }
+#pragma GCC unroll 28
+  for (int l = 0; l < L; ++l) _mm512_store_ps(tmp[l], acc[l]);
+  for (int j = 0; j < a.lanes; ++j)
+    for (int l = 0; l < L; ++l) a.dw[j * a.ldd + l] = tmp[l][j];
+}
+
+using SmallWgradFn = void (*)(const SmallWgradArgs&);
+
+// acc[k] = sum over rows i (in order) of dy[i * K + k]: 64 channels at a time in registers.
+LOWBIT_AVX512 void bias_grad_rows(const float* dy, int64_t rows, int64_t K, float* acc) {
+  for (int64_t k0 = 0; k0 < K; k0 += 64) {
+    __mmask16 m[4];
+    __m512 s[4];
+    for (int v = 0; v < 4; ++v) {
+      const int64_t n = std::clamp<int64_t>(K - k0 - 16 * v, 0, 16);
+      m[v] = static_cast<__mmask16>((1u << n) - 1u);
+      s[v] = _mm512_setzero_ps();
+    }
+    const float* d = dy + k0;
+    for (int64_t i = 0; i < rows; ++i, d += K)
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) s[v] = _mm512_add_ps(s[v], _mm512_maskz_loadu_ps(m[v], d + 16 * v));
+    for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(acc + k0 + 16 * v, m[v], s[v]);
+  }
+}
+
+// Instantiated shapes: 3x3 on 1-3 channels, 5x5 on 1 channel; null when not covered.
+SmallWgradFn small_wgrad_fn(int64_t R, int64_t S, int64_t C) {
+  if (R == 3 && S == 3 && C == 3) return &wgrad_small_tile<3, 9>;
+  if (R == 3 && S == 3 && C == 2) return &wgrad_small_tile<3, 6>;
+  if (R == 3 && S == 3 && C == 1) return &wgrad_small_tile<3, 3>;
+  if (R == 5 && S == 5 && C == 1) return &wgrad_small_tile<5, 5>;
+  return nullptr;
+}
+
+}  // namespace
 
 void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, const float* dy, float* dwt,
                                    float* db) {
@@ -834,12 +1013,15 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
   const int64_t lvec = ceil_div(L, 16);
   const int64_t nr_max = std::min<int64_t>(lvec, 3);
   const int64_t mr_max = kWgradMaxMR[nr_max];
-  // Output tiles: (group, k tile, tap, lane block).
+  const SmallWgradFn small = G == 1 && dw == 1 ? small_wgrad_fn(R, S, C) : nullptr;
+  // Output tiles: (group, k tile, tap, lane block); small-patch kernel: one per 16 output channels.
   struct OTile {
     int64_t gi, k0, mr, t, v0, nr;
   };
   std::vector<OTile> otiles;
-  for (int64_t gi = 0; gi < G; ++gi)
+  if (small)
+    for (int64_t k0 = 0; k0 < K; k0 += 16) otiles.push_back({0, k0, std::min<int64_t>(16, K - k0), 0, 0, 0});
+  for (int64_t gi = 0; gi < G && !small; ++gi)
     for_each_tile(Kg, mr_max, [&](int64_t k0, int64_t mr) {
       for (int64_t t = 0; t < static_cast<int64_t>(taps.size()); ++t)
         for (int64_t v0 = 0; v0 < lvec; v0 += nr_max)
@@ -847,7 +1029,9 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
     });
 
   const int64_t Wst = (Q - 1) * sw + (S - 1) * dw + 1;
-  const int64_t xrow = Wst * C;
+  // Without padding every tap reads inside the image: x is read in place, no staging copy.
+  const bool in_place = ph == 0 && pw == 0;
+  const int64_t xrow = in_place ? W * C : Wst * C;
   // Rows of one staged slice: about 512 KiB of staged x + dy, within one image.
   const int64_t row_bytes = sizeof(float) * (sh * xrow + Q * K);
   const int64_t slice_rows = std::clamp<int64_t>((512 << 10) / row_bytes, 1, P);
@@ -862,7 +1046,25 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
   // Runs every output tile `ti` in [t_lo, t_hi) over rows [p0, p1) of image n, staged in xs.
   auto run_slice = [&](const float* xs, int64_t n, int64_t p0, int64_t p1, float* dst, bool accumulate,
                        int64_t t_lo, int64_t t_hi) {
-    for (int64_t ti = t_lo; ti < t_hi; ++ti) {
+    for (int64_t ti = t_lo; ti < t_hi && small; ++ti) {
+      const OTile& o = otiles[ti];
+      SmallWgradArgs a{};
+      a.x = xs;
+      a.x_ps = sw * C;
+      a.x_rs = sh * xrow;
+      a.x_tap_rs = dh * xrow;
+      a.dy = dy + (n * P + p0) * Q * K + o.k0;
+      a.dy_ps = K;
+      a.dy_rs = Q * K;
+      a.rows = p1 - p0;
+      a.cols = Q;
+      a.dw = dst + o.k0 * R * S * C;
+      a.ldd = R * S * C;
+      a.accumulate = accumulate;
+      a.lanes = static_cast<int>(o.mr);
+      small(a);
+    }
+    for (int64_t ti = t_lo; ti < t_hi && !small; ++ti) {
       const OTile& o = otiles[ti];
       const WTap& tp = taps[o.t];
       WgradArgs a{};
@@ -895,24 +1097,36 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
   };
   const int64_t ntiles = static_cast<int64_t>(otiles.size());
 
-  std::vector<float> partial((nchunks - 1) * dw_size);
+  std::vector<float> partial;
   std::vector<float> db_partial(db ? nchunks * K : 0);
-  if (nchunks == 1) {
-    std::vector<float> xs(slice_x_rows(slice_rows) * xrow + 16);
+  if (pointwise_gemm(g)) {
+    // dw[K][C] = dy^T x over all N*P*Q pixels (the GEMM's K blocking depends on the shape alone).
+    GemmArgs<float> a;
+    a.trans_a = true;
+    a.M = K, a.N = C, a.K = N * P * Q;
+    a.A = dy, a.lda = K;
+    a.B = x, a.ldb = C;
+    a.C = dwt, a.ldc = C;
+    gemm(a);
+  } else if (nchunks == 1) {
+    std::vector<float> xs(in_place ? 0 : slice_x_rows(slice_rows) * xrow + 16);
     bool first = true;
     for_each_slice(0, units, [&](int64_t n, int64_t p0, int64_t p1) {
-      stage_slice(xs.data(), n, p0, p1);
-      parallel_for(0, ntiles, 1, [&](int64_t lo, int64_t hi) { run_slice(xs.data(), n, p0, p1, dwt, !first, lo, hi); });
+      const float* src = in_place ? x + (n * H + p0 * sh) * xrow : xs.data();
+      if (!in_place) stage_slice(xs.data(), n, p0, p1);
+      parallel_for(0, ntiles, 1, [&](int64_t lo, int64_t hi) { run_slice(src, n, p0, p1, dwt, !first, lo, hi); });
       first = false;
     });
   } else {
+    partial.resize((nchunks - 1) * dw_size);
     parallel_chunks(0, units, nchunks, [&](int64_t c, int64_t u0, int64_t u1) {
       float* dst = c == 0 ? dwt : partial.data() + (c - 1) * dw_size;
-      float* xs = stage_buffer(slice_x_rows(slice_rows) * xrow);
+      float* xs = in_place ? nullptr : stage_buffer(slice_x_rows(slice_rows) * xrow);
       bool first = true;
       for_each_slice(u0, u1, [&](int64_t n, int64_t p0, int64_t p1) {
-        stage_slice(xs, n, p0, p1);
-        run_slice(xs, n, p0, p1, dst, !first, 0, ntiles);
+        const float* src = in_place ? x + (n * H + p0 * sh) * xrow : xs;
+        if (!in_place) stage_slice(xs, n, p0, p1);
+        run_slice(src, n, p0, p1, dst, !first, 0, ntiles);
         first = false;
       });
     });
@@ -926,10 +1140,7 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
   if (db) {
     // Per-chunk sums over rows, combined in chunk order.
     parallel_chunks(0, units, nchunks, [&](int64_t c, int64_t u0, int64_t u1) {
-      float* acc = db_partial.data() + c * K;
-      std::fill(acc, acc + K, 0.0f);
-      for (int64_t i = u0 * Q; i < u1 * Q; ++i)
-        for (int64_t k = 0; k < K; ++k) acc[k] += dy[i * K + k];
+      bias_grad_rows(dy + u0 * Q * K, (u1 - u0) * Q, K, db_partial.data() + c * K);
     });
     for (int64_t k = 0; k < K; ++k) {
       float s = 0.0f;

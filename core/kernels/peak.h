@@ -6,11 +6,16 @@
 //                                 the CPU has AVX-512F at run time, else 256-bit FMA, else scalar.
 //                                 Takes ~0.2 s per call; the best of a few repetitions is returned.
 //   peak_isa()                    names the vector width the probe used ("avx512", "avx2", "scalar").
+//   measure_clock_ghz()           core clock while running the probe's FMAs, from a chain of
+//                                 dependent integer adds (1 cycle each) interleaved with FMAs on one
+//                                 thread; peak / (clock * threads * 2 * lanes) = FMAs per cycle per core
+//                                 (2 on cores with two 512-bit FMA ports).
 #pragma once
 
 namespace lowbit::kernels {
 
 double measure_peak_gflops(int threads);
 const char* peak_isa();
+double measure_clock_ghz();
 
 }  // namespace lowbit::kernels
