@@ -66,3 +66,64 @@ TEST_CASE("tensors on recycled storage are filled as asked") {
   for (double v : z.to_vector()) all_zero = all_zero && v == 0;
   CHECK(all_zero);
 }
+
+// ---- fused elementwise backward passes ----
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "autograd/ops.h"
+#include "core/math.h"
+#include "core/random.h"
+
+namespace {
+
+// Bit-exact equality of two float tensors of one shape, read in logical order (NaN == NaN).
+bool same_bits(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
+  const Tensor ac = a.contiguous(), bc = b.contiguous();
+  return std::memcmp(ac.data_ptr(), bc.data_ptr(), size_t(ac.numel()) * dtype_size(ac.dtype())) == 0;
+}
+
+// Values on both sides of and at the kink(s), plus special gradients.
+Tensor kinked_input(const Shape& shape, Generator& gen, DType dtype) {
+  Tensor x = Tensor::randn(shape, gen, dtype);
+  std::vector<double> v = x.to_vector();
+  for (size_t i = 0; i < v.size(); i += 7) v[i] = 0;
+  for (size_t i = 3; i < v.size(); i += 11) v[i] = 6;
+  return Tensor::from_vector(v, shape).to(dtype);
+}
+Tensor special_grad(const Shape& shape, Generator& gen, DType dtype) {
+  std::vector<double> v = Tensor::randn(shape, gen, DType::f64).to_vector();
+  v[1] = std::numeric_limits<double>::quiet_NaN();
+  v[2] = std::numeric_limits<double>::infinity();
+  v[4] = -0.0;
+  v[5] = -std::numeric_limits<double>::infinity();
+  return Tensor::from_vector(v, shape).to(dtype);
+}
+
+}  // namespace
+
+TEST_CASE("relu / clamp backward fast path equals mul(g, mask) bit for bit, any layout") {
+  Generator gen(7);
+  const Shape shape{3, 5, 4, 6};
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (int layout = 0; layout < 4; ++layout) {
+      Tensor x = kinked_input(shape, gen, dt), g = special_grad(shape, gen, dt);
+      if (layout & 1) x = x.contiguous(MemoryFormat::channels_last);
+      if (layout & 2) g = g.contiguous(MemoryFormat::channels_last);
+      CAPTURE(layout);
+      Variable xv(x, true);
+      // relu: gradient where x > 0.
+      const Tensor relu_fast = grad({relu(xv)}, {xv}, {Variable(g)})[0].data();
+      CHECK(same_bits(relu_fast, math::mul(g, math::gt(x, 0.0))));
+      const Tensor relu_recorded = grad({relu(xv)}, {xv}, {Variable(g)}, false, true)[0].data();
+      CHECK(same_bits(relu_fast, relu_recorded));
+      // clamp (ReLU6, Hardtanh): gradient where lo <= x <= hi.
+      const Tensor clamp_fast = grad({clamp(xv, 0.0, 6.0)}, {xv}, {Variable(g)})[0].data();
+      CHECK(same_bits(clamp_fast, math::mul(g, math::mul(math::ge(x, 0.0), math::le(x, 6.0)))));
+      const Tensor clamp_recorded = grad({clamp(xv, 0.0, 6.0)}, {xv}, {Variable(g)}, false, true)[0].data();
+      CHECK(same_bits(clamp_fast, clamp_recorded));
+    }
+  }
+}
