@@ -127,3 +127,37 @@ TEST_CASE("relu / clamp backward fast path equals mul(g, mask) bit for bit, any 
     }
   }
 }
+
+#include "core/parallel.h"
+
+TEST_CASE("sum / amax over a few long columns: chunked path matches the plain column loop, any thread count") {
+  Generator gen(11);
+  // Channels-last [N, C, H, W] reduced over N, H, W: O = 1, R = N*H*W = 9216, I = C.
+  const Tensor x = Tensor::randn({16, 20, 24, 24}, gen).contiguous(MemoryFormat::channels_last);
+  const std::vector<double> v = x.to_vector();  // logical NCHW order
+  const int64_t C = 20, HW = 24 * 24;
+  std::vector<double> ref_sum(C, 0.0), ref_max(C, -INFINITY);
+  for (int64_t n = 0; n < 16; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t k = 0; k < HW; ++k) {
+        ref_sum[c] += v[(n * C + c) * HW + k];
+        ref_max[c] = std::max(ref_max[c], v[(n * C + c) * HW + k]);
+      }
+  const int saved = num_threads();
+  std::vector<Tensor> sums, maxes;
+  for (int t : {1, 2, 3}) {
+    set_num_threads(t);
+    sums.push_back(math::sum(x, {0, 2, 3}));
+    maxes.push_back(math::amax(x, {0, 2, 3}));
+  }
+  set_num_threads(saved);
+  for (size_t k = 1; k < sums.size(); ++k) {
+    CHECK(same_bits(sums[k], sums[0]));
+    CHECK(same_bits(maxes[k], maxes[0]));
+  }
+  const std::vector<double> s = sums[0].to_vector(), m = maxes[0].to_vector();
+  for (int64_t c = 0; c < C; ++c) {
+    CHECK(s[c] == doctest::Approx(ref_sum[c]).epsilon(1e-6));  // both accumulate in double
+    CHECK(m[c] == ref_max[c]);
+  }
+}
