@@ -161,3 +161,29 @@ TEST_CASE("sum / amax over a few long columns: chunked path matches the plain co
     CHECK(m[c] == ref_max[c]);
   }
 }
+
+TEST_CASE("elementwise ops on long dense rows (split into segments) match the element-by-element result") {
+  Generator gen(13);
+  const int64_t n = 3 * 32768 + 12345;  // > 2 segments, ragged last one
+  const Tensor a = Tensor::randn({n}, gen), b = Tensor::randn({n}, gen), s = Tensor::randn({1}, gen);
+  const std::vector<double> va = a.to_vector(), vb = b.to_vector();
+  const float sv = static_cast<float>(s.item());
+  const int saved = num_threads();
+  for (int t : {1, 2, 3}) {
+    set_num_threads(t);
+    CAPTURE(t);
+    const std::vector<double> sum = math::add(a, b).to_vector(), bc = math::mul(a, s).to_vector(),
+                              r = math::relu(a).to_vector();
+    Tensor filled = Tensor::empty({n});
+    filled.fill_(2.5);
+    const std::vector<double> f = filled.to_vector();
+    bool ok = true;
+    for (int64_t i = 0; i < n; ++i) {
+      const float x = static_cast<float>(va[i]), y = static_cast<float>(vb[i]);
+      ok = ok && sum[i] == double(x + y) && bc[i] == double(x * sv) && r[i] == double(x > 0 ? x : 0.0f) &&
+           f[i] == 2.5;
+    }
+    CHECK(ok);
+  }
+  set_num_threads(saved);
+}
