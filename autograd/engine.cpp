@@ -129,7 +129,15 @@ void Variable::backward(const Variable& gradient, bool retain_graph, bool create
   EngineResult res = run_engine(outs, grads, retain_graph || create_graph, create_graph, {});
   for (auto& [impl, g] : res.leaf_grads) {
     if (!impl->requires_grad) continue;
-    Variable gv = create_graph ? g : Variable(g.data().clone());
+    // The stored gradient gets its own buffer in the leaf's layout (what optimizers read).
+    Variable gv = g;
+    if (!create_graph) {
+      const Tensor& like = impl->data;
+      const bool same_layout = like.is_dense() && like.shape() == g.shape() && like.dtype() == g.dtype();
+      Tensor own = same_layout ? Tensor::empty_like(like) : g.data().clone();
+      if (same_layout) own.copy_(g.data());
+      gv = Variable(std::move(own));
+    }
     if (impl->grad) {
       GradModeGuard mode(create_graph);
       Variable prev;

@@ -2,10 +2,40 @@
 // recorded for double backward). g = dL/d(out).
 #include "autograd/ops.h"
 #include "core/math.h"
+#include "core/strided.h"
 
 namespace lowbit {
 namespace {
 Variable constant(Tensor t) { return Variable(std::move(t), false); }
+
+// g * T(keep(x)) in one pass: the same values as mul(g, <0/1 mask of x>) without the mask tensor.
+// Used when the backward pass is not being recorded; layout as math::mul would give.
+template <class Keep>
+Variable masked_grad(const Variable& g, const Variable& x, const char* op, Keep keep) {
+  const Tensor& gt = g.data();
+  const Tensor& xt = x.data();
+  LOWBIT_CHECK(gt.shape() == xt.shape() && gt.dtype() == xt.dtype(), op, ": gradient ", shape_str(gt.shape()),
+               " for input ", shape_str(xt.shape()));
+  const bool same_layout = gt.is_dense() && gt.strides() == xt.strides();
+  Tensor out = same_layout ? Tensor::empty_like(gt) : Tensor::empty(gt.shape(), gt.dtype());
+  auto plan = detail::make_plan<3>(gt.shape(), {out.strides(), gt.strides(), xt.strides()});
+  LOWBIT_DISPATCH_FLOAT(gt.dtype(), op, [&] {
+    scalar_t* po = out.data<scalar_t>();
+    const scalar_t* pg = gt.data<scalar_t>();
+    const scalar_t* px = xt.data<scalar_t>();
+    detail::plan_for_each(plan, [&](const std::array<int64_t, 3>& off, int64_t n, const std::array<int64_t, 3>& st) {
+      scalar_t* o = po + off[0];
+      const scalar_t* a = pg + off[1];
+      const scalar_t* b = px + off[2];
+      if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
+        for (int64_t i = 0; i < n; ++i) o[i] = a[i] * scalar_t(keep(b[i]));
+      } else {
+        for (int64_t i = 0; i < n; ++i) o[i * st[0]] = a[i * st[1]] * scalar_t(keep(b[i * st[2]]));
+      }
+    });
+  });
+  return Variable(std::move(out));
+}
 }  // namespace
 
 // ---- binary ----
@@ -176,12 +206,19 @@ Variable sigmoid(const Variable& a) {
 
 Variable relu(const Variable& a) {
   return make_result(math::relu(a.data()), "relu", {a}, [a](const Variable& g, const Variable&) {
+    if (!GradMode::enabled())
+      return std::vector<Variable>{masked_grad(g, a, "relu_backward", [](auto x) { return x > decltype(x)(0); })};
     return std::vector<Variable>{mul_mask(g, math::gt(a.data(), 0.0))};
   });
 }
 
 Variable clamp(const Variable& a, double lo, double hi) {
   return make_result(math::clamp(a.data(), lo, hi), "clamp", {a}, [a, lo, hi](const Variable& g, const Variable&) {
+    if (!GradMode::enabled())
+      return std::vector<Variable>{masked_grad(g, a, "clamp_backward", [lo, hi](auto x) {
+        using T = decltype(x);
+        return x >= T(lo) && x <= T(hi);
+      })};
     const Tensor inside = math::mul(math::ge(a.data(), lo), math::le(a.data(), hi));
     return std::vector<Variable>{mul_mask(g, inside)};
   });

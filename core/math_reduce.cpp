@@ -1,8 +1,8 @@
 // Reductions. A dense input is read in memory order and its dims coalesced into the form
 // [outer O, reduced R, inner I]; out[o, i] = reduce_r x[o, r, i]. Other patterns are first made
 // contiguous with the kept dims in front. Every output element is produced by one sequential loop
-// (full reductions: a fixed number of chunks combined in order), so results do not depend on the
-// thread count.
+// (full reductions and a few long columns: a fixed number of chunks, set by the shape alone,
+// combined in order), so results do not depend on the thread count.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -132,6 +132,34 @@ void reduce_ori(const T* x, T* out, const OriPlan& p, ReduceKind kind) {
   // Inner columns: parallel over (o, block of i); each output column summed over r in order.
   constexpr int64_t kBlock = 256;
   const int64_t blocks_per_o = (I + kBlock - 1) / kBlock;
+  if (O * blocks_per_o < 4 && R >= 8192) {
+    // Few, long columns (a conv bias gradient: sum over N*H*W of a channels-last [.., C] tensor):
+    // a fixed number of row chunks (a function of R alone) reduced in parallel, partial results
+    // combined in chunk order.
+    const int64_t chunks = std::min<int64_t>(16, R / 4096);
+    std::vector<Acc> partial(static_cast<size_t>(chunks * O * I));
+    parallel_chunks(0, R, chunks, [&](int64_t c, int64_t lo, int64_t hi) {
+      for (int64_t o = 0; o < O; ++o) {
+        Acc* acc = partial.data() + (c * O + o) * I;
+        for (int64_t j = 0; j < I; ++j) acc[j] = red.init();
+        for (int64_t r = lo; r < hi; ++r) {
+          const T* row = x + (o * R + r) * I;
+          if (kind == ReduceKind::sum) {
+            for (int64_t j = 0; j < I; ++j) acc[j] += static_cast<Acc>(row[j]);
+          } else {
+            for (int64_t j = 0; j < I; ++j) acc[j] = red.combine(acc[j], static_cast<Acc>(row[j]));
+          }
+        }
+      }
+    });
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t j = 0; j < I; ++j) {
+        Acc acc = partial[o * I + j];
+        for (int64_t c = 1; c < chunks; ++c) acc = red.combine(acc, partial[(c * O + o) * I + j]);
+        out[o * I + j] = static_cast<T>(acc);
+      }
+    return;
+  }
   parallel_for(0, O * blocks_per_o, std::max<int64_t>(1, 16384 / std::max<int64_t>(R * kBlock, 1)),
                [&](int64_t lo, int64_t hi) {
                  Acc acc[kBlock];

@@ -99,13 +99,41 @@ void plan_rows(const StridedPlan<N>& p, int64_t row_begin, int64_t row_end, F&& 
   }
 }
 
-// Parallel over rows when the work is large; each row is visited once, so results do not
-// depend on the thread count.
+// Calls fn for elements [lo, hi) of row `row` only (offsets advanced to element lo).
+template <size_t N, class F>
+void plan_row_segment(const StridedPlan<N>& p, int64_t row, int64_t lo, int64_t hi, F&& fn) {
+  const int64_t nd = static_cast<int64_t>(p.shape.size());
+  std::array<int64_t, N> off{}, inner_stride;
+  for (size_t k = 0; k < N; ++k) inner_stride[k] = p.strides[k][nd - 1];
+  int64_t rem = row;
+  for (int64_t d = nd - 2; d >= 0; --d) {
+    const int64_t i = rem % p.shape[d];
+    rem /= p.shape[d];
+    for (size_t k = 0; k < N; ++k) off[k] += i * p.strides[k][d];
+  }
+  for (size_t k = 0; k < N; ++k) off[k] += lo * inner_stride[k];
+  fn(off, hi - lo, inner_stride);
+}
+
+// Parallel when the work is large: over blocks of rows, or, when rows are long (a dense tensor
+// coalesces to one row), over fixed segments of kGrainElements of each row. Every element is
+// visited once by the same inner loop, and the split depends on the shape alone, so results do
+// not depend on the thread count.
 template <size_t N, class F>
 void plan_for_each(const StridedPlan<N>& p, F&& fn) {
   constexpr int64_t kGrainElements = 32768;
-  const int64_t rows = p.rows();
-  const int64_t grain_rows = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, p.inner()));
+  const int64_t rows = p.rows(), inner = p.inner();
+  if (inner > 2 * kGrainElements) {
+    const int64_t pieces = (inner + kGrainElements - 1) / kGrainElements;
+    parallel_for(0, rows * pieces, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t u = lo; u < hi; ++u) {
+        const int64_t row = u / pieces, piece = u % pieces;
+        plan_row_segment(p, row, piece * kGrainElements, std::min(inner, (piece + 1) * kGrainElements), fn);
+      }
+    });
+    return;
+  }
+  const int64_t grain_rows = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, inner));
   parallel_for(0, rows, grain_rows, [&](int64_t lo, int64_t hi) { plan_rows(p, lo, hi, fn); });
 }
 
