@@ -62,7 +62,7 @@ int run_summary(int argc, char** argv) {
   auto model = models::create_model(o.str("model"), mo);
   const auto info = models::model_info(o.str("model"));
   const int64_t C = mo.in_channels ? mo.in_channels : info.default_in_channels;
-  const int64_t S = mo.image_size ? mo.image_size : info.default_image_size;
+  const int64_t S = mo.image_size ? mo.image_size : models::default_image_size(o.str("model"), mo.variant);
 
   // Record every leaf module's output shape through the output hooks, then restore them.
   struct Row {
@@ -147,7 +147,7 @@ int run_bench(int argc, char** argv) {
   auto quant = make_quant(o, *model);
   const auto info = models::model_info(o.str("model"));
   const int64_t C = mo.in_channels ? mo.in_channels : info.default_in_channels;
-  const int64_t S = mo.image_size ? mo.image_size : info.default_image_size;
+  const int64_t S = mo.image_size ? mo.image_size : models::default_image_size(o.str("model"), mo.variant);
   const int64_t B = o.integer("batch"), steps = o.integer("steps"), warmup = o.integer("warmup");
   LOWBIT_CHECK(B >= 1 && steps >= 1 && warmup >= 0, "lowbit bench: --batch and --steps must be >= 1");
 

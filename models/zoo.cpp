@@ -129,4 +129,12 @@ std::shared_ptr<Module> create_model(const std::string& name, const ModelOptions
   return e.build(o, gen);
 }
 
+int64_t default_image_size(const std::string& name, const std::string& variant) {
+  const ModelInfo info = model_info(name);
+  if (variant == "cifar") return 32;
+  if (variant == "64") return 64;
+  if (variant == "imagenet" || variant == "224") return 224;
+  return info.default_image_size;
+}
+
 }  // namespace lowbit::models

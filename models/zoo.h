@@ -37,5 +37,8 @@ struct ModelInfo {
   std::vector<std::string> variants;                // first = default; empty when the model has none
 };
 ModelInfo model_info(const std::string& name);  // unknown name -> Error listing the known names
+// Default input height = width of a variant ("" = the default variant): "cifar" 32, "64" 64,
+// "imagenet"/"224" 224, else the model's default.
+int64_t default_image_size(const std::string& name, const std::string& variant);
 
 }  // namespace lowbit::models

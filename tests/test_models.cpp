@@ -254,3 +254,11 @@ TEST_CASE("options: width multiplier, image size, input channels, seeds") {
     CHECK(max_abs_diff(t, sc.at(k)) > 0);
   }
 }
+
+TEST_CASE("default input size follows the variant") {
+  CHECK(models::default_image_size("mobilenet_v1", "cifar") == 32);
+  CHECK(models::default_image_size("mobilenet_v1", "") == 224);
+  CHECK(models::default_image_size("alexnet", "64") == 64);
+  CHECK(models::default_image_size("lenet5", "") == 28);
+  CHECK_THROWS_AS(models::default_image_size("lenet6", ""), Error);
+}
