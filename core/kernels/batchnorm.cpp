@@ -3,6 +3,7 @@
 // adding the block sums into double; chunk results merge in chunk order. Elementwise passes run
 // in parallel over rows.
 #include "core/kernels/batchnorm.h"
+#include "core/kernels/cpu.h"
 
 #include <immintrin.h>
 
@@ -15,18 +16,11 @@
 #include "core/error.h"
 #include "core/parallel.h"
 
-#define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 
 namespace lowbit::kernels {
 namespace {
 
 std::atomic<bool> g_avx512_enabled{true};
-
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  return has;
-}
 
 template <class T>
 bool use_avx512() {

@@ -16,6 +16,7 @@
 // (forward tile on x in place; backward-data = memset + tile), pointwise convs on <= 8x8 images as
 // one GEMM, and unpadded backward-weight reading x without staging.
 #include "core/kernels/conv_direct.h"
+#include "core/kernels/cpu.h"
 
 #include <immintrin.h>
 
@@ -30,7 +31,6 @@
 #include "core/kernels/gemm.h"
 #include "core/parallel.h"
 
-#define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 
 namespace lowbit::kernels {
 namespace {
@@ -847,11 +847,7 @@ bool pointwise_gemm(const Conv2dGeometry& g) {
 
 }  // namespace
 
-bool conv_direct_available() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  return ok;
-}
+bool conv_direct_available() { return cpu_has_avx512(); }
 
 void conv2d_forward_direct(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
   if (pointwise_gemm(g)) {

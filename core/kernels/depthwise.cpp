@@ -4,6 +4,7 @@
 // multiplier > 1 input rows are expanded to K channels (x[.][k / mult]) and the data gradient is
 // summed back over each channel's multiplier group.
 #include "core/kernels/depthwise.h"
+#include "core/kernels/cpu.h"
 
 #include <immintrin.h>
 
@@ -15,18 +16,11 @@
 #include "core/error.h"
 #include "core/parallel.h"
 
-#define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 
 namespace lowbit::kernels {
 namespace {
 
 std::atomic<bool> g_avx512_enabled{true};
-
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  return has;
-}
 
 bool use_avx512() { return cpu_has_avx512() && g_avx512_enabled.load(std::memory_order_relaxed); }
 

@@ -12,9 +12,9 @@
 #include <utility>
 
 #include "core/kernels/gemm_pack.h"
+#include "core/kernels/cpu.h"
 #include "core/parallel.h"
 
-#define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 
 namespace lowbit::kernels::detail {
 namespace {
@@ -408,11 +408,7 @@ void sgemm_parallel_impl(const GemmArgs<float>& g, int threads) {
 
 }  // namespace
 
-bool sgemm_avx512_supported() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  return ok;
-}
+bool sgemm_avx512_supported() { return cpu_has_avx512(); }
 
 void sgemm_avx512(const GemmArgs<float>& g, bool parallel) {
   if (g.M <= 0 || g.N <= 0) return;

@@ -2,6 +2,7 @@
 // and gather from the outputs whose windows cover each input, so every element is written by one
 // task and sums run in a fixed (p, q) order.
 #include "core/kernels/pool.h"
+#include "core/kernels/cpu.h"
 
 #include <immintrin.h>
 
@@ -15,18 +16,11 @@
 #include "core/error.h"
 #include "core/parallel.h"
 
-#define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 
 namespace lowbit::kernels {
 namespace {
 
 std::atomic<bool> g_avx512_enabled{true};
-
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  return has;
-}
 
 template <class T>
 bool use_avx512() {

@@ -1,4 +1,5 @@
 #include "core/kernels/quantize.h"
+#include "core/kernels/cpu.h"
 
 #include <immintrin.h>
 
@@ -7,17 +8,13 @@
 
 #include "core/parallel.h"
 
-#define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 
 namespace lowbit::kernels {
 namespace {
 
 std::atomic<bool> g_avx512_enabled{true};
 
-bool use_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-  return has && g_avx512_enabled.load(std::memory_order_relaxed);
-}
+bool use_avx512() { return cpu_has_avx512() && g_avx512_enabled.load(std::memory_order_relaxed); }
 
 constexpr int64_t kGrain = 1 << 16;
 
