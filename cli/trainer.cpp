@@ -196,7 +196,9 @@ int run_train(Options& opts, int argc, char** argv) {
                 (long long)pos.batch);
     resume_ckpt.reset();
   } else {
+    // A fresh run owns its folder's records: metrics of an earlier run there are replaced.
     write_text_file(out + "/config.txt", opts.to_config());
+    std::filesystem::remove(out + "/metrics.jsonl");
   }
 
   std::printf("model %s: %lld parameters; data %s: %lld train / %lld test images %lldx%lldx%lld; %d threads\n",
