@@ -3,10 +3,13 @@
 
 #include <cmath>
 #include <numbers>
+#include <vector>
+#include <algorithm>
 
 #include "autograd/ops.h"
 #include "core/error.h"
 #include "core/math.h"
+#include "core/parallel.h"
 
 namespace lowbit::quant {
 namespace {
@@ -19,14 +22,67 @@ void check_bits(Grid grid, int bits, const char* op) {
   LOWBIT_CHECK(grid != Grid::wrpn || bits >= 2, op, ": the WRPN grid needs k >= 2 bits, got ", bits);
 }
 
-Variable reduce(const Variable& v, Reduction r) {
-  LOWBIT_CHECK(r != Reduction::none, "sinreq_penalty/waveq_penalty: reduction must be sum or mean, not none");
-  return r == Reduction::sum ? sum(v) : mean(v);
+// Sum over the elements in fixed chunks (thread-count independent), accumulated in double.
+template <class F>
+double chunked_sum(int64_t n, F&& term) {
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t chunks = std::max<int64_t>(1, (n + kChunk - 1) / kChunk);
+  std::vector<double> partial(chunks, 0.0);
+  parallel_chunks(0, n, chunks, [&](int64_t c, int64_t lo, int64_t hi) {
+    double acc = 0;
+    for (int64_t i = lo; i < hi; ++i) acc += term(i);
+    partial[c] = acc;
+  });
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
 }
 
-Variable sin_squared(const Variable& u) {
-  const Variable s = sin(u);
-  return mul(s, s);
+// The composed definition of sin2_reduce's gradients (recorded when create_graph asks for it).
+std::vector<Variable> sin2_reduce_backward_composed(const Variable& g, const Variable& w, const Variable& a, double b,
+                                                    double scale) {
+  const Variable s2 = sin(mul(add(mul(w, a), b), 2.0));  // sin(2u) = d sin^2(u) / du
+  const Variable gs = mul(reshape(g, {}), scale);
+  return {w.requires_grad() ? mul(mul(s2, reshape(a, {})), gs) : Variable(),
+          a.requires_grad() ? reshape(mul(sum(mul(w, s2)), gs), a.shape()) : Variable()};
+}
+
+// reduce_j sin^2(u_j), u = a w + b, for a one-element Variable a and a constant b: the per-weight
+// chain (scale, shift, sin, square, reduce) fused into one pass forward and one backward pass that
+// yields both gradients, d/dw_j = a sin(2 u_j) r and d/da = sum_j w_j sin(2 u_j) r (r = 1 or 1/N).
+// When the backward pass is recorded (create_graph) it is composed from ops, so it is differentiable.
+Variable sin2_reduce(const Variable& w_in, const Variable& a, double b, Reduction r) {
+  LOWBIT_CHECK(r != Reduction::none, "sinreq_penalty/waveq_penalty: reduction must be sum or mean, not none");
+  const Tensor w = w_in.data().contiguous();
+  const int64_t n = w.numel();
+  const double scale = r == Reduction::mean ? 1.0 / double(std::max<int64_t>(n, 1)) : 1.0;
+  const double av = a.item();
+  const double total = LOWBIT_DISPATCH_FLOAT(w.dtype(), "sin2_reduce", [&] {
+    const scalar_t* p = w.data<scalar_t>();
+    return chunked_sum(n, [&](int64_t i) {
+      const double s = std::sin(av * double(p[i]) + b);
+      return s * s;
+    });
+  });
+  Tensor out = Tensor::full({}, total * scale, w.dtype());
+  return make_result(out, "sin2_reduce", {w_in, a}, [w_in, a, b, scale, w, av](const Variable& g, const Variable&) {
+    if (GradMode::enabled()) return sin2_reduce_backward_composed(g, w_in, a, b, scale);
+    const double gs = g.item() * scale;
+    Tensor dw = Tensor::empty(w.shape(), w.dtype());
+    double da = 0;
+    LOWBIT_DISPATCH_FLOAT(w.dtype(), "sin2_reduce backward", [&] {
+      const scalar_t* p = w.data<scalar_t>();
+      scalar_t* q = dw.data<scalar_t>();
+      da = chunked_sum(w.numel(), [&](int64_t i) {
+        const double s2 = std::sin(2 * (av * double(p[i]) + b));
+        q[i] = static_cast<scalar_t>(gs * av * s2);
+        return double(p[i]) * s2;
+      });
+    });
+    return std::vector<Variable>{w_in.requires_grad() ? Variable(dw.reshape(w_in.shape())) : Variable(),
+                                 a.requires_grad() ? Variable(Tensor::full(a.shape(), da * gs, a.data().dtype()))
+                                                   : Variable()};
+  });
 }
 
 }  // namespace
@@ -70,8 +126,8 @@ Variable sinreq_layer(const Variable& weight, int bits, const SinReQOptions& opt
   LOWBIT_CHECK(weight.defined(), "sinreq_penalty: undefined weight");
   const double step = grid_step(options.grid, bits), offset = grid_offset(options.grid, bits);
   // u = pi (w + c) / Delta
-  const Variable u = add(mul(weight, kPi / step), kPi * offset / step);
-  return reduce(sin_squared(u), options.reduction);
+  const Variable a(Tensor::full({}, kPi / step, weight.dtype()));
+  return sin2_reduce(weight, a, kPi * offset / step, options.reduction);
 }
 
 Variable sinreq_penalty(const std::vector<Variable>& weights, const std::vector<int>& bits,
@@ -105,15 +161,15 @@ Variable waveq_layer(const Variable& weight, const Variable& beta, const WaveQOp
       break;
     case Grid::fixed_point: inv_step = two_pow_beta; break;
   }
-  Variable u = mul(mul(weight, inv_step), kPi);
-  if (offset_in_steps != 0) u = add(u, kPi * offset_in_steps);
-  Variable per_weight = sin_squared(u);
+  // u = pi w / Delta + pi c / Delta; the per-weight part is fused (sin2_reduce), the beta-dependent
+  // scalars around it stay composed.
+  Variable term = sin2_reduce(weight, mul(inv_step, kPi), kPi * offset_in_steps, options.reduction);
   switch (options.norm) {
     case Normalization::R0: break;
-    case Normalization::R1: per_weight = div(per_weight, two_pow_beta); break;
-    case Normalization::R2: per_weight = div(per_weight, mul(two_pow_beta, two_pow_beta)); break;
+    case Normalization::R1: term = div(term, reshape(two_pow_beta, {})); break;
+    case Normalization::R2: term = div(term, reshape(mul(two_pow_beta, two_pow_beta), {})); break;
   }
-  return reduce(per_weight, options.reduction);
+  return term;
 }
 
 WaveQTerms waveq_penalty(const std::vector<Variable>& weights, const std::vector<Variable>& betas,
