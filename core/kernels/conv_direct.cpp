@@ -113,6 +113,25 @@ struct TileArgs {
 
 // PS > 0: the caller guarantees in_ps == PS, so every broadcast address is a compile-time offset (a
 // runtime stride needs one register per pixel offset, which GCC spills and reloads through port 0).
+// Stores an MR x NR tile of accumulators at out + m * row_stride; the last vector of each row keeps
+// only its first last_lanes lanes (the K tail).
+template <int MR, int NR>
+LOWBIT_AVX512 inline __attribute__((always_inline)) void store_tile(const __m512 (&acc)[MR][NR], float* out,
+                                                                     int64_t row_stride, int last_lanes) {
+  const __mmask16 last = static_cast<__mmask16>((1u << last_lanes) - 1u);
+#pragma GCC unroll 28
+  for (int m = 0; m < MR; ++m) {
+    float* o = out + m * row_stride;
+#pragma GCC unroll 4
+    for (int v = 0; v < NR; ++v) {
+      if (v == NR - 1 && last_lanes < 16)
+        _mm512_mask_storeu_ps(o + 16 * v, last, acc[m][v]);
+      else
+        _mm512_storeu_ps(o + 16 * v, acc[m][v]);
+    }
+  }
+}
+
 template <int MR, int NR, int PS = 0>
 LOWBIT_AVX512 void conv_tile(const TileArgs& a) {
   __m512 acc[MR][NR];
@@ -138,18 +157,7 @@ LOWBIT_AVX512 void conv_tile(const TileArgs& a) {
       }
     }
   }
-  const __mmask16 last = static_cast<__mmask16>((1u << a.last_lanes) - 1u);
-#pragma GCC unroll 28
-  for (int m = 0; m < MR; ++m) {
-    float* o = a.out + m * a.out_ps;
-#pragma GCC unroll 4
-    for (int v = 0; v < NR; ++v) {
-      if (v == NR - 1 && a.last_lanes < 16)
-        _mm512_mask_storeu_ps(o + 16 * v, last, acc[m][v]);
-      else
-        _mm512_storeu_ps(o + 16 * v, acc[m][v]);
-    }
-  }
+  store_tile<MR, NR>(acc, a.out, a.out_ps, a.last_lanes);
 }
 
 using TileFn = void (*)(const TileArgs&);
@@ -544,18 +552,7 @@ LOWBIT_AVX512 void blocked_tile(const BlockedArgs& a) {
       }
     }
   }
-  const __mmask16 last = static_cast<__mmask16>((1u << a.last_lanes) - 1u);
-#pragma GCC unroll 28
-  for (int m = 0; m < MR; ++m) {
-    float* o = a.out + m * a.out_ps;
-#pragma GCC unroll 4
-    for (int v = 0; v < NR; ++v) {
-      if (v == NR - 1 && a.last_lanes < 16)
-        _mm512_mask_storeu_ps(o + 16 * v, last, acc[m][v]);
-      else
-        _mm512_storeu_ps(o + 16 * v, acc[m][v]);
-    }
-  }
+  store_tile<MR, NR>(acc, a.out, a.out_ps, a.last_lanes);
 }
 
 using BlockedFn = void (*)(const BlockedArgs&);
