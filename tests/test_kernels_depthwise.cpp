@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include "kernel_test_util.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -13,6 +15,9 @@
 using namespace lowbit;
 using namespace lowbit::kernels;
 
+using lowbit::test::bit_equal;
+using lowbit::test::rel_err;
+
 namespace {
 
 template <class T>
@@ -24,21 +29,6 @@ std::vector<T> random_vec(int64_t n, uint32_t seed) {
   return v;
 }
 
-// max |a - b| relative to max |b| (plus a floor so all-zero outputs compare absolutely).
-template <class T>
-double rel_err(const std::vector<T>& a, const std::vector<T>& b) {
-  double diff = 0, scale = 1e-3;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
-    scale = std::max(scale, std::abs(double(b[i])));
-  }
-  return diff / scale;
-}
-
-template <class T>
-bool bit_equal(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
 
 Conv2dGeometry dw_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t stride, int64_t R = 3,
                        int64_t pad = 1, int64_t mult = 1, int64_t dil = 1) {

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include "kernel_test_util.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -12,6 +14,9 @@
 
 using namespace lowbit;
 using namespace lowbit::kernels;
+
+using lowbit::test::bit_equal;
+using lowbit::test::rel_err;
 
 namespace {
 
@@ -47,20 +52,6 @@ std::vector<T> smooth_vec(int64_t n, uint32_t seed) {
   return v;
 }
 
-template <class T>
-double rel_err(const std::vector<T>& a, const std::vector<T>& b) {
-  double diff = 0, scale = 1e-3;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
-    scale = std::max(scale, std::abs(double(b[i])));
-  }
-  return diff / scale;
-}
-
-template <class T>
-bool bit_equal(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
 
 Pool2dGeometry pool_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t k, int64_t stride, int64_t pad,
                          bool ceil_mode = false) {
