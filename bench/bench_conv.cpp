@@ -11,6 +11,8 @@
 // Counters: GFLOP/s (2 flops per MAC) and, when the peak probe exists, pct_peak.
 #include <benchmark/benchmark.h>
 
+#include "bench_flags.h"
+
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -168,12 +170,7 @@ int main(int argc, char** argv) {
   bool list = false, serve_mode = false;
   std::vector<char*> rest{argv[0]};
   for (int i = 1; i < argc; ++i) {
-    auto value = [&](const char* flag) -> const char* {
-      const size_t n = std::strlen(flag);
-      if (std::strncmp(argv[i], flag, n) == 0 && argv[i][n] == '=') return argv[i] + n + 1;
-      if (std::strcmp(argv[i], flag) == 0 && i + 1 < argc) return argv[++i];
-      return nullptr;
-    };
+    auto value = [&](const char* flag) { return bench::flag_value(argc, argv, i, flag); };
     if (const char* v = value("--threads")) {
       set_num_threads(std::atoi(v));
     } else if (const char* v2 = value("--batch")) {
