@@ -234,9 +234,12 @@ class Setup final : public QuantSetup {
 
   void final_report(Module& model, data::DataLoader& test, const EvalResult& last, const std::string& out) override {
     // 1. The bit assignment: learned (WaveQ) or configured.
+    // Each regularized layer's row once (its statistics read every weight).
+    std::vector<LayerRow> rows;
+    for (size_t i = 0; i < reg_layers_.size(); ++i) rows.push_back(row(i));
     std::vector<int> bits_final(q_.layers.size(), 32);
     for (size_t i = 0; i < q_.layers.size(); ++i) bits_final[i] = q_.inferred_weight_bits(q_.layers[i]);
-    for (size_t i = 0; i < reg_layers_.size(); ++i) bits_final[index_of(reg_layers_[i])] = row(i).weight_bits;
+    for (size_t i = 0; i < reg_layers_.size(); ++i) bits_final[index_of(reg_layers_[i])] = rows[i].weight_bits;
 
     // 2. Accuracy: float (shadow) weights, no quantizers; then weights quantized at the final bits.
     const EvalResult fp = with_weight_quantizers_off(model, [&] { return evaluate(model, test); });
@@ -267,7 +270,7 @@ class Setup final : public QuantSetup {
     const quant::MemoryFootprint mem = quant::weight_memory(numels, bits_final);
     double weighted_bits = 0, reg_numel = 0;
     for (size_t i = 0; i < reg_layers_.size(); ++i) {
-      weighted_bits += double(row(i).weight_bits) * double(reg_layers_[i]->numel());
+      weighted_bits += double(rows[i].weight_bits) * double(reg_layers_[i]->numel());
       reg_numel += double(reg_layers_[i]->numel());
     }
 
@@ -277,7 +280,7 @@ class Setup final : public QuantSetup {
       const auto& l = q_.layers[i];
       std::string beta;
       for (size_t r = 0; r < reg_layers_.size(); ++r)
-        if (reg_layers_[r] == &l && waveq_) beta = fmt("beta %.3f", row(r).beta);
+        if (reg_layers_[r] == &l && waveq_) beta = fmt("beta %.3f", rows[r].beta);
       std::printf("  %-24s %6s  %s\n", l.name.c_str(),
                   bits_final[i] >= 32 ? "fp32" : (std::to_string(bits_final[i]) + " bits").c_str(), beta.c_str());
     }
@@ -310,7 +313,7 @@ class Setup final : public QuantSetup {
                                      bits_final[i] >= 32 ? "fp32" : std::to_string(bits_final[i]), "", "", ""};
       for (size_t r = 0; r < reg_layers_.size(); ++r)
         if (reg_layers_[r] == &l) {
-          const LayerRow lr = row(r);
+          const LayerRow& lr = rows[r];
           if (waveq_) cells[3] = fmt("%.3f", lr.beta);
           cells[4] = fmt("%.5f", lr.stats.mean_distance);
           cells[5] = fmt("%.1f%%", 100 * lr.stats.share_near);
