@@ -37,6 +37,8 @@ Variable cos(const Variable& a);
 Variable tanh(const Variable& a);
 Variable sigmoid(const Variable& a);
 Variable relu(const Variable& a);   // gradient 0 at 0, as PyTorch
+// relu(a + b) in one pass (the residual join of a ResNet block); gradient g * [a + b > 0] to both.
+Variable add_relu(const Variable& a, const Variable& b);
 Variable clamp(const Variable& a, double lo, double hi);  // gradient 1 on [lo, hi], as PyTorch
 // a * mask for a constant mask (0/1 or any weights); gradient g * mask.
 Variable mul_mask(const Variable& a, const Tensor& mask);

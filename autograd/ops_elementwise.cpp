@@ -212,6 +212,20 @@ Variable relu(const Variable& a) {
   });
 }
 
+Variable add_relu(const Variable& a, const Variable& b) {
+  return make_result(
+      math::add_relu(a.data(), b.data()), "add_relu", {a, b},
+      [a, b](const Variable& g, const Variable& out) {
+        // out > 0 exactly where a + b > 0.
+        const Variable masked = GradMode::enabled()
+                                    ? mul_mask(g, math::gt(out.data(), 0.0))
+                                    : masked_grad(g, out, "add_relu_backward", [](auto y) { return y > decltype(y)(0); });
+        return std::vector<Variable>{a.requires_grad() ? sum_to(masked, a.shape()) : Variable(),
+                                     b.requires_grad() ? sum_to(masked, b.shape()) : Variable()};
+      },
+      true);
+}
+
 Variable clamp(const Variable& a, double lo, double hi) {
   return make_result(math::clamp(a.data(), lo, hi), "clamp", {a}, [a, lo, hi](const Variable& g, const Variable&) {
     if (!GradMode::enabled())

@@ -54,6 +54,11 @@ Variable global_avg_pool2d(const Variable& x);
 // gamma / beta may be undefined (affine = false).
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
                     Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5);
+// relu(batch_norm(...)) with the ReLU fused into the kernels: one pass over the activations each way
+// instead of two (the batch norm's own output is never materialised). Same values and gradients
+// as the composition (gradient 0 where the normalised value is <= 0); double backward composes.
+Variable batch_norm_relu(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
+                         Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5);
 
 // Inverted dropout: in training zeroes each element with probability p and scales the rest by
 // 1 / (1 - p); identity otherwise.

@@ -39,10 +39,11 @@ std::vector<Variable> train_backward_composed(const Variable& g, const Variable&
           beta.requires_grad() ? sum(g, dims) : Variable()};
 }
 
-}  // namespace
+// g masked by a fused ReLU's output (out > 0), recorded so double backward sees the mask.
+Variable relu_masked(const Variable& g, const Variable& out) { return mul_mask(g, math::gt(out.data(), 0.0)); }
 
-Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
-                    Tensor running_var, bool training, double momentum, double eps) {
+Variable batch_norm_impl(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
+                         Tensor running_var, bool training, double momentum, double eps, bool relu) {
   LOWBIT_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: expected input [N, C] or [N, C, H, W], got ",
                shape_str(x.shape()));
   LOWBIT_CHECK(is_floating(x.dtype()), "batch_norm: expected a floating input");
@@ -65,13 +66,14 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
     LOWBIT_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
       kernels::batchnorm_forward_eval(rows, C, xc.data<scalar_t>(), running_mean.data<scalar_t>(),
                                       running_var.data<scalar_t>(), gm.defined() ? gm.data<scalar_t>() : nullptr,
-                                      bt.defined() ? bt.data<scalar_t>() : nullptr, eps, y.data<scalar_t>());
+                                      bt.defined() ? bt.data<scalar_t>() : nullptr, eps, y.data<scalar_t>(), relu);
     });
     const Shape cs = channel_shape(x.dim(), C);
     const Tensor inv = math::rdiv(math::sqrt(math::add(running_var, eps)), 1.0).reshape(cs);
     const Tensor rmean = running_mean.reshape(cs);
-    return make_result(y, "batch_norm_eval", {x, gamma, beta},
-                       [x, gamma, beta, inv, rmean, cs](const Variable& g, const Variable&) {
+    return make_result(y, relu ? "batch_norm_relu_eval" : "batch_norm_eval", {x, gamma, beta},
+                       [x, gamma, beta, inv, rmean, cs, relu](const Variable& g_out, const Variable& out) {
+                         const Variable g = relu ? relu_masked(g_out, out) : g_out;
                          const auto dims = stat_dims(x.dim());
                          const Variable inv_v(inv);
                          const Variable scale = gamma.defined() ? mul(reshape(gamma, cs), inv_v) : inv_v;
@@ -79,26 +81,31 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
                              x.requires_grad() ? mul(g, scale) : Variable(),
                              gamma.requires_grad() ? sum(mul(g, mul(sub(x, Variable(rmean)), inv_v)), dims) : Variable(),
                              beta.requires_grad() ? sum(g, dims) : Variable()};
-                       });
+                       },
+                       relu);
   }
 
   LOWBIT_CHECK(rows > 1, "batch_norm: training needs more than one value per channel, got input ",
                shape_str(x.shape()));
   Tensor save_mean = Tensor::empty({C}, x.dtype()), save_invstd = Tensor::empty({C}, x.dtype());
   Tensor var_unbiased = Tensor::empty({C}, x.dtype());
+  // Fused ReLU: the per-channel affine (scale, shift) the forward applied, for the backward's mask.
+  Tensor relu_affine = relu ? Tensor::empty({2 * C}, x.dtype()) : Tensor();
   LOWBIT_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
     kernels::batchnorm_forward_train(rows, C, xc.data<scalar_t>(), gm.defined() ? gm.data<scalar_t>() : nullptr,
                                      bt.defined() ? bt.data<scalar_t>() : nullptr, eps, y.data<scalar_t>(),
                                      save_mean.data<scalar_t>(), save_invstd.data<scalar_t>(),
-                                     var_unbiased.data<scalar_t>());
+                                     var_unbiased.data<scalar_t>(),
+                                     relu ? relu_affine.data<scalar_t>() : nullptr);
     if (running_mean.defined() && running_var.defined())
       kernels::batchnorm_update_running_stats(C, momentum, save_mean.data<scalar_t>(), var_unbiased.data<scalar_t>(),
                                               running_mean.data<scalar_t>(), running_var.data<scalar_t>());
   });
   return make_result(
-      y, "batch_norm", {x, gamma, beta},
-      [x, gamma, beta, save_mean, save_invstd, eps, rows, C](const Variable& g, const Variable&) {
-        if (GradMode::enabled()) return train_backward_composed(g, x, gamma, beta, eps);
+      y, relu ? "batch_norm_relu" : "batch_norm", {x, gamma, beta},
+      [x, gamma, beta, save_mean, save_invstd, relu_affine, eps, rows, C](const Variable& g, const Variable& out) {
+        if (GradMode::enabled())
+          return train_backward_composed(relu_affine.defined() ? relu_masked(g, out) : g, x, gamma, beta, eps);
         // Not recorded: one fused pass.
         const Tensor xr = rows_by_channels(x.data()), dy = rows_by_channels(g.data());
         Tensor dx = x.requires_grad() ? empty_rows_by_channels(x.shape(), x.dtype()) : Tensor();
@@ -109,11 +116,27 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
           kernels::batchnorm_backward(rows, C, xr.data<scalar_t>(), dy.data<scalar_t>(), save_mean.data<scalar_t>(),
                                       save_invstd.data<scalar_t>(),
                                       gamma.defined() ? gamma.data().contiguous().data<scalar_t>() : nullptr,
-                                      ptr(dx), ptr(dgamma), ptr(dbeta));
+                                      ptr(dx), ptr(dgamma), ptr(dbeta),
+                                      relu_affine.defined() ? relu_affine.data<scalar_t>() : nullptr);
         });
         auto wrap = [](const Tensor& t) { return t.defined() ? Variable(t) : Variable(); };
         return std::vector<Variable>{wrap(dx), wrap(dgamma), wrap(dbeta)};
-      });
+      },
+      relu);
+}
+
+}  // namespace
+
+Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
+                    Tensor running_var, bool training, double momentum, double eps) {
+  return batch_norm_impl(x, gamma, beta, std::move(running_mean), std::move(running_var), training, momentum, eps,
+                         false);
+}
+
+Variable batch_norm_relu(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
+                         Tensor running_var, bool training, double momentum, double eps) {
+  return batch_norm_impl(x, gamma, beta, std::move(running_mean), std::move(running_var), training, momentum, eps,
+                         true);
 }
 
 Variable dropout(const Variable& x, double p, bool training, Generator& gen) {

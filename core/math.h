@@ -57,6 +57,7 @@ Tensor cos(const Tensor& a);
 Tensor tanh(const Tensor& a);
 Tensor sigmoid(const Tensor& a);
 Tensor relu(const Tensor& a);
+Tensor add_relu(const Tensor& a, const Tensor& b);  // relu(a + b) in one pass (broadcasting as add)
 Tensor floor(const Tensor& a);
 Tensor round(const Tensor& a);  // half to even, like torch.round
 

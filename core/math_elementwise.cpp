@@ -199,6 +199,12 @@ Tensor sigmoid(const Tensor& a) { return unary(a, "sigmoid", [](auto x) { return
 Tensor relu(const Tensor& a) {
   return unary(a, "relu", [](auto x) { return x > decltype(x)(0) ? x : decltype(x)(0); });
 }
+Tensor add_relu(const Tensor& a, const Tensor& b) {
+  return binary(a, b, "add_relu", [](auto x, auto y) {
+    const auto z = x + y;
+    return z > decltype(z)(0) ? z : decltype(z)(0);
+  });
+}
 Tensor floor(const Tensor& a) { return unary(a, "floor", [](auto x) { return std::floor(x); }); }
 Tensor round(const Tensor& a) { return unary(a, "round", [](auto x) { return std::nearbyint(x); }); }
 

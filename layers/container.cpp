@@ -1,5 +1,8 @@
 #include "layers/container.h"
 
+#include "layers/activation.h"
+#include "layers/norm.h"
+
 #include "autograd/ops.h"
 
 namespace lowbit {
@@ -10,7 +13,16 @@ Sequential::Sequential(std::vector<std::shared_ptr<Module>> modules) {
 
 Variable Sequential::forward(const Variable& x) {
   Variable y = x;
-  for (const auto& m : items_) y = (*m)(y);
+  for (size_t i = 0; i < items_.size(); ++i) {
+    // BatchNorm -> ReLU runs as one fused op (same values and gradients, one pass fewer each way).
+    auto* bn = dynamic_cast<BatchNormBase*>(items_[i].get());
+    if (bn && i + 1 < items_.size() && dynamic_cast<ReLU*>(items_[i + 1].get())) {
+      y = bn->forward_with_relu(y, *items_[i + 1]);
+      ++i;
+      continue;
+    }
+    y = (*items_[i])(y);
+  }
   return y;
 }
 

@@ -13,9 +13,7 @@ std::string join_name(const std::string& prefix, const std::string& name) {
 }
 
 Variable Module::operator()(const Variable& x) {
-  Variable y = forward(x);
-  if (output_hook_) y = output_hook_(y);
-  return y;
+  return apply_output_hook(forward(x));
 }
 
 void Module::check_new_name(const std::string& name, const char* what) const {

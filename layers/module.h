@@ -87,6 +87,9 @@ class Module : public std::enable_shared_from_this<Module> {
   // Quantization hook (set by quant/, never by layers/): applied to the module's output in operator().
   void set_output_hook(VariableTransform hook) { output_hook_ = std::move(hook); }
   const VariableTransform& output_hook() const { return output_hook_; }
+  // y through the output hook (identity without one): what operator() does after forward(). For
+  // callers that compute a module's output in a fused op (BatchNorm + ReLU) instead of forward().
+  Variable apply_output_hook(const Variable& y) const { return output_hook_ ? output_hook_(y) : y; }
 
  protected:
   // Called by train(); layers with mode-dependent state may override (call the base).

@@ -1,6 +1,8 @@
 #include "layers/norm.h"
 
 #include "autograd/ops.h"
+#include "autograd/ops_nn.h"
+#include "layers/activation.h"
 
 namespace lowbit {
 
@@ -24,7 +26,7 @@ void BatchNormBase::reset_running_stats() {
   buffer("running_var").fill_(1);
 }
 
-Variable BatchNormBase::normalize(const Variable& x) {
+Variable BatchNormBase::normalize(const Variable& x, bool relu) {
   LOWBIT_CHECK(x.size(1) == c_, type_name(), "::forward: expected ", c_, " channels in dim 1, got ",
                shape_str(x.shape()));
   const Variable gamma = opt_.affine ? param("weight") : Variable();
@@ -36,7 +38,15 @@ Variable BatchNormBase::normalize(const Variable& x) {
   if (use_batch_stats)
     LOWBIT_CHECK(x.numel() / c_ > 1, type_name(),
                  "::forward: batch statistics need more than one value per channel, got ", shape_str(x.shape()));
+  if (relu) return batch_norm_relu(x, gamma, beta, rm, rv, use_batch_stats, opt_.momentum, opt_.eps);
   return batch_norm(x, gamma, beta, rm, rv, use_batch_stats, opt_.momentum, opt_.eps);
+}
+
+Variable BatchNormBase::forward_with_relu(const Variable& x, Module& relu) {
+  LOWBIT_CHECK(dynamic_cast<const ReLU*>(&relu) != nullptr, type_name(), "::forward_with_relu: expected a ReLU, got ",
+               relu.type_name());
+  if (output_hook()) return relu((*this)(x));
+  return relu.apply_output_hook(restore_shape(normalize(check_input(x), true)));
 }
 
 std::string BatchNormBase::extra_repr() const {
@@ -45,17 +55,19 @@ std::string BatchNormBase::extra_repr() const {
                         opt_.track_running_stats ? "" : ", track_running_stats=false");
 }
 
-Variable BatchNorm1d::forward(const Variable& x) {
+Variable BatchNorm1d::check_input(const Variable& x) const {
   LOWBIT_CHECK(x.dim() == 2 || x.dim() == 3, "BatchNorm1d::forward: expected [N, C] or [N, C, L], got ",
                shape_str(x.shape()));
-  if (x.dim() == 2) return normalize(x);
-  return squeeze(normalize(unsqueeze(x, 3)), 3);
+  return x.dim() == 2 ? x : unsqueeze(x, 3);
 }
+Variable BatchNorm1d::restore_shape(const Variable& y) const { return y.dim() == 4 ? squeeze(y, 3) : y; }
+Variable BatchNorm1d::forward(const Variable& x) { return restore_shape(normalize(check_input(x))); }
 
-Variable BatchNorm2d::forward(const Variable& x) {
+Variable BatchNorm2d::check_input(const Variable& x) const {
   LOWBIT_CHECK(x.dim() == 4, "BatchNorm2d::forward: expected [N, C, H, W], got ", shape_str(x.shape()));
-  return normalize(x);
+  return x;
 }
+Variable BatchNorm2d::forward(const Variable& x) { return normalize(check_input(x)); }
 
 LocalResponseNorm::LocalResponseNorm(int64_t size, double alpha, double beta, double k)
     : size_(size), alpha_(alpha), beta_(beta), k_(k) {

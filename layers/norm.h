@@ -28,8 +28,18 @@ class BatchNormBase : public Module {
   const BatchNormOptions& options() const { return opt_; }
   void reset_running_stats();
 
+  // relu(operator()(x)) for this batch norm followed by `relu` (a ReLU module), with the ReLU fused
+  // into the batch-norm kernels when this module has no output hook (else the two calls as
+  // written); relu's output hook (e.g. an activation quantizer) applies to the result either way.
+  // Containers and blocks call this for BatchNorm -> ReLU pairs.
+  Variable forward_with_relu(const Variable& x, Module& relu);
+
  protected:
-  Variable normalize(const Variable& x);
+  // Checks x (dims of the concrete layer) and returns it as the [N, C, ...] input of batch_norm.
+  virtual Variable check_input(const Variable& x) const = 0;
+  // Back to the layer's input shape (BatchNorm1d's [N, C, L] runs as [N, C, L, 1]).
+  virtual Variable restore_shape(const Variable& y) const { return y; }
+  Variable normalize(const Variable& x, bool relu = false);
 
  private:
   int64_t c_;
@@ -41,6 +51,10 @@ class BatchNorm1d : public BatchNormBase {
   explicit BatchNorm1d(int64_t num_features, BatchNormOptions opt = {}) : BatchNormBase(num_features, opt) {}
   Variable forward(const Variable& x) override;
   std::string type_name() const override { return "BatchNorm1d"; }
+
+ protected:
+  Variable check_input(const Variable& x) const override;
+  Variable restore_shape(const Variable& y) const override;
 };
 
 class BatchNorm2d : public BatchNormBase {
@@ -48,6 +62,9 @@ class BatchNorm2d : public BatchNormBase {
   explicit BatchNorm2d(int64_t num_features, BatchNormOptions opt = {}) : BatchNormBase(num_features, opt) {}
   Variable forward(const Variable& x) override;
   std::string type_name() const override { return "BatchNorm2d"; }
+
+ protected:
+  Variable check_input(const Variable& x) const override;
 };
 
 class LocalResponseNorm : public Module {

@@ -38,9 +38,10 @@ BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride
 }
 
 Variable BasicBlock::forward(const Variable& x) {
-  Variable y = (*relu1_)((*bn1_)((*conv1_)(x)));
+  // relu1(bn1(conv1(x))) and relu2(bn2(conv2(y)) + shortcut(x)), each ReLU fused into the op before it.
+  Variable y = bn1_->forward_with_relu((*conv1_)(x), *relu1_);
   y = (*bn2_)((*conv2_)(y));
-  return (*relu2_)(y + (shortcut_ ? (*shortcut_)(x) : x));
+  return relu2_->apply_output_hook(add_relu(y, shortcut_ ? (*shortcut_)(x) : x));
 }
 
 std::string BasicBlock::extra_repr() const { return detail::concat(in_, " -> ", out_, ", stride=", stride_); }

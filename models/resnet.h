@@ -4,6 +4,8 @@
 //     Projection ("B", torchvision / Distiller): child "downsample" = Sequential(conv 1x1/stride, BN).
 //     ZeroPad ("A", akamaster / Sony): child "shortcut" = x[:, :, ::stride, ::stride] with the new channels
 //       zero-padded equally on both sides; parameter-free.
+//   forward fuses relu1 into bn1 (batch_norm_relu) and relu2 into the residual sum (add_relu); the
+//   ReLU modules' output hooks (activation quantizers) still apply to their outputs.
 #pragma once
 
 #include <memory>
@@ -24,7 +26,8 @@ class BasicBlock : public Module {
 
  private:
   int64_t in_, out_, stride_;
-  std::shared_ptr<Module> conv1_, bn1_, relu1_, conv2_, bn2_, shortcut_, relu2_;
+  std::shared_ptr<Module> conv1_, relu1_, conv2_, shortcut_, relu2_;
+  std::shared_ptr<BatchNorm2d> bn1_, bn2_;
 };
 
 }  // namespace lowbit::models

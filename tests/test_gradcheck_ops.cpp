@@ -74,6 +74,7 @@ const std::vector<OpCase>& op_table() {
       {"sigmoid", {{4, 3}}, Domain::any, [](auto& x) { return sigmoid(x[0]); }, true},
       {"relu", {{4, 3}}, Domain::away_from_zero, [](auto& x) { return relu(x[0]); }, true},
       {"clamp", {{4, 3}}, Domain::any, [](auto& x) { return clamp(x[0], -0.5, 0.5); }, true},
+      {"add_relu", {{3, 4}, {4}}, Domain::any, [](auto& x) { return add_relu(x[0], x[1]); }, true},
       {"mul_mask", {{4, 3}}, Domain::any,
        [](auto& x) { return mul_mask(x[0], math::gt(x[0].data(), 0.0)); }, true},
       // ---- reductions ----
@@ -159,6 +160,14 @@ const std::vector<OpCase>& op_table() {
        [](auto& x) {
          return batch_norm(x[0], x[1], x[2], Tensor::from_list({0.1, -0.2}, {2}, DType::f64),
                            Tensor::from_list({0.5, 2.0}, {2}, DType::f64), false);
+       },
+       true},
+      {"batch_norm_relu_train", {{3, 2, 3, 3}, {2}, {2}}, Domain::any,
+       [](auto& x) { return batch_norm_relu(x[0], x[1], x[2], Tensor(), Tensor(), true); }, true},
+      {"batch_norm_relu_eval", {{3, 2, 3, 3}, {2}, {2}}, Domain::any,
+       [](auto& x) {
+         return batch_norm_relu(x[0], x[1], x[2], Tensor::from_list({0.1, -0.2}, {2}, DType::f64),
+                                Tensor::from_list({0.5, 2.0}, {2}, DType::f64), false);
        },
        true},
       {"dropout", {{4, 5}}, Domain::any,

@@ -369,3 +369,39 @@ TEST_CASE("Conv2d options survive make_shared with an int kernel (g++ 12.2 -O2 -
   CHECK(c->kernel_size() == std::array<int64_t, 2>{1, 1});
   CHECK((*c)(Variable(Tensor::zeros({1, 2, 3, 3}))).shape() == Shape{1, 2, 3, 3});
 }
+
+TEST_CASE("Sequential fuses BatchNorm -> ReLU: bit-identical to the modules called one by one, hooks honoured") {
+  Generator g(21);
+  auto conv = std::make_shared<Conv2d>(3, 5, 3, conv_options(1, 1), false, g);
+  auto bn = std::make_shared<BatchNorm2d>(5);
+  auto relu = std::make_shared<ReLU>();
+  Sequential net(conv, bn, relu);
+  bn->param("bias").mutable_data().copy_(Tensor::randn({5}, g));  // some channels mostly negative
+  const Variable x(Tensor::randn({4, 3, 6, 6}, g));
+  const Tensor w = Tensor::randn({4, 5, 6, 6}, g);
+  for (int hooks = 0; hooks < 3; ++hooks) {
+    CAPTURE(hooks);
+    if (hooks == 1) relu->set_output_hook([](const Variable& v) { return mul(v, 0.5); });      // fused + hook
+    if (hooks == 2) bn->set_output_hook([](const Variable& v) { return add(v, 0.25); });       // not fusable
+    for (bool training : {true, false}) {
+      CAPTURE(training);
+      net.train(training);
+      auto run = [&](bool fused) {
+        net.zero_grad();
+        const Variable y = fused ? net(x) : (*relu)((*bn)((*conv)(x)));
+        sum(mul(y, Variable(w))).backward();
+        return std::vector<Tensor>{y.data().contiguous(), conv->weight().grad().data().clone(),
+                                   bn->param("weight").grad().data().clone(), bn->param("bias").grad().data().clone()};
+      };
+      const auto fused = run(true), plain = run(false);
+      for (size_t i = 0; i < fused.size(); ++i) CHECK(allclose(fused[i], plain[i], 0.0, 0.0));
+    }
+  }
+  // The fused op is what ran (no separate relu node), and the hook's effect is visible.
+  relu->set_output_hook(nullptr);
+  bn->set_output_hook(nullptr);
+  net.train(true);
+  const Variable y = net(x);
+  CHECK(y.grad_fn()->name == "batch_norm_relu");
+  CHECK(math::amin(y.data()).item() == 0.0);
+}

@@ -5,11 +5,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "autograd/ops.h"
 #include "core/math.h"
 #include "layers/conv.h"
+#include "models/resnet.h"
 #include "models/zoo.h"
 
 using namespace lowbit;
@@ -261,4 +263,43 @@ TEST_CASE("default input size follows the variant") {
   CHECK(models::default_image_size("alexnet", "64") == 64);
   CHECK(models::default_image_size("lenet5", "") == 28);
   CHECK_THROWS_AS(models::default_image_size("lenet6", ""), Error);
+}
+
+TEST_CASE("BasicBlock's fused ReLUs give the values and gradients of its modules called one by one") {
+  for (const bool projection : {false, true}) {
+    CAPTURE(projection);
+    Generator g(31);
+    BasicBlock block(8, projection ? 16 : 8, projection ? 2 : 1, ShortcutKind::projection, g);
+    std::map<std::string, std::shared_ptr<Module>> child;
+    for (auto& [name, mod] : block.named_modules()) child[name] = mod;
+    for (auto& [name, p] : block.named_parameters())
+      if (name.find("bn") != std::string::npos && name.find("bias") != std::string::npos)
+        p.mutable_data().copy_(Tensor::randn(p.shape(), g));
+    // An activation hook on relu1 (as quant/ installs) must apply on the fused path too.
+    child["relu1"]->set_output_hook([](const Variable& v) { return mul(v, 0.75); });
+    const Variable x(Tensor::randn({3, 8, 6, 6}, g), true);
+    auto run = [&](bool fused) {
+      block.zero_grad();
+      x.impl()->grad.reset();
+      Variable y;
+      if (fused) {
+        y = block(x);
+      } else {
+        auto& m = child;
+        const Variable h = (*m["relu1"])((*m["bn1"])((*m["conv1"])(x)));
+        const Variable s = projection ? (*m["downsample"])(x) : x;
+        y = (*m["relu2"])(add((*m["bn2"])((*m["conv2"])(h)), s));
+      }
+      sum(mul(y, y)).backward();
+      std::vector<Tensor> out{y.data().contiguous(), x.grad().data().contiguous()};
+      for (auto& [name, p] : block.named_parameters()) out.push_back(p.grad().data().clone());
+      return out;
+    };
+    const auto fused = run(true), plain = run(false);
+    REQUIRE(fused.size() == plain.size());
+    for (size_t i = 0; i < fused.size(); ++i) {
+      CAPTURE(i);
+      CHECK(allclose(fused[i], plain[i], 0.0, 0.0));
+    }
+  }
 }

@@ -82,21 +82,44 @@ void dev_rows_generic(int64_t rows, int64_t C, const T* a, const T* b, const T* 
   }
 }
 
-// y = (x - center) * scale + shift
+// z = (x - center) * scale + shift with one rounding for the multiply-add (as _mm512_fmadd_ps), so
+// that the fused-ReLU backward recomputes exactly the z the forward compared with 0.
 template <class T>
-void affine_rows_generic(int64_t rows, int64_t C, const T* x, const T* center, const T* scale, const T* shift,
-                         T* y) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < C; ++c) y[r * C + c] = (x[r * C + c] - center[c]) * scale[c] + shift[c];
+T affine_value(T x, T center, T scale, T shift) {
+  return std::fma(x - center, scale, shift);
 }
 
-// dx = dy * k1 + (x - center) * k2 + k3
+// y = z, or max(z, 0) when relu (NaN -> 0, as math::relu).
 template <class T>
-void bwd_dx_rows_generic(int64_t rows, int64_t C, const T* dy, const T* x, const T* center, const T* k1,
-                         const T* k2, const T* k3, T* dx) {
+void affine_rows_generic(int64_t rows, int64_t C, const T* x, const T* center, const T* scale, const T* shift,
+                         bool relu, T* y) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const T z = affine_value(x[r * C + c], center[c], scale[c], shift[c]);
+      y[r * C + c] = relu && !(z > T(0)) ? T(0) : z;
+    }
+}
+
+// g = dy where z > 0, else 0 (z recomputed from x and the forward's affine).
+template <class T>
+void relu_mask_rows_generic(int64_t rows, int64_t C, const T* dy, const T* x, const T* center, const T* scale,
+                            const T* shift, T* g) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < C; ++c)
-      dx[r * C + c] = dy[r * C + c] * k1[c] + (x[r * C + c] - center[c]) * k2[c] + k3[c];
+      g[r * C + c] = affine_value(x[r * C + c], center[c], scale[c], shift[c]) > T(0) ? dy[r * C + c] : T(0);
+}
+
+// dx = g * k1 + (x - center) * k2 + k3, g = dy (masked by z > 0 when relu_scale is non-null).
+template <class T>
+void bwd_dx_rows_generic(int64_t rows, int64_t C, const T* dy, const T* x, const T* center, const T* k1,
+                         const T* k2, const T* k3, const T* relu_scale, const T* relu_shift, T* dx) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const T xv = x[r * C + c];
+      const bool keep = !relu_scale || affine_value(xv, center[c], relu_scale[c], relu_shift[c]) > T(0);
+      const T g = keep ? dy[r * C + c] : T(0);
+      dx[r * C + c] = g * k1[c] + (xv - center[c]) * k2[c] + k3[c];
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,26 +218,46 @@ LOWBIT_AVX512 void dev_rows_avx512(int64_t rows, int64_t C, const float* a, cons
   }
 }
 
+// Lanes of m where z = (x - center) * scale + shift > 0 (same instructions as the forward's z).
+LOWBIT_AVX512 inline __mmask16 positive_lanes(__mmask16 m, __m512 d, const float* scale, const float* shift) {
+  const __m512 z = _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, scale), _mm512_maskz_loadu_ps(m, shift));
+  return _mm512_mask_cmp_ps_mask(m, z, _mm512_setzero_ps(), _CMP_GT_OQ);
+}
+
+template <bool Relu>
 LOWBIT_AVX512 void affine_rows_avx512(int64_t rows, int64_t C, const float* x, const float* center,
                                       const float* scale, const float* shift, float* y) {
   for (int64_t r = 0; r < rows; ++r, x += C, y += C)
     for (int64_t cb = 0; cb < C; cb += 16) {
       const __mmask16 m = tail_mask(C - cb);
       const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + cb), _mm512_maskz_loadu_ps(m, center + cb));
-      _mm512_mask_storeu_ps(
-          y + cb, m,
-          _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, scale + cb), _mm512_maskz_loadu_ps(m, shift + cb)));
+      const __m512 z =
+          _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, scale + cb), _mm512_maskz_loadu_ps(m, shift + cb));
+      const __mmask16 keep = Relu ? _mm512_mask_cmp_ps_mask(m, z, _mm512_setzero_ps(), _CMP_GT_OQ) : m;
+      _mm512_mask_storeu_ps(y + cb, m, _mm512_maskz_mov_ps(keep, z));
+    }
+}
+
+LOWBIT_AVX512 void relu_mask_rows_avx512(int64_t rows, int64_t C, const float* dy, const float* x,
+                                         const float* center, const float* scale, const float* shift, float* g) {
+  for (int64_t r = 0; r < rows; ++r, dy += C, x += C, g += C)
+    for (int64_t cb = 0; cb < C; cb += 16) {
+      const __mmask16 m = tail_mask(C - cb);
+      const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + cb), _mm512_maskz_loadu_ps(m, center + cb));
+      const __mmask16 keep = positive_lanes(m, d, scale + cb, shift + cb);
+      _mm512_mask_storeu_ps(g + cb, m, _mm512_maskz_loadu_ps(keep, dy + cb));
     }
 }
 
 LOWBIT_AVX512 void bwd_dx_rows_avx512(int64_t rows, int64_t C, const float* dy, const float* x,
                                       const float* center, const float* k1, const float* k2, const float* k3,
-                                      float* dx) {
+                                      const float* relu_scale, const float* relu_shift, float* dx) {
   for (int64_t r = 0; r < rows; ++r, dy += C, x += C, dx += C)
     for (int64_t cb = 0; cb < C; cb += 16) {
       const __mmask16 m = tail_mask(C - cb);
       const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + cb), _mm512_maskz_loadu_ps(m, center + cb));
-      const __m512 t = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dy + cb), _mm512_maskz_loadu_ps(m, k1 + cb),
+      const __mmask16 keep = relu_scale ? positive_lanes(m, d, relu_scale + cb, relu_shift + cb) : m;
+      const __m512 t = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(keep, dy + cb), _mm512_maskz_loadu_ps(m, k1 + cb),
                                        _mm512_maskz_loadu_ps(m, k3 + cb));
       _mm512_mask_storeu_ps(dx + cb, m, _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, k2 + cb), t));
     }
@@ -243,26 +286,35 @@ struct Prims {
     }
     dev_rows_generic(rows, C, a, b, center, s1, s2, blk);
   }
-  void affine(int64_t rows, int64_t C, const T* x, const T* center, const T* scale, const T* shift, T* y) const {
+  void affine(int64_t rows, int64_t C, const T* x, const T* center, const T* scale, const T* shift, bool relu,
+              T* y) const {
     if constexpr (std::is_same_v<T, float>) {
-      if (simd) return affine_rows_avx512(rows, C, x, center, scale, shift, y);
+      if (simd && relu) return affine_rows_avx512<true>(rows, C, x, center, scale, shift, y);
+      if (simd) return affine_rows_avx512<false>(rows, C, x, center, scale, shift, y);
     }
-    affine_rows_generic(rows, C, x, center, scale, shift, y);
+    affine_rows_generic(rows, C, x, center, scale, shift, relu, y);
+  }
+  void relu_mask(int64_t rows, int64_t C, const T* dy, const T* x, const T* center, const T* scale, const T* shift,
+                 T* g) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (simd) return relu_mask_rows_avx512(rows, C, dy, x, center, scale, shift, g);
+    }
+    relu_mask_rows_generic(rows, C, dy, x, center, scale, shift, g);
   }
   void bwd_dx(int64_t rows, int64_t C, const T* dy, const T* x, const T* center, const T* k1, const T* k2,
-              const T* k3, T* dx) const {
+              const T* k3, const T* relu_scale, const T* relu_shift, T* dx) const {
     if constexpr (std::is_same_v<T, float>) {
-      if (simd) return bwd_dx_rows_avx512(rows, C, dy, x, center, k1, k2, k3, dx);
+      if (simd) return bwd_dx_rows_avx512(rows, C, dy, x, center, k1, k2, k3, relu_scale, relu_shift, dx);
     }
-    bwd_dx_rows_generic(rows, C, dy, x, center, k1, k2, k3, dx);
+    bwd_dx_rows_generic(rows, C, dy, x, center, k1, k2, k3, relu_scale, relu_shift, dx);
   }
 };
 
 template <class T>
 void affine_pass(const Prims<T>& prims, int64_t rows, int64_t C, const T* x, const std::vector<T>& center,
-                 const std::vector<T>& scale, const std::vector<T>& shift, T* y) {
+                 const std::vector<T>& scale, const std::vector<T>& shift, bool relu, T* y) {
   parallel_for(0, rows, elementwise_grain(C), [&](int64_t lo, int64_t hi) {
-    prims.affine(hi - lo, C, x + lo * C, center.data(), scale.data(), shift.data(), y + lo * C);
+    prims.affine(hi - lo, C, x + lo * C, center.data(), scale.data(), shift.data(), relu, y + lo * C);
   });
 }
 
@@ -272,7 +324,7 @@ void affine_pass(const Prims<T>& prims, int64_t rows, int64_t C, const T* x, con
 
 template <class T>
 void forward_train_impl(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps, T* y,
-                        T* save_mean, T* save_invstd, T* var_unbiased) {
+                        T* save_mean, T* save_invstd, T* var_unbiased, T* relu_affine) {
   check_shape(rows, C, "batchnorm_forward_train");
   const Prims<T> prims;
   const int64_t chunks = chunk_count(rows, C);
@@ -325,12 +377,16 @@ void forward_train_impl(int64_t rows, int64_t C, const T* x, const T* gamma, con
     if (save_invstd) save_invstd[c] = T(invstd);
     if (var_unbiased) var_unbiased[c] = T(m2[size_t(c)] / double(rows - 1));
   }
-  affine_pass(prims, rows, C, x, center, scale, shift, y);
+  if (relu_affine) {
+    std::copy(scale.begin(), scale.end(), relu_affine);
+    std::copy(shift.begin(), shift.end(), relu_affine + C);
+  }
+  affine_pass(prims, rows, C, x, center, scale, shift, relu_affine != nullptr, y);
 }
 
 template <class T>
 void forward_eval_impl(int64_t rows, int64_t C, const T* x, const T* running_mean, const T* running_var,
-                       const T* gamma, const T* beta, double eps, T* y) {
+                       const T* gamma, const T* beta, double eps, bool relu, T* y) {
   check_shape(rows, C, "batchnorm_forward_eval");
   const Prims<T> prims;
   std::vector<T> center(running_mean, running_mean + C), scale(static_cast<size_t>(C)),
@@ -339,24 +395,33 @@ void forward_eval_impl(int64_t rows, int64_t C, const T* x, const T* running_mea
     scale[size_t(c)] = T((gamma ? double(gamma[c]) : 1.0) / std::sqrt(double(running_var[c]) + eps));
     shift[size_t(c)] = beta ? beta[c] : T(0);
   }
-  affine_pass(prims, rows, C, x, center, scale, shift, y);
+  affine_pass(prims, rows, C, x, center, scale, shift, relu, y);
 }
 
 template <class T>
 void backward_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean, const T* save_invstd,
-                   const T* gamma, T* dx, T* dgamma, T* dbeta) {
+                   const T* gamma, const T* relu_affine, T* dx, T* dgamma, T* dbeta) {
   check_shape(rows, C, "batchnorm_backward");
   const Prims<T> prims;
   const int64_t chunks = chunk_count(rows, C);
-  // Per chunk: sum dy[C], sum dy * (x - mean)[C].
+  const T* relu_scale = relu_affine;
+  const T* relu_shift = relu_affine ? relu_affine + C : nullptr;
+  // Per chunk: sum g[C], sum g * (x - mean)[C], g = dy (masked by the fused ReLU).
   std::vector<double> sums(static_cast<size_t>(chunks * 2 * C), 0.0);
   parallel_chunks(0, rows, chunks, [&](int64_t ci, int64_t lo, int64_t hi) {
     std::vector<T> blk(static_cast<size_t>(2 * C));
     double* sdy = sums.data() + ci * 2 * C;
-    // dev(a = x, b = dy): s1 = sum (x - mean) is not needed; sum dy comes from sum().
+    const T* g = dy + lo * C;
+    std::vector<T> masked;
+    if (relu_affine) {  // the chunk's masked gradient, cache-resident for the two sums
+      masked.resize(static_cast<size_t>((hi - lo) * C));
+      prims.relu_mask(hi - lo, C, g, x + lo * C, save_mean, relu_scale, relu_shift, masked.data());
+      g = masked.data();
+    }
+    // dev(a = x, b = g): s1 = sum (x - mean) is not needed; sum g comes from sum().
     std::vector<double> unused(static_cast<size_t>(C), 0.0);
-    prims.sum(hi - lo, C, dy + lo * C, sdy, blk.data());
-    prims.dev(hi - lo, C, x + lo * C, dy + lo * C, save_mean, unused.data(), sdy + C, blk.data());
+    prims.sum(hi - lo, C, g, sdy, blk.data());
+    prims.dev(hi - lo, C, x + lo * C, g, save_mean, unused.data(), sdy + C, blk.data());
   });
   std::vector<double> sum_dy(sums.begin(), sums.begin() + C), dot(sums.begin() + C, sums.begin() + 2 * C);
   for (int64_t ci = 1; ci < chunks; ++ci) {
@@ -379,7 +444,8 @@ void backward_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* sa
     k3[size_t(c)] = T(-g * invstd * sum_dy[size_t(c)] / double(rows));
   }
   parallel_for(0, rows, elementwise_grain(C), [&](int64_t lo, int64_t hi) {
-    prims.bwd_dx(hi - lo, C, dy + lo * C, x + lo * C, save_mean, k1.data(), k2.data(), k3.data(), dx + lo * C);
+    prims.bwd_dx(hi - lo, C, dy + lo * C, x + lo * C, save_mean, k1.data(), k2.data(), k3.data(), relu_scale,
+                 relu_shift, dx + lo * C);
   });
 }
 
@@ -392,7 +458,7 @@ using RefAcc = std::conditional_t<std::is_same_v<T, float>, double, long double>
 
 template <class T>
 void forward_train_ref_impl(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps, T* y,
-                            T* save_mean, T* save_invstd, T* var_unbiased) {
+                            T* save_mean, T* save_invstd, T* var_unbiased, T* relu_affine) {
   check_shape(rows, C, "batchnorm_forward_train_ref");
   using A = RefAcc<T>;
   for (int64_t c = 0; c < C; ++c) {
@@ -404,7 +470,14 @@ void forward_train_ref_impl(int64_t rows, int64_t C, const T* x, const T* gamma,
     const A var = sq / A(rows);
     const A invstd = A(1) / std::sqrt(var + A(eps));
     const A g = gamma ? A(gamma[c]) : A(1), b = beta ? A(beta[c]) : A(0);
-    for (int64_t r = 0; r < rows; ++r) y[r * C + c] = T((x[r * C + c] - mean) * invstd * g + b);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T z = T((x[r * C + c] - mean) * invstd * g + b);
+      y[r * C + c] = relu_affine && !(z > T(0)) ? T(0) : z;
+    }
+    if (relu_affine) {  // the affine as the fast kernel defines it (center = T(mean))
+      relu_affine[c] = T(invstd * g);
+      relu_affine[C + c] = T(b - (mean - A(T(mean))) * invstd * g);
+    }
     if (save_mean) save_mean[c] = T(mean);
     if (save_invstd) save_invstd[c] = T(invstd);
     if (var_unbiased) var_unbiased[c] = T(sq / A(rows - 1));
@@ -413,34 +486,41 @@ void forward_train_ref_impl(int64_t rows, int64_t C, const T* x, const T* gamma,
 
 template <class T>
 void forward_eval_ref_impl(int64_t rows, int64_t C, const T* x, const T* running_mean, const T* running_var,
-                           const T* gamma, const T* beta, double eps, T* y) {
+                           const T* gamma, const T* beta, double eps, bool relu, T* y) {
   check_shape(rows, C, "batchnorm_forward_eval_ref");
   using A = RefAcc<T>;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < C; ++c) {
       const A g = gamma ? A(gamma[c]) : A(1), b = beta ? A(beta[c]) : A(0);
-      y[r * C + c] = T((A(x[r * C + c]) - A(running_mean[c])) / std::sqrt(A(running_var[c]) + A(eps)) * g + b);
+      const T z = T((A(x[r * C + c]) - A(running_mean[c])) / std::sqrt(A(running_var[c]) + A(eps)) * g + b);
+      y[r * C + c] = relu && !(z > T(0)) ? T(0) : z;
     }
 }
 
 template <class T>
 void backward_ref_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean, const T* save_invstd,
-                       const T* gamma, T* dx, T* dgamma, T* dbeta) {
+                       const T* gamma, const T* relu_affine, T* dx, T* dgamma, T* dbeta) {
   check_shape(rows, C, "batchnorm_backward_ref");
   using A = RefAcc<T>;
   for (int64_t c = 0; c < C; ++c) {
     const A mean = save_mean[c], invstd = save_invstd[c], g = gamma ? A(gamma[c]) : A(1);
+    // The fused ReLU's gradient: dy where the forward's z = fma(x - mean, scale, shift) was > 0.
+    auto grad = [&](int64_t r) {
+      const T xv = x[r * C + c];
+      const bool keep = !relu_affine || std::fma(xv - save_mean[c], relu_affine[c], relu_affine[C + c]) > T(0);
+      return keep ? A(dy[r * C + c]) : A(0);
+    };
     A sum_dy = 0, sum_dy_xhat = 0;
     for (int64_t r = 0; r < rows; ++r) {
-      sum_dy += dy[r * C + c];
-      sum_dy_xhat += A(dy[r * C + c]) * (A(x[r * C + c]) - mean) * invstd;
+      sum_dy += grad(r);
+      sum_dy_xhat += grad(r) * (A(x[r * C + c]) - mean) * invstd;
     }
     if (dbeta) dbeta[c] = T(sum_dy);
     if (dgamma) dgamma[c] = T(sum_dy_xhat);
     if (dx)
       for (int64_t r = 0; r < rows; ++r) {
         const A xhat = (A(x[r * C + c]) - mean) * invstd;
-        dx[r * C + c] = T(g * invstd / A(rows) * (A(rows) * A(dy[r * C + c]) - sum_dy - xhat * sum_dy_xhat));
+        dx[r * C + c] = T(g * invstd / A(rows) * (A(rows) * grad(r) - sum_dy - xhat * sum_dy_xhat));
       }
   }
 }
@@ -460,28 +540,33 @@ void batchnorm_set_avx512_enabled(bool enabled) { g_avx512_enabled.store(enabled
 
 #define LOWBIT_BN_DEFINE(T)                                                                                     \
   void batchnorm_forward_train(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps,  \
-                               T* y, T* save_mean, T* save_invstd, T* batch_var_unbiased) {                     \
-    forward_train_impl(rows, C, x, gamma, beta, eps, y, save_mean, save_invstd, batch_var_unbiased);            \
+                               T* y, T* save_mean, T* save_invstd, T* batch_var_unbiased, T* relu_affine) {     \
+    forward_train_impl(rows, C, x, gamma, beta, eps, y, save_mean, save_invstd, batch_var_unbiased, relu_affine); \
   }                                                                                                             \
   void batchnorm_forward_eval(int64_t rows, int64_t C, const T* x, const T* running_mean, const T* running_var, \
-                              const T* gamma, const T* beta, double eps, T* y) {                                \
-    forward_eval_impl(rows, C, x, running_mean, running_var, gamma, beta, eps, y);                              \
+                              const T* gamma, const T* beta, double eps, T* y, bool relu) {                     \
+    forward_eval_impl(rows, C, x, running_mean, running_var, gamma, beta, eps, relu, y);                        \
   }                                                                                                             \
   void batchnorm_backward(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean,                 \
-                          const T* save_invstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {                   \
-    backward_impl(rows, C, x, dy, save_mean, save_invstd, gamma, dx, dgamma, dbeta);                            \
+                          const T* save_invstd, const T* gamma, T* dx, T* dgamma, T* dbeta,                     \
+                          const T* relu_affine) {                                                               \
+    backward_impl(rows, C, x, dy, save_mean, save_invstd, gamma, relu_affine, dx, dgamma, dbeta);               \
   }                                                                                                             \
   void batchnorm_forward_train_ref(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta,          \
-                                   double eps, T* y, T* save_mean, T* save_invstd, T* batch_var_unbiased) {     \
-    forward_train_ref_impl(rows, C, x, gamma, beta, eps, y, save_mean, save_invstd, batch_var_unbiased);        \
+                                   double eps, T* y, T* save_mean, T* save_invstd, T* batch_var_unbiased,       \
+                                   T* relu_affine) {                                                            \
+    forward_train_ref_impl(rows, C, x, gamma, beta, eps, y, save_mean, save_invstd, batch_var_unbiased,         \
+                           relu_affine);                                                                        \
   }                                                                                                             \
   void batchnorm_forward_eval_ref(int64_t rows, int64_t C, const T* x, const T* running_mean,                   \
-                                  const T* running_var, const T* gamma, const T* beta, double eps, T* y) {      \
-    forward_eval_ref_impl(rows, C, x, running_mean, running_var, gamma, beta, eps, y);                          \
+                                  const T* running_var, const T* gamma, const T* beta, double eps, T* y,        \
+                                  bool relu) {                                                                  \
+    forward_eval_ref_impl(rows, C, x, running_mean, running_var, gamma, beta, eps, relu, y);                    \
   }                                                                                                             \
   void batchnorm_backward_ref(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean,             \
-                              const T* save_invstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {               \
-    backward_ref_impl(rows, C, x, dy, save_mean, save_invstd, gamma, dx, dgamma, dbeta);                        \
+                              const T* save_invstd, const T* gamma, T* dx, T* dgamma, T* dbeta,                 \
+                              const T* relu_affine) {                                                           \
+    backward_ref_impl(rows, C, x, dy, save_mean, save_invstd, gamma, relu_affine, dx, dgamma, dbeta);           \
   }                                                                                                             \
   void batchnorm_update_running_stats(int64_t C, double momentum, const T* batch_mean,                          \
                                       const T* batch_var_unbiased, T* running_mean, T* running_var) {           \

@@ -14,6 +14,14 @@
 //   batchnorm_update_running_stats  running = (1 - momentum) * running + momentum * batch.
 // gamma / beta may be null (affine = false: gamma = 1, beta = 0). rows >= 1.
 //
+// Fused ReLU (a BatchNorm followed by a ReLU, one pass each way instead of two):
+//   forward_train with relu_affine non-null writes y = max(z, 0) (NaN -> 0, as math::relu) and the
+//     per-channel affine it applied, relu_affine = [scale[C], shift[C]]: z = fma(x - save_mean, scale,
+//     shift) in the element type;
+//   backward with that relu_affine recomputes z bit for bit and uses g = dy * [z > 0] in place of dy
+//     (so dx, dgamma, dbeta are the gradients through relu(batch_norm(x)));
+//   forward_eval with relu writes max(z, 0).
+//
 // Statistics are computed per chunk of rows (two passes over the cache-resident chunk: sum, then
 // shifted sums of deviations), accumulated in double and merged in chunk order (Chan et al.). The
 // chunks depend only on (rows, C), so results are bit-identical for any thread count. Float runs
@@ -27,38 +35,41 @@ namespace lowbit::kernels {
 
 void batchnorm_forward_train(int64_t rows, int64_t C, const float* x, const float* gamma, const float* beta,
                              double eps, float* y, float* save_mean, float* save_invstd,
-                             float* batch_var_unbiased = nullptr);
+                             float* batch_var_unbiased = nullptr, float* relu_affine = nullptr);
 void batchnorm_forward_train(int64_t rows, int64_t C, const double* x, const double* gamma, const double* beta,
                              double eps, double* y, double* save_mean, double* save_invstd,
-                             double* batch_var_unbiased = nullptr);
+                             double* batch_var_unbiased = nullptr, double* relu_affine = nullptr);
 void batchnorm_forward_eval(int64_t rows, int64_t C, const float* x, const float* running_mean,
-                            const float* running_var, const float* gamma, const float* beta, double eps, float* y);
+                            const float* running_var, const float* gamma, const float* beta, double eps, float* y,
+                            bool relu = false);
 void batchnorm_forward_eval(int64_t rows, int64_t C, const double* x, const double* running_mean,
                             const double* running_var, const double* gamma, const double* beta, double eps,
-                            double* y);
+                            double* y, bool relu = false);
 void batchnorm_backward(int64_t rows, int64_t C, const float* x, const float* dy, const float* save_mean,
-                        const float* save_invstd, const float* gamma, float* dx, float* dgamma, float* dbeta);
+                        const float* save_invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
+                        const float* relu_affine = nullptr);
 void batchnorm_backward(int64_t rows, int64_t C, const double* x, const double* dy, const double* save_mean,
                         const double* save_invstd, const double* gamma, double* dx, double* dgamma,
-                        double* dbeta);
+                        double* dbeta, const double* relu_affine = nullptr);
 
 void batchnorm_forward_train_ref(int64_t rows, int64_t C, const float* x, const float* gamma, const float* beta,
                                  double eps, float* y, float* save_mean, float* save_invstd,
-                                 float* batch_var_unbiased = nullptr);
+                                 float* batch_var_unbiased = nullptr, float* relu_affine = nullptr);
 void batchnorm_forward_train_ref(int64_t rows, int64_t C, const double* x, const double* gamma,
                                  const double* beta, double eps, double* y, double* save_mean, double* save_invstd,
-                                 double* batch_var_unbiased = nullptr);
+                                 double* batch_var_unbiased = nullptr, double* relu_affine = nullptr);
 void batchnorm_forward_eval_ref(int64_t rows, int64_t C, const float* x, const float* running_mean,
                                 const float* running_var, const float* gamma, const float* beta, double eps,
-                                float* y);
+                                float* y, bool relu = false);
 void batchnorm_forward_eval_ref(int64_t rows, int64_t C, const double* x, const double* running_mean,
                                 const double* running_var, const double* gamma, const double* beta, double eps,
-                                double* y);
+                                double* y, bool relu = false);
 void batchnorm_backward_ref(int64_t rows, int64_t C, const float* x, const float* dy, const float* save_mean,
-                            const float* save_invstd, const float* gamma, float* dx, float* dgamma, float* dbeta);
+                            const float* save_invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
+                            const float* relu_affine = nullptr);
 void batchnorm_backward_ref(int64_t rows, int64_t C, const double* x, const double* dy, const double* save_mean,
                             const double* save_invstd, const double* gamma, double* dx, double* dgamma,
-                            double* dbeta);
+                            double* dbeta, const double* relu_affine = nullptr);
 
 void batchnorm_update_running_stats(int64_t C, double momentum, const float* batch_mean,
                                     const float* batch_var_unbiased, float* running_mean, float* running_var);
