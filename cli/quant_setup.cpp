@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/math.h"
 #include "quant/qconfig.h"
 #include "quant/regularize.h"
 #include "quant/report.h"
@@ -62,6 +63,14 @@ class Setup final : public QuantSetup {
     LOWBIT_CHECK(reg_kind_ == "none" || reg_kind_ == "sinreq" || reg_kind_ == "waveq", "lowbit: --reg '", reg_kind_,
                  "' is not one of none, sinreq, waveq");
     grid_ = parse_grid(o.str("grid"), cfg_.method);
+    scale_ = quant::parse_weight_scale(o.str("weight-scale"));
+    LOWBIT_CHECK(scale_ == quant::WeightScale::none || cfg_.method == quant::Method::none ||
+                     cfg_.method == quant::Method::wrpn,
+                 "lowbit: --weight-scale max works with --quant wrpn or none (", quant::method_name(cfg_.method),
+                 " sets its own scale)");
+    LOWBIT_CHECK(scale_ == quant::WeightScale::none || grid_ != Grid::dorefa,
+                 "lowbit: --weight-scale max needs the wrpn or fixed grid");
+    cfg_.weight_scale_max = scale_ == quant::WeightScale::max_abs;
     q_ = quant::attach_quantizers(model, cfg_);
     for (const auto& n : q_.parameter_names) owned_.insert(n);
 
@@ -88,7 +97,7 @@ class Setup final : public QuantSetup {
       quant::SinReQSchedule s;
       s.lambda = o.real("lambda-w");
       s.warmup = o.real("reg-warmup");
-      sinreq_ = std::make_shared<quant::SinReQRegularizer>(weights, reg_bits_, quant::SinReQOptions{grid_, reduction}, s);
+      sinreq_ = std::make_shared<quant::SinReQRegularizer>(weights, reg_bits_, quant::SinReQOptions{grid_, reduction, scale_}, s);
     } else if (reg_kind_ == "waveq") {
       learn_beta_ = !o.flag("fix-beta");
       const double beta_init = o.has("beta-init") ? o.real("beta-init") : -1;
@@ -105,6 +114,7 @@ class Setup final : public QuantSetup {
       wo.grid = grid_;
       wo.norm = parse_norm(o.str("waveq-norm"));
       wo.reduction = reduction;
+      wo.scale = scale_;
       quant::WaveQSchedule ws;
       ws.lambda_w = o.real("lambda-w");
       ws.lambda_beta = learn_beta_ ? o.real("lambda-beta") : 0.0;
@@ -249,6 +259,7 @@ class Setup final : public QuantSetup {
       // Float training: quantize with the grid's own quantizer for the evaluation only.
       quant::QuantConfig c;
       c.method = grid_ == Grid::dorefa ? quant::Method::dorefa : quant::Method::wrpn;
+      c.weight_scale_max = scale_ == quant::WeightScale::max_abs;
       c.weight_bits = 32;
       c.activation_bits = 32;
       c.quantize_first_last = true;
@@ -335,10 +346,13 @@ class Setup final : public QuantSetup {
       hp.title = "Weights of " + reg_layers_[i]->name + " before and after training";
       hp.before = quant::histogram(hist_before_[h], 160, lo, hi);
       hp.after = quant::histogram(after, 160, lo, hi);
-      // The levels the regularizer pulls to at its final period (WaveQ: the real-valued beta).
+      // The levels the regularizer pulls to at its final period (WaveQ: the real-valued beta), in
+      // weight units (times the layer's final scale when the sinusoid sees w / s).
       const quant::SinusoidGrid g = sinusoid(i);
-      for (double m = std::ceil((lo + g.offset) / g.step); m * g.step - g.offset <= hi && hp.levels.size() < 200; ++m)
-        hp.levels.push_back(m * g.step - g.offset);
+      const double sc = quant::weight_scale_of(reg_layers_[i]->weight().data(), scale_);
+      for (double m = std::ceil((lo / sc + g.offset) / g.step);
+           (m * g.step - g.offset) * sc <= hi && hp.levels.size() < 200; ++m)
+        hp.levels.push_back((m * g.step - g.offset) * sc);
       rep.add(hp);
     }
     const std::string path = out + "/report.html";
@@ -379,8 +393,15 @@ class Setup final : public QuantSetup {
       r.bits = reg_bits_[i];
       r.beta = double(reg_bits_[i] - 1);
     }
-    r.stats = quant::sinusoid_stats(reg_layers_[i]->weight().data(), sinusoid(i));
+    r.stats = quant::sinusoid_stats(scaled_weight(i), sinusoid(i));
     return r;
+  }
+
+  // Layer i's weights as the sinusoid sees them (divided by the layer's scale).
+  Tensor scaled_weight(size_t i) const {
+    const Tensor& w = reg_layers_[i]->weight().data();
+    if (scale_ == quant::WeightScale::none) return w;
+    return math::mul(w, 1.0 / quant::weight_scale_of(w, scale_));
   }
 
   // The regularizer's current period for layer i: WaveQ at its real-valued beta, SinReQ at k bits.
@@ -423,6 +444,7 @@ class Setup final : public QuantSetup {
   quant::Quantization q_;
   std::string reg_kind_;
   Grid grid_ = Grid::wrpn;
+  quant::WeightScale scale_ = quant::WeightScale::none;
   bool learn_beta_ = false;
   double beta_lr_ = 0, quant_lr_ = 0;
   std::vector<const quant::QuantizedLayer*> reg_layers_;
@@ -468,6 +490,7 @@ std::vector<OptionSpec> quant_option_specs() {
       {"abits-overrides", "", "per-activation bits: PATTERN=BITS,..."},
       {"reg", "none", "regularizer: none | sinreq | waveq"},
       {"grid", "auto", "sinusoid grid: auto (matches --quant) | dorefa | wrpn | fixed"},
+      {"weight-scale", "none", "per-layer weight scale for the sinusoid and the wrpn quantizer: none | max (w / max|w|)"},
       {"lambda-w", "1", "SinReQ lambda / WaveQ lambda_w plateau"},
       {"lambda-beta", "0.03", "WaveQ lambda_beta plateau (bitwidth penalty)"},
       {"reg-warmup", "0.2", "fraction of training before the regularizer rises (WaveQ r; SinReQ warm-up)"},

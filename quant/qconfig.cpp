@@ -3,6 +3,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "autograd/ops.h"
 #include "core/math.h"
 #include "layers/activation.h"
 #include "layers/conv.h"
@@ -42,13 +43,20 @@ int resolve_bits(int bits, const std::vector<Override>& overrides, const std::st
 }
 
 VariableTransform weight_quantizer(Method m, std::shared_ptr<int> bits, Module& layer, const std::string& name,
-                                   std::vector<std::string>& registered) {
+                                   std::vector<std::string>& registered, bool scale_by_max) {
   switch (m) {
     case Method::none: return nullptr;
     case Method::dorefa:
     case Method::pact:
       return [bits](const Variable& w) { return *bits >= 32 ? w : dorefa_weight(w, *bits); };
-    case Method::wrpn: return [bits](const Variable& w) { return *bits >= 32 ? w : wrpn_weight(w, *bits); };
+    case Method::wrpn:
+      if (scale_by_max)  // s * wrpn(w / s), s = max |w| held constant (STE: gradient 1 on [-s, s])
+        return [bits](const Variable& w) {
+          if (*bits >= 32) return w;
+          const Variable s(Tensor::full({}, std::max(math::amax(math::abs(w.data())).item(), 1e-30), w.dtype()));
+          return mul(wrpn_weight(div(w, s), *bits), s);
+        };
+      return [bits](const Variable& w) { return *bits >= 32 ? w : wrpn_weight(w, *bits); };
     case Method::binary: return [bits](const Variable& w) { return *bits >= 32 ? w : binary_weight(w); };
     case Method::ternary: return [bits](const Variable& w) { return *bits >= 32 ? w : ternary_weight(w); };
     case Method::u3: {
@@ -215,7 +223,8 @@ Quantization attach_quantizers(Module& model, const QuantConfig& config) {
     if ((l.first || l.last) && !config.quantize_first_last) bits = 32;
     bits = resolve_bits(bits, w_over, name, l.first, l.last);
     l.weight_bits = std::make_shared<int>(bits);
-    VariableTransform hook = weight_quantizer(config.method, l.weight_bits, *m, name, q.parameter_names);
+    VariableTransform hook =
+        weight_quantizer(config.method, l.weight_bits, *m, name, q.parameter_names, config.weight_scale_max);
     if (auto* c = dynamic_cast<Conv2d*>(m.get())) c->set_weight_hook(hook);
     if (auto* f = dynamic_cast<Linear*>(m.get())) f->set_weight_hook(hook);
     q.layers.push_back(std::move(l));

@@ -45,6 +45,10 @@ struct QuantConfig {
   std::string weight_overrides;      // "conv1=8,fc*=32"
   std::string activation_overrides;  // "relu1=8"
   double pact_alpha_init = 8.0;
+  // wrpn only: quantize w / s and scale back, s = max |w| per layer (held constant in the
+  // gradient), so the grid spans the layer's weights instead of [-1, 1] (matches the regularizers'
+  // WeightScale::max_abs).
+  bool weight_scale_max = false;
 };
 
 struct QuantizedLayer {

@@ -85,6 +85,14 @@ Variable sin2_reduce(const Variable& w_in, const Variable& a, double b, Reductio
   });
 }
 
+// The slope a of u = a w + b for the sinusoid on w / s: a / s, s = max |w| (differentiable).
+Variable scaled_slope(const Variable& a, const Variable& weight, WeightScale scale) {
+  if (scale == WeightScale::none) return a;
+  const Variable s = amax(abs(weight));
+  LOWBIT_CHECK(s.item() > 0, "weight scale: a layer's weights are all zero, max |w| = 0");
+  return div(a, s);
+}
+
 }  // namespace
 
 double grid_step(Grid grid, int bits) {
@@ -122,12 +130,23 @@ std::vector<double> grid_levels(Grid grid, int bits) {
   return levels;
 }
 
+WeightScale parse_weight_scale(const std::string& name) {
+  if (name == "none") return WeightScale::none;
+  if (name == "max") return WeightScale::max_abs;
+  LOWBIT_CHECK(false, "unknown weight scale '", name, "' (expected none or max)");
+  return WeightScale::none;
+}
+
+double weight_scale_of(const Tensor& weight, WeightScale scale) {
+  return scale == WeightScale::none ? 1.0 : math::amax(math::abs(weight)).item();
+}
+
 Variable sinreq_layer(const Variable& weight, int bits, const SinReQOptions& options) {
   LOWBIT_CHECK(weight.defined(), "sinreq_penalty: undefined weight");
   const double step = grid_step(options.grid, bits), offset = grid_offset(options.grid, bits);
-  // u = pi (w + c) / Delta
+  // u = pi (w / s + c) / Delta
   const Variable a(Tensor::full({}, kPi / step, weight.dtype()));
-  return sin2_reduce(weight, a, kPi * offset / step, options.reduction);
+  return sin2_reduce(weight, scaled_slope(a, weight, options.scale), kPi * offset / step, options.reduction);
 }
 
 Variable sinreq_penalty(const std::vector<Variable>& weights, const std::vector<int>& bits,
@@ -163,7 +182,8 @@ Variable waveq_layer(const Variable& weight, const Variable& beta, const WaveQOp
   }
   // u = pi w / Delta + pi c / Delta; the per-weight part is fused (sin2_reduce), the beta-dependent
   // scalars around it stay composed.
-  Variable term = sin2_reduce(weight, mul(inv_step, kPi), kPi * offset_in_steps, options.reduction);
+  Variable term = sin2_reduce(weight, scaled_slope(reshape(mul(inv_step, kPi), {}), weight, options.scale),
+                              kPi * offset_in_steps, options.reduction);
   switch (options.norm) {
     case Normalization::R0: break;
     case Normalization::R1: term = div(term, reshape(two_pow_beta, {})); break;

@@ -25,8 +25,17 @@
 //
 // Per layer the penalty is reduced over the weights by `Reduction::sum` (paper formula) or
 // `Reduction::mean` (official code; lambda is then scaled by 1/N_i), and the layers are summed.
+//
+// Weight scale. The grids live on [-1, 1]; raw weights of a Kaiming-initialised layer sit within
+// about +-0.1 of 0, so at small beta they all fall in the basin of the level 0 and the sinusoid
+// stops resisting the bitwidth penalty (beta collapses to its floor in float training).
+// `WeightScale::max_abs` applies the sinusoid to w / s_i with s_i = max_j |w_ij| (the per-layer
+// normalisation of the official transformer code, spec §1.5 [O]), differentiable through the max:
+// the scale follows the sinusoid too. A matching quantizer is s * wrpn(w / s) (QuantConfig::
+// weight_scale). Gradients then include the path through s_i (the argmax weight's).
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "autograd/ops.h"
@@ -35,6 +44,8 @@
 namespace lowbit::quant {
 
 enum class Grid { dorefa, wrpn, fixed_point };
+enum class WeightScale { none, max_abs };
+WeightScale parse_weight_scale(const std::string& name);  // "none" | "max"
 // WaveQ's normalisation of the weight term (spec §1.1, §1.4): R0 none, R1 / 2^beta, R2 / 4^beta.
 enum class Normalization { R0, R1, R2 };
 // Reduction over the weights of one layer is lowbit::Reduction (autograd/ops.h): sum or mean
@@ -52,6 +63,7 @@ std::vector<double> grid_levels(Grid grid, int bits);
 struct SinReQOptions {
   Grid grid = Grid::dorefa;
   Reduction reduction = Reduction::mean;
+  WeightScale scale = WeightScale::none;
 };
 
 // SinReQ, spec §2.1: sum_i reduce_j sin^2(pi (w_ij + c_i) / Delta_i) with Delta_i, c_i of the
@@ -66,6 +78,7 @@ struct WaveQOptions {
   Grid grid = Grid::wrpn;
   Normalization norm = Normalization::R1;
   Reduction reduction = Reduction::mean;
+  WeightScale scale = WeightScale::none;
   double beta_min = 1, beta_max = 8;  // convention 3; used by clamp_betas(betas, options)
 };
 
@@ -95,6 +108,9 @@ struct SinusoidGrid {
 SinusoidGrid waveq_grid(Grid grid, double beta);
 // The SinReQ sinusoid for k-bit weights (grid_step, grid_offset).
 SinusoidGrid sinreq_grid(Grid grid, int bits);
+
+// The per-layer scale s the sinusoid divides the weights by (1 for WeightScale::none).
+double weight_scale_of(const Tensor& weight, WeightScale scale);
 
 // Clamps every beta into [lo, hi] in place (convention 3), to be called after the optimizer step.
 void clamp_betas(const std::vector<Variable>& betas, double lo, double hi);

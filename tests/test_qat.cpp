@@ -224,3 +224,36 @@ TEST_CASE("WaveQ regularizer in an optimizer group: beta learns in its own group
   CHECK(sr.loss(opt.param_groups()[0], 0).item() ==
         doctest::Approx(2 * quant::sinreq_penalty({w}, {3}, {}).item()));
 }
+
+TEST_CASE("WRPN with the per-layer max scale: levels m * s / (2^(k-1) - 1), straight-through gradient 1") {
+  Generator gen(9);
+  auto net = small_net(gen);
+  auto conv2 = net->at<Conv2d>(2);
+  quant::QuantConfig cfg;
+  cfg.method = quant::Method::wrpn;
+  cfg.weight_bits = 3;
+  cfg.weight_scale_max = true;
+  quant::attach_quantizers(*net, cfg);
+  const auto wv = conv2->weight().data().to_vector();
+  double s = 0;
+  for (double w : wv) s = std::max(s, std::abs(w));
+  REQUIRE(s < 0.5);  // Kaiming scale: plain WRPN at 3 bits would zero every weight
+  const auto q = values(conv2->effective_weight());
+  const double step = s / 3;  // n = 2^(3-1) - 1 = 3 levels per side
+  int nonzero = 0;
+  for (size_t i = 0; i < wv.size(); ++i) {
+    CHECK(q[i] == doctest::Approx(step * std::nearbyint(wv[i] / step)).epsilon(1e-6));
+    nonzero += q[i] != 0;
+  }
+  CHECK(nonzero > int(wv.size()) / 4);
+  // STE: d(loss)/dw equals the gradient at the quantized weight (every |w| <= s, mask 1).
+  Variable x(Tensor::randn({2, 3, 8, 8}, gen));
+  sum(mul((*net)(x), (*net)(x))).backward();
+  const auto g_ste = values(conv2->weight().grad());
+  Variable wq(conv2->effective_weight().data(), true);
+  conv2->set_weight_hook([&](const Variable&) { return wq; });
+  net->zero_grad();
+  sum(mul((*net)(x), (*net)(x))).backward();
+  const auto g_q = values(wq.grad());
+  for (size_t i = 0; i < g_ste.size(); ++i) CHECK(g_ste[i] == doctest::Approx(g_q[i]).epsilon(1e-5));
+}

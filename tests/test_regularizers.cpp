@@ -193,6 +193,39 @@ TEST_CASE("WaveQ gradcheck (float64) w.r.t. weights and betas for every grid, no
   }
 }
 
+TEST_CASE("weight scale max: the sinusoid sees w / max|w| (scale-invariant), gradients through the max") {
+  Generator gen(14);
+  const Variable w = random_leaf({4, 5}, gen, -0.12, 0.12);
+  const double s = math::amax(math::abs(w.data())).item();
+  const Variable w_over_s(math::mul(w.data(), 1.0 / s));
+  const Variable beta = beta_leaf(2.4);
+  for (q::Grid grid : {q::Grid::wrpn, q::Grid::fixed_point}) {
+    CAPTURE(grid_name(grid));
+    q::WaveQOptions scaled{grid, q::Normalization::R1, Reduction::mean};
+    scaled.scale = q::WeightScale::max_abs;
+    const q::WaveQOptions plain{grid, q::Normalization::R1, Reduction::mean};
+    // Equal to the unscaled penalty of w / s, and unchanged when w is multiplied by a constant.
+    CHECK(q::waveq_layer(w, beta, scaled).item() ==
+          doctest::Approx(q::waveq_layer(w_over_s, beta, plain).item()).epsilon(1e-12));
+    CHECK(q::waveq_layer(Variable(math::mul(w.data(), 7.5)), beta, scaled).item() ==
+          doctest::Approx(q::waveq_layer(w, beta, scaled).item()).epsilon(1e-12));
+    q::SinReQOptions sr{grid, Reduction::sum};
+    sr.scale = q::WeightScale::max_abs;
+    CHECK(q::sinreq_layer(w, 3, sr).item() ==
+          doctest::Approx(q::sinreq_layer(w_over_s, 3, {grid, Reduction::sum}).item()).epsilon(1e-12));
+    // Gradcheck w.r.t. the weights (including the argmax through s) and beta.
+    const std::vector<Variable> inputs = {random_leaf({3, 4}, gen, -0.2, 0.2), beta_leaf(2.7)};
+    const auto f = [&](const std::vector<Variable>& x) {
+      const q::WaveQTerms t = q::waveq_penalty({x[0]}, {x[1]}, scaled);
+      return add(t.weight_term, q::sinreq_penalty({x[0]}, {3}, sr));
+    };
+    const GradcheckResult r = gradcheck(f, inputs);
+    CHECK_MESSAGE(r.ok, r.message);
+  }
+  CHECK(q::parse_weight_scale("max") == q::WeightScale::max_abs);
+  CHECK_THROWS_WITH_AS(q::parse_weight_scale("l2"), doctest::Contains("unknown weight scale"), Error);
+}
+
 TEST_CASE("WaveQ second derivatives (gradgradcheck, float64)") {
   Generator gen(13);
   const std::vector<Variable> inputs = {random_leaf({6}, gen), beta_leaf(2.6)};
