@@ -3,6 +3,8 @@
 # (runs/repro/NAME) keeps config.txt, metrics.jsonl, checkpoint.ckpt and, for quantized runs,
 # report.html. Usage: scripts/reproduce.sh BUILD_DIR RUN [RUN ...] | list
 #   DATA: the shared data sets folder (default ../shared/data), holding mnist/ and cifar-10/.
+#   RESUME=1: continue each run from its folder's checkpoint (after Ctrl-C or a stopped session);
+#   the log is appended to.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:?usage: reproduce.sh BUILD_DIR RUN... | list}
@@ -30,6 +32,10 @@ done
 # Learned heterogeneous bitwidths (WaveQ, float training, WRPN grid).
 runs[lenet5-mnist-waveq]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4 --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05"
 runs[simplenet-waveq]="$simple --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05"
+# The same with the per-layer weight scale (sinusoid and WRPN grid on w / max|w|) and a 10x smaller
+# bitwidth penalty (docs/quantization.md, "Weight scale"); lambda_beta 0.02 for the 15-epoch simplenet run.
+runs[lenet5-mnist-waveq-scaled]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4 --reg waveq --wbits 8 --lambda-beta 0.005 --beta-lr 0.05 --weight-scale max"
+runs[simplenet-waveq-scaled]="$simple --reg waveq --wbits 8 --lambda-beta 0.02 --beta-lr 0.05 --weight-scale max"
 
 if [ "${1:-}" = list ]; then
   for name in $(printf '%s\n' "${!runs[@]}" | sort); do echo "$name: lowbit train ${runs[$name]}"; done
@@ -40,7 +46,12 @@ for name in "$@"; do
   mkdir -p "$out"
   echo "== $name: lowbit train ${runs[$name]} --threads $threads --out $out/$name"
   start=$(date +%s)
-  # shellcheck disable=SC2086
-  "$lowbit" train ${runs[$name]} --threads "$threads" --seed 1 --quiet --out "$out/$name" | tee "$out/$name.log"
+  if [ "${RESUME:-0}" = 1 ]; then
+    # shellcheck disable=SC2086
+    "$lowbit" train ${runs[$name]} --threads "$threads" --seed 1 --quiet --out "$out/$name" --resume | tee -a "$out/$name.log"
+  else
+    # shellcheck disable=SC2086
+    "$lowbit" train ${runs[$name]} --threads "$threads" --seed 1 --quiet --out "$out/$name" | tee "$out/$name.log"
+  fi
   echo "wall-clock: $(( $(date +%s) - start )) s" | tee -a "$out/$name.log"
 done
