@@ -9,6 +9,7 @@
 #include "layers/conv.h"
 #include "layers/linear.h"
 #include "quant/quantizers.h"
+#include "quant/regularizers.h"
 
 namespace lowbit::quant {
 namespace {
@@ -53,7 +54,8 @@ VariableTransform weight_quantizer(Method m, std::shared_ptr<int> bits, Module& 
       if (scale_by_max)  // s * wrpn(w / s), s = max |w| held constant (STE: gradient 1 on [-s, s])
         return [bits](const Variable& w) {
           if (*bits >= 32) return w;
-          const Variable s(Tensor::full({}, std::max(math::amax(math::abs(w.data())).item(), 1e-30), w.dtype()));
+          const double scale = weight_scale_of(w.data(), WeightScale::max_abs);
+          const Variable s(Tensor::full({}, std::max(scale, 1e-30), w.dtype()));
           return mul(wrpn_weight(div(w, s), *bits), s);
         };
       return [bits](const Variable& w) { return *bits >= 32 ? w : wrpn_weight(w, *bits); };

@@ -412,9 +412,11 @@ void backward_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* sa
     std::vector<T> blk(static_cast<size_t>(2 * C));
     double* sdy = sums.data() + ci * 2 * C;
     const T* g = dy + lo * C;
-    std::vector<T> masked;
-    if (relu_affine) {  // the chunk's masked gradient, cache-resident for the two sums
-      masked.resize(static_cast<size_t>((hi - lo) * C));
+    // The chunk's masked gradient, cache-resident for the two sums; one buffer per worker thread,
+    // reused across chunks and calls (no allocation on the hot path).
+    thread_local std::vector<T> masked;
+    if (relu_affine) {
+      if (masked.size() < static_cast<size_t>((hi - lo) * C)) masked.resize(static_cast<size_t>((hi - lo) * C));
       prims.relu_mask(hi - lo, C, g, x + lo * C, save_mean, relu_scale, relu_shift, masked.data());
       g = masked.data();
     }
