@@ -12,6 +12,8 @@
 
 #include "bench/conv_layers.h"
 #include "core/kernels/conv.h"
+#include "core/kernels/conv_winograd.h"
+#include "core/kernels/cpu.h"
 #include "core/parallel.h"
 
 using namespace lowbit;
@@ -200,6 +202,67 @@ TEST_CASE("conv2d fast == ref on the shape-specific paths (small patch, strided 
     check_geometry<float>(g, /*check_threads=*/true);
     check_geometry<double>(g, /*check_threads=*/false);
   }
+}
+
+// Winograd F(2x2, 3x3) kernels called directly (conv2d_* picks them only for >= 32 channels, so the
+// 16-channel shapes here are reached through this test alone): ResNet-20 / VGG shapes, odd image
+// sizes (partial edge tiles), padding 0 and 2, channel counts without a compile-time GEMM variant,
+// several backward-weight batch chunks; bit-identical for 1 and 2 threads.
+TEST_CASE("conv2d Winograd kernels == ref") {
+  if (!kernels::cpu_has_avx512()) return;
+  const std::vector<Conv2dGeometry> cases = {
+      geom(2, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1),    // ResNet-20 stage 2
+      geom(2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1),      // ResNet-20 stage 3
+      geom(8, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),    // stage 1; 4 backward-weight chunks
+      geom(2, 16, 7, 5, 32, 3, 3, 1, 1, 1, 1),      // odd H and W, K > C
+      geom(3, 32, 6, 9, 16, 3, 3, 1, 1, 0, 0),      // unpadded, K < C
+      geom(1, 16, 5, 5, 16, 3, 3, 1, 1, 2, 2),      // padding 2 (output larger than input)
+      geom(2, 48, 4, 3, 64, 3, 3, 1, 1, 1, 1),      // C 48: runtime-stride GEMM
+      geom(1, 64, 6, 7, 128, 3, 3, 1, 1, 1, 0),     // mixed padding, K 128
+      geom(1, 128, 4, 4, 48, 3, 3, 1, 1, 1, 1),     // VGG-like 4x4, K 48
+      geom(20, 32, 9, 9, 32, 3, 3, 1, 1, 1, 1),     // odd size, several chunks, partial last block
+  };
+  for (const auto& g : cases) {
+    REQUIRE(kernels::winograd_applicable(g));
+    const std::string label = describe(g);
+    const auto x = random_vec<float>(g.N * g.H * g.W * g.C, 21);
+    const auto w = random_vec<float>(g.K * 9 * g.C, 22);
+    const auto b = random_vec<float>(g.K, 23);
+    const auto dy = random_vec<float>(g.N * g.P() * g.Q() * g.K, 24);
+    Outputs<float> ref{std::vector<float>(dy.size()), std::vector<float>(x.size()), std::vector<float>(w.size()),
+                       std::vector<float>(b.size())};
+    kernels::conv2d_forward_ref(g, x.data(), w.data(), b.data(), ref.y.data());
+    kernels::conv2d_backward_data_ref(g, dy.data(), w.data(), ref.dx.data());
+    kernels::conv2d_backward_weight_ref(g, x.data(), dy.data(), ref.dw.data(), ref.db.data());
+    auto run = [&] {
+      Outputs<float> o{std::vector<float>(dy.size(), NAN), std::vector<float>(x.size(), NAN),
+                       std::vector<float>(w.size(), NAN), std::vector<float>(b.size(), NAN)};
+      kernels::conv2d_forward_winograd(g, x.data(), w.data(), b.data(), o.y.data());
+      kernels::conv2d_backward_data_winograd(g, dy.data(), w.data(), o.dx.data());
+      kernels::conv2d_backward_weight_winograd(g, x.data(), dy.data(), o.dw.data(), o.db.data());
+      return o;
+    };
+    set_num_threads(2);
+    const Outputs<float> two = run();
+    // Observed error: ~3e-7 of the output scale (the transforms add a few roundings).
+    check_close(two.y, ref.y, 2e-6, "winograd forward", label);
+    check_close(two.dx, ref.dx, 2e-6, "winograd backward_data", label);
+    check_close(two.dw, ref.dw, 2e-6, "winograd backward_weight", label);
+    check_close(two.db, ref.db, 2e-6, "winograd backward_bias", label);
+    set_num_threads(1);
+    const Outputs<float> one = run();
+    set_num_threads(2);
+    INFO(label);
+    CHECK(std::memcmp(one.y.data(), two.y.data(), sizeof(float) * one.y.size()) == 0);
+    CHECK(std::memcmp(one.dx.data(), two.dx.data(), sizeof(float) * one.dx.size()) == 0);
+    CHECK(std::memcmp(one.dw.data(), two.dw.data(), sizeof(float) * one.dw.size()) == 0);
+    CHECK(std::memcmp(one.db.data(), two.db.data(), sizeof(float) * one.db.size()) == 0);
+  }
+  // Outside its domain: stride 2, 5x5, groups, channel counts not a multiple of 16.
+  CHECK_FALSE(kernels::winograd_applicable(geom(1, 32, 8, 8, 32, 3, 3, 2, 2, 1, 1)));
+  CHECK_FALSE(kernels::winograd_applicable(geom(1, 32, 8, 8, 32, 5, 5, 1, 1, 2, 2)));
+  CHECK_FALSE(kernels::winograd_applicable(geom(1, 32, 8, 8, 32, 3, 3, 1, 1, 1, 1, 1, 1, 2)));
+  CHECK_FALSE(kernels::winograd_applicable(geom(1, 24, 8, 8, 32, 3, 3, 1, 1, 1, 1)));
 }
 
 TEST_CASE("conv2d rejects inconsistent geometry") {

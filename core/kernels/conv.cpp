@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "core/kernels/conv_direct.h"
+#include "core/kernels/conv_winograd.h"
 
 namespace lowbit::kernels {
 namespace {
@@ -100,6 +101,13 @@ void backward_weight_ref(const Conv2dGeometry& g, const T* x, const T* dy, T* dw
   }
 }
 
+// Winograd F(2x2, 3x3) where it measured faster than the direct kernels (docs/performance.md):
+// 3x3 stride-1 convs with >= 32 input and output channels on images of at least 4x4. With 16
+// channels the transforms cost as much as they save; on 2x2 images most of each 4x4 tile is padding.
+bool use_winograd(const Conv2dGeometry& g) {
+  return winograd_applicable(g) && g.C >= 32 && g.K >= 32 && g.P() >= 4 && g.Q() >= 4;
+}
+
 }  // namespace
 
 void conv2d_forward_ref(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
@@ -126,7 +134,9 @@ void conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const 
 
 void conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
   check(g);
-  if (conv_direct_available())
+  if (conv_direct_available() && use_winograd(g))
+    conv2d_forward_winograd(g, x, w, b, y);
+  else if (conv_direct_available())
     conv2d_forward_direct(g, x, w, b, y);
   else
     conv2d_forward_ref(g, x, w, b, y);
@@ -136,7 +146,9 @@ void conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w, c
 }
 void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
   check(g);
-  if (conv_direct_available())
+  if (conv_direct_available() && use_winograd(g))
+    conv2d_backward_data_winograd(g, dy, w, dx);
+  else if (conv_direct_available())
     conv2d_backward_data_direct(g, dy, w, dx);
   else
     conv2d_backward_data_ref(g, dy, w, dx);
@@ -146,7 +158,9 @@ void conv2d_backward_data(const Conv2dGeometry& g, const double* dy, const doubl
 }
 void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db) {
   check(g);
-  if (conv_direct_available())
+  if (conv_direct_available() && use_winograd(g))
+    conv2d_backward_weight_winograd(g, x, dy, dw, db);
+  else if (conv_direct_available())
     conv2d_backward_weight_direct(g, x, dy, dw, db);
   else
     conv2d_backward_weight_ref(g, x, dy, dw, db);

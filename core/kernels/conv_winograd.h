@@ -1,0 +1,32 @@
+// Internal: Winograd F(2x2, 3x3) convolution (Lavin & Gray, "Fast Algorithms for Convolutional
+// Neural Networks", 2016) behind core/kernels/conv.h. Float, AVX-512, NHWC activations, KRSC weights.
+//
+// Applies to 3x3 kernels, stride 1, dilation 1, groups 1, padding 0..2, C and K multiples of 16
+// (winograd_applicable). Each 2x2 output tile is
+//     Y = A^T [ (G w G^T) (.) (B^T d B) ] A      (d: the 4x4 input tile, (.) elementwise,
+// summed over input channels), i.e. 16 independent GEMMs over channels, one per point xi of the
+// 4x4 transform domain, instead of 9 taps: 16 multiplies per 4 outputs instead of 36.
+//   forward          y  = conv(x, w) + b
+//   backward_data    dx = the same algorithm over dy with w flipped (rot180) and C/K swapped,
+//                         padding 2 - pad (exact for stride 1)
+//   backward_weight  dw = G^T [ sum_tiles (A dY A^T) (.) (B^T d B) ] G   (the adjoint of the
+//                         forward in w), db = sum dy; the batch is split into chunks fixed by the
+//                         shape whose partials are summed in chunk order
+// Results are bit-identical for any thread count. They differ from the direct convolution by
+// rounding only (the transforms add a few ulps); tests/test_kernels_conv.cpp pins them to the
+// `_ref` loops of conv.h over the model-zoo shapes and odd sizes.
+#pragma once
+
+#include "core/kernels/shapes.h"
+
+namespace lowbit::kernels {
+
+// Shape test only (the caller checks the CPU for AVX-512).
+bool winograd_applicable(const Conv2dGeometry& g);
+
+void conv2d_forward_winograd(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y);
+void conv2d_backward_data_winograd(const Conv2dGeometry& g, const float* dy, const float* w, float* dx);
+void conv2d_backward_weight_winograd(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
+                                     float* db);
+
+}  // namespace lowbit::kernels
