@@ -136,6 +136,7 @@ std::vector<OptionSpec> train_option_specs() {
       {"threads", "", "threads (default: LOWBIT_NUM_THREADS or all cores)"},
       {"out", "runs/last", "run folder (checkpoint, metrics, report)"},
       {"resume", "", "continue from OUT/checkpoint.ckpt (or the given checkpoint)", false, true},
+      {"init", "", "start from the model weights of a training checkpoint (fine-tuning); optimizer, schedule and quantization state start fresh"},
       {"stop-after-batches", "", "stop (saving a checkpoint) after this many batches in total (tests)"},
       {"quiet", "", "no per-batch progress", true},
   };
@@ -171,6 +172,38 @@ int run_train(Options& opts, int argc, char** argv) {
 
   DataSetup data = make_data(opts, batch, seed);
   auto model = make_model(opts, data);
+  // --init (a new run only; a resumed one has its weights in its own checkpoint): before the
+  // quantization setup, which records the starting weights for the report's histograms. Tensors
+  // are matched by name and must agree in shape; names on one side only (e.g. WaveQ's per-layer
+  // beta when a float run is fine-tuned with WaveQ) are listed and keep their initial values.
+  if (!resume_ckpt && opts.has("init")) {
+    const std::string init_path = opts.str("init");
+    const Checkpoint c = load_checkpoint(init_path);
+    LOWBIT_CHECK(c.has("format") && c.get_string("format") == "lowbit-train", "lowbit train: --init ", init_path,
+                 " is not a training checkpoint");
+    const auto state = c.tensors_with_prefix("model.");
+    std::string kept, ignored;
+    int64_t matched = 0;
+    for (const auto& [name, _] : model->state_dict()) {
+      if (state.count(name))
+        ++matched;
+      else
+        kept += (kept.empty() ? "" : ", ") + name;
+    }
+    for (const auto& [name, _] : state)
+      if (!model->state_dict().count(name)) ignored += (ignored.empty() ? "" : ", ") + name;
+    LOWBIT_CHECK(matched > 0, "lowbit train: --init ", init_path, " has no tensor of --model ", opts.str("model"));
+    try {
+      model->load_state_dict(state, /*strict=*/false);
+    } catch (const Error& e) {
+      throw Error(detail::concat("lowbit train: --init ", init_path, " does not fit --model ", opts.str("model"),
+                                 ": ", e.what()));
+    }
+    std::printf("model weights from %s: %lld tensors", init_path.c_str(), (long long)matched);
+    if (!kept.empty()) std::printf("; initial values kept for %s", kept.c_str());
+    if (!ignored.empty()) std::printf("; not in this model: %s", ignored.c_str());
+    std::printf("\n");
+  }
   std::unique_ptr<QuantSetup> quant = make_quant(opts, *model);
 
   std::vector<optim::ParamGroup> groups(1);

@@ -2,7 +2,7 @@
 # End-to-end test of `lowbit train` checkpoints: a run of 2 epochs straight must equal, bit for
 # bit, (a) 1 epoch + --resume + 1 epoch, (b) a run stopped mid-epoch + --resume, (c) a run
 # interrupted with Ctrl-C (SIGINT) + --resume. Also: a corrupt checkpoint is refused with a clear
-# message and a non-zero exit. Small: 1,024 Fashion-MNIST images, LeNet-5 at half width.
+# message and a non-zero exit; --init starts a new run from a checkpoint's weights. Small: 1,024 Fashion-MNIST images, LeNet-5 at half width.
 # Usage: scripts/test_resume.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
 set -euo pipefail
 build=$(cd "${1:?usage: test_resume.sh BUILD_DIR}" && pwd)
@@ -50,6 +50,24 @@ else
 fi
 "$lowbit" compare "$work/c_straight/checkpoint.ckpt" "$work/c/checkpoint.ckpt"
 
+# --init: a new run starts from a checkpoint's model weights (here float, no quantizer, lr 0: the
+# weights must come through unchanged); a checkpoint of another shape is refused naming the file.
+"$lowbit" train --model lenet5 --width 0.5 --data fashion-mnist --limit-train 256 --limit-test 64 --batch 64 \
+  --epochs 1 --lr 0 --wd 0 --seed 3 --threads 2 --quiet --init "$work/straight/checkpoint.ckpt" \
+  --out "$work/init" > "$work/init.log"
+grep -q "model weights from $work/straight/checkpoint.ckpt: .* tensors; not in this model: conv2.beta, fc1.beta" "$work/init.log"
+for t in conv1.weight conv1.bias conv2.weight conv2.bias fc1.weight fc1.bias fc2.weight fc2.bias; do
+  "$lowbit" compare "$work/straight/checkpoint.ckpt" "$work/init/checkpoint.ckpt" "model.$t" > /dev/null
+done
+set +e
+"$lowbit" train --model lenet5 --data fashion-mnist --limit-train 256 --epochs 1 --quiet \
+  --init "$work/straight/checkpoint.ckpt" --out "$work/init_bad" > "$work/init_bad.log" 2>&1
+rc=$?
+set -e
+[ "$rc" -ne 0 ] || { echo "--init with a checkpoint of another width accepted"; exit 1; }
+grep -q "init $work/straight/checkpoint.ckpt does not fit --model lenet5: .*shape mismatch" "$work/init_bad.log" ||
+  { cat "$work/init_bad.log"; exit 1; }
+
 # Corrupt checkpoint: clear error naming the file, non-zero exit, nothing overwritten.
 cp "$work/a/checkpoint.ckpt" "$work/bad.ckpt"
 printf 'garbage' | dd of="$work/bad.ckpt" bs=1 seek=100 conv=notrunc status=none
@@ -59,4 +77,4 @@ rc=$?
 set -e
 [ "$rc" -ne 0 ] || { echo "corrupt checkpoint accepted"; exit 1; }
 grep -q "bad.ckpt: checksum mismatch" "$work/bad.log" || { cat "$work/bad.log"; exit 1; }
-echo "resume: straight == epoch-boundary resume == mid-epoch resume == Ctrl-C resume (bit for bit); corrupt checkpoint refused"
+echo "resume: straight == epoch-boundary resume == mid-epoch resume == Ctrl-C resume (bit for bit); corrupt checkpoint refused; --init carries the weights, refuses another shape"
