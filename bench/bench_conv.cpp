@@ -120,10 +120,10 @@ void print_layers(int64_t batch) {
     std::printf(
         "{\"model\": \"%s\", \"name\": \"%s\", \"N\": %ld, \"C\": %ld, \"H\": %ld, \"W\": %ld, \"K\": %ld, "
         "\"R\": %ld, \"S\": %ld, \"stride_h\": %ld, \"stride_w\": %ld, \"pad_h\": %ld, \"pad_w\": %ld, "
-        "\"dil_h\": %ld, \"dil_w\": %ld, \"groups\": %ld, \"multiplicity\": %d}\n",
+        "\"dil_h\": %ld, \"dil_w\": %ld, \"groups\": %ld, \"multiplicity\": %d, \"algorithm\": \"%s\"}\n",
         l.model, l.name, long(g.N), long(g.C), long(g.H), long(g.W), long(g.K), long(g.R), long(g.S),
         long(g.stride_h), long(g.stride_w), long(g.pad_h), long(g.pad_w), long(g.dil_h), long(g.dil_w),
-        long(g.groups), l.multiplicity);
+        long(g.groups), l.multiplicity, kernels::conv2d_algorithm(g));
   }
 }
 

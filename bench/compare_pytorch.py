@@ -10,7 +10,9 @@ For every shape and pass (fwd, bwd_data, bwd_weight) PyTorch runs in NCHW and in
 (aten::convolution_backward with one output_mask entry set, i.e. what autograd calls for a conv
 whose input or weight alone requires grad). lowbit runs through `bench_conv --serve`, a persistent
 process; the contenders are interleaved round by round so machine drift hits all of them.
-The time of a (shape, pass) is the median over all rounds.
+The time of a (shape, pass) is the median over all rounds. GFLOP/s = 2 x the direct convolution's
+MACs / time for every algorithm, so a Winograd layer (algo wino4x4 / wino2x2) can show more than 100 % of the
+peak: it does fewer multiplications than that count.
 
 PyTorch's layout is chosen per shape (one memory format for the layer's fwd+bwd, the one with the
 smaller sum); the per-pass best is printed as well. The last line is exactly
@@ -150,13 +152,14 @@ def compare_convs(args, layers):
 
 
 def markdown_table(results, best_layout, peak):
-    lines = ["| model | layer | pass | lowbit ms | GFLOP/s | % peak | PyTorch ms | layout | lowbit/PyTorch |",
-             "|---|---|---|---:|---:|---:|---:|---|---:|"]
+    lines = ["| model | layer | lowbit algorithm | pass | lowbit ms | GFLOP/s | % peak | PyTorch ms | layout | lowbit/PyTorch |",
+             "|---|---|---|---|---:|---:|---:|---:|---|---:|"]
     for layer, pass_name, lb, tm in results:
         fmt = best_layout[(layer["model"], layer["name"])]
         gf = gflops(layer, lb)
         pct = f"{100.0 * gf / peak:.0f}%" if peak else "-"
-        lines.append(f"| {layer['model']} | {layer['name']} x{layer['multiplicity']} | {pass_name} | {lb:.3f} | {gf:.0f} | "
+        lines.append(f"| {layer['model']} | {layer['name']} x{layer['multiplicity']} | {layer.get('algorithm', '?')} | "
+                     f"{pass_name} | {lb:.3f} | {gf:.0f} | "
                      f"{pct} | {tm[fmt]:.3f} | {'channels_last' if fmt == 'cl' else 'NCHW'} | {lb / tm[fmt]:.2f} |")
     return "\n".join(lines) + "\n"
 
@@ -174,7 +177,7 @@ def print_conv_table(results, peak, markdown_path=None):
         with open(markdown_path, "w") as f:
             f.write(markdown_table(results, best_layout, peak))
 
-    hdr = (f"{'model':<10} {'layer':<22} {'pass':<10} {'lowbit ms':>10} {'GFLOP/s':>8} {'%peak':>6} "
+    hdr = (f"{'model':<10} {'layer':<22} {'algo':<7} {'pass':<10} {'lowbit ms':>10} {'GFLOP/s':>8} {'%peak':>6} "
            f"{'torch ms':>9} {'layout':>6} {'ratio':>6} {'torch best-pass':>16}")
     print(hdr)
     print("-" * len(hdr))
@@ -186,7 +189,7 @@ def print_conv_table(results, peak, markdown_path=None):
         bp = min(tm, key=tm.get)
         gf = gflops(layer, lb)
         pct = f"{100.0 * gf / peak:5.0f}%" if peak else "    -"
-        print(f"{layer['model']:<10} {layer['name']:<22} {pass_name:<10} {lb:10.3f} {gf:8.0f} {pct:>6} "
+        print(f"{layer['model']:<10} {layer['name']:<22} {layer.get('algorithm', '?')[:7]:<7} {pass_name:<10} {lb:10.3f} {gf:8.0f} {pct:>6} "
               f"{t:9.3f} {fmt:>6} {lb / t:6.2f} {tm[bp]:9.3f} {bp:>6}")
         m = layer["multiplicity"]
         acc = totals.setdefault(layer["model"], [0.0, 0.0, 0.0])

@@ -204,10 +204,11 @@ TEST_CASE("conv2d fast == ref on the shape-specific paths (small patch, strided 
   }
 }
 
-// Winograd F(2x2, 3x3) kernels called directly (conv2d_* picks them only for >= 32 channels, so the
-// 16-channel shapes here are reached through this test alone): ResNet-20 / VGG shapes, odd image
-// sizes (partial edge tiles), padding 0 and 2, channel counts without a compile-time GEMM variant,
-// several backward-weight batch chunks; bit-identical for 1 and 2 threads.
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) kernels called directly, both tile sizes on every shape
+// (conv2d_* picks one per geometry, so most combinations are reached through this test alone):
+// ResNet-20 / VGG shapes, odd image sizes (partial edge tiles), padding 0 and 2, channel counts
+// without a compile-time GEMM variant, several backward-weight batch chunks; bit-identical for 1
+// and 2 threads.
 TEST_CASE("conv2d Winograd kernels == ref") {
   if (!kernels::cpu_has_avx512()) return;
   const std::vector<Conv2dGeometry> cases = {
@@ -221,10 +222,10 @@ TEST_CASE("conv2d Winograd kernels == ref") {
       geom(1, 64, 6, 7, 128, 3, 3, 1, 1, 1, 0),     // mixed padding, K 128
       geom(1, 128, 4, 4, 48, 3, 3, 1, 1, 1, 1),     // VGG-like 4x4, K 48
       geom(20, 32, 9, 9, 32, 3, 3, 1, 1, 1, 1),     // odd size, several chunks, partial last block
+      geom(2, 16, 13, 11, 16, 3, 3, 1, 1, 1, 1),    // F(4x4) edge tiles of 1 and 3 outputs
   };
   for (const auto& g : cases) {
     REQUIRE(kernels::winograd_applicable(g));
-    const std::string label = describe(g);
     const auto x = random_vec<float>(g.N * g.H * g.W * g.C, 21);
     const auto w = random_vec<float>(g.K * 9 * g.C, 22);
     const auto b = random_vec<float>(g.K, 23);
@@ -234,35 +235,46 @@ TEST_CASE("conv2d Winograd kernels == ref") {
     kernels::conv2d_forward_ref(g, x.data(), w.data(), b.data(), ref.y.data());
     kernels::conv2d_backward_data_ref(g, dy.data(), w.data(), ref.dx.data());
     kernels::conv2d_backward_weight_ref(g, x.data(), dy.data(), ref.dw.data(), ref.db.data());
-    auto run = [&] {
-      Outputs<float> o{std::vector<float>(dy.size(), NAN), std::vector<float>(x.size(), NAN),
-                       std::vector<float>(w.size(), NAN), std::vector<float>(b.size(), NAN)};
-      kernels::conv2d_forward_winograd(g, x.data(), w.data(), b.data(), o.y.data());
-      kernels::conv2d_backward_data_winograd(g, dy.data(), w.data(), o.dx.data());
-      kernels::conv2d_backward_weight_winograd(g, x.data(), dy.data(), o.dw.data(), o.db.data());
-      return o;
-    };
-    set_num_threads(2);
-    const Outputs<float> two = run();
-    // Observed error: ~3e-7 of the output scale (the transforms add a few roundings).
-    check_close(two.y, ref.y, 2e-6, "winograd forward", label);
-    check_close(two.dx, ref.dx, 2e-6, "winograd backward_data", label);
-    check_close(two.dw, ref.dw, 2e-6, "winograd backward_weight", label);
-    check_close(two.db, ref.db, 2e-6, "winograd backward_bias", label);
-    set_num_threads(1);
-    const Outputs<float> one = run();
-    set_num_threads(2);
-    INFO(label);
-    CHECK(std::memcmp(one.y.data(), two.y.data(), sizeof(float) * one.y.size()) == 0);
-    CHECK(std::memcmp(one.dx.data(), two.dx.data(), sizeof(float) * one.dx.size()) == 0);
-    CHECK(std::memcmp(one.dw.data(), two.dw.data(), sizeof(float) * one.dw.size()) == 0);
-    CHECK(std::memcmp(one.db.data(), two.db.data(), sizeof(float) * one.db.size()) == 0);
+    for (int m : {2, 4}) {
+      const std::string label = describe(g) + " F(" + std::to_string(m) + "x" + std::to_string(m) + ")";
+      auto run = [&] {
+        Outputs<float> o{std::vector<float>(dy.size(), NAN), std::vector<float>(x.size(), NAN),
+                         std::vector<float>(w.size(), NAN), std::vector<float>(b.size(), NAN)};
+        kernels::conv2d_forward_winograd(g, x.data(), w.data(), b.data(), o.y.data(), m);
+        kernels::conv2d_backward_data_winograd(g, dy.data(), w.data(), o.dx.data(), m);
+        kernels::conv2d_backward_weight_winograd(g, x.data(), dy.data(), o.dw.data(), o.db.data(), m);
+        return o;
+      };
+      set_num_threads(2);
+      const Outputs<float> two = run();
+      // Observed error relative to the output scale: <= 6e-7 for F(2x2), <= 7e-6 for F(4x4).
+      const double tol = m == 2 ? 2e-6 : 2e-5;
+      check_close(two.y, ref.y, tol, "winograd forward", label);
+      check_close(two.dx, ref.dx, tol, "winograd backward_data", label);
+      check_close(two.dw, ref.dw, tol, "winograd backward_weight", label);
+      check_close(two.db, ref.db, 2e-6, "winograd backward_bias", label);
+      set_num_threads(1);
+      const Outputs<float> one = run();
+      set_num_threads(2);
+      INFO(label);
+      CHECK(std::memcmp(one.y.data(), two.y.data(), sizeof(float) * one.y.size()) == 0);
+      CHECK(std::memcmp(one.dx.data(), two.dx.data(), sizeof(float) * one.dx.size()) == 0);
+      CHECK(std::memcmp(one.dw.data(), two.dw.data(), sizeof(float) * one.dw.size()) == 0);
+      CHECK(std::memcmp(one.db.data(), two.db.data(), sizeof(float) * one.db.size()) == 0);
+    }
   }
   // Outside its domain: stride 2, 5x5, groups, channel counts not a multiple of 16.
   CHECK_FALSE(kernels::winograd_applicable(geom(1, 32, 8, 8, 32, 3, 3, 2, 2, 1, 1)));
   CHECK_FALSE(kernels::winograd_applicable(geom(1, 32, 8, 8, 32, 5, 5, 1, 1, 2, 2)));
   CHECK_FALSE(kernels::winograd_applicable(geom(1, 32, 8, 8, 32, 3, 3, 1, 1, 1, 1, 1, 1, 2)));
   CHECK_FALSE(kernels::winograd_applicable(geom(1, 24, 8, 8, 32, 3, 3, 1, 1, 1, 1)));
+  // The dispatch: F(4x4) for ResNet-20's 3x3 stride-1 layers, F(2x2) for VGG's big ones, direct
+  // elsewhere.
+  CHECK(std::string(kernels::conv2d_algorithm(geom(128, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1))) == "wino4x4");
+  CHECK(std::string(kernels::conv2d_algorithm(geom(128, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1))) == "wino4x4");
+  CHECK(std::string(kernels::conv2d_algorithm(geom(128, 256, 8, 8, 256, 3, 3, 1, 1, 1, 1))) == "wino2x2");
+  CHECK(std::string(kernels::conv2d_algorithm(geom(128, 512, 2, 2, 512, 3, 3, 1, 1, 1, 1))) == "direct");
+  CHECK(std::string(kernels::conv2d_algorithm(geom(128, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1))) == "direct");
 }
 
 TEST_CASE("conv2d rejects inconsistent geometry") {

@@ -101,11 +101,16 @@ void backward_weight_ref(const Conv2dGeometry& g, const T* x, const T* dy, T* dw
   }
 }
 
-// Winograd F(2x2, 3x3) where it measured faster than the direct kernels (docs/performance.md):
-// 3x3 stride-1 convs with >= 32 input and output channels on images of at least 4x4. With 16
-// channels the transforms cost as much as they save; on 2x2 images most of each 4x4 tile is padding.
-bool use_winograd(const Conv2dGeometry& g) {
-  return winograd_applicable(g) && g.C >= 32 && g.K >= 32 && g.P() >= 4 && g.Q() >= 4;
+// Winograd output tile for this geometry, 0 for the direct kernels; chosen by measurement (batch
+// 128, 2 threads, docs/performance.md). F(4x4, 3x3) on layers with C x K <= 64 x 64 (all of
+// ResNet-20's 3x3 stride-1 convs: 0.57-0.9x the direct kernels' time, and faster than F(2x2));
+// F(2x2, 3x3) on bigger layers with >= 32 channels (VGG-11: F(4x4)'s transformed weights, 36 C K
+// floats, no longer stay in cache); direct on images smaller than 4x4, where most of a tile is
+// padding.
+int winograd_tile(const Conv2dGeometry& g) {
+  if (!winograd_applicable(g) || g.P() < 4 || g.Q() < 4) return 0;
+  if (g.C * g.K <= 64 * 64) return 4;
+  return g.C >= 32 && g.K >= 32 ? 2 : 0;
 }
 
 }  // namespace
@@ -132,10 +137,17 @@ void conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const 
   backward_weight_ref<double, long double>(g, x, dy, dw, db);
 }
 
+const char* conv2d_algorithm(const Conv2dGeometry& g) {
+  check(g);
+  if (!conv_direct_available()) return "reference";
+  const int m = winograd_tile(g);
+  return m == 4 ? "wino4x4" : m == 2 ? "wino2x2" : "direct";
+}
+
 void conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
   check(g);
-  if (conv_direct_available() && use_winograd(g))
-    conv2d_forward_winograd(g, x, w, b, y);
+  if (const int m = conv_direct_available() ? winograd_tile(g) : 0)
+    conv2d_forward_winograd(g, x, w, b, y, m);
   else if (conv_direct_available())
     conv2d_forward_direct(g, x, w, b, y);
   else
@@ -146,8 +158,8 @@ void conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w, c
 }
 void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
   check(g);
-  if (conv_direct_available() && use_winograd(g))
-    conv2d_backward_data_winograd(g, dy, w, dx);
+  if (const int m = conv_direct_available() ? winograd_tile(g) : 0)
+    conv2d_backward_data_winograd(g, dy, w, dx, m);
   else if (conv_direct_available())
     conv2d_backward_data_direct(g, dy, w, dx);
   else
@@ -158,8 +170,8 @@ void conv2d_backward_data(const Conv2dGeometry& g, const double* dy, const doubl
 }
 void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db) {
   check(g);
-  if (conv_direct_available() && use_winograd(g))
-    conv2d_backward_weight_winograd(g, x, dy, dw, db);
+  if (const int m = conv_direct_available() ? winograd_tile(g) : 0)
+    conv2d_backward_weight_winograd(g, x, dy, dw, db, m);
   else if (conv_direct_available())
     conv2d_backward_weight_direct(g, x, dy, dw, db);
   else

@@ -13,7 +13,9 @@
 //   conv2d_backward_weight  dw = sum_{n,p,q} dy (x) x-patch,  db = sum dy    (dw, db overwritten;
 //                           db may be null)
 //
-// Float runs AVX-512 direct-convolution kernels when the CPU has AVX-512F (register-blocked
+// Float runs Winograd for 3x3 stride-1 layers on images of at least 4x4 (core/kernels/conv_winograd.h;
+// F(4x4, 3x3) when C x K <= 64 x 64, F(2x2, 3x3) for bigger layers with >= 32 channels; the same
+// results up to rounding), else AVX-512 direct-convolution kernels when the CPU has AVX-512F (register-blocked
 // micro-kernels, no im2col; special paths for RGB first layers, strided 1x1 shortcuts, and pointwise
 // convs on <= 8x8 images, which run as one GEMM, core/kernels/gemm.h), the `_ref` code otherwise;
 // double runs the `_ref` code. Parallel over output rows (forward, backward-data) or over
@@ -33,6 +35,10 @@ void conv2d_backward_data(const Conv2dGeometry& g, const double* dy, const doubl
 void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db);
 void conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
                             double* db);
+
+// The algorithm conv2d_* run for float data of this geometry (all three passes): "wino4x4",
+// "wino2x2", "direct" (AVX-512) or "reference" (no AVX-512). Double always runs the reference.
+const char* conv2d_algorithm(const Conv2dGeometry& g);
 
 void conv2d_forward_ref(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y);
 void conv2d_forward_ref(const Conv2dGeometry& g, const double* x, const double* w, const double* b,

@@ -1,15 +1,23 @@
-// Winograd F(2x2, 3x3), AVX-512, NHWC / KRSC (contract: core/kernels/conv_winograd.h).
+// Winograd F(m x m, 3x3), m = 2 or 4, AVX-512, NHWC / KRSC (contract: core/kernels/conv_winograd.h).
 //
-// Matrices (Lavin & Gray 2016, F(2x2, 3x3)):
-//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]      input tile 4x4  -> V = B^T d B
-//   G   = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]           kernel 3x3      -> U = G w G^T
-//   A^T = [1 1 1 0; 0 1 -1 -1]                          product 4x4     -> Y = A^T M A
+// A tile of m x m outputs reads an alpha x alpha input tile (alpha = m + 2) and is
+//     Y = A^T [ (G w G^T) (.) (B^T d B) ] A,
+// i.e. alpha^2 products per output channel and input channel instead of 9 m^2 (Lavin & Gray 2016):
+//   F(2x2, 3x3): 16 for 4 outputs (2.25x fewer multiplies), F(4x4, 3x3): 36 for 16 (4x fewer).
+// Matrices (the transforms below are these, written out):
+//   F(2x2, 3x3)  B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+//                G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+//                A^T = [1 1 1 0; 0 1 -1 -1]
+//   F(4x4, 3x3)  B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+//                       0 4 0 -5 0 1]
+//                G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+//                A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
 // Work is done in blocks of tb tiles (flattened over images, tile rows, tile columns): the input
-// transform writes V[xi][t][c] (channels in the 16 lanes, as NHWC gives them), 16 small GEMMs
-// M[xi][t][k] = sum_c V[xi][t][c] U[xi][c][k] run from per-thread buffers sized to stay in cache, and the
-// output transform writes the 2x2 outputs of each tile. Backward-weight transforms dy with A
-// (dM = A dY A^T), accumulates dU[xi][c][k] = sum_t V[xi][t][c] dM[xi][t][k] per batch chunk and
-// maps dU back with G^T dU G.
+// transform writes V[xi][t][c] (channels in the 16 lanes, as NHWC gives them), alpha^2 small GEMMs
+// M[xi][t][k] = sum_c V[xi][t][c] U[xi][c][k] run from per-thread buffers sized to stay in cache,
+// and the output transform writes the m x m outputs of each tile. Backward-weight transforms dy
+// with A (dM = A dY A^T), accumulates dU[xi][c][k] = sum_t V[xi][t][c] dM[xi][t][k] per batch chunk
+// and maps dU back with G^T dU G.
 #include "core/kernels/conv_winograd.h"
 
 #include <immintrin.h>
@@ -22,12 +30,13 @@
 #include "core/kernels/cpu.h"
 #include "core/parallel.h"
 
+#define LOWBIT_WINO_INLINE LOWBIT_AVX512 static inline __attribute__((always_inline))
+
 namespace lowbit::kernels {
 namespace {
 
-constexpr int64_t kXi = 16;         // points of the 4x4 transform domain
 constexpr int64_t kMaxChannels = 512;
-alignas(64) const float kZeros[kMaxChannels] = {};  // stands in for pixels outside the image
+alignas(64) const float kZeros[kMaxChannels] = {};
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -35,8 +44,8 @@ struct FreeDeleter {
   void operator()(float* p) const { std::free(p); }
 };
 
-// Per-thread scratch, one buffer per slot (0: V, 1: M or dM, 2: U, 3: dU partials),
-// grown on demand, 64-byte aligned, uninitialised.
+// Per-thread scratch, one buffer per slot (0: V, 1: M or dM, 2: U, 3: dU partials), grown on
+// demand, 64-byte aligned, uninitialised.
 float* scratch(int slot, int64_t n) {
   thread_local std::unique_ptr<float[], FreeDeleter> buf[4];
   thread_local int64_t capacity[4] = {};
@@ -48,35 +57,96 @@ float* scratch(int slot, int64_t n) {
   return buf[slot].get();
 }
 
-// One convolution as seen by the tiled algorithm: Cin channels of an H x W input (NHWC), Cout
-// channels of a P x Q output, 2x2 output tiles starting at output (2 ty, 2 tx), whose 4x4 input
-// tiles start at input (2 ty - pad_h, 2 tx - pad_w).
+// ------------------------------------------------------------------------------------------------
+// The two tile sizes: G for the scalar kernel transforms; 1-D transforms on vectors of 16 channels.
+// ------------------------------------------------------------------------------------------------
+
+template <int M>
+struct Wino;
+
+template <>
+struct Wino<2> {
+  static constexpr int kM = 2, kA = 4;
+  static constexpr float G[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
+  // t = B^T d
+  LOWBIT_WINO_INLINE void input_1d(const __m512 (&d)[4], __m512 (&t)[4]) {
+    t[0] = _mm512_sub_ps(d[0], d[2]);
+    t[1] = _mm512_add_ps(d[1], d[2]);
+    t[2] = _mm512_sub_ps(d[2], d[1]);
+    t[3] = _mm512_sub_ps(d[1], d[3]);
+  }
+  // y = A^T m
+  LOWBIT_WINO_INLINE void output_1d(const __m512 (&m)[4], __m512 (&y)[2]) {
+    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], m[1]), m[2]);
+    y[1] = _mm512_sub_ps(_mm512_sub_ps(m[1], m[2]), m[3]);
+  }
+  // r = A e
+  LOWBIT_WINO_INLINE void dy_1d(const __m512 (&e)[2], __m512 (&r)[4]) {
+    r[0] = e[0];
+    r[1] = _mm512_add_ps(e[0], e[1]);
+    r[2] = _mm512_sub_ps(e[0], e[1]);
+    r[3] = _mm512_sub_ps(_mm512_setzero_ps(), e[1]);
+  }
+};
+
+template <>
+struct Wino<4> {
+  static constexpr int kM = 4, kA = 6;
+  static constexpr float G[6][3] = {{0.25f, 0, 0},
+                                    {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                                    {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                                    {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                                    {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                                    {0, 0, 1}};
+  LOWBIT_WINO_INLINE void input_1d(const __m512 (&d)[6], __m512 (&t)[6]) {
+    const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f), two = _mm512_set1_ps(2.0f);
+    t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));  // 4d0 - 5d2 + d4
+    t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));  // 4d1 - 5d3 + d5
+    t[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));  // -4(d1+d2) + d3+d4
+    t[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));   // 4(d1-d2) + d4-d3
+    const __m512 d31 = _mm512_sub_ps(d[3], d[1]), d42 = _mm512_sub_ps(d[4], d[2]);
+    t[3] = _mm512_fmadd_ps(two, d31, d42);   // 2(d3-d1) + d4-d2
+    t[4] = _mm512_fnmadd_ps(two, d31, d42);  // 2(d1-d3) + d4-d2
+  }
+  LOWBIT_WINO_INLINE void output_1d(const __m512 (&m)[6], __m512 (&y)[4]) {
+    const __m512 a = _mm512_add_ps(m[1], m[2]), b = _mm512_sub_ps(m[1], m[2]);
+    const __m512 c = _mm512_add_ps(m[3], m[4]), d = _mm512_sub_ps(m[3], m[4]);
+    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], a), c);
+    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d, b);
+    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), c, a);
+    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d, b), m[5]);
+  }
+  LOWBIT_WINO_INLINE void dy_1d(const __m512 (&e)[4], __m512 (&r)[6]) {
+    const __m512 p = _mm512_add_ps(e[0], e[2]), q = _mm512_add_ps(e[1], e[3]);
+    const __m512 u = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), e[2], e[0]);  // e0 + 4e2
+    const __m512 w = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), e[3], e[1]);  // e1 + 4e3
+    r[0] = e[0];
+    r[1] = _mm512_add_ps(p, q);
+    r[2] = _mm512_sub_ps(p, q);
+    r[3] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), w, u);
+    r[4] = _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), w, u);
+    r[5] = e[3];
+  }
+};
+
+// ------------------------------------------------------------------------------------------------
+// Geometry of one tiled convolution
+// ------------------------------------------------------------------------------------------------
+
+// Cin channels of an H x W input (NHWC), Cout channels of a P x Q output, m x m output tiles at
+// output (m ty, m tx) reading input tiles at (m ty - pad_h, m tx - pad_w).
 struct WinoShape {
   int64_t N, H, W, Cin, Cout, pad_h, pad_w, P, Q;
+  int64_t m;   // output tile size
   int64_t tb;  // tiles per block (a multiple of the forward micro-kernel's TR)
-  int64_t TH() const { return (P + 1) / 2; }
-  int64_t TW() const { return (Q + 1) / 2; }
+  int64_t TH() const { return ceil_div(P, m); }
+  int64_t TW() const { return ceil_div(Q, m); }
   int64_t tiles_per_image() const { return TH() * TW(); }
   int64_t tiles() const { return N * tiles_per_image(); }
 };
 
 // Position of tile t (images, then tile rows, then tile columns), advanced one tile at a time
 // (a division per tile costs as much as its transform).
-// Forward micro-kernel tile count: 6 x 4, 12 x 2 or 16 x 1 (tiles x vectors of output channels).
-int forward_tr(int64_t K) { return K % 64 == 0 ? 6 : K % 32 == 0 ? 12 : 16; }
-
-// Tiles per block. Forward: V and M of a block (64 x tb x (Cin + Cout) bytes) within 32 KiB of L1,
-// at least one micro-kernel's TR: 16 / 12 / 6 tiles for 16 / 32 / 64 channels. Backward-weight: 16
-// tiles for 16 channels, else 48 (a longer reduction per load/store of the dU accumulators wins
-// once the channels make V and dM too big for L1 anyway). Measured single-threaded on the ResNet-20
-// shapes against 8-96 tiles: 7-14 % faster than a fixed 48 for the forward and the 16-channel
-// backward-weight.
-int64_t forward_block_tiles(int64_t Cin, int64_t Cout) {
-  const int64_t tr = forward_tr(Cout);
-  return std::max<int64_t>(tr, (32768 / (64 * (Cin + Cout))) / tr * tr);
-}
-int64_t wgrad_block_tiles(int64_t Cin, int64_t Cout) { return Cin + Cout <= 32 ? 16 : 48; }
-
 struct TilePos {
   int64_t n, ty, tx;
   TilePos(const WinoShape& s, int64_t t) {
@@ -91,117 +161,167 @@ struct TilePos {
   }
 };
 
+// Forward micro-kernel tile count: 6 x 4, 12 x 2 or 16 x 1 (tiles x vectors of output channels).
+int forward_tr(int64_t K) { return K % 64 == 0 ? 6 : K % 32 == 0 ? 12 : 16; }
+
+// Tiles per block. Forward: V and M of a block (4 alpha^2 tb (Cin + Cout) bytes) within 32 KiB of
+// L1, at least one micro-kernel's TR. Backward-weight: 16 tiles when Cin + Cout <= 32, else 48 (a
+// longer reduction per load/store of the dU accumulators wins once V and dM outgrow L1 anyway).
+// Measured single-threaded on the ResNet-20 shapes against 8-96 tiles (F(2x2)).
+int64_t forward_block_tiles(int64_t alpha, int64_t Cin, int64_t Cout) {
+  const int64_t tr = forward_tr(Cout);
+  return std::max<int64_t>(tr, (32768 / (4 * alpha * alpha * (Cin + Cout))) / tr * tr);
+}
+int64_t wgrad_block_tiles(int64_t Cin, int64_t Cout) { return Cin + Cout <= 32 ? 16 : 48; }
+
+// ------------------------------------------------------------------------------------------------
+// Transforms
+// ------------------------------------------------------------------------------------------------
+
 // U[xi][ci][co] = (G w G^T)[xi] of the 3x3 kernel wt(co, ci, r, s).
-template <class Weight>
+template <int M, class Weight>
 void transform_weights(int64_t Cin, int64_t Cout, Weight wt, float* U) {
+  constexpr int A = Wino<M>::kA;
+  const auto& G = Wino<M>::G;
   for (int64_t co = 0; co < Cout; ++co)
     for (int64_t ci = 0; ci < Cin; ++ci) {
-      float g[3][3], t[4][3];
+      float g[3][3], t[A][3];
       for (int r = 0; r < 3; ++r)
         for (int s = 0; s < 3; ++s) g[r][s] = wt(co, ci, r, s);
-      for (int s = 0; s < 3; ++s) {  // t = G g
-        t[0][s] = g[0][s];
-        t[1][s] = 0.5f * (g[0][s] + g[1][s] + g[2][s]);
-        t[2][s] = 0.5f * (g[0][s] - g[1][s] + g[2][s]);
-        t[3][s] = g[2][s];
-      }
-      for (int i = 0; i < 4; ++i) {  // U = t G^T
-        const float u[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]), 0.5f * (t[i][0] - t[i][1] + t[i][2]),
-                            t[i][2]};
-        for (int j = 0; j < 4; ++j) U[((i * 4 + j) * Cin + ci) * Cout + co] = u[j];
-      }
+      for (int a = 0; a < A; ++a)  // t = G g
+        for (int s = 0; s < 3; ++s) t[a][s] = G[a][0] * g[0][s] + G[a][1] * g[1][s] + G[a][2] * g[2][s];
+      for (int a = 0; a < A; ++a)  // U = t G^T
+        for (int b = 0; b < A; ++b)
+          U[((a * A + b) * Cin + ci) * Cout + co] = t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2];
     }
 }
 
-// V = B^T d B of one tile for channels [c, c + 16): d[i][j] = row[i][col[j] + c] (masked lanes read 0).
-template <bool kMasked>
-LOWBIT_AVX512 inline __attribute__((always_inline)) void input_tile(const float* const (&row)[4],
-                                                                     const int64_t (&col)[4],
-                                                                     const __mmask16 (&mask)[4][4], int64_t c,
-                                                                     float* v, int64_t ld) {
-  __m512 r[4][4];
-  for (int j = 0; j < 4; ++j) {  // r = B^T d, one column of the tile at a time
-    __m512 d[4];
-    for (int i = 0; i < 4; ++i)
-      d[i] = kMasked ? _mm512_maskz_loadu_ps(mask[i][j], row[i] + col[j] + c) : _mm512_loadu_ps(row[i] + col[j] + c);
-    r[0][j] = _mm512_sub_ps(d[0], d[2]);
-    r[1][j] = _mm512_add_ps(d[1], d[2]);
-    r[2][j] = _mm512_sub_ps(d[2], d[1]);
-    r[3][j] = _mm512_sub_ps(d[1], d[3]);
+// V = B^T d B of one tile for channels [c, c + 16): d[i][j] = row[i][col[j] + c]; with kMasked,
+// element (i, j) reads 0 unless bit i * A + j of `inside` is set.
+template <int M, bool kMasked>
+LOWBIT_AVX512 inline __attribute__((always_inline)) void input_tile(const float* const (&row)[Wino<M>::kA],
+                                                                     const int64_t (&col)[Wino<M>::kA],
+                                                                     uint64_t inside, int64_t c, float* v,
+                                                                     int64_t ld) {
+  constexpr int A = Wino<M>::kA;
+  __m512 t[A][A];
+  for (int j = 0; j < A; ++j) {  // t = B^T d, one column of the tile at a time
+    __m512 d[A], o[A];
+    for (int i = 0; i < A; ++i) {
+      const float* p = row[i] + col[j] + c;
+      d[i] = kMasked ? _mm512_maskz_loadu_ps(static_cast<__mmask16>(-static_cast<int>((inside >> (i * A + j)) & 1)), p)
+                     : _mm512_loadu_ps(p);
+    }
+    Wino<M>::input_1d(d, o);
+    for (int i = 0; i < A; ++i) t[i][j] = o[i];
   }
-  for (int i = 0; i < 4; ++i) {  // V = r B
-    float* vi = v + (i * 4) * ld + c;
-    _mm512_storeu_ps(vi, _mm512_sub_ps(r[i][0], r[i][2]));
-    _mm512_storeu_ps(vi + ld, _mm512_add_ps(r[i][1], r[i][2]));
-    _mm512_storeu_ps(vi + 2 * ld, _mm512_sub_ps(r[i][2], r[i][1]));
-    _mm512_storeu_ps(vi + 3 * ld, _mm512_sub_ps(r[i][1], r[i][3]));
+  for (int i = 0; i < A; ++i) {  // V = t B
+    __m512 o[A];
+    Wino<M>::input_1d(t[i], o);
+    for (int j = 0; j < A; ++j) _mm512_storeu_ps(v + (i * A + j) * ld + c, o[j]);
   }
 }
 
-// V[xi][t][c] = (B^T d B)[xi] for tiles t0 .. t0 + nt of x (leading dimension of each xi: tb * Cin).
-// Rows t in [nt, pad_to) are zeroed (the forward GEMM reads them, its results are discarded).
-// Border tiles use masked loads at clamped (in-image) addresses for the pixels outside the image.
+// V[xi][t][c] for tiles t0 .. t0 + nt of x (leading dimension of each xi: tb * Cin). Rows t in
+// [nt, pad_to) are zeroed (the forward GEMM reads them, its results are discarded). Border tiles
+// use masked loads at clamped (in-image) addresses for the pixels outside the image.
+template <int M>
 LOWBIT_AVX512 void input_transform(const WinoShape& s, const float* x, int64_t t0, int64_t nt, int64_t pad_to,
                                    float* V) {
+  constexpr int A = Wino<M>::kA, XI = A * A;
   const int64_t C = s.Cin, ld = s.tb * C;
   for (int64_t t = nt; t < pad_to; ++t)
-    for (int64_t xi = 0; xi < kXi; ++xi) std::memset(V + xi * ld + t * C, 0, sizeof(float) * C);
-  const __mmask16 all[4][4] = {};
+    for (int64_t xi = 0; xi < XI; ++xi) std::memset(V + xi * ld + t * C, 0, sizeof(float) * C);
   TilePos tp(s, t0);
   for (int64_t t = 0; t < nt; ++t, tp.next(s)) {
-    const int64_t ih0 = 2 * tp.ty - s.pad_h, iw0 = 2 * tp.tx - s.pad_w;
+    const int64_t ih0 = M * tp.ty - s.pad_h, iw0 = M * tp.tx - s.pad_w;
     const float* img = x + tp.n * s.H * s.W * C;
     float* v = V + t * C;
-    const float* row[4];
-    int64_t col[4];
-    if (ih0 >= 0 && ih0 + 4 <= s.H && iw0 >= 0 && iw0 + 4 <= s.W) {
-      for (int i = 0; i < 4; ++i) row[i] = img + (ih0 + i) * s.W * C, col[i] = (iw0 + i) * C;
-      for (int64_t c = 0; c < C; c += 16) input_tile<false>(row, col, all, c, v, ld);
+    const float* row[A];
+    int64_t col[A];
+    if (ih0 >= 0 && ih0 + A <= s.H && iw0 >= 0 && iw0 + A <= s.W) {
+      for (int i = 0; i < A; ++i) row[i] = img + (ih0 + i) * s.W * C, col[i] = (iw0 + i) * C;
+      for (int64_t c = 0; c < C; c += 16) input_tile<M, false>(row, col, 0, c, v, ld);
     } else {
-      __mmask16 mask[4][4];
-      for (int i = 0; i < 4; ++i) {
+      uint64_t inside = 0;
+      for (int i = 0; i < A; ++i) {
         row[i] = img + std::clamp<int64_t>(ih0 + i, 0, s.H - 1) * s.W * C;
         col[i] = std::clamp<int64_t>(iw0 + i, 0, s.W - 1) * C;
       }
-      for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) {
-          const bool inside = ih0 + i >= 0 && ih0 + i < s.H && iw0 + j >= 0 && iw0 + j < s.W;
-          mask[i][j] = inside ? __mmask16(0xFFFF) : __mmask16(0);
-        }
-      for (int64_t c = 0; c < C; c += 16) input_tile<true>(row, col, mask, c, v, ld);
+      for (int i = 0; i < A; ++i)
+        for (int j = 0; j < A; ++j)
+          if (ih0 + i >= 0 && ih0 + i < s.H && iw0 + j >= 0 && iw0 + j < s.W) inside |= uint64_t(1) << (i * A + j);
+      for (int64_t c = 0; c < C; c += 16) input_tile<M, true>(row, col, inside, c, v, ld);
     }
   }
 }
 
 // y tiles t0 .. t0 + nt = A^T M A (+ bias), from M[xi][t][k] (leading dimension tb * Cout).
-LOWBIT_AVX512 void output_transform(const WinoShape& s, const float* M, const float* bias, int64_t t0, int64_t nt,
+template <int M>
+LOWBIT_AVX512 void output_transform(const WinoShape& s, const float* Mb, const float* bias, int64_t t0, int64_t nt,
                                     float* y) {
+  constexpr int A = Wino<M>::kA;
   const int64_t K = s.Cout, ld = s.tb * K;
   TilePos tp(s, t0);
   for (int64_t t = 0; t < nt; ++t, tp.next(s)) {
-    const int64_t oh = 2 * tp.ty, ow = 2 * tp.tx;
-    const bool row1 = oh + 1 < s.P, col1 = ow + 1 < s.Q;
-    float* y00 = y + ((tp.n * s.P + oh) * s.Q + ow) * K;
-    float* y10 = y00 + s.Q * K;
-    const float* m = M + t * K;
+    const int64_t oh = M * tp.ty, ow = M * tp.tx;
+    const int rows = static_cast<int>(std::min<int64_t>(M, s.P - oh));
+    const int cols = static_cast<int>(std::min<int64_t>(M, s.Q - ow));
+    float* y0 = y + ((tp.n * s.P + oh) * s.Q + ow) * K;
+    const float* m = Mb + t * K;
     for (int64_t k = 0; k < K; k += 16) {
-      __m512 a[4][2];
-      for (int j = 0; j < 4; ++j) {  // a = A^T M (rows)
-        const __m512 m0 = _mm512_loadu_ps(m + j * ld + k), m1 = _mm512_loadu_ps(m + (4 + j) * ld + k);
-        const __m512 m2 = _mm512_loadu_ps(m + (8 + j) * ld + k), m3 = _mm512_loadu_ps(m + (12 + j) * ld + k);
-        a[j][0] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-        a[j][1] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+      __m512 r[M][A];
+      for (int j = 0; j < A; ++j) {  // r = A^T M, one column at a time
+        __m512 mc[A], o[M];
+        for (int i = 0; i < A; ++i) mc[i] = _mm512_loadu_ps(m + (i * A + j) * ld + k);
+        Wino<M>::output_1d(mc, o);
+        for (int a = 0; a < M; ++a) r[a][j] = o[a];
       }
       const __m512 b = bias ? _mm512_loadu_ps(bias + k) : _mm512_setzero_ps();
-      for (int i = 0; i < 2; ++i) {  // Y = a A (columns)
-        if (i == 1 && !row1) break;
-        float* yr = (i == 0 ? y00 : y10) + k;
-        _mm512_storeu_ps(yr, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[0][i], a[1][i]), a[2][i]), b));
-        if (col1) _mm512_storeu_ps(yr + K, _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(a[1][i], a[2][i]), a[3][i]), b));
+      for (int a = 0; a < rows; ++a) {  // Y = r A
+        __m512 o[M];
+        Wino<M>::output_1d(r[a], o);
+        float* ya = y0 + a * s.Q * K + k;
+        for (int bcol = 0; bcol < cols; ++bcol) _mm512_storeu_ps(ya + bcol * K, _mm512_add_ps(o[bcol], b));
       }
     }
   }
 }
+
+// D[xi][t][k] = (A dY A^T)[xi] for the m x m dy tiles t0 .. t0 + nt (leading dimension tb * Cout).
+template <int M>
+LOWBIT_AVX512 void dy_transform(const WinoShape& s, const float* dy, int64_t t0, int64_t nt, float* D) {
+  constexpr int A = Wino<M>::kA;
+  const int64_t K = s.Cout, ld = s.tb * K;
+  TilePos tp(s, t0);
+  for (int64_t t = 0; t < nt; ++t, tp.next(s)) {
+    const int64_t oh = M * tp.ty, ow = M * tp.tx;
+    const int64_t rows = std::min<int64_t>(M, s.P - oh), cols = std::min<int64_t>(M, s.Q - ow);
+    const float* base = dy + ((tp.n * s.P + oh) * s.Q + ow) * K;
+    const float* e[M][M];
+    for (int a = 0; a < M; ++a)
+      for (int b = 0; b < M; ++b) e[a][b] = a < rows && b < cols ? base + (a * s.Q + b) * K : kZeros;
+    float* d = D + t * K;
+    for (int64_t k = 0; k < K; k += 16) {
+      __m512 r[A][M];
+      for (int b = 0; b < M; ++b) {  // r = A dY, one column at a time
+        __m512 ec[M], o[A];
+        for (int a = 0; a < M; ++a) ec[a] = _mm512_loadu_ps(e[a][b] + k);
+        Wino<M>::dy_1d(ec, o);
+        for (int i = 0; i < A; ++i) r[i][b] = o[i];
+      }
+      for (int i = 0; i < A; ++i) {  // dM = r A^T
+        __m512 o[A];
+        Wino<M>::dy_1d(r[i], o);
+        for (int j = 0; j < A; ++j) _mm512_storeu_ps(d + (i * A + j) * ld + k, o[j]);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// GEMMs in the transform domain
+// ------------------------------------------------------------------------------------------------
 
 // M[t][k] = sum_c V[t][c] U[c][k] for TR tiles x KV vectors of 16 output channels. CC > 0: the
 // caller guarantees C == CC (= the row stride of V), so every broadcast address is a compile-time
@@ -224,10 +344,10 @@ LOWBIT_AVX512 void gemm_tile(const float* V, const float* U, int64_t ldu, float*
     for (int j = 0; j < KV; ++j) _mm512_storeu_ps(M + i * ldm + 16 * j, acc[i][j]);
 }
 
-// The 16 GEMMs of one block: ntr (a multiple of TR) tiles.
+// The XI GEMMs of one block: ntr (a multiple of TR) tiles.
 template <int TR, int KV, int CC>
-void gemm_block(const float* V, const float* U, float* M, int64_t ntr, int64_t C, int64_t K, int64_t tb) {
-  for (int64_t xi = 0; xi < kXi; ++xi) {
+void gemm_block(int64_t XI, const float* V, const float* U, float* M, int64_t ntr, int64_t C, int64_t K, int64_t tb) {
+  for (int64_t xi = 0; xi < XI; ++xi) {
     const float* Vx = V + xi * tb * C;
     const float* Ux = U + xi * C * K;
     float* Mx = M + xi * tb * K;
@@ -237,66 +357,38 @@ void gemm_block(const float* V, const float* U, float* M, int64_t ntr, int64_t C
 }
 
 template <int TR, int KV>
-void gemm_block_any_c(const float* V, const float* U, float* M, int64_t ntr, int64_t C, int64_t K, int64_t tb) {
+void gemm_block_any_c(int64_t XI, const float* V, const float* U, float* M, int64_t ntr, int64_t C, int64_t K,
+                      int64_t tb) {
   switch (C) {
-    case 16: return gemm_block<TR, KV, 16>(V, U, M, ntr, C, K, tb);
-    case 32: return gemm_block<TR, KV, 32>(V, U, M, ntr, C, K, tb);
-    case 64: return gemm_block<TR, KV, 64>(V, U, M, ntr, C, K, tb);
-    case 128: return gemm_block<TR, KV, 128>(V, U, M, ntr, C, K, tb);
-    default: return gemm_block<TR, KV, 0>(V, U, M, ntr, C, K, tb);
+    case 16: return gemm_block<TR, KV, 16>(XI, V, U, M, ntr, C, K, tb);
+    case 32: return gemm_block<TR, KV, 32>(XI, V, U, M, ntr, C, K, tb);
+    case 64: return gemm_block<TR, KV, 64>(XI, V, U, M, ntr, C, K, tb);
+    case 128: return gemm_block<TR, KV, 128>(XI, V, U, M, ntr, C, K, tb);
+    default: return gemm_block<TR, KV, 0>(XI, V, U, M, ntr, C, K, tb);
   }
 }
 
-// out = winograd(in, U) + bias over every tile; U from transform_weights(s.Cin, s.Cout, ...).
+// out = winograd(in, U) + bias over every tile; U from transform_weights<M>(s.Cin, s.Cout, ...).
+template <int M>
 void winograd_conv(const WinoShape& s, const float* in, const float* U, const float* bias, float* out) {
+  constexpr int XI = Wino<M>::kA * Wino<M>::kA;
   const int64_t C = s.Cin, K = s.Cout, tiles = s.tiles();
   const int tr = forward_tr(K);
   parallel_for(0, ceil_div(tiles, s.tb), 1, [&](int64_t b0, int64_t b1) {
-    float* V = scratch(0, kXi * s.tb * C);
-    float* M = scratch(1, kXi * s.tb * K);
+    float* V = scratch(0, XI * s.tb * C);
+    float* Mb = scratch(1, XI * s.tb * K);
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t t0 = blk * s.tb, nt = std::min(s.tb, tiles - t0), ntr = ceil_div(nt, tr) * tr;
-      input_transform(s, in, t0, nt, ntr, V);
+      input_transform<M>(s, in, t0, nt, ntr, V);
       if (tr == 6)
-        gemm_block_any_c<6, 4>(V, U, M, ntr, C, K, s.tb);
+        gemm_block_any_c<6, 4>(XI, V, U, Mb, ntr, C, K, s.tb);
       else if (tr == 12)
-        gemm_block_any_c<12, 2>(V, U, M, ntr, C, K, s.tb);
+        gemm_block_any_c<12, 2>(XI, V, U, Mb, ntr, C, K, s.tb);
       else
-        gemm_block_any_c<16, 1>(V, U, M, ntr, C, K, s.tb);
-      output_transform(s, M, bias, t0, nt, out);
+        gemm_block_any_c<16, 1>(XI, V, U, Mb, ntr, C, K, s.tb);
+      output_transform<M>(s, Mb, bias, t0, nt, out);
     }
   });
-}
-
-// D[xi][t][k] = (A dY A^T)[xi] for the 2x2 dy tiles t0 .. t0 + nt (leading dimension tb * Cout).
-LOWBIT_AVX512 void dy_transform(const WinoShape& s, const float* dy, int64_t t0, int64_t nt, float* D) {
-  const int64_t K = s.Cout, ld = s.tb * K;
-  TilePos tp(s, t0);
-  for (int64_t t = 0; t < nt; ++t, tp.next(s)) {
-    const int64_t oh = 2 * tp.ty, ow = 2 * tp.tx;
-    const float* e[2][2];
-    for (int a = 0; a < 2; ++a)
-      for (int b = 0; b < 2; ++b)
-        e[a][b] = oh + a < s.P && ow + b < s.Q ? dy + ((tp.n * s.P + oh + a) * s.Q + ow + b) * K : kZeros;
-    float* d = D + t * K;
-    for (int64_t k = 0; k < K; k += 16) {
-      __m512 r[4][2];
-      for (int b = 0; b < 2; ++b) {  // r = A dY
-        const __m512 e0 = _mm512_loadu_ps(e[0][b] + k), e1 = _mm512_loadu_ps(e[1][b] + k);
-        r[0][b] = e0;
-        r[1][b] = _mm512_add_ps(e0, e1);
-        r[2][b] = _mm512_sub_ps(e0, e1);
-        r[3][b] = _mm512_sub_ps(_mm512_setzero_ps(), e1);
-      }
-      for (int i = 0; i < 4; ++i) {  // dM = r A^T
-        float* di = d + (i * 4) * ld + k;
-        _mm512_storeu_ps(di, r[i][0]);
-        _mm512_storeu_ps(di + ld, _mm512_add_ps(r[i][0], r[i][1]));
-        _mm512_storeu_ps(di + 2 * ld, _mm512_sub_ps(r[i][0], r[i][1]));
-        _mm512_storeu_ps(di + 3 * ld, _mm512_sub_ps(_mm512_setzero_ps(), r[i][1]));
-      }
-    }
-  }
 }
 
 // dU[c][k] += sum_{t < nt} V[t][c] D[t][k] for CR input channels x KV vectors of output channels.
@@ -319,8 +411,9 @@ LOWBIT_AVX512 void wgrad_tile(const float* V, int64_t ldv, const float* D, int64
 }
 
 template <int CR, int KV>
-void wgrad_block(const float* V, const float* D, int64_t nt, int64_t C, int64_t K, int64_t tb, float* dU) {
-  for (int64_t xi = 0; xi < kXi; ++xi) {
+void wgrad_block(int64_t XI, const float* V, const float* D, int64_t nt, int64_t C, int64_t K, int64_t tb,
+                 float* dU) {
+  for (int64_t xi = 0; xi < XI; ++xi) {
     const float* Vx = V + xi * tb * C;
     const float* Dx = D + xi * tb * K;
     float* dUx = dU + xi * C * K;
@@ -329,56 +422,58 @@ void wgrad_block(const float* V, const float* D, int64_t nt, int64_t C, int64_t 
   }
 }
 
-}  // namespace
+// ------------------------------------------------------------------------------------------------
+// The three passes for one tile size
+// ------------------------------------------------------------------------------------------------
 
-bool winograd_applicable(const Conv2dGeometry& g) {
-  return g.R == 3 && g.S == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
-         g.groups == 1 && g.pad_h <= 2 && g.pad_w <= 2 && g.C % 16 == 0 && g.K % 16 == 0 &&
-         g.C <= kMaxChannels && g.K <= kMaxChannels;
-}
-
-void conv2d_forward_winograd(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
+template <int M>
+void forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
+  constexpr int A = Wino<M>::kA;
   const int64_t C = g.C, K = g.K;
-  float* U = scratch(2, kXi * C * K);
-  transform_weights(C, K, [&](int64_t k, int64_t c, int r, int s) { return w[((k * 3 + r) * 3 + s) * C + c]; }, U);
-  const WinoShape s{g.N, g.H, g.W, C, K, g.pad_h, g.pad_w, g.P(), g.Q(), forward_block_tiles(C, K)};
-  winograd_conv(s, x, U, b, y);
+  float* U = scratch(2, A * A * C * K);
+  transform_weights<M>(C, K, [&](int64_t k, int64_t c, int r, int s) { return w[((k * 3 + r) * 3 + s) * C + c]; }, U);
+  const WinoShape s{g.N, g.H, g.W, C, K, g.pad_h, g.pad_w, g.P(), g.Q(), M, forward_block_tiles(A, C, K)};
+  winograd_conv<M>(s, x, U, b, y);
 }
 
-void conv2d_backward_data_winograd(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
+template <int M>
+void backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
   // dx = conv(dy, w') with w'[c][r][s][k] = w[k][2 - r][2 - s][c] and padding 2 - pad.
+  constexpr int A = Wino<M>::kA;
   const int64_t C = g.C, K = g.K;
-  float* U = scratch(2, kXi * C * K);
-  transform_weights(K, C, [&](int64_t c, int64_t k, int r, int s) {
+  float* U = scratch(2, A * A * C * K);
+  transform_weights<M>(K, C, [&](int64_t c, int64_t k, int r, int s) {
     return w[((k * 3 + (2 - r)) * 3 + (2 - s)) * C + c];
   }, U);
-  const WinoShape s{g.N, g.P(), g.Q(), K, C, 2 - g.pad_h, 2 - g.pad_w, g.H, g.W, forward_block_tiles(K, C)};
-  winograd_conv(s, dy, U, nullptr, dx);
+  const WinoShape s{g.N, g.P(), g.Q(), K, C, 2 - g.pad_h, 2 - g.pad_w, g.H, g.W, M, forward_block_tiles(A, K, C)};
+  winograd_conv<M>(s, dy, U, nullptr, dx);
 }
 
-void conv2d_backward_weight_winograd(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
-                                     float* db) {
+template <int M>
+void backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db) {
+  constexpr int A = Wino<M>::kA, XI = A * A;
+  const auto& G = Wino<M>::G;
   const int64_t N = g.N, C = g.C, K = g.K, P = g.P(), Q = g.Q();
-  const WinoShape s{N, g.H, g.W, C, K, g.pad_h, g.pad_w, P, Q, wgrad_block_tiles(C, K)};
-  const int64_t tpi = s.tiles_per_image(), usize = kXi * C * K;
+  const WinoShape s{N, g.H, g.W, C, K, g.pad_h, g.pad_w, P, Q, M, wgrad_block_tiles(C, K)};
+  const int64_t tpi = s.tiles_per_image(), usize = XI * C * K;
   // Batch chunks fixed by the shape; chunk i accumulates dU in its own slice, summed in order.
-  int64_t nchunks = std::clamp<int64_t>(N * tpi / 512, 1, 16);
+  int64_t nchunks = std::clamp<int64_t>(N * tpi * M * M / 2048, 1, 16);
   nchunks = std::min({nchunks, std::max<int64_t>(1, (int64_t(1) << 22) / usize), N});
   float* dU = scratch(3, nchunks * (usize + K));
   float* dbp = dU + nchunks * usize;  // per-chunk bias-gradient partials
   parallel_chunks(0, N, nchunks, [&](int64_t chunk, int64_t n0, int64_t n1) {
     float* acc = dU + chunk * usize;
     std::memset(acc, 0, sizeof(float) * usize);
-    float* V = scratch(0, kXi * s.tb * C);
-    float* D = scratch(1, kXi * s.tb * K);
+    float* V = scratch(0, XI * s.tb * C);
+    float* D = scratch(1, XI * s.tb * K);
     for (int64_t t0 = n0 * tpi; t0 < n1 * tpi; t0 += s.tb) {
       const int64_t nt = std::min(s.tb, n1 * tpi - t0);
-      input_transform(s, x, t0, nt, nt, V);
-      dy_transform(s, dy, t0, nt, D);
+      input_transform<M>(s, x, t0, nt, nt, V);
+      dy_transform<M>(s, dy, t0, nt, D);
       if (K % 32 == 0)
-        wgrad_block<8, 2>(V, D, nt, C, K, s.tb, acc);
+        wgrad_block<8, 2>(XI, V, D, nt, C, K, s.tb, acc);
       else
-        wgrad_block<16, 1>(V, D, nt, C, K, s.tb, acc);
+        wgrad_block<16, 1>(XI, V, D, nt, C, K, s.tb, acc);
     }
     if (db) {
       float* bp = dbp + chunk * K;
@@ -392,20 +487,19 @@ void conv2d_backward_weight_winograd(const Conv2dGeometry& g, const float* x, co
   // dw = G^T dU G per (k, c).
   for (int64_t k = 0; k < K; ++k)
     for (int64_t c = 0; c < C; ++c) {
-      float u[4][4], t[3][4];
-      for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) u[i][j] = dU[((i * 4 + j) * C + c) * K + k];
-      for (int j = 0; j < 4; ++j) {  // t = G^T u
-        t[0][j] = u[0][j] + 0.5f * (u[1][j] + u[2][j]);
-        t[1][j] = 0.5f * (u[1][j] - u[2][j]);
-        t[2][j] = 0.5f * (u[1][j] + u[2][j]) + u[3][j];
-      }
-      for (int r = 0; r < 3; ++r) {  // dw = t G
-        float* o = dw + (k * 3 + r) * 3 * C + c;
-        o[0] = t[r][0] + 0.5f * (t[r][1] + t[r][2]);
-        o[C] = 0.5f * (t[r][1] - t[r][2]);
-        o[2 * C] = 0.5f * (t[r][1] + t[r][2]) + t[r][3];
-      }
+      float t[3][A];
+      for (int r = 0; r < 3; ++r)  // t = G^T dU
+        for (int b = 0; b < A; ++b) {
+          float sum = 0.0f;
+          for (int a = 0; a < A; ++a) sum += G[a][r] * dU[((a * A + b) * C + c) * K + k];
+          t[r][b] = sum;
+        }
+      for (int r = 0; r < 3; ++r)  // dw = t G
+        for (int q = 0; q < 3; ++q) {
+          float sum = 0.0f;
+          for (int b = 0; b < A; ++b) sum += t[r][b] * G[b][q];
+          dw[((k * 3 + r) * 3 + q) * C + c] = sum;
+        }
     }
   if (db)
     for (int64_t k = 0; k < K; ++k) {
@@ -413,6 +507,26 @@ void conv2d_backward_weight_winograd(const Conv2dGeometry& g, const float* x, co
       for (int64_t ch = 0; ch < nchunks; ++ch) sum += dbp[ch * K + k];
       db[k] = sum;
     }
+}
+
+}  // namespace
+
+bool winograd_applicable(const Conv2dGeometry& g) {
+  return g.R == 3 && g.S == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
+         g.groups == 1 && g.pad_h <= 2 && g.pad_w <= 2 && g.C % 16 == 0 && g.K % 16 == 0 &&
+         g.C <= kMaxChannels && g.K <= kMaxChannels;
+}
+
+void conv2d_forward_winograd(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y,
+                             int m) {
+  m == 4 ? forward<4>(g, x, w, b, y) : forward<2>(g, x, w, b, y);
+}
+void conv2d_backward_data_winograd(const Conv2dGeometry& g, const float* dy, const float* w, float* dx, int m) {
+  m == 4 ? backward_data<4>(g, dy, w, dx) : backward_data<2>(g, dy, w, dx);
+}
+void conv2d_backward_weight_winograd(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db,
+                                     int m) {
+  m == 4 ? backward_weight<4>(g, x, dy, dw, db) : backward_weight<2>(g, x, dy, dw, db);
 }
 
 }  // namespace lowbit::kernels
