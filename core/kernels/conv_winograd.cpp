@@ -40,6 +40,11 @@ alignas(64) const float kZeros[kMaxChannels] = {};
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Floats between two transform points' panels (V, M, dM): a block's tb x channels plus one cache
+// line, so the alpha^2 stores of a tile do not land at the same offset modulo 4 KiB as the loads
+// that follow them (4K aliasing stalls the loads until the stores retire).
+int64_t panel(int64_t tb, int64_t channels) { return tb * channels + 16; }
+
 struct FreeDeleter {
   void operator()(float* p) const { std::free(p); }
 };
@@ -196,21 +201,33 @@ void transform_weights(int64_t Cin, int64_t Cout, Weight wt, float* U) {
     }
 }
 
+// Thread-local zeros, at least n floats: the row that input rows outside the image read.
+const float* zero_row(int64_t n) {
+  thread_local std::unique_ptr<float[], FreeDeleter> buf;
+  thread_local int64_t capacity = 0;
+  if (capacity < n) {
+    const int64_t bytes = ceil_div((n + 16) * int64_t(sizeof(float)), 64) * 64;
+    buf.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    std::memset(buf.get(), 0, bytes);
+    capacity = n;
+  }
+  return buf.get();
+}
+
 // V = B^T d B of one tile for channels [c, c + 16): d[i][j] = row[i][col[j] + c]; with kMasked,
-// element (i, j) reads 0 unless bit i * A + j of `inside` is set.
+// column j reads lanes under colmask[j] only (0 or all 16: columns outside the image).
 template <int M, bool kMasked>
 LOWBIT_AVX512 inline __attribute__((always_inline)) void input_tile(const float* const (&row)[Wino<M>::kA],
                                                                      const int64_t (&col)[Wino<M>::kA],
-                                                                     uint64_t inside, int64_t c, float* v,
-                                                                     int64_t ld) {
+                                                                     const __mmask16 (&colmask)[Wino<M>::kA],
+                                                                     int64_t c, float* v, int64_t ld) {
   constexpr int A = Wino<M>::kA;
   __m512 t[A][A];
   for (int j = 0; j < A; ++j) {  // t = B^T d, one column of the tile at a time
     __m512 d[A], o[A];
     for (int i = 0; i < A; ++i) {
       const float* p = row[i] + col[j] + c;
-      d[i] = kMasked ? _mm512_maskz_loadu_ps(static_cast<__mmask16>(-static_cast<int>((inside >> (i * A + j)) & 1)), p)
-                     : _mm512_loadu_ps(p);
+      d[i] = kMasked ? _mm512_maskz_loadu_ps(colmask[j], p) : _mm512_loadu_ps(p);
     }
     Wino<M>::input_1d(d, o);
     for (int i = 0; i < A; ++i) t[i][j] = o[i];
@@ -222,16 +239,18 @@ LOWBIT_AVX512 inline __attribute__((always_inline)) void input_tile(const float*
   }
 }
 
-// V[xi][t][c] for tiles t0 .. t0 + nt of x (leading dimension of each xi: tb * Cin). Rows t in
-// [nt, pad_to) are zeroed (the forward GEMM reads them, its results are discarded). Border tiles
-// use masked loads at clamped (in-image) addresses for the pixels outside the image.
+// V[xi][t][c] for tiles t0 .. t0 + nt of x (leading dimension of each xi: panel(tb, Cin)). Rows t in
+// [nt, pad_to) are zeroed (the forward GEMM reads them, its results are discarded). Border tiles:
+// rows outside the image read a row of zeros, columns outside it are masked loads at clamped
+// (in-image) addresses.
 template <int M>
 LOWBIT_AVX512 void input_transform(const WinoShape& s, const float* x, int64_t t0, int64_t nt, int64_t pad_to,
                                    float* V) {
   constexpr int A = Wino<M>::kA, XI = A * A;
-  const int64_t C = s.Cin, ld = s.tb * C;
+  const int64_t C = s.Cin, ld = panel(s.tb, C);
   for (int64_t t = nt; t < pad_to; ++t)
     for (int64_t xi = 0; xi < XI; ++xi) std::memset(V + xi * ld + t * C, 0, sizeof(float) * C);
+  const float* zeros = zero_row(s.W * C);
   TilePos tp(s, t0);
   for (int64_t t = 0; t < nt; ++t, tp.next(s)) {
     const int64_t ih0 = M * tp.ty - s.pad_h, iw0 = M * tp.tx - s.pad_w;
@@ -239,29 +258,27 @@ LOWBIT_AVX512 void input_transform(const WinoShape& s, const float* x, int64_t t
     float* v = V + t * C;
     const float* row[A];
     int64_t col[A];
-    if (ih0 >= 0 && ih0 + A <= s.H && iw0 >= 0 && iw0 + A <= s.W) {
-      for (int i = 0; i < A; ++i) row[i] = img + (ih0 + i) * s.W * C, col[i] = (iw0 + i) * C;
-      for (int64_t c = 0; c < C; c += 16) input_tile<M, false>(row, col, 0, c, v, ld);
+    __mmask16 colmask[A];
+    for (int i = 0; i < A; ++i) {
+      const int64_t ih = ih0 + i, iw = iw0 + i;
+      row[i] = ih >= 0 && ih < s.H ? img + ih * s.W * C : zeros;
+      col[i] = std::clamp<int64_t>(iw, 0, s.W - 1) * C;
+      colmask[i] = iw >= 0 && iw < s.W ? __mmask16(0xFFFF) : __mmask16(0);
+    }
+    if (iw0 >= 0 && iw0 + A <= s.W) {
+      for (int64_t c = 0; c < C; c += 16) input_tile<M, false>(row, col, colmask, c, v, ld);
     } else {
-      uint64_t inside = 0;
-      for (int i = 0; i < A; ++i) {
-        row[i] = img + std::clamp<int64_t>(ih0 + i, 0, s.H - 1) * s.W * C;
-        col[i] = std::clamp<int64_t>(iw0 + i, 0, s.W - 1) * C;
-      }
-      for (int i = 0; i < A; ++i)
-        for (int j = 0; j < A; ++j)
-          if (ih0 + i >= 0 && ih0 + i < s.H && iw0 + j >= 0 && iw0 + j < s.W) inside |= uint64_t(1) << (i * A + j);
-      for (int64_t c = 0; c < C; c += 16) input_tile<M, true>(row, col, inside, c, v, ld);
+      for (int64_t c = 0; c < C; c += 16) input_tile<M, true>(row, col, colmask, c, v, ld);
     }
   }
 }
 
-// y tiles t0 .. t0 + nt = A^T M A (+ bias), from M[xi][t][k] (leading dimension tb * Cout).
+// y tiles t0 .. t0 + nt = A^T M A (+ bias), from M[xi][t][k] (leading dimension panel(tb, Cout)).
 template <int M>
 LOWBIT_AVX512 void output_transform(const WinoShape& s, const float* Mb, const float* bias, int64_t t0, int64_t nt,
                                     float* y) {
   constexpr int A = Wino<M>::kA;
-  const int64_t K = s.Cout, ld = s.tb * K;
+  const int64_t K = s.Cout, ld = panel(s.tb, K);
   TilePos tp(s, t0);
   for (int64_t t = 0; t < nt; ++t, tp.next(s)) {
     const int64_t oh = M * tp.ty, ow = M * tp.tx;
@@ -278,21 +295,26 @@ LOWBIT_AVX512 void output_transform(const WinoShape& s, const float* Mb, const f
         for (int a = 0; a < M; ++a) r[a][j] = o[a];
       }
       const __m512 b = bias ? _mm512_loadu_ps(bias + k) : _mm512_setzero_ps();
-      for (int a = 0; a < rows; ++a) {  // Y = r A
+      for (int a = 0; a < M; ++a) {  // Y = r A
         __m512 o[M];
         Wino<M>::output_1d(r[a], o);
         float* ya = y0 + a * s.Q * K + k;
-        for (int bcol = 0; bcol < cols; ++bcol) _mm512_storeu_ps(ya + bcol * K, _mm512_add_ps(o[bcol], b));
+        if (rows == M && cols == M) {  // compile-time indices keep o[] in registers
+          for (int bcol = 0; bcol < M; ++bcol) _mm512_storeu_ps(ya + bcol * K, _mm512_add_ps(o[bcol], b));
+        } else if (a < rows) {
+          for (int bcol = 0; bcol < M; ++bcol)
+            if (bcol < cols) _mm512_storeu_ps(ya + bcol * K, _mm512_add_ps(o[bcol], b));
+        }
       }
     }
   }
 }
 
-// D[xi][t][k] = (A dY A^T)[xi] for the m x m dy tiles t0 .. t0 + nt (leading dimension tb * Cout).
+// D[xi][t][k] = (A dY A^T)[xi] for the m x m dy tiles t0 .. t0 + nt (leading dimension panel(tb, Cout)).
 template <int M>
 LOWBIT_AVX512 void dy_transform(const WinoShape& s, const float* dy, int64_t t0, int64_t nt, float* D) {
   constexpr int A = Wino<M>::kA;
-  const int64_t K = s.Cout, ld = s.tb * K;
+  const int64_t K = s.Cout, ld = panel(s.tb, K);
   TilePos tp(s, t0);
   for (int64_t t = 0; t < nt; ++t, tp.next(s)) {
     const int64_t oh = M * tp.ty, ow = M * tp.tx;
@@ -348,9 +370,9 @@ LOWBIT_AVX512 void gemm_tile(const float* V, const float* U, int64_t ldu, float*
 template <int TR, int KV, int CC>
 void gemm_block(int64_t XI, const float* V, const float* U, float* M, int64_t ntr, int64_t C, int64_t K, int64_t tb) {
   for (int64_t xi = 0; xi < XI; ++xi) {
-    const float* Vx = V + xi * tb * C;
+    const float* Vx = V + xi * panel(tb, C);
     const float* Ux = U + xi * C * K;
-    float* Mx = M + xi * tb * K;
+    float* Mx = M + xi * panel(tb, K);
     for (int64_t k = 0; k < K; k += 16 * KV)
       for (int64_t t = 0; t < ntr; t += TR) gemm_tile<TR, KV, CC>(Vx + t * C, Ux + k, K, Mx + t * K + k, K, C);
   }
@@ -375,8 +397,8 @@ void winograd_conv(const WinoShape& s, const float* in, const float* U, const fl
   const int64_t C = s.Cin, K = s.Cout, tiles = s.tiles();
   const int tr = forward_tr(K);
   parallel_for(0, ceil_div(tiles, s.tb), 1, [&](int64_t b0, int64_t b1) {
-    float* V = scratch(0, XI * s.tb * C);
-    float* Mb = scratch(1, XI * s.tb * K);
+    float* V = scratch(0, XI * panel(s.tb, C));
+    float* Mb = scratch(1, XI * panel(s.tb, K));
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t t0 = blk * s.tb, nt = std::min(s.tb, tiles - t0), ntr = ceil_div(nt, tr) * tr;
       input_transform<M>(s, in, t0, nt, ntr, V);
@@ -414,8 +436,8 @@ template <int CR, int KV>
 void wgrad_block(int64_t XI, const float* V, const float* D, int64_t nt, int64_t C, int64_t K, int64_t tb,
                  float* dU) {
   for (int64_t xi = 0; xi < XI; ++xi) {
-    const float* Vx = V + xi * tb * C;
-    const float* Dx = D + xi * tb * K;
+    const float* Vx = V + xi * panel(tb, C);
+    const float* Dx = D + xi * panel(tb, K);
     float* dUx = dU + xi * C * K;
     for (int64_t c = 0; c < C; c += CR)
       for (int64_t k = 0; k < K; k += 16 * KV) wgrad_tile<CR, KV>(Vx + c, C, Dx + k, K, nt, dUx + c * K + k, K);
@@ -464,8 +486,8 @@ void backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, f
   parallel_chunks(0, N, nchunks, [&](int64_t chunk, int64_t n0, int64_t n1) {
     float* acc = dU + chunk * usize;
     std::memset(acc, 0, sizeof(float) * usize);
-    float* V = scratch(0, XI * s.tb * C);
-    float* D = scratch(1, XI * s.tb * K);
+    float* V = scratch(0, XI * panel(s.tb, C));
+    float* D = scratch(1, XI * panel(s.tb, K));
     for (int64_t t0 = n0 * tpi; t0 < n1 * tpi; t0 += s.tb) {
       const int64_t nt = std::min(s.tb, n1 * tpi - t0);
       input_transform<M>(s, x, t0, nt, nt, V);
