@@ -19,28 +19,28 @@ declare -A runs
 runs[lenet5-fashion]="--model lenet5 --data fashion-mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4"
 runs[lenet5-mnist]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4"
 runs[resnet20-cifar10]="--model resnet20 --data cifar10:$data/cifar-10 --epochs 160 --batch 128 --lr 0.1 --schedule multistep:80,120 --wd 1e-4"
-# Issue "quantization": simplenet_cifar on CIFAR-10, homogeneous weight bits (k = 3, 4, 5).
+# Issue "quantization", table (a): homogeneous weight bits k = 3, 4, 5 for one net.
+#   qat_rows NAME "BASE ARGS" "ARGS OF EVERY QUANTIZED ROW" "EXTRA ARGS OF THE WRPN-GRID ROWS"
+qat_rows() {
+  local name=$1 base=$2 all=$3 wrpn=$4 k
+  for k in 3 4 5; do
+    runs[$name-dorefa-w$k]="$base --quant dorefa --wbits $k $all"
+    runs[$name-dorefa-sinreq-w$k]="$base --quant dorefa --wbits $k $all --reg sinreq --lambda-w 1 --reg-warmup 0.1"
+    runs[$name-wrpn-w$k]="$base --quant wrpn --wbits $k $all $wrpn"
+    runs[$name-wrpn-sinreq-w$k]="$base --quant wrpn --wbits $k $all $wrpn --reg sinreq --lambda-w 1 --reg-warmup 0.1"
+    runs[$name-waveq-fixed-w$k]="$base --quant wrpn --wbits $k $all $wrpn --reg waveq --fix-beta --lambda-w 1 --reg-warmup 0.1"
+  done
+}
+# simplenet_cifar on CIFAR-10 from scratch, activations at 8 bits.
 simple="--model simplenet_cifar --data cifar10:$data/cifar-10 --epochs 15 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4"
 runs[simplenet-fp32]="$simple"
-for k in 3 4 5; do
-  runs[simplenet-dorefa-w$k]="$simple --quant dorefa --wbits $k --abits 8"
-  runs[simplenet-dorefa-sinreq-w$k]="$simple --quant dorefa --wbits $k --abits 8 --reg sinreq --lambda-w 1 --reg-warmup 0.1"
-  runs[simplenet-wrpn-w$k]="$simple --quant wrpn --wbits $k --abits 8"
-  runs[simplenet-wrpn-sinreq-w$k]="$simple --quant wrpn --wbits $k --abits 8 --reg sinreq --lambda-w 1 --reg-warmup 0.1"
-  runs[simplenet-waveq-fixed-w$k]="$simple --quant wrpn --wbits $k --abits 8 --reg waveq --fix-beta --lambda-w 1 --reg-warmup 0.1"
-done
+qat_rows simplenet "$simple" "--abits 8" ""
 # ResNet-20 on CIFAR-10: quantization-aware fine-tuning of the float run above (its checkpoint, or
 # R20_INIT), 15 epochs, lr 0.01 cosine, weights quantized (first conv and the classifier FP32),
 # float activations. WRPN's grid on [-1, 1] is used on w / max|w| per layer (--weight-scale max):
 # on raw Kaiming-scale weights (|w| ~ 0.1) its 3-bit step of 1/3 rounds almost every weight to 0.
 r20="--model resnet20 --data cifar10:$data/cifar-10 --init ${R20_INIT:-$out/resnet20-cifar10/checkpoint.ckpt} --epochs 15 --batch 128 --lr 0.01 --schedule cosine --wd 1e-4"
-for k in 3 4 5; do
-  runs[resnet20-dorefa-w$k]="$r20 --quant dorefa --wbits $k"
-  runs[resnet20-dorefa-sinreq-w$k]="$r20 --quant dorefa --wbits $k --reg sinreq --lambda-w 1 --reg-warmup 0.1"
-  runs[resnet20-wrpn-w$k]="$r20 --quant wrpn --wbits $k --weight-scale max"
-  runs[resnet20-wrpn-sinreq-w$k]="$r20 --quant wrpn --wbits $k --weight-scale max --reg sinreq --lambda-w 1 --reg-warmup 0.1"
-  runs[resnet20-waveq-fixed-w$k]="$r20 --quant wrpn --wbits $k --weight-scale max --reg waveq --fix-beta --lambda-w 1 --reg-warmup 0.1"
-done
+qat_rows resnet20 "$r20" "" "--weight-scale max"
 runs[resnet20-waveq]="$r20 --reg waveq --wbits 8 --lambda-beta 0.02 --beta-lr 0.05 --weight-scale max"
 # Learned heterogeneous bitwidths (WaveQ, float training, WRPN grid).
 runs[lenet5-mnist-waveq]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4 --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05"
