@@ -204,8 +204,9 @@ TEST_CASE("conv2d fast == ref on the shape-specific paths (small patch, strided 
   }
 }
 
-// Winograd F(2x2, 3x3) and F(4x4, 3x3) kernels called directly, both tile sizes on every shape
-// (conv2d_* picks one per geometry, so most combinations are reached through this test alone):
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) kernels called directly, both tile sizes and both loop
+// orders on every shape (conv2d_* picks one per geometry, so most combinations are reached through
+// this test alone):
 // ResNet-20 / VGG shapes, odd image sizes (partial edge tiles), padding 0 and 2, channel counts
 // without a compile-time GEMM variant, several backward-weight batch chunks; bit-identical for 1
 // and 2 threads.
@@ -223,6 +224,7 @@ TEST_CASE("conv2d Winograd kernels == ref") {
       geom(1, 128, 4, 4, 48, 3, 3, 1, 1, 1, 1),     // VGG-like 4x4, K 48
       geom(20, 32, 9, 9, 32, 3, 3, 1, 1, 1, 1),     // odd size, several chunks, partial last block
       geom(2, 16, 13, 11, 16, 3, 3, 1, 1, 1, 1),    // F(4x4) edge tiles of 1 and 3 outputs
+      geom(9, 16, 64, 64, 16, 3, 3, 1, 1, 1, 1),    // by point, F(2x2): 2 chunks of tiles (9216 > 8192)
   };
   for (const auto& g : cases) {
     REQUIRE(kernels::winograd_applicable(g));
@@ -235,14 +237,16 @@ TEST_CASE("conv2d Winograd kernels == ref") {
     kernels::conv2d_forward_ref(g, x.data(), w.data(), b.data(), ref.y.data());
     kernels::conv2d_backward_data_ref(g, dy.data(), w.data(), ref.dx.data());
     kernels::conv2d_backward_weight_ref(g, x.data(), dy.data(), ref.dw.data(), ref.db.data());
-    for (int m : {2, 4}) {
-      const std::string label = describe(g) + " F(" + std::to_string(m) + "x" + std::to_string(m) + ")";
+    for (int m : {2, 4})
+      for (auto order : {kernels::WinogradOrder::kTileBlocks, kernels::WinogradOrder::kPoints}) {
+      const std::string label = describe(g) + " F(" + std::to_string(m) + "x" + std::to_string(m) + ") " +
+                                (order == kernels::WinogradOrder::kPoints ? "by point" : "by tile block");
       auto run = [&] {
         Outputs<float> o{std::vector<float>(dy.size(), NAN), std::vector<float>(x.size(), NAN),
                          std::vector<float>(w.size(), NAN), std::vector<float>(b.size(), NAN)};
-        kernels::conv2d_forward_winograd(g, x.data(), w.data(), b.data(), o.y.data(), m);
-        kernels::conv2d_backward_data_winograd(g, dy.data(), w.data(), o.dx.data(), m);
-        kernels::conv2d_backward_weight_winograd(g, x.data(), dy.data(), o.dw.data(), o.db.data(), m);
+        kernels::conv2d_forward_winograd(g, x.data(), w.data(), b.data(), o.y.data(), m, order);
+        kernels::conv2d_backward_data_winograd(g, dy.data(), w.data(), o.dx.data(), m, order);
+        kernels::conv2d_backward_weight_winograd(g, x.data(), dy.data(), o.dw.data(), o.db.data(), m, order);
         return o;
       };
       set_num_threads(2);
@@ -268,10 +272,10 @@ TEST_CASE("conv2d Winograd kernels == ref") {
   CHECK_FALSE(kernels::winograd_applicable(geom(1, 32, 8, 8, 32, 5, 5, 1, 1, 2, 2)));
   CHECK_FALSE(kernels::winograd_applicable(geom(1, 32, 8, 8, 32, 3, 3, 1, 1, 1, 1, 1, 1, 2)));
   CHECK_FALSE(kernels::winograd_applicable(geom(1, 24, 8, 8, 32, 3, 3, 1, 1, 1, 1)));
-  // The dispatch: F(4x4) for ResNet-20's 3x3 stride-1 layers, F(2x2) for VGG's big ones, direct
-  // elsewhere.
+  // The dispatch: F(4x4) up to 128 x 128 channels, F(2x2) (by point) above, direct elsewhere.
   CHECK(std::string(kernels::conv2d_algorithm(geom(128, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1))) == "wino4x4");
   CHECK(std::string(kernels::conv2d_algorithm(geom(128, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1))) == "wino4x4");
+  CHECK(std::string(kernels::conv2d_algorithm(geom(128, 64, 16, 16, 128, 3, 3, 1, 1, 1, 1))) == "wino4x4");
   CHECK(std::string(kernels::conv2d_algorithm(geom(128, 256, 8, 8, 256, 3, 3, 1, 1, 1, 1))) == "wino2x2");
   CHECK(std::string(kernels::conv2d_algorithm(geom(128, 512, 2, 2, 512, 3, 3, 1, 1, 1, 1))) == "direct");
   CHECK(std::string(kernels::conv2d_algorithm(geom(128, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1))) == "direct");

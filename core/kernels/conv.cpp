@@ -101,16 +101,20 @@ void backward_weight_ref(const Conv2dGeometry& g, const T* x, const T* dy, T* dw
   }
 }
 
-// Winograd output tile for this geometry, 0 for the direct kernels; chosen by measurement (batch
-// 128, 2 threads, docs/performance.md). F(4x4, 3x3) on layers with C x K <= 64 x 64 (all of
-// ResNet-20's 3x3 stride-1 convs: 0.57-0.9x the direct kernels' time, and faster than F(2x2));
-// F(2x2, 3x3) on bigger layers with >= 32 channels (VGG-11: F(4x4)'s transformed weights, 36 C K
-// floats, no longer stay in cache); direct on images smaller than 4x4, where most of a tile is
-// padding.
-int winograd_tile(const Conv2dGeometry& g) {
-  if (!winograd_applicable(g) || g.P() < 4 || g.Q() < 4) return 0;
-  if (g.C * g.K <= 64 * 64) return 4;
-  return g.C >= 32 && g.K >= 32 ? 2 : 0;
+// The Winograd variant for this geometry (m = 0: the direct kernels); chosen by measurement (batch
+// 128, 2 threads, docs/performance.md). F(4x4, 3x3) in tile blocks for layers with C x K <= 128 x 128
+// (all of ResNet-20's 3x3 stride-1 convs and VGG-11's 64->128: 0.45-0.9x the direct kernels' time,
+// faster than F(2x2)); F(2x2, 3x3) point by point for bigger ones (VGG-11's 128-512 channels on 8x8
+// and 4x4 images: 0.6-0.9x; their transformed weights do not stay in cache, so each is read once
+// per GEMM); the direct kernels on images smaller than 4x4, where most of a tile is padding.
+struct WinogradChoice {
+  int m = 0;
+  WinogradOrder order = WinogradOrder::kTileBlocks;
+};
+WinogradChoice winograd_choice(const Conv2dGeometry& g) {
+  if (!winograd_applicable(g) || g.P() < 4 || g.Q() < 4) return {};
+  if (g.C * g.K <= 128 * 128) return {4, WinogradOrder::kTileBlocks};
+  return {2, WinogradOrder::kPoints};
 }
 
 }  // namespace
@@ -140,14 +144,14 @@ void conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const 
 const char* conv2d_algorithm(const Conv2dGeometry& g) {
   check(g);
   if (!conv_direct_available()) return "reference";
-  const int m = winograd_tile(g);
-  return m == 4 ? "wino4x4" : m == 2 ? "wino2x2" : "direct";
+  const WinogradChoice w = winograd_choice(g);
+  return w.m == 4 ? "wino4x4" : w.m == 2 ? "wino2x2" : "direct";
 }
 
 void conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
   check(g);
-  if (const int m = conv_direct_available() ? winograd_tile(g) : 0)
-    conv2d_forward_winograd(g, x, w, b, y, m);
+  if (const WinogradChoice c = conv_direct_available() ? winograd_choice(g) : WinogradChoice{}; c.m)
+    conv2d_forward_winograd(g, x, w, b, y, c.m, c.order);
   else if (conv_direct_available())
     conv2d_forward_direct(g, x, w, b, y);
   else
@@ -158,8 +162,8 @@ void conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w, c
 }
 void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
   check(g);
-  if (const int m = conv_direct_available() ? winograd_tile(g) : 0)
-    conv2d_backward_data_winograd(g, dy, w, dx, m);
+  if (const WinogradChoice c = conv_direct_available() ? winograd_choice(g) : WinogradChoice{}; c.m)
+    conv2d_backward_data_winograd(g, dy, w, dx, c.m, c.order);
   else if (conv_direct_available())
     conv2d_backward_data_direct(g, dy, w, dx);
   else
@@ -170,8 +174,8 @@ void conv2d_backward_data(const Conv2dGeometry& g, const double* dy, const doubl
 }
 void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db) {
   check(g);
-  if (const int m = conv_direct_available() ? winograd_tile(g) : 0)
-    conv2d_backward_weight_winograd(g, x, dy, dw, db, m);
+  if (const WinogradChoice c = conv_direct_available() ? winograd_choice(g) : WinogradChoice{}; c.m)
+    conv2d_backward_weight_winograd(g, x, dy, dw, db, c.m, c.order);
   else if (conv_direct_available())
     conv2d_backward_weight_direct(g, x, dy, dw, db);
   else

@@ -14,7 +14,7 @@
 //                           db may be null)
 //
 // Float runs Winograd for 3x3 stride-1 layers on images of at least 4x4 (core/kernels/conv_winograd.h;
-// F(4x4, 3x3) when C x K <= 64 x 64, F(2x2, 3x3) for bigger layers with >= 32 channels; the same
+// F(4x4, 3x3) when C x K <= 128 x 128, F(2x2, 3x3) point by point for bigger layers; the same
 // results up to rounding), else AVX-512 direct-convolution kernels when the CPU has AVX-512F (register-blocked
 // micro-kernels, no im2col; special paths for RGB first layers, strided 1x1 shortcuts, and pointwise
 // convs on <= 8x8 images, which run as one GEMM, core/kernels/gemm.h), the `_ref` code otherwise;

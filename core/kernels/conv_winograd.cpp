@@ -26,8 +26,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "core/kernels/cpu.h"
+#include "core/kernels/gemm.h"
 #include "core/parallel.h"
 
 #define LOWBIT_WINO_INLINE LOWBIT_AVX512 static inline __attribute__((always_inline))
@@ -413,6 +415,41 @@ void winograd_conv(const WinoShape& s, const float* in, const float* U, const fl
   });
 }
 
+// Tiles per chunk of the point-major order: V and M of a chunk about 16 MiB.
+int64_t point_chunk_tiles(int64_t XI, int64_t Cin, int64_t Cout, int64_t tiles) {
+  return std::clamp<int64_t>((int64_t(4) << 20) / (XI * (Cin + Cout)), 16, std::max<int64_t>(tiles, 16));
+}
+
+// The point-major order (WinogradOrder::kPoints): the tiles of a chunk of the batch are transformed
+// first, then one GEMM per transform point over all of them (lowbit's GEMM, parallel inside), then
+// the output transform. U is read once per chunk rather than once per block of a few tiles.
+template <int M>
+void winograd_conv_by_point(const WinoShape& s0, const float* in, const float* U, const float* bias, float* out) {
+  constexpr int XI = Wino<M>::kA * Wino<M>::kA;
+  const int64_t C = s0.Cin, K = s0.Cout, tiles = s0.tiles();
+  WinoShape s = s0;
+  s.tb = point_chunk_tiles(XI, C, K, tiles);
+  float* V = scratch(0, XI * panel(s.tb, C));
+  float* Mb = scratch(1, XI * panel(s.tb, K));
+  for (int64_t t0 = 0; t0 < tiles; t0 += s.tb) {
+    const int64_t nt = std::min(s.tb, tiles - t0);
+    parallel_for(0, nt, 16, [&](int64_t lo, int64_t hi) {
+      input_transform<M>(s, in, t0 + lo, hi - lo, hi - lo, V + lo * C);
+    });
+    for (int64_t xi = 0; xi < XI; ++xi) {
+      GemmArgs<float> a;
+      a.M = nt, a.N = K, a.K = C;
+      a.A = V + xi * panel(s.tb, C), a.lda = C;
+      a.B = U + xi * C * K, a.ldb = K;
+      a.C = Mb + xi * panel(s.tb, K), a.ldc = K;
+      gemm(a);
+    }
+    parallel_for(0, nt, 16, [&](int64_t lo, int64_t hi) {
+      output_transform<M>(s, Mb + lo * K, bias, t0 + lo, hi - lo, out);
+    });
+  }
+}
+
 // dU[c][k] += sum_{t < nt} V[t][c] D[t][k] for CR input channels x KV vectors of output channels.
 template <int CR, int KV>
 LOWBIT_AVX512 void wgrad_tile(const float* V, int64_t ldv, const float* D, int64_t ldd, int64_t nt, float* dU,
@@ -449,17 +486,17 @@ void wgrad_block(int64_t XI, const float* V, const float* D, int64_t nt, int64_t
 // ------------------------------------------------------------------------------------------------
 
 template <int M>
-void forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
+void forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y, WinogradOrder order) {
   constexpr int A = Wino<M>::kA;
   const int64_t C = g.C, K = g.K;
   float* U = scratch(2, A * A * C * K);
   transform_weights<M>(C, K, [&](int64_t k, int64_t c, int r, int s) { return w[((k * 3 + r) * 3 + s) * C + c]; }, U);
   const WinoShape s{g.N, g.H, g.W, C, K, g.pad_h, g.pad_w, g.P(), g.Q(), M, forward_block_tiles(A, C, K)};
-  winograd_conv<M>(s, x, U, b, y);
+  order == WinogradOrder::kPoints ? winograd_conv_by_point<M>(s, x, U, b, y) : winograd_conv<M>(s, x, U, b, y);
 }
 
 template <int M>
-void backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
+void backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx, WinogradOrder order) {
   // dx = conv(dy, w') with w'[c][r][s][k] = w[k][2 - r][2 - s][c] and padding 2 - pad.
   constexpr int A = Wino<M>::kA;
   const int64_t C = g.C, K = g.K;
@@ -468,44 +505,85 @@ void backward_data(const Conv2dGeometry& g, const float* dy, const float* w, flo
     return w[((k * 3 + (2 - r)) * 3 + (2 - s)) * C + c];
   }, U);
   const WinoShape s{g.N, g.P(), g.Q(), K, C, 2 - g.pad_h, 2 - g.pad_w, g.H, g.W, M, forward_block_tiles(A, K, C)};
-  winograd_conv<M>(s, dy, U, nullptr, dx);
+  order == WinogradOrder::kPoints ? winograd_conv_by_point<M>(s, dy, U, nullptr, dx)
+                                  : winograd_conv<M>(s, dy, U, nullptr, dx);
 }
 
 template <int M>
-void backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db) {
+void backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db,
+                     WinogradOrder order) {
   constexpr int A = Wino<M>::kA, XI = A * A;
   const auto& G = Wino<M>::G;
   const int64_t N = g.N, C = g.C, K = g.K, P = g.P(), Q = g.Q();
-  const WinoShape s{N, g.H, g.W, C, K, g.pad_h, g.pad_w, P, Q, M, wgrad_block_tiles(C, K)};
+  WinoShape s{N, g.H, g.W, C, K, g.pad_h, g.pad_w, P, Q, M, wgrad_block_tiles(C, K)};
   const int64_t tpi = s.tiles_per_image(), usize = XI * C * K;
-  // Batch chunks fixed by the shape; chunk i accumulates dU in its own slice, summed in order.
-  int64_t nchunks = std::clamp<int64_t>(N * tpi * M * M / 2048, 1, 16);
-  nchunks = std::min({nchunks, std::max<int64_t>(1, (int64_t(1) << 22) / usize), N});
-  float* dU = scratch(3, nchunks * (usize + K));
-  float* dbp = dU + nchunks * usize;  // per-chunk bias-gradient partials
-  parallel_chunks(0, N, nchunks, [&](int64_t chunk, int64_t n0, int64_t n1) {
-    float* acc = dU + chunk * usize;
-    std::memset(acc, 0, sizeof(float) * usize);
+  float* dU;
+  if (order == WinogradOrder::kPoints) {
+    // Chunks of tiles in order; per transform point dU += V^T dM, one GEMM over the chunk.
+    const int64_t tiles = s.tiles();
+    s.tb = point_chunk_tiles(XI, C, K, tiles);
+    dU = scratch(3, usize);
     float* V = scratch(0, XI * panel(s.tb, C));
     float* D = scratch(1, XI * panel(s.tb, K));
-    for (int64_t t0 = n0 * tpi; t0 < n1 * tpi; t0 += s.tb) {
-      const int64_t nt = std::min(s.tb, n1 * tpi - t0);
-      input_transform<M>(s, x, t0, nt, nt, V);
-      dy_transform<M>(s, dy, t0, nt, D);
-      if (K % 32 == 0)
-        wgrad_block<8, 2>(XI, V, D, nt, C, K, s.tb, acc);
-      else
-        wgrad_block<16, 1>(XI, V, D, nt, C, K, s.tb, acc);
+    for (int64_t t0 = 0; t0 < tiles; t0 += s.tb) {
+      const int64_t nt = std::min(s.tb, tiles - t0);
+      parallel_for(0, nt, 16, [&](int64_t lo, int64_t hi) {
+        input_transform<M>(s, x, t0 + lo, hi - lo, hi - lo, V + lo * C);
+        dy_transform<M>(s, dy, t0 + lo, hi - lo, D + lo * K);
+      });
+      for (int64_t xi = 0; xi < XI; ++xi) {
+        GemmArgs<float> a;
+        a.trans_a = true;
+        a.M = C, a.N = K, a.K = nt;
+        a.A = V + xi * panel(s.tb, C), a.lda = C;
+        a.B = D + xi * panel(s.tb, K), a.ldb = K;
+        a.beta = t0 == 0 ? 0.0f : 1.0f;
+        a.C = dU + xi * C * K, a.ldc = K;
+        gemm(a);
+      }
     }
-    if (db) {
-      float* bp = dbp + chunk * K;
-      std::fill(bp, bp + K, 0.0f);
-      for (int64_t i = n0 * P * Q; i < n1 * P * Q; ++i)
-        for (int64_t k = 0; k < K; ++k) bp[k] += dy[i * K + k];
+    if (db) {  // one pass over dy in order, accumulated in double (no chunk partials here)
+      std::vector<double> sum(K, 0.0);
+      for (int64_t i = 0; i < N * P * Q; ++i)
+        for (int64_t k = 0; k < K; ++k) sum[k] += dy[i * K + k];
+      for (int64_t k = 0; k < K; ++k) db[k] = static_cast<float>(sum[k]);
     }
-  });
-  for (int64_t ch = 1; ch < nchunks; ++ch)
-    for (int64_t i = 0; i < usize; ++i) dU[i] += dU[ch * usize + i];
+  } else {
+    // Batch chunks fixed by the shape; chunk i accumulates dU in its own slice, summed in order.
+    int64_t nchunks = std::clamp<int64_t>(N * tpi * M * M / 2048, 1, 16);
+    nchunks = std::min({nchunks, std::max<int64_t>(1, (int64_t(1) << 22) / usize), N});
+    dU = scratch(3, nchunks * (usize + K));
+    float* dbp = dU + nchunks * usize;  // per-chunk bias-gradient partials
+    parallel_chunks(0, N, nchunks, [&](int64_t chunk, int64_t n0, int64_t n1) {
+      float* acc = dU + chunk * usize;
+      std::memset(acc, 0, sizeof(float) * usize);
+      float* V = scratch(0, XI * panel(s.tb, C));
+      float* D = scratch(1, XI * panel(s.tb, K));
+      for (int64_t t0 = n0 * tpi; t0 < n1 * tpi; t0 += s.tb) {
+        const int64_t nt = std::min(s.tb, n1 * tpi - t0);
+        input_transform<M>(s, x, t0, nt, nt, V);
+        dy_transform<M>(s, dy, t0, nt, D);
+        if (K % 32 == 0)
+          wgrad_block<8, 2>(XI, V, D, nt, C, K, s.tb, acc);
+        else
+          wgrad_block<16, 1>(XI, V, D, nt, C, K, s.tb, acc);
+      }
+      if (db) {
+        float* bp = dbp + chunk * K;
+        std::fill(bp, bp + K, 0.0f);
+        for (int64_t i = n0 * P * Q; i < n1 * P * Q; ++i)
+          for (int64_t k = 0; k < K; ++k) bp[k] += dy[i * K + k];
+      }
+    });
+    for (int64_t ch = 1; ch < nchunks; ++ch)
+      for (int64_t i = 0; i < usize; ++i) dU[i] += dU[ch * usize + i];
+    if (db)
+      for (int64_t k = 0; k < K; ++k) {
+        float sum = 0.0f;
+        for (int64_t ch = 0; ch < nchunks; ++ch) sum += dbp[ch * K + k];
+        db[k] = sum;
+      }
+  }
   // dw = G^T dU G per (k, c).
   for (int64_t k = 0; k < K; ++k)
     for (int64_t c = 0; c < C; ++c) {
@@ -523,12 +601,6 @@ void backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, f
           dw[((k * 3 + r) * 3 + q) * C + c] = sum;
         }
     }
-  if (db)
-    for (int64_t k = 0; k < K; ++k) {
-      float sum = 0.0f;
-      for (int64_t ch = 0; ch < nchunks; ++ch) sum += dbp[ch * K + k];
-      db[k] = sum;
-    }
 }
 
 }  // namespace
@@ -540,15 +612,16 @@ bool winograd_applicable(const Conv2dGeometry& g) {
 }
 
 void conv2d_forward_winograd(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y,
-                             int m) {
-  m == 4 ? forward<4>(g, x, w, b, y) : forward<2>(g, x, w, b, y);
+                             int m, WinogradOrder order) {
+  m == 4 ? forward<4>(g, x, w, b, y, order) : forward<2>(g, x, w, b, y, order);
 }
-void conv2d_backward_data_winograd(const Conv2dGeometry& g, const float* dy, const float* w, float* dx, int m) {
-  m == 4 ? backward_data<4>(g, dy, w, dx) : backward_data<2>(g, dy, w, dx);
+void conv2d_backward_data_winograd(const Conv2dGeometry& g, const float* dy, const float* w, float* dx, int m,
+                                   WinogradOrder order) {
+  m == 4 ? backward_data<4>(g, dy, w, dx, order) : backward_data<2>(g, dy, w, dx, order);
 }
 void conv2d_backward_weight_winograd(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db,
-                                     int m) {
-  m == 4 ? backward_weight<4>(g, x, dy, dw, db) : backward_weight<2>(g, x, dy, dw, db);
+                                     int m, WinogradOrder order) {
+  m == 4 ? backward_weight<4>(g, x, dy, dw, db, order) : backward_weight<2>(g, x, dy, dw, db, order);
 }
 
 }  // namespace lowbit::kernels

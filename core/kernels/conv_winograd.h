@@ -27,11 +27,19 @@ namespace lowbit::kernels {
 // Shape test only (the caller checks the CPU for AVX-512).
 bool winograd_applicable(const Conv2dGeometry& g);
 
+// Loop order. kTileBlocks: blocks of a few tiles, each taken through every transform point with
+// AVX-512 micro-kernels while its data stays in L1/L2 (the transformed weights, alpha^2 C K floats,
+// must stay in cache too). kPoints: a chunk of the batch is transformed, then one GEMM per transform
+// point over all its tiles (lowbit's GEMM), then transformed back: the transformed weights are read
+// once per chunk, for layers whose weights do not fit in cache.
+enum class WinogradOrder { kTileBlocks, kPoints };
+
 // m: output tile size, 2 or 4.
 void conv2d_forward_winograd(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y,
-                             int m);
-void conv2d_backward_data_winograd(const Conv2dGeometry& g, const float* dy, const float* w, float* dx, int m);
+                             int m, WinogradOrder order = WinogradOrder::kTileBlocks);
+void conv2d_backward_data_winograd(const Conv2dGeometry& g, const float* dy, const float* w, float* dx, int m,
+                                   WinogradOrder order = WinogradOrder::kTileBlocks);
 void conv2d_backward_weight_winograd(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
-                                     float* db, int m);
+                                     float* db, int m, WinogradOrder order = WinogradOrder::kTileBlocks);
 
 }  // namespace lowbit::kernels
