@@ -277,8 +277,25 @@ TEST_CASE("conv2d Winograd kernels == ref") {
   CHECK(std::string(kernels::conv2d_algorithm(geom(128, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1))) == "wino4x4");
   CHECK(std::string(kernels::conv2d_algorithm(geom(128, 64, 16, 16, 128, 3, 3, 1, 1, 1, 1))) == "wino4x4");
   CHECK(std::string(kernels::conv2d_algorithm(geom(128, 256, 8, 8, 256, 3, 3, 1, 1, 1, 1))) == "wino2x2");
-  CHECK(std::string(kernels::conv2d_algorithm(geom(128, 512, 2, 2, 512, 3, 3, 1, 1, 1, 1))) == "direct");
+  CHECK(std::string(kernels::conv2d_algorithm(geom(128, 512, 4, 4, 512, 3, 3, 1, 1, 1, 1))) == "im2col");
+  CHECK(std::string(kernels::conv2d_algorithm(geom(128, 512, 2, 2, 512, 3, 3, 1, 1, 1, 1))) == "im2col");
   CHECK(std::string(kernels::conv2d_algorithm(geom(128, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1))) == "direct");
+}
+
+// im2col + GEMM (output images of <= 16 pixels, >= 64 channels, kernels larger than 1x1): strides,
+// dilation, K tails, and two chunks of images (a 7x7 kernel on 256 channels: 20 images per chunk).
+TEST_CASE("conv2d fast == ref on the im2col path") {
+  const std::vector<Conv2dGeometry> cases = {
+      geom(2, 64, 4, 4, 32, 3, 3, 1, 1, 1, 1),             // VGG-like 4x4
+      geom(3, 96, 2, 2, 48, 3, 3, 1, 1, 1, 1),             // 2x2 image
+      geom(2, 64, 7, 7, 20, 3, 3, 2, 2, 1, 1),             // stride 2, K tail
+      geom(1, 64, 4, 4, 20, 3, 3, 1, 1, 2, 2, 2, 2),       // dilation 2
+      geom(21, 256, 4, 4, 16, 7, 7, 1, 1, 3, 3),           // 2 chunks of images
+  };
+  for (const auto& g : cases) {
+    REQUIRE(std::string(kernels::conv2d_algorithm(g)) == (kernels::cpu_has_avx512() ? "im2col" : "reference"));
+    check_geometry<float>(g, /*check_threads=*/true);
+  }
 }
 
 TEST_CASE("conv2d rejects inconsistent geometry") {

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "core/kernels/conv_direct.h"
+#include "core/kernels/conv_im2col.h"
 #include "core/kernels/conv_winograd.h"
 
 namespace lowbit::kernels {
@@ -107,6 +108,13 @@ void backward_weight_ref(const Conv2dGeometry& g, const T* x, const T* dy, T* dw
 // faster than F(2x2)); F(2x2, 3x3) point by point for bigger ones (VGG-11's 128-512 channels on 8x8
 // and 4x4 images: 0.6-0.9x; their transformed weights do not stay in cache, so each is read once
 // per GEMM); the direct kernels on images smaller than 4x4, where most of a tile is padding.
+// im2col + GEMM for layers whose output image has at most 16 pixels and whose receptive field is
+// long (>= 64 channels, a kernel larger than 1x1): VGG-11's 3x3 layers on 4x4 and 2x2 images, where
+// one pixel tile of the direct kernels is a whole, mostly padded image and Winograd's tiles are too.
+bool use_im2col(const Conv2dGeometry& g) {
+  return g.groups == 1 && g.R * g.S > 1 && g.C >= 64 && g.P() * g.Q() <= 16;
+}
+
 struct WinogradChoice {
   int m = 0;
   WinogradOrder order = WinogradOrder::kTileBlocks;
@@ -144,13 +152,16 @@ void conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const 
 const char* conv2d_algorithm(const Conv2dGeometry& g) {
   check(g);
   if (!conv_direct_available()) return "reference";
+  if (use_im2col(g)) return "im2col";
   const WinogradChoice w = winograd_choice(g);
   return w.m == 4 ? "wino4x4" : w.m == 2 ? "wino2x2" : "direct";
 }
 
 void conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
   check(g);
-  if (const WinogradChoice c = conv_direct_available() ? winograd_choice(g) : WinogradChoice{}; c.m)
+  if (conv_direct_available() && use_im2col(g))
+    conv2d_forward_im2col(g, x, w, b, y);
+  else if (const WinogradChoice c = conv_direct_available() ? winograd_choice(g) : WinogradChoice{}; c.m)
     conv2d_forward_winograd(g, x, w, b, y, c.m, c.order);
   else if (conv_direct_available())
     conv2d_forward_direct(g, x, w, b, y);
@@ -162,7 +173,9 @@ void conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w, c
 }
 void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
   check(g);
-  if (const WinogradChoice c = conv_direct_available() ? winograd_choice(g) : WinogradChoice{}; c.m)
+  if (conv_direct_available() && use_im2col(g))
+    conv2d_backward_data_im2col(g, dy, w, dx);
+  else if (const WinogradChoice c = conv_direct_available() ? winograd_choice(g) : WinogradChoice{}; c.m)
     conv2d_backward_data_winograd(g, dy, w, dx, c.m, c.order);
   else if (conv_direct_available())
     conv2d_backward_data_direct(g, dy, w, dx);
@@ -174,7 +187,9 @@ void conv2d_backward_data(const Conv2dGeometry& g, const double* dy, const doubl
 }
 void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db) {
   check(g);
-  if (const WinogradChoice c = conv_direct_available() ? winograd_choice(g) : WinogradChoice{}; c.m)
+  if (conv_direct_available() && use_im2col(g))
+    conv2d_backward_weight_im2col(g, x, dy, dw, db);
+  else if (const WinogradChoice c = conv_direct_available() ? winograd_choice(g) : WinogradChoice{}; c.m)
     conv2d_backward_weight_winograd(g, x, dy, dw, db, c.m, c.order);
   else if (conv_direct_available())
     conv2d_backward_weight_direct(g, x, dy, dw, db);
