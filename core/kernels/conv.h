@@ -13,15 +13,16 @@
 //   conv2d_backward_weight  dw = sum_{n,p,q} dy (x) x-patch,  db = sum dy    (dw, db overwritten;
 //                           db may be null)
 //
-// Float runs Winograd for 3x3 stride-1 layers on images of at least 4x4 (core/kernels/conv_winograd.h;
-// F(4x4, 3x3) when C x K <= 128 x 128, F(2x2, 3x3) point by point for bigger layers; the same
-// results up to rounding), else AVX-512 direct-convolution kernels when the CPU has AVX-512F (register-blocked
-// micro-kernels, no im2col; special paths for RGB first layers, strided 1x1 shortcuts, and pointwise
-// convs on <= 8x8 images, which run as one GEMM, core/kernels/gemm.h), the `_ref` code otherwise;
-// double runs the `_ref` code. Parallel over output rows (forward, backward-data) or over
-// batch chunks fixed by the shape alone (backward-weight, partials summed in chunk order), so
-// results are bit-identical for any thread count. The `_ref` twins are the plain 7-loop direct
-// convolution, accumulating in double (long double for double).
+// Float runs, by geometry (conv2d_algorithm): im2col + GEMM for layers whose output has <= 16
+// pixels with >= 64 channels and a kernel larger than 1x1 (core/kernels/conv_im2col.h); Winograd for
+// 3x3 stride-1 layers otherwise (core/kernels/conv_winograd.h: F(4x4, 3x3) when C x K <= 128 x 128,
+// F(2x2, 3x3) point by point above; the same results up to rounding); else AVX-512 direct
+// convolution (register-blocked micro-kernels; special paths for RGB first layers, strided 1x1
+// shortcuts, and pointwise convs on <= 8x8 images, which run as one GEMM, core/kernels/gemm.h);
+// the `_ref` code without AVX-512; double runs the `_ref` code. Every path is bit-identical for
+// any thread count (parallel over output rows, tiles or images; reductions over batch chunks fixed
+// by the shape, summed in order). The `_ref` twins are the plain 7-loop direct convolution,
+// accumulating in double (long double for double).
 #pragma once
 
 #include "core/kernels/shapes.h"
@@ -36,8 +37,9 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float
 void conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
                             double* db);
 
-// The algorithm conv2d_* run for float data of this geometry (all three passes): "wino4x4",
-// "wino2x2", "direct" (AVX-512) or "reference" (no AVX-512). Double always runs the reference.
+// The algorithm conv2d_* run for float data of this geometry (all three passes): "im2col",
+// "wino4x4", "wino2x2", "direct" (AVX-512) or "reference" (no AVX-512). Double always runs the
+// reference.
 const char* conv2d_algorithm(const Conv2dGeometry& g);
 
 void conv2d_forward_ref(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y);
