@@ -206,6 +206,7 @@ int run_bench(int argc, char** argv) {
 int run_eval(int argc, char** argv) {
   Options o("eval", {{"checkpoint", "", "checkpoint file (a run's checkpoint.ckpt)"},
                      {"data", "", "data set (default: the run's)"},
+                     {"test-file", "", "evaluate on this CIFAR-10/100 binary batch instead of the test split"},
                      {"threads", "", "threads"}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
@@ -215,6 +216,7 @@ int run_eval(int argc, char** argv) {
   Options run("train", train_option_specs());
   run.load_config_text(c.get_string("config"), o.str("checkpoint"));
   if (o.has("data")) run.set("data", o.str("data"), "--data");
+  if (o.has("test-file")) run.set("test-file", o.str("test-file"), "--test-file");
   run.set("limit-train", "", "eval");
   DataSetup data = make_data(run, 256, 1);
   auto model = make_model(run, data);

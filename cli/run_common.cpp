@@ -55,6 +55,12 @@ DataSetup make_data(const Options& opts, int64_t batch, uint64_t seed) {
   DataSetup s;
   s.name = data_kind(opts.str("data"));
   data::DataSplits splits = data::load_dataset(opts.str("data"));
+  if (opts.has("test-file")) {
+    const std::string file = opts.str("test-file");
+    LOWBIT_CHECK(s.name == "cifar10" || s.name == "cifar100" || s.name == "cifar100-coarse",
+                 "lowbit: --test-file takes a CIFAR binary batch; the data set is ", s.name);
+    splits.test = s.name == "cifar10" ? data::read_cifar10({file}) : data::read_cifar100(file, s.name == "cifar100");
+  }
   s.train = limit(splits.train, opts, "limit-train");
   s.test = limit(splits.test, opts, "limit-test");
   LOWBIT_CHECK(s.train.size() > 0 && s.test.size() > 0, "lowbit: data set ", opts.str("data"), " has no images");

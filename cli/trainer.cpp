@@ -132,6 +132,7 @@ std::vector<OptionSpec> train_option_specs() {
       {"variant", "", "model variant (e.g. resnet20 A|B, resnet18 cifar|imagenet)"},
       {"limit-train", "", "use only the first N training images (quick runs, tests)"},
       {"limit-test", "", "use only the first N test images"},
+      {"test-file", "", "evaluate on this CIFAR-10/100 binary batch instead of the data set's test split (e.g. the bit-exact subset)"},
       {"seed", "1", "seed of initialisation, data order, augmentation and dropout"},
       {"threads", "", "threads (default: LOWBIT_NUM_THREADS or all cores)"},
       {"out", "runs/last", "run folder (checkpoint, metrics, report)"},

@@ -41,5 +41,7 @@ expect "corrupt data file" "$work/mnist/.*-idx" "$lowbit" train --data "mnist:$w
 expect "corrupt checkpoint" "bad.ckpt" "$lowbit" eval --checkpoint "$work/bad.ckpt"
 expect "bad schedule" "multistep" "$lowbit" train --schedule multistep:x --limit-train 64 --epochs 1
 expect "unknown command" "unknown command" "$lowbit" frobnicate
-echo "$((13 - fails)) passed, $fails failed"
+expect "test file for a non-CIFAR set" "takes a CIFAR binary batch" "$lowbit" train --data fashion-mnist \
+  --test-file "$work/bad.ckpt" --limit-train 64 --epochs 1
+echo "$((14 - fails)) passed, $fails failed"
 [ $fails -eq 0 ]
