@@ -102,19 +102,20 @@ void backward_weight_ref(const Conv2dGeometry& g, const T* x, const T* dy, T* dw
   }
 }
 
-// The Winograd variant for this geometry (m = 0: the direct kernels); chosen by measurement (batch
-// 128, 2 threads, docs/performance.md). F(4x4, 3x3) in tile blocks for layers with C x K <= 128 x 128
-// (all of ResNet-20's 3x3 stride-1 convs and VGG-11's 64->128: 0.45-0.9x the direct kernels' time,
-// faster than F(2x2)); F(2x2, 3x3) point by point for bigger ones (VGG-11's 128-512 channels on 8x8
-// and 4x4 images: 0.6-0.9x; their transformed weights do not stay in cache, so each is read once
-// per GEMM); the direct kernels on images smaller than 4x4, where most of a tile is padding.
 // im2col + GEMM for layers whose output image has at most 16 pixels and whose receptive field is
 // long (>= 64 channels, a kernel larger than 1x1): VGG-11's 3x3 layers on 4x4 and 2x2 images, where
-// one pixel tile of the direct kernels is a whole, mostly padded image and Winograd's tiles are too.
+// one pixel tile of the direct kernels is a whole, mostly padded image and Winograd's tiles are too
+// (measured: 0.15-0.7x the time of either; docs/performance.md).
 bool use_im2col(const Conv2dGeometry& g) {
   return g.groups == 1 && g.R * g.S > 1 && g.C >= 64 && g.P() * g.Q() <= 16;
 }
 
+// Otherwise the Winograd variant for this geometry (m = 0: the direct kernels); chosen by
+// measurement (batch 128, 2 threads, docs/performance.md). F(4x4, 3x3) in tile blocks for layers
+// with C x K <= 128 x 128 (all of ResNet-20's 3x3 stride-1 convs and VGG-11's 64->128: 0.45-0.9x the
+// direct kernels' time, faster than F(2x2)); F(2x2, 3x3) point by point for bigger ones (VGG-11's
+// 128-256 channels on 8x8, AlexNet's 13x13 layers: 0.6-0.9x; their transformed weights do not stay
+// in cache, so each is read once per GEMM); the direct kernels on images smaller than 4x4.
 struct WinogradChoice {
   int m = 0;
   WinogradOrder order = WinogradOrder::kTileBlocks;
