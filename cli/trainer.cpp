@@ -183,16 +183,17 @@ int run_train(Options& opts, int argc, char** argv) {
     LOWBIT_CHECK(c.has("format") && c.get_string("format") == "lowbit-train", "lowbit train: --init ", init_path,
                  " is not a training checkpoint");
     const auto state = c.tensors_with_prefix("model.");
+    const auto own = model->state_dict();
     std::string kept, ignored;
     int64_t matched = 0;
-    for (const auto& [name, _] : model->state_dict()) {
+    for (const auto& [name, _] : own) {
       if (state.count(name))
         ++matched;
       else
         kept += (kept.empty() ? "" : ", ") + name;
     }
     for (const auto& [name, _] : state)
-      if (!model->state_dict().count(name)) ignored += (ignored.empty() ? "" : ", ") + name;
+      if (!own.count(name)) ignored += (ignored.empty() ? "" : ", ") + name;
     LOWBIT_CHECK(matched > 0, "lowbit train: --init ", init_path, " has no tensor of --model ", opts.str("model"));
     try {
       model->load_state_dict(state, /*strict=*/false);

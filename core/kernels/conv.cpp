@@ -102,28 +102,33 @@ void backward_weight_ref(const Conv2dGeometry& g, const T* x, const T* dy, T* dw
   }
 }
 
-// im2col + GEMM for layers whose output image has at most 16 pixels and whose receptive field is
-// long (>= 64 channels, a kernel larger than 1x1): VGG-11's 3x3 layers on 4x4 and 2x2 images, where
-// one pixel tile of the direct kernels is a whole, mostly padded image and Winograd's tiles are too
-// (measured: 0.15-0.7x the time of either; docs/performance.md).
-bool use_im2col(const Conv2dGeometry& g) {
-  return g.groups == 1 && g.R * g.S > 1 && g.C >= 64 && g.P() * g.Q() <= 16;
-}
-
-// Otherwise the Winograd variant for this geometry (m = 0: the direct kernels); chosen by
-// measurement (batch 128, 2 threads, docs/performance.md). F(4x4, 3x3) in tile blocks for layers
-// with C x K <= 128 x 128 (all of ResNet-20's 3x3 stride-1 convs and VGG-11's 64->128: 0.45-0.9x the
-// direct kernels' time, faster than F(2x2)); F(2x2, 3x3) point by point for bigger ones (VGG-11's
-// 128-256 channels on 8x8, AlexNet's 13x13 layers: 0.6-0.9x; their transformed weights do not stay
-// in cache, so each is read once per GEMM); the direct kernels on images smaller than 4x4.
-struct WinogradChoice {
-  int m = 0;
+// The algorithm for float data of a geometry, the same for all three passes; chosen by measurement
+// (batch 128, 2 threads, docs/performance.md).
+// - im2col + GEMM for layers whose output image has at most 16 pixels and whose receptive field is
+//   long (>= 64 channels, a kernel larger than 1x1): VGG-11's 3x3 layers on 4x4 and 2x2 images, where
+//   one pixel tile of the direct kernels is a whole, mostly padded image and Winograd's tiles are too
+//   (0.15-0.7x the time of either).
+// - Winograd F(4x4, 3x3) in tile blocks for 3x3 stride-1 layers with C x K <= 128 x 128 (all of
+//   ResNet-20's and VGG-11's 64->128: 0.45-0.9x the direct kernels' time, faster than F(2x2));
+//   F(2x2, 3x3) point by point for bigger ones (VGG-11's 128-256 channels on 8x8, AlexNet's 13x13
+//   layers: 0.6-0.9x; their transformed weights do not stay in cache, so each is read once per GEMM).
+//   Not on images smaller than 4x4.
+// - The direct AVX-512 kernels otherwise; the reference loops without AVX-512.
+struct ConvPlan {
+  enum Algorithm { kReference, kDirect, kIm2col, kWinograd } algorithm = kReference;
+  int m = 0;  // Winograd tile size
   WinogradOrder order = WinogradOrder::kTileBlocks;
 };
-WinogradChoice winograd_choice(const Conv2dGeometry& g) {
-  if (!winograd_applicable(g) || g.P() < 4 || g.Q() < 4) return {};
-  if (g.C * g.K <= 128 * 128) return {4, WinogradOrder::kTileBlocks};
-  return {2, WinogradOrder::kPoints};
+
+ConvPlan plan(const Conv2dGeometry& g) {
+  check(g);
+  if (!conv_direct_available()) return {};
+  if (g.groups == 1 && g.R * g.S > 1 && g.C >= 64 && g.P() * g.Q() <= 16) return {ConvPlan::kIm2col};
+  if (winograd_applicable(g) && g.P() >= 4 && g.Q() >= 4) {
+    if (g.C * g.K <= 128 * 128) return {ConvPlan::kWinograd, 4, WinogradOrder::kTileBlocks};
+    return {ConvPlan::kWinograd, 2, WinogradOrder::kPoints};
+  }
+  return {ConvPlan::kDirect};
 }
 
 }  // namespace
@@ -151,51 +156,48 @@ void conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const 
 }
 
 const char* conv2d_algorithm(const Conv2dGeometry& g) {
-  check(g);
-  if (!conv_direct_available()) return "reference";
-  if (use_im2col(g)) return "im2col";
-  const WinogradChoice w = winograd_choice(g);
-  return w.m == 4 ? "wino4x4" : w.m == 2 ? "wino2x2" : "direct";
+  const ConvPlan p = plan(g);
+  switch (p.algorithm) {
+    case ConvPlan::kIm2col: return "im2col";
+    case ConvPlan::kWinograd: return p.m == 4 ? "wino4x4" : "wino2x2";
+    case ConvPlan::kDirect: return "direct";
+    case ConvPlan::kReference: break;
+  }
+  return "reference";
 }
 
 void conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
-  check(g);
-  if (conv_direct_available() && use_im2col(g))
-    conv2d_forward_im2col(g, x, w, b, y);
-  else if (const WinogradChoice c = conv_direct_available() ? winograd_choice(g) : WinogradChoice{}; c.m)
-    conv2d_forward_winograd(g, x, w, b, y, c.m, c.order);
-  else if (conv_direct_available())
-    conv2d_forward_direct(g, x, w, b, y);
-  else
-    conv2d_forward_ref(g, x, w, b, y);
+  const ConvPlan p = plan(g);
+  switch (p.algorithm) {
+    case ConvPlan::kIm2col: return conv2d_forward_im2col(g, x, w, b, y);
+    case ConvPlan::kWinograd: return conv2d_forward_winograd(g, x, w, b, y, p.m, p.order);
+    case ConvPlan::kDirect: return conv2d_forward_direct(g, x, w, b, y);
+    case ConvPlan::kReference: return conv2d_forward_ref(g, x, w, b, y);
+  }
 }
 void conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w, const double* b, double* y) {
   conv2d_forward_ref(g, x, w, b, y);
 }
 void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
-  check(g);
-  if (conv_direct_available() && use_im2col(g))
-    conv2d_backward_data_im2col(g, dy, w, dx);
-  else if (const WinogradChoice c = conv_direct_available() ? winograd_choice(g) : WinogradChoice{}; c.m)
-    conv2d_backward_data_winograd(g, dy, w, dx, c.m, c.order);
-  else if (conv_direct_available())
-    conv2d_backward_data_direct(g, dy, w, dx);
-  else
-    conv2d_backward_data_ref(g, dy, w, dx);
+  const ConvPlan p = plan(g);
+  switch (p.algorithm) {
+    case ConvPlan::kIm2col: return conv2d_backward_data_im2col(g, dy, w, dx);
+    case ConvPlan::kWinograd: return conv2d_backward_data_winograd(g, dy, w, dx, p.m, p.order);
+    case ConvPlan::kDirect: return conv2d_backward_data_direct(g, dy, w, dx);
+    case ConvPlan::kReference: return conv2d_backward_data_ref(g, dy, w, dx);
+  }
 }
 void conv2d_backward_data(const Conv2dGeometry& g, const double* dy, const double* w, double* dx) {
   conv2d_backward_data_ref(g, dy, w, dx);
 }
 void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db) {
-  check(g);
-  if (conv_direct_available() && use_im2col(g))
-    conv2d_backward_weight_im2col(g, x, dy, dw, db);
-  else if (const WinogradChoice c = conv_direct_available() ? winograd_choice(g) : WinogradChoice{}; c.m)
-    conv2d_backward_weight_winograd(g, x, dy, dw, db, c.m, c.order);
-  else if (conv_direct_available())
-    conv2d_backward_weight_direct(g, x, dy, dw, db);
-  else
-    conv2d_backward_weight_ref(g, x, dy, dw, db);
+  const ConvPlan p = plan(g);
+  switch (p.algorithm) {
+    case ConvPlan::kIm2col: return conv2d_backward_weight_im2col(g, x, dy, dw, db);
+    case ConvPlan::kWinograd: return conv2d_backward_weight_winograd(g, x, dy, dw, db, p.m, p.order);
+    case ConvPlan::kDirect: return conv2d_backward_weight_direct(g, x, dy, dw, db);
+    case ConvPlan::kReference: return conv2d_backward_weight_ref(g, x, dy, dw, db);
+  }
 }
 void conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
                             double* db) {

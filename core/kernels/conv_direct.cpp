@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "core/kernels/gemm.h"
+#include "core/kernels/scratch.h"
 #include "core/parallel.h"
 
 
@@ -39,23 +40,10 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-struct FreeDeleter {
-  void operator()(float* p) const { std::free(p); }
-};
-using AlignedPtr = std::unique_ptr<float[], FreeDeleter>;
-
-// 64-byte aligned, uninitialised.
-AlignedPtr aligned_floats(size_t n) {
-  return AlignedPtr(static_cast<float*>(std::aligned_alloc(64, round_up(int64_t(n + 16) * 4, 64))));
-}
+using AlignedPtr = AlignedFloats;
 
 // Per-thread staging buffer (used only inside one task body, never across a parallel call).
-float* stage_buffer(size_t n) {
-  thread_local AlignedPtr buf;
-  thread_local size_t capacity = 0;
-  if (capacity < n) buf = aligned_floats(n), capacity = n;
-  return buf.get();
-}
+float* stage_buffer(int64_t n) { return thread_scratch(ScratchSlot::kConvStage, n); }
 
 // dst[i][j][c] = img[ih0 + i][iw0 + j][c] for rows [ih0, ih1), cols [iw0, iw1); zero outside the image.
 void stage_rows(const float* img, int64_t H, int64_t W, int64_t C, int64_t ih0, int64_t ih1, int64_t iw0,

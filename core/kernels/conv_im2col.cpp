@@ -2,31 +2,15 @@
 #include "core/kernels/conv_im2col.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <vector>
 
 #include "core/kernels/gemm.h"
+#include "core/kernels/scratch.h"
 #include "core/parallel.h"
 
 namespace lowbit::kernels {
 namespace {
-
-struct FreeDeleter {
-  void operator()(float* p) const { std::free(p); }
-};
-
-// The calling thread's cols buffer (64-byte aligned, uninitialised), grown on demand.
-float* cols_buffer(int64_t n) {
-  thread_local std::unique_ptr<float[], FreeDeleter> buf;
-  thread_local int64_t capacity = 0;
-  if (capacity < n) {
-    buf.reset(static_cast<float*>(std::aligned_alloc(64, ((n * 4 + 63) / 64) * 64 + 64)));
-    capacity = n;
-  }
-  return buf.get();
-}
 
 // Images per chunk: cols of a chunk within ~16 MiB (at least one image).
 int64_t chunk_images(const Conv2dGeometry& g) {
@@ -53,14 +37,24 @@ void im2col(const Conv2dGeometry& g, const float* x, int64_t n0, int64_t n1, flo
   });
 }
 
+// Calls fn(n0, n1, cols) for the chunks of images in order; cols holds the chunk's im2col rows when
+// x is given, else it is a buffer of the same size for fn to fill.
+template <class Fn>
+void for_each_chunk(const Conv2dGeometry& g, const float* x, Fn&& fn) {
+  const int64_t step = chunk_images(g);
+  float* cols = thread_scratch(ScratchSlot::kIm2col, step * g.P() * g.Q() * g.R * g.S * g.C);
+  for (int64_t n0 = 0; n0 < g.N; n0 += step) {
+    const int64_t n1 = std::min(g.N, n0 + step);
+    if (x) im2col(g, x, n0, n1, cols);
+    fn(n0, n1, cols);
+  }
+}
+
 }  // namespace
 
 void conv2d_forward_im2col(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
-  const int64_t PQ = g.P() * g.Q(), L = g.R * g.S * g.C, K = g.K, step = chunk_images(g);
-  float* cols = cols_buffer(step * PQ * L);
-  for (int64_t n0 = 0; n0 < g.N; n0 += step) {
-    const int64_t n1 = std::min(g.N, n0 + step);
-    im2col(g, x, n0, n1, cols);
+  const int64_t PQ = g.P() * g.Q(), L = g.R * g.S * g.C, K = g.K;
+  for_each_chunk(g, x, [&](int64_t n0, int64_t n1, const float* cols) {
     GemmArgs<float> a;
     a.trans_b = true;
     a.M = (n1 - n0) * PQ, a.N = K, a.K = L;
@@ -68,7 +62,7 @@ void conv2d_forward_im2col(const Conv2dGeometry& g, const float* x, const float*
     a.B = w, a.ldb = L;
     a.C = y + n0 * PQ * K, a.ldc = K;
     gemm(a);
-  }
+  });
   if (b)
     parallel_for(0, g.N * PQ, 256, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i)
@@ -77,10 +71,8 @@ void conv2d_forward_im2col(const Conv2dGeometry& g, const float* x, const float*
 }
 
 void conv2d_backward_data_im2col(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
-  const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, C = g.C, L = g.R * g.S * C, K = g.K, step = chunk_images(g);
-  float* dcols = cols_buffer(step * PQ * L);
-  for (int64_t n0 = 0; n0 < g.N; n0 += step) {
-    const int64_t n1 = std::min(g.N, n0 + step);
+  const int64_t P = g.P(), Q = g.Q(), PQ = P * Q, C = g.C, L = g.R * g.S * C, K = g.K;
+  for_each_chunk(g, nullptr, [&](int64_t n0, int64_t n1, float* dcols) {
     GemmArgs<float> a;
     a.M = (n1 - n0) * PQ, a.N = L, a.K = K;
     a.A = dy + n0 * PQ * K, a.lda = K;
@@ -106,15 +98,12 @@ void conv2d_backward_data_im2col(const Conv2dGeometry& g, const float* dy, const
           }
       }
     });
-  }
+  });
 }
 
 void conv2d_backward_weight_im2col(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db) {
-  const int64_t PQ = g.P() * g.Q(), L = g.R * g.S * g.C, K = g.K, step = chunk_images(g);
-  float* cols = cols_buffer(step * PQ * L);
-  for (int64_t n0 = 0; n0 < g.N; n0 += step) {
-    const int64_t n1 = std::min(g.N, n0 + step);
-    im2col(g, x, n0, n1, cols);
+  const int64_t PQ = g.P() * g.Q(), L = g.R * g.S * g.C, K = g.K;
+  for_each_chunk(g, x, [&](int64_t n0, int64_t n1, const float* cols) {
     GemmArgs<float> a;
     a.trans_a = true;
     a.M = K, a.N = L, a.K = (n1 - n0) * PQ;
@@ -123,7 +112,7 @@ void conv2d_backward_weight_im2col(const Conv2dGeometry& g, const float* x, cons
     a.beta = n0 == 0 ? 0.0f : 1.0f;
     a.C = dw, a.ldc = L;
     gemm(a);
-  }
+  });
   if (db) {  // one ordered pass over dy's rows, accumulated in double
     std::vector<double> sum(K, 0.0);
     for (int64_t i = 0; i < g.N * PQ; ++i)

@@ -23,13 +23,12 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <vector>
 
 #include "core/kernels/cpu.h"
 #include "core/kernels/gemm.h"
+#include "core/kernels/scratch.h"
 #include "core/parallel.h"
 
 #define LOWBIT_WINO_INLINE LOWBIT_AVX512 static inline __attribute__((always_inline))
@@ -46,23 +45,6 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // line, so the alpha^2 stores of a tile do not land at the same offset modulo 4 KiB as the loads
 // that follow them (4K aliasing stalls the loads until the stores retire).
 int64_t panel(int64_t tb, int64_t channels) { return tb * channels + 16; }
-
-struct FreeDeleter {
-  void operator()(float* p) const { std::free(p); }
-};
-
-// Per-thread scratch, one buffer per slot (0: V, 1: M or dM, 2: U, 3: dU partials), grown on
-// demand, 64-byte aligned, uninitialised.
-float* scratch(int slot, int64_t n) {
-  thread_local std::unique_ptr<float[], FreeDeleter> buf[4];
-  thread_local int64_t capacity[4] = {};
-  if (capacity[slot] < n) {
-    const int64_t bytes = ceil_div((n + 16) * int64_t(sizeof(float)), 64) * 64;
-    buf[slot].reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-    capacity[slot] = n;
-  }
-  return buf[slot].get();
-}
 
 // ------------------------------------------------------------------------------------------------
 // The two tile sizes: G for the scalar kernel transforms; 1-D transforms on vectors of 16 channels.
@@ -203,19 +185,6 @@ void transform_weights(int64_t Cin, int64_t Cout, Weight wt, float* U) {
     }
 }
 
-// Thread-local zeros, at least n floats: the row that input rows outside the image read.
-const float* zero_row(int64_t n) {
-  thread_local std::unique_ptr<float[], FreeDeleter> buf;
-  thread_local int64_t capacity = 0;
-  if (capacity < n) {
-    const int64_t bytes = ceil_div((n + 16) * int64_t(sizeof(float)), 64) * 64;
-    buf.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-    std::memset(buf.get(), 0, bytes);
-    capacity = n;
-  }
-  return buf.get();
-}
-
 // V = B^T d B of one tile for channels [c, c + 16): d[i][j] = row[i][col[j] + c]; with kMasked,
 // column j reads lanes under colmask[j] only (0 or all 16: columns outside the image).
 template <int M, bool kMasked>
@@ -252,7 +221,7 @@ LOWBIT_AVX512 void input_transform(const WinoShape& s, const float* x, int64_t t
   const int64_t C = s.Cin, ld = panel(s.tb, C);
   for (int64_t t = nt; t < pad_to; ++t)
     for (int64_t xi = 0; xi < XI; ++xi) std::memset(V + xi * ld + t * C, 0, sizeof(float) * C);
-  const float* zeros = zero_row(s.W * C);
+  const float* zeros = thread_zeros(s.W * C);  // the row that rows outside the image read
   TilePos tp(s, t0);
   for (int64_t t = 0; t < nt; ++t, tp.next(s)) {
     const int64_t ih0 = M * tp.ty - s.pad_h, iw0 = M * tp.tx - s.pad_w;
@@ -399,8 +368,8 @@ void winograd_conv(const WinoShape& s, const float* in, const float* U, const fl
   const int64_t C = s.Cin, K = s.Cout, tiles = s.tiles();
   const int tr = forward_tr(K);
   parallel_for(0, ceil_div(tiles, s.tb), 1, [&](int64_t b0, int64_t b1) {
-    float* V = scratch(0, XI * panel(s.tb, C));
-    float* Mb = scratch(1, XI * panel(s.tb, K));
+    float* V = thread_scratch(ScratchSlot::kWinogradV, XI * panel(s.tb, C));
+    float* Mb = thread_scratch(ScratchSlot::kWinogradM, XI * panel(s.tb, K));
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t t0 = blk * s.tb, nt = std::min(s.tb, tiles - t0), ntr = ceil_div(nt, tr) * tr;
       input_transform<M>(s, in, t0, nt, ntr, V);
@@ -429,8 +398,8 @@ void winograd_conv_by_point(const WinoShape& s0, const float* in, const float* U
   const int64_t C = s0.Cin, K = s0.Cout, tiles = s0.tiles();
   WinoShape s = s0;
   s.tb = point_chunk_tiles(XI, C, K, tiles);
-  float* V = scratch(0, XI * panel(s.tb, C));
-  float* Mb = scratch(1, XI * panel(s.tb, K));
+  float* V = thread_scratch(ScratchSlot::kWinogradV, XI * panel(s.tb, C));
+  float* Mb = thread_scratch(ScratchSlot::kWinogradM, XI * panel(s.tb, K));
   for (int64_t t0 = 0; t0 < tiles; t0 += s.tb) {
     const int64_t nt = std::min(s.tb, tiles - t0);
     parallel_for(0, nt, 16, [&](int64_t lo, int64_t hi) {
@@ -489,7 +458,7 @@ template <int M>
 void forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y, WinogradOrder order) {
   constexpr int A = Wino<M>::kA;
   const int64_t C = g.C, K = g.K;
-  float* U = scratch(2, A * A * C * K);
+  float* U = thread_scratch(ScratchSlot::kWinogradU, A * A * C * K);
   transform_weights<M>(C, K, [&](int64_t k, int64_t c, int r, int s) { return w[((k * 3 + r) * 3 + s) * C + c]; }, U);
   const WinoShape s{g.N, g.H, g.W, C, K, g.pad_h, g.pad_w, g.P(), g.Q(), M, forward_block_tiles(A, C, K)};
   order == WinogradOrder::kPoints ? winograd_conv_by_point<M>(s, x, U, b, y) : winograd_conv<M>(s, x, U, b, y);
@@ -500,7 +469,7 @@ void backward_data(const Conv2dGeometry& g, const float* dy, const float* w, flo
   // dx = conv(dy, w') with w'[c][r][s][k] = w[k][2 - r][2 - s][c] and padding 2 - pad.
   constexpr int A = Wino<M>::kA;
   const int64_t C = g.C, K = g.K;
-  float* U = scratch(2, A * A * C * K);
+  float* U = thread_scratch(ScratchSlot::kWinogradU, A * A * C * K);
   transform_weights<M>(K, C, [&](int64_t c, int64_t k, int r, int s) {
     return w[((k * 3 + (2 - r)) * 3 + (2 - s)) * C + c];
   }, U);
@@ -522,9 +491,9 @@ void backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, f
     // Chunks of tiles in order; per transform point dU += V^T dM, one GEMM over the chunk.
     const int64_t tiles = s.tiles();
     s.tb = point_chunk_tiles(XI, C, K, tiles);
-    dU = scratch(3, usize);
-    float* V = scratch(0, XI * panel(s.tb, C));
-    float* D = scratch(1, XI * panel(s.tb, K));
+    dU = thread_scratch(ScratchSlot::kWinogradPartials, usize);
+    float* V = thread_scratch(ScratchSlot::kWinogradV, XI * panel(s.tb, C));
+    float* D = thread_scratch(ScratchSlot::kWinogradM, XI * panel(s.tb, K));
     for (int64_t t0 = 0; t0 < tiles; t0 += s.tb) {
       const int64_t nt = std::min(s.tb, tiles - t0);
       parallel_for(0, nt, 16, [&](int64_t lo, int64_t hi) {
@@ -552,13 +521,13 @@ void backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, f
     // Batch chunks fixed by the shape; chunk i accumulates dU in its own slice, summed in order.
     int64_t nchunks = std::clamp<int64_t>(N * tpi * M * M / 2048, 1, 16);
     nchunks = std::min({nchunks, std::max<int64_t>(1, (int64_t(1) << 22) / usize), N});
-    dU = scratch(3, nchunks * (usize + K));
+    dU = thread_scratch(ScratchSlot::kWinogradPartials, nchunks * (usize + K));
     float* dbp = dU + nchunks * usize;  // per-chunk bias-gradient partials
     parallel_chunks(0, N, nchunks, [&](int64_t chunk, int64_t n0, int64_t n1) {
       float* acc = dU + chunk * usize;
       std::memset(acc, 0, sizeof(float) * usize);
-      float* V = scratch(0, XI * panel(s.tb, C));
-      float* D = scratch(1, XI * panel(s.tb, K));
+      float* V = thread_scratch(ScratchSlot::kWinogradV, XI * panel(s.tb, C));
+      float* D = thread_scratch(ScratchSlot::kWinogradM, XI * panel(s.tb, K));
       for (int64_t t0 = n0 * tpi; t0 < n1 * tpi; t0 += s.tb) {
         const int64_t nt = std::min(s.tb, n1 * tpi - t0);
         input_transform<M>(s, x, t0, nt, nt, V);
