@@ -226,7 +226,7 @@ int run_eval(int argc, char** argv) {
   const EvalResult r = evaluate(*model, *data.test_loader);
   std::printf("%s on %s: test loss %.4f, accuracy %.2f%% (%lld images)\n", run.str("model").c_str(),
               data.test.source.c_str(), r.loss, 100 * r.accuracy, (long long)r.images);
-  if (quant) quant->print_bits(*model);
+  if (quant) quant->eval_report(*model, *data.test_loader);
   return 0;
 }
 

@@ -243,37 +243,12 @@ class Setup final : public QuantSetup {
   }
 
   void final_report(Module& model, data::DataLoader& test, const EvalResult& last, const std::string& out) override {
-    // 1. The bit assignment: learned (WaveQ) or configured.
-    // Each regularized layer's row once (its statistics read every weight).
-    std::vector<LayerRow> rows;
-    for (size_t i = 0; i < reg_layers_.size(); ++i) rows.push_back(row(i));
-    std::vector<int> bits_final(q_.layers.size(), 32);
-    for (size_t i = 0; i < q_.layers.size(); ++i) bits_final[i] = q_.inferred_weight_bits(q_.layers[i]);
-    for (size_t i = 0; i < reg_layers_.size(); ++i) bits_final[index_of(reg_layers_[i])] = rows[i].weight_bits;
-
-    // 2. Accuracy: float (shadow) weights, no quantizers; then weights quantized at the final bits.
-    const EvalResult fp = with_weight_quantizers_off(model, [&] { return evaluate(model, test); });
-    quant::Quantization eval_q = q_;
-    std::vector<std::pair<Module*, VariableTransform>> saved;
-    if (cfg_.method == quant::Method::none) {
-      // Float training: quantize with the grid's own quantizer for the evaluation only.
-      quant::QuantConfig c;
-      c.method = grid_ == Grid::dorefa ? quant::Method::dorefa : quant::Method::wrpn;
-      c.weight_scale_max = scale_ == quant::WeightScale::max_abs;
-      c.weight_bits = 32;
-      c.activation_bits = 32;
-      c.quantize_first_last = true;
-      for (const auto& l : q_.layers) saved.emplace_back(l.module.get(), weight_hook_of(*l.module));
-      eval_q = quant::attach_quantizers(model, c);
-    }
-    std::vector<int> old_bits;
-    for (size_t i = 0; i < eval_q.layers.size(); ++i) {
-      old_bits.push_back(*eval_q.layers[i].weight_bits);
-      *eval_q.layers[i].weight_bits = bits_final[i];
-    }
-    const EvalResult qr = evaluate(model, test);
-    for (size_t i = 0; i < eval_q.layers.size(); ++i) *eval_q.layers[i].weight_bits = old_bits[i];
-    for (auto& [m, hook] : saved) set_weight_hook(*m, hook);
+    // 1-2. The bit assignment (learned or configured) and the accuracy at it.
+    const FinalEval fe = final_eval(model, test);
+    const std::vector<LayerRow>& rows = fe.rows;
+    const std::vector<int>& bits_final = fe.bits;
+    const EvalResult& fp = fe.fp32;
+    const EvalResult& qr = fe.quantized;
 
     // 3. Memory at those bits vs FP32.
     std::vector<int64_t> numels;
@@ -360,10 +335,17 @@ class Setup final : public QuantSetup {
     std::printf("report: %s\n", path.c_str());
   }
 
-  void print_bits(Module&) override {
-    for (size_t i = 0; i < reg_layers_.size(); ++i)
-      std::printf("  %-24s %d bits%s\n", reg_layers_[i]->name.c_str(), row(i).weight_bits,
-                  waveq_ ? fmt(" (beta %.3f)", row(i).beta).c_str() : "");
+  void eval_report(Module& model, data::DataLoader& test) override {
+    const FinalEval fe = final_eval(model, test);
+    for (size_t i = 0; i < q_.layers.size(); ++i) {
+      std::string beta;
+      for (size_t r = 0; r < reg_layers_.size(); ++r)
+        if (reg_layers_[r] == &q_.layers[i] && waveq_) beta = fmt(" (beta %.3f)", fe.rows[r].beta);
+      std::printf("  %-24s %s%s\n", q_.layers[i].name.c_str(),
+                  fe.bits[i] >= 32 ? "fp32" : (std::to_string(fe.bits[i]) + " bits").c_str(), beta.c_str());
+    }
+    std::printf("accuracy: FP32 (float shadow) weights %.2f%%, weights quantized at these bits %.2f%%\n",
+                100 * fe.fp32.accuracy, 100 * fe.quantized.accuracy);
   }
 
   std::string describe() const override {
@@ -381,6 +363,47 @@ class Setup final : public QuantSetup {
     int weight_bits = 0; // sign-counting k of the grid
     quant::LevelStats stats;
   };
+  struct FinalEval {
+    std::vector<LayerRow> rows;  // one per regularized layer
+    std::vector<int> bits;       // one per quantized layer (32: FP32)
+    EvalResult fp32, quantized;
+  };
+
+  // The final bit assignment (WaveQ: learned, ceil(beta) + 1; otherwise the configured bits) and the
+  // test accuracy with the float (shadow) weights and with the weights quantized at those bits.
+  FinalEval final_eval(Module& model, data::DataLoader& test) {
+    FinalEval fe;
+    // Each regularized layer's row once (its statistics read every weight).
+    for (size_t i = 0; i < reg_layers_.size(); ++i) fe.rows.push_back(row(i));
+    fe.bits.assign(q_.layers.size(), 32);
+    for (size_t i = 0; i < q_.layers.size(); ++i) fe.bits[i] = q_.inferred_weight_bits(q_.layers[i]);
+    for (size_t i = 0; i < reg_layers_.size(); ++i) fe.bits[index_of(reg_layers_[i])] = fe.rows[i].weight_bits;
+
+    fe.fp32 = with_weight_quantizers_off(model, [&] { return evaluate(model, test); });
+    quant::Quantization eval_q = q_;
+    std::vector<std::pair<Module*, VariableTransform>> saved;
+    if (cfg_.method == quant::Method::none) {
+      // Float training: quantize with the grid's own quantizer for the evaluation only.
+      quant::QuantConfig c;
+      c.method = grid_ == Grid::dorefa ? quant::Method::dorefa : quant::Method::wrpn;
+      c.weight_scale_max = scale_ == quant::WeightScale::max_abs;
+      c.weight_bits = 32;
+      c.activation_bits = 32;
+      c.quantize_first_last = true;
+      for (const auto& l : q_.layers) saved.emplace_back(l.module.get(), weight_hook_of(*l.module));
+      eval_q = quant::attach_quantizers(model, c);
+    }
+    std::vector<int> old_bits;
+    for (size_t i = 0; i < eval_q.layers.size(); ++i) {
+      old_bits.push_back(*eval_q.layers[i].weight_bits);
+      *eval_q.layers[i].weight_bits = fe.bits[i];
+    }
+    fe.quantized = evaluate(model, test);
+    for (size_t i = 0; i < eval_q.layers.size(); ++i) *eval_q.layers[i].weight_bits = old_bits[i];
+    for (auto& [m, hook] : saved) set_weight_hook(*m, hook);
+    return fe;
+  }
+
 
   LayerRow row(size_t i) const {
     LayerRow r;

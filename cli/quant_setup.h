@@ -36,7 +36,9 @@ class QuantSetup {
   virtual void end_epoch(Module& model, int64_t epoch, double train_loss, double train_acc, double test_loss,
                          double test_acc) = 0;
   virtual void final_report(Module& model, data::DataLoader& test, const EvalResult& last, const std::string& out) = 0;
-  virtual void print_bits(Module& model) = 0;
+  // `lowbit eval`: the final bits per regularized layer, and the test accuracy with float (shadow)
+  // weights and with the weights quantized at those bits (learned ones for WaveQ).
+  virtual void eval_report(Module& model, data::DataLoader& test) = 0;
   virtual std::string describe() const = 0;  // "dorefa w4/a4 + waveq"
 };
 

@@ -50,6 +50,14 @@ else
 fi
 "$lowbit" compare "$work/c_straight/checkpoint.ckpt" "$work/c/checkpoint.ckpt"
 
+# eval: a checkpoint's accuracy with float weights and at the final bits, as the run printed it
+# (WaveQ on float training at 3 bits: the two figures differ, so a swapped one is caught).
+"$lowbit" train --model lenet5 --width 0.5 --data fashion-mnist --limit-train 1024 --limit-test 256 --batch 64 \
+  --epochs 1 --lr 0.05 --seed 7 --threads 2 --quiet --reg waveq --wbits 3 --fix-beta --out "$work/wq" > "$work/wq.log"
+"$lowbit" eval --checkpoint "$work/wq/checkpoint.ckpt" --threads 2 > "$work/eval.log"
+want=$(grep -o "^accuracy: FP32 (float shadow) weights [0-9.]*%, weights quantized at these bits [0-9.]*%" "$work/wq.log")
+[ -n "$want" ] && grep -qF "$want" "$work/eval.log" || { echo "eval differs from the run's final report: '$want'"; cat "$work/eval.log"; exit 1; }
+
 # --init: a new run starts from a checkpoint's model weights (here float, no quantizer, lr 0: the
 # weights must come through unchanged); a checkpoint of another shape is refused naming the file.
 "$lowbit" train --model lenet5 --width 0.5 --data fashion-mnist --limit-train 256 --limit-test 64 --batch 64 \
@@ -77,4 +85,4 @@ rc=$?
 set -e
 [ "$rc" -ne 0 ] || { echo "corrupt checkpoint accepted"; exit 1; }
 grep -q "bad.ckpt: checksum mismatch" "$work/bad.log" || { cat "$work/bad.log"; exit 1; }
-echo "resume: straight == epoch-boundary resume == mid-epoch resume == Ctrl-C resume (bit for bit); corrupt checkpoint refused; --init carries the weights, refuses another shape"
+echo "resume: straight == epoch-boundary resume == mid-epoch resume == Ctrl-C resume (bit for bit); corrupt checkpoint refused; eval reproduces the final report; --init carries the weights, refuses another shape"
