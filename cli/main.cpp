@@ -207,6 +207,7 @@ int run_eval(int argc, char** argv) {
   Options o("eval", {{"checkpoint", "", "checkpoint file (a run's checkpoint.ckpt)"},
                      {"data", "", "data set (default: the run's)"},
                      {"test-file", "", "evaluate on this CIFAR-10/100 binary batch instead of the test split"},
+                     {"predictions", "", "write each test image's label and predicted class to this CSV file"},
                      {"threads", "", "threads"}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
@@ -223,7 +224,15 @@ int run_eval(int argc, char** argv) {
   auto quant = make_quant(run, *model);
   model->load_state_dict(c.tensors_with_prefix("model."));
   if (quant) quant->load_state_dict(c.tensors_with_prefix("quant."));
-  const EvalResult r = evaluate(*model, *data.test_loader);
+  std::vector<Prediction> predictions;
+  const EvalResult r = evaluate(*model, *data.test_loader, o.has("predictions") ? &predictions : nullptr);
+  if (o.has("predictions")) {
+    std::string csv = "index,label,predicted\n";
+    for (size_t i = 0; i < predictions.size(); ++i)
+      csv += std::to_string(i) + "," + std::to_string(predictions[i].label) + "," +
+             std::to_string(predictions[i].predicted) + "\n";
+    write_text_file(o.str("predictions"), csv);
+  }
   std::printf("%s on %s: test loss %.4f, accuracy %.2f%% (%lld images)\n", run.str("model").c_str(),
               data.test.source.c_str(), r.loss, 100 * r.accuracy, (long long)r.images);
   if (quant) quant->eval_report(*model, *data.test_loader);

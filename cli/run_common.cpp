@@ -95,22 +95,28 @@ std::shared_ptr<Module> make_model(const Options& opts, const DataSetup& data) {
   return models::create_model(opts.str("model"), mo);
 }
 
-int64_t count_correct(const Tensor& logits_in, const Tensor& labels_in) {
+std::vector<int32_t> argmax_rows(const Tensor& logits_in) {
   const Tensor logits = logits_in.to(DType::f32).contiguous();
-  const Tensor labels = labels_in.contiguous();
   const int64_t B = logits.size(0), classes = logits.size(1);
   const float* p = logits.data<float>();
-  const int32_t* y = labels.data<int32_t>();
-  int64_t correct = 0;
+  std::vector<int32_t> arg(static_cast<size_t>(B));
   for (int64_t i = 0; i < B; ++i) {
     const float* row = p + i * classes;
-    const int64_t arg = std::max_element(row, row + classes) - row;
-    correct += arg == y[i];
+    arg[size_t(i)] = static_cast<int32_t>(std::max_element(row, row + classes) - row);
   }
+  return arg;
+}
+
+int64_t count_correct(const Tensor& logits, const Tensor& labels_in) {
+  const Tensor labels = labels_in.contiguous();
+  const int32_t* y = labels.data<int32_t>();
+  const std::vector<int32_t> arg = argmax_rows(logits);
+  int64_t correct = 0;
+  for (size_t i = 0; i < arg.size(); ++i) correct += arg[i] == y[i];
   return correct;
 }
 
-EvalResult evaluate(Module& model, data::DataLoader& loader) {
+EvalResult evaluate(Module& model, data::DataLoader& loader, std::vector<Prediction>* predictions) {
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard no_grad;
@@ -124,6 +130,11 @@ EvalResult evaluate(Module& model, data::DataLoader& loader) {
     const int64_t n = b.labels.numel();
     loss_sum += cross_entropy(logits, b.labels).item() * double(n);
     correct += count_correct(logits.data(), b.labels);
+    if (predictions) {
+      const Tensor labels = b.labels.contiguous();
+      const std::vector<int32_t> arg = argmax_rows(logits.data());
+      for (int64_t i = 0; i < n; ++i) predictions->push_back({labels.data<int32_t>()[i], arg[size_t(i)]});
+    }
     r.images += n;
   }
   model.train(was_training);
