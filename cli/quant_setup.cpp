@@ -64,12 +64,17 @@ class Setup final : public QuantSetup {
                  "' is not one of none, sinreq, waveq");
     grid_ = parse_grid(o.str("grid"), cfg_.method);
     scale_ = quant::parse_weight_scale(o.str("weight-scale"));
-    LOWBIT_CHECK(scale_ == quant::WeightScale::none || cfg_.method == quant::Method::none ||
+    LOWBIT_CHECK(scale_ != quant::WeightScale::max_abs || cfg_.method == quant::Method::none ||
                      cfg_.method == quant::Method::wrpn,
                  "lowbit: --weight-scale max works with --quant wrpn or none (", quant::method_name(cfg_.method),
                  " sets its own scale)");
-    LOWBIT_CHECK(scale_ == quant::WeightScale::none || grid_ != Grid::dorefa,
+    LOWBIT_CHECK(scale_ != quant::WeightScale::max_abs || grid_ != Grid::dorefa,
                  "lowbit: --weight-scale max needs the wrpn or fixed grid");
+    LOWBIT_CHECK(scale_ != quant::WeightScale::tanh_max ||
+                     (grid_ == Grid::dorefa &&
+                      (cfg_.method == quant::Method::dorefa || cfg_.method == quant::Method::none)),
+                 "lowbit: --weight-scale tanh (DoReFa's tanh(w)/max|tanh w|) needs the dorefa grid and --quant "
+                 "dorefa or none");
     cfg_.weight_scale_max = scale_ == quant::WeightScale::max_abs;
     q_ = quant::attach_quantizers(model, cfg_);
     for (const auto& n : q_.parameter_names) owned_.insert(n);
@@ -322,12 +327,12 @@ class Setup final : public QuantSetup {
       hp.before = quant::histogram(hist_before_[h], 160, lo, hi);
       hp.after = quant::histogram(after, 160, lo, hi);
       // The levels the regularizer pulls to at its final period (WaveQ: the real-valued beta), in
-      // weight units (times the layer's final scale when the sinusoid sees w / s).
+      // weight units (mapped back from the sinusoid's domain at the layer's final scale).
       const quant::SinusoidGrid g = sinusoid(i);
-      const double sc = quant::weight_scale_of(reg_layers_[i]->weight().data(), scale_);
-      for (double m = std::ceil((lo / sc + g.offset) / g.step);
-           (m * g.step - g.offset) * sc <= hi && hp.levels.size() < 200; ++m)
-        hp.levels.push_back((m * g.step - g.offset) * sc);
+      const quant::SinusoidDomain d = quant::sinusoid_domain(reg_layers_[i]->weight().data(), scale_);
+      for (double m = std::ceil((std::max(d.to(lo), -1.0) + g.offset) / g.step);
+           m * g.step - g.offset <= 1.0 && d.from(m * g.step - g.offset) <= hi && hp.levels.size() < 200; ++m)
+        hp.levels.push_back(d.from(m * g.step - g.offset));
       rep.add(hp);
     }
     const std::string path = out + "/report.html";
@@ -420,11 +425,9 @@ class Setup final : public QuantSetup {
     return r;
   }
 
-  // Layer i's weights as the sinusoid sees them (divided by the layer's scale).
+  // Layer i's weights as the sinusoid sees them (w, w / max|w| or tanh(w) / max|tanh w|).
   Tensor scaled_weight(size_t i) const {
-    const Tensor& w = reg_layers_[i]->weight().data();
-    if (scale_ == quant::WeightScale::none) return w;
-    return math::mul(w, 1.0 / quant::weight_scale_of(w, scale_));
+    return quant::to_sinusoid_domain(reg_layers_[i]->weight().data(), scale_);
   }
 
   // The regularizer's current period for layer i: WaveQ at its real-valued beta, SinReQ at k bits.
@@ -513,7 +516,9 @@ std::vector<OptionSpec> quant_option_specs() {
       {"abits-overrides", "", "per-activation bits: PATTERN=BITS,..."},
       {"reg", "none", "regularizer: none | sinreq | waveq"},
       {"grid", "auto", "sinusoid grid: auto (matches --quant) | dorefa | wrpn | fixed"},
-      {"weight-scale", "none", "per-layer weight scale for the sinusoid and the wrpn quantizer: none | max (w / max|w|)"},
+      {"weight-scale", "none",
+       "what the sinusoid sees per layer: none (w) | max (w / max|w|; also the wrpn quantizer's scale) | tanh "
+       "(tanh(w) / max|tanh w|, DoReFa's own domain: dorefa grid)"},
       {"lambda-w", "1", "SinReQ lambda / WaveQ lambda_w plateau"},
       {"lambda-beta", "0.03", "WaveQ lambda_beta plateau (bitwidth penalty)"},
       {"reg-warmup", "0.2", "fraction of training before the regularizer rises (WaveQ r; SinReQ warm-up)"},

@@ -87,10 +87,20 @@ Variable sin2_reduce(const Variable& w_in, const Variable& a, double b, Reductio
 
 // The slope a of u = a w + b for the sinusoid on w / s: a / s, s = max |w| (differentiable).
 Variable scaled_slope(const Variable& a, const Variable& weight, WeightScale scale) {
-  if (scale == WeightScale::none) return a;
+  if (scale != WeightScale::max_abs) return a;
   const Variable s = amax(abs(weight));
   LOWBIT_CHECK(s.item() > 0, "weight scale: a layer's weights are all zero, max |w| = 0");
   return div(a, s);
+}
+
+// What the sinusoid reads: tanh(w) / max|tanh w| for tanh_max (composed: gradients through tanh
+// and the max), else w itself (max_abs divides through the slope instead).
+Variable sinusoid_input(const Variable& weight, WeightScale scale) {
+  if (scale != WeightScale::tanh_max) return weight;
+  const Variable t = tanh(weight);
+  const Variable s = amax(abs(t));
+  LOWBIT_CHECK(s.item() > 0, "weight scale: a layer's weights are all zero, max |tanh w| = 0");
+  return div(t, s);
 }
 
 }  // namespace
@@ -133,12 +143,35 @@ std::vector<double> grid_levels(Grid grid, int bits) {
 WeightScale parse_weight_scale(const std::string& name) {
   if (name == "none") return WeightScale::none;
   if (name == "max") return WeightScale::max_abs;
-  LOWBIT_CHECK(false, "unknown weight scale '", name, "' (expected none or max)");
+  if (name == "tanh") return WeightScale::tanh_max;
+  LOWBIT_CHECK(false, "unknown weight scale '", name, "' (expected none, max or tanh)");
   return WeightScale::none;
 }
 
 double weight_scale_of(const Tensor& weight, WeightScale scale) {
-  return scale == WeightScale::none ? 1.0 : math::amax(math::abs(weight)).item();
+  switch (scale) {
+    case WeightScale::none: return 1.0;
+    case WeightScale::max_abs: return math::amax(math::abs(weight)).item();
+    case WeightScale::tanh_max: return math::amax(math::abs(math::tanh(weight))).item();
+  }
+  return 1.0;
+}
+
+double SinusoidDomain::to(double w) const { return (scale == WeightScale::tanh_max ? std::tanh(w) : w) / s; }
+
+double SinusoidDomain::from(double y) const {
+  if (scale != WeightScale::tanh_max) return y * s;
+  return std::atanh(std::clamp(y * s, -1.0 + 1e-12, 1.0 - 1e-12));
+}
+
+SinusoidDomain sinusoid_domain(const Tensor& weight, WeightScale scale) {
+  const double s = weight_scale_of(weight, scale);
+  return {scale, s > 0 ? s : 1.0};
+}
+
+Tensor to_sinusoid_domain(const Tensor& weight, WeightScale scale) {
+  const SinusoidDomain d = sinusoid_domain(weight, scale);
+  return math::mul(scale == WeightScale::tanh_max ? math::tanh(weight) : weight, 1.0 / d.s);
 }
 
 Variable sinreq_layer(const Variable& weight, int bits, const SinReQOptions& options) {
@@ -146,7 +179,8 @@ Variable sinreq_layer(const Variable& weight, int bits, const SinReQOptions& opt
   const double step = grid_step(options.grid, bits), offset = grid_offset(options.grid, bits);
   // u = pi (w / s + c) / Delta
   const Variable a(Tensor::full({}, kPi / step, weight.dtype()));
-  return sin2_reduce(weight, scaled_slope(a, weight, options.scale), kPi * offset / step, options.reduction);
+  return sin2_reduce(sinusoid_input(weight, options.scale), scaled_slope(a, weight, options.scale),
+                     kPi * offset / step, options.reduction);
 }
 
 Variable sinreq_penalty(const std::vector<Variable>& weights, const std::vector<int>& bits,
@@ -182,7 +216,8 @@ Variable waveq_layer(const Variable& weight, const Variable& beta, const WaveQOp
   }
   // u = pi w / Delta + pi c / Delta; the per-weight part is fused (sin2_reduce), the beta-dependent
   // scalars around it stay composed.
-  Variable term = sin2_reduce(weight, scaled_slope(reshape(mul(inv_step, kPi), {}), weight, options.scale),
+  Variable term = sin2_reduce(sinusoid_input(weight, options.scale),
+                              scaled_slope(reshape(mul(inv_step, kPi), {}), weight, options.scale),
                               kPi * offset_in_steps, options.reduction);
   switch (options.norm) {
     case Normalization::R0: break;

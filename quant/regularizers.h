@@ -33,6 +33,10 @@
 // normalisation of the official transformer code, spec §1.5 [O]), differentiable through the max:
 // the scale follows the sinusoid too. A matching quantizer is s * wrpn(w / s) (QuantConfig::
 // weight_scale). Gradients then include the path through s_i (the argmax weight's).
+// `WeightScale::tanh_max` applies it to y = tanh(w) / max_j |tanh(w_ij)|, the domain DoReFa rounds
+// in (spec §8.2): with the DoReFa grid the sinusoid's zeros are then exactly DoReFa's levels, where
+// on raw w (the official code) they line up only when max|w| happens to be near 1. Differentiable
+// through tanh and the max; the quantizer is dorefa_weight itself.
 #pragma once
 
 #include <string>
@@ -44,8 +48,8 @@
 namespace lowbit::quant {
 
 enum class Grid { dorefa, wrpn, fixed_point };
-enum class WeightScale { none, max_abs };
-WeightScale parse_weight_scale(const std::string& name);  // "none" | "max"
+enum class WeightScale { none, max_abs, tanh_max };
+WeightScale parse_weight_scale(const std::string& name);  // "none" | "max" | "tanh"
 // WaveQ's normalisation of the weight term (spec §1.1, §1.4): R0 none, R1 / 2^beta, R2 / 4^beta.
 enum class Normalization { R0, R1, R2 };
 // Reduction over the weights of one layer is lowbit::Reduction (autograd/ops.h): sum or mean
@@ -110,7 +114,20 @@ SinusoidGrid waveq_grid(Grid grid, double beta);
 SinusoidGrid sinreq_grid(Grid grid, int bits);
 
 // The per-layer scale s the sinusoid divides the weights by (1 for WeightScale::none).
+// For tanh_max it is max|tanh w|, dividing tanh(w) (see SinusoidDomain).
 double weight_scale_of(const Tensor& weight, WeightScale scale);
+
+// A layer's weights as the sinusoid sees them, y(w): w, w / max|w| or tanh(w) / max|tanh w|, with
+// the scale frozen at the layer's current weights; `from` maps a point y of the grid back to
+// weight units (for plotting the levels over a weight histogram).
+struct SinusoidDomain {
+  WeightScale scale = WeightScale::none;
+  double s = 1;
+  double to(double w) const;
+  double from(double y) const;
+};
+SinusoidDomain sinusoid_domain(const Tensor& weight, WeightScale scale);
+Tensor to_sinusoid_domain(const Tensor& weight, WeightScale scale);
 
 // Clamps every beta into [lo, hi] in place (convention 3), to be called after the optimizer step.
 void clamp_betas(const std::vector<Variable>& betas, double lo, double hi);

@@ -22,10 +22,10 @@ runs[resnet20-cifar10]="--model resnet20 --data cifar10:$data/cifar-10 --epochs 
 # Issue "quantization", table (a): homogeneous weight bits k = 3, 4, 5 for one net.
 #   qat_rows NAME "BASE ARGS" "ARGS OF EVERY QUANTIZED ROW" "EXTRA ARGS OF THE WRPN-GRID ROWS"
 qat_rows() {
-  local name=$1 base=$2 all=$3 wrpn=$4 k
+  local name=$1 base=$2 all=$3 wrpn=$4 dorefa_reg=$5 k
   for k in 3 4 5; do
     runs[$name-dorefa-w$k]="$base --quant dorefa --wbits $k $all"
-    runs[$name-dorefa-sinreq-w$k]="$base --quant dorefa --wbits $k $all --reg sinreq --lambda-w 1 --reg-warmup 0.1"
+    runs[$name-dorefa-sinreq-w$k]="$base --quant dorefa --wbits $k $all --reg sinreq --lambda-w 1 --reg-warmup 0.1 $dorefa_reg"
     runs[$name-wrpn-w$k]="$base --quant wrpn --wbits $k $all $wrpn"
     runs[$name-wrpn-sinreq-w$k]="$base --quant wrpn --wbits $k $all $wrpn --reg sinreq --lambda-w 1 --reg-warmup 0.1"
     runs[$name-waveq-fixed-w$k]="$base --quant wrpn --wbits $k $all $wrpn --reg waveq --fix-beta --lambda-w 1 --reg-warmup 0.1"
@@ -34,13 +34,18 @@ qat_rows() {
 # simplenet_cifar on CIFAR-10 from scratch, activations at 8 bits.
 simple="--model simplenet_cifar --data cifar10:$data/cifar-10 --epochs 15 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4"
 runs[simplenet-fp32]="$simple"
-qat_rows simplenet "$simple" "--abits 8" ""
+qat_rows simplenet "$simple" "--abits 8" "" ""
 # ResNet-20 on CIFAR-10: quantization-aware fine-tuning of the float run above (its checkpoint, or
 # R20_INIT), 15 epochs, lr 0.01 cosine, weights quantized (first conv and the classifier FP32),
 # float activations. WRPN's grid on [-1, 1] is used on w / max|w| per layer (--weight-scale max):
 # on raw Kaiming-scale weights (|w| ~ 0.1) its 3-bit step of 1/3 rounds almost every weight to 0.
+# DoReFa + SinReQ puts the sinusoid on DoReFa's own tanh(w) / max|tanh w| (--weight-scale tanh),
+# where its zeros are DoReFa's levels.
 r20="--model resnet20 --data cifar10:$data/cifar-10 --init ${R20_INIT:-$out/resnet20-cifar10/checkpoint.ckpt} --epochs 15 --batch 128 --lr 0.01 --schedule cosine --wd 1e-4"
-qat_rows resnet20 "$r20" "" "--weight-scale max"
+qat_rows resnet20 "$r20" "" "--weight-scale max" "--weight-scale tanh"
+# The same DoReFa + SinReQ row with the sinusoid on raw w, as in the official code (its zeros miss
+# DoReFa's levels unless max|w| is near 1; ResNet-20's layers have max|w| 0.29-0.99).
+runs[resnet20-dorefa-sinreq-raw-w4]="$r20 --quant dorefa --wbits 4 --reg sinreq --lambda-w 1 --reg-warmup 0.1"
 runs[resnet20-waveq]="$r20 --reg waveq --wbits 8 --lambda-beta 0.02 --beta-lr 0.05 --weight-scale max"
 # Learned heterogeneous bitwidths (WaveQ, float training, WRPN grid).
 runs[lenet5-mnist-waveq]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4 --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05"

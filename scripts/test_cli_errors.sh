@@ -8,10 +8,12 @@ lowbit="$build/cli/lowbit"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fails=0
+cases=0
 expect() {  # expect "what" "pattern" cmd...
   local what=$1 pattern=$2
   shift 2
   local out rc
+  cases=$((cases + 1))
   out=$("$@" 2>&1)
   rc=$?
   if [ $rc -eq 0 ] || [ $rc -ge 128 ] || ! grep -q -- "$pattern" <<<"$out"; then
@@ -36,6 +38,8 @@ expect "unknown config key" "unknown.cfg:1" "$lowbit" train --config "$work/unkn
 expect "missing config" "cannot open config file" "$lowbit" train --config "$work/none.cfg"
 expect "unknown model" "lenet6" "$lowbit" train --model lenet6 --data fashion-mnist --limit-train 64
 expect "unknown quantizer" "int3" "$lowbit" train --quant int3 --limit-train 64
+expect "weight scale tanh without DoReFa" "weight-scale tanh .* needs the dorefa grid" "$lowbit" train --quant wrpn --reg sinreq --weight-scale tanh --limit-train 64
+expect "unknown weight scale" "unknown weight scale 'l2'" "$lowbit" train --reg sinreq --weight-scale l2 --limit-train 64
 expect "missing data dir" "$work/nowhere" "$lowbit" train --data "mnist:$work/nowhere"
 expect "corrupt data file" "$work/mnist/.*-idx" "$lowbit" train --data "mnist:$work/mnist"
 expect "corrupt checkpoint" "bad.ckpt" "$lowbit" eval --checkpoint "$work/bad.ckpt"
@@ -43,5 +47,5 @@ expect "bad schedule" "multistep" "$lowbit" train --schedule multistep:x --limit
 expect "unknown command" "unknown command" "$lowbit" frobnicate
 expect "test file for a non-CIFAR set" "takes a CIFAR binary batch" "$lowbit" train --data fashion-mnist \
   --test-file "$work/bad.ckpt" --limit-train 64 --epochs 1
-echo "$((14 - fails)) passed, $fails failed"
+echo "$((cases - fails)) passed, $fails failed"
 [ $fails -eq 0 ]

@@ -226,6 +226,50 @@ TEST_CASE("weight scale max: the sinusoid sees w / max|w| (scale-invariant), gra
   CHECK_THROWS_WITH_AS(q::parse_weight_scale("l2"), doctest::Contains("unknown weight scale"), Error);
 }
 
+TEST_CASE("weight scale tanh: the sinusoid sees DoReFa's tanh(w)/max|tanh w|, zero on DoReFa's levels") {
+  Generator gen(15);
+  const Variable w = random_leaf({4, 5}, gen, -0.3, 0.3);
+  const Tensor t = math::tanh(w.data());
+  const Variable y(math::mul(t, 1.0 / math::amax(math::abs(t)).item()));
+  q::SinReQOptions sr{q::Grid::dorefa, Reduction::sum};
+  sr.scale = q::WeightScale::tanh_max;
+  // Equal to the plain penalty of y, for SinReQ and WaveQ (R1).
+  for (int k : {2, 3, 4, 5}) {
+    CAPTURE(k);
+    CHECK(q::sinreq_layer(w, k, sr).item() ==
+          doctest::Approx(q::sinreq_layer(y, k, {q::Grid::dorefa, Reduction::sum}).item()).epsilon(1e-12));
+    // Zero on the quantized weights' preimage: w whose tanh-normalised value is DoReFa's level.
+    // dorefa_weight(w) = levels; choose w = atanh(0.6 * level) so max|tanh w| = 0.6 and y = level.
+    const std::vector<double> levels = q::grid_levels(q::Grid::dorefa, k);
+    std::vector<double> pre;
+    for (double l : levels) pre.push_back(std::atanh(0.6 * l));
+    const Variable wl(Tensor::from_vector(pre, {static_cast<int64_t>(pre.size())}));
+    CHECK(q::sinreq_layer(wl, k, sr).item() < 1e-20);
+    CHECK(max_abs_diff(q::dorefa_weight(wl, k).data(), Tensor::from_vector(levels, {static_cast<int64_t>(levels.size())})) <
+          1e-12);
+    // ... and not for the same points on raw w (the official code's approximation).
+    CHECK(q::sinreq_layer(wl, k, {q::Grid::dorefa, Reduction::sum}).item() > 0.1);
+  }
+  q::WaveQOptions wq{q::Grid::dorefa, q::Normalization::R1, Reduction::mean};
+  wq.scale = q::WeightScale::tanh_max;
+  const Variable beta = beta_leaf(2.6);
+  CHECK(q::waveq_layer(w, beta, wq).item() ==
+        doctest::Approx(q::waveq_layer(y, beta, {q::Grid::dorefa, q::Normalization::R1, Reduction::mean}).item())
+            .epsilon(1e-12));
+  // The domain helpers agree with the penalty's view and map levels back to weights.
+  const q::SinusoidDomain d = q::sinusoid_domain(w.data(), q::WeightScale::tanh_max);
+  CHECK(max_abs_diff(q::to_sinusoid_domain(w.data(), q::WeightScale::tanh_max), y.data()) < 1e-15);
+  CHECK(d.from(d.to(0.17)) == doctest::Approx(0.17).epsilon(1e-12));
+  // Gradcheck w.r.t. the weights (through tanh and the max) and beta.
+  const std::vector<Variable> inputs = {random_leaf({3, 4}, gen, -0.4, 0.4), beta_leaf(2.7)};
+  const auto f = [&](const std::vector<Variable>& x) {
+    return add(q::waveq_penalty({x[0]}, {x[1]}, wq).weight_term, q::sinreq_penalty({x[0]}, {3}, sr));
+  };
+  const GradcheckResult r = gradcheck(f, inputs);
+  CHECK_MESSAGE(r.ok, r.message);
+  CHECK(q::parse_weight_scale("tanh") == q::WeightScale::tanh_max);
+}
+
 TEST_CASE("WaveQ second derivatives (gradgradcheck, float64)") {
   Generator gen(13);
   const std::vector<Variable> inputs = {random_leaf({6}, gen), beta_leaf(2.6)};
