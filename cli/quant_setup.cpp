@@ -357,7 +357,11 @@ class Setup final : public QuantSetup {
     std::ostringstream s;
     s << quant::method_name(cfg_.method);
     if (cfg_.method != quant::Method::none) s << " w" << cfg_.weight_bits << "/a" << cfg_.activation_bits;
-    if (reg_kind_ != "none") s << " + " << reg_kind_ << (waveq_ && !learn_beta_ ? " (beta fixed)" : "") << " (" << grid_name(grid_) << " grid)";
+    if (reg_kind_ != "none") {
+      static const char* const kDomain[] = {"", ", on w / max|w|", ", on tanh(w) / max|tanh w|"};
+      s << " + " << reg_kind_ << (waveq_ && !learn_beta_ ? " (beta fixed)" : "") << " (" << grid_name(grid_) << " grid"
+        << kDomain[static_cast<int>(scale_)] << ")";
+    }
     return s.str();
   }
 
