@@ -250,32 +250,17 @@ class Setup final : public QuantSetup {
   void final_report(Module& model, data::DataLoader& test, const EvalResult& last, const std::string& out) override {
     // 1-2. The bit assignment (learned or configured) and the accuracy at it.
     const FinalEval fe = final_eval(model, test);
-    const std::vector<LayerRow>& rows = fe.rows;
-    const std::vector<int>& bits_final = fe.bits;
     const EvalResult& fp = fe.fp32;
     const EvalResult& qr = fe.quantized;
 
     // 3. Memory at those bits vs FP32.
     std::vector<int64_t> numels;
     for (const auto& l : q_.layers) numels.push_back(l.numel());
-    const quant::MemoryFootprint mem = quant::weight_memory(numels, bits_final);
-    double weighted_bits = 0, reg_numel = 0;
-    for (size_t i = 0; i < reg_layers_.size(); ++i) {
-      weighted_bits += double(rows[i].weight_bits) * double(reg_layers_[i]->numel());
-      reg_numel += double(reg_layers_[i]->numel());
-    }
+    const quant::MemoryFootprint mem = quant::weight_memory(numels, fe.bits);
 
     std::printf("\n%s bit assignment (weights, sign bit included%s):\n", waveq_ && learn_beta_ ? "learned" : "final",
                 waveq_ ? "; WaveQ beta counts magnitude bits, k = ceil(beta) + 1" : "");
-    for (size_t i = 0; i < q_.layers.size(); ++i) {
-      const auto& l = q_.layers[i];
-      std::string beta;
-      for (size_t r = 0; r < reg_layers_.size(); ++r)
-        if (reg_layers_[r] == &l && waveq_) beta = fmt("beta %.3f", rows[r].beta);
-      std::printf("  %-24s %6s  %s\n", l.name.c_str(),
-                  bits_final[i] >= 32 ? "fp32" : (std::to_string(bits_final[i]) + " bits").c_str(), beta.c_str());
-    }
-    if (reg_numel > 0) std::printf("  average over regularized layers: %.2f bits per weight\n", weighted_bits / reg_numel);
+    print_bit_assignment(fe);
     std::printf("weight memory: %.1f KB at these bits vs %.1f KB FP32 (%.2fx smaller)\n", mem.kb(), mem.fp32_kb(),
                 mem.compression_ratio());
     std::printf("accuracy: FP32 (float shadow) weights %.2f%%, weights quantized at these bits %.2f%% (last epoch as trained: %.2f%%)\n",
@@ -301,10 +286,10 @@ class Setup final : public QuantSetup {
     for (size_t i = 0; i < q_.layers.size(); ++i) {
       const auto& l = q_.layers[i];
       std::vector<std::string> cells{l.name, std::to_string(l.numel()),
-                                     bits_final[i] >= 32 ? "fp32" : std::to_string(bits_final[i]), "", "", ""};
+                                     fe.bits[i] >= 32 ? "fp32" : std::to_string(fe.bits[i]), "", "", ""};
       for (size_t r = 0; r < reg_layers_.size(); ++r)
         if (reg_layers_[r] == &l) {
-          const LayerRow& lr = rows[r];
+          const LayerRow& lr = fe.rows[r];
           if (waveq_) cells[3] = fmt("%.3f", lr.beta);
           cells[4] = fmt("%.5f", lr.stats.mean_distance);
           cells[5] = fmt("%.1f%%", 100 * lr.stats.share_near);
@@ -342,13 +327,7 @@ class Setup final : public QuantSetup {
 
   void eval_report(Module& model, data::DataLoader& test) override {
     const FinalEval fe = final_eval(model, test);
-    for (size_t i = 0; i < q_.layers.size(); ++i) {
-      std::string beta;
-      for (size_t r = 0; r < reg_layers_.size(); ++r)
-        if (reg_layers_[r] == &q_.layers[i] && waveq_) beta = fmt(" (beta %.3f)", fe.rows[r].beta);
-      std::printf("  %-24s %s%s\n", q_.layers[i].name.c_str(),
-                  fe.bits[i] >= 32 ? "fp32" : (std::to_string(fe.bits[i]) + " bits").c_str(), beta.c_str());
-    }
+    print_bit_assignment(fe);
     std::printf("accuracy: FP32 (float shadow) weights %.2f%%, weights quantized at these bits %.2f%%\n",
                 100 * fe.fp32.accuracy, 100 * fe.quantized.accuracy);
   }
@@ -358,9 +337,10 @@ class Setup final : public QuantSetup {
     s << quant::method_name(cfg_.method);
     if (cfg_.method != quant::Method::none) s << " w" << cfg_.weight_bits << "/a" << cfg_.activation_bits;
     if (reg_kind_ != "none") {
-      static const char* const kDomain[] = {"", ", on w / max|w|", ", on tanh(w) / max|tanh w|"};
-      s << " + " << reg_kind_ << (waveq_ && !learn_beta_ ? " (beta fixed)" : "") << " (" << grid_name(grid_) << " grid"
-        << kDomain[static_cast<int>(scale_)] << ")";
+      s << " + " << reg_kind_ << (waveq_ && !learn_beta_ ? " (beta fixed)" : "") << " (" << grid_name(grid_) << " grid";
+      if (scale_ == quant::WeightScale::max_abs) s << ", on w / max|w|";
+      if (scale_ == quant::WeightScale::tanh_max) s << ", on tanh(w) / max|tanh w|";
+      s << ")";
     }
     return s.str();
   }
@@ -413,6 +393,23 @@ class Setup final : public QuantSetup {
     return fe;
   }
 
+  // One line per quantized layer (bits, WaveQ's beta), then the average over the regularized ones.
+  void print_bit_assignment(const FinalEval& fe) const {
+    double weighted_bits = 0, reg_numel = 0;
+    for (size_t r = 0; r < reg_layers_.size(); ++r) {
+      weighted_bits += double(fe.rows[r].weight_bits) * double(reg_layers_[r]->numel());
+      reg_numel += double(reg_layers_[r]->numel());
+    }
+    for (size_t i = 0; i < q_.layers.size(); ++i) {
+      const auto& l = q_.layers[i];
+      std::string beta;
+      for (size_t r = 0; r < reg_layers_.size(); ++r)
+        if (reg_layers_[r] == &l && waveq_) beta = fmt("beta %.3f", fe.rows[r].beta);
+      std::printf("  %-24s %6s  %s\n", l.name.c_str(),
+                  fe.bits[i] >= 32 ? "fp32" : (std::to_string(fe.bits[i]) + " bits").c_str(), beta.c_str());
+    }
+    if (reg_numel > 0) std::printf("  average over regularized layers: %.2f bits per weight\n", weighted_bits / reg_numel);
+  }
 
   LayerRow row(size_t i) const {
     LayerRow r;

@@ -129,11 +129,12 @@ EvalResult evaluate(Module& model, data::DataLoader& loader, std::vector<Predict
     Variable logits = model(Variable(b.images));
     const int64_t n = b.labels.numel();
     loss_sum += cross_entropy(logits, b.labels).item() * double(n);
-    correct += count_correct(logits.data(), b.labels);
-    if (predictions) {
-      const Tensor labels = b.labels.contiguous();
-      const std::vector<int32_t> arg = argmax_rows(logits.data());
-      for (int64_t i = 0; i < n; ++i) predictions->push_back({labels.data<int32_t>()[i], arg[size_t(i)]});
+    const Tensor labels = b.labels.contiguous();
+    const int32_t* y = labels.data<int32_t>();
+    const std::vector<int32_t> arg = argmax_rows(logits.data());
+    for (int64_t i = 0; i < n; ++i) {
+      correct += arg[size_t(i)] == y[i];
+      if (predictions) predictions->push_back({y[i], arg[size_t(i)]});
     }
     r.images += n;
   }

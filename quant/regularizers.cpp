@@ -170,8 +170,10 @@ SinusoidDomain sinusoid_domain(const Tensor& weight, WeightScale scale) {
 }
 
 Tensor to_sinusoid_domain(const Tensor& weight, WeightScale scale) {
-  const SinusoidDomain d = sinusoid_domain(weight, scale);
-  return math::mul(scale == WeightScale::tanh_max ? math::tanh(weight) : weight, 1.0 / d.s);
+  if (scale == WeightScale::none) return weight;
+  const Tensor x = scale == WeightScale::tanh_max ? math::tanh(weight) : weight;
+  const double s = math::amax(math::abs(x)).item();  // weight_scale_of, on the tensor already formed
+  return s > 0 ? math::mul(x, 1.0 / s) : x;
 }
 
 Variable sinreq_layer(const Variable& weight, int bits, const SinReQOptions& options) {
