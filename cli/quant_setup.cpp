@@ -263,8 +263,7 @@ class Setup final : public QuantSetup {
     print_bit_assignment(fe);
     std::printf("weight memory: %.1f KB at these bits vs %.1f KB FP32 (%.2fx smaller)\n", mem.kb(), mem.fp32_kb(),
                 mem.compression_ratio());
-    std::printf("accuracy: FP32 (float shadow) weights %.2f%%, weights quantized at these bits %.2f%% (last epoch as trained: %.2f%%)\n",
-                100 * fp.accuracy, 100 * qr.accuracy, 100 * last.accuracy);
+    print_accuracy(fe, fmt(" (last epoch as trained: %.2f%%)", 100 * last.accuracy));
 
     // 4. report.html
     quant::HtmlReport rep("lowbit quantization report: " + describe());
@@ -328,8 +327,7 @@ class Setup final : public QuantSetup {
   void eval_report(Module& model, data::DataLoader& test) override {
     const FinalEval fe = final_eval(model, test);
     print_bit_assignment(fe);
-    std::printf("accuracy: FP32 (float shadow) weights %.2f%%, weights quantized at these bits %.2f%%\n",
-                100 * fe.fp32.accuracy, 100 * fe.quantized.accuracy);
+    print_accuracy(fe, "");
   }
 
   std::string describe() const override {
@@ -409,6 +407,17 @@ class Setup final : public QuantSetup {
                   fe.bits[i] >= 32 ? "fp32" : (std::to_string(fe.bits[i]) + " bits").c_str(), beta.c_str());
     }
     if (reg_numel > 0) std::printf("  average over regularized layers: %.2f bits per weight\n", weighted_bits / reg_numel);
+  }
+
+  // The accuracy line (scripts grep its first part), and why the float figure can be far lower
+  // when the net was trained through a quantizer.
+  void print_accuracy(const FinalEval& fe, const std::string& suffix) const {
+    std::printf("accuracy: FP32 (float shadow) weights %.2f%%, weights quantized at these bits %.2f%%%s\n",
+                100 * fe.fp32.accuracy, 100 * fe.quantized.accuracy, suffix.c_str());
+    if (cfg_.method != quant::Method::none)
+      std::printf("  (trained through the %s quantizer, the net never saw its raw shadow weights, which skip the\n"
+                  "   quantizer's rescaling: the float figure can be far below the quantized one, the model's)\n",
+                  quant::method_name(cfg_.method));
   }
 
   LayerRow row(size_t i) const {

@@ -57,6 +57,9 @@ fi
 "$lowbit" eval --checkpoint "$work/wq/checkpoint.ckpt" --threads 2 > "$work/eval.log"
 want=$(grep -o "^accuracy: FP32 (float shadow) weights [0-9.]*%, weights quantized at these bits [0-9.]*%" "$work/wq.log")
 [ -n "$want" ] && grep -qF "$want" "$work/eval.log" || { echo "eval differs from the run's final report: '$want'"; cat "$work/eval.log"; exit 1; }
+# The float figure's caveat: printed for a net trained through a quantizer, not for float training.
+grep -q "^  (trained through the dorefa quantizer" "$work/straight.log" && ! grep -q "trained through" "$work/wq.log" ||
+  { echo "the float-shadow caveat is missing after --quant dorefa or present without a quantizer"; exit 1; }
 # --predictions: one row per test image, in order; its accuracy is the printed one.
 "$lowbit" eval --checkpoint "$work/wq/checkpoint.ckpt" --threads 2 --predictions "$work/pred.csv" > "$work/eval2.log"
 rows=$(awk -F, 'NR > 1 { n++; c += ($2 == $3); if ($1 != n - 1) bad = 1 } END { if (!bad) printf "%d images, accuracy %.2f%%", n, 100 * c / n }' "$work/pred.csv")
