@@ -33,7 +33,8 @@ EngineResult run_engine(const std::vector<Variable>& outputs, const std::vector<
 
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Variable& out = outputs[i];
-    LOWBIT_CHECK(out.requires_grad(), "backward: output ", i, " does not require grad (no input requires grad, or it "
+    LOWBIT_CHECK(out.requires_grad(), "backward: output ", i,
+                 " does not require grad (no input requires grad, or it "
                  "was computed under NoGradGuard)");
     const Variable& g = grad_outputs[i];
     LOWBIT_CHECK(g.shape() == out.shape(), "backward: gradient of shape ", shape_str(g.shape()),

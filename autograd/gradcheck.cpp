@@ -53,8 +53,8 @@ GradcheckResult gradcheck(const VariableFn& f, const std::vector<Variable>& inpu
       if (!(err <= opt.atol + opt.rtol * std::abs(numeric)) && res.ok) {
         res.ok = false;
         std::ostringstream os;
-        os << "input " << diff_index[k] << " " << shape_str(x.shape()) << ", element " << j << ": analytic "
-           << pa[j] << " vs numeric " << numeric;
+        os << "input " << diff_index[k] << " " << shape_str(x.shape()) << ", element " << j << ": analytic " << pa[j]
+           << " vs numeric " << numeric;
         res.message = os.str();
       }
     }

@@ -17,7 +17,7 @@ Variable add(const Variable& a, const Variable& b);
 Variable sub(const Variable& a, const Variable& b);
 Variable mul(const Variable& a, const Variable& b);
 Variable div(const Variable& a, const Variable& b);
-Variable pow(const Variable& a, const Variable& b);  // a > 0 where b's gradient matters
+Variable pow(const Variable& a, const Variable& b);      // a > 0 where b's gradient matters
 Variable maximum(const Variable& a, const Variable& b);  // ties split the gradient equally
 Variable minimum(const Variable& a, const Variable& b);
 Variable where(const Tensor& cond, const Variable& a, const Variable& b);  // cond != 0 ? a : b
@@ -30,13 +30,13 @@ Variable neg(const Variable& a);
 Variable exp(const Variable& a);
 Variable log(const Variable& a);
 Variable sqrt(const Variable& a);
-Variable abs(const Variable& a);    // d|x|/dx = sign(x), 0 at 0
-Variable sign(const Variable& a);   // zero gradient
+Variable abs(const Variable& a);   // d|x|/dx = sign(x), 0 at 0
+Variable sign(const Variable& a);  // zero gradient
 Variable sin(const Variable& a);
 Variable cos(const Variable& a);
 Variable tanh(const Variable& a);
 Variable sigmoid(const Variable& a);
-Variable relu(const Variable& a);   // gradient 0 at 0, as PyTorch
+Variable relu(const Variable& a);  // gradient 0 at 0, as PyTorch
 // relu(a + b) in one pass (the residual join of a ResNet block); gradient g * [a + b > 0] to both.
 Variable add_relu(const Variable& a, const Variable& b);
 Variable clamp(const Variable& a, double lo, double hi);  // gradient 1 on [lo, hi], as PyTorch

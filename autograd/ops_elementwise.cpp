@@ -80,35 +80,30 @@ Variable pow(const Variable& a, const Variable& b) {
 }
 
 Variable maximum(const Variable& a, const Variable& b) {
-  return make_result(math::maximum(a.data(), b.data()), "maximum", {a, b},
-                     [a, b](const Variable& g, const Variable&) {
-                       // Ties: half the gradient to each side.
-                       const Tensor half_tie = math::mul(math::eq(a.data(), b.data()), 0.5);
-                       const Tensor wa = math::add(math::gt(a.data(), b.data()), half_tie);
-                       const Tensor wb = math::add(math::lt(a.data(), b.data()), half_tie);
-                       return std::vector<Variable>{sum_to(mul(g, constant(wa)), a.shape()),
-                                                    sum_to(mul(g, constant(wb)), b.shape())};
-                     });
+  return make_result(math::maximum(a.data(), b.data()), "maximum", {a, b}, [a, b](const Variable& g, const Variable&) {
+    // Ties: half the gradient to each side.
+    const Tensor half_tie = math::mul(math::eq(a.data(), b.data()), 0.5);
+    const Tensor wa = math::add(math::gt(a.data(), b.data()), half_tie);
+    const Tensor wb = math::add(math::lt(a.data(), b.data()), half_tie);
+    return std::vector<Variable>{sum_to(mul(g, constant(wa)), a.shape()), sum_to(mul(g, constant(wb)), b.shape())};
+  });
 }
 
 Variable minimum(const Variable& a, const Variable& b) {
-  return make_result(math::minimum(a.data(), b.data()), "minimum", {a, b},
-                     [a, b](const Variable& g, const Variable&) {
-                       const Tensor half_tie = math::mul(math::eq(a.data(), b.data()), 0.5);
-                       const Tensor wa = math::add(math::lt(a.data(), b.data()), half_tie);
-                       const Tensor wb = math::add(math::gt(a.data(), b.data()), half_tie);
-                       return std::vector<Variable>{sum_to(mul(g, constant(wa)), a.shape()),
-                                                    sum_to(mul(g, constant(wb)), b.shape())};
-                     });
+  return make_result(math::minimum(a.data(), b.data()), "minimum", {a, b}, [a, b](const Variable& g, const Variable&) {
+    const Tensor half_tie = math::mul(math::eq(a.data(), b.data()), 0.5);
+    const Tensor wa = math::add(math::lt(a.data(), b.data()), half_tie);
+    const Tensor wb = math::add(math::gt(a.data(), b.data()), half_tie);
+    return std::vector<Variable>{sum_to(mul(g, constant(wa)), a.shape()), sum_to(mul(g, constant(wb)), b.shape())};
+  });
 }
 
 Variable where(const Tensor& cond, const Variable& a, const Variable& b) {
-  return make_result(math::where(cond, a.data(), b.data()), "where", {a, b},
-                     [cond, a, b](const Variable& g, const Variable&) {
-                       const Variable zero = constant(Tensor::zeros({}, g.dtype()));
-                       return std::vector<Variable>{sum_to(where(cond, g, zero), a.shape()),
-                                                    sum_to(where(cond, zero, g), b.shape())};
-                     });
+  return make_result(
+      math::where(cond, a.data(), b.data()), "where", {a, b}, [cond, a, b](const Variable& g, const Variable&) {
+        const Variable zero = constant(Tensor::zeros({}, g.dtype()));
+        return std::vector<Variable>{sum_to(where(cond, g, zero), a.shape()), sum_to(where(cond, zero, g), b.shape())};
+      });
 }
 
 // ---- with a scalar ----
@@ -217,9 +212,9 @@ Variable add_relu(const Variable& a, const Variable& b) {
       math::add_relu(a.data(), b.data()), "add_relu", {a, b},
       [a, b](const Variable& g, const Variable& out) {
         // out > 0 exactly where a + b > 0.
-        const Variable masked = GradMode::enabled()
-                                    ? mul_mask(g, math::gt(out.data(), 0.0))
-                                    : masked_grad(g, out, "add_relu_backward", [](auto y) { return y > decltype(y)(0); });
+        const Variable masked =
+            GradMode::enabled() ? mul_mask(g, math::gt(out.data(), 0.0))
+                                : masked_grad(g, out, "add_relu_backward", [](auto y) { return y > decltype(y)(0); });
         return std::vector<Variable>{a.requires_grad() ? sum_to(masked, a.shape()) : Variable(),
                                      b.requires_grad() ? sum_to(masked, b.shape()) : Variable()};
       },
@@ -239,9 +234,8 @@ Variable clamp(const Variable& a, double lo, double hi) {
 }
 
 Variable mul_mask(const Variable& a, const Tensor& mask) {
-  return make_result(math::mul(a.data(), mask), "mul_mask", {a}, [mask](const Variable& g, const Variable&) {
-    return std::vector<Variable>{mul_mask(g, mask)};
-  });
+  return make_result(math::mul(a.data(), mask), "mul_mask", {a},
+                     [mask](const Variable& g, const Variable&) { return std::vector<Variable>{mul_mask(g, mask)}; });
 }
 
 // ---- operators ----

@@ -11,9 +11,8 @@ Variable matmul(const Variable& a, const Variable& b) {
   if (a.dim() == 1) return squeeze(matmul(unsqueeze(a, 0), b), -2);
   if (b.dim() == 1) return squeeze(matmul(a, unsqueeze(b, 1)), -1);
   return make_result(math::matmul(a.data(), b.data()), "matmul", {a, b}, [a, b](const Variable& g, const Variable&) {
-    return std::vector<Variable>{
-        a.requires_grad() ? sum_to(matmul(g, transpose(b, -1, -2)), a.shape()) : Variable(),
-        b.requires_grad() ? sum_to(matmul(transpose(a, -1, -2), g), b.shape()) : Variable()};
+    return std::vector<Variable>{a.requires_grad() ? sum_to(matmul(g, transpose(b, -1, -2)), a.shape()) : Variable(),
+                                 b.requires_grad() ? sum_to(matmul(transpose(a, -1, -2), g), b.shape()) : Variable()};
   });
 }
 

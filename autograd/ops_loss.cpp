@@ -51,8 +51,8 @@ Variable nll_loss(const Variable& log_probs, const Tensor& target, Reduction red
   LOWBIT_DISPATCH_FLOAT(log_probs.dtype(), "nll_loss", [&] {
     scalar_t* po = onehot.data<scalar_t>();
     for (int64_t i = 0; i < N; ++i) {
-      LOWBIT_CHECK(pt[i] >= 0 && pt[i] < classes, "nll_loss: target ", pt[i], " at position ", i,
-                   " is outside [0, ", classes, ")");
+      LOWBIT_CHECK(pt[i] >= 0 && pt[i] < classes, "nll_loss: target ", pt[i], " at position ", i, " is outside [0, ",
+                   classes, ")");
       po[i * classes + pt[i]] = 1;
     }
   });

@@ -71,18 +71,19 @@ Variable batch_norm_impl(const Variable& x, const Variable& gamma, const Variabl
     const Shape cs = channel_shape(x.dim(), C);
     const Tensor inv = math::rdiv(math::sqrt(math::add(running_var, eps)), 1.0).reshape(cs);
     const Tensor rmean = running_mean.reshape(cs);
-    return make_result(y, relu ? "batch_norm_relu_eval" : "batch_norm_eval", {x, gamma, beta},
-                       [x, gamma, beta, inv, rmean, cs, relu](const Variable& g_out, const Variable& out) {
-                         const Variable g = relu ? relu_masked(g_out, out) : g_out;
-                         const auto dims = stat_dims(x.dim());
-                         const Variable inv_v(inv);
-                         const Variable scale = gamma.defined() ? mul(reshape(gamma, cs), inv_v) : inv_v;
-                         return std::vector<Variable>{
-                             x.requires_grad() ? mul(g, scale) : Variable(),
-                             gamma.requires_grad() ? sum(mul(g, mul(sub(x, Variable(rmean)), inv_v)), dims) : Variable(),
-                             beta.requires_grad() ? sum(g, dims) : Variable()};
-                       },
-                       relu);
+    return make_result(
+        y, relu ? "batch_norm_relu_eval" : "batch_norm_eval", {x, gamma, beta},
+        [x, gamma, beta, inv, rmean, cs, relu](const Variable& g_out, const Variable& out) {
+          const Variable g = relu ? relu_masked(g_out, out) : g_out;
+          const auto dims = stat_dims(x.dim());
+          const Variable inv_v(inv);
+          const Variable scale = gamma.defined() ? mul(reshape(gamma, cs), inv_v) : inv_v;
+          return std::vector<Variable>{
+              x.requires_grad() ? mul(g, scale) : Variable(),
+              gamma.requires_grad() ? sum(mul(g, mul(sub(x, Variable(rmean)), inv_v)), dims) : Variable(),
+              beta.requires_grad() ? sum(g, dims) : Variable()};
+        },
+        relu);
   }
 
   LOWBIT_CHECK(rows > 1, "batch_norm: training needs more than one value per channel, got input ",
@@ -95,8 +96,7 @@ Variable batch_norm_impl(const Variable& x, const Variable& gamma, const Variabl
     kernels::batchnorm_forward_train(rows, C, xc.data<scalar_t>(), gm.defined() ? gm.data<scalar_t>() : nullptr,
                                      bt.defined() ? bt.data<scalar_t>() : nullptr, eps, y.data<scalar_t>(),
                                      save_mean.data<scalar_t>(), save_invstd.data<scalar_t>(),
-                                     var_unbiased.data<scalar_t>(),
-                                     relu ? relu_affine.data<scalar_t>() : nullptr);
+                                     var_unbiased.data<scalar_t>(), relu ? relu_affine.data<scalar_t>() : nullptr);
     if (running_mean.defined() && running_var.defined())
       kernels::batchnorm_update_running_stats(C, momentum, save_mean.data<scalar_t>(), var_unbiased.data<scalar_t>(),
                                               running_mean.data<scalar_t>(), running_var.data<scalar_t>());
@@ -113,11 +113,10 @@ Variable batch_norm_impl(const Variable& x, const Variable& gamma, const Variabl
         Tensor dbeta = beta.requires_grad() ? Tensor::empty({C}, x.dtype()) : Tensor();
         LOWBIT_DISPATCH_FLOAT(x.dtype(), "batch_norm_backward", [&] {
           auto ptr = [](Tensor& t) { return t.defined() ? t.data<scalar_t>() : nullptr; };
-          kernels::batchnorm_backward(rows, C, xr.data<scalar_t>(), dy.data<scalar_t>(), save_mean.data<scalar_t>(),
-                                      save_invstd.data<scalar_t>(),
-                                      gamma.defined() ? gamma.data().contiguous().data<scalar_t>() : nullptr,
-                                      ptr(dx), ptr(dgamma), ptr(dbeta),
-                                      relu_affine.defined() ? relu_affine.data<scalar_t>() : nullptr);
+          kernels::batchnorm_backward(
+              rows, C, xr.data<scalar_t>(), dy.data<scalar_t>(), save_mean.data<scalar_t>(),
+              save_invstd.data<scalar_t>(), gamma.defined() ? gamma.data().contiguous().data<scalar_t>() : nullptr,
+              ptr(dx), ptr(dgamma), ptr(dbeta), relu_affine.defined() ? relu_affine.data<scalar_t>() : nullptr);
         });
         auto wrap = [](const Tensor& t) { return t.defined() ? Variable(t) : Variable(); };
         return std::vector<Variable>{wrap(dx), wrap(dgamma), wrap(dbeta)};

@@ -18,8 +18,8 @@ kernels::Pool2dGeometry geometry(const Shape& x, const Pool2dOptions& o, const c
   g.pad_h = o.padding[0], g.pad_w = o.padding[1];
   g.ceil_mode = o.ceil_mode;
   LOWBIT_CHECK(g.R >= 1 && g.S >= 1 && g.stride_h >= 1 && g.stride_w >= 1, op, ": kernel and stride must be >= 1");
-  LOWBIT_CHECK(g.pad_h <= g.R / 2 && g.pad_w <= g.S / 2 && g.pad_h >= 0 && g.pad_w >= 0, op, ": padding ",
-               g.pad_h, "x", g.pad_w, " must be at most half the kernel ", g.R, "x", g.S);
+  LOWBIT_CHECK(g.pad_h <= g.R / 2 && g.pad_w <= g.S / 2 && g.pad_h >= 0 && g.pad_w >= 0, op, ": padding ", g.pad_h, "x",
+               g.pad_w, " must be at most half the kernel ", g.R, "x", g.S);
   LOWBIT_CHECK(g.P() >= 1 && g.Q() >= 1, op, ": input ", shape_str(x), " is smaller than the window ", g.R, "x", g.S);
   return g;
 }

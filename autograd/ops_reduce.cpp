@@ -33,24 +33,24 @@ Variable sum(const Variable& a, const std::vector<int64_t>& dims, bool keepdim) 
 Variable mean(const Variable& a, const std::vector<int64_t>& dims, bool keepdim) {
   const Shape in_shape = a.shape();
   const double n = static_cast<double>(count_reduced(in_shape, dims));
-  return make_result(math::mean(a.data(), dims, keepdim), "mean", {a},
-                     [in_shape, dims, n](const Variable& g, const Variable&) {
-                       return std::vector<Variable>{
-                           expand(reshape(mul(g, 1.0 / n), keepdim_shape(in_shape, dims)), in_shape)};
-                     });
+  return make_result(
+      math::mean(a.data(), dims, keepdim), "mean", {a}, [in_shape, dims, n](const Variable& g, const Variable&) {
+        return std::vector<Variable>{expand(reshape(mul(g, 1.0 / n), keepdim_shape(in_shape, dims)), in_shape)};
+      });
 }
 
 Variable amax(const Variable& a, const std::vector<int64_t>& dims, bool keepdim) {
   const Shape in_shape = a.shape();
-  return make_result(math::amax(a.data(), dims, keepdim), "amax", {a},
-                     [a, in_shape, dims](const Variable& g, const Variable& out) {
-                       const Shape ks = keepdim_shape(in_shape, dims);
-                       // Equal share among tied maxima.
-                       const Tensor hit = math::eq(a.data(), out.data().reshape(ks));
-                       const Tensor share = math::div(hit, math::sum(hit, dims, true));
-                       return std::vector<Variable>{mul_mask(expand(reshape(g, ks), in_shape), share)};
-                     },
-                     true);
+  return make_result(
+      math::amax(a.data(), dims, keepdim), "amax", {a},
+      [a, in_shape, dims](const Variable& g, const Variable& out) {
+        const Shape ks = keepdim_shape(in_shape, dims);
+        // Equal share among tied maxima.
+        const Tensor hit = math::eq(a.data(), out.data().reshape(ks));
+        const Tensor share = math::div(hit, math::sum(hit, dims, true));
+        return std::vector<Variable>{mul_mask(expand(reshape(g, ks), in_shape), share)};
+      },
+      true);
 }
 
 // Composite: mean of squared deviations, so gradients (and their gradients) follow.

@@ -75,8 +75,7 @@ Variable& Variable::set_name(std::string name) {
   return *this;
 }
 
-Variable make_result(Tensor out, const char* op, std::vector<Variable> inputs, BackwardFn backward,
-                     bool save_output) {
+Variable make_result(Tensor out, const char* op, std::vector<Variable> inputs, BackwardFn backward, bool save_output) {
   Variable result(std::move(out), false);
   if (!GradMode::enabled()) return result;
   bool needs_grad = false;

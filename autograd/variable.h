@@ -44,8 +44,7 @@ class Variable {
   void set_grad(const Variable& g);
   void zero_grad();  // drops the gradient (PyTorch's set_to_none)
 
-  void backward(const Variable& gradient = Variable(), bool retain_graph = false,
-                bool create_graph = false) const;
+  void backward(const Variable& gradient = Variable(), bool retain_graph = false, bool create_graph = false) const;
 
   Variable detach() const;  // same data, no graph
 
@@ -75,10 +74,10 @@ class Variable {
 using BackwardFn = std::function<std::vector<Variable>(const Variable& grad_out, const Variable& out)>;
 
 struct Node : std::enable_shared_from_this<Node> {
-  std::string name;               // op name, for error messages and graph dumps
-  std::vector<Variable> inputs;   // the op's inputs (edges of the graph)
-  BackwardFn backward;            // released after use unless retain_graph
-  Tensor saved_output;            // the forward result, kept only if the op asked for it
+  std::string name;              // op name, for error messages and graph dumps
+  std::vector<Variable> inputs;  // the op's inputs (edges of the graph)
+  BackwardFn backward;           // released after use unless retain_graph
+  Tensor saved_output;           // the forward result, kept only if the op asked for it
   Shape out_shape;
   DType out_dtype = DType::f32;
 };

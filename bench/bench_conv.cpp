@@ -11,20 +11,19 @@
 // Counters: GFLOP/s (2 flops per MAC) and, when the peak probe exists, pct_peak.
 #include <benchmark/benchmark.h>
 
-#include "bench_flags.h"
-
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <memory>
-#include <sstream>
-#include <cstdlib>
-#include <cstring>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "bench_flags.h"
 #include "conv_layers.h"
 #include "core/kernels/conv.h"
 #include "core/parallel.h"
@@ -74,9 +73,7 @@ void run_pass(Pass pass, const Conv2dGeometry& g, Buffers& b) {
   switch (pass) {
     case Pass::kForward: kernels::conv2d_forward(g, b.x.data(), b.w.data(), b.b.data(), b.y.data()); break;
     case Pass::kBackwardData: kernels::conv2d_backward_data(g, b.y.data(), b.w.data(), b.dx.data()); break;
-    case Pass::kBackwardWeight:
-      kernels::conv2d_backward_weight(g, b.x.data(), b.y.data(), b.dw.data(), nullptr);
-      break;
+    case Pass::kBackwardWeight: kernels::conv2d_backward_weight(g, b.x.data(), b.y.data(), b.dw.data(), nullptr); break;
   }
 }
 
@@ -108,7 +105,8 @@ void bm_resnet20_total(benchmark::State& state, int64_t batch) {
   for (auto _ : state) {
     for (size_t i = 0; i < layers.size(); ++i)
       for (int m = 0; m < layers[i].multiplicity; ++m)
-        for (Pass p : {Pass::kForward, Pass::kBackwardData, Pass::kBackwardWeight}) run_pass(p, layers[i].geom, bufs[i]);
+        for (Pass p : {Pass::kForward, Pass::kBackwardData, Pass::kBackwardWeight})
+          run_pass(p, layers[i].geom, bufs[i]);
     benchmark::ClobberMemory();
   }
   set_counters(state, flops);
@@ -121,9 +119,9 @@ void print_layers(int64_t batch) {
         "{\"model\": \"%s\", \"name\": \"%s\", \"N\": %ld, \"C\": %ld, \"H\": %ld, \"W\": %ld, \"K\": %ld, "
         "\"R\": %ld, \"S\": %ld, \"stride_h\": %ld, \"stride_w\": %ld, \"pad_h\": %ld, \"pad_w\": %ld, "
         "\"dil_h\": %ld, \"dil_w\": %ld, \"groups\": %ld, \"multiplicity\": %d, \"algorithm\": \"%s\"}\n",
-        l.model, l.name, long(g.N), long(g.C), long(g.H), long(g.W), long(g.K), long(g.R), long(g.S),
-        long(g.stride_h), long(g.stride_w), long(g.pad_h), long(g.pad_w), long(g.dil_h), long(g.dil_w),
-        long(g.groups), l.multiplicity, kernels::conv2d_algorithm(g));
+        l.model, l.name, long(g.N), long(g.C), long(g.H), long(g.W), long(g.K), long(g.R), long(g.S), long(g.stride_h),
+        long(g.stride_w), long(g.pad_h), long(g.pad_w), long(g.dil_h), long(g.dil_w), long(g.groups), l.multiplicity,
+        kernels::conv2d_algorithm(g));
   }
 }
 
@@ -139,7 +137,7 @@ int serve(int64_t batch) {
     int reps = 0;
     in >> name >> pass_name >> reps;
     const auto it = by_name.find(name);
-    const Pass pass = pass_name == "fwd" ? Pass::kForward
+    const Pass pass = pass_name == "fwd"        ? Pass::kForward
                       : pass_name == "bwd_data" ? Pass::kBackwardData
                                                 : Pass::kBackwardWeight;
     if (it == by_name.end() || reps < 1 ||
@@ -204,9 +202,13 @@ int main(int argc, char** argv) {
   for (const auto& l : all_layers(batch))
     for (const auto& p : passes) {
       const std::string name = std::string("conv_") + p.tag + "/" + l.model + "/" + l.name;
-      benchmark::RegisterBenchmark(name.c_str(), bm_layer, p.pass, l.geom)->Unit(benchmark::kMillisecond)->UseRealTime();
+      benchmark::RegisterBenchmark(name.c_str(), bm_layer, p.pass, l.geom)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
     }
-  benchmark::RegisterBenchmark("resnet20_total", bm_resnet20_total, batch)->Unit(benchmark::kMillisecond)->UseRealTime();
+  benchmark::RegisterBenchmark("resnet20_total", bm_resnet20_total, batch)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

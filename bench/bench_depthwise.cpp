@@ -20,10 +20,10 @@ struct Layer {
 
 // MobileNet-v1 (kuangliu CIFAR) depthwise layers, then MobileNet-v2 CIFAR expanded planes.
 const Layer kLayers[] = {
-    {"v1", 32, 32, 1},   {"v1", 64, 32, 2},  {"v1", 128, 16, 1}, {"v1", 128, 16, 2}, {"v1", 256, 8, 1},
-    {"v1", 256, 8, 2},   {"v1", 512, 4, 1},  {"v1", 512, 4, 2},  {"v1", 1024, 2, 1}, {"v2", 96, 32, 1},
-    {"v2", 144, 32, 1},  {"v2", 144, 32, 2}, {"v2", 192, 16, 2}, {"v2", 384, 8, 1},  {"v2", 576, 8, 2},
-    {"v2", 960, 4, 1},
+    {"v1", 32, 32, 1},  {"v1", 64, 32, 2}, {"v1", 128, 16, 1}, {"v1", 128, 16, 2},
+    {"v1", 256, 8, 1},  {"v1", 256, 8, 2}, {"v1", 512, 4, 1},  {"v1", 512, 4, 2},
+    {"v1", 1024, 2, 1}, {"v2", 96, 32, 1}, {"v2", 144, 32, 1}, {"v2", 144, 32, 2},
+    {"v2", 192, 16, 2}, {"v2", 384, 8, 1}, {"v2", 576, 8, 2},  {"v2", 960, 4, 1},
 };
 constexpr int64_t kBatch = 128;
 
@@ -61,9 +61,7 @@ void run(benchmark::State& st, Op op) {
     switch (op) {
       case Op::forward: depthwise_conv2d_forward(g, x.data(), w.data(), b.data(), y.data()); break;
       case Op::backward_data: depthwise_conv2d_backward_data(g, dy.data(), w.data(), dx.data()); break;
-      case Op::backward_weight:
-        depthwise_conv2d_backward_weight(g, x.data(), dy.data(), dw.data(), db.data());
-        break;
+      case Op::backward_weight: depthwise_conv2d_backward_weight(g, x.data(), dy.data(), dw.data(), db.data()); break;
     }
     benchmark::ClobberMemory();
   }

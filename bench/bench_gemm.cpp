@@ -11,8 +11,6 @@
 // Counters: GFLOP/s and pct_peak (of the measured peak, core/kernels/peak.h, on the same threads).
 #include <benchmark/benchmark.h>
 
-#include "bench_flags.h"
-
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_flags.h"
 #include "core/kernels/gemm.h"
 #include "core/kernels/peak.h"
 #include "core/parallel.h"

@@ -191,14 +191,14 @@ int run_bench(int argc, char** argv) {
   }
   const double train_ips = double(B) / median(train_t), infer_ips = double(B) / median(infer_t);
   const std::string quant_desc = quant ? quant->describe() : "none";
-  std::printf("%s batch %lld, %d threads, quantization %s: train %.1f img/s (median step %.2f ms), inference %.1f img/s\n",
-              o.str("model").c_str(), (long long)B, num_threads(), quant_desc.c_str(), train_ips,
-              1e3 * median(train_t), infer_ips);
+  std::printf(
+      "%s batch %lld, %d threads, quantization %s: train %.1f img/s (median step %.2f ms), inference %.1f img/s\n",
+      o.str("model").c_str(), (long long)B, num_threads(), quant_desc.c_str(), train_ips, 1e3 * median(train_t),
+      infer_ips);
   std::printf(
       "{\"model\": \"%s\", \"batch\": %lld, \"threads\": %d, \"quant\": \"%s\", \"train_images_per_sec\": %.2f, "
       "\"infer_images_per_sec\": %.2f}\n",
-      o.str("model").c_str(), (long long)B, num_threads(), quant_desc.c_str(), train_ips,
-      infer_ips);
+      o.str("model").c_str(), (long long)B, num_threads(), quant_desc.c_str(), train_ips, infer_ips);
   return 0;
 }
 

@@ -20,7 +20,8 @@ std::string trim(const std::string& s) {
 
 }  // namespace
 
-Options::Options(std::string command, std::vector<OptionSpec> specs) : command_(std::move(command)), specs_(std::move(specs)) {
+Options::Options(std::string command, std::vector<OptionSpec> specs)
+    : command_(std::move(command)), specs_(std::move(specs)) {
   for (const auto& s : specs_)
     if (!s.default_value.empty()) values_[s.key] = s.default_value, origin_[s.key] = "default";
 }
@@ -58,7 +59,8 @@ void Options::load_config_text(const std::string& text, const std::string& name)
     if (line.empty()) continue;
     const auto eq = line.find('=');
     const std::string where = detail::concat(name, ":", lineno);
-    LOWBIT_CHECK(eq != std::string::npos, "lowbit ", command_, ": ", where, ": expected 'key = value', got '", line, "'");
+    LOWBIT_CHECK(eq != std::string::npos, "lowbit ", command_, ": ", where, ": expected 'key = value', got '", line,
+                 "'");
     const std::string key = trim(line.substr(0, eq)), value = trim(line.substr(eq + 1));
     LOWBIT_CHECK(!key.empty(), "lowbit ", command_, ": ", where, ": missing key before '='");
     const OptionSpec& s = spec(key, where);

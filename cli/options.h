@@ -15,7 +15,7 @@ struct OptionSpec {
   std::string key;            // flag name without "--"
   std::string default_value;  // "" = unset
   std::string help;
-  bool is_switch = false;     // present = "true", takes no value
+  bool is_switch = false;       // present = "true", takes no value
   bool value_optional = false;  // "--key" alone (last, or before another --flag) = "true"
 };
 

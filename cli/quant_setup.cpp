@@ -70,11 +70,11 @@ class Setup final : public QuantSetup {
                  " sets its own scale)");
     LOWBIT_CHECK(scale_ != quant::WeightScale::max_abs || grid_ != Grid::dorefa,
                  "lowbit: --weight-scale max needs the wrpn or fixed grid");
-    LOWBIT_CHECK(scale_ != quant::WeightScale::tanh_max ||
-                     (grid_ == Grid::dorefa &&
-                      (cfg_.method == quant::Method::dorefa || cfg_.method == quant::Method::none)),
-                 "lowbit: --weight-scale tanh (DoReFa's tanh(w)/max|tanh w|) needs the dorefa grid and --quant "
-                 "dorefa or none");
+    LOWBIT_CHECK(
+        scale_ != quant::WeightScale::tanh_max ||
+            (grid_ == Grid::dorefa && (cfg_.method == quant::Method::dorefa || cfg_.method == quant::Method::none)),
+        "lowbit: --weight-scale tanh (DoReFa's tanh(w)/max|tanh w|) needs the dorefa grid and --quant "
+        "dorefa or none");
     cfg_.weight_scale_max = scale_ == quant::WeightScale::max_abs;
     q_ = quant::attach_quantizers(model, cfg_);
     for (const auto& n : q_.parameter_names) owned_.insert(n);
@@ -102,7 +102,8 @@ class Setup final : public QuantSetup {
       quant::SinReQSchedule s;
       s.lambda = o.real("lambda-w");
       s.warmup = o.real("reg-warmup");
-      sinreq_ = std::make_shared<quant::SinReQRegularizer>(weights, reg_bits_, quant::SinReQOptions{grid_, reduction, scale_}, s);
+      sinreq_ = std::make_shared<quant::SinReQRegularizer>(weights, reg_bits_,
+                                                           quant::SinReQOptions{grid_, reduction, scale_}, s);
     } else if (reg_kind_ == "waveq") {
       learn_beta_ = !o.flag("fix-beta");
       const double beta_init = o.has("beta-init") ? o.real("beta-init") : -1;
@@ -131,8 +132,7 @@ class Setup final : public QuantSetup {
     quant_lr_ = o.real("lr");
     // Histograms "before" for up to three regularized (or quantized) layers.
     for (size_t i = 0; i < reg_layers_.size() && hist_layers_.size() < 3; ++i) hist_layers_.push_back(i);
-    for (size_t i : hist_layers_)
-      hist_before_.push_back(reg_layers_[i]->weight().data().to(DType::f64).contiguous());
+    for (size_t i : hist_layers_) hist_before_.push_back(reg_layers_[i]->weight().data().to(DType::f64).contiguous());
   }
 
   bool owns_parameter(const std::string& name) const override { return owned_.count(name) != 0; }
@@ -178,7 +178,8 @@ class Setup final : public QuantSetup {
   std::map<std::string, Tensor> state_dict() const override {
     std::map<std::string, Tensor> s;
     for (const auto& [k, v] : curves_) s["curve." + k] = vector_tensor(v);
-    for (size_t i = 0; i < beta_history_.size(); ++i) s["beta_history." + std::to_string(i)] = vector_tensor(beta_history_[i]);
+    for (size_t i = 0; i < beta_history_.size(); ++i)
+      s["beta_history." + std::to_string(i)] = vector_tensor(beta_history_[i]);
     for (size_t i = 0; i < hist_before_.size(); ++i) s["hist_before." + std::to_string(i)] = hist_before_[i];
     return s;
   }
@@ -268,24 +269,24 @@ class Setup final : public QuantSetup {
     // 4. report.html
     quant::HtmlReport rep("lowbit quantization report: " + describe());
     rep.add_paragraph(detail::concat("FP32-weight accuracy ", fmt("%.2f%%", 100 * fp.accuracy),
-                                     "; quantized at the final bits ", fmt("%.2f%%", 100 * qr.accuracy),
-                                     "; weights ", fmt("%.1f KB", mem.kb()), " vs ", fmt("%.1f KB", mem.fp32_kb()),
-                                     " FP32."));
+                                     "; quantized at the final bits ", fmt("%.2f%%", 100 * qr.accuracy), "; weights ",
+                                     fmt("%.1f KB", mem.kb()), " vs ", fmt("%.1f KB", mem.fp32_kb()), " FP32."));
     const auto& ep = curves_["epoch"];
-    rep.add(quant::LinePlot{"Loss", "epoch", "cross-entropy",
-                            {{"train", ep, curves_["train_loss"]}, {"test", ep, curves_["test_loss"]}}});
-    rep.add(quant::LinePlot{"Accuracy", "epoch", "accuracy",
-                            {{"train", ep, curves_["train_acc"]}, {"test", ep, curves_["test_acc"]}}});
+    rep.add(quant::LinePlot{
+        "Loss", "epoch", "cross-entropy", {{"train", ep, curves_["train_loss"]}, {"test", ep, curves_["test_loss"]}}});
+    rep.add(quant::LinePlot{
+        "Accuracy", "epoch", "accuracy", {{"train", ep, curves_["train_acc"]}, {"test", ep, curves_["test_acc"]}}});
     if (waveq_) {
       quant::LinePlot bp{"Per-layer beta (magnitude bits)", "epoch", "beta", {}};
       for (size_t i = 0; i < reg_layers_.size(); ++i) bp.series.push_back({reg_layers_[i]->name, ep, beta_history_[i]});
       rep.add(bp);
     }
-    quant::Table t{"Layers", {"layer", "weights", "bits", "beta", "mean distance to level", "within 1% of a level"}, {}};
+    quant::Table t{
+        "Layers", {"layer", "weights", "bits", "beta", "mean distance to level", "within 1% of a level"}, {}};
     for (size_t i = 0; i < q_.layers.size(); ++i) {
       const auto& l = q_.layers[i];
-      std::vector<std::string> cells{l.name, std::to_string(l.numel()),
-                                     fe.bits[i] >= 32 ? "fp32" : std::to_string(fe.bits[i]), "", "", ""};
+      std::vector<std::string> cells{
+          l.name, std::to_string(l.numel()), fe.bits[i] >= 32 ? "fp32" : std::to_string(fe.bits[i]), "", "", ""};
       for (size_t r = 0; r < reg_layers_.size(); ++r)
         if (reg_layers_[r] == &l) {
           const LayerRow& lr = fe.rows[r];
@@ -345,9 +346,9 @@ class Setup final : public QuantSetup {
 
  private:
   struct LayerRow {
-    double beta = 0;     // WaveQ beta, or the fixed k - 1
-    int bits = 0;        // reported bits: ceil(beta) (WaveQ) or k (fixed)
-    int weight_bits = 0; // sign-counting k of the grid
+    double beta = 0;      // WaveQ beta, or the fixed k - 1
+    int bits = 0;         // reported bits: ceil(beta) (WaveQ) or k (fixed)
+    int weight_bits = 0;  // sign-counting k of the grid
     quant::LevelStats stats;
   };
   struct FinalEval {
@@ -406,7 +407,8 @@ class Setup final : public QuantSetup {
       std::printf("  %-24s %6s  %s\n", l.name.c_str(),
                   fe.bits[i] >= 32 ? "fp32" : (std::to_string(fe.bits[i]) + " bits").c_str(), beta.c_str());
     }
-    if (reg_numel > 0) std::printf("  average over regularized layers: %.2f bits per weight\n", weighted_bits / reg_numel);
+    if (reg_numel > 0)
+      std::printf("  average over regularized layers: %.2f bits per weight\n", weighted_bits / reg_numel);
   }
 
   // The accuracy line (scripts grep its first part), and why the float figure can be far lower
@@ -415,9 +417,10 @@ class Setup final : public QuantSetup {
     std::printf("accuracy: FP32 (float shadow) weights %.2f%%, weights quantized at these bits %.2f%%%s\n",
                 100 * fe.fp32.accuracy, 100 * fe.quantized.accuracy, suffix.c_str());
     if (cfg_.method != quant::Method::none)
-      std::printf("  (trained through the %s quantizer, the net never saw its raw shadow weights, which skip the\n"
-                  "   quantizer's rescaling: the float figure can be far below the quantized one, the model's)\n",
-                  quant::method_name(cfg_.method));
+      std::printf(
+          "  (trained through the %s quantizer, the net never saw its raw shadow weights, which skip the\n"
+          "   quantizer's rescaling: the float figure can be far below the quantized one, the model's)\n",
+          quant::method_name(cfg_.method));
   }
 
   LayerRow row(size_t i) const {
@@ -436,9 +439,7 @@ class Setup final : public QuantSetup {
   }
 
   // Layer i's weights as the sinusoid sees them (w, w / max|w| or tanh(w) / max|tanh w|).
-  Tensor scaled_weight(size_t i) const {
-    return quant::to_sinusoid_domain(reg_layers_[i]->weight().data(), scale_);
-  }
+  Tensor scaled_weight(size_t i) const { return quant::to_sinusoid_domain(reg_layers_[i]->weight().data(), scale_); }
 
   // The regularizer's current period for layer i: WaveQ at its real-valued beta, SinReQ at k bits.
   quant::SinusoidGrid sinusoid(size_t i) const {
@@ -470,7 +471,8 @@ class Setup final : public QuantSetup {
   EvalResult with_weight_quantizers_off(Module&, F&& f) {
     // Weight quantizers only: the activation quantizers the network was trained with stay on.
     std::vector<std::pair<Module*, VariableTransform>> w;
-    for (const auto& l : q_.layers) w.emplace_back(l.module.get(), weight_hook_of(*l.module)), set_weight_hook(*l.module, nullptr);
+    for (const auto& l : q_.layers)
+      w.emplace_back(l.module.get(), weight_hook_of(*l.module)), set_weight_hook(*l.module, nullptr);
     const EvalResult r = f();
     for (auto& [m, h] : w) set_weight_hook(*m, h);
     return r;

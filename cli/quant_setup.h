@@ -27,7 +27,7 @@ class QuantSetup {
   virtual void add_groups(std::vector<optim::ParamGroup>& groups) = 0;
   virtual void set_epoch(int64_t epoch, int64_t total_epochs) = 0;
   virtual void set_position(double t, double total_epochs) = 0;  // fractional epochs, each step
-  virtual void after_step() = 0;                                   // beta clamping
+  virtual void after_step() = 0;                                 // beta clamping
   // History kept for the report (curves, beta trajectories, first histograms), resumed exactly.
   virtual std::map<std::string, Tensor> state_dict() const = 0;
   virtual void load_state_dict(const std::map<std::string, Tensor>& state) = 0;

@@ -117,7 +117,8 @@ void append_line(const std::string& path, const std::string& line) {
 std::vector<OptionSpec> train_option_specs() {
   std::vector<OptionSpec> s = {
       {"model", "lenet5", "model name (lowbit summary --list shows the zoo)"},
-      {"data", "fashion-mnist", "data set: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, cifar100:DIR, svhn:DIR, folder:DIR"},
+      {"data", "fashion-mnist",
+       "data set: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, cifar100:DIR, svhn:DIR, folder:DIR"},
       {"epochs", "10", "training epochs"},
       {"batch", "128", "batch size"},
       {"optimizer", "sgd", "sgd | adam | adamw"},
@@ -125,19 +126,23 @@ std::vector<OptionSpec> train_option_specs() {
       {"momentum", "0.9", "SGD momentum"},
       {"nesterov", "", "SGD with Nesterov momentum", true},
       {"wd", "5e-4", "weight decay"},
-      {"schedule", "cosine", "lr schedule: constant | step:S[:G] | multistep:M1,M2[:G] | exp:G | cosine | warmup:W+..."},
+      {"schedule", "cosine",
+       "lr schedule: constant | step:S[:G] | multistep:M1,M2[:G] | exp:G | cosine | warmup:W+..."},
       {"clip-grad", "", "clip the gradient 2-norm at this value"},
       {"augment", "auto", "auto | none | crop:SIZE:PAD,flip (auto: crop+flip for CIFAR, none for digits)"},
       {"width", "1", "width multiplier (WRPN widening)"},
       {"variant", "", "model variant (e.g. resnet20 A|B, resnet18 cifar|imagenet)"},
       {"limit-train", "", "use only the first N training images (quick runs, tests)"},
       {"limit-test", "", "use only the first N test images"},
-      {"test-file", "", "evaluate on this CIFAR-10/100 binary batch instead of the data set's test split (e.g. the bit-exact subset)"},
+      {"test-file", "",
+       "evaluate on this CIFAR-10/100 binary batch instead of the data set's test split (e.g. the bit-exact subset)"},
       {"seed", "1", "seed of initialisation, data order, augmentation and dropout"},
       {"threads", "", "threads (default: LOWBIT_NUM_THREADS or all cores)"},
       {"out", "runs/last", "run folder (checkpoint, metrics, report)"},
       {"resume", "", "continue from OUT/checkpoint.ckpt (or the given checkpoint)", false, true},
-      {"init", "", "start from the model weights of a training checkpoint (fine-tuning); optimizer, schedule and quantization state start fresh"},
+      {"init", "",
+       "start from the model weights of a training checkpoint (fine-tuning); optimizer, schedule and quantization "
+       "state start fresh"},
       {"stop-after-batches", "", "stop (saving a checkpoint) after this many batches in total (tests)"},
       {"quiet", "", "no per-batch progress", true},
   };
@@ -198,8 +203,8 @@ int run_train(Options& opts, int argc, char** argv) {
     try {
       model->load_state_dict(state, /*strict=*/false);
     } catch (const Error& e) {
-      throw Error(detail::concat("lowbit train: --init ", init_path, " does not fit --model ", opts.str("model"),
-                                 ": ", e.what()));
+      throw Error(detail::concat("lowbit train: --init ", init_path, " does not fit --model ", opts.str("model"), ": ",
+                                 e.what()));
     }
     std::printf("model weights from %s: %lld tensors", init_path.c_str(), (long long)matched);
     if (!kept.empty()) std::printf("; initial values kept for %s", kept.c_str());
@@ -250,8 +255,8 @@ int run_train(Options& opts, int argc, char** argv) {
   const int64_t nb = data.train_loader->num_batches();
   EvalResult last_eval;
 
-  for (; pos.epoch < epochs; ++pos.epoch, pos.batch = 0, pos.loss_sum = 0, pos.correct = 0, pos.seen = 0,
-                             pos.seconds = 0) {
+  for (; pos.epoch < epochs;
+       ++pos.epoch, pos.batch = 0, pos.loss_sum = 0, pos.correct = 0, pos.seen = 0, pos.seconds = 0) {
     model->train();
     if (quant) quant->set_epoch(pos.epoch, epochs);
     Progress bar(detail::concat("epoch ", pos.epoch + 1, "/", epochs), nb, opts.flag("quiet") ? 0 : 50);
@@ -302,8 +307,8 @@ int run_train(Options& opts, int argc, char** argv) {
     std::ostringstream js;
     js << "{\"epoch\": " << pos.epoch + 1 << ", \"train_loss\": " << json_number(train_loss)
        << ", \"train_acc\": " << json_number(train_acc) << ", \"test_loss\": " << json_number(last_eval.loss)
-       << ", \"test_acc\": " << json_number(last_eval.accuracy) << ", \"lr\": " << json_number(opt->param_groups()[0].lr)
-       << ", \"seconds\": " << json_number(pos.seconds)
+       << ", \"test_acc\": " << json_number(last_eval.accuracy)
+       << ", \"lr\": " << json_number(opt->param_groups()[0].lr) << ", \"seconds\": " << json_number(pos.seconds)
        << ", \"images_per_sec\": " << json_number(pos.seconds > 0 ? double(pos.seen) / pos.seconds : 0);
     if (quant) js << quant->epoch_json(*model);
     js << "}";

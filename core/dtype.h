@@ -36,15 +36,33 @@ constexpr const char* dtype_name(DType t) {
 
 constexpr bool is_floating(DType t) { return t == DType::f32 || t == DType::f64; }
 
-template <class T> constexpr DType dtype_of();
-template <> constexpr DType dtype_of<float>() { return DType::f32; }
-template <> constexpr DType dtype_of<double>() { return DType::f64; }
-template <> constexpr DType dtype_of<int32_t>() { return DType::i32; }
-template <> constexpr DType dtype_of<int8_t>() { return DType::i8; }
-template <> constexpr DType dtype_of<uint8_t>() { return DType::u8; }
+template <class T>
+constexpr DType dtype_of();
+template <>
+constexpr DType dtype_of<float>() {
+  return DType::f32;
+}
+template <>
+constexpr DType dtype_of<double>() {
+  return DType::f64;
+}
+template <>
+constexpr DType dtype_of<int32_t>() {
+  return DType::i32;
+}
+template <>
+constexpr DType dtype_of<int8_t>() {
+  return DType::i8;
+}
+template <>
+constexpr DType dtype_of<uint8_t>() {
+  return DType::u8;
+}
 
 }  // namespace lowbit
 
+// One line per dtype case:
+// clang-format off
 // Runs the body with `scalar_t` bound to the C++ type of a floating dtype; other dtypes throw,
 // naming the op.
 #define LOWBIT_DISPATCH_FLOAT(dtype, op_name, ...)                                              \
@@ -70,3 +88,4 @@ template <> constexpr DType dtype_of<uint8_t>() { return DType::u8; }
     }                                                                                           \
     throw ::lowbit::Error(std::string(op_name) + ": unknown dtype");                            \
   }()
+// clang-format on

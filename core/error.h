@@ -24,7 +24,7 @@ std::string concat(const Args&... args) {
 }  // namespace lowbit
 
 // LOWBIT_CHECK(cond, "op", ": message parts ", value, ...) throws lowbit::Error("op: message parts value...").
-#define LOWBIT_CHECK(cond, ...)                                      \
-  do {                                                               \
+#define LOWBIT_CHECK(cond, ...)                                                \
+  do {                                                                         \
     if (!(cond)) throw ::lowbit::Error(::lowbit::detail::concat(__VA_ARGS__)); \
   } while (0)

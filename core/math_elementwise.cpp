@@ -20,8 +20,7 @@ void check_float_pair(const Tensor& a, const Tensor& b, const char* op) {
 Tensor make_output(const Shape& shape, DType dtype, std::initializer_list<const Tensor*> operands) {
   const Tensor* first = *operands.begin();
   bool same_layout = first->shape() == shape && first->is_dense();
-  for (const Tensor* t : operands)
-    same_layout = same_layout && t->shape() == shape && t->strides() == first->strides();
+  for (const Tensor* t : operands) same_layout = same_layout && t->shape() == shape && t->strides() == first->strides();
   return same_layout ? Tensor::empty_like(*first, dtype) : Tensor::empty(shape, dtype);
 }
 
@@ -93,10 +92,18 @@ T sign_scalar(T x) {
 }  // namespace
 
 // ---- binary ----
-Tensor add(const Tensor& a, const Tensor& b) { return binary(a, b, "add", [](auto x, auto y) { return x + y; }); }
-Tensor sub(const Tensor& a, const Tensor& b) { return binary(a, b, "sub", [](auto x, auto y) { return x - y; }); }
-Tensor mul(const Tensor& a, const Tensor& b) { return binary(a, b, "mul", [](auto x, auto y) { return x * y; }); }
-Tensor div(const Tensor& a, const Tensor& b) { return binary(a, b, "div", [](auto x, auto y) { return x / y; }); }
+Tensor add(const Tensor& a, const Tensor& b) {
+  return binary(a, b, "add", [](auto x, auto y) { return x + y; });
+}
+Tensor sub(const Tensor& a, const Tensor& b) {
+  return binary(a, b, "sub", [](auto x, auto y) { return x - y; });
+}
+Tensor mul(const Tensor& a, const Tensor& b) {
+  return binary(a, b, "mul", [](auto x, auto y) { return x * y; });
+}
+Tensor div(const Tensor& a, const Tensor& b) {
+  return binary(a, b, "div", [](auto x, auto y) { return x / y; });
+}
 Tensor pow(const Tensor& a, const Tensor& b) {
   return binary(a, b, "pow", [](auto x, auto y) { return std::pow(x, y); });
 }
@@ -186,16 +193,36 @@ Tensor clamp(const Tensor& a, double lo, double hi) {
 }
 
 // ---- unary ----
-Tensor neg(const Tensor& a) { return unary(a, "neg", [](auto x) { return -x; }); }
-Tensor exp(const Tensor& a) { return unary(a, "exp", [](auto x) { return std::exp(x); }); }
-Tensor log(const Tensor& a) { return unary(a, "log", [](auto x) { return std::log(x); }); }
-Tensor sqrt(const Tensor& a) { return unary(a, "sqrt", [](auto x) { return std::sqrt(x); }); }
-Tensor abs(const Tensor& a) { return unary(a, "abs", [](auto x) { return std::abs(x); }); }
-Tensor sign(const Tensor& a) { return unary(a, "sign", [](auto x) { return sign_scalar(x); }); }
-Tensor sin(const Tensor& a) { return unary(a, "sin", [](auto x) { return std::sin(x); }); }
-Tensor cos(const Tensor& a) { return unary(a, "cos", [](auto x) { return std::cos(x); }); }
-Tensor tanh(const Tensor& a) { return unary(a, "tanh", [](auto x) { return std::tanh(x); }); }
-Tensor sigmoid(const Tensor& a) { return unary(a, "sigmoid", [](auto x) { return sigmoid_scalar(x); }); }
+Tensor neg(const Tensor& a) {
+  return unary(a, "neg", [](auto x) { return -x; });
+}
+Tensor exp(const Tensor& a) {
+  return unary(a, "exp", [](auto x) { return std::exp(x); });
+}
+Tensor log(const Tensor& a) {
+  return unary(a, "log", [](auto x) { return std::log(x); });
+}
+Tensor sqrt(const Tensor& a) {
+  return unary(a, "sqrt", [](auto x) { return std::sqrt(x); });
+}
+Tensor abs(const Tensor& a) {
+  return unary(a, "abs", [](auto x) { return std::abs(x); });
+}
+Tensor sign(const Tensor& a) {
+  return unary(a, "sign", [](auto x) { return sign_scalar(x); });
+}
+Tensor sin(const Tensor& a) {
+  return unary(a, "sin", [](auto x) { return std::sin(x); });
+}
+Tensor cos(const Tensor& a) {
+  return unary(a, "cos", [](auto x) { return std::cos(x); });
+}
+Tensor tanh(const Tensor& a) {
+  return unary(a, "tanh", [](auto x) { return std::tanh(x); });
+}
+Tensor sigmoid(const Tensor& a) {
+  return unary(a, "sigmoid", [](auto x) { return sigmoid_scalar(x); });
+}
 Tensor relu(const Tensor& a) {
   return unary(a, "relu", [](auto x) { return x > decltype(x)(0) ? x : decltype(x)(0); });
 }
@@ -205,8 +232,12 @@ Tensor add_relu(const Tensor& a, const Tensor& b) {
     return z > decltype(z)(0) ? z : decltype(z)(0);
   });
 }
-Tensor floor(const Tensor& a) { return unary(a, "floor", [](auto x) { return std::floor(x); }); }
-Tensor round(const Tensor& a) { return unary(a, "round", [](auto x) { return std::nearbyint(x); }); }
+Tensor floor(const Tensor& a) {
+  return unary(a, "floor", [](auto x) { return std::floor(x); });
+}
+Tensor round(const Tensor& a) {
+  return unary(a, "round", [](auto x) { return std::nearbyint(x); });
+}
 
 // ---- in place ----
 void add_(Tensor& dst, const Tensor& src, double alpha) {

@@ -30,8 +30,9 @@ bool gemm_view(const Tensor& m, MatView& v) {
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   LOWBIT_CHECK(a_in.defined() && b_in.defined(), "matmul: undefined tensor");
-  LOWBIT_CHECK(a_in.dtype() == b_in.dtype() && is_floating(a_in.dtype()), "matmul: need floating tensors of one dtype, got ",
-               dtype_name(a_in.dtype()), " and ", dtype_name(b_in.dtype()));
+  LOWBIT_CHECK(a_in.dtype() == b_in.dtype() && is_floating(a_in.dtype()),
+               "matmul: need floating tensors of one dtype, got ", dtype_name(a_in.dtype()), " and ",
+               dtype_name(b_in.dtype()));
   LOWBIT_CHECK(a_in.dim() >= 1 && b_in.dim() >= 1, "matmul: 0-d operand, shapes ", shape_str(a_in.shape()), " and ",
                shape_str(b_in.shape()));
   const bool a_vec = a_in.dim() == 1, b_vec = b_in.dim() == 1;

@@ -32,8 +32,7 @@ int default_threads() {
     char* end = nullptr;
     long v = std::strtol(env, &end, 10);
     if (end == env || *end != '\0' || v < 1 || v > 4096)
-      throw std::invalid_argument(std::string("LOWBIT_NUM_THREADS must be a positive integer, got '") +
-                                  env + "'");
+      throw std::invalid_argument(std::string("LOWBIT_NUM_THREADS must be a positive integer, got '") + env + "'");
     return static_cast<int>(v);
   }
   return tbb::info::default_concurrency();
@@ -41,8 +40,8 @@ int default_threads() {
 
 void apply_threads(ThreadState& s, int n) {
   s.threads = n;
-  s.control = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
-                                                    static_cast<size_t>(n));
+  s.control =
+      std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism, static_cast<size_t>(n));
   openblas_set_num_threads(1);
 }
 
@@ -63,8 +62,7 @@ int num_threads() {
 }
 
 namespace detail {
-void parallel_for_impl(int64_t begin, int64_t end, int64_t grain,
-                       const std::function<void(int64_t, int64_t)>& fn) {
+void parallel_for_impl(int64_t begin, int64_t end, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   tbb::parallel_for(tbb::blocked_range<int64_t>(begin, end, static_cast<size_t>(grain)),
                     [&](const tbb::blocked_range<int64_t>& r) { fn(r.begin(), r.end()); });
 }

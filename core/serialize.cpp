@@ -212,8 +212,9 @@ Checkpoint load_checkpoint(const std::string& path) {
   header.pod<uint32_t>("flags");
   const auto payload_size = header.pod<uint64_t>("payload size");
   const auto crc = header.pod<uint32_t>("checksum");
-  LOWBIT_CHECK(raw.size() - kHeaderSize == payload_size, "load_checkpoint: ", path, ": truncated or padded: header says ",
-               payload_size, " payload bytes, file has ", raw.size() - kHeaderSize);
+  LOWBIT_CHECK(raw.size() - kHeaderSize == payload_size, "load_checkpoint: ", path,
+               ": truncated or padded: header says ", payload_size, " payload bytes, file has ",
+               raw.size() - kHeaderSize);
   const std::string payload = raw.substr(kHeaderSize);
   LOWBIT_CHECK(crc32_of(payload) == crc, "load_checkpoint: ", path, ": checksum mismatch (file is corrupt)");
 

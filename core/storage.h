@@ -34,10 +34,10 @@ class Storage {
 };
 
 struct StorageCacheStats {
-  size_t cached_bytes = 0;   // held on the free lists now
-  size_t limit_bytes = 0;    // the cap
-  size_t hits = 0;           // requests served from the free lists
-  size_t misses = 0;         // cacheable requests that went to the OS
+  size_t cached_bytes = 0;  // held on the free lists now
+  size_t limit_bytes = 0;   // the cap
+  size_t hits = 0;          // requests served from the free lists
+  size_t misses = 0;        // cacheable requests that went to the OS
 };
 
 // Size class a cacheable request of `nbytes` rounds up to (exposed for tests).

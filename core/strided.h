@@ -5,10 +5,9 @@
 #pragma once
 
 #include <algorithm>
-#include <cstdlib>
-
 #include <array>
 #include <cstdint>
+#include <cstdlib>
 
 #include "core/parallel.h"
 #include "core/tensor.h"
@@ -32,9 +31,8 @@ StridedPlan<N> make_plan(const Shape& shape, const std::array<Shape, N>& strides
   std::vector<size_t> order;
   for (size_t d = 0; d < shape.size(); ++d)
     if (shape[d] != 1) order.push_back(d);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return std::abs(strides[0][a]) > std::abs(strides[0][b]);
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return std::abs(strides[0][a]) > std::abs(strides[0][b]); });
   for (size_t d : order) {
     p.shape.push_back(shape[d]);
     for (size_t k = 0; k < N; ++k) p.strides[k].push_back(strides[k][d]);
@@ -50,8 +48,7 @@ StridedPlan<N> make_plan(const Shape& shape, const std::array<Shape, N>& strides
   for (size_t k = 0; k < N; ++k) st[k] = {p.strides[k][0]};
   for (size_t d = 1; d < p.shape.size(); ++d) {
     bool mergeable = true;
-    for (size_t k = 0; k < N; ++k)
-      mergeable = mergeable && st[k].back() == p.strides[k][d] * p.shape[d];
+    for (size_t k = 0; k < N; ++k) mergeable = mergeable && st[k].back() == p.strides[k][d] * p.shape[d];
     if (mergeable) {
       shp.back() *= p.shape[d];
       for (size_t k = 0; k < N; ++k) st[k].back() = p.strides[k][d];

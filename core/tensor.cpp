@@ -71,7 +71,10 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
 // Construction
 // ---------------------------------------------------------------------------------------------
 Tensor::Tensor(std::shared_ptr<Storage> storage, Shape shape, Shape strides, int64_t offset, DType dtype)
-    : storage_(std::move(storage)), shape_(std::move(shape)), strides_(std::move(strides)), offset_(offset),
+    : storage_(std::move(storage)),
+      shape_(std::move(shape)),
+      strides_(std::move(strides)),
+      offset_(offset),
       dtype_(dtype) {}
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, MemoryFormat format) {
@@ -88,8 +91,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, MemoryFormat format) {
 }
 
 Tensor Tensor::empty_strided(const Shape& shape, const Shape& strides, DType dtype) {
-  LOWBIT_CHECK(shape.size() == strides.size(), "Tensor::empty_strided: shape ", shape_str(shape),
-               " and strides ", shape_str(strides), " differ in rank");
+  LOWBIT_CHECK(shape.size() == strides.size(), "Tensor::empty_strided: shape ", shape_str(shape), " and strides ",
+               shape_str(strides), " differ in rank");
   int64_t extent = 1;
   for (size_t d = 0; d < shape.size(); ++d) {
     LOWBIT_CHECK(shape[d] >= 0 && strides[d] >= 0, "Tensor::empty_strided: negative size or stride");
@@ -237,8 +240,8 @@ Shape infer_shape(const Shape& shape, int64_t numel, const Tensor& t, const char
                  shape_str(shape));
     out[infer_at] = numel / known;
   }
-  LOWBIT_CHECK(shape_numel(out) == numel, op, ": cannot reshape ", shape_str(t.shape()), " (", numel,
-               " elements) to ", shape_str(shape));
+  LOWBIT_CHECK(shape_numel(out) == numel, op, ": cannot reshape ", shape_str(t.shape()), " (", numel, " elements) to ",
+               shape_str(shape));
   return out;
 }
 
@@ -322,8 +325,8 @@ Tensor Tensor::t() const {
 Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
   d = wrap_dim(d, dim(), "narrow");
   if (start < 0) start += shape_[d];
-  LOWBIT_CHECK(start >= 0 && length >= 0 && start + length <= shape_[d], "narrow: range [", start, ", ",
-               start + length, ") out of bounds for dimension ", d, " of shape ", shape_str(shape_));
+  LOWBIT_CHECK(start >= 0 && length >= 0 && start + length <= shape_[d], "narrow: range [", start, ", ", start + length,
+               ") out of bounds for dimension ", d, " of shape ", shape_str(shape_));
   Shape s = shape_;
   s[d] = length;
   return Tensor(storage_, s, strides_, offset_ + start * strides_[d], dtype_);
@@ -355,8 +358,7 @@ Tensor Tensor::select(int64_t d, int64_t index) const {
 }
 
 Tensor Tensor::expand(const Shape& shape) const {
-  LOWBIT_CHECK(shape.size() >= shape_.size(), "expand: cannot expand ", shape_str(shape_), " to ",
-               shape_str(shape));
+  LOWBIT_CHECK(shape.size() >= shape_.size(), "expand: cannot expand ", shape_str(shape_), " to ", shape_str(shape));
   const size_t lead = shape.size() - shape_.size();
   Shape s(shape.size()), st(shape.size());
   for (size_t i = 0; i < shape.size(); ++i) {
@@ -500,8 +502,8 @@ std::vector<double> Tensor::to_vector() const {
 // Printing: PyTorch-like, summarised beyond 1000 elements.
 // ---------------------------------------------------------------------------------------------
 namespace {
-void print_rec(std::ostream& os, const Tensor& t, const std::vector<double>& v, int64_t d, int64_t& idx,
-               bool summarize, int indent) {
+void print_rec(std::ostream& os, const Tensor& t, const std::vector<double>& v, int64_t d, int64_t& idx, bool summarize,
+               int indent) {
   const int64_t n = t.size(d);
   const int64_t inner = shape_numel(Shape(t.shape().begin() + d + 1, t.shape().end()));
   os << '[';

@@ -38,8 +38,7 @@ class Tensor {
   Tensor() = default;  // undefined tensor
 
   // ---- creation ----
-  static Tensor empty(const Shape& shape, DType dtype = DType::f32,
-                      MemoryFormat format = MemoryFormat::contiguous);
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32, MemoryFormat format = MemoryFormat::contiguous);
   static Tensor empty_strided(const Shape& shape, const Shape& strides, DType dtype = DType::f32);
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32);
   static Tensor ones(const Shape& shape, DType dtype = DType::f32);
@@ -49,16 +48,13 @@ class Tensor {
   static Tensor arange(int64_t n, DType dtype = DType::f32) { return arange(0, double(n), 1, dtype); }
   // Uniform on [low, high) and normal(mean, std) from a counter-based generator: element i of the
   // result depends only on the generator's seed and position, never on the thread count.
-  static Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::f32, double low = 0,
-                     double high = 1);
-  static Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::f32, double mean = 0,
-                      double std = 1);
+  static Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::f32, double low = 0, double high = 1);
+  static Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::f32, double mean = 0, double std = 1);
   static Tensor rand(const Shape& shape, DType dtype = DType::f32);   // default generator
   static Tensor randn(const Shape& shape, DType dtype = DType::f32);  // default generator
   template <class T>
   static Tensor from_vector(const std::vector<T>& values, const Shape& shape);
-  static Tensor from_list(std::initializer_list<double> values, const Shape& shape,
-                          DType dtype = DType::f32);
+  static Tensor from_list(std::initializer_list<double> values, const Shape& shape, DType dtype = DType::f32);
   // A tensor shaped and laid out like `like` (dense layouts such as channels-last are kept).
   static Tensor empty_like(const Tensor& like, DType dtype);
   static Tensor empty_like(const Tensor& like) { return empty_like(like, like.dtype()); }
@@ -86,8 +82,8 @@ class Tensor {
   T* data() const;  // checks dtype
 
   // ---- views (no copy) ----
-  Tensor view(const Shape& shape) const;        // throws if not expressible as a view
-  Tensor reshape(const Shape& shape) const;     // view when possible, else copy; one -1 allowed
+  Tensor view(const Shape& shape) const;     // throws if not expressible as a view
+  Tensor reshape(const Shape& shape) const;  // view when possible, else copy; one -1 allowed
   Tensor permute(const std::vector<int64_t>& dims) const;
   Tensor transpose(int64_t d0, int64_t d1) const;
   Tensor t() const;  // 2-d transpose
@@ -110,7 +106,7 @@ class Tensor {
   Tensor& fill_(double value);
   Tensor& zero_() { return fill_(0); }
 
-  double item() const;  // one-element tensors
+  double item() const;                    // one-element tensors
   std::vector<double> to_vector() const;  // row-major order, as double
   std::string str() const;
 
@@ -145,8 +141,8 @@ T* Tensor::data() const {
 
 template <class T>
 Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape) {
-  LOWBIT_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "Tensor::from_vector: ",
-               values.size(), " values do not fill shape ", shape_str(shape));
+  LOWBIT_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "Tensor::from_vector: ", values.size(),
+               " values do not fill shape ", shape_str(shape));
   Tensor t = empty(shape, dtype_of<T>());
   T* p = t.data<T>();
   for (size_t i = 0; i < values.size(); ++i) p[i] = values[i];

@@ -37,21 +37,16 @@ size_t mi_size(uint32_t type) {
   switch (type) {
     case miINT8:
     case miUINT8:
-    case miUTF8:
-      return 1;
+    case miUTF8: return 1;
     case miINT16:
-    case miUINT16:
-      return 2;
+    case miUINT16: return 2;
     case miINT32:
     case miUINT32:
-    case miSINGLE:
-      return 4;
+    case miSINGLE: return 4;
     case miDOUBLE:
     case miINT64:
-    case miUINT64:
-      return 8;
-    default:
-      return 0;
+    case miUINT64: return 8;
+    default: return 0;
   }
 }
 
@@ -99,10 +94,8 @@ struct MatArray {
 
 double value_at(uint32_t type, const uint8_t* p, int64_t i) {
   switch (type) {
-    case miINT8:
-      return double(int8_t(p[i]));
-    case miUINT8:
-      return double(p[i]);
+    case miINT8: return double(int8_t(p[i]));
+    case miUINT8: return double(p[i]);
     case miINT16: {
       int16_t v;
       std::memcpy(&v, p + 2 * i, 2);

@@ -1,9 +1,8 @@
 #include "layers/container.h"
 
+#include "autograd/ops.h"
 #include "layers/activation.h"
 #include "layers/norm.h"
-
-#include "autograd/ops.h"
 
 namespace lowbit {
 

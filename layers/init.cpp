@@ -14,16 +14,11 @@ std::pair<int64_t, int64_t> fans(const Tensor& t) {
 
 double calculate_gain(Nonlinearity nl, double param) {
   switch (nl) {
-    case Nonlinearity::linear:
-      return 1.0;
-    case Nonlinearity::sigmoid:
-      return 1.0;
-    case Nonlinearity::tanh:
-      return 5.0 / 3.0;
-    case Nonlinearity::relu:
-      return std::sqrt(2.0);
-    case Nonlinearity::leaky_relu:
-      return std::sqrt(2.0 / (1.0 + param * param));
+    case Nonlinearity::linear: return 1.0;
+    case Nonlinearity::sigmoid: return 1.0;
+    case Nonlinearity::tanh: return 5.0 / 3.0;
+    case Nonlinearity::relu: return std::sqrt(2.0);
+    case Nonlinearity::leaky_relu: return std::sqrt(2.0 / (1.0 + param * param));
   }
   return 1.0;
 }

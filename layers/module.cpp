@@ -12,9 +12,7 @@ std::string join_name(const std::string& prefix, const std::string& name) {
   return prefix + "." + name;
 }
 
-Variable Module::operator()(const Variable& x) {
-  return apply_output_hook(forward(x));
-}
+Variable Module::operator()(const Variable& x) { return apply_output_hook(forward(x)); }
 
 void Module::check_new_name(const std::string& name, const char* what) const {
   LOWBIT_CHECK(!name.empty() && name.find('.') == std::string::npos, type_name(), "::", what, ": invalid name '", name,

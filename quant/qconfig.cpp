@@ -48,8 +48,7 @@ VariableTransform weight_quantizer(Method m, std::shared_ptr<int> bits, Module& 
   switch (m) {
     case Method::none: return nullptr;
     case Method::dorefa:
-    case Method::pact:
-      return [bits](const Variable& w) { return *bits >= 32 ? w : dorefa_weight(w, *bits); };
+    case Method::pact: return [bits](const Variable& w) { return *bits >= 32 ? w : dorefa_weight(w, *bits); };
     case Method::wrpn:
       if (scale_by_max)  // s * wrpn(w / s), s = max |w| held constant (STE: gradient 1 on [-s, s])
         return [bits](const Variable& w) {
@@ -141,8 +140,8 @@ bool is_activation(const Module& m) {
 }  // namespace
 
 Method parse_method(const std::string& name) {
-  for (Method m : {Method::none, Method::dorefa, Method::wrpn, Method::binary, Method::ternary, Method::lsq, Method::pact,
-                   Method::u3})
+  for (Method m : {Method::none, Method::dorefa, Method::wrpn, Method::binary, Method::ternary, Method::lsq,
+                   Method::pact, Method::u3})
     if (name == method_name(m)) return m;
   throw Error("quantization: unknown method '" + name + "' (none, dorefa, wrpn, binary, ternary, lsq, pact, u3)");
 }
@@ -233,8 +232,8 @@ Quantization attach_quantizers(Module& model, const QuantConfig& config) {
   }
   for (auto& [name, m] : acts) {
     const int bits = resolve_bits(config.activation_bits, a_over, name, false, false);
-    VariableTransform hook = activation_quantizer(config.method, bits, *m, name, config.pact_alpha_init,
-                                                  q.parameter_names);
+    VariableTransform hook =
+        activation_quantizer(config.method, bits, *m, name, config.pact_alpha_init, q.parameter_names);
     m->set_output_hook(hook);
     if (hook) q.activations.push_back({name, m, bits});
   }

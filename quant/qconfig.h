@@ -52,11 +52,11 @@ struct QuantConfig {
 };
 
 struct QuantizedLayer {
-  std::string name;                 // full module name, "layer1.0.conv1"
-  std::shared_ptr<Module> module;   // a Conv2d or Linear
-  std::shared_ptr<int> weight_bits; // shared with the hook; >= 32: full precision
+  std::string name;                  // full module name, "layer1.0.conv1"
+  std::shared_ptr<Module> module;    // a Conv2d or Linear
+  std::shared_ptr<int> weight_bits;  // shared with the hook; >= 32: full precision
   bool first = false, last = false;
-  Variable& weight() const;         // the float (shadow) weight
+  Variable& weight() const;  // the float (shadow) weight
   int64_t numel() const;
 };
 

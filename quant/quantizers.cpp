@@ -58,7 +58,7 @@ Variable dorefa_gradient(const Variable& x, int k_g, Generator& gen) {
     std::vector<int64_t> non_batch;
     for (int64_t d = 1; d < dr.dim(); ++d) non_batch.push_back(d);
     Tensor maxx = non_batch.empty() ? math::abs(dr) : math::amax(math::abs(dr), non_batch, true);
-    maxx = math::maximum(maxx, Tensor::full({}, 1e-30, dr.dtype()));  // all-zero samples stay zero
+    maxx = math::maximum(maxx, Tensor::full({}, 1e-30, dr.dtype()));                     // all-zero samples stay zero
     const Tensor noise = math::add(Tensor::rand(dr.shape(), *g_ptr, dr.dtype()), -0.5);  // U(-1/2, 1/2)
     Tensor u = math::add(math::add(math::mul(math::div(dr, maxx), 0.5), 0.5), math::mul(noise, 1.0 / n));
     u = math::clamp(u, 0, 1);
@@ -103,10 +103,11 @@ Variable uniform_u3(const Variable& x_in, const Variable& d, const Variable& q_m
   // Surrogate-gradient factors (§6.2), constants of the forward pass.
   const Tensor dq_dd = math::mul(math::mul(math::sub(q, xt), 1.0 / dv), inside);
   const Tensor dq_dqmax = math::mul(sgn, outside);
-  return make_result(q, "uniform_u3", {x, d, q_max}, [inside, dq_dd, dq_dqmax, d, q_max](const Variable& g, const Variable&) {
-    return std::vector<Variable>{mul_mask(g, inside), reshape(sum(mul_mask(g, dq_dd)), d.shape()),
-                                 reshape(sum(mul_mask(g, dq_dqmax)), q_max.shape())};
-  });
+  return make_result(q, "uniform_u3", {x, d, q_max},
+                     [inside, dq_dd, dq_dqmax, d, q_max](const Variable& g, const Variable&) {
+                       return std::vector<Variable>{mul_mask(g, inside), reshape(sum(mul_mask(g, dq_dd)), d.shape()),
+                                                    reshape(sum(mul_mask(g, dq_dqmax)), q_max.shape())};
+                     });
 }
 
 int u3_bits(double d, double q_max, bool signed_) {

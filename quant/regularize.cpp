@@ -20,8 +20,8 @@ Variable SinReQRegularizer::loss(const optim::ParamGroup&, int64_t) {
 WaveQRegularizer::WaveQRegularizer(std::vector<Variable> weights, std::vector<Variable> betas, WaveQOptions options,
                                    WaveQSchedule schedule)
     : weights_(std::move(weights)), betas_(std::move(betas)), options_(options), schedule_(schedule) {
-  LOWBIT_CHECK(weights_.size() == betas_.size(), "WaveQRegularizer: ", weights_.size(), " weights but ",
-               betas_.size(), " betas");
+  LOWBIT_CHECK(weights_.size() == betas_.size(), "WaveQRegularizer: ", weights_.size(), " weights but ", betas_.size(),
+               " betas");
 }
 
 Variable WaveQRegularizer::loss(const optim::ParamGroup&, int64_t) {

@@ -1,10 +1,10 @@
 // SinReQ and WaveQ regularizers (spec §1.1, §1.4, §2.1); see regularizers.h for the grids.
 #include "quant/regularizers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <vector>
-#include <algorithm>
 
 #include "autograd/ops.h"
 #include "core/error.h"
@@ -79,9 +79,9 @@ Variable sin2_reduce(const Variable& w_in, const Variable& a, double b, Reductio
         return double(p[i]) * s2;
       });
     });
-    return std::vector<Variable>{w_in.requires_grad() ? Variable(dw.reshape(w_in.shape())) : Variable(),
-                                 a.requires_grad() ? Variable(Tensor::full(a.shape(), da * gs, a.data().dtype()))
-                                                   : Variable()};
+    return std::vector<Variable>{
+        w_in.requires_grad() ? Variable(dw.reshape(w_in.shape())) : Variable(),
+        a.requires_grad() ? Variable(Tensor::full(a.shape(), da * gs, a.data().dtype())) : Variable()};
   });
 }
 
@@ -181,8 +181,8 @@ Variable sinreq_layer(const Variable& weight, int bits, const SinReQOptions& opt
   const double step = grid_step(options.grid, bits), offset = grid_offset(options.grid, bits);
   // u = pi (w / s + c) / Delta
   const Variable a(Tensor::full({}, kPi / step, weight.dtype()));
-  return sin2_reduce(sinusoid_input(weight, options.scale), scaled_slope(a, weight, options.scale),
-                     kPi * offset / step, options.reduction);
+  return sin2_reduce(sinusoid_input(weight, options.scale), scaled_slope(a, weight, options.scale), kPi * offset / step,
+                     options.reduction);
 }
 
 Variable sinreq_penalty(const std::vector<Variable>& weights, const std::vector<int>& bits,

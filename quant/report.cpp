@@ -1,8 +1,6 @@
 // HTML report writer with inline SVG plots; see report.h.
 #include "quant/report.h"
 
-#include "core/serialize.h"
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +12,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/serialize.h"
 
 namespace lowbit::quant {
 namespace {

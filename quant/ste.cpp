@@ -1,14 +1,15 @@
 #include "quant/ste.h"
 
-#include "core/kernels/quantize.h"
-
 #include "autograd/ops.h"
+#include "core/kernels/quantize.h"
 #include "core/math.h"
 
 namespace lowbit::quant {
 namespace {
 // sign with sign(0) = +1 (tensorpack's convention for binary weights).
-Tensor sign_nonzero(const Tensor& x) { return math::sub(math::mul(math::ge(x, 0.0), 2.0), Tensor::ones({}, x.dtype())); }
+Tensor sign_nonzero(const Tensor& x) {
+  return math::sub(math::mul(math::ge(x, 0.0), 2.0), Tensor::ones({}, x.dtype()));
+}
 }  // namespace
 
 Variable round_ste(const Variable& x) {

@@ -27,8 +27,8 @@ TEST_CASE("backward from a scalar; gradients accumulate on leaves until zero_gra
 
 TEST_CASE("shared subexpressions sum their gradients (diamond graph)") {
   Variable x = scalar_var(2);
-  Variable a = x * x;        // 4
-  Variable b = a * a + a;    // a^2 + a, d/dx = (2a + 1) * 2x = 9 * 4 = 36
+  Variable a = x * x;      // 4
+  Variable b = a * a + a;  // a^2 + a, d/dx = (2a + 1) * 2x = 9 * 4 = 36
   b.backward();
   CHECK(x.grad().item() == 36);
 }
@@ -84,9 +84,9 @@ TEST_CASE("functional grad leaves .grad alone and reaches intermediates") {
 TEST_CASE("higher-order gradients: d^n/dx^n of x^4 and of sin") {
   Variable x = scalar_var(1.5);
   Variable y = pow(x, 4.0);
-  Variable d1 = grad({y}, {x}, {}, true, true)[0];  // 4x^3
-  Variable d2 = grad({d1}, {x}, {}, true, true)[0]; // 12x^2
-  Variable d3 = grad({d2}, {x}, {}, true, true)[0]; // 24x
+  Variable d1 = grad({y}, {x}, {}, true, true)[0];   // 4x^3
+  Variable d2 = grad({d1}, {x}, {}, true, true)[0];  // 12x^2
+  Variable d3 = grad({d2}, {x}, {}, true, true)[0];  // 24x
   CHECK(d1.item() == doctest::Approx(4 * 1.5 * 1.5 * 1.5));
   CHECK(d2.item() == doctest::Approx(12 * 1.5 * 1.5));
   CHECK(d3.item() == doctest::Approx(24 * 1.5));

@@ -1,7 +1,5 @@
 #include <doctest/doctest.h>
 
-#include "kernel_test_util.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -12,6 +10,7 @@
 
 #include "core/kernels/batchnorm.h"
 #include "core/parallel.h"
+#include "kernel_test_util.h"
 
 using namespace lowbit;
 using namespace lowbit::kernels;
@@ -34,7 +33,6 @@ template <class T>
 std::vector<T> sized(int64_t n, T fill = T(0)) {
   return std::vector<T>(static_cast<size_t>(n), fill);
 }
-
 
 template <class T>
 struct BnResult {
@@ -78,8 +76,8 @@ BnResult<T> run(bool ref, int64_t rows, int64_t C, const std::vector<T>& x, cons
     batchnorm_forward_train(rows, C, x.data(), g, b, eps, o.y.data(), o.mean.data(), o.invstd.data(),
                             o.var_unbiased.data());
     batchnorm_forward_eval(rows, C, x.data(), rmean.data(), rvar.data(), g, b, eps, o.y_eval.data());
-    batchnorm_backward(rows, C, x.data(), dy.data(), o.mean.data(), o.invstd.data(), g, o.dx.data(),
-                       o.dgamma.data(), o.dbeta.data());
+    batchnorm_backward(rows, C, x.data(), dy.data(), o.mean.data(), o.invstd.data(), g, o.dx.data(), o.dgamma.data(),
+                       o.dbeta.data());
   }
   return o;
 }
@@ -195,7 +193,8 @@ TEST_CASE("batchnorm: backward matches finite differences (double)") {
   std::vector<double> y(static_cast<size_t>(rows * C)), mean(static_cast<size_t>(C)), invstd(static_cast<size_t>(C));
   batchnorm_forward_train(rows, C, x.data(), gamma.data(), beta.data(), eps, y.data(), mean.data(), invstd.data());
   for (bool ref : {false, true}) {
-    std::vector<double> dx(static_cast<size_t>(rows * C)), dgamma(static_cast<size_t>(C)), dbeta(static_cast<size_t>(C));
+    std::vector<double> dx(static_cast<size_t>(rows * C)), dgamma(static_cast<size_t>(C)),
+        dbeta(static_cast<size_t>(C));
     if (ref)
       batchnorm_backward_ref(rows, C, x.data(), g.data(), mean.data(), invstd.data(), gamma.data(), dx.data(),
                              dgamma.data(), dbeta.data());
@@ -214,8 +213,7 @@ TEST_CASE("batchnorm: unbiased variance and running statistics") {
   const int64_t rows = 5, C = 2;
   const std::vector<float> x = {1, 10, 2, 20, 3, 30, 4, 40, 5, 50};
   std::vector<float> y(10), mean(2), invstd(2), var(2);
-  batchnorm_forward_train(rows, C, x.data(), nullptr, nullptr, 0.0, y.data(), mean.data(), invstd.data(),
-                          var.data());
+  batchnorm_forward_train(rows, C, x.data(), nullptr, nullptr, 0.0, y.data(), mean.data(), invstd.data(), var.data());
   CHECK(mean[0] == doctest::Approx(3.0));
   CHECK(mean[1] == doctest::Approx(30.0));
   CHECK(var[0] == doctest::Approx(2.5));
@@ -250,8 +248,7 @@ void check_fused_relu(int64_t rows, int64_t C) {
     batchnorm_backward(rows, C, x.data(), dy_masked.data(), mean.data(), invstd.data(), gamma.data(), dx.data(),
                        dgamma.data(), dbeta.data());
     auto y_eval = sized<T>(rows * C);
-    batchnorm_forward_eval(rows, C, x.data(), rmean.data(), rvar.data(), gamma.data(), beta.data(), eps,
-                           y_eval.data());
+    batchnorm_forward_eval(rows, C, x.data(), rmean.data(), rvar.data(), gamma.data(), beta.data(), eps, y_eval.data());
     for (int threads : {1, 2}) {
       CAPTURE(threads);
       set_num_threads(threads);
@@ -263,14 +260,14 @@ void check_fused_relu(int64_t rows, int64_t C) {
       CHECK(relu_of_y);
       CHECK(bit_equal(mean_r, mean));
       auto dxr = sized<T>(rows * C, T(-7)), dgr = sized<T>(C), dbr = sized<T>(C);
-      batchnorm_backward(rows, C, x.data(), dy.data(), mean.data(), invstd.data(), gamma.data(), dxr.data(),
-                         dgr.data(), dbr.data(), affine.data());
+      batchnorm_backward(rows, C, x.data(), dy.data(), mean.data(), invstd.data(), gamma.data(), dxr.data(), dgr.data(),
+                         dbr.data(), affine.data());
       CHECK(bit_equal(dxr, dx));
       CHECK(bit_equal(dgr, dgamma));
       CHECK(bit_equal(dbr, dbeta));
       auto yer = sized<T>(rows * C, T(-7));
-      batchnorm_forward_eval(rows, C, x.data(), rmean.data(), rvar.data(), gamma.data(), beta.data(), eps,
-                             yer.data(), true);
+      batchnorm_forward_eval(rows, C, x.data(), rmean.data(), rvar.data(), gamma.data(), beta.data(), eps, yer.data(),
+                             true);
       bool eval_relu = true;
       for (size_t i = 0; i < y.size(); ++i) eval_relu = eval_relu && yer[i] == (y_eval[i] > T(0) ? y_eval[i] : T(0));
       CHECK(eval_relu);
@@ -297,8 +294,14 @@ void check_fused_relu(int64_t rows, int64_t C) {
 }  // namespace
 
 TEST_CASE("batchnorm: fused ReLU (ResNet-20 shapes and odd tails)") {
-  for (auto [rows, C] : {std::pair<int64_t, int64_t>{4 * 32 * 32, 16}, {4 * 16 * 16, 32}, {4 * 8 * 8, 64},
-                         {2 * 7 * 7, 1024}, {1031, 17}, {67, 3}, {7, 65}, {2, 1}}) {
+  for (auto [rows, C] : {std::pair<int64_t, int64_t>{4 * 32 * 32, 16},
+                         {4 * 16 * 16, 32},
+                         {4 * 8 * 8, 64},
+                         {2 * 7 * 7, 1024},
+                         {1031, 17},
+                         {67, 3},
+                         {7, 65},
+                         {2, 1}}) {
     check_fused_relu<float>(rows, C);
     check_fused_relu<double>(rows, C);
   }

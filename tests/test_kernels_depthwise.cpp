@@ -1,7 +1,5 @@
 #include <doctest/doctest.h>
 
-#include "kernel_test_util.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -11,6 +9,7 @@
 
 #include "core/kernels/depthwise.h"
 #include "core/parallel.h"
+#include "kernel_test_util.h"
 
 using namespace lowbit;
 using namespace lowbit::kernels;
@@ -29,9 +28,8 @@ std::vector<T> random_vec(int64_t n, uint32_t seed) {
   return v;
 }
 
-
-Conv2dGeometry dw_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t stride, int64_t R = 3,
-                       int64_t pad = 1, int64_t mult = 1, int64_t dil = 1) {
+Conv2dGeometry dw_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t stride, int64_t R = 3, int64_t pad = 1,
+                       int64_t mult = 1, int64_t dil = 1) {
   Conv2dGeometry g;
   g.N = N;
   g.C = C;
@@ -107,7 +105,8 @@ void check_shape(const Conv2dGeometry& g) {
   depthwise_set_avx512_enabled(true);
 
   // Without bias / bias gradient.
-  std::vector<float> y_nb(static_cast<size_t>(ny)), y_ref_nb(static_cast<size_t>(ny)), dw_nb(static_cast<size_t>(nw)), dw_ref(static_cast<size_t>(nw));
+  std::vector<float> y_nb(static_cast<size_t>(ny)), y_ref_nb(static_cast<size_t>(ny)), dw_nb(static_cast<size_t>(nw)),
+      dw_ref(static_cast<size_t>(nw));
   depthwise_conv2d_forward(g, x.data(), w.data(), nullptr, y_nb.data());
   depthwise_conv2d_forward_ref(g, x.data(), w.data(), nullptr, y_ref_nb.data());
   CHECK(rel_err(y_nb, y_ref_nb) < 1e-5);
@@ -115,10 +114,10 @@ void check_shape(const Conv2dGeometry& g) {
   CHECK(bit_equal(dw_nb, run_fast(g, x, w, b, dy).dw));
 
   // Double: the portable path against the long-double reference.
-  std::vector<double> xd(x.begin(), x.end()), wd(w.begin(), w.end()), bd(b.begin(), b.end()),
-      dyd(dy.begin(), dy.end());
-  std::vector<double> yd(static_cast<size_t>(ny)), yr(static_cast<size_t>(ny)), dxd(static_cast<size_t>(nx)), dxr(static_cast<size_t>(nx)), dwd(static_cast<size_t>(nw)),
-      dwr(static_cast<size_t>(nw)), dbd(size_t(g.K)), dbr(size_t(g.K));
+  std::vector<double> xd(x.begin(), x.end()), wd(w.begin(), w.end()), bd(b.begin(), b.end()), dyd(dy.begin(), dy.end());
+  std::vector<double> yd(static_cast<size_t>(ny)), yr(static_cast<size_t>(ny)), dxd(static_cast<size_t>(nx)),
+      dxr(static_cast<size_t>(nx)), dwd(static_cast<size_t>(nw)), dwr(static_cast<size_t>(nw)), dbd(size_t(g.K)),
+      dbr(size_t(g.K));
   depthwise_conv2d_forward(g, xd.data(), wd.data(), bd.data(), yd.data());
   depthwise_conv2d_forward_ref(g, xd.data(), wd.data(), bd.data(), yr.data());
   depthwise_conv2d_backward_data(g, dyd.data(), wd.data(), dxd.data());
@@ -135,10 +134,9 @@ void check_shape(const Conv2dGeometry& g) {
 
 TEST_CASE("depthwise: MobileNet-v1/v2 CIFAR layers (batch 2)") {
   // {C, H, stride}: v1 then v2 (expanded planes).
-  const int64_t layers[][3] = {{32, 32, 1},  {64, 32, 2},  {128, 16, 1}, {128, 16, 2}, {256, 8, 1},
-                               {256, 8, 2},  {512, 4, 1},  {512, 4, 2},  {1024, 2, 1}, {96, 32, 1},
-                               {144, 32, 1}, {144, 32, 2}, {192, 16, 2}, {384, 8, 1},  {576, 8, 2},
-                               {960, 4, 1}};
+  const int64_t layers[][3] = {{32, 32, 1},  {64, 32, 2}, {128, 16, 1}, {128, 16, 2}, {256, 8, 1},  {256, 8, 2},
+                               {512, 4, 1},  {512, 4, 2}, {1024, 2, 1}, {96, 32, 1},  {144, 32, 1}, {144, 32, 2},
+                               {192, 16, 2}, {384, 8, 1}, {576, 8, 2},  {960, 4, 1}};
   for (const auto& l : layers) check_shape(dw_geom(2, l[0], l[1], l[1], l[2]));
 }
 

@@ -1,7 +1,5 @@
 #include <doctest/doctest.h>
 
-#include "kernel_test_util.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -11,6 +9,7 @@
 
 #include "core/kernels/pool.h"
 #include "core/parallel.h"
+#include "kernel_test_util.h"
 
 using namespace lowbit;
 using namespace lowbit::kernels;
@@ -51,7 +50,6 @@ std::vector<T> smooth_vec(int64_t n, uint32_t seed) {
   for (auto& e : v) e = T(dist(rng));
   return v;
 }
-
 
 Pool2dGeometry pool_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t k, int64_t stride, int64_t pad,
                          bool ceil_mode = false) {
@@ -199,14 +197,14 @@ void check_global(int64_t N, int64_t H, int64_t W, int64_t C) {
 }  // namespace
 
 TEST_CASE("pool: model layers") {
-  check_pool(pool_geom(1, 64, 112, 112, 3, 2, 1));         // ResNet stem max pool
-  check_pool(pool_geom(2, 64, 32, 32, 2, 2, 0));           // VGG-CIFAR
+  check_pool(pool_geom(1, 64, 112, 112, 3, 2, 1));  // ResNet stem max pool
+  check_pool(pool_geom(2, 64, 32, 32, 2, 2, 0));    // VGG-CIFAR
   check_pool(pool_geom(2, 128, 16, 16, 2, 2, 0));
   check_pool(pool_geom(2, 512, 4, 4, 2, 2, 0));
-  check_pool(pool_geom(2, 192, 28, 28, 3, 1, 1));          // Inception branch pool
-  check_pool(pool_geom(1, 480, 28, 28, 3, 2, 0, true));    // GoogLeNet ceil_mode
-  check_pool(pool_geom(2, 128, 16, 16, 2, 2, 0));          // DenseNet transition avg
-  check_pool(pool_geom(2, 512, 7, 7, 7, 1, 0));            // ResNet head 7x7 avg
+  check_pool(pool_geom(2, 192, 28, 28, 3, 1, 1));        // Inception branch pool
+  check_pool(pool_geom(1, 480, 28, 28, 3, 2, 0, true));  // GoogLeNet ceil_mode
+  check_pool(pool_geom(2, 128, 16, 16, 2, 2, 0));        // DenseNet transition avg
+  check_pool(pool_geom(2, 512, 7, 7, 7, 1, 0));          // ResNet head 7x7 avg
 }
 
 TEST_CASE("pool: odd tails and ceil_mode") {

@@ -23,8 +23,17 @@ std::vector<float> inputs(int64_t n, uint64_t seed) {
   std::vector<float> v(n);
   for (int64_t i = 0; i < n; ++i) v[i] = static_cast<float>(gen.normal() * 0.8 + 0.3);
   // Exact bounds, grid points, half-way points (round half to even), specials.
-  const float special[] = {0.0f, 1.0f, -0.0f, 0.5f / 15, 1.5f / 15, 2.5f / 15, 7.5f / 15, 1.0f + 1e-7f, -1e-7f,
-                           std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+  const float special[] = {0.0f,
+                           1.0f,
+                           -0.0f,
+                           0.5f / 15,
+                           1.5f / 15,
+                           2.5f / 15,
+                           7.5f / 15,
+                           1.0f + 1e-7f,
+                           -1e-7f,
+                           std::numeric_limits<float>::quiet_NaN(),
+                           std::numeric_limits<float>::infinity(),
                            -std::numeric_limits<float>::infinity()};
   for (size_t i = 0; i < sizeof(special) / sizeof(float) && int64_t(i * 7) < n; ++i) v[i * 7] = special[i];
   return v;
@@ -73,7 +82,8 @@ TEST_CASE("the _ref twin follows the definition on hand-picked values") {
   for (size_t i = 0; i < x.size(); ++i) CHECK(dx[i] == 2.0f * mask[i]);
 }
 
-TEST_CASE("clip_quantize equals the composed chain, values bit for bit, gradients = the surrogate, any layout and dtype") {
+TEST_CASE(
+    "clip_quantize equals the composed chain, values bit for bit, gradients = the surrogate, any layout and dtype") {
   for (DType dt : {DType::f32, DType::f64}) {
     for (MemoryFormat fmt : {MemoryFormat::contiguous, MemoryFormat::channels_last}) {
       Generator gen(5);

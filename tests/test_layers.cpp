@@ -381,8 +381,8 @@ TEST_CASE("Sequential fuses BatchNorm -> ReLU: bit-identical to the modules call
   const Tensor w = Tensor::randn({4, 5, 6, 6}, g);
   for (int hooks = 0; hooks < 3; ++hooks) {
     CAPTURE(hooks);
-    if (hooks == 1) relu->set_output_hook([](const Variable& v) { return mul(v, 0.5); });      // fused + hook
-    if (hooks == 2) bn->set_output_hook([](const Variable& v) { return add(v, 0.25); });       // not fusable
+    if (hooks == 1) relu->set_output_hook([](const Variable& v) { return mul(v, 0.5); });  // fused + hook
+    if (hooks == 2) bn->set_output_hook([](const Variable& v) { return add(v, 0.25); });   // not fusable
     for (bool training : {true, false}) {
       CAPTURE(training);
       net.train(training);

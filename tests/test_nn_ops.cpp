@@ -52,8 +52,8 @@ TEST_CASE("conv2d matches a naive NCHW convolution, whatever the input layout") 
   const std::vector<Case> cases = {
       {{2, 3, 7, 6}, {5, 3, 3, 3}, {.padding = {1, 1}}},
       {{1, 4, 9, 9}, {6, 2, 3, 3}, {.stride = {2, 2}, .padding = {1, 0}, .groups = 2}},
-      {{2, 6, 8, 8}, {6, 1, 3, 3}, {.padding = {1, 1}, .groups = 6}},   // depthwise
-      {{1, 3, 8, 8}, {6, 1, 3, 3}, {.stride = {2, 1}, .groups = 3}},    // depthwise, multiplier 2
+      {{2, 6, 8, 8}, {6, 1, 3, 3}, {.padding = {1, 1}, .groups = 6}},  // depthwise
+      {{1, 3, 8, 8}, {6, 1, 3, 3}, {.stride = {2, 1}, .groups = 3}},   // depthwise, multiplier 2
       {{1, 2, 9, 9}, {3, 2, 3, 3}, {.padding = {2, 2}, .dilation = {2, 2}}},
       {{3, 5, 4, 4}, {7, 5, 1, 1}, {}},
       {{1, 1, 28, 28}, {20, 1, 5, 5}, {}},  // LeNet conv1
@@ -115,10 +115,10 @@ TEST_CASE("batch_norm: normalises with batch statistics, updates running average
   CHECK(allclose(rm, math::mul(math::mean(x, {0, 2, 3}), 0.1), 1e-4, 1e-4));
   CHECK(allclose(rv, math::add(math::mul(math::var(x, {0, 2, 3}, true), 0.1), 0.9), 1e-4, 1e-4));
   Variable ye = batch_norm(Variable(x), gamma, beta, rm, rv, /*training=*/false);
-  const Tensor expect = math::add(
-      math::mul(math::div(math::sub(x, rm.reshape({1, 3, 1, 1})), math::sqrt(math::add(rv, 1e-5)).reshape({1, 3, 1, 1})),
-                gamma.data().reshape({1, 3, 1, 1})),
-      beta.data().reshape({1, 3, 1, 1}));
+  const Tensor expect = math::add(math::mul(math::div(math::sub(x, rm.reshape({1, 3, 1, 1})),
+                                                      math::sqrt(math::add(rv, 1e-5)).reshape({1, 3, 1, 1})),
+                                            gamma.data().reshape({1, 3, 1, 1})),
+                                  beta.data().reshape({1, 3, 1, 1}));
   CHECK(allclose(ye.data(), expect, 1e-4, 1e-4));
   CHECK_THROWS_AS(batch_norm(Variable(Tensor::ones({1, 3})), Variable(), Variable(), Tensor(), Tensor(), true), Error);
 }
@@ -142,12 +142,16 @@ TEST_CASE("NN op errors name the op and the shapes") {
     }
     return std::string("no error");
   };
-  const std::string m1 = msg([] { conv2d(Variable(Tensor::zeros({1, 3, 8, 8})), Variable(Tensor::zeros({4, 2, 3, 3}))); });
+  const std::string m1 = msg([] {
+    conv2d(Variable(Tensor::zeros({1, 3, 8, 8})), Variable(Tensor::zeros({4, 2, 3, 3})));
+  });
   CHECK(m1.find("conv2d") != std::string::npos);
   CHECK(m1.find("[4, 2, 3, 3]") != std::string::npos);
   const std::string m2 = msg([] { max_pool2d(Variable(Tensor::zeros({3, 8, 8})), {}); });
   CHECK(m2.find("max_pool2d") != std::string::npos);
   CHECK(m2.find("[3, 8, 8]") != std::string::npos);
-  const std::string m3 = msg([] { conv2d(Variable(Tensor::zeros({1, 1, 2, 2})), Variable(Tensor::zeros({1, 1, 3, 3}))); });
+  const std::string m3 = msg([] {
+    conv2d(Variable(Tensor::zeros({1, 1, 2, 2})), Variable(Tensor::zeros({1, 1, 3, 3})));
+  });
   CHECK(m3.find("smaller") != std::string::npos);
 }

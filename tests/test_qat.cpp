@@ -161,8 +161,8 @@ TEST_CASE("U3 (Uhlich et al.): learnable step and range, bitwidth inferred from 
   cfg.weight_bits = 4;
   cfg.activation_bits = 4;
   quant::Quantization q = quant::attach_quantizers(*net, cfg);
-  CHECK(q.parameter_names ==
-        std::vector<std::string>{"conv2.w_d", "conv2.w_qmax", "relu1.a_d", "relu1.a_qmax", "relu2.a_d", "relu2.a_qmax"});
+  CHECK(q.parameter_names == std::vector<std::string>{"conv2.w_d", "conv2.w_qmax", "relu1.a_d", "relu1.a_qmax",
+                                                      "relu2.a_d", "relu2.a_qmax"});
   auto conv2 = net->at<Conv2d>(2);
   const double qmax = conv2->param("w_qmax").item(), d = conv2->param("w_d").item();
   CHECK(qmax == doctest::Approx(math::amax(math::abs(conv2->weight().data())).item()));
@@ -221,8 +221,7 @@ TEST_CASE("WaveQ regularizer in an optimizer group: beta learns in its own group
   sr.set_position(1, 10);
   CHECK(!sr.loss(opt.param_groups()[0], 0).defined());
   sr.set_position(6, 10);
-  CHECK(sr.loss(opt.param_groups()[0], 0).item() ==
-        doctest::Approx(2 * quant::sinreq_penalty({w}, {3}, {}).item()));
+  CHECK(sr.loss(opt.param_groups()[0], 0).item() == doctest::Approx(2 * quant::sinreq_penalty({w}, {3}, {}).item()));
 }
 
 TEST_CASE("WRPN with the per-layer max scale: levels m * s / (2^(k-1) - 1), straight-through gradient 1") {

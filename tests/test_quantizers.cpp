@@ -187,7 +187,7 @@ TEST_CASE("Uhlich U3 uniform quantizer: values, surrogate gradients, inferred bi
   CHECK(u3_bits(1, 1) == 2);
   CHECK(u3_bits(0.25, 1.8) == 5);
   CHECK(u3_bits(0.1, 1.5, /*signed=*/false) == 4);  // log2(16)
-  CHECK(u3_bits(1, 0.5) == 2);                       // b_min for weights
+  CHECK(u3_bits(1, 0.5) == 2);                      // b_min for weights
   // Unsigned: negative inputs clip to 0 with zero gradient.
   Variable xa = leaf({-1, 0.26});
   Variable qa = uniform_u3(xa, scalar(0.25), scalar(1.0), false);

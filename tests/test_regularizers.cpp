@@ -245,8 +245,8 @@ TEST_CASE("weight scale tanh: the sinusoid sees DoReFa's tanh(w)/max|tanh w|, ze
     for (double l : levels) pre.push_back(std::atanh(0.6 * l));
     const Variable wl(Tensor::from_vector(pre, {static_cast<int64_t>(pre.size())}));
     CHECK(q::sinreq_layer(wl, k, sr).item() < 1e-20);
-    CHECK(max_abs_diff(q::dorefa_weight(wl, k).data(), Tensor::from_vector(levels, {static_cast<int64_t>(levels.size())})) <
-          1e-12);
+    CHECK(max_abs_diff(q::dorefa_weight(wl, k).data(),
+                       Tensor::from_vector(levels, {static_cast<int64_t>(levels.size())})) < 1e-12);
     // ... and not for the same points on raw w (the official code's approximation).
     CHECK(q::sinreq_layer(wl, k, {q::Grid::dorefa, Reduction::sum}).item() > 0.1);
   }

@@ -26,8 +26,7 @@ TEST_CASE("creation and metadata") {
   CHECK(vals(Tensor::arange(1, 2, 0.25)) == std::vector<double>{1, 1.25, 1.5, 1.75});
   CHECK(Tensor::scalar(2).dim() == 0);
   CHECK(Tensor::scalar(2).item() == 2);
-  for (DType t : {DType::f32, DType::f64, DType::i32, DType::i8, DType::u8})
-    CHECK(Tensor::ones({3}, t).dtype() == t);
+  for (DType t : {DType::f32, DType::f64, DType::i32, DType::i8, DType::u8}) CHECK(Tensor::ones({3}, t).dtype() == t);
 }
 
 TEST_CASE("views share storage and copy nothing") {

@@ -180,8 +180,7 @@ TEST_CASE("elementwise ops on long dense rows (split into segments) match the el
     bool ok = true;
     for (int64_t i = 0; i < n; ++i) {
       const float x = static_cast<float>(va[i]), y = static_cast<float>(vb[i]);
-      ok = ok && sum[i] == double(x + y) && bc[i] == double(x * sv) && r[i] == double(x > 0 ? x : 0.0f) &&
-           f[i] == 2.5;
+      ok = ok && sum[i] == double(x + y) && bc[i] == double(x * sv) && r[i] == double(x > 0 ? x : 0.0f) && f[i] == 2.5;
     }
     CHECK(ok);
   }

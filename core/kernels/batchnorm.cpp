@@ -3,7 +3,6 @@
 // adding the block sums into double; chunk results merge in chunk order. Elementwise passes run
 // in parallel over rows.
 #include "core/kernels/batchnorm.h"
-#include "core/kernels/cpu.h"
 
 #include <immintrin.h>
 
@@ -14,8 +13,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/kernels/cpu.h"
 #include "core/parallel.h"
-
 
 namespace lowbit::kernels {
 namespace {
@@ -27,8 +26,8 @@ bool use_avx512() {
   return std::is_same_v<T, float> && cpu_has_avx512() && g_avx512_enabled.load(std::memory_order_relaxed);
 }
 
-constexpr int64_t kBlockRows = 64;       // rows summed in the element type before going to double
-constexpr int64_t kChunkElems = 32768;   // elements per reduction chunk (cache-resident)
+constexpr int64_t kBlockRows = 64;      // rows summed in the element type before going to double
+constexpr int64_t kChunkElems = 32768;  // elements per reduction chunk (cache-resident)
 
 int64_t chunk_count(int64_t rows, int64_t C) {
   const int64_t chunk_rows = std::max<int64_t>(1, kChunkElems / C);
@@ -111,8 +110,8 @@ void relu_mask_rows_generic(int64_t rows, int64_t C, const T* dy, const T* x, co
 
 // dx = g * k1 + (x - center) * k2 + k3, g = dy (masked by z > 0 when relu_scale is non-null).
 template <class T>
-void bwd_dx_rows_generic(int64_t rows, int64_t C, const T* dy, const T* x, const T* center, const T* k1,
-                         const T* k2, const T* k3, const T* relu_scale, const T* relu_shift, T* dx) {
+void bwd_dx_rows_generic(int64_t rows, int64_t C, const T* dy, const T* x, const T* center, const T* k1, const T* k2,
+                         const T* k3, const T* relu_scale, const T* relu_shift, T* dx) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < C; ++c) {
       const T xv = x[r * C + c];
@@ -160,8 +159,8 @@ LOWBIT_AVX512 void sum_group(int64_t nr, int64_t C, const float* x, int64_t left
 
 // s1 += sum (a - center); s2 += sum b * (a - center) (b = a - center when WithB is false).
 template <int NV, bool WithB>
-LOWBIT_AVX512 void dev_group(int64_t nr, int64_t C, const float* a, const float* b, int64_t left,
-                             const float* center, double* s1, double* s2) {
+LOWBIT_AVX512 void dev_group(int64_t nr, int64_t C, const float* a, const float* b, int64_t left, const float* center,
+                             double* s1, double* s2) {
   __mmask16 m[NV];
   __m512 cen[NV], a1[NV], a2[NV];
 #pragma GCC unroll 4
@@ -193,10 +192,14 @@ LOWBIT_AVX512 void sum_rows_avx512(int64_t rows, int64_t C, const float* x, doub
     for (int64_t c0 = 0; c0 < C; c0 += 64) {
       const int64_t left = C - c0;
       const float* xp = x + r0 * C + c0;
-      if (left > 48) sum_group<4>(nr, C, xp, left, out + c0);
-      else if (left > 32) sum_group<3>(nr, C, xp, left, out + c0);
-      else if (left > 16) sum_group<2>(nr, C, xp, left, out + c0);
-      else sum_group<1>(nr, C, xp, left, out + c0);
+      if (left > 48)
+        sum_group<4>(nr, C, xp, left, out + c0);
+      else if (left > 32)
+        sum_group<3>(nr, C, xp, left, out + c0);
+      else if (left > 16)
+        sum_group<2>(nr, C, xp, left, out + c0);
+      else
+        sum_group<1>(nr, C, xp, left, out + c0);
     }
   }
 }
@@ -210,10 +213,14 @@ LOWBIT_AVX512 void dev_rows_avx512(int64_t rows, int64_t C, const float* a, cons
       const int64_t left = C - c0, off = r0 * C + c0;
       const float* ap = a + off;
       const float* bp = WithB ? b + off : nullptr;
-      if (left > 48) dev_group<4, WithB>(nr, C, ap, bp, left, center + c0, s1 + c0, s2 + c0);
-      else if (left > 32) dev_group<3, WithB>(nr, C, ap, bp, left, center + c0, s1 + c0, s2 + c0);
-      else if (left > 16) dev_group<2, WithB>(nr, C, ap, bp, left, center + c0, s1 + c0, s2 + c0);
-      else dev_group<1, WithB>(nr, C, ap, bp, left, center + c0, s1 + c0, s2 + c0);
+      if (left > 48)
+        dev_group<4, WithB>(nr, C, ap, bp, left, center + c0, s1 + c0, s2 + c0);
+      else if (left > 32)
+        dev_group<3, WithB>(nr, C, ap, bp, left, center + c0, s1 + c0, s2 + c0);
+      else if (left > 16)
+        dev_group<2, WithB>(nr, C, ap, bp, left, center + c0, s1 + c0, s2 + c0);
+      else
+        dev_group<1, WithB>(nr, C, ap, bp, left, center + c0, s1 + c0, s2 + c0);
     }
   }
 }
@@ -225,21 +232,20 @@ LOWBIT_AVX512 inline __mmask16 positive_lanes(__mmask16 m, __m512 d, const float
 }
 
 template <bool Relu>
-LOWBIT_AVX512 void affine_rows_avx512(int64_t rows, int64_t C, const float* x, const float* center,
-                                      const float* scale, const float* shift, float* y) {
+LOWBIT_AVX512 void affine_rows_avx512(int64_t rows, int64_t C, const float* x, const float* center, const float* scale,
+                                      const float* shift, float* y) {
   for (int64_t r = 0; r < rows; ++r, x += C, y += C)
     for (int64_t cb = 0; cb < C; cb += 16) {
       const __mmask16 m = tail_mask(C - cb);
       const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + cb), _mm512_maskz_loadu_ps(m, center + cb));
-      const __m512 z =
-          _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, scale + cb), _mm512_maskz_loadu_ps(m, shift + cb));
+      const __m512 z = _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, scale + cb), _mm512_maskz_loadu_ps(m, shift + cb));
       const __mmask16 keep = Relu ? _mm512_mask_cmp_ps_mask(m, z, _mm512_setzero_ps(), _CMP_GT_OQ) : m;
       _mm512_mask_storeu_ps(y + cb, m, _mm512_maskz_mov_ps(keep, z));
     }
 }
 
-LOWBIT_AVX512 void relu_mask_rows_avx512(int64_t rows, int64_t C, const float* dy, const float* x,
-                                         const float* center, const float* scale, const float* shift, float* g) {
+LOWBIT_AVX512 void relu_mask_rows_avx512(int64_t rows, int64_t C, const float* dy, const float* x, const float* center,
+                                         const float* scale, const float* shift, float* g) {
   for (int64_t r = 0; r < rows; ++r, dy += C, x += C, g += C)
     for (int64_t cb = 0; cb < C; cb += 16) {
       const __mmask16 m = tail_mask(C - cb);
@@ -249,9 +255,9 @@ LOWBIT_AVX512 void relu_mask_rows_avx512(int64_t rows, int64_t C, const float* d
     }
 }
 
-LOWBIT_AVX512 void bwd_dx_rows_avx512(int64_t rows, int64_t C, const float* dy, const float* x,
-                                      const float* center, const float* k1, const float* k2, const float* k3,
-                                      const float* relu_scale, const float* relu_shift, float* dx) {
+LOWBIT_AVX512 void bwd_dx_rows_avx512(int64_t rows, int64_t C, const float* dy, const float* x, const float* center,
+                                      const float* k1, const float* k2, const float* k3, const float* relu_scale,
+                                      const float* relu_shift, float* dx) {
   for (int64_t r = 0; r < rows; ++r, dy += C, x += C, dx += C)
     for (int64_t cb = 0; cb < C; cb += 16) {
       const __mmask16 m = tail_mask(C - cb);
@@ -276,8 +282,7 @@ struct Prims {
     }
     sum_rows_generic(rows, C, x, out, blk);
   }
-  void dev(int64_t rows, int64_t C, const T* a, const T* b, const T* center, double* s1, double* s2,
-           T* blk) const {
+  void dev(int64_t rows, int64_t C, const T* a, const T* b, const T* center, double* s1, double* s2, T* blk) const {
     if constexpr (std::is_same_v<T, float>) {
       if (simd) {
         if (b) return dev_rows_avx512<true>(rows, C, a, b, center, s1, s2);
@@ -301,8 +306,8 @@ struct Prims {
     }
     relu_mask_rows_generic(rows, C, dy, x, center, scale, shift, g);
   }
-  void bwd_dx(int64_t rows, int64_t C, const T* dy, const T* x, const T* center, const T* k1, const T* k2,
-              const T* k3, const T* relu_scale, const T* relu_shift, T* dx) const {
+  void bwd_dx(int64_t rows, int64_t C, const T* dy, const T* x, const T* center, const T* k1, const T* k2, const T* k3,
+              const T* relu_scale, const T* relu_shift, T* dx) const {
     if constexpr (std::is_same_v<T, float>) {
       if (simd) return bwd_dx_rows_avx512(rows, C, dy, x, center, k1, k2, k3, relu_scale, relu_shift, dx);
     }
@@ -385,12 +390,11 @@ void forward_train_impl(int64_t rows, int64_t C, const T* x, const T* gamma, con
 }
 
 template <class T>
-void forward_eval_impl(int64_t rows, int64_t C, const T* x, const T* running_mean, const T* running_var,
-                       const T* gamma, const T* beta, double eps, bool relu, T* y) {
+void forward_eval_impl(int64_t rows, int64_t C, const T* x, const T* running_mean, const T* running_var, const T* gamma,
+                       const T* beta, double eps, bool relu, T* y) {
   check_shape(rows, C, "batchnorm_forward_eval");
   const Prims<T> prims;
-  std::vector<T> center(running_mean, running_mean + C), scale(static_cast<size_t>(C)),
-      shift(static_cast<size_t>(C));
+  std::vector<T> center(running_mean, running_mean + C), scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
   for (int64_t c = 0; c < C; ++c) {
     scale[size_t(c)] = T((gamma ? double(gamma[c]) : 1.0) / std::sqrt(double(running_var[c]) + eps));
     shift[size_t(c)] = beta ? beta[c] : T(0);
@@ -540,39 +544,35 @@ void update_running_impl(int64_t C, double momentum, const T* batch_mean, const 
 
 void batchnorm_set_avx512_enabled(bool enabled) { g_avx512_enabled.store(enabled, std::memory_order_relaxed); }
 
-#define LOWBIT_BN_DEFINE(T)                                                                                     \
-  void batchnorm_forward_train(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps,  \
-                               T* y, T* save_mean, T* save_invstd, T* batch_var_unbiased, T* relu_affine) {     \
-    forward_train_impl(rows, C, x, gamma, beta, eps, y, save_mean, save_invstd, batch_var_unbiased, relu_affine); \
-  }                                                                                                             \
-  void batchnorm_forward_eval(int64_t rows, int64_t C, const T* x, const T* running_mean, const T* running_var, \
-                              const T* gamma, const T* beta, double eps, T* y, bool relu) {                     \
-    forward_eval_impl(rows, C, x, running_mean, running_var, gamma, beta, eps, relu, y);                        \
-  }                                                                                                             \
-  void batchnorm_backward(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean,                 \
-                          const T* save_invstd, const T* gamma, T* dx, T* dgamma, T* dbeta,                     \
-                          const T* relu_affine) {                                                               \
-    backward_impl(rows, C, x, dy, save_mean, save_invstd, gamma, relu_affine, dx, dgamma, dbeta);               \
-  }                                                                                                             \
-  void batchnorm_forward_train_ref(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta,          \
-                                   double eps, T* y, T* save_mean, T* save_invstd, T* batch_var_unbiased,       \
-                                   T* relu_affine) {                                                            \
-    forward_train_ref_impl(rows, C, x, gamma, beta, eps, y, save_mean, save_invstd, batch_var_unbiased,         \
-                           relu_affine);                                                                        \
-  }                                                                                                             \
-  void batchnorm_forward_eval_ref(int64_t rows, int64_t C, const T* x, const T* running_mean,                   \
-                                  const T* running_var, const T* gamma, const T* beta, double eps, T* y,        \
-                                  bool relu) {                                                                  \
-    forward_eval_ref_impl(rows, C, x, running_mean, running_var, gamma, beta, eps, relu, y);                    \
-  }                                                                                                             \
-  void batchnorm_backward_ref(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean,             \
-                              const T* save_invstd, const T* gamma, T* dx, T* dgamma, T* dbeta,                 \
-                              const T* relu_affine) {                                                           \
-    backward_ref_impl(rows, C, x, dy, save_mean, save_invstd, gamma, relu_affine, dx, dgamma, dbeta);           \
-  }                                                                                                             \
-  void batchnorm_update_running_stats(int64_t C, double momentum, const T* batch_mean,                          \
-                                      const T* batch_var_unbiased, T* running_mean, T* running_var) {           \
-    update_running_impl(C, momentum, batch_mean, batch_var_unbiased, running_mean, running_var);                \
+#define LOWBIT_BN_DEFINE(T)                                                                                           \
+  void batchnorm_forward_train(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps, T* y,  \
+                               T* save_mean, T* save_invstd, T* batch_var_unbiased, T* relu_affine) {                 \
+    forward_train_impl(rows, C, x, gamma, beta, eps, y, save_mean, save_invstd, batch_var_unbiased, relu_affine);     \
+  }                                                                                                                   \
+  void batchnorm_forward_eval(int64_t rows, int64_t C, const T* x, const T* running_mean, const T* running_var,       \
+                              const T* gamma, const T* beta, double eps, T* y, bool relu) {                           \
+    forward_eval_impl(rows, C, x, running_mean, running_var, gamma, beta, eps, relu, y);                              \
+  }                                                                                                                   \
+  void batchnorm_backward(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean, const T* save_invstd, \
+                          const T* gamma, T* dx, T* dgamma, T* dbeta, const T* relu_affine) {                         \
+    backward_impl(rows, C, x, dy, save_mean, save_invstd, gamma, relu_affine, dx, dgamma, dbeta);                     \
+  }                                                                                                                   \
+  void batchnorm_forward_train_ref(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps,    \
+                                   T* y, T* save_mean, T* save_invstd, T* batch_var_unbiased, T* relu_affine) {       \
+    forward_train_ref_impl(rows, C, x, gamma, beta, eps, y, save_mean, save_invstd, batch_var_unbiased, relu_affine); \
+  }                                                                                                                   \
+  void batchnorm_forward_eval_ref(int64_t rows, int64_t C, const T* x, const T* running_mean, const T* running_var,   \
+                                  const T* gamma, const T* beta, double eps, T* y, bool relu) {                       \
+    forward_eval_ref_impl(rows, C, x, running_mean, running_var, gamma, beta, eps, relu, y);                          \
+  }                                                                                                                   \
+  void batchnorm_backward_ref(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean,                   \
+                              const T* save_invstd, const T* gamma, T* dx, T* dgamma, T* dbeta,                       \
+                              const T* relu_affine) {                                                                 \
+    backward_ref_impl(rows, C, x, dy, save_mean, save_invstd, gamma, relu_affine, dx, dgamma, dbeta);                 \
+  }                                                                                                                   \
+  void batchnorm_update_running_stats(int64_t C, double momentum, const T* batch_mean, const T* batch_var_unbiased,   \
+                                      T* running_mean, T* running_var) {                                              \
+    update_running_impl(C, momentum, batch_mean, batch_var_unbiased, running_mean, running_var);                      \
   }
 
 LOWBIT_BN_DEFINE(float)

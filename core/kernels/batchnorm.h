@@ -33,9 +33,9 @@
 
 namespace lowbit::kernels {
 
-void batchnorm_forward_train(int64_t rows, int64_t C, const float* x, const float* gamma, const float* beta,
-                             double eps, float* y, float* save_mean, float* save_invstd,
-                             float* batch_var_unbiased = nullptr, float* relu_affine = nullptr);
+void batchnorm_forward_train(int64_t rows, int64_t C, const float* x, const float* gamma, const float* beta, double eps,
+                             float* y, float* save_mean, float* save_invstd, float* batch_var_unbiased = nullptr,
+                             float* relu_affine = nullptr);
 void batchnorm_forward_train(int64_t rows, int64_t C, const double* x, const double* gamma, const double* beta,
                              double eps, double* y, double* save_mean, double* save_invstd,
                              double* batch_var_unbiased = nullptr, double* relu_affine = nullptr);
@@ -43,24 +43,24 @@ void batchnorm_forward_eval(int64_t rows, int64_t C, const float* x, const float
                             const float* running_var, const float* gamma, const float* beta, double eps, float* y,
                             bool relu = false);
 void batchnorm_forward_eval(int64_t rows, int64_t C, const double* x, const double* running_mean,
-                            const double* running_var, const double* gamma, const double* beta, double eps,
-                            double* y, bool relu = false);
+                            const double* running_var, const double* gamma, const double* beta, double eps, double* y,
+                            bool relu = false);
 void batchnorm_backward(int64_t rows, int64_t C, const float* x, const float* dy, const float* save_mean,
                         const float* save_invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
                         const float* relu_affine = nullptr);
 void batchnorm_backward(int64_t rows, int64_t C, const double* x, const double* dy, const double* save_mean,
-                        const double* save_invstd, const double* gamma, double* dx, double* dgamma,
-                        double* dbeta, const double* relu_affine = nullptr);
+                        const double* save_invstd, const double* gamma, double* dx, double* dgamma, double* dbeta,
+                        const double* relu_affine = nullptr);
 
 void batchnorm_forward_train_ref(int64_t rows, int64_t C, const float* x, const float* gamma, const float* beta,
                                  double eps, float* y, float* save_mean, float* save_invstd,
                                  float* batch_var_unbiased = nullptr, float* relu_affine = nullptr);
-void batchnorm_forward_train_ref(int64_t rows, int64_t C, const double* x, const double* gamma,
-                                 const double* beta, double eps, double* y, double* save_mean, double* save_invstd,
+void batchnorm_forward_train_ref(int64_t rows, int64_t C, const double* x, const double* gamma, const double* beta,
+                                 double eps, double* y, double* save_mean, double* save_invstd,
                                  double* batch_var_unbiased = nullptr, double* relu_affine = nullptr);
 void batchnorm_forward_eval_ref(int64_t rows, int64_t C, const float* x, const float* running_mean,
-                                const float* running_var, const float* gamma, const float* beta, double eps,
-                                float* y, bool relu = false);
+                                const float* running_var, const float* gamma, const float* beta, double eps, float* y,
+                                bool relu = false);
 void batchnorm_forward_eval_ref(int64_t rows, int64_t C, const double* x, const double* running_mean,
                                 const double* running_var, const double* gamma, const double* beta, double eps,
                                 double* y, bool relu = false);
@@ -68,8 +68,8 @@ void batchnorm_backward_ref(int64_t rows, int64_t C, const float* x, const float
                             const float* save_invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
                             const float* relu_affine = nullptr);
 void batchnorm_backward_ref(int64_t rows, int64_t C, const double* x, const double* dy, const double* save_mean,
-                            const double* save_invstd, const double* gamma, double* dx, double* dgamma,
-                            double* dbeta, const double* relu_affine = nullptr);
+                            const double* save_invstd, const double* gamma, double* dx, double* dgamma, double* dbeta,
+                            const double* relu_affine = nullptr);
 
 void batchnorm_update_running_stats(int64_t C, double momentum, const float* batch_mean,
                                     const float* batch_var_unbiased, float* running_mean, float* running_var);

@@ -11,9 +11,9 @@ namespace lowbit::kernels {
 namespace {
 
 void check(const Conv2dGeometry& g) {
-  if (g.N < 1 || g.C < 1 || g.H < 1 || g.W < 1 || g.K < 1 || g.R < 1 || g.S < 1 || g.stride_h < 1 ||
-      g.stride_w < 1 || g.pad_h < 0 || g.pad_w < 0 || g.dil_h < 1 || g.dil_w < 1 || g.groups < 1 ||
-      g.C % g.groups != 0 || g.K % g.groups != 0 || g.P() < 1 || g.Q() < 1)
+  if (g.N < 1 || g.C < 1 || g.H < 1 || g.W < 1 || g.K < 1 || g.R < 1 || g.S < 1 || g.stride_h < 1 || g.stride_w < 1 ||
+      g.pad_h < 0 || g.pad_w < 0 || g.dil_h < 1 || g.dil_w < 1 || g.groups < 1 || g.C % g.groups != 0 ||
+      g.K % g.groups != 0 || g.P() < 1 || g.Q() < 1)
     throw std::invalid_argument("conv2d: invalid geometry");
 }
 
@@ -136,8 +136,7 @@ ConvPlan plan(const Conv2dGeometry& g) {
 void conv2d_forward_ref(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
   forward_ref<float, double>(g, x, w, b, y);
 }
-void conv2d_forward_ref(const Conv2dGeometry& g, const double* x, const double* w, const double* b,
-                        double* y) {
+void conv2d_forward_ref(const Conv2dGeometry& g, const double* x, const double* w, const double* b, double* y) {
   forward_ref<double, long double>(g, x, w, b, y);
 }
 void conv2d_backward_data_ref(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
@@ -146,12 +145,10 @@ void conv2d_backward_data_ref(const Conv2dGeometry& g, const float* dy, const fl
 void conv2d_backward_data_ref(const Conv2dGeometry& g, const double* dy, const double* w, double* dx) {
   backward_data_ref<double, long double>(g, dy, w, dx);
 }
-void conv2d_backward_weight_ref(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
-                                float* db) {
+void conv2d_backward_weight_ref(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db) {
   backward_weight_ref<float, double>(g, x, dy, dw, db);
 }
-void conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
-                                double* db) {
+void conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const double* dy, double* dw, double* db) {
   backward_weight_ref<double, long double>(g, x, dy, dw, db);
 }
 
@@ -199,8 +196,7 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float
     case ConvPlan::kReference: return conv2d_backward_weight_ref(g, x, dy, dw, db);
   }
 }
-void conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
-                            double* db) {
+void conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const double* dy, double* dw, double* db) {
   conv2d_backward_weight_ref(g, x, dy, dw, db);
 }
 

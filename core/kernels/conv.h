@@ -34,8 +34,7 @@ void conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w, c
 void conv2d_backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx);
 void conv2d_backward_data(const Conv2dGeometry& g, const double* dy, const double* w, double* dx);
 void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db);
-void conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
-                            double* db);
+void conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const double* dy, double* dw, double* db);
 
 // The algorithm conv2d_* run for float data of this geometry (all three passes): "im2col",
 // "wino4x4", "wino2x2", "direct" (AVX-512) or "reference" (no AVX-512). Double always runs the
@@ -43,13 +42,10 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const doub
 const char* conv2d_algorithm(const Conv2dGeometry& g);
 
 void conv2d_forward_ref(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y);
-void conv2d_forward_ref(const Conv2dGeometry& g, const double* x, const double* w, const double* b,
-                        double* y);
+void conv2d_forward_ref(const Conv2dGeometry& g, const double* x, const double* w, const double* b, double* y);
 void conv2d_backward_data_ref(const Conv2dGeometry& g, const float* dy, const float* w, float* dx);
 void conv2d_backward_data_ref(const Conv2dGeometry& g, const double* dy, const double* w, double* dx);
-void conv2d_backward_weight_ref(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
-                                float* db);
-void conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
-                                double* db);
+void conv2d_backward_weight_ref(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db);
+void conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const double* dy, double* dw, double* db);
 
 }  // namespace lowbit::kernels

@@ -16,7 +16,6 @@
 // (forward tile on x in place; backward-data = memset + tile), pointwise convs on <= 8x8 images as
 // one GEMM, and unpadded backward-weight reading x without staging.
 #include "core/kernels/conv_direct.h"
-#include "core/kernels/cpu.h"
 
 #include <immintrin.h>
 
@@ -28,10 +27,10 @@
 #include <utility>
 #include <vector>
 
+#include "core/kernels/cpu.h"
 #include "core/kernels/gemm.h"
 #include "core/kernels/scratch.h"
 #include "core/parallel.h"
-
 
 namespace lowbit::kernels {
 namespace {
@@ -46,8 +45,8 @@ using AlignedPtr = AlignedFloats;
 float* stage_buffer(int64_t n) { return thread_scratch(ScratchSlot::kConvStage, n); }
 
 // dst[i][j][c] = img[ih0 + i][iw0 + j][c] for rows [ih0, ih1), cols [iw0, iw1); zero outside the image.
-void stage_rows(const float* img, int64_t H, int64_t W, int64_t C, int64_t ih0, int64_t ih1, int64_t iw0,
-                int64_t iw1, float* dst) {
+void stage_rows(const float* img, int64_t H, int64_t W, int64_t C, int64_t ih0, int64_t ih1, int64_t iw0, int64_t iw1,
+                float* dst) {
   const int64_t ws = iw1 - iw0;
   const int64_t lo = std::max<int64_t>(iw0, 0), hi = std::min(iw1, W);
   for (int64_t ih = ih0; ih < ih1; ++ih) {
@@ -86,17 +85,17 @@ struct Tap {
 };
 
 struct TileArgs {
-  const float* in;      // input for pixel 0 of the tile
-  int64_t in_ps;        // floats between consecutive pixels of the tile in the input
+  const float* in;  // input for pixel 0 of the tile
+  int64_t in_ps;    // floats between consecutive pixels of the tile in the input
   const Tap* taps;
   int64_t ntaps;
-  int64_t L;            // reduction length of every tap
-  const float* w;       // packed weights: tap.w + l * ldw + 16 * vector
+  int64_t L;       // reduction length of every tap
+  const float* w;  // packed weights: tap.w + l * ldw + 16 * vector
   int64_t ldw;
-  float* out;           // output of pixel 0
-  int64_t out_ps;       // floats between consecutive output pixels
-  const float* bias;    // NR * 16 initial values, or null for zeros
-  int last_lanes;       // valid lanes of the last output vector (1..16)
+  float* out;         // output of pixel 0
+  int64_t out_ps;     // floats between consecutive output pixels
+  const float* bias;  // NR * 16 initial values, or null for zeros
+  int last_lanes;     // valid lanes of the last output vector (1..16)
 };
 
 // PS > 0: the caller guarantees in_ps == PS, so every broadcast address is a compile-time offset (a
@@ -105,7 +104,7 @@ struct TileArgs {
 // only its first last_lanes lanes (the K tail).
 template <int MR, int NR>
 LOWBIT_AVX512 inline __attribute__((always_inline)) void store_tile(const __m512 (&acc)[MR][NR], float* out,
-                                                                     int64_t row_stride, int last_lanes) {
+                                                                    int64_t row_stride, int last_lanes) {
   const __mmask16 last = static_cast<__mmask16>((1u << last_lanes) - 1u);
 #pragma GCC unroll 28
   for (int m = 0; m < MR; ++m) {
@@ -208,16 +207,16 @@ int64_t rows_per_task(int64_t N, int64_t P) {
 // ------------------------------------------------------------------------------------------------
 
 struct WgradArgs {
-  const float* x;    // staged input for (row 0, pixel 0) of the tap, at the block's first lane
-  int64_t x_ps;      // floats between consecutive pixels
-  int64_t x_rs;      // floats between consecutive output rows
-  const float* dy;   // dy for (row 0, pixel 0) at the block's first output channel
+  const float* x;   // staged input for (row 0, pixel 0) of the tap, at the block's first lane
+  int64_t x_ps;     // floats between consecutive pixels
+  int64_t x_rs;     // floats between consecutive output rows
+  const float* dy;  // dy for (row 0, pixel 0) at the block's first output channel
   int64_t dy_ps, dy_rs;
   int64_t rows, cols;
-  float* dw;         // dw for the block's first output channel and lane
-  int64_t ldd;       // floats between output channels in dw
-  bool accumulate;   // add to dw instead of overwriting
-  int last_lanes;    // valid lanes of the last vector (1..16)
+  float* dw;        // dw for the block's first output channel and lane
+  int64_t ldd;      // floats between output channels in dw
+  bool accumulate;  // add to dw instead of overwriting
+  int last_lanes;   // valid lanes of the last vector (1..16)
 };
 
 template <int MR, int NR>
@@ -271,7 +270,6 @@ WgradFn wgrad_fn(int64_t mr, int64_t nr) {
     default: return kWgrad3[mr - 1];
   }
 }
-
 
 // ------------------------------------------------------------------------------------------------
 // Forward
@@ -435,7 +433,6 @@ void backward_data_nhwc(const Conv2dGeometry& g, const float* dy, const float* w
   });
 }
 
-
 // ------------------------------------------------------------------------------------------------
 // Backward data of a strided 1x1 convolution without padding (projection shortcuts)
 //
@@ -484,17 +481,17 @@ void backward_data_1x1_strided(const Conv2dGeometry& g, const float* dy, const f
 // ------------------------------------------------------------------------------------------------
 
 struct BlockedArgs {
-  const float* in;      // staged input, pixel 0 of the tile (taps add their offsets)
+  const float* in;  // staged input, pixel 0 of the tile (taps add their offsets)
   const Tap* taps;
   int64_t ntaps;
-  int64_t ncb;          // channel blocks per tap
-  int64_t in_cb;        // floats between channel blocks of the staged input
-  const float* w;       // weights: tap.w + cb * w_cb + c * w_c + (s * NR + v) * 16
+  int64_t ncb;     // channel blocks per tap
+  int64_t in_cb;   // floats between channel blocks of the staged input
+  const float* w;  // weights: tap.w + cb * w_cb + c * w_c + (s * NR + v) * 16
   int64_t w_c, w_cb;
-  float* out;           // output of pixel 0
-  int64_t out_ps;       // floats between consecutive output pixels
-  const float* bias;    // NR * 16 initial values, or null for zeros
-  int last_lanes;       // valid lanes of the last output vector (1..16)
+  float* out;         // output of pixel 0
+  int64_t out_ps;     // floats between consecutive output pixels
+  const float* bias;  // NR * 16 initial values, or null for zeros
+  int last_lanes;     // valid lanes of the last output vector (1..16)
 };
 
 template <int MR, int NR, int SW, int SX>
@@ -608,8 +605,8 @@ std::vector<VecBlock> plan_vec_blocks(int64_t npix, int64_t nvec, int sw_taps) {
 }
 
 // dst[cb][i][j][l] = img[ih0 + i][iw0 + j][16 * cb + l], zero outside the image; C = 16 * ncb.
-void stage_rows_blocked(const float* img, int64_t H, int64_t W, int64_t ncb, int64_t ih0, int64_t ih1,
-                        int64_t iw0, int64_t iw1, float* dst) {
+void stage_rows_blocked(const float* img, int64_t H, int64_t W, int64_t ncb, int64_t ih0, int64_t ih1, int64_t iw0,
+                        int64_t iw1, float* dst) {
   const int64_t C = 16 * ncb, ws = iw1 - iw0, plane = (ih1 - ih0) * ws * 16;
   for (int64_t ih = ih0; ih < ih1; ++ih) {
     for (int64_t iw = iw0; iw < iw1; ++iw) {
@@ -826,8 +823,8 @@ void backward_data_blocked(const Conv2dGeometry& g, const float* dy, const float
 // N*H*W pixels, and the GEMM's cache blocking beats pixel tiles of at most 16 pixels per row that
 // stream the whole (large) weight matrix each.
 bool pointwise_gemm(const Conv2dGeometry& g) {
-  return g.R == 1 && g.S == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0 &&
-         g.groups == 1 && g.H * g.W <= 64;
+  return g.R == 1 && g.S == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0 && g.groups == 1 &&
+         g.H * g.W <= 64;
 }
 
 }  // namespace
@@ -970,8 +967,7 @@ SmallWgradFn small_wgrad_fn(int64_t R, int64_t S, int64_t C) {
 
 }  // namespace
 
-void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, const float* dy, float* dwt,
-                                   float* db) {
+void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, const float* dy, float* dwt, float* db) {
   const int64_t N = g.N, C = g.C, H = g.H, W = g.W, K = g.K, R = g.R, S = g.S, G = g.groups;
   const int64_t P = g.P(), Q = g.Q(), Cg = g.C_per_group(), Kg = g.K_per_group();
   const int64_t sh = g.stride_h, sw = g.stride_w, ph = g.pad_h, pw = g.pad_w, dh = g.dil_h, dw = g.dil_w;
@@ -1025,8 +1021,8 @@ void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, cons
   nchunks = std::min(nchunks, units);
 
   // Runs every output tile `ti` in [t_lo, t_hi) over rows [p0, p1) of image n, staged in xs.
-  auto run_slice = [&](const float* xs, int64_t n, int64_t p0, int64_t p1, float* dst, bool accumulate,
-                       int64_t t_lo, int64_t t_hi) {
+  auto run_slice = [&](const float* xs, int64_t n, int64_t p0, int64_t p1, float* dst, bool accumulate, int64_t t_lo,
+                       int64_t t_hi) {
     for (int64_t ti = t_lo; ti < t_hi && small; ++ti) {
       const OTile& o = otiles[ti];
       SmallWgradArgs a{};

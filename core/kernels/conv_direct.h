@@ -10,7 +10,6 @@ namespace lowbit::kernels {
 bool conv_direct_available();
 void conv2d_forward_direct(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y);
 void conv2d_backward_data_direct(const Conv2dGeometry& g, const float* dy, const float* w, float* dx);
-void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
-                                   float* db);
+void conv2d_backward_weight_direct(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db);
 
 }  // namespace lowbit::kernels

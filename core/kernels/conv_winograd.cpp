@@ -89,8 +89,8 @@ struct Wino<4> {
                                     {0, 0, 1}};
   LOWBIT_WINO_INLINE void input_1d(const __m512 (&d)[6], __m512 (&t)[6]) {
     const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f), two = _mm512_set1_ps(2.0f);
-    t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));  // 4d0 - 5d2 + d4
-    t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));  // 4d1 - 5d3 + d5
+    t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));               // 4d0 - 5d2 + d4
+    t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));               // 4d1 - 5d3 + d5
     t[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));  // -4(d1+d2) + d3+d4
     t[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));   // 4(d1-d2) + d4-d3
     const __m512 d31 = _mm512_sub_ps(d[3], d[1]), d42 = _mm512_sub_ps(d[4], d[2]);
@@ -189,9 +189,9 @@ void transform_weights(int64_t Cin, int64_t Cout, Weight wt, float* U) {
 // column j reads lanes under colmask[j] only (0 or all 16: columns outside the image).
 template <int M, bool kMasked>
 LOWBIT_AVX512 inline __attribute__((always_inline)) void input_tile(const float* const (&row)[Wino<M>::kA],
-                                                                     const int64_t (&col)[Wino<M>::kA],
-                                                                     const __mmask16 (&colmask)[Wino<M>::kA],
-                                                                     int64_t c, float* v, int64_t ld) {
+                                                                    const int64_t (&col)[Wino<M>::kA],
+                                                                    const __mmask16 (&colmask)[Wino<M>::kA], int64_t c,
+                                                                    float* v, int64_t ld) {
   constexpr int A = Wino<M>::kA;
   __m512 t[A][A];
   for (int j = 0; j < A; ++j) {  // t = B^T d, one column of the tile at a time
@@ -402,9 +402,8 @@ void winograd_conv_by_point(const WinoShape& s0, const float* in, const float* U
   float* Mb = thread_scratch(ScratchSlot::kWinogradM, XI * panel(s.tb, K));
   for (int64_t t0 = 0; t0 < tiles; t0 += s.tb) {
     const int64_t nt = std::min(s.tb, tiles - t0);
-    parallel_for(0, nt, 16, [&](int64_t lo, int64_t hi) {
-      input_transform<M>(s, in, t0 + lo, hi - lo, hi - lo, V + lo * C);
-    });
+    parallel_for(0, nt, 16,
+                 [&](int64_t lo, int64_t hi) { input_transform<M>(s, in, t0 + lo, hi - lo, hi - lo, V + lo * C); });
     for (int64_t xi = 0; xi < XI; ++xi) {
       GemmArgs<float> a;
       a.M = nt, a.N = K, a.K = C;
@@ -413,9 +412,8 @@ void winograd_conv_by_point(const WinoShape& s0, const float* in, const float* U
       a.C = Mb + xi * panel(s.tb, K), a.ldc = K;
       gemm(a);
     }
-    parallel_for(0, nt, 16, [&](int64_t lo, int64_t hi) {
-      output_transform<M>(s, Mb + lo * K, bias, t0 + lo, hi - lo, out);
-    });
+    parallel_for(0, nt, 16,
+                 [&](int64_t lo, int64_t hi) { output_transform<M>(s, Mb + lo * K, bias, t0 + lo, hi - lo, out); });
   }
 }
 
@@ -439,8 +437,7 @@ LOWBIT_AVX512 void wgrad_tile(const float* V, int64_t ldv, const float* D, int64
 }
 
 template <int CR, int KV>
-void wgrad_block(int64_t XI, const float* V, const float* D, int64_t nt, int64_t C, int64_t K, int64_t tb,
-                 float* dU) {
+void wgrad_block(int64_t XI, const float* V, const float* D, int64_t nt, int64_t C, int64_t K, int64_t tb, float* dU) {
   for (int64_t xi = 0; xi < XI; ++xi) {
     const float* Vx = V + xi * panel(tb, C);
     const float* Dx = D + xi * panel(tb, K);
@@ -459,7 +456,8 @@ void forward(const Conv2dGeometry& g, const float* x, const float* w, const floa
   constexpr int A = Wino<M>::kA;
   const int64_t C = g.C, K = g.K;
   float* U = thread_scratch(ScratchSlot::kWinogradU, A * A * C * K);
-  transform_weights<M>(C, K, [&](int64_t k, int64_t c, int r, int s) { return w[((k * 3 + r) * 3 + s) * C + c]; }, U);
+  transform_weights<M>(
+      C, K, [&](int64_t k, int64_t c, int r, int s) { return w[((k * 3 + r) * 3 + s) * C + c]; }, U);
   const WinoShape s{g.N, g.H, g.W, C, K, g.pad_h, g.pad_w, g.P(), g.Q(), M, forward_block_tiles(A, C, K)};
   order == WinogradOrder::kPoints ? winograd_conv_by_point<M>(s, x, U, b, y) : winograd_conv<M>(s, x, U, b, y);
 }
@@ -470,9 +468,8 @@ void backward_data(const Conv2dGeometry& g, const float* dy, const float* w, flo
   constexpr int A = Wino<M>::kA;
   const int64_t C = g.C, K = g.K;
   float* U = thread_scratch(ScratchSlot::kWinogradU, A * A * C * K);
-  transform_weights<M>(K, C, [&](int64_t c, int64_t k, int r, int s) {
-    return w[((k * 3 + (2 - r)) * 3 + (2 - s)) * C + c];
-  }, U);
+  transform_weights<M>(
+      K, C, [&](int64_t c, int64_t k, int r, int s) { return w[((k * 3 + (2 - r)) * 3 + (2 - s)) * C + c]; }, U);
   const WinoShape s{g.N, g.P(), g.Q(), K, C, 2 - g.pad_h, 2 - g.pad_w, g.H, g.W, M, forward_block_tiles(A, K, C)};
   order == WinogradOrder::kPoints ? winograd_conv_by_point<M>(s, dy, U, nullptr, dx)
                                   : winograd_conv<M>(s, dy, U, nullptr, dx);
@@ -575,13 +572,12 @@ void backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, f
 }  // namespace
 
 bool winograd_applicable(const Conv2dGeometry& g) {
-  return g.R == 3 && g.S == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
-         g.groups == 1 && g.pad_h <= 2 && g.pad_w <= 2 && g.C % 16 == 0 && g.K % 16 == 0 &&
-         g.C <= kMaxChannels && g.K <= kMaxChannels;
+  return g.R == 3 && g.S == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 && g.groups == 1 &&
+         g.pad_h <= 2 && g.pad_w <= 2 && g.C % 16 == 0 && g.K % 16 == 0 && g.C <= kMaxChannels && g.K <= kMaxChannels;
 }
 
-void conv2d_forward_winograd(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y,
-                             int m, WinogradOrder order) {
+void conv2d_forward_winograd(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y, int m,
+                             WinogradOrder order) {
   m == 4 ? forward<4>(g, x, w, b, y, order) : forward<2>(g, x, w, b, y, order);
 }
 void conv2d_backward_data_winograd(const Conv2dGeometry& g, const float* dy, const float* w, float* dx, int m,

@@ -35,11 +35,11 @@ bool winograd_applicable(const Conv2dGeometry& g);
 enum class WinogradOrder { kTileBlocks, kPoints };
 
 // m: output tile size, 2 or 4.
-void conv2d_forward_winograd(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y,
-                             int m, WinogradOrder order = WinogradOrder::kTileBlocks);
+void conv2d_forward_winograd(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y, int m,
+                             WinogradOrder order = WinogradOrder::kTileBlocks);
 void conv2d_backward_data_winograd(const Conv2dGeometry& g, const float* dy, const float* w, float* dx, int m,
                                    WinogradOrder order = WinogradOrder::kTileBlocks);
-void conv2d_backward_weight_winograd(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
-                                     float* db, int m, WinogradOrder order = WinogradOrder::kTileBlocks);
+void conv2d_backward_weight_winograd(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db,
+                                     int m, WinogradOrder order = WinogradOrder::kTileBlocks);
 
 }  // namespace lowbit::kernels

@@ -4,7 +4,6 @@
 // multiplier > 1 input rows are expanded to K channels (x[.][k / mult]) and the data gradient is
 // summed back over each channel's multiplier group.
 #include "core/kernels/depthwise.h"
-#include "core/kernels/cpu.h"
 
 #include <immintrin.h>
 
@@ -14,8 +13,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/kernels/cpu.h"
 #include "core/parallel.h"
-
 
 namespace lowbit::kernels {
 namespace {
@@ -29,8 +28,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a
 void check_geometry(const Conv2dGeometry& g, const char* op) {
   LOWBIT_CHECK(g.groups == g.C && g.C >= 1 && g.K % g.C == 0, op,
                ": need groups == C and K a multiple of C, got C=", g.C, " K=", g.K, " groups=", g.groups);
-  LOWBIT_CHECK(g.N >= 0 && g.H >= 1 && g.W >= 1 && g.R >= 1 && g.S >= 1 && g.stride_h >= 1 &&
-                   g.stride_w >= 1 && g.dil_h >= 1 && g.dil_w >= 1 && g.pad_h >= 0 && g.pad_w >= 0,
+  LOWBIT_CHECK(g.N >= 0 && g.H >= 1 && g.W >= 1 && g.R >= 1 && g.S >= 1 && g.stride_h >= 1 && g.stride_w >= 1 &&
+                   g.dil_h >= 1 && g.dil_w >= 1 && g.pad_h >= 0 && g.pad_w >= 0,
                op, ": invalid geometry");
   LOWBIT_CHECK(g.P() >= 1 && g.Q() >= 1, op, ": empty output (P=", g.P(), ", Q=", g.Q(), ")");
 }
@@ -109,8 +108,7 @@ void bwd_data_row_generic(const RowGeom& g, const DyTap<T>* taps, int64_t ntaps,
 // dwt[r][s][:] += sum_q dy[q] * x[r][q*sw - pw + s*dw];  db[:] += sum_q dy[q] (db may be null).
 // `row` is scratch of R*S*K: each row's sums are formed there first, then added to the partials.
 template <class T>
-void bwd_weight_row_generic(const RowGeom& g, int64_t R, const T* const* xrows, const T* dyrow, T* dwt, T* db,
-                            T* row) {
+void bwd_weight_row_generic(const RowGeom& g, int64_t R, const T* const* xrows, const T* dyrow, T* dwt, T* db, T* row) {
   const int64_t K = g.K;
   if (db) {
     std::fill(row, row + K, T(0));
@@ -200,8 +198,8 @@ LOWBIT_AVX512 void fwd_row_avx512(const RowGeom& g, int64_t R, const float* cons
   for (; q < g.Q; ++q) fwd_col_avx512(g, R, xrows, wt, bias, y, q);
 }
 
-LOWBIT_AVX512 void bwd_data_row_avx512(const RowGeom& g, const DyTap<float>* taps, int64_t ntaps,
-                                       const float* wt, float* dx, int64_t* tap_s, int64_t* tap_q) {
+LOWBIT_AVX512 void bwd_data_row_avx512(const RowGeom& g, const DyTap<float>* taps, int64_t ntaps, const float* wt,
+                                       float* dx, int64_t* tap_s, int64_t* tap_q) {
   const int64_t K = g.K;
   for (int64_t w = 0; w < g.W; ++w) {
     int64_t n = 0;
@@ -220,22 +218,22 @@ LOWBIT_AVX512 void bwd_data_row_avx512(const RowGeom& g, const DyTap<float>* tap
         const float* dr = taps[t].dyrow + kb;
         int64_t i = 0;
         for (; i + 2 <= n; i += 2) {
-          a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dr + tap_q[i] * K),
-                               _mm512_maskz_loadu_ps(m, wr + tap_s[i] * K), a0);
+          a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dr + tap_q[i] * K), _mm512_maskz_loadu_ps(m, wr + tap_s[i] * K),
+                               a0);
           a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dr + tap_q[i + 1] * K),
                                _mm512_maskz_loadu_ps(m, wr + tap_s[i + 1] * K), a1);
         }
         if (i < n)
-          a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dr + tap_q[i] * K),
-                               _mm512_maskz_loadu_ps(m, wr + tap_s[i] * K), a0);
+          a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dr + tap_q[i] * K), _mm512_maskz_loadu_ps(m, wr + tap_s[i] * K),
+                               a0);
       }
       _mm512_mask_storeu_ps(dx + w * K + kb, m, _mm512_add_ps(a0, a1));
     }
   }
 }
 
-LOWBIT_AVX512 void bwd_weight_row_avx512(const RowGeom& g, int64_t R, const float* const* xrows,
-                                         const float* dyrow, float* dwt, float* db) {
+LOWBIT_AVX512 void bwd_weight_row_avx512(const RowGeom& g, int64_t R, const float* const* xrows, const float* dyrow,
+                                         float* dwt, float* db) {
   const int64_t K = g.K, S = g.S;
   const int64_t xstep = g.sw * K;
   for (int64_t kb = 0; kb < K; kb += 16) {
@@ -258,16 +256,13 @@ LOWBIT_AVX512 void bwd_weight_row_avx512(const RowGeom& g, int64_t R, const floa
         tap_q_range(g, s, &qa, &qb);
         const float* xp = xrows[r] + (qa * g.sw - g.pw + s * g.dw) * K + kb;
         const float* dp = dyrow + qa * K + kb;
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(),
-               a3 = _mm512_setzero_ps();
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         int64_t q = qa;
         for (; q + 4 <= qb; q += 4, xp += 4 * xstep, dp += 4 * K) {
           a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dp), _mm512_maskz_loadu_ps(m, xp), a0);
           a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dp + K), _mm512_maskz_loadu_ps(m, xp + xstep), a1);
-          a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dp + 2 * K), _mm512_maskz_loadu_ps(m, xp + 2 * xstep),
-                               a2);
-          a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dp + 3 * K), _mm512_maskz_loadu_ps(m, xp + 3 * xstep),
-                               a3);
+          a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dp + 2 * K), _mm512_maskz_loadu_ps(m, xp + 2 * xstep), a2);
+          a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dp + 3 * K), _mm512_maskz_loadu_ps(m, xp + 3 * xstep), a3);
         }
         for (; q < qb; ++q, xp += xstep, dp += K)
           a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dp), _mm512_maskz_loadu_ps(m, xp), a0);
@@ -299,8 +294,7 @@ struct RowKernels {
     }
     bwd_data_row_generic(g, taps, ntaps, wt, dx);
   }
-  void bwd_weight(const RowGeom& g, int64_t R, const T* const* xrows, const T* dyrow, T* dwt, T* db,
-                  T* row) const {
+  void bwd_weight(const RowGeom& g, int64_t R, const T* const* xrows, const T* dyrow, T* dwt, T* db, T* row) const {
     if constexpr (std::is_same_v<T, float>) {
       if (simd) return bwd_weight_row_avx512(g, R, xrows, dyrow, dwt, db);
     }
@@ -328,8 +322,7 @@ std::vector<T> transpose_weight(const Conv2dGeometry& g, const T* w) {
 // Fills xrows[r] with input row h = p*sh - ph + r*dh of image n (null when padded). For
 // multiplier > 1 the rows are expanded to K channels in `expand` ([R][W][K]).
 template <class T>
-void gather_input_rows(const Conv2dGeometry& g, const T* x, int64_t n, int64_t p, const T** xrows,
-                       T* expand) {
+void gather_input_rows(const Conv2dGeometry& g, const T* x, int64_t n, int64_t p, const T** xrows, T* expand) {
   const int64_t mult = g.K / g.C;
   for (int64_t r = 0; r < g.R; ++r) {
     const int64_t h = p * g.stride_h - g.pad_h + r * g.dil_h;
@@ -425,8 +418,7 @@ void backward_weight_impl(const Conv2dGeometry& g, const T* x, const T* dy, T* d
     for (int64_t row = lo; row < hi; ++row) {
       const int64_t n = row / P, p = row % P;
       gather_input_rows(g, x, n, p, xrows.data(), expand.data());
-      kern.bwd_weight(rg, g.R, xrows.data(), dy + row * Q * g.K, part, db ? part + RSK : nullptr,
-                      scratch.data());
+      kern.bwd_weight(rg, g.R, xrows.data(), dy + row * Q * g.K, part, db ? part + RSK : nullptr, scratch.data());
     }
   });
   for (int64_t c = 1; c < chunks; ++c) {
@@ -517,12 +509,10 @@ void backward_weight_ref_impl(const Conv2dGeometry& g, const T* x, const T* dy, 
 
 void depthwise_set_avx512_enabled(bool enabled) { g_avx512_enabled.store(enabled, std::memory_order_relaxed); }
 
-void depthwise_conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b,
-                              float* y) {
+void depthwise_conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
   forward_impl(g, x, w, b, y);
 }
-void depthwise_conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w, const double* b,
-                              double* y) {
+void depthwise_conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w, const double* b, double* y) {
   forward_impl(g, x, w, b, y);
 }
 void depthwise_conv2d_backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
@@ -531,8 +521,7 @@ void depthwise_conv2d_backward_data(const Conv2dGeometry& g, const float* dy, co
 void depthwise_conv2d_backward_data(const Conv2dGeometry& g, const double* dy, const double* w, double* dx) {
   backward_data_impl(g, dy, w, dx);
 }
-void depthwise_conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
-                                      float* db) {
+void depthwise_conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db) {
   backward_weight_impl(g, x, dy, dw, db);
 }
 void depthwise_conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
@@ -540,8 +529,7 @@ void depthwise_conv2d_backward_weight(const Conv2dGeometry& g, const double* x, 
   backward_weight_impl(g, x, dy, dw, db);
 }
 
-void depthwise_conv2d_forward_ref(const Conv2dGeometry& g, const float* x, const float* w, const float* b,
-                                  float* y) {
+void depthwise_conv2d_forward_ref(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
   forward_ref_impl(g, x, w, b, y);
 }
 void depthwise_conv2d_forward_ref(const Conv2dGeometry& g, const double* x, const double* w, const double* b,
@@ -551,16 +539,15 @@ void depthwise_conv2d_forward_ref(const Conv2dGeometry& g, const double* x, cons
 void depthwise_conv2d_backward_data_ref(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
   backward_data_ref_impl(g, dy, w, dx);
 }
-void depthwise_conv2d_backward_data_ref(const Conv2dGeometry& g, const double* dy, const double* w,
-                                        double* dx) {
+void depthwise_conv2d_backward_data_ref(const Conv2dGeometry& g, const double* dy, const double* w, double* dx) {
   backward_data_ref_impl(g, dy, w, dx);
 }
 void depthwise_conv2d_backward_weight_ref(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
                                           float* db) {
   backward_weight_ref_impl(g, x, dy, dw, db);
 }
-void depthwise_conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const double* dy,
-                                          double* dw, double* db) {
+void depthwise_conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
+                                          double* db) {
   backward_weight_ref_impl(g, x, dy, dw, db);
 }
 

@@ -23,30 +23,23 @@
 
 namespace lowbit::kernels {
 
-void depthwise_conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b,
-                              float* y);
-void depthwise_conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w,
-                              const double* b, double* y);
+void depthwise_conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y);
+void depthwise_conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w, const double* b, double* y);
 void depthwise_conv2d_backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx);
-void depthwise_conv2d_backward_data(const Conv2dGeometry& g, const double* dy, const double* w,
-                                    double* dx);
-void depthwise_conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
-                                      float* db);
-void depthwise_conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const double* dy,
-                                      double* dw, double* db);
+void depthwise_conv2d_backward_data(const Conv2dGeometry& g, const double* dy, const double* w, double* dx);
+void depthwise_conv2d_backward_weight(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db);
+void depthwise_conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
+                                      double* db);
 
-void depthwise_conv2d_forward_ref(const Conv2dGeometry& g, const float* x, const float* w, const float* b,
-                                  float* y);
-void depthwise_conv2d_forward_ref(const Conv2dGeometry& g, const double* x, const double* w,
-                                  const double* b, double* y);
-void depthwise_conv2d_backward_data_ref(const Conv2dGeometry& g, const float* dy, const float* w,
-                                        float* dx);
-void depthwise_conv2d_backward_data_ref(const Conv2dGeometry& g, const double* dy, const double* w,
-                                        double* dx);
-void depthwise_conv2d_backward_weight_ref(const Conv2dGeometry& g, const float* x, const float* dy,
-                                          float* dw, float* db);
-void depthwise_conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const double* dy,
-                                          double* dw, double* db);
+void depthwise_conv2d_forward_ref(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y);
+void depthwise_conv2d_forward_ref(const Conv2dGeometry& g, const double* x, const double* w, const double* b,
+                                  double* y);
+void depthwise_conv2d_backward_data_ref(const Conv2dGeometry& g, const float* dy, const float* w, float* dx);
+void depthwise_conv2d_backward_data_ref(const Conv2dGeometry& g, const double* dy, const double* w, double* dx);
+void depthwise_conv2d_backward_weight_ref(const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
+                                          float* db);
+void depthwise_conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
+                                          double* db);
 
 // Test/bench hook: false routes float calls through the portable path even on AVX-512 CPUs.
 void depthwise_set_avx512_enabled(bool enabled);

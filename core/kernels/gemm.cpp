@@ -61,13 +61,13 @@ void gemm_ref(const GemmArgs<double>& g) { gemm_ref_impl<double, long double>(g)
 
 void gemm_blas(const GemmArgs<float>& g) {
   if (g.M == 0 || g.N == 0) return;
-  cblas_sgemm(CblasRowMajor, tr(g.trans_a), tr(g.trans_b), int(g.M), int(g.N), int(g.K), g.alpha, g.A,
-              int(g.lda), g.B, int(g.ldb), g.beta, g.C, int(g.ldc));
+  cblas_sgemm(CblasRowMajor, tr(g.trans_a), tr(g.trans_b), int(g.M), int(g.N), int(g.K), g.alpha, g.A, int(g.lda), g.B,
+              int(g.ldb), g.beta, g.C, int(g.ldc));
 }
 void gemm_blas(const GemmArgs<double>& g) {
   if (g.M == 0 || g.N == 0) return;
-  cblas_dgemm(CblasRowMajor, tr(g.trans_a), tr(g.trans_b), int(g.M), int(g.N), int(g.K), g.alpha, g.A,
-              int(g.lda), g.B, int(g.ldb), g.beta, g.C, int(g.ldc));
+  cblas_dgemm(CblasRowMajor, tr(g.trans_a), tr(g.trans_b), int(g.M), int(g.N), int(g.K), g.alpha, g.A, int(g.lda), g.B,
+              int(g.ldb), g.beta, g.C, int(g.ldc));
 }
 
 void gemm_serial(const GemmArgs<float>& g) {

@@ -11,10 +11,9 @@
 #include <new>
 #include <utility>
 
-#include "core/kernels/gemm_pack.h"
 #include "core/kernels/cpu.h"
+#include "core/kernels/gemm_pack.h"
 #include "core/parallel.h"
-
 
 namespace lowbit::kernels::detail {
 namespace {
@@ -24,7 +23,10 @@ constexpr int kMR = 14;
 constexpr int kNR = 32;
 // Cache blocks. A KC x NR panel of B (32 KiB) stays in L1 while MR x KC panels of A stream from
 // an MC x KC block in L2; the KC x NC block of B sits in L2/L3.
-static int64_t envi(const char* n, int64_t d) { const char* e = std::getenv(n); return e ? std::atoll(e) : d; }
+static int64_t envi(const char* n, int64_t d) {
+  const char* e = std::getenv(n);
+  return e ? std::atoll(e) : d;
+}
 static const int64_t kKCMax = envi("KC", 512);
 static const int64_t kNC = envi("NC", 512);
 static const int64_t kNCOuter = envi("NCO", 4096);
@@ -113,9 +115,8 @@ enum class AMode { packed = 0, rows = 1, cols = 2 };
 // C[0:M, 0:n] = alpha * sum_k op(A)(i,k) * Bp(k,j) + beta * C   (beta == 0: C is not read).
 // Bp is a packed panel with NV*16 floats per k. n <= NV*16; columns past n are not touched.
 template <int M, int NV, AMode MODE>
-LOWBIT_AVX512 void micro_kernel(int64_t kc, const float* __restrict a, int64_t lda,
-                                const float* __restrict b, float* __restrict c, int64_t ldc, int n,
-                                float alpha, float beta) {
+LOWBIT_AVX512 void micro_kernel(int64_t kc, const float* __restrict a, int64_t lda, const float* __restrict b,
+                                float* __restrict c, int64_t ldc, int n, float alpha, float beta) {
   __m512 acc[M][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i) {
@@ -173,8 +174,7 @@ LOWBIT_AVX512 void micro_kernel(int64_t kc, const float* __restrict a, int64_t l
   }
 }
 
-using KernelFn = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, float,
-                          float);
+using KernelFn = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, float, float);
 
 template <AMode MODE, int NV, int... Ms>
 constexpr auto kernel_row(std::integer_sequence<int, Ms...>) {
@@ -240,8 +240,7 @@ LOWBIT_AVX512 void transpose_copy(const float* src, int64_t src_stride, int rows
 
 // Packs op(B)[pc:pc+kc, j0:j0+n] (n <= kNR) as one panel of kc rows of w floats (w = 32, or 16 when
 // n <= 16), zero-padded past n.
-LOWBIT_AVX512 void pack_b_panel(const GemmArgs<float>& g, int64_t pc, int64_t kc, int64_t j0, int64_t n,
-                                float* out) {
+LOWBIT_AVX512 void pack_b_panel(const GemmArgs<float>& g, int64_t pc, int64_t kc, int64_t j0, int64_t n, float* out) {
   const int w = n > 16 ? 32 : 16;
   if (!g.trans_b) {
     const float* src = g.B + pc * g.ldb + j0;
@@ -275,8 +274,8 @@ LOWBIT_AVX512 void pack_b_panel(const GemmArgs<float>& g, int64_t pc, int64_t kc
   }
 }
 
-void pack_b(const GemmArgs<float>& g, int64_t pc, int64_t kc, int64_t jc, int64_t nc, float* out,
-            int64_t p_begin, int64_t p_end) {
+void pack_b(const GemmArgs<float>& g, int64_t pc, int64_t kc, int64_t jc, int64_t nc, float* out, int64_t p_begin,
+            int64_t p_end) {
   for (int64_t p = p_begin; p < p_end; ++p) {
     const int64_t j0 = p * kNR;
     pack_b_panel(g, pc, kc, jc + j0, std::min<int64_t>(kNR, nc - j0), out + p * kc * kNR);
@@ -284,8 +283,7 @@ void pack_b(const GemmArgs<float>& g, int64_t pc, int64_t kc, int64_t jc, int64_
 }
 
 // Packs op(A)[i0:i0+m, pc:pc+kc] (m <= kMR) as kc groups of m floats.
-LOWBIT_AVX512 void pack_a_panel(const GemmArgs<float>& g, int64_t i0, int m, int64_t pc, int64_t kc,
-                                float* out) {
+LOWBIT_AVX512 void pack_a_panel(const GemmArgs<float>& g, int64_t i0, int m, int64_t pc, int64_t kc, float* out) {
   if (g.trans_a) {
     const float* src = g.A + pc * g.lda + i0;
     const __mmask16 mask = low_mask(m);
@@ -303,8 +301,8 @@ bool want_pack_a(const GemmArgs<float>& g) { return g.N > kPackAMinN; }
 // Rows [i_begin, i_end) of C against B panels [p_begin, p_end) of the block packed at (pc, jo).
 // A is packed kMCOuter rows at a time; each MR x KC panel of it stays in L1 while a KC x NC chunk
 // of B (in L2) streams past it.
-void row_block(const GemmArgs<float>& g, bool pack, int64_t i_begin, int64_t i_end, int64_t pc, int64_t kc,
-               int64_t jo, int64_t no, const float* bp, int64_t p_begin, int64_t p_end) {
+void row_block(const GemmArgs<float>& g, bool pack, int64_t i_begin, int64_t i_end, int64_t pc, int64_t kc, int64_t jo,
+               int64_t no, const float* bp, int64_t p_begin, int64_t p_end) {
   const float beta = pc == 0 ? g.beta : 1.0f;
   const AMode mode = pack ? AMode::packed : g.trans_a ? AMode::cols : AMode::rows;
   const int64_t chunk_panels = std::max<int64_t>(1, kNC / kNR);
@@ -367,8 +365,8 @@ void sgemm_parallel_impl(const GemmArgs<float>& g, int threads) {
   const int64_t kc_step = k_block(g.K);
   const bool pack = want_pack_a(g);
   // Column slab: as wide as the packed-B budget allows for the whole K.
-  const int64_t slab = std::clamp<int64_t>(kPackedBBudget / std::max<int64_t>(g.K, 1) / kNR * kNR, kNR,
-                                           ((g.N + kNR - 1) / kNR) * kNR);
+  const int64_t slab =
+      std::clamp<int64_t>(kPackedBBudget / std::max<int64_t>(g.K, 1) / kNR * kNR, kNR, ((g.N + kNR - 1) / kNR) * kNR);
   const int64_t panels_max = slab / kNR;
   SharedB bbuf(panels_max * kNR * g.K);
   float* bp = bbuf.data();
@@ -388,8 +386,7 @@ void sgemm_parallel_impl(const GemmArgs<float>& g, int threads) {
       for (int64_t t = lo; t < hi; ++t) {
         const int64_t pc = (t / pack_groups) * kc_step, grp = t % pack_groups;
         const int64_t kc = std::min(kc_step, g.K - pc);
-        pack_b(g, pc, kc, jo, no, bp + pc * panels * kNR, panels * grp / pack_groups,
-               panels * (grp + 1) / pack_groups);
+        pack_b(g, pc, kc, jo, no, bp + pc * panels * kNR, panels * grp / pack_groups, panels * (grp + 1) / pack_groups);
       }
     });
     const int64_t ngroups = std::min(panels, (want + mblocks - 1) / mblocks);

@@ -2,7 +2,6 @@
 // and gather from the outputs whose windows cover each input, so every element is written by one
 // task and sums run in a fixed (p, q) order.
 #include "core/kernels/pool.h"
-#include "core/kernels/cpu.h"
 
 #include <immintrin.h>
 
@@ -14,8 +13,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/kernels/cpu.h"
 #include "core/parallel.h"
-
 
 namespace lowbit::kernels {
 namespace {
@@ -175,8 +174,7 @@ LOWBIT_AVX512 inline __mmask16 tail_mask(int64_t left) {
   return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
 }
 
-LOWBIT_AVX512 void max_fwd_row_avx512(const Pool2dGeometry& g, const float* x, int64_t p, float* y,
-                                      int32_t* idx) {
+LOWBIT_AVX512 void max_fwd_row_avx512(const Pool2dGeometry& g, const float* x, int64_t p, float* y, int32_t* idx) {
   const int64_t C = g.C;
   const Span sh = hwin(g, p);
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
@@ -190,8 +188,7 @@ LOWBIT_AVX512 void max_fwd_row_avx512(const Pool2dGeometry& g, const float* x, i
       for (int64_t h = sh.lo; h < sh.hi; ++h)
         for (int64_t w = sw.lo; w < sw.hi; ++w) {
           const __m512 v = _mm512_maskz_loadu_ps(m, x + (h * g.W + w) * C + cb);
-          const __mmask16 win =
-              _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+          const __mmask16 win = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
           best = _mm512_mask_mov_ps(best, win, v);
           arg = _mm512_mask_mov_epi32(arg, win, _mm512_set1_epi32(int32_t(h * g.W + w)));
         }
@@ -222,8 +219,7 @@ LOWBIT_AVX512 void max_bwd_row_avx512(const Pool2dGeometry& g, const float* dy, 
   }
 }
 
-LOWBIT_AVX512 void avg_fwd_row_avx512(const Pool2dGeometry& g, const float* x, int64_t p, const float* inv,
-                                      float* y) {
+LOWBIT_AVX512 void avg_fwd_row_avx512(const Pool2dGeometry& g, const float* x, int64_t p, const float* inv, float* y) {
   const int64_t C = g.C;
   const Span sh = hwin(g, p);
   for (int64_t q = 0; q < g.Q(); ++q) {
@@ -251,8 +247,8 @@ LOWBIT_AVX512 void avg_bwd_row_avx512(const Pool2dGeometry& g, const float* dy, 
       __m512 acc = _mm512_setzero_ps();
       for (int64_t p = cp.lo; p < cp.hi; ++p)
         for (int64_t q = cq.lo; q < cq.hi; ++q)
-          acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dy + (p * Q + q) * C + cb),
-                                _mm512_set1_ps(inv[p * Q + q]), acc);
+          acc =
+              _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dy + (p * Q + q) * C + cb), _mm512_set1_ps(inv[p * Q + q]), acc);
       _mm512_mask_storeu_ps(dx + w * C + cb, m, acc);
     }
   }
@@ -530,42 +526,42 @@ void global_backward_ref_impl(int64_t N, int64_t H, int64_t W, int64_t C, const 
 
 void pool_set_avx512_enabled(bool enabled) { g_avx512_enabled.store(enabled, std::memory_order_relaxed); }
 
-#define LOWBIT_POOL_DEFINE(T)                                                                                 \
-  void max_pool2d_forward(const Pool2dGeometry& g, const T* x, T* y, int32_t* argmax) {                      \
-    max_forward_impl(g, x, y, argmax);                                                                        \
-  }                                                                                                           \
-  void max_pool2d_backward(const Pool2dGeometry& g, const T* dy, const int32_t* argmax, T* dx) {              \
-    max_backward_impl(g, dy, argmax, dx);                                                                     \
-  }                                                                                                           \
-  void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, const T* x, T* y) {               \
-    avg_forward_impl(g, count_include_pad, x, y);                                                             \
-  }                                                                                                           \
-  void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, const T* dy, T* dx) {            \
-    avg_backward_impl(g, count_include_pad, dy, dx);                                                          \
-  }                                                                                                           \
-  void global_avg_pool_forward(int64_t N, int64_t H, int64_t W, int64_t C, const T* x, T* y) {               \
-    global_forward_impl(N, H, W, C, x, y);                                                                    \
-  }                                                                                                           \
-  void global_avg_pool_backward(int64_t N, int64_t H, int64_t W, int64_t C, const T* dy, T* dx) {            \
-    global_backward_impl(N, H, W, C, dy, dx);                                                                 \
-  }                                                                                                           \
-  void max_pool2d_forward_ref(const Pool2dGeometry& g, const T* x, T* y, int32_t* argmax) {                  \
-    max_forward_ref_impl(g, x, y, argmax);                                                                    \
-  }                                                                                                           \
-  void max_pool2d_backward_ref(const Pool2dGeometry& g, const T* dy, const int32_t* argmax, T* dx) {          \
-    max_backward_ref_impl(g, dy, argmax, dx);                                                                 \
-  }                                                                                                           \
-  void avg_pool2d_forward_ref(const Pool2dGeometry& g, bool count_include_pad, const T* x, T* y) {           \
-    avg_forward_ref_impl(g, count_include_pad, x, y);                                                         \
-  }                                                                                                           \
-  void avg_pool2d_backward_ref(const Pool2dGeometry& g, bool count_include_pad, const T* dy, T* dx) {        \
-    avg_backward_ref_impl(g, count_include_pad, dy, dx);                                                      \
-  }                                                                                                           \
-  void global_avg_pool_forward_ref(int64_t N, int64_t H, int64_t W, int64_t C, const T* x, T* y) {           \
-    global_forward_ref_impl(N, H, W, C, x, y);                                                                \
-  }                                                                                                           \
-  void global_avg_pool_backward_ref(int64_t N, int64_t H, int64_t W, int64_t C, const T* dy, T* dx) {        \
-    global_backward_ref_impl(N, H, W, C, dy, dx);                                                             \
+#define LOWBIT_POOL_DEFINE(T)                                                                         \
+  void max_pool2d_forward(const Pool2dGeometry& g, const T* x, T* y, int32_t* argmax) {               \
+    max_forward_impl(g, x, y, argmax);                                                                \
+  }                                                                                                   \
+  void max_pool2d_backward(const Pool2dGeometry& g, const T* dy, const int32_t* argmax, T* dx) {      \
+    max_backward_impl(g, dy, argmax, dx);                                                             \
+  }                                                                                                   \
+  void avg_pool2d_forward(const Pool2dGeometry& g, bool count_include_pad, const T* x, T* y) {        \
+    avg_forward_impl(g, count_include_pad, x, y);                                                     \
+  }                                                                                                   \
+  void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, const T* dy, T* dx) {     \
+    avg_backward_impl(g, count_include_pad, dy, dx);                                                  \
+  }                                                                                                   \
+  void global_avg_pool_forward(int64_t N, int64_t H, int64_t W, int64_t C, const T* x, T* y) {        \
+    global_forward_impl(N, H, W, C, x, y);                                                            \
+  }                                                                                                   \
+  void global_avg_pool_backward(int64_t N, int64_t H, int64_t W, int64_t C, const T* dy, T* dx) {     \
+    global_backward_impl(N, H, W, C, dy, dx);                                                         \
+  }                                                                                                   \
+  void max_pool2d_forward_ref(const Pool2dGeometry& g, const T* x, T* y, int32_t* argmax) {           \
+    max_forward_ref_impl(g, x, y, argmax);                                                            \
+  }                                                                                                   \
+  void max_pool2d_backward_ref(const Pool2dGeometry& g, const T* dy, const int32_t* argmax, T* dx) {  \
+    max_backward_ref_impl(g, dy, argmax, dx);                                                         \
+  }                                                                                                   \
+  void avg_pool2d_forward_ref(const Pool2dGeometry& g, bool count_include_pad, const T* x, T* y) {    \
+    avg_forward_ref_impl(g, count_include_pad, x, y);                                                 \
+  }                                                                                                   \
+  void avg_pool2d_backward_ref(const Pool2dGeometry& g, bool count_include_pad, const T* dy, T* dx) { \
+    avg_backward_ref_impl(g, count_include_pad, dy, dx);                                              \
+  }                                                                                                   \
+  void global_avg_pool_forward_ref(int64_t N, int64_t H, int64_t W, int64_t C, const T* x, T* y) {    \
+    global_forward_ref_impl(N, H, W, C, x, y);                                                        \
+  }                                                                                                   \
+  void global_avg_pool_backward_ref(int64_t N, int64_t H, int64_t W, int64_t C, const T* dy, T* dx) { \
+    global_backward_ref_impl(N, H, W, C, dy, dx);                                                     \
   }
 
 LOWBIT_POOL_DEFINE(float)

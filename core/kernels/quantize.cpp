@@ -1,13 +1,12 @@
 #include "core/kernels/quantize.h"
-#include "core/kernels/cpu.h"
 
 #include <immintrin.h>
 
 #include <atomic>
 #include <cmath>
 
+#include "core/kernels/cpu.h"
 #include "core/parallel.h"
-
 
 namespace lowbit::kernels {
 namespace {
@@ -96,8 +95,7 @@ void clip_mask_backward(int64_t n, const double* x, const double* dy, double lo,
   parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) { backward_portable(b, e, x, dy, lo, hi, dx); });
 }
 
-void clip_quantize_forward_ref(int64_t n, const float* x, float lo, float hi, float scale, float inv_scale,
-                               float* y) {
+void clip_quantize_forward_ref(int64_t n, const float* x, float lo, float hi, float scale, float inv_scale, float* y) {
   forward_portable<float>(0, n, x, lo, hi, scale, inv_scale, y);
 }
 void clip_quantize_forward_ref(int64_t n, const double* x, double lo, double hi, double scale, double inv_scale,

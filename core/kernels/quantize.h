@@ -17,13 +17,11 @@
 namespace lowbit::kernels {
 
 void clip_quantize_forward(int64_t n, const float* x, float lo, float hi, float scale, float inv_scale, float* y);
-void clip_quantize_forward(int64_t n, const double* x, double lo, double hi, double scale, double inv_scale,
-                           double* y);
+void clip_quantize_forward(int64_t n, const double* x, double lo, double hi, double scale, double inv_scale, double* y);
 void clip_mask_backward(int64_t n, const float* x, const float* dy, float lo, float hi, float* dx);
 void clip_mask_backward(int64_t n, const double* x, const double* dy, double lo, double hi, double* dx);
 
-void clip_quantize_forward_ref(int64_t n, const float* x, float lo, float hi, float scale, float inv_scale,
-                               float* y);
+void clip_quantize_forward_ref(int64_t n, const float* x, float lo, float hi, float scale, float inv_scale, float* y);
 void clip_quantize_forward_ref(int64_t n, const double* x, double lo, double hi, double scale, double inv_scale,
                                double* y);
 void clip_mask_backward_ref(int64_t n, const float* x, const float* dy, float lo, float hi, float* dx);
