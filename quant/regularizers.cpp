@@ -85,20 +85,21 @@ Variable sin2_reduce(const Variable& w_in, const Variable& a, double b, Reductio
   });
 }
 
-// The slope a of u = a w + b for the sinusoid on w / s: a / s, s = max |w| (differentiable).
+// The slope a of u = a w + b for the sinusoid on w / s: a / s, s = max |w| a constant (no
+// gradient path through the max: see regularizers.h, "the scale is a constant").
 Variable scaled_slope(const Variable& a, const Variable& weight, WeightScale scale) {
   if (scale != WeightScale::max_abs) return a;
-  const Variable s = amax(abs(weight));
+  const Variable s(math::amax(math::abs(weight.data())));
   LOWBIT_CHECK(s.item() > 0, "weight scale: a layer's weights are all zero, max |w| = 0");
   return div(a, s);
 }
 
-// What the sinusoid reads: tanh(w) / max|tanh w| for tanh_max (composed: gradients through tanh
-// and the max), else w itself (max_abs divides through the slope instead).
+// What the sinusoid reads: tanh(w) / s for tanh_max, s = max|tanh w| a constant (gradients
+// through tanh only), else w itself (max_abs divides through the slope instead).
 Variable sinusoid_input(const Variable& weight, WeightScale scale) {
   if (scale != WeightScale::tanh_max) return weight;
   const Variable t = tanh(weight);
-  const Variable s = amax(abs(t));
+  const Variable s(math::amax(math::abs(t.data())));
   LOWBIT_CHECK(s.item() > 0, "weight scale: a layer's weights are all zero, max |tanh w| = 0");
   return div(t, s);
 }

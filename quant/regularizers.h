@@ -30,13 +30,16 @@
 // about +-0.1 of 0, so at small beta they all fall in the basin of the level 0 and the sinusoid
 // stops resisting the bitwidth penalty (beta collapses to its floor in float training).
 // `WeightScale::max_abs` applies the sinusoid to w / s_i with s_i = max_j |w_ij| (the per-layer
-// normalisation of the official transformer code, spec §1.5 [O]), differentiable through the max:
-// the scale follows the sinusoid too. A matching quantizer is s * wrpn(w / s) (QuantConfig::
-// weight_scale). Gradients then include the path through s_i (the argmax weight's).
+// normalisation of the official transformer code, spec §1.5 [O]). A matching quantizer is
+// s * wrpn(w / s) (QuantConfig::weight_scale).
 // `WeightScale::tanh_max` applies it to y = tanh(w) / max_j |tanh(w_ij)|, the domain DoReFa rounds
 // in (spec §8.2): with the DoReFa grid the sinusoid's zeros are then exactly DoReFa's levels, where
-// on raw w (the official code) they line up only when max|w| happens to be near 1. Differentiable
-// through tanh and the max; the quantizer is dorefa_weight itself.
+// on raw w (the official code) they line up only when max|w| happens to be near 1. Gradients go
+// through tanh; the quantizer is dorefa_weight itself.
+// The scale is a constant in both (re-read from the weights at every call, no gradient through
+// the max; the official code's max is a static per-layer constant): the sinusoid moves weights to
+// the levels, not the levels to the weights. Through the max, the whole layer's pull toward the
+// level 0 lands on its largest weight, which then grows until every other weight rounds to 0.
 #pragma once
 
 #include <string>
