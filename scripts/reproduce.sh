@@ -46,14 +46,14 @@ qat_rows resnet20 "$r20" "" "--weight-scale max" "--weight-scale tanh"
 # The same DoReFa + SinReQ row with the sinusoid on raw w, as in the official code (its zeros miss
 # DoReFa's levels unless max|w| is near 1; ResNet-20's layers have max|w| 0.29-0.99).
 runs[resnet20-dorefa-sinreq-raw-w4]="$r20 --quant dorefa --wbits 4 --reg sinreq --lambda-w 1 --reg-warmup 0.1"
-runs[resnet20-waveq]="$r20 --reg waveq --wbits 8 --lambda-beta 0.02 --beta-lr 0.05 --weight-scale max"
+runs[resnet20-waveq]="$r20 --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05 --weight-scale max"
 # Learned heterogeneous bitwidths (WaveQ, float training, WRPN grid).
 runs[lenet5-mnist-waveq]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4 --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05"
 runs[simplenet-waveq]="$simple --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05"
-# The same with the per-layer weight scale (sinusoid and WRPN grid on w / max|w|) and a 10x smaller
-# bitwidth penalty (docs/quantization.md, "Weight scale"); lambda_beta 0.02 for the 15-epoch simplenet run.
-runs[lenet5-mnist-waveq-scaled]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4 --reg waveq --wbits 8 --lambda-beta 0.005 --beta-lr 0.05 --weight-scale max"
-runs[simplenet-waveq-scaled]="$simple --reg waveq --wbits 8 --lambda-beta 0.02 --beta-lr 0.05 --weight-scale max"
+# The same with the per-layer weight scale (sinusoid and WRPN grid on w / max|w|, docs/quantization.md,
+# "Weight scale"), same bitwidth penalty.
+runs[lenet5-mnist-waveq-scaled]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4 --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05 --weight-scale max"
+runs[simplenet-waveq-scaled]="$simple --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05 --weight-scale max"
 
 if [ "${1:-}" = list ]; then
   for name in $(printf '%s\n' "${!runs[@]}" | sort); do echo "$name: lowbit train ${runs[$name]}"; done
