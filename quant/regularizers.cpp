@@ -89,9 +89,9 @@ Variable sin2_reduce(const Variable& w_in, const Variable& a, double b, Reductio
 // gradient path through the max: see regularizers.h, "the scale is a constant").
 Variable scaled_slope(const Variable& a, const Variable& weight, WeightScale scale) {
   if (scale != WeightScale::max_abs) return a;
-  const Variable s(math::amax(math::abs(weight.data())));
-  LOWBIT_CHECK(s.item() > 0, "weight scale: a layer's weights are all zero, max |w| = 0");
-  return div(a, s);
+  const double s = weight_scale_of(weight.data(), scale);
+  LOWBIT_CHECK(s > 0, "weight scale: a layer's weights are all zero, max |w| = 0");
+  return div(a, Variable(Tensor::scalar(s, a.data().dtype())));
 }
 
 // What the sinusoid reads: tanh(w) / s for tanh_max, s = max|tanh w| a constant (gradients
