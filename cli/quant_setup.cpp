@@ -126,6 +126,7 @@ class Setup final : public QuantSetup {
       ws.lambda_beta = learn_beta_ ? o.real("lambda-beta") : 0.0;
       ws.rise = o.real("reg-warmup");
       ws.fall = o.real("beta-freeze");
+      ws.snap_beta = o.flag("snap-beta");
       waveq_ = std::make_shared<quant::WaveQRegularizer>(weights, betas, wo, ws);
     }
     beta_lr_ = o.has("beta-lr") ? o.real("beta-lr") : o.real("lr");
@@ -538,6 +539,7 @@ std::vector<OptionSpec> quant_option_specs() {
       {"waveq-norm", "R1", "WaveQ normalisation: R0 | R1 | R2"},
       {"reg-reduction", "mean", "per-layer reduction of the penalty: mean | sum"},
       {"fix-beta", "", "WaveQ with beta fixed at the target bits - 1 (homogeneous runs)", true},
+      {"snap-beta", "", "WaveQ phase 3 (from --beta-freeze on): beta := ceil(beta), then held", true},
       {"beta-init", "", "initial WaveQ beta (default 8 when learned)"},
       {"beta-lr", "", "learning rate of the beta group (default: --lr)"},
   };

@@ -6,6 +6,8 @@
 //   WaveQRegularizer    lambda_w(t) * weight_term(W, beta) + lambda_beta(t) * sum beta   §1.1, §1.3
 //                       beta: one trainable scalar per layer (put them in their own optimizer group);
 //                       learn_beta = false freezes them (homogeneous "WaveQ with beta fixed" runs).
+//                       With schedule.snap_beta, the first loss() at t >= fall T sets beta := ceil(beta)
+//                       and from then on beta gets no gradient and after_step() holds it there.
 // The position t (fractional epochs) is set by the trainer with set_position() before each step;
 // set_epoch(e, T) sets t = e.
 #pragma once
@@ -45,8 +47,10 @@ class WaveQRegularizer : public optim::Regularizer {
   void set_epoch(int64_t epoch, int64_t total_epochs) override { set_position(double(epoch), double(total_epochs)); }
   void set_position(double t, double total) { t_ = t, total_ = total; }
   WaveQLambdas lambdas() const { return waveq_lambdas(schedule_, t_, total_); }
-  // Clamps beta into [beta_min, beta_max] (convention 3): call after each optimizer step.
-  void after_step() { clamp_betas(betas_, options_); }
+  // Clamps beta into [beta_min, beta_max] (convention 3) and, once snapped, puts every beta back on
+  // its snapped integer (undoing weight decay and momentum): call after each optimizer step.
+  void after_step();
+  bool snapped() const { return !snapped_.empty(); }
   const std::vector<Variable>& betas() const { return betas_; }
   const WaveQOptions& options() const { return options_; }
 
@@ -55,6 +59,8 @@ class WaveQRegularizer : public optim::Regularizer {
   WaveQOptions options_;
   WaveQSchedule schedule_;
   double t_ = 0, total_ = 1;
+  std::vector<double> snapped_;  // the betas' integer values once snapped (empty before)
+  void hold_snapped();
 };
 
 }  // namespace lowbit::quant

@@ -24,6 +24,10 @@ struct WaveQSchedule {
   double fall = 0.8;          // d: centre of lambda_beta's fall, fraction of T (>= rise)
   double width = 0.02;        // s: tanh width, fraction of T (> 0)
   BetaSchedule beta_shape = BetaSchedule::bump;
+  // Phase 3 with the period snapped (§1.3 phase 3, "the period is effectively frozen"): from t = d T
+  // on, each beta is rounded up to its reported bits ceil(beta) and held there, so the weights settle
+  // on the grid they are finally rounded to (k = ceil(beta) + 1) rather than on the real-beta one.
+  bool snap_beta = false;
 };
 
 struct WaveQLambdas {

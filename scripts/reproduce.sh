@@ -54,6 +54,10 @@ runs[simplenet-waveq]="$simple --reg waveq --wbits 8 --lambda-beta 0.05 --beta-l
 # "Weight scale"), same bitwidth penalty.
 runs[lenet5-mnist-waveq-scaled]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4 --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05 --weight-scale max"
 runs[simplenet-waveq-scaled]="$simple --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05 --weight-scale max"
+# The same with beta snapped to ceil(beta) for phase 3 (--snap-beta): the weights settle on the grid
+# they are rounded to at the end.
+runs[simplenet-waveq-snap]="${runs[simplenet-waveq-scaled]} --snap-beta"
+runs[resnet20-waveq-snap]="${runs[resnet20-waveq]} --snap-beta"
 
 if [ "${1:-}" = list ]; then
   for name in $(printf '%s\n' "${!runs[@]}" | sort); do echo "$name: lowbit train ${runs[$name]}"; done

@@ -224,6 +224,47 @@ TEST_CASE("WaveQ regularizer in an optimizer group: beta learns in its own group
   CHECK(sr.loss(opt.param_groups()[0], 0).item() == doctest::Approx(2 * quant::sinreq_penalty({w}, {3}, {}).item()));
 }
 
+TEST_CASE("WaveQ snap_beta: from t = fall T beta is ceil(beta), gets no gradient and stays put") {
+  Generator gen(8);
+  Variable w(Tensor::randn({64}, gen, DType::f64, 0, 0.3), true);
+  Variable beta(Tensor::full({}, 3.4, DType::f64), true);
+  quant::WaveQSchedule sched;
+  sched.lambda_beta = 0.5, sched.rise = 0.2, sched.fall = 0.8, sched.snap_beta = true;
+  auto reg = std::make_shared<quant::WaveQRegularizer>(std::vector<Variable>{w}, std::vector<Variable>{beta},
+                                                       quant::WaveQOptions{}, sched);
+  std::vector<optim::ParamGroup> groups(2);
+  groups[0].name = "weights", groups[0].params = {w}, groups[0].lr = 0.01, groups[0].regularizers = {reg};
+  groups[1].name = "bitwidths", groups[1].params = {beta}, groups[1].lr = 0.5, groups[1].weight_decay = 1e-2;
+  groups[1].momentum = 0.9;
+  optim::SGD opt(std::move(groups));
+  auto step = [&] {
+    opt.zero_grad();
+    opt.regularization_loss().backward();
+    opt.step();
+    reg->after_step();
+  };
+  reg->set_position(5.0, 10.0);  // phase 2: beta learns
+  step();
+  CHECK(!reg->snapped());
+  CHECK(beta.item() != doctest::Approx(3.4));
+  const double before = beta.item();
+  REQUIRE(before > 3.0);
+  REQUIRE(before < 4.0);
+  reg->set_position(8.0, 10.0);  // phase 3 begins: snapped to ceil(beta) = 4
+  step();
+  REQUIRE(reg->snapped());
+  CHECK(beta.item() == 4.0);
+  CHECK((!beta.grad().defined() || beta.grad().item() == 0.0));
+  // Momentum carried from phase 2 and weight decay would move it; after_step puts it back, and the
+  // weight term is the fixed-period penalty at beta = 4.
+  for (int i = 0; i < 3; ++i) step();
+  CHECK(beta.item() == 4.0);
+  const double lw = reg->lambdas().w;
+  Variable b4(Tensor::full({}, 4.0, DType::f64));
+  CHECK(reg->loss(opt.param_groups()[0], 0).item() ==
+        doctest::Approx(lw * quant::waveq_penalty({w}, {b4}, {}).weight_term.item() + reg->lambdas().beta * 4.0));
+}
+
 TEST_CASE("WRPN with the per-layer max scale: levels m * s / (2^(k-1) - 1), straight-through gradient 1") {
   Generator gen(9);
   auto net = small_net(gen);
