@@ -208,7 +208,14 @@ int run_eval(int argc, char** argv) {
                      {"data", "", "data set (default: the run's)"},
                      {"test-file", "", "evaluate on this CIFAR-10/100 binary batch instead of the test split"},
                      {"predictions", "", "write each test image's label and predicted class to this CSV file"},
-                     {"threads", "", "threads"}});
+                     {"threads", "", "threads"},
+                     // Post-training quantization: these override the run's quantization config.
+                     {"quant", "", "weight quantizer to evaluate with (post-training; default: the run's)"},
+                     {"wbits", "", "weight bits (sign included) with --quant"},
+                     {"abits", "", "activation bits with --quant"},
+                     {"wbits-overrides", "", "per-layer weight bits: PATTERN=BITS,..."},
+                     {"weight-scale", "", "none | max | tanh (wrpn: quantize w / max|w| per layer)"},
+                     {"quantize-first-last", "", "quantize the first and last layers too", true}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
   LOWBIT_CHECK(o.has("checkpoint"), "lowbit eval: --checkpoint FILE is required");
@@ -219,6 +226,9 @@ int run_eval(int argc, char** argv) {
   if (o.has("data")) run.set("data", o.str("data"), "--data");
   if (o.has("test-file")) run.set("test-file", o.str("test-file"), "--test-file");
   run.set("limit-train", "", "eval");
+  bool post_training = false;  // a quantization config given here, not trained with
+  for (const char* key : {"quant", "wbits", "abits", "wbits-overrides", "weight-scale", "quantize-first-last"})
+    if (o.has(key)) run.set(key, o.str(key), std::string("--") + key), post_training = true;
   DataSetup data = make_data(run, 256, 1);
   auto model = make_model(run, data);
   auto quant = make_quant(run, *model);
@@ -235,7 +245,7 @@ int run_eval(int argc, char** argv) {
   }
   std::printf("%s on %s: test loss %.4f, accuracy %.2f%% (%lld images)\n", run.str("model").c_str(),
               data.test.source.c_str(), r.loss, 100 * r.accuracy, (long long)r.images);
-  if (quant) quant->eval_report(*model, *data.test_loader);
+  if (quant) quant->eval_report(*model, *data.test_loader, post_training);
   return 0;
 }
 

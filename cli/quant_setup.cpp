@@ -326,10 +326,14 @@ class Setup final : public QuantSetup {
     std::printf("report: %s\n", path.c_str());
   }
 
-  void eval_report(Module& model, data::DataLoader& test) override {
+  void eval_report(Module& model, data::DataLoader& test, bool post_training) override {
     const FinalEval fe = final_eval(model, test);
     print_bit_assignment(fe);
-    print_accuracy(fe, "");
+    if (post_training)
+      std::printf("accuracy: FP32 weights %.2f%%, rounded at these bits after training %.2f%%\n",
+                  100 * fe.fp32.accuracy, 100 * fe.quantized.accuracy);
+    else
+      print_accuracy(fe, "");
   }
 
   std::string describe() const override {

@@ -37,8 +37,9 @@ class QuantSetup {
                          double test_acc) = 0;
   virtual void final_report(Module& model, data::DataLoader& test, const EvalResult& last, const std::string& out) = 0;
   // `lowbit eval`: the final bits per regularized layer, and the test accuracy with float (shadow)
-  // weights and with the weights quantized at those bits (learned ones for WaveQ).
-  virtual void eval_report(Module& model, data::DataLoader& test) = 0;
+  // weights and with the weights quantized at those bits (learned ones for WaveQ). post_training:
+  // the quantization config was given to `eval`, not trained with (the weights are simply rounded).
+  virtual void eval_report(Module& model, data::DataLoader& test, bool post_training) = 0;
   virtual std::string describe() const = 0;  // "dorefa w4/a4 + waveq"
 };
 

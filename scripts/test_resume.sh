@@ -66,6 +66,16 @@ rows=$(awk -F, 'NR > 1 { n++; c += ($2 == $3); if ($1 != n - 1) bad = 1 } END { 
 grep -q "accuracy ${rows#*accuracy }.*(${rows%% images*} images)" "$work/eval2.log" && [ "${rows%% images*}" = 256 ] ||
   { echo "--predictions ($rows) disagrees with:"; cat "$work/eval2.log"; exit 1; }
 
+# Post-training quantization: eval --quant/--wbits rounds a checkpoint's weights. Rounding the WaveQ
+# run's weights on its own grid (WRPN, 3 bits, raw w) must give the two figures its report printed,
+# and the net evaluated (first line) is the rounded one.
+"$lowbit" eval --checkpoint "$work/wq/checkpoint.ckpt" --threads 2 --quant wrpn --wbits 3 > "$work/ptq.log"
+fp32=$(echo "$want" | sed -E 's/.*float shadow\) weights ([0-9.]+%).*/\1/')
+q=$(echo "$want" | sed -E 's/.*at these bits ([0-9.]+%)$/\1/')
+grep -q "^accuracy: FP32 weights $fp32, rounded at these bits after training $q$" "$work/ptq.log" &&
+  grep -q "accuracy $q (256 images)" "$work/ptq.log" && ! grep -q "trained through" "$work/ptq.log" ||
+  { echo "post-training eval differs from the run's report ($fp32, $q):"; cat "$work/ptq.log"; exit 1; }
+
 # --init: a new run starts from a checkpoint's model weights (here float, no quantizer, lr 0: the
 # weights must come through unchanged); a checkpoint of another shape is refused naming the file.
 "$lowbit" train --model lenet5 --width 0.5 --data fashion-mnist --limit-train 256 --limit-test 64 --batch 64 \
@@ -93,4 +103,4 @@ rc=$?
 set -e
 [ "$rc" -ne 0 ] || { echo "corrupt checkpoint accepted"; exit 1; }
 grep -q "bad.ckpt: checksum mismatch" "$work/bad.log" || { cat "$work/bad.log"; exit 1; }
-echo "resume: straight == epoch-boundary resume == mid-epoch resume == Ctrl-C resume (bit for bit); corrupt checkpoint refused; eval reproduces the final report; --init carries the weights, refuses another shape"
+echo "resume: straight == epoch-boundary resume == mid-epoch resume == Ctrl-C resume (bit for bit); corrupt checkpoint refused; eval reproduces the final report, also as post-training rounding; --init carries the weights, refuses another shape"
