@@ -215,7 +215,8 @@ int run_eval(int argc, char** argv) {
                      {"abits", "", "activation bits with --quant"},
                      {"wbits-overrides", "", "per-layer weight bits: PATTERN=BITS,..."},
                      {"weight-scale", "", "none | max | tanh (wrpn: quantize w / max|w| per layer)"},
-                     {"quantize-first-last", "", "quantize the first and last layers too", true}});
+                     {"quantize-first-last", "", "quantize the first and last layers too", true},
+                     {"learned-levels", "", "WaveQ: round learned bits on the period | integer grid"}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
   LOWBIT_CHECK(o.has("checkpoint"), "lowbit eval: --checkpoint FILE is required");
@@ -229,6 +230,7 @@ int run_eval(int argc, char** argv) {
   bool post_training = false;  // a quantization config given here, not trained with
   for (const char* key : {"quant", "wbits", "abits", "wbits-overrides", "weight-scale", "quantize-first-last"})
     if (o.has(key)) run.set(key, o.str(key), std::string("--") + key), post_training = true;
+  if (o.has("learned-levels")) run.set("learned-levels", o.str("learned-levels"), "--learned-levels");
   DataSetup data = make_data(run, 256, 1);
   auto model = make_model(run, data);
   auto quant = make_quant(run, *model);

@@ -127,6 +127,10 @@ class Setup final : public QuantSetup {
       ws.rise = o.real("reg-warmup");
       ws.fall = o.real("beta-freeze");
       ws.snap_beta = o.flag("snap-beta");
+      const std::string levels = o.str("learned-levels");
+      LOWBIT_CHECK(levels == "period" || levels == "integer" || levels == "auto", "lowbit: --learned-levels '",
+                   levels, "' is not one of auto, period, integer");
+      if (learn_beta_ && grid_ == Grid::wrpn) levels_ = levels;
       waveq_ = std::make_shared<quant::WaveQRegularizer>(weights, betas, wo, ws);
     }
     beta_lr_ = o.has("beta-lr") ? o.real("beta-lr") : o.real("lr");
@@ -354,6 +358,7 @@ class Setup final : public QuantSetup {
     double beta = 0;      // WaveQ beta, or the fixed k - 1
     int bits = 0;         // reported bits: ceil(beta) (WaveQ) or k (fixed)
     int weight_bits = 0;  // sign-counting k of the grid
+    bool on_period = false;  // rounded on the period's levels, not the k-bit grid (--learned-levels)
     quant::LevelStats stats;
   };
   struct FinalEval {
@@ -367,7 +372,11 @@ class Setup final : public QuantSetup {
   FinalEval final_eval(Module& model, data::DataLoader& test) {
     FinalEval fe;
     // Each regularized layer's row once (its statistics read every weight).
-    for (size_t i = 0; i < reg_layers_.size(); ++i) fe.rows.push_back(row(i));
+    for (size_t i = 0; i < reg_layers_.size(); ++i) {
+      fe.rows.push_back(row(i));
+      LayerRow& r = fe.rows.back();
+      r.on_period = levels_ == "period" || (levels_ == "auto" && quant::period_rounds_closer(reg_layers_[i]->weight().data(), r.beta, scale_));
+    }
     fe.bits.assign(q_.layers.size(), 32);
     for (size_t i = 0; i < q_.layers.size(); ++i) fe.bits[i] = q_.inferred_weight_bits(q_.layers[i]);
     for (size_t i = 0; i < reg_layers_.size(); ++i) fe.bits[index_of(reg_layers_[i])] = fe.rows[i].weight_bits;
@@ -391,9 +400,17 @@ class Setup final : public QuantSetup {
       old_bits.push_back(*eval_q.layers[i].weight_bits);
       *eval_q.layers[i].weight_bits = fe.bits[i];
     }
+    for (size_t i = 0; i < reg_layers_.size(); ++i)
+      if (fe.rows[i].on_period) {  // the same bits, the levels at the learned period
+        Module& m = *reg_layers_[i]->module;
+        saved.emplace_back(&m, weight_hook_of(m));
+        set_weight_hook(m, [beta = fe.rows[i].beta, scale = scale_](const Variable& w) {
+          return quant::quantize_on_period(w, beta, scale);
+        });
+      }
     fe.quantized = evaluate(model, test);
     for (size_t i = 0; i < eval_q.layers.size(); ++i) *eval_q.layers[i].weight_bits = old_bits[i];
-    for (auto& [m, hook] : saved) set_weight_hook(*m, hook);
+    for (auto it = saved.rbegin(); it != saved.rend(); ++it) set_weight_hook(*it->first, it->second);
     return fe;
   }
 
@@ -408,12 +425,18 @@ class Setup final : public QuantSetup {
       const auto& l = q_.layers[i];
       std::string beta;
       for (size_t r = 0; r < reg_layers_.size(); ++r)
-        if (reg_layers_[r] == &l && waveq_) beta = fmt("beta %.3f", fe.rows[r].beta);
+        if (reg_layers_[r] == &l && waveq_)
+          beta = fmt("beta %.3f", fe.rows[r].beta) +
+                 (learn_beta_ && grid_ == Grid::wrpn ? (fe.rows[r].on_period ? "  period" : "  grid") : "");
       std::printf("  %-24s %6s  %s\n", l.name.c_str(),
                   fe.bits[i] >= 32 ? "fp32" : (std::to_string(fe.bits[i]) + " bits").c_str(), beta.c_str());
     }
     if (reg_numel > 0)
       std::printf("  average over regularized layers: %.2f bits per weight\n", weighted_bits / reg_numel);
+    if (waveq_ && learn_beta_ && grid_ == Grid::wrpn)
+      std::printf("  levels (--learned-levels %s): 'period' m s / (2^beta - 1), the sinusoid's zeros; 'grid' "
+                  "m s / (2^(k-1) - 1)%s\n",
+                  levels_.c_str(), scale_ == quant::WeightScale::max_abs ? "; s = max|w|" : "; s = 1");
   }
 
   // The accuracy line (scripts grep its first part), and why the float figure can be far lower
@@ -487,6 +510,7 @@ class Setup final : public QuantSetup {
   quant::Quantization q_;
   std::string reg_kind_;
   Grid grid_ = Grid::wrpn;
+  std::string levels_ = "integer";  // final rounding of learned-beta layers (--learned-levels)
   quant::WeightScale scale_ = quant::WeightScale::none;
   bool learn_beta_ = false;
   double beta_lr_ = 0, quant_lr_ = 0;
@@ -544,6 +568,10 @@ std::vector<OptionSpec> quant_option_specs() {
       {"reg-reduction", "mean", "per-layer reduction of the penalty: mean | sum"},
       {"fix-beta", "", "WaveQ with beta fixed at the target bits - 1 (homogeneous runs)", true},
       {"snap-beta", "", "WaveQ phase 3 (from --beta-freeze on): beta := ceil(beta), then held", true},
+      {"learned-levels", "auto",
+       "levels WaveQ's learned bits round to (wrpn grid), the same bits either way: period (the sinusoid's "
+       "zeros at the real beta, step s/(2^beta - 1)) | integer (the ceil(beta) + 1-bit grid) | auto (per "
+       "layer, the one with the smaller squared rounding error)"},
       {"beta-init", "", "initial WaveQ beta (default 8 when learned)"},
       {"beta-lr", "", "learning rate of the beta group (default: --lr)"},
   };

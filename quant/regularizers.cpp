@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/math.h"
 #include "core/parallel.h"
+#include "quant/quantizers.h"
 
 namespace lowbit::quant {
 namespace {
@@ -156,6 +157,30 @@ double weight_scale_of(const Tensor& weight, WeightScale scale) {
     case WeightScale::tanh_max: return math::amax(math::abs(math::tanh(weight))).item();
   }
   return 1.0;
+}
+
+Variable quantize_on_period(const Variable& weight, double beta, WeightScale scale) {
+  LOWBIT_CHECK(scale != WeightScale::tanh_max, "quantize_on_period: the wrpn grid lives on w or w / max|w|, not tanh");
+  LOWBIT_CHECK(std::isfinite(beta) && beta > 0, "quantize_on_period: beta must be positive, got ", beta);
+  const double s = std::max(weight_scale_of(weight.data(), scale), 1e-30);
+  const DType dt = weight.data().dtype();
+  const double levels_per_side = std::max(1.0, std::floor((std::exp2(beta) - 1.0) * (1 + 1e-12)));
+  const double step = s / (std::exp2(beta) - 1.0);
+  const Variable d(Tensor::full({}, step, dt)), q_max(Tensor::full({}, levels_per_side * step, dt));
+  return uniform_u3(weight, d, q_max);  // zeros of sin^2(pi (w / s) (2^beta - 1)), spec §1.1
+}
+
+bool period_rounds_closer(const Tensor& weight, double beta, WeightScale scale) {
+  const Variable w(weight);
+  const double s = std::max(weight_scale_of(weight, scale), 1e-30);
+  const Tensor on_grid =
+      math::mul(wrpn_weight(Variable(math::mul(weight, 1.0 / s)), learned_weight_bits(beta)).data(), s);
+  const Tensor on_period = quantize_on_period(w, beta, scale).data();
+  auto squared_error = [&](const Tensor& q) {
+    const Tensor e = math::sub(q, weight);
+    return math::sum(math::mul(e, e)).item();
+  };
+  return squared_error(on_period) < squared_error(on_grid);
 }
 
 double SinusoidDomain::to(double w) const { return (scale == WeightScale::tanh_max ? std::tanh(w) : w) / s; }

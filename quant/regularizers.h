@@ -132,6 +132,19 @@ struct SinusoidDomain {
 SinusoidDomain sinusoid_domain(const Tensor& weight, WeightScale scale);
 Tensor to_sinusoid_domain(const Tensor& weight, WeightScale scale);
 
+// Rounds a WaveQ layer's weights onto the zeros of its sinusoid at the learned, real-valued beta
+// (wrpn grid), m d with d = s / (2^beta - 1), |m| <= M = floor(2^beta - 1), s = weight_scale_of(w,
+// scale) (1 for none; `max` only, not `tanh`): the uniform quantizer U3 (quantizers.h, spec §6.1) at
+// step d and range q_max = M d, both constants. Its 2M + 1 levels fit in the reported
+// k = learned_weight_bits(beta) = ceil(beta) + 1 bits (U3's inferred u3_bits(d, M d) <= k, one less
+// when 2^beta - 1 is just above an integer); at an integer beta it is s * wrpn_weight(w / s, beta + 1).
+// Gradient: U3's straight-through 1[|w| <= M d] w.r.t. w.
+Variable quantize_on_period(const Variable& weight, double beta, WeightScale scale);
+// Whether rounding on the period (quantize_on_period) leaves a smaller squared error than rounding
+// on the k = ceil(beta) + 1-bit wrpn grid, s * wrpn_weight(w / s, k), at the same bits: the period
+// wins where the sinusoid has gathered the weights, the (finer) grid where it has not. Weights only.
+bool period_rounds_closer(const Tensor& weight, double beta, WeightScale scale);
+
 // Clamps every beta into [lo, hi] in place (convention 3), to be called after the optimizer step.
 void clamp_betas(const std::vector<Variable>& betas, double lo, double hi);
 inline void clamp_betas(const std::vector<Variable>& betas, const WaveQOptions& options) {

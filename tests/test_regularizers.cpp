@@ -584,3 +584,63 @@ TEST_CASE("waveq_grid at integer beta is the k = beta + 1 grid; sinusoid_stats m
   s = quant::sinusoid_stats(Tensor::from_vector(std::vector<double>{1.0 / 3, -1.0, 0.0}, {3}), d);
   CHECK(s.mean_distance == doctest::Approx((1.0 / 3) / 3));
 }
+
+TEST_CASE("quantize_on_period: the sinusoid's zeros at a real beta, U3's bits = ceil(beta) + 1, STE gradient 1") {
+  Generator gen(21);
+  for (double beta : {1.0, 2.5, 3.02, 3.999, 4.0, 5.7}) {
+    for (quant::WeightScale scale : {quant::WeightScale::none, quant::WeightScale::max_abs}) {
+      Variable w(Tensor::randn({500}, gen, DType::f64, 0, scale == quant::WeightScale::none ? 0.6 : 0.1), true);
+      const double s = quant::weight_scale_of(w.data(), scale);
+      const double d = s / (std::exp2(beta) - 1), top = std::floor(std::exp2(beta) - 1 + 1e-9) * d;
+      CAPTURE(beta);
+      // U3's inferred bits at (d, q_max = M d) fit in the reported k = ceil(beta) + 1 (spec §6.3,
+      // convention 2), equal at an integer beta.
+      CHECK(quant::u3_bits(d, top) <= quant::learned_weight_bits(beta));
+      if (beta == std::floor(beta)) CHECK(quant::u3_bits(d, top) == quant::learned_weight_bits(beta));
+      Variable q = quant::quantize_on_period(w, beta, scale);
+      const auto qv = q.data().to_vector(), wv = w.data().to_vector();
+      std::set<long long> levels;
+      for (size_t i = 0; i < qv.size(); ++i) {
+        const double m = qv[i] / d;
+        CHECK(m == doctest::Approx(std::nearbyint(m)).epsilon(1e-9));  // a multiple of the period
+        CHECK(std::fabs(qv[i]) <= top + 1e-12);
+        if (std::fabs(wv[i]) <= top) CHECK(std::fabs(qv[i] - wv[i]) <= d / 2 + 1e-12);  // nearest zero
+        levels.insert(std::llround(m));
+      }
+      // The sinusoid of the WaveQ layer is 0 on every quantized weight (in its own domain w / s).
+      const Variable y(math::mul(q.data(), 1.0 / s));
+      CHECK(quant::waveq_layer(y, Variable(Tensor::scalar(beta, DType::f64))).item() < 1e-20);
+      CHECK(double(levels.size()) <= std::exp2(quant::learned_weight_bits(beta)) - 1);
+      // Straight-through: d sum(g * q) / dw = g for |w| <= M d, 0 outside.
+      const Tensor g = Tensor::randn({500}, gen, DType::f64);
+      sum(mul(q, Variable(g))).backward();
+      const auto gw = w.grad().data().to_vector(), gv = g.to_vector();
+      for (size_t i = 0; i < gw.size(); ++i)
+        CHECK(gw[i] == doctest::Approx(std::fabs(wv[i]) <= top ? gv[i] : 0.0));
+      // At an integer beta it is the (beta + 1)-bit wrpn grid.
+      if (beta == std::floor(beta)) {
+        const auto wr = quant::wrpn_weight(Variable(math::mul(w.data(), 1.0 / s)), int(beta) + 1).data().to_vector();
+        for (size_t i = 0; i < qv.size(); ++i) CHECK(qv[i] == doctest::Approx(s * wr[i]).epsilon(1e-12));
+      }
+    }
+  }
+}
+
+TEST_CASE("period_rounds_closer: the period for weights gathered on its zeros, the grid for weights on the grid") {
+  Generator gen(22);
+  const double beta = 3.3;  // period step 1/(2^3.3 - 1) = 0.1127; the 5-bit grid's step 1/15
+  const int k = quant::learned_weight_bits(beta);
+  REQUIRE(k == 5);
+  const double d = 1 / (std::exp2(beta) - 1);
+  std::vector<double> on_period, on_grid;
+  for (int i = 0; i < 400; ++i) {
+    const double u = Tensor::rand({}, gen, DType::f64, -1, 1).item();
+    on_period.push_back(d * std::nearbyint(u / d) + 1e-4 * u);  // gathered: within 1e-4 of a zero
+    on_grid.push_back(std::nearbyint(u * 15) / 15 + 1e-4 * u);
+  }
+  on_period.push_back(1.0), on_grid.push_back(1.0);  // s = 1 for both
+  for (quant::WeightScale scale : {quant::WeightScale::none, quant::WeightScale::max_abs}) {
+    CHECK(quant::period_rounds_closer(Tensor::from_vector(on_period, {401}), beta, scale));
+    CHECK_FALSE(quant::period_rounds_closer(Tensor::from_vector(on_grid, {401}), beta, scale));
+  }
+}
