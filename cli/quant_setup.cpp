@@ -128,8 +128,8 @@ class Setup final : public QuantSetup {
       ws.fall = o.real("beta-freeze");
       ws.snap_beta = o.flag("snap-beta");
       const std::string levels = o.str("learned-levels");
-      LOWBIT_CHECK(levels == "period" || levels == "integer" || levels == "auto", "lowbit: --learned-levels '",
-                   levels, "' is not one of auto, period, integer");
+      LOWBIT_CHECK(levels == "period" || levels == "integer" || levels == "auto", "lowbit: --learned-levels '", levels,
+                   "' is not one of auto, period, integer");
       if (learn_beta_ && grid_ == Grid::wrpn) levels_ = levels;
       waveq_ = std::make_shared<quant::WaveQRegularizer>(weights, betas, wo, ws);
     }
@@ -355,9 +355,9 @@ class Setup final : public QuantSetup {
 
  private:
   struct LayerRow {
-    double beta = 0;      // WaveQ beta, or the fixed k - 1
-    int bits = 0;         // reported bits: ceil(beta) (WaveQ) or k (fixed)
-    int weight_bits = 0;  // sign-counting k of the grid
+    double beta = 0;         // WaveQ beta, or the fixed k - 1
+    int bits = 0;            // reported bits: ceil(beta) (WaveQ) or k (fixed)
+    int weight_bits = 0;     // sign-counting k of the grid
     bool on_period = false;  // rounded on the period's levels, not the k-bit grid (--learned-levels)
     quant::LevelStats stats;
   };
@@ -375,7 +375,8 @@ class Setup final : public QuantSetup {
     for (size_t i = 0; i < reg_layers_.size(); ++i) {
       fe.rows.push_back(row(i));
       LayerRow& r = fe.rows.back();
-      r.on_period = levels_ == "period" || (levels_ == "auto" && quant::period_rounds_closer(reg_layers_[i]->weight().data(), r.beta, scale_));
+      r.on_period = levels_ == "period" ||
+                    (levels_ == "auto" && quant::period_rounds_closer(reg_layers_[i]->weight().data(), r.beta, scale_));
     }
     fe.bits.assign(q_.layers.size(), 32);
     for (size_t i = 0; i < q_.layers.size(); ++i) fe.bits[i] = q_.inferred_weight_bits(q_.layers[i]);
@@ -434,9 +435,10 @@ class Setup final : public QuantSetup {
     if (reg_numel > 0)
       std::printf("  average over regularized layers: %.2f bits per weight\n", weighted_bits / reg_numel);
     if (waveq_ && learn_beta_ && grid_ == Grid::wrpn)
-      std::printf("  levels (--learned-levels %s): 'period' m s / (2^beta - 1), the sinusoid's zeros; 'grid' "
-                  "m s / (2^(k-1) - 1)%s\n",
-                  levels_.c_str(), scale_ == quant::WeightScale::max_abs ? "; s = max|w|" : "; s = 1");
+      std::printf(
+          "  levels (--learned-levels %s): 'period' m s / (2^beta - 1), the sinusoid's zeros; 'grid' "
+          "m s / (2^(k-1) - 1)%s\n",
+          levels_.c_str(), scale_ == quant::WeightScale::max_abs ? "; s = max|w|" : "; s = 1");
   }
 
   // The accuracy line (scripts grep its first part), and why the float figure can be far lower

@@ -615,8 +615,7 @@ TEST_CASE("quantize_on_period: the sinusoid's zeros at a real beta, U3's bits = 
       const Tensor g = Tensor::randn({500}, gen, DType::f64);
       sum(mul(q, Variable(g))).backward();
       const auto gw = w.grad().data().to_vector(), gv = g.to_vector();
-      for (size_t i = 0; i < gw.size(); ++i)
-        CHECK(gw[i] == doctest::Approx(std::fabs(wv[i]) <= top ? gv[i] : 0.0));
+      for (size_t i = 0; i < gw.size(); ++i) CHECK(gw[i] == doctest::Approx(std::fabs(wv[i]) <= top ? gv[i] : 0.0));
       // At an integer beta it is the (beta + 1)-bit wrpn grid.
       if (beta == std::floor(beta)) {
         const auto wr = quant::wrpn_weight(Variable(math::mul(w.data(), 1.0 / s)), int(beta) + 1).data().to_vector();
