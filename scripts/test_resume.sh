@@ -76,6 +76,21 @@ grep -q "^accuracy: FP32 weights $fp32, rounded at these bits after training $q$
   grep -q "accuracy $q (256 images)" "$work/ptq.log" && ! grep -q "trained through" "$work/ptq.log" ||
   { echo "post-training eval differs from the run's report ($fp32, $q):"; cat "$work/ptq.log"; exit 1; }
 
+# WaveQ with learned beta (float training, wrpn grid): --learned-levels picks what the learned bits
+# round to; eval re-measures a run either way, and with the run's own choice gives its figure.
+"$lowbit" train --model lenet5 --width 0.5 --data fashion-mnist --limit-train 1024 --limit-test 256 --batch 64 \
+  --epochs 1 --lr 0.05 --seed 7 --threads 2 --quiet --reg waveq --wbits 8 --weight-scale max --lambda-beta 0.5 \
+  --beta-lr 1 --learned-levels period --out "$work/wl" > "$work/wl.log"
+want=$(grep -o "^accuracy: FP32 (float shadow) weights [0-9.]*%, weights quantized at these bits [0-9.]*%" "$work/wl.log")
+for lv in period integer auto; do
+  "$lowbit" eval --checkpoint "$work/wl/checkpoint.ckpt" --threads 2 --learned-levels $lv > "$work/wl_$lv.log"
+done
+grep -qF "$want" "$work/wl_period.log" && [ "$(grep -c 'bits  beta .*  period$' "$work/wl_period.log")" = 2 ] &&
+  [ "$(grep -c 'bits  beta .*  grid$' "$work/wl_integer.log")" = 2 ] &&
+  [ "$(grep -cE 'bits  beta .*  (period|grid)$' "$work/wl_auto.log")" = 2 ] &&
+  grep -q "levels (--learned-levels auto)" "$work/wl_auto.log" ||
+  { echo "--learned-levels: eval does not follow it:"; cat "$work/wl.log" "$work/wl_"*.log; exit 1; }
+
 # --init: a new run starts from a checkpoint's model weights (here float, no quantizer, lr 0: the
 # weights must come through unchanged); a checkpoint of another shape is refused naming the file.
 "$lowbit" train --model lenet5 --width 0.5 --data fashion-mnist --limit-train 256 --limit-test 64 --batch 64 \
