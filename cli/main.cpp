@@ -216,7 +216,7 @@ int run_eval(int argc, char** argv) {
                      {"wbits-overrides", "", "per-layer weight bits: PATTERN=BITS,..."},
                      {"weight-scale", "", "none | max | tanh (wrpn: quantize w / max|w| per layer)"},
                      {"quantize-first-last", "", "quantize the first and last layers too", true},
-                     {"learned-levels", "", "WaveQ: round learned bits on the period | integer grid"}});
+                     {"learned-levels", "", "WaveQ learned bits round to: auto | period | integer (default: the run's)"}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
   LOWBIT_CHECK(o.has("checkpoint"), "lowbit eval: --checkpoint FILE is required");
