@@ -204,19 +204,20 @@ int run_bench(int argc, char** argv) {
 
 // ---- eval ----
 int run_eval(int argc, char** argv) {
-  Options o("eval", {{"checkpoint", "", "checkpoint file (a run's checkpoint.ckpt)"},
-                     {"data", "", "data set (default: the run's)"},
-                     {"test-file", "", "evaluate on this CIFAR-10/100 binary batch instead of the test split"},
-                     {"predictions", "", "write each test image's label and predicted class to this CSV file"},
-                     {"threads", "", "threads"},
-                     // Post-training quantization: these override the run's quantization config.
-                     {"quant", "", "weight quantizer to evaluate with (post-training; default: the run's)"},
-                     {"wbits", "", "weight bits (sign included) with --quant"},
-                     {"abits", "", "activation bits with --quant"},
-                     {"wbits-overrides", "", "per-layer weight bits: PATTERN=BITS,..."},
-                     {"weight-scale", "", "none | max | tanh (wrpn: quantize w / max|w| per layer)"},
-                     {"quantize-first-last", "", "quantize the first and last layers too", true},
-                     {"learned-levels", "", "WaveQ learned bits round to: auto | period | integer (default: the run's)"}});
+  Options o("eval",
+            {{"checkpoint", "", "checkpoint file (a run's checkpoint.ckpt)"},
+             {"data", "", "data set (default: the run's)"},
+             {"test-file", "", "evaluate on this CIFAR-10/100 binary batch instead of the test split"},
+             {"predictions", "", "write each test image's label and predicted class to this CSV file"},
+             {"threads", "", "threads"},
+             // Post-training quantization: these override the run's quantization config.
+             {"quant", "", "weight quantizer to evaluate with (post-training; default: the run's)"},
+             {"wbits", "", "weight bits (sign included) with --quant"},
+             {"abits", "", "activation bits with --quant"},
+             {"wbits-overrides", "", "per-layer weight bits: PATTERN=BITS,..."},
+             {"weight-scale", "", "none | max | tanh (wrpn: quantize w / max|w| per layer)"},
+             {"quantize-first-last", "", "quantize the first and last layers too", true},
+             {"learned-levels", "", "WaveQ learned bits round to: auto | period | integer (default: the run's)"}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
   LOWBIT_CHECK(o.has("checkpoint"), "lowbit eval: --checkpoint FILE is required");
