@@ -164,8 +164,9 @@ Variable quantize_on_period(const Variable& weight, double beta, WeightScale sca
   LOWBIT_CHECK(std::isfinite(beta) && beta > 0, "quantize_on_period: beta must be positive, got ", beta);
   const double s = std::max(weight_scale_of(weight.data(), scale), 1e-30);
   const DType dt = weight.data().dtype();
-  const double levels_per_side = std::max(1.0, std::floor((std::exp2(beta) - 1.0) * (1 + 1e-12)));
-  const double step = s / (std::exp2(beta) - 1.0);
+  const double steps_to_s = std::exp2(beta) - 1.0;  // s / d
+  const double levels_per_side = std::max(1.0, std::floor(steps_to_s * (1 + 1e-12)));
+  const double step = s / steps_to_s;
   const Variable d(Tensor::full({}, step, dt)), q_max(Tensor::full({}, levels_per_side * step, dt));
   return uniform_u3(weight, d, q_max);  // zeros of sin^2(pi (w / s) (2^beta - 1)), spec §1.1
 }
