@@ -51,12 +51,7 @@ VariableTransform weight_quantizer(Method m, std::shared_ptr<int> bits, Module& 
     case Method::pact: return [bits](const Variable& w) { return *bits >= 32 ? w : dorefa_weight(w, *bits); };
     case Method::wrpn:
       if (scale_by_max)  // s * wrpn(w / s), s = max |w| held constant (STE: gradient 1 on [-s, s])
-        return [bits](const Variable& w) {
-          if (*bits >= 32) return w;
-          const double scale = weight_scale_of(w.data(), WeightScale::max_abs);
-          const Variable s(Tensor::full({}, std::max(scale, 1e-30), w.dtype()));
-          return mul(wrpn_weight(div(w, s), *bits), s);
-        };
+        return [bits](const Variable& w) { return *bits >= 32 ? w : wrpn_on_scale(w, *bits, WeightScale::max_abs); };
       return [bits](const Variable& w) { return *bits >= 32 ? w : wrpn_weight(w, *bits); };
     case Method::binary: return [bits](const Variable& w) { return *bits >= 32 ? w : binary_weight(w); };
     case Method::ternary: return [bits](const Variable& w) { return *bits >= 32 ? w : ternary_weight(w); };

@@ -159,6 +159,12 @@ double weight_scale_of(const Tensor& weight, WeightScale scale) {
   return 1.0;
 }
 
+Variable wrpn_on_scale(const Variable& weight, int bits, WeightScale scale) {
+  LOWBIT_CHECK(scale != WeightScale::tanh_max, "wrpn_on_scale: the wrpn grid lives on w or w / max|w|, not tanh");
+  const Variable s(Tensor::full({}, std::max(weight_scale_of(weight.data(), scale), 1e-30), weight.dtype()));
+  return mul(wrpn_weight(div(weight, s), bits), s);
+}
+
 Variable quantize_on_period(const Variable& weight, double beta, WeightScale scale) {
   LOWBIT_CHECK(scale != WeightScale::tanh_max, "quantize_on_period: the wrpn grid lives on w or w / max|w|, not tanh");
   LOWBIT_CHECK(std::isfinite(beta) && beta > 0, "quantize_on_period: beta must be positive, got ", beta);
@@ -173,9 +179,7 @@ Variable quantize_on_period(const Variable& weight, double beta, WeightScale sca
 
 bool period_rounds_closer(const Tensor& weight, double beta, WeightScale scale) {
   const Variable w(weight);
-  const double s = std::max(weight_scale_of(weight, scale), 1e-30);
-  const Tensor on_grid =
-      math::mul(wrpn_weight(Variable(math::mul(weight, 1.0 / s)), learned_weight_bits(beta)).data(), s);
+  const Tensor on_grid = wrpn_on_scale(w, learned_weight_bits(beta), scale).data();
   const Tensor on_period = quantize_on_period(w, beta, scale).data();
   auto squared_error = [&](const Tensor& q) {
     const Tensor e = math::sub(q, weight);

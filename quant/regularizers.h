@@ -132,6 +132,9 @@ struct SinusoidDomain {
 SinusoidDomain sinusoid_domain(const Tensor& weight, WeightScale scale);
 Tensor to_sinusoid_domain(const Tensor& weight, WeightScale scale);
 
+// The k-bit wrpn grid on the layer's scale: s * wrpn_weight(w / s, k), s = weight_scale_of(w, scale)
+// held constant (`none` or `max`). STE gradient 1 on [-s, s] (the quantizer of --weight-scale max).
+Variable wrpn_on_scale(const Variable& weight, int bits, WeightScale scale);
 // Rounds a WaveQ layer's weights onto the zeros of its sinusoid at the learned, real-valued beta
 // (wrpn grid), m d with d = s / (2^beta - 1), |m| <= M = floor(2^beta - 1), s = weight_scale_of(w,
 // scale) (1 for none; `max` only, not `tanh`): the uniform quantizer U3 (quantizers.h, spec §6.1) at
@@ -141,7 +144,7 @@ Tensor to_sinusoid_domain(const Tensor& weight, WeightScale scale);
 // Gradient: U3's straight-through 1[|w| <= M d] w.r.t. w.
 Variable quantize_on_period(const Variable& weight, double beta, WeightScale scale);
 // Whether rounding on the period (quantize_on_period) leaves a smaller squared error than rounding
-// on the k = ceil(beta) + 1-bit wrpn grid, s * wrpn_weight(w / s, k), at the same bits: the period
+// on the k = ceil(beta) + 1-bit wrpn grid (wrpn_on_scale), at the same bits: the period
 // wins where the sinusoid has gathered the weights, the (finer) grid where it has not. Weights only.
 bool period_rounds_closer(const Tensor& weight, double beta, WeightScale scale);
 
