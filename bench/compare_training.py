@@ -4,6 +4,7 @@
 Run ONLY with Debian's interpreter (python3-torch 1.13):
 
     /usr/bin/python3 bench/compare_training.py [--threads 2] [--rounds 3] [--steps 10] [--models resnet20,lenet5,...]
+    /usr/bin/python3 bench/compare_training.py --quant dorefa --wbits 4 --abits 4 --models resnet20   # QAT overhead
 
 For each model the same network is trained on random data in both frameworks at the same batch size and thread
 count: forward + cross-entropy + backward + SGD(lr 0.01, momentum 0.9, weight decay 1e-4) step; a step's time is
@@ -11,6 +12,11 @@ the median over the timed steps after warm-up, as `lowbit bench` does. PyTorch r
 and the faster layout is kept. A/B rounds are interleaved (lowbit, torch NCHW, torch channels_last, repeat) and
 each side's best round is reported, so a burst of load from other processes hits both sides alike. Every run is
 a fresh subprocess; its peak resident set size (ru_maxrss from wait4) is reported for ResNet-20.
+
+With --quant dorefa the script measures quantization-aware training's cost instead: each round runs the FP32 step
+and the DoReFa step in both frameworks (lowbit `bench --quant dorefa --wbits K --abits K`; PyTorch with DoReFa
+written the way the research code writes it, see `dorefa_torch`) and reports each framework's QAT step time over
+its own FP32 step time: the best-round ratio and the median of the per-round ratios.
 
 The lowbit build is found through $LOWBIT_BUILD_DIR (default build/): $LOWBIT_BUILD_DIR/cli/lowbit.
 """
@@ -94,8 +100,50 @@ def build_torch_model(name):
     raise ValueError("unknown model " + name)
 
 
-def torch_worker(name, layout, threads, steps, warmup):
-    """Runs in a fresh subprocess: times training steps, prints one JSON line."""
+def dorefa_torch(model, wbits, abits):
+    """DoReFa weights and activations (spec §8.2) as the PyTorch research code writes them (Distiller's
+    DorefaQuantizer and ClippedLinearQuantization): straight-through rounding x + (round(x) - x).detach(), the
+    weight normalisation tanh(w) / (2 max|tanh w|) + 1/2 in the graph. As lowbit's `--quant dorefa` attaches them:
+    every Conv2d/Linear but the first and the last gets k-bit weights, every ReLU becomes clip(x, 0, 1) at k bits."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    nw, na = float(2 ** wbits - 1), float(2 ** abits - 1)
+
+    def ste_round(x):
+        return x + (torch.round(x) - x).detach()
+
+    def quantize_weight(w):
+        t = torch.tanh(w)
+        t = t / (2 * t.abs().max()) + 0.5
+        return 2 * ste_round(t * nw) / nw - 1
+
+    class DorefaConv2d(nn.Conv2d):
+        def forward(self, x):
+            return F.conv2d(x, quantize_weight(self.weight), self.bias, self.stride, self.padding, self.dilation,
+                            self.groups)
+
+    class DorefaLinear(nn.Linear):
+        def forward(self, x):
+            return F.linear(x, quantize_weight(self.weight), self.bias)
+
+    class DorefaActivation(nn.Module):
+        def forward(self, x):
+            return ste_round(torch.clamp(x, 0, 1) * na) / na
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for m in layers[1:-1]:
+        m.__class__ = DorefaConv2d if isinstance(m, nn.Conv2d) else DorefaLinear
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(parent, child_name, DorefaActivation())
+    return model
+
+
+def torch_worker(name, layout, threads, steps, warmup, quant=None):
+    """Runs in a fresh subprocess: times training steps, prints one JSON line. quant: (wbits, abits) for DoReFa."""
     import torch
 
     torch.set_num_threads(threads)
@@ -103,7 +151,10 @@ def torch_worker(name, layout, threads, steps, warmup):
     batch = MODELS[name][0]
     c, s = INPUT[name]
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    model = build_torch_model(name).to(memory_format=fmt)
+    model = build_torch_model(name)
+    if quant:
+        model = dorefa_torch(model, *quant)
+    model = model.to(memory_format=fmt)
     model.train()
     x = torch.randn(batch, c, s, s).contiguous(memory_format=fmt)
     y = torch.arange(batch) % 10
@@ -151,6 +202,46 @@ def run_child(cmd, env):
     return json.loads(last), usage.ru_maxrss / 1024.0  # ru_maxrss is in KiB on Linux
 
 
+def qat_overhead(a, lowbit, env, layouts):
+    """Per model: each framework's DoReFa training step time over its own FP32 step time, interleaved rounds."""
+    t = str(a.threads)
+    qargs = ["--quant", a.quant, "--wbits", str(a.wbits), "--abits", str(a.abits)]
+    results = []
+    for name in [m for m in a.models.split(",") if m]:
+        batch, extra = MODELS[name]
+        lb_cmd = [lowbit, "bench", "--model", name, "--batch", str(batch), "--threads", t, "--steps", str(a.steps),
+                  "--warmup", str(a.warmup)] + extra
+        ips = {(side, q): [] for side in ("lowbit", "torch") for q in ("fp32", "qat")}
+        for _ in range(a.rounds):
+            for q in ("fp32", "qat"):
+                j, _ = run_child(lb_cmd + (qargs if q == "qat" else []), env)
+                ips[("lowbit", q)].append(j["train_images_per_sec"])
+                best = 0.0  # PyTorch: the faster layout of this round
+                for lay in layouts:
+                    cmd = [sys.executable, os.path.abspath(__file__), "--threads", t, "--steps", str(a.steps),
+                           "--warmup", str(a.warmup), "--wbits", str(a.wbits), "--abits", str(a.abits),
+                           "--torch-worker", name, lay] + (["--quant", a.quant] if q == "qat" else [])
+                    j, _ = run_child(cmd, env)
+                    best = max(best, j["train_images_per_sec"])
+                ips[("torch", q)].append(best)
+        r = {"model": name, "batch": batch, "threads": a.threads, "quant": "%s w%d/a%d" % (a.quant, a.wbits, a.abits),
+             "rounds_images_per_sec": {"%s_%s" % k: v for k, v in ips.items()}}
+        for side in ("lowbit", "torch"):
+            fp, qt = ips[(side, "fp32")], ips[(side, "qat")]
+            per_round = sorted(f / q for f, q in zip(fp, qt))  # step-time ratio = fp32 img/s / qat img/s
+            r[side] = {"fp32_images_per_sec": max(fp), "qat_images_per_sec": max(qt),
+                       "qat_over_fp32_best": max(fp) / max(qt), "qat_over_fp32_median": per_round[len(per_round) // 2],
+                       "qat_over_fp32_rounds": per_round}
+            print("%-13s %-6s FP32 %7.1f img/s, DoReFa w%d/a%d %7.1f img/s: QAT step %.2fx its FP32 step "
+                  "(best rounds; per-round median %.2fx, range %.2f-%.2f)" %
+                  (name, side, max(fp), a.wbits, a.abits, max(qt), r[side]["qat_over_fp32_best"],
+                   r[side]["qat_over_fp32_median"], per_round[0], per_round[-1]), flush=True)
+        results.append(r)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet20,lenet5,mobilenet_v1")
@@ -160,12 +251,18 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--layouts", default="nchw,channels_last", help="PyTorch layouts to try")
     ap.add_argument("--json", default="", help="also write the results to this file")
+    ap.add_argument("--quant", default="", choices=["", "dorefa"], help="measure QAT overhead (see above)")
+    ap.add_argument("--wbits", type=int, default=4)
+    ap.add_argument("--abits", type=int, default=4)
     ap.add_argument("--torch-worker", nargs=2, metavar=("MODEL", "LAYOUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
 
     if a.torch_worker:
-        torch_worker(a.torch_worker[0], a.torch_worker[1], a.threads, a.steps, a.warmup)
+        torch_worker(a.torch_worker[0], a.torch_worker[1], a.threads, a.steps, a.warmup,
+                     (a.wbits, a.abits) if a.quant else None)
         return
+    if a.quant and not (2 <= a.wbits <= 8 and 1 <= a.abits <= 8):
+        sys.exit("compare_training.py: --quant dorefa needs --wbits in [2, 8] and --abits in [1, 8]")
 
     build = os.environ.get("LOWBIT_BUILD_DIR", "build")
     lowbit = os.path.abspath(os.path.join(build, "cli", "lowbit"))
@@ -176,6 +273,10 @@ def main():
     env.update(OMP_NUM_THREADS=t, MKL_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, LOWBIT_NUM_THREADS=t)
     layouts = [x for x in a.layouts.split(",") if x]
     print("load average before: %.2f %.2f %.2f" % os.getloadavg())
+    if a.quant:
+        qat_overhead(a, lowbit, env, layouts)
+        print("load average after: %.2f %.2f %.2f" % os.getloadavg())
+        return
     results = []
     for name in [m for m in a.models.split(",") if m]:
         batch, extra = MODELS[name]
