@@ -8,8 +8,8 @@
 
 #include "autograd/ops.h"
 #include "core/error.h"
+#include "core/kernels/sinusoid.h"
 #include "core/math.h"
-#include "core/parallel.h"
 #include "quant/quantizers.h"
 
 namespace lowbit::quant {
@@ -23,22 +23,6 @@ void check_bits(Grid grid, int bits, const char* op) {
   LOWBIT_CHECK(grid != Grid::wrpn || bits >= 2, op, ": the WRPN grid needs k >= 2 bits, got ", bits);
 }
 
-// Sum over the elements in fixed chunks (thread-count independent), accumulated in double.
-template <class F>
-double chunked_sum(int64_t n, F&& term) {
-  constexpr int64_t kChunk = 1 << 14;
-  const int64_t chunks = std::max<int64_t>(1, (n + kChunk - 1) / kChunk);
-  std::vector<double> partial(chunks, 0.0);
-  parallel_chunks(0, n, chunks, [&](int64_t c, int64_t lo, int64_t hi) {
-    double acc = 0;
-    for (int64_t i = lo; i < hi; ++i) acc += term(i);
-    partial[c] = acc;
-  });
-  double total = 0;
-  for (double p : partial) total += p;
-  return total;
-}
-
 // The composed definition of sin2_reduce's gradients (recorded when create_graph asks for it).
 std::vector<Variable> sin2_reduce_backward_composed(const Variable& g, const Variable& w, const Variable& a, double b,
                                                     double scale) {
@@ -50,21 +34,16 @@ std::vector<Variable> sin2_reduce_backward_composed(const Variable& g, const Var
 
 // reduce_j sin^2(u_j), u = a w + b, for a one-element Variable a and a constant b: the per-weight
 // chain (scale, shift, sin, square, reduce) fused into one pass forward and one backward pass that
-// yields both gradients, d/dw_j = a sin(2 u_j) r and d/da = sum_j w_j sin(2 u_j) r (r = 1 or 1/N).
-// When the backward pass is recorded (create_graph) it is composed from ops, so it is differentiable.
+// yields both gradients (core/kernels/sinusoid.h), d/dw_j = a sin(2 u_j) r and d/da = sum_j w_j sin(2 u_j) r (r = 1 or
+// 1/N). When the backward pass is recorded (create_graph) it is composed from ops, so it is differentiable.
 Variable sin2_reduce(const Variable& w_in, const Variable& a, double b, Reduction r) {
   LOWBIT_CHECK(r != Reduction::none, "sinreq_penalty/waveq_penalty: reduction must be sum or mean, not none");
   const Tensor w = w_in.data().contiguous();
   const int64_t n = w.numel();
   const double scale = r == Reduction::mean ? 1.0 / double(std::max<int64_t>(n, 1)) : 1.0;
   const double av = a.item();
-  const double total = LOWBIT_DISPATCH_FLOAT(w.dtype(), "sin2_reduce", [&] {
-    const scalar_t* p = w.data<scalar_t>();
-    return chunked_sum(n, [&](int64_t i) {
-      const double s = std::sin(av * double(p[i]) + b);
-      return s * s;
-    });
-  });
+  const double total =
+      LOWBIT_DISPATCH_FLOAT(w.dtype(), "sin2_reduce", [&] { return kernels::sin2_sum(n, w.data<scalar_t>(), av, b); });
   Tensor out = Tensor::full({}, total * scale, w.dtype());
   return make_result(out, "sin2_reduce", {w_in, a}, [w_in, a, b, scale, w, av](const Variable& g, const Variable&) {
     if (GradMode::enabled()) return sin2_reduce_backward_composed(g, w_in, a, b, scale);
@@ -72,13 +51,7 @@ Variable sin2_reduce(const Variable& w_in, const Variable& a, double b, Reductio
     Tensor dw = Tensor::empty(w.shape(), w.dtype());
     double da = 0;
     LOWBIT_DISPATCH_FLOAT(w.dtype(), "sin2_reduce backward", [&] {
-      const scalar_t* p = w.data<scalar_t>();
-      scalar_t* q = dw.data<scalar_t>();
-      da = chunked_sum(w.numel(), [&](int64_t i) {
-        const double s2 = std::sin(2 * (av * double(p[i]) + b));
-        q[i] = static_cast<scalar_t>(gs * av * s2);
-        return double(p[i]) * s2;
-      });
+      da = kernels::sin2_backward(w.numel(), w.data<scalar_t>(), av, b, gs, dw.data<scalar_t>());
     });
     return std::vector<Variable>{
         w_in.requires_grad() ? Variable(dw.reshape(w_in.shape())) : Variable(),
