@@ -13,7 +13,7 @@ namespace lowbit::optim {
 namespace {
 
 std::atomic<bool> g_simd_enabled{true};
-bool simd_enabled() { return g_simd_enabled.load(std::memory_order_relaxed); }
+[[maybe_unused]] bool simd_enabled() { return g_simd_enabled.load(std::memory_order_relaxed); }  // AVX-512 builds
 
 template <class T>
 struct AdamCoeffs {
