@@ -34,8 +34,9 @@ std::vector<Variable> sin2_reduce_backward_composed(const Variable& g, const Var
 
 // reduce_j sin^2(u_j), u = a w + b, for a one-element Variable a and a constant b: the per-weight
 // chain (scale, shift, sin, square, reduce) fused into one pass forward and one backward pass that
-// yields both gradients (core/kernels/sinusoid.h), d/dw_j = a sin(2 u_j) r and d/da = sum_j w_j sin(2 u_j) r (r = 1 or
-// 1/N). When the backward pass is recorded (create_graph) it is composed from ops, so it is differentiable.
+// yields both gradients (core/kernels/sinusoid.h), d/dw_j = a sin(2 u_j) r and
+// d/da = sum_j w_j sin(2 u_j) r (r = 1 or 1/N). When the backward pass is recorded (create_graph)
+// it is composed from ops, so it is differentiable.
 Variable sin2_reduce(const Variable& w_in, const Variable& a, double b, Reduction r) {
   LOWBIT_CHECK(r != Reduction::none, "sinreq_penalty/waveq_penalty: reduction must be sum or mean, not none");
   const Tensor w = w_in.data().contiguous();
