@@ -428,13 +428,13 @@ class Setup final : public QuantSetup {
       for (size_t r = 0; r < reg_layers_.size(); ++r)
         if (reg_layers_[r] == &l && waveq_)
           beta = fmt("beta %.3f", fe.rows[r].beta) +
-                 (learn_beta_ && grid_ == Grid::wrpn ? (fe.rows[r].on_period ? "  period" : "  grid") : "");
+                 (levels_.empty() ? "" : (fe.rows[r].on_period ? "  period" : "  grid"));
       std::printf("  %-24s %6s  %s\n", l.name.c_str(),
                   fe.bits[i] >= 32 ? "fp32" : (std::to_string(fe.bits[i]) + " bits").c_str(), beta.c_str());
     }
     if (reg_numel > 0)
       std::printf("  average over regularized layers: %.2f bits per weight\n", weighted_bits / reg_numel);
-    if (waveq_ && learn_beta_ && grid_ == Grid::wrpn)
+    if (!levels_.empty())
       std::printf(
           "  levels (--learned-levels %s): 'period' m s / (2^beta - 1), the sinusoid's zeros; 'grid' "
           "m s / (2^(k-1) - 1)%s\n",
@@ -512,7 +512,7 @@ class Setup final : public QuantSetup {
   quant::Quantization q_;
   std::string reg_kind_;
   Grid grid_ = Grid::wrpn;
-  std::string levels_ = "integer";  // final rounding of learned-beta layers (--learned-levels)
+  std::string levels_;  // --learned-levels of learned-beta WaveQ layers on the wrpn grid; empty: not applicable
   quant::WeightScale scale_ = quant::WeightScale::none;
   bool learn_beta_ = false;
   double beta_lr_ = 0, quant_lr_ = 0;
