@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/kernels/cpu.h"
 #include "core/kernels/depthwise.h"
 
 using namespace lowbit::kernels;
@@ -56,7 +57,7 @@ void run(benchmark::State& st, Op op) {
   auto x = random_vec(nx), w = random_vec(nw), b = random_vec(g.K), dy = random_vec(ny);
   std::vector<float> y(static_cast<size_t>(ny)), dx(static_cast<size_t>(nx)), dw(static_cast<size_t>(nw)),
       db(static_cast<size_t>(g.K));
-  depthwise_set_avx512_enabled(simd);
+  const Avx512Guard avx512(simd);
   for (auto _ : st) {
     switch (op) {
       case Op::forward: depthwise_conv2d_forward(g, x.data(), w.data(), b.data(), y.data()); break;
@@ -65,7 +66,6 @@ void run(benchmark::State& st, Op op) {
     }
     benchmark::ClobberMemory();
   }
-  depthwise_set_avx512_enabled(true);
   const double flops = 2.0 * double(g.macs());
   const double bytes = 4.0 * double(nx + ny);
   st.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);

@@ -9,8 +9,7 @@
 
 #include "autograd/ops.h"
 #include "cli/options.h"
-#include "cli/quant_setup.h"
-#include "cli/run_common.h"
+#include "cli/quant_options.h"
 #include "cli/trainer.h"
 #include "core/parallel.h"
 #include "core/serialize.h"
@@ -18,6 +17,9 @@
 #include "layers/linear.h"
 #include "models/zoo.h"
 #include "optim/sgd.h"
+#include "train/data.h"
+#include "train/evaluate.h"
+#include "train/quant_context.h"
 
 using namespace lowbit;
 using namespace lowbit::cli;
@@ -32,7 +34,8 @@ const char* kUsage =
     "  eval      evaluate a checkpoint on the test set\n"
     "  summary   per-layer output shapes, parameters and MACs of a model\n"
     "  bench     training and inference images/s of a model on random data\n"
-    "  compare   compare two checkpoints tensor by tensor, bit for bit\n";
+    "  compare   compare two checkpoints tensor by tensor, bit for bit\n"
+    "  methods   the quantizers --quant takes (the method registry)\n";
 
 // ---- summary ----
 int run_summary(int argc, char** argv) {
@@ -131,7 +134,8 @@ int run_bench(int argc, char** argv) {
                                    {"channels", "", "input channels (default: the model's)"},
                                    {"size", "", "input height = width (default: the model's)"},
                                    {"width", "1", "width multiplier"},
-                                   {"variant", "", "model variant"}};
+                                   {"variant", "", "model variant"},
+                                   {"seed", "1", "seed of the gradient quantizer's noise (--gbits)"}};
   for (auto& q : quant_option_specs()) specs.push_back(q);
   Options o("bench", specs);
   o.parse(argc, argv);
@@ -144,7 +148,8 @@ int run_bench(int argc, char** argv) {
   mo.width_mult = o.real("width");
   mo.variant = o.str("variant");
   auto model = models::create_model(o.str("model"), mo);
-  auto quant = make_quant(o, *model);
+  std::unique_ptr<train::QuantContext> quant;
+  if (wants_quantization(o)) quant = std::make_unique<train::QuantContext>(*model, quant_spec(o));
   const auto info = models::model_info(o.str("model"));
   const int64_t C = mo.in_channels ? mo.in_channels : info.default_in_channels;
   const int64_t S = mo.image_size ? mo.image_size : models::default_image_size(o.str("model"), mo.variant);
@@ -157,14 +162,12 @@ int run_bench(int argc, char** argv) {
   for (int64_t i = 0; i < B; ++i) y[i] = static_cast<int32_t>(i % mo.num_classes);
   const Tensor labels = Tensor::from_vector(y, {B});
 
-  std::vector<optim::ParamGroup> groups(1);
-  groups[0].name = "weights";
-  for (auto& [name, p] : model->named_parameters())
-    if (!(quant && quant->owns_parameter(name))) groups[0].params.push_back(p);
-  groups[0].lr = o.real("lr"), groups[0].momentum = 0.9, groups[0].weight_decay = 1e-4;
-  if (quant) quant->add_groups(groups);
-  optim::SGD opt(std::move(groups));
-  if (quant) quant->set_epoch(1, 2);  // mid-training: regularizer terms active
+  optim::ParamGroup base{.name = "weights", .lr = o.real("lr"), .weight_decay = 1e-4, .momentum = 0.9};
+  if (!quant) base.params = model->parameters();
+  optim::SGD opt(quant ? quant->param_groups(base) : std::vector<optim::ParamGroup>{base});
+  // Mid-training (t = 1 of 2): the regularizer terms active, as in phase 2 of a run.
+  opt.set_position(1, 2);
+  if (quant) quant->begin_step(1, 2);
 
   using clock = std::chrono::steady_clock;
   std::vector<double> train_t, infer_t;
@@ -220,35 +223,45 @@ int run_eval(int argc, char** argv) {
              {"learned-levels", "", "WaveQ learned bits round to: auto | period | integer (default: the run's)"}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
-  LOWBIT_CHECK(o.has("checkpoint"), "lowbit eval: --checkpoint FILE is required");
+  LOWBIT_CHECK(o.has("checkpoint"), "--checkpoint FILE is required");
   if (o.has("threads")) set_num_threads(static_cast<int>(o.integer("threads")));
   const Checkpoint c = load_checkpoint(o.str("checkpoint"));
+  LOWBIT_CHECK(c.has("format") && c.get_string("format") == "lowbit-train", o.str("checkpoint"),
+               " is not a training checkpoint");
   Options run("train", train_option_specs());
   run.load_config_text(c.get_string("config"), o.str("checkpoint"));
   if (o.has("data")) run.set("data", o.str("data"), "--data");
   if (o.has("test-file")) run.set("test-file", o.str("test-file"), "--test-file");
   run.set("limit-train", "", "eval");
-  bool post_training = false;  // a quantization config given here, not trained with
+  run.set("allow-grid-mismatch", "true", "eval");  // the run trained with its grid
+  bool post_training = false;                      // a quantization config given here, not trained with
   for (const char* key : {"quant", "wbits", "abits", "wbits-overrides", "weight-scale", "quantize-first-last"})
     if (o.has(key)) run.set(key, o.str(key), std::string("--") + key), post_training = true;
+  if (post_training) {  // rounding only: the run's regularizer and its options do not apply
+    run.set("reg", "none", "eval");
+    if (!o.has("weight-scale")) run.set("weight-scale", "auto", "eval");
+    if (!o.has("wbits-overrides")) run.set("wbits-overrides", "", "eval");
+    run.set("gbits", "32", "eval");
+  }
   if (o.has("learned-levels")) run.set("learned-levels", o.str("learned-levels"), "--learned-levels");
-  DataSetup data = make_data(run, 256, 1);
-  auto model = make_model(run, data);
-  auto quant = make_quant(run, *model);
-  model->load_state_dict(c.tensors_with_prefix("model."));
-  if (quant) quant->load_state_dict(c.tensors_with_prefix("quant."));
-  std::vector<Prediction> predictions;
-  const EvalResult r = evaluate(*model, *data.test_loader, o.has("predictions") ? &predictions : nullptr);
+  train::TrainData data = train::load_data(data_config(run, 256));
+  auto model = train::create_model(run.str("model"), data, run.real("width"), run.str("variant"));
+  std::unique_ptr<train::QuantContext> quant;
+  if (wants_quantization(run)) quant = std::make_unique<train::QuantContext>(*model, quant_spec(run));
+  model->load_state_dict(c.tensors_with_prefix("model."), /*strict=*/!post_training);
+  if (quant && !post_training) quant->load_state_dict(c.tensors_with_prefix("quant."));
+  std::vector<train::Prediction> predictions;
+  const train::EvalResult r = train::evaluate(*model, *data.test_loader, o.has("predictions") ? &predictions : nullptr);
   if (o.has("predictions")) {
     std::string csv = "index,label,predicted\n";
     for (size_t i = 0; i < predictions.size(); ++i)
       csv += std::to_string(i) + "," + std::to_string(predictions[i].label) + "," +
              std::to_string(predictions[i].predicted) + "\n";
-    write_text_file(o.str("predictions"), csv);
+    write_file_atomic(o.str("predictions"), csv);
   }
   std::printf("%s on %s: test loss %.4f, accuracy %.2f%% (%lld images)\n", run.str("model").c_str(),
               data.test.source.c_str(), r.loss, 100 * r.accuracy, (long long)r.images);
-  if (quant) quant->eval_report(*model, *data.test_loader, post_training);
+  if (quant) std::printf("%s", train::format_report(quant->final_report(*data.test_loader, post_training)).c_str());
   return 0;
 }
 
@@ -302,6 +315,7 @@ int main(int argc, char** argv) {
     if (cmd == "summary") return run_summary(argc - 2, argv + 2);
     if (cmd == "bench") return run_bench(argc - 2, argv + 2);
     if (cmd == "compare") return run_compare(argc - 2, argv + 2);
+    if (cmd == "methods") return run_methods(argc - 2, argv + 2);
     std::fprintf(stderr, "lowbit: unknown command '%s'\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const std::exception& e) {

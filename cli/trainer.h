@@ -1,27 +1,23 @@
-// The training loop behind `lowbit train`: model from the zoo, data from a named data set, SGD/Adam
-// with a learning-rate schedule, optional quantization (quantizers + sinusoidal regularizers),
-// live progress, per-epoch metrics, atomic checkpoints and exact resume.
+// `lowbit train`: the options, mapped onto the library's fit loop (train/fit.h) and quantization
+// context (train/quant_context.h); this file parses and prints, the library trains.
 //
-// Run folder (--out DIR):
-//   config.txt        every option of the run, `key = value` (a valid --config file)
-//   checkpoint.ckpt   written atomically after every epoch and on Ctrl-C: model, optimizer, position
-//                     (epoch, batch), RNG states, partial-epoch sums
-//   metrics.jsonl     one JSON object per epoch
-//   report.html       the quantization report (quantized runs)
-// Resume (--resume, or --resume PATH) continues bit-identically: the data order and augmentation
-// are functions of (seed, epoch, index), the schedule a function of the position, and every other
-// piece of state is in the checkpoint.
+// Run folder (--out DIR): config.txt (every option, a valid --config file), checkpoint.ckpt,
+// metrics.jsonl, report.html (quantized runs); see train/fit.h. --resume continues bit-identically.
 #pragma once
 
-#include <memory>
 #include <string>
+#include <vector>
 
 #include "cli/options.h"
+#include "train/data.h"
 
 namespace lowbit::cli {
 
-// Option table of `lowbit train` (also used by `eval` and `bench` for the shared keys).
+// Option table of `lowbit train` (also read by `eval` for a run's stored config).
 std::vector<OptionSpec> train_option_specs();
+
+// The data set and loaders of a run's options (--data, --batch, --seed, --augment, --limit-*, --test-file).
+train::DataConfig data_config(const Options& opts, int64_t batch);
 
 // Runs `lowbit train`; returns the process exit code.
 int run_train(Options& opts, int argc, char** argv);

@@ -59,10 +59,8 @@ class DataLoader {
   DataLoader& operator=(const DataLoader&) = delete;
 
   int64_t num_batches() const;
-  int64_t num_samples() const { return dataset_.size(); }
   const LoaderOptions& options() const { return options_; }
   const ImageDataset& dataset() const { return dataset_; }
-  Geometry sample_geometry() const { return geometry_; }  // after the transforms
 
   std::vector<int64_t> permutation(int64_t epoch) const;
   // Batch b of epoch e, built on the calling thread (pure function; see contract).

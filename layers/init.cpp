@@ -35,10 +35,6 @@ Tensor& normal_(Tensor& t, double mean, double std, Generator& gen) {
   return t;
 }
 
-Tensor& constant_(Tensor& t, double value) { return t.fill_(value); }
-Tensor& zeros_(Tensor& t) { return t.fill_(0); }
-Tensor& ones_(Tensor& t) { return t.fill_(1); }
-
 namespace {
 double kaiming_std(const Tensor& t, double a, FanMode mode, Nonlinearity nl) {
   const auto [fan_in, fan_out] = fans(t);

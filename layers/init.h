@@ -30,9 +30,6 @@ double calculate_gain(Nonlinearity nl, double param = 0.01);
 
 Tensor& uniform_(Tensor& t, double low, double high, Generator& gen = default_generator());
 Tensor& normal_(Tensor& t, double mean, double std, Generator& gen = default_generator());
-Tensor& constant_(Tensor& t, double value);
-Tensor& zeros_(Tensor& t);
-Tensor& ones_(Tensor& t);
 
 Tensor& kaiming_uniform_(Tensor& t, double a = 0, FanMode mode = FanMode::fan_in,
                          Nonlinearity nl = Nonlinearity::leaky_relu, Generator& gen = default_generator());

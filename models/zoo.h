@@ -1,6 +1,7 @@
-// Model zoo: reference networks of /work/shared/spec/methods.md §9, built from layers/ with parameter
-// names that read like PyTorch's / Distiller's ("conv1", "layer1.0.conv1", "features.3", "fc"), since
-// per-layer quantization settings match on these names. See docs/models.md for the table.
+// Model zoo: reference networks of ../shared/spec/methods.md §9 (path relative to the repository root),
+// built from layers/ with parameter names that read like PyTorch's / Distiller's ("conv1", "layer1.0.conv1",
+// "features.3", "fc"), since per-layer quantization settings match on these names. See docs/models.md for the
+// table.
 //
 //   create_model(name, opt): a fresh model in training mode; weights drawn from Generator(opt.seed) when a
 //     seed is given, else from default_generator(). Input [N, in_channels, image_size, image_size],

@@ -1,8 +1,9 @@
 #include "optim/adam.h"
 
-#include <atomic>
 #include <cmath>
 #include <type_traits>
+
+#include "core/kernels/cpu.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -11,9 +12,6 @@
 namespace lowbit::optim {
 
 namespace {
-
-std::atomic<bool> g_simd_enabled{true};
-[[maybe_unused]] bool simd_enabled() { return g_simd_enabled.load(std::memory_order_relaxed); }  // AVX-512 builds
 
 template <class T>
 struct AdamCoeffs {
@@ -103,7 +101,7 @@ template <class T, bool kAmsgrad, bool kDecoupled>
 void adam_update(T* p, const T* g, T* m, T* v, T* vmax, int64_t lo, int64_t hi, const AdamCoeffs<T>& c) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>)
-    if (simd_enabled()) lo = adam_update_avx512<kAmsgrad, kDecoupled>(p, g, m, v, vmax, lo, hi, c);
+    if (kernels::avx512_enabled()) lo = adam_update_avx512<kAmsgrad, kDecoupled>(p, g, m, v, vmax, lo, hi, c);
 #endif
   adam_update_scalar<T, kAmsgrad, kDecoupled>(p, g, m, v, vmax, lo, hi, c);
 }
@@ -121,8 +119,6 @@ Adam::Adam(std::vector<ParamGroup> groups) : Adam(std::move(groups), false) {}
 Adam::Adam(std::vector<ParamGroup> groups, bool decoupled) : Optimizer(std::move(groups)), decoupled_(decoupled) {
   for (const ParamGroup& g : param_groups()) check_group(g);
 }
-
-void adam_set_simd_enabled(bool on) { g_simd_enabled.store(on, std::memory_order_relaxed); }
 
 AdamW::AdamW(std::vector<ParamGroup> groups) : Adam(std::move(groups), true) {}
 

@@ -7,6 +7,8 @@
 //   p -= (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // Per-parameter buffers: "exp_avg", "exp_avg_sq", "max_exp_avg_sq" (amsgrad only) and the
 // per-parameter step t. Arithmetic runs in the parameter's dtype; bias corrections in double.
+// The float32 update uses an AVX-512 loop when compiled with AVX-512 and kernels::avx512_enabled()
+// (core/kernels/cpu.h; set_avx512_enabled(false) forces the portable loop, bit-identical).
 #pragma once
 
 #include "optim/optimizer.h"
@@ -32,9 +34,5 @@ class AdamW : public Adam {
  public:
   explicit AdamW(std::vector<ParamGroup> groups);
 };
-
-// Testing switch: the float32 update uses an AVX-512 loop when compiled with AVX-512 (default on);
-// off forces the portable loop. Both give bit-identical results.
-void adam_set_simd_enabled(bool on);
 
 }  // namespace lowbit::optim

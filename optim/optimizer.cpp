@@ -160,11 +160,11 @@ Variable Optimizer::regularization_loss() {
   return total;
 }
 
-void Optimizer::set_epoch(int64_t epoch, int64_t total_epochs) {
+void Optimizer::set_position(double t, double total) {
   std::set<const Regularizer*> done;
   for (const ParamGroup& group : groups_)
     for (const auto& reg : group.regularizers)
-      if (reg && done.insert(reg.get()).second) reg->set_epoch(epoch, total_epochs);
+      if (reg && done.insert(reg.get()).second) reg->set_position(t, total);
 }
 
 std::map<std::string, Tensor> Optimizer::state_dict() const {

@@ -79,9 +79,10 @@ class Optimizer {
 
   // Sum over groups of every attached regularizer's loss(group, step_count()); undefined if none.
   Variable regularization_loss();
-  // Forwards the trainer's per-epoch call to every attached regularizer, once per regularizer
-  // even when it is attached to several groups.
-  void set_epoch(int64_t epoch, int64_t total_epochs);
+  // Forwards the training position (t in fractional epochs of `total`, set by the fit loop before
+  // every step) to every attached regularizer, once per regularizer even when it is attached to
+  // several groups.
+  void set_position(double t, double total);
 
   virtual std::map<std::string, Tensor> state_dict() const;
   virtual void load_state_dict(const std::map<std::string, Tensor>& state);

@@ -7,8 +7,9 @@
 //     an undefined Variable for "no term" (e.g. an empty group or a zero coefficient schedule).
 //   - Optimizer::regularization_loss() sums the terms of every group at the optimizer's step count;
 //     the trainer adds that sum to the task loss before backward().
-//   - set_epoch(epoch, total_epochs) is called by the trainer once per epoch, for schedules of the
-//     regularizer's strength (e.g. the three-phase lambda schedule, spec methods.md section 1.3).
+//   - set_position(t, total) is called by the fit loop (train/fit.h) before every step, t in
+//     fractional epochs (epoch + batch / batches) of `total`, for schedules of the regularizer's
+//     strength (e.g. the three-phase lambda schedule, spec methods.md section 1.3).
 #pragma once
 
 #include <cstdint>
@@ -24,7 +25,7 @@ class Regularizer {
   virtual ~Regularizer();
   virtual std::string name() const = 0;
   virtual Variable loss(const ParamGroup& group, int64_t step) = 0;
-  virtual void set_epoch(int64_t /*epoch*/, int64_t /*total_epochs*/) {}
+  virtual void set_position(double /*t*/, double /*total*/) {}
 };
 
 // (coefficient / 2) * sum_p ||p||^2 over the group's parameters: gradient coefficient * p.

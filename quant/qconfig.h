@@ -1,54 +1,41 @@
 // Per-layer quantization of a model without touching its code: every Conv2d/Linear gets a weight
 // quantizer (through its weight hook) and every activation module (ReLU, ReLU6, Hardtanh) an
-// activation quantizer (through its output hook), with name-pattern overrides. The first and last
-// weight layers stay at full precision by default (spec convention 7, Distiller's `overrides`).
+// activation quantizer (through its output hook), with name-pattern overrides. The quantizers are
+// the entries of the method registry (quant/methods.h), which states each one's formula, bits,
+// learnable parameters and matching sinusoid. The first and last weight layers stay at full
+// precision by default (spec convention 7, Distiller's `overrides`).
 //
-// Methods and the quantizers they install (quant/quantizers.h; surrogate gradients stated there):
-//   dorefa   weights dorefa_weight(w, k)           activations dorefa_activation(a, k)
-//   wrpn     weights wrpn_weight(w, k)             activations wrpn_activation(a, k)
-//   binary   weights binary_weight(w)              activations dorefa_activation(a, k)
-//   ternary  weights ternary_weight(w)             activations dorefa_activation(a, k)
-//   lsq      weights lsq(w, s_w, k) signed         activations lsq(a, s_a, k) unsigned
-//            (s_w, s_a learnable, initialised by lsq_init_step; registered as "w_step" on the
-//             layer and "a_step" on the activation module)
-//   pact     weights dorefa_weight(w, k)           activations pact(a, alpha, k) (alpha learnable,
-//            initialised to pact_alpha_init; registered as "alpha" on the activation module)
-//   u3       weights uniform_u3(w, d, q_max) signed, activations uniform_u3(a, d, q_max) unsigned
-//            (Uhlich et al., spec §6: step d and range q_max learnable, registered as "w_d",
-//             "w_qmax" / "a_d", "a_qmax"; initialised at k bits from max|w| / the first batch's
-//             max; the bitwidth is inferred from them, inferred_weight_bits)
-// Bits >= 32 mean "full precision" (no quantizer). The weight bits of each layer live in a shared
-// cell, so set_weight_bits() re-targets a layer at any time (e.g. WaveQ's learned bits at the end).
+// Bits count the sign bit for weights (convention 1); >= 32 means "full precision" (no quantizer).
+// The weight bits of each layer live in a shared cell, so set_weight_bits() re-targets a layer at
+// any time (WaveQ's learned bits, a ReLeQ bit vector).
 //
 // Patterns: comma-separated `PATTERN=BITS` with `*` matching any run of characters, matched
 // against the full module name ("layer2.1.conv1"); later entries win; "first"/"last" name the
-// first/last weight layer.
+// first/last weight layer. A pattern that matches no layer, or bits outside the method's range,
+// is an error naming the option (--wbits-overrides / --abits-overrides) and the layers there are.
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "layers/module.h"
+#include "quant/methods.h"
 
 namespace lowbit::quant {
 
-enum class Method { none, dorefa, wrpn, binary, ternary, lsq, pact, u3 };
-Method parse_method(const std::string& name);  // throws listing the methods
-const char* method_name(Method m);
-
 struct QuantConfig {
-  Method method = Method::none;
-  int weight_bits = 32;
-  int activation_bits = 32;
+  std::string method = "none";  // a quant_methods() name
+  int weight_bits = 32;         // 0: the method's default
+  int activation_bits = 32;     // 0: the method's default
   bool quantize_first_last = false;
   std::string weight_overrides;      // "conv1=8,fc*=32"
   std::string activation_overrides;  // "relu1=8"
   double pact_alpha_init = 8.0;
-  // wrpn only: quantize w / s and scale back, s = max |w| per layer (held constant in the
-  // gradient), so the grid spans the layer's weights instead of [-1, 1] (matches the regularizers'
-  // WeightScale::max_abs).
-  bool weight_scale_max = false;
+  // wrpn: quantize w / s and scale back, s = max|w| per layer (held constant in the gradient), so
+  // the grid spans the layer's weights instead of [-1, 1] (WeightScale::max_abs); none: raw w.
+  WeightScale weight_scale = WeightScale::none;
 };
 
 struct QuantizedLayer {
@@ -70,22 +57,52 @@ class Quantization {
  public:
   std::vector<QuantizedLayer> layers;            // every Conv2d/Linear, in model order
   std::vector<QuantizedActivation> activations;  // every activation module with a quantizer
-  Method method = Method::none;
+  const QuantMethod* method = nullptr;
 
-  // Re-targets one layer's weight quantizer (bits >= 32 disables it).
+  // Re-targets one layer's weight quantizer (bits >= 32 disables it); throws for an unknown layer
+  // or bits outside the method's range.
   void set_weight_bits(const std::string& layer, int bits);
-  // The layer's bits: for u3 inferred from its learned (d, q_max) (spec §6.3), else the configured k.
-  int inferred_weight_bits(const QuantizedLayer& layer) const;
+  // The bits a layer is stored at: inferred from learned parameters (u3) or the configured k.
+  int stored_weight_bits(const QuantizedLayer& layer) const;
   // Layers whose weights are quantized during training (bits < 32).
   std::vector<const QuantizedLayer*> quantized_layers() const;
   // Full names of the learnable quantizer parameters it registered ("conv2.w_step", "relu1.alpha").
   std::vector<std::string> parameter_names;
+  // Parameter constraints of the method after an optimizer step (U3's clipping); no-op for most.
+  void after_step() const;
+  // Weight hooks off (float shadow weights) while fn runs; activation quantizers stay on.
+  template <class F>
+  auto with_weight_quantizers_off(F&& fn) const;
 };
 
-// Installs the quantizers of `config` into `model` (replacing hooks installed before).
+// Installs the quantizers of `config` into `model` (replacing hooks installed before). Throws for
+// an unknown method, bits outside its range, and override patterns that match no layer.
 Quantization attach_quantizers(Module& model, const QuantConfig& config);
+
+// The registered quantizer (method and weight scale) whose weight levels are the zeros of the
+// sinusoid on `grid` in the `scale` domain: what float-trained, regularized weights are rounded
+// with. nullopt when no quantizer has those levels.
+std::optional<QuantConfig> quantizer_with_levels(Grid grid, WeightScale scale);
 
 // `*`-glob match of a full name.
 bool name_matches(const std::string& pattern, const std::string& name);
+
+// The weight hook of a Conv2d or Linear (nullptr for other modules), and setting it.
+VariableTransform weight_hook_of(Module& layer);
+void set_weight_hook(Module& layer, VariableTransform hook);
+
+template <class F>
+auto Quantization::with_weight_quantizers_off(F&& fn) const {
+  std::vector<VariableTransform> saved;
+  for (const auto& l : layers) saved.push_back(weight_hook_of(*l.module)), set_weight_hook(*l.module, nullptr);
+  struct Restore {
+    const Quantization* q;
+    std::vector<VariableTransform>* saved;
+    ~Restore() {
+      for (size_t i = 0; i < q->layers.size(); ++i) set_weight_hook(*q->layers[i].module, (*saved)[i]);
+    }
+  } restore{this, &saved};
+  return fn();
+}
 
 }  // namespace lowbit::quant

@@ -1,7 +1,8 @@
-// Quantizers composed from straight-through primitives (quant/ste.h) and ordinary ops; the three
-// with learned range parameters (U3, PACT) state their published surrogate gradients explicitly.
+// Quantizers composed from straight-through primitives (quant/ste.h) and ordinary ops; those
+// with learned range parameters (U3, P3, PACT) state their published surrogate gradients explicitly.
 #include "quant/quantizers.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/ops.h"
@@ -48,18 +49,18 @@ Variable dorefa_activation(const Variable& a, int k) {
   return clip_quantize(a, 0.0, 1.0, levels_minus_one(k));
 }
 
-Variable dorefa_gradient(const Variable& x, int k_g, Generator& gen) {
+Variable dorefa_gradient(const Variable& x, int k_g, std::shared_ptr<Generator> gen) {
   check_bits(k_g, 1, "dorefa_gradient");
+  LOWBIT_CHECK(gen != nullptr, "dorefa_gradient: the generator must not be null");
   LOWBIT_CHECK(x.dim() >= 1, "dorefa_gradient: expected a batch axis, got shape ", shape_str(x.shape()));
-  Generator* g_ptr = &gen;
-  return make_result(x.data(), "dorefa_gradient", {x}, [k_g, g_ptr](const Variable& g, const Variable&) {
+  return make_result(x.data(), "dorefa_gradient", {x}, [k_g, gen](const Variable& g, const Variable&) {
     const double n = levels_minus_one(k_g);
     const Tensor dr = g.data();
     std::vector<int64_t> non_batch;
     for (int64_t d = 1; d < dr.dim(); ++d) non_batch.push_back(d);
     Tensor maxx = non_batch.empty() ? math::abs(dr) : math::amax(math::abs(dr), non_batch, true);
-    maxx = math::maximum(maxx, Tensor::full({}, 1e-30, dr.dtype()));                     // all-zero samples stay zero
-    const Tensor noise = math::add(Tensor::rand(dr.shape(), *g_ptr, dr.dtype()), -0.5);  // U(-1/2, 1/2)
+    maxx = math::maximum(maxx, Tensor::full({}, 1e-30, dr.dtype()));                   // all-zero samples stay zero
+    const Tensor noise = math::add(Tensor::rand(dr.shape(), *gen, dr.dtype()), -0.5);  // U(-1/2, 1/2)
     Tensor u = math::add(math::add(math::mul(math::div(dr, maxx), 0.5), 0.5), math::mul(noise, 1.0 / n));
     u = math::clamp(u, 0, 1);
     const Tensor q = math::mul(math::round(math::mul(u, n)), 1.0 / n);
@@ -89,39 +90,190 @@ Variable ternary_weight(const Variable& w) {
   return straight_through(w, math::mul(math::mul(math::sign(w.data()), mask), alpha));
 }
 
-Variable uniform_u3(const Variable& x_in, const Variable& d, const Variable& q_max, bool signed_) {
+namespace {
+
+double pow2_round(double v) { return std::exp2(std::round(std::log2(v))); }  // 2^round(log2 v)
+
+// Smallest m with 2^m >= count (count >= 1), exactly.
+int ceil_log2(double count) {
+  int m = 0;
+  while (std::ldexp(1.0, m) < count) ++m;
+  return m;
+}
+
+void check_positive(double v, const char* op, const char* what) {
+  LOWBIT_CHECK(std::isfinite(v) && v > 0, op, ": ", what, " must be positive and finite, got ", v);
+}
+
+// Forward value and the three surrogate-gradient factors (w.r.t. x and the two range parameters)
+// of an elementwise quantizer, computed in double by f(x, out[4]) and stored in x's dtype.
+struct Elementwise {
+  Tensor q, dx, da, db;
+};
+
+template <typename F>
+Elementwise elementwise(const Tensor& x_in, const char* op, F&& f) {
+  const Tensor x = x_in.is_dense() ? x_in : x_in.contiguous();
+  Elementwise r{Tensor::empty_like(x), Tensor::empty_like(x), Tensor::empty_like(x), Tensor::empty_like(x)};
+  LOWBIT_DISPATCH_FLOAT(x.dtype(), op, [&] {
+    const scalar_t* xp = x.data<scalar_t>();
+    scalar_t *q = r.q.data<scalar_t>(), *dx = r.dx.data<scalar_t>(), *da = r.da.data<scalar_t>(),
+             *db = r.db.data<scalar_t>();
+    double out[4];
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      f(double(xp[i]), out);
+      q[i] = scalar_t(out[0]), dx[i] = scalar_t(out[1]), da[i] = scalar_t(out[2]), db[i] = scalar_t(out[3]);
+    }
+  });
+  return r;
+}
+
+// The quantizer's result with backward {g dx, sum(g da), sum(g db)} for inputs {x, a, b}.
+Variable with_factors(const Elementwise& e, const char* op, const Variable& x, const Variable& a, const Variable& b) {
+  const Tensor dx = e.dx, da = e.da, db = e.db;
+  return make_result(e.q, op, {x, a, b}, [dx, da, db, a, b](const Variable& g, const Variable&) {
+    return std::vector<Variable>{mul_mask(g, dx), reshape(sum(mul_mask(g, da)), a.shape()),
+                                 reshape(sum(mul_mask(g, db)), b.shape())};
+  });
+}
+
+double sign_nonzero(double v) { return v >= 0 ? 1.0 : -1.0; }  // nnabla's F.sign: sign(0) = +1
+
+// NaN inputs stay NaN (with zero surrogate gradients) instead of landing on a level.
+bool pass_nan(double v, double* out) {
+  if (!std::isnan(v)) return false;
+  out[0] = v, out[1] = out[2] = out[3] = 0;
+  return true;
+}
+
+// {d', q'} of uniform_u3 (header).
+U3Params u3_grid(double d, double q_max, const char* op) {
+  check_positive(d, op, "step size d");
+  check_positive(q_max, op, "range q_max");
+  const double step = pow2_round(d);
+  return {step, std::max(std::round(q_max / step), 1.0) * step};
+}
+
+}  // namespace
+
+U3Params u3_effective(double d, double q_max) { return u3_grid(d, q_max, "u3_effective"); }
+
+Variable uniform_u3(const Variable& x, const Variable& d, const Variable& q_max, bool signed_) {
   check_scalar(d, "uniform_u3", "step size d");
   check_scalar(q_max, "uniform_u3", "range q_max");
-  const Variable x = signed_ ? x_in : relu(x_in);
   const double dv = d.item(), qv = q_max.item();
-  LOWBIT_CHECK(dv > 0 && qv > 0, "uniform_u3: need d > 0 and q_max > 0, got d=", dv, " q_max=", qv);
-  const Tensor& xt = x.data();
-  const Tensor sgn = math::sign(xt), ax = math::abs(xt);
-  const Tensor inside = math::le(ax, qv), outside = math::gt(ax, qv);
-  const Tensor q_inside = math::mul(math::mul(sgn, math::floor(math::add(math::mul(ax, 1.0 / dv), 0.5))), dv);
-  const Tensor q = math::add(math::mul(q_inside, inside), math::mul(math::mul(sgn, outside), qv));
-  // Surrogate-gradient factors (§6.2), constants of the forward pass.
-  const Tensor dq_dd = math::mul(math::mul(math::sub(q, xt), 1.0 / dv), inside);
-  const Tensor dq_dqmax = math::mul(sgn, outside);
-  return make_result(q, "uniform_u3", {x, d, q_max},
-                     [inside, dq_dd, dq_dqmax, d, q_max](const Variable& g, const Variable&) {
-                       return std::vector<Variable>{mul_mask(g, inside), reshape(sum(mul_mask(g, dq_dd)), d.shape()),
-                                                    reshape(sum(mul_mask(g, dq_dqmax)), q_max.shape())};
-                     });
+  const U3Params e = u3_grid(dv, qv, "uniform_u3");
+  const double step = e.d, top = e.q_max, inv_step = 1.0 / step;  // exact: step is a power of two
+  // out = {Q, dQ/dx, dQ/dd, dQ/dq_max}, the header's table.
+  auto f = [&](double v, double* out) {
+    if (pass_nan(v, out)) return;
+    const double s = v > 0 ? 1.0 : (v < 0 ? -1.0 : 0.0), a = signed_ ? std::abs(v) : v;
+    if (a < 0) {  // unsigned, below the range: constant 0
+      out[0] = out[1] = out[2] = out[3] = 0;
+    } else if (a <= top) {
+      out[0] = s * step * std::floor(a * inv_step + 0.5);
+      out[1] = 1, out[2] = (out[0] - v) / dv, out[3] = 0;
+    } else {
+      out[0] = s * top;
+      out[1] = 0, out[2] = s * (top - qv) / dv, out[3] = s;
+    }
+  };
+  return with_factors(elementwise(x.data(), "uniform_u3", f), "uniform_u3", x, d, q_max);
+}
+
+Variable uniform_fixed(const Variable& x, double d, int64_t n) {
+  check_positive(d, "uniform_fixed", "step d");
+  LOWBIT_CHECK(n >= 1, "uniform_fixed: need n >= 1 steps a side, got ", n);
+  const double top = double(n) * d;
+  auto f = [&](double v, double* out) {
+    if (pass_nan(v, out)) return;
+    const double s = v > 0 ? 1.0 : (v < 0 ? -1.0 : 0.0), a = std::abs(v);
+    out[0] = a <= top ? s * d * std::floor(a / d + 0.5) : s * top;
+    out[1] = a <= top ? 1 : 0, out[2] = out[3] = 0;
+  };
+  const Elementwise e = elementwise(x.data(), "uniform_fixed", f);
+  const Tensor dx = e.dx;
+  return make_result(e.q, "uniform_fixed", {x},
+                     [dx](const Variable& g, const Variable&) { return std::vector<Variable>{mul_mask(g, dx)}; });
 }
 
 int u3_bits(double d, double q_max, bool signed_) {
-  LOWBIT_CHECK(d > 0 && q_max > 0, "u3_bits: need d > 0 and q_max > 0");
-  const double b = std::log2(q_max / d + 1) + (signed_ ? 1 : 0);
-  return std::max(static_cast<int>(std::ceil(b - 1e-9)), signed_ ? 2 : 1);
+  const U3Params e = u3_grid(d, q_max, "u3_bits");
+  const double n = std::round(e.q_max / e.d);  // exact integer already
+  return signed_ ? std::max(ceil_log2(n + 1) + 1, 2) : std::max(ceil_log2(n + 1), 1);
 }
 
-Variable lsq(const Variable& v, const Variable& s, int b, bool signed_) {
+U3Params u3_init_weight(const Tensor& w, int bits) {
+  check_bits(bits, 2, "u3_init_weight");
+  const double m = math::amax(math::abs(w)).item() + std::ldexp(1.0, -23);  // + float32 eps
+  const double steps = std::ldexp(1.0, bits - 1) - 1, e = std::log2(m / steps);
+  const double d = std::exp2(bits > 4 ? std::ceil(e) : std::floor(e));
+  return {d, d * steps};
+}
+
+U3Params u3_init_weight(int bits) {
+  check_bits(bits, 2, "u3_init_weight");
+  return {0.125, 0.125 * (std::ldexp(1.0, bits - 1) - 1)};
+}
+
+U3Params u3_init_activation(int bits) {
+  check_bits(bits, 1, "u3_init_activation");
+  return {0.125, 0.125 * levels_minus_one(bits)};
+}
+
+void u3_clip_parameters(Variable& d, Variable& q_max, bool signed_) {
+  check_scalar(d, "u3_clip_parameters", "step size d");
+  check_scalar(q_max, "u3_clip_parameters", "range q_max");
+  const double eps = 1e-5, lo = std::ldexp(1.0, -8), d_old = d.item(), q_old = q_max.item();
+  const double dv = std::clamp(std::min(d_old, q_old - eps), lo + eps, 1.0 - eps);
+  const double qv = std::clamp(std::max(d_old + eps, q_old), lo + eps, (signed_ ? 127.0 : 255.0) - eps);
+  d.mutable_data().fill_(dv);
+  q_max.mutable_data().fill_(qv);
+}
+
+Variable pow2_p3(const Variable& x, const Variable& q_min, const Variable& q_max, bool signed_) {
+  check_scalar(q_min, "pow2_p3", "q_min");
+  check_scalar(q_max, "pow2_p3", "q_max");
+  const double lo_raw = q_min.item(), hi_raw = q_max.item();
+  check_positive(lo_raw, "pow2_p3", "q_min");
+  check_positive(hi_raw, "pow2_p3", "q_max");
+  const double lo = pow2_round(lo_raw), hi = std::max(pow2_round(hi_raw), lo);
+  // out = {Q, dQ/dx, dQ/dq_min, dQ/dq_max}, the header's table.
+  auto f = [&](double v, double* out) {
+    if (pass_nan(v, out)) return;
+    if (!signed_ && v <= 0) {
+      out[0] = out[1] = out[2] = out[3] = 0;
+      return;
+    }
+    const double s = sign_nonzero(v), a = std::abs(v);
+    if (a <= lo) {
+      out[0] = s * lo, out[1] = 0, out[2] = s * lo / lo_raw, out[3] = 0;
+    } else if (a <= hi) {
+      const double p = std::min(std::max(pow2_round(a), lo), hi);  // already in [lo, hi]; guards rounding
+      out[0] = s * p, out[1] = p / a, out[2] = 0, out[3] = 0;
+    } else {
+      out[0] = s * hi, out[1] = 0, out[2] = 0, out[3] = s * hi / hi_raw;
+    }
+  };
+  return with_factors(elementwise(x.data(), "pow2_p3", f), "pow2_p3", x, q_min, q_max);
+}
+
+int p3_bits(double q_min, double q_max, bool signed_) {
+  check_positive(q_min, "p3_bits", "q_min");
+  check_positive(q_max, "p3_bits", "q_max");
+  const double e_min = std::round(std::log2(q_min)), e_max = std::max(std::round(std::log2(q_max)), e_min);
+  return std::max(ceil_log2(e_max - e_min + 1) + 1, signed_ ? 2 : 1);
+}
+
+Variable lsq(const Variable& v, const Variable& s, int b, bool signed_, bool batched) {
   check_bits(b, signed_ ? 2 : 1, "lsq");
   check_scalar(s, "lsq", "step size s");
+  LOWBIT_CHECK(!batched || (v.dim() >= 1 && v.size(0) > 0), "lsq: batched needs a non-empty batch axis, got shape ",
+               shape_str(v.shape()));
   const double qn = signed_ ? std::ldexp(1.0, b - 1) : 0.0;
   const double qp = signed_ ? std::ldexp(1.0, b - 1) - 1 : std::ldexp(1.0, b) - 1;
-  const Variable s_scaled = grad_scale(s, 1.0 / std::sqrt(double(v.numel()) * qp));
+  const double n = batched ? double(v.numel()) / double(v.size(0)) : double(v.numel());
+  const Variable s_scaled = grad_scale(s, 1.0 / std::sqrt(n * qp));
   return mul(round_ste(clamp(div(v, s_scaled), -qn, qp)), s_scaled);
 }
 

@@ -3,6 +3,8 @@
 // tests/test_quantizers.cpp). k counts all bits, including the sign bit for weights (convention 1).
 #pragma once
 
+#include <memory>
+
 #include "autograd/variable.h"
 #include "core/random.h"
 
@@ -22,7 +24,9 @@ Variable dorefa_activation(const Variable& a, int k);
 // DoReFa gradient quantization (k_G bits): identity forward; backward replaces the incoming
 // gradient dr by (quantize_kG(clip(dr / maxx / 2 + 1/2 + U(-1/2n, 1/2n), 0, 1)) - 1/2) 2 maxx,
 // maxx = max|dr| per sample (all axes but the batch axis), n = 2^kG - 1.               §8.2
-Variable dorefa_gradient(const Variable& x, int k_g, Generator& gen);
+// The noise is drawn from gen when backward runs; the closure shares ownership of gen, so it
+// stays alive as long as the graph does. gen must not be null.
+Variable dorefa_gradient(const Variable& x, int k_g, std::shared_ptr<Generator> gen);
 
 // WRPN weights: w_q = round((2^(k-1) - 1) clip(w, -1, 1)) / (2^(k-1) - 1): 2^k - 1 levels.
 //   Gradient 1[-1 <= w <= 1].                                                           §8.3
@@ -36,20 +40,87 @@ Variable binary_weight(const Variable& w);
 //   W_t = alpha sign(W) 1[|W| > delta]; gradient identity to W.                          §8.6
 Variable ternary_weight(const Variable& w);
 
-// Uhlich et al. uniform quantizer, parametrization U3 = [d, q_max] (both Variables, scalars):
-//   Q(x) = sign(x) d floor(|x|/d + 1/2) for |x| <= q_max, sign(x) q_max otherwise.       §6.1
-//   Gradients (§6.2): dQ/dx = 1[|x| <= q_max]; dQ/dd = (Q(x) - x)/d inside, 0 outside;
-//   dQ/dq_max = 0 inside, sign(x) outside. With signed = false the input is first clipped at 0
-//   (activations after ReLU).
+// Uhlich et al., parametrization U3 = [d, q_max] (both one-element Variables).          §6.1-§6.5
+//   Forward (§6.3 and the official code, parametric_fixed_point_quantize_d_xmax): the step is
+//   rounded to a power of two and the range snapped to a multiple of it,
+//     d' = 2^round(log2 d),   n = max(round(q_max / d'), 1),   q' = n d'      (round: half away from 0)
+//     Q(x) = sign(x) d' floor(min(|x|, q') / d' + 1/2)        signed: 2n + 1 levels {-q', ..., q'}
+//     Q(x) = d' floor(clip(x, 0, q') / d' + 1/2)              unsigned (after ReLU): n + 1 levels
+//   i.e. d' round(clip(x, -q', q') / d'). Its values equal the official d' round(clip(x, -q_max,
+//   q_max) / d') (ties aside); snapping q' = round(q_max / d') d' is what train_resnet.py does
+//   before it infers the bitwidth, so forward and u3_bits describe the same grid. Monotone in x.
+//   Backward: the chain rule of that forward with an identity STE for every round (nnabla's
+//   F.round), exact through 2^(.) and log2 (so dd'/dd = d'/d, dq'/dq_max = 1, dq'/dd' = (q' -
+//   q_max)/d'). It equals the official code's gradients except for |x| between q_max and q'
+//   (the official code splits inside/outside at q_max). With Q the output, q' the snapped range
+//   (also when the guard max(., 1) is active), backward computes:
+//     inside  (|x| <= q'; unsigned 0 <= x <= q'):  dQ/dx = 1, dQ/dd = (Q - x)/d, dQ/dq_max = 0
+//     outside (|x| > q';  unsigned x > q'):        dQ/dx = 0, dQ/dd = sign(x)(q' - q_max)/d,
+//                                                  dQ/dq_max = sign(x)
+//     unsigned x < 0:                              all three 0
+//   (§6.2's U3 gradients; the outside dQ/dd is 0 whenever q_max is a multiple of d'.)
 Variable uniform_u3(const Variable& x, const Variable& d, const Variable& q_max, bool signed_ = true);
-// Inferred bitwidth b = ceil(log2(q_max/d + 1) + 1) (signed), ceil(log2(q_max/d + 1)) (unsigned),
-// at least b_min (2 for weights, 1 for activations).                                    §6.3
+
+// The same symmetric grid with a fixed step that is not rounded and not learned (for callers
+// that need an exact step, e.g. WaveQ's period in quant/regularizers): n >= 1 steps a side,
+//   Q(x) = sign(x) d floor(min(|x|, n d) / d + 1/2),  2n + 1 levels; gradient 1[|x| <= n d] to x.
+// Its bitwidth is u3_bits(1, n). (This was uniform_u3 before it rounded d, for q_max = n d.)
+Variable uniform_fixed(const Variable& x, double d, int64_t n);
+
+struct U3Params {
+  double d = 0, q_max = 0;
+};
+// The grid uniform_u3 uses: {d', q'} as above.
+U3Params u3_effective(double d, double q_max);
+// Inferred bitwidth on that grid (§6.3, train_resnet.py): n = q'/d',
+//   b = max(ceil(log2(n + 1) + 1), 2) signed (2n + 1 <= 2^b - 1 levels),
+//   b = max(ceil(log2(n + 1)), 1) unsigned (n + 1 <= 2^b levels). No upper clip.
 int u3_bits(double d, double q_max, bool signed_ = true);
+// §6.5 initialisation (model_resnet.py find_delta): d = 2^floor(log2(m / (2^(b-1) - 1))), ceil
+//   instead of floor when b > 4, m = max|w| + 2^-23 (float32 eps, as the official code);
+//   q_max = d (2^(b-1) - 1), so u3_bits(d, q_max) = b. b >= 2.
+U3Params u3_init_weight(const Tensor& w, int bits);
+// Without pre-trained weights (§6.5 "from random init"): d = 2^-3, q_max = d (2^(b-1) - 1).
+U3Params u3_init_weight(int bits);
+// Activations (official nonl(), data independent): d = 2^-3, q_max = d (2^b - 1); u3_bits
+//   (unsigned) = b. b >= 1.
+U3Params u3_init_activation(int bits);
+// §6.4 value clipping, to be called by the caller after every optimizer step; in place, in the
+// order of train_resnet.py clip_quant_vals (margins 1e-5 as there):
+//   d, q_max <- min(d, q_max - 1e-5), max(d + 1e-5, q_max)   (both from the old values)
+//   d      <- clip(d, 2^-8 + 1e-5, 1 - 1e-5)
+//   q_max  <- clip(q_max, 2^-8 + 1e-5, 127 - 1e-5) signed (weights), 255 - 1e-5 unsigned
+// (leaves d < q_max except when both end at the lower bound.)
+void u3_clip_parameters(Variable& d, Variable& q_max, bool signed_ = true);
+
+// Uhlich et al. power-of-two quantizer, parametrization P3 = [q_min, q_max] (one-element
+// Variables).                                                                            §6.1-§6.3
+//   Forward: q_min' = 2^round(log2 q_min), q_max' = max(2^round(log2 q_max), q_min'), and with
+//   s = sign(x), sign(0) = +1 (nnabla's F.sign):
+//     Q(x) = s q_min'                     |x| <= q_min'
+//          = s 2^round(log2 |x|)          q_min' < |x| <= q_max'
+//          = s q_max'                     |x| > q_max'
+//   M = log2(q_max'/q_min') + 1 magnitudes, 2M levels (no zero, as §6.1). Unsigned (after ReLU):
+//   Q(x) = 0 for x <= 0, else as above: M + 1 levels.
+//   Backward: §6.2's P3 gradients with the official code's detached sign(x), an identity STE for
+//   every round, exact through 2^(.) and log2 (so dq_min'/dq_min = q_min'/q_min, likewise q_max):
+//     |x| <= q_min':          dQ/dx = 0,          dQ/dq_min = s q_min'/q_min, dQ/dq_max = 0
+//     q_min' < |x| <= q_max': dQ/dx = |Q|/|x|,    dQ/dq_min = 0,              dQ/dq_max = 0
+//     |x| > q_max':           dQ/dx = 0,          dQ/dq_min = 0,              dQ/dq_max = s q_max'/q_max
+//     unsigned x <= 0:        all three 0
+Variable pow2_p3(const Variable& x, const Variable& q_min, const Variable& q_max, bool signed_ = true);
+// Inferred bitwidth (§6.3 b(theta_P), train_resnet.py), on the rounded q_min', q_max':
+//   b = max(ceil(log2(M) + 1), b_min), b_min = 2 signed, 1 unsigned. 2M <= 2^b (signed) and
+//   M + 1 <= 2^b (unsigned) levels.
+int p3_bits(double q_min, double q_max, bool signed_ = true);
 
 // LSQ: v_q = s round(clip(v/s, -Q_N, Q_P)), Q_N = 2^(b-1), Q_P = 2^(b-1) - 1 (signed) or Q_N = 0,
 //   Q_P = 2^b - 1 (unsigned). Gradients: dv = 1 inside; ds = (round(v/s) - v/s) inside, -Q_N
-//   or Q_P outside, times the gradient scale g = 1/sqrt(N Q_P) (N = v.numel()).          §8.4
-Variable lsq(const Variable& v, const Variable& s, int b, bool signed_ = true);
+//   or Q_P outside, times the gradient scale g = 1/sqrt(N Q_P).                          §8.4
+//   N is the number of weights (batched = false: N = v.numel()), or for activations the number
+//   of features per sample (batched = true: dim 0 is the batch, N = v.numel() / v.size(0)), so
+//   that g does not depend on the batch size.
+Variable lsq(const Variable& v, const Variable& s, int b, bool signed_ = true, bool batched = false);
 // LSQ's step-size initialisation 2 mean|v| / sqrt(Q_P).
 double lsq_init_step(const Tensor& v, int b, bool signed_ = true);
 

@@ -8,8 +8,8 @@
 //                       learn_beta = false freezes them (homogeneous "WaveQ with beta fixed" runs).
 //                       With schedule.snap_beta, the first loss() at t >= fall T sets beta := ceil(beta)
 //                       and from then on beta gets no gradient and after_step() holds it there.
-// The position t (fractional epochs) is set by the trainer with set_position() before each step;
-// set_epoch(e, T) sets t = e.
+// The position t (fractional epochs) is set by the fit loop with set_position() before each step
+// (Optimizer::set_position forwards it to every attached regularizer).
 #pragma once
 
 #include <vector>
@@ -26,8 +26,7 @@ class SinReQRegularizer : public optim::Regularizer {
                     SinReQSchedule schedule);
   std::string name() const override { return "sinreq"; }
   Variable loss(const optim::ParamGroup& group, int64_t step) override;
-  void set_epoch(int64_t epoch, int64_t total_epochs) override { set_position(double(epoch), double(total_epochs)); }
-  void set_position(double t, double total) { t_ = t, total_ = total; }
+  void set_position(double t, double total) override { t_ = t, total_ = total; }
   double lambda() const { return sinreq_lambda(schedule_, t_, total_); }
 
  private:
@@ -44,8 +43,7 @@ class WaveQRegularizer : public optim::Regularizer {
                    WaveQSchedule schedule);
   std::string name() const override { return "waveq"; }
   Variable loss(const optim::ParamGroup& group, int64_t step) override;
-  void set_epoch(int64_t epoch, int64_t total_epochs) override { set_position(double(epoch), double(total_epochs)); }
-  void set_position(double t, double total) { t_ = t, total_ = total; }
+  void set_position(double t, double total) override { t_ = t, total_ = total; }
   WaveQLambdas lambdas() const { return waveq_lambdas(schedule_, t_, total_); }
   // Clamps beta into [beta_min, beta_max] (convention 3) and, once snapped, puts every beta back on
   // its snapped integer (undoing weight decay and momentum): call after each optimizer step.

@@ -143,12 +143,10 @@ Variable quantize_on_period(const Variable& weight, double beta, WeightScale sca
   LOWBIT_CHECK(scale != WeightScale::tanh_max, "quantize_on_period: the wrpn grid lives on w or w / max|w|, not tanh");
   LOWBIT_CHECK(std::isfinite(beta) && beta > 0, "quantize_on_period: beta must be positive, got ", beta);
   const double s = std::max(weight_scale_of(weight.data(), scale), 1e-30);
-  const DType dt = weight.data().dtype();
   const double steps_to_s = std::exp2(beta) - 1.0;  // s / d
   const double levels_per_side = std::max(1.0, std::floor(steps_to_s * (1 + 1e-12)));
-  const double step = s / steps_to_s;
-  const Variable d(Tensor::full({}, step, dt)), q_max(Tensor::full({}, levels_per_side * step, dt));
-  return uniform_u3(weight, d, q_max);  // zeros of sin^2(pi (w / s) (2^beta - 1)), spec §1.1
+  // The zeros of sin^2(pi (w / s) (2^beta - 1)), spec §1.1: U3's grid at the exact step s / (2^beta - 1).
+  return uniform_fixed(weight, s / steps_to_s, static_cast<int64_t>(levels_per_side));
 }
 
 bool period_rounds_closer(const Tensor& weight, double beta, WeightScale scale) {

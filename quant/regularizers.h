@@ -137,11 +137,11 @@ Tensor to_sinusoid_domain(const Tensor& weight, WeightScale scale);
 Variable wrpn_on_scale(const Variable& weight, int bits, WeightScale scale);
 // Rounds a WaveQ layer's weights onto the zeros of its sinusoid at the learned, real-valued beta
 // (wrpn grid), m d with d = s / (2^beta - 1), |m| <= M = floor(2^beta - 1), s = weight_scale_of(w,
-// scale) (1 for none; `max` only, not `tanh`): the uniform quantizer U3 (quantizers.h, spec §6.1) at
-// step d and range q_max = M d, both constants. Its 2M + 1 levels fit in the reported
-// k = learned_weight_bits(beta) = ceil(beta) + 1 bits (U3's inferred u3_bits(d, M d) <= k, one less
+// scale) (1 for none; `max` only, not `tanh`): U3's uniform grid at the exact (not power-of-two)
+// step d and range M d, uniform_fixed(w, d, M) (quantizers.h, spec §6.1). Its 2M + 1 levels fit in
+// the reported k = learned_weight_bits(beta) = ceil(beta) + 1 bits (u3_bits(1, M) <= k, one less
 // when 2^beta - 1 is just above an integer); at an integer beta it is s * wrpn_weight(w / s, beta + 1).
-// Gradient: U3's straight-through 1[|w| <= M d] w.r.t. w.
+// Gradient: the straight-through 1[|w| <= M d] w.r.t. w.
 Variable quantize_on_period(const Variable& weight, double beta, WeightScale scale);
 // Whether rounding on the period (quantize_on_period) leaves a smaller squared error than rounding
 // on the k = ceil(beta) + 1-bit wrpn grid (wrpn_on_scale), at the same bits: the period

@@ -7,6 +7,7 @@
 #   data      -> core, data
 #   quant     -> core, autograd, layers, optim, quant
 #   models    -> core, autograd, layers, models
+#   train     -> everything above but cli (fit loop, quantization context)
 # Exits non-zero and lists every include that points up the stack.
 set -u
 root=${1:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -19,6 +20,7 @@ declare -A allowed=(
   [data]="core data"
   [quant]="core autograd layers optim quant"
   [models]="core autograd layers models"
+  [train]="core autograd layers optim quant data models train"
 )
 bad=0
 for layer in "${!allowed[@]}"; do

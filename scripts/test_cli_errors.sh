@@ -38,8 +38,19 @@ expect "unknown config key" "unknown.cfg:1" "$lowbit" train --config "$work/unkn
 expect "missing config" "cannot open config file" "$lowbit" train --config "$work/none.cfg"
 expect "unknown model" "lenet6" "$lowbit" train --model lenet6 --data fashion-mnist --limit-train 64
 expect "unknown quantizer" "int3" "$lowbit" train --quant int3 --limit-train 64
-expect "weight scale tanh without DoReFa" "weight-scale tanh .* needs the dorefa grid" "$lowbit" train --quant wrpn --reg sinreq --weight-scale tanh --limit-train 64
-expect "unknown weight scale" "unknown weight scale 'l2'" "$lowbit" train --reg sinreq --weight-scale l2 --limit-train 64
+expect "weight scale tanh with WRPN" "weight-scale tanh: wrpn quantizes w or w / max|w|" "$lowbit" train --quant wrpn --reg sinreq --weight-scale tanh --limit-train 64
+expect "unknown weight scale" "weight-scale 'l2' is not one of auto, none, max, tanh" "$lowbit" train --reg sinreq --weight-scale l2 --limit-train 64
+expect "grid that is not the quantizer's" "--grid auto --weight-scale none with --quant dorefa: the sinusoid's zeros would not be" \
+  "$lowbit" train --quant dorefa --reg sinreq --weight-scale none --limit-train 64
+expect "regularizer with a learned-step quantizer" "--reg waveq with --quant lsq: no sinusoid has the levels" \
+  "$lowbit" train --quant lsq --reg waveq --limit-train 64
+expect "override matching no layer" "--wbits-overrides 'nosuch=3': 'nosuch' matches no weight layer (there are: conv1, conv2, fc1, fc2)" \
+  "$lowbit" train --quant dorefa --wbits-overrides nosuch=3 --limit-train 64 --epochs 1
+expect "bits out of range" "--wbits 64: bits must be in 1..16, or 32" "$lowbit" train --quant dorefa --wbits 64 --limit-train 64
+expect "bits out of the method's range" "--wbits 4: binary takes 1 bits" "$lowbit" train --quant binary --wbits 4 --limit-train 64
+expect "override bits out of range" "--wbits-overrides 'conv2=1': wrpn takes 2..16 bits" \
+  "$lowbit" train --quant wrpn --wbits-overrides conv2=1 --limit-train 64 --epochs 1
+expect "bad follow policy" "--bits-follow-beta 'sometimes'" "$lowbit" train --quant dorefa --reg waveq --bits-follow-beta sometimes --limit-train 64
 expect "missing data dir" "$work/nowhere" "$lowbit" train --data "mnist:$work/nowhere"
 expect "corrupt data file" "$work/mnist/.*-idx" "$lowbit" train --data "mnist:$work/mnist"
 expect "corrupt checkpoint" "bad.ckpt" "$lowbit" eval --checkpoint "$work/bad.ckpt"

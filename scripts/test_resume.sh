@@ -67,9 +67,9 @@ grep -q "accuracy ${rows#*accuracy }.*(${rows%% images*} images)" "$work/eval2.l
   { echo "--predictions ($rows) disagrees with:"; cat "$work/eval2.log"; exit 1; }
 
 # Post-training quantization: eval --quant/--wbits rounds a checkpoint's weights. Rounding the WaveQ
-# run's weights on its own grid (WRPN, 3 bits, raw w) must give the two figures its report printed,
-# and the net evaluated (first line) is the rounded one.
-"$lowbit" eval --checkpoint "$work/wq/checkpoint.ckpt" --threads 2 --quant wrpn --wbits 3 > "$work/ptq.log"
+# run's weights on its own grid (WRPN, 3 bits, on w / max|w|: float training's default) must give
+# the two figures its report printed, and the net evaluated (first line) is the rounded one.
+"$lowbit" eval --checkpoint "$work/wq/checkpoint.ckpt" --threads 2 --quant wrpn --wbits 3 --weight-scale max > "$work/ptq.log"
 fp32=$(echo "$want" | sed -E 's/.*float shadow\) weights ([0-9.]+%).*/\1/')
 q=$(echo "$want" | sed -E 's/.*at these bits ([0-9.]+%)$/\1/')
 grep -q "^accuracy: FP32 weights $fp32, rounded at these bits after training $q$" "$work/ptq.log" &&

@@ -911,48 +911,5 @@ TEST_CASE("DataLoader: batch pixels are the transformed dataset pixels in NCHW l
   CHECK(bad == 0);
 }
 
-// =============================================================================================
-// Real data (skipped when absent)
-// =============================================================================================
-TEST_CASE("real MNIST test set from the shared data folder") {
-  const char* shared = std::getenv("LOWBIT_SHARED_DATA");
-  const fs::path dir = shared ? fs::path(shared) / "mnist" : fs::path();
-  if (!shared || !fs::exists(dir / "t10k-images-idx3-ubyte.gz")) {
-    MESSAGE("skipped: LOWBIT_SHARED_DATA/mnist not available");
-    return;
-  }
-  const ImageDataset ds =
-      read_idx((dir / "t10k-images-idx3-ubyte.gz").string(), (dir / "t10k-labels-idx1-ubyte.gz").string());
-  CHECK(ds.images.shape() == Shape{10000, 28, 28, 1});
-  CHECK(ds.label(0) == 7);
-  std::vector<int64_t> counts(10, 0);
-  for (int64_t i = 0; i < ds.size(); ++i) counts[size_t(ds.label(i))]++;
-  for (int64_t c : counts) CHECK(c > 800);
-}
-
-TEST_CASE("real CIFAR-10 exact test prefix from the shared data folder") {
-  const char* shared = std::getenv("LOWBIT_SHARED_DATA");
-  const fs::path file = shared ? fs::path(shared) / "cifar-10" / "test_batch.first1017.exact.bin.gz" : fs::path();
-  if (!shared || !fs::exists(file)) {
-    MESSAGE("skipped: LOWBIT_SHARED_DATA/cifar-10 not available");
-    return;
-  }
-  const ImageDataset ds = read_cifar10({file.string()});
-  CHECK(ds.size() == 1017);
-  CHECK(ds.label(0) == 3);  // the official test set starts with a cat
-  CHECK(ds.class_names[3] == "cat");
-}
-
-TEST_CASE("Fashion-MNIST from the Debian package") {
-  if (!fs::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")) {
-    MESSAGE("skipped: dataset-fashion-mnist is not installed");
-    return;
-  }
-  const DataSplits s = load_dataset("fashion-mnist");
-  CHECK(s.train.images.shape() == Shape{60000, 28, 28, 1});
-  CHECK(s.test.images.shape() == Shape{10000, 28, 28, 1});
-  CHECK(s.test.class_names[9] == "Ankle boot");
-  std::vector<int64_t> counts(10, 0);
-  for (int64_t i = 0; i < s.test.size(); ++i) counts[size_t(s.test.label(i))]++;
-  for (int64_t c : counts) CHECK(c == 1000);  // Fashion-MNIST's test set is balanced
-}
+// Real data sets (MNIST, CIFAR-10, Fashion-MNIST), which may be absent, are read in
+// tests/test_data_shared.cpp, where a missing set is reported to CTest as skipped.

@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "core/kernels/batchnorm.h"
+#include "core/kernels/cpu.h"
 #include "core/parallel.h"
 #include "kernel_test_util.h"
 
@@ -16,18 +16,11 @@ using namespace lowbit;
 using namespace lowbit::kernels;
 
 using lowbit::test::bit_equal;
+using lowbit::test::random_vec;
 using lowbit::test::rel_err;
+using Dist = lowbit::test::RandomSpec::Dist;
 
 namespace {
-
-template <class T>
-std::vector<T> random_vec(int64_t n, uint32_t seed, double offset = 0.0, double spread = 1.0) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> dist(0.0, 1.0);
-  std::vector<T> v(static_cast<size_t>(n));
-  for (auto& e : v) e = T(offset + spread * dist(rng));
-  return v;
-}
 
 template <class T>
 std::vector<T> sized(int64_t n, T fill = T(0)) {
@@ -86,17 +79,19 @@ void check_shape(int64_t rows, int64_t C, double offset = 0.5, double spread = 2
   CAPTURE(rows);
   CAPTURE(C);
   CAPTURE(offset);
-  const auto x = random_vec<float>(rows * C, 1, offset, spread), dy = random_vec<float>(rows * C, 2);
-  const auto gamma = random_vec<float>(C, 3, 1.0, 0.2), beta = random_vec<float>(C, 4);
-  const auto rmean = random_vec<float>(C, 5, offset, 0.1);
-  auto rvar = random_vec<float>(C, 6);
+  const auto x = random_vec<float>(rows * C, 1, {.dist = Dist::normal, .offset = offset, .spread = spread}),
+             dy = random_vec<float>(rows * C, 2, {.dist = Dist::normal});
+  const auto gamma = random_vec<float>(C, 3, {.dist = Dist::normal, .offset = 1.0, .spread = 0.2}),
+             beta = random_vec<float>(C, 4, {.dist = Dist::normal});
+  const auto rmean = random_vec<float>(C, 5, {.dist = Dist::normal, .offset = offset, .spread = 0.1});
+  auto rvar = random_vec<float>(C, 6, {.dist = Dist::normal});
   for (auto& v : rvar) v = spread * spread * (0.5f + std::abs(v));
   for (bool affine : {true, false}) {
     CAPTURE(affine);
     const BnResult<float> ref = run(true, rows, C, x, gamma, beta, dy, rmean, rvar, affine);
     for (bool simd : {true, false}) {
       CAPTURE(simd);
-      batchnorm_set_avx512_enabled(simd);
+      const Avx512Guard avx512(simd);
       set_num_threads(1);
       const BnResult<float> one = run(false, rows, C, x, gamma, beta, dy, rmean, rvar, affine);
       set_num_threads(2);
@@ -117,7 +112,6 @@ void check_shape(int64_t rows, int64_t C, double offset = 0.5, double spread = 2
       CHECK(bit_equal(one.dgamma, two.dgamma));
       CHECK(bit_equal(one.dbeta, two.dbeta));
     }
-    batchnorm_set_avx512_enabled(true);
     // Double: portable path against the long-double reference.
     const std::vector<double> xd(x.begin(), x.end()), dyd(dy.begin(), dy.end()), gd(gamma.begin(), gamma.end()),
         bd(beta.begin(), beta.end()), rmd(rmean.begin(), rmean.end()), rvd(rvar.begin(), rvar.end());
@@ -154,7 +148,7 @@ TEST_CASE("batchnorm: odd tails and large offsets") {
 TEST_CASE("batchnorm: forward_train normalizes each channel") {
   const int64_t rows = 2 * 32 * 32, C = 33;
   for (double offset : {0.0, 300.0}) {
-    const auto x = random_vec<float>(rows * C, 7, offset, 3.0);
+    const auto x = random_vec<float>(rows * C, 7, {.dist = Dist::normal, .offset = offset, .spread = 3.0});
     auto y = sized<float>(rows * C);
     batchnorm_forward_train(rows, C, x.data(), nullptr, nullptr, 1e-5, y.data(), nullptr, nullptr);
     for (int64_t c = 0; c < C; ++c) {
@@ -171,9 +165,10 @@ TEST_CASE("batchnorm: forward_train normalizes each channel") {
 TEST_CASE("batchnorm: backward matches finite differences (double)") {
   const int64_t rows = 6, C = 3;
   const double eps = 1e-5, h = 1e-6;
-  auto x = random_vec<double>(rows * C, 11, 0.3, 1.5);
-  auto gamma = random_vec<double>(C, 12, 1.0, 0.5), beta = random_vec<double>(C, 13);
-  const auto g = random_vec<double>(rows * C, 14);  // loss = sum(y * g), so dy = g
+  auto x = random_vec<double>(rows * C, 11, {.dist = Dist::normal, .offset = 0.3, .spread = 1.5});
+  auto gamma = random_vec<double>(C, 12, {.dist = Dist::normal, .offset = 1.0, .spread = 0.5}),
+       beta = random_vec<double>(C, 13, {.dist = Dist::normal});
+  const auto g = random_vec<double>(rows * C, 14, {.dist = Dist::normal});  // loss = sum(y * g), so dy = g
   auto loss = [&]() {
     std::vector<double> y(static_cast<size_t>(rows * C));
     batchnorm_forward_train(rows, C, x.data(), gamma.data(), beta.data(), eps, y.data(), nullptr, nullptr);
@@ -234,12 +229,15 @@ void check_fused_relu(int64_t rows, int64_t C) {
   CAPTURE(rows);
   CAPTURE(C);
   const double eps = 1e-5;
-  const auto x = random_vec<T>(rows * C, 21, 0.2, 1.5), dy = random_vec<T>(rows * C, 22);
-  const auto gamma = random_vec<T>(C, 23, 1.0, 0.3), beta = random_vec<T>(C, 24, 0.0, 0.5);
-  const auto rmean = random_vec<T>(C, 25, 0.2, 0.1), rvar = sized<T>(C, T(2));
+  const auto x = random_vec<T>(rows * C, 21, {.dist = Dist::normal, .offset = 0.2, .spread = 1.5}),
+             dy = random_vec<T>(rows * C, 22, {.dist = Dist::normal});
+  const auto gamma = random_vec<T>(C, 23, {.dist = Dist::normal, .offset = 1.0, .spread = 0.3}),
+             beta = random_vec<T>(C, 24, {.dist = Dist::normal, .offset = 0.0, .spread = 0.5});
+  const auto rmean = random_vec<T>(C, 25, {.dist = Dist::normal, .offset = 0.2, .spread = 0.1}),
+             rvar = sized<T>(C, T(2));
   for (bool simd : {true, false}) {
     CAPTURE(simd);
-    batchnorm_set_avx512_enabled(simd);
+    const Avx512Guard avx512(simd);
     auto y = sized<T>(rows * C), mean = sized<T>(C), invstd = sized<T>(C);
     batchnorm_forward_train(rows, C, x.data(), gamma.data(), beta.data(), eps, y.data(), mean.data(), invstd.data());
     auto dy_masked = dy;
@@ -288,7 +286,6 @@ void check_fused_relu(int64_t rows, int64_t C) {
       CHECK(rel_err(dbr, db_ref) < 100 * tol);
     }
   }
-  batchnorm_set_avx512_enabled(true);
 }
 
 }  // namespace

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -15,20 +14,13 @@
 #include "core/kernels/conv_winograd.h"
 #include "core/kernels/cpu.h"
 #include "core/parallel.h"
+#include "kernel_test_util.h"
 
 using namespace lowbit;
 using kernels::Conv2dGeometry;
+using lowbit::test::random_vec;
 
 namespace {
-
-template <class T>
-std::vector<T> random_vec(int64_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> d(-1.0, 1.0);
-  std::vector<T> v(n);
-  for (auto& x : v) x = static_cast<T>(d(rng));
-  return v;
-}
 
 template <class T>
 void check_close(const std::vector<T>& got, const std::vector<T>& want, double rel_tol, const char* what,

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "core/kernels/cpu.h"
 #include "core/kernels/depthwise.h"
 #include "core/parallel.h"
 #include "kernel_test_util.h"
@@ -15,18 +15,10 @@ using namespace lowbit;
 using namespace lowbit::kernels;
 
 using lowbit::test::bit_equal;
+using lowbit::test::random_vec;
 using lowbit::test::rel_err;
 
 namespace {
-
-template <class T>
-std::vector<T> random_vec(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> dist(-1.0, 1.0);
-  std::vector<T> v(static_cast<size_t>(n));
-  for (auto& e : v) e = T(dist(rng));
-  return v;
-}
 
 Conv2dGeometry dw_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t stride, int64_t R = 3, int64_t pad = 1,
                        int64_t mult = 1, int64_t dil = 1) {
@@ -88,7 +80,7 @@ void check_shape(const Conv2dGeometry& g) {
 
   for (bool simd : {true, false}) {
     CAPTURE(simd);
-    depthwise_set_avx512_enabled(simd);
+    const Avx512Guard avx512(simd);
     set_num_threads(1);
     const Outputs one = run_fast(g, x, w, b, dy);
     set_num_threads(2);
@@ -102,7 +94,6 @@ void check_shape(const Conv2dGeometry& g) {
     CHECK(bit_equal(one.dw, two.dw));
     CHECK(bit_equal(one.db, two.db));
   }
-  depthwise_set_avx512_enabled(true);
 
   // Without bias / bias gradient.
   std::vector<float> y_nb(static_cast<size_t>(ny)), y_ref_nb(static_cast<size_t>(ny)), dw_nb(static_cast<size_t>(nw)),

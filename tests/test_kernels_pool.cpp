@@ -4,9 +4,9 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <random>
 #include <vector>
 
+#include "core/kernels/cpu.h"
 #include "core/kernels/pool.h"
 #include "core/parallel.h"
 #include "kernel_test_util.h"
@@ -15,40 +15,15 @@ using namespace lowbit;
 using namespace lowbit::kernels;
 
 using lowbit::test::bit_equal;
+using lowbit::test::random_vec;
 using lowbit::test::rel_err;
+using Dist = lowbit::test::RandomSpec::Dist;
 
 namespace {
 
 template <class T>
 std::vector<T> zeros(int64_t n) {
   return std::vector<T>(static_cast<size_t>(n), T(0));
-}
-
-// Values on a coarse grid so windows contain ties; a few NaN and -inf when `specials`.
-template <class T>
-std::vector<T> random_vec(int64_t n, uint32_t seed, bool specials = false) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> dist(-8, 8);
-  std::uniform_int_distribution<int> rare(0, 199);
-  std::vector<T> v(static_cast<size_t>(n));
-  for (auto& e : v) {
-    e = T(dist(rng)) * T(0.25);
-    if (specials) {
-      const int r = rare(rng);
-      if (r == 0) e = std::numeric_limits<T>::quiet_NaN();
-      if (r == 1) e = -std::numeric_limits<T>::infinity();
-    }
-  }
-  return v;
-}
-
-template <class T>
-std::vector<T> smooth_vec(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> dist(-1.0, 1.0);
-  std::vector<T> v(static_cast<size_t>(n));
-  for (auto& e : v) e = T(dist(rng));
-  return v;
 }
 
 Pool2dGeometry pool_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t k, int64_t stride, int64_t pad,
@@ -69,8 +44,8 @@ void check_max(const Pool2dGeometry& g) {
   const int64_t nx = g.N * g.H * g.W * g.C, ny = g.N * g.P() * g.Q() * g.C;
   for (bool specials : {false, true}) {
     CAPTURE(specials);
-    const auto x = random_vec<float>(nx, 11, specials);
-    const auto dy = smooth_vec<float>(ny, 12);
+    const auto x = random_vec<float>(nx, 11, {.dist = Dist::quarters, .specials = specials});
+    const auto dy = random_vec<float>(ny, 12);
     auto y_ref = zeros<float>(ny), dx_ref = zeros<float>(nx);
     std::vector<int32_t> i_ref(static_cast<size_t>(ny));
     max_pool2d_forward_ref(g, x.data(), y_ref.data(), i_ref.data());
@@ -79,7 +54,7 @@ void check_max(const Pool2dGeometry& g) {
       for (int threads : {1, 2}) {
         CAPTURE(simd);
         CAPTURE(threads);
-        pool_set_avx512_enabled(simd);
+        const Avx512Guard avx512(simd);
         set_num_threads(threads);
         auto y = zeros<float>(ny), y2 = zeros<float>(ny), dx = std::vector<float>(static_cast<size_t>(nx), 5.f);
         std::vector<int32_t> idx(static_cast<size_t>(ny), -5);
@@ -92,10 +67,9 @@ void check_max(const Pool2dGeometry& g) {
         CHECK(bit_equal(dx, dx_ref));
       }
   }
-  pool_set_avx512_enabled(true);
   // Double through the portable path.
-  const auto xd = random_vec<double>(nx, 13, true);
-  const auto dyd = smooth_vec<double>(ny, 14);
+  const auto xd = random_vec<double>(nx, 13, {.dist = Dist::quarters, .specials = true});
+  const auto dyd = random_vec<double>(ny, 14);
   auto yd = zeros<double>(ny), yr = zeros<double>(ny), dxd = zeros<double>(nx), dxr = zeros<double>(nx);
   std::vector<int32_t> id(static_cast<size_t>(ny)), ir(static_cast<size_t>(ny));
   max_pool2d_forward(g, xd.data(), yd.data(), id.data());
@@ -109,7 +83,7 @@ void check_max(const Pool2dGeometry& g) {
 
 void check_avg(const Pool2dGeometry& g) {
   const int64_t nx = g.N * g.H * g.W * g.C, ny = g.N * g.P() * g.Q() * g.C;
-  const auto x = smooth_vec<float>(nx, 21), dy = smooth_vec<float>(ny, 22);
+  const auto x = random_vec<float>(nx, 21), dy = random_vec<float>(ny, 22);
   for (bool include_pad : {true, false}) {
     CAPTURE(include_pad);
     auto y_ref = zeros<float>(ny), dx_ref = zeros<float>(nx);
@@ -117,7 +91,7 @@ void check_avg(const Pool2dGeometry& g) {
     avg_pool2d_backward_ref(g, include_pad, dy.data(), dx_ref.data());
     for (bool simd : {true, false}) {
       CAPTURE(simd);
-      pool_set_avx512_enabled(simd);
+      const Avx512Guard avx512(simd);
       std::vector<float> y[2], dx[2];
       for (int t = 0; t < 2; ++t) {
         set_num_threads(t + 1);
@@ -131,7 +105,6 @@ void check_avg(const Pool2dGeometry& g) {
       CHECK(bit_equal(y[0], y[1]));
       CHECK(bit_equal(dx[0], dx[1]));
     }
-    pool_set_avx512_enabled(true);
     const std::vector<double> xd(x.begin(), x.end()), dyd(dy.begin(), dy.end());
     auto yd = zeros<double>(ny), yr = zeros<double>(ny), dxd = zeros<double>(nx), dxr = zeros<double>(nx);
     avg_pool2d_forward(g, include_pad, xd.data(), yd.data());
@@ -163,13 +136,13 @@ void check_global(int64_t N, int64_t H, int64_t W, int64_t C) {
   CAPTURE(W);
   CAPTURE(C);
   const int64_t nx = N * H * W * C;
-  const auto x = smooth_vec<float>(nx, 31), dy = smooth_vec<float>(N * C, 32);
+  const auto x = random_vec<float>(nx, 31), dy = random_vec<float>(N * C, 32);
   auto y_ref = zeros<float>(N * C), dx_ref = zeros<float>(nx);
   global_avg_pool_forward_ref(N, H, W, C, x.data(), y_ref.data());
   global_avg_pool_backward_ref(N, H, W, C, dy.data(), dx_ref.data());
   for (bool simd : {true, false}) {
     CAPTURE(simd);
-    pool_set_avx512_enabled(simd);
+    const Avx512Guard avx512(simd);
     std::vector<float> y[2], dx[2];
     for (int t = 0; t < 2; ++t) {
       set_num_threads(t + 1);
@@ -183,7 +156,6 @@ void check_global(int64_t N, int64_t H, int64_t W, int64_t C) {
     CHECK(bit_equal(y[0], y[1]));
     CHECK(bit_equal(dx[0], dx[1]));
   }
-  pool_set_avx512_enabled(true);
   const std::vector<double> xd(x.begin(), x.end()), dyd(dy.begin(), dy.end());
   auto yd = zeros<double>(N * C), yr = zeros<double>(N * C), dxd = zeros<double>(nx), dxr = zeros<double>(nx);
   global_avg_pool_forward(N, H, W, C, xd.data(), yd.data());
@@ -195,6 +167,16 @@ void check_global(int64_t N, int64_t H, int64_t W, int64_t C) {
 }
 
 }  // namespace
+
+TEST_CASE("ceil_div rounds up for either sign of the numerator") {
+  for (int64_t b : {1, 2, 3, 7})
+    for (int64_t a = -20; a <= 20; ++a) {
+      CAPTURE(a);
+      CAPTURE(b);
+      CHECK(ceil_div(a, b) == int64_t(std::ceil(double(a) / double(b))));
+    }
+  static_assert(ceil_div(-3, 2) == -1 && ceil_div(3, 2) == 2 && ceil_div(0, 5) == 0 && ceil_div(-4, 2) == -2);
+}
 
 TEST_CASE("pool: model layers") {
   check_pool(pool_geom(1, 64, 112, 112, 3, 2, 1));  // ResNet stem max pool
@@ -256,7 +238,7 @@ TEST_CASE("pool: max ties keep the first, NaN wins") {
   const Pool2dGeometry g = pool_geom(1, 1, 2, 2, 2, 2, 0);
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (bool simd : {true, false}) {
-    pool_set_avx512_enabled(simd);
+    const Avx512Guard avx512(simd);
     float y;
     int32_t idx;
     const float ties[4] = {1.f, 3.f, 3.f, 2.f};
@@ -271,7 +253,6 @@ TEST_CASE("pool: max ties keep the first, NaN wins") {
     max_pool2d_forward(g, all_inf, &y, &idx);
     CHECK(idx == 0);
   }
-  pool_set_avx512_enabled(true);
 }
 
 TEST_CASE("pool: global average") {

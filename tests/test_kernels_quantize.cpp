@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "autograd/ops.h"
+#include "core/kernels/cpu.h"
 #include "core/kernels/quantize.h"
 #include "core/parallel.h"
 #include "core/random.h"
@@ -47,7 +48,7 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST_CASE("clip_quantize kernels equal their _ref twins over odd tails, both paths, any thread count") {
   for (bool simd : {true, false}) {
-    kernels::quantize_set_avx512_enabled(simd);
+    const kernels::Avx512Guard avx512(simd);
     for (int64_t n : {0, 1, 15, 16, 17, 31, 33, 100, 1000, 200003}) {
       const auto x = inputs(n, 10 + n), dy = inputs(n, 20 + n);
       for (float levels : {1.0f, 3.0f, 15.0f, 255.0f}) {
@@ -66,7 +67,6 @@ TEST_CASE("clip_quantize kernels equal their _ref twins over odd tails, both pat
       }
     }
   }
-  kernels::quantize_set_avx512_enabled(true);
 }
 
 TEST_CASE("the _ref twin follows the definition on hand-picked values") {

@@ -7,6 +7,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
+#include "core/kernels/cpu.h"
 #include "core/math.h"
 #include "core/parallel.h"
 #include "optim/optim.h"
@@ -254,7 +255,7 @@ TEST_CASE("Adam float32: the AVX-512 loop and the portable loop give identical b
       std::vector<Tensor> grads;
       for (int k = 0; k < 3; ++k) grads.push_back(Tensor::randn({n}, gen, DType::f32, 0, k == 0 ? 2.0 : 0.1));
       auto run = [&](bool simd) {
-        adam_set_simd_enabled(simd);
+        const kernels::Avx512Guard avx512(simd);
         Variable p(start.clone(), true);
         ParamGroup g = group_of("w", {p}, 0.01);
         g.amsgrad = amsgrad;
@@ -268,7 +269,6 @@ TEST_CASE("Adam float32: the AVX-512 loop and the portable loop give identical b
           p.set_grad(Variable(gr));
           opt->step();
         }
-        adam_set_simd_enabled(true);
         return values(p);
       };
       const Vec simd = run(true), portable = run(false);
@@ -718,24 +718,24 @@ TEST_CASE("regularizer hook: its gradient reaches the group's params and its own
 }
 
 namespace {
-struct EpochRecorder : Regularizer {
-  std::vector<std::pair<int64_t, int64_t>> calls;
-  std::string name() const override { return "epoch_recorder"; }
+struct PositionRecorder : Regularizer {
+  std::vector<std::pair<double, double>> calls;
+  std::string name() const override { return "position_recorder"; }
   Variable loss(const ParamGroup&, int64_t) override { return Variable(); }
-  void set_epoch(int64_t epoch, int64_t total) override { calls.emplace_back(epoch, total); }
+  void set_position(double t, double total) override { calls.emplace_back(t, total); }
 };
 }  // namespace
 
-TEST_CASE("set_epoch reaches every regularizer once; an undefined term adds nothing") {
-  auto shared = std::make_shared<EpochRecorder>();
-  auto own = std::make_shared<EpochRecorder>();
+TEST_CASE("set_position reaches every regularizer once; an undefined term adds nothing") {
+  auto shared = std::make_shared<PositionRecorder>();
+  auto own = std::make_shared<PositionRecorder>();
   ParamGroup a = group_of("a", {param({1.0})}, 0.1), b = group_of("b", {param({2.0})}, 0.1);
   a.regularizers = {shared, own};
   b.regularizers = {shared};
   SGD opt({a, b});
-  opt.set_epoch(3, 10);
-  CHECK(shared->calls == std::vector<std::pair<int64_t, int64_t>>{{3, 10}});
-  CHECK(own->calls == std::vector<std::pair<int64_t, int64_t>>{{3, 10}});
+  opt.set_position(3.25, 10);
+  CHECK(shared->calls == std::vector<std::pair<double, double>>{{3.25, 10}});
+  CHECK(own->calls == std::vector<std::pair<double, double>>{{3.25, 10}});
   CHECK_FALSE(opt.regularization_loss().defined());
 }
 

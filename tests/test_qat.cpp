@@ -38,14 +38,14 @@ TEST_CASE("name patterns") {
   CHECK(quant::name_matches("*", "anything"));
   CHECK(quant::name_matches("*fc", "classifier.fc"));
   CHECK_FALSE(quant::name_matches("*fc", "fc.bias"));
-  CHECK_THROWS_AS(quant::parse_method("int3"), Error);
+  CHECK_THROWS_AS(quant::find_method("int3"), Error);
 }
 
 TEST_CASE("DoReFa attached: first and last stay FP32, middle layers and activations are quantized") {
   Generator gen(3);
   auto net = small_net(gen);
   quant::QuantConfig cfg;
-  cfg.method = quant::Method::dorefa;
+  cfg.method = "dorefa";
   cfg.weight_bits = 3;
   cfg.activation_bits = 2;
   quant::Quantization q = quant::attach_quantizers(*net, cfg);
@@ -81,7 +81,7 @@ TEST_CASE("overrides and first/last quantization") {
   Generator gen(4);
   auto net = small_net(gen);
   quant::QuantConfig cfg;
-  cfg.method = quant::Method::wrpn;
+  cfg.method = "wrpn";
   cfg.weight_bits = 4;
   cfg.quantize_first_last = true;
   cfg.weight_overrides = "first=8,f*=2";
@@ -100,7 +100,7 @@ TEST_CASE("gradients reach the float weights through the straight-through weight
   auto conv2 = net->at<Conv2d>(2);
   conv2->weight().mutable_data().copy_(math::mul(conv2->weight().data(), 12.0));  // some |w| > 1: STE mask matters
   quant::QuantConfig cfg;
-  cfg.method = quant::Method::wrpn;
+  cfg.method = "wrpn";
   cfg.weight_bits = 3;
   quant::attach_quantizers(*net, cfg);
   Variable x(Tensor::randn({2, 3, 8, 8}, gen));
@@ -133,7 +133,7 @@ TEST_CASE("learnable quantizer parameters are registered on the modules (LSQ, PA
   Generator gen(6);
   auto net = small_net(gen);
   quant::QuantConfig cfg;
-  cfg.method = quant::Method::pact;
+  cfg.method = "pact";
   cfg.weight_bits = 4;
   cfg.activation_bits = 4;
   quant::Quantization q = quant::attach_quantizers(*net, cfg);
@@ -143,7 +143,7 @@ TEST_CASE("learnable quantizer parameters are registered on the modules (LSQ, PA
   CHECK(net->at<ReLU>(1)->param("alpha").grad().defined());
 
   auto net2 = small_net(gen);
-  cfg.method = quant::Method::lsq;
+  cfg.method = "lsq";
   q = quant::attach_quantizers(*net2, cfg);
   CHECK(q.parameter_names == std::vector<std::string>{"conv2.w_step", "relu1.a_step", "relu2.a_step"});
   const double s0 = net2->at<Conv2d>(2)->param("w_step").item();
@@ -157,7 +157,7 @@ TEST_CASE("U3 (Uhlich et al.): learnable step and range, bitwidth inferred from 
   Generator gen(8);
   auto net = small_net(gen);
   quant::QuantConfig cfg;
-  cfg.method = quant::Method::u3;
+  cfg.method = "u3";
   cfg.weight_bits = 4;
   cfg.activation_bits = 4;
   quant::Quantization q = quant::attach_quantizers(*net, cfg);
@@ -165,17 +165,20 @@ TEST_CASE("U3 (Uhlich et al.): learnable step and range, bitwidth inferred from 
                                                       "relu2.a_d", "relu2.a_qmax"});
   auto conv2 = net->at<Conv2d>(2);
   const double qmax = conv2->param("w_qmax").item(), d = conv2->param("w_d").item();
-  CHECK(qmax == doctest::Approx(math::amax(math::abs(conv2->weight().data())).item()));
-  CHECK(d == doctest::Approx(qmax / 7));
-  CHECK(q.inferred_weight_bits(q.layers[1]) == 4);  // ceil(log2(qmax/d + 1) + 1) = 4
-  CHECK(q.inferred_weight_bits(q.layers[0]) == 32);
+  // Spec §6.5: d = 2^floor(log2(max|w| / 7)), q_max = 7 d: the start is 4 bits.
+  const quant::U3Params init = quant::u3_init_weight(conv2->weight().data(), 4);
+  CHECK(d == init.d);
+  CHECK(qmax == init.q_max);
+  CHECK(std::exp2(std::round(std::log2(d))) == d);
+  CHECK(q.stored_weight_bits(q.layers[1]) == 4);  // ceil(log2(qmax/d + 1) + 1) = 4
+  CHECK(q.stored_weight_bits(q.layers[0]) == 32);
   Variable x(Tensor::randn({2, 3, 8, 8}, gen));
   sum((*net)(x)).backward();
   CHECK(conv2->param("w_d").grad().defined());
   CHECK(net->at<ReLU>(1)->param("a_qmax").item() > 0);
   // Halving the step adds a bit.
   conv2->param("w_d").mutable_data().fill_(d / 2);
-  CHECK(q.inferred_weight_bits(q.layers[1]) == 5);
+  CHECK(q.stored_weight_bits(q.layers[1]) == 5);
 }
 
 TEST_CASE("WaveQ regularizer in an optimizer group: beta learns in its own group, lambda follows the schedule") {
@@ -270,9 +273,9 @@ TEST_CASE("WRPN with the per-layer max scale: levels m * s / (2^(k-1) - 1), stra
   auto net = small_net(gen);
   auto conv2 = net->at<Conv2d>(2);
   quant::QuantConfig cfg;
-  cfg.method = quant::Method::wrpn;
+  cfg.method = "wrpn";
   cfg.weight_bits = 3;
-  cfg.weight_scale_max = true;
+  cfg.weight_scale = quant::WeightScale::max_abs;
   quant::attach_quantizers(*net, cfg);
   const auto wv = conv2->weight().data().to_vector();
   double s = 0;

@@ -595,8 +595,10 @@ TEST_CASE("quantize_on_period: the sinusoid's zeros at a real beta, U3's bits = 
       CAPTURE(beta);
       // U3's inferred bits at (d, q_max = M d) fit in the reported k = ceil(beta) + 1 (spec §6.3,
       // convention 2), equal at an integer beta.
-      CHECK(quant::u3_bits(d, top) <= quant::learned_weight_bits(beta));
-      if (beta == std::floor(beta)) CHECK(quant::u3_bits(d, top) == quant::learned_weight_bits(beta));
+      // (u3_bits(1, M): the same count of levels on a unit step, which u3_bits does not round.)
+      const double M = std::round(top / d);
+      CHECK(quant::u3_bits(1, M) <= quant::learned_weight_bits(beta));
+      if (beta == std::floor(beta)) CHECK(quant::u3_bits(1, M) == quant::learned_weight_bits(beta));
       Variable q = quant::quantize_on_period(w, beta, scale);
       const auto qv = q.data().to_vector(), wv = w.data().to_vector();
       std::set<long long> levels;

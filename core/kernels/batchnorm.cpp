@@ -7,7 +7,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -19,11 +18,9 @@
 namespace lowbit::kernels {
 namespace {
 
-std::atomic<bool> g_avx512_enabled{true};
-
 template <class T>
 bool use_avx512() {
-  return std::is_same_v<T, float> && cpu_has_avx512() && g_avx512_enabled.load(std::memory_order_relaxed);
+  return std::is_same_v<T, float> && avx512_enabled();
 }
 
 constexpr int64_t kBlockRows = 64;      // rows summed in the element type before going to double
@@ -541,8 +538,6 @@ void update_running_impl(int64_t C, double momentum, const T* batch_mean, const 
 }
 
 }  // namespace
-
-void batchnorm_set_avx512_enabled(bool enabled) { g_avx512_enabled.store(enabled, std::memory_order_relaxed); }
 
 #define LOWBIT_BN_DEFINE(T)                                                                                           \
   void batchnorm_forward_train(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps, T* y,  \

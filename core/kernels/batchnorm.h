@@ -76,7 +76,4 @@ void batchnorm_update_running_stats(int64_t C, double momentum, const float* bat
 void batchnorm_update_running_stats(int64_t C, double momentum, const double* batch_mean,
                                     const double* batch_var_unbiased, double* running_mean, double* running_var);
 
-// Test/bench hook: false routes float calls through the portable path even on AVX-512 CPUs.
-void batchnorm_set_avx512_enabled(bool enabled);
-
 }  // namespace lowbit::kernels

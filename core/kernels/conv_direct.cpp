@@ -35,7 +35,6 @@
 namespace lowbit::kernels {
 namespace {
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 

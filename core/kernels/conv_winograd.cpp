@@ -39,8 +39,6 @@ namespace {
 constexpr int64_t kMaxChannels = 512;
 alignas(64) const float kZeros[kMaxChannels] = {};
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // Floats between two transform points' panels (V, M, dM): a block's tb x channels plus one cache
 // line, so the alpha^2 stores of a tile do not land at the same offset modulo 4 KiB as the loads
 // that follow them (4K aliasing stalls the loads until the stores retire).

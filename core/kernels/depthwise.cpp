@@ -8,7 +8,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <atomic>
 #include <type_traits>
 #include <vector>
 
@@ -18,12 +17,6 @@
 
 namespace lowbit::kernels {
 namespace {
-
-std::atomic<bool> g_avx512_enabled{true};
-
-bool use_avx512() { return cpu_has_avx512() && g_avx512_enabled.load(std::memory_order_relaxed); }
-
-int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
 void check_geometry(const Conv2dGeometry& g, const char* op) {
   LOWBIT_CHECK(g.groups == g.C && g.C >= 1 && g.K % g.C == 0, op,
@@ -305,7 +298,7 @@ struct RowKernels {
 template <class T>
 RowKernels<T> row_kernels() {
   RowKernels<T> k;
-  if constexpr (std::is_same_v<T, float>) k.simd = use_avx512();
+  if constexpr (std::is_same_v<T, float>) k.simd = avx512_enabled();
   return k;
 }
 
@@ -506,8 +499,6 @@ void backward_weight_ref_impl(const Conv2dGeometry& g, const T* x, const T* dy, 
 }
 
 }  // namespace
-
-void depthwise_set_avx512_enabled(bool enabled) { g_avx512_enabled.store(enabled, std::memory_order_relaxed); }
 
 void depthwise_conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y) {
   forward_impl(g, x, w, b, y);

@@ -41,7 +41,4 @@ void depthwise_conv2d_backward_weight_ref(const Conv2dGeometry& g, const float* 
 void depthwise_conv2d_backward_weight_ref(const Conv2dGeometry& g, const double* x, const double* dy, double* dw,
                                           double* db);
 
-// Test/bench hook: false routes float calls through the portable path even on AVX-512 CPUs.
-void depthwise_set_avx512_enabled(bool enabled);
-
 }  // namespace lowbit::kernels

@@ -6,7 +6,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -19,14 +18,10 @@
 namespace lowbit::kernels {
 namespace {
 
-std::atomic<bool> g_avx512_enabled{true};
-
 template <class T>
 bool use_avx512() {
-  return std::is_same_v<T, float> && cpu_has_avx512() && g_avx512_enabled.load(std::memory_order_relaxed);
+  return std::is_same_v<T, float> && avx512_enabled();
 }
-
-int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
 void check_geometry(const Pool2dGeometry& g, const char* op) {
   LOWBIT_CHECK(g.N >= 0 && g.C >= 1 && g.H >= 1 && g.W >= 1 && g.R >= 1 && g.S >= 1 && g.stride_h >= 1 &&
@@ -523,8 +518,6 @@ void global_backward_ref_impl(int64_t N, int64_t H, int64_t W, int64_t C, const 
 }
 
 }  // namespace
-
-void pool_set_avx512_enabled(bool enabled) { g_avx512_enabled.store(enabled, std::memory_order_relaxed); }
 
 #define LOWBIT_POOL_DEFINE(T)                                                                         \
   void max_pool2d_forward(const Pool2dGeometry& g, const T* x, T* y, int32_t* argmax) {               \

@@ -54,7 +54,4 @@ void global_avg_pool_forward_ref(int64_t N, int64_t H, int64_t W, int64_t C, con
 void global_avg_pool_backward_ref(int64_t N, int64_t H, int64_t W, int64_t C, const float* dy, float* dx);
 void global_avg_pool_backward_ref(int64_t N, int64_t H, int64_t W, int64_t C, const double* dy, double* dx);
 
-// Test/bench hook: false routes float calls through the portable path even on AVX-512 CPUs.
-void pool_set_avx512_enabled(bool enabled);
-
 }  // namespace lowbit::kernels

@@ -2,7 +2,6 @@
 
 #include <immintrin.h>
 
-#include <atomic>
 #include <cmath>
 
 #include "core/kernels/cpu.h"
@@ -10,10 +9,6 @@
 
 namespace lowbit::kernels {
 namespace {
-
-std::atomic<bool> g_avx512_enabled{true};
-
-bool use_avx512() { return cpu_has_avx512() && g_avx512_enabled.load(std::memory_order_relaxed); }
 
 constexpr int64_t kGrain = 1 << 16;
 
@@ -64,10 +59,8 @@ LOWBIT_AVX512 void backward_avx512(int64_t b, int64_t e, const float* x, const f
 
 }  // namespace
 
-void quantize_set_avx512_enabled(bool enabled) { g_avx512_enabled = enabled; }
-
 void clip_quantize_forward(int64_t n, const float* x, float lo, float hi, float scale, float inv_scale, float* y) {
-  const bool simd = use_avx512();
+  const bool simd = avx512_enabled();
   parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     if (simd)
       forward_avx512(b, e, x, lo, hi, scale, inv_scale, y);
@@ -82,7 +75,7 @@ void clip_quantize_forward(int64_t n, const double* x, double lo, double hi, dou
 }
 
 void clip_mask_backward(int64_t n, const float* x, const float* dy, float lo, float hi, float* dx) {
-  const bool simd = use_avx512();
+  const bool simd = avx512_enabled();
   parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     if (simd)
       backward_avx512(b, e, x, dy, lo, hi, dx);

@@ -27,7 +27,4 @@ void clip_quantize_forward_ref(int64_t n, const double* x, double lo, double hi,
 void clip_mask_backward_ref(int64_t n, const float* x, const float* dy, float lo, float hi, float* dx);
 void clip_mask_backward_ref(int64_t n, const double* x, const double* dy, double lo, double hi, double* dx);
 
-// Test hook: false routes float calls through the portable path even on AVX-512 CPUs.
-void quantize_set_avx512_enabled(bool enabled);
-
 }  // namespace lowbit::kernels

@@ -12,6 +12,10 @@
 
 namespace lowbit::kernels {
 
+// ceil(a / b) for b > 0 and any sign of a (C++ division truncates toward zero, which is already
+// the ceiling for negative quotients).
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b > 0 ? 1 : 0); }
+
 struct Conv2dGeometry {
   int64_t N = 1, C = 1, H = 1, W = 1;  // input
   int64_t K = 1, R = 1, S = 1;         // output channels, kernel size

@@ -24,7 +24,7 @@ int main() {
   // A zoo model with 4-bit DoReFa weights, one SGD step.
   auto net = models::create_model("lenet5");
   quant::QuantConfig qc;
-  qc.method = quant::Method::dorefa;
+  qc.method = "dorefa";
   qc.weight_bits = 4;
   quant::attach_quantizers(*net, qc);
   optim::SGD opt({optim::ParamGroup{.name = "weights", .params = net->parameters(), .lr = 0.01}});

@@ -1,10 +1,10 @@
-#include "cli/progress.h"
+#include "train/progress.h"
 
 #include <unistd.h>
 
 #include <cstdio>
 
-namespace lowbit::cli {
+namespace lowbit::train {
 
 std::string format_duration(double s) {
   char buf[32];
@@ -62,4 +62,4 @@ void Progress::finish() {
   }
 }
 
-}  // namespace lowbit::cli
+}  // namespace lowbit::train

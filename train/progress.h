@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-namespace lowbit::cli {
+namespace lowbit::train {
 
 class Progress {
  public:
@@ -29,4 +29,4 @@ class Progress {
 
 std::string format_duration(double seconds);
 
-}  // namespace lowbit::cli
+}  // namespace lowbit::train

@@ -1,0 +1,113 @@
+#include "cli/quant_options.h"
+
+#include <cstdio>
+
+#include "quant/methods.h"
+
+namespace lowbit::cli {
+namespace {
+
+// An integer bit option, checked at parse time: 1..16 or 32, and the method's own range.
+int bits_option(const Options& o, const char* key, const quant::BitRange& range, const std::string& method) {
+  if (!o.has(key)) return 0;
+  const int64_t b = o.integer(key);
+  LOWBIT_CHECK(b == 32 || (b >= 1 && b <= 16), "--", key, " ", b, ": bits must be in 1..16, or 32 for full precision");
+  LOWBIT_CHECK(range.contains(int(b)), "--", key, " ", b, ": ", method, " takes ", range.str(),
+               " bits (32: full precision)");
+  return int(b);
+}
+
+}  // namespace
+
+std::vector<OptionSpec> quant_option_specs() {
+  return {
+      {"quant", "none", "quantizer: " + quant::method_names(" | ") + " (lowbit methods describes them)"},
+      {"wbits", "", "weight bits, sign included (default: the method's; with --reg, the start or target)"},
+      {"abits", "", "activation bits (default 32: float activations)"},
+      {"gbits", "32", "DoReFa gradient quantization of the quantized layers' outputs (32: off)"},
+      {"quantize-first-last", "", "quantize the first and last layers too", true},
+      {"wbits-overrides", "", "per-layer weight bits: PATTERN=BITS,... (* globs; first, last)"},
+      {"abits-overrides", "", "per-activation bits: PATTERN=BITS,..."},
+      {"pact-decay", "", "PACT's lambda_alpha, L2 on the clip values (default: --wd)"},
+      {"reg", "none", "regularizer: none | sinreq | waveq"},
+      {"grid", "auto", "sinusoid grid: auto (the quantizer's levels) | dorefa | wrpn | fixed"},
+      {"weight-scale", "auto",
+       "what the sinusoid sees per layer: auto (the quantizer's domain; float training: w / max|w|) | none (w) | "
+       "max (w / max|w|; also the wrpn quantizer's scale) | tanh (tanh(w) / max|tanh w|, DoReFa's domain)"},
+      {"allow-grid-mismatch", "",
+       "keep a --grid/--weight-scale whose zeros are not the quantizer's levels (e.g. the official code's raw-w "
+       "sinusoid with DoReFa)",
+       true},
+      {"lambda-w", "1", "SinReQ lambda / WaveQ lambda_w plateau"},
+      {"lambda-beta", "0.03", "WaveQ lambda_beta plateau (bitwidth penalty)"},
+      {"reg-warmup", "0.2", "fraction of training before the regularizer rises (WaveQ r; SinReQ warm-up)"},
+      {"beta-freeze", "0.8", "fraction of training where WaveQ's lambda_beta falls (d)"},
+      {"waveq-norm", "R1", "WaveQ normalisation: R0 | R1 | R2"},
+      {"reg-reduction", "mean", "per-layer reduction of the penalty: mean | sum"},
+      {"fix-beta", "", "WaveQ with beta fixed at the target bits - 1 (homogeneous runs)", true},
+      {"snap-beta", "", "WaveQ phase 3 (from --beta-freeze on): beta := ceil(beta), then held", true},
+      {"bits-follow-beta", "always",
+       "with a quantizer, its bits follow WaveQ's learned k = ceil(beta) + 1: always (every step) | phase3 (from "
+       "--beta-freeze on) | never (train at --wbits)"},
+      {"learned-levels", "auto",
+       "levels WaveQ's learned bits round to (wrpn grid), the same bits either way: period (the sinusoid's "
+       "zeros at the real beta, step s/(2^beta - 1)) | integer (the ceil(beta) + 1-bit grid) | auto (per "
+       "layer, the one with the smaller squared rounding error)"},
+      {"beta-init", "", "initial WaveQ beta (default: --wbits - 1)"},
+      {"beta-lr", "", "learning rate of the beta group (default: --lr)"},
+  };
+}
+
+bool wants_quantization(const Options& o) { return o.str("quant") != "none" || o.str("reg") != "none"; }
+
+train::QuantSpec quant_spec(const Options& o) {
+  train::QuantSpec s;
+  s.method = o.str("quant");
+  const quant::QuantMethod& m = quant::find_method(s.method);
+  s.wbits = bits_option(o, "wbits", m.weight_bits, m.name);
+  s.abits = bits_option(o, "abits", m.activation_bits, m.name);
+  s.gbits = int(o.integer("gbits"));
+  s.quantize_first_last = o.flag("quantize-first-last");
+  s.wbits_overrides = o.str("wbits-overrides");
+  s.abits_overrides = o.str("abits-overrides");
+  s.pact_decay = o.has("pact-decay") ? o.real("pact-decay") : -1;
+  s.seed = static_cast<uint64_t>(o.integer("seed"));
+  s.weight_scale = o.str("weight-scale");
+  s.reg = o.str("reg");
+  s.grid = o.str("grid");
+  s.allow_grid_mismatch = o.flag("allow-grid-mismatch");
+  s.lambda_w = o.real("lambda-w");
+  s.lambda_beta = o.real("lambda-beta");
+  s.reg_warmup = o.real("reg-warmup");
+  s.beta_freeze = o.real("beta-freeze");
+  s.waveq_norm = o.str("waveq-norm");
+  s.reg_reduction = o.str("reg-reduction");
+  s.fix_beta = o.flag("fix-beta");
+  s.snap_beta = o.flag("snap-beta");
+  s.bits_follow_beta = o.str("bits-follow-beta");
+  s.learned_levels = o.str("learned-levels");
+  s.beta_init = o.has("beta-init") ? o.real("beta-init") : 0;
+  s.beta_lr = o.has("beta-lr") ? o.real("beta-lr") : 0;
+  return s;
+}
+
+int run_methods(int argc, char** argv) {
+  Options o("methods", {});
+  o.parse(argc, argv);
+  if (o.help_requested()) return std::printf("usage: lowbit methods   (the quantizers --quant takes)\n"), 0;
+  std::printf("%-8s %-8s %-8s %-20s %s\n", "method", "weights", "acts", "sinusoid (--reg)", "");
+  for (const auto& m : quant::quant_methods()) {
+    quant::QuantConfig c;
+    const auto match = m.sinusoid ? m.sinusoid(c) : std::nullopt;
+    const char* grid = !match ? "-" : match->grid == quant::Grid::dorefa ? "dorefa grid" : "wrpn grid";
+    std::printf("%-8s %-8s %-8s %-20s %s\n", m.name.c_str(), m.weight ? m.weight_bits.str().c_str() : "fp32",
+                m.activation ? m.activation_bits.str().c_str() : "fp32", m.name == "none" ? "any grid" : grid,
+                m.help.c_str());
+  }
+  std::printf(
+      "\nbits count the sign bit of weights; 32 = full precision. Learned parameters go in the optimizer\n"
+      "group 'quantizer' ('clip' for PACT's alpha); --reg works with the methods that have a sinusoid.\n");
+  return 0;
+}
+
+}  // namespace lowbit::cli

@@ -1,0 +1,221 @@
+// The method registry (methods.h): one entry per quantizer, with its constructors.
+#include "quant/methods.h"
+
+#include <cmath>
+
+#include "core/math.h"
+#include "quant/qconfig.h"
+#include "quant/quantizers.h"
+
+namespace lowbit::quant {
+namespace {
+
+// A weight hook that quantizes with f(w, k) while the layer's bits are < 32.
+template <class F>
+VariableTransform by_bits(std::shared_ptr<int> bits, F f) {
+  return [bits, f](const Variable& w) { return *bits >= 32 ? w : f(w, *bits); };
+}
+
+// A learnable scalar registered on the module once (kept when the method is attached again, so a
+// resumed or re-targeted run keeps its learned value).
+Variable& learnable(Module& m, const std::string& local, double init, DType dtype) {
+  if (!m.has_param(local)) m.register_parameter(local, Tensor::full({}, init, dtype));
+  return m.param(local);
+}
+
+std::optional<SinusoidMatch> dorefa_sinusoid(const QuantConfig&) {
+  // DoReFa rounds tanh(w) / max|tanh w| on 2^k levels: the dorefa grid in that domain (§8.2, §1.4).
+  return SinusoidMatch{Grid::dorefa, WeightScale::tanh_max};
+}
+
+VariableTransform dorefa_weights(const QuantSite& s) {
+  return by_bits(s.bits, [](const Variable& w, int k) { return dorefa_weight(w, k); });
+}
+
+VariableTransform dorefa_activations(const QuantSite& s) {
+  const int k = *s.bits;
+  return [k](const Variable& a) { return dorefa_activation(a, k); };
+}
+
+BitRange activations() { return BitRange{1, 16, 32}; }
+
+std::vector<QuantMethod> build_registry() {
+  std::vector<QuantMethod> r;
+  {
+    QuantMethod m;
+    m.name = "none";
+    m.help = "no quantizer (float training; with --reg, the weights are rounded on the grid at the end)";
+    m.weight_bits = BitRange{1, 16, 32};
+    m.activation_bits = BitRange{32, 32, 32};
+    r.push_back(m);
+  }
+  {
+    QuantMethod m;
+    m.name = "dorefa";
+    m.help =
+        "DoReFa-Net: weights 2 q_k(tanh w / 2 max|tanh w| + 1/2) - 1 (k = 1: E sign w), activations q_k(clip(a, 0, 1))";
+    m.weight_bits = BitRange{1, 16, 4};
+    m.activation_bits = activations();
+    m.weight = dorefa_weights;
+    m.activation = dorefa_activations;
+    m.sinusoid = dorefa_sinusoid;
+    m.bits_follow_beta = true;
+    r.push_back(m);
+  }
+  {
+    QuantMethod m;
+    m.name = "wrpn";
+    m.help =
+        "WRPN: weights round((2^(k-1) - 1) clip(w, -1, 1)) / (2^(k-1) - 1) (on w / max|w| with --weight-scale max)";
+    m.weight_bits = BitRange{2, 16, 4};
+    m.activation_bits = activations();
+    m.weight = [](const QuantSite& s) {
+      const WeightScale scale = s.config.weight_scale;
+      return by_bits(s.bits, [scale](const Variable& w, int k) {
+        return scale == WeightScale::max_abs ? wrpn_on_scale(w, k, scale) : wrpn_weight(w, k);
+      });
+    };
+    m.activation = [](const QuantSite& s) {
+      const int k = *s.bits;
+      return VariableTransform([k](const Variable& a) { return wrpn_activation(a, k); });
+    };
+    m.sinusoid = [](const QuantConfig& c) -> std::optional<SinusoidMatch> {
+      if (c.weight_scale == WeightScale::tanh_max) return std::nullopt;
+      return SinusoidMatch{Grid::wrpn, c.weight_scale};
+    };
+    m.bits_follow_beta = true;
+    r.push_back(m);
+  }
+  {
+    QuantMethod m;
+    m.name = "binary";
+    m.help = "BNN binary weights sign(w), hardtanh STE (1 bit); DoReFa activations";
+    m.weight_bits = BitRange{1, 1, 1};
+    m.activation_bits = activations();
+    m.weight = [](const QuantSite& s) {
+      return by_bits(s.bits, [](const Variable& w, int) { return binary_weight(w); });
+    };
+    m.activation = dorefa_activations;
+    r.push_back(m);
+  }
+  {
+    QuantMethod m;
+    m.name = "ternary";
+    m.help = "TWN ternary weights alpha sign(w) 1[|w| > 0.7 mean|w|] (stored in 2 bits); DoReFa activations";
+    m.weight_bits = BitRange{2, 2, 2};
+    m.activation_bits = activations();
+    m.weight = [](const QuantSite& s) {
+      return by_bits(s.bits, [](const Variable& w, int) { return ternary_weight(w); });
+    };
+    m.activation = dorefa_activations;
+    r.push_back(m);
+  }
+  {
+    QuantMethod m;
+    m.name = "lsq";
+    m.help = "LSQ: s round(clip(v / s, -Q_N, Q_P)) with a learned step s per layer (w_step) and activation (a_step)";
+    m.weight_bits = BitRange{2, 16, 4};
+    m.activation_bits = activations();
+    m.weight_params = {"w_step"};
+    m.activation_params = {"a_step"};
+    m.weight = [](const QuantSite& s) -> VariableTransform {
+      if (*s.bits >= 32) return nullptr;
+      const Variable& w = s.module.param("weight");
+      learnable(s.module, "w_step", lsq_init_step(w.data(), *s.bits, true), w.dtype());
+      Module* mp = &s.module;
+      return by_bits(s.bits, [mp](const Variable& w, int k) { return lsq(w, mp->param("w_step"), k, true); });
+    };
+    m.activation = [](const QuantSite& s) -> VariableTransform {
+      // The step is initialised from the first batch it sees (LSQ: 2 mean|a| / sqrt(Q_P)); the
+      // gradient scale counts the features of one sample, not the batch.
+      learnable(s.module, "a_step", 0.0, DType::f32);
+      Module* mp = &s.module;
+      const int k = *s.bits;
+      return [mp, k](const Variable& a) {
+        Variable& step = mp->param("a_step");
+        if (step.item() == 0.0) step.mutable_data().fill_(std::max(lsq_init_step(a.data(), k, false), 1e-8));
+        return lsq(a, step, k, false, /*batched=*/true);
+      };
+    };
+    r.push_back(m);
+  }
+  {
+    QuantMethod m;
+    m.name = "pact";
+    m.help = "PACT: activations clipped at a learned alpha per ReLU (L2 penalty --pact-decay), DoReFa weights";
+    m.weight_bits = BitRange{1, 16, 4};
+    m.activation_bits = activations();
+    m.activation_params = {"alpha"};
+    m.weight = dorefa_weights;
+    m.activation = [](const QuantSite& s) -> VariableTransform {
+      learnable(s.module, "alpha", s.config.pact_alpha_init, DType::f32);
+      Module* mp = &s.module;
+      const int k = *s.bits;
+      return [mp, k](const Variable& a) { return pact(a, mp->param("alpha"), k); };
+    };
+    m.sinusoid = dorefa_sinusoid;
+    m.bits_follow_beta = true;
+    r.push_back(m);
+  }
+  {
+    QuantMethod m;
+    m.name = "u3";
+    m.help = "Uhlich et al. U3: learned step d and range q_max (powers of two), the bitwidth inferred from them";
+    m.weight_bits = BitRange{2, 16, 4};
+    m.activation_bits = activations();
+    m.weight_params = {"w_d", "w_qmax"};
+    m.activation_params = {"a_d", "a_qmax"};
+    m.weight = [](const QuantSite& s) -> VariableTransform {
+      if (*s.bits >= 32) return nullptr;
+      const Variable& w = s.module.param("weight");
+      const U3Params p = u3_init_weight(w.data(), *s.bits);  // §6.5
+      learnable(s.module, "w_d", p.d, w.dtype());
+      learnable(s.module, "w_qmax", p.q_max, w.dtype());
+      Module* mp = &s.module;
+      return by_bits(
+          s.bits, [mp](const Variable& w, int) { return uniform_u3(w, mp->param("w_d"), mp->param("w_qmax"), true); });
+    };
+    m.activation = [](const QuantSite& s) -> VariableTransform {
+      const U3Params p = u3_init_activation(*s.bits);  // §6.5 [O]
+      learnable(s.module, "a_d", p.d, DType::f32);
+      learnable(s.module, "a_qmax", p.q_max, DType::f32);
+      Module* mp = &s.module;
+      return [mp](const Variable& a) { return uniform_u3(a, mp->param("a_d"), mp->param("a_qmax"), false); };
+    };
+    m.stored_bits = [](Module& layer, int k) {
+      if (k >= 32 || !layer.has_param("w_d")) return k;
+      return u3_bits(layer.param("w_d").item(), layer.param("w_qmax").item(), true);
+    };
+    m.after_step = [](Module& mod, bool weight_side) {
+      if (weight_side && mod.has_param("w_d")) u3_clip_parameters(mod.param("w_d"), mod.param("w_qmax"), true);
+      if (!weight_side && mod.has_param("a_d")) u3_clip_parameters(mod.param("a_d"), mod.param("a_qmax"), false);
+    };
+    r.push_back(m);
+  }
+  return r;
+}
+
+}  // namespace
+
+std::string BitRange::str() const {
+  return min == max ? std::to_string(min) : std::to_string(min) + ".." + std::to_string(max);
+}
+
+const std::vector<QuantMethod>& quant_methods() {
+  static const std::vector<QuantMethod> registry = build_registry();
+  return registry;
+}
+
+const QuantMethod& find_method(const std::string& name) {
+  for (const auto& m : quant_methods())
+    if (m.name == name) return m;
+  throw Error("quantization: unknown method '" + name + "' (" + method_names(", ") + ")");
+}
+
+std::string method_names(const std::string& separator) {
+  std::string s;
+  for (const auto& m : quant_methods()) s += (s.empty() ? "" : separator) + m.name;
+  return s;
+}
+
+}  // namespace lowbit::quant

@@ -1,0 +1,58 @@
+#include "train/evaluate.h"
+
+#include <algorithm>
+
+#include "autograd/ops.h"
+
+namespace lowbit::train {
+
+std::vector<int32_t> argmax_rows(const Tensor& logits_in) {
+  const Tensor logits = logits_in.to(DType::f32).contiguous();
+  const int64_t B = logits.size(0), classes = logits.size(1);
+  const float* p = logits.data<float>();
+  std::vector<int32_t> arg(static_cast<size_t>(B));
+  for (int64_t i = 0; i < B; ++i) {
+    const float* row = p + i * classes;
+    arg[size_t(i)] = static_cast<int32_t>(std::max_element(row, row + classes) - row);
+  }
+  return arg;
+}
+
+int64_t count_correct(const Tensor& logits, const Tensor& labels_in) {
+  const Tensor labels = labels_in.contiguous();
+  const int32_t* y = labels.data<int32_t>();
+  const std::vector<int32_t> arg = argmax_rows(logits);
+  int64_t correct = 0;
+  for (size_t i = 0; i < arg.size(); ++i) correct += arg[i] == y[i];
+  return correct;
+}
+
+EvalResult evaluate(Module& model, data::DataLoader& loader, std::vector<Prediction>* predictions) {
+  const bool was_training = model.is_training();
+  model.eval();
+  NoGradGuard no_grad;
+  EvalResult r;
+  double loss_sum = 0;
+  int64_t correct = 0;
+  loader.begin_epoch(0, 0);
+  data::Batch b;
+  while (loader.next(b)) {
+    Variable logits = model(Variable(b.images));
+    const int64_t n = b.labels.numel();
+    loss_sum += cross_entropy(logits, b.labels).item() * double(n);
+    const Tensor labels = b.labels.contiguous();
+    const int32_t* y = labels.data<int32_t>();
+    const std::vector<int32_t> arg = argmax_rows(logits.data());
+    for (int64_t i = 0; i < n; ++i) {
+      correct += arg[size_t(i)] == y[i];
+      if (predictions) predictions->push_back({y[i], arg[size_t(i)]});
+    }
+    r.images += n;
+  }
+  model.train(was_training);
+  r.loss = r.images ? loss_sum / double(r.images) : 0;
+  r.accuracy = r.images ? double(correct) / double(r.images) : 0;
+  return r;
+}
+
+}  // namespace lowbit::train

@@ -1,0 +1,254 @@
+// The fit loop (fit.h).
+#include "train/fit.h"
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "autograd/ops.h"
+#include "core/serialize.h"
+#include "layers/dropout.h"
+#include "optim/clip.h"
+#include "train/progress.h"
+#include "train/quant_context.h"
+
+namespace lowbit::train {
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+
+extern "C" void on_sigint(int) {
+  g_interrupted = true;
+  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C kills at once
+}
+
+// Everything that, with the checkpointed tensors, fixes the rest of the run.
+struct Position {
+  int64_t epoch = 0;  // epoch in progress (0-based)
+  int64_t batch = 0;  // next batch of that epoch
+  // Running sums of the epoch in progress (so an interrupted epoch reports the same summary).
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
+  int64_t counted = 0;  // samples whose step gave logits (the accuracy's denominator)
+  double seconds = 0;  // training time of the epoch so far
+};
+
+constexpr const char* kFormat = "lowbit-train";
+
+void save_state(const std::string& path, const FitOptions& o, Module& model, optim::Optimizer& opt,
+                const QuantContext* quant, const Position& pos) {
+  Checkpoint c;
+  c.meta["format"] = std::string(kFormat);
+  c.meta["config"] = o.config_text;
+  c.meta["epoch"] = pos.epoch;
+  c.meta["batch"] = pos.batch;
+  c.meta["epochs_total"] = o.epochs;
+  c.meta["loss_sum"] = pos.loss_sum;
+  c.meta["correct"] = pos.correct;
+  c.meta["seen"] = pos.seen;
+  c.meta["counted"] = pos.counted;
+  c.meta["seconds"] = pos.seconds;
+  c.meta["rng.default.seed"] = static_cast<int64_t>(default_generator().seed());
+  c.meta["rng.default.offset"] = static_cast<int64_t>(default_generator().offset());
+  for (auto& [name, m] : model.named_modules())
+    if (auto* d = dynamic_cast<Dropout*>(m.get())) {
+      c.meta["rng." + name + ".seed"] = static_cast<int64_t>(d->generator().seed());
+      c.meta["rng." + name + ".offset"] = static_cast<int64_t>(d->generator().offset());
+    }
+  c.add_tensors("model.", model.state_dict());
+  c.add_tensors("optim.", opt.state_dict());
+  if (quant) c.add_tensors("quant.", quant->state_dict());
+  save_checkpoint(path, c);
+}
+
+Position restore_state(const std::string& path, Module& model, optim::Optimizer& opt, QuantContext* quant) {
+  const Checkpoint c = load_checkpoint(path);
+  LOWBIT_CHECK(c.has("format") && c.get_string("format") == kFormat, path, " is not a training checkpoint");
+  Position pos;
+  pos.epoch = c.get_int("epoch");
+  pos.batch = c.get_int("batch");
+  pos.loss_sum = c.get_double("loss_sum");
+  pos.correct = c.get_int("correct");
+  pos.seen = c.get_int("seen");
+  pos.counted = c.has("counted") ? c.get_int("counted") : pos.seen;
+  pos.seconds = c.get_double("seconds");
+  default_generator().set_state(static_cast<uint64_t>(c.get_int("rng.default.seed")),
+                                static_cast<uint64_t>(c.get_int("rng.default.offset")));
+  for (auto& [name, m] : model.named_modules())
+    if (auto* d = dynamic_cast<Dropout*>(m.get()))
+      d->generator().set_state(static_cast<uint64_t>(c.get_int("rng." + name + ".seed")),
+                               static_cast<uint64_t>(c.get_int("rng." + name + ".offset")));
+  model.load_state_dict(c.tensors_with_prefix("model."));
+  opt.load_state_dict(c.tensors_with_prefix("optim."));
+  if (quant) quant->load_state_dict(c.tensors_with_prefix("quant."));
+  return pos;
+}
+
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+void append_line(const std::string& path, const std::string& line) {
+  std::ofstream out(path, std::ios::app);
+  LOWBIT_CHECK(out.good(), "cannot append to ", path);
+  out << line << '\n';
+}
+
+StepOutput cross_entropy_step(Module& model, const data::Batch& b) {
+  Variable logits = model(Variable(b.images));
+  return {cross_entropy(logits, b.labels), logits.data()};
+}
+
+// Restores SIGINT's handler when fit returns, however it returns.
+struct SigintScope {
+  bool active;
+  explicit SigintScope(bool on) : active(on) {
+    if (active) g_interrupted = false, std::signal(SIGINT, on_sigint);
+  }
+  ~SigintScope() {
+    if (active) std::signal(SIGINT, SIG_DFL);
+  }
+};
+
+}  // namespace
+
+std::string checkpoint_config(const std::string& path) {
+  const Checkpoint c = load_checkpoint(path);
+  LOWBIT_CHECK(c.has("format") && c.get_string("format") == kFormat, path, " is not a training checkpoint");
+  return c.has("config") ? c.get_string("config") : "";
+}
+
+FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, data::DataLoader* test,
+              const FitOptions& o, QuantContext* quant) {
+  LOWBIT_CHECK(o.epochs >= 1, "fit: epochs must be >= 1, got ", o.epochs);
+  const auto schedule = o.schedule ? o.schedule : optim::constant();
+  const StepFn step = o.step ? o.step : StepFn(cross_entropy_step);
+  const std::string ckpt_path = o.out.empty() ? "" : o.out + "/checkpoint.ckpt";
+  const std::string metrics_path = o.out.empty() ? "" : o.out + "/metrics.jsonl";
+  if (!o.out.empty()) std::filesystem::create_directories(o.out);
+
+  FitResult result;
+  Position pos;
+  if (!o.resume.empty()) {
+    pos = restore_state(o.resume, model, opt, quant);
+    if (o.verbose >= 1)
+      std::printf("resumed from %s at epoch %lld, batch %lld\n", o.resume.c_str(), (long long)pos.epoch + 1,
+                  (long long)pos.batch);
+  } else if (!o.out.empty()) {
+    // A fresh run owns its folder's records: metrics of an earlier run there are replaced.
+    if (!o.config_text.empty()) write_file_atomic(o.out + "/config.txt", o.config_text);
+    std::filesystem::remove(metrics_path);
+  }
+
+  SigintScope sigint(o.catch_sigint);
+  const int64_t nb = train.num_batches();
+  LOWBIT_CHECK(nb > 0, "fit: the training loader has no batch");
+  auto evaluate_now = [&]() -> EvalResult {
+    if (o.evaluate) return o.evaluate(model);
+    return test ? evaluate(model, *test) : EvalResult{};
+  };
+
+  for (; pos.epoch < o.epochs;
+       ++pos.epoch, pos.batch = 0, pos.loss_sum = 0, pos.correct = 0, pos.seen = 0, pos.counted = 0, pos.seconds = 0) {
+    model.train();
+    Progress bar(detail::concat("epoch ", pos.epoch + 1, "/", o.epochs), nb, o.verbose >= 2 ? o.progress_every : 0);
+    const double seconds_before = pos.seconds;
+    train.begin_epoch(pos.epoch, pos.batch);
+    data::Batch b;
+    while (train.next(b)) {
+      const double t = double(pos.epoch) + double(pos.batch) / double(nb);
+      optim::apply_schedule(opt, *schedule, t);
+      opt.set_position(t, double(o.epochs));
+      if (quant) quant->begin_step(t, double(o.epochs));
+      const StepOutput out = step(model, b);
+      LOWBIT_CHECK(out.loss.defined() && out.loss.numel() == 1, "fit: the step must return a scalar loss");
+      const double loss_value = out.loss.item();
+      LOWBIT_CHECK(std::isfinite(loss_value), "training: the loss became ", loss_value, " at epoch ", pos.epoch + 1,
+                   " batch ", pos.batch + 1, " (lower the learning rate, or check the data)");
+      Variable total = out.loss;
+      Variable reg = opt.regularization_loss();
+      if (reg.defined()) total = total + reg;
+      opt.zero_grad();
+      total.backward();
+      if (o.clip_grad_norm > 0) optim::clip_grad_norm(model.parameters(), o.clip_grad_norm);
+      opt.step();
+      if (quant) quant->after_step();
+
+      const int64_t n = b.labels.numel();
+      pos.loss_sum += loss_value * double(n);
+      if (out.logits.defined()) pos.correct += count_correct(out.logits, b.labels), pos.counted += n;
+      pos.seen += n;
+      ++pos.batch;
+      pos.seconds = seconds_before + bar.seconds();
+      if (o.verbose >= 2)
+        bar.update(pos.batch, pos.loss_sum / double(pos.seen),
+                   pos.counted ? double(pos.correct) / double(pos.counted) : 0.0, pos.seen);
+      ++result.batches;
+      if (g_interrupted || result.batches == o.stop_after_batches) {
+        bar.finish();
+        result.interrupted = g_interrupted;
+        if (!ckpt_path.empty()) {
+          save_state(ckpt_path, o, model, opt, quant, pos);
+          result.checkpoint = ckpt_path;
+          if (o.verbose >= 1)
+            std::printf("%s: checkpoint saved to %s at epoch %lld batch %lld; continue with --resume\n",
+                        g_interrupted ? "interrupted" : "stopped", ckpt_path.c_str(), (long long)pos.epoch + 1,
+                        (long long)pos.batch);
+        }
+        return result;
+      }
+    }
+    bar.finish();
+    EpochRecord r;
+    r.epoch = pos.epoch + 1;
+    r.epochs = o.epochs;
+    r.test = evaluate_now();
+    r.train_loss = pos.seen ? pos.loss_sum / double(pos.seen) : 0;
+    r.train_acc = pos.counted ? double(pos.correct) / double(pos.counted) : std::nan("");
+    r.lr = opt.param_groups()[0].lr;
+    r.seconds = pos.seconds;
+    r.images_per_sec = pos.seconds > 0 ? double(pos.seen) / pos.seconds : 0;
+    result.last_eval = r.test;
+    result.history.push_back(r);
+    if (o.verbose >= 1) {
+      std::printf("epoch %lld/%lld  train loss %.4f acc %.2f%%", (long long)r.epoch, (long long)r.epochs, r.train_loss,
+                  100 * r.train_acc);
+      if (r.test.images) std::printf("  test loss %.4f acc %.2f%%", r.test.loss, 100 * r.test.accuracy);
+      std::printf("  lr %.4g  %.1fs (%.0f img/s)\n", r.lr, r.seconds, r.images_per_sec);
+    }
+    if (!metrics_path.empty()) {
+      std::ostringstream js;
+      js << "{\"epoch\": " << r.epoch << ", \"train_loss\": " << json_number(r.train_loss)
+         << ", \"train_acc\": " << json_number(r.train_acc) << ", \"test_loss\": " << json_number(r.test.loss)
+         << ", \"test_acc\": " << json_number(r.test.accuracy) << ", \"lr\": " << json_number(r.lr)
+         << ", \"seconds\": " << json_number(r.seconds) << ", \"images_per_sec\": " << json_number(r.images_per_sec);
+      if (quant) js << quant->epoch_json();
+      js << "}";
+      append_line(metrics_path, js.str());
+    }
+    if (quant) {
+      quant->end_epoch(r.epoch, r.train_loss, r.train_acc, r.test.loss, r.test.accuracy);
+      if (o.verbose >= 1) std::printf("%s", format_layer_rows(quant->layer_rows(), quant->spec().reg == "waveq").c_str());
+    }
+    if (o.on_epoch) o.on_epoch(r);
+
+    if (!ckpt_path.empty()) {
+      Position next;
+      next.epoch = pos.epoch + 1;
+      save_state(ckpt_path, o, model, opt, quant, next);
+      result.checkpoint = ckpt_path;
+    }
+  }
+  if (result.history.empty()) result.last_eval = evaluate_now();  // resumed a finished run
+  result.finished = true;
+  return result;
+}
+
+}  // namespace lowbit::train

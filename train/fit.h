@@ -1,0 +1,93 @@
+// The fit loop: epochs of mini-batch steps over a DataLoader with an optimizer, a learning-rate
+// schedule, optional quantization (a QuantContext), per-epoch evaluation and metrics, atomic
+// checkpoints and exact resume, and live progress.
+//
+// One step (t = epoch + batch / batches, fractional epochs):
+//   lr of every group = initial lr * schedule(t)
+//   optimizer.set_position(t, epochs)          every regularizer's lambda schedule (WaveQ, SinReQ)
+//   quant->begin_step(t, epochs)                the quantizer bits that follow WaveQ's learned beta
+//   loss = step(model, batch) + optimizer.regularization_loss()
+//   backward, optional gradient clipping, optimizer.step(), quant->after_step() (beta clamp, U3 clip)
+// A non-finite loss stops the run with an error naming the epoch and batch.
+//
+// After each epoch: evaluation (options.evaluate, or train::evaluate on the test loader), a line of
+// metrics.jsonl in the run folder, the quantization table (verbose >= 1), on_epoch, and a checkpoint.
+//
+// Run folder (options.out, "" for none): config.txt (options.config_text, a new run), metrics.jsonl
+// (one JSON object per epoch), checkpoint.ckpt: model, optimizer, quantization state, position
+// (epoch, batch, the epoch's running sums), the default generator's and every Dropout's RNG state,
+// written atomically after every epoch, at stop_after_batches and on Ctrl-C (catch_sigint).
+// Resume (options.resume = a checkpoint) continues bit-identically: the data order and augmentation
+// are functions of (seed, epoch, index), the schedules functions of t, and all other state is in the
+// checkpoint. The model, optimizer and context must be built as for the original run.
+//
+// Custom losses (a section of a net trained against a teacher, a distillation loss): options.step
+// returns the batch's loss and, optionally, logits for the accuracy column; options.evaluate
+// replaces the per-epoch evaluation (or set no test loader).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+#include "layers/module.h"
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+#include "train/evaluate.h"
+
+namespace lowbit::train {
+
+class QuantContext;
+
+struct StepOutput {
+  Variable loss;  // scalar
+  Tensor logits;  // [B, classes] for the accuracy column; undefined: no accuracy
+};
+using StepFn = std::function<StepOutput(Module& model, const data::Batch& batch)>;
+
+struct EpochRecord {
+  int64_t epoch = 0;  // 1-based
+  int64_t epochs = 0;
+  double train_loss = 0, train_acc = 0;  // train_acc NaN when the step gives no logits
+  EvalResult test;                       // images == 0: not evaluated
+  double lr = 0, seconds = 0, images_per_sec = 0;
+};
+
+struct FitOptions {
+  int64_t epochs = 1;
+  std::shared_ptr<optim::LRSchedule> schedule{};  // null: constant
+  double clip_grad_norm = 0;                    // > 0: clip the 2-norm of the model's gradients
+  std::string out{};                            // run folder; "": no files
+  std::string resume{};                         // checkpoint to continue from
+  std::string config_text{};                    // kept in the checkpoint ("config") and config.txt
+  int64_t stop_after_batches = -1;              // > 0: save and return after this many batches
+  bool catch_sigint = false;                    // Ctrl-C: save, return interrupted (a second one kills)
+  int verbose = 1;                              // 0 silent, 1 a line per epoch, 2 also live progress
+  int64_t progress_every = 50;                  // progress lines when stdout is not a terminal
+  StepFn step{};                                // default: cross_entropy(model(images), labels)
+  std::function<EvalResult(Module&)> evaluate{};  // default: train::evaluate(model, *test)
+  std::function<void(const EpochRecord&)> on_epoch{};
+};
+
+struct FitResult {
+  bool finished = false;     // every epoch done
+  bool interrupted = false;  // Ctrl-C
+  int64_t batches = 0;       // steps taken by this call
+  EvalResult last_eval;      // of the last epoch (evaluated again when a finished run is resumed)
+  std::vector<EpochRecord> history;
+  std::string checkpoint;  // path of the last checkpoint written ("" if none)
+};
+
+// Trains `model` (its parameters must be in `optimizer`'s groups; with a context, build the groups
+// with QuantContext::param_groups). `test` may be null.
+FitResult fit(Module& model, optim::Optimizer& optimizer, data::DataLoader& train, data::DataLoader* test,
+              const FitOptions& options, QuantContext* quant = nullptr);
+
+// The format tag and the run's "config" text of a training checkpoint; throws naming the file when it
+// is not one.
+std::string checkpoint_config(const std::string& path);
+
+}  // namespace lowbit::train

@@ -1,0 +1,428 @@
+// The quantization context (quant_context.h): attachment, optimizer groups, the bits that follow
+// beta, per-epoch history and checkpoint state. The final rounding and the report are in
+// quant_report.cpp.
+#include "train/quant_context.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "quant/quantizers.h"
+
+namespace lowbit::train {
+namespace {
+
+using quant::Grid;
+using quant::WeightScale;
+
+const char* grid_name(Grid g) { return g == Grid::dorefa ? "dorefa" : g == Grid::wrpn ? "wrpn" : "fixed"; }
+const char* scale_name(WeightScale s) {
+  return s == WeightScale::max_abs ? "max" : s == WeightScale::tanh_max ? "tanh" : "none";
+}
+
+// What the sinusoid reads, in words.
+const char* domain_text(WeightScale s) {
+  return s == WeightScale::max_abs ? "w / max|w|" : s == WeightScale::tanh_max ? "tanh(w) / max|tanh w|" : "w";
+}
+
+std::optional<Grid> parse_grid(const std::string& g) {
+  if (g == "dorefa") return Grid::dorefa;
+  if (g == "wrpn") return Grid::wrpn;
+  if (g == "fixed") return Grid::fixed_point;
+  LOWBIT_CHECK(g == "auto", "--grid '", g, "' is not one of auto, dorefa, wrpn, fixed");
+  return std::nullopt;
+}
+
+quant::Normalization parse_norm(const std::string& s) {
+  if (s == "R0") return quant::Normalization::R0;
+  if (s == "R1") return quant::Normalization::R1;
+  if (s == "R2") return quant::Normalization::R2;
+  throw Error("--waveq-norm '" + s + "' is not one of R0, R1, R2");
+}
+
+Reduction parse_reduction(const std::string& s) {
+  if (s == "mean") return Reduction::mean;
+  if (s == "sum") return Reduction::sum;
+  throw Error("--reg-reduction '" + s + "' is not mean or sum");
+}
+
+std::vector<double> tensor_values(const Tensor& t) { return t.defined() ? t.to_vector() : std::vector<double>{}; }
+Tensor vector_tensor(const std::vector<double>& v) {
+  return Tensor::from_vector(v, {static_cast<int64_t>(v.size())}).to(DType::f64);
+}
+
+}  // namespace
+
+std::optional<WeightScale> parse_scale_option(const std::string& s) {
+  if (s == "auto") return std::nullopt;
+  if (s == "none" || s == "max" || s == "tanh") return quant::parse_weight_scale(s);
+  throw Error("--weight-scale '" + s + "' is not one of auto, none, max, tanh");
+}
+
+QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model), spec_(spec) {
+  method_ = &quant::find_method(spec.method);
+  const bool quantized = method_->weight != nullptr;
+  LOWBIT_CHECK(spec.reg == "none" || spec.reg == "sinreq" || spec.reg == "waveq", "--reg '", spec.reg,
+               "' is not one of none, sinreq, waveq");
+  LOWBIT_CHECK(spec.bits_follow_beta == "always" || spec.bits_follow_beta == "phase3" ||
+                   spec.bits_follow_beta == "never",
+               "--bits-follow-beta '", spec.bits_follow_beta, "' is not one of always, phase3, never");
+  LOWBIT_CHECK(spec.learned_levels == "period" || spec.learned_levels == "integer" || spec.learned_levels == "auto",
+               "--learned-levels '", spec.learned_levels, "' is not one of auto, period, integer");
+  LOWBIT_CHECK(spec.gbits == 32 || (spec.gbits >= 1 && spec.gbits <= 16), "--gbits ", spec.gbits,
+               ": gradient bits must be in 1..16 (32: off)");
+  LOWBIT_CHECK(spec.gbits == 32 || quantized, "--gbits ", spec.gbits,
+               " quantizes the gradients of quantized layers: it needs a --quant method");
+  const bool with_reg = spec.reg != "none";
+  const std::optional<Grid> grid_opt = parse_grid(spec.grid);
+  const std::optional<WeightScale> scale_opt = parse_scale_option(spec.weight_scale);
+
+  // The quantizers. wrpn reads its scale from the config (none or max); the others ignore it.
+  cfg_.method = spec.method;
+  cfg_.weight_bits = spec.wbits;
+  cfg_.activation_bits = spec.abits;
+  cfg_.quantize_first_last = spec.quantize_first_last;
+  cfg_.weight_overrides = spec.wbits_overrides;
+  cfg_.activation_overrides = spec.abits_overrides;
+  cfg_.pact_alpha_init = spec.pact_alpha_init;
+  if (quantized) {
+    if (scale_opt && *scale_opt != WeightScale::none) {
+      LOWBIT_CHECK(with_reg || spec.method == "wrpn", "--weight-scale ", spec.weight_scale,
+                   ": without --reg only the wrpn quantizer takes a weight scale");
+      LOWBIT_CHECK(spec.method != "wrpn" || *scale_opt == WeightScale::max_abs,
+                   "--weight-scale tanh: wrpn quantizes w or w / max|w| (none or max), not tanh(w) / max|tanh w|");
+    }
+    if (spec.method == "wrpn" && scale_opt) cfg_.weight_scale = *scale_opt;
+  }
+
+  // The sinusoid's grid and domain: the quantizer's own levels, or the user's choice in float training.
+  if (with_reg && quantized) {
+    const auto match = method_->sinusoid ? method_->sinusoid(cfg_) : std::nullopt;
+    LOWBIT_CHECK(match.has_value(), "--reg ", spec.reg, " with --quant ", spec.method,
+                 ": no sinusoid has the levels of this quantizer (",
+                 spec.method == "lsq" || spec.method == "u3" ? "its step is learned" : "its levels are fixed",
+                 "); the regularizers work with dorefa, wrpn and pact, or with --quant none");
+    grid_ = grid_opt.value_or(match->grid);
+    scale_ = scale_opt.value_or(match->scale);
+    if (spec.method == "wrpn" && !scale_opt) scale_ = cfg_.weight_scale;
+    LOWBIT_CHECK(spec.allow_grid_mismatch || (grid_ == match->grid && scale_ == match->scale), "--grid ", spec.grid,
+                 " --weight-scale ", spec.weight_scale, " with --quant ", spec.method,
+                 ": the sinusoid's zeros would not be the quantizer's levels (", spec.method, " rounds on the ",
+                 grid_name(match->grid), " grid of ", domain_text(match->scale),
+                 "); leave --grid and --weight-scale at auto, or pass --allow-grid-mismatch to keep them");
+  } else if (with_reg) {
+    grid_ = grid_opt.value_or(Grid::wrpn);
+    // Float training: the grid spans the layer's weights (w / max|w|) unless told otherwise; on raw
+    // Kaiming-scale weights the [-1, 1] grids round nearly every weight to 0.
+    scale_ = scale_opt.value_or(grid_ == Grid::dorefa ? WeightScale::tanh_max
+                                : grid_ == Grid::wrpn ? WeightScale::max_abs
+                                                      : WeightScale::none);
+    LOWBIT_CHECK(quant::quantizer_with_levels(grid_, scale_).has_value(), "--grid ", grid_name(grid_), " --weight-scale ",
+                 scale_name(scale_),
+                 ": no quantizer rounds on these levels, so the weights could not be rounded at the end (dorefa "
+                 "grid: tanh; wrpn grid: none or max)");
+  } else {
+    LOWBIT_CHECK(!grid_opt, "--grid ", spec.grid, " is the regularizer's grid: it needs --reg sinreq or waveq");
+  }
+
+  q_ = quant::attach_quantizers(model, cfg_);
+  for (const auto& n : q_.parameter_names) owned_.push_back(n);
+
+  // Regularized layers: the quantized ones, or in float training those with bits < 32 (all but the
+  // first and last unless quantize_first_last, --wbits and its overrides).
+  for (const auto& l : q_.layers)
+    if (with_reg && *l.weight_bits < 32) {
+      LOWBIT_CHECK(!with_reg || grid_ != Grid::wrpn || *l.weight_bits >= 2, "--wbits: ", l.name, " at ",
+                   *l.weight_bits, " bit: the wrpn grid needs 2 bits or more");
+      reg_layers_.push_back(&l);
+      reg_bits_.push_back(*l.weight_bits);
+    }
+  if (with_reg)
+    LOWBIT_CHECK(!reg_layers_.empty(), "--reg ", spec.reg,
+                 " has no layer to act on (set --wbits below 32, or --quantize-first-last)");
+
+  std::vector<Variable> weights;
+  for (auto* l : reg_layers_) weights.push_back(l->weight());
+  const auto reduction = parse_reduction(spec.reg_reduction);
+  if (spec.reg == "sinreq") {
+    quant::SinReQSchedule s;
+    s.lambda = spec.lambda_w;
+    s.warmup = spec.reg_warmup;
+    sinreq_ = std::make_shared<quant::SinReQRegularizer>(weights, reg_bits_,
+                                                         quant::SinReQOptions{grid_, reduction, scale_}, s);
+  } else if (spec.reg == "waveq") {
+    learn_beta_ = !spec.fix_beta;
+    LOWBIT_CHECK(spec.beta_init == 0 || (spec.beta_init >= 1 && spec.beta_init <= 8), "--beta-init ", spec.beta_init,
+                 ": beta is clamped to [1, 8]");
+    std::vector<Variable> betas;
+    for (size_t i = 0; i < reg_layers_.size(); ++i) {
+      // beta counts magnitude bits (k = beta + 1); it starts at the layer's k - 1.
+      const double b0 = learn_beta_ && spec.beta_init > 0 ? spec.beta_init : std::min(double(reg_bits_[i] - 1), 8.0);
+      LOWBIT_CHECK(b0 >= 1, "--reg waveq: ", reg_layers_[i]->name, " at ", reg_bits_[i],
+                   " bit has no magnitude bit (beta = k - 1 >= 1 needs k >= 2)");
+      Module& m = *reg_layers_[i]->module;
+      if (!m.has_param("beta")) m.register_parameter("beta", Tensor::full({}, b0), learn_beta_);
+      m.param("beta").mutable_data().fill_(b0);
+      betas.push_back(m.param("beta"));
+      owned_.push_back(join_name(reg_layers_[i]->name, "beta"));
+    }
+    quant::WaveQOptions wo;
+    wo.grid = grid_;
+    wo.norm = parse_norm(spec.waveq_norm);
+    wo.reduction = reduction;
+    wo.scale = scale_;
+    quant::WaveQSchedule ws;
+    ws.lambda_w = spec.lambda_w;
+    ws.lambda_beta = learn_beta_ ? spec.lambda_beta : 0.0;
+    ws.rise = spec.reg_warmup;
+    ws.fall = spec.beta_freeze;
+    ws.snap_beta = spec.snap_beta;
+    waveq_ = std::make_shared<quant::WaveQRegularizer>(weights, betas, wo, ws);
+    follow_ = learn_beta_ && quantized && method_->bits_follow_beta && spec.bits_follow_beta != "never";
+  }
+
+  // DoReFa gradient quantization (§8.2) on the outputs of the quantized layers, with its own noise.
+  if (spec.gbits < 32) {
+    grad_noise_ = std::make_shared<Generator>(spec.seed);
+    for (const auto& l : q_.layers)
+      if (*l.weight_bits < 32) {
+        const int k = spec.gbits;
+        auto gen = grad_noise_;
+        l.module->set_output_hook([k, gen](const Variable& y) { return quant::dorefa_gradient(y, k, gen); });
+      }
+  }
+
+  // Histograms "before" for up to three regularized layers.
+  for (size_t i = 0; i < reg_layers_.size() && hist_layers_.size() < 3; ++i) hist_layers_.push_back(i);
+  for (size_t i : hist_layers_) hist_before_.push_back(reg_layers_[i]->weight().data().to(DType::f64).contiguous());
+  beta_history_.assign(reg_layers_.size(), {});
+}
+
+std::vector<optim::ParamGroup> QuantContext::param_groups(const optim::ParamGroup& base) const {
+  std::vector<optim::ParamGroup> groups;
+  optim::ParamGroup w = base;
+  w.name = base.name.empty() ? "weights" : base.name;
+  w.params.clear();
+  w.param_names.clear();
+  for (auto& [name, p] : model_.named_parameters()) {
+    if (owns_parameter(name)) continue;
+    w.params.push_back(p);
+    w.param_names.push_back(name);
+  }
+  if (sinreq_) w.regularizers.push_back(sinreq_);
+  if (waveq_) w.regularizers.push_back(waveq_);
+  groups.push_back(w);
+
+  auto group = [&](const std::string& name, double lr, double decay) {
+    optim::ParamGroup g;
+    g.name = name;
+    g.lr = lr;
+    g.momentum = base.momentum;
+    g.nesterov = base.nesterov;
+    g.beta1 = base.beta1, g.beta2 = base.beta2, g.eps = base.eps;
+    g.weight_decay = decay;
+    return g;
+  };
+  if (waveq_ && learn_beta_) {
+    optim::ParamGroup g = group("bitwidths", spec_.beta_lr > 0 ? spec_.beta_lr : base.lr, 0);
+    for (size_t i = 0; i < reg_layers_.size(); ++i) {
+      g.params.push_back(waveq_->betas()[i]);
+      g.param_names.push_back(join_name(reg_layers_[i]->name, "beta"));
+    }
+    groups.push_back(std::move(g));
+  }
+  optim::ParamGroup steps = group("quantizer", base.lr, 0);
+  optim::ParamGroup clip = group("clip", base.lr, spec_.pact_decay >= 0 ? spec_.pact_decay : base.weight_decay);
+  for (const auto& full : q_.parameter_names) {
+    Variable p;
+    for (auto& [name, v] : model_.named_parameters())
+      if (name == full) p = v;
+    LOWBIT_CHECK(p.defined(), "quantization: parameter '", full, "' is not in the model");
+    optim::ParamGroup& g = full.size() > 6 && full.compare(full.size() - 6, 6, ".alpha") == 0 ? clip : steps;
+    g.params.push_back(p);
+    g.param_names.push_back(full);
+  }
+  if (!steps.params.empty()) groups.push_back(std::move(steps));
+  if (!clip.params.empty()) groups.push_back(std::move(clip));
+  return groups;
+}
+
+bool QuantContext::owns_parameter(const std::string& name) const {
+  return std::find(owned_.begin(), owned_.end(), name) != owned_.end();
+}
+
+void QuantContext::begin_step(double t, double total) {
+  t_ = t, total_ = total;
+  if (!follow_) return;
+  if (spec_.bits_follow_beta == "phase3" && t < spec_.beta_freeze * total) return;
+  for (size_t i = 0; i < reg_layers_.size(); ++i) *reg_layers_[i]->weight_bits = final_bits(i);
+}
+
+void QuantContext::after_step() {
+  if (waveq_ && learn_beta_) waveq_->after_step();
+  q_.after_step();
+}
+
+void QuantContext::end_epoch(int64_t epoch, double train_loss, double train_acc, double test_loss, double test_acc) {
+  curves_["epoch"].push_back(double(epoch));
+  curves_["train_loss"].push_back(train_loss);
+  curves_["train_acc"].push_back(train_acc);
+  curves_["test_loss"].push_back(test_loss);
+  curves_["test_acc"].push_back(test_acc);
+  beta_history_.resize(reg_layers_.size());
+  for (size_t i = 0; i < reg_layers_.size(); ++i) beta_history_[i].push_back(row(i).beta);
+}
+
+int QuantContext::final_bits(size_t i) const {
+  if (waveq_) {
+    const int k = quant::learned_weight_bits(waveq_->betas()[i].item());
+    return std::clamp(k, method_->weight_bits.min, method_->weight_bits.max);
+  }
+  return reg_bits_[i];
+}
+
+quant::SinusoidGrid QuantContext::sinusoid(size_t i) const {
+  if (waveq_) return quant::waveq_grid(grid_, waveq_->betas()[i].item());
+  return quant::sinreq_grid(grid_, std::max(reg_bits_[i], grid_ == Grid::wrpn ? 2 : 1));
+}
+
+LayerRow QuantContext::row(size_t i) const {
+  LayerRow r;
+  r.name = reg_layers_[i]->name;
+  r.beta = waveq_ ? waveq_->betas()[i].item() : double(reg_bits_[i] - 1);
+  r.bits = final_bits(i);
+  r.trained_bits = method_->weight ? *reg_layers_[i]->weight_bits : 32;
+  r.stats = quant::sinusoid_stats(quant::to_sinusoid_domain(reg_layers_[i]->weight().data(), scale_), sinusoid(i));
+  return r;
+}
+
+std::vector<LayerRow> QuantContext::layer_rows() const {
+  std::vector<LayerRow> rows;
+  for (size_t i = 0; i < reg_layers_.size(); ++i) rows.push_back(row(i));
+  return rows;
+}
+
+std::string QuantContext::epoch_json() const {
+  std::ostringstream js;
+  js.precision(6);
+  js << ", \"layers\": [";
+  const auto rows = layer_rows();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const LayerRow& r = rows[i];
+    js << (i ? ", " : "") << "{\"name\": \"" << r.name << "\", \"beta\": " << r.beta << ", \"bits\": " << r.bits
+       << ", \"trained_bits\": " << r.trained_bits << ", \"mean_distance\": " << r.stats.mean_distance
+       << ", \"share_near\": " << r.stats.share_near << "}";
+  }
+  js << "]";
+  if (waveq_) js << ", \"lambda_w\": " << waveq_->lambdas().w << ", \"lambda_beta\": " << waveq_->lambdas().beta;
+  if (sinreq_) js << ", \"lambda\": " << sinreq_->lambda();
+  return js.str();
+}
+
+std::string QuantContext::describe() const {
+  std::ostringstream s;
+  s << method_->name;
+  if (method_->weight) {
+    const int w = spec_.wbits ? spec_.wbits : method_->weight_bits.default_bits;
+    const int a = spec_.abits ? spec_.abits : method_->activation_bits.default_bits;
+    s << " w" << (w >= 32 ? std::string("32") : std::to_string(w)) << "/a" << a;
+    if (spec_.gbits < 32) s << "/g" << spec_.gbits;
+  }
+  if (sinreq_ || waveq_) {
+    s << " + " << spec_.reg << (waveq_ && !learn_beta_ ? " (beta fixed)" : "") << " (" << grid_name(grid_) << " grid";
+    if (scale_ == WeightScale::max_abs) s << ", on w / max|w|";
+    if (scale_ == WeightScale::tanh_max) s << ", on tanh(w) / max|tanh w|";
+    s << ")";
+  }
+  return s.str();
+}
+
+std::string QuantContext::config_table() const {
+  std::ostringstream s;
+  char line[160];
+  s << "quantization: " << describe() << "\n";
+  std::snprintf(line, sizeof line, "  %-24s %8s %8s\n", "layer", "bits", "weights");
+  s << line;
+  for (size_t i = 0; i < q_.layers.size(); ++i) {
+    const auto& l = q_.layers[i];
+    size_t r = 0;
+    const bool reg = reg_layer_of(i, &r) != nullptr;
+    const int b = *l.weight_bits;
+    std::string bits = b >= 32 ? "fp32" : std::to_string(b);
+    if (!method_->weight && b < 32) bits = "fp32";  // float training: the target is the regularizer's
+    std::snprintf(line, sizeof line, "  %-24s %8s %8lld%s\n", l.name.c_str(), bits.c_str(), (long long)l.numel(),
+                  reg ? (std::string("  regularized at ") + std::to_string(reg_bits_[r]) + " bits" +
+                         (learn_beta_ ? " (start; learned)" : ""))
+                            .c_str()
+                      : "");
+    s << line;
+  }
+  if (!q_.activations.empty())
+    s << "  activations: " << q_.activations.size() << " quantized at " << q_.activations[0].bits << " bits\n";
+  if (follow_)
+    s << "  quantizer bits follow WaveQ's learned beta (k = ceil(beta) + 1) "
+      << (spec_.bits_follow_beta == "phase3" ? "from --beta-freeze on" : "at every step") << "\n";
+  return s.str();
+}
+
+size_t QuantContext::index_of(const quant::QuantizedLayer* l) const {
+  return static_cast<size_t>(l - q_.layers.data());
+}
+
+const quant::QuantizedLayer* QuantContext::reg_layer_of(size_t layer_index, size_t* reg_index) const {
+  for (size_t r = 0; r < reg_layers_.size(); ++r)
+    if (index_of(reg_layers_[r]) == layer_index) {
+      if (reg_index) *reg_index = r;
+      return reg_layers_[r];
+    }
+  return nullptr;
+}
+
+void QuantContext::set_weight_bits(const std::string& layer, int bits) {
+  q_.set_weight_bits(layer, bits);
+  for (size_t r = 0; r < reg_layers_.size(); ++r)
+    if (reg_layers_[r]->name == layer) reg_bits_[r] = bits;
+}
+
+std::map<std::string, Tensor> QuantContext::state_dict() const {
+  std::map<std::string, Tensor> s;
+  for (const auto& [k, v] : curves_) s["curve." + k] = vector_tensor(v);
+  for (size_t i = 0; i < beta_history_.size(); ++i)
+    s["beta_history." + std::to_string(i)] = vector_tensor(beta_history_[i]);
+  for (size_t i = 0; i < hist_before_.size(); ++i) s["hist_before." + std::to_string(i)] = hist_before_[i];
+  if (grad_noise_) {  // (seed, offset) as four 32-bit halves: exact
+    const uint64_t seed = grad_noise_->seed(), off = grad_noise_->offset();
+    s["gbits_rng"] = Tensor::from_vector(
+        std::vector<int32_t>{int32_t(seed >> 32), int32_t(uint32_t(seed)), int32_t(off >> 32), int32_t(uint32_t(off))},
+        {4});
+  }
+  return s;
+}
+
+void QuantContext::load_state_dict(const std::map<std::string, Tensor>& s) {
+  curves_.clear();
+  beta_history_.assign(reg_layers_.size(), {});
+  for (const auto& [k, v] : s) {
+    if (k.rfind("curve.", 0) == 0) curves_[k.substr(6)] = tensor_values(v);
+    if (k.rfind("beta_history.", 0) == 0) {
+      const size_t i = std::stoul(k.substr(13));
+      LOWBIT_CHECK(i < beta_history_.size(), "checkpoint: quantization state has beta history for layer ", i,
+                   " but the run regularizes ", beta_history_.size(), " layers");
+      beta_history_[i] = tensor_values(v);
+    }
+    if (k.rfind("hist_before.", 0) == 0) {
+      const size_t i = std::stoul(k.substr(12));
+      if (i < hist_before_.size()) hist_before_[i] = v;
+    }
+    if (k == "gbits_rng" && grad_noise_) {
+      LOWBIT_CHECK(v.dtype() == DType::i32 && v.numel() == 4, "checkpoint: gbits_rng must hold 4 int32 halves");
+      const Tensor st = v.contiguous();
+      const int32_t* h = st.data<int32_t>();
+      auto join = [](int32_t hi, int32_t lo) { return (uint64_t(uint32_t(hi)) << 32) | uint64_t(uint32_t(lo)); };
+      grad_noise_->set_state(join(h[0], h[1]), join(h[2], h[3]));
+    }
+  }
+}
+
+}  // namespace lowbit::train

@@ -1,0 +1,197 @@
+// The quantization context of a training run: attaches a registered quantizer (quant/methods.h)
+// and a sinusoidal regularizer (SinReQ or WaveQ, quant/regularize.h) to a model or to any part of
+// one, owns what they add (WaveQ's per-layer beta, learned steps and ranges, PACT's alpha, the
+// gradient quantizer's generator), builds the optimizer groups for them, keeps the bits the
+// quantizers train at in step with WaveQ's learned bits, and at the end rounds the weights at their
+// final bits, evaluates, and reports.
+//
+//   train::QuantContext quant(*model, {.method = "dorefa", .wbits = 4, .abits = 4, .reg = "waveq"});
+//   optim::SGD opt(quant.param_groups({.lr = 0.05, .weight_decay = 5e-4, .momentum = 0.9}));
+//   train::fit(*model, opt, *data.train_loader, data.test_loader.get(), {.epochs = 4}, &quant);
+//   train::QuantReport r = quant.final_report(*data.test_loader);
+//
+// Bits. One meaning everywhere: a layer's bits k count the sign bit (spec convention 1); WaveQ's
+// beta counts magnitude bits, so its layer's bits are k = ceil(beta) + 1 (§1.1 [D]); 32 means FP32.
+// The epoch table, metrics.jsonl, the final report and report.html all print k, with beta beside it.
+//
+// The sinusoid's grid is the quantizer's: with grid = weight_scale = "auto" the regularizer's zeros
+// are exactly the levels the quantizer rounds to (methods.h, QuantMethod::sinusoid: DoReFa's grid
+// in its tanh(w)/max|tanh w| domain, WRPN's grid on w or w/max|w|). A grid or scale given that does
+// not match them is an error unless allow_grid_mismatch (the official code's raw-w sinusoid for
+// DoReFa is such a mismatch); a quantizer whose levels no sinusoid matches (binary, ternary, LSQ,
+// U3) refuses a regularizer. Without a quantizer (float training) the grid is chosen freely and the
+// weights are rounded at the end with the quantizer whose levels it has.
+//
+// Learned beta with a quantizer attached (bits_follow_beta): "always" (default) sets each layer's
+// quantizer bits to ceil(beta) + 1 before every step, so the net trains at the bits it is finally
+// rounded to; "phase3" does so from beta_freeze T on (before that the layer trains at its initial
+// bits); "never" trains at the initial bits throughout (the report then shows trained at k, rounded
+// at ceil(beta) + 1). beta starts at k - 1 of the layer's initial bits unless beta_init is given.
+//
+// The context is also the unit a strategy reuses: build one per fine-tune (it can be built again
+// on the same model: hooks are replaced, learned parameters kept by name), or re-target bits with
+// set_weight_bits; attach it to a section of a net (quantize_first_last = true there).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/random.h"
+#include "data/loader.h"
+#include "optim/optimizer.h"
+#include "quant/qconfig.h"
+#include "quant/regularize.h"
+#include "quant/stats.h"
+#include "train/evaluate.h"
+
+namespace lowbit::train {
+
+// Field names are the `lowbit train` option names (--wbits-overrides = wbits_overrides); error
+// messages name them in option form.
+struct QuantSpec {
+  // Quantizers (quant/methods.h).
+  std::string method = "none";  // a registry name
+  int wbits = 0;                // weight bits, sign included; 0: the method's default (none: 32)
+  int abits = 0;                // activation bits; 0: the method's default (32)
+  bool quantize_first_last = false;
+  std::string wbits_overrides{};  // "conv1=8,layer3*=2"
+  std::string abits_overrides{};
+  std::string weight_scale = "auto";  // auto | none | max | tanh (what the sinusoid, and wrpn, see)
+  double pact_alpha_init = 8;
+  double pact_decay = -1;  // PACT's lambda_alpha (L2 on alpha, §8.5); < 0: the weights' weight decay
+  int gbits = 32;          // DoReFa gradient quantization of the quantized layers' outputs (§8.2); 32: off
+  uint64_t seed = 1;       // the gradient quantizer's noise
+  // Regularizer (quant/regularize.h).
+  std::string reg = "none";    // none | sinreq | waveq
+  std::string grid = "auto";   // auto | dorefa | wrpn | fixed
+  bool allow_grid_mismatch = false;
+  double lambda_w = 1, lambda_beta = 0.03;
+  double reg_warmup = 0.2, beta_freeze = 0.8;
+  std::string waveq_norm = "R1", reg_reduction = "mean";
+  bool fix_beta = false, snap_beta = false;
+  std::string learned_levels = "auto";     // auto | period | integer
+  double beta_init = 0;                    // 0: k - 1 of the layer's initial bits
+  double beta_lr = 0;                      // 0: the weights' lr
+  std::string bits_follow_beta = "always";  // always | phase3 | never
+};
+
+// One row of the per-epoch table / metrics (regularized layers).
+struct LayerRow {
+  std::string name;
+  double beta = 0;       // WaveQ's beta (fixed: k - 1)
+  int bits = 0;          // k, sign included: ceil(beta) + 1 for WaveQ, the configured k for SinReQ
+  int trained_bits = 0;  // what its quantizer runs at now (32: float training)
+  quant::LevelStats stats;  // distance of the weights to the sinusoid's zeros at its current period
+};
+
+struct LayerReport {
+  std::string name;
+  int64_t weights = 0;
+  bool regularized = false;
+  std::optional<double> beta;  // WaveQ layers
+  int trained_bits = 32;       // bits its quantizer ran at at the end of training (32: FP32)
+  int bits = 32;               // bits it is rounded at and stored at
+  bool on_period = false;      // rounded on the sinusoid's zeros at the real beta (learned levels)
+  std::optional<quant::LevelStats> stats;
+  double zero_share = 0;  // share of its weights that round to 0 at `bits`
+};
+
+struct QuantReport {
+  std::string description;       // "dorefa w4/a4 + waveq (dorefa grid, on tanh(w) / max|tanh w|)"
+  bool learned = false;          // WaveQ learned the bits
+  bool post_training = false;    // rounded at bits it never trained at (float training or eval --quant)
+  std::string learned_levels;    // --learned-levels when it applies, else ""
+  quant::WeightScale scale = quant::WeightScale::none;
+  std::vector<LayerReport> layers;  // every weight layer
+  double average_bits = 0;          // over the regularized (or quantized) layers, weighted by size
+  quant::MemoryFootprint memory;
+  EvalResult fp32, quantized;   // float (shadow) weights; weights at `bits`
+  std::string method;           // quantizer name
+  std::vector<std::string> warnings;  // the model lost at its bits, and the likely cause
+};
+
+class QuantContext {
+ public:
+  QuantContext(Module& model, const QuantSpec& spec);
+
+  // The optimizer groups: "weights" (every parameter of the model the context does not own, with
+  // the regularizer attached; hyper-parameters from `base`), "bitwidths" (WaveQ's beta; lr beta_lr),
+  // "quantizer" (learned steps and ranges; no weight decay), "clip" (PACT's alpha; weight decay
+  // pact_decay). Empty groups are left out.
+  std::vector<optim::ParamGroup> param_groups(const optim::ParamGroup& base) const;
+  bool owns_parameter(const std::string& full_name) const;
+
+  // Called by fit before / after every optimizer step (t in fractional epochs of `total`).
+  void begin_step(double t, double total);
+  void after_step();
+  // Called by fit after each epoch's evaluation (history for report.html).
+  void end_epoch(int64_t epoch, double train_loss, double train_acc, double test_loss, double test_acc);
+
+  // The regularized layers now: beta, bits, trained bits, distance to the levels.
+  std::vector<LayerRow> layer_rows() const;
+  // ", \"layers\": [...], \"lambda_w\": ..." for metrics.jsonl (bits = k, sign included).
+  std::string epoch_json() const;
+  std::string describe() const;
+  // The layer table printed when a run starts (layer, bits, weights, regularized).
+  std::string config_table() const;
+
+  // Rounds every quantized (or regularized) layer at its final bits, evaluates with float (shadow)
+  // weights and with the rounded ones, and restores the hooks. post_training: the config was not
+  // trained with (eval --quant). With html_path, writes report.html (needs the run's history).
+  QuantReport final_report(data::DataLoader& test, bool post_training = false, const std::string& html_path = "");
+
+  // History and owned state for checkpoints (resumed exactly).
+  std::map<std::string, Tensor> state_dict() const;
+  void load_state_dict(const std::map<std::string, Tensor>& state);
+
+  // Re-targets one layer's quantizer (a ReLeQ bit vector); throws for unknown layers and bad bits.
+  void set_weight_bits(const std::string& layer, int bits);
+  const quant::Quantization& quantization() const { return q_; }
+  const QuantSpec& spec() const { return spec_; }
+  bool regularized() const { return sinreq_ || waveq_; }
+
+ private:
+  struct Impl;
+  Module& model_;
+  QuantSpec spec_;
+  quant::QuantConfig cfg_;
+  quant::Quantization q_;
+  const quant::QuantMethod* method_ = nullptr;
+  quant::Grid grid_ = quant::Grid::wrpn;
+  quant::WeightScale scale_ = quant::WeightScale::none;
+  bool learn_beta_ = false;
+  bool follow_ = false;  // the quantizers' bits follow beta
+  std::vector<const quant::QuantizedLayer*> reg_layers_;
+  std::vector<int> reg_bits_;  // SinReQ / fixed beta / initial bits
+  std::shared_ptr<quant::SinReQRegularizer> sinreq_;
+  std::shared_ptr<quant::WaveQRegularizer> waveq_;
+  std::shared_ptr<Generator> grad_noise_;  // --gbits
+  std::vector<std::string> owned_;
+  std::map<std::string, std::vector<double>> curves_;
+  std::vector<std::vector<double>> beta_history_;
+  std::vector<size_t> hist_layers_;
+  std::vector<Tensor> hist_before_;
+  double t_ = 0, total_ = 1;
+
+  int final_bits(size_t reg_index) const;
+  quant::SinusoidGrid sinusoid(size_t reg_index) const;
+  LayerRow row(size_t reg_index) const;
+  size_t index_of(const quant::QuantizedLayer* l) const;
+  const quant::QuantizedLayer* reg_layer_of(size_t layer_index, size_t* reg_index) const;
+  void write_html(const QuantReport& report, const std::string& path) const;
+};
+
+// The per-epoch table of the regularized layers (beta column for WaveQ).
+std::string format_layer_rows(const std::vector<LayerRow>& rows, bool waveq);
+// The final report as printed: bit assignment (trained at, rounded at), memory, the two accuracies,
+// warnings. last_trained: the last epoch's test result, quoted beside them.
+std::string format_report(const QuantReport& report, const EvalResult* last_trained = nullptr);
+
+// Parses "auto" | "none" | "max" | "tanh".
+std::optional<quant::WeightScale> parse_scale_option(const std::string& s);
+
+}  // namespace lowbit::train
