@@ -232,7 +232,7 @@ int run_eval(int argc, char** argv) {
   run.load_config_text(c.get_string("config"), o.str("checkpoint"));
   if (o.has("data")) run.set("data", o.str("data"), "--data");
   if (o.has("test-file")) run.set("test-file", o.str("test-file"), "--test-file");
-  run.set("limit-train", "", "eval");
+  // --limit-train stays: the test images are normalised with the training images' statistics.
   run.set("allow-grid-mismatch", "true", "eval");  // the run trained with its grid
   bool post_training = false;                      // a quantization config given here, not trained with
   for (const char* key : {"quant", "wbits", "abits", "wbits-overrides", "weight-scale", "quantize-first-last"})

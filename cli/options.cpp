@@ -155,19 +155,6 @@ bool Options::flag(const std::string& key) const {
   return true;
 }
 
-std::vector<int64_t> Options::int_list(const std::string& key) const {
-  std::vector<int64_t> out;
-  std::stringstream ss(str(key));
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    const long long x = std::strtoll(item.c_str(), &end, 10);
-    LOWBIT_CHECK(!item.empty() && *end == 0, "lowbit ", command_, ": ", key, ": '", item, "' is not an integer");
-    out.push_back(x);
-  }
-  return out;
-}
-
 std::string Options::usage() const {
   std::ostringstream os;
   os << "usage: lowbit " << command_ << " [--config FILE] [options]\n\noptions:\n";

@@ -34,7 +34,6 @@ class Options {
   int64_t integer(const std::string& key) const;
   double real(const std::string& key) const;
   bool flag(const std::string& key) const;
-  std::vector<int64_t> int_list(const std::string& key) const;  // "80,120"
   bool help_requested() const { return help_; }
   std::string usage() const;
   // Every option with a value, `key = value` per line: the run folder keeps it as config.txt.

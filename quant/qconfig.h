@@ -30,8 +30,8 @@ struct QuantConfig {
   int weight_bits = 32;         // 0: the method's default
   int activation_bits = 32;     // 0: the method's default
   bool quantize_first_last = false;
-  std::string weight_overrides;      // "conv1=8,fc*=32"
-  std::string activation_overrides;  // "relu1=8"
+  std::string weight_overrides{};      // "conv1=8,fc*=32"
+  std::string activation_overrides{};  // "relu1=8"
   double pact_alpha_init = 8.0;
   // wrpn: quantize w / s and scale back, s = max|w| per layer (held constant in the gradient), so
   // the grid spans the layer's weights instead of [-1, 1] (WeightScale::max_abs); none: raw w.

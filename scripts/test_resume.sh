@@ -60,6 +60,13 @@ want=$(grep -o "^accuracy: FP32 (float shadow) weights [0-9.]*%, weights quantiz
 # The float figure's caveat: printed for a net trained through a quantizer, not for float training.
 grep -q "^  (trained through the dorefa quantizer" "$work/straight.log" && ! grep -q "trained through" "$work/wq.log" ||
   { echo "the float-shadow caveat is missing after --quant dorefa or present without a quantizer"; exit 1; }
+# The same for a run whose quantizer followed WaveQ's learned bits (DoReFa, the first run above):
+# eval rounds at the learned bits it trained at and prints the run's figures.
+"$lowbit" eval --checkpoint "$work/straight/checkpoint.ckpt" --threads 2 > "$work/eval_dorefa.log"
+want_dorefa=$(grep -o "^accuracy: FP32 (float shadow) weights [0-9.]*%, weights quantized at these bits [0-9.]*%" "$work/straight.log")
+[ -n "$want_dorefa" ] && grep -qF "$want_dorefa" "$work/eval_dorefa.log" &&
+  [ "$(grep -A5 '^  layer  *trained  *rounded' "$work/straight.log")" = "$(grep -A5 '^  layer  *trained  *rounded' "$work/eval_dorefa.log")" ] ||
+  { echo "eval of the DoReFa + WaveQ run differs from its report: '$want_dorefa'"; cat "$work/straight.log" "$work/eval_dorefa.log"; exit 1; }
 # --predictions: one row per test image, in order; its accuracy is the printed one.
 "$lowbit" eval --checkpoint "$work/wq/checkpoint.ckpt" --threads 2 --predictions "$work/pred.csv" > "$work/eval2.log"
 rows=$(awk -F, 'NR > 1 { n++; c += ($2 == $3); if ($1 != n - 1) bad = 1 } END { if (!bad) printf "%d images, accuracy %.2f%%", n, 100 * c / n }' "$work/pred.csv")

@@ -201,7 +201,15 @@ TEST_CASE("a method's sinusoid has zeros exactly at its weight levels (the grid 
   CHECK(matched >= 4 * 4);  // dorefa, pact (tanh domain), wrpn on w and on w / max|w|
 }
 
-TEST_CASE("the README lists every method") {
+TEST_CASE("the README and docs/quantization.md list every method") {
+  std::ifstream doc(std::string(LOWBIT_SOURCE_DIR) + "/docs/quantization.md");
+  REQUIRE(doc.good());
+  std::stringstream d;
+  d << doc.rdbuf();
+  for (const auto& m : quant::quant_methods())
+    if (m.name != "none")
+      CHECK_MESSAGE(d.str().find("| `" + m.name + "` |") != std::string::npos,
+                    "docs/quantization.md's method table has no row for ", m.name);
   std::ifstream in(std::string(LOWBIT_SOURCE_DIR) + "/README.md");
   REQUIRE(in.good());
   std::stringstream s;

@@ -117,6 +117,8 @@ struct QuantReport {
 class QuantContext {
  public:
   QuantContext(Module& model, const QuantSpec& spec);
+  QuantContext(const QuantContext&) = delete;  // holds pointers into its own layer list
+  QuantContext& operator=(const QuantContext&) = delete;
 
   // The optimizer groups: "weights" (every parameter of the model the context does not own, with
   // the regularizer attached; hyper-parameters from `base`), "bitwidths" (WaveQ's beta; lr beta_lr),

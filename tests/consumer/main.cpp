@@ -33,5 +33,12 @@ int main() {
   loss.backward();
   opt.step();
   std::printf("consumer: lenet5 %lld parameters, loss %.4f\n", (long long)net->num_parameters(), loss.item());
+
+  // The training floor: a quantization context with WaveQ, its optimizer groups.
+  auto net2 = models::create_model("lenet5");
+  train::QuantContext quant(*net2, {.method = "dorefa", .wbits = 4, .reg = "waveq"});
+  optim::SGD opt2(quant.param_groups({.lr = 0.01}));
+  std::printf("consumer: %s, %zu optimizer groups\n", quant.describe().c_str(), opt2.param_groups().size());
+  if (opt2.param_groups().size() != 2) return 1;
   return (std::abs(wv - 3) < 1e-3 && std::abs(bv + 1) < 1e-3 && std::isfinite(loss.item())) ? 0 : 1;
 }
