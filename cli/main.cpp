@@ -216,7 +216,7 @@ int run_eval(int argc, char** argv) {
              // Post-training quantization: these override the run's quantization config.
              {"quant", "", "weight quantizer to evaluate with (post-training; default: the run's)"},
              {"wbits", "", "weight bits (sign included) with --quant"},
-             {"abits", "", "activation bits with --quant"},
+             {"abits", "", "activation bits with --quant (default 32: the weights only)"},
              {"wbits-overrides", "", "per-layer weight bits: PATTERN=BITS,..."},
              {"weight-scale", "", "none | max | tanh (wrpn: quantize w / max|w| per layer)"},
              {"quantize-first-last", "", "quantize the first and last layers too", true},
@@ -242,6 +242,7 @@ int run_eval(int argc, char** argv) {
     if (!o.has("weight-scale")) run.set("weight-scale", "auto", "eval");
     if (!o.has("wbits-overrides")) run.set("wbits-overrides", "", "eval");
     run.set("gbits", "32", "eval");
+    if (!o.has("abits")) run.set("abits", "32", "eval");  // weights only unless --abits
   }
   if (o.has("learned-levels")) run.set("learned-levels", o.str("learned-levels"), "--learned-levels");
   train::TrainData data = train::load_data(data_config(run, 256));

@@ -23,7 +23,7 @@ std::vector<OptionSpec> quant_option_specs() {
   return {
       {"quant", "none", "quantizer: " + quant::method_names(" | ") + " (lowbit methods describes them)"},
       {"wbits", "", "weight bits, sign included (default: the method's; with --reg, the start or target)"},
-      {"abits", "", "activation bits (default 32: float activations)"},
+      {"abits", "", "activation bits (default: the method's, 4; binary 1, ternary 32; 32 = float activations)"},
       {"gbits", "32", "DoReFa gradient quantization of the quantized layers' outputs (32: off)"},
       {"quantize-first-last", "", "quantize the first and last layers too", true},
       {"wbits-overrides", "", "per-layer weight bits: PATTERN=BITS,... (* globs; first, last)"},

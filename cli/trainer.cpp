@@ -6,6 +6,7 @@
 #include "cli/quant_options.h"
 #include "core/parallel.h"
 #include "core/serialize.h"
+#include "models/zoo.h"
 #include "optim/adam.h"
 #include "optim/schedule.h"
 #include "optim/sgd.h"
@@ -125,9 +126,18 @@ int run_train(Options& opts, int argc, char** argv) {
   manual_seed(static_cast<uint64_t>(opts.integer("seed")));
   const int64_t epochs = opts.integer("epochs"), batch = opts.integer("batch");
   LOWBIT_CHECK(epochs >= 1 && batch >= 1, "--epochs and --batch must be >= 1");
-  // Quantization options are checked before any data is read.
+  // Quantization options are checked before any data is read: the bits here, the rest (override
+  // patterns, grids) on a model of the same layers built without the data.
   std::unique_ptr<train::QuantSpec> qspec;
-  if (wants_quantization(opts)) qspec = std::make_unique<train::QuantSpec>(quant_spec(opts));
+  if (wants_quantization(opts)) {
+    qspec = std::make_unique<train::QuantSpec>(quant_spec(opts));
+    models::ModelOptions mo;
+    mo.width_mult = opts.real("width");
+    mo.variant = opts.str("variant");
+    mo.seed = 0;  // its own generator: the default one is the run's
+    auto probe = models::create_model(opts.str("model"), mo);
+    train::QuantContext check(*probe, *qspec);
+  }
 
   train::TrainData data = train::load_data(data_config(opts, batch));
   auto model = train::create_model(opts.str("model"), data, opts.real("width"), opts.str("variant"));

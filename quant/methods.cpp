@@ -37,7 +37,10 @@ VariableTransform dorefa_activations(const QuantSite& s) {
   return [k](const Variable& a) { return dorefa_activation(a, k); };
 }
 
-BitRange activations() { return BitRange{1, 16, 32}; }
+// Activation bits 1..16; the default is the method's recipe: 4 (32 for weight-only methods).
+constexpr double kPactAlphaMin = 1e-2;
+
+BitRange activations(int default_bits = 4) { return BitRange{1, 16, default_bits}; }
 
 std::vector<QuantMethod> build_registry() {
   std::vector<QuantMethod> r;
@@ -66,7 +69,7 @@ std::vector<QuantMethod> build_registry() {
     QuantMethod m;
     m.name = "wrpn";
     m.help =
-        "WRPN: weights round((2^(k-1) - 1) clip(w, -1, 1)) / (2^(k-1) - 1) (on w / max|w| with --weight-scale max)";
+        "WRPN: weights round((2^(k-1) - 1) clip(w, -1, 1)) / (2^(k-1) - 1), on w / max|w| (--weight-scale none: raw w)";
     m.weight_bits = BitRange{2, 16, 4};
     m.activation_bits = activations();
     m.weight = [](const QuantSite& s) {
@@ -89,9 +92,9 @@ std::vector<QuantMethod> build_registry() {
   {
     QuantMethod m;
     m.name = "binary";
-    m.help = "BNN binary weights sign(w), hardtanh STE (1 bit); DoReFa activations";
+    m.help = "BNN binary weights sign(w), hardtanh STE (1 bit); DoReFa activations (default 1 bit)";
     m.weight_bits = BitRange{1, 1, 1};
-    m.activation_bits = activations();
+    m.activation_bits = activations(1);  // BNN binarizes the activations too
     m.weight = [](const QuantSite& s) {
       return by_bits(s.bits, [](const Variable& w, int) { return binary_weight(w); });
     };
@@ -101,9 +104,9 @@ std::vector<QuantMethod> build_registry() {
   {
     QuantMethod m;
     m.name = "ternary";
-    m.help = "TWN ternary weights alpha sign(w) 1[|w| > 0.7 mean|w|] (stored in 2 bits); DoReFa activations";
+    m.help = "TWN ternary weights alpha sign(w) 1[|w| > 0.7 mean|w|] (stored in 2 bits); float activations by default";
     m.weight_bits = BitRange{2, 2, 2};
-    m.activation_bits = activations();
+    m.activation_bits = activations(32);  // TWN keeps float activations
     m.weight = [](const QuantSite& s) {
       return by_bits(s.bits, [](const Variable& w, int) { return ternary_weight(w); });
     };
@@ -155,6 +158,14 @@ std::vector<QuantMethod> build_registry() {
     };
     m.sinusoid = dorefa_sinusoid;
     m.bits_follow_beta = true;
+    // alpha is a clip value: kept positive (an alpha <= 0 clips every activation to nothing, and the
+    // quantizer's step alpha / (2^k - 1) must be > 0). Its gradient sums over every clipped
+    // activation, so a large early step can overshoot 0.
+    m.after_step = [](Module& mod, bool weight_side) {
+      if (weight_side || !mod.has_param("alpha")) return;
+      Variable& a = mod.param("alpha");
+      if (!(a.item() >= kPactAlphaMin)) a.mutable_data().fill_(kPactAlphaMin);
+    };
     r.push_back(m);
   }
   {

@@ -34,9 +34,10 @@ qat_rows() {
 # simplenet_cifar on CIFAR-10 from scratch, activations at 8 bits.
 simple="--model simplenet_cifar --data cifar10:$data/cifar-10 --epochs 15 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4"
 runs[simplenet-fp32]="$simple"
-# (These rows ran before the sinusoid's grid was derived from the quantizer: DoReFa + SinReQ on raw
-# w, the official code's choice, is kept with --weight-scale none --allow-grid-mismatch.)
-qat_rows simplenet "$simple" "--abits 8" "" "--weight-scale none --allow-grid-mismatch"
+# (These rows ran before the sinusoid's grid was derived from the quantizer and WRPN's defaulted to
+# each layer's range: raw-w WRPN and DoReFa + SinReQ on raw w, the official code's choice, are kept
+# with --weight-scale none [--allow-grid-mismatch].)
+qat_rows simplenet "$simple" "--abits 8" "--weight-scale none" "--weight-scale none --allow-grid-mismatch"
 # ResNet-20 on CIFAR-10: quantization-aware fine-tuning of the float run above (its checkpoint, or
 # R20_INIT), 15 epochs, lr 0.01 cosine, weights quantized (first conv and the classifier FP32),
 # float activations. WRPN's grid on [-1, 1] is used on w / max|w| per layer (--weight-scale max):
@@ -44,10 +45,10 @@ qat_rows simplenet "$simple" "--abits 8" "" "--weight-scale none --allow-grid-mi
 # DoReFa + SinReQ puts the sinusoid on DoReFa's own tanh(w) / max|tanh w| (--weight-scale tanh),
 # where its zeros are DoReFa's levels.
 r20="--model resnet20 --data cifar10:$data/cifar-10 --init ${R20_INIT:-$out/resnet20-cifar10/checkpoint.ckpt} --epochs 15 --batch 128 --lr 0.01 --schedule cosine --wd 1e-4"
-qat_rows resnet20 "$r20" "" "--weight-scale max" "--weight-scale tanh"
+qat_rows resnet20 "$r20" "--abits 32" "--weight-scale max" "--weight-scale tanh"
 # The same DoReFa + SinReQ row with the sinusoid on raw w, as in the official code (its zeros miss
 # DoReFa's levels unless max|w| is near 1; ResNet-20's layers have max|w| 0.29-0.99).
-runs[resnet20-dorefa-sinreq-raw-w4]="$r20 --quant dorefa --wbits 4 --reg sinreq --lambda-w 1 --reg-warmup 0.1 --weight-scale none --allow-grid-mismatch"
+runs[resnet20-dorefa-sinreq-raw-w4]="$r20 --quant dorefa --wbits 4 --abits 32 --reg sinreq --lambda-w 1 --reg-warmup 0.1 --weight-scale none --allow-grid-mismatch"
 runs[resnet20-waveq]="$r20 --reg waveq --wbits 8 --beta-init 8 --lambda-beta 0.05 --beta-lr 0.05 --weight-scale max"
 # Learned heterogeneous bitwidths (WaveQ, float training, WRPN grid), beta from 8, on raw w (the
 # grid on [-1, 1]; --weight-scale none now that float training defaults to w / max|w|).

@@ -45,12 +45,12 @@ expect "grid that is not the quantizer's" "--grid auto --weight-scale none with 
 expect "regularizer with a learned-step quantizer" "--reg waveq with --quant lsq: no sinusoid has the levels" \
   "$lowbit" train --quant lsq --reg waveq --limit-train 64
 expect "override matching no layer" "--wbits-overrides 'nosuch=3': 'nosuch' matches no weight layer (there are: conv1, conv2, fc1, fc2)" \
-  "$lowbit" train --quant dorefa --wbits-overrides nosuch=3 --limit-train 64 --epochs 1
+  "$lowbit" train --quant dorefa --wbits-overrides nosuch=3 --data "mnist:$work/nowhere"  # before the data is read
 expect "bits out of range" "--wbits 64: bits must be in 1..16, or 32" "$lowbit" train --quant dorefa --wbits 64 --limit-train 64
 expect "bits out of the method's range" "--wbits 4: binary takes 1 bits" "$lowbit" train --quant binary --wbits 4 --limit-train 64
 expect "override bits out of range" "--wbits-overrides 'conv2=1': wrpn takes 2..16 bits" \
   "$lowbit" train --quant wrpn --wbits-overrides conv2=1 --limit-train 64 --epochs 1
-expect "bad follow policy" "--bits-follow-beta 'sometimes'" "$lowbit" train --quant dorefa --reg waveq --bits-follow-beta sometimes --limit-train 64
+expect "bad follow policy" "--bits-follow-beta 'sometimes'" "$lowbit" train --quant dorefa --reg waveq --bits-follow-beta sometimes --data "mnist:$work/nowhere"
 expect "missing data dir" "$work/nowhere" "$lowbit" train --data "mnist:$work/nowhere"
 expect "corrupt data file" "$work/mnist/.*-idx" "$lowbit" train --data "mnist:$work/mnist"
 expect "corrupt checkpoint" "bad.ckpt" "$lowbit" eval --checkpoint "$work/bad.ckpt"

@@ -256,7 +256,7 @@ TEST_CASE("the sinusoid's grid is derived from the quantizer, or a mismatch is r
   CHECK(contains(train::QuantContext(*net, {.method = "pact", .wbits = 4, .reg = "sinreq"}).describe(),
                  "dorefa grid, on tanh(w) / max|tanh w|"));
   CHECK(train::QuantContext(*net, {.method = "wrpn", .wbits = 4, .reg = "sinreq"}).describe() ==
-        "wrpn w4/a32 + sinreq (wrpn grid)");
+        "wrpn w4/a4 + sinreq (wrpn grid, on w / max|w|)");
   CHECK(contains(
       train::QuantContext(*net, {.method = "wrpn", .wbits = 4, .weight_scale = "max", .reg = "waveq"}).describe(),
       "wrpn grid, on w / max|w|"));
@@ -508,6 +508,18 @@ TEST_CASE("no silent collapse: the report says loudly when the learned bits lose
   for (const auto& w : raw.warnings) names_scale |= contains(w, "--weight-scale max");
   CHECK(names_scale);
   CHECK(contains(train::format_report(raw), "WARNING: the model is lost"));
+  // A net that never learned (lr 0: a constant classifier's accuracy) is named as such.
+  {
+    auto net = small_net(31);
+    for (auto& p : net->at<Linear>(7)->parameters()) p.mutable_data().fill_(0.0);  // constant logits
+    train::QuantContext quant(*net, {.method = "dorefa", .wbits = 4});
+    optim::SGD opt(quant.param_groups(base_group(0.0)));
+    train::fit(*net, opt, *d.train_loader, nullptr, {.epochs = 1, .verbose = 0}, &quant);
+    const train::QuantReport r = quant.final_report(*d.test_loader);
+    REQUIRE(r.warnings.size() == 2);
+    CHECK(contains(r.warnings[0], "the model did not learn"));
+    CHECK(contains(r.warnings[1], "diverged or stalled"));
+  }
   // The default (the grid on w / max|w|) keeps it.
   const train::QuantReport scaled = run("auto");
   CAPTURE(train::format_report(scaled));

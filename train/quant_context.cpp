@@ -93,7 +93,9 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
       LOWBIT_CHECK(spec.method != "wrpn" || *scale_opt == WeightScale::max_abs,
                    "--weight-scale tanh: wrpn quantizes w or w / max|w| (none or max), not tanh(w) / max|tanh w|");
     }
-    if (spec.method == "wrpn" && scale_opt) cfg_.weight_scale = *scale_opt;
+    // wrpn's grid on each layer's range by default: on raw Kaiming-scale weights its [-1, 1] grid
+    // rounds nearly every weight to 0 at <= 4 bits (`none` is the paper's raw form).
+    if (spec.method == "wrpn") cfg_.weight_scale = scale_opt.value_or(WeightScale::max_abs);
   }
 
   // The sinusoid's grid and domain: the quantizer's own levels, or the user's choice in float training.
@@ -105,7 +107,6 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
                  "); the regularizers work with dorefa, wrpn and pact, or with --quant none");
     grid_ = grid_opt.value_or(match->grid);
     scale_ = scale_opt.value_or(match->scale);
-    if (spec.method == "wrpn" && !scale_opt) scale_ = cfg_.weight_scale;
     LOWBIT_CHECK(spec.allow_grid_mismatch || (grid_ == match->grid && scale_ == match->scale), "--grid ", spec.grid,
                  " --weight-scale ", spec.weight_scale, " with --quant ", spec.method,
                  ": the sinusoid's zeros would not be the quantizer's levels (", spec.method, " rounds on the ",

@@ -121,13 +121,16 @@ QuantReport QuantContext::final_report(data::DataLoader& test, bool post_trainin
   rep.average_bits = counted > 0 ? weighted / counted : 32;
 
   // Lost at its bits: the quantized accuracy has fallen more than half-way from float to chance.
+  // Did not learn: both at chance. Each warning is followed by the likely causes found.
   const double chance = 1.0 / double(std::max<int64_t>(test.dataset().num_classes, 2));
-  if (rep.fp32.accuracy > chance + 0.1 && rep.quantized.accuracy < chance + 0.5 * (rep.fp32.accuracy - chance)) {
-    std::ostringstream w;
-    w << "the model is lost at these bits: " << fmt("%.2f%%", 100 * rep.quantized.accuracy) << " quantized vs "
-      << fmt("%.2f%%", 100 * rep.fp32.accuracy) << " with float weights (chance " << fmt("%.2f%%", 100 * chance)
-      << ")";
-    rep.warnings.push_back(w.str());
+  const bool lost =
+      rep.fp32.accuracy > chance + 0.1 && rep.quantized.accuracy < chance + 0.5 * (rep.fp32.accuracy - chance);
+  const bool untrained = rep.fp32.accuracy < chance + 0.05 && rep.quantized.accuracy < chance + 0.05;
+  if (lost || untrained) {
+    const std::string figures = fmt("%.2f%%", 100 * rep.quantized.accuracy) + " quantized vs " +
+                                fmt("%.2f%%", 100 * rep.fp32.accuracy) + " with float weights (chance " +
+                                fmt("%.2f%%", 100 * chance) + ")";
+    rep.warnings.push_back(lost ? "the model is lost at these bits: " + figures : "the model did not learn: " + figures);
     std::string zeroed;
     for (const auto& l : rep.layers)
       if (l.bits < 32 && l.zero_share >= 0.9)
@@ -136,7 +139,7 @@ QuantReport QuantContext::final_report(data::DataLoader& test, bool post_trainin
       rep.warnings.push_back(
           "likely cause: layers round most of their weights to 0 at their bits (" + zeroed +
           "): the weights are small next to the grid's step" +
-          (scale_ == WeightScale::none && (regularized() || method_->name == "wrpn")
+          (scale_ == WeightScale::none || (method_->name == "wrpn" && cfg_.weight_scale == WeightScale::none)
                ? "; put the grid on each layer's range with --weight-scale max"
                : "; give them more bits (--wbits, a smaller --lambda-beta)"));
     if (rep.learned) {
@@ -153,10 +156,14 @@ QuantReport QuantContext::final_report(data::DataLoader& test, bool post_trainin
     if (mismatch)
       rep.warnings.push_back(
           "likely cause: layers were rounded at other bits than they trained at (--bits-follow-beta never)");
-    if (!quantizing)
+    if (lost && !quantizing)
       rep.warnings.push_back(
           "likely cause: the net never trained at these bits (float training, rounded afterwards); attach the grid's "
           "quantizer (--quant wrpn or dorefa) so that it trains at them");
+    if (untrained && zeroed.empty())
+      rep.warnings.push_back(
+          "likely cause: training diverged or stalled early (see the first epoch's loss); in a net without batch norm "
+          "DoReFa's weights in [-1, 1] blow up float activations: quantize (clip) them with --abits, or lower --lr");
     if (rep.warnings.size() == 1)
       rep.warnings.push_back("likely cause: too few bits for this net; raise --wbits or lower --lambda-beta");
   }
