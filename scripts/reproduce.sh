@@ -58,8 +58,9 @@ runs[simplenet-waveq]="$simple --reg waveq --wbits 8 --beta-init 8 --lambda-beta
 # "Weight scale"), same bitwidth penalty.
 runs[lenet5-mnist-waveq-scaled]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4 --reg waveq --wbits 8 --beta-init 8 --lambda-beta 0.05 --beta-lr 0.05 --weight-scale max"
 runs[simplenet-waveq-scaled]="$simple --reg waveq --wbits 8 --beta-init 8 --lambda-beta 0.05 --beta-lr 0.05 --weight-scale max"
-# The issue's defaults check: the lenet5-mnist-waveq command with today's defaults only (scale auto =
+# The issue's defaults check: the learned-bit commands with today's defaults only (scale auto =
 # w / max|w| in float training, beta from --wbits - 1).
+runs[simplenet-waveq-defaults]="$simple --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05"
 runs[lenet5-mnist-waveq-defaults]="--model lenet5 --data mnist:$data/mnist --epochs 20 --batch 128 --lr 0.05 --schedule cosine --wd 5e-4 --reg waveq --wbits 8 --lambda-beta 0.05 --beta-lr 0.05"
 # The same with beta snapped to ceil(beta) for phase 3 (--snap-beta): the weights settle on the grid
 # they are rounded to at the end.
