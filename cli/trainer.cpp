@@ -1,6 +1,9 @@
 #include "cli/trainer.h"
 
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
 
 #include "cli/quant_options.h"
@@ -54,6 +57,23 @@ void load_init(Module& model, const std::string& path, const std::string& model_
   std::printf("\n");
 }
 
+// --checkpoint-every: "N" batches or "N[smh]" of training time; "0" off.
+void parse_checkpoint_every(const std::string& v, train::FitOptions& fo) {
+  char* end = nullptr;
+  const double x = std::strtod(v.c_str(), &end);
+  const std::string unit = end ? std::string(end) : "";
+  LOWBIT_CHECK(!v.empty() && end != v.c_str() && x >= 0 && (unit.empty() || unit == "s" || unit == "m" || unit == "h"),
+               "--checkpoint-every '", v, "' is not N (batches), Ns, Nm or Nh (training time), or 0");
+  fo.checkpoint_every_batches = 0;
+  fo.checkpoint_every_seconds = 0;
+  if (unit.empty()) {
+    LOWBIT_CHECK(x == std::floor(x), "--checkpoint-every '", v, "': a number of batches is a whole number");
+    fo.checkpoint_every_batches = static_cast<int64_t>(x);
+  } else {
+    fo.checkpoint_every_seconds = x * (unit == "h" ? 3600 : unit == "m" ? 60 : 1);
+  }
+}
+
 }  // namespace
 
 std::vector<OptionSpec> train_option_specs() {
@@ -86,6 +106,10 @@ std::vector<OptionSpec> train_option_specs() {
        "start from the model weights of a training checkpoint (fine-tuning); optimizer, schedule and quantization "
        "state start fresh"},
       {"stop-after-batches", "", "stop (saving a checkpoint) after this many batches in total (tests)"},
+      {"checkpoint-every", "10m",
+       "also checkpoint within an epoch: every N batches, or after Ns / Nm / Nh of training; 0: at epoch ends only"},
+      {"on-nonfinite", "stop",
+       "a non-finite loss or gradient: stop (naming where; the last checkpoint is kept) | skip-step"},
       {"quiet", "", "no per-batch progress", true},
   };
   for (auto& q : quant_option_specs()) s.push_back(q);
@@ -113,6 +137,9 @@ int run_train(Options& opts, int argc, char** argv) {
   if (opts.has("resume")) {
     resume_path = opts.str("resume");
     if (resume_path == "true") resume_path = opts.str("out") + "/checkpoint.ckpt";
+    LOWBIT_CHECK(std::filesystem::exists(resume_path), "--resume: there is no checkpoint ", resume_path,
+                 " (the run saved none yet, or --out names another folder); start the run without --resume, or "
+                 "name the checkpoint: --resume PATH");
     Options fresh("train", train_option_specs());
     fresh.load_config_text(train::checkpoint_config(resume_path), resume_path);
     fresh.set("stop-after-batches", "", "resume");  // a one-off of the interrupted command
@@ -139,6 +166,22 @@ int run_train(Options& opts, int argc, char** argv) {
     train::QuantContext check(*probe, *qspec);
   }
 
+  train::FitOptions fo;
+  fo.epochs = epochs;
+  fo.schedule = optim::parse_schedule(opts.str("schedule"), epochs);
+  fo.clip_grad_norm = opts.has("clip-grad") ? opts.real("clip-grad") : 0;
+  fo.out = opts.str("out");
+  fo.resume = resume_path;
+  fo.config_text = opts.to_config();
+  fo.stop_after_batches = opts.has("stop-after-batches") ? opts.integer("stop-after-batches") : -1;
+  fo.catch_sigint = true;
+  parse_checkpoint_every(opts.str("checkpoint-every"), fo);
+  const std::string nonfinite = opts.str("on-nonfinite");
+  LOWBIT_CHECK(nonfinite == "stop" || nonfinite == "skip-step", "--on-nonfinite '", nonfinite,
+               "' is not stop or skip-step");
+  fo.on_nonfinite = nonfinite == "stop" ? train::NonFinitePolicy::stop : train::NonFinitePolicy::skip_step;
+  fo.verbose = opts.flag("quiet") ? 1 : 2;
+
   train::TrainData data = train::load_data(data_config(opts, batch));
   auto model = train::create_model(opts.str("model"), data, opts.real("width"), opts.str("variant"));
   // Before the quantization context, which records the starting weights for the report.
@@ -160,17 +203,6 @@ int run_train(Options& opts, int argc, char** argv) {
     groups = {base};
   }
   auto opt = make_optimizer(opts.str("optimizer"), std::move(groups));
-
-  train::FitOptions fo;
-  fo.epochs = epochs;
-  fo.schedule = optim::parse_schedule(opts.str("schedule"), epochs);
-  fo.clip_grad_norm = opts.has("clip-grad") ? opts.real("clip-grad") : 0;
-  fo.out = opts.str("out");
-  fo.resume = resume_path;
-  fo.config_text = opts.to_config();
-  fo.stop_after_batches = opts.has("stop-after-batches") ? opts.integer("stop-after-batches") : -1;
-  fo.catch_sigint = true;
-  fo.verbose = opts.flag("quiet") ? 1 : 2;
 
   std::printf("model %s: %lld parameters; data %s: %lld train / %lld test images %lldx%lldx%lld; %d threads\n",
               opts.str("model").c_str(), (long long)model->num_parameters(), opts.str("data").c_str(),

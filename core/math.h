@@ -72,6 +72,9 @@ Tensor amax(const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim
 Tensor amin(const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim = false);
 Tensor var(const Tensor& a, const std::vector<int64_t>& dims = {}, bool unbiased = true, bool keepdim = false);
 Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);  // int32 indices
+// Whether every element is finite (no NaN, no +-inf); true for an empty tensor. One pass, no copy
+// for dense tensors.
+bool all_finite(const Tensor& a);
 // Sums a broadcast result back to `shape` (the gradient of expand).
 Tensor sum_to(const Tensor& a, const Shape& shape);
 

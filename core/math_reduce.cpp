@@ -252,6 +252,19 @@ Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
   return s;
 }
 
+bool all_finite(const Tensor& a_in) {
+  if (!is_floating(a_in.dtype()) || a_in.numel() == 0) return true;
+  const Tensor a = a_in.contiguous();
+  return LOWBIT_DISPATCH_FLOAT(a.dtype(), "all_finite", [&] {
+    // x * 0 is 0 for finite x and NaN for NaN and +-inf; the sum is NaN iff one of them is (the
+    // branch-free loop vectorizes).
+    const scalar_t* p = a.data<scalar_t>();
+    scalar_t acc = 0;
+    for (int64_t i = 0; i < a.numel(); ++i) acc += p[i] * scalar_t(0);
+    return acc == scalar_t(0);
+  });
+}
+
 Tensor amax(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
   return reduce(a, dims, keepdim, ReduceKind::max, "amax");
 }

@@ -58,5 +58,12 @@ expect "bad schedule" "multistep" "$lowbit" train --schedule multistep:x --limit
 expect "unknown command" "unknown command" "$lowbit" frobnicate
 expect "test file for a non-CIFAR set" "takes a CIFAR binary batch" "$lowbit" train --data fashion-mnist \
   --test-file "$work/bad.ckpt" --limit-train 64 --epochs 1
+mkdir -p "$work/empty_run"
+expect "resume without a checkpoint" "--resume: there is no checkpoint $work/empty_run/checkpoint.ckpt .*start the run without --resume" \
+  "$lowbit" train --out "$work/empty_run" --resume
+expect "bad checkpoint interval" "--checkpoint-every '5x'" "$lowbit" train --checkpoint-every 5x --limit-train 64
+expect "bad non-finite policy" "--on-nonfinite 'ignore'" "$lowbit" train --on-nonfinite ignore --limit-train 64
+expect "diverging run" "training stopped at epoch 1, batch [0-9]* (step [0-9]*): the .* not finite" \
+  "$lowbit" train --model lenet5 --limit-train 1024 --limit-test 64 --epochs 1 --lr 1e9 --quiet --out "$work/diverge"
 echo "$((cases - fails)) passed, $fails failed"
 [ $fails -eq 0 ]

@@ -220,3 +220,23 @@ TEST_CASE("empty tensors: creation, fill, copy and reductions") {
   CHECK(math::sum(Tensor::ones({4, 0})).item() == 0.0);
   CHECK(math::add(e, 1.0).shape() == (Shape{0, 4}));
 }
+
+TEST_CASE("all_finite: NaN and +-inf anywhere, any dtype and layout") {
+  for (DType dt : {DType::f32, DType::f64}) {
+    Tensor t = Tensor::zeros({3, 5}, dt);
+    CHECK(math::all_finite(t));
+    CHECK(math::all_finite(Tensor::zeros({0}, dt)));
+    for (double bad : {std::nan(""), double(INFINITY), -double(INFINITY)}) {
+      for (int64_t i : {0, 7, 14}) {
+        Tensor u = Tensor::zeros({3, 5}, dt);
+        auto v = u.to_vector();
+        v[size_t(i)] = bad;
+        u = Tensor::from_vector(v, {3, 5}).to(dt);
+        CHECK_FALSE(math::all_finite(u));
+        CHECK_FALSE(math::all_finite(u.permute({1, 0})));  // a strided view
+      }
+    }
+    CHECK(math::all_finite(Tensor::full({4}, 3.0e38, dt)));  // large but finite
+  }
+  CHECK(math::all_finite(Tensor::from_vector(std::vector<int32_t>{1, 2}, {2})));  // integers are finite
+}

@@ -526,3 +526,132 @@ TEST_CASE("no silent collapse: the report says loudly when the learned bits lose
   CHECK(scaled.quantized.accuracy > 0.9);
   CHECK(scaled.warnings.empty());
 }
+
+TEST_CASE("checkpoints within an epoch, every N batches: a run resumed from one is bit-identical") {
+  const std::string out = temp_dir("every");
+  auto run = [&](const std::string& dir, int64_t stop, const std::string& resume, int64_t every) {
+    Data d;
+    auto net = small_net();
+    train::QuantContext quant(*net, {.method = "dorefa", .wbits = 4, .reg = "waveq"});
+    optim::SGD opt(quant.param_groups(base_group()));
+    train::FitOptions fo{.epochs = 2,
+                         .out = dir,
+                         .resume = resume,
+                         .stop_after_batches = stop,
+                         .checkpoint_every_batches = every,
+                         .verbose = 0};
+    train::fit(*net, opt, *d.train_loader, d.test_loader.get(), fo, &quant);
+    return net->state_dict();
+  };
+  const auto straight = run(out + "/straight", -1, "", 0);
+  // Stop after 13 batches but keep only the checkpoint written at batch 3 of epoch 2 (every 3).
+  run(out + "/cut", 11, "", 3);
+  const Checkpoint c = load_checkpoint(out + "/cut/checkpoint.ckpt");
+  CHECK(c.get_int("epoch") == 1);
+  CHECK(c.get_int("batch") == 3);  // 11 batches = epoch 1 (8) + 3: the every-3 checkpoint
+  const auto resumed = run(out + "/cut", -1, out + "/cut/checkpoint.ckpt", 3);
+  for (const auto& [name, t] : straight) {
+    CAPTURE(name);
+    CHECK(max_abs_diff(t, resumed.at(name)) == 0.0);
+  }
+  // metrics.jsonl: one line per epoch, as the straight run's (the epoch-1 line written once).
+  auto lines = [](const std::string& path) {
+    std::ifstream in(path);
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) n += !line.empty();
+    return n;
+  };
+  CHECK(lines(out + "/cut/metrics.jsonl") == 2);
+  std::filesystem::remove_all(out);
+}
+
+TEST_CASE("a non-finite loss, gradient or weight stops the run naming where; the last checkpoint is kept") {
+  const std::string out = temp_dir("nonfinite");
+  Data d;
+  // Before batch 6 conv3's bias becomes infinite, and the loss with it: stopped at epoch 1, batch
+  // 6, naming the loss, the first module whose output was not finite and the weight; the
+  // checkpoint of batch 4 (every 2) is untouched.
+  {
+    auto net = small_net();
+    optim::ParamGroup g = base_group();
+    g.params = net->parameters();
+    optim::SGD opt({g});
+    int calls = 0;
+    train::FitOptions fo{.epochs = 1, .out = out + "/a", .checkpoint_every_batches = 2, .verbose = 0};
+    fo.step = [&](Module& m, const data::Batch& b) {
+      Variable x(b.images);
+      if (++calls == 6) net->at<Conv2d>(4)->param("bias").mutable_data().fill_(double(INFINITY));
+      Variable logits = m(x);
+      return train::StepOutput{cross_entropy(logits, b.labels), logits.data()};
+    };
+    const std::string e = error_of([&] { train::fit(*net, opt, *d.train_loader, nullptr, fo); });
+    CAPTURE(e);
+    CHECK(contains(e, "training stopped at epoch 1, batch 6 (step 6): the loss is "));
+    CHECK(contains(e, "(the first output that is not finite: conv3) (the weight conv3.bias is not finite)"));
+    CHECK(contains(e, "the last checkpoint (" + out + "/a/checkpoint.ckpt) is kept as it was"));
+    const Checkpoint c = load_checkpoint(out + "/a/checkpoint.ckpt");
+    CHECK(c.get_int("batch") == 4);
+    // The same for the classifier's weight, at the next run's first step.
+    net->at<Conv2d>(4)->param("bias").mutable_data().fill_(0.0);
+    net->at<Linear>(7)->param("weight").mutable_data().fill_(std::nan(""));
+    fo.out = "";
+    fo.step = nullptr;
+    const std::string e2 = error_of([&] { train::fit(*net, opt, *d.train_loader, nullptr, fo); });
+    CAPTURE(e2);
+    CHECK(contains(e2,
+                   "batch 1 (step 6): the loss is nan (the first output that is not finite: fc) (the weight "
+                   "fc.weight is not finite)"));
+  }
+  // A gradient that is not finite while the loss is: named by its parameter.
+  {
+    auto net = small_net();
+    optim::ParamGroup g = base_group();
+    g.params = net->parameters();
+    optim::SGD opt({g});
+    train::FitOptions fo{.epochs = 1, .verbose = 0};
+    fo.step = [&](Module& m, const data::Batch& b) {
+      Variable logits = m(Variable(b.images));
+      // sqrt(0 * b) is 0, its gradient inf * 0 = NaN.
+      Variable trap = sum(sqrt(mul(net->at<Linear>(7)->param("bias"), 0.0)));
+      return train::StepOutput{cross_entropy(logits, b.labels) + trap, logits.data()};
+    };
+    const std::string e = error_of([&] { train::fit(*net, opt, *d.train_loader, nullptr, fo); });
+    CHECK(contains(e, "batch 1 (step 1): the gradient of fc.bias is not finite"));
+  }
+  // A step that makes a weight infinite (an absurd learning rate): named after the step.
+  {
+    auto net = small_net();
+    optim::SGD opt({optim::ParamGroup{.params = net->parameters(), .lr = 1e40}});
+    const std::string e =
+        error_of([&] { train::fit(*net, opt, *d.train_loader, nullptr, {.epochs = 1, .verbose = 0}); });
+    CHECK(contains(e, "batch 1 (step 1): the step made the weight conv1.weight not finite"));
+  }
+  // skip-step: the NaN batches are skipped and counted; the run finishes with finite weights. Too
+  // many in a row stop it.
+  {
+    auto net = small_net();
+    optim::SGD opt({optim::ParamGroup{.params = net->parameters(), .lr = 0.05}});
+    int calls = 0;
+    train::FitOptions fo{.epochs = 2, .on_nonfinite = train::NonFinitePolicy::skip_step, .verbose = 0};
+    fo.step = [&](Module& m, const data::Batch& b) {
+      ++calls;
+      Variable x(calls == 3 || calls == 12 ? math::mul(b.images, std::nan("")) : b.images);
+      Variable logits = m(x);
+      return train::StepOutput{cross_entropy(logits, b.labels), logits.data()};
+    };
+    const train::FitResult r = train::fit(*net, opt, *d.train_loader, nullptr, fo);
+    CHECK(r.finished);
+    CHECK(r.skipped_steps == 2);
+    CHECK(opt.step_count() == 2 * 8 - 2);
+    for (const auto& p : net->parameters()) CHECK(math::all_finite(p.data()));
+    fo.max_skipped_steps = 3;
+    fo.step = [&](Module& m, const data::Batch& b) {
+      Variable logits = m(Variable(math::mul(b.images, std::nan(""))));
+      return train::StepOutput{cross_entropy(logits, b.labels), logits.data()};
+    };
+    CHECK(contains(error_of([&] { train::fit(*net, opt, *d.train_loader, nullptr, fo); }),
+                   "after 3 skipped steps in a row"));
+  }
+  std::filesystem::remove_all(out);
+}

@@ -2,6 +2,7 @@
 #include "train/fit.h"
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include <sstream>
 
 #include "autograd/ops.h"
+#include "core/math.h"
 #include "core/serialize.h"
 #include "layers/dropout.h"
 #include "optim/clip.h"
@@ -101,6 +103,58 @@ void append_line(const std::string& path, const std::string& line) {
   out << line << '\n';
 }
 
+// metrics.jsonl keeps the lines of the first `epochs` epochs only (a resumed run rewrites the rest).
+void cut_metrics(const std::string& path, int64_t epochs) {
+  std::ifstream in(path);
+  if (!in.good()) return;
+  std::string line, kept;
+  bool cut = false;
+  while (std::getline(in, line)) {
+    const std::string key = "{\"epoch\": ";
+    const bool ours = line.rfind(key, 0) == 0 && std::atoll(line.c_str() + key.size()) <= epochs;
+    if (ours)
+      kept += line + "\n";
+    else
+      cut = true;
+  }
+  if (cut) write_file_atomic(path, kept);
+}
+
+// The first parameter (model order) whose gradient, or whose value, is not finite; "" if none.
+std::string first_nonfinite(Module& model, bool gradients) {
+  for (const auto& [name, p] : model.named_parameters()) {
+    if (gradients && !p.grad().defined()) continue;
+    if (!math::all_finite(gradients ? p.grad().data() : p.data())) return name;
+  }
+  return "";
+}
+
+// Runs the step once more without gradients, watching every leaf module's output, and returns the
+// first module (in execution order) whose output is not finite, or "" if none is. Only on the way
+// out of a stopped run: it updates batch-norm statistics like any forward pass.
+std::string first_nonfinite_output(Module& model, const data::Batch& b, const StepFn& step) {
+  std::string first;
+  std::vector<std::pair<Module*, VariableTransform>> saved;
+  for (auto& [name, m] : model.named_modules()) {
+    if (!m->named_children().empty()) continue;
+    Module* mp = m.get();
+    VariableTransform prev = mp->output_hook();
+    saved.emplace_back(mp, prev);
+    mp->set_output_hook([prev, name = name, &first](const Variable& y) {
+      Variable out = prev ? prev(y) : y;
+      if (first.empty() && !math::all_finite(out.data())) first = name.empty() ? "the model" : name;
+      return out;
+    });
+  }
+  try {
+    NoGradGuard ng;
+    step(model, b);
+  } catch (const std::exception&) {
+  }
+  for (auto& [m, hook] : saved) m->set_output_hook(hook);
+  return first;
+}
+
 StepOutput cross_entropy_step(Module& model, const data::Batch& b) {
   Variable logits = model(Variable(b.images));
   return {cross_entropy(logits, b.labels), logits.data()};
@@ -138,6 +192,7 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
   Position pos;
   if (!o.resume.empty()) {
     pos = restore_state(o.resume, model, opt, quant);
+    if (!metrics_path.empty()) cut_metrics(metrics_path, pos.epoch);
     if (o.verbose >= 1)
       std::printf("resumed from %s at epoch %lld, batch %lld\n", o.resume.c_str(), (long long)pos.epoch + 1,
                   (long long)pos.batch);
@@ -148,6 +203,7 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
   }
 
   SigintScope sigint(o.catch_sigint);
+  auto last_save = std::chrono::steady_clock::now();
   const int64_t nb = train.num_batches();
   LOWBIT_CHECK(nb > 0, "fit: the training loader has no batch");
   auto evaluate_now = [&]() -> EvalResult {
@@ -170,16 +226,59 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       const StepOutput out = step(model, b);
       LOWBIT_CHECK(out.loss.defined() && out.loss.numel() == 1, "fit: the step must return a scalar loss");
       const double loss_value = out.loss.item();
-      LOWBIT_CHECK(std::isfinite(loss_value), "training: the loss became ", loss_value, " at epoch ", pos.epoch + 1,
-                   " batch ", pos.batch + 1, " (lower the learning rate, or check the data)");
       Variable total = out.loss;
       Variable reg = opt.regularization_loss();
       if (reg.defined()) total = total + reg;
-      opt.zero_grad();
-      total.backward();
+      // Non-finite values: the loss and the regularizers' term, then the gradients, before the step.
+      std::string fault;
+      auto value_text = [](double v) { return std::isnan(v) ? std::string("nan") : detail::concat(v); };
+      if (!std::isfinite(loss_value))
+        fault = "the loss is " + value_text(loss_value);
+      else if (!std::isfinite(total.item()))
+        fault = "the regularization term is " + value_text(total.item() - loss_value);
+      if (fault.empty()) {
+        opt.zero_grad();
+        total.backward();
+        const std::string p = first_nonfinite(model, /*gradients=*/true);
+        if (!p.empty()) fault = "the gradient of " + p + " is not finite";
+      }
+      const std::string where = detail::concat("epoch ", pos.epoch + 1, ", batch ", pos.batch + 1, " (step ",
+                                               opt.step_count() + 1, ")");
+      const std::string kept = ckpt_path.empty()                               ? std::string("no run folder")
+                               : result.checkpoint.empty() && o.resume.empty() ? "no checkpoint was written yet"
+                                   : "the last checkpoint (" + ckpt_path + ") is kept as it was";
+      if (!fault.empty() && o.on_nonfinite == NonFinitePolicy::skip_step &&
+          result.skipped_steps_in_a_row < o.max_skipped_steps) {
+        opt.zero_grad();
+        ++result.skipped_steps, ++result.skipped_steps_in_a_row;
+        if (o.verbose >= 1) std::printf("skipped %s: %s\n", where.c_str(), fault.c_str());
+        ++pos.batch;
+        pos.seconds = seconds_before + bar.seconds();
+        ++result.batches;
+        continue;
+      }
+      if (!fault.empty()) {
+        if (std::isnan(loss_value) || std::isinf(loss_value)) {
+          const std::string module = first_nonfinite_output(model, b, step);
+          const std::string weight = first_nonfinite(model, /*gradients=*/false);
+          if (!module.empty()) fault += " (the first output that is not finite: " + module + ")";
+          if (!weight.empty()) fault += " (the weight " + weight + " is not finite)";
+        }
+        throw Error(detail::concat(
+            "training stopped at ", where, ": ", fault,
+            o.on_nonfinite == NonFinitePolicy::skip_step
+                ? detail::concat(" after ", result.skipped_steps_in_a_row, " skipped steps in a row")
+                : std::string(),
+            "; ", kept, ". Lower the learning rate, clip the gradients (--clip-grad), or skip such steps "
+            "(--on-nonfinite skip-step)"));
+      }
+      result.skipped_steps_in_a_row = 0;
       if (o.clip_grad_norm > 0) optim::clip_grad_norm(model.parameters(), o.clip_grad_norm);
       opt.step();
       if (quant) quant->after_step();
+      const std::string bad_weight = first_nonfinite(model, /*gradients=*/false);
+      LOWBIT_CHECK(bad_weight.empty(), "training stopped at ", where, ": the step made the weight ", bad_weight,
+                   " not finite; ", kept, ". Lower the learning rate or clip the gradients (--clip-grad)");
 
       const int64_t n = b.labels.numel();
       pos.loss_sum += loss_value * double(n);
@@ -203,6 +302,16 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
                         (long long)pos.batch);
         }
         return result;
+      }
+      // Within the epoch: every N batches, and every so many seconds of training.
+      const bool by_count = o.checkpoint_every_batches > 0 && pos.batch % o.checkpoint_every_batches == 0;
+      const bool by_time = o.checkpoint_every_seconds > 0 &&
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - last_save).count() >=
+                               o.checkpoint_every_seconds;
+      if (!ckpt_path.empty() && pos.batch < nb && (by_count || by_time)) {
+        save_state(ckpt_path, o, model, opt, quant, pos);
+        result.checkpoint = ckpt_path;
+        last_save = std::chrono::steady_clock::now();
       }
     }
     bar.finish();
@@ -244,6 +353,7 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       next.epoch = pos.epoch + 1;
       save_state(ckpt_path, o, model, opt, quant, next);
       result.checkpoint = ckpt_path;
+      last_save = std::chrono::steady_clock::now();
     }
   }
   if (result.history.empty()) result.last_eval = evaluate_now();  // resumed a finished run

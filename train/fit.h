@@ -10,8 +10,19 @@
 //   backward, optional gradient clipping, optimizer.step(), quant->after_step() (beta clamp, U3 clip)
 // A non-finite loss stops the run with an error naming the epoch and batch.
 //
+// Non-finite values: a non-finite loss (or regularization term) or gradient is found before the
+// optimizer step, a non-finite weight after it. With NonFinitePolicy::stop (default) the run stops
+// with an error naming the epoch, batch and step, the parameter (first in model order) or, for a
+// loss, the first module whose output was not finite (a diagnostic forward pass); nothing is
+// written, so the last checkpoint stays as it was. With skip_step a non-finite loss or gradient
+// skips the step (counted, reported) and training goes on; max_skipped_steps in a row stop it; a
+// non-finite weight always stops.
+//
 // After each epoch: evaluation (options.evaluate, or train::evaluate on the test loader), a line of
 // metrics.jsonl in the run folder, the quantization table (verbose >= 1), on_epoch, and a checkpoint.
+// Within an epoch a checkpoint is also written every checkpoint_every_batches batches and whenever
+// checkpoint_every_seconds of training time have passed since the last one (default 10 minutes, so
+// an interrupted long epoch loses little).
 //
 // Run folder (options.out, "" for none): config.txt (options.config_text, a new run), metrics.jsonl
 // (one JSON object per epoch), checkpoint.ckpt: model, optimizer, quantization state, position
@@ -19,7 +30,9 @@
 // written atomically after every epoch, at stop_after_batches and on Ctrl-C (catch_sigint).
 // Resume (options.resume = a checkpoint) continues bit-identically: the data order and augmentation
 // are functions of (seed, epoch, index), the schedules functions of t, and all other state is in the
-// checkpoint. The model, optimizer and context must be built as for the original run.
+// checkpoint; metrics.jsonl is cut back to the epochs the checkpoint has finished (a kill between
+// its line and the checkpoint would otherwise repeat one). The model, optimizer and context must be
+// built as for the original run.
 //
 // Custom losses (a section of a net trained against a teacher, a distillation loss): options.step
 // returns the batch's loss and, optionally, logits for the accuracy column; options.evaluate
@@ -56,6 +69,8 @@ struct EpochRecord {
   double lr = 0, seconds = 0, images_per_sec = 0;
 };
 
+enum class NonFinitePolicy { stop, skip_step };
+
 struct FitOptions {
   int64_t epochs = 1;
   std::shared_ptr<optim::LRSchedule> schedule{};  // null: constant
@@ -64,6 +79,10 @@ struct FitOptions {
   std::string resume{};                         // checkpoint to continue from
   std::string config_text{};                    // kept in the checkpoint ("config") and config.txt
   int64_t stop_after_batches = -1;              // > 0: save and return after this many batches
+  int64_t checkpoint_every_batches = 0;         // > 0: also a checkpoint every N batches of an epoch
+  double checkpoint_every_seconds = 600;        // > 0: also one after this much training time
+  NonFinitePolicy on_nonfinite = NonFinitePolicy::stop;
+  int64_t max_skipped_steps = 100;              // skip_step: this many skipped in a row stop the run
   bool catch_sigint = false;                    // Ctrl-C: save, return interrupted (a second one kills)
   int verbose = 1;                              // 0 silent, 1 a line per epoch, 2 also live progress
   int64_t progress_every = 50;                  // progress lines when stdout is not a terminal
@@ -76,6 +95,8 @@ struct FitResult {
   bool finished = false;     // every epoch done
   bool interrupted = false;  // Ctrl-C
   int64_t batches = 0;       // steps taken by this call
+  int64_t skipped_steps = 0;  // steps skipped for non-finite values (skip_step)
+  int64_t skipped_steps_in_a_row = 0;
   EvalResult last_eval;      // of the last epoch (evaluated again when a finished run is resumed)
   std::vector<EpochRecord> history;
   std::string checkpoint;  // path of the last checkpoint written ("" if none)
