@@ -35,6 +35,12 @@ const OptionSpec& Options::spec(const std::string& key, const std::string& where
 
 void Options::set(const std::string& key, const std::string& value, const std::string& where) {
   spec(key, where);
+  // Every value must survive to_config() -> load_config_text() (config.txt, a checkpoint's config
+  // for --resume) unchanged.
+  LOWBIT_CHECK(value.find_first_of("#\n") == std::string::npos, "lowbit ", command_, ": ", key, " = '", value, "' (",
+               where, "): a value cannot contain '#' or a line break (config files could not store it)");
+  LOWBIT_CHECK(value == trim(value), "lowbit ", command_, ": ", key, " = '", value, "' (", where,
+               "): a value cannot start or end with white space (config files could not store it)");
   values_[key] = value;
   origin_[key] = where;
 }
@@ -174,7 +180,11 @@ std::string Options::to_config() const {
   std::ostringstream os;
   for (const auto& s : specs_) {
     auto it = values_.find(s.key);
-    if (it != values_.end() && !it->second.empty()) os << s.key << " = " << it->second << '\n';
+    if (it == values_.end()) continue;
+    if (!it->second.empty())
+      os << s.key << " = " << it->second << '\n';
+    else if (!s.default_value.empty())  // explicitly emptied: say so, or loading it back restores the default
+      os << s.key << (s.is_switch ? " = false" : " =") << '\n';
   }
   return os.str();
 }

@@ -36,7 +36,8 @@ class Options {
   bool flag(const std::string& key) const;
   bool help_requested() const { return help_; }
   std::string usage() const;
-  // Every option with a value, `key = value` per line: the run folder keeps it as config.txt.
+  // Every option with a value, `key = value` per line (`key =` for an option emptied over a
+  // default): the run folder keeps it as config.txt, and loading it gives the same values.
   std::string to_config() const;
 
  private:

@@ -70,7 +70,7 @@ class Reader {
   const char* end_;
 };
 
-uint32_t crc32_of(const std::string& s) {
+uint32_t crc32_of(std::string_view s) {
   uLong crc = crc32(0L, Z_NULL, 0);
   size_t done = 0;
   while (done < s.size()) {  // zlib takes uInt lengths
@@ -199,8 +199,9 @@ void save_checkpoint(const std::string& path, const Checkpoint& ckpt) {
   write_file_atomic(path, file.buffer());
 }
 
-Checkpoint load_checkpoint(const std::string& path) {
-  const std::string raw = read_whole_file(path);
+Checkpoint load_checkpoint(const std::string& path) { return load_checkpoint_data(read_whole_file(path), path); }
+
+Checkpoint load_checkpoint_data(std::string_view raw, const std::string& path) {
   LOWBIT_CHECK(raw.size() >= kHeaderSize, "load_checkpoint: ", path, ": truncated: ", raw.size(),
                " bytes, shorter than the ", kHeaderSize, "-byte header");
   LOWBIT_CHECK(std::memcmp(raw.data(), kMagic, sizeof(kMagic)) == 0, "load_checkpoint: ", path,
@@ -215,7 +216,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   LOWBIT_CHECK(raw.size() - kHeaderSize == payload_size, "load_checkpoint: ", path,
                ": truncated or padded: header says ", payload_size, " payload bytes, file has ",
                raw.size() - kHeaderSize);
-  const std::string payload = raw.substr(kHeaderSize);
+  const std::string_view payload = raw.substr(kHeaderSize);
   LOWBIT_CHECK(crc32_of(payload) == crc, "load_checkpoint: ", path, ": checksum mismatch (file is corrupt)");
 
   Checkpoint ckpt;
@@ -223,19 +224,23 @@ Checkpoint load_checkpoint(const std::string& path) {
   const auto n_meta = in.pod<uint32_t>("metadata count");
   for (uint32_t i = 0; i < n_meta; ++i) {
     std::string key = in.str("metadata key");
+    LOWBIT_CHECK(!ckpt.meta.count(key), "load_checkpoint: ", path, ": metadata '", key, "' appears twice");
     const auto type = in.pod<MetaType>("metadata type");
+    MetaValue value;
     switch (type) {
-      case MetaType::i64: ckpt.meta[key] = in.pod<int64_t>("integer metadata"); break;
-      case MetaType::f64: ckpt.meta[key] = in.pod<double>("real metadata"); break;
-      case MetaType::str: ckpt.meta[key] = in.str("string metadata"); break;
+      case MetaType::i64: value = in.pod<int64_t>("integer metadata"); break;
+      case MetaType::f64: value = in.pod<double>("real metadata"); break;
+      case MetaType::str: value = in.str("string metadata"); break;
       default:
         throw Error(detail::concat("load_checkpoint: ", path, ": metadata '", key, "' has unknown type ",
                                    static_cast<int>(type)));
     }
+    ckpt.meta.emplace(std::move(key), std::move(value));
   }
   const auto n_tensors = in.pod<uint32_t>("tensor count");
   for (uint32_t i = 0; i < n_tensors; ++i) {
     std::string name = in.str("tensor name");
+    LOWBIT_CHECK(!ckpt.tensors.count(name), "load_checkpoint: ", path, ": tensor '", name, "' appears twice");
     const auto dt = in.pod<uint8_t>("tensor dtype");
     LOWBIT_CHECK(dt <= static_cast<uint8_t>(DType::u8), "load_checkpoint: ", path, ": tensor '", name,
                  "' has unknown dtype ", int(dt));
@@ -243,15 +248,25 @@ Checkpoint load_checkpoint(const std::string& path) {
     const auto ndim = in.pod<uint32_t>("tensor rank");
     LOWBIT_CHECK(ndim <= 16, "load_checkpoint: ", path, ": tensor '", name, "' has implausible rank ", ndim);
     Shape shape(ndim);
+    // Sizes checked as they are read, before anything is multiplied or allocated: at most 2^40
+    // elements (the product of the non-zero sizes, so strides cannot overflow either).
+    int64_t elements = 1;
+    bool empty = false;
     for (auto& d : shape) {
       d = in.pod<int64_t>("tensor dims");
       LOWBIT_CHECK(d >= 0, "load_checkpoint: ", path, ": tensor '", name, "' has a negative dimension");
+      LOWBIT_CHECK(d == 0 || elements <= (int64_t(1) << 40) / d, "load_checkpoint: ", path, ": tensor '", name,
+                   "' has an implausible shape ", shape_str(shape), " (more than 2^40 elements)");
+      if (d == 0) empty = true;
+      elements *= d == 0 ? 1 : d;
     }
+    const uint64_t need = empty ? 0 : uint64_t(elements) * dtype_size(dtype);
     const auto nbytes = in.pod<uint64_t>("tensor size");
-    LOWBIT_CHECK(nbytes == static_cast<uint64_t>(shape_numel(shape)) * dtype_size(dtype), "load_checkpoint: ", path,
-                 ": tensor '", name, "' ", shape_str(shape), " ", dtype_name(dtype), " declares ", nbytes, " bytes");
+    LOWBIT_CHECK(nbytes == need, "load_checkpoint: ", path, ": tensor '", name, "' ", shape_str(shape), " ",
+                 dtype_name(dtype), " declares ", nbytes, " bytes (its shape needs ", need, ")");
+    const char* data = in.take(nbytes, "tensor data");  // before allocating: the bytes are in the file
     Tensor t = Tensor::empty(shape, dtype);
-    std::memcpy(t.data_ptr(), in.take(nbytes, "tensor data"), nbytes);
+    if (nbytes) std::memcpy(t.data_ptr(), data, nbytes);
     ckpt.tensors.emplace(std::move(name), std::move(t));
   }
   LOWBIT_CHECK(in.done(), "load_checkpoint: ", path, ": trailing bytes after the last tensor");

@@ -15,12 +15,15 @@
 // save_checkpoint writes `path + ".tmp"` in the same folder, flushes it to disk, then renames it over
 // `path`: a crash leaves either the old file or the new one, never a torn file.
 // load_checkpoint checks magic, version, sizes, checksum and every record, and throws lowbit::Error
-// naming the file and what is wrong (truncated, bad magic, checksum mismatch, unknown dtype, ...).
+// naming the file and what is wrong (truncated, bad magic, checksum mismatch, unknown dtype, a
+// tensor larger than the bytes left, duplicate names, ...); it allocates a tensor only after
+// checking that its bytes are in the file.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <variant>
 
 #include "core/tensor.h"
@@ -47,6 +50,9 @@ struct Checkpoint {
 
 void save_checkpoint(const std::string& path, const Checkpoint& ckpt);
 Checkpoint load_checkpoint(const std::string& path);
+// The same parsing from a file's contents held in memory; `name` labels messages (load_checkpoint
+// reads the file and calls this; so does the fuzzer tests/fuzz/fuzz_checkpoint.cpp).
+Checkpoint load_checkpoint_data(std::string_view file, const std::string& name);
 
 // Writes `contents` to `path` atomically (temporary file in the same folder, fsync, rename).
 void write_file_atomic(const std::string& path, const std::string& contents);

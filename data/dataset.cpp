@@ -100,15 +100,14 @@ const std::vector<std::string>& fashion_mnist_class_names() {
 namespace {
 
 struct IdxArray {
-  Bytes bytes;
   std::vector<int64_t> dims;
-  size_t data_offset = 0;
+  std::span<const uint8_t> data;  // the row-major elements, exactly prod(dims) bytes
 };
 
-IdxArray read_idx_array(const std::string& path, uint32_t expected_magic, const char* what) {
+// Checks and splits one IDX file's contents (already decompressed).
+IdxArray parse_idx_array(std::span<const uint8_t> b, const std::string& path, uint32_t expected_magic,
+                         const char* what) {
   IdxArray a;
-  a.bytes = read_file_bytes(path, "read_idx");
-  const Bytes& b = a.bytes;
   LOWBIT_CHECK(b.size() >= 4, "read_idx: ", path, ": truncated: ", b.size(), " bytes, shorter than the 4-byte magic");
   const uint32_t magic = load_be32(b.data());
   char hex[2][16];
@@ -123,36 +122,50 @@ IdxArray read_idx_array(const std::string& path, uint32_t expected_magic, const 
   int64_t count = 1;
   for (size_t d = 0; d < ndim; ++d) {
     const uint32_t n = load_be32(b.data() + 4 + 4 * d);
-    LOWBIT_CHECK(n < (1u << 31), "read_idx: ", path, ": implausible dimension ", d, " size ", n);
     a.dims.push_back(int64_t(n));
+    // Checked before multiplying: the product of the dimensions must not overflow.
+    LOWBIT_CHECK(n < (1u << 31) && (n == 0 || count <= (int64_t(1) << 40) / int64_t(n)), "read_idx: ", path,
+                 ": size overflow: dimensions ", shape_str(a.dims), "... of ", what, " exceed 2^40 bytes");
     count *= int64_t(n);
-    LOWBIT_CHECK(count < (int64_t(1) << 40), "read_idx: ", path, ": implausible total size");
   }
-  a.data_offset = header;
   const size_t expected = header + size_t(count);
-  LOWBIT_CHECK(b.size() >= expected, "read_idx: ", path, ": truncated: expected ", expected, " bytes of ", what,
-               ", got ", b.size());
+  LOWBIT_CHECK(b.size() >= expected, "read_idx: ", path, ": truncated: expected ", expected, " bytes of ", what, " ",
+               shape_str(a.dims), ", got ", b.size());
   LOWBIT_CHECK(b.size() == expected, "read_idx: ", path, ": ", b.size() - expected, " trailing bytes after ", expected,
-               " bytes of ", what);
+               " bytes of ", what, " ", shape_str(a.dims));
+  a.data = b.subspan(header, size_t(count));
   return a;
 }
 
 }  // namespace
 
 ImageDataset read_idx(const std::string& images_path, const std::string& labels_path, int64_t num_classes) {
+  const Bytes images = read_file_raw(images_path, "read_idx");
+  const Bytes labels = read_file_raw(labels_path, "read_idx");
+  return read_idx_data(images, images_path, labels, labels_path, num_classes);
+}
+
+ImageDataset read_idx_data(std::span<const uint8_t> images_file, const std::string& images_path,
+                           std::span<const uint8_t> labels_file, const std::string& labels_path, int64_t num_classes) {
   LOWBIT_CHECK(num_classes > 0 && num_classes <= 256, "read_idx: num_classes ", num_classes, " outside [1, 256]");
-  const IdxArray im = read_idx_array(images_path, 0x00000803, "images");
-  const IdxArray lb = read_idx_array(labels_path, 0x00000801, "labels");
+  Bytes im_storage, lb_storage;
+  const IdxArray im = parse_idx_array(gunzip_if_gzip(images_file, im_storage, images_path, "read_idx"), images_path,
+                                      0x00000803, "images");
+  const IdxArray lb = parse_idx_array(gunzip_if_gzip(labels_file, lb_storage, labels_path, "read_idx"), labels_path,
+                                      0x00000801, "labels");
   const int64_t n = im.dims[0], h = im.dims[1], w = im.dims[2];
+  LOWBIT_CHECK(n > 0, "read_idx: ", images_path, ": no images (the header declares ", shape_str(im.dims), ")");
+  LOWBIT_CHECK(h > 0 && w > 0, "read_idx: ", images_path, ": zero height or width: the header declares ", n,
+               " images of ", h, "x", w);
   LOWBIT_CHECK(lb.dims[0] == n, "read_idx: record counts differ: ", images_path, " has ", n, " images, ", labels_path,
                " has ", lb.dims[0], " labels");
   ImageDataset ds;
   ds.images = Tensor::empty({n, h, w, 1}, DType::u8);
-  if (n * h * w > 0) std::memcpy(ds.images.data<uint8_t>(), im.bytes.data() + im.data_offset, size_t(n * h * w));
+  std::memcpy(ds.images.data<uint8_t>(), im.data.data(), size_t(n * h * w));
   ds.labels = Tensor::empty({n}, DType::i32);
   int32_t* l = ds.labels.data<int32_t>();
   for (int64_t i = 0; i < n; ++i) {
-    l[i] = lb.bytes[lb.data_offset + size_t(i)];
+    l[i] = lb.data[size_t(i)];
     LOWBIT_CHECK(l[i] < num_classes, "read_idx: ", labels_path, ": label ", l[i], " of record ", i, " outside [0, ",
                  num_classes, ")");
   }
@@ -168,13 +181,16 @@ namespace {
 
 constexpr int64_t kCifarSide = 32, kCifarPixels = 3 * 32 * 32;
 
-// Appends the records of one file: `label_bytes` label bytes then 3072 planar pixel bytes;
-// label_index picks which label byte is the label, checked against num_classes.
-void append_cifar_file(const std::string& path, const char* who, int64_t label_bytes, int64_t label_index,
-                       int64_t num_classes, std::vector<uint8_t>& pixels, std::vector<int32_t>& labels) {
-  const Bytes b = read_file_bytes(path, who);
+// Appends the records of one file's contents (raw or gzip, as stored): `label_bytes` label bytes
+// then 3072 planar pixel bytes; label_index picks which label byte is the label, checked against
+// num_classes.
+void append_cifar_file(std::span<const uint8_t> file, const std::string& path, const char* who, int64_t label_bytes,
+                       int64_t label_index, int64_t num_classes, std::vector<uint8_t>& pixels,
+                       std::vector<int32_t>& labels) {
+  Bytes storage;
+  const std::span<const uint8_t> b = gunzip_if_gzip(file, storage, path, who);
   const int64_t record = label_bytes + kCifarPixels;
-  LOWBIT_CHECK(!b.empty(), who, ": ", path, ": empty file");
+  LOWBIT_CHECK(!b.empty(), who, ": ", path, ": empty file (no records)");
   LOWBIT_CHECK(int64_t(b.size()) % record == 0, who, ": ", path, ": truncated or malformed: ", b.size(),
                " bytes is not a whole number of ", record, "-byte records (", int64_t(b.size()) / record, " records + ",
                int64_t(b.size()) % record, " bytes)");
@@ -238,7 +254,7 @@ ImageDataset read_cifar10(const std::vector<std::string>& batch_files) {
   std::vector<int32_t> labels;
   std::string source;
   for (const auto& f : batch_files) {
-    append_cifar_file(f, "read_cifar10", 1, 0, 10, pixels, labels);
+    append_cifar_file(read_file_raw(f, "read_cifar10"), f, "read_cifar10", 1, 0, 10, pixels, labels);
     if (!source.empty()) source.push_back(',');
     source.append(f);
   }
@@ -248,14 +264,27 @@ ImageDataset read_cifar10(const std::vector<std::string>& batch_files) {
   return ds;
 }
 
+ImageDataset read_cifar10_data(std::span<const uint8_t> batch_file, const std::string& name) {
+  std::vector<uint8_t> pixels;
+  std::vector<int32_t> labels;
+  append_cifar_file(batch_file, name, "read_cifar10", 1, 0, 10, pixels, labels);
+  ImageDataset ds = make_cifar(std::move(pixels), std::move(labels), 10, name);
+  ds.class_names = cifar10_class_names();
+  return ds;
+}
+
 ImageDataset read_cifar100(const std::string& file, bool fine) {
+  ImageDataset ds = read_cifar100_data(read_file_raw(file, "read_cifar100"), file, fine);
+  ds.class_names = names_beside(file, fine ? "fine_label_names.txt" : "coarse_label_names.txt", ds.num_classes);
+  return ds;
+}
+
+ImageDataset read_cifar100_data(std::span<const uint8_t> file, const std::string& name, bool fine) {
   std::vector<uint8_t> pixels;
   std::vector<int32_t> labels;
   const int64_t classes = fine ? 100 : 20;
-  append_cifar_file(file, "read_cifar100", 2, fine ? 1 : 0, classes, pixels, labels);
-  ImageDataset ds = make_cifar(std::move(pixels), std::move(labels), classes, file);
-  ds.class_names = names_beside(file, fine ? "fine_label_names.txt" : "coarse_label_names.txt", classes);
-  return ds;
+  append_cifar_file(file, name, "read_cifar100", 2, fine ? 1 : 0, classes, pixels, labels);
+  return make_cifar(std::move(pixels), std::move(labels), classes, name);
 }
 
 // ---------------------------------------------------------------------------------------------

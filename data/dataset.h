@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,27 @@ ImageDataset read_image_folder(const std::string& root, int64_t resize_to = 0);
 // (file \t wnid ...); class order given by `class_names` (the train set's wnids).
 ImageDataset read_image_annotations(const std::string& root, const std::vector<std::string>& class_names,
                                     int64_t resize_to = 0);
+
+// The readers on file contents held in memory: `file` is the file's bytes as stored on disk (raw or
+// gzip) and `name` labels messages. The path-based readers above read their files and parse them
+// with the same code (the fuzzers of tests/fuzz/ call these directly).
+ImageDataset read_idx_data(std::span<const uint8_t> images_file, const std::string& images_name,
+                           std::span<const uint8_t> labels_file, const std::string& labels_name,
+                           int64_t num_classes = 10);
+ImageDataset read_cifar10_data(std::span<const uint8_t> batch_file, const std::string& name);
+ImageDataset read_cifar100_data(std::span<const uint8_t> file, const std::string& name, bool fine = true);
+ImageDataset read_svhn_mat_data(std::span<const uint8_t> file, const std::string& name);
+// One image of a folder data set (PNG, JPEG, BMP) decoded to RGB, resized bilinearly to
+// resize_to x resize_to when resize_to > 0. Throws naming `name` when the bytes do not decode, are
+// truncated (a BMP shorter than its pixel rows, a JPEG without its end-of-image marker), declare a
+// zero height or width, or more than max_pixels pixels (checked before decoding).
+struct DecodedImage {
+  std::vector<uint8_t> pixels;  // [height, width, 3]
+  int64_t height = 0, width = 0;
+};
+inline constexpr int64_t kMaxImagePixels = int64_t(1) << 26;  // e.g. 8192 x 8192
+DecodedImage decode_image(std::span<const uint8_t> file, const std::string& name, int64_t resize_to = 0,
+                          int64_t max_pixels = kMaxImagePixels);
 
 // The samples of `parts` in order (same image geometry and class count required).
 ImageDataset concat_datasets(const std::vector<ImageDataset>& parts);

@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -22,58 +23,94 @@ std::string find_raw_or_gz(const std::string& path) {
   return "";
 }
 
-Bytes read_file_bytes(const std::string& path, const std::string& who) {
+Bytes read_file_raw(const std::string& path, const std::string& who) {
   LOWBIT_CHECK(file_exists(path), who, ": ", path, ": file not found");
-  gzFile f = gzopen(path.c_str(), "rb");
-  LOWBIT_CHECK(f != nullptr, who, ": ", path, ": cannot open for reading");
-  gzbuffer(f, 1 << 20);
-  // Capacity guess: the file size, or for gzip the trailer's ISIZE (uncompressed size mod 2^32)
-  // when plausible (<= 64x the compressed size; a corrupt trailer must not cause a huge
-  // allocation), so large files are read without doubling copies.
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  LOWBIT_CHECK(f != nullptr, who, ": ", path, ": cannot open for reading (", std::strerror(errno), ")");
   std::error_code ec;
   const uint64_t disk_size = std::filesystem::file_size(path, ec);
-  uint64_t guess = ec ? 0 : disk_size;
-  if (!ec && disk_size >= 18) {
-    std::FILE* raw = std::fopen(path.c_str(), "rb");
-    uint8_t magic[2] = {0, 0}, trailer[4] = {0, 0, 0, 0};
-    if (raw && std::fread(magic, 1, 2, raw) == 2 && magic[0] == 0x1f && magic[1] == 0x8b &&
-        std::fseek(raw, -4, SEEK_END) == 0 && std::fread(trailer, 1, 4, raw) == 4) {
-      const uint64_t isize = load_le32(trailer);
-      guess = isize <= 64 * disk_size ? isize : 4 * disk_size;
-    }
-    if (raw) std::fclose(raw);
-  }
-  Bytes out(size_t(std::max<uint64_t>(guess, 1)));
+  Bytes out(ec ? size_t(1) << 16 : size_t(disk_size) + 1);  // +1: see the end of the file in one read
   size_t used = 0;
-  std::vector<uint8_t> probe(65536);
   for (;;) {
-    int got;
-    if (used < out.size()) {
-      got = gzread(f, out.data() + used, static_cast<unsigned>(std::min<size_t>(out.size() - used, size_t(1) << 30)));
-      if (got > 0) used += size_t(got);
-    } else {  // full: probe for more before growing (the guess is usually exact)
-      got = gzread(f, probe.data(), static_cast<unsigned>(probe.size()));
-      if (got > 0) {
-        out.resize(std::max(out.size() * 2, out.size() + size_t(got)));
-        std::memcpy(out.data() + used, probe.data(), size_t(got));
-        used += size_t(got);
-      }
-    }
-    if (got < 0) {
-      int errnum = 0;
-      const std::string msg = gzerror(f, &errnum);
-      gzclose(f);
-      throw Error(detail::concat(who, ": ", path, ": corrupt gzip stream (", msg, ")"));
-    }
+    if (used == out.size()) out.resize(out.size() * 2);
+    const size_t got = std::fread(out.data() + used, 1, out.size() - used, f);
+    used += got;
     if (got == 0) break;
   }
-  // gzread stops quietly at a gzip stream cut short; gzerror then reports Z_BUF_ERROR.
-  int errnum = 0;
-  const std::string msg = gzerror(f, &errnum);
-  gzclose(f);
-  LOWBIT_CHECK(errnum == Z_OK || errnum == Z_STREAM_END, who, ": ", path, ": truncated or corrupt gzip stream (", msg,
-               ") after ", used, " bytes");
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  LOWBIT_CHECK(!failed, who, ": ", path, ": read error after ", used, " bytes");
   out.resize(used);
+  return out;
+}
+
+namespace {
+
+// inflateEnd on every way out.
+struct Inflater {
+  z_stream zs{};
+  bool live = false;
+  ~Inflater() {
+    if (live) inflateEnd(&zs);
+  }
+};
+
+}  // namespace
+
+std::span<const uint8_t> gunzip_if_gzip(std::span<const uint8_t> file, Bytes& storage, const std::string& name,
+                                        const std::string& who) {
+  if (file.size() < 2 || file[0] != 0x1f || file[1] != 0x8b) return file;
+  // Capacity guess: the last member's ISIZE trailer (uncompressed size mod 2^32) when plausible
+  // (<= 64x the compressed size; a corrupt trailer must not cause a huge allocation), so large
+  // files are decompressed without doubling copies.
+  size_t guess = 4 * file.size();
+  if (file.size() >= 18) {
+    const uint64_t isize = load_le32(file.data() + file.size() - 4);
+    if (isize <= 64 * uint64_t(file.size())) guess = size_t(isize);
+  }
+  storage.resize(std::max<size_t>(guess, 64));
+  Inflater inf;
+  LOWBIT_CHECK(inflateInit2(&inf.zs, 16 + MAX_WBITS) == Z_OK, who, ": ", name, ": inflateInit2 failed");
+  inf.live = true;
+  size_t in_pos = 0, used = 0;
+  for (;;) {  // one gzip member per pass
+    for (;;) {
+      if (used == storage.size()) storage.resize(storage.size() * 2);
+      const uInt in_chunk = uInt(std::min<size_t>(file.size() - in_pos, size_t(1) << 30));
+      const uInt out_chunk = uInt(std::min<size_t>(storage.size() - used, size_t(1) << 30));
+      inf.zs.next_in = const_cast<Bytef*>(file.data() + in_pos);
+      inf.zs.avail_in = in_chunk;
+      inf.zs.next_out = storage.data() + used;
+      inf.zs.avail_out = out_chunk;
+      const int rc = inflate(&inf.zs, Z_NO_FLUSH);
+      in_pos += in_chunk - inf.zs.avail_in;
+      used += out_chunk - inf.zs.avail_out;
+      if (rc == Z_STREAM_END) break;
+      if (rc == Z_OK || (rc == Z_BUF_ERROR && inf.zs.avail_out == 0)) continue;  // progress, or needs room
+      if (rc == Z_BUF_ERROR && in_pos == file.size())
+        throw Error(detail::concat(who, ": ", name, ": truncated gzip stream: the ", file.size(),
+                                   " compressed bytes end mid-stream (after ", used, " decompressed bytes)"));
+      throw Error(detail::concat(who, ": ", name, ": corrupt gzip stream (", inf.zs.msg ? inf.zs.msg : "no progress",
+                                 ") at compressed byte ", in_pos, " (after ", used, " decompressed bytes)"));
+    }
+    if (in_pos == file.size()) break;
+    const std::span<const uint8_t> rest = file.subspan(in_pos);
+    if (rest.size() >= 2 && rest[0] == 0x1f && rest[1] == 0x8b) {  // another member follows
+      inflateReset(&inf.zs);
+      continue;
+    }
+    LOWBIT_CHECK(std::all_of(rest.begin(), rest.end(), [](uint8_t b) { return b == 0; }), who, ": ", name, ": ",
+                 rest.size(), " bytes after the end of the gzip stream (at byte ", in_pos, ") are not gzip data");
+    break;  // zero padding, as gzip(1) accepts
+  }
+  storage.resize(used);
+  return storage;
+}
+
+Bytes read_file_bytes(const std::string& path, const std::string& who) {
+  Bytes raw = read_file_raw(path, who);
+  Bytes out;
+  if (gunzip_if_gzip(raw, out, path, who).data() == raw.data()) return raw;
   return out;
 }
 

@@ -1,6 +1,6 @@
 // Byte-level file access for the data readers: whole-file reads that transparently accept raw or
-// gzip-compressed files (zlib gzopen/gzread), gzip/zlib writers (used to produce test fixtures),
-// and zlib inflate/deflate of in-memory buffers (MAT-file miCOMPRESSED elements).
+// gzip-compressed files (decompressed in memory with zlib), gzip/zlib writers (used to produce test
+// fixtures), and zlib inflate/deflate of in-memory buffers (MAT-file miCOMPRESSED elements).
 //
 // Contract: every failure throws lowbit::Error naming `who` (the reader) and the path: a missing
 // file, an unreadable file, a truncated or corrupt gzip stream. Nothing is ever read short
@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,14 @@ using Bytes = std::vector<uint8_t>;
 
 // Reads the whole file; gzip files are decompressed. `who` prefixes error messages.
 Bytes read_file_bytes(const std::string& path, const std::string& who);
+// Reads the whole file as stored (no decompression).
+Bytes read_file_raw(const std::string& path, const std::string& who);
+// The contents of a file held in memory: `file` itself, or, when it starts with the gzip magic
+// (1f 8b), its decompressed bytes, kept in `storage`. Concatenated gzip members are decoded in
+// turn; a stream cut short, a corrupt stream or bytes after the last member other than zero
+// padding throw naming `who` and `name`.
+std::span<const uint8_t> gunzip_if_gzip(std::span<const uint8_t> file, Bytes& storage, const std::string& name,
+                                        const std::string& who);
 // Writes `bytes` to `path`, gzip-compressed when `gzip` is true.
 void write_file_bytes(const std::string& path, const Bytes& bytes, bool gzip = false);
 // zlib streams (RFC 1950), as found in MAT-file miCOMPRESSED elements.

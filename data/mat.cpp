@@ -157,9 +157,10 @@ MatArray parse_matrix(const uint8_t* buf, size_t size, const std::string& where)
     const int32_t n = int32_t(load_le32(dims.data + 4 * d));
     LOWBIT_CHECK(n >= 0, "read_svhn_mat: ", where, ": negative dimension ", n);
     a.dims.push_back(n);
+    // Checked before multiplying: the product of the dimensions must not overflow.
+    LOWBIT_CHECK(n == 0 || a.count <= (int64_t(1) << 40) / n, "read_svhn_mat: ", where,
+                 ": size overflow: array dimensions ", shape_str(a.dims), "... exceed 2^40 elements");
     a.count *= n;
-    LOWBIT_CHECK(a.count <= (int64_t(1) << 40), "read_svhn_mat: ", where, ": implausible array size ",
-                 shape_str(a.dims));
   }
   Element name = parse_element(buf, dims.next, size, true, where);
   LOWBIT_CHECK(name.type == miINT8 || name.type == miUTF8, "read_svhn_mat: ", where,
@@ -182,7 +183,12 @@ MatArray parse_matrix(const uint8_t* buf, size_t size, const std::string& where)
 }  // namespace
 
 ImageDataset read_svhn_mat(const std::string& path) {
-  const Bytes b = read_file_bytes(path, "read_svhn_mat");
+  return read_svhn_mat_data(read_file_raw(path, "read_svhn_mat"), path);
+}
+
+ImageDataset read_svhn_mat_data(std::span<const uint8_t> file, const std::string& path) {
+  Bytes storage;
+  const std::span<const uint8_t> b = gunzip_if_gzip(file, storage, path, "read_svhn_mat");
   LOWBIT_CHECK(b.size() >= 128, "read_svhn_mat: ", path, ": truncated: ", b.size(),
                " bytes, shorter than the 128-byte MAT header");
   const bool v73 = std::memcmp(b.data(), "MATLAB 7.3", 10) == 0 || std::memcmp(b.data(), "\x89HDF", 4) == 0;
@@ -230,6 +236,9 @@ ImageDataset read_svhn_mat(const std::string& path) {
   LOWBIT_CHECK(xd.size() == 4, "read_svhn_mat: ", path, ": X has ", X->dims.size(),
                " dimensions, expected 4 (HxWxCxN)");
   const int64_t H = xd[0], W = xd[1], C = xd[2], N = xd[3];
+  LOWBIT_CHECK(N > 0, "read_svhn_mat: ", path, ": no images: X is ", shape_str(X->dims));
+  LOWBIT_CHECK(H > 0 && W > 0 && C > 0, "read_svhn_mat: ", path, ": zero height, width or channels: X is ",
+               shape_str(X->dims), " (HxWxCxN)");
   LOWBIT_CHECK(y->count == N && y->dims.size() == 2 && (y->dims[0] == 1 || y->dims[1] == 1), "read_svhn_mat: ", path,
                ": y has shape ", shape_str(y->dims), ", expected ", N, "x1 to match X's ", N, " images");
 

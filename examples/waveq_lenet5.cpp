@@ -15,15 +15,17 @@ int main(int argc, char** argv) try {
   manual_seed(1);
   train::TrainData data = train::load_data({.dataset = "fashion-mnist", .batch = 128, .limit_train = images});
   auto model = train::create_model("lenet5", data);
-  train::QuantContext quant(*model, {.method = "dorefa", .wbits = 4, .abits = 4, .reg = "waveq", .lambda_w = 100,
-                                     .lambda_beta = 5, .beta_lr = 0.01});
+  train::QuantContext quant(
+      *model,
+      {.method = "dorefa", .wbits = 4, .abits = 4, .reg = "waveq", .lambda_w = 100, .lambda_beta = 5, .beta_lr = 0.01});
   optim::SGD sgd(quant.param_groups({.lr = 0.05, .weight_decay = 5e-4, .momentum = 0.9}));
   train::fit(*model, sgd, *data.train_loader, data.test_loader.get(),
              {.epochs = epochs, .schedule = optim::cosine(double(epochs))}, &quant);
 
   const train::QuantReport report = quant.final_report(*data.test_loader);
   for (const train::LayerReport& layer : report.layers)
-    std::printf("%-6s %s\n", layer.name.c_str(), layer.bits < 32 ? (std::to_string(layer.bits) + " bits").c_str() : "fp32");
+    std::printf("%-6s %s\n", layer.name.c_str(),
+                layer.bits < 32 ? (std::to_string(layer.bits) + " bits").c_str() : "fp32");
   std::printf("average %.2f bits per weight; accuracy at these bits %.2f%% (float weights %.2f%%)\n",
               report.average_bits, 100 * report.quantized.accuracy, 100 * report.fp32.accuracy);
   return 0;

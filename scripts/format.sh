@@ -12,8 +12,11 @@ if ! command -v clang-format > /dev/null; then
   echo "skipped: clang-format is not installed (apt-get install clang-format)"
   exit 77
 fi
-mapfile -t files < <( (ls lowbit.h; find core autograd layers optim quant data models cli tests bench \
-  -name '*.cpp' -o -name '*.h') | sort)
+dirs=()
+for d in core autograd layers optim quant data models train deploy cli tests bench examples; do
+  [ -d "$d" ] && dirs+=("$d")
+done
+mapfile -t files < <( (ls lowbit.h; find "${dirs[@]}" -name '*.cpp' -o -name '*.h') | sort)
 [ "${#files[@]}" -gt 0 ] || { echo "format: no sources under $root"; exit 2; }
 if [ "$fix" = 1 ]; then
   clang-format -i "${files[@]}"

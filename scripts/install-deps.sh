@@ -3,7 +3,8 @@
 # Usage: scripts/install-deps.sh [--with-torch]   (run as root; --with-torch adds the PyTorch reference)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libeigen3-dev libopenblas-dev libtbb-dev libstb-dev doctest-dev
-      libbenchmark-dev zlib1g-dev dataset-fashion-mnist)
+      libbenchmark-dev zlib1g-dev dataset-fashion-mnist
+      clang-14 libclang-rt-14-dev)  # the fuzz smoke test (scripts/fuzz_smoke.sh): clang with libFuzzer
 [ "${1:-}" = "--with-torch" ] && pkgs+=(python3-torch)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -61,6 +61,21 @@ TrainData load_data(const DataConfig& cfg) {
   LOWBIT_CHECK(s.train.size() > 0 && s.test.size() > 0, "data set ", cfg.dataset, " has no images");
 
   const std::string normalize = normalize_spec(s.train);
+  {  // the values as the transform reads them back from the spec
+    const std::string spec = normalize.substr(normalize.find(':') + 1);
+    const std::string means = spec.substr(0, spec.find(':')), stds = spec.substr(spec.find(':') + 1);
+    auto split = [](const std::string& list) {
+      std::vector<double> v;
+      size_t start = 0;
+      while (start <= list.size()) {
+        const size_t end = std::min(list.find('/', start), list.size());
+        v.push_back(std::stod(list.substr(start, end - start)));
+        start = end + 1;
+      }
+      return v;
+    };
+    s.mean = split(means), s.std = split(stds);
+  }
   const std::string aug = augment_spec(cfg.augment, s.kind, s.train.height());
 
   data::LoaderOptions train_opt;

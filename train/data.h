@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -19,7 +20,7 @@ namespace lowbit::train {
 struct DataConfig {
   std::string dataset = "fashion-mnist";  // data::load_dataset's spec: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, ...
   int64_t batch = 128;
-  uint64_t seed = 1;            // data order and augmentation
+  uint64_t seed = 1;             // data order and augmentation
   std::string augment = "auto";  // auto (crop+flip for CIFAR, crop for SVHN, none else) | none | a transform list
   int64_t limit_train = 0;       // > 0: only the first N training images
   int64_t limit_test = 0;        // > 0: only the first N test images
@@ -30,6 +31,9 @@ struct TrainData {
   data::ImageDataset train, test;
   std::string kind;  // "cifar10", "fashion-mnist", ... (the spec before ':')
   std::unique_ptr<data::DataLoader> train_loader, test_loader;
+  // The normalization both loaders apply, (x/255 - mean_c)/std_c, per channel, as the transform
+  // parsed it (the training images' statistics).
+  std::vector<double> mean, std;
 };
 
 TrainData load_data(const DataConfig& config);

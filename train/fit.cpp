@@ -36,7 +36,7 @@ struct Position {
   double loss_sum = 0;
   int64_t correct = 0, seen = 0;
   int64_t counted = 0;  // samples whose step gave logits (the accuracy's denominator)
-  double seconds = 0;  // training time of the epoch so far
+  double seconds = 0;   // training time of the epoch so far
 };
 
 constexpr const char* kFormat = "lowbit-train";
@@ -242,10 +242,11 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
         const std::string p = first_nonfinite(model, /*gradients=*/true);
         if (!p.empty()) fault = "the gradient of " + p + " is not finite";
       }
-      const std::string where = detail::concat("epoch ", pos.epoch + 1, ", batch ", pos.batch + 1, " (step ",
-                                               opt.step_count() + 1, ")");
-      const std::string kept = ckpt_path.empty()                               ? std::string("no run folder")
-                               : result.checkpoint.empty() && o.resume.empty() ? "no checkpoint was written yet"
+      const std::string where =
+          detail::concat("epoch ", pos.epoch + 1, ", batch ", pos.batch + 1, " (step ", opt.step_count() + 1, ")");
+      const std::string kept = ckpt_path.empty() ? std::string("no run folder")
+                               : result.checkpoint.empty() && o.resume.empty()
+                                   ? "no checkpoint was written yet"
                                    : "the last checkpoint (" + ckpt_path + ") is kept as it was";
       if (!fault.empty() && o.on_nonfinite == NonFinitePolicy::skip_step &&
           result.skipped_steps_in_a_row < o.max_skipped_steps) {
@@ -264,13 +265,14 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
           if (!module.empty()) fault += " (the first output that is not finite: " + module + ")";
           if (!weight.empty()) fault += " (the weight " + weight + " is not finite)";
         }
-        throw Error(detail::concat(
-            "training stopped at ", where, ": ", fault,
-            o.on_nonfinite == NonFinitePolicy::skip_step
-                ? detail::concat(" after ", result.skipped_steps_in_a_row, " skipped steps in a row")
-                : std::string(),
-            "; ", kept, ". Lower the learning rate, clip the gradients (--clip-grad), or skip such steps "
-            "(--on-nonfinite skip-step)"));
+        throw Error(
+            detail::concat("training stopped at ", where, ": ", fault,
+                           o.on_nonfinite == NonFinitePolicy::skip_step
+                               ? detail::concat(" after ", result.skipped_steps_in_a_row, " skipped steps in a row")
+                               : std::string(),
+                           "; ", kept,
+                           ". Lower the learning rate, clip the gradients (--clip-grad), or skip such steps "
+                           "(--on-nonfinite skip-step)"));
       }
       result.skipped_steps_in_a_row = 0;
       if (o.clip_grad_norm > 0) optim::clip_grad_norm(model.parameters(), o.clip_grad_norm);
@@ -344,7 +346,8 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
     }
     if (quant) {
       quant->end_epoch(r.epoch, r.train_loss, r.train_acc, r.test.loss, r.test.accuracy);
-      if (o.verbose >= 1) std::printf("%s", format_layer_rows(quant->layer_rows(), quant->spec().reg == "waveq").c_str());
+      if (o.verbose >= 1)
+        std::printf("%s", format_layer_rows(quant->layer_rows(), quant->spec().reg == "waveq").c_str());
     }
     if (o.on_epoch) o.on_epoch(r);
 

@@ -74,30 +74,30 @@ enum class NonFinitePolicy { stop, skip_step };
 struct FitOptions {
   int64_t epochs = 1;
   std::shared_ptr<optim::LRSchedule> schedule{};  // null: constant
-  double clip_grad_norm = 0;                    // > 0: clip the 2-norm of the model's gradients
-  std::string out{};                            // run folder; "": no files
-  std::string resume{};                         // checkpoint to continue from
-  std::string config_text{};                    // kept in the checkpoint ("config") and config.txt
-  int64_t stop_after_batches = -1;              // > 0: save and return after this many batches
-  int64_t checkpoint_every_batches = 0;         // > 0: also a checkpoint every N batches of an epoch
-  double checkpoint_every_seconds = 600;        // > 0: also one after this much training time
+  double clip_grad_norm = 0;                      // > 0: clip the 2-norm of the model's gradients
+  std::string out{};                              // run folder; "": no files
+  std::string resume{};                           // checkpoint to continue from
+  std::string config_text{};                      // kept in the checkpoint ("config") and config.txt
+  int64_t stop_after_batches = -1;                // > 0: save and return after this many batches
+  int64_t checkpoint_every_batches = 0;           // > 0: also a checkpoint every N batches of an epoch
+  double checkpoint_every_seconds = 600;          // > 0: also one after this much training time
   NonFinitePolicy on_nonfinite = NonFinitePolicy::stop;
-  int64_t max_skipped_steps = 100;              // skip_step: this many skipped in a row stop the run
-  bool catch_sigint = false;                    // Ctrl-C: save, return interrupted (a second one kills)
-  int verbose = 1;                              // 0 silent, 1 a line per epoch, 2 also live progress
-  int64_t progress_every = 50;                  // progress lines when stdout is not a terminal
-  StepFn step{};                                // default: cross_entropy(model(images), labels)
+  int64_t max_skipped_steps = 100;                // skip_step: this many skipped in a row stop the run
+  bool catch_sigint = false;                      // Ctrl-C: save, return interrupted (a second one kills)
+  int verbose = 1;                                // 0 silent, 1 a line per epoch, 2 also live progress
+  int64_t progress_every = 50;                    // progress lines when stdout is not a terminal
+  StepFn step{};                                  // default: cross_entropy(model(images), labels)
   std::function<EvalResult(Module&)> evaluate{};  // default: train::evaluate(model, *test)
   std::function<void(const EpochRecord&)> on_epoch{};
 };
 
 struct FitResult {
-  bool finished = false;     // every epoch done
-  bool interrupted = false;  // Ctrl-C
-  int64_t batches = 0;       // steps taken by this call
+  bool finished = false;      // every epoch done
+  bool interrupted = false;   // Ctrl-C
+  int64_t batches = 0;        // steps taken by this call
   int64_t skipped_steps = 0;  // steps skipped for non-finite values (skip_step)
   int64_t skipped_steps_in_a_row = 0;
-  EvalResult last_eval;      // of the last epoch (evaluated again when a finished run is resumed)
+  EvalResult last_eval;  // of the last epoch (evaluated again when a finished run is resumed)
   std::vector<EpochRecord> history;
   std::string checkpoint;  // path of the last checkpoint written ("" if none)
 };

@@ -65,9 +65,9 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
   const bool quantized = method_->weight != nullptr;
   LOWBIT_CHECK(spec.reg == "none" || spec.reg == "sinreq" || spec.reg == "waveq", "--reg '", spec.reg,
                "' is not one of none, sinreq, waveq");
-  LOWBIT_CHECK(spec.bits_follow_beta == "always" || spec.bits_follow_beta == "phase3" ||
-                   spec.bits_follow_beta == "never",
-               "--bits-follow-beta '", spec.bits_follow_beta, "' is not one of always, phase3, never");
+  LOWBIT_CHECK(
+      spec.bits_follow_beta == "always" || spec.bits_follow_beta == "phase3" || spec.bits_follow_beta == "never",
+      "--bits-follow-beta '", spec.bits_follow_beta, "' is not one of always, phase3, never");
   LOWBIT_CHECK(spec.learned_levels == "period" || spec.learned_levels == "integer" || spec.learned_levels == "auto",
                "--learned-levels '", spec.learned_levels, "' is not one of auto, period, integer");
   LOWBIT_CHECK(spec.gbits == 32 || (spec.gbits >= 1 && spec.gbits <= 16), "--gbits ", spec.gbits,
@@ -119,8 +119,8 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
     scale_ = scale_opt.value_or(grid_ == Grid::dorefa ? WeightScale::tanh_max
                                 : grid_ == Grid::wrpn ? WeightScale::max_abs
                                                       : WeightScale::none);
-    LOWBIT_CHECK(quant::quantizer_with_levels(grid_, scale_).has_value(), "--grid ", grid_name(grid_), " --weight-scale ",
-                 scale_name(scale_),
+    LOWBIT_CHECK(quant::quantizer_with_levels(grid_, scale_).has_value(), "--grid ", grid_name(grid_),
+                 " --weight-scale ", scale_name(scale_),
                  ": no quantizer rounds on these levels, so the weights could not be rounded at the end (dorefa "
                  "grid: tanh; wrpn grid: none or max)");
   } else {
@@ -134,8 +134,8 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
   // first and last unless quantize_first_last, --wbits and its overrides).
   for (const auto& l : q_.layers)
     if (with_reg && *l.weight_bits < 32) {
-      LOWBIT_CHECK(!with_reg || grid_ != Grid::wrpn || *l.weight_bits >= 2, "--wbits: ", l.name, " at ",
-                   *l.weight_bits, " bit: the wrpn grid needs 2 bits or more");
+      LOWBIT_CHECK(!with_reg || grid_ != Grid::wrpn || *l.weight_bits >= 2, "--wbits: ", l.name, " at ", *l.weight_bits,
+                   " bit: the wrpn grid needs 2 bits or more");
       reg_layers_.push_back(&l);
       reg_bits_.push_back(*l.weight_bits);
     }
@@ -257,6 +257,11 @@ void QuantContext::begin_step(double t, double total) {
   t_ = t, total_ = total;
   if (!follow_) return;
   if (spec_.bits_follow_beta == "phase3" && t < spec_.beta_freeze * total) return;
+  for (size_t i = 0; i < reg_layers_.size(); ++i) *reg_layers_[i]->weight_bits = final_bits(i);
+}
+
+void QuantContext::use_final_bits() {
+  if (!follow_) return;
   for (size_t i = 0; i < reg_layers_.size(); ++i) *reg_layers_[i]->weight_bits = final_bits(i);
 }
 

@@ -66,25 +66,25 @@ struct QuantSpec {
   int gbits = 32;          // DoReFa gradient quantization of the quantized layers' outputs (§8.2); 32: off
   uint64_t seed = 1;       // the gradient quantizer's noise
   // Regularizer (quant/regularize.h).
-  std::string reg = "none";    // none | sinreq | waveq
-  std::string grid = "auto";   // auto | dorefa | wrpn | fixed
+  std::string reg = "none";   // none | sinreq | waveq
+  std::string grid = "auto";  // auto | dorefa | wrpn | fixed
   bool allow_grid_mismatch = false;
   double lambda_w = 1, lambda_beta = 0.03;
   double reg_warmup = 0.2, beta_freeze = 0.8;
   std::string waveq_norm = "R1", reg_reduction = "mean";
   bool fix_beta = false, snap_beta = false;
-  std::string learned_levels = "auto";     // auto | period | integer
-  double beta_init = 0;                    // 0: k - 1 of the layer's initial bits
-  double beta_lr = 0;                      // 0: the weights' lr
+  std::string learned_levels = "auto";      // auto | period | integer
+  double beta_init = 0;                     // 0: k - 1 of the layer's initial bits
+  double beta_lr = 0;                       // 0: the weights' lr
   std::string bits_follow_beta = "always";  // always | phase3 | never
 };
 
 // One row of the per-epoch table / metrics (regularized layers).
 struct LayerRow {
   std::string name;
-  double beta = 0;       // WaveQ's beta (fixed: k - 1)
-  int bits = 0;          // k, sign included: ceil(beta) + 1 for WaveQ, the configured k for SinReQ
-  int trained_bits = 0;  // what its quantizer runs at now (32: float training)
+  double beta = 0;          // WaveQ's beta (fixed: k - 1)
+  int bits = 0;             // k, sign included: ceil(beta) + 1 for WaveQ, the configured k for SinReQ
+  int trained_bits = 0;     // what its quantizer runs at now (32: float training)
   quant::LevelStats stats;  // distance of the weights to the sinusoid's zeros at its current period
 };
 
@@ -101,16 +101,16 @@ struct LayerReport {
 };
 
 struct QuantReport {
-  std::string description;       // "dorefa w4/a4 + waveq (dorefa grid, on tanh(w) / max|tanh w|)"
-  bool learned = false;          // WaveQ learned the bits
-  bool post_training = false;    // rounded at bits it never trained at (float training or eval --quant)
-  std::string learned_levels;    // --learned-levels when it applies, else ""
+  std::string description;     // "dorefa w4/a4 + waveq (dorefa grid, on tanh(w) / max|tanh w|)"
+  bool learned = false;        // WaveQ learned the bits
+  bool post_training = false;  // rounded at bits it never trained at (float training or eval --quant)
+  std::string learned_levels;  // --learned-levels when it applies, else ""
   quant::WeightScale scale = quant::WeightScale::none;
   std::vector<LayerReport> layers;  // every weight layer
   double average_bits = 0;          // over the regularized (or quantized) layers, weighted by size
   quant::MemoryFootprint memory;
-  EvalResult fp32, quantized;   // float (shadow) weights; weights at `bits`
-  std::string method;           // quantizer name
+  EvalResult fp32, quantized;         // float (shadow) weights; weights at `bits`
+  std::string method;                 // quantizer name
   std::vector<std::string> warnings;  // the model lost at its bits, and the likely cause
 };
 
@@ -150,6 +150,10 @@ class QuantContext {
   std::map<std::string, Tensor> state_dict() const;
   void load_state_dict(const std::map<std::string, Tensor>& state);
 
+  // Sets every regularized layer's quantizer to its final bits (WaveQ: ceil(beta) + 1 when the bits
+  // follow beta), as at the end of training: a context built to evaluate or export a finished run
+  // starts at the initial bits until this is called. No-op when the bits do not follow beta.
+  void use_final_bits();
   // Re-targets one layer's quantizer (a ReLeQ bit vector); throws for unknown layers and bad bits.
   void set_weight_bits(const std::string& layer, int bits);
   const quant::Quantization& quantization() const { return q_; }

@@ -43,8 +43,7 @@ QuantReport QuantContext::final_report(data::DataLoader& test, bool post_trainin
   if (rep.learned && grid_ == quant::Grid::wrpn && scale_ != WeightScale::tanh_max)
     rep.learned_levels = spec_.learned_levels;
   // The quantizers as at the end of training (a context built for `eval` starts at the initial bits).
-  if (follow_)
-    for (size_t i = 0; i < reg_layers_.size(); ++i) *reg_layers_[i]->weight_bits = final_bits(i);
+  use_final_bits();
 
   const bool quantizing = method_->weight != nullptr;
   for (size_t i = 0; i < q_.layers.size(); ++i) {
@@ -61,9 +60,10 @@ QuantReport QuantContext::final_report(data::DataLoader& test, bool post_trainin
       if (waveq_) lr.beta = row.beta;
       lr.bits = row.bits;
       lr.stats = row.stats;
-      lr.on_period = !rep.learned_levels.empty() &&
-                     (rep.learned_levels == "period" ||
-                      (rep.learned_levels == "auto" && quant::period_rounds_closer(l.weight().data(), row.beta, scale_)));
+      lr.on_period =
+          !rep.learned_levels.empty() &&
+          (rep.learned_levels == "period" ||
+           (rep.learned_levels == "auto" && quant::period_rounds_closer(l.weight().data(), row.beta, scale_)));
     }
     rep.layers.push_back(lr);
   }
@@ -130,7 +130,8 @@ QuantReport QuantContext::final_report(data::DataLoader& test, bool post_trainin
     const std::string figures = fmt("%.2f%%", 100 * rep.quantized.accuracy) + " quantized vs " +
                                 fmt("%.2f%%", 100 * rep.fp32.accuracy) + " with float weights (chance " +
                                 fmt("%.2f%%", 100 * chance) + ")";
-    rep.warnings.push_back(lost ? "the model is lost at these bits: " + figures : "the model did not learn: " + figures);
+    rep.warnings.push_back(lost ? "the model is lost at these bits: " + figures
+                                : "the model did not learn: " + figures);
     std::string zeroed;
     for (const auto& l : rep.layers)
       if (l.bits < 32 && l.zero_share >= 0.9)
@@ -250,7 +251,8 @@ std::string format_layer_rows(const std::vector<LayerRow>& rows, bool waveq) {
 std::string format_report(const QuantReport& rep, const EvalResult* last_trained) {
   std::ostringstream s;
   char line[240];
-  s << "\n" << (rep.learned ? "learned" : "final") << " bit assignment (weights, sign bit included"
+  s << "\n"
+    << (rep.learned ? "learned" : "final") << " bit assignment (weights, sign bit included"
     << (rep.learned ? "; WaveQ's beta counts magnitude bits, k = ceil(beta) + 1" : "") << "):\n";
   std::snprintf(line, sizeof line, "  %-24s %8s %8s\n", "layer", "trained", "rounded");
   s << line;

@@ -53,7 +53,7 @@ struct Wino;
 
 template <>
 struct Wino<2> {
-  static constexpr int kM = 2, kA = 4;
+  static constexpr int kA = 4;  // F(2x2, 3x3): 2x2 outputs from 4x4 inputs
   static constexpr float G[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
   // t = B^T d
   LOWBIT_WINO_INLINE void input_1d(const __m512 (&d)[4], __m512 (&t)[4]) {
@@ -78,7 +78,7 @@ struct Wino<2> {
 
 template <>
 struct Wino<4> {
-  static constexpr int kM = 4, kA = 6;
+  static constexpr int kA = 6;  // F(4x4, 3x3): 4x4 outputs from 6x6 inputs
   static constexpr float G[6][3] = {{0.25f, 0, 0},
                                     {-1.0f / 6, -1.0f / 6, -1.0f / 6},
                                     {-1.0f / 6, 1.0f / 6, -1.0f / 6},

@@ -15,6 +15,11 @@ bool cpu_has_avx512() {
   return has;
 }
 
+bool cpu_has_avx512_vnni() {
+  static const bool has = cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
+  return has;
+}
+
 bool avx512_enabled() { return cpu_has_avx512() && g_avx512_switch.load(std::memory_order_relaxed); }
 
 void set_avx512_enabled(bool on) { g_avx512_switch.store(on, std::memory_order_relaxed); }

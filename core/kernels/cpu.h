@@ -4,11 +4,17 @@
 #pragma once
 
 #define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
+// LOWBIT_AVX512 plus AVX-512 VNNI (vpdpbusd), for the int8 kernels; guarded by cpu_has_avx512_vnni().
+#define LOWBIT_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,fma")))
 
 namespace lowbit::kernels {
 
 // True when the CPU has AVX-512 F, BW, DQ and VL (what LOWBIT_AVX512 functions use); cached.
 bool cpu_has_avx512();
+
+// cpu_has_avx512() && AVX-512 VNNI (what LOWBIT_AVX512_VNNI functions use); cached. The int8 kernels
+// (core/kernels/gemm_int8.h) take their VNNI path when this and avx512_enabled() are both true.
+bool cpu_has_avx512_vnni();
 
 // cpu_has_avx512() && the switch below. The depthwise, batchnorm, pool and clip-quantize kernels
 // and the Adam/AdamW float update take their AVX-512 path only when this is true; GEMM, direct

@@ -10,6 +10,9 @@
 //                                 dependent integer adds (1 cycle each) interleaved with FMAs on one
 //                                 thread; peak / (clock * threads * 2 * lanes) = FMAs per cycle per core
 //                                 (2 on cores with two 512-bit FMA ports).
+//   measure_peak_int8_gops(threads) the same for AVX-512 VNNI: independent vpdpbusd chains (one
+//                                 instruction = 16 lanes x 4 u8 x s8 products = 64 MACs = 128 ops);
+//                                 aggregate GOP/s, 0 when the CPU lacks AVX-512 VNNI.
 #pragma once
 
 namespace lowbit::kernels {
@@ -17,5 +20,6 @@ namespace lowbit::kernels {
 double measure_peak_gflops(int threads);
 const char* peak_isa();
 double measure_clock_ghz();
+double measure_peak_int8_gops(int threads);
 
 }  // namespace lowbit::kernels

@@ -1,0 +1,233 @@
+// Requantization int32 -> uint8 (contract and rounding: core/kernels/requant.h).
+#include "core/kernels/requant.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+
+#include "core/error.h"
+#include "core/kernels/cpu.h"
+#include "core/parallel.h"
+
+namespace lowbit::kernels {
+namespace {
+
+constexpr int kMinShift = 1, kMaxShift = 52;
+constexpr int64_t kMaxOffset = int64_t(1) << 61;
+constexpr int64_t kSumLimit = int64_t(1) << 62;
+
+constexpr int64_t kMaxResidualMultiplierU8 = (int64_t(1) << 54) - 1;
+
+void check_constants(const Requantization& q, const char* op) {
+  const int64_t C = q.channels();
+  const bool has_residual = q.residual != RequantResidual::none;
+  LOWBIT_CHECK(q.qmax >= 1 && q.qmax <= 255, op, ": qmax ", q.qmax, " outside [1, 255]");
+  LOWBIT_CHECK(int64_t(q.shift.size()) == C && int64_t(q.offset.size()) == C &&
+                   int64_t(q.residual_multiplier.size()) == (has_residual ? C : 0),
+               op, ": per-channel arrays of different lengths");
+  const int64_t rmax = q.residual == RequantResidual::u8 ? kMaxResidualMultiplierU8 : INT32_MAX;
+  for (int64_t c = 0; c < C; ++c) {
+    LOWBIT_CHECK(q.shift[size_t(c)] >= kMinShift && q.shift[size_t(c)] <= kMaxShift, op, ": shift ", q.shift[size_t(c)],
+                 " of channel ", c, " outside [1, 52]");
+    LOWBIT_CHECK(std::llabs(q.offset[size_t(c)]) <= kMaxOffset, op, ": offset of channel ", c, " beyond 2^61");
+    LOWBIT_CHECK(q.multiplier[size_t(c)] != INT32_MIN, op, ": multiplier -2^31 of channel ", c);
+    LOWBIT_CHECK(!has_residual || std::llabs(q.residual_multiplier[size_t(c)]) <= rmax, op,
+                 ": residual multiplier of channel ", c, " out of range");
+  }
+}
+
+void check_residual_kind(const Requantization& q, bool s32, bool u8, const char* op) {
+  LOWBIT_CHECK(s32 == (q.residual == RequantResidual::s32) && u8 == (q.residual == RequantResidual::u8), op,
+               ": the residual tensor given does not match the requantization's residual term");
+}
+
+void check_args(const Requantization& q, const RequantArgs& a, const char* op) {
+  const int64_t C = q.channels();
+  check_constants(q, op);
+  LOWBIT_CHECK(a.rows >= 0 && (a.rows == 0 || (a.acc && a.out)), op, ": missing accumulators or output");
+  LOWBIT_CHECK(a.ld_acc >= C && a.ld_out >= C, op, ": row strides shorter than ", C, " channels");
+  check_residual_kind(q, a.residual_s32 != nullptr, a.residual_u8 != nullptr, op);
+  LOWBIT_CHECK(q.residual == RequantResidual::none || a.ld_residual >= C, op, ": residual row stride shorter than ", C,
+               " channels");
+}
+
+// Portable row: (2) with the clamp of the products' sum (exact, see the header).
+void requant_row_portable(const Requantization& q, int64_t C, const int32_t* acc, const int32_t* rs32,
+                          const uint8_t* ru8, uint8_t* out) {
+  const int32_t* mult = q.multiplier.data();
+  const int64_t* rmult = q.residual_multiplier.data();
+  const int32_t* shift = q.shift.data();
+  const int64_t* offset = q.offset.data();
+  const int64_t qmax = q.qmax;
+  for (int64_t c = 0; c < C; ++c) {
+    int64_t v = int64_t(acc[c]) * mult[c];
+    if (rs32) v += int64_t(rs32[c]) * rmult[c];
+    if (ru8) v += int64_t(ru8[c]) * rmult[c];
+    v = std::clamp(v, -kSumLimit, kSumLimit);
+    const int64_t u = v + offset[c];
+    const int s = shift[c];
+    const int64_t odd = (u >> s) & 1;
+    const int64_t r = (u + ((int64_t(1) << (s - 1)) - 1) + odd) >> s;
+    out[c] = uint8_t(std::clamp<int64_t>(r, 0, qmax));
+  }
+}
+
+// Rows [r0, r1) of a.acc, channel groups of 8 outermost so a group's constants stay in registers
+// across the rows. RES: 0 no residual, 1 int32, 2 uint8. The clamp of the products' sum is needed
+// only with a residual (|acc m| < 2^62 and |B| <= 2^61 cannot overflow).
+template <int RES>
+LOWBIT_AVX512 void requant_block_avx512(const Requantization& q, const RequantArgs& a, int64_t r0, int64_t r1) {
+  const int64_t C = q.channels();
+  // The all-ones maskz forms sidestep a GCC 12 -Wmaybe-uninitialized false positive in the unmasked
+  // intrinsics (same instructions).
+  constexpr __mmask8 all = 0xFF;
+  const __m512i lo = _mm512_set1_epi64(-kSumLimit), hi = _mm512_set1_epi64(kSumLimit);
+  const __m512i one = _mm512_set1_epi64(1), zero = _mm512_setzero_si512(), qmax = _mm512_set1_epi64(q.qmax);
+  for (int64_t c = 0; c < C; c += 8) {
+    const __mmask8 mask = C - c >= 8 ? __mmask8(0xFF) : __mmask8((1u << (C - c)) - 1u);
+    // _mm512_mul_epi32 multiplies the low signed dwords of the 64-bit lanes: exact int32 x int32.
+    const __m512i m = _mm512_maskz_cvtepi32_epi64(all, _mm256_maskz_loadu_epi32(mask, q.multiplier.data() + c));
+    const __m512i mr = RES ? _mm512_maskz_loadu_epi64(mask, q.residual_multiplier.data() + c) : zero;
+    const __m512i b = _mm512_maskz_loadu_epi64(mask, q.offset.data() + c);
+    // Masked-off lanes get shift 1 (any valid shift; they are not stored).
+    const __m512i s = _mm512_mask_cvtepi32_epi64(one, mask, _mm256_maskz_loadu_epi32(mask, q.shift.data() + c));
+    const __m512i half_m1 = _mm512_sub_epi64(_mm512_maskz_sllv_epi64(all, one, _mm512_sub_epi64(s, one)), one);
+    for (int64_t i = r0; i < r1; ++i) {
+      const __m512i x = _mm512_maskz_cvtepi32_epi64(all, _mm256_maskz_loadu_epi32(mask, a.acc + i * a.ld_acc + c));
+      __m512i v = _mm512_maskz_mul_epi32(all, x, m);
+      if constexpr (RES == 1) {
+        const __m512i r =
+            _mm512_maskz_cvtepi32_epi64(all, _mm256_maskz_loadu_epi32(mask, a.residual_s32 + i * a.ld_residual + c));
+        v = _mm512_add_epi64(v, _mm512_maskz_mul_epi32(all, r, mr));
+      } else if constexpr (RES == 2) {  // 0 <= res <= 255, |m'| < 2^54: the 64-bit product is exact
+        const __m512i r =
+            _mm512_maskz_cvtepu8_epi64(all, _mm_maskz_loadu_epi8(mask, a.residual_u8 + i * a.ld_residual + c));
+        v = _mm512_add_epi64(v, _mm512_maskz_mullo_epi64(all, r, mr));
+      }
+      if constexpr (RES != 0) v = _mm512_maskz_min_epi64(all, _mm512_maskz_max_epi64(all, v, lo), hi);
+      const __m512i u = _mm512_add_epi64(v, b);
+      const __m512i odd = _mm512_and_si512(_mm512_maskz_srav_epi64(all, u, s), one);
+      __m512i r = _mm512_maskz_srav_epi64(all, _mm512_add_epi64(_mm512_add_epi64(u, half_m1), odd), s);
+      r = _mm512_maskz_min_epi64(all, _mm512_maskz_max_epi64(all, r, zero), qmax);
+      _mm512_mask_cvtepi64_storeu_epi8(a.out + i * a.ld_out + c, mask, r);
+    }
+  }
+}
+
+// Rows [r0, r1) in blocks of 64 rows (a block's accumulators stay in L1 across the channel groups).
+void requant_block_simd(const Requantization& q, const RequantArgs& a, int64_t r0, int64_t r1) {
+  for (int64_t b0 = r0; b0 < r1; b0 += 64) {
+    const int64_t b1 = std::min(r1, b0 + 64);
+    if (a.residual_s32)
+      requant_block_avx512<1>(q, a, b0, b1);
+    else if (a.residual_u8)
+      requant_block_avx512<2>(q, a, b0, b1);
+    else
+      requant_block_avx512<0>(q, a, b0, b1);
+  }
+}
+
+// Rows [r0, r1).
+template <class RowFn>
+void for_rows(const Requantization& q, const RequantArgs& a, int64_t r0, int64_t r1, RowFn&& row) {
+  const int64_t C = q.channels();
+  for (int64_t i = r0; i < r1; ++i)
+    row(q, C, a.acc + i * a.ld_acc, a.residual_s32 ? a.residual_s32 + i * a.ld_residual : nullptr,
+        a.residual_u8 ? a.residual_u8 + i * a.ld_residual : nullptr, a.out + i * a.ld_out);
+}
+
+}  // namespace
+
+Requantization requantization_from_double(int64_t channels, const double* scale, const double* offset, int32_t qmax,
+                                          RequantResidual residual, const double* residual_scale) {
+  const char* op = "requantization_from_double";
+  LOWBIT_CHECK(channels >= 0, op, ": negative channel count");
+  LOWBIT_CHECK(qmax >= 1 && qmax <= 255, op, ": qmax ", qmax, " outside [1, 255]");
+  LOWBIT_CHECK((residual_scale != nullptr) == (residual != RequantResidual::none), op,
+               residual_scale ? ": residual scales without a residual" : ": a residual without residual scales");
+  Requantization q;
+  q.qmax = qmax;
+  q.residual = residual;
+  q.multiplier.resize(size_t(channels));
+  q.shift.resize(size_t(channels));
+  q.offset.resize(size_t(channels));
+  if (residual_scale) q.residual_multiplier.resize(size_t(channels));
+  // The largest shift <= kMaxShift at which nearbyint(|x| 2^s) <= limit.
+  auto max_shift = [](double x, double limit) {
+    if (x == 0) return kMaxShift;
+    int e = 0;
+    std::frexp(std::fabs(x), &e);                                // |x| = f 2^e, f in [0.5, 1)
+    int s = std::min(kMaxShift, int(std::log2(limit + 1)) - e);  // |x| 2^s < limit + 1
+    while (std::nearbyint(std::ldexp(std::fabs(x), s)) > limit) --s;
+    return s;
+  };
+  const double rlimit = residual == RequantResidual::u8 ? double(kMaxResidualMultiplierU8) : double(INT32_MAX);
+  for (int64_t c = 0; c < channels; ++c) {
+    const double M = qmax * scale[c], Mr = residual_scale ? qmax * residual_scale[c] : 0.0, T = qmax * offset[c];
+    LOWBIT_CHECK(std::isfinite(M) && std::isfinite(Mr) && std::isfinite(T), op, ": channel ", c,
+                 ": scale or offset not finite");
+    const int s = std::min({max_shift(M, double(INT32_MAX)), max_shift(Mr, rlimit), max_shift(T, double(kMaxOffset))});
+    LOWBIT_CHECK(s >= kMinShift, op, ": channel ", c, ": scale ", scale[c], ", offset ", offset[c],
+                 residual_scale ? " or residual scale out of range" : " out of range", " for qmax ", qmax);
+    q.shift[size_t(c)] = s;
+    q.multiplier[size_t(c)] = int32_t(std::nearbyint(std::ldexp(M, s)));
+    if (residual_scale) q.residual_multiplier[size_t(c)] = int64_t(std::nearbyint(std::ldexp(Mr, s)));
+    q.offset[size_t(c)] = int64_t(std::nearbyint(std::ldexp(T, s)));
+  }
+  return q;
+}
+
+void requantize_u8(const Requantization& q, const RequantArgs& a) {
+  check_args(q, a, "requantize_u8");
+  const int64_t C = q.channels();
+  if (C == 0) return;
+  const bool simd = avx512_enabled();
+  parallel_for(0, a.rows, std::max<int64_t>(1, 16384 / C), [&](int64_t r0, int64_t r1) {
+    if (simd)
+      requant_block_simd(q, a, r0, r1);
+    else
+      for_rows(q, a, r0, r1, requant_row_portable);
+  });
+}
+
+namespace detail {
+
+void check_requantization(const Requantization& q, int64_t channels, bool residual_s32, bool residual_u8,
+                          const char* op) {
+  check_constants(q, op);
+  LOWBIT_CHECK(q.channels() == channels, op, ": the requantization has ", q.channels(), " channels, the data ",
+               channels);
+  check_residual_kind(q, residual_s32, residual_u8, op);
+}
+
+void requantize_u8_rows(const Requantization& q, const RequantArgs& a) {
+  if (avx512_enabled())
+    requant_block_simd(q, a, 0, a.rows);
+  else
+    for_rows(q, a, 0, a.rows, requant_row_portable);
+}
+
+}  // namespace detail
+
+void requantize_u8_ref(const Requantization& q, const RequantArgs& a) {
+  check_args(q, a, "requantize_u8_ref");
+  const int64_t C = q.channels();
+  for (int64_t i = 0; i < a.rows; ++i)
+    for (int64_t c = 0; c < C; ++c) {
+      __int128 u = __int128(a.acc[i * a.ld_acc + c]) * q.multiplier[size_t(c)] + q.offset[size_t(c)];
+      if (a.residual_s32) u += __int128(a.residual_s32[i * a.ld_residual + c]) * q.residual_multiplier[size_t(c)];
+      if (a.residual_u8) u += __int128(a.residual_u8[i * a.ld_residual + c]) * q.residual_multiplier[size_t(c)];
+      // u = k 2^S + f, 0 <= f < 2^S; round to nearest, ties to even k.
+      const int s = q.shift[size_t(c)];
+      const __int128 unit = __int128(1) << s, half = __int128(1) << (s - 1);
+      __int128 k = u >> s;
+      const __int128 f = u - k * unit;
+      if (f > half || (f == half && (k & 1) != 0)) k += 1;
+      const __int128 clamped = k < 0 ? 0 : k > q.qmax ? q.qmax : k;
+      a.out[i * a.ld_out + c] = uint8_t(clamped);
+    }
+}
+
+}  // namespace lowbit::kernels

@@ -1,0 +1,628 @@
+// Integer inference kernels: the u8 x s8 -> s32 GEMM, convolution and depthwise convolution pinned
+// bit for bit to their `_ref` twins over the zoo's layer shapes (LeNet-5, ResNet-20, MobileNet-v1)
+// and odd tails, with extreme values, on the VNNI and portable paths, for 1 and 2 threads; the
+// requantization pinned to its twin and measured against the double formula it implements; the
+// int8 peak probe.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench/conv_layers.h"
+#include "core/error.h"
+#include "core/kernels/conv_int8.h"
+#include "core/kernels/cpu.h"
+#include "core/kernels/gemm_int8.h"
+#include "core/kernels/peak.h"
+#include "core/kernels/requant.h"
+#include "core/parallel.h"
+#include "test_skip.h"
+
+using namespace lowbit;
+using namespace lowbit::kernels;
+
+namespace {
+
+// Values of a test operand: uniform in [lo, hi], or one constant when lo == hi.
+template <class T>
+std::vector<T> random_ints(int64_t n, uint32_t seed, int lo, int hi) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> d(lo, hi);
+  std::vector<T> v(static_cast<size_t>(n));
+  for (auto& e : v) e = T(d(rng));
+  return v;
+}
+
+class ThreadGuard {
+ public:
+  ThreadGuard() : saved_(num_threads()) {}
+  ~ThreadGuard() { set_num_threads(saved_); }
+  ThreadGuard(const ThreadGuard&) = delete;
+  ThreadGuard& operator=(const ThreadGuard&) = delete;
+
+ private:
+  int saved_;
+};
+
+// Calls run() on every path this CPU has (VNNI when it has it, portable always) with 1 and 2
+// threads; run's result must equal `want`.
+template <class T, class Run>
+void check_all_paths(const std::vector<T>& want, Run&& run) {
+  ThreadGuard threads;
+  for (bool vnni : {true, false}) {
+    if (vnni && !cpu_has_avx512_vnni()) continue;
+    const Avx512Guard guard(vnni);
+    REQUIRE(int8_vnni_enabled() == vnni);
+    for (int t : {1, 2}) {
+      CAPTURE(vnni);
+      CAPTURE(t);
+      set_num_threads(t);
+      const std::vector<T> got = run();
+      REQUIRE(got.size() == want.size());
+      int64_t bad = 0, first = -1;
+      for (size_t i = 0; i < got.size(); ++i)
+        if (got[i] != want[i] && bad++ == 0) first = int64_t(i);
+      CHECK_MESSAGE(bad == 0, bad, " of ", got.size(), " differ, first at ", first, ": ",
+                    first >= 0 ? int64_t(got[size_t(first)]) : 0, " vs ",
+                    first >= 0 ? int64_t(want[size_t(first)]) : 0);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM
+// ---------------------------------------------------------------------------------------------
+
+struct GemmCase {
+  int64_t M, N, K;
+  bool trans_b = false, accumulate = false;
+  int64_t pad = 0;                                    // extra elements on every leading dimension
+  int a_lo = 0, a_hi = 255, b_lo = -128, b_hi = 127;  // value ranges (lo == hi: constant)
+};
+
+void check_gemm(const GemmCase& c, uint32_t seed = 1) {
+  CAPTURE(c.M);
+  CAPTURE(c.N);
+  CAPTURE(c.K);
+  CAPTURE(c.trans_b);
+  CAPTURE(c.accumulate);
+  CAPTURE(c.pad);
+  const int64_t lda = c.K + c.pad, ldc = c.N + c.pad;
+  const int64_t ldb = (c.trans_b ? c.K : c.N) + c.pad, b_rows = c.trans_b ? c.N : c.K;
+  const auto A = random_ints<uint8_t>(c.M * lda, seed, c.a_lo, c.a_hi);
+  const auto B = random_ints<int8_t>(b_rows * ldb, seed + 1, c.b_lo, c.b_hi);
+  const auto C0 = random_ints<int32_t>(c.M * ldc, seed + 2, -100000, 100000);
+  std::vector<int32_t> want = C0;
+  gemm_u8s8s32_ref(c.M, c.N, c.K, A.data(), lda, B.data(), ldb, c.trans_b, want.data(), ldc, c.accumulate);
+  const PackedS8 packed = pack_b_s8(c.K, c.N, B.data(), ldb, c.trans_b);
+  for (int64_t j = 0; j < c.N; ++j) {
+    int64_t s = 0;
+    for (int64_t k = 0; k < c.K; ++k) s += c.trans_b ? B[size_t(j * ldb + k)] : B[size_t(k * ldb + j)];
+    REQUIRE(packed.column_sums[size_t(j)] == s);
+  }
+  for (bool serial : {false, true}) {
+    CAPTURE(serial);
+    check_all_paths(want, [&] {
+      std::vector<int32_t> got = C0;
+      GemmU8S8Args g;
+      g.M = c.M;
+      g.A = A.data();
+      g.lda = lda;
+      g.B = &packed;
+      g.C = got.data();
+      g.ldc = ldc;
+      g.accumulate = c.accumulate;
+      serial ? gemm_u8s8s32_serial(g) : gemm_u8s8s32(g);
+      return got;  // includes the padding columns: they must be untouched
+    });
+  }
+}
+
+TEST_CASE("gemm_u8s8s32: odd tails of M, N and K (K % 4 != 0), padded strides, accumulate, transposed B") {
+  const int64_t Ms[] = {1, 5, 23, 24, 25, 61};
+  const int64_t Ns[] = {1, 10, 16, 17, 33, 48, 50, 64, 65, 100};
+  const int64_t Ks[] = {1, 2, 3, 4, 5, 13, 27, 64, 147};
+  uint32_t seed = 1;
+  for (int64_t M : Ms)
+    for (int64_t N : Ns)
+      for (int64_t K : Ks) {
+        GemmCase c{M, N, K};
+        c.trans_b = (seed % 2) == 0;
+        c.accumulate = (seed % 3) == 0;
+        c.pad = (seed % 5) == 0 ? 3 : 0;
+        check_gemm(c, seed++);
+      }
+}
+
+TEST_CASE("gemm_u8s8s32: K and M spanning several cache blocks, wide N") {
+  check_gemm({300, 64, 600, false, false, 1});  // K blocks of 512 at nr 64, M blocks of 252 rows
+  check_gemm({50, 16, 2100, true, true, 0});    // K blocks of 2048 at nr 16
+  check_gemm({30, 200, 1030, true, false, 2});  // 4 panels, the last one of 8 columns
+  check_gemm({1000, 33, 70, false, true, 0});   // many row blocks
+  check_gemm({0, 16, 8, false, false, 0});      // empty
+  check_gemm({7, 20, 0, false, false, 0});      // K == 0: C = 0
+  check_gemm({7, 20, 0, false, true, 1});       // K == 0, accumulate: C unchanged
+}
+
+TEST_CASE("gemm_u8s8s32: extreme values (A = 255, B = -128 or 127 everywhere)") {
+  for (int b : {-128, 127}) {
+    CAPTURE(b);
+    check_gemm({13, 70, 1001, true, false, 0, 255, 255, b, b});
+    check_gemm({25, 64, 576, false, false, 0, 255, 255, b, b});
+    // The largest K whose result always fits int32: 255 * 128 * 65793 = 2^31 - 128.
+    check_gemm({2, 17, 65793, true, false, 0, 255, 255, b, b});
+  }
+  // One more k and the reference refuses; the fast path wraps modulo 2^32.
+  const int64_t K = 65794;
+  const std::vector<uint8_t> A(size_t(K), 255);
+  const std::vector<int8_t> B(size_t(K), -128);
+  int32_t c = 0;
+  CHECK_THROWS_AS(gemm_u8s8s32_ref(1, 1, K, A.data(), K, B.data(), 1, false, &c, 1, false), lowbit::Error);
+  const PackedS8 packed = pack_b_s8(K, 1, B.data(), 1, false);
+  GemmU8S8Args g;
+  g.M = 1;
+  g.A = A.data();
+  g.lda = K;
+  g.B = &packed;
+  g.C = &c;
+  g.ldc = 1;
+  gemm_u8s8s32(g);
+  CHECK(uint32_t(c) == uint32_t(int64_t(-255 * 128) * K));
+}
+
+TEST_CASE("gemm_u8s8s32: LeNet-5 fully connected layers at batch 1 and 7") {
+  for (int64_t batch : {1, 7}) {
+    CAPTURE(batch);
+    check_gemm({batch, 500, 800, true, false, 0});  // fc1 800 -> 500 (Linear weight [out][in])
+    check_gemm({batch, 10, 500, true, false, 0});   // fc2 500 -> 10
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convolution
+// ---------------------------------------------------------------------------------------------
+
+std::string describe(const Conv2dGeometry& g) {
+  return "N=" + std::to_string(g.N) + " C=" + std::to_string(g.C) + " H=" + std::to_string(g.H) +
+         " W=" + std::to_string(g.W) + " K=" + std::to_string(g.K) + " R=" + std::to_string(g.R) +
+         " S=" + std::to_string(g.S) + " stride=" + std::to_string(g.stride_h) + "," + std::to_string(g.stride_w) +
+         " pad=" + std::to_string(g.pad_h) + "," + std::to_string(g.pad_w) + " dil=" + std::to_string(g.dil_h) +
+         " groups=" + std::to_string(g.groups);
+}
+
+void check_conv(const Conv2dGeometry& g, uint8_t zp, uint32_t seed = 11, int x_lo = 0, int x_hi = 255, int w_lo = -128,
+                int w_hi = 127) {
+  INFO(describe(g));
+  CAPTURE(int(zp));
+  const auto x = random_ints<uint8_t>(g.N * g.H * g.W * g.C, seed, x_lo, x_hi);
+  const auto w = random_ints<int8_t>(g.K * g.R * g.S * g.C_per_group(), seed + 1, w_lo, w_hi);
+  std::vector<int32_t> want(size_t(g.N * g.P() * g.Q() * g.K));
+  if (g.groups == 1) {
+    conv2d_u8s8s32_ref(g, x.data(), zp, w.data(), want.data());
+    const PackedS8 packed = pack_conv_weights_s8(g, w.data());
+    check_all_paths(want, [&] {
+      std::vector<int32_t> got(want.size(), -1);
+      conv2d_u8s8s32(g, x.data(), zp, packed, got.data());
+      return got;
+    });
+  } else {
+    depthwise_conv2d_u8s8s32_ref(g, x.data(), zp, w.data(), want.data());
+    check_all_paths(want, [&] {
+      std::vector<int32_t> got(want.size(), -1);
+      depthwise_conv2d_u8s8s32(g, x.data(), zp, w.data(), got.data());
+      return got;
+    });
+  }
+}
+
+Conv2dGeometry geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t stride, int64_t pad,
+                    int64_t groups = 1, int64_t dil = 1) {
+  Conv2dGeometry g = bench::conv_geom(N, C, H, W, K, R, stride, pad, groups);
+  g.dil_h = g.dil_w = dil;
+  return g;
+}
+
+TEST_CASE("conv2d_u8s8s32: LeNet-5 conv1 and conv2 at batch 1 and 7") {
+  for (int64_t batch : {1, 7})
+    for (const auto& l : bench::lenet5_conv_layers(batch)) {
+      CAPTURE(l.name);
+      check_conv(l.geom, 0);
+    }
+}
+
+TEST_CASE("conv2d_u8s8s32: ResNet-20 layers (3x3 stride 1 and 2, 1x1 shortcuts), zero points 0 and 7") {
+  for (int64_t batch : {1, 2})
+    for (const auto& l : bench::resnet20_conv_layers(batch)) {
+      CAPTURE(l.name);
+      check_conv(l.geom, 0, uint32_t(batch));
+      if (batch == 1) check_conv(l.geom, 7, 5);
+    }
+}
+
+TEST_CASE("conv2d_u8s8s32: MobileNet pointwise layers (1x1 read in place), padded channels, im2col, odd geometries") {
+  for (const auto& l : bench::mobilenet_pointwise_layers(1)) {
+    if (l.geom.C > 256) continue;  // the reference is slow; the bigger ones add nothing new
+    CAPTURE(l.name);
+    check_conv(l.geom, 0);
+  }
+  check_conv(geom(2, 5, 9, 11, 7, 3, 1, 1), 3);          // C % 4 != 0 (padded to 8), odd everything
+  check_conv(geom(2, 2, 9, 11, 7, 3, 1, 1), 3);          // C = 2: im2col
+  check_conv(geom(1, 3, 13, 10, 33, 3, 2, 1), 0);        // RGB stem, K = 33 (one column past a panel)
+  check_conv(geom(3, 6, 7, 7, 65, 1, 1, 0), 0);          // 1x1, C = 6 padded to 8, K = 65
+  check_conv(geom(1, 4, 10, 12, 19, 3, 1, 2, 1, 2), 9);  // dilation 2, padding 2: im2col
+  Conv2dGeometry dh = geom(1, 3, 11, 9, 20, 3, 1, 2);
+  dh.dil_h = 2;  // dilation along H only: implicit, C padded to 4
+  check_conv(dh, 4);
+  check_conv(geom(1, 2, 6, 6, 3, 5, 3, 4), 200);  // padding wider than the stride, zero point 200
+  Conv2dGeometry g = geom(1, 8, 9, 12, 24, 3, 1, 0);
+  g.R = 2, g.stride_w = 2, g.pad_w = 1;  // R != S, strides and padding per axis
+  check_conv(g, 1);
+}
+
+TEST_CASE("conv2d_u8s8s32: extreme values (x = 255, w = -128 or 127, zero point 255)") {
+  for (int w : {-128, 127}) {
+    CAPTURE(w);
+    check_conv(geom(1, 64, 8, 8, 64, 3, 1, 1), 255, 3, 255, 255, w, w);
+    check_conv(geom(2, 50, 6, 6, 50, 5, 1, 2), 255, 3, 255, 255, w, w);
+  }
+}
+
+// conv2d_u8s8u8 (requantization fused) against conv2d_u8s8u8_ref, without a residual and with an
+// int32 (projection) or uint8 (identity) residual.
+void check_conv_requant(const Conv2dGeometry& g, uint8_t zp, int qmax, uint32_t seed = 21) {
+  INFO(describe(g));
+  const auto x = random_ints<uint8_t>(g.N * g.H * g.W * g.C, seed, 0, qmax);
+  const auto w = random_ints<int8_t>(g.K * g.R * g.S * g.C_per_group(), seed + 1, -127, 127);
+  const int64_t ny = g.N * g.P() * g.Q() * g.K;
+  const bool dw = g.groups > 1;
+  const auto res32 = random_ints<int32_t>(ny, seed + 2, -20000, 20000);
+  const auto res8 = random_ints<uint8_t>(ny, seed + 3, 0, qmax);
+  const PackedS8 packed = dw ? PackedS8{} : pack_conv_weights_s8(g, w.data());
+  // Scales that map a typical accumulator swing onto [0, 1].
+  const double swing = double(qmax) * 127.0 * double(g.R * g.S * g.C_per_group()) * 0.05;
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0.5, 1.5);
+  std::vector<double> s(size_t(g.K)), t(size_t(g.K)), sr(size_t(g.K));
+  for (int64_t k = 0; k < g.K; ++k) {
+    s[size_t(k)] = u(rng) / swing;
+    t[size_t(k)] = u(rng) - 1.0;
+    sr[size_t(k)] = u(rng) / 40000.0;
+  }
+  for (RequantResidual kind : {RequantResidual::none, RequantResidual::s32, RequantResidual::u8}) {
+    CAPTURE(int(kind));
+    if (kind == RequantResidual::u8)
+      for (auto& v : sr) v = v * 40000.0 / (2.0 * qmax);
+    const Requantization q = requantization_from_double(g.K, s.data(), t.data(), qmax, kind,
+                                                        kind == RequantResidual::none ? nullptr : sr.data());
+    const int32_t* r32 = kind == RequantResidual::s32 ? res32.data() : nullptr;
+    const uint8_t* r8 = kind == RequantResidual::u8 ? res8.data() : nullptr;
+    std::vector<uint8_t> want(static_cast<size_t>(ny));
+    if (dw)
+      depthwise_conv2d_u8s8u8_ref(g, x.data(), zp, w.data(), q, r32, r8, want.data());
+    else
+      conv2d_u8s8u8_ref(g, x.data(), zp, w.data(), q, r32, r8, want.data());
+    int64_t inside = 0;
+    for (uint8_t v : want) inside += v > 0 && v < qmax;
+    CHECK(inside > ny / 16);  // the scales exercise the unclamped range
+    check_all_paths(want, [&] {
+      std::vector<uint8_t> got(want.size(), 0xAB);
+      if (dw)
+        depthwise_conv2d_u8s8u8(g, x.data(), zp, w.data(), q, r32, r8, got.data());
+      else
+        conv2d_u8s8u8(g, x.data(), zp, packed, q, r32, r8, got.data());
+      return got;
+    });
+  }
+}
+
+TEST_CASE("conv2d_u8s8u8, depthwise_conv2d_u8s8u8: fused requantization, with residuals") {
+  for (const auto& l : bench::resnet20_conv_layers(2)) {
+    CAPTURE(l.name);
+    check_conv_requant(l.geom, 0, 15);
+  }
+  check_conv_requant(geom(1, 5, 9, 11, 7, 3, 1, 1), 2, 255);          // channels padded to 8
+  check_conv_requant(geom(1, 2, 9, 11, 7, 3, 1, 1), 2, 255);          // im2col
+  check_conv_requant(geom(2, 8, 6, 6, 65, 1, 1, 0), 0, 3);            // in place, two panels
+  check_conv_requant(geom(2, 32, 16, 16, 32, 3, 1, 1, 32), 0, 15);    // MobileNet depthwise
+  check_conv_requant(geom(1, 136, 9, 9, 136, 3, 2, 1, 136), 3, 255);  // depthwise, stride 2, channel tail
+  const std::vector<uint8_t> x(64);
+  const std::vector<int8_t> w(16);
+  std::vector<uint8_t> y(64);
+  const Conv2dGeometry g = geom(1, 4, 4, 4, 4, 1, 1, 0);
+  const PackedS8 packed = pack_conv_weights_s8(g, w.data());
+  const double s1[] = {1, 1, 1, 1}, t1[] = {0, 0, 0, 0};
+  const Requantization q = requantization_from_double(4, s1, t1, 255);
+  CHECK_THROWS_AS(conv2d_u8s8u8(g, x.data(), 0, packed, q, nullptr, x.data(), y.data()), lowbit::Error);
+  const Requantization q3 = requantization_from_double(3, s1, t1, 255);
+  CHECK_THROWS_AS(conv2d_u8s8u8(g, x.data(), 0, packed, q3, nullptr, nullptr, y.data()), lowbit::Error);
+}
+
+TEST_CASE("depthwise_conv2d_u8s8s32: MobileNet-v1 depthwise 3x3 layers and tails") {
+  const struct {
+    int64_t C, H, stride;
+  } layers[] = {{32, 32, 1}, {64, 32, 2}, {128, 16, 1}, {128, 16, 2}, {256, 8, 1},
+                {256, 8, 2}, {512, 4, 1}, {512, 4, 2},  {1024, 2, 1}};
+  for (const auto& l : layers) {
+    CAPTURE(l.C);
+    check_conv(geom(2, l.C, l.H, l.H, l.C, 3, l.stride, 1, l.C), 0);
+  }
+  check_conv(geom(1, 13, 7, 9, 13, 3, 1, 1, 13), 5);                             // channel tail
+  check_conv(geom(3, 40, 5, 6, 40, 3, 2, 1, 40), 0);                             // stride 2, odd sizes
+  check_conv(geom(1, 17, 9, 9, 17, 5, 1, 2, 17), 11);                            // 5x5
+  check_conv(geom(1, 24, 9, 9, 24, 3, 1, 2, 24, 2), 3);                          // dilation 2
+  check_conv(geom(1, 48, 6, 6, 48, 3, 1, 1, 48), 255, 4, 255, 255, -128, -128);  // extremes
+  check_conv(geom(1, 48, 6, 6, 48, 3, 1, 1, 48), 255, 4, 255, 255, 127, 127);
+}
+
+TEST_CASE("conv_int8: geometry errors") {
+  const std::vector<uint8_t> x(64);
+  const std::vector<int8_t> w(64);
+  std::vector<int32_t> y(256);
+  const Conv2dGeometry dw = geom(1, 4, 4, 4, 4, 3, 1, 1, 4);
+  CHECK_THROWS_AS(pack_conv_weights_s8(dw, w.data()), lowbit::Error);
+  const Conv2dGeometry g = geom(1, 4, 4, 4, 4, 1, 1, 0);
+  const PackedS8 wrong = pack_b_s8(3, 4, w.data(), 4, false);
+  CHECK_THROWS_AS(conv2d_u8s8s32(g, x.data(), 0, wrong, y.data()), lowbit::Error);
+  CHECK_THROWS_AS(depthwise_conv2d_u8s8s32(g, x.data(), 0, w.data(), y.data()), lowbit::Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requantization
+// ---------------------------------------------------------------------------------------------
+
+// The float formula the integer path implements (requant.h (1)), evaluated in double.
+int double_formula(double s, double t, double sr, double acc, double res, int qmax) {
+  const double y = s * acc + sr * res + t;
+  return int(std::nearbyint(std::clamp(y, 0.0, 1.0) * qmax));
+}
+
+std::vector<uint8_t> run_requant(const Requantization& q, const RequantArgs& a0, bool ref) {
+  std::vector<uint8_t> out(size_t(a0.rows * a0.ld_out), 0xAB);
+  RequantArgs a = a0;
+  a.out = out.data();
+  ref ? requantize_u8_ref(q, a) : requantize_u8(q, a);
+  return out;
+}
+
+// Fast path (AVX-512 and portable, 1 and 2 threads) == the __int128 reference.
+void check_requant_paths(const Requantization& q, const RequantArgs& a) {
+  const std::vector<uint8_t> want = run_requant(q, a, true);
+  ThreadGuard threads;
+  for (bool simd : {true, false}) {
+    const Avx512Guard guard(simd);
+    for (int t : {1, 2}) {
+      set_num_threads(t);
+      CAPTURE(simd);
+      CAPTURE(t);
+      CHECK(run_requant(q, a, false) == want);
+    }
+  }
+}
+
+TEST_CASE("requantize_u8: fast paths equal the reference, extreme constants and accumulators") {
+  std::mt19937 rng(5);
+  const int64_t C = 37, rows = 300, ld = 41;
+  for (int residual = 0; residual < 3; ++residual) {  // none, int32, uint8
+    CAPTURE(residual);
+    Requantization q;
+    q.qmax = residual == 1 ? 15 : 255;
+    q.residual = residual == 1 ? RequantResidual::s32 : residual == 2 ? RequantResidual::u8 : RequantResidual::none;
+    std::uniform_int_distribution<int64_t> mult_u8(-(int64_t(1) << 54) + 1, (int64_t(1) << 54) - 1);
+    std::uniform_int_distribution<int32_t> mult(-(INT32_MAX), INT32_MAX);
+    std::uniform_int_distribution<int> shift(1, 52);
+    std::uniform_int_distribution<int64_t> off(-(int64_t(1) << 61), int64_t(1) << 61);
+    for (int64_t c = 0; c < C; ++c) {
+      const int kind = int(c % 6);
+      q.multiplier.push_back(kind == 0 ? INT32_MAX : kind == 1 ? -INT32_MAX : mult(rng));
+      q.shift.push_back(kind == 2 ? 1 : kind == 3 ? 52 : shift(rng));
+      q.offset.push_back(kind == 4 ? int64_t(1) << 61 : kind == 5 ? -(int64_t(1) << 61) : off(rng) >> (c % 40));
+      if (residual == 1) q.residual_multiplier.push_back(kind == 1 ? INT32_MAX : mult(rng) >> (c % 20));
+      if (residual == 2) q.residual_multiplier.push_back(kind == 1 ? (int64_t(1) << 54) - 1 : mult_u8(rng) >> (c % 40));
+    }
+    auto acc = random_ints<int32_t>(rows * ld, 9, INT32_MIN, INT32_MAX);
+    for (int64_t i = 0; i < rows; i += 3) acc[size_t(i * ld + i % C)] = i % 2 ? INT32_MIN : INT32_MAX;
+    // Small accumulators too, where the outputs are not all saturated.
+    for (int64_t i = 1; i < rows; i += 2)
+      for (int64_t c = 0; c < C; ++c) acc[size_t(i * ld + c)] >>= int(c % 31);
+    const auto res32 = random_ints<int32_t>(rows * ld, 10, INT32_MIN, INT32_MAX);
+    const auto res8 = random_ints<uint8_t>(rows * ld, 11, 0, 255);
+    RequantArgs a;
+    a.rows = rows;
+    a.acc = acc.data();
+    a.ld_acc = ld;
+    a.residual_s32 = residual == 1 ? res32.data() : nullptr;
+    a.residual_u8 = residual == 2 ? res8.data() : nullptr;
+    a.ld_residual = ld;
+    a.ld_out = ld + 2;
+    check_requant_paths(q, a);
+  }
+}
+
+// Dyadic scales and offsets (exact in both arithmetics): the integer path equals the double
+// formula everywhere, exact ties included (both round half to even).
+TEST_CASE("requantize_u8: dyadic scales reproduce the double formula exactly, ties to even") {
+  const int64_t C = 8, rows = 4096;
+  std::vector<double> s(C), t(C), sr(C);
+  for (int64_t c = 0; c < C; ++c) {
+    s[size_t(c)] = std::ldexp(c % 2 ? -1.0 : 1.0, -4 - int(c));  // 2^-4 ... 2^-11, mixed signs
+    t[size_t(c)] = std::ldexp(double(c * 37 % 64), -6) - 0.25;   // multiples of 2^-6
+    sr[size_t(c)] = std::ldexp(1.0, -9);
+  }
+  std::vector<int32_t> acc(size_t(rows * C));
+  std::mt19937 rng(3);
+  for (int64_t i = 0; i < rows * C; ++i) {
+    const int32_t amp = int32_t(1) << (5 + i % C);  // y spans about [-2, 2.5]
+    acc[size_t(i)] = int32_t(rng() % uint32_t(2 * amp + 1)) - amp;
+  }
+  const auto res = random_ints<uint8_t>(rows * C, 4, 0, 255);
+  for (int qmax : {255, 16, 1}) {
+    CAPTURE(qmax);
+    const Requantization q = requantization_from_double(C, s.data(), t.data(), qmax, RequantResidual::u8, sr.data());
+    RequantArgs a;
+    a.rows = rows;
+    a.acc = acc.data();
+    a.ld_acc = C;
+    a.residual_u8 = res.data();
+    a.ld_residual = C;
+    a.ld_out = C;
+    const std::vector<uint8_t> out = run_requant(q, a, false);
+    int64_t bad = 0, ties = 0, inside = 0;
+    for (int64_t i = 0; i < rows * C; ++i) {
+      const int64_t c = i % C;
+      const double y = s[size_t(c)] * acc[size_t(i)] + sr[size_t(c)] * res[size_t(i)] + t[size_t(c)];
+      const double r = std::clamp(y, 0.0, 1.0) * qmax;
+      ties += r - std::floor(r) == 0.5;
+      inside += y > 0 && y < 1;
+      bad += out[size_t(i)] !=
+             double_formula(s[size_t(c)], t[size_t(c)], sr[size_t(c)], acc[size_t(i)], res[size_t(i)], qmax);
+    }
+    CHECK(bad == 0);
+    CHECK(inside > rows * C / 8);
+    CHECK(ties > 0);  // exact ties occurred and were resolved alike
+    check_requant_paths(q, a);
+  }
+}
+
+// Realistic scales: the integer path against the double formula over millions of random
+// accumulators; every disagreement must lie within the header's bound of a half-integer. Residual
+// modes: none; int32 (a projection shortcut's accumulators, of a swing within 4x of the main one's);
+// uint8 (an identity shortcut's codes, scale ~ 1/255); and, as a stress case, int32 residuals whose
+// real multiplier is up to 2^19 times the main one (the shared shift then costs the smaller
+// multiplier its precision, and the bound grows accordingly).
+TEST_CASE("requantize_u8: disagreement with the double formula only at near-ties (measured rate)") {
+  std::mt19937 rng(2024);
+  std::uniform_real_distribution<double> u01(0.0, 1.0);
+  const int64_t C = 64, rows = 8192;
+  const char* names[] = {"no residual", "int32 residual", "uint8 residual", "int32 residual, wide ratio"};
+  for (int mode = 0; mode < 4; ++mode) {
+    CAPTURE(mode);
+    const int residual = mode == 3 ? 1 : mode;
+    int64_t total = 0, disagree = 0, unexplained = 0;
+    double worst_ratio = 0;  // max |u / 2^S - qmax y| / bound
+    for (int qmax : {255, 15, 3}) {
+      CAPTURE(qmax);
+      std::vector<double> s(C), t(C), sr(C);
+      std::vector<int32_t> amp(C), ramp(C);
+      for (int64_t c = 0; c < C; ++c) {
+        amp[size_t(c)] = int32_t(std::ldexp(1.0, 4 + int(u01(rng) * 20)));  // accumulator swing 2^4 .. 2^23
+        ramp[size_t(c)] = mode == 1   ? std::max(1, int32_t(amp[size_t(c)] * std::ldexp(1.0, int(u01(rng) * 5) - 2)))
+                          : mode == 3 ? int32_t(std::ldexp(1.0, 4 + int(u01(rng) * 20)))
+                                      : 255;
+        s[size_t(c)] = (0.25 + 2 * u01(rng)) / amp[size_t(c)] * (u01(rng) < 0.1 ? -1 : 1);
+        t[size_t(c)] = 2 * u01(rng) - 1;
+        sr[size_t(c)] = (0.25 + u01(rng)) / ramp[size_t(c)];
+      }
+      const Requantization q = requantization_from_double(C, s.data(), t.data(), qmax,
+                                                          residual == 1   ? RequantResidual::s32
+                                                          : residual == 2 ? RequantResidual::u8
+                                                                          : RequantResidual::none,
+                                                          residual ? sr.data() : nullptr);
+      std::vector<int32_t> acc(size_t(rows * C)), res32(size_t(rows * C));
+      std::vector<uint8_t> res8(size_t(rows * C));
+      for (int64_t i = 0; i < rows * C; ++i) {
+        const int64_t c = i % C;
+        acc[size_t(i)] = int32_t(std::llround((2 * u01(rng) - 1) * amp[size_t(c)]));
+        res32[size_t(i)] = int32_t(std::llround((2 * u01(rng) - 1) * ramp[size_t(c)]));
+        res8[size_t(i)] = uint8_t(rng() % 256);
+      }
+      RequantArgs a;
+      a.rows = rows;
+      a.acc = acc.data();
+      a.ld_acc = C;
+      a.residual_s32 = residual == 1 ? res32.data() : nullptr;
+      a.residual_u8 = residual == 2 ? res8.data() : nullptr;
+      a.ld_residual = C;
+      a.ld_out = C;
+      const std::vector<uint8_t> out = run_requant(q, a, false);
+      for (int64_t i = 0; i < rows * C; ++i) {
+        const int64_t c = i % C;
+        const double res = residual == 1 ? double(res32[size_t(i)]) : residual == 2 ? double(res8[size_t(i)]) : 0.0;
+        const double srr = residual ? sr[size_t(c)] : 0.0;
+        // The exact real value qmax * y (long double: error far below the bound) and the bound.
+        const long double r = (static_cast<long double>(s[size_t(c)]) * acc[size_t(i)] +
+                               static_cast<long double>(srr) * res + t[size_t(c)]) *
+                              qmax;
+        const long double u = (static_cast<long double>(acc[size_t(i)]) * q.multiplier[size_t(c)] +
+                               (residual ? res * static_cast<long double>(q.residual_multiplier[size_t(c)]) : 0.0L) +
+                               static_cast<long double>(q.offset[size_t(c)])) /
+                              std::ldexp(1.0L, q.shift[size_t(c)]);
+        const long double bound = (std::fabs(static_cast<long double>(acc[size_t(i)])) + std::fabs(res) + 1) *
+                                  std::ldexp(1.0L, -q.shift[size_t(c)] - 1);
+        worst_ratio = std::max(worst_ratio, double(std::fabs(u - r) / bound));
+        ++total;
+        if (out[size_t(i)] != double_formula(s[size_t(c)], t[size_t(c)], srr, acc[size_t(i)], res, qmax)) {
+          ++disagree;
+          const long double tie_distance = std::fabs(r - (std::floor(r) + 0.5L));
+          if (tie_distance > bound * 1.001L + 1e-12L) ++unexplained;
+        }
+      }
+    }
+    MESSAGE("requantization vs the double formula, ", std::string(names[mode]), ": ", disagree, " disagreements in ",
+            total, " values (rate ", double(disagree) / double(total),
+            "), worst |integer - exact| / bound = ", worst_ratio);
+    CHECK(unexplained == 0);
+    CHECK(worst_ratio <= 1.0 + 1e-9);
+    if (mode != 3) CHECK(double(disagree) / double(total) < 2e-6);
+  }
+}
+
+TEST_CASE("requantization_from_double: ranges and errors") {
+  const double s[] = {1.0 / 3000, -2.5e-9, 0.0, 0.5, 3e-12};
+  const double t[] = {0.3, -0.5, 0.75, 1e6, 0.0};
+  const double sr[] = {1.0 / 255, 0.0, 1e-3, 0.25, 0.0};
+  const Requantization q = requantization_from_double(5, s, t, 255, RequantResidual::s32, sr);
+  for (int c = 0; c < 5; ++c) {
+    CAPTURE(c);
+    const int64_t top =
+        std::max<int64_t>(std::abs(q.multiplier[size_t(c)]), std::abs(q.residual_multiplier[size_t(c)]));
+    CHECK(q.shift[size_t(c)] >= 1);
+    CHECK(q.shift[size_t(c)] <= 52);
+    CHECK(std::llabs(q.offset[size_t(c)]) <= (int64_t(1) << 61));
+    // Normalized unless a limit was hit: the tiny scale of channel 4 (S = 52) and the offset of
+    // channel 3 (|t / s| = 2e6 accumulator units still fits: normalized too).
+    if (c != 4) CHECK(top >= (int64_t(1) << 30));
+  }
+  CHECK(q.shift[4] == 52);
+  const double big[] = {1e8}, zero[] = {0.0}, inf[] = {INFINITY}, huge_t[] = {1e17};
+  CHECK_THROWS_AS(requantization_from_double(1, big, zero, 255), lowbit::Error);
+  CHECK_THROWS_AS(requantization_from_double(1, inf, zero, 255), lowbit::Error);
+  CHECK_THROWS_AS(requantization_from_double(1, zero, huge_t, 255), lowbit::Error);
+  CHECK_THROWS_AS(requantization_from_double(1, zero, zero, 256), lowbit::Error);
+  CHECK_THROWS_AS(requantization_from_double(1, zero, zero, 255, RequantResidual::u8), lowbit::Error);
+  CHECK_THROWS_AS(requantization_from_double(1, zero, zero, 255, RequantResidual::s32, big), lowbit::Error);
+  // A uint8 residual may have a real multiplier far above the main one: m' is not limited to int32,
+  // so m stays normalized.
+  const double small[] = {1e-6}, one[] = {1.0};
+  const Requantization qu = requantization_from_double(1, small, zero, 255, RequantResidual::u8, one);
+  CHECK(std::abs(qu.multiplier[0]) >= (int32_t(1) << 30));
+  CHECK(qu.residual_multiplier[0] > INT32_MAX);
+  // A residual tensor must match the residual term.
+  std::vector<int32_t> acc(5, 0);
+  std::vector<uint8_t> out(5);
+  RequantArgs a;
+  a.rows = 1;
+  a.acc = acc.data();
+  a.ld_acc = 5;
+  a.out = out.data();
+  a.ld_out = 5;
+  CHECK_THROWS_AS(requantize_u8(q, a), lowbit::Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peak probe
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE("measure_peak_int8_gops: positive on a VNNI CPU") {
+  if (!cpu_has_avx512_vnni()) LOWBIT_SKIP("no AVX-512 VNNI");
+  const double gops = measure_peak_int8_gops(1);
+  MESSAGE("int8 peak, 1 thread: ", gops, " GOP/s");
+  CHECK(gops > 0);
+}
+
+}  // namespace
