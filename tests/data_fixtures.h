@@ -3,12 +3,15 @@
 // reader's output can be checked pixel by pixel.
 #pragma once
 
+#include <stb/stb_image_write.h>  // declarations; one translation unit defines STB_IMAGE_WRITE_IMPLEMENTATION
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "data/io.h"
 
 namespace lowbit::fixtures {
@@ -149,5 +152,30 @@ inline Bytes svhn_mat(const std::vector<int>& labels, bool compressed, bool y_do
 }
 
 inline Bytes truncated(const Bytes& b, size_t keep) { return Bytes(b.begin(), b.begin() + std::ptrdiff_t(keep)); }
+
+// h x w x c pixels of sample n from pixel_formula, row-major (HWC).
+inline std::vector<uint8_t> formula_image(int64_t n, int64_t h, int64_t w, int64_t c) {
+  std::vector<uint8_t> px;
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x)
+      for (int64_t k = 0; k < c; ++k) px.push_back(pixel_formula(n, y, x, k));
+  return px;
+}
+
+// A w x h x c image (HWC pixels) encoded in memory with stb_image_write as "png", "bmp" or "jpg"
+// (quality 90); throws lowbit::Error when stb_image_write fails.
+inline Bytes encode_image(const std::string& format, int w, int h, int c, const std::vector<uint8_t>& px) {
+  Bytes out;
+  auto sink = [](void* ctx, void* data, int size) {
+    auto* o = static_cast<Bytes*>(ctx);
+    o->insert(o->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
+  };
+  int ok = 0;
+  if (format == "png") ok = stbi_write_png_to_func(sink, &out, w, h, c, px.data(), w * c);
+  if (format == "bmp") ok = stbi_write_bmp_to_func(sink, &out, w, h, c, px.data());
+  if (format == "jpg") ok = stbi_write_jpg_to_func(sink, &out, w, h, c, px.data(), 90);
+  if (!ok) throw Error("encode_image: stb_image_write cannot encode " + format);
+  return out;
+}
 
 }  // namespace lowbit::fixtures

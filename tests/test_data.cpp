@@ -21,6 +21,7 @@
 #include "data/loader.h"
 #include "data/transforms.h"
 #include "data_fixtures.h"
+#include "test_util.h"
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image_write.h>
@@ -28,37 +29,10 @@
 using namespace lowbit;
 using namespace lowbit::data;
 using namespace lowbit::fixtures;
+using namespace lowbit::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory per test case, removed afterwards.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) {
-    path = fs::temp_directory_path() / ("lowbit_test_data_" + std::to_string(::getpid()) + "_" + name);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-// Runs fn, requires a lowbit::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  std::string message;
-  try {
-    fn();
-  } catch (const Error& e) {
-    message = e.what();
-  }
-  REQUIRE_MESSAGE(!message.empty(), "expected a lowbit::Error mentioning ", parts[0]);
-  for (const auto& p : parts)
-    CHECK_MESSAGE(message.find(p) != std::string::npos, "\"", message, "\" lacks \"", p, "\"");
-}
 
 void check_pixels(const ImageDataset& ds, int64_t first = 0) {
   int64_t bad = 0;

@@ -18,6 +18,7 @@
 #include "data/dataset.h"
 #include "data/io.h"
 #include "data_fixtures.h"
+#include "test_util.h"
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image_write.h>
@@ -25,36 +26,10 @@
 using namespace lowbit;
 using namespace lowbit::data;
 using namespace lowbit::fixtures;
+using namespace lowbit::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) {
-    path = fs::temp_directory_path() / ("lowbit_test_parsers_" + std::to_string(::getpid()) + "_" + name);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-// Runs fn, requires a lowbit::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  std::string message;
-  try {
-    fn();
-  } catch (const Error& e) {
-    message = e.what();
-  }
-  REQUIRE_MESSAGE(!message.empty(), "expected a lowbit::Error mentioning ", parts[0]);
-  for (const auto& p : parts)
-    CHECK_MESSAGE(message.find(p) != std::string::npos, "\"", message, "\" lacks \"", p, "\"");
-}
 
 // An IDX images file with the given header sizes and `data_bytes` pixel bytes.
 Bytes idx_header(std::vector<uint32_t> dims, size_t data_bytes, uint32_t magic = 0x00000803) {
@@ -80,22 +55,7 @@ Bytes mat_file(const std::vector<int32_t>& x_dims, const Bytes& x, const std::ve
 }
 
 Bytes encode_image(const char* format, int w, int h, int c) {
-  std::vector<uint8_t> px;
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x)
-      for (int k = 0; k < c; ++k) px.push_back(pixel_formula(0, y, x, k));
-  Bytes out;
-  auto sink = [](void* ctx, void* data, int size) {
-    auto* o = static_cast<Bytes*>(ctx);
-    o->insert(o->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
-  };
-  const std::string f = format;
-  int ok = 0;
-  if (f == "png") ok = stbi_write_png_to_func(sink, &out, w, h, c, px.data(), w * c);
-  if (f == "bmp") ok = stbi_write_bmp_to_func(sink, &out, w, h, c, px.data());
-  if (f == "jpg") ok = stbi_write_jpg_to_func(sink, &out, w, h, c, px.data(), 90);
-  REQUIRE(ok);
-  return out;
+  return fixtures::encode_image(format, w, h, c, formula_image(0, h, w, c));
 }
 
 size_t find_bytes(const Bytes& b, const Bytes& what) {

@@ -17,10 +17,13 @@
 #include "layers/layers.h"
 #include "optim/sgd.h"
 #include "quant/quantizers.h"
+#include "test_util.h"
 #include "train/fit.h"
 #include "train/quant_context.h"
 
 using namespace lowbit;
+
+using namespace lowbit::testing;
 
 namespace {
 
@@ -113,17 +116,6 @@ double json_value(const std::string& js, const std::string& key, int nth = 0) {
   }
   return std::stod(js.substr(pos));
 }
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 

@@ -351,13 +351,13 @@ void conv2d_u8s8s32_ref(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zer
         }
 }
 
-void conv2d_u8s8u8_ref(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const int8_t* w,
-                       const Requantization& q, const int32_t* residual_s32, const uint8_t* residual_u8, uint8_t* y) {
-  std::vector<int32_t> acc(static_cast<size_t>(g.N * g.P() * g.Q() * g.K));
-  conv2d_u8s8s32_ref(g, x, x_zero_point, w, acc.data());
+namespace {
+// requantize_u8_ref over a convolution's N P Q x K accumulators (the `_ref` twins' epilogue).
+void requantize_output_ref(const Conv2dGeometry& g, const int32_t* acc, const Requantization& q,
+                           const int32_t* residual_s32, const uint8_t* residual_u8, uint8_t* y) {
   RequantArgs a;
   a.rows = g.N * g.P() * g.Q();
-  a.acc = acc.data();
+  a.acc = acc;
   a.ld_acc = g.K;
   a.residual_s32 = residual_s32;
   a.residual_u8 = residual_u8;
@@ -365,6 +365,14 @@ void conv2d_u8s8u8_ref(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero
   a.out = y;
   a.ld_out = g.K;
   requantize_u8_ref(q, a);
+}
+}  // namespace
+
+void conv2d_u8s8u8_ref(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const int8_t* w,
+                       const Requantization& q, const int32_t* residual_s32, const uint8_t* residual_u8, uint8_t* y) {
+  std::vector<int32_t> acc(static_cast<size_t>(g.N * g.P() * g.Q() * g.K));
+  conv2d_u8s8s32_ref(g, x, x_zero_point, w, acc.data());
+  requantize_output_ref(g, acc.data(), q, residual_s32, residual_u8, y);
 }
 
 void depthwise_conv2d_u8s8s32(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const int8_t* w,
@@ -394,16 +402,7 @@ void depthwise_conv2d_u8s8u8_ref(const Conv2dGeometry& g, const uint8_t* x, uint
                                  uint8_t* y) {
   std::vector<int32_t> acc(static_cast<size_t>(g.N * g.P() * g.Q() * g.K));
   depthwise_conv2d_u8s8s32_ref(g, x, x_zero_point, w, acc.data());
-  RequantArgs a;
-  a.rows = g.N * g.P() * g.Q();
-  a.acc = acc.data();
-  a.ld_acc = g.K;
-  a.residual_s32 = residual_s32;
-  a.residual_u8 = residual_u8;
-  a.ld_residual = g.K;
-  a.out = y;
-  a.ld_out = g.K;
-  requantize_u8_ref(q, a);
+  requantize_output_ref(g, acc.data(), q, residual_s32, residual_u8, y);
 }
 
 }  // namespace lowbit::kernels

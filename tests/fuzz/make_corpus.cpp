@@ -50,30 +50,6 @@ Bytes cat(Bytes a, const Bytes& b) {
 
 const Bytes kSeparator = {'-', '-', 'l', 'a', 'b', 'e', 'l', 's', '-', '-'};
 
-// Encodes a w x h x c image with stb_image_write into memory.
-Bytes encode(const char* format, int w, int h, int c, const std::vector<uint8_t>& px) {
-  Bytes out;
-  auto sink = [](void* ctx, void* data, int size) {
-    auto* o = static_cast<Bytes*>(ctx);
-    o->insert(o->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
-  };
-  const std::string f = format;
-  int ok = 0;
-  if (f == "png") ok = stbi_write_png_to_func(sink, &out, w, h, c, px.data(), w * c);
-  if (f == "bmp") ok = stbi_write_bmp_to_func(sink, &out, w, h, c, px.data());
-  if (f == "jpg") ok = stbi_write_jpg_to_func(sink, &out, w, h, c, px.data(), 90);
-  if (!ok) throw Error("make_corpus: cannot encode " + f);
-  return out;
-}
-
-std::vector<uint8_t> image(int64_t n, int64_t h, int64_t w, int64_t c) {
-  std::vector<uint8_t> px;
-  for (int64_t y = 0; y < h; ++y)
-    for (int64_t x = 0; x < w; ++x)
-      for (int64_t k = 0; k < c; ++k) px.push_back(pixel_formula(n, y, x, k));
-  return px;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -117,15 +93,18 @@ int main(int argc, char** argv) {
   put("svhn_mat", "plain_gz", gzip(svhn_mat({7}, false, false)));
 
   // Images: PNG (grey, grey+alpha, RGB, RGBA), BMP (RGB, RGBA), baseline JPEG (grey, RGB).
-  for (int c : {1, 2, 3, 4}) put("image", "png_c" + std::to_string(c), encode("png", 5, 4, c, image(c, 4, 5, c)));
-  for (int c : {3, 4}) put("image", "bmp_c" + std::to_string(c), encode("bmp", 5, 4, c, image(c, 4, 5, c)));
-  for (int c : {1, 3}) put("image", "jpg_c" + std::to_string(c), encode("jpg", 9, 7, c, image(c, 7, 9, c)));
+  for (int c : {1, 2, 3, 4})
+    put("image", "png_c" + std::to_string(c), encode_image("png", 5, 4, c, formula_image(c, 4, 5, c)));
+  for (int c : {3, 4})
+    put("image", "bmp_c" + std::to_string(c), encode_image("bmp", 5, 4, c, formula_image(c, 4, 5, c)));
+  for (int c : {1, 3})
+    put("image", "jpg_c" + std::to_string(c), encode_image("jpg", 9, 7, c, formula_image(c, 7, 9, c)));
   if (!cifar_real.empty()) {  // the first CIFAR-10 training image, HWC
     std::vector<uint8_t> px(3072);
     for (int p = 0; p < 1024; ++p)
       for (int c = 0; c < 3; ++c) px[size_t(3 * p + c)] = cifar_real[size_t(1 + 1024 * c + p)];
-    put("image", "cifar10_batch1_0_png", encode("png", 32, 32, 3, px));
-    put("image", "cifar10_batch1_0_jpg", encode("jpg", 32, 32, 3, px));
+    put("image", "cifar10_batch1_0_png", encode_image("png", 32, 32, 3, px));
+    put("image", "cifar10_batch1_0_jpg", encode_image("jpg", 32, 32, 3, px));
   }
 
   // Checkpoints: a whole file, and its payload alone (fuzz_checkpoint.cpp adds the header).
