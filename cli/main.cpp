@@ -1,9 +1,11 @@
-// The `lowbit` command: train, eval, summary, bench, compare.
+// The `lowbit` command: train, eval, export, infer, summary, bench, compare.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -13,6 +15,8 @@
 #include "cli/trainer.h"
 #include "core/parallel.h"
 #include "core/serialize.h"
+#include "deploy/engine.h"
+#include "deploy/export.h"
 #include "layers/conv.h"
 #include "layers/linear.h"
 #include "models/zoo.h"
@@ -32,6 +36,8 @@ const char* kUsage =
     "commands:\n"
     "  train     train a model of the zoo on a data set (quantization-aware with --quant/--reg)\n"
     "  eval      evaluate a checkpoint on the test set\n"
+    "  export    write a quantized run's model as an integer model file (.lbq)\n"
+    "  infer     run an integer model file on a data set's test images (integer-only engine)\n"
     "  summary   per-layer output shapes, parameters and MACs of a model\n"
     "  bench     training and inference images/s of a model on random data\n"
     "  compare   compare two checkpoints tensor by tensor, bit for bit\n"
@@ -130,6 +136,7 @@ int run_bench(int argc, char** argv) {
                                    {"steps", "20", "timed steps (after warm-up)"},
                                    {"lr", "0.01", "SGD learning rate of the timed steps"},
                                    {"warmup", "3", "untimed warm-up steps"},
+                                   {"mode", "both", "train | infer | both: what to time (infer: eval mode, no grad)"},
                                    {"classes", "10", "number of classes"},
                                    {"channels", "", "input channels (default: the model's)"},
                                    {"size", "", "input height = width (default: the model's)"},
@@ -155,6 +162,10 @@ int run_bench(int argc, char** argv) {
   const int64_t S = mo.image_size ? mo.image_size : models::default_image_size(o.str("model"), mo.variant);
   const int64_t B = o.integer("batch"), steps = o.integer("steps"), warmup = o.integer("warmup");
   LOWBIT_CHECK(B >= 1 && steps >= 1 && warmup >= 0, "lowbit bench: --batch and --steps must be >= 1");
+  const std::string mode = o.str("mode");
+  LOWBIT_CHECK(mode == "train" || mode == "infer" || mode == "both",
+               "lowbit bench: --mode must be train, infer or both");
+  const bool time_train = mode != "infer", time_infer = mode != "train";
 
   Generator gen(1);
   const Tensor x = Tensor::randn({B, C, S, S}, gen).contiguous(MemoryFormat::channels_last);
@@ -172,7 +183,7 @@ int run_bench(int argc, char** argv) {
   using clock = std::chrono::steady_clock;
   std::vector<double> train_t, infer_t;
   model->train();
-  for (int64_t i = 0; i < warmup + steps; ++i) {
+  for (int64_t i = 0; time_train && i < warmup + steps; ++i) {
     const auto t0 = clock::now();
     Variable loss = cross_entropy((*model)(Variable(x)), labels);
     Variable reg = opt.regularization_loss();
@@ -186,23 +197,55 @@ int run_bench(int argc, char** argv) {
   model->eval();
   {
     NoGradGuard ng;
-    for (int64_t i = 0; i < warmup + steps; ++i) {
+    for (int64_t i = 0; time_infer && i < warmup + steps; ++i) {
       const auto t0 = clock::now();
       (*model)(Variable(x));
       if (i >= warmup) infer_t.push_back(std::chrono::duration<double>(clock::now() - t0).count());
     }
   }
-  const double train_ips = double(B) / median(train_t), infer_ips = double(B) / median(infer_t);
+  // A pass not timed (--mode) prints 0 img/s.
+  const double train_ips = time_train ? double(B) / median(train_t) : 0.0;
+  const double infer_ips = time_infer ? double(B) / median(infer_t) : 0.0;
   const std::string quant_desc = quant ? quant->describe() : "none";
   std::printf(
-      "%s batch %lld, %d threads, quantization %s: train %.1f img/s (median step %.2f ms), inference %.1f img/s\n",
+      "%s batch %lld, %d threads, quantization %s: train %.1f img/s (median step %.2f ms), inference %.1f img/s "
+      "(median %.3f ms)\n",
       o.str("model").c_str(), (long long)B, num_threads(), quant_desc.c_str(), train_ips, 1e3 * median(train_t),
-      infer_ips);
+      infer_ips, 1e3 * median(infer_t));
   std::printf(
       "{\"model\": \"%s\", \"batch\": %lld, \"threads\": %d, \"quant\": \"%s\", \"train_images_per_sec\": %.2f, "
       "\"infer_images_per_sec\": %.2f}\n",
       o.str("model").c_str(), (long long)B, num_threads(), quant_desc.c_str(), train_ips, infer_ips);
   return 0;
+}
+
+// ---- a finished run, rebuilt from its checkpoint (eval, export) ----
+struct Run {
+  train::TrainData data;
+  std::shared_ptr<Module> model;
+  std::unique_ptr<train::QuantContext> quant;
+};
+
+// The run's options (its stored config, adjusted by the caller) -> data, model and quantization,
+// with the checkpoint's model (and, unless post_training, quantization) state loaded.
+Run load_run(const std::string& path, const Options& run, bool post_training) {
+  const Checkpoint c = load_checkpoint(path);
+  Run r;
+  r.data = train::load_data(data_config(run, 256));
+  r.model = train::create_model(run.str("model"), r.data, run.real("width"), run.str("variant"));
+  if (wants_quantization(run)) r.quant = std::make_unique<train::QuantContext>(*r.model, quant_spec(run));
+  r.model->load_state_dict(c.tensors_with_prefix("model."), /*strict=*/!post_training);
+  if (r.quant && !post_training) r.quant->load_state_dict(c.tensors_with_prefix("quant."));
+  return r;
+}
+
+// The stored config of a training checkpoint.
+Options run_options(const std::string& path) {
+  const Checkpoint c = load_checkpoint(path);
+  LOWBIT_CHECK(c.has("format") && c.get_string("format") == "lowbit-train", path, " is not a training checkpoint");
+  Options run("train", train_option_specs());
+  run.load_config_text(c.get_string("config"), path);
+  return run;
 }
 
 // ---- eval ----
@@ -225,11 +268,7 @@ int run_eval(int argc, char** argv) {
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
   LOWBIT_CHECK(o.has("checkpoint"), "--checkpoint FILE is required");
   if (o.has("threads")) set_num_threads(static_cast<int>(o.integer("threads")));
-  const Checkpoint c = load_checkpoint(o.str("checkpoint"));
-  LOWBIT_CHECK(c.has("format") && c.get_string("format") == "lowbit-train", o.str("checkpoint"),
-               " is not a training checkpoint");
-  Options run("train", train_option_specs());
-  run.load_config_text(c.get_string("config"), o.str("checkpoint"));
+  Options run = run_options(o.str("checkpoint"));
   if (o.has("data")) run.set("data", o.str("data"), "--data");
   if (o.has("test-file")) run.set("test-file", o.str("test-file"), "--test-file");
   // --limit-train stays: the test images are normalised with the training images' statistics.
@@ -245,14 +284,14 @@ int run_eval(int argc, char** argv) {
     if (!o.has("abits")) run.set("abits", "32", "eval");  // weights only unless --abits
   }
   if (o.has("learned-levels")) run.set("learned-levels", o.str("learned-levels"), "--learned-levels");
-  train::TrainData data = train::load_data(data_config(run, 256));
-  auto model = train::create_model(run.str("model"), data, run.real("width"), run.str("variant"));
-  std::unique_ptr<train::QuantContext> quant;
-  if (wants_quantization(run)) quant = std::make_unique<train::QuantContext>(*model, quant_spec(run));
-  model->load_state_dict(c.tensors_with_prefix("model."), /*strict=*/!post_training);
-  if (quant && !post_training) quant->load_state_dict(c.tensors_with_prefix("quant."));
+  Run r = load_run(o.str("checkpoint"), run, post_training);
+  train::TrainData& data = r.data;
+  auto& model = r.model;
+  auto& quant = r.quant;
+  // The simulated model at its final bits (WaveQ: ceil(beta) + 1), as the report rounds it.
+  if (quant && !post_training) quant->use_final_bits();
   std::vector<train::Prediction> predictions;
-  const train::EvalResult r = train::evaluate(*model, *data.test_loader, o.has("predictions") ? &predictions : nullptr);
+  const train::EvalResult e = train::evaluate(*model, *data.test_loader, o.has("predictions") ? &predictions : nullptr);
   if (o.has("predictions")) {
     std::string csv = "index,label,predicted\n";
     for (size_t i = 0; i < predictions.size(); ++i)
@@ -261,8 +300,99 @@ int run_eval(int argc, char** argv) {
     write_file_atomic(o.str("predictions"), csv);
   }
   std::printf("%s on %s: test loss %.4f, accuracy %.2f%% (%lld images)\n", run.str("model").c_str(),
-              data.test.source.c_str(), r.loss, 100 * r.accuracy, (long long)r.images);
+              data.test.source.c_str(), e.loss, 100 * e.accuracy, (long long)e.images);
   if (quant) std::printf("%s", train::format_report(quant->final_report(*data.test_loader, post_training)).c_str());
+  return 0;
+}
+
+// ---- export ----
+int run_export(int argc, char** argv) {
+  Options o("export", {{"checkpoint", "", "checkpoint file of a quantized run (a run's checkpoint.ckpt)"},
+                       {"out", "", "the integer model file to write (.lbq)"},
+                       {"data", "", "data set (default: the run's; its training images give the normalization)"}});
+  o.parse(argc, argv);
+  if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
+  LOWBIT_CHECK(o.has("checkpoint") && o.has("out"), "--checkpoint FILE and --out FILE are required");
+  const std::string path = o.str("checkpoint");
+  Options run = run_options(path);
+  if (o.has("data")) run.set("data", o.str("data"), "--data");
+  run.set("allow-grid-mismatch", "true", "export");
+  LOWBIT_CHECK(wants_quantization(run), path,
+               ": the run is not quantized (--quant none); export needs a quantized run");
+  Run r = load_run(path, run, false);
+  r.quant->use_final_bits();
+  deploy::ExportOptions eo;
+  eo.model_name = run.str("model");
+  eo.channels = r.data.train.channels(), eo.height = r.data.train.height(), eo.width = r.data.train.width();
+  eo.mean = r.data.mean, eo.std = r.data.std;
+  eo.source = path;
+  const deploy::ExportResult ex = deploy::export_model(*r.model, r.quant->quantization(), eo);
+  deploy::save_model(o.str("out"), ex.model);
+  const auto bytes = int64_t(std::filesystem::file_size(o.str("out")));
+  std::printf("%-24s %8s %8s %10s  %s\n", "layer", "trained", "stored", "weights", "weights in the file");
+  for (const auto& l : ex.layers)
+    std::printf("%-24s %8s %8d %10lld  %s%s\n", l.name.c_str(),
+                l.trained_bits >= 32 ? "fp32" : std::to_string(l.trained_bits).c_str(), l.stored_bits,
+                (long long)l.weights, l.exact ? "exact codes" : "rounded to 16 bits per output channel (lossy)",
+                l.out_bits ? detail::concat(", output activations ", l.out_bits, " bits").c_str() : ", float logits");
+  std::printf("%s: %lld bytes; FP32 parameters %lld bytes: %.2fx smaller (%.3f of FP32)\n", o.str("out").c_str(),
+              (long long)bytes, (long long)ex.fp32_parameter_bytes, double(ex.fp32_parameter_bytes) / double(bytes),
+              double(bytes) / double(ex.fp32_parameter_bytes));
+  return 0;
+}
+
+// ---- infer ----
+int run_infer(int argc, char** argv) {
+  Options o("infer", {{"model-file", "", "integer model file (.lbq, from lowbit export)"},
+                      {"data", "fashion-mnist", "data set whose test images to run (as lowbit train's --data)"},
+                      {"test-file", "", "a CIFAR-10/100 binary batch instead of the test split"},
+                      {"limit-test", "", "only the first N test images"},
+                      {"predictions", "", "write each test image's label and predicted class to this CSV file"},
+                      {"batch", "128", "images per engine call"},
+                      {"threads", "", "threads"},
+                      {"reference", "", "run the _ref kernels (slow; the fast path's bit-exact twin)", true}});
+  o.parse(argc, argv);
+  if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
+  LOWBIT_CHECK(o.has("model-file"), "--model-file FILE is required");
+  if (o.has("threads")) set_num_threads(static_cast<int>(o.integer("threads")));
+  deploy::Engine engine(deploy::load_model(o.str("model-file")), o.str("model-file"));
+  data::DataSplits splits = data::load_dataset(o.str("data"));
+  if (o.has("test-file")) {
+    const std::string kind = o.str("data").substr(0, o.str("data").find(':'));
+    splits.test = kind == "cifar10" ? data::read_cifar10({o.str("test-file")})
+                                    : data::read_cifar100(o.str("test-file"), kind == "cifar100");
+  }
+  data::ImageDataset test = splits.test;
+  if (o.has("limit-test")) test = test.subset(0, std::min(o.integer("limit-test"), test.size()));
+  LOWBIT_CHECK(
+      test.channels() == engine.channels() && test.height() == engine.height() && test.width() == engine.width(),
+      o.str("model-file"), " takes ", engine.height(), "x", engine.width(), "x", engine.channels(), " images; ",
+      test.source, " has ", test.height(), "x", test.width(), "x", test.channels());
+  const int64_t n = test.size(), B = o.integer("batch"), classes = engine.classes();
+  LOWBIT_CHECK(B >= 1, "--batch must be >= 1");
+  const Tensor pixels = test.images.contiguous();
+  const Tensor labels = test.labels.contiguous();
+  const uint8_t* px = pixels.data<uint8_t>();
+  const int32_t* y = labels.data<int32_t>();
+  const int64_t image = engine.height() * engine.width() * engine.channels();
+  const auto path = o.flag("reference") ? deploy::Engine::Path::reference : deploy::Engine::Path::fast;
+  std::vector<float> logits(size_t(n * classes));
+  engine.run(px, std::min(B, n), logits.data(), path);  // warm-up (buffers, caches)
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < n; i += B) engine.run(px + i * image, std::min(B, n - i), logits.data() + i * classes, path);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  int64_t correct = 0;
+  std::string csv = "index,label,predicted\n";
+  for (int64_t i = 0; i < n; ++i) {
+    const float* l = logits.data() + i * classes;
+    const int64_t p = std::max_element(l, l + classes) - l;
+    correct += p == y[i];
+    if (o.has("predictions")) csv += detail::concat(i, ",", y[i], ",", p, "\n");
+  }
+  if (o.has("predictions")) write_file_atomic(o.str("predictions"), csv);
+  std::printf("%s on %s: accuracy %.2f%% (%lld images), %.1f img/s (batch %lld, %d threads, %s kernels)\n",
+              o.str("model-file").c_str(), test.source.c_str(), 100.0 * double(correct) / double(n), (long long)n,
+              double(n) / secs, (long long)B, num_threads(), o.flag("reference") ? "_ref" : "integer");
   return 0;
 }
 
@@ -313,6 +443,8 @@ int main(int argc, char** argv) {
       return run_train(o, argc - 2, argv + 2);
     }
     if (cmd == "eval") return run_eval(argc - 2, argv + 2);
+    if (cmd == "export") return run_export(argc - 2, argv + 2);
+    if (cmd == "infer") return run_infer(argc - 2, argv + 2);
     if (cmd == "summary") return run_summary(argc - 2, argv + 2);
     if (cmd == "bench") return run_bench(argc - 2, argv + 2);
     if (cmd == "compare") return run_compare(argc - 2, argv + 2);

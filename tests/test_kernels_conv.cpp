@@ -290,6 +290,68 @@ TEST_CASE("conv2d fast == ref on the im2col path") {
   }
 }
 
+// Prepared weights (inference): conv2d_forward_prepared == conv2d_forward bit for bit on every
+// algorithm, at the zoo's real shapes at batch 1 and 8 (Winograd F(4x4), F(2x2) by point, im2col,
+// direct) and on odd tails, for 1 and 2 threads; pinned to the reference loops where they are cheap.
+// The Winograd transform alone: conv2d_forward_winograd_transformed == conv2d_forward_winograd for
+// both tile sizes and orders.
+TEST_CASE("conv2d_forward_prepared == conv2d_forward (bit for bit) and ref") {
+  std::vector<Conv2dGeometry> cases;
+  for (int64_t n : {1, 8})
+    for (auto table : {bench::resnet20_conv_layers, bench::vgg11_conv_layers, bench::mobilenet_pointwise_layers,
+                       bench::lenet5_conv_layers})
+      for (const auto& l : table(n)) cases.push_back(l.geom);
+  for (const auto& g : {geom(2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1), geom(1, 17, 9, 11, 33, 3, 3, 2, 2, 1, 1),
+                        geom(2, 16, 7, 5, 32, 3, 3, 1, 1, 1, 1), geom(3, 32, 6, 9, 16, 3, 3, 1, 1, 0, 0),
+                        geom(1, 16, 5, 5, 16, 3, 3, 1, 1, 2, 2), geom(2, 16, 13, 11, 16, 3, 3, 1, 1, 1, 1),
+                        geom(1, 48, 4, 3, 64, 3, 3, 1, 1, 1, 1), geom(2, 64, 7, 7, 20, 3, 3, 2, 2, 1, 1),
+                        geom(2, 8, 7, 7, 12, 3, 3, 1, 1, 1, 1, 1, 1, 2), geom(1, 19, 7, 9, 21, 1, 1, 2, 2, 0, 0)})
+    cases.push_back(g);
+  for (const auto& g : cases) {
+    const std::string label = describe(g) + " " + kernels::conv2d_algorithm(g);
+    INFO(label);
+    const auto x = random_vec<float>(g.N * g.H * g.W * g.C, 31);
+    const auto w = random_vec<float>(g.K * g.R * g.S * g.C_per_group(), 32);
+    const auto b = random_vec<float>(g.K, 33);
+    std::vector<float> wp(kernels::conv2d_prepared_weight_size(g), NAN);
+    std::vector<float> y(g.N * g.P() * g.Q() * g.K, NAN), yp(y.size(), NAN), y1(y.size(), NAN);
+    set_num_threads(2);
+    kernels::conv2d_forward(g, x.data(), w.data(), b.data(), y.data());
+    kernels::conv2d_prepare_weight(g, w.data(), wp.data());
+    kernels::conv2d_forward_prepared(g, x.data(), wp.data(), b.data(), yp.data());
+    CHECK(std::memcmp(y.data(), yp.data(), sizeof(float) * y.size()) == 0);
+    set_num_threads(1);
+    std::vector<float> wp1(wp.size(), NAN);
+    kernels::conv2d_prepare_weight(g, w.data(), wp1.data());
+    kernels::conv2d_forward_prepared(g, x.data(), wp1.data(), nullptr, y1.data());
+    set_num_threads(2);
+    CHECK(std::memcmp(wp.data(), wp1.data(), sizeof(float) * wp.size()) == 0);
+    for (size_t i = 0; i < y1.size(); ++i) y1[i] += b[i % g.K];
+    if (g.macs() <= 20'000'000) {
+      std::vector<float> ref(y.size());
+      kernels::conv2d_forward_ref(g, x.data(), w.data(), b.data(), ref.data());
+      check_close(yp, ref, 2e-5, "prepared forward", label);
+      check_close(y1, ref, 2e-5, "prepared forward, 1 thread, bias added", label);
+    }
+  }
+  if (!kernels::cpu_has_avx512()) return;
+  for (const auto& g : {geom(1, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1), geom(8, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1),
+                        geom(2, 16, 13, 11, 48, 3, 3, 1, 1, 1, 1), geom(1, 128, 4, 4, 48, 3, 3, 1, 1, 2, 0)})
+    for (int m : {2, 4})
+      for (auto order : {kernels::WinogradOrder::kTileBlocks, kernels::WinogradOrder::kPoints}) {
+        INFO(describe(g), " F(", m, "x", m, ") order ", int(order));
+        const auto x = random_vec<float>(g.N * g.H * g.W * g.C, 41);
+        const auto w = random_vec<float>(g.K * 9 * g.C, 42);
+        const auto b = random_vec<float>(g.K, 43);
+        std::vector<float> U(kernels::winograd_weight_size(g, m), NAN), y(g.N * g.P() * g.Q() * g.K, NAN),
+            yt(y.size(), NAN);
+        kernels::conv2d_forward_winograd(g, x.data(), w.data(), b.data(), y.data(), m, order);
+        kernels::winograd_transform_weights(g, w.data(), m, U.data());
+        kernels::conv2d_forward_winograd_transformed(g, x.data(), U.data(), b.data(), yt.data(), m, order);
+        CHECK(std::memcmp(y.data(), yt.data(), sizeof(float) * y.size()) == 0);
+      }
+}
+
 TEST_CASE("conv2d rejects inconsistent geometry") {
   Conv2dGeometry g = geom(1, 6, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4);  // C not divisible by groups
   std::vector<float> x(150), w(100), y(100);

@@ -74,6 +74,45 @@ TEST_CASE("conv2d matches a naive NCHW convolution, whatever the input layout") 
   }
 }
 
+// A parameter (a weight that requires grad) under NoGradGuard: float conv2d runs from a per-thread
+// cache of prepared weights (autograd/ops_conv.cpp). It must give the uncached result bit for bit and
+// follow every change of the weight, whichever way it is made.
+TEST_CASE("conv2d inference weight cache: same result as without, follows weight changes") {
+  Generator gen(3);
+  const Conv2dOptions o{.padding = {1, 1}};
+  for (const Shape& ws : {Shape{64, 64, 3, 3}, Shape{32, 32, 3, 3}, Shape{16, 3, 3, 3}, Shape{32, 16, 1, 1}}) {
+    const int64_t hw = ws[0] == 64 ? 8 : 16;
+    for (int64_t n : {1, 8}) {
+      CAPTURE(shape_str(ws));
+      CAPTURE(n);
+      const Tensor x = Tensor::randn({n, ws[1], hw, hw}, gen).contiguous(MemoryFormat::channels_last);
+      Variable w(Tensor::randn(ws, gen), /*requires_grad=*/true);
+      const Variable b(Tensor::randn({ws[0]}, gen));
+      auto uncached = [&] {  // grad mode on and a weight that requires grad: never cached
+        return conv2d(Variable(x), w, b, o).data().contiguous().to_vector();
+      };
+      auto cached = [&] {
+        NoGradGuard ng;
+        return conv2d(Variable(x), w, b, o).data().contiguous().to_vector();
+      };
+      CHECK(cached() == uncached());
+      CHECK(cached() == uncached());  // a hit
+      // In place through the Variable, and through a second handle on the same storage.
+      float* wd = w.mutable_data().data<float>();
+      for (int64_t i = 0; i < w.numel(); ++i) wd[i] *= 0.5f;
+      CHECK(cached() == uncached());
+      Tensor alias = w.data();
+      alias.data<float>()[ws[1] * 9 / 2] += 1.0f;
+      CHECK(cached() == uncached());
+      // A weight in another memory format, and a new weight tensor.
+      w = Variable(w.data().contiguous(MemoryFormat::channels_last), true);
+      CHECK(cached() == uncached());
+      w = Variable(Tensor::randn(ws, gen), true);
+      CHECK(cached() == uncached());
+    }
+  }
+}
+
 TEST_CASE("pooling forward matches naive windows") {
   Generator gen(2);
   Tensor x = Tensor::randn({2, 3, 7, 7}, gen, DType::f64);

@@ -1,6 +1,7 @@
 // Convolution entry points: the plain reference loops and the dispatch to the AVX-512 kernels.
 #include "core/kernels/conv.h"
 
+#include <cstring>
 #include <stdexcept>
 
 #include "core/kernels/conv_direct.h"
@@ -172,6 +173,22 @@ void conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w, con
     case ConvPlan::kReference: return conv2d_forward_ref(g, x, w, b, y);
   }
 }
+int64_t conv2d_prepared_weight_size(const Conv2dGeometry& g) {
+  const ConvPlan p = plan(g);
+  if (p.algorithm == ConvPlan::kWinograd) return winograd_weight_size(g, p.m);
+  return g.K * g.R * g.S * g.C_per_group();
+}
+void conv2d_prepare_weight(const Conv2dGeometry& g, const float* w, float* wp) {
+  const ConvPlan p = plan(g);
+  if (p.algorithm == ConvPlan::kWinograd) return winograd_transform_weights(g, w, p.m, wp);
+  std::memcpy(wp, w, sizeof(float) * g.K * g.R * g.S * g.C_per_group());
+}
+void conv2d_forward_prepared(const Conv2dGeometry& g, const float* x, const float* wp, const float* b, float* y) {
+  const ConvPlan p = plan(g);
+  if (p.algorithm == ConvPlan::kWinograd) return conv2d_forward_winograd_transformed(g, x, wp, b, y, p.m, p.order);
+  conv2d_forward(g, x, wp, b, y);
+}
+
 void conv2d_forward(const Conv2dGeometry& g, const double* x, const double* w, const double* b, double* y) {
   conv2d_forward_ref(g, x, w, b, y);
 }

@@ -41,6 +41,16 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const double* x, const doub
 // reference.
 const char* conv2d_algorithm(const Conv2dGeometry& g);
 
+// The float forward with prepared weights, for weights reused across calls (inference; autograd's
+// conv2d caches them, autograd/ops_conv.cpp): conv2d_prepare_weight writes the form of w that the
+// algorithm of g reads, conv2d_prepared_weight_size(g) floats (Winograd: the transformed weights,
+// computed once instead of on every call; otherwise a copy of w), and conv2d_forward_prepared(g, x,
+// wp, b, y) gives conv2d_forward(g, x, w, b, y) bit for bit. The form depends on the algorithm
+// (conv2d_algorithm(g)), so prepare and run with the same geometry's algorithm.
+int64_t conv2d_prepared_weight_size(const Conv2dGeometry& g);
+void conv2d_prepare_weight(const Conv2dGeometry& g, const float* w, float* wp);
+void conv2d_forward_prepared(const Conv2dGeometry& g, const float* x, const float* wp, const float* b, float* y);
+
 void conv2d_forward_ref(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y);
 void conv2d_forward_ref(const Conv2dGeometry& g, const double* x, const double* w, const double* b, double* y);
 void conv2d_backward_data_ref(const Conv2dGeometry& g, const float* dy, const float* w, float* dx);

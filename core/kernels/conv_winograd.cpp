@@ -165,22 +165,51 @@ int64_t wgrad_block_tiles(int64_t Cin, int64_t Cout) { return Cin + Cout <= 32 ?
 // Transforms
 // ------------------------------------------------------------------------------------------------
 
-// U[xi][ci][co] = (G w G^T)[xi] of the 3x3 kernel wt(co, ci, r, s).
-template <int M, class Weight>
-void transform_weights(int64_t Cin, int64_t Cout, Weight wt, float* U) {
+// U[xi][ci][co] = (G w G^T)[xi] of the 3x3 kernel wt(co, ci, r, s) = w[co s_co + ci s_ci + r s_r + s s_s]
+// (Cout a multiple of 16). 16 output channels per vector (a gather unless s_co == 1), the products
+// and sums in the order of the scalar formula, without FMA; parallel over input channels in
+// ranges fixed by the shape. Every U element is computed on its own, so U is the same for any
+// thread count. (It runs on every call: at batch 1 a serial scalar transform of a 64 x 64 layer
+// took several times the convolution itself.)
+template <int M>
+LOWBIT_AVX512 void transform_weights_rows(int64_t ci0, int64_t ci1, int64_t Cin, int64_t Cout, const float* w,
+                                          int64_t s_co, int64_t s_ci, int64_t s_r, int64_t s_s, float* U) {
   constexpr int A = Wino<M>::kA;
   const auto& G = Wino<M>::G;
-  for (int64_t co = 0; co < Cout; ++co)
-    for (int64_t ci = 0; ci < Cin; ++ci) {
-      float g[3][3], t[A][3];
+  const __m512i lanes = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(static_cast<int>(s_co)));
+  for (int64_t ci = ci0; ci < ci1; ++ci)
+    for (int64_t co = 0; co < Cout; co += 16) {
+      const float* base = w + co * s_co + ci * s_ci;
+      __m512 g[3][3], t[A][3];
       for (int r = 0; r < 3; ++r)
-        for (int s = 0; s < 3; ++s) g[r][s] = wt(co, ci, r, s);
+        for (int s = 0; s < 3; ++s) {
+          const float* p = base + r * s_r + s * s_s;
+          g[r][s] = s_co == 1 ? _mm512_loadu_ps(p)
+                              : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), __mmask16(0xFFFF), lanes, p, 4);
+        }
       for (int a = 0; a < A; ++a)  // t = G g
-        for (int s = 0; s < 3; ++s) t[a][s] = G[a][0] * g[0][s] + G[a][1] * g[1][s] + G[a][2] * g[2][s];
+        for (int s = 0; s < 3; ++s)
+          t[a][s] = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(G[a][0]), g[0][s]),
+                                                _mm512_mul_ps(_mm512_set1_ps(G[a][1]), g[1][s])),
+                                  _mm512_mul_ps(_mm512_set1_ps(G[a][2]), g[2][s]));
       for (int a = 0; a < A; ++a)  // U = t G^T
         for (int b = 0; b < A; ++b)
-          U[((a * A + b) * Cin + ci) * Cout + co] = t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2];
+          _mm512_storeu_ps(U + ((a * A + b) * Cin + ci) * Cout + co,
+                           _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(t[a][0], _mm512_set1_ps(G[b][0])),
+                                                       _mm512_mul_ps(t[a][1], _mm512_set1_ps(G[b][1]))),
+                                         _mm512_mul_ps(t[a][2], _mm512_set1_ps(G[b][2]))));
     }
+}
+
+template <int M>
+void transform_weights(int64_t Cin, int64_t Cout, const float* w, int64_t s_co, int64_t s_ci, int64_t s_r, int64_t s_s,
+                       float* U) {
+  // About 32 vectors of 16 output channels (a few microseconds) per range.
+  const int64_t grain = std::max<int64_t>(1, 512 / Cout);
+  parallel_for(0, Cin, grain, [&](int64_t ci0, int64_t ci1) {
+    transform_weights_rows<M>(ci0, ci1, Cin, Cout, w, s_co, s_ci, s_r, s_s, U);
+  });
 }
 
 // V = B^T d B of one tile for channels [c, c + 16): d[i][j] = row[i][col[j] + c]; with kMasked,
@@ -450,14 +479,20 @@ void wgrad_block(int64_t XI, const float* V, const float* D, int64_t nt, int64_t
 // ------------------------------------------------------------------------------------------------
 
 template <int M>
-void forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y, WinogradOrder order) {
+void forward_transformed(const Conv2dGeometry& g, const float* x, const float* U, const float* b, float* y,
+                         WinogradOrder order) {
   constexpr int A = Wino<M>::kA;
   const int64_t C = g.C, K = g.K;
-  float* U = thread_scratch(ScratchSlot::kWinogradU, A * A * C * K);
-  transform_weights<M>(
-      C, K, [&](int64_t k, int64_t c, int r, int s) { return w[((k * 3 + r) * 3 + s) * C + c]; }, U);
   const WinoShape s{g.N, g.H, g.W, C, K, g.pad_h, g.pad_w, g.P(), g.Q(), M, forward_block_tiles(A, C, K)};
   order == WinogradOrder::kPoints ? winograd_conv_by_point<M>(s, x, U, b, y) : winograd_conv<M>(s, x, U, b, y);
+}
+
+template <int M>
+void forward(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y, WinogradOrder order) {
+  constexpr int A = Wino<M>::kA;
+  float* U = thread_scratch(ScratchSlot::kWinogradU, A * A * g.C * g.K);
+  transform_weights<M>(g.C, g.K, w, 9 * g.C, 1, 3 * g.C, g.C, U);  // w[k][r][s][c]
+  forward_transformed<M>(g, x, U, b, y, order);
 }
 
 template <int M>
@@ -466,8 +501,8 @@ void backward_data(const Conv2dGeometry& g, const float* dy, const float* w, flo
   constexpr int A = Wino<M>::kA;
   const int64_t C = g.C, K = g.K;
   float* U = thread_scratch(ScratchSlot::kWinogradU, A * A * C * K);
-  transform_weights<M>(
-      K, C, [&](int64_t c, int64_t k, int r, int s) { return w[((k * 3 + (2 - r)) * 3 + (2 - s)) * C + c]; }, U);
+  // wt(c, k, r, s) = w[k][2 - r][2 - s][c]
+  transform_weights<M>(K, C, w + 8 * C, 1, 9 * C, -3 * C, -C, U);
   const WinoShape s{g.N, g.P(), g.Q(), K, C, 2 - g.pad_h, 2 - g.pad_w, g.H, g.W, M, forward_block_tiles(A, K, C)};
   order == WinogradOrder::kPoints ? winograd_conv_by_point<M>(s, dy, U, nullptr, dx)
                                   : winograd_conv<M>(s, dy, U, nullptr, dx);
@@ -577,6 +612,15 @@ bool winograd_applicable(const Conv2dGeometry& g) {
 void conv2d_forward_winograd(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y, int m,
                              WinogradOrder order) {
   m == 4 ? forward<4>(g, x, w, b, y, order) : forward<2>(g, x, w, b, y, order);
+}
+int64_t winograd_weight_size(const Conv2dGeometry& g, int m) { return (m + 2) * (m + 2) * g.C * g.K; }
+void winograd_transform_weights(const Conv2dGeometry& g, const float* w, int m, float* U) {
+  m == 4 ? transform_weights<4>(g.C, g.K, w, 9 * g.C, 1, 3 * g.C, g.C, U)
+         : transform_weights<2>(g.C, g.K, w, 9 * g.C, 1, 3 * g.C, g.C, U);
+}
+void conv2d_forward_winograd_transformed(const Conv2dGeometry& g, const float* x, const float* U, const float* b,
+                                         float* y, int m, WinogradOrder order) {
+  m == 4 ? forward_transformed<4>(g, x, U, b, y, order) : forward_transformed<2>(g, x, U, b, y, order);
 }
 void conv2d_backward_data_winograd(const Conv2dGeometry& g, const float* dy, const float* w, float* dx, int m,
                                    WinogradOrder order) {

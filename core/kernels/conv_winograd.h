@@ -37,6 +37,13 @@ enum class WinogradOrder { kTileBlocks, kPoints };
 // m: output tile size, 2 or 4.
 void conv2d_forward_winograd(const Conv2dGeometry& g, const float* x, const float* w, const float* b, float* y, int m,
                              WinogradOrder order = WinogradOrder::kTileBlocks);
+// The forward in two steps, for weights reused across calls: U = winograd_transform_weights(g, w, m)
+// (winograd_weight_size(g, m) = (m + 2)^2 C K floats), then conv2d_forward_winograd_transformed(g, x,
+// U, ...), which gives conv2d_forward_winograd(g, x, w, ...) bit for bit.
+int64_t winograd_weight_size(const Conv2dGeometry& g, int m);
+void winograd_transform_weights(const Conv2dGeometry& g, const float* w, int m, float* U);
+void conv2d_forward_winograd_transformed(const Conv2dGeometry& g, const float* x, const float* U, const float* b,
+                                         float* y, int m, WinogradOrder order = WinogradOrder::kTileBlocks);
 void conv2d_backward_data_winograd(const Conv2dGeometry& g, const float* dy, const float* w, float* dx, int m,
                                    WinogradOrder order = WinogradOrder::kTileBlocks);
 void conv2d_backward_weight_winograd(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* db,

@@ -1,0 +1,63 @@
+// Export of a trained, quantized sequential model to the integer model (deploy/model_file.h).
+//
+// Contract
+//   export_model(model, quantization, options) walks the model's layers in forward order (nested
+//   Sequential containers; anything else is refused) and returns the integer model plus a per-layer
+//   account. The model is evaluated as the simulated-quantization model `lowbit eval` runs: each
+//   Conv2d/Linear's weight hook at its current bits (set the final bits first:
+//   train::QuantContext::use_final_bits), each activation quantizer's bits.
+//
+//   Weights: the hook's output (the simulated weights) must lie on a uniform grid of at most
+//   2^bits levels, w = step * c with integer codes c (DoReFa: c odd, step 1/(2^k - 1); WRPN: step
+//   s/(2^(k-1) - 1); binary/ternary: step = max|w|); the codes are stored exactly ("exact") when
+//   they fit the engine's 16-bit weights (|c| <= 32639; beyond int8 they run as two int8 passes:
+//   DoReFa at 8 bits, odd codes up to +-255, is exact). Otherwise (float first/last layers) the
+//   weights are rounded to 16 bits per output channel, step_k = max|w_k|/32512 (lossy, relative
+//   error <= 1.6e-5 of the channel's largest weight, said in the account).
+//   Activations: every weight layer but the last must be followed (after an optional batch norm,
+//   folded into its requantization) by an activation module (ReLU, ReLU6, Hardtanh) whose output
+//   quantizer is DoReFa's / WRPN's round(clip(a, 0, 1) n)/n or PACT's (alpha); its n = 2^k - 1 <= 255
+//   becomes the requantization's qmax. Max pooling, flatten, dropout and identity are allowed
+//   between them. The last weight layer's int32 accumulators are dequantized to float logits.
+//   Input: the normalization ((x/255 - mean_c)/std_c) is folded into the first layer, exactly
+//   (codes kept when every std_c is equal, else 16 bits per channel); padding in the first layer uses
+//   the pixel code round(255 mean) (all channels must share it), whose error is <= 0.5/255/std.
+//   Throws lowbit::Error naming the layer and what is not exportable (method, module type, float
+//   activations, ...). Methods: dorefa, wrpn, pact, binary, ternary; lsq and u3 are refused.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "deploy/model_file.h"
+#include "layers/module.h"
+#include "quant/qconfig.h"
+
+namespace lowbit::deploy {
+
+struct ExportOptions {
+  std::string model_name;  // metadata "model"
+  int64_t channels = 1, height = 28, width = 28;
+  std::vector<double> mean, std;  // per input channel, [0, 1] units; empty: x / 255 only
+  std::string source;             // metadata "source" (e.g. the checkpoint's path)
+};
+
+struct ExportedLayer {
+  std::string name;
+  int trained_bits = 32;  // what the simulated model ran it at (32: float)
+  int stored_bits = 8;    // bits per weight in the file
+  bool exact = true;      // codes equal the simulated weights (false: rounded to 16 bits per channel)
+  int64_t weights = 0;
+  int out_bits = 0;  // output activation bits (0: float logits)
+};
+
+struct ExportResult {
+  Model model;
+  std::vector<ExportedLayer> layers;
+  int64_t fp32_parameter_bytes = 0;  // 4 bytes per parameter of the exported layers (weights, biases, BN)
+};
+
+ExportResult export_model(Module& model, const quant::Quantization& quantization, const ExportOptions& options);
+
+}  // namespace lowbit::deploy

@@ -1,0 +1,504 @@
+#include "deploy/model_file.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <limits>
+
+#include "core/error.h"
+#include "core/serialize.h"
+
+namespace lowbit::deploy {
+namespace {
+
+static_assert(std::endian::native == std::endian::little, "the .lbq writer assumes a little-endian host");
+
+constexpr int64_t kMaxDim = int64_t(1) << 20;       // any one size (channels, height, ...)
+constexpr int64_t kMaxElements = int64_t(1) << 31;  // weights of one layer, one activation
+constexpr int64_t kMaxReceptive = 65793;            // R S C: int32 accumulators cannot overflow
+constexpr uint32_t kMaxString = 1 << 20;
+constexpr uint32_t kMaxCount = 1 << 16;  // metadata entries, ops
+constexpr size_t kHeaderSize = 32;
+
+uint32_t crc32_of(std::string_view s) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  size_t done = 0;
+  while (done < s.size()) {
+    const uInt chunk = uInt(std::min<size_t>(s.size() - done, 1u << 30));
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(s.data() + done), chunk);
+    done += chunk;
+  }
+  return uint32_t(crc);
+}
+
+// ---- writing ----
+struct Writer {
+  std::string b;
+  template <class T>
+  void pod(T v) {
+    char buf[sizeof(T)];
+    std::memcpy(buf, &v, sizeof(T));
+    b.append(buf, sizeof(T));
+  }
+  void str(const std::string& s) {
+    pod(uint32_t(s.size()));
+    b += s;
+  }
+  void f64s(const std::vector<double>& v) {
+    for (double x : v) pod(x);
+  }
+};
+
+// ---- reading: every read checks the bytes are there first ----
+struct Reader {
+  std::string_view d;
+  size_t pos = 0;
+  const std::string& file;
+  std::string what;  // "op 3 (conv 'conv2')" for messages
+
+  size_t left() const { return d.size() - pos; }
+  void need(size_t n, const char* item) const {
+    LOWBIT_CHECK(n <= left(), file, ": truncated: ", what, (what.empty() ? "" : ": "), item, " needs ", n, " bytes, ",
+                 left(), " left");
+  }
+  template <class T>
+  T pod(const char* item) {
+    need(sizeof(T), item);
+    T v;
+    std::memcpy(&v, d.data() + pos, sizeof(T));
+    pos += sizeof(T);
+    return v;
+  }
+  std::string str(const char* item) {
+    const uint32_t n = pod<uint32_t>(item);
+    LOWBIT_CHECK(n <= kMaxString, file, ": ", what, (what.empty() ? "" : ": "), item, " length ", n,
+                 " is beyond the limit ", kMaxString);
+    need(n, item);
+    std::string s(d.substr(pos, n));
+    pos += n;
+    return s;
+  }
+  int64_t dim(const char* item, int64_t lo = 1, int64_t hi = kMaxDim) {
+    const uint32_t v = pod<uint32_t>(item);
+    LOWBIT_CHECK(int64_t(v) >= lo && int64_t(v) <= hi, file, ": ", what, ": ", item, " = ", v, " is outside [", lo,
+                 ", ", hi, "]");
+    return int64_t(v);
+  }
+  std::vector<double> f64s(int64_t n, const char* item) {
+    need(size_t(n) * 8, item);  // n is bounded by the caller's checks
+    std::vector<double> v(static_cast<size_t>(n));
+    std::memcpy(v.data(), d.data() + pos, size_t(n) * 8);
+    pos += size_t(n) * 8;
+    return v;
+  }
+};
+
+int64_t coding_min(int32_t bits, WeightCoding c) {
+  return c == WeightCoding::odd ? -((int64_t(1) << bits) - 1) : -(int64_t(1) << (bits - 1));
+}
+int64_t coding_max(int32_t bits, WeightCoding c) {
+  return std::min<int64_t>(c == WeightCoding::odd ? (int64_t(1) << bits) - 1 : (int64_t(1) << (bits - 1)) - 1,
+                           kMaxWideWeight);
+}
+
+std::string op_label(size_t i, const Op& op) {
+  std::string s = detail::concat("op ", i, " (", op_kind_name(op.kind));
+  if (op.kind == OpKind::conv || op.kind == OpKind::linear) s += " '" + op.layer.name + "'";
+  return s + ")";
+}
+
+void check_values(const std::vector<double>& v, int64_t n, const std::string& file, const std::string& what,
+                  const char* item) {
+  LOWBIT_CHECK(int64_t(v.size()) == n, file, ": ", what, ": ", item, " has ", v.size(), " values, expected ", n);
+  for (size_t i = 0; i < v.size(); ++i)
+    LOWBIT_CHECK(std::isfinite(v[i]), file, ": ", what, ": ", item, "[", i, "] is not finite");
+}
+
+}  // namespace
+
+const char* op_kind_name(OpKind k) {
+  switch (k) {
+    case OpKind::input: return "input";
+    case OpKind::conv: return "conv";
+    case OpKind::linear: return "linear";
+    case OpKind::max_pool: return "max_pool";
+    case OpKind::flatten: return "flatten";
+    case OpKind::dequantize: return "dequantize";
+  }
+  return "unknown";
+}
+
+bool WeightOp::wide() const {
+  return std::any_of(weights.begin(), weights.end(), [](int16_t w) { return w < -128 || w > 127; });
+}
+
+int64_t Model::classes() const {
+  return !ops.empty() && ops.back().kind == OpKind::dequantize ? int64_t(ops.back().dequant.scale.size()) : 0;
+}
+
+std::vector<ActShape> validate(const Model& m, const std::string& file) {
+  LOWBIT_CHECK(m.ops.size() >= 3, file, ": a model needs an input, a weight layer and a dequantize op; it has ",
+               m.ops.size(), " ops");
+  LOWBIT_CHECK(m.ops.size() <= kMaxCount, file, ": ", m.ops.size(), " ops (limit ", kMaxCount, ")");
+  std::vector<ActShape> shapes;
+  ActShape cur;
+  bool flat = false, s32 = false;  // flattened; the previous op left int32 accumulators
+  for (size_t i = 0; i < m.ops.size(); ++i) {
+    const Op& op = m.ops[i];
+    const std::string what = op_label(i, op);
+    LOWBIT_CHECK((i == 0) == (op.kind == OpKind::input), file, ": ", what,
+                 i == 0 ? ": the first op must be the input" : ": an input op may only come first");
+    LOWBIT_CHECK(
+        (i + 1 == m.ops.size()) == (op.kind == OpKind::dequantize), file, ": ", what,
+        op.kind == OpKind::dequantize ? ": dequantize must be the last op" : ": the last op must be dequantize");
+    LOWBIT_CHECK(!s32 || op.kind == OpKind::dequantize, file, ": ", what,
+                 ": follows a layer with int32 output (out_qmax 0), which only dequantize may take");
+    switch (op.kind) {
+      case OpKind::input: {
+        const InputOp& in = op.input;
+        for (int64_t v : {in.C, in.H, in.W})
+          LOWBIT_CHECK(v >= 1 && v <= kMaxDim, file, ": ", what, ": size ", v, " is outside [1, ", kMaxDim, "]");
+        LOWBIT_CHECK(in.C * in.H * in.W <= kMaxElements, file, ": ", what, ": image too large");
+        LOWBIT_CHECK(std::isfinite(in.scale) && in.scale > 0, file, ": ", what, ": scale must be finite and > 0");
+        LOWBIT_CHECK(in.zero_point >= 0 && in.zero_point <= 255, file, ": ", what, ": zero point ", in.zero_point,
+                     " is outside [0, 255]");
+        LOWBIT_CHECK(in.mean.size() == in.std.size() && (in.mean.empty() || int64_t(in.mean.size()) == in.C), file,
+                     ": ", what, ": mean/std must both have C = ", in.C, " values or none");
+        for (size_t c = 0; c < in.mean.size(); ++c)
+          LOWBIT_CHECK(std::isfinite(in.mean[c]) && std::isfinite(in.std[c]) && in.std[c] > 0, file, ": ", what,
+                       ": mean/std of channel ", c, " must be finite (std > 0)");
+        cur = {in.H, in.W, in.C};
+        break;
+      }
+      case OpKind::conv:
+      case OpKind::linear: {
+        const WeightOp& l = op.layer;
+        const bool conv = op.kind == OpKind::conv;
+        for (int64_t v : {l.K, l.C, l.R, l.S, l.stride_h, l.stride_w, l.dil_h, l.dil_w})
+          LOWBIT_CHECK(v >= 1 && v <= kMaxDim, file, ": ", what, ": a size, stride or dilation (", v,
+                       ") is outside [1, ", kMaxDim, "]");
+        LOWBIT_CHECK(l.pad_h >= 0 && l.pad_w >= 0 && l.pad_h <= kMaxDim && l.pad_w <= kMaxDim, file, ": ", what,
+                     ": padding out of range");
+        if (!conv)
+          LOWBIT_CHECK(l.R == 1 && l.S == 1 && l.stride_h == 1 && l.stride_w == 1 && l.pad_h == 0 && l.pad_w == 0 &&
+                           l.dil_h == 1 && l.dil_w == 1,
+                       file, ": ", what, ": a linear layer has no kernel, stride, padding or dilation");
+        LOWBIT_CHECK(
+            conv != flat, file, ": ", what,
+            conv ? ": a conv needs an image, the activation is flattened" : ": a linear needs a flatten first");
+        LOWBIT_CHECK(l.C == cur.C, file, ": ", what, ": takes ", l.C, " input channels/features, the activation has ",
+                     cur.C);
+        LOWBIT_CHECK(l.R * l.S * l.C <= kMaxReceptive, file, ": ", what, ": R S C = ", l.R * l.S * l.C, " exceeds ",
+                     kMaxReceptive, " (int32 accumulators)");
+        LOWBIT_CHECK(l.numel() <= kMaxElements, file, ": ", what, ": too many weights");
+        LOWBIT_CHECK(l.in_zero_point >= 0 && l.in_zero_point <= 255, file, ": ", what, ": input zero point ",
+                     l.in_zero_point, " is outside [0, 255]");
+        LOWBIT_CHECK(l.bits >= 1 && l.bits <= 16, file, ": ", what, ": bits ", l.bits, " is outside [1, 16]");
+        LOWBIT_CHECK(l.coding == WeightCoding::twos_complement || l.coding == WeightCoding::odd, file, ": ", what,
+                     ": unknown weight coding ", int(l.coding));
+        LOWBIT_CHECK(l.coding != WeightCoding::odd || l.bits <= 15, file, ": ", what,
+                     ": odd coding at 16 bits is beyond the engine's 16-bit weights");
+        LOWBIT_CHECK(l.coding != WeightCoding::twos_complement || l.bits >= 2, file, ": ", what,
+                     ": two's complement needs >= 2 bits (1 bit: the odd coding, -1/+1)");
+        LOWBIT_CHECK(l.out_qmax >= 0 && l.out_qmax <= 255, file, ": ", what, ": out_qmax ", l.out_qmax,
+                     " is outside [0, 255]");
+        check_values(l.scale, l.K, file, what, "scale");
+        check_values(l.offset, l.K, file, what, "offset");
+        if (l.out_qmax > 0)
+          for (int64_t k = 0; k < l.K; ++k)
+            LOWBIT_CHECK(std::abs(l.scale[k]) * l.out_qmax < 0x1p30 && std::abs(l.offset[k]) * l.out_qmax < 0x1p59,
+                         file, ": ", what, ": scale/offset of channel ", k, " beyond the requantization's range");
+        LOWBIT_CHECK(int64_t(l.weights.size()) == l.numel(), file, ": ", what, ": has ", l.weights.size(),
+                     " weights, expected ", l.numel());
+        const int64_t lo = coding_min(l.bits, l.coding), hi = coding_max(l.bits, l.coding);
+        for (size_t j = 0; j < l.weights.size(); ++j) {
+          const int w = l.weights[j];
+          LOWBIT_CHECK(w >= lo && w <= hi && (l.coding != WeightCoding::odd || (w & 1)), file, ": ", what, ": weight ",
+                       j, " = ", w, " is not a ", l.bits, "-bit ",
+                       l.coding == WeightCoding::odd ? "odd" : "two's complement", " value (at most ", kMaxWideWeight,
+                       ")");
+        }
+        if (conv) {
+          ActShape out;
+          out.H = (cur.H + 2 * l.pad_h - l.dil_h * (l.R - 1) - 1) / l.stride_h + 1;
+          out.W = (cur.W + 2 * l.pad_w - l.dil_w * (l.S - 1) - 1) / l.stride_w + 1;
+          LOWBIT_CHECK(cur.H + 2 * l.pad_h >= l.dil_h * (l.R - 1) + 1 && cur.W + 2 * l.pad_w >= l.dil_w * (l.S - 1) + 1,
+                       file, ": ", what, ": the kernel is larger than the padded ", cur.H, "x", cur.W, " input");
+          out.C = l.K;
+          cur = out;
+        } else {
+          cur = {1, 1, l.K};
+        }
+        LOWBIT_CHECK(cur.H * cur.W * cur.C <= kMaxElements, file, ": ", what, ": output too large");
+        s32 = l.out_qmax == 0;
+        break;
+      }
+      case OpKind::max_pool: {
+        const PoolOp& p = op.pool;
+        LOWBIT_CHECK(!flat, file, ": ", what, ": the activation is flattened");
+        for (int64_t v : {p.R, p.S, p.stride_h, p.stride_w})
+          LOWBIT_CHECK(v >= 1 && v <= kMaxDim, file, ": ", what, ": window/stride ", v, " is outside [1, ", kMaxDim,
+                       "]");
+        LOWBIT_CHECK(p.pad_h >= 0 && p.pad_w >= 0 && 2 * p.pad_h <= p.R && 2 * p.pad_w <= p.S, file, ": ", what,
+                     ": padding must be within half the window");
+        LOWBIT_CHECK(cur.H + 2 * p.pad_h >= p.R && cur.W + 2 * p.pad_w >= p.S, file, ": ", what, ": window ", p.R, "x",
+                     p.S, " is larger than the ", cur.H, "x", cur.W, " input");
+        ActShape out = cur;
+        auto size = [&](int64_t in, int64_t k, int64_t s, int64_t pad) {
+          const int64_t span = in + 2 * pad - k;
+          int64_t o = (p.ceil_mode ? (span + s - 1) / s : span / s) + 1;
+          if (p.ceil_mode && (o - 1) * s >= in + pad) --o;
+          return o;
+        };
+        out.H = size(cur.H, p.R, p.stride_h, p.pad_h);
+        out.W = size(cur.W, p.S, p.stride_w, p.pad_w);
+        cur = out;
+        break;
+      }
+      case OpKind::flatten:
+        LOWBIT_CHECK(!flat, file, ": ", what, ": the activation is already flattened");
+        cur = {1, 1, cur.H * cur.W * cur.C};
+        flat = true;
+        break;
+      case OpKind::dequantize:
+        LOWBIT_CHECK(s32, file, ": ", what, ": must follow a weight layer with int32 output (out_qmax 0)");
+        LOWBIT_CHECK(cur.H == 1 && cur.W == 1, file, ": ", what, ": takes a vector, the activation is ", cur.H, "x",
+                     cur.W, "x", cur.C);
+        check_values(op.dequant.scale, cur.C, file, what, "scale");
+        check_values(op.dequant.offset, cur.C, file, what, "offset");
+        cur = {1, 1, cur.C};
+        s32 = false;
+        break;
+      default: throw Error(detail::concat(file, ": ", what, ": unknown op kind ", int(op.kind)));
+    }
+    shapes.push_back(cur);
+  }
+  return shapes;
+}
+
+std::string pack_weights(const std::vector<int16_t>& w, int32_t bits, WeightCoding coding) {
+  LOWBIT_CHECK(bits >= 1 && bits <= 16, "pack_weights: bits ", bits, " is outside [1, 16]");
+  const int64_t lo = coding_min(bits, coding), hi = coding_max(bits, coding);
+  std::string out(static_cast<size_t>((int64_t(w.size()) * bits + 7) / 8), '\0');
+  const uint32_t mask = (1u << bits) - 1;
+  for (size_t i = 0; i < w.size(); ++i) {
+    const int v = w[i];
+    LOWBIT_CHECK(v >= lo && v <= hi && (coding != WeightCoding::odd || (v & 1)), "pack_weights: value ", v,
+                 " is not representable at ", bits, " bits");
+    const uint32_t u = (coding == WeightCoding::odd ? uint32_t((v + int(mask)) / 2) : uint32_t(v)) & mask;
+    const uint64_t bit = uint64_t(i) * uint64_t(bits);
+    for (int32_t b = 0; b < bits; ++b)
+      if (u >> b & 1u) out[size_t((bit + b) / 8)] |= char(1u << ((bit + b) % 8));
+  }
+  return out;
+}
+
+std::vector<int16_t> unpack_weights(std::string_view packed, int64_t count, int32_t bits, WeightCoding coding) {
+  LOWBIT_CHECK(bits >= 1 && bits <= 16 && count >= 0 && int64_t(packed.size()) * 8 >= count * bits,
+               "unpack_weights: ", packed.size(), " bytes do not hold ", count, " values of ", bits, " bits");
+  std::vector<int16_t> w(static_cast<size_t>(count));
+  const int32_t full = (1 << bits) - 1;
+  for (int64_t i = 0; i < count; ++i) {
+    const uint64_t bit = uint64_t(i) * uint64_t(bits);
+    int32_t u = 0;
+    for (int32_t b = 0; b < bits; ++b) u |= ((uint8_t(packed[size_t((bit + b) / 8)]) >> ((bit + b) % 8)) & 1) << b;
+    w[size_t(i)] = int16_t(coding == WeightCoding::odd ? 2 * u - full : (u >= (1 << (bits - 1)) ? u - (1 << bits) : u));
+  }
+  return w;
+}
+
+std::string serialize_model(const Model& m) {
+  validate(m, "serialize_model");
+  Writer p;
+  p.pod(uint32_t(m.meta.size()));
+  for (const auto& [key, value] : m.meta) {
+    p.str(key);
+    p.pod(uint8_t(value.index()));
+    if (const auto* i = std::get_if<int64_t>(&value)) p.pod(*i);
+    if (const auto* d = std::get_if<double>(&value)) p.pod(*d);
+    if (const auto* s = std::get_if<std::string>(&value)) p.str(*s);
+  }
+  p.pod(uint32_t(m.ops.size()));
+  for (const Op& op : m.ops) {
+    Writer b;
+    switch (op.kind) {
+      case OpKind::input:
+        for (int64_t v : {op.input.C, op.input.H, op.input.W}) b.pod(uint32_t(v));
+        b.pod(op.input.scale);
+        b.pod(int32_t(op.input.zero_point));
+        b.pod(uint8_t(op.input.mean.empty() ? 0 : 1));
+        b.f64s(op.input.mean);
+        b.f64s(op.input.std);
+        break;
+      case OpKind::conv:
+      case OpKind::linear: {
+        const WeightOp& l = op.layer;
+        b.str(l.name);
+        for (int64_t v : {l.K, l.C, l.R, l.S, l.stride_h, l.stride_w, l.pad_h, l.pad_w, l.dil_h, l.dil_w})
+          b.pod(uint32_t(v));
+        b.pod(int32_t(l.in_zero_point));
+        b.pod(uint8_t(l.bits));
+        b.pod(uint8_t(l.coding));
+        b.pod(int32_t(l.out_qmax));
+        b.f64s(l.scale);
+        b.f64s(l.offset);
+        const std::string packed = pack_weights(l.weights, l.bits, l.coding);
+        b.pod(uint64_t(packed.size()));
+        b.b += packed;
+        break;
+      }
+      case OpKind::max_pool:
+        for (int64_t v : {op.pool.R, op.pool.S, op.pool.stride_h, op.pool.stride_w, op.pool.pad_h, op.pool.pad_w})
+          b.pod(uint32_t(v));
+        b.pod(uint8_t(op.pool.ceil_mode ? 1 : 0));
+        break;
+      case OpKind::flatten: break;
+      case OpKind::dequantize:
+        b.pod(uint32_t(op.dequant.scale.size()));
+        b.f64s(op.dequant.scale);
+        b.f64s(op.dequant.offset);
+        break;
+    }
+    p.pod(uint8_t(op.kind));
+    p.pod(uint64_t(b.b.size()));
+    p.b += b.b;
+  }
+  Writer h;
+  h.b.append(kModelMagic, 8);
+  h.pod(kModelVersion);
+  h.pod(uint32_t(0));  // flags
+  h.pod(uint64_t(p.b.size()));
+  h.pod(crc32_of(p.b));
+  h.pod(uint32_t(0));  // reserved
+  return h.b + p.b;
+}
+
+void save_model(const std::string& path, const Model& m) { write_file_atomic(path, serialize_model(m)); }
+
+Model parse_model(std::string_view data, const std::string& file) {
+  LOWBIT_CHECK(data.size() >= kHeaderSize, file, ": truncated: ", data.size(), " bytes, shorter than the ", kHeaderSize,
+               "-byte header of a .lbq model file");
+  LOWBIT_CHECK(std::memcmp(data.data(), kModelMagic, 8) == 0, file,
+               ": bad magic: not a lowbit integer model (.lbq) file");
+  Reader h{data, 8, file, "header"};
+  const uint32_t version = h.pod<uint32_t>("version");
+  LOWBIT_CHECK(version == kModelVersion, file, ": unsupported version ", version, " (this reader reads version ",
+               kModelVersion, ")");
+  const uint32_t flags = h.pod<uint32_t>("flags");
+  LOWBIT_CHECK(flags == 0, file, ": unknown flags ", flags);
+  const uint64_t size = h.pod<uint64_t>("payload size");
+  const uint32_t crc = h.pod<uint32_t>("checksum");
+  h.pod<uint32_t>("reserved");
+  LOWBIT_CHECK(
+      size == data.size() - kHeaderSize, file,
+      size > data.size() - kHeaderSize ? ": truncated: the header declares " : ": trailing bytes: the header declares ",
+      size, " payload bytes, the file has ", data.size() - kHeaderSize);
+  const std::string_view payload = data.substr(kHeaderSize);
+  LOWBIT_CHECK(crc32_of(payload) == crc, file, ": checksum mismatch (the file is corrupt)");
+
+  Model m;
+  Reader r{payload, 0, file, "metadata"};
+  const uint32_t nmeta = r.pod<uint32_t>("entry count");
+  LOWBIT_CHECK(nmeta <= kMaxCount, file, ": ", nmeta, " metadata entries (limit ", kMaxCount, ")");
+  for (uint32_t i = 0; i < nmeta; ++i) {
+    std::string key = r.str("key");
+    const uint8_t type = r.pod<uint8_t>("type");
+    LOWBIT_CHECK(type <= 2, file, ": metadata '", key, "': unknown type ", int(type));
+    MetaValue v;
+    if (type == 0) v = r.pod<int64_t>("int64 value");
+    if (type == 1) v = r.pod<double>("double value");
+    if (type == 2) v = r.str("string value");
+    LOWBIT_CHECK(m.meta.emplace(key, v).second, file, ": duplicate metadata key '", key, "'");
+  }
+  r.what = "op table";
+  const uint32_t nops = r.pod<uint32_t>("op count");
+  LOWBIT_CHECK(nops >= 1 && nops <= kMaxCount, file, ": op count ", nops, " is outside [1, ", kMaxCount, "]");
+  for (uint32_t i = 0; i < nops; ++i) {
+    r.what = detail::concat("op ", i);
+    Op op;
+    const uint8_t kind = r.pod<uint8_t>("kind");
+    LOWBIT_CHECK(kind >= 1 && kind <= 6, file, ": op ", i, ": unknown kind ", int(kind));
+    op.kind = OpKind(kind);
+    const uint64_t len = r.pod<uint64_t>("body size");
+    r.need(len, "body");
+    Reader b{r.d.substr(r.pos, len), 0, file, detail::concat("op ", i, " (", op_kind_name(op.kind), ")")};
+    r.pos += len;
+    switch (op.kind) {
+      case OpKind::input: {
+        InputOp& in = op.input;
+        in.C = b.dim("C"), in.H = b.dim("H"), in.W = b.dim("W");
+        in.scale = b.pod<double>("scale");
+        in.zero_point = b.pod<int32_t>("zero point");
+        const uint8_t norm = b.pod<uint8_t>("normalization flag");
+        LOWBIT_CHECK(norm <= 1, file, ": ", b.what, ": normalization flag ", int(norm), " is not 0 or 1");
+        if (norm) in.mean = b.f64s(in.C, "mean"), in.std = b.f64s(in.C, "std");
+        break;
+      }
+      case OpKind::conv:
+      case OpKind::linear: {
+        WeightOp& l = op.layer;
+        l.name = b.str("name");
+        b.what += " '" + l.name + "'";
+        l.K = b.dim("K"), l.C = b.dim("C"), l.R = b.dim("R"), l.S = b.dim("S");
+        l.stride_h = b.dim("stride_h"), l.stride_w = b.dim("stride_w");
+        l.pad_h = b.dim("pad_h", 0), l.pad_w = b.dim("pad_w", 0);
+        l.dil_h = b.dim("dil_h"), l.dil_w = b.dim("dil_w");
+        l.in_zero_point = b.pod<int32_t>("input zero point");
+        l.bits = b.pod<uint8_t>("bits");
+        LOWBIT_CHECK(l.bits >= 1 && l.bits <= 16, file, ": ", b.what, ": bits ", l.bits, " is outside [1, 16]");
+        const uint8_t coding = b.pod<uint8_t>("coding");
+        LOWBIT_CHECK(coding <= 1, file, ": ", b.what, ": unknown weight coding ", int(coding));
+        l.coding = WeightCoding(coding);
+        l.out_qmax = b.pod<int32_t>("out_qmax");
+        l.scale = b.f64s(l.K, "scale");
+        l.offset = b.f64s(l.K, "offset");
+        LOWBIT_CHECK(l.numel() <= kMaxElements, file, ": ", b.what, ": ", l.numel(), " weights (limit ", kMaxElements,
+                     ")");
+        const uint64_t packed = b.pod<uint64_t>("packed size");
+        const uint64_t expect = uint64_t((l.numel() * l.bits + 7) / 8);
+        LOWBIT_CHECK(packed == expect, file, ": ", b.what, ": ", packed, " bytes of packed weights, expected ", expect,
+                     " (", l.numel(), " weights at ", l.bits, " bits)");
+        b.need(packed, "packed weights");
+        l.weights = unpack_weights(b.d.substr(b.pos, packed), l.numel(), l.bits, l.coding);
+        b.pos += packed;
+        break;
+      }
+      case OpKind::max_pool: {
+        PoolOp& p = op.pool;
+        p.R = b.dim("R"), p.S = b.dim("S"), p.stride_h = b.dim("stride_h"), p.stride_w = b.dim("stride_w");
+        p.pad_h = b.dim("pad_h", 0), p.pad_w = b.dim("pad_w", 0);
+        const uint8_t ceil = b.pod<uint8_t>("ceil_mode");
+        LOWBIT_CHECK(ceil <= 1, file, ": ", b.what, ": ceil_mode ", int(ceil), " is not 0 or 1");
+        p.ceil_mode = ceil == 1;
+        break;
+      }
+      case OpKind::flatten: break;
+      case OpKind::dequantize: {
+        const int64_t f = b.dim("F", 1, kMaxElements);
+        op.dequant.scale = b.f64s(f, "scale");
+        op.dequant.offset = b.f64s(f, "offset");
+        break;
+      }
+    }
+    LOWBIT_CHECK(b.left() == 0, file, ": ", b.what, ": ", b.left(), " bytes left over in its body");
+    m.ops.push_back(std::move(op));
+  }
+  LOWBIT_CHECK(r.left() == 0, file, ": ", r.left(), " bytes after the last op");
+  validate(m, file);
+  return m;
+}
+
+Model load_model(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  LOWBIT_CHECK(f.good(), path, ": cannot open the model file");
+  const std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  LOWBIT_CHECK(!f.bad(), path, ": read error");
+  return parse_model(data, path);
+}
+
+}  // namespace lowbit::deploy

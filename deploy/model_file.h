@@ -1,0 +1,121 @@
+// The integer model: an in-memory description of a quantized sequential network as the integer
+// engine runs it (deploy/engine.h), and its file format `.lbq` (specified in docs/format.md).
+//
+// Contract
+//   A Model is a chain of ops over one activation tensor, N images at a time:
+//     input       uint8 images [N][H][W][C] (NHWC); the pixel bytes are the codes. Real value of a
+//                 code x: scale * (x - zero_point) (1/255 and 0 for pixel images); the data set's
+//                 normalization ((x/255 - mean)/std) is folded into the first weight layer.
+//     conv        uint8 codes [N][H][W][C] -> [N][P][Q][K]: int32 accumulators of int8 weights
+//                 [K][R][S][C] (groups 1), input padding = the input's zero-point code (real 0),
+//                 then either requantized to uint8 codes (out_qmax > 0, core/kernels/requant.h (1):
+//                 q = round(clip(scale_k acc + offset_k, 0, 1) * out_qmax)) or kept int32 (out_qmax
+//                 = 0: only as the last weight layer, before `dequantize`).
+//     linear      the same for [N][F] -> [N][out] with int8 weights [out][F]; F indexes the
+//                 flattened NHWC activation ((h W + w) C + c), not PyTorch's NCHW order.
+//     max_pool    uint8 codes, NHWC (core/kernels/pool_int8.h).
+//     flatten     [N][H][W][C] -> [N][H W C] (no data movement: NHWC is already that order).
+//     dequantize  int32 accumulators [N][F] -> float logits scale_f * acc + offset_f (the last op).
+//   Weights are held decoded (one integer per weight) and stored packed at `bits` (1..16) per weight
+//   in the file (WeightCoding says how a k-bit field maps to the integer). Weights beyond int8
+//   ("wide", in [-32768, 32639]) run as two int8 passes, w = 256 hi + lo (deploy/engine.h).
+//
+//   save_model(path, m) validates m, then writes the file atomically (core/serialize.h's
+//   write_file_atomic). load_model(path) / parse_model(bytes, name) check the magic, version, size
+//   and CRC-32 (zlib) of the payload and every record (sizes, op parameters and their ranges, the
+//   shapes along the chain) before allocating anything a record declares, and throw lowbit::Error
+//   naming the file and the defect. validate(m, name) is the chain check save and load share.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace lowbit::deploy {
+
+inline constexpr char kModelMagic[8] = {'L', 'O', 'W', 'B', 'I', 'T', 'Q', 'M'};
+inline constexpr uint32_t kModelVersion = 1;
+
+enum class OpKind : uint8_t { input = 1, conv = 2, linear = 3, max_pool = 4, flatten = 5, dequantize = 6 };
+const char* op_kind_name(OpKind k);
+
+// How a stored k-bit field u (0 <= u < 2^k) maps to the weight integer.
+enum class WeightCoding : uint8_t {
+  twos_complement = 0,  // w = u - 2^k if u >= 2^(k-1), else u        (range [-2^(k-1), 2^(k-1) - 1])
+  odd = 1,              // w = 2u - (2^k - 1)     (DoReFa: the odd integers in [-(2^k-1), 2^k-1]; k <= 15)
+};
+
+struct InputOp {
+  int64_t C = 1, H = 1, W = 1;
+  double scale = 1.0 / 255;  // real value of code x: scale * (x - zero_point)
+  int32_t zero_point = 0;
+  std::vector<double> mean, std;  // the normalization folded into the first layer (informational), [C] or empty
+};
+
+// conv and linear (linear: K = out features, C = in features, R = S = H = W = 1, no stride/padding).
+struct WeightOp {
+  std::string name;
+  int64_t K = 1, C = 1, R = 1, S = 1;
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
+  int32_t in_zero_point = 0;  // the input code standing for real 0 (the padding value)
+  int32_t bits = 8;           // stored bits per weight, 1..16
+  WeightCoding coding = WeightCoding::twos_complement;
+  int32_t out_qmax = 255;             // > 0: requantize to codes 0..out_qmax; 0: int32 out (then dequantize)
+  std::vector<double> scale, offset;  // [K] per output channel (requant: y = scale acc + offset)
+  std::vector<int16_t> weights;       // [K][R][S][C] (conv) or [K][C] (linear), decoded
+  bool wide() const;                  // a weight outside int8: two int8 passes
+  int64_t numel() const { return K * R * S * C; }
+};
+
+struct PoolOp {
+  int64_t R = 2, S = 2, stride_h = 2, stride_w = 2, pad_h = 0, pad_w = 0;
+  bool ceil_mode = false;
+};
+
+struct DequantizeOp {
+  std::vector<double> scale, offset;  // [F]: out = scale_f * acc + offset_f
+};
+
+struct Op {
+  OpKind kind = OpKind::flatten;
+  InputOp input;         // kind input
+  WeightOp layer;        // kind conv / linear
+  PoolOp pool;           // kind max_pool
+  DequantizeOp dequant;  // kind dequantize
+};
+
+using MetaValue = std::variant<int64_t, double, std::string>;
+
+struct Model {
+  std::map<std::string, MetaValue> meta;  // "model", "method", "bits.<layer>", ... (docs/format.md)
+  std::vector<Op> ops;
+  int64_t classes() const;  // the dequantize op's size
+};
+
+// Shape of the activation after each op: {H, W, C} ({1, 1, F} after flatten/linear).
+struct ActShape {
+  int64_t H = 1, W = 1, C = 1;
+};
+
+// Checks the op chain (input first, dequantize last after a weight layer with out_qmax 0, shapes,
+// ranges, weight values within `bits` under `coding`); throws naming `name` and the op. Returns
+// the activation shape after each op.
+std::vector<ActShape> validate(const Model& m, const std::string& name);
+
+// Bytes of the file `save_model` writes.
+std::string serialize_model(const Model& m);
+void save_model(const std::string& path, const Model& m);
+Model parse_model(std::string_view file, const std::string& name);
+Model load_model(const std::string& path);
+
+// Bit-packing of k-bit fields (LSB first: field i occupies bits [i k, i k + k) of the byte string,
+// bit b of the string being bit b % 8 of byte b / 8). pack_weights encodes values under `coding`
+// (throws when one is not representable); unpack_weights decodes.
+inline constexpr int32_t kMaxWideWeight = 32639;  // 256 hi + lo with hi, lo int8
+std::string pack_weights(const std::vector<int16_t>& w, int32_t bits, WeightCoding coding);
+std::vector<int16_t> unpack_weights(std::string_view packed, int64_t count, int32_t bits, WeightCoding coding);
+
+}  // namespace lowbit::deploy

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# End-to-end test of the integer deployment path: `lowbit train` (DoReFa 4/4 + WaveQ, small), then
+# `lowbit export` (per-layer bits, file size vs FP32) and `lowbit infer` (integer engine), whose
+# predictions must agree with `lowbit eval --predictions` (the simulated quantized model) on >= 99.7 %
+# of the test images, `infer --reference` (the _ref kernels) must give the same predictions, and
+# a corrupt, truncated or missing model file and a non-exportable run must fail naming the file / the reason.
+# Usage: scripts/test_deploy.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
+set -euo pipefail
+build=$(cd "${1:?usage: test_deploy.sh BUILD_DIR}" && pwd)
+lowbit="$build/cli/lowbit"
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  echo "skipped: /usr/share/datasets/fashion-mnist is missing (apt-get install dataset-fashion-mnist)"
+  exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+common=(--model lenet5 --width 0.5 --data fashion-mnist --limit-train 2048 --limit-test 1000 --batch 64
+        --epochs 1 --lr 0.05 --seed 7 --threads 2 --quiet)
+"$lowbit" train "${common[@]}" --quant dorefa --wbits 4 --abits 4 --reg waveq --lambda-beta 0.1 \
+  --out "$work/q" > "$work/train.log"
+
+"$lowbit" export --checkpoint "$work/q/checkpoint.ckpt" --out "$work/m.lbq" | tee "$work/export.log"
+grep -q "^conv2 .* exact codes" "$work/export.log"
+grep -q "^conv1 .*fp32 .*16 bits per output channel (lossy)" "$work/export.log"
+grep -q "m.lbq: [0-9]* bytes; FP32 parameters" "$work/export.log"
+
+"$lowbit" eval --checkpoint "$work/q/checkpoint.ckpt" --predictions "$work/eval.csv" > "$work/eval.log"
+"$lowbit" infer --model-file "$work/m.lbq" --data fashion-mnist --limit-test 1000 --predictions "$work/int.csv" \
+  | tee "$work/infer.log"
+"$lowbit" infer --model-file "$work/m.lbq" --data fashion-mnist --limit-test 200 --reference \
+  --predictions "$work/ref.csv" > /dev/null
+[ "$(wc -l < "$work/int.csv")" -eq 1001 ]
+agree=$(paste -d, "$work/eval.csv" "$work/int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
+echo "predictions agree on $agree / 1000 images"
+[ "$agree" -ge 997 ]
+# the _ref kernels give the fast path's predictions (bit for bit)
+cmp "$work/ref.csv" <(head -201 "$work/int.csv")
+
+# Bad files: a clear error naming the file, exit 1.
+expect_error() {  # FILE PATTERN
+  if "$lowbit" infer --model-file "$1" --data fashion-mnist --limit-test 10 > "$work/out" 2> "$work/err"; then
+    echo "FAIL: infer accepted $1"; exit 1
+  fi
+  grep -q -- "$1" "$work/err" && grep -q -- "$2" "$work/err" || { echo "FAIL: $1: $(cat "$work/err")"; exit 1; }
+}
+head -c 100 "$work/m.lbq" > "$work/trunc.lbq"
+expect_error "$work/trunc.lbq" "truncated"
+cp "$work/m.lbq" "$work/flip.lbq"
+printf '\x55' | dd of="$work/flip.lbq" bs=1 seek=5000 conv=notrunc status=none
+expect_error "$work/flip.lbq" "checksum mismatch"
+expect_error "$work/q/checkpoint.ckpt" "bad magic"
+expect_error "$work/none.lbq" "cannot open"
+
+# A method the integer format does not carry: refused, naming it.
+"$lowbit" train "${common[@]}" --limit-train 256 --limit-test 64 --quant lsq --wbits 4 --abits 4 \
+  --out "$work/lsq" > /dev/null
+if "$lowbit" export --checkpoint "$work/lsq/checkpoint.ckpt" --out "$work/lsq.lbq" 2> "$work/err"; then
+  echo "FAIL: exported an lsq run"; exit 1
+fi
+grep -q "'lsq' is not exportable" "$work/err"
+echo "deploy: ok"
