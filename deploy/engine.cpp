@@ -1,6 +1,7 @@
 #include "deploy/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -17,8 +18,50 @@ kernels::Conv2dGeometry geometry(const WeightOp& l, const ActShape& in, int64_t 
   g.K = l.K, g.R = l.R, g.S = l.S;
   g.stride_h = l.stride_h, g.stride_w = l.stride_w, g.pad_h = l.pad_h, g.pad_w = l.pad_w;
   g.dil_h = l.dil_h, g.dil_w = l.dil_w;
+  g.groups = l.groups;
   return g;
 }
+
+// Padding values that differ between channels or are fractional: the engine pads a copy of the
+// input with the nearest codes itself (and adds the fractional parts' contribution, below).
+bool pads_per_channel(const WeightOp& l) {
+  return std::any_of(l.pad_values.begin(), l.pad_values.end(),
+                     [&](double v) { return v != l.pad_values[0] || v != std::nearbyint(v); });
+}
+
+uint8_t pad_code(const WeightOp& l) {
+  return uint8_t(l.pad_values.empty() ? l.in_zero_point : int(std::nearbyint(l.pad_values[0])));
+}
+
+// Fractional padding values v_c = round(v_c) + e_c: the taps on padding add sum w[k][r][s][c] e_c
+// to acc[p][q][k], fixed per position. It joins the requantization as an int32 residual in units of
+// 2^-kFractionBits accumulator units (|error| <= 2^-(kFractionBits+1) units, ~1e-9 of a code here).
+constexpr int kFractionBits = 11;
+
+std::vector<int32_t> padding_correction(const WeightOp& l, const ActShape& in, const ActShape& out) {
+  std::vector<int32_t> corr(size_t(out.H * out.W * l.K));
+  for (int64_t p = 0; p < out.H; ++p)
+    for (int64_t q = 0; q < out.W; ++q)
+      for (int64_t k = 0; k < l.K; ++k) {
+        double sum = 0;
+        for (int64_t r = 0; r < l.R; ++r)
+          for (int64_t s = 0; s < l.S; ++s) {
+            const int64_t h = p * l.stride_h - l.pad_h + r * l.dil_h, w = q * l.stride_w - l.pad_w + s * l.dil_w;
+            if (h >= 0 && h < in.H && w >= 0 && w < in.W) continue;
+            for (int64_t c = 0; c < l.C; ++c) {
+              const double v = l.pad_values[size_t(c)];
+              sum += double(l.weights[size_t(((k * l.R + r) * l.S + s) * l.C + c)]) * (v - std::nearbyint(v));
+            }
+          }
+        const double fixed = std::nearbyint(std::ldexp(sum, kFractionBits));
+        LOWBIT_CHECK(std::abs(fixed) < 0x1p31, "Engine: ", l.name, ": the fractional padding's contribution ", sum,
+                     " is beyond its fixed-point range");
+        corr[size_t((p * out.W + q) * l.K + k)] = int32_t(fixed);
+      }
+  return corr;
+}
+
+size_t element_bytes(ValueType t) { return t == ValueType::u8 ? 1 : t == ValueType::s32 ? 4 : 8; }
 
 }  // namespace
 
@@ -26,13 +69,39 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
   shapes_ = validate(model_, name);
   in_ = model_.ops.front().input;
   classes_ = model_.classes();
-  for (size_t i = 0; i < model_.ops.size(); ++i) {
+  const size_t nops = model_.ops.size();
+  layers_.resize(nops);
+  last_use_.assign(nops, 0);
+  out_.assign(nops, nullptr);
+  std::vector<bool> residual_source(nops, false);
+  for (size_t i = 1; i < nops; ++i) {
+    const size_t src = size_t(source_of(model_, i));
+    last_use_[src] = std::max(last_use_[src], i);
+    const Op& op = model_.ops[i];
+    if ((op.kind == OpKind::conv || op.kind == OpKind::linear) && op.layer.residual >= 0) {
+      const size_t r = size_t(op.layer.residual);
+      residual_source[r] = true;
+      last_use_[r] = std::max(last_use_[r], i);
+    }
+  }
+  for (size_t i = nops; i-- > 1;)  // flatten aliases its source's buffer: keep it while flatten's readers run
+    if (model_.ops[i].kind == OpKind::flatten) {
+      const size_t src = size_t(source_of(model_, i));
+      last_use_[src] = std::max(last_use_[src], last_use_[i]);
+    }
+  for (size_t i = 1; i < nops; ++i) {
     const Op& op = model_.ops[i];
     if (op.kind != OpKind::conv && op.kind != OpKind::linear) continue;
     const WeightOp& l = op.layer;
-    Layer L;
-    L.op = i;
+    const ActShape& in = shapes_[size_t(source_of(model_, i))];
+    if (op.kind == OpKind::linear && in.type == ValueType::s32) continue;  // after sum_pool: int64 loops
+    Layer& L = layers_[i];
+    const bool dw = l.groups > 1;
     L.wide = l.wide();
+    if (std::any_of(l.pad_values.begin(), l.pad_values.end(), [](double v) { return v != std::nearbyint(v); }))
+      L.correction = padding_correction(l, in, shapes_[i]);
+    L.combine = L.wide && (residual_source[i] || l.residual >= 0 || (dw && l.out_qmax == 0) || !L.correction.empty());
+    L.split_out = L.wide && !L.combine && l.out_qmax == 0;
     const size_t per = size_t(l.numel() / l.K);
     L.w.resize(l.weights.size() * (L.wide ? 2 : 1));
     for (size_t j = 0; j < l.weights.size(); ++j) {
@@ -45,105 +114,242 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
       L.w[j] = int8_t((w - lo) / 256);          // row k: hi
       L.w[j + size_t(l.K) * per] = int8_t(lo);  // row K + k: lo
     }
-    const int64_t K = L.wide ? 2 * l.K : l.K;
-    if (op.kind == OpKind::conv) {
-      kernels::Conv2dGeometry g = geometry(l, shapes_[i - 1], 1);
-      g.K = K;
+    const int64_t K2 = L.wide ? 2 * l.K : l.K;
+    if (op.kind == OpKind::conv && !dw) {
+      kernels::Conv2dGeometry g = geometry(l, in, 1);
+      g.K = K2;
+      if (pads_per_channel(l)) g.H += 2 * g.pad_h, g.W += 2 * g.pad_w, g.pad_h = g.pad_w = 0;
       L.packed = kernels::pack_conv_weights_s8(g, L.w.data());
-    } else {
-      L.packed = kernels::pack_b_s8(l.C, K, L.w.data(), l.C, /*trans_b=*/true);
+    } else if (op.kind == OpKind::linear) {
+      L.packed = kernels::pack_b_s8(l.C, K2, L.w.data(), l.C, /*trans_b=*/true);
     }
-    if (l.out_qmax > 0 && !L.wide)
-      L.requant = kernels::requantization_from_double(l.K, l.scale.data(), l.offset.data(), l.out_qmax);
-    if (l.out_qmax > 0 && L.wide) {
+    if (l.out_qmax == 0) continue;
+    if (L.wide && !L.combine) {  // acc_hi * (256 s) + acc_lo * s: the lo accumulators as the int32 residual
       std::vector<double> hi_scale(l.scale);
       for (double& v : hi_scale) v *= 256;
       L.requant = kernels::requantization_from_double(l.K, hi_scale.data(), l.offset.data(), l.out_qmax,
                                                       kernels::RequantResidual::s32, l.scale.data());
+      continue;
     }
-    layers_.push_back(std::move(L));
+    kernels::RequantResidual r = kernels::RequantResidual::none;
+    std::vector<double> residual_scale = l.residual_scale;
+    if (l.residual >= 0)
+      r = shapes_[size_t(l.residual)].type == ValueType::u8 ? kernels::RequantResidual::u8
+                                                            : kernels::RequantResidual::s32;
+    if (!L.correction.empty()) {  // validate: no other residual
+      r = kernels::RequantResidual::s32;
+      for (double s : l.scale) residual_scale.push_back(std::ldexp(s, -kFractionBits));
+    }
+    L.requant = kernels::requantization_from_double(l.K, l.scale.data(), l.offset.data(), l.out_qmax, r,
+                                                    residual_scale.empty() ? nullptr : residual_scale.data());
   }
+}
+
+void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
+  const Op& op = model_.ops[i];
+  const WeightOp& l = op.layer;
+  const Layer& L = layers_[i];
+  const size_t src = size_t(source_of(model_, i));
+  const ActShape& si = shapes_[src];
+  const ActShape& so = shapes_[i];
+  const int64_t rows = n * so.H * so.W, K = l.K;
+  if (op.kind == OpKind::linear && si.type == ValueType::s32) {  // after sum_pool: int64 sums of int32 inputs
+    const int32_t* x = static_cast<const int32_t*>(out_[src]);
+    int64_t* y = static_cast<int64_t*>(out_[i]);
+    const int16_t* w = l.weights.data();
+    auto body = [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t k = 0; k < K; ++k) {
+          int64_t sum = 0;
+          for (int64_t f = 0; f < l.C; ++f) sum += int64_t(x[r * l.C + f]) * w[k * l.C + f];
+          y[r * K + k] = sum;
+        }
+    };
+    ref ? body(0, n) : parallel_for(0, n, 1, body);
+    return;
+  }
+  const bool conv = op.kind == OpKind::conv, dw = conv && l.groups > 1;
+  const uint8_t* x = static_cast<const uint8_t*>(out_[src]);
+  kernels::Conv2dGeometry g = geometry(l, si, n);
+  if (conv && pads_per_channel(l)) {  // pad a copy of the input with each channel's code
+    const int64_t Hp = si.H + 2 * l.pad_h, Wp = si.W + 2 * l.pad_w, C = l.C;
+    padded_.resize(size_t(n * Hp * Wp * C));
+    for (int64_t img = 0; img < n; ++img)
+      for (int64_t h = 0; h < Hp; ++h)
+        for (int64_t w = 0; w < Wp; ++w) {
+          uint8_t* d = padded_.data() + ((img * Hp + h) * Wp + w) * C;
+          const int64_t ih = h - l.pad_h, iw = w - l.pad_w;
+          if (ih >= 0 && ih < si.H && iw >= 0 && iw < si.W)
+            std::memcpy(d, x + ((img * si.H + ih) * si.W + iw) * C, size_t(C));
+          else
+            for (int64_t c = 0; c < C; ++c) d[c] = uint8_t(std::nearbyint(l.pad_values[size_t(c)]));
+        }
+    x = padded_.data();
+    g.H = Hp, g.W = Wp, g.pad_h = g.pad_w = 0;
+  }
+  const uint8_t zp = pad_code(l);
+  const int32_t* res32 = nullptr;
+  const uint8_t* res8 = nullptr;
+  if (l.residual >= 0) {
+    const void* r = out_[size_t(l.residual)];
+    shapes_[size_t(l.residual)].type == ValueType::u8 ? (void)(res8 = static_cast<const uint8_t*>(r))
+                                                      : (void)(res32 = static_cast<const int32_t*>(r));
+  }
+  if (!L.correction.empty()) {  // the fractional padding's contribution, the same for every image
+    const size_t per = L.correction.size();
+    if (correction_of_ != i || correction_.size() < per * size_t(n)) {
+      correction_of_ = i;
+      correction_.resize(std::max(correction_.size(), per * size_t(n)));
+      for (int64_t img = 0; img < n; ++img)
+        std::copy(L.correction.begin(), L.correction.end(), correction_.begin() + img * per);
+    }
+    res32 = correction_.data();
+  }
+  uint8_t* out8 = static_cast<uint8_t*>(out_[i]);
+  if (l.out_qmax > 0 && !L.wide && conv) {  // fused requantization
+    if (dw)
+      ref ? kernels::depthwise_conv2d_u8s8u8_ref(g, x, zp, L.w.data(), L.requant, res32, res8, out8)
+          : kernels::depthwise_conv2d_u8s8u8(g, x, zp, L.w.data(), L.requant, res32, res8, out8);
+    else
+      ref ? kernels::conv2d_u8s8u8_ref(g, x, zp, L.w.data(), L.requant, res32, res8, out8)
+          : kernels::conv2d_u8s8u8(g, x, zp, L.packed, L.requant, res32, res8, out8);
+    return;
+  }
+  // Accumulators: straight into the output (int32 out, not wide) or into scratch.
+  const int64_t K2 = L.wide ? 2 * K : K;
+  const bool direct = l.out_qmax == 0 && (!L.wide || L.split_out);
+  if (!direct && int64_t(acc_.size()) < rows * (K2 + K)) acc_.resize(size_t(rows * (K2 + K)));
+  int32_t* acc = direct ? static_cast<int32_t*>(out_[i]) : acc_.data();
+  // hi/lo halves of a wide layer: [rows][2K] rows (conv, linear) or [rows][K] hi then [rows][K] lo (depthwise).
+  const int32_t* hi = acc;
+  const int32_t* lo = dw ? acc + rows * K : acc + K;
+  const int64_t ld = dw ? K : K2;
+  if (dw) {
+    g.K = K;
+    for (int half = 0; half < (L.wide ? 2 : 1); ++half) {
+      const int8_t* w = L.w.data() + half * K * l.R * l.S;
+      ref ? kernels::depthwise_conv2d_u8s8s32_ref(g, x, zp, w, acc + half * rows * K)
+          : kernels::depthwise_conv2d_u8s8s32(g, x, zp, w, acc + half * rows * K);
+    }
+  } else if (conv) {
+    g.K = K2;
+    ref ? kernels::conv2d_u8s8s32_ref(g, x, zp, L.w.data(), acc) : kernels::conv2d_u8s8s32(g, x, zp, L.packed, acc);
+  } else if (ref) {
+    kernels::gemm_u8s8s32_ref(n, K2, l.C, x, l.C, L.w.data(), l.C, true, acc, K2, false);
+  } else {
+    kernels::gemm_u8s8s32({.M = n, .A = x, .lda = l.C, .B = &L.packed, .C = acc, .ldc = K2});
+  }
+  if (direct) return;
+  const int32_t* y32 = acc;  // the int32 accumulators to requantize, [rows][K]
+  if (L.combine) {           // 256 hi + lo, int32 by validate's bound
+    int32_t* c = l.out_qmax == 0 ? static_cast<int32_t*>(out_[i]) : acc_.data() + rows * K2;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < K; ++k) c[r * K + k] = 256 * hi[r * ld + k] + lo[r * ld + k];
+    if (l.out_qmax == 0) return;
+    y32 = c;
+  }
+  kernels::RequantArgs a{.rows = rows, .acc = y32, .ld_acc = K, .out = out8, .ld_out = K};
+  if (L.wide && !L.combine) {
+    a.acc = hi, a.ld_acc = ld, a.residual_s32 = lo, a.ld_residual = ld;
+  } else if (res32 || res8) {
+    a.residual_s32 = res32, a.residual_u8 = res8, a.ld_residual = K;
+  }
+  ref ? kernels::requantize_u8_ref(L.requant, a) : kernels::requantize_u8(L.requant, a);
 }
 
 void Engine::run(const uint8_t* images, int64_t n, float* logits, Path path) {
   LOWBIT_CHECK(n >= 1, "Engine::run: batch must be >= 1, got ", n);
   const bool ref = path == Path::reference;
-  int64_t most = 0;
-  for (const ActShape& s : shapes_) most = std::max(most, s.H * s.W * s.C);
-  if (int64_t(a_.size()) < n * most) a_.resize(size_t(n * most)), b_.resize(size_t(n * most));
-  if (int64_t(acc_.size()) < 2 * n * most) acc_.resize(size_t(2 * n * most));
-  bool wide_out = false;      // the last weight layer was wide ([rows][2K]: hi, lo)
-  const uint8_t* x = images;  // the current uint8 activation
-  uint8_t* out = a_.data();
-  size_t layer = 0;
-  for (size_t i = 1; i < model_.ops.size(); ++i) {
+  const size_t nops = model_.ops.size();
+  for (Buffer& b : pool_) b.busy = false;
+  std::vector<int64_t> buffer_of(nops, -1);
+  out_[0] = const_cast<uint8_t*>(images);
+  for (size_t i = 1; i < nops; ++i) {
     const Op& op = model_.ops[i];
-    const ActShape& s_in = shapes_[i - 1];
+    const size_t src = size_t(source_of(model_, i));
+    const ActShape& s_in = shapes_[src];
     const ActShape& s_out = shapes_[i];
+    if (op.kind == OpKind::flatten) {
+      out_[i] = out_[src];
+      continue;
+    }
+    if (op.kind == OpKind::dequantize) {
+      const int64_t F = s_out.C;
+      const double* sc = op.dequant.scale.data();
+      const double* of = op.dequant.offset.data();
+      const bool split = layers_[src].split_out;
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t f = 0; f < F; ++f) {
+          double acc;
+          if (s_in.type == ValueType::s64) {
+            acc = double(static_cast<const int64_t*>(out_[src])[r * F + f]);
+          } else {
+            const int32_t* a = static_cast<const int32_t*>(out_[src]);
+            acc = split ? 256.0 * double(a[r * 2 * F + f]) + double(a[r * 2 * F + F + f]) : double(a[r * F + f]);
+          }
+          logits[r * F + f] = float(sc[f] * acc + of[f]);
+        }
+      break;
+    }
+    // The output buffer: the smallest free one that holds it, else the largest free one (grown), else a new one.
+    const size_t bytes =
+        size_t(n * s_out.H * s_out.W * s_out.C) * element_bytes(s_out.type) * (layers_[i].split_out ? 2 : 1);
+    int64_t fit = -1, largest = -1;
+    for (size_t b = 0; b < pool_.size(); ++b) {
+      if (pool_[b].busy) continue;
+      const size_t have = pool_[b].bytes.size();
+      if (have >= bytes && (fit < 0 || have < pool_[size_t(fit)].bytes.size())) fit = int64_t(b);
+      if (largest < 0 || have > pool_[size_t(largest)].bytes.size()) largest = int64_t(b);
+    }
+    int64_t pick = fit >= 0 ? fit : largest;
+    if (pick < 0) pool_.emplace_back(), pick = int64_t(pool_.size()) - 1;
+    Buffer& buf = pool_[size_t(pick)];
+    if (buf.bytes.size() < bytes) buf.bytes.resize(bytes);
+    buf.busy = true;
+    buffer_of[i] = pick;
+    out_[i] = buf.bytes.data();
+    const uint8_t* x = static_cast<const uint8_t*>(out_[src]);
+    uint8_t* y = static_cast<uint8_t*>(out_[i]);
     switch (op.kind) {
       case OpKind::conv:
-      case OpKind::linear: {
-        const WeightOp& l = op.layer;
-        const Layer& L = layers_[layer++];
-        const int64_t rows = n * s_out.H * s_out.W;
-        const bool requant = l.out_qmax > 0;
-        const uint8_t zp = uint8_t(l.in_zero_point);
-        const int64_t K = L.wide ? 2 * l.K : l.K;  // outputs of the int8 layer
-        wide_out = L.wide;
-        if (op.kind == OpKind::conv) {
-          kernels::Conv2dGeometry g = geometry(l, s_in, n);
-          g.K = K;
-          if (requant && !L.wide && !ref)
-            kernels::conv2d_u8s8u8(g, x, zp, L.packed, L.requant, nullptr, nullptr, out);
-          else if (requant && !L.wide)
-            kernels::conv2d_u8s8u8_ref(g, x, zp, L.w.data(), L.requant, nullptr, nullptr, out);
-          else if (!ref)
-            kernels::conv2d_u8s8s32(g, x, zp, L.packed, acc_.data());
-          else
-            kernels::conv2d_u8s8s32_ref(g, x, zp, L.w.data(), acc_.data());
-        } else if (ref) {
-          kernels::gemm_u8s8s32_ref(n, K, l.C, x, l.C, L.w.data(), l.C, true, acc_.data(), K, false);
-        } else {
-          kernels::gemm_u8s8s32({.M = n, .A = x, .lda = l.C, .B = &L.packed, .C = acc_.data(), .ldc = K});
-        }
-        if (requant && (L.wide || op.kind == OpKind::linear)) {
-          kernels::RequantArgs a{.rows = rows,
-                                 .acc = acc_.data(),
-                                 .ld_acc = K,
-                                 .residual_s32 = L.wide ? acc_.data() + l.K : nullptr,
-                                 .ld_residual = L.wide ? K : 0,
-                                 .out = out,
-                                 .ld_out = l.K};
-          ref ? kernels::requantize_u8_ref(L.requant, a) : kernels::requantize_u8(L.requant, a);
-        }
-        if (requant) x = out, out = out == a_.data() ? b_.data() : a_.data();
-        break;
-      }
+      case OpKind::linear: run_weight_op(i, n, ref); break;
       case OpKind::max_pool: {
         kernels::Pool2dGeometry g;
         g.N = n, g.C = s_in.C, g.H = s_in.H, g.W = s_in.W;
         g.R = op.pool.R, g.S = op.pool.S, g.stride_h = op.pool.stride_h, g.stride_w = op.pool.stride_w;
         g.pad_h = op.pool.pad_h, g.pad_w = op.pool.pad_w, g.ceil_mode = op.pool.ceil_mode;
-        ref ? kernels::max_pool2d_u8_ref(g, x, out) : kernels::max_pool2d_u8(g, x, out);
-        x = out, out = out == a_.data() ? b_.data() : a_.data();
+        ref ? kernels::max_pool2d_u8_ref(g, x, y) : kernels::max_pool2d_u8(g, x, y);
         break;
       }
-      case OpKind::flatten: break;  // NHWC is already the flattened order
-      case OpKind::dequantize: {
-        const int64_t F = s_out.C;
-        const double* sc = op.dequant.scale.data();
-        const double* of = op.dequant.offset.data();
+      case OpKind::sum_pool: {
+        const int64_t HW = s_in.H * s_in.W, C = s_in.C;
+        int32_t* sums = static_cast<int32_t*>(out_[i]);
+        for (int64_t r = 0; r < n; ++r) {
+          int32_t* d = sums + r * C;
+          std::fill(d, d + C, 0);
+          for (int64_t p = 0; p < HW; ++p)
+            for (int64_t c = 0; c < C; ++c) d[c] += x[(r * HW + p) * C + c];
+        }
+        break;
+      }
+      case OpKind::shortcut: {
+        const ShortcutOp& sc = op.shortcut;
+        const int64_t C = s_in.C, Co = s_out.C;
         for (int64_t r = 0; r < n; ++r)
-          for (int64_t f = 0; f < F; ++f) {
-            const double acc =
-                wide_out ? 256.0 * double(acc_[size_t(r * 2 * F + f)]) + double(acc_[size_t(r * 2 * F + F + f)])
-                         : double(acc_[size_t(r * F + f)]);
-            logits[r * F + f] = float(sc[f] * acc + of[f]);
-          }
+          for (int64_t p = 0; p < s_out.H; ++p)
+            for (int64_t q = 0; q < s_out.W; ++q) {
+              uint8_t* d = y + ((r * s_out.H + p) * s_out.W + q) * Co;
+              std::memset(d, sc.zero_point, size_t(sc.pad_lo));
+              std::memcpy(d + sc.pad_lo, x + ((r * s_in.H + p * sc.stride_h) * s_in.W + q * sc.stride_w) * C,
+                          size_t(C));
+              std::memset(d + sc.pad_lo + C, sc.zero_point, size_t(sc.pad_hi));
+            }
         break;
       }
-      case OpKind::input: break;
+      default: break;
     }
+    for (size_t j = 0; j < i; ++j)  // free the buffers whose last reader was op i
+      if (last_use_[j] == i && buffer_of[j] >= 0) pool_[size_t(buffer_of[j])].busy = false;
   }
 }
 

@@ -5,20 +5,26 @@
 //
 // Contract
 //   Engine(model)      validates the model, packs the weights for the int8 GEMM/convolution
-//                      kernels and turns each layer's (scale, offset) into integer requantization
-//                      constants (requantization_from_double), once. A layer with weights beyond
-//                      int8 (16-bit float first/last layers, DoReFa at 8 bits) is split into int8
-//                      halves, w = 256 hi + lo (lo = the low byte as int8), run as one layer of 2K
-//                      outputs [hi; lo] (one im2col, one GEMM); the lo accumulators enter the
-//                      requantization as its int32 residual (acc_hi * m + acc_lo * m', the
-//                      multipliers 256 s and s), or dequantize computes scale (256 acc_hi +
-//                      acc_lo) + offset: exact integer sums either way.
+//                      kernels and turns each layer's (scale, residual_scale, offset) into integer
+//                      requantization constants (requantization_from_double), once. A layer with
+//                      weights beyond int8 (16-bit float first/last layers, DoReFa at 8 bits) is
+//                      split into int8 halves, w = 256 hi + lo (lo = the low byte as int8), run as
+//                      one layer of 2K outputs [hi; lo] (one im2col, one GEMM; depthwise: two
+//                      passes). Without a residual the lo accumulators enter the requantization as
+//                      its int32 residual (acc_hi * m + acc_lo * m', the multipliers of 256 s and
+//                      s), or dequantize computes scale (256 acc_hi + acc_lo) + offset; with a
+//                      residual, or read as one, the halves are combined into 256 acc_hi + acc_lo
+//                      (int32 exactly: validate checks the bound). Exact integer sums either way.
+//                      Padding codes that differ per channel (the first layer of a normalized
+//                      RGB model) are applied by padding a copy of the input.
 //   run(images, n, logits, path)
 //                      images: n x H x W x C uint8 (NHWC, the data sets' layout); logits: n x
-//                      classes floats. Path::fast uses core/kernels' fast int8 kernels (VNNI or
-//                      portable, parallel), Path::reference their `_ref` twins, single-threaded:
-//                      the two agree bit for bit (tests/test_deploy.cpp). Intermediate buffers are
-//                      kept between calls (run is not reentrant on one Engine).
+//                      classes floats. Ops run in order; each op's output lives in a buffer from
+//                      a pool, returned once its last reader has run. Path::fast uses
+//                      core/kernels' fast int8 kernels (VNNI or portable, parallel),
+//                      Path::reference their `_ref` twins, single-threaded: the two agree bit for
+//                      bit (tests/test_deploy.cpp). Buffers are kept between calls (run is not
+//                      reentrant on one Engine).
 //   predict(...)       the arg-max class per image (ties: the lower class).
 // The float logits are dequantize's scale * acc + offset evaluated in double and rounded to float.
 #pragma once
@@ -49,19 +55,32 @@ class Engine {
 
  private:
   struct Layer {
-    size_t op = 0;
-    bool wide = false;
+    bool wide = false;                // weights beyond int8: hi and lo halves
+    bool combine = false;             // wide, with or read as a residual: 256 acc_hi + acc_lo in int32
+    bool split_out = false;           // out_qmax 0, wide, not combined: [rows][2K] (hi, lo) for dequantize
     std::vector<int8_t> w;            // int8 weights, K outputs (wide: 2K, the hi halves then the lo halves)
-    kernels::PackedS8 packed;         // the same, packed for the fast kernels
-    kernels::Requantization requant;  // out_qmax > 0 (wide: with the lo accumulators as residual)
+    kernels::PackedS8 packed;         // the same, packed for the fast kernels (groups 1)
+    kernels::Requantization requant;  // out_qmax > 0
+    std::vector<int32_t> correction;  // fractional padding values: [P][Q][K] fixed-point, added as a residual
   };
+  struct Buffer {
+    std::vector<uint8_t, kernels::Aligned64Allocator<uint8_t>> bytes;
+    bool busy = false;
+  };
+  void run_weight_op(size_t i, int64_t n, bool ref);
+
   Model model_;
   InputOp in_;
   int64_t classes_ = 0;
   std::vector<ActShape> shapes_;
-  std::vector<Layer> layers_;   // one per weight op, in order
-  std::vector<uint8_t> a_, b_;  // ping-pong uint8 activations
-  std::vector<int32_t> acc_;    // int32 accumulators ([rows][K], wide layers [rows][2K])
+  std::vector<Layer> layers_;     // per op (empty for ops without weights)
+  std::vector<size_t> last_use_;  // per op: the last op reading its output
+  std::vector<Buffer> pool_;
+  std::vector<void*> out_;           // per op: its output during run
+  std::vector<int32_t> acc_;         // scratch: wide layers' [rows][2K] accumulators
+  std::vector<uint8_t> padded_;      // scratch: the input padded with per-channel codes
+  std::vector<int32_t> correction_;  // a layer's fractional padding correction, repeated per image
+  size_t correction_of_ = 0;         // ... of this op
 };
 
 }  // namespace lowbit::deploy

@@ -17,25 +17,6 @@
 namespace lowbit::deploy {
 namespace {
 
-struct Leaf {
-  std::string name;
-  Module* m;
-};
-
-void collect(Module& m, const std::string& name, std::vector<Leaf>& out) {
-  const auto children = m.named_children();
-  if (children.empty()) return out.push_back({name, &m});
-  auto* seq = dynamic_cast<Sequential*>(&m);
-  LOWBIT_CHECK(seq != nullptr, "export: ", name.empty() ? "the model" : name, " (", m.type_name(),
-               ") is not a sequential container; only sequential models are exported yet");
-  std::map<const Module*, std::string> local;
-  for (const auto& [n, c] : children) local[c.get()] = n;
-  for (const auto& c : *seq) {
-    const std::string& n = local[c.get()];
-    collect(*c, name.empty() ? n : name + "." + n, out);
-  }
-}
-
 std::vector<double> values(const Tensor& t) {
   const Tensor c = t.to(DType::f64).contiguous();
   return std::vector<double>(c.data<double>(), c.data<double>() + c.numel());
@@ -115,10 +96,346 @@ Codes wide_per_channel(const std::vector<double>& w, int64_t K) {
   return r;
 }
 
-// What an activation module's quantizer does: codes round(clip(y / alpha, 0, 1) n).
-struct ActQuant {
-  int bits = 0;
-  double alpha = 1;
+// The value the next op reads: an op's output and the real value of one of its integer units.
+struct Cursor {
+  int32_t op = 0;
+  ActShape shape;
+  double scale = 1;  // real value of one unit: a code (alpha / n) or, after sum_pool, a sum (alpha / n / (H W))
+};
+
+// What a residual adds before the activation: real value scale_k * res + offset_k.
+struct Residual {
+  int32_t op = -1;
+  std::vector<double> scale, offset;  // [K]
+};
+
+class Exporter {
+ public:
+  Exporter(const quant::Quantization& q, const ExportOptions& o, ExportResult& res)
+      : o_(o), res_(res), m_(res.model), method_(q.method ? q.method->name : "none") {
+    for (const auto& l : q.layers) wq_[l.module.get()] = &l;
+    for (const auto& a : q.activations) aq_[a.module.get()] = a.bits;
+  }
+
+  const std::string& method() const { return method_; }
+
+  void begin() {
+    m_.meta["format"] = std::string("lowbit integer model");
+    m_.meta["model"] = o_.model_name;
+    m_.meta["method"] = method_;
+    if (!o_.source.empty()) m_.meta["source"] = o_.source;
+    Op in;
+    in.kind = OpKind::input;
+    in.input.C = o_.channels, in.input.H = o_.height, in.input.W = o_.width;
+    in.input.scale = 1.0 / 255, in.input.zero_point = 0;
+    in.input.mean = o_.mean, in.input.std = o_.std;
+    m_.ops.push_back(in);
+    cur_.op = 0;
+    cur_.shape = {o_.height, o_.width, o_.channels, ValueType::u8, false};
+  }
+
+  void visit(Module& mod, const std::string& name) {
+    const auto children = mod.named_children();
+    if (children.empty()) return leaf(mod, name);
+    if (mod.type_name() == "BasicBlock") return basic_block(mod, name);
+    auto* seq = dynamic_cast<Sequential*>(&mod);
+    LOWBIT_CHECK(seq != nullptr, "export: ", name.empty() ? "the model" : name, " (", mod.type_name(), ") is not ",
+                 mod.type_name() == "InvertedResidual"
+                     ? "exportable: MobileNet v2's linear bottleneck adds float activations (no activation quantizer "
+                       "after the projection), which have no integer codes"
+                     : "exportable: the graphs exported are Sequential containers and ResNet BasicBlocks");
+    std::map<const Module*, std::string> local;
+    for (const auto& [n, c] : children) local[c.get()] = n;
+    for (const auto& c : *seq) visit(*c, join(name, local[c.get()]));
+  }
+
+  void end() {
+    LOWBIT_CHECK(pending_ >= 0, "export: the model must end with a weight layer (its logits are dequantized)");
+    const WeightOp& L = m_.ops[size_t(pending_)].layer;
+    Op op;
+    op.kind = OpKind::dequantize;
+    op.src = pending_;
+    op.dequant.scale = L.scale, op.dequant.offset = L.offset;
+    m_.ops.push_back(op);
+  }
+
+ private:
+  static std::string join(const std::string& a, const std::string& b) { return a.empty() ? b : a + "." + b; }
+
+  int32_t push(Op op) {
+    if (op.src < 0) op.src = cur_.op;
+    m_.ops.push_back(std::move(op));
+    return int32_t(m_.ops.size()) - 1;
+  }
+
+  void require_codes(const std::string& name, const char* what) {
+    LOWBIT_CHECK(pending_ < 0, "export: ", name, ": ", what, " follows ", pending_name_,
+                 " without a quantized activation between them (the integer engine needs codes)");
+  }
+
+  // ResNet's BasicBlock (models/resnet.h): relu2(bn2(conv2(relu1(bn1(conv1(x))))) + shortcut(x)), the
+  // shortcut a projection (child "downsample": conv 1x1 + BN), a zero-pad ("shortcut") or x itself.
+  // The shortcut's ops come first (a residual must be an earlier op).
+  void basic_block(Module& block, const std::string& name) {
+    std::map<std::string, Module*> c;
+    for (const auto& [n, m] : block.named_children()) c[n] = m.get();
+    for (const char* n : {"conv1", "bn1", "relu1", "conv2", "bn2", "relu2"})
+      LOWBIT_CHECK(c.count(n), "export: ", name, ": a BasicBlock without ", n);
+    require_codes(name, "a residual block");
+    const Cursor x = cur_;
+    Residual r;
+    r.op = x.op;
+    const int64_t K = dynamic_cast<Conv2d&>(*c["conv2"]).out_channels();
+    r.scale.assign(size_t(K), x.scale), r.offset.assign(size_t(K), 0.0);
+    if (c.count("downsample")) {
+      visit(*c["downsample"], join(name, "downsample"));
+      LOWBIT_CHECK(pending_ >= 0, "export: ", name, ".downsample must end with a weight layer (and its batch norm)");
+      const WeightOp& P = m_.ops[size_t(pending_)].layer;
+      r.op = pending_, r.scale = P.scale, r.offset = P.offset;
+      res_.layers.back().out_bits = 0;
+      pending_ = -1;
+    } else if (c.count("shortcut")) {
+      const auto& conv1 = dynamic_cast<Conv2d&>(*c["conv1"]);
+      Op op;
+      op.kind = OpKind::shortcut;
+      op.shortcut.stride_h = conv1.options().stride[0], op.shortcut.stride_w = conv1.options().stride[1];
+      op.shortcut.pad_lo = op.shortcut.pad_hi = (K - x.shape.C) / 2;
+      LOWBIT_CHECK(K >= x.shape.C && (K - x.shape.C) % 2 == 0, "export: ", name, ": zero-pad shortcut from ", x.shape.C,
+                   " to ", K, " channels");
+      r.op = push(op);
+    }
+    cur_ = x;
+    for (const char* n : {"conv1", "bn1", "relu1", "conv2", "bn2"}) visit(*c[n], join(name, n));
+    residual_ = std::move(r);
+    visit(*c["relu2"], join(name, "relu2"));
+  }
+
+  void leaf(Module& mod, const std::string& name) {
+    if (auto* conv = dynamic_cast<Conv2d*>(&mod)) return weight_layer(conv, nullptr, name);
+    if (auto* lin = dynamic_cast<Linear*>(&mod)) return weight_layer(nullptr, lin, name);
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(&mod)) return batch_norm(*bn, name);
+    if (dynamic_cast<ReLU*>(&mod) || dynamic_cast<Hardtanh*>(&mod)) return activation(mod, name);
+    if (auto* mp = dynamic_cast<MaxPool2d*>(&mod)) return max_pool(*mp, name);
+    if (dynamic_cast<GlobalAvgPool2d*>(&mod)) {
+      require_codes(name, "average pooling");
+      LOWBIT_CHECK(!cur_.shape.flat, "export: ", name, ": average pooling after flatten");
+      Op op;
+      op.kind = OpKind::sum_pool;
+      const double hw = double(cur_.shape.H * cur_.shape.W);
+      cur_ = {push(op), {1, 1, cur_.shape.C, ValueType::s32, true}, cur_.scale / hw};
+      return;
+    }
+    if (dynamic_cast<Flatten*>(&mod)) {
+      require_codes(name, "flatten");
+      if (cur_.shape.flat) return;  // after sum_pool
+      Op op;
+      op.kind = OpKind::flatten;
+      flattened_ = cur_.shape;
+      cur_ = {push(op), {1, 1, cur_.shape.H * cur_.shape.W * cur_.shape.C, ValueType::u8, true}, cur_.scale};
+      return;
+    }
+    if (dynamic_cast<Dropout*>(&mod) || dynamic_cast<Identity*>(&mod)) return;  // identity at inference
+    throw Error(detail::concat("export: ", name, " (", mod.type_name(),
+                               ") is not exportable yet (conv, depthwise conv, linear, batch norm after conv, "
+                               "ReLU/ReLU6/Hardtanh with an activation quantizer, max pooling, global average pooling, "
+                               "flatten, dropout, ResNet BasicBlocks)"));
+  }
+
+  void weight_layer(Conv2d* conv, Linear* lin, const std::string& name) {
+    require_codes(name, "a weight layer");
+    Module* mod = conv ? static_cast<Module*>(conv) : lin;
+    const quant::QuantizedLayer* ql = wq_.count(mod) ? wq_[mod] : nullptr;
+    const int trained = ql ? *ql->weight_bits : 32;
+    const bool first = cur_.op == 0;  // reads the image
+    const ActShape in = cur_.shape;
+    Op op;
+    op.kind = conv ? OpKind::conv : OpKind::linear;
+    WeightOp& L = op.layer;
+    L.name = name;
+    std::vector<double> w = values(conv ? conv->effective_weight().data() : lin->effective_weight().data());
+    std::vector<double> bias;
+    if (conv ? conv->has_bias() : lin->has_bias()) bias = values(conv ? conv->bias().data() : lin->bias().data());
+    int64_t inner_c = 0;  // input channels per weight row (first layer: for the folded normalization)
+    ActShape out;
+    if (conv) {
+      LOWBIT_CHECK(!in.flat, "export: ", name, ": a convolution after flatten");
+      const auto& opt = conv->options();
+      L.K = conv->out_channels(), L.C = conv->in_channels(), L.groups = conv->groups();
+      LOWBIT_CHECK(L.groups == 1 || (L.groups == L.C && L.C == L.K), "export: ", name, ": grouped convolution (",
+                   L.groups, " groups of ", L.C,
+                   " channels): only depthwise (groups = C = K) and groups 1 are exported");
+      L.R = conv->kernel_size()[0], L.S = conv->kernel_size()[1];
+      L.stride_h = opt.stride[0], L.stride_w = opt.stride[1], L.pad_h = opt.padding[0], L.pad_w = opt.padding[1];
+      L.dil_h = opt.dilation[0], L.dil_w = opt.dilation[1];
+      LOWBIT_CHECK(L.C == in.C, "export: ", name, " takes ", L.C, " channels, the activation has ", in.C);
+      const int64_t Cg = L.C / L.groups;
+      // [K][Cg][R][S] -> [K][R][S][Cg]
+      std::vector<double> t(w.size());
+      for (int64_t k = 0; k < L.K; ++k)
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t r = 0; r < L.R; ++r)
+            for (int64_t s = 0; s < L.S; ++s)
+              t[size_t(((k * L.R + r) * L.S + s) * Cg + c)] = w[size_t(((k * Cg + c) * L.R + r) * L.S + s)];
+      w.swap(t);
+      inner_c = Cg;
+      out.H = (in.H + 2 * L.pad_h - L.dil_h * (L.R - 1) - 1) / L.stride_h + 1;
+      out.W = (in.W + 2 * L.pad_w - L.dil_w * (L.S - 1) - 1) / L.stride_w + 1;
+      out.C = L.K;
+    } else {
+      LOWBIT_CHECK(in.flat || (in.H == 1 && in.W == 1), "export: ", name,
+                   ": a linear layer on an image needs a flatten");
+      L.K = lin->out_features(), L.C = lin->in_features();
+      LOWBIT_CHECK(L.C == in.H * in.W * in.C, "export: ", name, " takes ", L.C,
+                   " features, the flattened activation has ", in.H * in.W * in.C);
+      const bool after_flatten = m_.ops[size_t(cur_.op)].kind == OpKind::flatten;
+      const ActShape image = after_flatten ? flattened_ : ActShape{1, 1, in.C};
+      if (after_flatten) {
+        // PyTorch's flatten is NCHW (feature c H W + h W + w); the engine's activation is NHWC.
+        std::vector<double> t(w.size());
+        const int64_t HW = image.H * image.W, C = image.C;
+        for (int64_t k = 0; k < L.K; ++k)
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t p = 0; p < HW; ++p) t[size_t(k * L.C + p * C + c)] = w[size_t(k * L.C + c * HW + p)];
+        w.swap(t);
+      }
+      inner_c = image.C;
+      out = {1, 1, L.K, ValueType::u8, true};
+    }
+    const size_t inner = w.size() / size_t(L.K);
+    res_.fp32_parameter_bytes += 4 * int64_t(w.size() + bias.size());
+
+    // The first layer reads pixel bytes p: its real input is (p/255 - mean_c)/std_c = f_c (p - z_c)
+    // with f_c = 1/(255 std_c), z_c = 255 mean_c. Fold f_c into the weights.
+    std::vector<double> f(size_t(inner_c), 1.0), z(size_t(inner_c), 0.0);
+    if (first)
+      for (int64_t c = 0; c < inner_c; ++c) {
+        const size_t ch = o_.mean.empty() ? 0 : size_t(c);
+        f[size_t(c)] = o_.mean.empty() ? 1.0 / 255 : 1.0 / (255 * o_.std[ch]);
+        z[size_t(c)] = o_.mean.empty() ? 0.0 : 255 * o_.mean[ch];
+      }
+    const bool equal_f = std::all_of(f.begin(), f.end(), [&](double v) { return v == f[0]; });
+    Codes codes;
+    bool rounded = trained >= 32 || (first && !equal_f);
+    if (!rounded) {
+      codes = grid_codes(w, L.K, trained);
+      rounded = !codes.exact;
+    }
+    if (rounded) {
+      std::vector<double> wf = w;
+      if (first)
+        for (size_t j = 0; j < wf.size(); ++j) wf[j] *= f[j % size_t(inner_c)];
+      codes = wide_per_channel(wf, L.K);  // steps include f
+    } else if (first) {
+      for (double& s : codes.step) s *= f[0];
+    }
+    L.bits = codes.bits, L.coding = codes.coding, L.weights = codes.c;
+    L.scale.resize(size_t(L.K)), L.offset.resize(size_t(L.K));
+    for (int64_t k = 0; k < L.K; ++k) {
+      double corr = 0;  // sum of codes times the pixel value of the real 0 (first layer)
+      if (first)
+        for (size_t j = 0; j < inner; ++j) corr += double(L.weights[size_t(k) * inner + j]) * z[j % size_t(inner_c)];
+      L.scale[size_t(k)] = codes.step[size_t(k)] * (first ? 1.0 : cur_.scale);
+      L.offset[size_t(k)] = (bias.empty() ? 0.0 : bias[size_t(k)]) - L.scale[size_t(k)] * corr;
+    }
+    if (first && conv && (L.pad_h > 0 || L.pad_w > 0)) {
+      // The normalized image's 0 is pixel value z_c (fractional in general): the padding value.
+      if (std::all_of(z.begin(), z.end(), [&](double v) { return v == z[0] && v == std::nearbyint(v); }))
+        L.in_zero_point = int32_t(z[0]);
+      else
+        L.pad_values = z;
+    }
+    L.out_qmax = 0;
+    ExportedLayer e;
+    e.name = name, e.trained_bits = trained, e.stored_bits = L.bits, e.exact = codes.exact;
+    e.weights = int64_t(w.size());
+    res_.layers.push_back(e);
+    m_.meta["bits." + name] = int64_t(L.bits);
+    m_.meta["trained_bits." + name] = int64_t(trained);
+    out.type = ValueType::s32;
+    if (!conv && in.type == ValueType::s32) out.type = ValueType::s64;
+    pending_ = push(std::move(op)), pending_name_ = name;
+    cur_ = {pending_, out, 1.0};
+  }
+
+  void batch_norm(BatchNorm2d& bn, const std::string& name) {
+    LOWBIT_CHECK(pending_ >= 0 && m_.ops[size_t(pending_)].kind == OpKind::conv, "export: ", name,
+                 ": a batch norm must directly follow a convolution");
+    WeightOp& L = m_.ops[size_t(pending_)].layer;
+    const double eps = bn.options().eps;
+    const std::vector<double> mean = values(bn.buffer("running_mean")), var = values(bn.buffer("running_var"));
+    std::vector<double> gamma(size_t(L.K), 1.0), beta(size_t(L.K), 0.0);
+    if (bn.options().affine) gamma = values(bn.param("weight").data()), beta = values(bn.param("bias").data());
+    for (size_t k = 0; k < size_t(L.K); ++k) {
+      const double a = gamma[k] / std::sqrt(var[k] + eps);
+      L.scale[k] *= a;
+      L.offset[k] = a * (L.offset[k] - mean[k]) + beta[k];
+    }
+    res_.fp32_parameter_bytes += 4 * 2 * L.K;
+  }
+
+  void activation(Module& mod, const std::string& name) {
+    LOWBIT_CHECK(pending_ >= 0, "export: ", name, ": an activation that does not follow a weight layer");
+    const int bits = aq_.count(&mod) ? aq_[&mod] : 32;
+    LOWBIT_CHECK(bits <= 8, "export: ", name, ": activations at ", bits,
+                 " bits (float or > 8 bits); the integer engine needs activation codes of <= 8 bits (--abits)");
+    double alpha = 1;
+    if (method_ == "pact") alpha = mod.param("alpha").item();
+    LOWBIT_CHECK(alpha > 0 && std::isfinite(alpha), "export: ", name, ": PACT alpha ", alpha, " is not > 0");
+    WeightOp& L = m_.ops[size_t(pending_)].layer;
+    LOWBIT_CHECK(m_.ops[size_t(pending_)].src == cur_.op || cur_.op == pending_, "export: ", name,
+                 ": internal: the activation does not follow its layer");
+    if (residual_.op >= 0) {  // y = layer + residual: the residual's real value joins the layer's
+      L.residual = residual_.op;
+      L.residual_scale.resize(size_t(L.K));
+      for (size_t k = 0; k < size_t(L.K); ++k) {
+        L.offset[k] += residual_.offset[k];
+        L.residual_scale[k] = residual_.scale[k] / alpha;
+      }
+      residual_ = Residual{};
+    }
+    const double n = std::ldexp(1.0, bits) - 1;
+    for (size_t k = 0; k < size_t(L.K); ++k) L.scale[k] /= alpha, L.offset[k] /= alpha;
+    L.out_qmax = int32_t(n);
+    res_.layers.back().out_bits = bits;
+    m_.meta["abits." + pending_name_] = int64_t(bits);
+    cur_.shape.type = ValueType::u8;
+    cur_.scale = alpha / n;
+    pending_ = -1;
+  }
+
+  void max_pool(MaxPool2d& mp, const std::string& name) {
+    require_codes(name, "max pooling");
+    LOWBIT_CHECK(!cur_.shape.flat, "export: ", name, ": max pooling after flatten");
+    const auto& p = mp.options();
+    Op op;
+    op.kind = OpKind::max_pool;
+    op.pool.R = p.kernel[0], op.pool.S = p.kernel[1];
+    op.pool.stride_h = p.stride[0] ? p.stride[0] : p.kernel[0];
+    op.pool.stride_w = p.stride[1] ? p.stride[1] : p.kernel[1];
+    op.pool.pad_h = p.padding[0], op.pool.pad_w = p.padding[1], op.pool.ceil_mode = p.ceil_mode;
+    auto size = [&](int64_t in, int64_t k, int64_t s, int64_t pad) {
+      const int64_t span = in + 2 * pad - k;
+      int64_t out = (p.ceil_mode ? (span + s - 1) / s : span / s) + 1;
+      if (p.ceil_mode && (out - 1) * s >= in + pad) --out;
+      return out;
+    };
+    ActShape out = cur_.shape;
+    out.H = size(cur_.shape.H, op.pool.R, op.pool.stride_h, op.pool.pad_h);
+    out.W = size(cur_.shape.W, op.pool.S, op.pool.stride_w, op.pool.pad_w);
+    cur_ = {push(op), out, cur_.scale};
+  }
+
+  const ExportOptions& o_;
+  ExportResult& res_;
+  Model& m_;
+  std::string method_;
+  std::map<const Module*, const quant::QuantizedLayer*> wq_;
+  std::map<const Module*, int> aq_;
+  Cursor cur_;
+  ActShape flattened_;    // the shape the last flatten flattened (a linear's NCHW -> NHWC permutation)
+  int32_t pending_ = -1;  // a weight op awaiting its batch norm / activation (or the end)
+  std::string pending_name_;
+  Residual residual_;  // what the next activation adds (BasicBlock)
 };
 
 }  // namespace
@@ -133,236 +450,19 @@ ExportResult export_model(Module& model, const quant::Quantization& q, const Exp
     ~RestoreMode() { training ? m.train() : m.eval(); }
   } restore{model, was_training};
 
-  const std::string method = q.method ? q.method->name : "none";
+  ExportResult res;
+  Exporter ex(q, o, res);
+  const std::string& method = ex.method();
   LOWBIT_CHECK(method == "dorefa" || method == "wrpn" || method == "pact" || method == "binary" || method == "ternary",
                "export: quantization method '", method,
                "' is not exportable (exportable: dorefa, wrpn, pact, binary, ternary; lsq and u3 learn steps the "
                "integer format does not carry yet, and a float model has no activation quantizers)");
   LOWBIT_CHECK(o.mean.size() == o.std.size() && (o.mean.empty() || int64_t(o.mean.size()) == o.channels),
                "export: mean/std must have one value per input channel (", o.channels, ") or none");
-
-  std::vector<Leaf> leaves;
-  collect(model, "", leaves);
-  std::map<const Module*, const quant::QuantizedLayer*> wq;
-  for (const auto& l : q.layers) wq[l.module.get()] = &l;
-  std::map<const Module*, int> aq;
-  for (const auto& a : q.activations) aq[a.module.get()] = a.bits;
-
-  ExportResult res;
-  Model& m = res.model;
-  m.meta["format"] = std::string("lowbit integer model");
-  m.meta["model"] = o.model_name;
-  m.meta["method"] = method;
-  if (!o.source.empty()) m.meta["source"] = o.source;
-  {
-    Op in;
-    in.kind = OpKind::input;
-    in.input.C = o.channels, in.input.H = o.height, in.input.W = o.width;
-    in.input.scale = 1.0 / 255, in.input.zero_point = 0;
-    in.input.mean = o.mean, in.input.std = o.std;
-    m.ops.push_back(in);
-  }
-
-  ActShape cur{o.height, o.width, o.channels};
-  bool flat = false;
-  bool first = true;     // the next weight layer reads the image
-  double in_scale = 1;   // real value of an input code (after the first layer)
-  int64_t pending = -1;  // index of a weight op awaiting its activation (or the end)
-  std::string pending_name;
-  for (size_t li = 0; li < leaves.size(); ++li) {
-    const std::string& name = leaves[li].name;
-    Module* mod = leaves[li].m;
-    auto* conv = dynamic_cast<Conv2d*>(mod);
-    auto* lin = dynamic_cast<Linear*>(mod);
-    if (conv || lin) {
-      LOWBIT_CHECK(pending < 0, "export: ", name, " follows ", pending_name,
-                   " without a quantized activation between them (the integer engine needs codes)");
-      const quant::QuantizedLayer* ql = wq.count(mod) ? wq[mod] : nullptr;
-      const int trained = ql ? *ql->weight_bits : 32;
-      Op op;
-      op.kind = conv ? OpKind::conv : OpKind::linear;
-      WeightOp& L = op.layer;
-      L.name = name;
-      std::vector<double> w = values(conv ? conv->effective_weight().data() : lin->effective_weight().data());
-      std::vector<double> bias;
-      if (conv ? conv->has_bias() : lin->has_bias()) bias = values(conv ? conv->bias().data() : lin->bias().data());
-      int64_t inner_c = 0;  // input channels of the image (first layer: for the folded normalization)
-      if (conv) {
-        LOWBIT_CHECK(conv->groups() == 1, "export: ", name, ": grouped/depthwise convolutions are not exported yet");
-        LOWBIT_CHECK(!flat, "export: ", name, ": a convolution after flatten");
-        const auto& opt = conv->options();
-        L.K = conv->out_channels(), L.C = conv->in_channels();
-        L.R = conv->kernel_size()[0], L.S = conv->kernel_size()[1];
-        L.stride_h = opt.stride[0], L.stride_w = opt.stride[1], L.pad_h = opt.padding[0], L.pad_w = opt.padding[1];
-        L.dil_h = opt.dilation[0], L.dil_w = opt.dilation[1];
-        LOWBIT_CHECK(L.C == cur.C, "export: ", name, " takes ", L.C, " channels, the activation has ", cur.C);
-        // [K][C][R][S] -> [K][R][S][C]
-        std::vector<double> t(w.size());
-        for (int64_t k = 0; k < L.K; ++k)
-          for (int64_t c = 0; c < L.C; ++c)
-            for (int64_t r = 0; r < L.R; ++r)
-              for (int64_t s = 0; s < L.S; ++s)
-                t[size_t(((k * L.R + r) * L.S + s) * L.C + c)] = w[size_t(((k * L.C + c) * L.R + r) * L.S + s)];
-        w.swap(t);
-        inner_c = L.C;
-      } else {
-        LOWBIT_CHECK(flat || (cur.H == 1 && cur.W == 1), "export: ", name,
-                     ": a linear layer on an image needs a flatten");
-        L.K = lin->out_features(), L.C = lin->in_features();
-        LOWBIT_CHECK(L.C == cur.H * cur.W * cur.C, "export: ", name, " takes ", L.C,
-                     " features, the flattened activation has ", cur.H * cur.W * cur.C);
-        // PyTorch's flatten is NCHW (feature c H W + h W + w); the engine's activation is NHWC.
-        std::vector<double> t(w.size());
-        const int64_t HW = cur.H * cur.W;
-        for (int64_t k = 0; k < L.K; ++k)
-          for (int64_t c = 0; c < cur.C; ++c)
-            for (int64_t p = 0; p < HW; ++p) t[size_t(k * L.C + p * cur.C + c)] = w[size_t(k * L.C + c * HW + p)];
-        w.swap(t);
-        inner_c = cur.C;
-      }
-      const size_t inner = w.size() / size_t(L.K);
-      res.fp32_parameter_bytes += 4 * int64_t(w.size() + bias.size());
-
-      // The first layer reads pixel bytes p: its real input is (p/255 - mean_c)/std_c = f_c (p - z_c)
-      // with f_c = 1/(255 std_c), z_c = 255 mean_c. Fold f_c into the weights.
-      std::vector<double> f(size_t(inner_c), 1.0), z(size_t(inner_c), 0.0);
-      if (first)
-        for (int64_t c = 0; c < inner_c; ++c) {
-          const size_t ch = o.mean.empty() ? 0 : size_t(c);
-          f[size_t(c)] = o.mean.empty() ? 1.0 / 255 : 1.0 / (255 * o.std[ch]);
-          z[size_t(c)] = o.mean.empty() ? 0.0 : 255 * o.mean[ch];
-        }
-      const bool equal_f = std::all_of(f.begin(), f.end(), [&](double v) { return v == f[0]; });
-      Codes codes;
-      bool rounded = trained >= 32 || (first && !equal_f);
-      if (!rounded) {
-        codes = grid_codes(w, L.K, trained);
-        rounded = !codes.exact;
-      }
-      if (rounded) {
-        std::vector<double> wf = w;
-        if (first)
-          for (size_t j = 0; j < wf.size(); ++j) wf[j] *= f[j % size_t(inner_c)];
-        codes = wide_per_channel(wf, L.K);  // steps include f
-      } else if (first) {
-        for (double& s : codes.step) s *= f[0];
-      }
-      L.bits = codes.bits, L.coding = codes.coding, L.weights = codes.c;
-      L.scale.resize(size_t(L.K)), L.offset.resize(size_t(L.K));
-      for (int64_t k = 0; k < L.K; ++k) {
-        double corr = 0;  // sum of codes times the pixel value of the real 0 (first layer)
-        if (first)
-          for (size_t j = 0; j < inner; ++j) corr += double(L.weights[size_t(k) * inner + j]) * z[j % size_t(inner_c)];
-        L.scale[size_t(k)] = codes.step[size_t(k)] * (first ? 1.0 : in_scale);
-        L.offset[size_t(k)] = (bias.empty() ? 0.0 : bias[size_t(k)]) - L.scale[size_t(k)] * corr;
-      }
-      if (first && (L.pad_h > 0 || L.pad_w > 0)) {
-        const double zp = std::nearbyint(z[0]);
-        for (double v : z)
-          LOWBIT_CHECK(std::nearbyint(v) == zp, "export: ", name,
-                       ": padding of the first layer needs one pixel code for the normalized 0 in every channel "
-                       "(255 mean rounds to different codes)");
-        L.in_zero_point = int32_t(zp);
-      }
-      if (conv) {
-        cur.H = (cur.H + 2 * L.pad_h - L.dil_h * (L.R - 1) - 1) / L.stride_h + 1;
-        cur.W = (cur.W + 2 * L.pad_w - L.dil_w * (L.S - 1) - 1) / L.stride_w + 1;
-        cur.C = L.K;
-      } else {
-        cur = {1, 1, L.K};
-      }
-      L.out_qmax = 0;
-      ExportedLayer e;
-      e.name = name, e.trained_bits = trained, e.stored_bits = L.bits, e.exact = codes.exact;
-      e.weights = int64_t(w.size());
-      res.layers.push_back(e);
-      m.meta["bits." + name] = int64_t(L.bits);
-      m.meta["trained_bits." + name] = int64_t(trained);
-      m.ops.push_back(std::move(op));
-      pending = int64_t(m.ops.size()) - 1, pending_name = name;
-      first = false;
-      continue;
-    }
-    if (auto* bn = dynamic_cast<BatchNorm2d*>(mod)) {
-      LOWBIT_CHECK(pending >= 0 && m.ops[size_t(pending)].kind == OpKind::conv, "export: ", name,
-                   ": a batch norm must directly follow a convolution");
-      WeightOp& L = m.ops[size_t(pending)].layer;
-      const double eps = bn->options().eps;
-      const std::vector<double> mean = values(bn->buffer("running_mean")), var = values(bn->buffer("running_var"));
-      std::vector<double> gamma(size_t(L.K), 1.0), beta(size_t(L.K), 0.0);
-      if (bn->options().affine) gamma = values(bn->param("weight").data()), beta = values(bn->param("bias").data());
-      for (size_t k = 0; k < size_t(L.K); ++k) {
-        const double a = gamma[k] / std::sqrt(var[k] + eps);
-        L.scale[k] *= a;
-        L.offset[k] = a * (L.offset[k] - mean[k]) + beta[k];
-      }
-      res.fp32_parameter_bytes += 4 * 2 * L.K;
-      continue;
-    }
-    if (dynamic_cast<ReLU*>(mod) || dynamic_cast<Hardtanh*>(mod)) {
-      LOWBIT_CHECK(pending >= 0, "export: ", name, ": an activation that does not follow a weight layer");
-      const int bits = aq.count(mod) ? aq[mod] : 32;
-      LOWBIT_CHECK(bits <= 8, "export: ", name, ": activations at ", bits,
-                   " bits (float or > 8 bits); the integer engine needs activation codes of <= 8 bits (--abits)");
-      double alpha = 1;
-      if (method == "pact") alpha = mod->param("alpha").item();
-      LOWBIT_CHECK(alpha > 0 && std::isfinite(alpha), "export: ", name, ": PACT alpha ", alpha, " is not > 0");
-      WeightOp& L = m.ops[size_t(pending)].layer;
-      const double n = std::ldexp(1.0, bits) - 1;
-      for (size_t k = 0; k < size_t(L.K); ++k) L.scale[k] /= alpha, L.offset[k] /= alpha;
-      L.out_qmax = int32_t(n);
-      in_scale = alpha / n;
-      res.layers.back().out_bits = bits;
-      m.meta["abits." + pending_name] = int64_t(bits);
-      pending = -1;
-      continue;
-    }
-    if (auto* mp = dynamic_cast<MaxPool2d*>(mod)) {
-      LOWBIT_CHECK(pending < 0, "export: ", name, ": max pooling before ", pending_name,
-                   "'s activation is not supported (pool after the activation)");
-      LOWBIT_CHECK(!flat, "export: ", name, ": max pooling after flatten");
-      const auto& p = mp->options();
-      Op op;
-      op.kind = OpKind::max_pool;
-      op.pool.R = p.kernel[0], op.pool.S = p.kernel[1];
-      op.pool.stride_h = p.stride[0] ? p.stride[0] : p.kernel[0];
-      op.pool.stride_w = p.stride[1] ? p.stride[1] : p.kernel[1];
-      op.pool.pad_h = p.padding[0], op.pool.pad_w = p.padding[1], op.pool.ceil_mode = p.ceil_mode;
-      {
-        auto size = [&](int64_t in, int64_t k, int64_t s, int64_t pad) {
-          const int64_t span = in + 2 * pad - k;
-          int64_t out = (p.ceil_mode ? (span + s - 1) / s : span / s) + 1;
-          if (p.ceil_mode && (out - 1) * s >= in + pad) --out;
-          return out;
-        };
-        cur.H = size(cur.H, op.pool.R, op.pool.stride_h, op.pool.pad_h);
-        cur.W = size(cur.W, op.pool.S, op.pool.stride_w, op.pool.pad_w);
-      }
-      m.ops.push_back(op);
-      continue;
-    }
-    if (dynamic_cast<Flatten*>(mod)) {
-      LOWBIT_CHECK(pending < 0, "export: ", name, ": flatten before ", pending_name, "'s activation");
-      Op op;
-      op.kind = OpKind::flatten;
-      m.ops.push_back(op);
-      flat = true;
-      continue;
-    }
-    if (dynamic_cast<Dropout*>(mod) || dynamic_cast<Identity*>(mod)) continue;  // identity at inference
-    throw Error(detail::concat("export: ", name, " (", mod->type_name(),
-                               ") is not exportable yet (conv, linear, batch norm after conv, ReLU/ReLU6/Hardtanh "
-                               "with an activation quantizer, max pooling, flatten, dropout)"));
-  }
-  LOWBIT_CHECK(pending >= 0, "export: the model must end with a weight layer (its logits are dequantized)");
-  {
-    const WeightOp& L = m.ops[size_t(pending)].layer;
-    Op op;
-    op.kind = OpKind::dequantize;
-    op.dequant.scale = L.scale, op.dequant.offset = L.offset;
-    m.ops.push_back(op);
-  }
-  validate(m, "export");
+  ex.begin();
+  ex.visit(model, "");
+  ex.end();
+  validate(res.model, "export");
   return res;
 }
 

@@ -129,6 +129,8 @@ const char* op_kind_name(OpKind k) {
     case OpKind::max_pool: return "max_pool";
     case OpKind::flatten: return "flatten";
     case OpKind::dequantize: return "dequantize";
+    case OpKind::sum_pool: return "sum_pool";
+    case OpKind::shortcut: return "shortcut";
   }
   return "unknown";
 }
@@ -146,8 +148,12 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
                m.ops.size(), " ops");
   LOWBIT_CHECK(m.ops.size() <= kMaxCount, file, ": ", m.ops.size(), " ops (limit ", kMaxCount, ")");
   std::vector<ActShape> shapes;
-  ActShape cur;
-  bool flat = false, s32 = false;  // flattened; the previous op left int32 accumulators
+  // Per op: read as a residual (its accumulators then must fit int32 exactly).
+  std::vector<bool> residual_source(m.ops.size(), false);
+  for (const Op& op : m.ops)
+    if ((op.kind == OpKind::conv || op.kind == OpKind::linear) && op.layer.residual >= 0 &&
+        size_t(op.layer.residual) < m.ops.size())
+      residual_source[size_t(op.layer.residual)] = true;
   for (size_t i = 0; i < m.ops.size(); ++i) {
     const Op& op = m.ops[i];
     const std::string what = op_label(i, op);
@@ -156,11 +162,25 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
     LOWBIT_CHECK(
         (i + 1 == m.ops.size()) == (op.kind == OpKind::dequantize), file, ": ", what,
         op.kind == OpKind::dequantize ? ": dequantize must be the last op" : ": the last op must be dequantize");
-    LOWBIT_CHECK(!s32 || op.kind == OpKind::dequantize, file, ": ", what,
-                 ": follows a layer with int32 output (out_qmax 0), which only dequantize may take");
+    ActShape cur;  // the source's output
+    if (i > 0) {
+      const int32_t src = source_of(m, i);
+      LOWBIT_CHECK(src >= 0 && size_t(src) < i, file, ": ", what, ": source op ", src, " is not an earlier op");
+      cur = shapes[size_t(src)];
+      const bool takes_acc =
+          op.kind == OpKind::dequantize ||
+          (op.kind == OpKind::linear && cur.type == ValueType::s32 && m.ops[size_t(src)].kind == OpKind::sum_pool);
+      LOWBIT_CHECK(cur.type == ValueType::u8 || takes_acc, file, ": ", what, ": reads op ", src,
+                   "'s integer accumulators, which only a residual, dequantize (or, for sum_pool, a linear) may read");
+      if (op.kind != OpKind::linear && op.kind != OpKind::dequantize)
+        LOWBIT_CHECK(!cur.flat, file, ": ", what, ": needs an image, op ", src, "'s output is flattened");
+    }
+    ActShape out = cur;
+    out.type = ValueType::u8;
     switch (op.kind) {
       case OpKind::input: {
         const InputOp& in = op.input;
+        LOWBIT_CHECK(op.src <= 0, file, ": ", what, ": the input op has no source");
         for (int64_t v : {in.C, in.H, in.W})
           LOWBIT_CHECK(v >= 1 && v <= kMaxDim, file, ": ", what, ": size ", v, " is outside [1, ", kMaxDim, "]");
         LOWBIT_CHECK(in.C * in.H * in.W <= kMaxElements, file, ": ", what, ": image too large");
@@ -172,32 +192,43 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
         for (size_t c = 0; c < in.mean.size(); ++c)
           LOWBIT_CHECK(std::isfinite(in.mean[c]) && std::isfinite(in.std[c]) && in.std[c] > 0, file, ": ", what,
                        ": mean/std of channel ", c, " must be finite (std > 0)");
-        cur = {in.H, in.W, in.C};
+        out = {in.H, in.W, in.C, ValueType::u8, false};
         break;
       }
       case OpKind::conv:
       case OpKind::linear: {
         const WeightOp& l = op.layer;
         const bool conv = op.kind == OpKind::conv;
-        for (int64_t v : {l.K, l.C, l.R, l.S, l.stride_h, l.stride_w, l.dil_h, l.dil_w})
-          LOWBIT_CHECK(v >= 1 && v <= kMaxDim, file, ": ", what, ": a size, stride or dilation (", v,
+        const bool after_sum = !conv && cur.type == ValueType::s32;
+        for (int64_t v : {l.K, l.C, l.R, l.S, l.stride_h, l.stride_w, l.dil_h, l.dil_w, l.groups})
+          LOWBIT_CHECK(v >= 1 && v <= kMaxDim, file, ": ", what, ": a size, stride, dilation or group count (", v,
                        ") is outside [1, ", kMaxDim, "]");
         LOWBIT_CHECK(l.pad_h >= 0 && l.pad_w >= 0 && l.pad_h <= kMaxDim && l.pad_w <= kMaxDim, file, ": ", what,
                      ": padding out of range");
+        LOWBIT_CHECK(l.groups == 1 || (conv && l.groups == l.C && l.C == l.K), file, ": ", what, ": groups ", l.groups,
+                     " must be 1 or, for a depthwise conv, C = K = ", l.C);
         if (!conv)
           LOWBIT_CHECK(l.R == 1 && l.S == 1 && l.stride_h == 1 && l.stride_w == 1 && l.pad_h == 0 && l.pad_w == 0 &&
-                           l.dil_h == 1 && l.dil_w == 1,
+                           l.dil_h == 1 && l.dil_w == 1 && l.pad_values.empty(),
                        file, ": ", what, ": a linear layer has no kernel, stride, padding or dilation");
-        LOWBIT_CHECK(
-            conv != flat, file, ": ", what,
-            conv ? ": a conv needs an image, the activation is flattened" : ": a linear needs a flatten first");
-        LOWBIT_CHECK(l.C == cur.C, file, ": ", what, ": takes ", l.C, " input channels/features, the activation has ",
-                     cur.C);
-        LOWBIT_CHECK(l.R * l.S * l.C <= kMaxReceptive, file, ": ", what, ": R S C = ", l.R * l.S * l.C, " exceeds ",
-                     kMaxReceptive, " (int32 accumulators)");
+        LOWBIT_CHECK(conv || cur.flat || after_sum || (cur.H == 1 && cur.W == 1), file, ": ", what,
+                     ": a linear needs a flattened input (flatten or sum_pool first)");
+        const int64_t in_c = conv ? cur.C : cur.H * cur.W * cur.C;
+        LOWBIT_CHECK(l.C == in_c, file, ": ", what, ": takes ", l.C, " input channels/features, its input has ", in_c);
+        const int64_t receptive = l.R * l.S * (l.C / l.groups);
+        LOWBIT_CHECK(receptive <= kMaxReceptive, file, ": ", what, ": R S C = ", receptive, " exceeds ", kMaxReceptive,
+                     " (int32 accumulators)");
         LOWBIT_CHECK(l.numel() <= kMaxElements, file, ": ", what, ": too many weights");
         LOWBIT_CHECK(l.in_zero_point >= 0 && l.in_zero_point <= 255, file, ": ", what, ": input zero point ",
                      l.in_zero_point, " is outside [0, 255]");
+        LOWBIT_CHECK(l.pad_values.empty() || int64_t(l.pad_values.size()) == l.C, file, ": ", what, ": has ",
+                     l.pad_values.size(), " padding values, expected none or C = ", l.C);
+        for (double v : l.pad_values)
+          LOWBIT_CHECK(v >= 0 && v <= 255, file, ": ", what, ": padding value ", v, " is outside [0, 255]");
+        const bool fractional =
+            std::any_of(l.pad_values.begin(), l.pad_values.end(), [](double v) { return v != std::nearbyint(v); });
+        LOWBIT_CHECK(!fractional || (l.out_qmax > 0 && l.residual < 0 && l.groups == 1), file, ": ", what,
+                     ": fractional padding values need a layer with groups 1, requantized output and no residual");
         LOWBIT_CHECK(l.bits >= 1 && l.bits <= 16, file, ": ", what, ": bits ", l.bits, " is outside [1, 16]");
         LOWBIT_CHECK(l.coding == WeightCoding::twos_complement || l.coding == WeightCoding::odd, file, ": ", what,
                      ": unknown weight coding ", int(l.coding));
@@ -207,6 +238,8 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
                      ": two's complement needs >= 2 bits (1 bit: the odd coding, -1/+1)");
         LOWBIT_CHECK(l.out_qmax >= 0 && l.out_qmax <= 255, file, ": ", what, ": out_qmax ", l.out_qmax,
                      " is outside [0, 255]");
+        LOWBIT_CHECK(!after_sum || l.out_qmax == 0, file, ": ", what,
+                     ": a linear after sum_pool keeps its accumulators (out_qmax 0)");
         check_values(l.scale, l.K, file, what, "scale");
         check_values(l.offset, l.K, file, what, "offset");
         if (l.out_qmax > 0)
@@ -216,31 +249,55 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
         LOWBIT_CHECK(int64_t(l.weights.size()) == l.numel(), file, ": ", what, ": has ", l.weights.size(),
                      " weights, expected ", l.numel());
         const int64_t lo = coding_min(l.bits, l.coding), hi = coding_max(l.bits, l.coding);
+        int64_t max_abs = 0;
         for (size_t j = 0; j < l.weights.size(); ++j) {
           const int w = l.weights[j];
           LOWBIT_CHECK(w >= lo && w <= hi && (l.coding != WeightCoding::odd || (w & 1)), file, ": ", what, ": weight ",
                        j, " = ", w, " is not a ", l.bits, "-bit ",
                        l.coding == WeightCoding::odd ? "odd" : "two's complement", " value (at most ", kMaxWideWeight,
                        ")");
+          max_abs = std::max<int64_t>(max_abs, std::abs(w));
         }
         if (conv) {
-          ActShape out;
-          out.H = (cur.H + 2 * l.pad_h - l.dil_h * (l.R - 1) - 1) / l.stride_h + 1;
-          out.W = (cur.W + 2 * l.pad_w - l.dil_w * (l.S - 1) - 1) / l.stride_w + 1;
           LOWBIT_CHECK(cur.H + 2 * l.pad_h >= l.dil_h * (l.R - 1) + 1 && cur.W + 2 * l.pad_w >= l.dil_w * (l.S - 1) + 1,
                        file, ": ", what, ": the kernel is larger than the padded ", cur.H, "x", cur.W, " input");
+          out.H = (cur.H + 2 * l.pad_h - l.dil_h * (l.R - 1) - 1) / l.stride_h + 1;
+          out.W = (cur.W + 2 * l.pad_w - l.dil_w * (l.S - 1) - 1) / l.stride_w + 1;
           out.C = l.K;
-          cur = out;
         } else {
-          cur = {1, 1, l.K};
+          out = {1, 1, l.K, ValueType::u8, true};
         }
-        LOWBIT_CHECK(cur.H * cur.W * cur.C <= kMaxElements, file, ": ", what, ": output too large");
-        s32 = l.out_qmax == 0;
+        LOWBIT_CHECK(out.H * out.W * out.C <= kMaxElements, file, ": ", what, ": output too large");
+        out.type = l.out_qmax > 0 ? ValueType::u8 : after_sum ? ValueType::s64 : ValueType::s32;
+        // Exact int32 accumulators where they are combined from int8 halves (a wide layer's) and
+        // then read as a residual or requantized with one.
+        if ((residual_source[i] || l.residual >= 0) && max_abs > 127)
+          LOWBIT_CHECK(255 * max_abs * receptive < (int64_t(1) << 31), file, ": ", what,
+                       ": 255 max|w| R S C = ", 255 * max_abs * receptive,
+                       " does not fit int32 (needed for a wide layer with or as a residual)");
+        if (l.residual >= 0) {
+          LOWBIT_CHECK(size_t(l.residual) < i && l.residual > 0, file, ": ", what, ": residual op ", l.residual,
+                       " is not an earlier op");
+          const ActShape& r = shapes[size_t(l.residual)];
+          LOWBIT_CHECK(l.out_qmax > 0, file, ": ", what, ": a residual needs requantized output (out_qmax > 0)");
+          LOWBIT_CHECK(r.type != ValueType::s64 &&
+                           !(r.type == ValueType::s32 && m.ops[size_t(l.residual)].kind == OpKind::sum_pool),
+                       file, ": ", what, ": residual op ", l.residual, " outputs sums, not codes or accumulators");
+          LOWBIT_CHECK(r.H == out.H && r.W == out.W && r.C == out.C && r.flat == out.flat, file, ": ", what,
+                       ": residual op ", l.residual, "'s output ", r.H, "x", r.W, "x", r.C, " is not the layer's ",
+                       out.H, "x", out.W, "x", out.C);
+          check_values(l.residual_scale, l.K, file, what, "residual_scale");
+          for (int64_t k = 0; k < l.K; ++k)
+            LOWBIT_CHECK(std::abs(l.residual_scale[k]) * l.out_qmax < 0x1p30, file, ": ", what,
+                         ": residual_scale of channel ", k, " beyond the requantization's range");
+        } else {
+          LOWBIT_CHECK(l.residual == -1 && l.residual_scale.empty(), file, ": ", what, ": residual ", l.residual,
+                       " with ", l.residual_scale.size(), " residual scales");
+        }
         break;
       }
       case OpKind::max_pool: {
         const PoolOp& p = op.pool;
-        LOWBIT_CHECK(!flat, file, ": ", what, ": the activation is flattened");
         for (int64_t v : {p.R, p.S, p.stride_h, p.stride_w})
           LOWBIT_CHECK(v >= 1 && v <= kMaxDim, file, ": ", what, ": window/stride ", v, " is outside [1, ", kMaxDim,
                        "]");
@@ -248,7 +305,6 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
                      ": padding must be within half the window");
         LOWBIT_CHECK(cur.H + 2 * p.pad_h >= p.R && cur.W + 2 * p.pad_w >= p.S, file, ": ", what, ": window ", p.R, "x",
                      p.S, " is larger than the ", cur.H, "x", cur.W, " input");
-        ActShape out = cur;
         auto size = [&](int64_t in, int64_t k, int64_t s, int64_t pad) {
           const int64_t span = in + 2 * pad - k;
           int64_t o = (p.ceil_mode ? (span + s - 1) / s : span / s) + 1;
@@ -257,26 +313,42 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
         };
         out.H = size(cur.H, p.R, p.stride_h, p.pad_h);
         out.W = size(cur.W, p.S, p.stride_w, p.pad_w);
-        cur = out;
         break;
       }
-      case OpKind::flatten:
-        LOWBIT_CHECK(!flat, file, ": ", what, ": the activation is already flattened");
-        cur = {1, 1, cur.H * cur.W * cur.C};
-        flat = true;
+      case OpKind::flatten: out = {1, 1, cur.H * cur.W * cur.C, ValueType::u8, true}; break;
+      case OpKind::sum_pool:
+        LOWBIT_CHECK(cur.H * cur.W <= kMaxReceptive, file, ": ", what, ": ", cur.H * cur.W, " positions to sum exceed ",
+                     kMaxReceptive);
+        out = {1, 1, cur.C, ValueType::s32, true};
         break;
-      case OpKind::dequantize:
-        LOWBIT_CHECK(s32, file, ": ", what, ": must follow a weight layer with int32 output (out_qmax 0)");
-        LOWBIT_CHECK(cur.H == 1 && cur.W == 1, file, ": ", what, ": takes a vector, the activation is ", cur.H, "x",
-                     cur.W, "x", cur.C);
+      case OpKind::shortcut: {
+        const ShortcutOp& s = op.shortcut;
+        for (int64_t v : {s.stride_h, s.stride_w})
+          LOWBIT_CHECK(v >= 1 && v <= kMaxDim, file, ": ", what, ": stride ", v, " is outside [1, ", kMaxDim, "]");
+        LOWBIT_CHECK(s.pad_lo >= 0 && s.pad_hi >= 0 && s.pad_lo <= kMaxDim && s.pad_hi <= kMaxDim, file, ": ", what,
+                     ": channel padding out of range");
+        LOWBIT_CHECK(s.zero_point >= 0 && s.zero_point <= 255, file, ": ", what, ": zero point ", s.zero_point,
+                     " is outside [0, 255]");
+        out.H = (cur.H - 1) / s.stride_h + 1, out.W = (cur.W - 1) / s.stride_w + 1;
+        out.C = cur.C + s.pad_lo + s.pad_hi;
+        LOWBIT_CHECK(out.H * out.W * out.C <= kMaxElements, file, ": ", what, ": output too large");
+        break;
+      }
+      case OpKind::dequantize: {
+        const int32_t src = source_of(m, i);
+        const Op& s = m.ops[size_t(src)];
+        LOWBIT_CHECK((s.kind == OpKind::conv || s.kind == OpKind::linear) && s.layer.out_qmax == 0, file, ": ", what,
+                     ": must read a weight layer with accumulator output (out_qmax 0), not op ", src);
+        LOWBIT_CHECK(cur.H == 1 && cur.W == 1, file, ": ", what, ": takes a vector, its input is ", cur.H, "x", cur.W,
+                     "x", cur.C);
         check_values(op.dequant.scale, cur.C, file, what, "scale");
         check_values(op.dequant.offset, cur.C, file, what, "offset");
-        cur = {1, 1, cur.C};
-        s32 = false;
+        out = {1, 1, cur.C, ValueType::u8, true};  // float logits (nothing reads them)
         break;
+      }
       default: throw Error(detail::concat(file, ": ", what, ": unknown op kind ", int(op.kind)));
     }
-    shapes.push_back(cur);
+    shapes.push_back(out);
   }
   return shapes;
 }
@@ -324,7 +396,8 @@ std::string serialize_model(const Model& m) {
     if (const auto* s = std::get_if<std::string>(&value)) p.str(*s);
   }
   p.pod(uint32_t(m.ops.size()));
-  for (const Op& op : m.ops) {
+  for (size_t i = 0; i < m.ops.size(); ++i) {
+    const Op& op = m.ops[i];
     Writer b;
     switch (op.kind) {
       case OpKind::input:
@@ -339,9 +412,13 @@ std::string serialize_model(const Model& m) {
       case OpKind::linear: {
         const WeightOp& l = op.layer;
         b.str(l.name);
-        for (int64_t v : {l.K, l.C, l.R, l.S, l.stride_h, l.stride_w, l.pad_h, l.pad_w, l.dil_h, l.dil_w})
+        for (int64_t v : {l.K, l.C, l.R, l.S, l.stride_h, l.stride_w, l.pad_h, l.pad_w, l.dil_h, l.dil_w, l.groups})
           b.pod(uint32_t(v));
         b.pod(int32_t(l.in_zero_point));
+        b.pod(uint8_t(l.pad_values.empty() ? 0 : 1));
+        b.f64s(l.pad_values);
+        b.pod(int32_t(l.residual));
+        b.f64s(l.residual_scale);
         b.pod(uint8_t(l.bits));
         b.pod(uint8_t(l.coding));
         b.pod(int32_t(l.out_qmax));
@@ -357,7 +434,13 @@ std::string serialize_model(const Model& m) {
           b.pod(uint32_t(v));
         b.pod(uint8_t(op.pool.ceil_mode ? 1 : 0));
         break;
-      case OpKind::flatten: break;
+      case OpKind::flatten:
+      case OpKind::sum_pool: break;
+      case OpKind::shortcut:
+        for (int64_t v : {op.shortcut.stride_h, op.shortcut.stride_w, op.shortcut.pad_lo, op.shortcut.pad_hi})
+          b.pod(uint32_t(v));
+        b.pod(int32_t(op.shortcut.zero_point));
+        break;
       case OpKind::dequantize:
         b.pod(uint32_t(op.dequant.scale.size()));
         b.f64s(op.dequant.scale);
@@ -365,6 +448,7 @@ std::string serialize_model(const Model& m) {
         break;
     }
     p.pod(uint8_t(op.kind));
+    p.pod(uint32_t(i == 0 ? 0 : source_of(m, i)));
     p.pod(uint64_t(b.b.size()));
     p.b += b.b;
   }
@@ -422,8 +506,12 @@ Model parse_model(std::string_view data, const std::string& file) {
     r.what = detail::concat("op ", i);
     Op op;
     const uint8_t kind = r.pod<uint8_t>("kind");
-    LOWBIT_CHECK(kind >= 1 && kind <= 6, file, ": op ", i, ": unknown kind ", int(kind));
+    LOWBIT_CHECK(kind >= 1 && kind <= 8, file, ": op ", i, ": unknown kind ", int(kind));
     op.kind = OpKind(kind);
+    const uint32_t src = r.pod<uint32_t>("source");
+    LOWBIT_CHECK(i == 0 ? src == 0 : src < i, file, ": op ", i, " (", op_kind_name(op.kind), "): source ", src,
+                 i == 0 ? " must be 0" : " is not an earlier op");
+    op.src = i == 0 ? -1 : int32_t(src);
     const uint64_t len = r.pod<uint64_t>("body size");
     r.need(len, "body");
     Reader b{r.d.substr(r.pos, len), 0, file, detail::concat("op ", i, " (", op_kind_name(op.kind), ")")};
@@ -448,7 +536,15 @@ Model parse_model(std::string_view data, const std::string& file) {
         l.stride_h = b.dim("stride_h"), l.stride_w = b.dim("stride_w");
         l.pad_h = b.dim("pad_h", 0), l.pad_w = b.dim("pad_w", 0);
         l.dil_h = b.dim("dil_h"), l.dil_w = b.dim("dil_w");
+        l.groups = b.dim("groups");
         l.in_zero_point = b.pod<int32_t>("input zero point");
+        const uint8_t has_pad = b.pod<uint8_t>("padding values flag");
+        LOWBIT_CHECK(has_pad <= 1, file, ": ", b.what, ": padding values flag ", int(has_pad), " is not 0 or 1");
+        if (has_pad) l.pad_values = b.f64s(l.C, "padding values");
+        l.residual = b.pod<int32_t>("residual");
+        LOWBIT_CHECK(l.residual >= -1 && l.residual < int32_t(i), file, ": ", b.what, ": residual ", l.residual,
+                     " is not -1 or an earlier op");
+        if (l.residual >= 0) l.residual_scale = b.f64s(l.K, "residual_scale");
         l.bits = b.pod<uint8_t>("bits");
         LOWBIT_CHECK(l.bits >= 1 && l.bits <= 16, file, ": ", b.what, ": bits ", l.bits, " is outside [1, 16]");
         const uint8_t coding = b.pod<uint8_t>("coding");
@@ -457,6 +553,8 @@ Model parse_model(std::string_view data, const std::string& file) {
         l.out_qmax = b.pod<int32_t>("out_qmax");
         l.scale = b.f64s(l.K, "scale");
         l.offset = b.f64s(l.K, "offset");
+        LOWBIT_CHECK(l.groups == 1 || l.groups == l.C, file, ": ", b.what, ": groups ", l.groups,
+                     " must be 1 or C = ", l.C);
         LOWBIT_CHECK(l.numel() <= kMaxElements, file, ": ", b.what, ": ", l.numel(), " weights (limit ", kMaxElements,
                      ")");
         const uint64_t packed = b.pod<uint64_t>("packed size");
@@ -477,7 +575,15 @@ Model parse_model(std::string_view data, const std::string& file) {
         p.ceil_mode = ceil == 1;
         break;
       }
-      case OpKind::flatten: break;
+      case OpKind::flatten:
+      case OpKind::sum_pool: break;
+      case OpKind::shortcut: {
+        ShortcutOp& sc = op.shortcut;
+        sc.stride_h = b.dim("stride_h"), sc.stride_w = b.dim("stride_w");
+        sc.pad_lo = b.dim("pad_lo", 0), sc.pad_hi = b.dim("pad_hi", 0);
+        sc.zero_point = b.pod<int32_t>("zero point");
+        break;
+      }
       case OpKind::dequantize: {
         const int64_t f = b.dim("F", 1, kMaxElements);
         op.dequant.scale = b.f64s(f, "scale");

@@ -1,21 +1,31 @@
-// The integer model: an in-memory description of a quantized sequential network as the integer
-// engine runs it (deploy/engine.h), and its file format `.lbq` (specified in docs/format.md).
+// The integer model: an in-memory description of a quantized network as the integer engine runs it
+// (deploy/engine.h), and its file format `.lbq` (specified in docs/format.md).
 //
 // Contract
-//   A Model is a chain of ops over one activation tensor, N images at a time:
-//     input       uint8 images [N][H][W][C] (NHWC); the pixel bytes are the codes. Real value of a
-//                 code x: scale * (x - zero_point) (1/255 and 0 for pixel images); the data set's
+//   A Model is a list of ops in execution order, N images at a time. Op i reads the output of op
+//   `src` (< i; the previous op by default) and, for a weight op with a residual, also the output of
+//   op `residual` (< i). Outputs are uint8 codes [N][H][W][C] (NHWC), or int32/int64 accumulators.
+//     input       uint8 images [N][H][W][C]; the pixel bytes are the codes. Real value of a code x:
+//                 scale * (x - zero_point) (1/255 and 0 for pixel images); the data set's
 //                 normalization ((x/255 - mean)/std) is folded into the first weight layer.
-//     conv        uint8 codes [N][H][W][C] -> [N][P][Q][K]: int32 accumulators of int8 weights
-//                 [K][R][S][C] (groups 1), input padding = the input's zero-point code (real 0),
-//                 then either requantized to uint8 codes (out_qmax > 0, core/kernels/requant.h (1):
-//                 q = round(clip(scale_k acc + offset_k, 0, 1) * out_qmax)) or kept int32 (out_qmax
-//                 = 0: only as the last weight layer, before `dequantize`).
-//     linear      the same for [N][F] -> [N][out] with int8 weights [out][F]; F indexes the
-//                 flattened NHWC activation ((h W + w) C + c), not PyTorch's NCHW order.
+//     conv        uint8 codes [N][H][W][C] -> [N][P][Q][K]: int32 accumulators of integer weights
+//                 [K][R][S][C/groups] (groups 1, or groups = C = K: depthwise), input padding =
+//                 pad_values[c] (or in_zero_point for every channel), then either requantized to
+//                 uint8 codes (out_qmax > 0, core/kernels/requant.h (1):
+//                 q = round(clip(scale_k acc + residual_scale_k res + offset_k, 0, 1) * out_qmax),
+//                 res = the residual op's output at the same position, codes or accumulators) or
+//                 kept as exact integer accumulators (out_qmax = 0: for a dequantize or a residual).
+//     linear      the same for [N][F] -> [N][K] with weights [K][F]; F indexes the flattened NHWC
+//                 activation ((h W + w) C + c), not PyTorch's NCHW order; after sum_pool its input
+//                 is the int32 sums (and out_qmax must be 0).
 //     max_pool    uint8 codes, NHWC (core/kernels/pool_int8.h).
 //     flatten     [N][H][W][C] -> [N][H W C] (no data movement: NHWC is already that order).
-//     dequantize  int32 accumulators [N][F] -> float logits scale_f * acc + offset_f (the last op).
+//     sum_pool    uint8 codes [N][H][W][C] -> int32 [N][C], the sum over H W (a global average pool
+//                 whose 1/(H W) the following linear's scale carries).
+//     shortcut    uint8 codes [N][H][W][C] -> [N][P][Q][C + pad_lo + pad_hi]: x[n][p sh][q sw][c]
+//                 moved to channel c + pad_lo, the other channels zero_point (ResNet's parameter-free
+//                 "option A" shortcut; P = (H - 1)/sh + 1).
+//     dequantize  accumulators [N][F] -> float logits scale_f * acc + offset_f (the last op).
 //   Weights are held decoded (one integer per weight) and stored packed at `bits` (1..16) per weight
 //   in the file (WeightCoding says how a k-bit field maps to the integer). Weights beyond int8
 //   ("wide", in [-32768, 32639]) run as two int8 passes, w = 256 hi + lo (deploy/engine.h).
@@ -23,8 +33,9 @@
 //   save_model(path, m) validates m, then writes the file atomically (core/serialize.h's
 //   write_file_atomic). load_model(path) / parse_model(bytes, name) check the magic, version, size
 //   and CRC-32 (zlib) of the payload and every record (sizes, op parameters and their ranges, the
-//   shapes along the chain) before allocating anything a record declares, and throw lowbit::Error
-//   naming the file and the defect. validate(m, name) is the chain check save and load share.
+//   sources and shapes of the graph) before allocating anything a record declares, and throw
+//   lowbit::Error naming the file and the defect. validate(m, name) is the graph check save and
+//   load share.
 #pragma once
 
 #include <cstdint>
@@ -37,9 +48,18 @@
 namespace lowbit::deploy {
 
 inline constexpr char kModelMagic[8] = {'L', 'O', 'W', 'B', 'I', 'T', 'Q', 'M'};
-inline constexpr uint32_t kModelVersion = 1;
+inline constexpr uint32_t kModelVersion = 2;  // 1: the chain of the first slice (no src, groups, residuals)
 
-enum class OpKind : uint8_t { input = 1, conv = 2, linear = 3, max_pool = 4, flatten = 5, dequantize = 6 };
+enum class OpKind : uint8_t {
+  input = 1,
+  conv = 2,
+  linear = 3,
+  max_pool = 4,
+  flatten = 5,
+  dequantize = 6,
+  sum_pool = 7,
+  shortcut = 8,
+};
 const char* op_kind_name(OpKind k);
 
 // How a stored k-bit field u (0 <= u < 2^k) maps to the weight integer.
@@ -60,19 +80,29 @@ struct WeightOp {
   std::string name;
   int64_t K = 1, C = 1, R = 1, S = 1;
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
-  int32_t in_zero_point = 0;  // the input code standing for real 0 (the padding value)
-  int32_t bits = 8;           // stored bits per weight, 1..16
+  int64_t groups = 1;                  // 1, or C (= K): depthwise, weights [K][R][S][1]
+  int32_t in_zero_point = 0;           // the input code standing for real 0 (the padding value)
+  std::vector<double> pad_values;      // empty, or [C]: per-channel padding values in [0, 255], in code
+                                       // units, fractional allowed (the first layer's normalized 0: 255 mean_c)
+  int32_t residual = -1;               // op whose output is added before requantization (-1: none)
+  std::vector<double> residual_scale;  // [K] when residual >= 0
+  int32_t bits = 8;                    // stored bits per weight, 1..16
   WeightCoding coding = WeightCoding::twos_complement;
   int32_t out_qmax = 255;             // > 0: requantize to codes 0..out_qmax; 0: int32 out (then dequantize)
   std::vector<double> scale, offset;  // [K] per output channel (requant: y = scale acc + offset)
   std::vector<int16_t> weights;       // [K][R][S][C] (conv) or [K][C] (linear), decoded
   bool wide() const;                  // a weight outside int8: two int8 passes
-  int64_t numel() const { return K * R * S * C; }
+  int64_t numel() const { return K * R * S * (C / groups); }
 };
 
 struct PoolOp {
   int64_t R = 2, S = 2, stride_h = 2, stride_w = 2, pad_h = 0, pad_w = 0;
   bool ceil_mode = false;
+};
+
+struct ShortcutOp {
+  int64_t stride_h = 1, stride_w = 1, pad_lo = 0, pad_hi = 0;
+  int32_t zero_point = 0;  // the code of the added channels
 };
 
 struct DequantizeOp {
@@ -81,9 +111,11 @@ struct DequantizeOp {
 
 struct Op {
   OpKind kind = OpKind::flatten;
+  int32_t src = -1;      // the op this one reads (-1 in memory: the previous one; the file stores it)
   InputOp input;         // kind input
   WeightOp layer;        // kind conv / linear
   PoolOp pool;           // kind max_pool
+  ShortcutOp shortcut;   // kind shortcut
   DequantizeOp dequant;  // kind dequantize
 };
 
@@ -95,14 +127,23 @@ struct Model {
   int64_t classes() const;  // the dequantize op's size
 };
 
-// Shape of the activation after each op: {H, W, C} ({1, 1, F} after flatten/linear).
+// What an op outputs: uint8 codes, int32 (a weight op with out_qmax 0, sum_pool) or int64
+// accumulators (a linear after sum_pool: sums of up to 255 H W per input).
+enum class ValueType : uint8_t { u8, s32, s64 };
+
+// Shape of the activation after each op: {H, W, C} ({1, 1, F} after flatten/linear/sum_pool).
 struct ActShape {
   int64_t H = 1, W = 1, C = 1;
+  ValueType type = ValueType::u8;
+  bool flat = false;
 };
 
-// Checks the op chain (input first, dequantize last after a weight layer with out_qmax 0, shapes,
-// ranges, weight values within `bits` under `coding`); throws naming `name` and the op. Returns
-// the activation shape after each op.
+// The resolved source of op i (src, or i - 1 when src < 0).
+inline int32_t source_of(const Model& m, size_t i) { return m.ops[i].src >= 0 ? m.ops[i].src : int32_t(i) - 1; }
+
+// Checks the graph (input first, dequantize last and only last, sources and residuals earlier ops
+// of the right type and shape, ranges, weight values within `bits` under `coding`); throws naming
+// `name` and the op. Returns the output shape of each op.
 std::vector<ActShape> validate(const Model& m, const std::string& name);
 
 // Bytes of the file `save_model` writes.
