@@ -92,6 +92,9 @@ struct Layer {
     std::vector<double> s(size_t(g.K), 1.0 / (15.0 * 127.0 * double(g.R * g.S * g.C_per_group()) * 0.1)),
         t(size_t(g.K), 0.1);
     rq = kernels::requantization_from_double(g.K, s.data(), t.data(), 15);
+    // As deploy::Engine declares it: |acc| <= 15 * 127 * R S C (codes <= 15, |w| <= 127): the exact
+    // double-precision requantization (core/kernels/requant.h).
+    kernels::bound_accumulators(rq, 15 * 127 * g.R * g.S * g.C_per_group());
   }
 
   void run(Kind kind) {

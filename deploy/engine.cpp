@@ -1,6 +1,7 @@
 #include "deploy/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -62,6 +63,50 @@ std::vector<int32_t> padding_correction(const WeightOp& l, const ActShape& in, c
 }
 
 size_t element_bytes(ValueType t) { return t == ValueType::u8 ? 1 : t == ValueType::s32 ? 4 : 8; }
+
+// The largest code op i can output (uint8 outputs): what bounds the accumulators of its readers.
+int64_t max_code(const Model& m, size_t i) {
+  const Op& op = m.ops[i];
+  switch (op.kind) {
+    case OpKind::input: return 255;
+    case OpKind::conv:
+    case OpKind::linear: return op.layer.out_qmax > 0 ? op.layer.out_qmax : 0;
+    case OpKind::shortcut: return std::max<int64_t>(max_code(m, size_t(source_of(m, i))), op.shortcut.zero_point);
+    default: return max_code(m, size_t(source_of(m, i)));  // max_pool, flatten
+  }
+}
+
+// max over the K rows of `w` (weights, K rows of equal length) of sum |w| times x_max: a bound of
+// |acc| for inputs in [0, x_max].
+template <class T>
+int64_t accumulator_bound(const T* w, size_t count, int64_t K, int64_t x_max) {
+  const size_t per = count / size_t(K);
+  int64_t most = 0;
+  for (size_t k = 0; k < size_t(K); ++k) {
+    int64_t sum = 0;
+    for (size_t j = 0; j < per; ++j) sum += std::abs(int64_t(w[k * per + j]));
+    most = std::max(most, sum);
+  }
+  return std::max<int64_t>(1, most * x_max);
+}
+
+// The largest code weight op i multiplies: its input's, or a padding code (in_zero_point or the
+// rounded pad_values, which may exceed the input's codes).
+int64_t input_max_code(const Model& m, size_t i) {
+  const WeightOp& l = m.ops[i].layer;
+  int64_t x_max = max_code(m, size_t(source_of(m, i)));
+  if (l.pad_h > 0 || l.pad_w > 0) {
+    x_max = std::max<int64_t>(x_max, l.in_zero_point);
+    for (double v : l.pad_values) x_max = std::max<int64_t>(x_max, int64_t(std::nearbyint(v)));
+  }
+  return x_max;
+}
+
+// ... of weight op i's (combined) accumulators.
+int64_t accumulator_bound(const Model& m, size_t i) {
+  const WeightOp& l = m.ops[i].layer;
+  return accumulator_bound(l.weights.data(), l.weights.size(), l.K, input_max_code(m, i));
+}
 
 }  // namespace
 
@@ -129,6 +174,9 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
       for (double& v : hi_scale) v *= 256;
       L.requant = kernels::requantization_from_double(l.K, hi_scale.data(), l.offset.data(), l.out_qmax,
                                                       kernels::RequantResidual::s32, l.scale.data());
+      const int64_t x_max = input_max_code(model_, i), half = int64_t(l.weights.size());
+      kernels::bound_accumulators(L.requant, accumulator_bound(L.w.data(), size_t(half), l.K, x_max),
+                                  accumulator_bound(L.w.data() + half, size_t(half), l.K, x_max));
       continue;
     }
     kernels::RequantResidual r = kernels::RequantResidual::none;
@@ -142,6 +190,15 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
     }
     L.requant = kernels::requantization_from_double(l.K, l.scale.data(), l.offset.data(), l.out_qmax, r,
                                                     residual_scale.empty() ? nullptr : residual_scale.data());
+    // Bounds for the exact double-precision requantization (kernels::bound_accumulators).
+    int64_t res = 1;
+    if (!L.correction.empty())
+      for (int32_t v : L.correction) res = std::max<int64_t>(res, std::abs(int64_t(v)));
+    else if (l.residual >= 0 && shapes_[size_t(l.residual)].type == ValueType::u8)
+      res = std::max<int64_t>(1, max_code(model_, size_t(l.residual)));
+    else if (l.residual >= 0)
+      res = accumulator_bound(model_, size_t(l.residual));
+    kernels::bound_accumulators(L.requant, accumulator_bound(model_, i), res);
   }
 }
 
@@ -172,18 +229,18 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
   const uint8_t* x = static_cast<const uint8_t*>(out_[src]);
   kernels::Conv2dGeometry g = geometry(l, si, n);
   if (conv && pads_per_channel(l)) {  // pad a copy of the input with each channel's code
-    const int64_t Hp = si.H + 2 * l.pad_h, Wp = si.W + 2 * l.pad_w, C = l.C;
-    padded_.resize(size_t(n * Hp * Wp * C));
+    const int64_t Hp = si.H + 2 * l.pad_h, Wp = si.W + 2 * l.pad_w, C = l.C, row = Wp * C;
+    padded_.resize(size_t(n * Hp * row));
+    std::vector<uint8_t> border(static_cast<size_t>(row));  // a row of padding codes
+    for (int64_t w = 0; w < Wp; ++w)
+      for (int64_t c = 0; c < C; ++c) border[size_t(w * C + c)] = uint8_t(std::nearbyint(l.pad_values[size_t(c)]));
     for (int64_t img = 0; img < n; ++img)
-      for (int64_t h = 0; h < Hp; ++h)
-        for (int64_t w = 0; w < Wp; ++w) {
-          uint8_t* d = padded_.data() + ((img * Hp + h) * Wp + w) * C;
-          const int64_t ih = h - l.pad_h, iw = w - l.pad_w;
-          if (ih >= 0 && ih < si.H && iw >= 0 && iw < si.W)
-            std::memcpy(d, x + ((img * si.H + ih) * si.W + iw) * C, size_t(C));
-          else
-            for (int64_t c = 0; c < C; ++c) d[c] = uint8_t(std::nearbyint(l.pad_values[size_t(c)]));
-        }
+      for (int64_t h = 0; h < Hp; ++h) {
+        uint8_t* d = padded_.data() + (img * Hp + h) * row;
+        std::memcpy(d, border.data(), size_t(row));
+        const int64_t ih = h - l.pad_h;
+        if (ih >= 0 && ih < si.H) std::memcpy(d + l.pad_w * C, x + (img * si.H + ih) * si.W * C, size_t(si.W * C));
+      }
     x = padded_.data();
     g.H = Hp, g.W = Wp, g.pad_h = g.pad_w = 0;
   }
@@ -310,6 +367,7 @@ void Engine::run(const uint8_t* images, int64_t n, float* logits, Path path) {
     out_[i] = buf.bytes.data();
     const uint8_t* x = static_cast<const uint8_t*>(out_[src]);
     uint8_t* y = static_cast<uint8_t*>(out_[i]);
+    const auto t0 = std::chrono::steady_clock::now();
     switch (op.kind) {
       case OpKind::conv:
       case OpKind::linear: run_weight_op(i, n, ref); break;
@@ -348,6 +406,7 @@ void Engine::run(const uint8_t* images, int64_t n, float* logits, Path path) {
       }
       default: break;
     }
+    if (!profile_.empty()) profile_[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (size_t j = 0; j < i; ++j)  // free the buffers whose last reader was op i
       if (last_use_[j] == i && buffer_of[j] >= 0) pool_[size_t(buffer_of[j])].busy = false;
   }

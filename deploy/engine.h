@@ -53,6 +53,10 @@ class Engine {
   void run(const uint8_t* images, int64_t n, float* logits, Path path = Path::fast);
   std::vector<int32_t> predict(const uint8_t* images, int64_t n, Path path = Path::fast);
 
+  // Per-op wall time of the runs since profiling was switched on (seconds, indexed like model().ops).
+  void set_profiling(bool on) { profile_.assign(on ? model_.ops.size() : 0, 0.0); }
+  const std::vector<double>& profile() const { return profile_; }
+
  private:
   struct Layer {
     bool wide = false;                // weights beyond int8: hi and lo halves
@@ -81,6 +85,7 @@ class Engine {
   std::vector<uint8_t> padded_;      // scratch: the input padded with per-channel codes
   std::vector<int32_t> correction_;  // a layer's fractional padding correction, repeated per image
   size_t correction_of_ = 0;         // ... of this op
+  std::vector<double> profile_;      // per op: seconds (empty: profiling off)
 };
 
 }  // namespace lowbit::deploy

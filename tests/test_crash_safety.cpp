@@ -37,14 +37,23 @@ TEST_CASE("a checkpoint killed while being written is the old or the new one, ne
   std::mt19937 rng(7);
   int during_write = 0;
   for (int round = 0; round < 20; ++round) {
+    int ready[2];
+    REQUIRE(pipe(ready) == 0);
     const pid_t child = fork();
     REQUIRE(child >= 0);
     if (child == 0) {
       const Checkpoint a = version(1), b = version(2);
+      const char go = 1;
+      if (write(ready[1], &go, 1) != 1) _exit(1);  // writing starts now
       for (int i = 0;; ++i) save_checkpoint(path, i % 2 ? a : b);
       _exit(0);  // not reached
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(2000 + rng() % 30000));
+    // The kill lands a random time after the child starts writing (not after fork: under a
+    // sanitizer on a loaded machine building the two 4 MB checkpoints can outlast any fixed delay).
+    char go = 0;
+    REQUIRE(read(ready[0], &go, 1) == 1);
+    close(ready[0]), close(ready[1]);
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 30000));
     kill(child, SIGKILL);
     int status = 0;
     waitpid(child, &status, 0);

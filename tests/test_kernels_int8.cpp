@@ -444,6 +444,91 @@ TEST_CASE("requantize_u8: fast paths equal the reference, extreme constants and 
   }
 }
 
+// bound_accumulators: the double-precision fast path (exact below 2^53) against the __int128
+// reference, with ties (dyadic constants), the three residual modes, channel counts around its 16-
+// and 8-lane steps, and accumulators at their declared bounds.
+TEST_CASE("requantize_u8 after bound_accumulators: the double path equals the reference bit for bit") {
+  std::mt19937 rng(77);
+  std::uniform_real_distribution<double> u01(0.0, 1.0);
+  for (int64_t C : {1, 7, 8, 9, 16, 17, 37, 64}) {
+    for (int residual = 0; residual < 3; ++residual) {
+      for (bool dyadic : {false, true}) {
+        CAPTURE(C);
+        CAPTURE(residual);
+        CAPTURE(dyadic);
+        const int qmax = dyadic ? 16 : 15;  // 16: y qmax is a half-integer for dyadic y (ties)
+        const int64_t acc_bound = 100000, res_bound = residual == 2 ? 255 : 300000, rows = 257;
+        std::vector<double> s(static_cast<size_t>(C)), t(static_cast<size_t>(C)), sr(static_cast<size_t>(C));
+        for (int64_t c = 0; c < C; ++c) {  // y = s acc + sr res + t spans a few units around [0, 1]
+          const double sign = c % 5 == 3 ? -1 : 1;
+          s[size_t(c)] = dyadic ? sign * std::ldexp(1.0, -14 - int(c % 3)) : sign * (0.5 + u01(rng)) / 20000;
+          t[size_t(c)] = dyadic ? std::ldexp(double(c * 37 % 64), -6) - 0.25 : u01(rng) - 0.3;
+          sr[size_t(c)] = residual == 2 ? (dyadic ? std::ldexp(1.0, -9) : u01(rng) / 255)
+                                        : (dyadic ? std::ldexp(1.0, -16) : (u01(rng) - 0.5) / 50000);
+        }
+        const RequantResidual kind = residual == 1   ? RequantResidual::s32
+                                     : residual == 2 ? RequantResidual::u8
+                                                     : RequantResidual::none;
+        Requantization q =
+            requantization_from_double(C, s.data(), t.data(), qmax, kind, residual ? sr.data() : nullptr);
+        bound_accumulators(q, acc_bound, residual ? res_bound : 0);
+        REQUIRE(int64_t(q.offset_f64.size()) == C);  // the double path is on
+        std::vector<int32_t> acc(static_cast<size_t>(rows * C)), res32(static_cast<size_t>(rows * C));
+        std::vector<uint8_t> res8(static_cast<size_t>(rows * C));
+        for (size_t i = 0; i < acc.size(); ++i) {
+          acc[i] = int32_t(int64_t(rng() % uint32_t(2 * acc_bound + 1)) - acc_bound);
+          if (i % 97 == 0) acc[i] = i % 2 ? int32_t(acc_bound) : -int32_t(acc_bound);
+          res32[i] = int32_t(int64_t(rng() % uint32_t(2 * res_bound + 1)) - res_bound);
+          res8[i] = uint8_t(rng() % 256);
+          const int64_t c = int64_t(i) % C, row = int64_t(i) / C;
+          if (dyadic && row % 5 == 0) {  // an exact tie: y qmax = k + 1/2
+            const double want = (double(row % 16) + 0.5) / qmax;
+            acc[i] = int32_t((want - t[size_t(c)]) / s[size_t(c)]);
+          }
+        }
+        RequantArgs a;
+        a.rows = rows;
+        a.acc = acc.data();
+        a.ld_acc = C;
+        a.residual_s32 = residual == 1 ? res32.data() : nullptr;
+        a.residual_u8 = residual == 2 ? res8.data() : nullptr;
+        a.ld_residual = C;
+        a.ld_out = C;
+        check_requant_paths(q, a);
+        const std::vector<uint8_t> out = run_requant(q, a, false);
+        CHECK(std::count_if(out.begin(), out.end(), [&](uint8_t v) { return v > 0 && v < qmax; }) >
+              int64_t(out.size()) / 25);
+        if (dyadic && residual == 0) {  // ties occur and go to even, as in the double formula
+          int64_t ties = 0, bad = 0;
+          for (int64_t i = 0; i < rows * C; ++i) {
+            const int64_t c = i % C;
+            const double r = std::clamp(s[size_t(c)] * acc[size_t(i)] + t[size_t(c)], 0.0, 1.0) * qmax;
+            ties += r - std::floor(r) == 0.5;
+            bad += out[size_t(i)] != double_formula(s[size_t(c)], t[size_t(c)], 0, acc[size_t(i)], 0, qmax);
+          }
+          CHECK(bad == 0);
+          if (C >= 8) CHECK(ties > 0);
+        }
+      }
+    }
+  }
+  // A value beyond the declared bound: the reference refuses (so the tests catch a wrong bound).
+  const double s1 = 1e-4, t1 = 0.1;
+  Requantization q = requantization_from_double(1, &s1, &t1, 15);
+  bound_accumulators(q, 1000);
+  const int32_t acc = 1001;
+  uint8_t out = 0;
+  RequantArgs a;
+  a.rows = 1, a.acc = &acc, a.ld_acc = 1, a.out = &out, a.ld_out = 1;
+  CHECK_THROWS_WITH_AS(requantize_u8_ref(q, a), doctest::Contains("beyond the declared bound 1000"), lowbit::Error);
+  // Too wide for doubles: the int64 path stays.
+  bound_accumulators(q, int64_t(1) << 31);
+  const double big_t = 1e6;
+  Requantization wide = requantization_from_double(1, &s1, &big_t, 255);
+  bound_accumulators(wide, (int64_t(1) << 31) - 1);
+  CHECK(wide.offset_f64.empty());
+}
+
 // Dyadic scales and offsets (exact in both arithmetics): the integer path equals the double
 // formula everywhere, exact ties included (both round half to even).
 TEST_CASE("requantize_u8: dyadic scales reproduce the double formula exactly, ties to even") {

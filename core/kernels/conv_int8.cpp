@@ -253,7 +253,11 @@ void conv_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, const Pa
     const uint8_t* src = x;
     PaddedInput padded;
     if (g.pad_h || g.pad_w || cp != g.C) src = padded.fill(g, x, zp, cp);
-    parallel_for(0, g.N * P, std::max<int64_t>(1, g.N * P / 128), [&](int64_t lo, int64_t hi) {
+    // Tasks of at least ~256 K multiply-accumulates (a few microseconds): finer ones cost more in
+    // fork/join than they share out at small batch sizes.
+    const int64_t row_macs = std::max<int64_t>(1, Q * L * g.K);
+    const int64_t grain = std::max<int64_t>({1, g.N * P / 128, (int64_t(1) << 18) / row_macs});
+    parallel_for(0, g.N * P, grain, [&](int64_t lo, int64_t hi) {
       for (int64_t row = lo; row < hi; ++row) {
         const int64_t n = row / P, p = row % P;
         detail::SegmentedA a;

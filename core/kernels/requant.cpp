@@ -116,11 +116,63 @@ LOWBIT_AVX512 void requant_block_avx512(const Requantization& q, const RequantAr
   }
 }
 
+// (2) in doubles when bound_accumulators found it exact: acc m 2^-S + B 2^-S (+ res m' 2^-S) is
+// (acc m + B + res m') 2^-S, below 2^53 in magnitude, so each FMA's result is exact; roundscale
+// rounds it half to even like (2).
+template <int RES>
+LOWBIT_AVX512 void requant_block_avx512_f64(const Requantization& q, const RequantArgs& a, int64_t r0, int64_t r1) {
+  const int64_t C = q.channels();
+  constexpr __mmask8 all = 0xFF;  // maskz forms: see requant_block_avx512
+  const __m512d zero = _mm512_setzero_pd(), qmax = _mm512_set1_pd(q.qmax);
+  // 16 channels per step, as two halves of 8 doubles; one 16-byte store per row.
+  for (int64_t c = 0; c < C; c += 16) {
+    const int64_t n = std::min<int64_t>(16, C - c);
+    const __mmask16 mask = __mmask16((uint32_t(1) << n) - 1u);
+    const __mmask8 m0 = __mmask8(mask & 0xFF), m1 = __mmask8(mask >> 8);
+    const __m512d mul0 = _mm512_maskz_loadu_pd(m0, q.multiplier_f64.data() + c);
+    const __m512d mul1 = _mm512_maskz_loadu_pd(m1, q.multiplier_f64.data() + c + 8);
+    const __m512d b0 = _mm512_maskz_loadu_pd(m0, q.offset_f64.data() + c);
+    const __m512d b1 = _mm512_maskz_loadu_pd(m1, q.offset_f64.data() + c + 8);
+    const __m512d mr0 = RES ? _mm512_maskz_loadu_pd(m0, q.residual_multiplier_f64.data() + c) : zero;
+    const __m512d mr1 = RES ? _mm512_maskz_loadu_pd(m1, q.residual_multiplier_f64.data() + c + 8) : zero;
+    for (int64_t i = r0; i < r1; ++i) {
+      const __m512i x = _mm512_maskz_loadu_epi32(mask, a.acc + i * a.ld_acc + c);
+      __m512d u0 = _mm512_maskz_fmadd_pd(all, _mm512_maskz_cvtepi32_pd(all, _mm512_maskz_extracti64x4_epi64(all, x, 0)),
+                                         mul0, b0);
+      __m512d u1 = _mm512_maskz_fmadd_pd(all, _mm512_maskz_cvtepi32_pd(all, _mm512_maskz_extracti64x4_epi64(all, x, 1)),
+                                         mul1, b1);
+      if constexpr (RES != 0) {
+        const __m512i r =
+            RES == 1 ? _mm512_maskz_loadu_epi32(mask, a.residual_s32 + i * a.ld_residual + c)
+                     : _mm512_maskz_cvtepu8_epi32(__mmask16(0xFFFF),
+                                                  _mm_maskz_loadu_epi8(mask, a.residual_u8 + i * a.ld_residual + c));
+        u0 = _mm512_maskz_fmadd_pd(all, _mm512_maskz_cvtepi32_pd(all, _mm512_maskz_extracti64x4_epi64(all, r, 0)), mr0,
+                                   u0);
+        u1 = _mm512_maskz_fmadd_pd(all, _mm512_maskz_cvtepi32_pd(all, _mm512_maskz_extracti64x4_epi64(all, r, 1)), mr1,
+                                   u1);
+      }
+      auto codes = [&](__m512d u) {  // round half to even, clamp to [0, qmax], to int32
+        const __m512d k = _mm512_maskz_roundscale_pd(all, u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        return _mm512_maskz_cvtpd_epi32(all, _mm512_maskz_min_pd(all, _mm512_maskz_max_pd(all, k, zero), qmax));
+      };
+      const __m512i r32 = _mm512_maskz_inserti64x4(all, _mm512_castsi256_si512(codes(u0)), codes(u1), 1);
+      _mm_mask_storeu_epi8(a.out + i * a.ld_out + c, mask, _mm512_maskz_cvtepi32_epi8(0xFFFF, r32));
+    }
+  }
+}
+
 // Rows [r0, r1) in blocks of 64 rows (a block's accumulators stay in L1 across the channel groups).
 void requant_block_simd(const Requantization& q, const RequantArgs& a, int64_t r0, int64_t r1) {
+  const bool f64 = !q.offset_f64.empty();
   for (int64_t b0 = r0; b0 < r1; b0 += 64) {
     const int64_t b1 = std::min(r1, b0 + 64);
-    if (a.residual_s32)
+    if (f64 && a.residual_s32)
+      requant_block_avx512_f64<1>(q, a, b0, b1);
+    else if (f64 && a.residual_u8)
+      requant_block_avx512_f64<2>(q, a, b0, b1);
+    else if (f64)
+      requant_block_avx512_f64<0>(q, a, b0, b1);
+    else if (a.residual_s32)
       requant_block_avx512<1>(q, a, b0, b1);
     else if (a.residual_u8)
       requant_block_avx512<2>(q, a, b0, b1);
@@ -179,6 +231,27 @@ Requantization requantization_from_double(int64_t channels, const double* scale,
   return q;
 }
 
+void bound_accumulators(Requantization& q, int64_t acc_bound, int64_t residual_bound) {
+  LOWBIT_CHECK(acc_bound >= 0 && residual_bound >= 0, "bound_accumulators: negative bound");
+  q.acc_bound = acc_bound, q.residual_bound = residual_bound;
+  q.multiplier_f64.clear(), q.residual_multiplier_f64.clear(), q.offset_f64.clear();
+  const bool residual = q.residual != RequantResidual::none;
+  if (acc_bound == 0 || (residual && residual_bound == 0)) return;
+  const int64_t C = q.channels();
+  for (int64_t c = 0; c < C; ++c) {  // the bound of |acc m + res m' + B|, in exact integers
+    const __int128 most = __int128(acc_bound) * std::llabs(q.multiplier[size_t(c)]) +
+                          (residual ? __int128(residual_bound) * std::llabs(q.residual_multiplier[size_t(c)]) : 0) +
+                          std::llabs(q.offset[size_t(c)]);
+    if (most >= (__int128(1) << 53)) return;
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    const int s = q.shift[size_t(c)];
+    q.multiplier_f64.push_back(std::ldexp(double(q.multiplier[size_t(c)]), -s));
+    q.offset_f64.push_back(std::ldexp(double(q.offset[size_t(c)]), -s));  // |B| < 2^53: exact
+    if (residual) q.residual_multiplier_f64.push_back(std::ldexp(double(q.residual_multiplier[size_t(c)]), -s));
+  }
+}
+
 void requantize_u8(const Requantization& q, const RequantArgs& a) {
   check_args(q, a, "requantize_u8");
   const int64_t C = q.channels();
@@ -216,7 +289,15 @@ void requantize_u8_ref(const Requantization& q, const RequantArgs& a) {
   const int64_t C = q.channels();
   for (int64_t i = 0; i < a.rows; ++i)
     for (int64_t c = 0; c < C; ++c) {
-      __int128 u = __int128(a.acc[i * a.ld_acc + c]) * q.multiplier[size_t(c)] + q.offset[size_t(c)];
+      const int32_t acc = a.acc[i * a.ld_acc + c];
+      const int32_t res = a.residual_s32  ? a.residual_s32[i * a.ld_residual + c]
+                          : a.residual_u8 ? a.residual_u8[i * a.ld_residual + c]
+                                          : 0;
+      LOWBIT_CHECK(q.acc_bound == 0 || std::llabs(acc) <= q.acc_bound, "requantize_u8_ref: accumulator ", acc,
+                   " beyond the declared bound ", q.acc_bound, " (bound_accumulators)");
+      LOWBIT_CHECK(q.residual_bound == 0 || std::llabs(res) <= q.residual_bound, "requantize_u8_ref: residual ", res,
+                   " beyond the declared bound ", q.residual_bound, " (bound_accumulators)");
+      __int128 u = __int128(acc) * q.multiplier[size_t(c)] + q.offset[size_t(c)];
       if (a.residual_s32) u += __int128(a.residual_s32[i * a.ld_residual + c]) * q.residual_multiplier[size_t(c)];
       if (a.residual_u8) u += __int128(a.residual_u8[i * a.ld_residual + c]) * q.residual_multiplier[size_t(c)];
       // u = k 2^S + f, 0 <= f < 2^S; round to nearest, ties to even k.
