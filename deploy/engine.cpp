@@ -36,10 +36,12 @@ uint8_t pad_code(const WeightOp& l) {
 
 // Fractional padding values v_c = round(v_c) + e_c: the taps on padding add sum w[k][r][s][c] e_c
 // to acc[p][q][k], fixed per position. It joins the requantization as an int32 residual in units of
-// 2^-kFractionBits accumulator units (|error| <= 2^-(kFractionBits+1) units, ~1e-9 of a code here).
+// 2^-kFractionBits accumulator units (|error| <= 2^-(kFractionBits+1) units, ~1e-9 of a code here),
+// or, for a layer whose residual is int32 accumulators with residual_scale = scale 2^-F (the first
+// layer's low-order weight pass, deploy/export.h), is added to that residual in its units, 2^-F.
 constexpr int kFractionBits = 11;
 
-std::vector<int32_t> padding_correction(const WeightOp& l, const ActShape& in, const ActShape& out) {
+std::vector<int32_t> padding_correction(const WeightOp& l, const ActShape& in, const ActShape& out, int fraction_bits) {
   std::vector<int32_t> corr(size_t(out.H * out.W * l.K));
   for (int64_t p = 0; p < out.H; ++p)
     for (int64_t q = 0; q < out.W; ++q)
@@ -54,7 +56,7 @@ std::vector<int32_t> padding_correction(const WeightOp& l, const ActShape& in, c
               sum += double(l.weights[size_t(((k * l.R + r) * l.S + s) * l.C + c)]) * (v - std::nearbyint(v));
             }
           }
-        const double fixed = std::nearbyint(std::ldexp(sum, kFractionBits));
+        const double fixed = std::nearbyint(std::ldexp(sum, fraction_bits));
         LOWBIT_CHECK(std::abs(fixed) < 0x1p31, "Engine: ", l.name, ": the fractional padding's contribution ", sum,
                      " is beyond its fixed-point range");
         corr[size_t((p * out.W + q) * l.K + k)] = int32_t(fixed);
@@ -143,8 +145,19 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
     Layer& L = layers_[i];
     const bool dw = l.groups > 1;
     L.wide = l.wide();
-    if (std::any_of(l.pad_values.begin(), l.pad_values.end(), [](double v) { return v != std::nearbyint(v); }))
-      L.correction = padding_correction(l, in, shapes_[i]);
+    if (std::any_of(l.pad_values.begin(), l.pad_values.end(), [](double v) { return v != std::nearbyint(v); })) {
+      int bits = kFractionBits;
+      if (l.residual >= 0) {  // into the int32 residual: scale / residual_scale must be one power of two 2^F
+        const int F = int(std::lround(std::log2(std::abs(l.scale[0] / l.residual_scale[0]))));
+        for (int64_t k = 0; k < l.K; ++k)
+          LOWBIT_CHECK(F >= 0 && F <= 24 && l.scale[size_t(k)] == std::ldexp(l.residual_scale[size_t(k)], F),
+                       "Engine: ", l.name,
+                       ": fractional padding with a residual needs residual_scale = scale 2^-F (0 <= F <= 24)");
+        bits = F;
+      }
+      L.correction = padding_correction(l, in, shapes_[i], bits);
+      L.correction_into_residual = l.residual >= 0;
+    }
     L.combine = L.wide && (residual_source[i] || l.residual >= 0 || (dw && l.out_qmax == 0) || !L.correction.empty());
     L.split_out = L.wide && !L.combine && l.out_qmax == 0;
     const size_t per = size_t(l.numel() / l.K);
@@ -184,7 +197,7 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
     if (l.residual >= 0)
       r = shapes_[size_t(l.residual)].type == ValueType::u8 ? kernels::RequantResidual::u8
                                                             : kernels::RequantResidual::s32;
-    if (!L.correction.empty()) {  // validate: no other residual
+    if (!L.correction.empty() && !L.correction_into_residual) {  // the correction is the residual
       r = kernels::RequantResidual::s32;
       for (double s : l.scale) residual_scale.push_back(std::ldexp(s, -kFractionBits));
     }
@@ -192,12 +205,17 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
                                                     residual_scale.empty() ? nullptr : residual_scale.data());
     // Bounds for the exact double-precision requantization (kernels::bound_accumulators).
     int64_t res = 1;
-    if (!L.correction.empty())
-      for (int32_t v : L.correction) res = std::max<int64_t>(res, std::abs(int64_t(v)));
-    else if (l.residual >= 0 && shapes_[size_t(l.residual)].type == ValueType::u8)
+    if (l.residual >= 0 && shapes_[size_t(l.residual)].type == ValueType::u8)
       res = std::max<int64_t>(1, max_code(model_, size_t(l.residual)));
     else if (l.residual >= 0)
       res = accumulator_bound(model_, size_t(l.residual));
+    if (!L.correction.empty()) {
+      int64_t most = 0;
+      for (int32_t v : L.correction) most = std::max<int64_t>(most, std::abs(int64_t(v)));
+      res = L.correction_into_residual ? res + most : std::max<int64_t>(most, 1);
+      LOWBIT_CHECK(res < (int64_t(1) << 31), "Engine: ", l.name,
+                   ": its residual plus the fractional padding's contribution may overflow int32");
+    }
     kernels::bound_accumulators(L.requant, accumulator_bound(model_, i), res);
   }
 }
@@ -252,7 +270,17 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
     shapes_[size_t(l.residual)].type == ValueType::u8 ? (void)(res8 = static_cast<const uint8_t*>(r))
                                                       : (void)(res32 = static_cast<const int32_t*>(r));
   }
-  if (!L.correction.empty()) {  // the fractional padding's contribution, the same for every image
+  if (!L.correction.empty() && L.correction_into_residual) {  // residual + the fractional padding's part
+    const size_t per = L.correction.size();
+    correction_.resize(std::max(correction_.size(), per * size_t(n)));
+    correction_of_ = SIZE_MAX;
+    for (int64_t img = 0; img < n; ++img) {
+      const int32_t* r = res32 + size_t(img) * per;
+      int32_t* d = correction_.data() + size_t(img) * per;
+      for (size_t j = 0; j < per; ++j) d[j] = r[j] + L.correction[j];
+    }
+    res32 = correction_.data();
+  } else if (!L.correction.empty()) {  // the fractional padding's contribution, the same for every image
     const size_t per = L.correction.size();
     if (correction_of_ != i || correction_.size() < per * size_t(n)) {
       correction_of_ = i;

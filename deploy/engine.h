@@ -59,13 +59,14 @@ class Engine {
 
  private:
   struct Layer {
-    bool wide = false;                // weights beyond int8: hi and lo halves
-    bool combine = false;             // wide, with or read as a residual: 256 acc_hi + acc_lo in int32
-    bool split_out = false;           // out_qmax 0, wide, not combined: [rows][2K] (hi, lo) for dequantize
-    std::vector<int8_t> w;            // int8 weights, K outputs (wide: 2K, the hi halves then the lo halves)
-    kernels::PackedS8 packed;         // the same, packed for the fast kernels (groups 1)
-    kernels::Requantization requant;  // out_qmax > 0
-    std::vector<int32_t> correction;  // fractional padding values: [P][Q][K] fixed-point, added as a residual
+    bool wide = false;                      // weights beyond int8: hi and lo halves
+    bool combine = false;                   // wide, with or read as a residual: 256 acc_hi + acc_lo in int32
+    bool split_out = false;                 // out_qmax 0, wide, not combined: [rows][2K] (hi, lo) for dequantize
+    std::vector<int8_t> w;                  // int8 weights, K outputs (wide: 2K, the hi halves then the lo halves)
+    kernels::PackedS8 packed;               // the same, packed for the fast kernels (groups 1)
+    kernels::Requantization requant;        // out_qmax > 0
+    std::vector<int32_t> correction;        // fractional padding values: [P][Q][K] fixed-point, added as a residual
+    bool correction_into_residual = false;  // ... or added to the layer's int32 residual
   };
   struct Buffer {
     std::vector<uint8_t, kernels::Aligned64Allocator<uint8_t>> bytes;

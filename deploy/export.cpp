@@ -75,6 +75,10 @@ Codes grid_codes(const std::vector<double>& w, int64_t K, int k) {
   return r;
 }
 
+// The first layer's second, low-order pass: the remainder of its 16-bit rounding at 2^-7 of the step
+// (codes within +-64: one int8 pass; the weights then hold to 2^-8 of a step, ~1e-7 of the largest).
+constexpr int kLowPassBits = 7;
+
 // 16 bits per output channel: step_k = max|w_k| / 32512, codes round(w / step_k) in [-32512, 32512]
 // (32512 = 127 * 256: the engine's two int8 halves).
 Codes wide_per_channel(const std::vector<double>& w, int64_t K) {
@@ -320,8 +324,9 @@ class Exporter {
       codes = grid_codes(w, L.K, trained);
       rounded = !codes.exact;
     }
+    std::vector<double> wf;  // the weights the rounded codes stand for (first layer: times f)
     if (rounded) {
-      std::vector<double> wf = w;
+      wf = w;
       if (first)
         for (size_t j = 0; j < wf.size(); ++j) wf[j] *= f[j % size_t(inner_c)];
       codes = wide_per_channel(wf, L.K);  // steps include f
@@ -344,9 +349,45 @@ class Exporter {
       else
         L.pad_values = z;
     }
+    int low_bits = 0;
+    if (rounded && first && conv) {
+      // The first layer's 16-bit rounding moved ~4e-5 of its output codes, and each such flip spreads
+      // through the net (docs/format.md): a second pass with the rounding's remainder at 2^-7 of the
+      // step, w = step (c + c_low 2^-7), its int32 accumulators the first pass's residual.
+      Op lo;
+      lo.kind = OpKind::conv;
+      WeightOp& B = lo.layer;
+      B = L;
+      B.name = name + ".low", B.pad_values.clear(), B.in_zero_point = 0;
+      const double unit = std::ldexp(1.0, -kLowPassBits);
+      for (size_t j = 0; j < wf.size(); ++j) {
+        const double step = codes.step[j / inner];
+        B.weights[j] = int16_t(std::nearbyint((wf[j] - step * L.weights[j]) / (step * unit)));
+      }
+      B.bits = kLowPassBits + 1, B.coding = WeightCoding::twos_complement, B.out_qmax = 0;
+      for (int64_t k = 0; k < L.K; ++k) {
+        double corr = 0;
+        for (size_t j = 0; j < inner; ++j) corr += double(B.weights[size_t(k) * inner + j]) * z[j % size_t(inner_c)];
+        B.scale[size_t(k)] = std::ldexp(L.scale[size_t(k)], -kLowPassBits);
+        B.offset[size_t(k)] = 0;
+        L.offset[size_t(k)] -= B.scale[size_t(k)] * corr;
+      }
+      if (L.pad_h > 0 || L.pad_w > 0) {  // pads at the nearest codes: an error <= 0.5 sum |c_low| 2^-7 steps
+        std::vector<double> codes_z;
+        for (double v : z) codes_z.push_back(std::nearbyint(v));
+        if (std::all_of(codes_z.begin(), codes_z.end(), [&](double v) { return v == codes_z[0]; }))
+          B.in_zero_point = int32_t(codes_z[0]);
+        else
+          B.pad_values = codes_z;
+      }
+      L.residual_scale = B.scale;
+      m_.meta["bits." + B.name] = int64_t(B.bits);
+      L.residual = push(std::move(lo));
+      low_bits = kLowPassBits + 1;
+    }
     L.out_qmax = 0;
     ExportedLayer e;
-    e.name = name, e.trained_bits = trained, e.stored_bits = L.bits, e.exact = codes.exact;
+    e.name = name, e.trained_bits = trained, e.stored_bits = L.bits, e.exact = codes.exact, e.low_bits = low_bits;
     e.weights = int64_t(w.size());
     res_.layers.push_back(e);
     m_.meta["bits." + name] = int64_t(L.bits);
@@ -368,6 +409,7 @@ class Exporter {
     for (size_t k = 0; k < size_t(L.K); ++k) {
       const double a = gamma[k] / std::sqrt(var[k] + eps);
       L.scale[k] *= a;
+      if (L.residual >= 0) L.residual_scale[k] *= a;  // the first layer's low-order pass
       L.offset[k] = a * (L.offset[k] - mean[k]) + beta[k];
     }
     res_.fp32_parameter_bytes += 4 * 2 * L.K;
@@ -384,6 +426,8 @@ class Exporter {
     WeightOp& L = m_.ops[size_t(pending_)].layer;
     LOWBIT_CHECK(m_.ops[size_t(pending_)].src == cur_.op || cur_.op == pending_, "export: ", name,
                  ": internal: the activation does not follow its layer");
+    if (L.residual >= 0)  // the first layer's low-order pass: scaled alike
+      for (double& s : L.residual_scale) s /= alpha;
     if (residual_.op >= 0) {  // y = layer + residual: the residual's real value joins the layer's
       L.residual = residual_.op;
       L.residual_scale.resize(size_t(L.K));

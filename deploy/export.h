@@ -50,6 +50,7 @@ struct ExportedLayer {
   bool exact = true;      // codes equal the simulated weights (false: rounded to 16 bits per channel)
   int64_t weights = 0;
   int out_bits = 0;  // output activation bits (0: float logits)
+  int low_bits = 0;  // > 0: a second pass of this many bits holds the 16-bit rounding's remainder (first layer)
 };
 
 struct ExportResult {

@@ -225,10 +225,6 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
                      l.pad_values.size(), " padding values, expected none or C = ", l.C);
         for (double v : l.pad_values)
           LOWBIT_CHECK(v >= 0 && v <= 255, file, ": ", what, ": padding value ", v, " is outside [0, 255]");
-        const bool fractional =
-            std::any_of(l.pad_values.begin(), l.pad_values.end(), [](double v) { return v != std::nearbyint(v); });
-        LOWBIT_CHECK(!fractional || (l.out_qmax > 0 && l.residual < 0 && l.groups == 1), file, ": ", what,
-                     ": fractional padding values need a layer with groups 1, requantized output and no residual");
         LOWBIT_CHECK(l.bits >= 1 && l.bits <= 16, file, ": ", what, ": bits ", l.bits, " is outside [1, 16]");
         LOWBIT_CHECK(l.coding == WeightCoding::twos_complement || l.coding == WeightCoding::odd, file, ": ", what,
                      ": unknown weight coding ", int(l.coding));
@@ -261,6 +257,11 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
         if (conv) {
           LOWBIT_CHECK(cur.H + 2 * l.pad_h >= l.dil_h * (l.R - 1) + 1 && cur.W + 2 * l.pad_w >= l.dil_w * (l.S - 1) + 1,
                        file, ": ", what, ": the kernel is larger than the padded ", cur.H, "x", cur.W, " input");
+          // The padded input is an activation too (the fast kernels pad a copy); this also keeps the
+          // output's size product below from overflowing.
+          LOWBIT_CHECK((cur.H + 2 * l.pad_h) * (cur.W + 2 * l.pad_w) <= kMaxElements / cur.C, file, ": ", what,
+                       ": the padded input ", cur.H + 2 * l.pad_h, "x", cur.W + 2 * l.pad_w, "x", cur.C, " exceeds ",
+                       kMaxElements, " elements");
           out.H = (cur.H + 2 * l.pad_h - l.dil_h * (l.R - 1) - 1) / l.stride_h + 1;
           out.W = (cur.W + 2 * l.pad_w - l.dil_w * (l.S - 1) - 1) / l.stride_w + 1;
           out.C = l.K;
@@ -294,6 +295,13 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
           LOWBIT_CHECK(l.residual == -1 && l.residual_scale.empty(), file, ": ", what, ": residual ", l.residual,
                        " with ", l.residual_scale.size(), " residual scales");
         }
+        const bool fractional =
+            std::any_of(l.pad_values.begin(), l.pad_values.end(), [](double v) { return v != std::nearbyint(v); });
+        LOWBIT_CHECK(!fractional || (l.out_qmax > 0 && l.groups == 1 &&
+                                     (l.residual < 0 || shapes[size_t(l.residual)].type == ValueType::s32)),
+                     file, ": ", what,
+                     ": fractional padding values need a layer with groups 1, requantized output and no residual "
+                     "but accumulators");
         break;
       }
       case OpKind::max_pool: {
@@ -313,6 +321,7 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
         };
         out.H = size(cur.H, p.R, p.stride_h, p.pad_h);
         out.W = size(cur.W, p.S, p.stride_w, p.pad_w);
+        LOWBIT_CHECK(out.H * out.W * out.C <= kMaxElements, file, ": ", what, ": output too large");
         break;
       }
       case OpKind::flatten: out = {1, 1, cur.H * cur.W * cur.C, ValueType::u8, true}; break;
