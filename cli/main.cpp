@@ -7,14 +7,17 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "autograd/ops.h"
 #include "cli/options.h"
 #include "cli/quant_options.h"
 #include "cli/trainer.h"
+#include "core/kernels/peak.h"
 #include "core/parallel.h"
 #include "core/serialize.h"
+#include "deploy/c_header.h"
 #include "deploy/engine.h"
 #include "deploy/export.h"
 #include "layers/conv.h"
@@ -44,6 +47,45 @@ const char* kUsage =
     "  methods   the quantizers --quant takes (the method registry)\n";
 
 // ---- summary ----
+// Each leaf module's output shape, parameters and MACs per image (Conv2d, Linear), recorded through
+// the output hooks (restored after) on one eval forward pass of a 1 x C x S x S input. Modules not on
+// the forward path keep an empty shape.
+struct LayerRow {
+  std::string name, type;
+  Shape out;
+  int64_t params = 0, macs = 0;
+};
+
+std::vector<LayerRow> layer_rows(Module& model, int64_t C, int64_t S) {
+  std::vector<LayerRow> rows;
+  std::vector<std::pair<Module*, VariableTransform>> saved;
+  for (auto& [name, m] : model.named_modules()) {
+    if (!m->named_children().empty()) continue;
+    Module* mp = m.get();
+    saved.emplace_back(mp, mp->output_hook());
+    const size_t idx = rows.size();
+    rows.push_back({name, mp->type_name(), {}, mp->num_parameters(), 0});
+    VariableTransform prev = mp->output_hook();
+    mp->set_output_hook([&rows, idx, mp, prev](const Variable& y) {
+      rows[idx].out = y.shape();
+      if (auto* c = dynamic_cast<Conv2d*>(mp)) {
+        const auto k = c->kernel_size();
+        rows[idx].macs = y.numel() / y.size(0) * (c->in_channels() / c->groups()) * k[0] * k[1];
+      } else if (auto* l = dynamic_cast<Linear*>(mp)) {
+        rows[idx].macs = y.numel() / y.size(0) * l->in_features();
+      }
+      return prev ? prev(y) : y;
+    });
+  }
+  {
+    NoGradGuard ng;
+    model.eval();
+    model(Variable(Tensor::zeros({1, C, S, S})));
+  }
+  for (auto& [m, hook] : saved) m->set_output_hook(hook);
+  return rows;
+}
+
 int run_summary(int argc, char** argv) {
   Options o("summary", {{"model", "resnet20", "model name"},
                         {"list", "", "list the models of the zoo", true},
@@ -73,39 +115,7 @@ int run_summary(int argc, char** argv) {
   const int64_t C = mo.in_channels ? mo.in_channels : info.default_in_channels;
   const int64_t S = mo.image_size ? mo.image_size : models::default_image_size(o.str("model"), mo.variant);
 
-  // Record every leaf module's output shape through the output hooks, then restore them.
-  struct Row {
-    std::string name, type;
-    Shape out;
-    int64_t params = 0, macs = 0;
-  };
-  std::vector<Row> rows;
-  std::vector<std::pair<Module*, VariableTransform>> saved;
-  for (auto& [name, m] : model->named_modules()) {
-    if (!m->named_children().empty()) continue;
-    Module* mp = m.get();
-    saved.emplace_back(mp, mp->output_hook());
-    const size_t idx = rows.size();
-    rows.push_back({name, mp->type_name(), {}, mp->num_parameters(), 0});
-    VariableTransform prev = mp->output_hook();
-    mp->set_output_hook([&rows, idx, mp, prev](const Variable& y) {
-      rows[idx].out = y.shape();
-      if (auto* c = dynamic_cast<Conv2d*>(mp)) {
-        const auto k = c->kernel_size();
-        rows[idx].macs = y.numel() / y.size(0) * (c->in_channels() / c->groups()) * k[0] * k[1];
-      } else if (auto* l = dynamic_cast<Linear*>(mp)) {
-        rows[idx].macs = y.numel() / y.size(0) * l->in_features();
-      }
-      return prev ? prev(y) : y;
-    });
-  }
-  {
-    NoGradGuard ng;
-    model->eval();
-    (*model)(Variable(Tensor::zeros({1, C, S, S})));
-  }
-  for (auto& [m, hook] : saved) m->set_output_hook(hook);
-
+  const std::vector<LayerRow> rows = layer_rows(*model, C, S);
   std::printf("%s: input 1x%lldx%lldx%lld, %s\n\n", o.str("model").c_str(), (long long)C, (long long)S, (long long)S,
               info.description.c_str());
   std::printf("%-28s %-18s %-18s %12s %14s\n", "layer", "type", "output", "params", "MACs");
@@ -124,9 +134,17 @@ int run_summary(int argc, char** argv) {
 }
 
 // ---- bench ----
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
+// Median seconds of `steps` calls of f after `warmup` untimed ones.
+template <class F>
+double median_seconds(int64_t warmup, int64_t steps, F&& f) {
+  std::vector<double> t;
+  for (int64_t i = 0; i < warmup + steps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    if (i >= warmup) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
 }
 
 int run_bench(int argc, char** argv) {
@@ -136,7 +154,9 @@ int run_bench(int argc, char** argv) {
                                    {"steps", "20", "timed steps (after warm-up)"},
                                    {"lr", "0.01", "SGD learning rate of the timed steps"},
                                    {"warmup", "3", "untimed warm-up steps"},
-                                   {"mode", "both", "train | infer | both: what to time (infer: eval mode, no grad)"},
+                                   {"mode", "both", "train | infer | both | none: float passes timed (infer: no grad)"},
+                                   {"integer", "", "also time the integer engine on the --quant model, exported", true},
+                                   {"model-file", "", "with --integer: time this .lbq file instead of an export"},
                                    {"classes", "10", "number of classes"},
                                    {"channels", "", "input channels (default: the model's)"},
                                    {"size", "", "input height = width (default: the model's)"},
@@ -163,9 +183,32 @@ int run_bench(int argc, char** argv) {
   const int64_t B = o.integer("batch"), steps = o.integer("steps"), warmup = o.integer("warmup");
   LOWBIT_CHECK(B >= 1 && steps >= 1 && warmup >= 0, "lowbit bench: --batch and --steps must be >= 1");
   const std::string mode = o.str("mode");
-  LOWBIT_CHECK(mode == "train" || mode == "infer" || mode == "both",
-               "lowbit bench: --mode must be train, infer or both");
-  const bool time_train = mode != "infer", time_infer = mode != "train";
+  LOWBIT_CHECK(mode == "train" || mode == "infer" || mode == "both" || mode == "none",
+               "lowbit bench: --mode must be train, infer, both or none");
+  const bool time_train = mode == "train" || mode == "both", time_infer = mode == "infer" || mode == "both";
+
+  // --integer: the model as quantized here (random weights, BN statistics as initialized) exported
+  // to the integer engine in memory, or a trained one from --model-file; export errors end the bench.
+  const bool integer = o.flag("integer");
+  LOWBIT_CHECK(integer || !o.has("model-file"), "lowbit bench: --model-file goes with --integer");
+  std::optional<deploy::Engine> engine;
+  if (o.has("model-file")) {
+    engine.emplace(deploy::load_model(o.str("model-file")), o.str("model-file"));
+  } else if (integer) {
+    LOWBIT_CHECK(quant, "lowbit bench --integer: needs --quant (the model to export) or --model-file");
+    quant->use_final_bits();
+    deploy::ExportOptions eo;
+    eo.model_name = o.str("model");
+    eo.channels = C, eo.height = S, eo.width = S;
+    engine.emplace(deploy::export_model(*model, quant->quantization(), eo).model, o.str("model"));
+  }
+  int64_t macs = 0;  // per image, of the model's convolutions and linear layers
+  if (engine) {
+    LOWBIT_CHECK(engine->channels() == C && engine->height() == S && engine->width() == S, o.str("model-file"),
+                 " takes ", engine->height(), "x", engine->width(), "x", engine->channels(), " images; --model ",
+                 o.str("model"), " takes ", S, "x", S, "x", C);
+    for (const auto& r : layer_rows(*model, C, S)) macs += r.macs;
+  }
 
   Generator gen(1);
   const Tensor x = Tensor::randn({B, C, S, S}, gen).contiguous(MemoryFormat::channels_last);
@@ -180,42 +223,53 @@ int run_bench(int argc, char** argv) {
   opt.set_position(1, 2);
   if (quant) quant->begin_step(1, 2);
 
-  using clock = std::chrono::steady_clock;
-  std::vector<double> train_t, infer_t;
+  // A pass not timed (--mode, --integer) prints 0 img/s.
+  double train_s = 0, infer_s = 0, integer_s = 0;
   model->train();
-  for (int64_t i = 0; time_train && i < warmup + steps; ++i) {
-    const auto t0 = clock::now();
-    Variable loss = cross_entropy((*model)(Variable(x)), labels);
-    Variable reg = opt.regularization_loss();
-    if (reg.defined()) loss = loss + reg;
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-    if (quant) quant->after_step();
-    if (i >= warmup) train_t.push_back(std::chrono::duration<double>(clock::now() - t0).count());
-  }
+  if (time_train)
+    train_s = median_seconds(warmup, steps, [&] {
+      Variable loss = cross_entropy((*model)(Variable(x)), labels);
+      Variable reg = opt.regularization_loss();
+      if (reg.defined()) loss = loss + reg;
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+      if (quant) quant->after_step();
+    });
   model->eval();
-  {
+  if (time_infer) {
     NoGradGuard ng;
-    for (int64_t i = 0; time_infer && i < warmup + steps; ++i) {
-      const auto t0 = clock::now();
-      (*model)(Variable(x));
-      if (i >= warmup) infer_t.push_back(std::chrono::duration<double>(clock::now() - t0).count());
-    }
+    infer_s = median_seconds(warmup, steps, [&] { (*model)(Variable(x)); });
   }
-  // A pass not timed (--mode) prints 0 img/s.
-  const double train_ips = time_train ? double(B) / median(train_t) : 0.0;
-  const double infer_ips = time_infer ? double(B) / median(infer_t) : 0.0;
+  if (engine) {
+    std::vector<uint8_t> pixels(size_t(B * S * S * C));  // NHWC
+    for (auto& p : pixels) p = static_cast<uint8_t>(gen.next_u64());
+    std::vector<float> logits(size_t(B * engine->classes()));
+    integer_s = median_seconds(warmup, steps, [&] { engine->run(pixels.data(), B, logits.data()); });
+  }
+  const auto ips = [B](double s) { return s > 0 ? double(B) / s : 0.0; };
+  const double integer_gops = 2e-9 * double(macs) * ips(integer_s);
+  const double peak_gops = engine ? kernels::measure_peak_int8_gops(num_threads()) : 0.0;  // 0: no VNNI
   const std::string quant_desc = quant ? quant->describe() : "none";
   std::printf(
       "%s batch %lld, %d threads, quantization %s: train %.1f img/s (median step %.2f ms), inference %.1f img/s "
-      "(median %.3f ms)\n",
-      o.str("model").c_str(), (long long)B, num_threads(), quant_desc.c_str(), train_ips, 1e3 * median(train_t),
-      infer_ips, 1e3 * median(infer_t));
+      "(median %.3f ms)",
+      o.str("model").c_str(), (long long)B, num_threads(), quant_desc.c_str(), ips(train_s), 1e3 * train_s,
+      ips(infer_s), 1e3 * infer_s);
+  if (engine)
+    std::printf(", integer engine %.1f img/s (median %.3f ms, %.1f GOP/s of %lld MACs per image; int8 peak %.1f GOP/s)",
+                ips(integer_s), 1e3 * integer_s, integer_gops, (long long)macs, peak_gops);
   std::printf(
-      "{\"model\": \"%s\", \"batch\": %lld, \"threads\": %d, \"quant\": \"%s\", \"train_images_per_sec\": %.2f, "
-      "\"infer_images_per_sec\": %.2f}\n",
-      o.str("model").c_str(), (long long)B, num_threads(), quant_desc.c_str(), train_ips, infer_ips);
+      "\n{\"model\": \"%s\", \"batch\": %lld, \"threads\": %d, \"quant\": \"%s\", \"train_images_per_sec\": %.2f, "
+      "\"infer_images_per_sec\": %.2f",
+      o.str("model").c_str(), (long long)B, num_threads(), quant_desc.c_str(), ips(train_s), ips(infer_s));
+  if (engine)
+    std::printf(
+        ", \"integer_infer_images_per_sec\": %.2f, \"macs_per_image\": %lld, \"integer_gops\": %.2f, "
+        "\"int8_peak_gops\": %.1f",
+        ips(integer_s), (long long)macs, integer_gops, peak_gops);
+  if (o.has("model-file")) std::printf(", \"model_file\": \"%s\"", o.str("model-file").c_str());
+  std::printf("}\n");
   return 0;
 }
 
@@ -309,7 +363,10 @@ int run_eval(int argc, char** argv) {
 int run_export(int argc, char** argv) {
   Options o("export", {{"checkpoint", "", "checkpoint file of a quantized run (a run's checkpoint.ckpt)"},
                        {"out", "", "the integer model file to write (.lbq)"},
-                       {"data", "", "data set (default: the run's; its training images give the normalization)"}});
+                       {"data", "", "data set (default: the run's; its training images give the normalization)"},
+                       {"c-header", "",
+                        "also write the model as a C/C++ header FILE of const arrays (symbol: FILE's stem; "
+                        "docs/embedding.md)"}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
   LOWBIT_CHECK(o.has("checkpoint") && o.has("out"), "--checkpoint FILE and --out FILE are required");
@@ -338,6 +395,13 @@ int run_export(int argc, char** argv) {
   std::printf("%s: %lld bytes; FP32 parameters %lld bytes: %.2fx smaller (%.3f of FP32)\n", o.str("out").c_str(),
               (long long)bytes, (long long)ex.fp32_parameter_bytes, double(ex.fp32_parameter_bytes) / double(bytes),
               double(bytes) / double(ex.fp32_parameter_bytes));
+  if (o.has("c-header")) {
+    const std::string header = o.str("c-header");
+    const std::string symbol = deploy::c_identifier(std::filesystem::path(header).stem().string());
+    deploy::write_c_header(header, ex.model, symbol);
+    std::printf("%s: C header, the model file as %s_lbq[%s_lbq_size] (lowbit_runtime::Model::from_memory)\n",
+                header.c_str(), symbol.c_str(), symbol.c_str());
+  }
   return 0;
 }
 
@@ -350,7 +414,9 @@ int run_infer(int argc, char** argv) {
                       {"predictions", "", "write each test image's label and predicted class to this CSV file"},
                       {"batch", "128", "images per engine call"},
                       {"threads", "", "threads"},
-                      {"reference", "", "run the _ref kernels (slow; the fast path's bit-exact twin)", true}});
+                      {"reference", "", "run the _ref kernels (slow; the fast path's bit-exact twin)", true},
+                      {"profile", "", "print each op's share of the time", true},
+                      {"fp32-checkpoint", "", "also time the run's float model (same net, batch and threads)"}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
   LOWBIT_CHECK(o.has("model-file"), "--model-file FILE is required");
@@ -378,6 +444,7 @@ int run_infer(int argc, char** argv) {
   const auto path = o.flag("reference") ? deploy::Engine::Path::reference : deploy::Engine::Path::fast;
   std::vector<float> logits(size_t(n * classes));
   engine.run(px, std::min(B, n), logits.data(), path);  // warm-up (buffers, caches)
+  engine.set_profiling(o.flag("profile"));
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < n; i += B) engine.run(px + i * image, std::min(B, n - i), logits.data() + i * classes, path);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -393,6 +460,33 @@ int run_infer(int argc, char** argv) {
   std::printf("%s on %s: accuracy %.2f%% (%lld images), %.1f img/s (batch %lld, %d threads, %s kernels)\n",
               o.str("model-file").c_str(), test.source.c_str(), 100.0 * double(correct) / double(n), (long long)n,
               double(n) / secs, (long long)B, num_threads(), o.flag("reference") ? "_ref" : "integer");
+  if (o.has("fp32-checkpoint")) {  // the same net in float: eval mode, no grad, the same batches
+    Options run = run_options(o.str("fp32-checkpoint"));
+    run.set("quant", "none", "infer --fp32-checkpoint");
+    run.set("reg", "none", "infer --fp32-checkpoint");
+    Run r = load_run(o.str("fp32-checkpoint"), run, /*post_training=*/true);
+    r.model->eval();
+    NoGradGuard ng;
+    Generator gen(1);
+    const Tensor x = Tensor::randn({B, engine.channels(), engine.height(), engine.width()}, gen)
+                         .contiguous(MemoryFormat::channels_last);
+    const Tensor tail = x.slice(0, 0, n % B ? n % B : B).contiguous(MemoryFormat::channels_last);
+    (*r.model)(Variable(x));  // warm-up
+    const auto f0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < n; i += B) (*r.model)(Variable(n - i >= B ? x : tail));
+    const double fsecs = std::chrono::duration<double>(std::chrono::steady_clock::now() - f0).count();
+    std::printf("FP32 (the run's float model, lowbit, batch %lld, %d threads): %.1f img/s; integer: %.2fx FP32\n",
+                (long long)B, num_threads(), double(n) / fsecs, fsecs / secs);
+  }
+  if (o.flag("profile")) {
+    const auto& ops = engine.model().ops;
+    for (size_t i = 1; i < ops.size(); ++i) {
+      const double t = engine.profile()[i];
+      const bool weights = ops[i].kind == deploy::OpKind::conv || ops[i].kind == deploy::OpKind::linear;
+      std::printf("  %3zu %-10s %-24s %8.3f ms/batch %5.1f%%\n", i, deploy::op_kind_name(ops[i].kind),
+                  weights ? ops[i].layer.name.c_str() : "", 1e3 * t * double(B) / double(n), 100 * t / secs);
+    }
+  }
   return 0;
 }
 

@@ -53,7 +53,8 @@ std::vector<int32_t> padding_correction(const WeightOp& l, const ActShape& in, c
             if (h >= 0 && h < in.H && w >= 0 && w < in.W) continue;
             for (int64_t c = 0; c < l.C; ++c) {
               const double v = l.pad_values[size_t(c)];
-              sum += double(l.weights[size_t(((k * l.R + r) * l.S + s) * l.C + c)]) * (v - std::nearbyint(v));
+              sum =
+                  std::fma(double(l.weights[size_t(((k * l.R + r) * l.S + s) * l.C + c)]), v - std::nearbyint(v), sum);
             }
           }
         const double fixed = std::nearbyint(std::ldexp(sum, fraction_bits));
@@ -148,6 +149,8 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
     if (std::any_of(l.pad_values.begin(), l.pad_values.end(), [](double v) { return v != std::nearbyint(v); })) {
       int bits = kFractionBits;
       if (l.residual >= 0) {  // into the int32 residual: scale / residual_scale must be one power of two 2^F
+        LOWBIT_CHECK(l.scale[0] != 0 && l.residual_scale[0] != 0, "Engine: ", l.name,
+                     ": fractional padding with a residual needs nonzero scales");
         const int F = int(std::lround(std::log2(std::abs(l.scale[0] / l.residual_scale[0]))));
         for (int64_t k = 0; k < l.K; ++k)
           LOWBIT_CHECK(F >= 0 && F <= 24 && l.scale[size_t(k)] == std::ldexp(l.residual_scale[size_t(k)], F),
@@ -372,7 +375,7 @@ void Engine::run(const uint8_t* images, int64_t n, float* logits, Path path) {
             const int32_t* a = static_cast<const int32_t*>(out_[src]);
             acc = split ? 256.0 * double(a[r * 2 * F + f]) + double(a[r * 2 * F + F + f]) : double(a[r * F + f]);
           }
-          logits[r * F + f] = float(sc[f] * acc + of[f]);
+          logits[r * F + f] = float(std::fma(sc[f], acc, of[f]));  // fused: as the runtime, whatever the ISA
         }
       break;
     }

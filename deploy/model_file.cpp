@@ -271,8 +271,10 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
         LOWBIT_CHECK(out.H * out.W * out.C <= kMaxElements, file, ": ", what, ": output too large");
         out.type = l.out_qmax > 0 ? ValueType::u8 : after_sum ? ValueType::s64 : ValueType::s32;
         // Exact int32 accumulators where they are combined from int8 halves (a wide layer's) and
-        // then read as a residual or requantized with one.
-        if ((residual_source[i] || l.residual >= 0) && max_abs > 127)
+        // then read as a residual or requantized with one (fractional padding's contribution is one).
+        const bool fractional_pad =
+            std::any_of(l.pad_values.begin(), l.pad_values.end(), [](double v) { return v != std::nearbyint(v); });
+        if ((residual_source[i] || l.residual >= 0 || fractional_pad) && max_abs > 127)
           LOWBIT_CHECK(255 * max_abs * receptive < (int64_t(1) << 31), file, ": ", what,
                        ": 255 max|w| R S C = ", 255 * max_abs * receptive,
                        " does not fit int32 (needed for a wide layer with or as a residual)");
