@@ -387,11 +387,18 @@ int run_export(int argc, char** argv) {
   deploy::save_model(o.str("out"), ex.model);
   const auto bytes = int64_t(std::filesystem::file_size(o.str("out")));
   std::printf("%-24s %8s %8s %10s  %s\n", "layer", "trained", "stored", "weights", "weights in the file");
-  for (const auto& l : ex.layers)
+  for (const auto& l : ex.layers) {
+    const std::string weights = l.exact      ? "exact codes"
+                                : l.low_bits ? detail::concat("16 bits per output channel, the remainder at ",
+                                                              l.low_bits, " bits (lossy, ~1e-7)")
+                                             : std::string("rounded to 16 bits per output channel (lossy, ~1e-5)");
+    const std::string out = l.out_bits                ? detail::concat(", output activations ", l.out_bits, " bits")
+                            : &l == &ex.layers.back() ? std::string(", float logits")
+                                                      : std::string(", int32 accumulators (a residual)");
     std::printf("%-24s %8s %8d %10lld  %s%s\n", l.name.c_str(),
                 l.trained_bits >= 32 ? "fp32" : std::to_string(l.trained_bits).c_str(), l.stored_bits,
-                (long long)l.weights, l.exact ? "exact codes" : "rounded to 16 bits per output channel (lossy)",
-                l.out_bits ? detail::concat(", output activations ", l.out_bits, " bits").c_str() : ", float logits");
+                (long long)l.weights, weights.c_str(), out.c_str());
+  }
   std::printf("%s: %lld bytes; FP32 parameters %lld bytes: %.2fx smaller (%.3f of FP32)\n", o.str("out").c_str(),
               (long long)bytes, (long long)ex.fp32_parameter_bytes, double(ex.fp32_parameter_bytes) / double(bytes),
               double(bytes) / double(ex.fp32_parameter_bytes));

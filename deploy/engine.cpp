@@ -65,6 +65,13 @@ std::vector<int32_t> padding_correction(const WeightOp& l, const ActShape& in, c
   return corr;
 }
 
+// The engine's own loops over rows (padding copies, combining halves): parallel on the fast path,
+// serial on the reference path (integer and exact either way).
+template <class Fn>
+void rows_in_parallel(bool ref, int64_t rows, Fn&& fn) {
+  ref ? fn(int64_t(0), rows) : parallel_for(0, rows, std::max<int64_t>(1, rows / 16), fn);
+}
+
 size_t element_bytes(ValueType t) { return t == ValueType::u8 ? 1 : t == ValueType::s32 ? 4 : 8; }
 
 // The largest code op i can output (uint8 outputs): what bounds the accumulators of its readers.
@@ -255,13 +262,15 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
     std::vector<uint8_t> border(static_cast<size_t>(row));  // a row of padding codes
     for (int64_t w = 0; w < Wp; ++w)
       for (int64_t c = 0; c < C; ++c) border[size_t(w * C + c)] = uint8_t(std::nearbyint(l.pad_values[size_t(c)]));
-    for (int64_t img = 0; img < n; ++img)
-      for (int64_t h = 0; h < Hp; ++h) {
-        uint8_t* d = padded_.data() + (img * Hp + h) * row;
-        std::memcpy(d, border.data(), size_t(row));
-        const int64_t ih = h - l.pad_h;
-        if (ih >= 0 && ih < si.H) std::memcpy(d + l.pad_w * C, x + (img * si.H + ih) * si.W * C, size_t(si.W * C));
-      }
+    rows_in_parallel(ref, n, [&](int64_t i0, int64_t i1) {
+      for (int64_t img = i0; img < i1; ++img)
+        for (int64_t h = 0; h < Hp; ++h) {
+          uint8_t* d = padded_.data() + (img * Hp + h) * row;
+          std::memcpy(d, border.data(), size_t(row));
+          const int64_t ih = h - l.pad_h;
+          if (ih >= 0 && ih < si.H) std::memcpy(d + l.pad_w * C, x + (img * si.H + ih) * si.W * C, size_t(si.W * C));
+        }
+    });
     x = padded_.data();
     g.H = Hp, g.W = Wp, g.pad_h = g.pad_w = 0;
   }
@@ -277,11 +286,13 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
     const size_t per = L.correction.size();
     correction_.resize(std::max(correction_.size(), per * size_t(n)));
     correction_of_ = SIZE_MAX;
-    for (int64_t img = 0; img < n; ++img) {
-      const int32_t* r = res32 + size_t(img) * per;
-      int32_t* d = correction_.data() + size_t(img) * per;
-      for (size_t j = 0; j < per; ++j) d[j] = r[j] + L.correction[j];
-    }
+    rows_in_parallel(ref, n, [&](int64_t i0, int64_t i1) {
+      for (int64_t img = i0; img < i1; ++img) {
+        const int32_t* r = res32 + size_t(img) * per;
+        int32_t* d = correction_.data() + size_t(img) * per;
+        for (size_t j = 0; j < per; ++j) d[j] = r[j] + L.correction[j];
+      }
+    });
     res32 = correction_.data();
   } else if (!L.correction.empty()) {  // the fractional padding's contribution, the same for every image
     const size_t per = L.correction.size();
@@ -331,8 +342,10 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
   const int32_t* y32 = acc;  // the int32 accumulators to requantize, [rows][K]
   if (L.combine) {           // 256 hi + lo, int32 by validate's bound
     int32_t* c = l.out_qmax == 0 ? static_cast<int32_t*>(out_[i]) : acc_.data() + rows * K2;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t k = 0; k < K; ++k) c[r * K + k] = 256 * hi[r * ld + k] + lo[r * ld + k];
+    rows_in_parallel(ref, rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t k = 0; k < K; ++k) c[r * K + k] = 256 * hi[r * ld + k] + lo[r * ld + k];
+    });
     if (l.out_qmax == 0) return;
     y32 = c;
   }
