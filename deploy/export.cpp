@@ -32,7 +32,7 @@ struct Codes {
 };
 
 // Uniform grid of the simulated weights, or nullopt-like (exact = false) when none fits int8.
-Codes grid_codes(const std::vector<double>& w, int64_t K, int k) {
+Codes grid_codes(const std::vector<double>& w, int64_t K, int k, double learned_step = 0) {
   Codes r;
   double amax = 0;
   for (double v : w) amax = std::max(amax, std::abs(v));
@@ -43,6 +43,7 @@ Codes grid_codes(const std::vector<double>& w, int64_t K, int k) {
   const double n1 = std::ldexp(1.0, k) - 1, n2 = std::ldexp(1.0, k - 1) - 1;
   std::vector<double> steps = {1 / n1, amax / n1, amax};
   if (n2 >= 1) steps.insert(steps.begin() + 1, {1 / n2, amax / n2});
+  if (learned_step > 0) steps.insert(steps.begin(), learned_step);  // LSQ's w_step
   for (double step : steps) {
     bool ok = true, odd = true;
     int64_t lo = 0, hi = 0;
@@ -321,7 +322,7 @@ class Exporter {
     Codes codes;
     bool rounded = trained >= 32 || (first && !equal_f);
     if (!rounded) {
-      codes = grid_codes(w, L.K, trained);
+      codes = grid_codes(w, L.K, trained, mod->has_param("w_step") ? std::abs(mod->param("w_step").item()) : 0.0);
       rounded = !codes.exact;
     }
     std::vector<double> wf;  // the weights the rounded codes stand for (first layer: times f)
@@ -420,9 +421,10 @@ class Exporter {
     const int bits = aq_.count(&mod) ? aq_[&mod] : 32;
     LOWBIT_CHECK(bits <= 8, "export: ", name, ": activations at ", bits,
                  " bits (float or > 8 bits); the integer engine needs activation codes of <= 8 bits (--abits)");
-    double alpha = 1;
+    double alpha = 1;  // the clip: codes round(clip(y / alpha, 0, 1) n)
     if (method_ == "pact") alpha = mod.param("alpha").item();
-    LOWBIT_CHECK(alpha > 0 && std::isfinite(alpha), "export: ", name, ": PACT alpha ", alpha, " is not > 0");
+    if (method_ == "lsq") alpha = std::abs(mod.param("a_step").item()) * (std::ldexp(1.0, bits) - 1);  // s Q_P
+    LOWBIT_CHECK(alpha > 0 && std::isfinite(alpha), "export: ", name, ": activation clip ", alpha, " is not > 0");
     WeightOp& L = m_.ops[size_t(pending_)].layer;
     LOWBIT_CHECK(m_.ops[size_t(pending_)].src == cur_.op || cur_.op == pending_, "export: ", name,
                  ": internal: the activation does not follow its layer");
@@ -497,10 +499,11 @@ ExportResult export_model(Module& model, const quant::Quantization& q, const Exp
   ExportResult res;
   Exporter ex(q, o, res);
   const std::string& method = ex.method();
-  LOWBIT_CHECK(method == "dorefa" || method == "wrpn" || method == "pact" || method == "binary" || method == "ternary",
+  LOWBIT_CHECK(method == "dorefa" || method == "wrpn" || method == "pact" || method == "binary" ||
+                   method == "ternary" || method == "lsq",
                "export: quantization method '", method,
-               "' is not exportable (exportable: dorefa, wrpn, pact, binary, ternary; lsq and u3 learn steps the "
-               "integer format does not carry yet, and a float model has no activation quantizers)");
+               "' is not exportable (exportable: dorefa, wrpn, pact, binary, ternary, lsq; u3 learns ranges and "
+               "bitwidths the exporter does not read yet, and a float model has no activation quantizers)");
   LOWBIT_CHECK(o.mean.size() == o.std.size() && (o.mean.empty() || int64_t(o.mean.size()) == o.channels),
                "export: mean/std must have one value per input channel (", o.channels, ") or none");
   ex.begin();

@@ -23,7 +23,8 @@
 //   (codes kept when every std_c is equal, else 16 bits per channel); padding in the first layer uses
 //   the pixel code round(255 mean) (all channels must share it), whose error is <= 0.5/255/std.
 //   Throws lowbit::Error naming the layer and what is not exportable (method, module type, float
-//   activations, ...). Methods: dorefa, wrpn, pact, binary, ternary; lsq and u3 are refused.
+//   activations, ...). Methods: dorefa, wrpn, pact, binary, ternary, lsq (its learned steps: the
+//   weights' w_step is the codes' step, the activations' a_step times Q_P their clip); u3 is refused.
 #pragma once
 
 #include <cstdint>

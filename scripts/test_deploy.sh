@@ -21,7 +21,8 @@ common=(--model lenet5 --width 0.5 --data fashion-mnist --limit-train 2048 --lim
 
 "$lowbit" export --checkpoint "$work/q/checkpoint.ckpt" --out "$work/m.lbq" | tee "$work/export.log"
 grep -q "^conv2 .* exact codes" "$work/export.log"
-grep -q "^conv1 .*fp32 .*16 bits per output channel (lossy)" "$work/export.log"
+grep -q "^conv1 .*fp32 .*16 bits per output channel, the remainder at 8 bits (lossy" "$work/export.log"
+grep -q "^fc2 .*fp32 .*rounded to 16 bits per output channel (lossy" "$work/export.log"
 grep -q "m.lbq: [0-9]* bytes; FP32 parameters" "$work/export.log"
 
 "$lowbit" eval --checkpoint "$work/q/checkpoint.ckpt" --predictions "$work/eval.csv" > "$work/eval.log"
@@ -30,6 +31,11 @@ grep -q "m.lbq: [0-9]* bytes; FP32 parameters" "$work/export.log"
 "$lowbit" infer --model-file "$work/m.lbq" --data fashion-mnist --limit-test 200 --reference \
   --predictions "$work/ref.csv" > /dev/null
 [ "$(wc -l < "$work/int.csv")" -eq 1001 ]
+# the FP32 twin timed beside it, and the per-op profile
+"$lowbit" infer --model-file "$work/m.lbq" --data fashion-mnist --limit-test 256 --fp32-checkpoint \
+  "$work/q/checkpoint.ckpt" --profile > "$work/speed.log"
+grep -q "^FP32 (the run's float model, lowbit, batch 128, [0-9]* threads): [0-9.]* img/s; integer: [0-9.]*x FP32" "$work/speed.log"
+grep -q "conv *conv2 .* ms/batch" "$work/speed.log"
 agree=$(paste -d, "$work/eval.csv" "$work/int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
 echo "predictions agree on $agree / 1000 images"
 [ "$agree" -ge 997 ]
@@ -52,10 +58,10 @@ expect_error "$work/q/checkpoint.ckpt" "bad magic"
 expect_error "$work/none.lbq" "cannot open"
 
 # A method the integer format does not carry: refused, naming it.
-"$lowbit" train "${common[@]}" --limit-train 256 --limit-test 64 --quant lsq --wbits 4 --abits 4 \
-  --out "$work/lsq" > /dev/null
-if "$lowbit" export --checkpoint "$work/lsq/checkpoint.ckpt" --out "$work/lsq.lbq" 2> "$work/err"; then
-  echo "FAIL: exported an lsq run"; exit 1
+"$lowbit" train "${common[@]}" --limit-train 256 --limit-test 64 --quant u3 --wbits 4 --abits 4 \
+  --out "$work/u3" > /dev/null
+if "$lowbit" export --checkpoint "$work/u3/checkpoint.ckpt" --out "$work/u3.lbq" 2> "$work/err"; then
+  echo "FAIL: exported a u3 run"; exit 1
 fi
-grep -q "'lsq' is not exportable" "$work/err"
+grep -q "'u3' is not exportable" "$work/err"
 echo "deploy: ok"
