@@ -42,7 +42,7 @@ cmake -S "$root" -B "$build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=None
 cmake --build "$build" -j "$(nproc)" --target fuzzers
 
 # fuzzer:max_len (bytes), sized to the format's seeds.
-fuzzers="idx:4096 cifar:8192 svhn_mat:8192 image:4096 checkpoint:2048 config:2048"
+fuzzers="idx:4096 cifar:8192 svhn_mat:8192 image:4096 checkpoint:2048 config:2048 model:4096"
 failed=()
 for entry in $fuzzers; do
   name=${entry%%:*}

@@ -18,6 +18,7 @@
 #include "data/dataset.h"
 #include "data/io.h"
 #include "data_fixtures.h"
+#include "deploy/engine.h"
 #include "test_util.h"
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -394,6 +395,143 @@ TEST_CASE("load_checkpoint: duplicate tensor names and metadata keys are named, 
   put_pod(m, uint32_t{0});
   expect_error([&] { load_checkpoint_data(checkpoint_file(m), "meta.ckpt"); },
                {"meta.ckpt", "metadata 'epoch' appears twice"});
+}
+
+// =============================================================================================
+// Integer model files and the integer engine (fuzz_model)
+// =============================================================================================
+namespace {
+// input 3x3x2 -> conv 'a' (1x1, codes 0..1) -> conv 'b' (3x3, padding 1, padding code in_zero_point
+// or pad_values, weights at `bits`, requantized) -> flatten -> linear (accumulators) -> dequantize.
+deploy::Model padded_model(int32_t in_zero_point, std::vector<double> pad_values, int32_t bits) {
+  using namespace deploy;
+  Model m;
+  Op in;
+  in.kind = OpKind::input;
+  in.input.C = 2, in.input.H = 3, in.input.W = 3;
+  m.ops.push_back(in);
+  Op a;
+  a.kind = OpKind::conv;
+  a.layer.name = "a", a.layer.K = 2, a.layer.C = 2, a.layer.bits = 2, a.layer.out_qmax = 1;
+  a.layer.weights = {1, -1, -2, 1}, a.layer.scale = {0.003, 0.002}, a.layer.offset = {0.25, 0.5};
+  m.ops.push_back(a);
+  Op b;
+  b.kind = OpKind::conv;
+  WeightOp& l = b.layer;
+  l.name = "b", l.K = 2, l.C = 2, l.R = l.S = 3, l.pad_h = l.pad_w = 1, l.bits = bits, l.out_qmax = 255;
+  l.in_zero_point = in_zero_point, l.pad_values = std::move(pad_values);
+  for (int64_t i = 0; i < l.numel(); ++i) l.weights.push_back(int16_t(bits > 8 ? 301 - 97 * (i % 3) : 7 - 3 * (i % 4)));
+  l.scale = {2e-5, -3e-5}, l.offset = {0.4, 0.7};
+  m.ops.push_back(b);
+  Op f;
+  f.kind = OpKind::flatten;
+  m.ops.push_back(f);
+  Op fc;
+  fc.kind = OpKind::linear;
+  fc.layer.name = "fc", fc.layer.K = 2, fc.layer.C = 18, fc.layer.bits = 3, fc.layer.out_qmax = 0;
+  for (int64_t i = 0; i < 36; ++i) fc.layer.weights.push_back(int16_t(i % 7 - 3));
+  fc.layer.scale = {1, 1}, fc.layer.offset = {0, 0};
+  m.ops.push_back(fc);
+  Op d;
+  d.kind = OpKind::dequantize;
+  d.dequant.scale = {0.5, 0.25}, d.dequant.offset = {0, 1};
+  m.ops.push_back(d);
+  return m;
+}
+
+deploy::Op input_op(int64_t C, int64_t H, int64_t W) {
+  deploy::Op in;
+  in.kind = deploy::OpKind::input;
+  in.input.C = C, in.input.H = H, in.input.W = W;
+  return in;
+}
+
+// A 1x1 conv of all-one 2-bit weights.
+deploy::Op conv_op(int64_t K, int64_t C, int64_t pad_h, int64_t pad_w, int64_t stride) {
+  deploy::Op o;
+  o.kind = deploy::OpKind::conv;
+  deploy::WeightOp& l = o.layer;
+  l.name = "c", l.K = K, l.C = C, l.pad_h = pad_h, l.pad_w = pad_w, l.stride_h = l.stride_w = stride;
+  l.bits = 2, l.out_qmax = 255;
+  l.weights.assign(size_t(K * C), 1);
+  l.scale.assign(size_t(K), 0.01), l.offset.assign(size_t(K), 0.0);
+  return o;
+}
+
+// flatten -> linear of `features` inputs (accumulators) -> dequantize.
+void add_head(deploy::Model& m, int64_t features) {
+  deploy::Op f;
+  f.kind = deploy::OpKind::flatten;
+  m.ops.push_back(f);
+  deploy::Op l;
+  l.kind = deploy::OpKind::linear;
+  l.layer.name = "fc", l.layer.K = 1, l.layer.C = features, l.layer.bits = 2, l.layer.out_qmax = 0;
+  l.layer.weights.assign(size_t(features), 1), l.layer.scale = {1}, l.layer.offset = {0};
+  m.ops.push_back(l);
+  deploy::Op d;
+  d.kind = deploy::OpKind::dequantize;
+  d.dequant.scale = {1}, d.dequant.offset = {0};
+  m.ops.push_back(d);
+}
+}  // namespace
+
+TEST_CASE("validate (.lbq): a padded input beyond 2^31 elements is rejected before the engine allocates it") {
+  // fuzz_model's activation limit (found by reading the limits it checks, confirmed with this
+  // model): a 331-byte file, a 1x1x4 image padded by 2^20 with stride 2^20 (a 3x3 output), passed
+  // validate; the engine's fast conv then padded a copy of (2^21 + 1)^2 x 4 bytes (16 TiB:
+  // "requested allocation size 0x100001000004" under ASan, std::bad_alloc without).
+  deploy::Model m;
+  m.ops.push_back(input_op(4, 1, 1));
+  m.ops.push_back(conv_op(1, 4, 1 << 20, 1 << 20, 1 << 20));
+  add_head(m, 9);
+  expect_error([&] { deploy::validate(m, "pad.lbq"); },
+               {"pad.lbq", "op 1 (conv 'c')", "padded input 2097153x2097153x4", "exceeds 2147483648"});
+  expect_error([&] { deploy::Engine e(m, "pad.lbq"); }, {"pad.lbq", "padded input"});
+  // The same check keeps out.H * out.W * out.C from overflowing int64 ("signed integer overflow:
+  // 4505800799158272 * 4096" under UBSan): 1023 convs grow a 2^20 x 1 image by 2^21 rows each, then a
+  // conv of 4096 channels pads both sides by 2^20.
+  deploy::Model chain;
+  chain.ops.push_back(input_op(1, 1 << 20, 1));
+  for (int i = 0; i < 1023; ++i) chain.ops.push_back(conv_op(1, 1, 1 << 20, 0, 1));
+  chain.ops.push_back(conv_op(4096, 1, 1 << 20, 1 << 20, 1));
+  add_head(chain, 1);
+  expect_error([&] { deploy::validate(chain, "chain.lbq"); }, {"chain.lbq", "padded input"});
+  // max_pool's output is held to the limit too (a 2x2 window, padding 1, stride 1 adds a row and a column).
+  deploy::Model pool;
+  pool.ops.push_back(input_op(1, 1 << 20, 1 << 11));
+  deploy::Op p;
+  p.kind = deploy::OpKind::max_pool;
+  p.pool.R = p.pool.S = 2, p.pool.stride_h = p.pool.stride_w = 1, p.pool.pad_h = p.pool.pad_w = 1;
+  pool.ops.push_back(p);
+  add_head(pool, 1);  // not reached
+  expect_error([&] { deploy::validate(pool, "pool.lbq"); }, {"pool.lbq", "op 1 (max_pool)", "output too large"});
+}
+
+TEST_CASE("Engine: padding codes above the input's codes count in the accumulator bounds (fast == _ref)") {
+  // fuzz_model on the engine's exact double-precision requantization: the bound it declared
+  // (kernels::bound_accumulators: sum |w| times the largest code of the input) left out the padding
+  // code. A layer reading codes 0..1 but padding with in_zero_point 114 made requantize_u8_ref throw
+  // "accumulator -6437 beyond the declared bound 1708" while the fast path ran on, and the fast
+  // path's double arithmetic was no longer guaranteed exact. Here: codes 0..1 padded with 255 or
+  // with per-channel codes {0, 250}, int8 and wide (9-bit) weights.
+  struct Case {
+    int32_t zero_point;
+    std::vector<double> pad_values;
+    int32_t bits;
+  };
+  for (const Case& c : {Case{255, {}, 4}, Case{0, {0, 250}, 4}, Case{255, {}, 10}, Case{0, {0, 250}, 10}}) {
+    CAPTURE(c.zero_point);
+    CAPTURE(c.bits);
+    const deploy::Model m =
+        deploy::parse_model(deploy::serialize_model(padded_model(c.zero_point, c.pad_values, c.bits)), "padded.lbq");
+    deploy::Engine e(m, "padded.lbq");
+    std::vector<uint8_t> images(2 * 18);
+    for (size_t j = 0; j < images.size(); ++j) images[j] = uint8_t(j * 37 % 256);
+    std::vector<float> fast(4), ref(4);
+    e.run(images.data(), 2, fast.data(), deploy::Engine::Path::fast);
+    REQUIRE(error_of([&] { e.run(images.data(), 2, ref.data(), deploy::Engine::Path::reference); }).empty());
+    CHECK(std::memcmp(fast.data(), ref.data(), sizeof(float) * fast.size()) == 0);
+  }
 }
 
 // =============================================================================================
