@@ -17,6 +17,7 @@
 #include "core/parallel.h"
 #include "deploy/engine.h"
 #include "deploy/export.h"
+#include "deploy_fixtures.h"
 #include "layers/layers.h"
 #include "models/zoo.h"
 #include "optim/sgd.h"
@@ -31,32 +32,10 @@ using namespace lowbit::testing;
 
 namespace {
 
-// Four classes of 28x28 grey images: class c has a bright quadrant c on a noisy background.
-data::ImageDataset quadrants(int64_t n, uint64_t seed) {
-  Generator gen(seed);
-  std::vector<uint8_t> px(static_cast<size_t>(n * 784));
-  std::vector<int32_t> labels(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    const int c = int(i % 4);
-    labels[size_t(i)] = c;
-    for (int y = 0; y < 28; ++y)
-      for (int x = 0; x < 28; ++x) {
-        const bool bright = (y / 14) == c / 2 && (x / 14) == c % 2;
-        px[size_t(i * 784 + y * 28 + x)] = uint8_t((bright ? 120 : 30) + 120 * gen.uniform());
-      }
-  }
-  data::ImageDataset d;
-  d.images = Tensor::from_vector(px, {n, 28, 28, 1});
-  d.labels = Tensor::from_vector(labels, {n});
-  d.num_classes = 4;
-  d.source = "quadrants";
-  return d;
-}
-
 const double kMean = 0.35, kStd = 0.25;  // the normalization of the tests' loaders
 
 struct Trained {
-  data::ImageDataset train = quadrants(512, 1), test = quadrants(256, 2);
+  data::ImageDataset train = fixtures::quadrants28(512, 1), test = fixtures::quadrants28(256, 2);
   std::unique_ptr<data::DataLoader> train_loader, test_loader;
   std::shared_ptr<Module> model;
   std::unique_ptr<train::QuantContext> quant;
@@ -106,47 +85,6 @@ struct Trained {
   }
 };
 
-// A small model of every op kind, by hand.
-Model tiny_model() {
-  Model m;
-  m.meta["model"] = std::string("tiny");
-  m.meta["bits.c"] = int64_t(3);
-  m.meta["scale"] = 0.5;
-  Op in;
-  in.kind = OpKind::input;
-  in.input.C = 2, in.input.H = 6, in.input.W = 5;
-  in.input.mean = {0.5, 0.4}, in.input.std = {0.2, 0.3};
-  m.ops.push_back(in);
-  Op c;
-  c.kind = OpKind::conv;
-  c.layer.name = "c";
-  c.layer.K = 3, c.layer.C = 2, c.layer.R = 3, c.layer.S = 2, c.layer.pad_h = 1;
-  c.layer.bits = 3, c.layer.coding = WeightCoding::odd, c.layer.out_qmax = 15;
-  c.layer.scale = {0.01, 0.02, -0.015}, c.layer.offset = {0.1, 0.2, 0.3};
-  for (int64_t i = 0; i < c.layer.numel(); ++i) c.layer.weights.push_back(int16_t(2 * (i % 8) - 7));
-  m.ops.push_back(c);
-  Op p;
-  p.kind = OpKind::max_pool;
-  p.pool.R = p.pool.S = 2, p.pool.stride_h = p.pool.stride_w = 2, p.pool.ceil_mode = true;
-  m.ops.push_back(p);
-  Op f;
-  f.kind = OpKind::flatten;
-  m.ops.push_back(f);
-  Op l;
-  l.kind = OpKind::linear;
-  l.layer.name = "fc";
-  l.layer.K = 4, l.layer.C = 3 * 3 * 2;  // 6x5 -> conv 6x4 -> pool (ceil) 3x2
-  l.layer.bits = 12, l.layer.coding = WeightCoding::twos_complement, l.layer.out_qmax = 0;  // wide
-  l.layer.scale = {1e-3, 2e-3, 3e-3, 4e-3}, l.layer.offset = {0, -1, 1, 0.5};
-  for (int64_t i = 0; i < l.layer.numel(); ++i) l.layer.weights.push_back(int16_t(i * 97 % 4096 - 2048));
-  m.ops.push_back(l);
-  Op d;
-  d.kind = OpKind::dequantize;
-  d.dequant.scale = l.layer.scale, d.dequant.offset = l.layer.offset;
-  m.ops.push_back(d);
-  return m;
-}
-
 // The weight op named `name`.
 const WeightOp& layer_named(const Model& m, const std::string& name) {
   for (const Op& op : m.ops)
@@ -186,7 +124,7 @@ TEST_CASE("weights are bit-packed below 8 bits and unpacked exactly, for every w
 }
 
 TEST_CASE(".lbq round trip: every field back, and the file written atomically") {
-  const Model m = tiny_model();
+  const Model m = fixtures::chain_model();
   const auto dir = std::filesystem::temp_directory_path() / "lowbit_test_deploy";
   std::filesystem::create_directories(dir);
   const std::string path = (dir / "tiny.lbq").string();
@@ -215,7 +153,7 @@ TEST_CASE(".lbq round trip: every field back, and the file written atomically") 
 }
 
 TEST_CASE("a corrupt or truncated .lbq file is refused with an error naming the file and the defect") {
-  const std::string good = serialize_model(tiny_model());
+  const std::string good = serialize_model(fixtures::chain_model());
   const std::string name = "bad/model.lbq";
   auto err = [&](const std::string& bytes) { return error_of([&] { parse_model(bytes, name); }); };
   // Every truncation.
@@ -238,7 +176,7 @@ TEST_CASE("a corrupt or truncated .lbq file is refused with an error naming the 
   CHECK(contains(err(bad), "checksum mismatch"));
 
   // Defects behind a valid checksum: located by their position in the payload.
-  const Model m = tiny_model();
+  const Model m = fixtures::chain_model();
   const std::string payload = good.substr(32);
   const size_t conv_name =
       payload.find(std::string("\x01\x00\x00\x00"
@@ -306,7 +244,7 @@ TEST_CASE("a corrupt or truncated .lbq file is refused with an error naming the 
 }
 
 TEST_CASE("engine: fast == _ref bit for bit on a hand-made model (padding, ceil-mode pooling, 12-bit wide weights)") {
-  Engine e(tiny_model());
+  Engine e(fixtures::chain_model());
   Generator gen(9);
   std::vector<uint8_t> x(size_t(7 * 6 * 5 * 2));
   for (auto& v : x) v = uint8_t(gen.next_u64() % 256);

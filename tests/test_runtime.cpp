@@ -15,6 +15,7 @@
 #include "deploy/engine.h"
 #include "deploy/export.h"
 #include "deploy/runtime/lowbit_runtime.h"
+#include "deploy_fixtures.h"
 #include "models/zoo.h"
 #include "optim/sgd.h"
 #include "test_util.h"
@@ -217,27 +218,6 @@ Model graph_model(bool sum_pool_head, uint64_t seed = 17) {
 
 // ---- a trained LeNet-5 (as tests/test_deploy.cpp trains it) and untrained zoo models ----
 
-// Four classes of 28x28 grey images: class c has a bright quadrant c on a noisy background.
-data::ImageDataset quadrants(int64_t n, uint64_t seed) {
-  Generator gen(seed);
-  std::vector<uint8_t> px(static_cast<size_t>(n * 784));
-  std::vector<int32_t> labels(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    const int c = int(i % 4);
-    labels[size_t(i)] = c;
-    for (int y = 0; y < 28; ++y)
-      for (int x = 0; x < 28; ++x)
-        px[size_t(i * 784 + y * 28 + x)] =
-            uint8_t(((y / 14) == c / 2 && (x / 14) == c % 2 ? 120 : 30) + 120 * gen.uniform());
-  }
-  data::ImageDataset d;
-  d.images = Tensor::from_vector(px, {n, 28, 28, 1});
-  d.labels = Tensor::from_vector(labels, {n});
-  d.num_classes = 4;
-  d.source = "quadrants";
-  return d;
-}
-
 Model trained_lenet5(const train::QuantSpec& spec, int64_t epochs, const data::ImageDataset& train_set) {
   data::LoaderOptions o;
   o.batch_size = 32, o.seed = 3, o.prefetch = 0;
@@ -294,7 +274,7 @@ TEST_CASE("runtime == engine bit for bit on hand-made graphs of every op kind an
 }
 
 TEST_CASE("runtime == engine bit for bit on trained LeNet-5s (DoReFa 4/4 with 16-bit first/last layers; 8/4)") {
-  const data::ImageDataset train_set = quadrants(512, 1), test_set = quadrants(256, 2);
+  const data::ImageDataset train_set = fixtures::quadrants28(512, 1), test_set = fixtures::quadrants28(256, 2);
   const Tensor px = test_set.images.contiguous();
   const std::vector<uint8_t> images(px.data<uint8_t>(), px.data<uint8_t>() + px.numel());
   check_bit_identical(trained_lenet5({.method = "dorefa", .wbits = 4, .abits = 4}, 2, train_set), images, 256,

@@ -22,6 +22,7 @@
 #include "data/io.h"
 #include "data_fixtures.h"
 #include "deploy/model_file.h"
+#include "deploy_fixtures.h"
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image_write.h>
@@ -55,53 +56,13 @@ Bytes cat(Bytes a, const Bytes& b) {
 
 const Bytes kSeparator = {'-', '-', 'l', 'a', 'b', 'e', 'l', 's', '-', '-'};
 
-// Integer models (fuzz_model.cpp), as tests/test_deploy.cpp's tiny_model() and tiny_graph_model().
+// Integer models (fuzz_model.cpp): chain_model() (tests/deploy_fixtures.h) and a graph like test_deploy.cpp's
+// tiny_graph_model().
 using deploy::Model;
 using deploy::Op;
 using deploy::OpKind;
 using deploy::WeightCoding;
 using deploy::WeightOp;
-
-// A chain: input with normalization, conv (3-bit odd), max pool (ceil), flatten, wide linear, dequantize.
-Model chain_model() {
-  Model m;
-  m.meta["model"] = std::string("tiny");
-  m.meta["bits.c"] = int64_t(3);
-  m.meta["scale"] = 0.5;
-  Op in;
-  in.kind = OpKind::input;
-  in.input.C = 2, in.input.H = 6, in.input.W = 5;
-  in.input.mean = {0.5, 0.4}, in.input.std = {0.2, 0.3};
-  m.ops.push_back(in);
-  Op c;
-  c.kind = OpKind::conv;
-  c.layer.name = "c";
-  c.layer.K = 3, c.layer.C = 2, c.layer.R = 3, c.layer.S = 2, c.layer.pad_h = 1;
-  c.layer.bits = 3, c.layer.coding = WeightCoding::odd, c.layer.out_qmax = 15;
-  c.layer.scale = {0.01, 0.02, -0.015}, c.layer.offset = {0.1, 0.2, 0.3};
-  for (int64_t i = 0; i < c.layer.numel(); ++i) c.layer.weights.push_back(int16_t(2 * (i % 8) - 7));
-  m.ops.push_back(c);
-  Op p;
-  p.kind = OpKind::max_pool;
-  p.pool.R = p.pool.S = 2, p.pool.stride_h = p.pool.stride_w = 2, p.pool.ceil_mode = true;
-  m.ops.push_back(p);
-  Op f;
-  f.kind = OpKind::flatten;
-  m.ops.push_back(f);
-  Op l;
-  l.kind = OpKind::linear;
-  l.layer.name = "fc";
-  l.layer.K = 4, l.layer.C = 3 * 3 * 2;  // 6x5 -> conv 6x4 -> pool (ceil) 3x2
-  l.layer.bits = 12, l.layer.coding = WeightCoding::twos_complement, l.layer.out_qmax = 0;  // wide
-  l.layer.scale = {1e-3, 2e-3, 3e-3, 4e-3}, l.layer.offset = {0, -1, 1, 0.5};
-  for (int64_t i = 0; i < l.layer.numel(); ++i) l.layer.weights.push_back(int16_t(i * 97 % 4096 - 2048));
-  m.ops.push_back(l);
-  Op d;
-  d.kind = OpKind::dequantize;
-  d.dequant.scale = l.layer.scale, d.dequant.offset = l.layer.offset;
-  m.ops.push_back(d);
-  return m;
-}
 
 // A graph: per-channel fractional padding values, a wide depthwise conv with an identity residual,
 // a wide 1x1 projection kept as int32 accumulators and used as a residual, a zero-pad shortcut used
