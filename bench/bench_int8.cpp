@@ -2,7 +2,8 @@
 // (bench/conv_layers.h) at batch 1 and 128 as u8 x s8 -> s32 (conv2d_u8s8s32, "int8_conv"), with
 // the requantization to uint8 codes fused (conv2d_u8s8u8, "int8_conv_requant"), and the fp32 forward
 // convolution (conv2d_forward with bias, "fp32_conv"); MobileNet's depthwise 3x3 layers the same
-// three ways; int8 GEMMs, square and the ResNet-20 im2col shapes, against the VNNI peak.
+// three ways; int8 GEMMs, square and the ResNet-20 im2col shapes, against the VNNI peak; the
+// requantization alone ("requant") on ResNet-20's output shapes.
 //
 //   bench_int8 [--threads N] [--portable] [google-benchmark flags]
 //     --portable                        runs the int8 kernels' portable paths (set_avx512_enabled(false);
@@ -134,6 +135,27 @@ void bm_layer(benchmark::State& state, Kind kind, Conv2dGeometry g) {
     benchmark::ClobberMemory();
   }
   set_counters(state, 2.0 * double(g.macs()), kind != Kind::kFp32);
+}
+
+// requantize_u8 alone on accumulators in cache (rows = pixels, C = K as in ResNet-20's stages), on
+// the exact double-precision path, without a residual or with a uint8 one (the identity shortcut).
+void bm_requant(benchmark::State& state, int64_t rows, int64_t C, bool residual) {
+  const auto acc = random_ints<int32_t>(rows * C, 7, -20000, 20000);
+  const auto res = random_ints<uint8_t>(rows * C, 8, 0, 15);
+  std::vector<uint8_t> out(size_t(rows * C));
+  std::vector<double> s(size_t(C), 1.0 / 20000), t(size_t(C), 0.3), sr(size_t(C), 1.0 / 15);
+  kernels::Requantization q = kernels::requantization_from_double(
+      C, s.data(), t.data(), 15, residual ? kernels::RequantResidual::u8 : kernels::RequantResidual::none,
+      residual ? sr.data() : nullptr);
+  kernels::bound_accumulators(q, 20000, residual ? 15 : 0);
+  kernels::RequantArgs a{.rows = rows, .acc = acc.data(), .ld_acc = C, .out = out.data(), .ld_out = C};
+  if (residual) a.residual_u8 = res.data(), a.ld_residual = C;
+  for (auto _ : state) {
+    kernels::requantize_u8(q, a);
+    benchmark::ClobberMemory();
+  }
+  state.counters["Gvalues/s"] =
+      benchmark::Counter(double(rows * C) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void bm_gemm_int8(benchmark::State& state, int64_t M, int64_t N, int64_t K) {
@@ -282,6 +304,13 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark((std::string("int8_gemm/") + s.name).c_str(), bm_gemm_int8, s.M, s.N, s.K)
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
+  for (int64_t C : {16, 32, 64})
+    for (bool residual : {false, true})
+      benchmark::RegisterBenchmark(("requant/" + std::to_string(C) + (residual ? "/residual_u8" : "/none")).c_str(),
+                                   bm_requant, 16384 / C, C,
+                                   residual)  // 64 KiB of accumulators, in cache as in the fused epilogue
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

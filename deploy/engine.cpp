@@ -282,6 +282,11 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
     shapes_[size_t(l.residual)].type == ValueType::u8 ? (void)(res8 = static_cast<const uint8_t*>(r))
                                                       : (void)(res32 = static_cast<const int32_t*>(r));
   }
+  uint8_t* out8 = static_cast<uint8_t*>(out_[i]);
+  if (conv && !dw && L.wide && l.out_qmax > 0) {  // the halves combined and requantized block by block
+    run_wide_conv(i, g, x, zp, res32, res8, out8, ref);
+    return;
+  }
   if (!L.correction.empty() && L.correction_into_residual) {  // residual + the fractional padding's part
     const size_t per = L.correction.size();
     correction_.resize(std::max(correction_.size(), per * size_t(n)));
@@ -304,7 +309,6 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
     }
     res32 = correction_.data();
   }
-  uint8_t* out8 = static_cast<uint8_t*>(out_[i]);
   if (l.out_qmax > 0 && !L.wide && conv) {  // fused requantization
     if (dw)
       ref ? kernels::depthwise_conv2d_u8s8u8_ref(g, x, zp, L.w.data(), L.requant, res32, res8, out8)
@@ -356,6 +360,52 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
     a.residual_s32 = res32, a.residual_u8 = res8, a.ld_residual = K;
   }
   ref ? kernels::requantize_u8_ref(L.requant, a) : kernels::requantize_u8(L.requant, a);
+}
+
+void Engine::run_wide_conv(size_t i, const kernels::Conv2dGeometry& g_in, const uint8_t* x, uint8_t zp,
+                           const int32_t* res32, const uint8_t* res8, uint8_t* out8, bool ref) {
+  const WeightOp& l = model_.ops[i].layer;
+  const Layer& L = layers_[i];
+  const int64_t K = l.K, pixels = g_in.P() * g_in.Q();
+  kernels::Conv2dGeometry g = g_in;
+  g.K = 2 * K;
+  // Rows [r0, r0 + rows) of the output from acc [rows][2K] (hi then lo per row): requantized with the
+  // lo accumulators as the residual, or (combine) 256 hi + lo with the layer's residual plus the
+  // fractional padding's contribution.
+  auto epilogue = [&](int64_t r0, int64_t rows, const int32_t* acc) {
+    kernels::RequantArgs a{.rows = rows, .acc = acc, .ld_acc = 2 * K, .out = out8 + r0 * K, .ld_out = K};
+    if (!L.combine) {
+      a.residual_s32 = acc + K, a.ld_residual = 2 * K;
+    } else {
+      thread_local std::vector<int32_t> scratch;
+      const bool summed = !L.correction.empty();
+      if (int64_t(scratch.size()) < rows * K * (summed ? 2 : 1)) scratch.resize(size_t(rows * K * (summed ? 2 : 1)));
+      int32_t* c = scratch.data();
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < K; ++k) c[r * K + k] = 256 * acc[r * 2 * K + k] + acc[r * 2 * K + K + k];
+      a.acc = c, a.ld_acc = K, a.ld_residual = K;
+      if (summed) {  // the residual (if any) plus the correction of each row's pixel
+        int32_t* sum = c + rows * K;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int32_t* corr = L.correction.data() + (r0 + r) % pixels * K;
+          const int32_t* res = res32 ? res32 + (r0 + r) * K : nullptr;
+          for (int64_t k = 0; k < K; ++k) sum[r * K + k] = (res ? res[k] : 0) + corr[k];
+        }
+        a.residual_s32 = sum;
+      } else if (res32 || res8) {
+        a.residual_s32 = res32 ? res32 + r0 * K : nullptr, a.residual_u8 = res8 ? res8 + r0 * K : nullptr;
+      }
+    }
+    ref ? kernels::requantize_u8_ref(L.requant, a) : kernels::requantize_u8(L.requant, a);
+  };
+  if (!ref) {
+    kernels::conv2d_u8s8s32_blocks(g, x, zp, L.packed, epilogue);
+    return;
+  }
+  const int64_t rows = g.N * pixels;
+  if (int64_t(acc_.size()) < rows * 2 * K) acc_.resize(size_t(rows * 2 * K));
+  kernels::conv2d_u8s8s32_ref(g, x, zp, L.w.data(), acc_.data());
+  epilogue(0, rows, acc_.data());
 }
 
 void Engine::run(const uint8_t* images, int64_t n, float* logits, Path path) {

@@ -34,6 +34,7 @@
 
 #include "core/kernels/gemm_int8.h"
 #include "core/kernels/requant.h"
+#include "core/kernels/shapes.h"
 #include "deploy/model_file.h"
 
 namespace lowbit::deploy {
@@ -73,6 +74,9 @@ class Engine {
     bool busy = false;
   };
   void run_weight_op(size_t i, int64_t n, bool ref);
+  // A wide conv with requantized outputs: the hi/lo halves combined in its GEMM's epilogue.
+  void run_wide_conv(size_t i, const kernels::Conv2dGeometry& g, const uint8_t* x, uint8_t zp, const int32_t* res32,
+                     const uint8_t* res8, uint8_t* out8, bool ref);
 
   Model model_;
   InputOp in_;

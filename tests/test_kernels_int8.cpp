@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -209,6 +210,17 @@ void check_conv(const Conv2dGeometry& g, uint8_t zp, uint32_t seed = 11, int x_l
     check_all_paths(want, [&] {
       std::vector<int32_t> got(want.size(), -1);
       conv2d_u8s8s32(g, x.data(), zp, packed, got.data());
+      return got;
+    });
+    check_all_paths(want, [&] {  // block by block: the blocks partition the output rows
+      const int64_t M = g.N * g.P() * g.Q();
+      std::vector<int32_t> got(want.size(), -1);
+      std::vector<std::atomic<int>> visits(static_cast<size_t>(M));
+      conv2d_u8s8s32_blocks(g, x.data(), zp, packed, [&](int64_t r0, int64_t rows, const int32_t* acc) {
+        for (int64_t r = r0; r < r0 + rows; ++r) visits[size_t(r)]++;
+        std::copy(acc, acc + rows * g.K, got.begin() + r0 * g.K);
+      });
+      for (int64_t r = 0; r < M; ++r) REQUIRE(visits[size_t(r)] == 1);
       return got;
     });
   } else {

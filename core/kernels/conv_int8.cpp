@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <vector>
 
@@ -75,7 +76,16 @@ class PaddedInput {
           std::memcpy(dst, src, size_t(g.W * C));
           continue;
         }
-        for (int64_t w = 0; w < g.W; ++w) {
+        int64_t w = 0;
+        if constexpr (std::endian::native == std::endian::little)
+          if (C == 3 && cp == 4)  // an RGB first layer: one 4-byte move per pixel, the 4th byte cleared
+            for (; w + 1 < g.W; ++w) {
+              uint32_t v;
+              std::memcpy(&v, src + w * 3, 4);
+              v &= 0x00FFFFFFu;
+              std::memcpy(dst + w * 4, &v, 4);
+            }
+        for (; w < g.W; ++w) {
           for (int64_t c = 0; c < C; ++c) dst[w * cp + c] = src[w * C + c];
           for (int64_t c = C; c < cp; ++c) dst[w * cp + c] = 0;
         }
@@ -322,6 +332,11 @@ PackedS8 pack_conv_weights_s8(const Conv2dGeometry& g, const int8_t* w) {
 
 void conv2d_u8s8s32(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const PackedS8& w, int32_t* y) {
   conv_blocks(g, x, x_zero_point, w, y, "conv2d_u8s8s32", [](int64_t, int64_t, const int32_t*) {});
+}
+
+void conv2d_u8s8s32_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const PackedS8& w,
+                           const ConvBlockEpilogue& epilogue) {
+  conv_blocks(g, x, x_zero_point, w, nullptr, "conv2d_u8s8s32_blocks", epilogue);
 }
 
 void conv2d_u8s8u8(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const PackedS8& w,

@@ -37,6 +37,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "core/kernels/gemm_int8.h"
 #include "core/kernels/requant.h"
@@ -47,6 +48,16 @@ namespace lowbit::kernels {
 PackedS8 pack_conv_weights_s8(const Conv2dGeometry& g, const int8_t* w);
 
 void conv2d_u8s8s32(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const PackedS8& w, int32_t* y);
+
+// conv2d_u8s8s32 handed out block by block, for epilogues requantize_u8 alone does not cover (a
+// caller's own combination of the results): for each block of output pixels [r0, r0 + rows) (rows of
+// y, (n P + p) Q + q; the blocks partition [0, N P Q)) it calls epilogue(r0, rows, acc) with acc
+// [rows][K] int32 in a buffer of the calling thread, valid during the call, on the thread that
+// computed it (blocks in parallel, in no particular order). The reference twin is conv2d_u8s8s32_ref
+// followed by epilogue(0, N P Q, y).
+using ConvBlockEpilogue = std::function<void(int64_t r0, int64_t rows, const int32_t* acc)>;
+void conv2d_u8s8s32_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const PackedS8& w,
+                           const ConvBlockEpilogue& epilogue);
 // w unpacked, [K][R][S][C].
 void conv2d_u8s8s32_ref(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const int8_t* w, int32_t* y);
 

@@ -117,13 +117,22 @@ LOWBIT_AVX512 void requant_block_avx512(const Requantization& q, const RequantAr
 }
 
 // (2) in doubles when bound_accumulators found it exact: acc m 2^-S + B 2^-S (+ res m' 2^-S) is
-// (acc m + B + res m') 2^-S, below 2^53 in magnitude, so each FMA's result is exact; roundscale
-// rounds it half to even like (2).
+// (acc m + B + res m') 2^-S, below 2^53 in magnitude, so each FMA's result is exact. Then clamped to
+// [0, qmax] and rounded (the same as rounding then clamping: 0 and qmax are integers) by adding 2^52
+// with round-to-nearest-even (ulp 1 in [2^52, 2^53)), which leaves the code in the low bits.
 template <int RES>
 LOWBIT_AVX512 void requant_block_avx512_f64(const Requantization& q, const RequantArgs& a, int64_t r0, int64_t r1) {
   const int64_t C = q.channels();
   constexpr __mmask8 all = 0xFF;  // maskz forms: see requant_block_avx512
-  const __m512d zero = _mm512_setzero_pd(), qmax = _mm512_set1_pd(q.qmax);
+  // Locals: the uint8 stores may alias anything, so fields of `a` read in the loop would be reloaded.
+  const int32_t* acc = a.acc + r0 * a.ld_acc;
+  const int32_t* res32 = RES == 1 ? a.residual_s32 + r0 * a.ld_residual : nullptr;
+  const uint8_t* res8 = RES == 2 ? a.residual_u8 + r0 * a.ld_residual : nullptr;
+  uint8_t* out = a.out + r0 * a.ld_out;
+  const int64_t ld_acc = a.ld_acc, ld_res = a.ld_residual, ld_out = a.ld_out, rows = r1 - r0;
+  const __m512d zero = _mm512_setzero_pd(), qmax = _mm512_set1_pd(q.qmax), magic = _mm512_set1_pd(0x1p52);
+  // The low dwords of two vectors of 8 doubles 2^52 + k: k for 16 channels.
+  const __m512i low_dwords = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   // 16 channels per step, as two halves of 8 doubles; one 16-byte store per row.
   for (int64_t c = 0; c < C; c += 16) {
     const int64_t n = std::min<int64_t>(16, C - c);
@@ -135,28 +144,33 @@ LOWBIT_AVX512 void requant_block_avx512_f64(const Requantization& q, const Requa
     const __m512d b1 = _mm512_maskz_loadu_pd(m1, q.offset_f64.data() + c + 8);
     const __m512d mr0 = RES ? _mm512_maskz_loadu_pd(m0, q.residual_multiplier_f64.data() + c) : zero;
     const __m512d mr1 = RES ? _mm512_maskz_loadu_pd(m1, q.residual_multiplier_f64.data() + c + 8) : zero;
-    for (int64_t i = r0; i < r1; ++i) {
-      const __m512i x = _mm512_maskz_loadu_epi32(mask, a.acc + i * a.ld_acc + c);
+    for (int64_t i = 0; i < rows; ++i) {
+      const __m512i x = _mm512_maskz_loadu_epi32(mask, acc + i * ld_acc + c);
       __m512d u0 = _mm512_maskz_fmadd_pd(all, _mm512_maskz_cvtepi32_pd(all, _mm512_maskz_extracti64x4_epi64(all, x, 0)),
                                          mul0, b0);
       __m512d u1 = _mm512_maskz_fmadd_pd(all, _mm512_maskz_cvtepi32_pd(all, _mm512_maskz_extracti64x4_epi64(all, x, 1)),
                                          mul1, b1);
       if constexpr (RES != 0) {
         const __m512i r =
-            RES == 1 ? _mm512_maskz_loadu_epi32(mask, a.residual_s32 + i * a.ld_residual + c)
-                     : _mm512_maskz_cvtepu8_epi32(__mmask16(0xFFFF),
-                                                  _mm_maskz_loadu_epi8(mask, a.residual_u8 + i * a.ld_residual + c));
+            RES == 1 ? _mm512_maskz_loadu_epi32(mask, res32 + i * ld_res + c)
+                     : _mm512_maskz_cvtepu8_epi32(__mmask16(0xFFFF), _mm_maskz_loadu_epi8(mask, res8 + i * ld_res + c));
         u0 = _mm512_maskz_fmadd_pd(all, _mm512_maskz_cvtepi32_pd(all, _mm512_maskz_extracti64x4_epi64(all, r, 0)), mr0,
                                    u0);
         u1 = _mm512_maskz_fmadd_pd(all, _mm512_maskz_cvtepi32_pd(all, _mm512_maskz_extracti64x4_epi64(all, r, 1)), mr1,
                                    u1);
       }
-      auto codes = [&](__m512d u) {  // round half to even, clamp to [0, qmax], to int32
-        const __m512d k = _mm512_maskz_roundscale_pd(all, u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        return _mm512_maskz_cvtpd_epi32(all, _mm512_maskz_min_pd(all, _mm512_maskz_max_pd(all, k, zero), qmax));
+      auto codes = [&](__m512d u) {  // 2^52 + round_half_even(clamp(u, 0, qmax)), as bits
+        const __m512d clamped = _mm512_maskz_min_pd(all, _mm512_maskz_max_pd(all, u, zero), qmax);
+        return _mm512_castpd_si512(
+            _mm512_maskz_add_round_pd(all, clamped, magic, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
       };
-      const __m512i r32 = _mm512_maskz_inserti64x4(all, _mm512_castsi256_si512(codes(u0)), codes(u1), 1);
-      _mm_mask_storeu_epi8(a.out + i * a.ld_out + c, mask, _mm512_maskz_cvtepi32_epi8(0xFFFF, r32));
+      const __m512i r32 = _mm512_permutex2var_epi32(codes(u0), low_dwords, codes(u1));
+      const __m128i r8 =
+          _mm512_maskz_cvtepi32_epi8(0xFFFF, r32);  // in a register: a plain store beats vpmovdb to memory
+      if (n == 16)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i * ld_out + c), r8);
+      else
+        _mm_mask_storeu_epi8(out + i * ld_out + c, mask, r8);
     }
   }
 }
