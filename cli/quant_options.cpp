@@ -55,6 +55,12 @@ std::vector<OptionSpec> quant_option_specs() {
        "layer, the one with the smaller squared rounding error)"},
       {"beta-init", "", "initial WaveQ beta (default: --wbits - 1)"},
       {"beta-lr", "", "learning rate of the beta group (default: --lr)"},
+      {"weight-budget-kb", "",
+       "Uhlich et al. (8a): total weight memory target in kB at the learned bits (bias included), a squared-hinge "
+       "penalty on the learned steps and ranges (--quant u3)"},
+      {"act-budget-kb", "", "Uhlich et al. (8b)/(8c): activation memory target in kB (--quant u3, --abits < 32)"},
+      {"act-budget", "max", "what --act-budget-kb bounds: max (the largest feature map, 8c) | sum (all of them, 8b)"},
+      {"budget-lambda", "0.1", "the budgets' penalty coefficient (sizes in kB; 0.1 as the paper on CIFAR-10)"},
   };
 }
 
@@ -76,6 +82,10 @@ train::QuantSpec quant_spec(const Options& o) {
   s.reg = o.str("reg");
   s.grid = o.str("grid");
   s.allow_grid_mismatch = o.flag("allow-grid-mismatch");
+  s.weight_budget_kb = o.has("weight-budget-kb") ? o.real("weight-budget-kb") : 0;
+  s.act_budget_kb = o.has("act-budget-kb") ? o.real("act-budget-kb") : 0;
+  s.act_budget = o.str("act-budget");
+  s.budget_lambda = o.real("budget-lambda");
   s.lambda_w = o.real("lambda-w");
   s.lambda_beta = o.real("lambda-beta");
   s.reg_warmup = o.real("reg-warmup");

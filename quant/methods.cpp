@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/math.h"
+#include "quant/budget.h"
 #include "quant/qconfig.h"
 #include "quant/quantizers.h"
 
@@ -196,6 +197,10 @@ std::vector<QuantMethod> build_registry() {
     m.stored_bits = [](Module& layer, int k) {
       if (k >= 32 || !layer.has_param("w_d")) return k;
       return u3_bits(layer.param("w_d").item(), layer.param("w_qmax").item(), true);
+    };
+    m.bits_variable = [](Module& mod, bool weight_side) {
+      return weight_side ? u3_bits_variable(mod.param("w_d"), mod.param("w_qmax"), true)
+                         : u3_bits_variable(mod.param("a_d"), mod.param("a_qmax"), false);
     };
     m.after_step = [](Module& mod, bool weight_side) {
       if (weight_side && mod.has_param("w_d")) u3_clip_parameters(mod.param("w_d"), mod.param("w_qmax"), true);

@@ -20,6 +20,8 @@
 //                              regularizers are then refused with this method
 //   stored_bits(layer, k)      the bits a layer's weights are stored at: k, or inferred from learned
 //                              parameters (U3); null means k
+//   bits_variable(module, weight)  the bits as a differentiable scalar of the learned parameters
+//                              (U3 §6.3), for the memory budgets of quant/budget.h; null: fixed bits
 //   after_step(module, weight) parameter constraints after each optimizer step (U3 §6.4); may be null
 //   bits_follow_beta           whether WaveQ's learned bits can drive this quantizer's bits (its
 //                              levels are a function of k alone)
@@ -68,6 +70,7 @@ struct QuantMethod {
   std::vector<std::string> weight_params, activation_params;
   std::function<std::optional<SinusoidMatch>(const QuantConfig&)> sinusoid;
   std::function<int(Module& layer, int configured_bits)> stored_bits;
+  std::function<Variable(Module& module, bool weight_side)> bits_variable;
   std::function<void(Module& module, bool weight_side)> after_step;
   bool bits_follow_beta = false;
 };

@@ -183,9 +183,15 @@ Quantization attach_quantizers(Module& model, const QuantConfig& config) {
     VariableTransform hook;
     if (bits < 32 && method.activation)
       hook = method.activation(QuantSite{*m, name, std::make_shared<int>(bits), config});
+    auto features = std::make_shared<int64_t>(0);
+    if (hook)
+      hook = [hook, features](const Variable& a) {
+        *features = a.dim() >= 1 && a.size(0) > 0 ? a.numel() / a.size(0) : a.numel();
+        return hook(a);
+      };
     m->set_output_hook(hook);
     if (hook) {
-      q.activations.push_back({name, m, bits});
+      q.activations.push_back({name, m, bits, features});
       for (const auto& p : method.activation_params)
         if (m->has_param(p)) q.parameter_names.push_back(join_name(name, p));
     }

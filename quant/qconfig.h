@@ -51,6 +51,9 @@ struct QuantizedActivation {
   std::string name;
   std::shared_ptr<Module> module;
   int bits = 32;
+  // One sample's activation count (numel / batch), recorded by the hook at every call; 0 until the
+  // first forward pass (the activation memory of quant/budget.h).
+  std::shared_ptr<int64_t> features = std::make_shared<int64_t>(0);
 };
 
 class Quantization {

@@ -22,6 +22,11 @@ Variable floor_ste(const Variable& x) {
                      [](const Variable& g, const Variable&) { return std::vector<Variable>{g}; });
 }
 
+Variable ceil_ste(const Variable& x) {  // ceil(x) = -floor(-x)
+  return make_result(math::neg(math::floor(math::neg(x.data()))), "ceil_ste", {x},
+                     [](const Variable& g, const Variable&) { return std::vector<Variable>{g}; });
+}
+
 Variable sign_ste(const Variable& x) {
   return make_result(sign_nonzero(x.data()), "sign_ste", {x},
                      [](const Variable& g, const Variable&) { return std::vector<Variable>{g}; });

@@ -3,6 +3,7 @@
 //
 //   round_ste(x)             forward round-half-to-even(x), backward identity (dy/dx := 1)
 //   floor_ste(x)             forward floor(x), backward identity
+//   ceil_ste(x)              forward ceil(x), backward identity (nnabla's F.ceil, Uhlich §6.3)
 //   sign_ste(x)              forward sign with sign(0) = +1, backward identity (DoReFa/BWN)
 //   sign_ste_clipped(x)      forward sign with sign(0) = +1, backward 1[|x| <= 1] (BNN hardtanh STE)
 //   straight_through(x, v)   forward the tensor v (shape of x), backward identity to x
@@ -19,6 +20,7 @@ namespace lowbit::quant {
 
 Variable round_ste(const Variable& x);
 Variable floor_ste(const Variable& x);
+Variable ceil_ste(const Variable& x);
 Variable sign_ste(const Variable& x);
 Variable sign_ste_clipped(const Variable& x);
 Variable straight_through(const Variable& x, const Tensor& value);

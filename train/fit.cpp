@@ -275,6 +275,7 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
                            "(--on-nonfinite skip-step)"));
       }
       result.skipped_steps_in_a_row = 0;
+      if (quant) quant->after_backward();
       if (o.clip_grad_norm > 0) optim::clip_grad_norm(model.parameters(), o.clip_grad_norm);
       opt.step();
       if (quant) quant->after_step();

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "core/math.h"
 #include "quant/quantizers.h"
 
 namespace lowbit::train {
@@ -128,6 +129,13 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
   }
 
   q_ = quant::attach_quantizers(model, cfg_);
+  if (spec.weight_budget_kb > 0 || spec.act_budget_kb > 0)
+    budget_ = std::make_shared<quant::MemoryBudget>(
+        q_, quant::BudgetOptions{.weight_kb = spec.weight_budget_kb,
+                                 .act_kb = spec.act_budget_kb,
+                                 .act = quant::parse_activation_budget(spec.act_budget),
+                                 .lambda_w = spec.budget_lambda,
+                                 .lambda_a = spec.budget_lambda});
   for (const auto& n : q_.parameter_names) owned_.push_back(n);
 
   // Regularized layers: the quantized ones, or in float training those with bits < 32 (all but the
@@ -244,6 +252,7 @@ std::vector<optim::ParamGroup> QuantContext::param_groups(const optim::ParamGrou
     g.params.push_back(p);
     g.param_names.push_back(full);
   }
+  if (budget_) steps.regularizers.push_back(budget_);
   if (!steps.params.empty()) groups.push_back(std::move(steps));
   if (!clip.params.empty()) groups.push_back(std::move(clip));
   return groups;
@@ -263,6 +272,27 @@ void QuantContext::begin_step(double t, double total) {
 void QuantContext::use_final_bits() {
   if (!follow_) return;
   for (size_t i = 0; i < reg_layers_.size(); ++i) *reg_layers_[i]->weight_bits = final_bits(i);
+}
+
+void QuantContext::after_backward() {
+  if (!budget_) return;
+  // Each learned (step, range) pair's gradients clipped to [-step, step].
+  auto clip = [](Module& m, const char* step_name, const char* range_name) {
+    if (!m.has_param(step_name)) return;
+    const double d = std::abs(m.param(step_name).item());
+    for (const char* n : {step_name, range_name}) {
+      Variable& p = m.param(n);
+      const Variable g = p.grad();
+      if (g.defined()) p.set_grad(Variable(math::clamp(g.data(), -d, d)));
+    }
+  };
+  for (const auto& l : q_.layers) clip(*l.module, "w_d", "w_qmax");
+  for (const auto& a : q_.activations) clip(*a.module, "a_d", "a_qmax");
+}
+
+std::optional<quant::MemorySizes> QuantContext::budget_sizes() const {
+  if (!budget_) return std::nullopt;
+  return budget_->sizes();
 }
 
 void QuantContext::after_step() {
@@ -323,6 +353,10 @@ std::string QuantContext::epoch_json() const {
   js << "]";
   if (waveq_) js << ", \"lambda_w\": " << waveq_->lambdas().w << ", \"lambda_beta\": " << waveq_->lambdas().beta;
   if (sinreq_) js << ", \"lambda\": " << sinreq_->lambda();
+  if (budget_) {
+    const quant::MemorySizes m = budget_->sizes();
+    js << ", \"weight_kb\": " << m.weight_kb << ", \"act_kb\": " << m.act_kb;
+  }
   return js.str();
 }
 
@@ -334,6 +368,11 @@ std::string QuantContext::describe() const {
     const int a = spec_.abits ? spec_.abits : method_->activation_bits.default_bits;
     s << " w" << (w >= 32 ? std::string("32") : std::to_string(w)) << "/a" << a;
     if (spec_.gbits < 32) s << "/g" << spec_.gbits;
+  }
+  if (budget_) {
+    s << " + memory budget";
+    if (spec_.weight_budget_kb > 0) s << " weights <= " << spec_.weight_budget_kb << " kB";
+    if (spec_.act_budget_kb > 0) s << " activations (" << spec_.act_budget << ") <= " << spec_.act_budget_kb << " kB";
   }
   if (sinreq_ || waveq_) {
     s << " + " << spec_.reg << (waveq_ && !learn_beta_ ? " (beta fixed)" : "") << " (" << grid_name(grid_) << " grid";

@@ -43,6 +43,7 @@
 #include "core/random.h"
 #include "data/loader.h"
 #include "optim/optimizer.h"
+#include "quant/budget.h"
 #include "quant/qconfig.h"
 #include "quant/regularize.h"
 #include "quant/stats.h"
@@ -77,6 +78,11 @@ struct QuantSpec {
   double beta_init = 0;                     // 0: k - 1 of the layer's initial bits
   double beta_lr = 0;                       // 0: the weights' lr
   std::string bits_follow_beta = "always";  // always | phase3 | never
+  // Memory budgets (quant/budget.h, Uhlich §6.4): kB targets (<= 0: none), the activation measure
+  // (max: the largest feature map (8c); sum: all of them (8b)) and the penalties' lambda.
+  double weight_budget_kb = 0, act_budget_kb = 0;
+  std::string act_budget = "max";
+  double budget_lambda = 0.1;
 };
 
 // One row of the per-epoch table / metrics (regularized layers).
@@ -112,6 +118,9 @@ struct QuantReport {
   EvalResult fp32, quantized;         // float (shadow) weights; weights at `bits`
   std::string method;                 // quantizer name
   std::vector<std::string> warnings;  // the model lost at its bits, and the likely cause
+  // With memory budgets: the sizes at the final bits (Uhlich's accounting) and the targets.
+  std::optional<quant::MemorySizes> budget_sizes;
+  quant::BudgetOptions budget;
 };
 
 class QuantContext {
@@ -129,6 +138,9 @@ class QuantContext {
 
   // Called by fit before / after every optimizer step (t in fractional epochs of `total`).
   void begin_step(double t, double total);
+  // Called by fit between backward and the optimizer step: with a memory budget, the learned steps'
+  // and ranges' gradients clipped to [-d, d] (train_resnet.py clip_quant_grads, §6.4 [O]).
+  void after_backward();
   void after_step();
   // Called by fit after each epoch's evaluation (history for report.html).
   void end_epoch(int64_t epoch, double train_loss, double train_acc, double test_loss, double test_acc);
@@ -159,6 +171,8 @@ class QuantContext {
   const quant::Quantization& quantization() const { return q_; }
   const QuantSpec& spec() const { return spec_; }
   bool regularized() const { return sinreq_ || waveq_; }
+  // The memory budget's sizes now (nullopt without --weight-budget-kb / --act-budget-kb).
+  std::optional<quant::MemorySizes> budget_sizes() const;
 
  private:
   struct Impl;
@@ -175,6 +189,7 @@ class QuantContext {
   std::vector<int> reg_bits_;  // SinReQ / fixed beta / initial bits
   std::shared_ptr<quant::SinReQRegularizer> sinreq_;
   std::shared_ptr<quant::WaveQRegularizer> waveq_;
+  std::shared_ptr<quant::MemoryBudget> budget_;
   std::shared_ptr<Generator> grad_noise_;  // --gbits
   std::vector<std::string> owned_;
   std::map<std::string, std::vector<double>> curves_;

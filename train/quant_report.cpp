@@ -118,6 +118,7 @@ QuantReport QuantContext::final_report(data::DataLoader& test, bool post_trainin
       weighted += double(l.bits) * double(l.weights), counted += double(l.weights);
   }
   rep.memory = quant::weight_memory(numels, bits);
+  if (budget_) rep.budget_sizes = budget_->sizes(), rep.budget = budget_->options();
   rep.average_bits = counted > 0 ? weighted / counted : 32;
 
   // Lost at its bits: the quantized accuracy has fallen more than half-way from float to chance.
@@ -272,6 +273,23 @@ std::string format_report(const QuantReport& rep, const EvalResult* last_trained
   std::snprintf(line, sizeof line, "weight memory: %.1f KB at these bits vs %.1f KB FP32 (%.2fx smaller)\n",
                 rep.memory.kb(), rep.memory.fp32_kb(), rep.memory.compression_ratio());
   s << line;
+  if (rep.budget_sizes) {  // Uhlich's accounting (bias included), against the targets
+    const quant::MemorySizes& m = *rep.budget_sizes;
+    const char* act = rep.budget.act == quant::ActivationBudget::max ? "largest feature map" : "all feature maps";
+    if (rep.budget.weight_kb > 0) {
+      std::snprintf(line, sizeof line, "memory budget: weights %.2f kB of %.2f kB (%s)\n", m.weight_kb,
+                    rep.budget.weight_kb, m.weight_kb <= rep.budget.weight_kb ? "met" : "over");
+      s << line;
+    }
+    if (rep.budget.act_kb > 0) {
+      std::snprintf(line, sizeof line, "memory budget: activations (%s) %.2f kB of %.2f kB (%s)\n", act, m.act_kb,
+                    rep.budget.act_kb,
+                    !m.act_known                    ? "not measured"
+                    : m.act_kb <= rep.budget.act_kb ? "met"
+                                                    : "over");
+      s << line;
+    }
+  }
   if (rep.post_training && rep.method != "none") {
     std::snprintf(line, sizeof line, "accuracy: FP32 weights %.2f%%, rounded at these bits after training %.2f%%\n",
                   100 * rep.fp32.accuracy, 100 * rep.quantized.accuracy);
