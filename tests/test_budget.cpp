@@ -144,6 +144,20 @@ TEST_CASE("fit with --weight-budget-kb: a LeNet-5 that starts above a tight budg
   CAPTURE(spec.weight_budget_kb);
   CHECK(end_kb <= spec.weight_budget_kb);
   CHECK(end_kb >= 0.4 * start_kb);  // it met the budget, not collapsed every layer to 2 bits
-  // The report states it.
+  // The report states it: the budget met, each quantizer's learned step, range, bits and size.
   CHECK(quant.describe().find("memory budget weights <=") != std::string::npos);
+  const train::QuantReport rep = quant.final_report(loader);
+  const std::string text = train::format_report(rep);
+  CHECK(text.find("memory budget: weights") != std::string::npos);
+  CHECK(text.find("(met)") != std::string::npos);
+  CHECK(text.find("learned quantizers (u3;") != std::string::npos);
+  double weight_kb = 0;
+  int64_t weight_rows = 0;
+  for (const auto& r : rep.learned_quantizers) {
+    if (!r.weight) continue;
+    weight_kb += r.kb, ++weight_rows;
+    CHECK(r.params.size() == 2);
+  }
+  CHECK(weight_rows == int64_t(quant.quantization().layers.size()));
+  CHECK(weight_kb == doctest::Approx(end_kb));
 }

@@ -290,6 +290,28 @@ void QuantContext::after_backward() {
   for (const auto& a : q_.activations) clip(*a.module, "a_d", "a_qmax");
 }
 
+std::vector<LearnedQuantizerRow> QuantContext::learned_quantizers() const {
+  std::vector<LearnedQuantizerRow> rows;
+  auto row = [&](const std::string& name, Module& m, bool weight, const std::vector<std::string>& names, int bits,
+                 int64_t count) {
+    LearnedQuantizerRow r;
+    r.name = name, r.weight = weight, r.count = count;
+    for (const auto& n : names)
+      if (m.has_param(n)) r.params.emplace_back(n, m.param(n).item());
+    if (r.params.empty()) return;
+    r.bits = method_->bits_variable ? int(std::lround(method_->bits_variable(m, weight).item())) : bits;
+    r.kb = double(r.bits) * double(r.count) / 8192.0;
+    rows.push_back(std::move(r));
+  };
+  for (const auto& l : q_.layers) {
+    if (*l.weight_bits >= 32) continue;
+    const int64_t count = l.numel() + (l.module->has_param("bias") ? l.module->param("bias").numel() : 0);
+    row(l.name, *l.module, true, method_->weight_params, *l.weight_bits, count);
+  }
+  for (const auto& a : q_.activations) row(a.name, *a.module, false, method_->activation_params, a.bits, *a.features);
+  return rows;
+}
+
 std::optional<quant::MemorySizes> QuantContext::budget_sizes() const {
   if (!budget_) return std::nullopt;
   return budget_->sizes();
@@ -356,6 +378,18 @@ std::string QuantContext::epoch_json() const {
   if (budget_) {
     const quant::MemorySizes m = budget_->sizes();
     js << ", \"weight_kb\": " << m.weight_kb << ", \"act_kb\": " << m.act_kb;
+  }
+  const auto learned = learned_quantizers();
+  if (!learned.empty()) {
+    js << ", \"quantizers\": [";
+    for (size_t i = 0; i < learned.size(); ++i) {
+      const LearnedQuantizerRow& r = learned[i];
+      js << (i ? ", " : "") << "{\"name\": \"" << r.name << "\", \"side\": \"" << (r.weight ? "weight" : "activation")
+         << "\"";
+      for (const auto& [n, v] : r.params) js << ", \"" << n << "\": " << v;
+      js << ", \"bits\": " << r.bits << ", \"count\": " << r.count << ", \"kb\": " << r.kb << "}";
+    }
+    js << "]";
   }
   return js.str();
 }

@@ -106,6 +106,17 @@ struct LayerReport {
   double zero_share = 0;  // share of its weights that round to 0 at `bits`
 };
 
+// A quantizer with learned parameters (U3's step and range), per weight layer or activation, with
+// Uhlich's size: kB = bits x count / 8 / 1024 (count: weight + bias, or one sample's activations).
+struct LearnedQuantizerRow {
+  std::string name;
+  bool weight = true;
+  std::vector<std::pair<std::string, double>> params;  // the method's parameters, as learned ("w_d", ...)
+  int bits = 32;
+  int64_t count = 0;
+  double kb = 0;
+};
+
 struct QuantReport {
   std::string description;     // "dorefa w4/a4 + waveq (dorefa grid, on tanh(w) / max|tanh w|)"
   bool learned = false;        // WaveQ learned the bits
@@ -121,6 +132,7 @@ struct QuantReport {
   // With memory budgets: the sizes at the final bits (Uhlich's accounting) and the targets.
   std::optional<quant::MemorySizes> budget_sizes;
   quant::BudgetOptions budget;
+  std::vector<LearnedQuantizerRow> learned_quantizers;  // methods with learned parameters per layer (U3)
 };
 
 class QuantContext {
@@ -173,6 +185,8 @@ class QuantContext {
   bool regularized() const { return sinreq_ || waveq_; }
   // The memory budget's sizes now (nullopt without --weight-budget-kb / --act-budget-kb).
   std::optional<quant::MemorySizes> budget_sizes() const;
+  // The learned quantizer parameters now, with bits and sizes (empty for methods without them).
+  std::vector<LearnedQuantizerRow> learned_quantizers() const;
 
  private:
   struct Impl;

@@ -119,6 +119,7 @@ QuantReport QuantContext::final_report(data::DataLoader& test, bool post_trainin
   }
   rep.memory = quant::weight_memory(numels, bits);
   if (budget_) rep.budget_sizes = budget_->sizes(), rep.budget = budget_->options();
+  rep.learned_quantizers = learned_quantizers();
   rep.average_bits = counted > 0 ? weighted / counted : 32;
 
   // Lost at its bits: the quantized accuracy has fallen more than half-way from float to chance.
@@ -270,6 +271,17 @@ std::string format_report(const QuantReport& rep, const EvalResult* last_trained
     s << "  levels (--learned-levels " << rep.learned_levels
       << "): 'period' m s / (2^beta - 1), the sinusoid's zeros; 'grid' m s / (2^(k-1) - 1)"
       << (rep.scale == WeightScale::max_abs ? "; s = max|w|" : "; s = 1") << "\n";
+  if (!rep.learned_quantizers.empty()) {  // the learned step and range of each quantizer, and its size
+    s << "learned quantizers (" << rep.method << "; kB = bits x count / 8 / 1024, count = weights + bias or one "
+      << "sample's activations):\n";
+    for (const auto& r : rep.learned_quantizers) {
+      std::string params;
+      for (const auto& [n, v] : r.params) params += " " + n + " " + fmt("%.6g", v);
+      std::snprintf(line, sizeof line, "  %-24s %-10s%s  %2d bits %9lld %9.3f kB\n", r.name.c_str(),
+                    r.weight ? "weights" : "activation", params.c_str(), r.bits, static_cast<long long>(r.count), r.kb);
+      s << line;
+    }
+  }
   std::snprintf(line, sizeof line, "weight memory: %.1f KB at these bits vs %.1f KB FP32 (%.2fx smaller)\n",
                 rep.memory.kb(), rep.memory.fp32_kb(), rep.memory.compression_ratio());
   s << line;
