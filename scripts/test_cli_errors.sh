@@ -38,6 +38,12 @@ expect "unknown config key" "unknown.cfg:1" "$lowbit" train --config "$work/unkn
 expect "missing config" "cannot open config file" "$lowbit" train --config "$work/none.cfg"
 expect "unknown model" "lenet6" "$lowbit" train --model lenet6 --data fashion-mnist --limit-train 64
 expect "unknown quantizer" "int3" "$lowbit" train --quant int3 --limit-train 64
+expect "budget without learned bits" "needs weight bits that are learned" "$lowbit" train --quant dorefa \
+  --weight-budget-kb 10 --limit-train 64 --out "$work/budget1"
+expect "unreachable weight budget" "is below the least these weights can take" "$lowbit" train --quant u3 \
+  --quantize-first-last --weight-budget-kb 1 --limit-train 64 --out "$work/budget2"
+expect "bad activation budget kind" "--act-budget 'most'" "$lowbit" train --quant u3 --act-budget-kb 1 \
+  --act-budget most --limit-train 64 --out "$work/budget3"
 expect "weight scale tanh with WRPN" "weight-scale tanh: wrpn quantizes w or w / max|w|" "$lowbit" train --quant wrpn --reg sinreq --weight-scale tanh --limit-train 64
 expect "unknown weight scale" "weight-scale 'l2' is not one of auto, none, max, tanh" "$lowbit" train --reg sinreq --weight-scale l2 --limit-train 64
 expect "grid that is not the quantizer's" "--grid auto --weight-scale none with --quant dorefa: the sinusoid's zeros would not be" \
