@@ -164,6 +164,45 @@ std::string render_line_plot(const LinePlot& p) {
   return os.str();
 }
 
+std::string render_bar_plot(const BarPlot& p) {
+  LOWBIT_CHECK(p.names.size() == p.values.size(), "HtmlReport: bar plot '", p.title, "' has ", p.names.size(),
+               " names but ", p.values.size(), " values");
+  Range ry;
+  ry.add(0);
+  for (double v : p.values)
+    if (std::isfinite(v)) ry.add(v);
+  for (const auto& l : p.lines)
+    if (std::isfinite(l.second)) ry.add(l.second);
+  const size_t n = std::max<size_t>(p.names.size(), 1);
+  // x: category i occupies [i, i + 1); the names are the labels, no numeric x ticks.
+  std::ostringstream os;
+  os << svg_open(p.title);
+  Range rx;  // ticks outside the domain are not drawn: none on x
+  rx.add(0), rx.add(double(n));
+  const Axes a = draw_axes(os, p.title, "", p.y_label, {-1.0, double(n) + 1}, axis_ticks(ry), &rx);
+  for (size_t i = 0; i < p.names.size(); ++i) {
+    const double v = std::isfinite(p.values[i]) ? p.values[i] : 0;
+    const double x0 = a.sx(double(i) + 0.15), x1 = a.sx(double(i) + 0.85), y = a.sy(std::max(v, 0.0));
+    os << "<g class=\"series\"><title>" << html_escape(p.names[i]) << ": " << v << "</title><rect x=\"" << num(x0)
+       << "\" y=\"" << num(y) << "\" width=\"" << num(x1 - x0) << "\" height=\"" << num(a.sy(0) - y) << "\" fill=\""
+       << kPalette[0] << "\"/></g>\n";
+    os << "<text class=\"tick\" transform=\"translate(" << num((x0 + x1) / 2) << " " << num(kBottom + 8)
+       << ") rotate(40)\" text-anchor=\"start\">" << html_escape(p.names[i]) << "</text>\n";
+  }
+  for (size_t k = 0; k < p.lines.size(); ++k) {
+    const char* color = kPalette[(k + 1) % kPaletteSize];
+    const double y = a.sy(p.lines[k].second);
+    os << "<line x1=\"" << num(kLeft) << "\" y1=\"" << num(y) << "\" x2=\"" << num(kRight) << "\" y2=\"" << num(y)
+       << "\" stroke=\"" << color << "\" stroke-width=\"2\" stroke-dasharray=\"6 4\"/>\n";
+    legend_entry(os, static_cast<int>(k),
+                 std::string("<line x1=\"0\" y1=\"0\" x2=\"20\" y2=\"0\" stroke=\"") + color +
+                     "\" stroke-width=\"3\" stroke-dasharray=\"6 4\"/>",
+                 p.lines[k].first);
+  }
+  os << "</svg>\n";
+  return os.str();
+}
+
 std::string render_histogram(const HistogramPlot& p) {
   Range rx, ry;
   std::vector<const Histogram*> hs = {&p.before};
@@ -301,6 +340,10 @@ HtmlReport& HtmlReport::add(HistogramPlot plot) {
   sections_.emplace_back(std::move(plot));
   return *this;
 }
+HtmlReport& HtmlReport::add(BarPlot plot) {
+  sections_.emplace_back(std::move(plot));
+  return *this;
+}
 HtmlReport& HtmlReport::add(Table table) {
   sections_.emplace_back(std::move(table));
   return *this;
@@ -319,6 +362,8 @@ std::string HtmlReport::html() const {
       os << render_line_plot(*l);
     } else if (const auto* h = std::get_if<HistogramPlot>(&section)) {
       os << render_histogram(*h);
+    } else if (const auto* b = std::get_if<BarPlot>(&section)) {
+      os << render_bar_plot(*b);
     } else if (const auto* t = std::get_if<Table>(&section)) {
       os << render_table(*t);
     }

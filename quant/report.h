@@ -7,6 +7,8 @@
 //   HistogramPlot  a "before" histogram and optionally an "after" one (quant/stats.h) drawn as
 //                  translucent bars over a shared x axis, with the grid's levels as dashed vertical
 //                  lines; values outside a histogram's range are reported under the plot.
+//   BarPlot        one bar per named category (per-layer bits ...), the names under the bars,
+//                  the y axis from 0 with nice ticks; optional horizontal reference lines.
 //   Table          a header row and string cells (per-layer bits, distances, memory ...).
 // Sections appear in the order they were added. All text is HTML-escaped. write() replaces the
 // file atomically (lowbit::write_file_atomic, core/serialize.h).
@@ -40,6 +42,13 @@ struct HistogramPlot {
   std::string before_label = "before", after_label = "after";
 };
 
+struct BarPlot {
+  std::string title, y_label;
+  std::vector<std::string> names;
+  std::vector<double> values;                           // one per name, >= 0 drawn from 0
+  std::vector<std::pair<std::string, double>> lines{};  // labelled horizontal lines (dashed)
+};
+
 struct Table {
   std::string title;
   std::vector<std::string> header;
@@ -53,6 +62,7 @@ class HtmlReport {
   HtmlReport& add_paragraph(std::string text);
   HtmlReport& add(LinePlot plot);
   HtmlReport& add(HistogramPlot plot);
+  HtmlReport& add(BarPlot plot);
   HtmlReport& add(Table table);
 
   std::string html() const;
@@ -64,7 +74,7 @@ class HtmlReport {
     std::string text;
   };
   std::string title_;
-  std::vector<std::variant<Paragraph, LinePlot, HistogramPlot, Table>> sections_;
+  std::vector<std::variant<Paragraph, LinePlot, HistogramPlot, BarPlot, Table>> sections_;
 };
 
 // & < > " ' replaced by entities: safe in text and in quoted attribute values.

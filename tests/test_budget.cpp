@@ -4,8 +4,12 @@
 // its gradient reaching d and q_max; and a run through train::fit that starts above a tight
 // weight budget and ends within it.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
 
 #include "autograd/ops.h"
 #include "deploy_fixtures.h"
@@ -146,7 +150,16 @@ TEST_CASE("fit with --weight-budget-kb: a LeNet-5 that starts above a tight budg
   CHECK(end_kb >= 0.4 * start_kb);  // it met the budget, not collapsed every layer to 2 bits
   // The report states it: the budget met, each quantizer's learned step, range, bits and size.
   CHECK(quant.describe().find("memory budget weights <=") != std::string::npos);
-  const train::QuantReport rep = quant.final_report(loader);
+  const std::string html_path = "/tmp/lowbit_test_budget_" + std::to_string(::getpid()) + ".html";
+  const train::QuantReport rep = quant.final_report(loader, false, html_path);
+  {  // report.html: the bits per layer as bars, the weight memory per epoch against the budget
+    std::ifstream f(html_path);
+    const std::string html((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::remove(html_path.c_str());
+    CHECK(html.find("Bits per weight layer") != std::string::npos);
+    CHECK(html.find("Weight memory (8a)") != std::string::npos);
+    CHECK(html.find("<title>budget</title>") != std::string::npos);
+  }
   const std::string text = train::format_report(rep);
   CHECK(text.find("memory budget: weights") != std::string::npos);
   CHECK(text.find("(met)") != std::string::npos);

@@ -187,3 +187,26 @@ TEST_CASE("write() replaces report.html atomically and leaves no temporary file"
                        Error);
   fs::remove_all(dir);
 }
+
+TEST_CASE("bar plot: a bar and a name per category, dashed reference lines, well-formed") {
+  q::HtmlReport r("bars");
+  r.add(q::BarPlot{"Bits per weight layer", "bits", {"conv1", "conv2 <b>", "fc"}, {4, 2, 8}, {{"budget", 3.5}}});
+  const std::string html = r.html();
+  const std::string problem = tag_balance_problem(html);
+  CHECK_MESSAGE(problem.empty(), problem);
+  CHECK(count(html, "<rect x=") == 3);
+  CHECK(count(html, "stroke-dasharray=\"6 4\"") == 2);  // the line and its legend swatch
+  CHECK(html.find("conv2 &lt;b&gt;") != std::string::npos);
+  CHECK(html.find("fc: 8</title>") != std::string::npos);
+  // The tallest bar reaches higher (smaller y) than the others.
+  const std::regex bar(R"re(<rect x="[^"]*" y="([^"]*)")re");
+  std::vector<double> ys;
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), bar); it != std::sregex_iterator(); ++it)
+    ys.push_back(std::stod((*it)[1]));
+  REQUIRE(ys.size() == 3);
+  CHECK(ys[2] < ys[0]);
+  CHECK(ys[0] < ys[1]);
+  q::HtmlReport bad("bad bars");
+  bad.add(q::BarPlot{"b", "bits", {"a", "b"}, {1}, {}});
+  CHECK_THROWS_WITH_AS(bad.html(), doctest::Contains("2 names but 1 values"), Error);
+}

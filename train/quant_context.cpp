@@ -328,6 +328,11 @@ void QuantContext::end_epoch(int64_t epoch, double train_loss, double train_acc,
   curves_["train_acc"].push_back(train_acc);
   curves_["test_loss"].push_back(test_loss);
   curves_["test_acc"].push_back(test_acc);
+  if (budget_) {
+    const quant::MemorySizes m = budget_->sizes();
+    curves_["weight_kb"].push_back(m.weight_kb);
+    curves_["act_kb"].push_back(m.act_kb);
+  }
   beta_history_.resize(reg_layers_.size());
   for (size_t i = 0; i < reg_layers_.size(); ++i) beta_history_[i].push_back(row(i).beta);
 }

@@ -197,6 +197,27 @@ void QuantContext::write_html(const QuantReport& rep, const std::string& path) c
         bp.series.push_back({reg_layers_[i]->name, ep, beta_history_[i]});
     html.add(bp);
   }
+  {  // the bits each weight layer is stored at, and the budgets' sizes per epoch against their targets
+    quant::BarPlot bits{"Bits per weight layer (sign included; FP32 layers left out)", "bits", {}, {}, {}};
+    for (const auto& l : rep.layers)
+      if (l.bits < 32) bits.names.push_back(l.name), bits.values.push_back(l.bits);
+    if (!bits.names.empty()) html.add(bits);
+  }
+  if (budget_) {
+    const quant::BudgetOptions& b = budget_->options();
+    auto target = [&](double kb) { return std::vector<double>(ep.size(), kb); };
+    if (b.weight_kb > 0)
+      html.add(quant::LinePlot{"Weight memory (8a), kB at the inferred bits, bias counted",
+                               "epoch",
+                               "kB",
+                               {{"weights", ep, curve("weight_kb")}, {"budget", ep, target(b.weight_kb)}}});
+    if (b.act_kb > 0)
+      html.add(quant::LinePlot{
+          b.act == quant::ActivationBudget::max ? "Largest feature map (8c), kB" : "All feature maps (8b), kB",
+          "epoch",
+          "kB",
+          {{"activations", ep, curve("act_kb")}, {"budget", ep, target(b.act_kb)}}});
+  }
   quant::Table t{"Layers",
                  {"layer", "weights", "trained at", "rounded at (bits)", "beta", "mean distance to level",
                   "within 1% of a level", "rounded to 0"},
