@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numbers>
+#include <utility>
 
 #include "autograd/ops.h"
 #include "core/math.h"
@@ -231,6 +233,119 @@ void u3_clip_parameters(Variable& d, Variable& q_max, bool signed_) {
   q_max.mutable_data().fill_(qv);
 }
 
+namespace {
+
+constexpr int kUniformMaxBits = 16, kPow2MaxBits = 8;  // the official n_max
+constexpr double kLn2 = std::numbers::ln2;
+
+// b' = min(max(round(b), b_min), b_max), b_min = 2 signed, 1 unsigned (header).
+int rounded_bits(double b, bool signed_, int b_max, const char* op) {
+  LOWBIT_CHECK(std::isfinite(b), op, ": bitwidth b must be finite, got ", b);
+  return int(std::clamp(std::round(b), signed_ ? 2.0 : 1.0, double(b_max)));
+}
+
+// The grid of uniform_u1 / uniform_u2 and the factors of the chain rule through b: N = 2^(b'-1)
+// signed, 2^b' unsigned, n = N - 1 steps a side, q' = n d' (header).
+struct UniformTied {
+  double d, q_max, big_n, n;
+};
+
+double uniform_big_n(double b, bool signed_, const char* op) {
+  const int bits = rounded_bits(b, signed_, kUniformMaxBits, op);
+  return std::ldexp(1.0, signed_ ? bits - 1 : bits);
+}
+
+UniformTied u1_grid(double b, double d, bool signed_, const char* op) {
+  const double big_n = uniform_big_n(b, signed_, op);
+  check_positive(d, op, "step size d");
+  const double step = pow2_round(d);
+  check_positive((big_n - 1) * step, op, "the range q' = n d'");
+  return {step, (big_n - 1) * step, big_n, big_n - 1};
+}
+
+UniformTied u2_grid(double b, double q_max, bool signed_, const char* op) {
+  const double big_n = uniform_big_n(b, signed_, op);
+  check_positive(q_max, op, "range q_max");
+  const double step = pow2_round(q_max / (big_n - 1));
+  return {step, (big_n - 1) * step, big_n, big_n - 1};
+}
+
+// {Q, region} of uniform_u3's grid {step, top}: region -1 below (unsigned x < 0), 0 inside, 1 outside.
+// s = sign(x) with sign(0) = 0.
+int uniform_level(double v, double step, double top, bool signed_, double& q, double& s) {
+  s = v > 0 ? 1.0 : (v < 0 ? -1.0 : 0.0);
+  const double a = signed_ ? std::abs(v) : v;
+  if (a < 0) {
+    q = 0;
+    return -1;
+  }
+  if (a <= top) {
+    q = s * step * std::floor(a / step + 0.5);  // exact: step is a power of two
+    return 0;
+  }
+  q = s * top;
+  return 1;
+}
+
+}  // namespace
+
+Variable uniform_u1(const Variable& x, const Variable& b, const Variable& d, bool signed_) {
+  check_scalar(b, "uniform_u1", "bitwidth b");
+  check_scalar(d, "uniform_u1", "step size d");
+  const double dv = d.item();
+  const UniformTied g = u1_grid(b.item(), dv, signed_, "uniform_u1");
+  // out = {Q, dQ/dx, dQ/db, dQ/dd}, the header's table.
+  auto f = [&](double v, double* out) {
+    if (pass_nan(v, out)) return;
+    double q, s;
+    const int region = uniform_level(v, g.d, g.q_max, signed_, q, s);
+    out[0] = q;
+    if (region < 0) {
+      out[1] = out[2] = out[3] = 0;
+    } else if (region == 0) {
+      out[1] = 1, out[2] = 0, out[3] = (q - v) / dv;
+    } else {
+      out[1] = 0, out[2] = s * g.big_n * kLn2 * g.d, out[3] = s * g.n * g.d / dv;
+    }
+  };
+  return with_factors(elementwise(x.data(), "uniform_u1", f), "uniform_u1", x, b, d);
+}
+
+Variable uniform_u2(const Variable& x, const Variable& b, const Variable& q_max, bool signed_) {
+  check_scalar(b, "uniform_u2", "bitwidth b");
+  check_scalar(q_max, "uniform_u2", "range q_max");
+  const double qv = q_max.item();
+  const UniformTied g = u2_grid(b.item(), qv, signed_, "uniform_u2");
+  const double db_inside = -g.big_n * kLn2 / g.n;  // dQ/db = db_inside (Q - x)
+  // out = {Q, dQ/dx, dQ/db, dQ/dq_max}, the header's table.
+  auto f = [&](double v, double* out) {
+    if (pass_nan(v, out)) return;
+    double q, s;
+    const int region = uniform_level(v, g.d, g.q_max, signed_, q, s);
+    out[0] = q;
+    if (region < 0) {
+      out[1] = out[2] = out[3] = 0;
+    } else if (region == 0) {
+      out[1] = 1, out[2] = db_inside * (q - v), out[3] = (q - v) / qv;
+    } else {
+      out[1] = 0, out[2] = 0, out[3] = s * g.q_max / qv;
+    }
+  };
+  return with_factors(elementwise(x.data(), "uniform_u2", f), "uniform_u2", x, b, q_max);
+}
+
+int u12_bits(double b, bool signed_) { return rounded_bits(b, signed_, kUniformMaxBits, "u12_bits"); }
+
+U3Params u1_effective(double b, double d, bool signed_) {
+  const UniformTied g = u1_grid(b, d, signed_, "u1_effective");
+  return {g.d, g.q_max};
+}
+
+U3Params u2_effective(double b, double q_max, bool signed_) {
+  const UniformTied g = u2_grid(b, q_max, signed_, "u2_effective");
+  return {g.d, g.q_max};
+}
+
 Variable pow2_p3(const Variable& x, const Variable& q_min, const Variable& q_max, bool signed_) {
   check_scalar(q_min, "pow2_p3", "q_min");
   check_scalar(q_max, "pow2_p3", "q_max");
@@ -263,6 +378,117 @@ int p3_bits(double q_min, double q_max, bool signed_) {
   check_positive(q_max, "p3_bits", "q_max");
   const double e_min = std::round(std::log2(q_min)), e_max = std::max(std::round(std::log2(q_max)), e_min);
   return std::max(ceil_log2(e_max - e_min + 1) + 1, signed_ ? 2 : 1);
+}
+
+namespace {
+
+// The grid of pow2_p1 / pow2_p2 (header), {q_min', q_max'}, and the chain-rule factor
+// L = 2^(b'-1) ln^2(2) (= ln2 dE/db) of its E = 2^(b'-1) - 1 octaves.
+struct Pow2Tied {
+  double q_min, q_max, l;
+};
+
+// {2^(b'-1), E} of the rounded bitwidth.
+std::pair<double, int> pow2_octaves(double b, bool signed_, const char* op) {
+  const int bits = rounded_bits(b, signed_, kPow2MaxBits, op);
+  return {std::ldexp(1.0, bits - 1), (1 << (bits - 1)) - 1};
+}
+
+Pow2Tied p1_grid(double b, double q_max, bool signed_, const char* op) {
+  const auto [half, e] = pow2_octaves(b, signed_, op);
+  check_positive(q_max, op, "q_max");
+  const double hi = pow2_round(q_max), lo = std::ldexp(hi, -e);
+  LOWBIT_CHECK(std::isnormal(lo) && std::isnormal(hi), op, ": q_min' = 2^-", e,
+               " q_max' out of range for q_max = ", q_max);
+  return {lo, hi, half * kLn2 * kLn2};
+}
+
+Pow2Tied p2_grid(double b, double q_min, bool signed_, const char* op) {
+  const auto [half, e] = pow2_octaves(b, signed_, op);
+  check_positive(q_min, op, "q_min");
+  const double lo = pow2_round(q_min), hi = std::ldexp(lo, e);
+  LOWBIT_CHECK(std::isnormal(lo) && std::isnormal(hi), op, ": q_max' = 2^", e,
+               " q_min' out of range for q_min = ", q_min);
+  return {lo, hi, half * kLn2 * kLn2};
+}
+
+// {Q, region} of pow2_p3's grid {lo, hi}: region -1 for unsigned x <= 0, 0 for |x| <= lo, 1 for
+// lo < |x| <= hi, 2 for |x| > hi. s = sign(x) with sign(0) = +1.
+int pow2_level(double v, double lo, double hi, bool signed_, double& q, double& s) {
+  s = sign_nonzero(v);
+  if (!signed_ && v <= 0) {
+    q = 0;
+    return -1;
+  }
+  const double a = std::abs(v);
+  if (a <= lo) {
+    q = s * lo;
+    return 0;
+  }
+  if (a <= hi) {
+    q = s * std::min(std::max(pow2_round(a), lo), hi);  // already in [lo, hi]; guards rounding
+    return 1;
+  }
+  q = s * hi;
+  return 2;
+}
+
+}  // namespace
+
+Variable pow2_p1(const Variable& x, const Variable& b, const Variable& q_max, bool signed_) {
+  check_scalar(b, "pow2_p1", "bitwidth b");
+  check_scalar(q_max, "pow2_p1", "q_max");
+  const double hi_raw = q_max.item();
+  const Pow2Tied g = p1_grid(b.item(), hi_raw, signed_, "pow2_p1");
+  // out = {Q, dQ/dx, dQ/db, dQ/dq_max}, the header's table.
+  auto f = [&](double v, double* out) {
+    if (pass_nan(v, out)) return;
+    double q, s;
+    const int region = pow2_level(v, g.q_min, g.q_max, signed_, q, s);
+    out[0] = q, out[1] = out[2] = out[3] = 0;
+    if (region == 0) {
+      out[2] = -s * g.l * g.q_min, out[3] = s * g.q_min / hi_raw;
+    } else if (region == 1) {
+      out[1] = std::abs(q) / std::abs(v);
+    } else if (region == 2) {
+      out[3] = s * g.q_max / hi_raw;
+    }
+  };
+  return with_factors(elementwise(x.data(), "pow2_p1", f), "pow2_p1", x, b, q_max);
+}
+
+Variable pow2_p2(const Variable& x, const Variable& b, const Variable& q_min, bool signed_) {
+  check_scalar(b, "pow2_p2", "bitwidth b");
+  check_scalar(q_min, "pow2_p2", "q_min");
+  const double lo_raw = q_min.item();
+  const Pow2Tied g = p2_grid(b.item(), lo_raw, signed_, "pow2_p2");
+  // out = {Q, dQ/dx, dQ/db, dQ/dq_min}, the header's table.
+  auto f = [&](double v, double* out) {
+    if (pass_nan(v, out)) return;
+    double q, s;
+    const int region = pow2_level(v, g.q_min, g.q_max, signed_, q, s);
+    out[0] = q, out[1] = out[2] = out[3] = 0;
+    if (region == 0) {
+      out[3] = s * g.q_min / lo_raw;
+    } else if (region == 1) {
+      out[1] = std::abs(q) / std::abs(v);
+    } else if (region == 2) {
+      out[2] = s * g.l * g.q_max, out[3] = s * g.q_max / lo_raw;
+    }
+  };
+  return with_factors(elementwise(x.data(), "pow2_p2", f), "pow2_p2", x, b, q_min);
+}
+
+int p12_bits(double b, bool signed_) { return rounded_bits(b, signed_, kPow2MaxBits, "p12_bits"); }
+
+P3Params p1_effective(double b, double q_max, bool signed_) {
+  const Pow2Tied g = p1_grid(b, q_max, signed_, "p1_effective");
+  return {g.q_min, g.q_max};
+}
+
+P3Params p2_effective(double b, double q_min, bool signed_) {
+  const Pow2Tied g = p2_grid(b, q_min, signed_, "p2_effective");
+  return {g.q_min, g.q_max};
 }
 
 Variable lsq(const Variable& v, const Variable& s, int b, bool signed_, bool batched) {

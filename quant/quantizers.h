@@ -93,6 +93,50 @@ U3Params u3_init_activation(int bits);
 // (leaves d < q_max except when both end at the lower bound.)
 void u3_clip_parameters(Variable& d, Variable& q_max, bool signed_ = true);
 
+// Uhlich et al. uniform quantizer, parametrizations U1 = [b, d] and U2 = [b, q_max] (one-element
+// Variables), on uniform_u3's grid.                                                      §6.1-§6.3
+//   Forward (§6.3; the official parametric_fixed_point_quantize_d_b / _b_xmax): b is rounded to an
+//   integer and clamped, b' = min(max(round(b), b_min), 16) (round: half away from 0), b_min = 2
+//   signed (one sign bit, §6.1's b >= 2), 1 unsigned (after ReLU: {0, d'}); 16 is the official
+//   n_max. With N = 2^(b'-1) signed, 2^b' unsigned, and n = N - 1 steps a side, the step is a
+//   power of two and the range follows from the tie relation q_max = n d (§6.1; unsigned as u3_bits):
+//     U1:  d' = 2^round(log2 d),            q' = n d'
+//     U2:  d' = 2^round(log2(q_max / n)),   q' = n d'
+//   and Q(x) is uniform_u3's on {d', q'}: sign(x) d' floor(min(|x|, q') / d' + 1/2) signed (2n + 1 =
+//   2^b' - 1 levels), d' floor(clip(x, 0, q') / d' + 1/2) unsigned (n + 1 = 2^b' levels), so that
+//   u3_bits(d', q') = b'. U1 is the official forward; for U2 the official code clips at the raw
+//   q_max, whose top level round(q_max / d') d' can exceed n d' (up to sqrt(2) n steps, b' + 1 bits);
+//   here the tie holds and the grid has b' bits, and inside/outside split at q', not at q_max.
+//   Backward: the chain rule of that forward with an identity STE for every round (b's included),
+//   exact through 2^(.) and log2; the clamp of b is passed through as the identity, like
+//   uniform_u3's guard (the official clip_scalar zeroes b's gradient outside [n_min, n_max]; keep b
+//   in range after each step). So dn/db = N ln2, and dd'/dd = d'/d (U1), dd'/dq_max = d'/q_max and
+//   dd'/db = -d' N ln2 / n (U2). With Q the output and s = sign(x) (sign(0) = 0, Q(0) = 0):
+//   U1, theta = [b, d]:
+//     inside  (|x| <= q'; unsigned 0 <= x <= q'):  dQ/dx = 1, dQ/db = 0,           dQ/dd = (Q - x)/d
+//     outside (|x| > q';  unsigned x > q'):        dQ/dx = 0, dQ/db = s N ln2 d',  dQ/dd = s n d'/d
+//     unsigned x < 0:                              all three 0
+//   (§6.2's U1 gradients. Outside, §6.2 prints 2^(b-1) ln2 d sign(x) and (2^(b-1) - 1) sign(x); the
+//   rounding of d puts d' for d in the first and the factor d'/d in [1/sqrt(2), sqrt(2)] in the
+//   second: they agree when d is a power of two. Inside, (Q - x)/d is with the raw d, as U3's.)
+//   U2, theta = [b, q_max]:
+//     inside  (|x| <= q'; unsigned 0 <= x <= q'):  dQ/dx = 1, dQ/db = -(N ln2 / n)(Q - x),
+//                                                  dQ/dq_max = (Q - x)/q_max
+//     outside (|x| > q';  unsigned x > q'):        dQ/dx = 0, dQ/db = 0, dQ/dq_max = s q'/q_max
+//     unsigned x < 0:                              all three 0
+//   (§6.2's U2 gradients, the inside dQ/dq_max being the spec's [D] re-derivation; the rounding of d'
+//   changes only the outside dQ/dq_max, sign(x) in §6.2, by the factor q'/q_max in [1/sqrt(2),
+//   sqrt(2)], 1 when q_max / n is a power of two.) Both grow exponentially with b (§6.2).
+//   Initialisation (§6.5): b = bits with d (U1) or q_max (U2) of u3_init_weight / u3_init_activation,
+//   whose d is a power of two and q_max = n d: u1_effective / u2_effective then give that grid.
+Variable uniform_u1(const Variable& x, const Variable& b, const Variable& d, bool signed_ = true);
+Variable uniform_u2(const Variable& x, const Variable& b, const Variable& q_max, bool signed_ = true);
+// b' above: the bitwidth U1 and U2 quantize at, which is also u3_bits of their grid.
+int u12_bits(double b, bool signed_ = true);
+// The grid uniform_u1 / uniform_u2 use: {d', q'} as above.
+U3Params u1_effective(double b, double d, bool signed_ = true);
+U3Params u2_effective(double b, double q_max, bool signed_ = true);
+
 // Uhlich et al. power-of-two quantizer, parametrization P3 = [q_min, q_max] (one-element
 // Variables).                                                                            §6.1-§6.3
 //   Forward: q_min' = 2^round(log2 q_min), q_max' = max(2^round(log2 q_max), q_min'), and with
@@ -113,6 +157,45 @@ Variable pow2_p3(const Variable& x, const Variable& q_min, const Variable& q_max
 //   b = max(ceil(log2(M) + 1), b_min), b_min = 2 signed, 1 unsigned. 2M <= 2^b (signed) and
 //   M + 1 <= 2^b (unsigned) levels.
 int p3_bits(double q_min, double q_max, bool signed_ = true);
+
+// Uhlich et al. power-of-two quantizer, parametrizations P1 = [b, q_max] and P2 = [b, q_min]
+// (one-element Variables), on pow2_p3's grid.                                            §6.1-§6.3
+//   Forward (§6.3; the official parametric_pow2_quantize_b_xmax / _b_xmin, signed as with_zero =
+//   False, unsigned with with_zero = True's tie, without its pruning of |x| < q_min'/sqrt(2) to 0):
+//   b' = min(max(round(b), b_min), 8) (round: half away from 0), b_min = 2 signed (as p3_bits), 1
+//   unsigned; 8 is the official n_max (127 octaves). E = 2^(b'-1) - 1 octaves, M = E + 1 = 2^(b'-1)
+//   magnitudes, the tie relation q_max = 2^E q_min (§6.1) both signed and unsigned: p3_bits's
+//   convention (signed 2M = 2^b' levels; unsigned M + 1 <= 2^b', zero keeping a code of its own), so
+//   that p3_bits(q_min', q_max') = b'. The given range parameter is rounded to a power of two, the
+//   other follows exactly:
+//     P1:  q_max' = 2^round(log2 q_max),   q_min' = 2^-E q_max'
+//     P2:  q_min' = 2^round(log2 q_min),   q_max' = 2^E q_min'
+//   and Q(x) is pow2_p3's on {q_min', q_max'} (s = sign(x), sign(0) = +1; unsigned: Q = 0 for x <= 0).
+//   Backward (§6.2 gives none): the chain rule of that forward with an identity STE for every round
+//   (b's included), exact through 2^(.) and log2, the clamp of b passed through as in U1/U2 and
+//   sign(x) detached as in pow2_p3. So dE/db = 2^(b'-1) ln2 and
+//     P1: dq_max'/dq_max = q_max'/q_max, dq_min'/dq_max = q_min'/q_max, dq_min'/db = -q_min' ln2 dE/db
+//     P2: dq_min'/dq_min = q_min'/q_min, dq_max'/dq_min = q_max'/q_min, dq_max'/db =  q_max' ln2 dE/db
+//   With L = 2^(b'-1) (ln 2)^2:
+//                               dQ/dx     P1: dQ/db      dQ/dq_max        P2: dQ/db     dQ/dq_min
+//     |x| <= q_min':            0         -s L q_min'    s q_min'/q_max   0             s q_min'/q_min
+//     q_min' < |x| <= q_max':   |Q|/|x|   0              0                0             0
+//     |x| > q_max':             0         0              s q_max'/q_max   s L q_max'    s q_max'/q_min
+//     unsigned x <= 0:          all 0
+//   Without the rounding (q' = q) P1's nonzero entries are -s 2^(b-1) ln^2(2) q_min, s 2^-E, s and
+//   P2's s, s 2^E, s 2^(b-1) ln^2(2) q_max: the rounding brings the factors q'/q in [1/sqrt(2),
+//   sqrt(2)] of pow2_p3. The b entries grow exponentially with b, the 2^E ones doubly (cf. §6.2's remark
+//   on U1 / U2).
+Variable pow2_p1(const Variable& x, const Variable& b, const Variable& q_max, bool signed_ = true);
+Variable pow2_p2(const Variable& x, const Variable& b, const Variable& q_min, bool signed_ = true);
+// b' above: the bitwidth P1 and P2 quantize at, which is also p3_bits of their grid.
+int p12_bits(double b, bool signed_ = true);
+struct P3Params {
+  double q_min = 0, q_max = 0;
+};
+// The grid pow2_p1 / pow2_p2 use: {q_min', q_max'} as above.
+P3Params p1_effective(double b, double q_max, bool signed_ = true);
+P3Params p2_effective(double b, double q_min, bool signed_ = true);
 
 // LSQ: v_q = s round(clip(v/s, -Q_N, Q_P)), Q_N = 2^(b-1), Q_P = 2^(b-1) - 1 (signed) or Q_N = 0,
 //   Q_P = 2^b - 1 (unsigned). Gradients: dv = 1 inside; ds = (round(v/s) - v/s) inside, -Q_N
