@@ -45,6 +45,14 @@ Variable u3_bits_variable(const Variable& d, const Variable& q_max, bool signed_
   return straight_through(b, Tensor::scalar(u3_bits(d.item(), q_max.item(), signed_), b.dtype()));
 }
 
+Variable p3_bits_variable(const Variable& q_min, const Variable& q_max, bool signed_) {
+  const Variable lo = exp2_of(round_ste(log2_of(sum(q_min))));
+  const Variable hi = exp2_of(round_ste(log2_of(sum(q_max))));
+  Variable b = ceil_ste(add(log2_of(add(log2_of(div(hi, lo)), 1.0)), 1.0));
+  b = maximum(b, scalar_like(signed_ ? 2 : 1, b));
+  return straight_through(b, Tensor::scalar(p3_bits(q_min.item(), q_max.item(), signed_), b.dtype()));
+}
+
 MemoryBudget::MemoryBudget(const Quantization& q, const BudgetOptions& options) : q_(q), opt_(options) {
   LOWBIT_CHECK(opt_.lambda_w >= 0 && opt_.lambda_a >= 0, "--budget-lambda must be >= 0");
   const QuantMethod* m = q_.method;
@@ -57,7 +65,7 @@ MemoryBudget::MemoryBudget(const Quantization& q, const BudgetOptions& options) 
       any = any || moves;
       smallest += (moves ? 2 : *l.weight_bits) * double(parameter_count(l)) / kBitsPerKB;
     }
-    LOWBIT_CHECK(any, "--weight-budget-kb needs weight bits that are learned (--quant u3), got --quant ",
+    LOWBIT_CHECK(any, "--weight-budget-kb needs weight bits that are learned (--quant u3 or p3), got --quant ",
                  m ? m->name : std::string("none"));
     LOWBIT_CHECK(opt_.weight_kb >= smallest, "--weight-budget-kb ", opt_.weight_kb,
                  " is below the least these weights can take, ", smallest,
@@ -65,7 +73,7 @@ MemoryBudget::MemoryBudget(const Quantization& q, const BudgetOptions& options) 
   }
   if (opt_.act_kb > 0)
     LOWBIT_CHECK(learned && !q_.activations.empty(),
-                 "--act-budget-kb needs quantized activations whose bits are learned (--quant u3 with --abits < 32), "
+                 "--act-budget-kb needs quantized activations whose bits are learned (--quant u3 or p3, --abits < 32), "
                  "got --quant ",
                  m ? m->name : std::string("none"));
 }

@@ -7,9 +7,9 @@
 //   S_a = max_l (or sum_l) b_l #features_l / 8 / 1024   (#features: one sample's activation count)
 //
 // b_l is a layer's bitwidth as a differentiable scalar (QuantMethod::bits_variable: U3's
-// ceil(log2(q'/d' + 1) + 1) with identity STEs for round and ceil, §6.3 [O]), so the gradient of
-// the penalty reaches the step d and range q_max; layers without one count their fixed bits (32 for
-// full precision) with no gradient. sizes() evaluates both totals without a graph (reports).
+// ceil(log2(q'/d' + 1) + 1), P3's ceil(log2(log2(q_max'/q_min') + 1) + 1), with identity STEs for
+// round and ceil, §6.3 [O]), so the gradient of the penalty reaches the learned parameters; layers without one count
+// their fixed bits (32 for full precision) with no gradient. sizes() evaluates both totals without a graph (reports).
 //
 // Use: attached as an optim::Regularizer to the "quantizer" group (train::QuantContext does it for
 // --weight-budget-kb / --act-budget-kb); the fit loop adds loss() to the task loss. A quantized
@@ -43,6 +43,9 @@ ActivationBudget parse_activation_budget(const std::string& s);
 //   b = max(ceil(log2(q'/d' + 1) + 1), 2) signed,  max(ceil(log2(q'/d' + 1)), 1) unsigned,
 // round and ceil with identity STEs (its value is u3_bits(d, q_max, signed_)).
 Variable u3_bits_variable(const Variable& d, const Variable& q_max, bool signed_);
+// P3's, likewise: q_min' = 2^round(log2 q_min), q_max' = 2^round(log2 q_max),
+//   b = max(ceil(log2(log2(q_max'/q_min') + 1) + 1), 2 signed | 1 unsigned)   (its value p3_bits).
+Variable p3_bits_variable(const Variable& q_min, const Variable& q_max, bool signed_);
 
 struct MemorySizes {
   double weight_kb = 0, act_kb = 0;  // S_w and S_a (max or sum as the options say)

@@ -208,6 +208,45 @@ std::vector<QuantMethod> build_registry() {
     };
     r.push_back(m);
   }
+  {
+    QuantMethod m;
+    m.name = "p3";
+    m.help = "Uhlich et al. P3: powers of two between learned q_min and q_max, the bitwidth inferred from them";
+    m.weight_bits = BitRange{2, 8, 4};
+    m.activation_bits = BitRange{1, 8, 4};
+    m.weight_params = {"w_qmin", "w_qmax"};
+    m.activation_params = {"a_qmin", "a_qmax"};
+    m.weight = [](const QuantSite& s) -> VariableTransform {
+      if (*s.bits >= 32) return nullptr;
+      const Variable& w = s.module.param("weight");
+      const P3Params p = p3_init_weight(w.data(), *s.bits);  // §6.5 [O]
+      learnable(s.module, "w_qmin", p.q_min, w.dtype());
+      learnable(s.module, "w_qmax", p.q_max, w.dtype());
+      Module* mp = &s.module;
+      return by_bits(
+          s.bits, [mp](const Variable& w, int) { return pow2_p3(w, mp->param("w_qmin"), mp->param("w_qmax"), true); });
+    };
+    m.activation = [](const QuantSite& s) -> VariableTransform {
+      const P3Params p = p3_init_activation(*s.bits);  // §6.5 [O]
+      learnable(s.module, "a_qmin", p.q_min, DType::f32);
+      learnable(s.module, "a_qmax", p.q_max, DType::f32);
+      Module* mp = &s.module;
+      return [mp](const Variable& a) { return pow2_p3(a, mp->param("a_qmin"), mp->param("a_qmax"), false); };
+    };
+    m.stored_bits = [](Module& layer, int k) {
+      if (k >= 32 || !layer.has_param("w_qmin")) return k;
+      return p3_bits(layer.param("w_qmin").item(), layer.param("w_qmax").item(), true);
+    };
+    m.bits_variable = [](Module& mod, bool weight_side) {
+      return weight_side ? p3_bits_variable(mod.param("w_qmin"), mod.param("w_qmax"), true)
+                         : p3_bits_variable(mod.param("a_qmin"), mod.param("a_qmax"), false);
+    };
+    m.after_step = [](Module& mod, bool weight_side) {
+      if (weight_side && mod.has_param("w_qmin")) p3_clip_parameters(mod.param("w_qmin"), mod.param("w_qmax"), true);
+      if (!weight_side && mod.has_param("a_qmin")) p3_clip_parameters(mod.param("a_qmin"), mod.param("a_qmax"), false);
+    };
+    r.push_back(m);
+  }
   return r;
 }
 

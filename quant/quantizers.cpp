@@ -233,6 +233,34 @@ void u3_clip_parameters(Variable& d, Variable& q_max, bool signed_) {
   q_max.mutable_data().fill_(qv);
 }
 
+P3Params p3_init_weight(const Tensor& w, int bits) {
+  check_bits(bits, 2, "p3_init_weight");
+  const double q_max = pow2_round(u3_init_weight(w, bits).q_max);
+  P3Params p{std::ldexp(q_max, -int(std::ldexp(1.0, bits - 1) - 1)), q_max};
+  Variable lo(Tensor::scalar(p.q_min, DType::f64)), hi(Tensor::scalar(p.q_max, DType::f64));
+  p3_clip_parameters(lo, hi, true);
+  return {lo.item(), hi.item()};
+}
+
+P3Params p3_init_activation(int bits) {
+  check_bits(bits, 1, "p3_init_activation");
+  const double q_max = pow2_round(u3_init_activation(bits).q_max);
+  Variable lo(Tensor::scalar(std::ldexp(q_max, -int(std::ldexp(1.0, bits - 1) - 1)), DType::f64));
+  Variable hi(Tensor::scalar(q_max, DType::f64));
+  p3_clip_parameters(lo, hi, false);
+  return {lo.item(), hi.item()};
+}
+
+void p3_clip_parameters(Variable& q_min, Variable& q_max, bool signed_) {
+  check_scalar(q_min, "p3_clip_parameters", "q_min");
+  check_scalar(q_max, "p3_clip_parameters", "q_max");
+  const double eps = 1e-5, top = signed_ ? 127.0 : 255.0, lo_old = q_min.item(), hi_old = q_max.item();
+  const double lo = std::clamp(std::min(lo_old, hi_old - eps), std::ldexp(1.0, signed_ ? -16 : -14) + eps, top - eps);
+  const double hi = std::clamp(std::max(lo_old + eps, hi_old), std::ldexp(1.0, -8) + eps, top - eps);
+  q_min.mutable_data().fill_(lo);
+  q_max.mutable_data().fill_(hi);
+}
+
 namespace {
 
 constexpr int kUniformMaxBits = 16, kPow2MaxBits = 8;  // the official n_max

@@ -157,6 +157,20 @@ Variable pow2_p3(const Variable& x, const Variable& q_min, const Variable& q_max
 //   b = max(ceil(log2(M) + 1), b_min), b_min = 2 signed, 1 unsigned. 2M <= 2^b (signed) and
 //   M + 1 <= 2^b (unsigned) levels.
 int p3_bits(double q_min, double q_max, bool signed_ = true);
+// §6.5 initialisation of P3 (model_resnet.py get_quantizers / nonl): from U3's d at b bits
+//   (u3_init_weight; activations d = 2^-3), q_max = 2^round(log2(d (2^(b-1) - 1))) for weights,
+//   2^round(log2(d (2^b - 1))) for activations, q_min = q_max / 2^(2^(b-1) - 1), then clipped as
+//   p3_clip_parameters does; p3_bits of the result is b when the clips leave it alone.
+struct P3Params {
+  double q_min = 0, q_max = 0;
+};
+P3Params p3_init_weight(const Tensor& w, int bits);
+P3Params p3_init_activation(int bits);
+// §6.4 value clipping after every optimizer step (train_resnet.py clip_quant_vals, margins 1e-5):
+//   q_min, q_max <- min(q_min, q_max - 1e-5), max(q_min + 1e-5, q_max)   (from the old values)
+//   q_min <- clip(q_min, 2^-16 + 1e-5, 127 - 1e-5) signed, (2^-14 + 1e-5, 255 - 1e-5) unsigned
+//   q_max <- clip(q_max, 2^-8 + 1e-5, 127 - 1e-5) signed, 255 - 1e-5 unsigned
+void p3_clip_parameters(Variable& q_min, Variable& q_max, bool signed_ = true);
 
 // Uhlich et al. power-of-two quantizer, parametrizations P1 = [b, q_max] and P2 = [b, q_min]
 // (one-element Variables), on pow2_p3's grid.                                            §6.1-§6.3
@@ -190,9 +204,6 @@ Variable pow2_p1(const Variable& x, const Variable& b, const Variable& q_max, bo
 Variable pow2_p2(const Variable& x, const Variable& b, const Variable& q_min, bool signed_ = true);
 // b' above: the bitwidth P1 and P2 quantize at, which is also p3_bits of their grid.
 int p12_bits(double b, bool signed_ = true);
-struct P3Params {
-  double q_min = 0, q_max = 0;
-};
 // The grid pow2_p1 / pow2_p2 use: {q_min', q_max'} as above.
 P3Params p1_effective(double b, double q_max, bool signed_ = true);
 P3Params p2_effective(double b, double q_min, bool signed_ = true);

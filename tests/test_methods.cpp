@@ -90,6 +90,12 @@ const std::vector<MethodRow>& method_rows() {
          const int inferred = quant::u3_bits(c.param("w_d").item(), c.param("w_qmax").item(), true);
          CHECK(levels.size() <= (size_t(1) << inferred) - 1);
        }},
+      {"p3", 4,
+       [](Conv2d& c, const std::vector<double>& levels, int) {
+         const int inferred = quant::p3_bits(c.param("w_qmin").item(), c.param("w_qmax").item(), true);
+         CHECK(levels.size() <= size_t(1) << inferred);  // 2M signed powers of two, no zero
+         for (double l : levels) CHECK(std::fabs(l) == std::exp2(std::round(std::log2(std::fabs(l)))));
+       }},
   };
   return rows;
 }
@@ -105,7 +111,7 @@ TEST_CASE("every registered method has a row, and every row a method") {
     CHECK_FALSE(m.help.empty());
   }
   for (const auto& r : method_rows()) CHECK_NOTHROW(quant::find_method(r.name));
-  CHECK(quant::method_names() == "none | dorefa | wrpn | binary | ternary | lsq | pact | u3");
+  CHECK(quant::method_names() == "none | dorefa | wrpn | binary | ternary | lsq | pact | u3 | p3");
 }
 
 TEST_CASE("each method through attach_quantizers: its levels, parameters, gradients and bit range") {

@@ -472,3 +472,29 @@ TEST_CASE("U1, U2, P1, P2: errors and NaN inputs") {
   CHECK_THROWS_AS(u1_effective(3, 0), Error);
   CHECK_THROWS_AS(p2_effective(3, -1), Error);
 }
+
+TEST_CASE("P3 initialisation (§6.5 [O]) and value clipping (§6.4 [O])") {
+  // max|w| = 0.5 at 4 bits: U3's d = 2^floor(log2(0.5 / 7)) = 2^-4, q_max = 2^round(log2(7 / 16)) =
+  // 2^-1, q_min = 2^-1 / 2^7: p3_bits = 4.
+  const Tensor w = Tensor::from_vector(std::vector<float>{0.1f, -0.5f, 0.25f}, {3});
+  const quant::P3Params p = quant::p3_init_weight(w, 4);
+  CHECK(p.q_max == 0.5);
+  CHECK(p.q_min == std::ldexp(1.0, -8));
+  CHECK(quant::p3_bits(p.q_min, p.q_max, true) == 4);
+  // Activations: d = 2^-3, q_max = 2^round(log2(15 / 8)) = 2, q_min = 2 / 2^7.
+  const quant::P3Params a = quant::p3_init_activation(4);
+  CHECK(a.q_max == 2.0);
+  CHECK(a.q_min == std::ldexp(1.0, -6));
+  CHECK(quant::p3_bits(a.q_min, a.q_max, false) == 4);
+  auto clipped = [](double lo, double hi, bool signed_) {
+    Variable l(Tensor::scalar(lo, DType::f64)), h(Tensor::scalar(hi, DType::f64));
+    quant::p3_clip_parameters(l, h, signed_);
+    return std::pair<double, double>{l.item(), h.item()};
+  };
+  CHECK(clipped(1e-9, 300, true) == std::pair<double, double>{std::ldexp(1.0, -16) + 1e-5, 127 - 1e-5});
+  CHECK(clipped(1e-9, 300, false) == std::pair<double, double>{std::ldexp(1.0, -14) + 1e-5, 255 - 1e-5});
+  const auto swapped = clipped(0.5, 0.25, true);  // q_min > q_max: both moved past each other
+  CHECK(swapped.first == doctest::Approx(0.25 - 1e-5));
+  CHECK(swapped.second == doctest::Approx(0.5 + 1e-5));
+  CHECK(clipped(0.01, 0.3, true) == std::pair<double, double>{0.01, 0.3});  // inside: unchanged
+}

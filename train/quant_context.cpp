@@ -276,18 +276,19 @@ void QuantContext::use_final_bits() {
 
 void QuantContext::after_backward() {
   if (!budget_) return;
-  // Each learned (step, range) pair's gradients clipped to [-step, step].
-  auto clip = [](Module& m, const char* step_name, const char* range_name) {
-    if (!m.has_param(step_name)) return;
-    const double d = std::abs(m.param(step_name).item());
-    for (const char* n : {step_name, range_name}) {
+  // Each learned pair's gradients (U3's d and q_max, P3's q_min and q_max) clipped to [-p0, p0],
+  // p0 the first of the pair (the step, or the smallest magnitude).
+  auto clip = [](Module& m, const std::vector<std::string>& names) {
+    if (names.size() != 2 || !m.has_param(names[0])) return;
+    const double d = std::abs(m.param(names[0]).item());
+    for (const auto& n : names) {
       Variable& p = m.param(n);
       const Variable g = p.grad();
       if (g.defined()) p.set_grad(Variable(math::clamp(g.data(), -d, d)));
     }
   };
-  for (const auto& l : q_.layers) clip(*l.module, "w_d", "w_qmax");
-  for (const auto& a : q_.activations) clip(*a.module, "a_d", "a_qmax");
+  for (const auto& l : q_.layers) clip(*l.module, method_->weight_params);
+  for (const auto& a : q_.activations) clip(*a.module, method_->activation_params);
 }
 
 std::vector<LearnedQuantizerRow> QuantContext::learned_quantizers() const {
