@@ -39,6 +39,11 @@ grep -q "conv *conv2 .* ms/batch" "$work/speed.log"
 agree=$(paste -d, "$work/eval.csv" "$work/int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
 echo "predictions agree on $agree / 1000 images"
 [ "$agree" -ge 997 ]
+# the simulation in double precision (eval --double) predicts what the integer engine predicts
+"$lowbit" eval --checkpoint "$work/q/checkpoint.ckpt" --double --predictions "$work/eval64.csv" > "$work/eval64.log"
+agree64=$(paste -d, "$work/eval64.csv" "$work/int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
+echo "eval --double: predictions agree on $agree64 / 1000 images"
+[ "$agree64" -ge 999 ]
 # the _ref kernels give the fast path's predictions (bit for bit)
 cmp "$work/ref.csv" <(head -201 "$work/int.csv")
 

@@ -22,6 +22,7 @@
 #include "models/zoo.h"
 #include "optim/sgd.h"
 #include "test_util.h"
+#include "train/evaluate.h"
 #include "train/fit.h"
 #include "train/quant_context.h"
 
@@ -328,6 +329,21 @@ TEST_CASE("the integer engine reproduces the simulated DoReFa 4/4 LeNet-5; fast 
   // The 16-bit rounding of the float first/last layers (~1e-5) moves a rare 4-bit activation code
   // across a rounding threshold; one such flip moves a logit by ~ a weight / 15.
   CHECK(max_err < 0.01 * range);
+
+  // `lowbit eval --double`: the simulation in double precision (train::evaluate hands the model the
+  // loader's images in its dtype) predicts what the engine predicts, image for image.
+  t.model->to(DType::f64);
+  std::vector<train::Prediction> pd;
+  const train::EvalResult e64 = train::evaluate(*t.model, *t.test_loader, &pd);
+  t.model->to(DType::f32);
+  REQUIRE(int64_t(pd.size()) == n);
+  int64_t agree64 = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* f = fast.data() + i * 4;
+    agree64 += pd[size_t(i)].predicted == std::max_element(f, f + 4) - f;
+  }
+  CHECK(agree64 == n);
+  CHECK(e64.accuracy == doctest::Approx(double(correct_int) / double(n)));
 }
 
 TEST_CASE("every layer on its grid: the integer engine equals the simulated model to float rounding, per method") {

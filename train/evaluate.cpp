@@ -36,8 +36,11 @@ EvalResult evaluate(Module& model, data::DataLoader& loader, std::vector<Predict
   int64_t correct = 0;
   loader.begin_epoch(0, 0);
   data::Batch b;
+  // A model in another precision than the loader's images (eval --double) gets them converted.
+  const std::vector<Variable> params = model.parameters();
+  const DType dtype = params.empty() ? DType::f32 : params.front().dtype();
   while (loader.next(b)) {
-    Variable logits = model(Variable(b.images));
+    Variable logits = model(Variable(b.images.dtype() == dtype ? b.images : b.images.to(dtype)));
     const int64_t n = b.labels.numel();
     loss_sum += cross_entropy(logits, b.labels).item() * double(n);
     const Tensor labels = b.labels.contiguous();
