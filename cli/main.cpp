@@ -233,6 +233,7 @@ int run_bench(int argc, char** argv) {
       if (reg.defined()) loss = loss + reg;
       opt.zero_grad();
       loss.backward();
+      if (quant) quant->after_backward();
       opt.step();
       if (quant) quant->after_step();
     });

@@ -8,7 +8,9 @@
 #include <utility>
 
 #include "autograd/ops.h"
+#include "core/kernels/quantize.h"
 #include "core/math.h"
+#include "core/parallel.h"
 #include "quant/ste.h"
 
 namespace lowbit::quant {
@@ -121,11 +123,14 @@ Elementwise elementwise(const Tensor& x_in, const char* op, F&& f) {
     const scalar_t* xp = x.data<scalar_t>();
     scalar_t *q = r.q.data<scalar_t>(), *dx = r.dx.data<scalar_t>(), *da = r.da.data<scalar_t>(),
              *db = r.db.data<scalar_t>();
-    double out[4];
-    for (int64_t i = 0; i < x.numel(); ++i) {
-      f(double(xp[i]), out);
-      q[i] = scalar_t(out[0]), dx[i] = scalar_t(out[1]), da[i] = scalar_t(out[2]), db[i] = scalar_t(out[3]);
-    }
+    // Each element on its own: parallel, the same result for any thread count.
+    parallel_for(0, x.numel(), 16384, [&](int64_t lo, int64_t hi) {
+      double out[4];
+      for (int64_t i = lo; i < hi; ++i) {
+        f(double(xp[i]), out);
+        q[i] = scalar_t(out[0]), dx[i] = scalar_t(out[1]), da[i] = scalar_t(out[2]), db[i] = scalar_t(out[3]);
+      }
+    });
   });
   return r;
 }
@@ -165,22 +170,30 @@ Variable uniform_u3(const Variable& x, const Variable& d, const Variable& q_max,
   check_scalar(q_max, "uniform_u3", "range q_max");
   const double dv = d.item(), qv = q_max.item();
   const U3Params e = u3_grid(dv, qv, "uniform_u3");
-  const double step = e.d, top = e.q_max, inv_step = 1.0 / step;  // exact: step is a power of two
-  // out = {Q, dQ/dx, dQ/dd, dQ/dq_max}, the header's table.
-  auto f = [&](double v, double* out) {
-    if (pass_nan(v, out)) return;
-    const double s = v > 0 ? 1.0 : (v < 0 ? -1.0 : 0.0), a = signed_ ? std::abs(v) : v;
-    if (a < 0) {  // unsigned, below the range: constant 0
-      out[0] = out[1] = out[2] = out[3] = 0;
-    } else if (a <= top) {
-      out[0] = s * step * std::floor(a * inv_step + 0.5);
-      out[1] = 1, out[2] = (out[0] - v) / dv, out[3] = 0;
-    } else {
-      out[0] = s * top;
-      out[1] = 0, out[2] = s * (top - qv) / dv, out[3] = s;
-    }
-  };
-  return with_factors(elementwise(x.data(), "uniform_u3", f), "uniform_u3", x, d, q_max);
+  // The header's table, fused (core/kernels/quantize.h uniform_grid_*): forward Q; backward dQ/dx
+  // = 1 inside, and the sums over the elements: dQ/dd = [sum_inside g (Q - x) + (q' - q_max)
+  // sum_outside g sign(x)] / d, dQ/dq_max = sum_outside g sign(x).
+  const kernels::UniformGrid grid{e.d, e.q_max, signed_};
+  // Element by element, in x's own dense layout (channels-last activations are not copied).
+  const Tensor xc = x.data().is_dense() ? x.data() : x.data().contiguous();
+  Tensor q = Tensor::empty_like(xc);
+  LOWBIT_DISPATCH_FLOAT(xc.dtype(), "uniform_u3", [&] {
+    kernels::uniform_grid_forward(grid, xc.numel(), xc.data<scalar_t>(), q.data<scalar_t>());
+  });
+  return make_result(q, "uniform_u3", {x, d, q_max}, [xc, grid, dv, qv, d, q_max](const Variable& g, const Variable&) {
+    Tensor gc = g.data();
+    if (gc.dtype() != xc.dtype() || gc.strides() != xc.strides() || !gc.is_dense())  // to x's layout
+      gc = Tensor::empty_like(xc).copy_(gc);
+    Tensor dx = Tensor::empty_like(xc);
+    kernels::UniformGridSums sums;
+    LOWBIT_DISPATCH_FLOAT(xc.dtype(), "uniform_u3", [&] {
+      sums = kernels::uniform_grid_backward(grid, xc.numel(), xc.data<scalar_t>(), gc.data<scalar_t>(),
+                                            dx.data<scalar_t>());
+    });
+    const double dd = (sums.inside + (grid.range - qv) * sums.outside) / dv;
+    return std::vector<Variable>{Variable(dx), Variable(Tensor::full(d.shape(), dd, d.dtype())),
+                                 Variable(Tensor::full(q_max.shape(), sums.outside, q_max.dtype()))};
+  });
 }
 
 Variable uniform_fixed(const Variable& x, double d, int64_t n) {

@@ -121,3 +121,59 @@ TEST_CASE("clip_quantize double backward: the gradient is linear in g with the s
   for (size_t i = 0; i < xv.size(); ++i) CHECK(ggv[i] == ((xv[i] >= 0 && xv[i] <= 1) ? vv[i] : 0.0));
   CHECK_THROWS_AS(quant::clip_quantize(x, 1.0, 0.0, 3.0), Error);
 }
+
+// ---- Uhlich's uniform grid (uniform_u3's fused kernels) ----
+
+TEST_CASE(
+    "uniform_grid_forward / backward: fast == _ref bit for bit, and the definition, on ResNet-20 shapes and tails") {
+  Generator gen(9);
+  // ResNet-20's first-stage activations at batch 128 (128 x 16 x 32 x 32), a stage-3 one at batch 7,
+  // and odd tails around the SIMD width and the sums' chunk (2^15).
+  for (int64_t n : {int64_t(1), int64_t(17), int64_t(32769), int64_t(7 * 64 * 8 * 8), int64_t(128) * 16 * 32 * 32})
+    for (bool signed_ : {true, false}) {
+      CAPTURE(n);
+      CAPTURE(signed_);
+      const kernels::UniformGrid g{0.125, 0.875, signed_};  // 7 steps a side (U3 at 4 bits)
+      std::vector<float> x(static_cast<size_t>(n)), dy(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        // values on the levels, on the half-steps (ties), at the range, outside it, and in between
+        const double u = gen.uniform() * 2.4 - 1.2;
+        x[size_t(i)] = i % 7 == 0 ? float(std::round(u * 16) / 16) : float(u);
+        dy[size_t(i)] = float(gen.uniform() - 0.5);
+      }
+      std::vector<float> y(x.size()), y_ref(x.size()), dx(x.size()), dx_ref(x.size());
+      kernels::uniform_grid_forward(g, n, x.data(), y.data());
+      kernels::uniform_grid_forward_ref(g, n, x.data(), y_ref.data());
+      CHECK(std::memcmp(y.data(), y_ref.data(), y.size() * 4) == 0);
+      const kernels::UniformGridSums s = kernels::uniform_grid_backward(g, n, x.data(), dy.data(), dx.data());
+      const kernels::UniformGridSums s_ref =
+          kernels::uniform_grid_backward_ref(g, n, x.data(), dy.data(), dx_ref.data());
+      CHECK(std::memcmp(dx.data(), dx_ref.data(), dx.size() * 4) == 0);
+      CHECK(s.inside == s_ref.inside);
+      CHECK(s.outside == s_ref.outside);
+      {  // the portable path too
+        kernels::Avx512Guard portable(false);
+        std::vector<float> yp(x.size()), dxp(x.size());
+        kernels::uniform_grid_forward(g, n, x.data(), yp.data());
+        const kernels::UniformGridSums sp = kernels::uniform_grid_backward(g, n, x.data(), dy.data(), dxp.data());
+        CHECK(std::memcmp(y.data(), yp.data(), y.size() * 4) == 0);
+        CHECK(std::memcmp(dx.data(), dxp.data(), dx.size() * 4) == 0);
+        CHECK((sp.inside == s.inside && sp.outside == s.outside));
+      }
+      // The definition, element by element, and the sums in one plain double loop.
+      double inside = 0, outside = 0;
+      int64_t bad = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double v = x[size_t(i)], a = signed_ ? std::fabs(v) : v, sg = signed_ ? (v > 0) - (v < 0) : 1;
+        const double want = a < 0 ? 0 : a <= 0.875 ? sg * 0.125 * std::floor(a * 8 + 0.5) : sg * 0.875;
+        bad += double(y[size_t(i)]) != want;
+        const bool in = a >= 0 && a <= 0.875;
+        bad += dx[size_t(i)] != (in ? dy[size_t(i)] : 0.0f);
+        if (in) inside += double(dy[size_t(i)]) * (want - v);
+        if (a > 0.875) outside += double(dy[size_t(i)]) * sg;
+      }
+      CHECK(bad == 0);
+      CHECK(s.inside == doctest::Approx(inside).epsilon(1e-12));
+      CHECK(s.outside == doctest::Approx(outside).epsilon(1e-12));
+    }
+}

@@ -2,8 +2,12 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
+#include <vector>
 
+#include "core/error.h"
 #include "core/kernels/cpu.h"
 #include "core/parallel.h"
 
@@ -57,7 +61,180 @@ LOWBIT_AVX512 void backward_avx512(int64_t b, int64_t e, const float* x, const f
   backward_portable(i, e, x, dy, lo, hi, dx);
 }
 
+// ---- Uhlich's uniform grid ----
+
+// One element: its code value and region, in double (header).
+struct GridPoint {
+  double y, s;
+  bool inside, outside;
+};
+[[gnu::always_inline]] inline GridPoint grid_point(double v, double step, double inv_step, double range, bool signed_) {
+  const double a = signed_ ? std::fabs(v) : v;
+  const double s = signed_ ? (v > 0 ? 1.0 : (v < 0 ? -1.0 : 0.0)) : 1.0;
+  const double q = step * std::floor(std::min(a, range) * inv_step + 0.5);  // min(a, q): q itself outside
+  return {a < 0 ? 0.0 : s * q, s, a >= 0 && a <= range, a > range};
+}
+
+template <class T>
+[[gnu::always_inline]] inline void grid_forward_rows(int64_t b, int64_t e, const T* x, double step, double inv_step,
+                                                     double range, bool signed_, T* y) {
+  for (int64_t i = b; i < e; ++i) y[i] = T(grid_point(double(x[i]), step, inv_step, range, signed_).y);
+}
+
+// The sums in kLanes running partial sums (element i into lane (i - b) % kLanes, added in lane
+// order at the end): a fixed order that vectorizes.
+constexpr int kLanes = 16;
+
+template <class T>
+[[gnu::always_inline]] inline UniformGridSums grid_backward_rows(int64_t b, int64_t e, const T* x, const T* dy,
+                                                                 double step, double inv_step, double range,
+                                                                 bool signed_, T* dx, const double* in0 = nullptr,
+                                                                 const double* out0 = nullptr) {
+  // in0 / out0: lanes already summed (the vector path's), continued here for its tail.
+  double in[kLanes] = {}, out[kLanes] = {};
+  if (in0)
+    for (int l = 0; l < kLanes; ++l) in[l] = in0[l], out[l] = out0[l];
+  auto one = [&](int64_t i, int lane) {
+    const double v = double(x[i]), g = double(dy[i]);
+    const GridPoint p = grid_point(v, step, inv_step, range, signed_);
+    const double stored = double(T(p.y));  // the forward's value in the element type
+    dx[i] = p.inside ? dy[i] : T(0);
+    in[lane] += p.inside ? g * (stored - v) : 0.0;
+    out[lane] += p.outside ? g * p.s : 0.0;
+  };
+  int64_t i = b;
+  for (; i + kLanes <= e; i += kLanes)
+    for (int lane = 0; lane < kLanes; ++lane) one(i + lane, lane);
+  for (int lane = 0; i < e; ++i, ++lane) one(i, lane);
+  UniformGridSums sums;
+  for (int lane = 0; lane < kLanes; ++lane) sums.inside += in[lane], sums.outside += out[lane];
+  return sums;
+}
+
+// The same loops compiled for AVX-512 (the compiler vectorizes them there).
+LOWBIT_AVX512 void grid_forward_avx512(int64_t b, int64_t e, const float* x, double step, double inv_step, double range,
+                                       bool signed_, float* y) {
+  grid_forward_rows(b, e, x, step, inv_step, range, signed_, y);
+}
+// By hand (the lane sums keep the compiler from vectorizing grid_backward_rows): 16 elements a step,
+// two halves of 8 doubles, the same lanes and operations as grid_backward_rows, so the sums are
+// bit-identical to it.
+LOWBIT_AVX512 UniformGridSums grid_backward_avx512(int64_t b, int64_t e, const float* x, const float* dy, double step,
+                                                   double inv_step, double range, bool signed_, float* dx) {
+  constexpr __mmask8 all = 0xFF;  // maskz forms: see requant.cpp
+  const __m512d vstep = _mm512_set1_pd(step), vinv = _mm512_set1_pd(inv_step), vrange = _mm512_set1_pd(range),
+                half = _mm512_set1_pd(0.5), zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0),
+                minus = _mm512_set1_pd(-1.0);
+  __m512d in[2] = {zero, zero}, out[2] = {zero, zero};
+  int64_t i = b;
+  for (; i + kLanes <= e; i += kLanes) {
+    const __m512 gv = _mm512_loadu_ps(dy + i);
+    __mmask16 inside16 = 0;
+    for (int h = 0; h < 2; ++h) {
+      const __m256 xh = _mm256_loadu_ps(x + i + 8 * h);
+      const __m256 gh = _mm256_loadu_ps(dy + i + 8 * h);
+      const __m512d v = _mm512_maskz_cvtps_pd(all, xh), g = _mm512_maskz_cvtps_pd(all, gh);
+      const __m512d a = signed_ ? _mm512_mask_abs_pd(v, all, v) : v;
+      __m512d sg = one;
+      if (signed_) {
+        sg = _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(v, zero, _CMP_NEQ_OQ), one);
+        sg = _mm512_mask_mov_pd(sg, _mm512_cmp_pd_mask(v, zero, _CMP_LT_OQ), minus);
+      }
+      const __m512d c = _mm512_maskz_min_pd(all, a, vrange);  // a > range (or NaN: not inside, not outside) -> range
+      const __m512d t = _mm512_add_pd(_mm512_mul_pd(c, vinv), half);
+      const __m512d q =
+          _mm512_mul_pd(vstep, _mm512_maskz_roundscale_pd(all, t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+      const __mmask8 below = _mm512_cmp_pd_mask(a, zero, _CMP_LT_OQ);
+      const __m512d y = _mm512_maskz_mov_pd(__mmask8(~below), _mm512_mul_pd(sg, q));
+      const __m512d stored =
+          _mm512_maskz_cvtps_pd(all, _mm512_maskz_cvtpd_ps(all, y));  // in the element type, as the forward
+      const __mmask8 ins = _mm512_cmp_pd_mask(a, zero, _CMP_GE_OQ) & _mm512_cmp_pd_mask(a, vrange, _CMP_LE_OQ);
+      const __mmask8 outs = _mm512_cmp_pd_mask(a, vrange, _CMP_GT_OQ);
+      in[h] = _mm512_add_pd(in[h], _mm512_maskz_mov_pd(ins, _mm512_mul_pd(g, _mm512_sub_pd(stored, v))));
+      out[h] = _mm512_add_pd(out[h], _mm512_maskz_mov_pd(outs, _mm512_mul_pd(g, sg)));
+      inside16 |= __mmask16(ins) << (8 * h);
+    }
+    _mm512_storeu_ps(dx + i, _mm512_maskz_mov_ps(inside16, gv));
+  }
+  double lanes_in[kLanes], lanes_out[kLanes];
+  _mm512_storeu_pd(lanes_in, in[0]), _mm512_storeu_pd(lanes_in + 8, in[1]);
+  _mm512_storeu_pd(lanes_out, out[0]), _mm512_storeu_pd(lanes_out + 8, out[1]);
+  // the tail continues the lanes as grid_backward_rows does
+  const UniformGridSums tail = grid_backward_rows(i, e, x, dy, step, inv_step, range, signed_, dx, lanes_in, lanes_out);
+  return tail;
+}
+
+void check_grid(const UniformGrid& g, const char* op) {
+  LOWBIT_CHECK(std::isfinite(g.step) && g.step > 0 && std::isfinite(g.range) && g.range >= 0, op,
+               ": step and range must be finite, step > 0, got ", g.step, " and ", g.range);
+}
+
+constexpr int64_t kGridChunk = 1 << 15;  // the sums' chunks: fixed by n alone
+
+template <class T>
+void grid_forward(const UniformGrid& g, int64_t n, const T* x, T* y, bool ref) {
+  check_grid(g, "uniform_grid_forward");
+  const double inv = 1.0 / g.step;
+  if (ref) return grid_forward_rows(0, n, x, g.step, inv, g.range, g.signed_, y);
+  const bool simd = std::is_same_v<T, float> && avx512_enabled();
+  parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    if constexpr (std::is_same_v<T, float>)
+      if (simd) return grid_forward_avx512(b, e, x, g.step, inv, g.range, g.signed_, y);
+    grid_forward_rows(b, e, x, g.step, inv, g.range, g.signed_, y);
+  });
+}
+
+template <class T>
+UniformGridSums grid_backward(const UniformGrid& g, int64_t n, const T* x, const T* dy, T* dx, bool ref) {
+  check_grid(g, "uniform_grid_backward");
+  const double inv = 1.0 / g.step;
+  const int64_t chunks = std::max<int64_t>(1, (n + kGridChunk - 1) / kGridChunk);
+  std::vector<UniformGridSums> part(static_cast<size_t>(chunks));
+  auto chunk = [&](int64_t c, int64_t b, int64_t e) {
+    if constexpr (std::is_same_v<T, float>)
+      if (!ref && avx512_enabled()) {
+        part[size_t(c)] = grid_backward_avx512(b, e, x, dy, g.step, inv, g.range, g.signed_, dx);
+        return;
+      }
+    part[size_t(c)] = grid_backward_rows(b, e, x, dy, g.step, inv, g.range, g.signed_, dx);
+  };
+  if (ref) {
+    for (int64_t c = 0; c < chunks; ++c) chunk(c, n * c / chunks, n * (c + 1) / chunks);
+  } else {
+    parallel_chunks(0, n, chunks, chunk);
+  }
+  UniformGridSums total;
+  for (const auto& p : part) total.inside += p.inside, total.outside += p.outside;
+  return total;
+}
+
 }  // namespace
+
+void uniform_grid_forward(const UniformGrid& g, int64_t n, const float* x, float* y) {
+  grid_forward(g, n, x, y, false);
+}
+void uniform_grid_forward(const UniformGrid& g, int64_t n, const double* x, double* y) {
+  grid_forward(g, n, x, y, false);
+}
+void uniform_grid_forward_ref(const UniformGrid& g, int64_t n, const float* x, float* y) {
+  grid_forward(g, n, x, y, true);
+}
+void uniform_grid_forward_ref(const UniformGrid& g, int64_t n, const double* x, double* y) {
+  grid_forward(g, n, x, y, true);
+}
+UniformGridSums uniform_grid_backward(const UniformGrid& g, int64_t n, const float* x, const float* dy, float* dx) {
+  return grid_backward(g, n, x, dy, dx, false);
+}
+UniformGridSums uniform_grid_backward(const UniformGrid& g, int64_t n, const double* x, const double* dy, double* dx) {
+  return grid_backward(g, n, x, dy, dx, false);
+}
+UniformGridSums uniform_grid_backward_ref(const UniformGrid& g, int64_t n, const float* x, const float* dy, float* dx) {
+  return grid_backward(g, n, x, dy, dx, true);
+}
+UniformGridSums uniform_grid_backward_ref(const UniformGrid& g, int64_t n, const double* x, const double* dy,
+                                          double* dx) {
+  return grid_backward(g, n, x, dy, dx, true);
+}
 
 void clip_quantize_forward(int64_t n, const float* x, float lo, float hi, float scale, float inv_scale, float* y) {
   const bool simd = avx512_enabled();

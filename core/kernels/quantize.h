@@ -8,8 +8,19 @@
 //                           result is bit-identical to the composed ops)
 //   clip_mask_backward      dx[i] = lo <= x[i] <= hi ? dy[i] : 0   (straight-through estimator with
 //                           the clamp's mask, PyTorch's clamp convention at the bounds)
+//
+// Uhlich's uniform grid (quant/quantizers.h uniform_u3, its step and range already rounded), fused
+// for large activations; in double per element:
+//   uniform_grid_forward    y[i] = s d floor(min(a, q) / d + 1/2),  a = |x[i]|, s = sign(x[i])
+//                           (sign(0) = 0) when signed; unsigned: a = x[i], s = 1, y = 0 for x < 0.
+//                           (a power-of-two d: everything but the floor is exact.)
+//   uniform_grid_backward   dx[i] = dy[i] where x[i] is inside the range (a <= q; unsigned also
+//                           x >= 0), else 0; returns the double sums over the elements inside of
+//                           dy (y - x) and over those outside (a > q) of dy s: what U3's gradients
+//                           of d and q_max are built from.
 // n elements, contiguous. Float runs AVX-512 when the CPU has it; `_ref` twins are plain loops.
-// Parallel over fixed chunks; every element is computed once, so results never depend on threads.
+// Parallel over fixed chunks; every element is computed once, so results never depend on threads;
+// the sums are taken per chunk in order and added in chunk order, the chunks fixed by n alone.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +31,24 @@ void clip_quantize_forward(int64_t n, const float* x, float lo, float hi, float 
 void clip_quantize_forward(int64_t n, const double* x, double lo, double hi, double scale, double inv_scale, double* y);
 void clip_mask_backward(int64_t n, const float* x, const float* dy, float lo, float hi, float* dx);
 void clip_mask_backward(int64_t n, const double* x, const double* dy, double lo, double hi, double* dx);
+
+struct UniformGrid {
+  double step = 1, range = 1;  // d and q, range a multiple of step
+  bool signed_ = true;
+};
+struct UniformGridSums {
+  double inside = 0;   // sum over the elements inside of dy (y - x)
+  double outside = 0;  // sum over the elements outside of dy sign(x)
+};
+void uniform_grid_forward(const UniformGrid& g, int64_t n, const float* x, float* y);
+void uniform_grid_forward(const UniformGrid& g, int64_t n, const double* x, double* y);
+UniformGridSums uniform_grid_backward(const UniformGrid& g, int64_t n, const float* x, const float* dy, float* dx);
+UniformGridSums uniform_grid_backward(const UniformGrid& g, int64_t n, const double* x, const double* dy, double* dx);
+void uniform_grid_forward_ref(const UniformGrid& g, int64_t n, const float* x, float* y);
+void uniform_grid_forward_ref(const UniformGrid& g, int64_t n, const double* x, double* y);
+UniformGridSums uniform_grid_backward_ref(const UniformGrid& g, int64_t n, const float* x, const float* dy, float* dx);
+UniformGridSums uniform_grid_backward_ref(const UniformGrid& g, int64_t n, const double* x, const double* dy,
+                                          double* dx);
 
 void clip_quantize_forward_ref(int64_t n, const float* x, float lo, float hi, float scale, float inv_scale, float* y);
 void clip_quantize_forward_ref(int64_t n, const double* x, double lo, double hi, double scale, double inv_scale,
