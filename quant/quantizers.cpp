@@ -394,24 +394,28 @@ Variable pow2_p3(const Variable& x, const Variable& q_min, const Variable& q_max
   check_positive(lo_raw, "pow2_p3", "q_min");
   check_positive(hi_raw, "pow2_p3", "q_max");
   const double lo = pow2_round(lo_raw), hi = std::max(pow2_round(hi_raw), lo);
-  // out = {Q, dQ/dx, dQ/dq_min, dQ/dq_max}, the header's table.
-  auto f = [&](double v, double* out) {
-    if (pass_nan(v, out)) return;
-    if (!signed_ && v <= 0) {
-      out[0] = out[1] = out[2] = out[3] = 0;
-      return;
-    }
-    const double s = sign_nonzero(v), a = std::abs(v);
-    if (a <= lo) {
-      out[0] = s * lo, out[1] = 0, out[2] = s * lo / lo_raw, out[3] = 0;
-    } else if (a <= hi) {
-      const double p = std::min(std::max(pow2_round(a), lo), hi);  // already in [lo, hi]; guards rounding
-      out[0] = s * p, out[1] = p / a, out[2] = 0, out[3] = 0;
-    } else {
-      out[0] = s * hi, out[1] = 0, out[2] = 0, out[3] = s * hi / hi_raw;
-    }
-  };
-  return with_factors(elementwise(x.data(), "pow2_p3", f), "pow2_p3", x, q_min, q_max);
+  // The header's table, fused (core/kernels/quantize.h pow2_grid_*): dQ/dx = p / |x| between the
+  // bounds; dQ/dq_min = (lo / q_min) sum_{|x| <= lo} g s, dQ/dq_max = (hi / q_max) sum_{|x| > hi} g s.
+  const kernels::Pow2Grid grid{lo, hi, signed_};
+  const Tensor xc = x.data().is_dense() ? x.data() : x.data().contiguous();  // x's own dense layout
+  Tensor q = Tensor::empty_like(xc);
+  LOWBIT_DISPATCH_FLOAT(xc.dtype(), "pow2_p3",
+                        [&] { kernels::pow2_grid_forward(grid, xc.numel(), xc.data<scalar_t>(), q.data<scalar_t>()); });
+  return make_result(
+      q, "pow2_p3", {x, q_min, q_max}, [xc, grid, lo_raw, hi_raw, q_min, q_max](const Variable& g, const Variable&) {
+        Tensor gc = g.data();
+        if (gc.dtype() != xc.dtype() || gc.strides() != xc.strides() || !gc.is_dense())  // to x's layout
+          gc = Tensor::empty_like(xc).copy_(gc);
+        Tensor dx = Tensor::empty_like(xc);
+        kernels::Pow2GridSums sums;
+        LOWBIT_DISPATCH_FLOAT(xc.dtype(), "pow2_p3", [&] {
+          sums = kernels::pow2_grid_backward(grid, xc.numel(), xc.data<scalar_t>(), gc.data<scalar_t>(),
+                                             dx.data<scalar_t>());
+        });
+        return std::vector<Variable>{
+            Variable(dx), Variable(Tensor::full(q_min.shape(), sums.low * grid.lo / lo_raw, q_min.dtype())),
+            Variable(Tensor::full(q_max.shape(), sums.high * grid.hi / hi_raw, q_max.dtype()))};
+      });
 }
 
 int p3_bits(double q_min, double q_max, bool signed_) {

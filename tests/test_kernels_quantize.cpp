@@ -177,3 +177,65 @@ TEST_CASE(
       CHECK(s.outside == doctest::Approx(outside).epsilon(1e-12));
     }
 }
+
+TEST_CASE("pow2_grid_forward / backward: fast == _ref bit for bit, and the definition, on ResNet-20 shapes and tails") {
+  Generator gen(11);
+  for (int64_t n : {int64_t(1), int64_t(17), int64_t(32769), int64_t(7 * 64 * 8 * 8), int64_t(128) * 16 * 32 * 32})
+    for (bool signed_ : {true, false}) {
+      CAPTURE(n);
+      CAPTURE(signed_);
+      const kernels::Pow2Grid g{std::ldexp(1.0, -7), 1.0, signed_};  // P3 at 4 bits: 8 octaves
+      std::vector<float> x(static_cast<size_t>(n)), dy(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        // log-uniform magnitudes over the range and beyond, both signs; every 5th next to sqrt(2) 2^k
+        const double mag = std::exp2(gen.uniform() * 12 - 10);
+        double v = gen.uniform() < 0.5 ? -mag : mag;
+        if (i % 5 == 0) {
+          const float r = float(std::sqrt(2.0) * std::exp2(std::floor(gen.uniform() * 10 - 8)));
+          v = double(i % 10 == 0 ? std::nextafter(r, 0.0f) : std::nextafter(r, 10.0f));
+        }
+        if (i % 97 == 0) v = 0;
+        x[size_t(i)] = float(v);
+        dy[size_t(i)] = float(gen.uniform() - 0.5);
+      }
+      std::vector<float> y(x.size()), y_ref(x.size()), dx(x.size()), dx_ref(x.size());
+      kernels::pow2_grid_forward(g, n, x.data(), y.data());
+      kernels::pow2_grid_forward_ref(g, n, x.data(), y_ref.data());
+      CHECK(std::memcmp(y.data(), y_ref.data(), y.size() * 4) == 0);
+      const auto s = kernels::pow2_grid_backward(g, n, x.data(), dy.data(), dx.data());
+      const auto s_ref = kernels::pow2_grid_backward_ref(g, n, x.data(), dy.data(), dx_ref.data());
+      CHECK(std::memcmp(dx.data(), dx_ref.data(), dx.size() * 4) == 0);
+      CHECK((s.low == s_ref.low && s.high == s_ref.high));
+      {
+        kernels::Avx512Guard portable(false);
+        std::vector<float> yp(x.size()), dxp(x.size());
+        kernels::pow2_grid_forward(g, n, x.data(), yp.data());
+        const auto sp = kernels::pow2_grid_backward(g, n, x.data(), dy.data(), dxp.data());
+        CHECK(std::memcmp(y.data(), yp.data(), y.size() * 4) == 0);
+        CHECK(std::memcmp(dx.data(), dxp.data(), dx.size() * 4) == 0);
+        CHECK((sp.low == s.low && sp.high == s.high));
+      }
+      // The definition: the nearest power of two in log scale (no tie: sqrt 2 is irrational).
+      double low = 0, high = 0;
+      int64_t bad = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double v = x[size_t(i)], a = std::fabs(v), sg = v >= 0 ? 1 : -1;
+        if (!signed_ && v <= 0) {
+          bad += y[size_t(i)] != 0 || dx[size_t(i)] != 0;
+          continue;
+        }
+        int e = 0;
+        const double m = 2 * std::frexp(a, &e);  // a = m 2^(e-1), m in [1, 2)
+        const double p = std::ldexp(1.0, (e - 1) + (m * m > 2 ? 1 : 0));
+        const double want = a <= g.lo ? sg * g.lo : a > g.hi ? sg * g.hi : sg * p;
+        bad += double(y[size_t(i)]) != want;
+        const bool mid = a > g.lo && a <= g.hi;
+        bad += dx[size_t(i)] != (mid ? dy[size_t(i)] * float(p / a) : 0.0f);
+        if (a <= g.lo) low += double(dy[size_t(i)]) * sg;
+        if (a > g.hi) high += double(dy[size_t(i)]) * sg;
+      }
+      CHECK(bad == 0);
+      CHECK(s.low == doctest::Approx(low).epsilon(1e-12));
+      CHECK(s.high == doctest::Approx(high).epsilon(1e-12));
+    }
+}

@@ -208,7 +208,167 @@ UniformGridSums grid_backward(const UniformGrid& g, int64_t n, const T* x, const
   return total;
 }
 
+// ---- Uhlich's power-of-two grid ----
+
+struct Pow2Point {
+  double y, ratio, s;  // y = s p, ratio = p / a between lo and hi (else 0)
+  bool low, high;
+};
+[[gnu::always_inline]] inline Pow2Point pow2_point(double v, double lo, double hi, bool signed_) {
+  if (!(v == v) || (!signed_ && v <= 0)) return {v == v ? 0.0 : v, 0.0, 0.0, false, false};  // NaN; unsigned <= 0
+  const double s = v >= 0 ? 1.0 : -1.0, a = std::fabs(v);
+  if (a <= lo) return {s * lo, 0.0, s, true, false};
+  if (a > hi) return {s * hi, 0.0, s, false, true};
+  const double p = std::min(std::max(std::exp2(std::round(std::log2(a))), lo), hi);
+  return {s * p, p / a, s, false, false};
+}
+
+template <class T>
+void pow2_forward_rows(int64_t b, int64_t e, const T* x, double lo, double hi, bool signed_, T* y) {
+  for (int64_t i = b; i < e; ++i) y[i] = T(pow2_point(double(x[i]), lo, hi, signed_).y);
+}
+
+template <class T>
+Pow2GridSums pow2_backward_rows(int64_t b, int64_t e, const T* x, const T* dy, double lo, double hi, bool signed_,
+                                T* dx, const double* low0 = nullptr, const double* high0 = nullptr) {
+  double low[kLanes] = {}, high[kLanes] = {};
+  if (low0)
+    for (int l = 0; l < kLanes; ++l) low[l] = low0[l], high[l] = high0[l];
+  for (int64_t i = b, lane = 0; i < e; ++i, lane = (lane + 1) % kLanes) {
+    const Pow2Point p = pow2_point(double(x[i]), lo, hi, signed_);
+    dx[i] = dy[i] * T(p.ratio);
+    const double g = double(dy[i]);
+    low[lane] += p.low ? g * p.s : 0.0;
+    high[lane] += p.high ? g * p.s : 0.0;
+  }
+  Pow2GridSums sums;
+  for (int l = 0; l < kLanes; ++l) sums.low += low[l], sums.high += high[l];
+  return sums;
+}
+
+// 2^round(log2 a) for normal a > 0, exactly: a = m 2^e (m in [1, 2)), e + (m > sqrt 2) (no float or
+// double equals sqrt 2; kSqrt2Below is the double below it).
+constexpr double kSqrt2Below = 1.4142135623730949;
+
+LOWBIT_AVX512 __m512d pow2_values(__m512d v, __m512d lo, __m512d hi, bool signed_, __m512d* ratio, __mmask8* low,
+                                  __mmask8* high, __m512d* sg) {
+  constexpr __mmask8 all = 0xFF;
+  const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
+  const __m512d a = _mm512_mask_abs_pd(v, all, v);
+  const __mmask8 nan = _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
+  const __mmask8 live = signed_ ? __mmask8(~nan) : _mm512_cmp_pd_mask(v, zero, _CMP_GT_OQ);  // NaN: not > 0
+  *sg = _mm512_mask_mov_pd(one, _mm512_cmp_pd_mask(v, zero, _CMP_LT_OQ), _mm512_set1_pd(-1.0));
+  *low = live & _mm512_cmp_pd_mask(a, lo, _CMP_LE_OQ);
+  *high = live & _mm512_cmp_pd_mask(a, hi, _CMP_GT_OQ);
+  const __mmask8 mid = live & __mmask8(~(*low | *high));
+  const __m512d e = _mm512_maskz_getexp_pd(all, a);
+  const __m512d m = _mm512_maskz_getmant_pd(all, a, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_zero);
+  const __m512d k = _mm512_mask_add_pd(e, _mm512_cmp_pd_mask(m, _mm512_set1_pd(kSqrt2Below), _CMP_GT_OQ), e, one);
+  __m512d p = _mm512_maskz_scalef_pd(all, one, k);
+  p = _mm512_maskz_min_pd(all, _mm512_maskz_max_pd(all, p, lo), hi);
+  p = _mm512_mask_mov_pd(p, *low, lo);
+  p = _mm512_mask_mov_pd(p, *high, hi);
+  *ratio = _mm512_maskz_div_pd(mid, p, a);
+  __m512d y = _mm512_maskz_mul_pd(live, *sg, p);
+  return _mm512_mask_mov_pd(y, nan, v);  // NaN passes through
+}
+
+LOWBIT_AVX512 void pow2_forward_avx512(int64_t b, int64_t e, const float* x, double lo, double hi, bool signed_,
+                                       float* y) {
+  constexpr __mmask8 all = 0xFF;
+  const __m512d vlo = _mm512_set1_pd(lo), vhi = _mm512_set1_pd(hi);
+  int64_t i = b;
+  for (; i + 8 <= e; i += 8) {
+    __m512d ratio, sg;
+    __mmask8 low, high;
+    const __m512d v = _mm512_maskz_cvtps_pd(all, _mm256_loadu_ps(x + i));
+    _mm256_storeu_ps(y + i, _mm512_maskz_cvtpd_ps(all, pow2_values(v, vlo, vhi, signed_, &ratio, &low, &high, &sg)));
+  }
+  pow2_forward_rows(i, e, x, lo, hi, signed_, y);
+}
+
+LOWBIT_AVX512 Pow2GridSums pow2_backward_avx512(int64_t b, int64_t e, const float* x, const float* dy, double lo,
+                                                double hi, bool signed_, float* dx) {
+  constexpr __mmask8 all = 0xFF;
+  const __m512d vlo = _mm512_set1_pd(lo), vhi = _mm512_set1_pd(hi), zero = _mm512_setzero_pd();
+  __m512d lows[2] = {zero, zero}, highs[2] = {zero, zero};
+  int64_t i = b;
+  for (; i + kLanes <= e; i += kLanes)
+    for (int h = 0; h < 2; ++h) {
+      __m512d ratio, sg;
+      __mmask8 low, high;
+      const __m512d v = _mm512_maskz_cvtps_pd(all, _mm256_loadu_ps(x + i + 8 * h));
+      pow2_values(v, vlo, vhi, signed_, &ratio, &low, &high, &sg);
+      const __m256 gf = _mm256_loadu_ps(dy + i + 8 * h);
+      _mm256_storeu_ps(dx + i + 8 * h, _mm256_mul_ps(gf, _mm512_maskz_cvtpd_ps(all, ratio)));
+      const __m512d gs = _mm512_maskz_mul_pd(all, _mm512_maskz_cvtps_pd(all, gf), sg);
+      lows[h] = _mm512_add_pd(lows[h], _mm512_maskz_mov_pd(low, gs));
+      highs[h] = _mm512_add_pd(highs[h], _mm512_maskz_mov_pd(high, gs));
+    }
+  double l[kLanes], hh[kLanes];
+  _mm512_storeu_pd(l, lows[0]), _mm512_storeu_pd(l + 8, lows[1]);
+  _mm512_storeu_pd(hh, highs[0]), _mm512_storeu_pd(hh + 8, highs[1]);
+  return pow2_backward_rows(i, e, x, dy, lo, hi, signed_, dx, l, hh);
+}
+
+void check_pow2_grid(const Pow2Grid& g, const char* op) {
+  LOWBIT_CHECK(std::isfinite(g.lo) && std::isfinite(g.hi) && g.lo > 0 && g.lo <= g.hi, op,
+               ": need 0 < lo <= hi, finite, got ", g.lo, " and ", g.hi);
+}
+
+template <class T>
+void pow2_forward(const Pow2Grid& g, int64_t n, const T* x, T* y, bool ref) {
+  check_pow2_grid(g, "pow2_grid_forward");
+  if (ref) return pow2_forward_rows(0, n, x, g.lo, g.hi, g.signed_, y);
+  const bool simd = std::is_same_v<T, float> && avx512_enabled();
+  parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    if constexpr (std::is_same_v<T, float>)
+      if (simd) return pow2_forward_avx512(b, e, x, g.lo, g.hi, g.signed_, y);
+    pow2_forward_rows(b, e, x, g.lo, g.hi, g.signed_, y);
+  });
+}
+
+template <class T>
+Pow2GridSums pow2_backward(const Pow2Grid& g, int64_t n, const T* x, const T* dy, T* dx, bool ref) {
+  check_pow2_grid(g, "pow2_grid_backward");
+  const int64_t chunks = std::max<int64_t>(1, (n + kGridChunk - 1) / kGridChunk);
+  std::vector<Pow2GridSums> part(static_cast<size_t>(chunks));
+  auto chunk = [&](int64_t c, int64_t b, int64_t e) {
+    if constexpr (std::is_same_v<T, float>)
+      if (!ref && avx512_enabled()) {
+        part[size_t(c)] = pow2_backward_avx512(b, e, x, dy, g.lo, g.hi, g.signed_, dx);
+        return;
+      }
+    part[size_t(c)] = pow2_backward_rows(b, e, x, dy, g.lo, g.hi, g.signed_, dx);
+  };
+  if (ref) {
+    for (int64_t c = 0; c < chunks; ++c) chunk(c, n * c / chunks, n * (c + 1) / chunks);
+  } else {
+    parallel_chunks(0, n, chunks, chunk);
+  }
+  Pow2GridSums total;
+  for (const auto& p : part) total.low += p.low, total.high += p.high;
+  return total;
+}
+
 }  // namespace
+
+void pow2_grid_forward(const Pow2Grid& g, int64_t n, const float* x, float* y) { pow2_forward(g, n, x, y, false); }
+void pow2_grid_forward(const Pow2Grid& g, int64_t n, const double* x, double* y) { pow2_forward(g, n, x, y, false); }
+void pow2_grid_forward_ref(const Pow2Grid& g, int64_t n, const float* x, float* y) { pow2_forward(g, n, x, y, true); }
+void pow2_grid_forward_ref(const Pow2Grid& g, int64_t n, const double* x, double* y) { pow2_forward(g, n, x, y, true); }
+Pow2GridSums pow2_grid_backward(const Pow2Grid& g, int64_t n, const float* x, const float* dy, float* dx) {
+  return pow2_backward(g, n, x, dy, dx, false);
+}
+Pow2GridSums pow2_grid_backward(const Pow2Grid& g, int64_t n, const double* x, const double* dy, double* dx) {
+  return pow2_backward(g, n, x, dy, dx, false);
+}
+Pow2GridSums pow2_grid_backward_ref(const Pow2Grid& g, int64_t n, const float* x, const float* dy, float* dx) {
+  return pow2_backward(g, n, x, dy, dx, true);
+}
+Pow2GridSums pow2_grid_backward_ref(const Pow2Grid& g, int64_t n, const double* x, const double* dy, double* dx) {
+  return pow2_backward(g, n, x, dy, dx, true);
+}
 
 void uniform_grid_forward(const UniformGrid& g, int64_t n, const float* x, float* y) {
   grid_forward(g, n, x, y, false);

@@ -18,6 +18,12 @@
 //                           x >= 0), else 0; returns the double sums over the elements inside of
 //                           dy (y - x) and over those outside (a > q) of dy s: what U3's gradients
 //                           of d and q_max are built from.
+//
+// Uhlich's power-of-two grid (pow2_p3, lo = q_min' and hi = q_max' already powers of two):
+//   pow2_grid_forward       y[i] = s p with a = |x[i]|, s = sign(x[i]) (sign(0) = +1), p = lo for a <= lo,
+//                           2^round(log2 a) for lo < a <= hi, hi above; unsigned: y = 0 for x <= 0.
+//   pow2_grid_backward      dx[i] = dy[i] (p / a) for lo < a <= hi, else 0; returns the double sums
+//                           of dy s over the elements at or below lo and over those above hi.
 // n elements, contiguous. Float runs AVX-512 when the CPU has it; `_ref` twins are plain loops.
 // Parallel over fixed chunks; every element is computed once, so results never depend on threads;
 // the sums are taken per chunk in order and added in chunk order, the chunks fixed by n alone.
@@ -49,6 +55,23 @@ void uniform_grid_forward_ref(const UniformGrid& g, int64_t n, const double* x, 
 UniformGridSums uniform_grid_backward_ref(const UniformGrid& g, int64_t n, const float* x, const float* dy, float* dx);
 UniformGridSums uniform_grid_backward_ref(const UniformGrid& g, int64_t n, const double* x, const double* dy,
                                           double* dx);
+
+struct Pow2Grid {
+  double lo = 1, hi = 1;  // powers of two, lo <= hi
+  bool signed_ = true;
+};
+struct Pow2GridSums {
+  double low = 0;   // sum of dy sign(x) over the elements with |x| <= lo
+  double high = 0;  // ... with |x| > hi
+};
+void pow2_grid_forward(const Pow2Grid& g, int64_t n, const float* x, float* y);
+void pow2_grid_forward(const Pow2Grid& g, int64_t n, const double* x, double* y);
+Pow2GridSums pow2_grid_backward(const Pow2Grid& g, int64_t n, const float* x, const float* dy, float* dx);
+Pow2GridSums pow2_grid_backward(const Pow2Grid& g, int64_t n, const double* x, const double* dy, double* dx);
+void pow2_grid_forward_ref(const Pow2Grid& g, int64_t n, const float* x, float* y);
+void pow2_grid_forward_ref(const Pow2Grid& g, int64_t n, const double* x, double* y);
+Pow2GridSums pow2_grid_backward_ref(const Pow2Grid& g, int64_t n, const float* x, const float* dy, float* dx);
+Pow2GridSums pow2_grid_backward_ref(const Pow2Grid& g, int64_t n, const double* x, const double* dy, double* dx);
 
 void clip_quantize_forward_ref(int64_t n, const float* x, float lo, float hi, float scale, float inv_scale, float* y);
 void clip_quantize_forward_ref(int64_t n, const double* x, double lo, double hi, double scale, double inv_scale,
