@@ -171,6 +171,23 @@ void check_grid(const UniformGrid& g, const char* op) {
 
 constexpr int64_t kGridChunk = 1 << 15;  // the sums' chunks: fixed by n alone
 
+// A backward kernel's sums over the chunks kGridChunk fixes from n alone: chunk c's (b, e) ->
+// sums, serially (ref) or in parallel, added in chunk order by add(total, part).
+template <class Sums, class Chunk, class Add>
+Sums sum_over_chunks(int64_t n, bool ref, Chunk&& chunk, Add&& add) {
+  const int64_t chunks = std::max<int64_t>(1, (n + kGridChunk - 1) / kGridChunk);
+  std::vector<Sums> part(static_cast<size_t>(chunks));
+  auto run = [&](int64_t c, int64_t b, int64_t e) { part[size_t(c)] = chunk(b, e); };
+  if (ref) {
+    for (int64_t c = 0; c < chunks; ++c) run(c, n * c / chunks, n * (c + 1) / chunks);
+  } else {
+    parallel_chunks(0, n, chunks, run);
+  }
+  Sums total;
+  for (const auto& p : part) add(total, p);
+  return total;
+}
+
 template <class T>
 void grid_forward(const UniformGrid& g, int64_t n, const T* x, T* y, bool ref) {
   check_grid(g, "uniform_grid_forward");
@@ -188,24 +205,14 @@ template <class T>
 UniformGridSums grid_backward(const UniformGrid& g, int64_t n, const T* x, const T* dy, T* dx, bool ref) {
   check_grid(g, "uniform_grid_backward");
   const double inv = 1.0 / g.step;
-  const int64_t chunks = std::max<int64_t>(1, (n + kGridChunk - 1) / kGridChunk);
-  std::vector<UniformGridSums> part(static_cast<size_t>(chunks));
-  auto chunk = [&](int64_t c, int64_t b, int64_t e) {
-    if constexpr (std::is_same_v<T, float>)
-      if (!ref && avx512_enabled()) {
-        part[size_t(c)] = grid_backward_avx512(b, e, x, dy, g.step, inv, g.range, g.signed_, dx);
-        return;
-      }
-    part[size_t(c)] = grid_backward_rows(b, e, x, dy, g.step, inv, g.range, g.signed_, dx);
-  };
-  if (ref) {
-    for (int64_t c = 0; c < chunks; ++c) chunk(c, n * c / chunks, n * (c + 1) / chunks);
-  } else {
-    parallel_chunks(0, n, chunks, chunk);
-  }
-  UniformGridSums total;
-  for (const auto& p : part) total.inside += p.inside, total.outside += p.outside;
-  return total;
+  return sum_over_chunks<UniformGridSums>(
+      n, ref,
+      [&](int64_t b, int64_t e) {
+        if constexpr (std::is_same_v<T, float>)
+          if (!ref && avx512_enabled()) return grid_backward_avx512(b, e, x, dy, g.step, inv, g.range, g.signed_, dx);
+        return grid_backward_rows(b, e, x, dy, g.step, inv, g.range, g.signed_, dx);
+      },
+      [](UniformGridSums& t, const UniformGridSums& p) { t.inside += p.inside, t.outside += p.outside; });
 }
 
 // ---- Uhlich's power-of-two grid ----
@@ -331,24 +338,14 @@ void pow2_forward(const Pow2Grid& g, int64_t n, const T* x, T* y, bool ref) {
 template <class T>
 Pow2GridSums pow2_backward(const Pow2Grid& g, int64_t n, const T* x, const T* dy, T* dx, bool ref) {
   check_pow2_grid(g, "pow2_grid_backward");
-  const int64_t chunks = std::max<int64_t>(1, (n + kGridChunk - 1) / kGridChunk);
-  std::vector<Pow2GridSums> part(static_cast<size_t>(chunks));
-  auto chunk = [&](int64_t c, int64_t b, int64_t e) {
-    if constexpr (std::is_same_v<T, float>)
-      if (!ref && avx512_enabled()) {
-        part[size_t(c)] = pow2_backward_avx512(b, e, x, dy, g.lo, g.hi, g.signed_, dx);
-        return;
-      }
-    part[size_t(c)] = pow2_backward_rows(b, e, x, dy, g.lo, g.hi, g.signed_, dx);
-  };
-  if (ref) {
-    for (int64_t c = 0; c < chunks; ++c) chunk(c, n * c / chunks, n * (c + 1) / chunks);
-  } else {
-    parallel_chunks(0, n, chunks, chunk);
-  }
-  Pow2GridSums total;
-  for (const auto& p : part) total.low += p.low, total.high += p.high;
-  return total;
+  return sum_over_chunks<Pow2GridSums>(
+      n, ref,
+      [&](int64_t b, int64_t e) {
+        if constexpr (std::is_same_v<T, float>)
+          if (!ref && avx512_enabled()) return pow2_backward_avx512(b, e, x, dy, g.lo, g.hi, g.signed_, dx);
+        return pow2_backward_rows(b, e, x, dy, g.lo, g.hi, g.signed_, dx);
+      },
+      [](Pow2GridSums& t, const Pow2GridSums& p) { t.low += p.low, t.high += p.high; });
 }
 
 }  // namespace
