@@ -8,10 +8,12 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
 #include "autograd/ops.h"
+#include "core/serialize.h"
 #include "deploy_fixtures.h"
 #include "layers/layers.h"
 #include "models/zoo.h"
@@ -204,4 +206,42 @@ TEST_CASE("fit with --weight-budget-kb: a LeNet-5 that starts above a tight budg
     CHECK(weight_rows == int64_t(quant.quantization().layers.size()));
     CHECK(weight_kb == doctest::Approx(end_kb));
   }
+}
+
+TEST_CASE("fit with a budget and a run folder keeps the best epoch that met it (best_within_budget.ckpt)") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("lowbit_budget_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const data::ImageDataset train_set = fixtures::quadrants28(256, 7), test_set = fixtures::quadrants28(64, 8);
+  data::LoaderOptions o;
+  o.batch_size = 32, o.seed = 3, o.prefetch = 0;
+  o.transforms = data::parse_transforms("normalize:0.35:0.25");
+  data::DataLoader loader(train_set, o), test_loader(test_set, o);
+  models::ModelOptions mo;
+  mo.num_classes = 4, mo.in_channels = 1, mo.image_size = 28, mo.width_mult = 0.5, mo.seed = 11;
+  auto model = models::create_model("lenet5", mo);
+  train::QuantSpec spec{.method = "u3", .wbits = 4, .abits = 4, .quantize_first_last = true};
+  spec.weight_budget_kb = 39.5, spec.budget_lambda = 50;  // starts at 52.6 kB (the case above)
+  train::QuantContext quant(*model, spec);
+  optim::SGD sgd(quant.param_groups({.name = "weights", .lr = 0.02, .weight_decay = 5e-4, .momentum = 0.9}));
+  train::FitOptions fo;
+  fo.epochs = 8, fo.verbose = 0, fo.out = dir.string();
+  const train::FitResult r = train::fit(*model, sgd, loader, &test_loader, fo, &quant);
+  // The epochs that met the budget, from the history: the best of them is the one kept.
+  int64_t best_epoch = -1;
+  double best = -1;
+  std::ifstream metrics(dir / "metrics.jsonl");
+  std::string line;
+  for (int64_t e = 1; std::getline(metrics, line); ++e) {
+    const double kb = std::stod(line.substr(line.find("\"weight_kb\": ") + 13));
+    const double acc = std::stod(line.substr(line.find("\"test_acc\": ") + 12));
+    if (kb <= 39.5 && acc > best) best = acc, best_epoch = e;
+  }
+  CAPTURE(best_epoch);
+  REQUIRE(best_epoch > 0);  // it met the budget at some epoch end
+  REQUIRE(fs::exists(dir / "best_within_budget.ckpt"));
+  const Checkpoint c = load_checkpoint((dir / "best_within_budget.ckpt").string());
+  CHECK(c.get_int("epoch") == best_epoch);  // saved as "the next epoch to run" = the epoch number
+  fs::remove_all(dir);
+  (void)r;
 }

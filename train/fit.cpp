@@ -358,6 +358,12 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       save_state(ckpt_path, o, model, opt, quant, next);
       result.checkpoint = ckpt_path;
       last_save = std::chrono::steady_clock::now();
+      if (quant && quant->best_within_budget()) {  // memory budgets: the best epoch that met them
+        save_state(o.out + "/best_within_budget.ckpt", o, model, opt, quant, next);
+        if (o.verbose >= 1)
+          std::printf("best within the memory budget so far: epoch %lld (%s/best_within_budget.ckpt)\n",
+                      (long long)r.epoch, o.out.c_str());
+      }
     }
   }
   if (result.history.empty()) result.last_eval = evaluate_now();  // resumed a finished run

@@ -313,6 +313,25 @@ std::vector<LearnedQuantizerRow> QuantContext::learned_quantizers() const {
   return rows;
 }
 
+bool QuantContext::best_within_budget() const {
+  if (!budget_) return false;
+  const quant::BudgetOptions& b = budget_->options();
+  auto curve = [&](const char* k) {
+    auto it = curves_.find(k);
+    return it == curves_.end() ? std::vector<double>{} : it->second;
+  };
+  const std::vector<double> acc = curve("test_acc"), w = curve("weight_kb"), a = curve("act_kb");
+  const size_t n = acc.size();
+  if (n == 0 || w.size() != n || a.size() != n) return false;
+  auto met = [&](size_t i) {
+    return std::isfinite(acc[i]) && (b.weight_kb <= 0 || w[i] <= b.weight_kb) && (b.act_kb <= 0 || a[i] <= b.act_kb);
+  };
+  if (!met(n - 1)) return false;
+  for (size_t i = 0; i + 1 < n; ++i)
+    if (met(i) && acc[i] >= acc[n - 1]) return false;
+  return true;
+}
+
 std::optional<quant::MemorySizes> QuantContext::budget_sizes() const {
   if (!budget_) return std::nullopt;
   return budget_->sizes();

@@ -185,6 +185,10 @@ class QuantContext {
   bool regularized() const { return sinreq_ || waveq_; }
   // The memory budget's sizes now (nullopt without --weight-budget-kb / --act-budget-kb).
   std::optional<quant::MemorySizes> budget_sizes() const;
+  // After end_epoch: the epoch just ended met every budget and has the best test accuracy of the
+  // epochs that did (the fit loop then keeps it as best_within_budget.ckpt; the official code keeps
+  // the best validation error among the iterations meeting the constraints). False without a budget.
+  bool best_within_budget() const;
   // The learned quantizer parameters now, with bits and sizes (empty for methods without them).
   std::vector<LearnedQuantizerRow> learned_quantizers() const;
 
