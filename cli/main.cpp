@@ -304,6 +304,44 @@ Options run_options(const std::string& path) {
 }
 
 // ---- eval ----
+
+// eval --double: the test images normalized in double, (x / 255 - mean_c) / std_c with the run's
+// statistics as export folds them (the loader does it in float32), through a double model.
+train::EvalResult evaluate_double(Module& model, const train::TrainData& data,
+                                  std::vector<train::Prediction>& predictions) {
+  const Tensor px = data.test.images.contiguous();  // uint8 [N, H, W, C]
+  const Tensor labels = data.test.labels.contiguous();
+  const int64_t N = data.test.size(), H = data.test.height(), W = data.test.width(), C = data.test.channels();
+  const uint8_t* p = px.data<uint8_t>();
+  const int32_t* y = labels.data<int32_t>();
+  NoGradGuard ng;
+  model.eval();
+  train::EvalResult r;
+  double loss_sum = 0;
+  int64_t correct = 0;
+  for (int64_t b0 = 0; b0 < N; b0 += 256) {
+    const int64_t nb = std::min<int64_t>(256, N - b0), per = H * W * C;
+    Tensor x = Tensor::empty({nb, H, W, C}, DType::f64);
+    double* xp = x.data<double>();
+    for (int64_t i = 0; i < nb * per; ++i) {
+      const size_t c = data.mean.size() == 1 ? 0 : size_t(i % C);
+      xp[i] = (double(p[b0 * per + i]) / 255.0 - data.mean[c]) / data.std[c];
+    }
+    const Variable logits = model(Variable(x.permute({0, 3, 1, 2})));  // logical NCHW, channels-last memory
+    const Tensor lb = labels.narrow(0, b0, nb);
+    loss_sum += cross_entropy(logits, lb).item() * double(nb);
+    const std::vector<int32_t> arg = train::argmax_rows(logits.data());
+    for (int64_t i = 0; i < nb; ++i) {
+      correct += arg[size_t(i)] == y[b0 + i];
+      predictions.push_back({y[b0 + i], arg[size_t(i)]});
+    }
+    r.images += nb;
+  }
+  r.loss = r.images ? loss_sum / double(r.images) : 0;
+  r.accuracy = r.images ? double(correct) / double(r.images) : 0;
+  return r;
+}
+
 int run_eval(int argc, char** argv) {
   Options o("eval",
             {{"checkpoint", "", "checkpoint file (a run's checkpoint.ckpt)"},
@@ -349,9 +387,14 @@ int run_eval(int argc, char** argv) {
   auto& quant = r.quant;
   // The simulated model at its final bits (WaveQ: ceil(beta) + 1), as the report rounds it.
   if (quant && !post_training) quant->use_final_bits();
-  if (o.flag("double")) model->to(DType::f64);
   std::vector<train::Prediction> predictions;
-  const train::EvalResult e = train::evaluate(*model, *data.test_loader, o.has("predictions") ? &predictions : nullptr);
+  train::EvalResult e;
+  if (o.flag("double")) {
+    model->to(DType::f64);
+    e = evaluate_double(*model, data, predictions);
+  } else {
+    e = train::evaluate(*model, *data.test_loader, o.has("predictions") ? &predictions : nullptr);
+  }
   if (o.has("predictions")) {
     std::string csv = "index,label,predicted\n";
     for (size_t i = 0; i < predictions.size(); ++i)
