@@ -55,6 +55,9 @@ std::vector<OptionSpec> quant_option_specs() {
        "layer, the one with the smaller squared rounding error)"},
       {"beta-init", "", "initial WaveQ beta (default: --wbits - 1)"},
       {"beta-lr", "", "learning rate of the beta group (default: --lr)"},
+      {"quantizer-lr", "",
+       "learning rate of the quantizers' learned steps and ranges (lsq, u3, p3; default: --lr; 0 holds them at "
+       "their initialisation)"},
       {"weight-budget-kb", "",
        "Uhlich et al. (8a): total weight memory target in kB at the learned bits (bias included), a squared-hinge "
        "penalty on the learned steps and ranges (--quant u3)"},
@@ -82,6 +85,7 @@ train::QuantSpec quant_spec(const Options& o) {
   s.reg = o.str("reg");
   s.grid = o.str("grid");
   s.allow_grid_mismatch = o.flag("allow-grid-mismatch");
+  s.quantizer_lr = o.has("quantizer-lr") ? o.real("quantizer-lr") : -1;
   s.weight_budget_kb = o.has("weight-budget-kb") ? o.real("weight-budget-kb") : 0;
   s.act_budget_kb = o.has("act-budget-kb") ? o.real("act-budget-kb") : 0;
   s.act_budget = o.str("act-budget");

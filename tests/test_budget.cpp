@@ -245,3 +245,38 @@ TEST_CASE("fit with a budget and a run folder keeps the best epoch that met it (
   fs::remove_all(dir);
   (void)r;
 }
+
+TEST_CASE("--quantizer-lr 0 holds U3's steps and ranges at their initialisation (Uhlich's Fixed rows)") {
+  const data::ImageDataset train_set = fixtures::quadrants28(64, 7);
+  data::LoaderOptions o;
+  o.batch_size = 32, o.seed = 3, o.prefetch = 0;
+  o.transforms = data::parse_transforms("normalize:0.35:0.25");
+  data::DataLoader loader(train_set, o);
+  models::ModelOptions mo;
+  mo.num_classes = 4, mo.in_channels = 1, mo.image_size = 28, mo.width_mult = 0.5, mo.seed = 11;
+  for (double qlr : {0.0, -1.0}) {
+    CAPTURE(qlr);
+    auto model = models::create_model("lenet5", mo);
+    train::QuantSpec spec{.method = "u3", .wbits = 2, .abits = 32, .quantize_first_last = true};
+    spec.quantizer_lr = qlr;
+    train::QuantContext quant(*model, spec);
+    const auto before = quant.learned_quantizers();
+    optim::SGD sgd(quant.param_groups({.name = "weights", .lr = 0.02, .momentum = 0.9}));
+    train::FitOptions fo;
+    fo.epochs = 2, fo.verbose = 0;
+    train::fit(*model, sgd, loader, nullptr, fo, &quant);
+    const auto after = quant.learned_quantizers();
+    REQUIRE(before.size() == after.size());
+    // Held at lr 0 but for u3_clip_parameters' 1e-5 margins (at 2 bits the initial q_max = d);
+    // learned at the weights' lr.
+    double moved = 0;
+    for (size_t i = 0; i < before.size(); ++i)
+      for (size_t j = 0; j < before[i].params.size(); ++j)
+        moved = std::max(moved, std::abs(after[i].params[j].second - before[i].params[j].second));
+    CAPTURE(moved);
+    if (qlr == 0.0)
+      CHECK(moved <= 2e-5);
+    else
+      CHECK(moved > 1e-3);
+  }
+}

@@ -241,7 +241,7 @@ std::vector<optim::ParamGroup> QuantContext::param_groups(const optim::ParamGrou
     }
     groups.push_back(std::move(g));
   }
-  optim::ParamGroup steps = group("quantizer", base.lr, 0);
+  optim::ParamGroup steps = group("quantizer", spec_.quantizer_lr >= 0 ? spec_.quantizer_lr : base.lr, 0);
   optim::ParamGroup clip = group("clip", base.lr, spec_.pact_decay >= 0 ? spec_.pact_decay : base.weight_decay);
   for (const auto& full : q_.parameter_names) {
     Variable p;

@@ -80,6 +80,8 @@ struct QuantSpec {
   std::string bits_follow_beta = "always";  // always | phase3 | never
   // Memory budgets (quant/budget.h, Uhlich §6.4): kB targets (<= 0: none), the activation measure
   // (max: the largest feature map (8c); sum: all of them (8b)) and the penalties' lambda.
+  double quantizer_lr = -1;  // lr of the learned steps and ranges ("quantizer" group); < 0: the weights'
+                             // lr; 0: held at their initialisation (Uhlich's "Fixed" rows)
   double weight_budget_kb = 0, act_budget_kb = 0;
   std::string act_budget = "max";
   double budget_lambda = 0.1;
