@@ -13,6 +13,7 @@
 #include "layers/linear.h"
 #include "layers/norm.h"
 #include "layers/pooling.h"
+#include "quant/quantizers.h"
 
 namespace lowbit::deploy {
 namespace {
@@ -118,7 +119,7 @@ class Exporter {
  public:
   Exporter(const quant::Quantization& q, const ExportOptions& o, ExportResult& res)
       : o_(o), res_(res), m_(res.model), method_(q.method ? q.method->name : "none") {
-    for (const auto& l : q.layers) wq_[l.module.get()] = &l;
+    for (const auto& l : q.layers) wq_[l.module.get()] = &l, wbits_[l.module.get()] = q.stored_weight_bits(l);
     for (const auto& a : q.activations) aq_[a.module.get()] = a.bits;
   }
 
@@ -250,7 +251,8 @@ class Exporter {
     require_codes(name, "a weight layer");
     Module* mod = conv ? static_cast<Module*>(conv) : lin;
     const quant::QuantizedLayer* ql = wq_.count(mod) ? wq_[mod] : nullptr;
-    const int trained = ql ? *ql->weight_bits : 32;
+    // The bits the weights are stored at: the configured k, or inferred from learned parameters (U3).
+    const int trained = ql && *ql->weight_bits < 32 ? wbits_[mod] : 32;
     const bool first = cur_.op == 0;  // reads the image
     const ActShape in = cur_.shape;
     Op op;
@@ -322,7 +324,12 @@ class Exporter {
     Codes codes;
     bool rounded = trained >= 32 || (first && !equal_f);
     if (!rounded) {
-      codes = grid_codes(w, L.K, trained, mod->has_param("w_step") ? std::abs(mod->param("w_step").item()) : 0.0);
+      // Learned steps: LSQ's w_step, U3's d rounded to a power of two (u3_effective).
+      const double learned = mod->has_param("w_step") ? std::abs(mod->param("w_step").item())
+                             : mod->has_param("w_d")
+                                 ? quant::u3_effective(mod->param("w_d").item(), mod->param("w_qmax").item()).d
+                                 : 0.0;
+      codes = grid_codes(w, L.K, trained, learned);
       rounded = !codes.exact;
     }
     std::vector<double> wf;  // the weights the rounded codes stand for (first layer: times f)
@@ -418,12 +425,18 @@ class Exporter {
 
   void activation(Module& mod, const std::string& name) {
     LOWBIT_CHECK(pending_ >= 0, "export: ", name, ": an activation that does not follow a weight layer");
-    const int bits = aq_.count(&mod) ? aq_[&mod] : 32;
+    int bits = aq_.count(&mod) ? aq_[&mod] : 32;
+    double alpha = 1;                               // the clip: codes round(clip(y / alpha, 0, 1) n)
+    double n = std::ldexp(1.0, bits) - 1;           // levels - 1
+    if (method_ == "u3" && mod.has_param("a_d")) {  // n = q'/d' steps of d' up to q' (u3_effective)
+      const quant::U3Params e = quant::u3_effective(mod.param("a_d").item(), mod.param("a_qmax").item());
+      alpha = e.q_max, n = std::round(e.q_max / e.d);
+      bits = quant::u3_bits(e.d, e.q_max, false);
+    }
     LOWBIT_CHECK(bits <= 8, "export: ", name, ": activations at ", bits,
                  " bits (float or > 8 bits); the integer engine needs activation codes of <= 8 bits (--abits)");
-    double alpha = 1;  // the clip: codes round(clip(y / alpha, 0, 1) n)
     if (method_ == "pact") alpha = mod.param("alpha").item();
-    if (method_ == "lsq") alpha = std::abs(mod.param("a_step").item()) * (std::ldexp(1.0, bits) - 1);  // s Q_P
+    if (method_ == "lsq") alpha = std::abs(mod.param("a_step").item()) * n;  // s Q_P
     LOWBIT_CHECK(alpha > 0 && std::isfinite(alpha), "export: ", name, ": activation clip ", alpha, " is not > 0");
     WeightOp& L = m_.ops[size_t(pending_)].layer;
     LOWBIT_CHECK(m_.ops[size_t(pending_)].src == cur_.op || cur_.op == pending_, "export: ", name,
@@ -439,7 +452,6 @@ class Exporter {
       }
       residual_ = Residual{};
     }
-    const double n = std::ldexp(1.0, bits) - 1;
     for (size_t k = 0; k < size_t(L.K); ++k) L.scale[k] /= alpha, L.offset[k] /= alpha;
     L.out_qmax = int32_t(n);
     res_.layers.back().out_bits = bits;
@@ -476,6 +488,7 @@ class Exporter {
   Model& m_;
   std::string method_;
   std::map<const Module*, const quant::QuantizedLayer*> wq_;
+  std::map<const Module*, int> wbits_;  // Quantization::stored_weight_bits
   std::map<const Module*, int> aq_;
   Cursor cur_;
   ActShape flattened_;    // the shape the last flatten flattened (a linear's NCHW -> NHWC permutation)
@@ -500,10 +513,10 @@ ExportResult export_model(Module& model, const quant::Quantization& q, const Exp
   Exporter ex(q, o, res);
   const std::string& method = ex.method();
   LOWBIT_CHECK(method == "dorefa" || method == "wrpn" || method == "pact" || method == "binary" ||
-                   method == "ternary" || method == "lsq",
+                   method == "ternary" || method == "lsq" || method == "u3",
                "export: quantization method '", method,
-               "' is not exportable (exportable: dorefa, wrpn, pact, binary, ternary, lsq; u3 learns ranges and "
-               "bitwidths the exporter does not read yet, and a float model has no activation quantizers)");
+               "' is not exportable (exportable: dorefa, wrpn, pact, binary, ternary, lsq, u3; p3's levels are "
+               "powers of two, not a uniform grid of integer codes, and a float model has no activation quantizers)");
   LOWBIT_CHECK(o.mean.size() == o.std.size() && (o.mean.empty() || int64_t(o.mean.size()) == o.channels),
                "export: mean/std must have one value per input channel (", o.channels, ") or none");
   ex.begin();

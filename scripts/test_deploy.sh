@@ -63,10 +63,10 @@ expect_error "$work/q/checkpoint.ckpt" "bad magic"
 expect_error "$work/none.lbq" "cannot open"
 
 # A method the integer format does not carry: refused, naming it.
-"$lowbit" train "${common[@]}" --limit-train 256 --limit-test 64 --quant u3 --wbits 4 --abits 4 \
-  --out "$work/u3" > /dev/null
-if "$lowbit" export --checkpoint "$work/u3/checkpoint.ckpt" --out "$work/u3.lbq" 2> "$work/err"; then
-  echo "FAIL: exported a u3 run"; exit 1
+"$lowbit" train "${common[@]}" --limit-train 256 --limit-test 64 --quant p3 --wbits 4 --abits 4 \
+  --out "$work/p3" > /dev/null
+if "$lowbit" export --checkpoint "$work/p3/checkpoint.ckpt" --out "$work/p3.lbq" 2> "$work/err"; then
+  echo "FAIL: exported a p3 run"; exit 1
 fi
-grep -q "'u3' is not exportable" "$work/err"
+grep -q "'p3' is not exportable" "$work/err"
 echo "deploy: ok"

@@ -367,15 +367,22 @@ TEST_CASE("every layer on its grid: the integer engine equals the simulated mode
       {"ternary", 2, 2, WeightCoding::twos_complement},
       {"binary", 1, 1, WeightCoding::odd},
       {"lsq", 4, 4, WeightCoding::twos_complement},  // learned steps: w_step (weights), a_step Q_P (the clip)
+      {"u3", 4, 4, WeightCoding::twos_complement},   // learned d and q_max: codes of d', n = q'/d' levels
   };
   for (const Row& r : rows) {
     CAPTURE(r.method);
     CAPTURE(r.wbits);
     Trained t({.method = r.method, .wbits = r.wbits, .abits = 4, .quantize_first_last = true}, 1);
     const ExportResult ex = t.exported();
-    for (const ExportedLayer& l : ex.layers) CHECK_MESSAGE((l.exact && l.stored_bits <= r.stored_bits), l.name);
-    if (r.method == "lsq")  // codes within the learned clip: as few bits as they need
-      CHECK(ex.layers[1].stored_bits <= r.stored_bits);
+    const quant::Quantization& q = t.quant->quantization();
+    REQUIRE(ex.layers.size() == q.layers.size());
+    for (size_t i = 0; i < ex.layers.size(); ++i) {  // U3: the bits its learned d and q_max infer
+      const ExportedLayer& l = ex.layers[i];
+      const int most = r.method == "u3" ? q.stored_weight_bits(q.layers[i]) : r.stored_bits;
+      CHECK_MESSAGE((l.exact && l.stored_bits <= most), l.name);
+    }
+    if (r.method == "lsq" || r.method == "u3")  // codes within the learned clip: as few bits as they need
+      CHECK(ex.layers[1].stored_bits <= q.stored_weight_bits(q.layers[1]));
     else
       CHECK(ex.layers[1].stored_bits == r.stored_bits);
     CHECK(layer_named(ex.model, "conv2").coding == r.coding);
@@ -922,9 +929,9 @@ TEST_CASE("MobileNet v2 is refused: its linear bottlenecks add float activations
 
 TEST_CASE("export refuses what it cannot represent, naming the method or the layer") {
   {
-    Trained t({.method = "u3", .wbits = 4, .abits = 4}, 0);
+    Trained t({.method = "p3", .wbits = 4, .abits = 4}, 0);
     const std::string e = error_of([&] { t.exported(); });
-    CHECK(contains(e, "'u3' is not exportable"));
+    CHECK(contains(e, "'p3' is not exportable"));
   }
   {
     Trained t({.method = "dorefa", .wbits = 4, .abits = 32}, 0);
