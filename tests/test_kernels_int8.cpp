@@ -263,6 +263,13 @@ TEST_CASE("conv2d_u8s8s32: MobileNet pointwise layers (1x1 read in place), padde
     CAPTURE(l.name);
     check_conv(l.geom, 0);
   }
+  // C = K = 16 (ResNet-20 stage 1): row tails of 5 and 1 pixels, 1x1 and 5x5, dilation along H
+  check_conv(geom(2, 16, 9, 21, 16, 3, 1, 1), 3);
+  check_conv(geom(1, 16, 4, 17, 16, 1, 1, 0), 0);
+  check_conv(geom(1, 16, 7, 7, 16, 5, 1, 2), 250);
+  Conv2dGeometry c16 = geom(1, 16, 12, 19, 16, 3, 1, 2);
+  c16.dil_h = 2;
+  check_conv(c16, 5);
   check_conv(geom(2, 5, 9, 11, 7, 3, 1, 1), 3);          // C % 4 != 0 (padded to 8), odd everything
   check_conv(geom(2, 2, 9, 11, 7, 3, 1, 1), 3);          // C = 2: im2col
   check_conv(geom(1, 3, 13, 10, 33, 3, 2, 1), 0);        // RGB stem, K = 33 (one column past a panel)
