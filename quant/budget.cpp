@@ -65,7 +65,8 @@ MemoryBudget::MemoryBudget(const Quantization& q, const BudgetOptions& options) 
       any = any || moves;
       smallest += (moves ? 2 : *l.weight_bits) * double(parameter_count(l)) / kBitsPerKB;
     }
-    LOWBIT_CHECK(any, "--weight-budget-kb needs weight bits that are learned (--quant u3 or p3), got --quant ",
+    LOWBIT_CHECK(any,
+                 "--weight-budget-kb needs weight bits that are learned (--quant u3, p3, u1, u2, p1, p2), got --quant ",
                  m ? m->name : std::string("none"));
     LOWBIT_CHECK(opt_.weight_kb >= smallest, "--weight-budget-kb ", opt_.weight_kb,
                  " is below the least these weights can take, ", smallest,
@@ -73,7 +74,8 @@ MemoryBudget::MemoryBudget(const Quantization& q, const BudgetOptions& options) 
   }
   if (opt_.act_kb > 0)
     LOWBIT_CHECK(learned && !q_.activations.empty(),
-                 "--act-budget-kb needs quantized activations whose bits are learned (--quant u3 or p3, --abits < 32), "
+                 "--act-budget-kb needs quantized activations whose bits are learned (--quant u3, p3, u1, u2, p1, p2; "
+                 "--abits < 32), "
                  "got --quant ",
                  m ? m->name : std::string("none"));
 }

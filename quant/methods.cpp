@@ -1,12 +1,16 @@
 // The method registry (methods.h): one entry per quantizer, with its constructors.
 #include "quant/methods.h"
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 
+#include "autograd/ops.h"
 #include "core/math.h"
 #include "quant/budget.h"
 #include "quant/qconfig.h"
 #include "quant/quantizers.h"
+#include "quant/ste.h"
 
 namespace lowbit::quant {
 namespace {
@@ -42,6 +46,75 @@ VariableTransform dorefa_activations(const QuantSite& s) {
 constexpr double kPactAlphaMin = 1e-2;
 
 BitRange activations(int default_bits = 4) { return BitRange{1, 16, default_bits}; }
+
+// Uhlich et al.'s parametrizations with the bitwidth b a parameter (U1 [b, d], U2 [b, q_max],
+// P1 [b, q_max], P2 [b, q_min]): b and the other parameter learned, initialised as U3 / P3 at the
+// configured bits (§6.5), clipped after every step as train_resnet.py clip_quant_vals (b to
+// [b_min, b_max] with 1e-5 margins; d to [2^-8, 1]; q_max to [2^-8, 127 | 255]; q_min to
+// [2^-16 | 2^-14, 127 | 255]); the bits round(b) (u12_bits / p12_bits), and as a differentiable
+// scalar b itself (round: an identity STE), for the memory budgets.
+QuantMethod uhlich_with_bits(const std::string& name, const std::string& help, bool pow2, const char* other) {
+  using Quantizer = Variable (*)(const Variable&, const Variable&, const Variable&, bool);
+  static const std::map<std::string, Quantizer> quantizers = {
+      {"u1", &uniform_u1}, {"u2", &uniform_u2}, {"p1", &pow2_p1}, {"p2", &pow2_p2}};
+  const Quantizer f = quantizers.at(name);
+  const int b_max = pow2 ? 8 : 16;
+  QuantMethod m;
+  m.name = name;
+  m.help = help;
+  m.weight_bits = BitRange{2, b_max, 4};
+  m.activation_bits = BitRange{1, b_max, 4};
+  const std::string o = other;
+  m.weight_params = {"w_b", "w_" + o};
+  m.activation_params = {"a_b", "a_" + o};
+  // The initial value of the other parameter, from U3's or P3's initialisation at `bits`.
+  auto init = [pow2, o](const Tensor* w, int bits) {
+    if (pow2) {
+      const P3Params p = w ? p3_init_weight(*w, bits) : p3_init_activation(bits);
+      return o == "qmin" ? p.q_min : p.q_max;
+    }
+    const U3Params p = w ? u3_init_weight(*w, bits) : u3_init_activation(bits);
+    return o == "d" ? p.d : p.q_max;
+  };
+  m.weight = [f, init, o](const QuantSite& s) -> VariableTransform {
+    if (*s.bits >= 32) return nullptr;
+    const Variable& w = s.module.param("weight");
+    learnable(s.module, "w_b", *s.bits, w.dtype());
+    learnable(s.module, "w_" + o, init(&w.data(), *s.bits), w.dtype());
+    Module* mp = &s.module;
+    return by_bits(s.bits,
+                   [mp, f, o](const Variable& w, int) { return f(w, mp->param("w_b"), mp->param("w_" + o), true); });
+  };
+  m.activation = [f, init, o](const QuantSite& s) -> VariableTransform {
+    learnable(s.module, "a_b", *s.bits, DType::f32);
+    learnable(s.module, "a_" + o, init(nullptr, *s.bits), DType::f32);
+    Module* mp = &s.module;
+    return [mp, f, o](const Variable& a) { return f(a, mp->param("a_b"), mp->param("a_" + o), false); };
+  };
+  m.stored_bits = [pow2](Module& layer, int k) {
+    if (k >= 32 || !layer.has_param("w_b")) return k;
+    return pow2 ? p12_bits(layer.param("w_b").item(), true) : u12_bits(layer.param("w_b").item(), true);
+  };
+  m.bits_variable = [pow2](Module& mod, bool weight_side) {
+    const Variable& b = mod.param(weight_side ? "w_b" : "a_b");
+    const int bits = pow2 ? p12_bits(b.item(), weight_side) : u12_bits(b.item(), weight_side);
+    return straight_through(sum(b), Tensor::scalar(bits, b.dtype()));
+  };
+  m.after_step = [b_max, o](Module& mod, bool weight_side) {
+    const std::string pre = weight_side ? "w_" : "a_";
+    if (!mod.has_param(pre + "b")) return;
+    const double eps = 1e-5, top = weight_side ? 127.0 : 255.0;
+    auto clip = [&](const std::string& n, double lo, double hi) {
+      Variable& p = mod.param(n);
+      p.mutable_data().fill_(std::clamp(p.item(), lo + eps, hi - eps));
+    };
+    clip(pre + "b", weight_side ? 2 : 1, b_max);
+    if (o == "d") clip(pre + "d", std::ldexp(1.0, -8), 1.0);
+    if (o == "qmax") clip(pre + "qmax", std::ldexp(1.0, -8), top);
+    if (o == "qmin") clip(pre + "qmin", std::ldexp(1.0, weight_side ? -16 : -14), top);
+  };
+  return m;
+}
 
 std::vector<QuantMethod> build_registry() {
   std::vector<QuantMethod> r;
@@ -247,6 +320,12 @@ std::vector<QuantMethod> build_registry() {
     };
     r.push_back(m);
   }
+  r.push_back(
+      uhlich_with_bits("u1", "Uhlich et al. U1: learned bitwidth b and step d (the range follows)", false, "d"));
+  r.push_back(
+      uhlich_with_bits("u2", "Uhlich et al. U2: learned bitwidth b and range q_max (the step follows)", false, "qmax"));
+  r.push_back(uhlich_with_bits("p1", "Uhlich et al. P1: powers of two, learned bitwidth b and q_max", true, "qmax"));
+  r.push_back(uhlich_with_bits("p2", "Uhlich et al. P2: powers of two, learned bitwidth b and q_min", true, "qmin"));
   return r;
 }
 

@@ -90,6 +90,26 @@ const std::vector<MethodRow>& method_rows() {
          const int inferred = quant::u3_bits(c.param("w_d").item(), c.param("w_qmax").item(), true);
          CHECK(levels.size() <= (size_t(1) << inferred) - 1);
        }},
+      {"u1", 4,
+       [](Conv2d& c, const std::vector<double>& levels, int) {
+         CHECK(c.param("w_b").item() == 4);  // one forward: b unchanged
+         CHECK(levels.size() <= (size_t(1) << quant::u12_bits(c.param("w_b").item(), true)) - 1);
+       }},
+      {"u2", 3,
+       [](Conv2d& c, const std::vector<double>& levels, int bits) {
+         CHECK(bits == 3);
+         CHECK(levels.size() <= (size_t(1) << quant::u12_bits(c.param("w_b").item(), true)) - 1);
+       }},
+      {"p1", 4,
+       [](Conv2d& c, const std::vector<double>& levels, int) {
+         CHECK(levels.size() <= size_t(1) << quant::p12_bits(c.param("w_b").item(), true));
+         for (double l : levels) CHECK(std::fabs(l) == std::exp2(std::round(std::log2(std::fabs(l)))));
+       }},
+      {"p2", 3,
+       [](Conv2d& c, const std::vector<double>& levels, int) {
+         CHECK(levels.size() <= size_t(1) << quant::p12_bits(c.param("w_b").item(), true));
+         for (double l : levels) CHECK(std::fabs(l) == std::exp2(std::round(std::log2(std::fabs(l)))));
+       }},
       {"p3", 4,
        [](Conv2d& c, const std::vector<double>& levels, int) {
          const int inferred = quant::p3_bits(c.param("w_qmin").item(), c.param("w_qmax").item(), true);
@@ -111,7 +131,7 @@ TEST_CASE("every registered method has a row, and every row a method") {
     CHECK_FALSE(m.help.empty());
   }
   for (const auto& r : method_rows()) CHECK_NOTHROW(quant::find_method(r.name));
-  CHECK(quant::method_names() == "none | dorefa | wrpn | binary | ternary | lsq | pact | u3 | p3");
+  CHECK(quant::method_names() == "none | dorefa | wrpn | binary | ternary | lsq | pact | u3 | p3 | u1 | u2 | p1 | p2");
 }
 
 TEST_CASE("each method through attach_quantizers: its levels, parameters, gradients and bit range") {
@@ -153,7 +173,7 @@ TEST_CASE("each method through attach_quantizers: its levels, parameters, gradie
     NoGradGuard ng;
     const auto levels = distinct(conv2->effective_weight().data().to_vector());
     const int stored = q.stored_weight_bits(q.layers[1]);
-    if (m.weight) CHECK(stored <= std::max(row.bits, m.name == "u3" ? 16 : row.bits));
+    if (m.weight) CHECK(stored <= std::max(row.bits, m.name == "u3" || m.name == "p3" ? 16 : row.bits));
     row.check(*conv2, levels, stored);
     // Bits outside the entry's range are refused naming the option.
     if (m.weight_bits.max < 16) {

@@ -279,7 +279,8 @@ void QuantContext::after_backward() {
   // Each learned pair's gradients (U3's d and q_max, P3's q_min and q_max) clipped to [-p0, p0],
   // p0 the first of the pair (the step, or the smallest magnitude).
   auto clip = [](Module& m, const std::vector<std::string>& names) {
-    if (names.size() != 2 || !m.has_param(names[0])) return;
+    // only the [step or q_min, q_max] pairs (U3, P3): not a learned bitwidth (U1, U2, P1, P2)
+    if (names.size() != 2 || !m.has_param(names[0]) || names[0].ends_with("_b")) return;
     const double d = std::abs(m.param(names[0]).item());
     for (const auto& n : names) {
       Variable& p = m.param(n);
