@@ -135,17 +135,6 @@ Elementwise elementwise(const Tensor& x_in, const char* op, F&& f) {
   return r;
 }
 
-// The quantizer's result with backward {g dx, sum(g da), sum(g db)} for inputs {x, a, b}.
-Variable with_factors(const Elementwise& e, const char* op, const Variable& x, const Variable& a, const Variable& b) {
-  const Tensor dx = e.dx, da = e.da, db = e.db;
-  return make_result(e.q, op, {x, a, b}, [dx, da, db, a, b](const Variable& g, const Variable&) {
-    return std::vector<Variable>{mul_mask(g, dx), reshape(sum(mul_mask(g, da)), a.shape()),
-                                 reshape(sum(mul_mask(g, db)), b.shape())};
-  });
-}
-
-double sign_nonzero(double v) { return v >= 0 ? 1.0 : -1.0; }  // nnabla's F.sign: sign(0) = +1
-
 // NaN inputs stay NaN (with zero surrogate gradients) instead of landing on a level.
 bool pass_nan(double v, double* out) {
   if (!std::isnan(v)) return false;
@@ -165,35 +154,75 @@ U3Params u3_grid(double d, double q_max, const char* op) {
 
 U3Params u3_effective(double d, double q_max) { return u3_grid(d, q_max, "u3_effective"); }
 
+namespace {
+
+// x in its own dense layout (channels-last activations are not copied), and a gradient brought to it.
+Tensor dense(const Tensor& x) { return x.is_dense() ? x : x.contiguous(); }
+Tensor like(const Tensor& g, const Tensor& x) {
+  return g.dtype() == x.dtype() && g.strides() == x.strides() && g.is_dense() ? g : Tensor::empty_like(x).copy_(g);
+}
+
+// Uhlich's uniform grids fused (core/kernels/quantize.h uniform_grid_*): the quantized x, dQ/dx = 1
+// inside, and grads(sums) -> the two parameters' gradients from the backward's two sums
+// (sum_inside g (Q - x), sum_outside g sign(x)).
+template <class Grads>
+Variable fused_uniform(const Variable& x, const kernels::UniformGrid& grid, const char* op, const Variable& p1,
+                       const Variable& p2, Grads grads) {
+  const Tensor xc = dense(x.data());
+  Tensor q = Tensor::empty_like(xc);
+  LOWBIT_DISPATCH_FLOAT(xc.dtype(), op, [&] {
+    kernels::uniform_grid_forward(grid, xc.numel(), xc.data<scalar_t>(), q.data<scalar_t>());
+  });
+  return make_result(q, op, {x, p1, p2}, [xc, grid, op, p1, p2, grads](const Variable& g, const Variable&) {
+    const Tensor gc = like(g.data(), xc);
+    Tensor dx = Tensor::empty_like(xc);
+    kernels::UniformGridSums sums;
+    LOWBIT_DISPATCH_FLOAT(xc.dtype(), op, [&] {
+      sums = kernels::uniform_grid_backward(grid, xc.numel(), xc.data<scalar_t>(), gc.data<scalar_t>(),
+                                            dx.data<scalar_t>());
+    });
+    const std::pair<double, double> d = grads(sums);
+    return std::vector<Variable>{Variable(dx), Variable(Tensor::full(p1.shape(), d.first, p1.dtype())),
+                                 Variable(Tensor::full(p2.shape(), d.second, p2.dtype()))};
+  });
+}
+
+// The power-of-two grids likewise (pow2_grid_*): dQ/dx = p / |x| between the bounds; grads(sums)
+// from (sum_{|x| <= lo} g sign(x), sum_{|x| > hi} g sign(x)).
+template <class Grads>
+Variable fused_pow2(const Variable& x, const kernels::Pow2Grid& grid, const char* op, const Variable& p1,
+                    const Variable& p2, Grads grads) {
+  const Tensor xc = dense(x.data());
+  Tensor q = Tensor::empty_like(xc);
+  LOWBIT_DISPATCH_FLOAT(xc.dtype(), op,
+                        [&] { kernels::pow2_grid_forward(grid, xc.numel(), xc.data<scalar_t>(), q.data<scalar_t>()); });
+  return make_result(q, op, {x, p1, p2}, [xc, grid, op, p1, p2, grads](const Variable& g, const Variable&) {
+    const Tensor gc = like(g.data(), xc);
+    Tensor dx = Tensor::empty_like(xc);
+    kernels::Pow2GridSums sums;
+    LOWBIT_DISPATCH_FLOAT(xc.dtype(), op, [&] {
+      sums =
+          kernels::pow2_grid_backward(grid, xc.numel(), xc.data<scalar_t>(), gc.data<scalar_t>(), dx.data<scalar_t>());
+    });
+    const std::pair<double, double> d = grads(sums);
+    return std::vector<Variable>{Variable(dx), Variable(Tensor::full(p1.shape(), d.first, p1.dtype())),
+                                 Variable(Tensor::full(p2.shape(), d.second, p2.dtype()))};
+  });
+}
+
+}  // namespace
+
 Variable uniform_u3(const Variable& x, const Variable& d, const Variable& q_max, bool signed_) {
   check_scalar(d, "uniform_u3", "step size d");
   check_scalar(q_max, "uniform_u3", "range q_max");
   const double dv = d.item(), qv = q_max.item();
   const U3Params e = u3_grid(dv, qv, "uniform_u3");
-  // The header's table, fused (core/kernels/quantize.h uniform_grid_*): forward Q; backward dQ/dx
-  // = 1 inside, and the sums over the elements: dQ/dd = [sum_inside g (Q - x) + (q' - q_max)
-  // sum_outside g sign(x)] / d, dQ/dq_max = sum_outside g sign(x).
-  const kernels::UniformGrid grid{e.d, e.q_max, signed_};
-  // Element by element, in x's own dense layout (channels-last activations are not copied).
-  const Tensor xc = x.data().is_dense() ? x.data() : x.data().contiguous();
-  Tensor q = Tensor::empty_like(xc);
-  LOWBIT_DISPATCH_FLOAT(xc.dtype(), "uniform_u3", [&] {
-    kernels::uniform_grid_forward(grid, xc.numel(), xc.data<scalar_t>(), q.data<scalar_t>());
-  });
-  return make_result(q, "uniform_u3", {x, d, q_max}, [xc, grid, dv, qv, d, q_max](const Variable& g, const Variable&) {
-    Tensor gc = g.data();
-    if (gc.dtype() != xc.dtype() || gc.strides() != xc.strides() || !gc.is_dense())  // to x's layout
-      gc = Tensor::empty_like(xc).copy_(gc);
-    Tensor dx = Tensor::empty_like(xc);
-    kernels::UniformGridSums sums;
-    LOWBIT_DISPATCH_FLOAT(xc.dtype(), "uniform_u3", [&] {
-      sums = kernels::uniform_grid_backward(grid, xc.numel(), xc.data<scalar_t>(), gc.data<scalar_t>(),
-                                            dx.data<scalar_t>());
-    });
-    const double dd = (sums.inside + (grid.range - qv) * sums.outside) / dv;
-    return std::vector<Variable>{Variable(dx), Variable(Tensor::full(d.shape(), dd, d.dtype())),
-                                 Variable(Tensor::full(q_max.shape(), sums.outside, q_max.dtype()))};
-  });
+  // The header's table (fused): dQ/dd = [sum_inside g (Q - x) + (q' - q_max) sum_outside g s] / d,
+  // dQ/dq_max = sum_outside g s.
+  return fused_uniform(x, {e.d, e.q_max, signed_}, "uniform_u3", d, q_max,
+                       [dv, qv, e](const kernels::UniformGridSums& s) {
+                         return std::pair<double, double>{(s.inside + (e.q_max - qv) * s.outside) / dv, s.outside};
+                       });
 }
 
 Variable uniform_fixed(const Variable& x, double d, int64_t n) {
@@ -311,23 +340,6 @@ UniformTied u2_grid(double b, double q_max, bool signed_, const char* op) {
   return {step, (big_n - 1) * step, big_n, big_n - 1};
 }
 
-// {Q, region} of uniform_u3's grid {step, top}: region -1 below (unsigned x < 0), 0 inside, 1 outside.
-// s = sign(x) with sign(0) = 0.
-int uniform_level(double v, double step, double top, bool signed_, double& q, double& s) {
-  s = v > 0 ? 1.0 : (v < 0 ? -1.0 : 0.0);
-  const double a = signed_ ? std::abs(v) : v;
-  if (a < 0) {
-    q = 0;
-    return -1;
-  }
-  if (a <= top) {
-    q = s * step * std::floor(a / step + 0.5);  // exact: step is a power of two
-    return 0;
-  }
-  q = s * top;
-  return 1;
-}
-
 }  // namespace
 
 Variable uniform_u1(const Variable& x, const Variable& b, const Variable& d, bool signed_) {
@@ -335,21 +347,11 @@ Variable uniform_u1(const Variable& x, const Variable& b, const Variable& d, boo
   check_scalar(d, "uniform_u1", "step size d");
   const double dv = d.item();
   const UniformTied g = u1_grid(b.item(), dv, signed_, "uniform_u1");
-  // out = {Q, dQ/dx, dQ/db, dQ/dd}, the header's table.
-  auto f = [&](double v, double* out) {
-    if (pass_nan(v, out)) return;
-    double q, s;
-    const int region = uniform_level(v, g.d, g.q_max, signed_, q, s);
-    out[0] = q;
-    if (region < 0) {
-      out[1] = out[2] = out[3] = 0;
-    } else if (region == 0) {
-      out[1] = 1, out[2] = 0, out[3] = (q - v) / dv;
-    } else {
-      out[1] = 0, out[2] = s * g.big_n * kLn2 * g.d, out[3] = s * g.n * g.d / dv;
-    }
-  };
-  return with_factors(elementwise(x.data(), "uniform_u1", f), "uniform_u1", x, b, d);
+  // The header's table (fused): dQ/db = N ln2 d' sum_outside g s, dQ/dd = [sum_inside g (Q - x) +
+  // n d' sum_outside g s] / d.
+  return fused_uniform(x, {g.d, g.q_max, signed_}, "uniform_u1", b, d, [g, dv](const kernels::UniformGridSums& s) {
+    return std::pair<double, double>{s.outside * g.big_n * kLn2 * g.d, (s.inside + g.n * g.d * s.outside) / dv};
+  });
 }
 
 Variable uniform_u2(const Variable& x, const Variable& b, const Variable& q_max, bool signed_) {
@@ -358,21 +360,12 @@ Variable uniform_u2(const Variable& x, const Variable& b, const Variable& q_max,
   const double qv = q_max.item();
   const UniformTied g = u2_grid(b.item(), qv, signed_, "uniform_u2");
   const double db_inside = -g.big_n * kLn2 / g.n;  // dQ/db = db_inside (Q - x)
-  // out = {Q, dQ/dx, dQ/db, dQ/dq_max}, the header's table.
-  auto f = [&](double v, double* out) {
-    if (pass_nan(v, out)) return;
-    double q, s;
-    const int region = uniform_level(v, g.d, g.q_max, signed_, q, s);
-    out[0] = q;
-    if (region < 0) {
-      out[1] = out[2] = out[3] = 0;
-    } else if (region == 0) {
-      out[1] = 1, out[2] = db_inside * (q - v), out[3] = (q - v) / qv;
-    } else {
-      out[1] = 0, out[2] = 0, out[3] = s * g.q_max / qv;
-    }
-  };
-  return with_factors(elementwise(x.data(), "uniform_u2", f), "uniform_u2", x, b, q_max);
+  // The header's table (fused): dQ/db = db_inside sum_inside g (Q - x), dQ/dq_max = [sum_inside
+  // g (Q - x) + q' sum_outside g s] / q_max.
+  return fused_uniform(x, {g.d, g.q_max, signed_}, "uniform_u2", b, q_max,
+                       [g, qv, db_inside](const kernels::UniformGridSums& s) {
+                         return std::pair<double, double>{db_inside * s.inside, (s.inside + g.q_max * s.outside) / qv};
+                       });
 }
 
 int u12_bits(double b, bool signed_) { return rounded_bits(b, signed_, kUniformMaxBits, "u12_bits"); }
@@ -394,28 +387,11 @@ Variable pow2_p3(const Variable& x, const Variable& q_min, const Variable& q_max
   check_positive(lo_raw, "pow2_p3", "q_min");
   check_positive(hi_raw, "pow2_p3", "q_max");
   const double lo = pow2_round(lo_raw), hi = std::max(pow2_round(hi_raw), lo);
-  // The header's table, fused (core/kernels/quantize.h pow2_grid_*): dQ/dx = p / |x| between the
-  // bounds; dQ/dq_min = (lo / q_min) sum_{|x| <= lo} g s, dQ/dq_max = (hi / q_max) sum_{|x| > hi} g s.
-  const kernels::Pow2Grid grid{lo, hi, signed_};
-  const Tensor xc = x.data().is_dense() ? x.data() : x.data().contiguous();  // x's own dense layout
-  Tensor q = Tensor::empty_like(xc);
-  LOWBIT_DISPATCH_FLOAT(xc.dtype(), "pow2_p3",
-                        [&] { kernels::pow2_grid_forward(grid, xc.numel(), xc.data<scalar_t>(), q.data<scalar_t>()); });
-  return make_result(
-      q, "pow2_p3", {x, q_min, q_max}, [xc, grid, lo_raw, hi_raw, q_min, q_max](const Variable& g, const Variable&) {
-        Tensor gc = g.data();
-        if (gc.dtype() != xc.dtype() || gc.strides() != xc.strides() || !gc.is_dense())  // to x's layout
-          gc = Tensor::empty_like(xc).copy_(gc);
-        Tensor dx = Tensor::empty_like(xc);
-        kernels::Pow2GridSums sums;
-        LOWBIT_DISPATCH_FLOAT(xc.dtype(), "pow2_p3", [&] {
-          sums = kernels::pow2_grid_backward(grid, xc.numel(), xc.data<scalar_t>(), gc.data<scalar_t>(),
-                                             dx.data<scalar_t>());
-        });
-        return std::vector<Variable>{
-            Variable(dx), Variable(Tensor::full(q_min.shape(), sums.low * grid.lo / lo_raw, q_min.dtype())),
-            Variable(Tensor::full(q_max.shape(), sums.high * grid.hi / hi_raw, q_max.dtype()))};
-      });
+  // The header's table (fused): dQ/dq_min = (lo / q_min) sum_low g s, dQ/dq_max = (hi / q_max) sum_high g s.
+  return fused_pow2(x, {lo, hi, signed_}, "pow2_p3", q_min, q_max,
+                    [lo, hi, lo_raw, hi_raw](const kernels::Pow2GridSums& s) {
+                      return std::pair<double, double>{s.low * lo / lo_raw, s.high * hi / hi_raw};
+                    });
 }
 
 int p3_bits(double q_min, double q_max, bool signed_) {
@@ -457,27 +433,6 @@ Pow2Tied p2_grid(double b, double q_min, bool signed_, const char* op) {
   return {lo, hi, half * kLn2 * kLn2};
 }
 
-// {Q, region} of pow2_p3's grid {lo, hi}: region -1 for unsigned x <= 0, 0 for |x| <= lo, 1 for
-// lo < |x| <= hi, 2 for |x| > hi. s = sign(x) with sign(0) = +1.
-int pow2_level(double v, double lo, double hi, bool signed_, double& q, double& s) {
-  s = sign_nonzero(v);
-  if (!signed_ && v <= 0) {
-    q = 0;
-    return -1;
-  }
-  const double a = std::abs(v);
-  if (a <= lo) {
-    q = s * lo;
-    return 0;
-  }
-  if (a <= hi) {
-    q = s * std::min(std::max(pow2_round(a), lo), hi);  // already in [lo, hi]; guards rounding
-    return 1;
-  }
-  q = s * hi;
-  return 2;
-}
-
 }  // namespace
 
 Variable pow2_p1(const Variable& x, const Variable& b, const Variable& q_max, bool signed_) {
@@ -485,21 +440,11 @@ Variable pow2_p1(const Variable& x, const Variable& b, const Variable& q_max, bo
   check_scalar(q_max, "pow2_p1", "q_max");
   const double hi_raw = q_max.item();
   const Pow2Tied g = p1_grid(b.item(), hi_raw, signed_, "pow2_p1");
-  // out = {Q, dQ/dx, dQ/db, dQ/dq_max}, the header's table.
-  auto f = [&](double v, double* out) {
-    if (pass_nan(v, out)) return;
-    double q, s;
-    const int region = pow2_level(v, g.q_min, g.q_max, signed_, q, s);
-    out[0] = q, out[1] = out[2] = out[3] = 0;
-    if (region == 0) {
-      out[2] = -s * g.l * g.q_min, out[3] = s * g.q_min / hi_raw;
-    } else if (region == 1) {
-      out[1] = std::abs(q) / std::abs(v);
-    } else if (region == 2) {
-      out[3] = s * g.q_max / hi_raw;
-    }
-  };
-  return with_factors(elementwise(x.data(), "pow2_p1", f), "pow2_p1", x, b, q_max);
+  // The header's table (fused): dQ/db = -L q_min' sum_low g s, dQ/dq_max = (q_min' sum_low g s +
+  // q_max' sum_high g s) / q_max.
+  return fused_pow2(x, {g.q_min, g.q_max, signed_}, "pow2_p1", b, q_max, [g, hi_raw](const kernels::Pow2GridSums& s) {
+    return std::pair<double, double>{-g.l * g.q_min * s.low, (g.q_min * s.low + g.q_max * s.high) / hi_raw};
+  });
 }
 
 Variable pow2_p2(const Variable& x, const Variable& b, const Variable& q_min, bool signed_) {
@@ -507,21 +452,11 @@ Variable pow2_p2(const Variable& x, const Variable& b, const Variable& q_min, bo
   check_scalar(q_min, "pow2_p2", "q_min");
   const double lo_raw = q_min.item();
   const Pow2Tied g = p2_grid(b.item(), lo_raw, signed_, "pow2_p2");
-  // out = {Q, dQ/dx, dQ/db, dQ/dq_min}, the header's table.
-  auto f = [&](double v, double* out) {
-    if (pass_nan(v, out)) return;
-    double q, s;
-    const int region = pow2_level(v, g.q_min, g.q_max, signed_, q, s);
-    out[0] = q, out[1] = out[2] = out[3] = 0;
-    if (region == 0) {
-      out[3] = s * g.q_min / lo_raw;
-    } else if (region == 1) {
-      out[1] = std::abs(q) / std::abs(v);
-    } else if (region == 2) {
-      out[2] = s * g.l * g.q_max, out[3] = s * g.q_max / lo_raw;
-    }
-  };
-  return with_factors(elementwise(x.data(), "pow2_p2", f), "pow2_p2", x, b, q_min);
+  // The header's table (fused): dQ/db = L q_max' sum_high g s, dQ/dq_min = (q_min' sum_low g s +
+  // q_max' sum_high g s) / q_min.
+  return fused_pow2(x, {g.q_min, g.q_max, signed_}, "pow2_p2", b, q_min, [g, lo_raw](const kernels::Pow2GridSums& s) {
+    return std::pair<double, double>{g.l * g.q_max * s.high, (g.q_min * s.low + g.q_max * s.high) / lo_raw};
+  });
 }
 
 int p12_bits(double b, bool signed_) { return rounded_bits(b, signed_, kPow2MaxBits, "p12_bits"); }
