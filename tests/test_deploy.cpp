@@ -535,88 +535,6 @@ TEST_CASE("simplenet_cifar (RGB, per-channel normalization folded into the first
 
 namespace {
 
-// A graph model by hand: per-channel padding codes, a wide depthwise conv with an identity residual,
-// a wide 1x1 projection kept as int32 accumulators and used as a residual, a zero-pad shortcut used
-// as a residual, global sum pooling and a 16-bit linear on the sums.
-Model tiny_graph_model() {
-  Generator gen(17);
-  auto weights = [&](WeightOp& l, int bits, WeightCoding coding) {
-    l.bits = bits, l.coding = coding;
-    const int top = coding == WeightCoding::odd ? (1 << bits) - 1 : (1 << (bits - 1)) - 1;
-    for (int64_t i = 0; i < l.numel(); ++i) {
-      int v = int(gen.next_u64() % uint64_t(2 * top + 1)) - top;
-      if (coding == WeightCoding::odd && !(v & 1)) v += v < top ? 1 : -1;
-      l.weights.push_back(int16_t(v));
-    }
-  };
-  // scale ~ 1 / (the accumulator's typical swing), offset ~ 0.3: codes spread over the range.
-  auto constants = [&](WeightOp& l, double swing) {
-    for (int64_t k = 0; k < l.K; ++k) {
-      l.scale.push_back((0.5 + gen.uniform()) / swing * (k % 3 == 2 ? -1 : 1));
-      l.offset.push_back(0.2 + 0.3 * gen.uniform());
-    }
-  };
-  Model m;
-  Op in;
-  in.kind = OpKind::input;
-  in.input.C = 2, in.input.H = 6, in.input.W = 5;
-  m.ops.push_back(in);
-  auto conv = [&](const char* name, int32_t src, int64_t K, int64_t C, int64_t R, int64_t stride, int64_t pad,
-                  int64_t groups) {
-    Op o;
-    o.kind = OpKind::conv;
-    o.src = src;
-    WeightOp& l = o.layer;
-    l.name = name, l.K = K, l.C = C, l.R = l.S = R, l.stride_h = l.stride_w = stride, l.pad_h = l.pad_w = pad;
-    l.groups = groups;
-    return o;
-  };
-  Op a = conv("a", 0, 4, 2, 3, 1, 1, 1);  // op 1: [6][5][4]
-  a.layer.pad_values = {3.25, 200.6};     // fractional: the engine's fixed-point correction
-  weights(a.layer, 4, WeightCoding::twos_complement);
-  constants(a.layer, 255 * 7 * 18 * 0.3), a.layer.out_qmax = 15;
-  m.ops.push_back(a);
-  Op dw = conv("dw", 1, 4, 4, 3, 1, 1, 4);  // op 2: depthwise, 9-bit odd (wide), residual = op 1's codes
-  weights(dw.layer, 9, WeightCoding::odd);
-  constants(dw.layer, 15 * 511 * 9 * 0.3), dw.layer.out_qmax = 7;
-  dw.layer.residual = 1, dw.layer.residual_scale = {0.02, -0.03, 0.05, 0.01};
-  m.ops.push_back(dw);
-  Op proj = conv("proj", 1, 6, 4, 1, 2, 0, 1);  // op 3: 12-bit (wide) 1x1/2 -> int32 [3][3][6]
-  weights(proj.layer, 12, WeightCoding::twos_complement);
-  constants(proj.layer, 15 * 2047 * 4 * 0.3), proj.layer.out_qmax = 0;
-  m.ops.push_back(proj);
-  Op sc;
-  sc.kind = OpKind::shortcut;  // op 4: op 2's codes subsampled, 4 -> 6 channels
-  sc.src = 2, sc.shortcut.stride_h = sc.shortcut.stride_w = 2, sc.shortcut.pad_lo = sc.shortcut.pad_hi = 1;
-  m.ops.push_back(sc);
-  Op b = conv("b", 4, 6, 6, 3, 1, 1, 1);  // op 5: residual = the projection's accumulators
-  weights(b.layer, 3, WeightCoding::odd);
-  constants(b.layer, 7 * 7 * 54 * 0.3), b.layer.out_qmax = 255;
-  b.layer.residual = 3;
-  for (int k = 0; k < 6; ++k) b.layer.residual_scale.push_back(0.4 / (15 * 2047 * 4 * 0.3) * (k % 2 ? 1 : -1));
-  m.ops.push_back(b);
-  Op c = conv("c", 5, 6, 6, 3, 1, 1, 1);  // op 6: residual = the shortcut's codes
-  weights(c.layer, 5, WeightCoding::twos_complement);
-  constants(c.layer, 255 * 15 * 54 * 0.3), c.layer.out_qmax = 7;
-  c.layer.residual = 4, c.layer.residual_scale = {0.01, 0.02, 0.03, -0.02, 0.04, 0.05};
-  m.ops.push_back(c);
-  Op sum;
-  sum.kind = OpKind::sum_pool;  // op 7: [6] int32 sums of 9 positions
-  m.ops.push_back(sum);
-  Op fc;
-  fc.kind = OpKind::linear;  // op 8: 16-bit on the sums -> int64
-  fc.layer.name = "fc", fc.layer.K = 3, fc.layer.C = 6;
-  weights(fc.layer, 16, WeightCoding::twos_complement);
-  for (auto& w : fc.layer.weights) w = int16_t(std::clamp<int>(w, -32768, kMaxWideWeight));
-  constants(fc.layer, 1), fc.layer.out_qmax = 0;
-  m.ops.push_back(fc);
-  Op d;
-  d.kind = OpKind::dequantize;
-  d.dequant.scale = {1e-6, 2e-6, -1e-6}, d.dequant.offset = {0.5, 0, -0.5};
-  m.ops.push_back(d);
-  return m;
-}
-
 // docs/format.md's semantics evaluated directly in double (exact integers below 2^53), with (1)'s
 // rounding by nearbyint: an interpreter independent of the engine and its kernels.
 std::vector<double> interpret(const Model& m, const std::vector<uint8_t>& images, int64_t n,
@@ -710,7 +628,7 @@ std::vector<double> interpret(const Model& m, const std::vector<uint8_t>& images
 TEST_CASE(
     "graph model (residuals of codes and of accumulators, depthwise, shortcut, sum pool): fast == _ref == "
     "the format's semantics") {
-  const Model m = tiny_graph_model();
+  const Model m = fixtures::graph_model();
   const Model r = parse_model(serialize_model(m), "mem");  // through the file
   CHECK(serialize_model(r) == serialize_model(m));
   CHECK(r.ops[5].layer.residual == 3);
