@@ -31,6 +31,19 @@ namespace {
 
 Variable leaf(double v) { return Variable(Tensor::scalar(v, DType::f64), true); }
 
+// The quadrants data set's loader (batches of 32, normalized) and the half-width LeNet-5 of the runs below.
+data::LoaderOptions quadrants_loader() {
+  data::LoaderOptions o;
+  o.batch_size = 32, o.seed = 3, o.prefetch = 0;
+  o.transforms = data::parse_transforms("normalize:0.35:0.25");
+  return o;
+}
+std::shared_ptr<Module> small_lenet5() {
+  models::ModelOptions mo;
+  mo.num_classes = 4, mo.in_channels = 1, mo.image_size = 28, mo.width_mult = 0.5, mo.seed = 11;
+  return models::create_model("lenet5", mo);
+}
+
 }  // namespace
 
 TEST_CASE("ceil_ste: ceil forward, identity backward") {
@@ -146,13 +159,8 @@ TEST_CASE(
   for (const char* method : {"u3", "p3", "u1"}) {
     CAPTURE(method);
     const data::ImageDataset train_set = fixtures::quadrants28(256, 7);
-    data::LoaderOptions o;
-    o.batch_size = 32, o.seed = 3, o.prefetch = 0;
-    o.transforms = data::parse_transforms("normalize:0.35:0.25");
-    data::DataLoader loader(train_set, o);
-    models::ModelOptions mo;
-    mo.num_classes = 4, mo.in_channels = 1, mo.image_size = 28, mo.width_mult = 0.5, mo.seed = 11;
-    auto model = models::create_model("lenet5", mo);
+    data::DataLoader loader(train_set, quadrants_loader());
+    auto model = small_lenet5();
     train::QuantSpec spec{.method = method, .wbits = 4, .abits = 4, .quantize_first_last = true};
     // Sizes at the initial 4 bits, then a budget 3/4 of that: most layers must give up a bit.
     double start_kb = 0;
@@ -216,13 +224,8 @@ TEST_CASE("fit with a budget and a run folder keeps the best epoch that met it (
   const fs::path dir = fs::temp_directory_path() / ("lowbit_budget_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   const data::ImageDataset train_set = fixtures::quadrants28(256, 7), test_set = fixtures::quadrants28(64, 8);
-  data::LoaderOptions o;
-  o.batch_size = 32, o.seed = 3, o.prefetch = 0;
-  o.transforms = data::parse_transforms("normalize:0.35:0.25");
-  data::DataLoader loader(train_set, o), test_loader(test_set, o);
-  models::ModelOptions mo;
-  mo.num_classes = 4, mo.in_channels = 1, mo.image_size = 28, mo.width_mult = 0.5, mo.seed = 11;
-  auto model = models::create_model("lenet5", mo);
+  data::DataLoader loader(train_set, quadrants_loader()), test_loader(test_set, quadrants_loader());
+  auto model = small_lenet5();
   train::QuantSpec spec{.method = "u3", .wbits = 4, .abits = 4, .quantize_first_last = true};
   spec.weight_budget_kb = 39.5, spec.budget_lambda = 50;  // starts at 52.6 kB (the case above)
   train::QuantContext quant(*model, spec);
@@ -251,15 +254,10 @@ TEST_CASE("fit with a budget and a run folder keeps the best epoch that met it (
 
 TEST_CASE("--quantizer-lr 0 holds U3's steps and ranges at their initialisation (Uhlich's Fixed rows)") {
   const data::ImageDataset train_set = fixtures::quadrants28(64, 7);
-  data::LoaderOptions o;
-  o.batch_size = 32, o.seed = 3, o.prefetch = 0;
-  o.transforms = data::parse_transforms("normalize:0.35:0.25");
-  data::DataLoader loader(train_set, o);
-  models::ModelOptions mo;
-  mo.num_classes = 4, mo.in_channels = 1, mo.image_size = 28, mo.width_mult = 0.5, mo.seed = 11;
+  data::DataLoader loader(train_set, quadrants_loader());
   for (double qlr : {0.0, -1.0}) {
     CAPTURE(qlr);
-    auto model = models::create_model("lenet5", mo);
+    auto model = small_lenet5();
     train::QuantSpec spec{.method = "u3", .wbits = 2, .abits = 32, .quantize_first_last = true};
     spec.quantizer_lr = qlr;
     train::QuantContext quant(*model, spec);
