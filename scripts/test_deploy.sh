@@ -62,6 +62,19 @@ expect_error "$work/flip.lbq" "checksum mismatch"
 expect_error "$work/q/checkpoint.ckpt" "bad magic"
 expect_error "$work/none.lbq" "cannot open"
 
+# U3 (learned step, range and bits) through the CLI: export, then integer inference agreeing with
+# the double-precision simulation.
+"$lowbit" train "${common[@]}" --limit-train 256 --limit-test 64 --quant u3 --wbits 4 --abits 4 \
+  --out "$work/u3" > /dev/null
+"$lowbit" export --checkpoint "$work/u3/checkpoint.ckpt" --out "$work/u3.lbq" > "$work/u3_export.log"
+grep -q "^conv2 .* exact codes" "$work/u3_export.log"
+"$lowbit" eval --checkpoint "$work/u3/checkpoint.ckpt" --double --predictions "$work/u3_eval.csv" > /dev/null
+"$lowbit" infer --model-file "$work/u3.lbq" --data fashion-mnist --limit-test 64 --predictions "$work/u3_int.csv" \
+  > /dev/null
+agree_u3=$(paste -d, "$work/u3_eval.csv" "$work/u3_int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
+echo "u3: predictions agree on $agree_u3 / 64 images"
+[ "$agree_u3" -ge 63 ]
+
 # A method the integer format does not carry: refused, naming it.
 "$lowbit" train "${common[@]}" --limit-train 256 --limit-test 64 --quant p3 --wbits 4 --abits 4 \
   --out "$work/p3" > /dev/null
