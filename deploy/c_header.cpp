@@ -100,7 +100,9 @@ std::string c_header(const Model& model, const std::string& symbol) {
     out += detail::concat(
         "//   ", l.bits, " bits per weight (", l.coding == WeightCoding::odd ? "odd coding" : "two's complement",
         wide ? ", beyond int8" : "", "); output ",
-        l.out_qmax > 0 ? detail::concat("codes 0..", l.out_qmax) : std::string("accumulators"),
+        l.out_qmax <= 0 ? std::string("accumulators")
+        : l.out_signed  ? detail::concat("signed codes 128 + (-", l.out_qmax, "..", l.out_qmax, ")")
+                        : detail::concat("codes 0..", l.out_qmax),
         l.residual >= 0 ? detail::concat(", plus op ", l.residual, "'s output") : std::string(), "\n");
     out += detail::concat("static const ", wide ? "int16_t " : "int8_t ", name, "_weights[", l.weights.size(), "] = {");
     append_values(out, l.weights.size(), 16, [&](size_t j) { return std::to_string(l.weights[j]); });

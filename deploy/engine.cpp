@@ -80,7 +80,8 @@ int64_t max_code(const Model& m, size_t i) {
   switch (op.kind) {
     case OpKind::input: return 255;
     case OpKind::conv:
-    case OpKind::linear: return op.layer.out_qmax > 0 ? op.layer.out_qmax : 0;
+    case OpKind::linear:
+      return op.layer.out_qmax <= 0 ? 0 : op.layer.out_signed ? 128 + op.layer.out_qmax : op.layer.out_qmax;
     case OpKind::shortcut: return std::max<int64_t>(max_code(m, size_t(source_of(m, i))), op.shortcut.zero_point);
     default: return max_code(m, size_t(source_of(m, i)));  // max_pool, flatten
   }
@@ -196,7 +197,7 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
       std::vector<double> hi_scale(l.scale);
       for (double& v : hi_scale) v *= 256;
       L.requant = kernels::requantization_from_double(l.K, hi_scale.data(), l.offset.data(), l.out_qmax,
-                                                      kernels::RequantResidual::s32, l.scale.data());
+                                                      kernels::RequantResidual::s32, l.scale.data(), l.out_signed);
       const int64_t x_max = input_max_code(model_, i), half = int64_t(l.weights.size());
       kernels::bound_accumulators(L.requant, accumulator_bound(L.w.data(), size_t(half), l.K, x_max),
                                   accumulator_bound(L.w.data() + half, size_t(half), l.K, x_max));
@@ -211,8 +212,9 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
       r = kernels::RequantResidual::s32;
       for (double s : l.scale) residual_scale.push_back(std::ldexp(s, -kFractionBits));
     }
-    L.requant = kernels::requantization_from_double(l.K, l.scale.data(), l.offset.data(), l.out_qmax, r,
-                                                    residual_scale.empty() ? nullptr : residual_scale.data());
+    L.requant =
+        kernels::requantization_from_double(l.K, l.scale.data(), l.offset.data(), l.out_qmax, r,
+                                            residual_scale.empty() ? nullptr : residual_scale.data(), l.out_signed);
     // Bounds for the exact double-precision requantization (kernels::bound_accumulators).
     int64_t res = 1;
     if (l.residual >= 0 && shapes_[size_t(l.residual)].type == ValueType::u8)

@@ -1,7 +1,8 @@
 // The integer-only inference engine: runs a deploy::Model (deploy/model_file.h) on a batch of
 // uint8 images. Between the input (the pixel bytes are the first layer's codes) and the final
 // dequantize everything is integer: uint8 activation codes, int8 weights, int32 accumulators,
-// requantization by integer multiplier and shift (core/kernels/requant.h), max pooling of codes.
+// requantization by integer multiplier and shift (core/kernels/requant.h; signed codes: requant.h
+// (1s), uint8 with zero point 128, whose readers' constants hold the zero point), max pooling of codes.
 //
 // Contract
 //   Engine(model)      validates the model, packs the weights for the int8 GEMM/convolution

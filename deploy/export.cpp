@@ -13,6 +13,7 @@
 #include "layers/linear.h"
 #include "layers/norm.h"
 #include "layers/pooling.h"
+#include "models/mobilenet.h"
 #include "quant/quantizers.h"
 
 namespace lowbit::deploy {
@@ -107,6 +108,7 @@ struct Cursor {
   int32_t op = 0;
   ActShape shape;
   double scale = 1;  // real value of one unit: a code (alpha / n) or, after sum_pool, a sum (alpha / n / (H W))
+  double zero = 0;   // the value standing for real 0: 0, 128 for signed codes, times H W after sum_pool
 };
 
 // What a residual adds before the activation: real value scale_k * res + offset_k.
@@ -121,6 +123,7 @@ class Exporter {
       : o_(o), res_(res), m_(res.model), method_(q.method ? q.method->name : "none") {
     for (const auto& l : q.layers) wq_[l.module.get()] = &l, wbits_[l.module.get()] = q.stored_weight_bits(l);
     for (const auto& a : q.activations) aq_[a.module.get()] = a.bits;
+    for (const auto& a : q.signed_activations) sq_[a.module.get()] = a.bits;
   }
 
   const std::string& method() const { return method_; }
@@ -144,12 +147,11 @@ class Exporter {
     const auto children = mod.named_children();
     if (children.empty()) return leaf(mod, name);
     if (mod.type_name() == "BasicBlock") return basic_block(mod, name);
+    if (auto* ir = dynamic_cast<models::InvertedResidual*>(&mod)) return inverted_residual(*ir, name);
     auto* seq = dynamic_cast<Sequential*>(&mod);
-    LOWBIT_CHECK(seq != nullptr, "export: ", name.empty() ? "the model" : name, " (", mod.type_name(), ") is not ",
-                 mod.type_name() == "InvertedResidual"
-                     ? "exportable: MobileNet v2's linear bottleneck adds float activations (no activation quantizer "
-                       "after the projection), which have no integer codes"
-                     : "exportable: the graphs exported are Sequential containers and ResNet BasicBlocks");
+    LOWBIT_CHECK(seq != nullptr, "export: ", name.empty() ? "the model" : name, " (", mod.type_name(),
+                 ") is not exportable: the graphs exported are Sequential containers, ResNet BasicBlocks and "
+                 "MobileNet v2 InvertedResiduals");
     std::map<const Module*, std::string> local;
     for (const auto& [n, c] : children) local[c.get()] = n;
     for (const auto& c : *seq) visit(*c, join(name, local[c.get()]));
@@ -192,7 +194,7 @@ class Exporter {
     Residual r;
     r.op = x.op;
     const int64_t K = dynamic_cast<Conv2d&>(*c["conv2"]).out_channels();
-    r.scale.assign(size_t(K), x.scale), r.offset.assign(size_t(K), 0.0);
+    r.scale.assign(size_t(K), x.scale), r.offset.assign(size_t(K), -x.scale * x.zero);
     if (c.count("downsample")) {
       visit(*c["downsample"], join(name, "downsample"));
       LOWBIT_CHECK(pending_ >= 0, "export: ", name, ".downsample must end with a weight layer (and its batch norm)");
@@ -206,6 +208,7 @@ class Exporter {
       op.kind = OpKind::shortcut;
       op.shortcut.stride_h = conv1.options().stride[0], op.shortcut.stride_w = conv1.options().stride[1];
       op.shortcut.pad_lo = op.shortcut.pad_hi = (K - x.shape.C) / 2;
+      op.shortcut.zero_point = int32_t(x.zero);  // the added channels are real 0
       LOWBIT_CHECK(K >= x.shape.C && (K - x.shape.C) % 2 == 0, "export: ", name, ": zero-pad shortcut from ", x.shape.C,
                    " to ", K, " channels");
       r.op = push(op);
@@ -216,11 +219,35 @@ class Exporter {
     visit(*c["relu2"], join(name, "relu2"));
   }
 
+  // MobileNet v2's InvertedResidual (models/mobilenet.h): out(x + conv(x)) or out(conv(x)), conv
+  // ending with the projection (1x1 conv + BN, no activation), out a StreamPoint with a signed
+  // quantizer. The projection is requantized to signed codes by (1) with x's codes as its residual
+  // (residual_scale = a_scale(x) / alpha, x's zero point folded into the offset).
+  void inverted_residual(models::InvertedResidual& block, const std::string& name) {
+    std::map<std::string, Module*> c;
+    for (const auto& [n, m] : block.named_children()) c[n] = m.get();
+    LOWBIT_CHECK(c.count("conv") && c.count("out"), "export: ", name, ": an InvertedResidual without conv or out");
+    require_codes(name, "an inverted residual block");
+    const Cursor x = cur_;
+    visit(*c["conv"], join(name, "conv"));
+    LOWBIT_CHECK(pending_ >= 0, "export: ", name,
+                 ".conv must end with its projection (a weight layer and its batch norm, no activation)");
+    if (block.uses_residual()) {
+      const size_t K = size_t(m_.ops[size_t(pending_)].layer.K);
+      Residual r;
+      r.op = x.op;
+      r.scale.assign(K, x.scale), r.offset.assign(K, -x.scale * x.zero);
+      residual_ = std::move(r);
+    }
+    visit(*c["out"], join(name, "out"));
+  }
+
   void leaf(Module& mod, const std::string& name) {
     if (auto* conv = dynamic_cast<Conv2d*>(&mod)) return weight_layer(conv, nullptr, name);
     if (auto* lin = dynamic_cast<Linear*>(&mod)) return weight_layer(nullptr, lin, name);
     if (auto* bn = dynamic_cast<BatchNorm2d*>(&mod)) return batch_norm(*bn, name);
     if (dynamic_cast<ReLU*>(&mod) || dynamic_cast<Hardtanh*>(&mod)) return activation(mod, name);
+    if (dynamic_cast<StreamPoint*>(&mod)) return stream_point(mod, name);
     if (auto* mp = dynamic_cast<MaxPool2d*>(&mod)) return max_pool(*mp, name);
     if (dynamic_cast<GlobalAvgPool2d*>(&mod)) {
       require_codes(name, "average pooling");
@@ -228,7 +255,7 @@ class Exporter {
       Op op;
       op.kind = OpKind::sum_pool;
       const double hw = double(cur_.shape.H * cur_.shape.W);
-      cur_ = {push(op), {1, 1, cur_.shape.C, ValueType::s32, true}, cur_.scale / hw};
+      cur_ = {push(op), {1, 1, cur_.shape.C, ValueType::s32, true}, cur_.scale / hw, cur_.zero * hw};
       return;
     }
     if (dynamic_cast<Flatten*>(&mod)) {
@@ -237,14 +264,16 @@ class Exporter {
       Op op;
       op.kind = OpKind::flatten;
       flattened_ = cur_.shape;
-      cur_ = {push(op), {1, 1, cur_.shape.H * cur_.shape.W * cur_.shape.C, ValueType::u8, true}, cur_.scale};
+      cur_ = {push(op), {1, 1, cur_.shape.H * cur_.shape.W * cur_.shape.C, ValueType::u8, true}, cur_.scale, cur_.zero};
       return;
     }
     if (dynamic_cast<Dropout*>(&mod) || dynamic_cast<Identity*>(&mod)) return;  // identity at inference
-    throw Error(detail::concat("export: ", name, " (", mod.type_name(),
-                               ") is not exportable yet (conv, depthwise conv, linear, batch norm after conv, "
-                               "ReLU/ReLU6/Hardtanh with an activation quantizer, max pooling, global average pooling, "
-                               "flatten, dropout, ResNet BasicBlocks)"));
+    throw Error(
+        detail::concat("export: ", name, " (", mod.type_name(),
+                       ") is not exportable yet (conv, depthwise conv, linear, batch norm after conv, "
+                       "ReLU/ReLU6/Hardtanh with an activation quantizer, a StreamPoint with a signed one, "
+                       "max pooling, global average pooling, flatten, dropout, ResNet BasicBlocks, MobileNet v2 "
+                       "InvertedResiduals)"));
   }
 
   void weight_layer(Conv2d* conv, Linear* lin, const std::string& name) {
@@ -312,8 +341,9 @@ class Exporter {
     res_.fp32_parameter_bytes += 4 * int64_t(w.size() + bias.size());
 
     // The first layer reads pixel bytes p: its real input is (p/255 - mean_c)/std_c = f_c (p - z_c)
-    // with f_c = 1/(255 std_c), z_c = 255 mean_c. Fold f_c into the weights.
-    std::vector<double> f(size_t(inner_c), 1.0), z(size_t(inner_c), 0.0);
+    // with f_c = 1/(255 std_c), z_c = 255 mean_c. Fold f_c into the weights. Another layer's input
+    // is a_scale (x - z), z its codes' zero point (128 for signed codes): sum w z joins the offset.
+    std::vector<double> f(size_t(inner_c), 1.0), z(size_t(inner_c), first ? 0.0 : cur_.zero);
     if (first)
       for (int64_t c = 0; c < inner_c; ++c) {
         const size_t ch = o_.mean.empty() ? 0 : size_t(c);
@@ -344,9 +374,8 @@ class Exporter {
     L.bits = codes.bits, L.coding = codes.coding, L.weights = codes.c;
     L.scale.resize(size_t(L.K)), L.offset.resize(size_t(L.K));
     for (int64_t k = 0; k < L.K; ++k) {
-      double corr = 0;  // sum of codes times the pixel value of the real 0 (first layer)
-      if (first)
-        for (size_t j = 0; j < inner; ++j) corr += double(L.weights[size_t(k) * inner + j]) * z[j % size_t(inner_c)];
+      double corr = 0;  // sum of codes times the code of the real 0 (the pixel value in the first layer)
+      for (size_t j = 0; j < inner; ++j) corr += double(L.weights[size_t(k) * inner + j]) * z[j % size_t(inner_c)];
       L.scale[size_t(k)] = codes.step[size_t(k)] * (first ? 1.0 : cur_.scale);
       L.offset[size_t(k)] = (bias.empty() ? 0.0 : bias[size_t(k)]) - L.scale[size_t(k)] * corr;
     }
@@ -356,6 +385,10 @@ class Exporter {
         L.in_zero_point = int32_t(z[0]);
       else
         L.pad_values = z;
+    } else if (conv && (L.pad_h > 0 || L.pad_w > 0)) {  // pads with the code of real 0
+      LOWBIT_CHECK(cur_.zero >= 0 && cur_.zero <= 255 && cur_.zero == std::nearbyint(cur_.zero), "export: ", name,
+                   ": input zero point ", cur_.zero, " is not a code");
+      L.in_zero_point = int32_t(cur_.zero);
     }
     int low_bits = 0;
     if (rounded && first && conv) {
@@ -403,7 +436,7 @@ class Exporter {
     out.type = ValueType::s32;
     if (!conv && in.type == ValueType::s32) out.type = ValueType::s64;
     pending_ = push(std::move(op)), pending_name_ = name;
-    cur_ = {pending_, out, 1.0};
+    cur_ = {pending_, out, 1.0, 0.0};
   }
 
   void batch_norm(BatchNorm2d& bn, const std::string& name) {
@@ -437,27 +470,63 @@ class Exporter {
                  " bits (float or > 8 bits); the integer engine needs activation codes of <= 8 bits (--abits)");
     if (method_ == "pact") alpha = mod.param("alpha").item();
     if (method_ == "lsq") alpha = std::abs(mod.param("a_step").item()) * n;  // s Q_P
+    // A Hardtanh (ReLU6) clipping below alpha caps the codes at top = round(max n / alpha) < n: the
+    // requantization keeps the step alpha / n and clamps at top (out_qmax = top, y scaled by n / (alpha top)).
+    double top = n;
+    if (const auto* ht = dynamic_cast<const Hardtanh*>(&mod)) {
+      LOWBIT_CHECK(ht->min_val() <= 0 && ht->max_val() > 0, "export: ", name, ": a Hardtanh clipping to [",
+                   ht->min_val(), ", ", ht->max_val(), "] is exported only with min <= 0 < max");
+      if (ht->max_val() < alpha) top = std::nearbyint(ht->max_val() * (n / alpha));  // as the quantizer rounds it
+      LOWBIT_CHECK(top >= 1, "export: ", name, ": its clip at ", ht->max_val(), " is below half a step (", alpha / n,
+                   ") of its quantizer: every code is 0");
+    }
+    requantize_pending(name, alpha, n, bits, false, top);
+  }
+
+  // A StreamPoint's signed quantizer (quant/qconfig.h, signed_pact): codes round(clip(y / alpha, -1, 1) n),
+  // n = 2^(k-1) - 1, stored as 128 + code (docs/format.md, out_signed).
+  void stream_point(Module& mod, const std::string& name) {
+    LOWBIT_CHECK(pending_ >= 0, "export: ", name,
+                 ": a signed activation (StreamPoint) that does not follow a weight layer and its batch norm");
+    const int bits = sq_.count(&mod) ? sq_[&mod] : 32;
+    LOWBIT_CHECK(bits <= 8, "export: ", name, ": the residual stream's activations at ", bits,
+                 " bits (float or > 8 bits); the integer engine needs signed codes of <= 8 bits (--abits)");
+    const double alpha = mod.param("alpha").item();
+    LOWBIT_CHECK(alpha != 0, "export: ", name,
+                 ": its signed clip alpha is unset (the first batch through the model sets it: run the model once)");
+    requantize_pending(name, alpha, std::ldexp(1.0, bits - 1) - 1, bits, true);
+  }
+
+  // The pending weight layer requantized to codes round(clip(y / alpha, 0 | -1, 1) n), clamped at
+  // `top` <= n (0 <= codes <= top = out_qmax: (1) with y n / (alpha top)): (1) with its residual
+  // (BasicBlock, InvertedResidual) joined.
+  void requantize_pending(const std::string& name, double alpha, double n, int bits, bool signed_codes,
+                          double top = 0) {
+    if (top <= 0) top = n;
     LOWBIT_CHECK(alpha > 0 && std::isfinite(alpha), "export: ", name, ": activation clip ", alpha, " is not > 0");
     WeightOp& L = m_.ops[size_t(pending_)].layer;
     LOWBIT_CHECK(m_.ops[size_t(pending_)].src == cur_.op || cur_.op == pending_, "export: ", name,
                  ": internal: the activation does not follow its layer");
-    if (L.residual >= 0)  // the first layer's low-order pass: scaled alike
-      for (double& s : L.residual_scale) s /= alpha;
+    const double unit = top == n ? alpha : alpha * top / n;  // y / unit, clipped to [0 | -1, 1], times top
+    if (L.residual >= 0)                                     // the first layer's low-order pass: scaled alike
+      for (double& s : L.residual_scale) s /= unit;
     if (residual_.op >= 0) {  // y = layer + residual: the residual's real value joins the layer's
       L.residual = residual_.op;
       L.residual_scale.resize(size_t(L.K));
       for (size_t k = 0; k < size_t(L.K); ++k) {
         L.offset[k] += residual_.offset[k];
-        L.residual_scale[k] = residual_.scale[k] / alpha;
+        L.residual_scale[k] = residual_.scale[k] / unit;
       }
       residual_ = Residual{};
     }
-    for (size_t k = 0; k < size_t(L.K); ++k) L.scale[k] /= alpha, L.offset[k] /= alpha;
-    L.out_qmax = int32_t(n);
+    for (size_t k = 0; k < size_t(L.K); ++k) L.scale[k] /= unit, L.offset[k] /= unit;
+    L.out_qmax = int32_t(top);
+    L.out_signed = signed_codes;
     res_.layers.back().out_bits = bits;
     m_.meta["abits." + pending_name_] = int64_t(bits);
     cur_.shape.type = ValueType::u8;
     cur_.scale = alpha / n;
+    cur_.zero = signed_codes ? 128 : 0;
     pending_ = -1;
   }
 
@@ -480,7 +549,7 @@ class Exporter {
     ActShape out = cur_.shape;
     out.H = size(cur_.shape.H, op.pool.R, op.pool.stride_h, op.pool.pad_h);
     out.W = size(cur_.shape.W, op.pool.S, op.pool.stride_w, op.pool.pad_w);
-    cur_ = {push(op), out, cur_.scale};
+    cur_ = {push(op), out, cur_.scale, cur_.zero};
   }
 
   const ExportOptions& o_;
@@ -490,6 +559,7 @@ class Exporter {
   std::map<const Module*, const quant::QuantizedLayer*> wq_;
   std::map<const Module*, int> wbits_;  // Quantization::stored_weight_bits
   std::map<const Module*, int> aq_;
+  std::map<const Module*, int> sq_;  // signed activations (StreamPoints)
   Cursor cur_;
   ActShape flattened_;    // the shape the last flatten flattened (a linear's NCHW -> NHWC permutation)
   int32_t pending_ = -1;  // a weight op awaiting its batch norm / activation (or the end)

@@ -2,10 +2,11 @@
 //
 // Contract
 //   export_model(model, quantization, options) walks the model's layers in forward order (nested
-//   Sequential containers; anything else is refused) and returns the integer model plus a per-layer
-//   account. The model is evaluated as the simulated-quantization model `lowbit eval` runs: each
-//   Conv2d/Linear's weight hook at its current bits (set the final bits first:
-//   train::QuantContext::use_final_bits), each activation quantizer's bits.
+//   Sequential containers, ResNet BasicBlocks, MobileNet v2 InvertedResiduals; anything else is
+//   refused) and returns the integer model plus a per-layer account. The model is evaluated as the
+//   simulated-quantization model `lowbit eval` runs: each Conv2d/Linear's weight hook at its current
+//   bits (set the final bits first: train::QuantContext::use_final_bits), each activation
+//   quantizer's bits.
 //
 //   Weights: the hook's output (the simulated weights) must lie on a uniform grid of at most
 //   2^bits levels, w = step * c with integer codes c (DoReFa: c odd, step 1/(2^k - 1); WRPN: step
@@ -18,7 +19,12 @@
 //   folded into its requantization) by an activation module (ReLU, ReLU6, Hardtanh) whose output
 //   quantizer is DoReFa's / WRPN's round(clip(a, 0, 1) n)/n or PACT's (alpha); its n = 2^k - 1 <= 255
 //   becomes the requantization's qmax. Max pooling, flatten, dropout and identity are allowed
-//   between them. The last weight layer's int32 accumulators are dequantized to float logits.
+//   between them. A StreamPoint with a signed quantizer (quant/qconfig.h: MobileNet v2's residual
+//   stream after its linear bottleneck) makes the layer before it output signed codes (model_file.h
+//   out_signed: 128 + round(clip(y / alpha, -1, 1) n), n = 2^(k-1) - 1); the layers reading them fold
+//   the zero point 128 into their offsets (and pad with code 128), and an InvertedResidual's add
+//   joins the projection's requantization as a residual of codes, like a BasicBlock's.
+//   The last weight layer's int32 accumulators are dequantized to float logits.
 //   Input: the normalization ((x/255 - mean_c)/std_c) is folded into the first layer, exactly
 //   (codes kept when every std_c is equal, else 16 bits per channel); padding in the first layer uses
 //   the pixel code round(255 mean) (all channels must share it), whose error is <= 0.5/255/std.

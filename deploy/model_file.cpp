@@ -236,6 +236,8 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
                      " is outside [0, 255]");
         LOWBIT_CHECK(!after_sum || l.out_qmax == 0, file, ": ", what,
                      ": a linear after sum_pool keeps its accumulators (out_qmax 0)");
+        LOWBIT_CHECK(!l.out_signed || (l.out_qmax >= 1 && l.out_qmax <= 127), file, ": ", what,
+                     ": signed output needs out_qmax in [1, 127] (codes 128 -+ out_qmax), not ", l.out_qmax);
         check_values(l.scale, l.K, file, what, "scale");
         check_values(l.offset, l.K, file, what, "offset");
         if (l.out_qmax > 0)
@@ -395,8 +397,18 @@ std::vector<int16_t> unpack_weights(std::string_view packed, int64_t count, int3
   return w;
 }
 
-std::string serialize_model(const Model& m) {
+uint32_t model_version(const Model& m) {
+  for (const Op& op : m.ops)
+    if ((op.kind == OpKind::conv || op.kind == OpKind::linear) && op.layer.out_signed) return 3;
+  return 2;
+}
+
+std::string serialize_model(const Model& m, uint32_t version) {
   validate(m, "serialize_model");
+  const uint32_t needed = model_version(m);
+  if (version == 0) version = needed;
+  LOWBIT_CHECK(version >= needed && version <= kModelVersion, "serialize_model: version ", version,
+               " cannot hold this model (it needs ", needed, " to ", kModelVersion, ")");
   Writer p;
   p.pod(uint32_t(m.meta.size()));
   for (const auto& [key, value] : m.meta) {
@@ -433,6 +445,7 @@ std::string serialize_model(const Model& m) {
         b.pod(uint8_t(l.bits));
         b.pod(uint8_t(l.coding));
         b.pod(int32_t(l.out_qmax));
+        if (version >= 3) b.pod(uint8_t(l.out_signed ? 1 : 0));
         b.f64s(l.scale);
         b.f64s(l.offset);
         const std::string packed = pack_weights(l.weights, l.bits, l.coding);
@@ -465,7 +478,7 @@ std::string serialize_model(const Model& m) {
   }
   Writer h;
   h.b.append(kModelMagic, 8);
-  h.pod(kModelVersion);
+  h.pod(version);
   h.pod(uint32_t(0));  // flags
   h.pod(uint64_t(p.b.size()));
   h.pod(crc32_of(p.b));
@@ -482,8 +495,8 @@ Model parse_model(std::string_view data, const std::string& file) {
                ": bad magic: not a lowbit integer model (.lbq) file");
   Reader h{data, 8, file, "header"};
   const uint32_t version = h.pod<uint32_t>("version");
-  LOWBIT_CHECK(version == kModelVersion, file, ": unsupported version ", version, " (this reader reads version ",
-               kModelVersion, ")");
+  LOWBIT_CHECK(version >= kModelMinVersion && version <= kModelVersion, file, ": unsupported version ", version,
+               " (this reader reads versions ", kModelMinVersion, " to ", kModelVersion, ")");
   const uint32_t flags = h.pod<uint32_t>("flags");
   LOWBIT_CHECK(flags == 0, file, ": unknown flags ", flags);
   const uint64_t size = h.pod<uint64_t>("payload size");
@@ -562,6 +575,11 @@ Model parse_model(std::string_view data, const std::string& file) {
         LOWBIT_CHECK(coding <= 1, file, ": ", b.what, ": unknown weight coding ", int(coding));
         l.coding = WeightCoding(coding);
         l.out_qmax = b.pod<int32_t>("out_qmax");
+        if (version >= 3) {
+          const uint8_t sign = b.pod<uint8_t>("out_signed");
+          LOWBIT_CHECK(sign <= 1, file, ": ", b.what, ": out_signed ", int(sign), " is not 0 or 1");
+          l.out_signed = sign == 1;
+        }
         l.scale = b.f64s(l.K, "scale");
         l.offset = b.f64s(l.K, "offset");
         LOWBIT_CHECK(l.groups == 1 || l.groups == l.C, file, ": ", b.what, ": groups ", l.groups,

@@ -14,7 +14,9 @@
 //                 uint8 codes (out_qmax > 0, core/kernels/requant.h (1):
 //                 q = round(clip(scale_k acc + residual_scale_k res + offset_k, 0, 1) * out_qmax),
 //                 res = the residual op's output at the same position, codes or accumulators) or
-//                 kept as exact integer accumulators (out_qmax = 0: for a dequantize or a residual).
+//                 kept as exact integer accumulators (out_qmax = 0: for a dequantize or a residual);
+//                 out_signed: signed codes q = 128 + round(clip(y, -1, 1) * out_qmax), out_qmax <= 127
+//                 (a signed activation stored as uint8 with zero point 128; requant.h (1s)).
 //     linear      the same for [N][F] -> [N][K] with weights [K][F]; F indexes the flattened NHWC
 //                 activation ((h W + w) C + c), not PyTorch's NCHW order; after sum_pool its input
 //                 is the int32 sums (and out_qmax must be 0).
@@ -31,7 +33,9 @@
 //   ("wide", in [-32768, 32639]) run as two int8 passes, w = 256 hi + lo (deploy/engine.h).
 //
 //   save_model(path, m) validates m, then writes the file atomically (core/serialize.h's
-//   write_file_atomic). load_model(path) / parse_model(bytes, name) check the magic, version, size
+//   write_file_atomic): version 2 when no op has signed output (version-2 readers read it), else 3
+//   (conv/linear bodies gain the out_signed byte). load_model(path) / parse_model(bytes, name) read
+//   versions 2 and 3 and check the magic, version, size
 //   and CRC-32 (zlib) of the payload and every record (sizes, op parameters and their ranges, the
 //   sources and shapes of the graph) before allocating anything a record declares, and throw
 //   lowbit::Error naming the file and the defect. validate(m, name) is the graph check save and
@@ -48,7 +52,10 @@
 namespace lowbit::deploy {
 
 inline constexpr char kModelMagic[8] = {'L', 'O', 'W', 'B', 'I', 'T', 'Q', 'M'};
-inline constexpr uint32_t kModelVersion = 2;  // 1: the chain of the first slice (no src, groups, residuals)
+// 1: the chain of the first slice (no src, groups, residuals; not read); 2: no signed codes; 3: conv and
+// linear bodies carry out_signed. The writer writes the lowest version that holds the model.
+inline constexpr uint32_t kModelVersion = 3;
+inline constexpr uint32_t kModelMinVersion = 2;
 
 enum class OpKind : uint8_t {
   input = 1,
@@ -89,6 +96,7 @@ struct WeightOp {
   int32_t bits = 8;                    // stored bits per weight, 1..16
   WeightCoding coding = WeightCoding::twos_complement;
   int32_t out_qmax = 255;             // > 0: requantize to codes 0..out_qmax; 0: int32 out (then dequantize)
+  bool out_signed = false;            // codes 128 + round(clip(y, -1, 1) out_qmax), out_qmax <= 127 (file v3)
   std::vector<double> scale, offset;  // [K] per output channel (requant: y = scale acc + offset)
   std::vector<int16_t> weights;       // [K][R][S][C] (conv) or [K][C] (linear), decoded
   bool wide() const;                  // a weight outside int8: two int8 passes
@@ -146,8 +154,11 @@ inline int32_t source_of(const Model& m, size_t i) { return m.ops[i].src >= 0 ? 
 // `name` and the op. Returns the output shape of each op.
 std::vector<ActShape> validate(const Model& m, const std::string& name);
 
-// Bytes of the file `save_model` writes.
-std::string serialize_model(const Model& m);
+// The version serialize_model writes for m: 3 when an op has signed output, else 2.
+uint32_t model_version(const Model& m);
+// Bytes of the file `save_model` writes: at `version` (2 or 3; 0: model_version(m)); throws when m
+// needs a later version than the one asked for.
+std::string serialize_model(const Model& m, uint32_t version = 0);
 void save_model(const std::string& path, const Model& m);
 Model parse_model(std::string_view file, const std::string& name);
 Model load_model(const std::string& path);

@@ -4,6 +4,9 @@
 //   Residual: y = body(x) + shortcut(x) (shortcut = identity when absent), children "body", "shortcut".
 //   Lambda: a parameter-free function as a module (e.g. the option-A zero-padding shortcut).
 //   Identity, Flatten(start_dim = 1, end_dim = -1).
+//   StreamPoint: an identity marking a signed activation without an activation function (MobileNet
+//     v2's residual stream, after the add or the linear bottleneck): quant/ installs a signed
+//     activation quantizer on its output hook (docs/quantization.md); layers/ knows nothing of it.
 #pragma once
 
 #include <memory>
@@ -81,6 +84,12 @@ class Identity : public Module {
  public:
   Variable forward(const Variable& x) override { return x; }
   std::string type_name() const override { return "Identity"; }
+};
+
+class StreamPoint : public Module {
+ public:
+  Variable forward(const Variable& x) override { return x; }
+  std::string type_name() const override { return "StreamPoint"; }
 };
 
 class Flatten : public Module {

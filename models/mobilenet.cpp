@@ -39,11 +39,12 @@ InvertedResidual::InvertedResidual(int64_t in_channels, int64_t out_channels, in
   conv_->push_back(std::make_shared<Conv2d>(hidden, out_, 1, Conv2dOptions{}, false, gen));
   conv_->push_back(std::make_shared<BatchNorm2d>(out_));
   register_module("conv", conv_);
+  stream_ = register_module("out", std::make_shared<StreamPoint>());
 }
 
 Variable InvertedResidual::forward(const Variable& x) {
   const Variable y = (*conv_)(x);
-  return use_res_ ? x + y : y;
+  return (*stream_)(use_res_ ? x + y : y);
 }
 
 std::string InvertedResidual::extra_repr() const {

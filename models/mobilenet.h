@@ -1,7 +1,9 @@
 // MobileNet-V2 inverted residual block (Sandler et al. 2018), torchvision layout:
 //   conv = Sequential([ConvBNReLU6(in, hidden, 1x1) if expand_ratio != 1], ConvBNReLU6(hidden, hidden, 3x3/stride,
 //          groups = hidden), Conv2d(hidden, out, 1x1, no bias), BatchNorm2d(out));
-//   y = x + conv(x) when stride == 1 and in == out, else conv(x).
+//   y = out(x + conv(x)) when stride == 1 and in == out, else out(conv(x)); `out` is a StreamPoint (an
+//   identity where quant/ puts the signed activation quantizer of the residual stream; no parameters
+//   in a float model, so the state dict is torchvision's).
 #pragma once
 
 #include <memory>
@@ -27,6 +29,7 @@ class InvertedResidual : public Module {
   int64_t in_, out_, stride_, expand_;
   bool use_res_;
   std::shared_ptr<Sequential> conv_;
+  std::shared_ptr<StreamPoint> stream_;  // child "out"
 };
 
 // torchvision's _make_divisible: round v to the nearest multiple of `divisor` (at least min_value, default

@@ -1,10 +1,14 @@
 #include "quant/qconfig.h"
 
+#include <algorithm>
 #include <sstream>
 
+#include "core/math.h"
 #include "layers/activation.h"
+#include "layers/container.h"
 #include "layers/conv.h"
 #include "layers/linear.h"
+#include "quant/quantizers.h"
 
 namespace lowbit::quant {
 namespace {
@@ -59,6 +63,22 @@ bool is_activation(const Module& m) {
 }
 
 int bits_or_default(int bits, const BitRange& r) { return bits == 0 ? r.default_bits : bits; }
+
+// The floor of a signed site's alpha after each step, and of its initial value (PACT's, methods.cpp).
+constexpr double kSignedAlphaMin = 1e-2;
+
+// A StreamPoint's signed quantizer (qconfig.h): signed_pact at `bits` (>= 2); alpha registered once
+// (kept when attached again), 0 until the first batch sets it to max|a|.
+VariableTransform signed_site(Module& m, int bits) {
+  if (!m.has_param("alpha")) m.register_parameter("alpha", Tensor::full({}, 0.0, DType::f32));
+  Module* mp = &m;
+  return [mp, bits](const Variable& a) {
+    Variable& alpha = mp->param("alpha");
+    if (alpha.item() == 0.0)
+      alpha.mutable_data().fill_(std::max(math::amax(math::abs(a.data())).item(), kSignedAlphaMin));
+    return signed_pact(a, alpha, bits);
+  };
+}
 
 }  // namespace
 
@@ -132,6 +152,10 @@ std::vector<const QuantizedLayer*> Quantization::quantized_layers() const {
 }
 
 void Quantization::after_step() const {
+  for (const auto& a : signed_activations) {  // a clip value, kept positive (as PACT's)
+    Variable& alpha = a.module->param("alpha");
+    if (!(alpha.item() >= kSignedAlphaMin)) alpha.mutable_data().fill_(kSignedAlphaMin);
+  }
   if (!method || !method->after_step) return;
   for (const auto& l : layers)
     if (*l.weight_bits < 32) method->after_step(*l.module, true);
@@ -139,7 +163,10 @@ void Quantization::after_step() const {
 }
 
 Quantization attach_quantizers(Module& model, const QuantConfig& config) {
-  const QuantMethod& method = find_method(config.method);
+  return attach_quantizers(model, config, find_method(config.method));
+}
+
+Quantization attach_quantizers(Module& model, const QuantConfig& config, const QuantMethod& method) {
   Quantization q;
   q.method = &method;
   const int weight_bits = bits_or_default(config.weight_bits, method.weight_bits);
@@ -150,10 +177,11 @@ Quantization attach_quantizers(Module& model, const QuantConfig& config) {
                " takes ", method.activation_bits.str(), " bits (32: full precision)");
   auto w_over = parse_overrides(config.weight_overrides, "--wbits-overrides", method.weight_bits, method.name);
   auto a_over = parse_overrides(config.activation_overrides, "--abits-overrides", method.activation_bits, method.name);
-  std::vector<std::pair<std::string, std::shared_ptr<Module>>> weight_layers, acts;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> weight_layers, acts, signed_sites;
   for (auto& [name, m] : model.named_modules()) {
     if (dynamic_cast<Conv2d*>(m.get()) || dynamic_cast<Linear*>(m.get())) weight_layers.emplace_back(name, m);
     if (is_activation(*m)) acts.emplace_back(name, m);
+    if (dynamic_cast<StreamPoint*>(m.get())) signed_sites.emplace_back(name, m);
   }
   std::vector<std::string> layer_names, act_names;
   for (size_t i = 0; i < weight_layers.size(); ++i) {
@@ -195,6 +223,15 @@ Quantization attach_quantizers(Module& model, const QuantConfig& config) {
       for (const auto& p : method.activation_params)
         if (m->has_param(p)) q.parameter_names.push_back(join_name(name, p));
     }
+  }
+  for (auto& [name, m] : signed_sites) {  // signed: at least 2 bits, whatever the method's activation range
+    act_names.push_back(name);
+    const int bits = resolve_bits(activation_bits, a_over, name, false, false);
+    const bool quantized = bits < 32 && method.activation != nullptr;
+    m->set_output_hook(quantized ? signed_site(*m, std::max(bits, 2)) : nullptr);
+    if (!quantized) continue;
+    q.signed_activations.push_back({name, m, std::max(bits, 2)});
+    q.parameter_names.push_back(join_name(name, "alpha"));
   }
   check_all_used(w_over, "--wbits-overrides", "weight layer", layer_names);
   check_all_used(a_over, "--abits-overrides", "activation", act_names);

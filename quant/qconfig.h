@@ -4,6 +4,11 @@
 // the entries of the method registry (quant/methods.h), which states each one's formula, bits,
 // learnable parameters and matching sinusoid. The first and last weight layers stay at full
 // precision by default (spec convention 7, Distiller's `overrides`).
+// A StreamPoint (layers/container.h: a signed activation without an activation function, MobileNet
+// v2's residual stream) gets a signed activation quantizer when the method quantizes activations:
+// signed_pact (quant/quantizers.h) at the run's activation bits (at least 2: sign and one level),
+// whatever the method, its clip `alpha` learned in the "clip" group like PACT's and initialised to
+// max|a| of the first batch it sees (0 until then); docs/quantization.md.
 //
 // Bits count the sign bit for weights (convention 1); >= 32 means "full precision" (no quantizer).
 // The weight bits of each layer live in a shared cell, so set_weight_bits() re-targets a layer at
@@ -60,6 +65,9 @@ class Quantization {
  public:
   std::vector<QuantizedLayer> layers;            // every Conv2d/Linear, in model order
   std::vector<QuantizedActivation> activations;  // every activation module with a quantizer
+  // Every StreamPoint with a signed quantizer (signed_pact; its "alpha" in parameter_names). Kept
+  // apart: the method's own activation parameters, bits and budgets do not apply to them.
+  std::vector<QuantizedActivation> signed_activations;
   const QuantMethod* method = nullptr;
 
   // Re-targets one layer's weight quantizer (bits >= 32 disables it); throws for an unknown layer
@@ -81,6 +89,10 @@ class Quantization {
 // Installs the quantizers of `config` into `model` (replacing hooks installed before). Throws for
 // an unknown method, bits outside its range, and override patterns that match no layer.
 Quantization attach_quantizers(Module& model, const QuantConfig& config);
+// The same with a method that is not in the registry (config.method is then only a label): for
+// quantizers with state of their own that training does not use, e.g. the range-calibrated
+// post-training quantizer of quant/ptq.h. `method` must outlive the returned Quantization.
+Quantization attach_quantizers(Module& model, const QuantConfig& config, const QuantMethod& method);
 
 // The registered quantizer (method and weight scale) whose weight levels are the zeros of the
 // sinusoid on `grid` in the `scale` domain: what float-trained, regularized weights are rounded

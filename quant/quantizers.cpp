@@ -502,4 +502,18 @@ Variable pact(const Variable& x, const Variable& alpha, int k) {
   });
 }
 
+Variable signed_pact(const Variable& x, const Variable& alpha, int k) {
+  check_bits(k, 2, "signed_pact");
+  check_scalar(alpha, "signed_pact", "clip value alpha");
+  const double a = alpha.item(), n = levels_minus_one(k - 1);
+  LOWBIT_CHECK(a > 0, "signed_pact: alpha must be positive, got ", a);
+  const Tensor y = math::clamp(x.data(), -a, a);
+  const Tensor yq = math::mul(math::round(math::mul(y, n / a)), a / n);
+  const Tensor pass = math::mul(math::gt(x.data(), -a), math::lt(x.data(), a));
+  const Tensor side = math::sub(math::ge(x.data(), a), math::le(x.data(), -a));  // +1 above, -1 below
+  return make_result(yq, "signed_pact", {x, alpha}, [pass, side, alpha](const Variable& g, const Variable&) {
+    return std::vector<Variable>{mul_mask(g, pass), reshape(sum(mul_mask(g, side)), alpha.shape())};
+  });
+}
+
 }  // namespace lowbit::quant

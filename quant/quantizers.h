@@ -222,4 +222,15 @@ double lsq_init_step(const Tensor& v, int b, bool signed_ = true);
 //   Gradients (Distiller): dx = 1[0 < x < alpha], dalpha = sum 1[x >= alpha].            §8.5
 Variable pact(const Variable& x, const Variable& alpha, int k);
 
+// Signed PACT, for a signed activation without an activation function (MobileNet v2's residual
+// stream; layers/container.h StreamPoint): symmetric, n = 2^(k-1) - 1 levels a side (k >= 2 counts
+// the sign bit; 2n + 1 levels, zero one of them),
+//   y = clip(x, -alpha, alpha),  y_q = round(y n / alpha) alpha / n          (round: half to even)
+// Surrogate gradients, PACT's on each side (the rounding passed straight through):
+//   dy_q/dx = 1[-alpha < x < alpha],  dy_q/dalpha = 1[x >= alpha] - 1[x <= -alpha]
+// (so dL/dalpha = sum of the incoming gradient over the elements clipped above minus those clipped
+// below). alpha must be a positive one-element Variable. The integer engine stores the codes
+// round(y n / alpha) as 128 + code in uint8 (docs/format.md).
+Variable signed_pact(const Variable& x, const Variable& alpha, int k);
+
 }  // namespace lowbit::quant

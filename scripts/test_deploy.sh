@@ -3,7 +3,8 @@
 # `lowbit export` (per-layer bits, file size vs FP32) and `lowbit infer` (integer engine), whose
 # predictions must agree with `lowbit eval --predictions` (the simulated quantized model) on >= 99.7 %
 # of the test images, `infer --reference` (the _ref kernels) must give the same predictions, and
-# a corrupt, truncated or missing model file and a non-exportable run must fail naming the file / the reason.
+# a corrupt, truncated or missing model file and a non-exportable run must fail naming the file / the reason;
+# U3 and MobileNet v2 (signed codes) runs agree with `lowbit eval --double`.
 # Usage: scripts/test_deploy.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
 set -euo pipefail
 build=$(cd "${1:?usage: test_deploy.sh BUILD_DIR}" && pwd)
@@ -74,6 +75,24 @@ grep -q "^conv2 .* exact codes" "$work/u3_export.log"
 agree_u3=$(paste -d, "$work/u3_eval.csv" "$work/u3_int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
 echo "u3: predictions agree on $agree_u3 / 64 images"
 [ "$agree_u3" -ge 63 ]
+
+# MobileNet v2 (its residual stream quantized by signed quantizers, exported as signed codes: format
+# version 3) through the CLI: train (a few batches), export, then integer inference agreeing with the
+# double-precision simulation on a set where it predicts several classes.
+"$lowbit" train --model mobilenet_v2 --variant cifar --width 0.25 --data fashion-mnist --limit-train 1024 \
+  --limit-test 200 --batch 32 --epochs 1 --lr 0.05 --seed 7 --threads 2 --quiet --quant dorefa --wbits 4 --abits 4 \
+  --out "$work/v2" > /dev/null
+"$lowbit" export --checkpoint "$work/v2/checkpoint.ckpt" --out "$work/v2.lbq" > "$work/v2_export.log"
+grep -q "^features.2.conv.2 .* exact codes, output activations 4 bits" "$work/v2_export.log"
+[ "$(head -c 12 "$work/v2.lbq" | tail -c 4 | od -An -tu4 | tr -d ' ')" -eq 3 ]  # format version 3
+"$lowbit" eval --checkpoint "$work/v2/checkpoint.ckpt" --double --predictions "$work/v2_eval.csv" > /dev/null
+"$lowbit" infer --model-file "$work/v2.lbq" --data fashion-mnist --limit-test 200 --predictions "$work/v2_int.csv" \
+  > /dev/null
+agree_v2=$(paste -d, "$work/v2_eval.csv" "$work/v2_int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
+classes_v2=$(tail -n +2 "$work/v2_int.csv" | cut -d, -f3 | sort -u | wc -l)
+echo "mobilenet_v2: predictions agree on $agree_v2 / 200 images ($classes_v2 classes predicted)"
+[ "$agree_v2" -ge 199 ]
+[ "$classes_v2" -ge 3 ]
 
 # A method the integer format does not carry: refused, naming it.
 "$lowbit" train "${common[@]}" --limit-train 256 --limit-test 64 --quant p3 --wbits 4 --abits 4 \

@@ -170,8 +170,8 @@ TEST_CASE("a corrupt or truncated .lbq file is refused with an error naming the 
   bad = good;
   bad[8] = 1;  // the first slice's chain format
   CHECK(contains(err(bad), "unsupported version 1"));
-  bad[8] = 3;
-  CHECK(contains(err(bad), "unsupported version 3"));
+  bad[8] = 4;
+  CHECK(contains(err(bad), "unsupported version 4 (this reader reads versions 2 to 3)"));
   bad = good;
   bad[good.size() - 3] ^= 0x10;
   CHECK(contains(err(bad), "checksum mismatch"));
@@ -578,7 +578,8 @@ std::vector<double> interpret(const Model& m, const std::vector<uint8_t>& images
               }
               double val = l.scale[size_t(k)] * acc + l.offset[size_t(k)];
               if (l.residual >= 0) val += l.residual_scale[size_t(k)] * v[size_t(l.residual)][at];
-              y[at] = std::nearbyint(std::clamp(val, 0.0, 1.0) * l.out_qmax);
+              y[at] = l.out_signed ? 128 + std::nearbyint(std::clamp(val, -1.0, 1.0) * l.out_qmax)
+                                   : std::nearbyint(std::clamp(val, 0.0, 1.0) * l.out_qmax);
             }
     } else if (op.kind == OpKind::max_pool) {
       const PoolOp& pl = op.pool;
@@ -679,16 +680,20 @@ struct ZooAgreement {
   // The first layer (in order) whose activation codes differ from the simulation's, and how many.
   std::string first_layer;
   int64_t first_diff = 0, first_total = 0;
+  int64_t codes_differ = 0, codes = 0;  // over every requantized layer
 };
 
 // A zoo model with random weights, batch-norm statistics from a few training-mode passes, quantized
-// by `spec`, exported and run integer-only against the simulated model on random images.
+// by `spec`, exported and run integer-only against the simulated model on random images: the
+// float32 simulation (what `lowbit eval` runs) or, in_double, the model and images in double
+// precision (`lowbit eval --double`).
 ZooAgreement zoo_agreement(const std::string& name, models::ModelOptions mo, const train::QuantSpec& spec,
                            const std::vector<double>& mean, const std::vector<double>& stdv, int64_t n,
-                           ExportResult* exported = nullptr) {
+                           ExportResult* exported = nullptr, bool in_double = false) {
   mo.num_classes = 10, mo.in_channels = 3, mo.image_size = 32, mo.seed = 5;
   auto net = models::create_model(name, mo);
   train::QuantContext quant(*net, spec);
+  if (in_double) net->to(DType::f64);
   Generator gen(8);
   std::vector<uint8_t> px(size_t(n * 32 * 32 * 3));
   // Smooth random images (neighbouring pixels correlated), like photographs more than noise.
@@ -700,29 +705,42 @@ ZooAgreement zoo_agreement(const std::string& name, models::ModelOptions mo, con
           px[size_t(((i * 32 + h) * 32 + w) * 3 + c)] = uint8_t(
               std::clamp(base + 60 * std::sin(a * h / 32.0 + b * w / 32.0) + 30 * (gen.uniform() - 0.5), 0.0, 255.0));
     }
-  std::vector<float> x(px.size());  // NCHW, normalized as the loaders do
+  std::vector<double> x(px.size());  // NCHW, normalized as the loaders do (float32) or in double
   for (int64_t i = 0; i < n; ++i)
     for (int64_t c = 0; c < 3; ++c)
       for (int64_t h = 0; h < 32; ++h)
-        for (int64_t w = 0; w < 32; ++w)
-          x[size_t(((i * 3 + c) * 32 + h) * 32 + w)] =
-              float((px[size_t(((i * 32 + h) * 32 + w) * 3 + c)] / 255.0 - mean[size_t(c)]) / stdv[size_t(c)]);
-  const Variable input(Tensor::from_vector(x, {n, 3, 32, 32}));
+        for (int64_t w = 0; w < 32; ++w) {
+          const double v = (px[size_t(((i * 32 + h) * 32 + w) * 3 + c)] / 255.0 - mean[size_t(c)]) / stdv[size_t(c)];
+          x[size_t(((i * 3 + c) * 32 + h) * 32 + w)] = in_double ? v : double(float(v));
+        }
+  const Variable input(Tensor::from_vector(x, {n, 3, 32, 32}).to(in_double ? DType::f64 : DType::f32));
   NoGradGuard ng;
   net->train();
   for (int pass = 0; pass < 3; ++pass) (*net)(input);  // batch-norm running statistics of these images
   net->eval();
-  // The simulated quantized activations, in forward order (each activation quantizer's output).
-  std::vector<Tensor> acts;
-  for (const auto& a : quant.quantization().activations) {
+  // The simulated quantized activations, in forward order (each activation quantizer's output), with
+  // the real value of one code (alpha / n: DoReFa's alpha is 1, PACT's and the signed ones' learned)
+  // and the code of real 0.
+  struct Act {
+    Tensor t;
+    double unit = 0, zero = 0;
+  };
+  std::vector<Act> acts;
+  auto record = [&acts](const quant::QuantizedActivation& a, bool signed_codes) {
     auto hook = a.module->output_hook();
-    a.module->set_output_hook([hook, &acts](const Variable& y) {
+    Module* m = a.module.get();
+    const int bits = a.bits;
+    a.module->set_output_hook([hook, &acts, m, bits, signed_codes](const Variable& y) {
       Variable q = hook(y);
-      acts.push_back(q.data().contiguous());
+      const double alpha = m->has_param("alpha") ? m->param("alpha").item() : 1.0;
+      const double unit = alpha / (signed_codes ? std::ldexp(1.0, bits - 1) - 1 : std::ldexp(1.0, bits) - 1);
+      acts.push_back({q.data().to(DType::f64).contiguous(), unit, signed_codes ? 128.0 : 0.0});
       return q;
     });
-  }
-  const Tensor sim = (*net)(input).data().contiguous();
+  };
+  for (const auto& a : quant.quantization().activations) record(a, false);
+  for (const auto& a : quant.quantization().signed_activations) record(a, true);
+  const std::vector<double> sim = (*net)(input).data().to_vector();
   ExportOptions eo;
   eo.model_name = name, eo.channels = 3, eo.height = 32, eo.width = 32, eo.mean = mean, eo.std = stdv;
   ExportResult ex = export_model(*net, quant.quantization(), eo);
@@ -734,22 +752,22 @@ ZooAgreement zoo_agreement(const std::string& name, models::ModelOptions mo, con
   ZooAgreement z;
   z.n = n;
   for (int64_t i = 0; i < n; ++i) {
-    const float* s = sim.data<float>() + i * 10;
+    const double* s = sim.data() + i * 10;
     const float* o = out.data() + i * 10;
     z.agree += std::max_element(s, s + 10) - s == std::max_element(o, o + 10) - o;
     double err = 0;
     for (int c = 0; c < 10; ++c)
-      err = std::max(err, double(std::abs(s[c] - o[c]))), z.range = std::max(z.range, double(std::abs(s[c])));
+      err = std::max(err, std::abs(s[c] - o[c])), z.range = std::max(z.range, std::abs(s[c]));
     z.max_err = std::max(z.max_err, err);
   }
   for (int64_t i = 0; i < n; ++i) {
     double err = 0;
-    for (int c = 0; c < 10; ++c)
-      err = std::max(err, double(std::abs(sim.data<float>()[i * 10 + c] - out[size_t(i * 10 + c)])));
+    for (int c = 0; c < 10; ++c) err = std::max(err, std::abs(sim[size_t(i * 10 + c)] - out[size_t(i * 10 + c)]));
     z.equal += err <= 1e-5 * z.range;
   }
-  MESSAGE(name, " ", mo.variant, ": agreement ", z.agree, "/", n, ", equal to float rounding ", z.equal, "/", n,
-          ", max |logit error| ", z.max_err, " (max |logit| ", z.range, ")");
+  MESSAGE(name, " ", mo.variant, std::string(in_double ? " (double simulation)" : ""), ": agreement ", z.agree, "/", n,
+          ", equal to float rounding ", z.equal, "/", n, ", max |logit error| ", z.max_err, " (max |logit| ", z.range,
+          ")");
   {  // Layer by layer: the format's semantics (interpret) against the simulation's activation codes.
     std::vector<std::vector<double>> v;
     interpret(ex.model, px, n, &v);
@@ -758,19 +776,23 @@ ZooAgreement zoo_agreement(const std::string& name, models::ModelOptions mo, con
     for (size_t i = 1; i < ex.model.ops.size() && a < acts.size(); ++i) {
       const Op& op = ex.model.ops[i];
       if ((op.kind != OpKind::conv && op.kind != OpKind::linear) || op.layer.out_qmax == 0) continue;
-      const Tensor& t = acts[a++];  // [n][C][H][W] floats code * alpha / qmax (alpha 1)
+      const Act& act = acts[a++];  // [n][C][H][W] (code - zero) * unit
+      const Tensor& t = act.t;
+      CHECK_MESSAGE((act.zero != 0) == op.layer.out_signed, op.layer.name);
       const int64_t C = t.shape()[1], H = t.dim() > 2 ? t.shape()[2] : 1, W = t.dim() > 3 ? t.shape()[3] : 1;
       int64_t diff = 0, total = 0;
       for (int64_t r = 0; r < n; ++r)
         for (int64_t c = 0; c < C; ++c)
           for (int64_t h = 0; h < H; ++h)
             for (int64_t w = 0; w < W; ++w) {
-              const double code = std::nearbyint(t.data<float>()[((r * C + c) * H + h) * W + w] * op.layer.out_qmax);
+              const double code = std::nearbyint(t.data<double>()[((r * C + c) * H + h) * W + w] / act.unit) + act.zero;
               diff += code != v[i][size_t(((r * H + h) * W + w) * C + c)], ++total;
             }
       report += detail::concat(" ", op.layer.name, ":", diff, "/", total);
       if (diff > 0 && z.first_layer.empty()) z.first_layer = op.layer.name, z.first_diff = diff, z.first_total = total;
+      z.codes_differ += diff, z.codes += total;
     }
+    CHECK(a == acts.size());  // every quantized activation met its layer
     MESSAGE("codes differing from the simulation per layer:", report);
   }
   if (exported) *exported = std::move(ex);
@@ -833,16 +855,101 @@ TEST_CASE("ResNet-20 (projection and zero-pad shortcuts), MobileNet v1 and VGG-1
   CHECK(z.first_diff <= z.first_total / 1000);
 }
 
-TEST_CASE("MobileNet v2 is refused: its linear bottlenecks add float activations") {
+TEST_CASE("MobileNet v2 (signed residual stream) exports and runs integer-only; exact against the double simulation") {
+  // The residual stream (each InvertedResidual's output, after the add or the linear bottleneck) has a
+  // signed quantizer (quant/qconfig.h); export writes it as signed codes (format version 3, zero point
+  // 128) and the add as the projection's residual. Every layer quantized and one std: the integer path
+  // is exact, so against the double-precision simulation (`lowbit eval --double`) every activation
+  // code, every prediction and every logit to float rounding must be equal; against the float32
+  // simulation, the standard of the other zoo models (its float32 ties spread through the blocks).
+  const std::vector<double> mean = {128 / 255.0, 120 / 255.0, 100 / 255.0}, stdv = {0.25, 0.25, 0.25};
   models::ModelOptions mo;
-  mo.num_classes = 10, mo.in_channels = 3, mo.image_size = 32, mo.variant = "cifar", mo.width_mult = 0.25;
-  auto net = models::create_model("mobilenet_v2", mo);
-  train::QuantContext quant(*net, {.method = "dorefa", .wbits = 4, .abits = 4});
-  ExportOptions eo;
-  eo.channels = 3, eo.height = 32, eo.width = 32;
-  const std::string e = error_of([&] { export_model(*net, quant.quantization(), eo); });
-  CHECK(contains(e, "InvertedResidual"));
-  CHECK(contains(e, "linear bottleneck"));
+  mo.variant = "cifar", mo.width_mult = 0.25;
+  for (const char* method : {"dorefa", "pact"}) {
+    CAPTURE(std::string(method));
+    const train::QuantSpec spec = {.method = method, .wbits = 4, .abits = 4, .quantize_first_last = true};
+    ExportResult ex;
+    const bool pact = std::string(method) == "pact";  // (fewer images: the test's time)
+    const ZooAgreement z = zoo_agreement("mobilenet_v2", mo, spec, mean, stdv, pact ? 8 : 16, &ex, /*in_double=*/true);
+    for (const ExportedLayer& l : ex.layers) CHECK_MESSAGE((l.exact && l.stored_bits <= 4), l.name);
+    int signed_out = 0, residuals = 0;
+    for (const Op& op : ex.model.ops)
+      if (op.kind == OpKind::conv) signed_out += op.layer.out_signed, residuals += op.layer.residual >= 0;
+    // PACT's alpha (8) above ReLU6's 6: the codes stop at round(6 * 15 / 8) = 11, on the step 8 / 15.
+    CHECK(layer_named(ex.model, "features.0.0").out_qmax == (pact ? 11 : 15));
+    CHECK(signed_out == 17);  // every block's projection
+    CHECK(residuals == 12);   // stride 1 and in == out (at width 0.25 blocks 1 and 2 are 8 -> 8 too)
+    CHECK(model_version(ex.model) == 3);
+    MESSAGE(std::string(method), ": ", z.codes_differ, " of ", z.codes,
+            " activation codes differ from the double simulation");
+    CHECK(z.codes > 4000000);
+    CHECK(z.codes_differ == 0);
+    CHECK(z.agree == z.n);
+    CHECK(z.max_err <= 1e-6 * z.range);
+    if (pact) continue;
+    const ZooAgreement f = zoo_agreement("mobilenet_v2", mo, spec, mean, stdv, 16);  // float32 simulation
+    CHECK(f.first_diff <= std::max<int64_t>(8, f.first_total / 10000));
+    CHECK(f.agree >= f.n - 3);
+  }
+}
+
+TEST_CASE("signed codes (format version 3): fast == _ref == the format's semantics; versions 2 and 3 on disk") {
+  const Model m = fixtures::signed_model();
+  const std::string file = serialize_model(m);
+  CHECK(file[8] == 3);  // version 3: an op has signed output
+  const Model r = parse_model(file, "mem");
+  CHECK(serialize_model(r) == file);
+  CHECK((r.ops[2].layer.out_signed && r.ops[3].layer.out_signed && r.ops[4].layer.out_signed));
+  CHECK_FALSE(r.ops[1].layer.out_signed);
+  Engine e(r);
+  Generator gen(6);
+  for (int64_t n : {1, 3, 8}) {
+    CAPTURE(n);
+    std::vector<uint8_t> x(size_t(n * 6 * 5 * 2));
+    for (auto& v : x) v = uint8_t(gen.next_u64() % 256);
+    std::vector<float> fast(size_t(n * 3)), ref(size_t(n * 3));
+    e.run(x.data(), n, fast.data());
+    e.run(x.data(), n, ref.data(), Engine::Path::reference);
+    CHECK(std::memcmp(fast.data(), ref.data(), fast.size() * 4) == 0);
+    {
+      kernels::Avx512Guard portable(false);
+      std::vector<float> p(fast.size());
+      e.run(x.data(), n, p.data());
+      CHECK(std::memcmp(fast.data(), p.data(), p.size() * 4) == 0);
+    }
+    std::vector<std::vector<double>> v;
+    const std::vector<double> want = interpret(r, x, n, &v);
+    for (size_t j = 0; j < want.size(); ++j) CHECK_MESSAGE(double(fast[j]) == want[j], j);
+    // The signed codes spread on both sides of 128 and stay within 128 -+ qmax.
+    for (const int op : {2, 3, 4}) {
+      const auto [lo, hi] = std::minmax_element(v[size_t(op)].begin(), v[size_t(op)].end());
+      const int q = r.ops[size_t(op)].layer.out_qmax;
+      CHECK((*lo >= 128 - q && *hi <= 128 + q));
+      if (n == 8) CHECK_MESSAGE((*lo < 128 && *hi > 128), op);
+    }
+  }
+  // Without signed output the writer keeps version 2 (readers of version 2 read it); version 3 on
+  // request adds the out_signed byte to each weight op and reads back the same model.
+  const Model chain = fixtures::chain_model();
+  const std::string v2 = serialize_model(chain), v3 = serialize_model(chain, 3);
+  CHECK(v2[8] == 2);
+  CHECK(v3[8] == 3);
+  CHECK(v3.size() == v2.size() + 2);  // conv and linear
+  CHECK(serialize_model(parse_model(v3, "v3"), 2) == v2);
+  CHECK(contains(error_of([&] { serialize_model(m, 2); }), "version 2 cannot hold this model"));
+  // Its fields are checked.
+  Model bad = m;
+  bad.ops[4].layer.out_qmax = 128;
+  CHECK(contains(error_of([&] { validate(bad, "s"); }), "signed output needs out_qmax in [1, 127]"));
+  const size_t name = file.substr(32).find(std::string("\x01\x00\x00\x00p", 5));  // op 2's name "p"
+  REQUIRE(name != std::string::npos);
+  // after the name: 11 u32 sizes, the input zero point, the padding flag, the residual (-1), bits,
+  // coding, out_qmax: then out_signed
+  const size_t flag = name + 5 + 44 + 4 + 1 + 4 + 1 + 1 + 4;
+  REQUIRE(file[32 + flag] == 1);
+  const std::string edited = with_payload_edit(file, [&](std::string& p) { p[flag] = 2; });
+  CHECK(
+      contains(error_of([&] { parse_model(edited, "s.lbq"); }), "s.lbq: op 2 (conv) 'p': out_signed 2 is not 0 or 1"));
 }
 
 TEST_CASE("export refuses what it cannot represent, naming the method or the layer") {
@@ -856,5 +963,20 @@ TEST_CASE("export refuses what it cannot represent, naming the method or the lay
     const std::string e = error_of([&] { t.exported(); });
     CHECK(contains(e, "relu1"));
     CHECK(contains(e, "activations at 32 bits"));
+  }
+  {  // a MobileNet v2 residual stream left float
+    models::ModelOptions mo;
+    mo.num_classes = 10, mo.in_channels = 3, mo.image_size = 32, mo.variant = "cifar", mo.width_mult = 0.25;
+    auto net = models::create_model("mobilenet_v2", mo);
+    train::QuantContext quant(*net,
+                              {.method = "dorefa", .wbits = 4, .abits = 4, .abits_overrides = "features.3.out=32"});
+    ExportOptions eo;
+    eo.channels = 3, eo.height = 32, eo.width = 32;
+    CHECK(contains(error_of([&] { export_model(*net, quant.quantization(), eo); }),
+                   "features.1.out: its signed clip alpha is unset"));
+    (*net)(Variable(Tensor::randn({2, 3, 32, 32})));  // the signed clips are set by the first batch
+    const std::string e = error_of([&] { export_model(*net, quant.quantization(), eo); });
+    CHECK(contains(e, "features.3.out"));
+    CHECK(contains(e, "residual stream's activations at 32 bits"));
   }
 }

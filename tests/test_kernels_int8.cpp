@@ -593,6 +593,63 @@ TEST_CASE("requantize_u8: dyadic scales reproduce the double formula exactly, ti
   }
 }
 
+// Signed codes (requant.h (1s)): 128 + round(clip(y, -1, 1) qmax), with dyadic constants so the double
+// formula is exact: equal everywhere, ties to even (128 is even: the zero point moves no tie), both
+// clamps reached; every path, the double one (bound_accumulators) included, equal to the reference.
+TEST_CASE("requantize_u8, signed codes: 128 + round(clip(y, -1, 1) qmax) exactly, ties to even, every path") {
+  const int64_t C = 9, rows = 4096;
+  std::vector<double> s(C), t(C), sr(C);
+  for (int64_t c = 0; c < C; ++c) {
+    s[size_t(c)] = std::ldexp(c % 2 ? -1.0 : 1.0, -4 - int(c));  // mixed signs
+    t[size_t(c)] = std::ldexp(double(c * 37 % 64), -6) - 0.5;    // multiples of 2^-6 around 0
+    sr[size_t(c)] = std::ldexp(1.0, -9);
+  }
+  std::vector<int32_t> acc(size_t(rows * C));
+  std::mt19937 rng(8);
+  for (int64_t i = 0; i < rows * C; ++i) {
+    const int32_t amp = int32_t(1) << (5 + i % C);  // y spans about [-2.5, 2.5]
+    acc[size_t(i)] = int32_t(rng() % uint32_t(2 * amp + 1)) - amp;
+  }
+  const auto res = random_ints<uint8_t>(rows * C, 5, 100, 156);  // signed codes around 128
+  for (int qmax : {127, 7, 1}) {
+    for (bool bounded : {false, true}) {
+      CAPTURE(qmax);
+      CAPTURE(bounded);
+      Requantization q =
+          requantization_from_double(C, s.data(), t.data(), qmax, RequantResidual::u8, sr.data(), /*signed=*/true);
+      CHECK((q.qmin == 128 - qmax && q.qmax == 128 + qmax));
+      if (bounded) {
+        bound_accumulators(q, int64_t(1) << 13, 255);
+        REQUIRE(int64_t(q.offset_f64.size()) == C);
+      }
+      RequantArgs a;
+      a.rows = rows;
+      a.acc = acc.data();
+      a.ld_acc = C;
+      a.residual_u8 = res.data();
+      a.ld_residual = C;
+      a.ld_out = C;
+      const std::vector<uint8_t> out = run_requant(q, a, false);
+      int64_t bad = 0, ties = 0, low = 0, high = 0;
+      for (int64_t i = 0; i < rows * C; ++i) {
+        const int64_t c = i % C;
+        const double y = s[size_t(c)] * acc[size_t(i)] + sr[size_t(c)] * res[size_t(i)] + t[size_t(c)];
+        const double r = std::clamp(y, -1.0, 1.0) * qmax;
+        ties += r - std::floor(r) == 0.5;
+        low += out[size_t(i)] == 128 - qmax, high += out[size_t(i)] == 128 + qmax;
+        bad += out[size_t(i)] != 128 + std::nearbyint(r);
+      }
+      CHECK(bad == 0);
+      CHECK(ties > 0);
+      CHECK((low > 0 && high > 0));
+      check_requant_paths(q, a);
+    }
+  }
+  const double one = 1, zero = 0;
+  CHECK_THROWS_WITH_AS(requantization_from_double(1, &one, &zero, 128, RequantResidual::none, nullptr, true),
+                       doctest::Contains("qmax 128 outside [1, 127] (signed codes)"), lowbit::Error);
+}
+
 // Realistic scales: the integer path against the double formula over millions of random
 // accumulators; every disagreement must lie within the header's bound of a half-integer. Residual
 // modes: none; int32 (a projection shortcut's accumulators, of a swing within 4x of the main one's);

@@ -517,6 +517,32 @@ TEST_CASE("PACT: clip at a learned alpha, Distiller's gradients") {
   check_vec(vec(alpha.grad()), {2});  // two inputs >= alpha
 }
 
+TEST_CASE("signed PACT: symmetric clip at alpha, 2^(k-1) - 1 levels a side, PACT's gradients on each side") {
+  // alpha = 3, k = 3: n = 3 levels a side, step alpha / n = 1, so the codes are round(clip(x, -3, 3)),
+  // half to even (-0.5 -> 0, 0.5 -> 0, 2.5 -> 2, -1.5 -> -2).
+  Variable x = leaf({-4, -3, -2.5, -1.5, -0.5, 0, 0.5, 1.2, 2.5, 3, 7}), alpha = scalar(3);
+  Variable q = signed_pact(x, alpha, 3);
+  check_vec(vec(q), {-3, -3, -2, -2, 0, 0, 0, 1, 2, 3, 3});
+  // The surrogate, with distinct upstream gradients c_i = i + 1 (loss sum c q):
+  //   dx = c 1[-alpha < x < alpha];  dalpha = sum c (1[x >= alpha] - 1[x <= -alpha]) = -1 - 2 + 10 + 11.
+  const Variable c(Tensor::from_list({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {11}, DType::f64));
+  sum(mul(q, c)).backward();
+  check_vec(vec(x.grad()), {0, 0, 3, 4, 5, 6, 7, 8, 9, 0, 0});
+  check_vec(vec(alpha.grad()), {18});
+  // k = 2: one level a side (-alpha, 0, alpha); alpha = 0.8: step 0.8, round(x / 0.8).
+  Variable y = leaf({-1.0, -0.5, -0.3, 0.3, 0.41, 0.79, 2.0}), a2 = scalar(0.8);
+  check_vec(vec(signed_pact(y, a2, 2)), {-0.8, -0.8, 0, 0, 0.8, 0.8, 0.8});
+  // k = 4: 15 levels, every output on the grid alpha m / 7, |m| <= 7.
+  Variable z = leaf({-9, -2.2, -1.0, -0.1, 0.33, 1.9, 4.4, 5.0}), a4 = scalar(4.9);
+  for (double v : vec(signed_pact(z, a4, 4))) {
+    const double m = v * 7 / 4.9;
+    CHECK(m == doctest::Approx(std::nearbyint(m)).epsilon(1e-12));
+    CHECK(std::abs(m) <= 7 + 1e-9);
+  }
+  CHECK_THROWS_AS(signed_pact(z, a4, 1), Error);  // no level beside the sign
+  CHECK_THROWS_AS(signed_pact(z, scalar(0), 4), Error);
+}
+
 TEST_CASE("quantizer errors") {
   Variable w = leaf({0.1});
   CHECK_THROWS_AS(wrpn_weight(w, 1), Error);

@@ -178,10 +178,28 @@ Model graph_model(bool sum_pool_head, uint64_t seed = 17) {
   // wide + int32 residual: the halves combined into 256 acc_hi + acc_lo, plain constants
   const int c3 = b.layer(conv, "c3", pw, 8, 3, 1, 1, false, 9, twos, 255, proj);
   const int dw2 = b.layer(conv, "dw_wide", c3, 0, 3, 1, 1, true, 10, twos, 7);  // depthwise wide (hi/lo)
+  // Signed codes (format version 3: 128 + round(clip(y, -1, 1) qmax)): a 1x1 conv to them, a depthwise
+  // conv on them (padding code 128) with them as its uint8 residual, a wide conv to them (hi/lo);
+  // the readers' offsets hold the zero point 128.
+  const int s1 = b.layer(conv, "s1", dw2, 6, 1, 1, 0, false, 4, twos, 7);
+  const int s2 = b.layer(conv, "s2", s1, 0, 3, 1, 1, true, 5, twos, 7, s1);
+  const int s3 = b.layer(conv, "s3", s2, 8, 3, 1, 1, false, 11, twos, 100);
+  for (const int i : {s1, s2, s3}) {
+    WeightOp& l = b.m.ops[size_t(i)].layer;
+    l.out_signed = true;
+    if (i == s1) continue;
+    l.in_zero_point = 128;
+    const size_t per = size_t(l.numel() / l.K);
+    for (size_t k = 0; k < size_t(l.K); ++k) {
+      double sum = 0;
+      for (size_t j = 0; j < per; ++j) sum += l.weights[k * per + j];
+      l.offset[k] -= 128 * (l.scale[k] * sum + (l.residual >= 0 ? l.residual_scale[k] : 0.0));
+    }
+  }
   if (sum_pool_head) {
     Op sp;
     sp.kind = sum_pool;
-    sp.src = dw2;
+    sp.src = s3;
     const int sums = b.add(sp);
     const int fc = b.layer(linear, "fc", sums, 5, 1, 1, 0, false, 16, twos, 0);  // int64 sums
     b.m.ops[size_t(fc)].layer.scale.assign(5, 0);
@@ -195,7 +213,7 @@ Model graph_model(bool sum_pool_head, uint64_t seed = 17) {
   }
   Op mp;
   mp.kind = max_pool;
-  mp.src = dw2;
+  mp.src = s3;
   mp.pool.R = mp.pool.S = 3, mp.pool.stride_h = mp.pool.stride_w = 2, mp.pool.pad_h = mp.pool.pad_w = 1;
   mp.pool.ceil_mode = true;
   const int pool = b.add(mp);
@@ -284,11 +302,14 @@ TEST_CASE("runtime == engine bit for bit on trained LeNet-5s (DoReFa 4/4 with 16
       256, "lenet5 dorefa 8/4, all layers quantized");
 }
 
-TEST_CASE("runtime == engine bit for bit on ResNet-20 (B and A shortcuts) and MobileNet-V1 (0.25)") {
+TEST_CASE("runtime == engine bit for bit on ResNet-20 (B and A shortcuts), MobileNet-V1 and V2 (0.25)") {
   const std::vector<uint8_t> images = random_pixels(8 * 32 * 32 * 3, 12);
   check_bit_identical(zoo_model("resnet20", "B", 1.0), images, 8, "resnet20 B dorefa 4/4");
   check_bit_identical(zoo_model("resnet20", "A", 1.0), images, 8, "resnet20 A dorefa 4/4");
   check_bit_identical(zoo_model("mobilenet_v1", "cifar", 0.25), images, 8, "mobilenet_v1 cifar x0.25 dorefa 4/4");
+  const Model v2 = zoo_model("mobilenet_v2", "cifar", 0.25);  // signed codes: its residual stream
+  CHECK(model_version(v2) == 3);
+  check_bit_identical(v2, images, 8, "mobilenet_v2 cifar x0.25 dorefa 4/4");
 }
 
 TEST_CASE("runtime: bad files are refused with an error naming the source and the defect") {
@@ -405,6 +426,7 @@ TEST_CASE("the C header holds the .lbq byte for byte and the layers' numbers") {
   CHECK(contains(h, "static const int16_t net_stem_weights[162] = {"));  // 6 x 3x3 x 3, 16 bits
   CHECK(contains(h, "static const int8_t net_dw_weights[54] = {"));
   CHECK(contains(h, "static const double net_c3_residual_scale[8] = {"));
+  CHECK(contains(h, "output signed codes 128 + (-7..7), plus op "));  // s2
   CHECK(contains(h, "#ifndef NET_LBQ_H"));
   CHECK(contains(message_of([&] { c_header(m, "9lives"); }), "not a C identifier"));
   CHECK(c_identifier("model-v2.h") == "model_v2_h");

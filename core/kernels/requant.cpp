@@ -23,7 +23,8 @@ constexpr int64_t kMaxResidualMultiplierU8 = (int64_t(1) << 54) - 1;
 void check_constants(const Requantization& q, const char* op) {
   const int64_t C = q.channels();
   const bool has_residual = q.residual != RequantResidual::none;
-  LOWBIT_CHECK(q.qmax >= 1 && q.qmax <= 255, op, ": qmax ", q.qmax, " outside [1, 255]");
+  LOWBIT_CHECK(q.qmin >= 0 && q.qmin < q.qmax && q.qmax <= 255, op, ": clamp [", q.qmin, ", ", q.qmax,
+               "] outside 0 <= qmin < qmax <= 255");
   LOWBIT_CHECK(int64_t(q.shift.size()) == C && int64_t(q.offset.size()) == C &&
                    int64_t(q.residual_multiplier.size()) == (has_residual ? C : 0),
                op, ": per-channel arrays of different lengths");
@@ -60,7 +61,7 @@ void requant_row_portable(const Requantization& q, int64_t C, const int32_t* acc
   const int64_t* rmult = q.residual_multiplier.data();
   const int32_t* shift = q.shift.data();
   const int64_t* offset = q.offset.data();
-  const int64_t qmax = q.qmax;
+  const int64_t qmin = q.qmin, qmax = q.qmax;
   for (int64_t c = 0; c < C; ++c) {
     int64_t v = int64_t(acc[c]) * mult[c];
     if (rs32) v += int64_t(rs32[c]) * rmult[c];
@@ -70,7 +71,7 @@ void requant_row_portable(const Requantization& q, int64_t C, const int32_t* acc
     const int s = shift[c];
     const int64_t odd = (u >> s) & 1;
     const int64_t r = (u + ((int64_t(1) << (s - 1)) - 1) + odd) >> s;
-    out[c] = uint8_t(std::clamp<int64_t>(r, 0, qmax));
+    out[c] = uint8_t(std::clamp<int64_t>(r, qmin, qmax));
   }
 }
 
@@ -85,6 +86,7 @@ LOWBIT_AVX512 void requant_block_avx512(const Requantization& q, const RequantAr
   constexpr __mmask8 all = 0xFF;
   const __m512i lo = _mm512_set1_epi64(-kSumLimit), hi = _mm512_set1_epi64(kSumLimit);
   const __m512i one = _mm512_set1_epi64(1), zero = _mm512_setzero_si512(), qmax = _mm512_set1_epi64(q.qmax);
+  const __m512i qmin = _mm512_set1_epi64(q.qmin);
   for (int64_t c = 0; c < C; c += 8) {
     const __mmask8 mask = C - c >= 8 ? __mmask8(0xFF) : __mmask8((1u << (C - c)) - 1u);
     // _mm512_mul_epi32 multiplies the low signed dwords of the 64-bit lanes: exact int32 x int32.
@@ -110,7 +112,7 @@ LOWBIT_AVX512 void requant_block_avx512(const Requantization& q, const RequantAr
       const __m512i u = _mm512_add_epi64(v, b);
       const __m512i odd = _mm512_and_si512(_mm512_maskz_srav_epi64(all, u, s), one);
       __m512i r = _mm512_maskz_srav_epi64(all, _mm512_add_epi64(_mm512_add_epi64(u, half_m1), odd), s);
-      r = _mm512_maskz_min_epi64(all, _mm512_maskz_max_epi64(all, r, zero), qmax);
+      r = _mm512_maskz_min_epi64(all, _mm512_maskz_max_epi64(all, r, qmin), qmax);
       _mm512_mask_cvtepi64_storeu_epi8(a.out + i * a.ld_out + c, mask, r);
     }
   }
@@ -118,7 +120,7 @@ LOWBIT_AVX512 void requant_block_avx512(const Requantization& q, const RequantAr
 
 // (2) in doubles when bound_accumulators found it exact: acc m 2^-S + B 2^-S (+ res m' 2^-S) is
 // (acc m + B + res m') 2^-S, below 2^53 in magnitude, so each FMA's result is exact. Then clamped to
-// [0, qmax] and rounded (the same as rounding then clamping: 0 and qmax are integers) by adding 2^52
+// [qmin, qmax] and rounded (the same as rounding then clamping: qmin and qmax are integers) by adding 2^52
 // with round-to-nearest-even (ulp 1 in [2^52, 2^53)), which leaves the code in the low bits.
 template <int RES>
 LOWBIT_AVX512 void requant_block_avx512_f64(const Requantization& q, const RequantArgs& a, int64_t r0, int64_t r1) {
@@ -131,6 +133,7 @@ LOWBIT_AVX512 void requant_block_avx512_f64(const Requantization& q, const Requa
   uint8_t* out = a.out + r0 * a.ld_out;
   const int64_t ld_acc = a.ld_acc, ld_res = a.ld_residual, ld_out = a.ld_out, rows = r1 - r0;
   const __m512d zero = _mm512_setzero_pd(), qmax = _mm512_set1_pd(q.qmax), magic = _mm512_set1_pd(0x1p52);
+  const __m512d qmin = _mm512_set1_pd(q.qmin);
   // The low dwords of two vectors of 8 doubles 2^52 + k: k for 16 channels.
   const __m512i low_dwords = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   // 16 channels per step, as two halves of 8 doubles; one 16-byte store per row.
@@ -159,8 +162,8 @@ LOWBIT_AVX512 void requant_block_avx512_f64(const Requantization& q, const Requa
         u1 = _mm512_maskz_fmadd_pd(all, _mm512_maskz_cvtepi32_pd(all, _mm512_maskz_extracti64x4_epi64(all, r, 1)), mr1,
                                    u1);
       }
-      auto codes = [&](__m512d u) {  // 2^52 + round_half_even(clamp(u, 0, qmax)), as bits
-        const __m512d clamped = _mm512_maskz_min_pd(all, _mm512_maskz_max_pd(all, u, zero), qmax);
+      auto codes = [&](__m512d u) {  // 2^52 + round_half_even(clamp(u, qmin, qmax)), as bits
+        const __m512d clamped = _mm512_maskz_min_pd(all, _mm512_maskz_max_pd(all, u, qmin), qmax);
         return _mm512_castpd_si512(
             _mm512_maskz_add_round_pd(all, clamped, magic, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
       };
@@ -207,14 +210,17 @@ void for_rows(const Requantization& q, const RequantArgs& a, int64_t r0, int64_t
 }  // namespace
 
 Requantization requantization_from_double(int64_t channels, const double* scale, const double* offset, int32_t qmax,
-                                          RequantResidual residual, const double* residual_scale) {
+                                          RequantResidual residual, const double* residual_scale, bool signed_codes) {
   const char* op = "requantization_from_double";
   LOWBIT_CHECK(channels >= 0, op, ": negative channel count");
-  LOWBIT_CHECK(qmax >= 1 && qmax <= 255, op, ": qmax ", qmax, " outside [1, 255]");
+  LOWBIT_CHECK(qmax >= 1 && qmax <= (signed_codes ? 127 : 255), op, ": qmax ", qmax, " outside [1, ",
+               signed_codes ? 127 : 255, "]", signed_codes ? " (signed codes)" : "");
   LOWBIT_CHECK((residual_scale != nullptr) == (residual != RequantResidual::none), op,
                residual_scale ? ": residual scales without a residual" : ": a residual without residual scales");
   Requantization q;
-  q.qmax = qmax;
+  const int32_t zero = signed_codes ? 128 : 0;  // (1s): codes 128 + round(clip(y, -1, 1) qmax)
+  q.qmin = zero == 0 ? 0 : zero - qmax;
+  q.qmax = zero + qmax;
   q.residual = residual;
   q.multiplier.resize(size_t(channels));
   q.shift.resize(size_t(channels));
@@ -234,13 +240,14 @@ Requantization requantization_from_double(int64_t channels, const double* scale,
     const double M = qmax * scale[c], Mr = residual_scale ? qmax * residual_scale[c] : 0.0, T = qmax * offset[c];
     LOWBIT_CHECK(std::isfinite(M) && std::isfinite(Mr) && std::isfinite(T), op, ": channel ", c,
                  ": scale or offset not finite");
-    const int s = std::min({max_shift(M, double(INT32_MAX)), max_shift(Mr, rlimit), max_shift(T, double(kMaxOffset))});
+    const int s = std::min(
+        {max_shift(M, double(INT32_MAX)), max_shift(Mr, rlimit), max_shift(std::fabs(T) + zero, double(kMaxOffset))});
     LOWBIT_CHECK(s >= kMinShift, op, ": channel ", c, ": scale ", scale[c], ", offset ", offset[c],
                  residual_scale ? " or residual scale out of range" : " out of range", " for qmax ", qmax);
     q.shift[size_t(c)] = s;
     q.multiplier[size_t(c)] = int32_t(std::nearbyint(std::ldexp(M, s)));
     if (residual_scale) q.residual_multiplier[size_t(c)] = int64_t(std::nearbyint(std::ldexp(Mr, s)));
-    q.offset[size_t(c)] = int64_t(std::nearbyint(std::ldexp(T, s)));
+    q.offset[size_t(c)] = int64_t(std::nearbyint(std::ldexp(T, s))) + (int64_t(zero) << s);
   }
   return q;
 }
@@ -320,7 +327,7 @@ void requantize_u8_ref(const Requantization& q, const RequantArgs& a) {
       __int128 k = u >> s;
       const __int128 f = u - k * unit;
       if (f > half || (f == half && (k & 1) != 0)) k += 1;
-      const __int128 clamped = k < 0 ? 0 : k > q.qmax ? q.qmax : k;
+      const __int128 clamped = k < q.qmin ? q.qmin : k > q.qmax ? q.qmax : k;
       a.out[i * a.ld_out + c] = uint8_t(clamped);
     }
 }

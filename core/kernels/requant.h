@@ -6,12 +6,20 @@
 //
 //   y = s_c * acc + s'_c * res + t_c,        q = round(clip(y, 0, 1) * qmax)         (1)
 //
+// or, for signed codes (a signed activation stored as uint8 with zero point 128, qmax <= 127),
+//
+//   q = 128 + round(clip(y, -1, 1) * qmax)                                            (1s)
+//
 // Integer form (exact, in int64): per channel a multiplier m_c, a residual multiplier m'_c, one
 // right shift S_c and an offset B_c, the real multipliers being m_c / 2^S_c ~ qmax * s_c,
 // m'_c / 2^S_c ~ qmax * s'_c and B_c / 2^S_c ~ qmax * t_c:
 //
 //   u = acc * m_c + res * m'_c + B_c                                                  (2)
-//   q = clamp(round_half_even(u / 2^S_c), 0, qmax)
+//   q = clamp(round_half_even(u / 2^S_c), qmin, qmax)
+//
+// with [qmin, qmax] = [0, qmax] for (1); for (1s) B_c also holds 128 * 2^S_c (exactly: an integer)
+// and the clamp is [128 - qmax, 128 + qmax]: 128 is even, so round_half_even(v + 128) =
+// round_half_even(v) + 128 and (2) is (1s) with the same rounding, ties included.
 //
 // round_half_even of the exact rational u / 2^S_c: the nearest integer, ties (u / 2^S_c = k + 1/2
 // exactly) to the even one; i.e. std::nearbyint (default rounding mode), torch.round and
@@ -23,7 +31,7 @@
 // -s'_c z'). Ranges (requantization_from_double produces them; the kernels check them):
 //   |m_c| <= 2^31 - 1 (int32; negative for negative scales, e.g. a BN gamma < 0),
 //   |m'_c| <= 2^31 - 1 for an int32 residual, < 2^54 for a uint8 one,
-//   1 <= S_c <= 52, |B_c| <= 2^61, 1 <= qmax <= 255.
+//   1 <= S_c <= 52, |B_c| <= 2^61, 0 <= qmin < qmax <= 255.
 // Then |acc * m_c| and |res * m'_c| are < 2^62; the fast paths clamp their sum to [-2^62, 2^62]
 // before adding B_c, which never changes q (a clamped sum puts u / 2^S beyond [-2^8, 2^8] either
 // way), so nothing overflows int64. The `_ref` twin evaluates (2) in __int128 without the clamp.
@@ -54,7 +62,7 @@ namespace lowbit::kernels {
 enum class RequantResidual { none, s32, u8 };
 
 struct Requantization {
-  int32_t qmax = 255;
+  int32_t qmin = 0, qmax = 255;  // the output clamp (signed codes: 128 -+ the level count)
   RequantResidual residual = RequantResidual::none;
   std::vector<int32_t> multiplier;           // [C] m_c
   std::vector<int32_t> shift;                // [C] S_c
@@ -77,9 +85,11 @@ struct Requantization {
 // within the ranges above. Throws lowbit::Error when a value is not finite, qmax is outside
 // [1, 255], residual_scale is null with a residual (or given without), or no shift >= 1 fits
 // (qmax |s_c| >= 2^30, an int32 residual's qmax |s'_c| >= 2^30, or |qmax t_c| >= 2^60).
+// signed_codes: (1s) instead of (1): qmax <= 127, B_c = nearbyint(qmax t_c 2^S_c) + 128 2^S_c with
+// S_c chosen for |qmax t_c| + 128, the clamp [128 - qmax, 128 + qmax].
 Requantization requantization_from_double(int64_t channels, const double* scale, const double* offset, int32_t qmax,
                                           RequantResidual residual = RequantResidual::none,
-                                          const double* residual_scale = nullptr);
+                                          const double* residual_scale = nullptr, bool signed_codes = false);
 
 // Declares |acc| <= acc_bound and |res| <= residual_bound for every call with q (the caller knows
 // them from its weights: |acc| <= 255 max|w| R S C). When |acc m_c| + |res m'_c| + |B_c| < 2^53

@@ -1,18 +1,19 @@
 // lowbit_runtime.h: a self-contained reader and integer-only engine for lowbit's integer model files
-// (.lbq version 2, docs/format.md). C++17 and its standard library only: copy this one file into a
+// (.lbq versions 2 and 3, docs/format.md). C++17 and its standard library only: copy this one file into a
 // project. It is also the readable reference of the format: plain loops, one image at a time.
 //
 // Contract
 //   Model::load(path), Model::from_memory(data, size [, source = "memory"])
 //       parse a .lbq byte image, checking everything docs/format.md lists before allocating what a
-//       record declares: size, magic, version 2, flags, the payload's CRC-32, every op's fields and
+//       record declares: size, magic, version (2 or 3), flags, the payload's CRC-32, every op's fields and
 //       ranges, the graph (input first, dequantize last, earlier sources and residuals, shapes that
 //       chain, residual shapes and types, the requantization's ranges). A defect throws
 //       std::runtime_error("SOURCE: defect"), SOURCE the path or the source name given.
 //   run(images, n)      n images of height() x width() x channels() uint8 pixels (NHWC, the data
 //                       set's bytes) -> the n x classes() float logits, row-major.
 //   predict(images, n)  the arg-max class of each image (ties: the lower class).
-// Everything between pixels and logits is integer (uint8 codes, integer weights, exact accumulators
+// Everything between pixels and logits is integer (uint8 codes, signed codes as uint8 128 + q, integer
+// weights, exact accumulators
 // held in int64, requantization by integer multiplier, offset and shift), with the constants and
 // rounding of lowbit's engine (core/kernels/requant.cpp, deploy/engine.cpp): the logits, fma(scale,
 // acc, offset) in double rounded to float, equal lowbit's bit for bit. A loaded Model is immutable:
@@ -60,6 +61,7 @@ struct Op {
   std::vector<double> residual_scale;  // [K]
   int bits = 0, coding = 0;            // stored weight bits; 0 two's complement, 1 odd
   int out_qmax = 0;                    // > 0: requantize to codes 0..out_qmax; 0: keep the accumulators
+  bool out_signed = false;             // version 3: codes 128 + round(clip(y, -1, 1) out_qmax), out_qmax <= 127
   std::vector<double> scale, offset;   // conv, linear: [K]; dequantize: [F]
   std::vector<int16_t> weights;        // decoded: [K][R][S][C/groups] (linear: [K][C])
   bool ceil_mode = false;              // max_pool
@@ -185,7 +187,8 @@ inline int max_shift(double x, double limit) {
 }
 
 // code = clamp(round_half_even((a m_k + b m'_k + B_k) / 2^S_k), 0, qmax): docs/format.md (1) in
-// integers. a, b are the accumulator and the residual, or a wide layer's acc_hi and acc_lo.
+// integers; signed output (1s): B_k holds 128 2^S_k and the clamp is [128 - qmax, 128 + qmax]. a, b are
+// the accumulator and the residual, or a wide layer's acc_hi and acc_lo.
 inline int64_t requantize(const Op& op, int64_t k, int64_t a, int64_t b) {
   constexpr int64_t limit = int64_t(1) << 62;
   // |a m| < 2^62 and |b m'| < 2^62. Clamping their sum to +-2^62 before adding |B| <= 2^61 cannot
@@ -195,7 +198,8 @@ inline int64_t requantize(const Op& op, int64_t k, int64_t a, int64_t b) {
   int64_t q = u >= 0 ? u / unit : -((-u + unit - 1) / unit);     // floor(u / 2^S)
   const int64_t frac = u - q * unit;                             // in [0, 2^S)
   if (2 * frac > unit || (2 * frac == unit && q % 2 != 0)) ++q;  // half to even
-  return std::clamp<int64_t>(q, 0, op.out_qmax);
+  return op.out_signed ? std::clamp<int64_t>(q, 128 - op.out_qmax, 128 + op.out_qmax)
+                       : std::clamp<int64_t>(q, 0, op.out_qmax);
 }
 
 }  // namespace detail
@@ -231,7 +235,7 @@ class Model {
 
  private:
   Model() = default;  // from load or from_memory only
-  void read_op(detail::Reader& r, size_t i, size_t count);
+  void read_op(detail::Reader& r, size_t i, size_t count, uint32_t version);
   void check_graph(size_t i);
   void derive(size_t i);
   std::string label(size_t i) const {  // "op 3 (conv 'conv2')"
@@ -253,7 +257,7 @@ inline Model Model::from_memory(const unsigned char* data, size_t size, const st
   check(std::memcmp(data, "LOWBITQM", 8) == 0, source, "bad magic: not a lowbit integer model (.lbq) file");
   detail::Reader h{data, 32, 8, source, "header"};
   const uint32_t version = h.u32("version");
-  check(version == 2, source, "unsupported version ", version, " (this reader reads version 2)");
+  check(version == 2 || version == 3, source, "unsupported version ", version, " (this reader reads versions 2 to 3)");
   const uint32_t flags = h.u32("flags");
   check(flags == 0, source, "unknown flags ", flags);
   const uint64_t payload = h.u64("payload size");
@@ -280,14 +284,14 @@ inline Model Model::from_memory(const unsigned char* data, size_t size, const st
   const uint32_t count = r.u32("op count");
   check(count >= 3 && count <= detail::kMaxCount, source, "op count ", count,
         " is outside [3, 65536] (an input, a weight layer and a dequantize op at least)");
-  for (size_t i = 0; i < count; ++i) m.read_op(r, i, count);
+  for (size_t i = 0; i < count; ++i) m.read_op(r, i, count, version);
   check(r.pos == r.size, source, r.size - r.pos, " bytes after the last op");
   for (size_t i = 1; i < count; ++i) m.derive(i);
   return m;
 }
 
 // Op i's record: kind, source, body; then its place in the graph (check_graph).
-inline void Model::read_op(detail::Reader& r, size_t i, size_t count) {
+inline void Model::read_op(detail::Reader& r, size_t i, size_t count, uint32_t version) {
   using detail::check;
   r.what = "op " + std::to_string(i);
   Op op;
@@ -334,6 +338,11 @@ inline void Model::read_op(detail::Reader& r, size_t i, size_t count) {
       op.coding = b.u8("coding");
       ok(op.coding <= 1, "unknown weight coding ", op.coding);
       op.out_qmax = int(b.s32("out_qmax"));
+      if (version >= 3) {  // the byte version 3 adds
+        const uint8_t sign = b.u8("out_signed");
+        ok(sign <= 1, "out_signed ", int(sign), " is not 0 or 1");
+        op.out_signed = sign == 1;
+      }
       op.scale = b.f64s(op.K, "scale");
       op.offset = b.f64s(op.K, "offset");
       const bool conv = op.kind == OpKind::conv;
@@ -444,6 +453,7 @@ inline void Model::check_graph(size_t i) {
       for (double v : op.pad_values) ok(v >= 0 && v <= 255, "padding value ", v, " is outside [0, 255]");
       ok(op.out_qmax >= 0 && op.out_qmax <= 255, "out_qmax ", op.out_qmax, " is outside [0, 255]");
       ok(!after_sum || op.out_qmax == 0, "a linear after sum_pool keeps its accumulators (out_qmax 0)");
+      ok(!op.out_signed || (op.out_qmax >= 1 && op.out_qmax <= 127), "signed output needs out_qmax in [1, 127]");
       finite(op.scale, "scale");
       finite(op.offset, "offset");
       for (int64_t k = 0; k < op.K && op.out_qmax > 0; ++k)
@@ -592,13 +602,14 @@ inline void Model::derive(size_t i) {
                               : op.residual >= 0 ? op.residual_scale[k]
                               : fractional       ? std::ldexp(s, -11)
                                                  : 0.0);
+    const int zero = op.out_signed ? 128 : 0;  // signed codes: 128 2^S in B_k (requant.h (1s))
     const int shift = std::min({detail::max_shift(M, double(INT32_MAX)), detail::max_shift(Mr, res_limit),
-                                detail::max_shift(T, double(int64_t(1) << 61))});
+                                detail::max_shift(std::fabs(T) + zero, double(int64_t(1) << 61))});
     detail::check(shift >= 1, source_, what, ": channel ", k, ": scale or offset beyond the requantization's range");
     op.shift.push_back(shift);
     op.mult.push_back(int64_t(std::nearbyint(std::ldexp(M, shift))));
     op.res_mult.push_back(int64_t(std::nearbyint(std::ldexp(Mr, shift))));
-    op.bias.push_back(int64_t(std::nearbyint(std::ldexp(T, shift))));
+    op.bias.push_back(int64_t(std::nearbyint(std::ldexp(T, shift))) + (int64_t(zero) << shift));
   }
 }
 

@@ -173,15 +173,18 @@ int main(int argc, char** argv) {
   put("checkpoint", "file", file);
   put("checkpoint", "payload", Bytes(file.begin() + 28, file.end()));
 
-  // Integer models: whole files, and their payloads alone (fuzz_model.cpp adds the 32-byte header).
+  // Integer models: whole files (version 2, or 3 with signed codes), and their payloads alone at
+  // version 3 (fuzz_model.cpp adds a version-3 header).
   const std::pair<const char*, Model> models[] = {{"chain", chain_model()},
                                                   {"graph", graph_model()},
                                                   {"linear", linear_model(false)},
-                                                  {"conv_linear", linear_model(true)}};
+                                                  {"conv_linear", linear_model(true)},
+                                                  {"signed", signed_model()}};
   for (const auto& [name, model] : models) {
     const std::string lbq = deploy::serialize_model(model);
+    const std::string v3 = deploy::serialize_model(model, deploy::kModelVersion);
     put("model", std::string(name) + ".lbq", Bytes(lbq.begin(), lbq.end()));
-    put("model", std::string(name) + "_payload", Bytes(lbq.begin() + 32, lbq.end()));
+    put("model", std::string(name) + "_payload", Bytes(v3.begin() + 32, v3.end()));
   }
 
   fs::remove_all(tmp);
