@@ -5,6 +5,7 @@
 
 #include "autograd/ops.h"
 #include "autograd/variable.h"
+#include "core/math.h"
 
 namespace lowbit {
 
@@ -12,9 +13,18 @@ Variable output_of(const std::shared_ptr<Node>& node);
 
 namespace {
 
-Variable accumulate(const Variable& acc, const Variable& g) {
+// acc + g. Without a recorded graph, acc's buffer takes the sum in place when nothing else can see it
+// (its handle and its storage have no other owner, and it is a dense tensor of g's shape and dtype):
+// the sums where paths meet (residual joins, the second backward of gradient-l1 training) then
+// allocate nothing. Same values as add.
+Variable accumulate(Variable& acc, const Variable& g, bool create_graph) {
   if (!acc.defined()) return g;
   if (!g.defined()) return acc;
+  if (!create_graph && !acc.requires_grad() && acc.use_count() == 1 && acc.data().storage().use_count() == 1 &&
+      acc.data().is_dense() && acc.dtype() == g.dtype() && acc.shape() == g.shape()) {
+    math::add_(acc.mutable_data(), g.data());
+    return acc;
+  }
   return add(acc, g);
 }
 
@@ -40,11 +50,11 @@ EngineResult run_engine(const std::vector<Variable>& outputs, const std::vector<
     LOWBIT_CHECK(g.shape() == out.shape(), "backward: gradient of shape ", shape_str(g.shape()),
                  " for an output of shape ", shape_str(out.shape()));
     if (out.is_leaf()) {
-      res.leaf_grads[out.impl()] = accumulate(res.leaf_grads[out.impl()], g);
+      res.leaf_grads[out.impl()] = accumulate(res.leaf_grads[out.impl()], g, create_graph);
       continue;
     }
     Node* n = out.grad_fn().get();
-    pending[n] = accumulate(pending[n], g);
+    pending[n] = accumulate(pending[n], g, create_graph);
     if (!deps.count(n)) {
       deps[n] = 0;
       stack.push_back(n);
@@ -93,11 +103,11 @@ EngineResult run_engine(const std::vector<Variable>& outputs, const std::vector<
       LOWBIT_CHECK(!g.defined() || g.shape() == in.shape(), "backward of '", n->name, "': gradient for input ", i,
                    " has shape ", shape_str(g.shape()), ", input has shape ", shape_str(in.shape()));
       if (in.is_leaf()) {
-        if (g.defined()) res.leaf_grads[in.impl()] = accumulate(res.leaf_grads[in.impl()], g);
+        if (g.defined()) res.leaf_grads[in.impl()] = accumulate(res.leaf_grads[in.impl()], g, create_graph);
         continue;
       }
       Node* m = in.grad_fn().get();
-      if (g.defined()) pending[m] = accumulate(pending[m], g);
+      if (g.defined()) pending[m] = accumulate(pending[m], g, create_graph);
       if (--deps[m] == 0) ready.push_back(m);
     }
     if (!retain_graph) {

@@ -9,7 +9,9 @@ namespace {
 Variable constant(Tensor t) { return Variable(std::move(t), false); }
 
 // g * T(keep(x)) in one pass: the same values as mul(g, <0/1 mask of x>) without the mask tensor.
-// Used when the backward pass is not being recorded; layout as math::mul would give.
+// Used when the backward pass is not being recorded; layout as math::mul would give, except that a
+// gradient that is not dense (a broadcast, e.g. the backward of a sum) takes the layout of a dense x
+// (math::mul would give row-major), so a channels-last input gets a channels-last gradient.
 template <class Keep>
 Variable masked_grad(const Variable& g, const Variable& x, const char* op, Keep keep) {
   const Tensor& gt = g.data();
@@ -17,7 +19,9 @@ Variable masked_grad(const Variable& g, const Variable& x, const char* op, Keep 
   LOWBIT_CHECK(gt.shape() == xt.shape() && gt.dtype() == xt.dtype(), op, ": gradient ", shape_str(gt.shape()),
                " for input ", shape_str(xt.shape()));
   const bool same_layout = gt.is_dense() && gt.strides() == xt.strides();
-  Tensor out = same_layout ? Tensor::empty_like(gt) : Tensor::empty(gt.shape(), gt.dtype());
+  Tensor out = same_layout                       ? Tensor::empty_like(gt)
+               : !gt.is_dense() && xt.is_dense() ? Tensor::empty_like(xt)
+                                                 : Tensor::empty(gt.shape(), gt.dtype());
   auto plan = detail::make_plan<3>(gt.shape(), {out.strides(), gt.strides(), xt.strides()});
   LOWBIT_DISPATCH_FLOAT(gt.dtype(), op, [&] {
     scalar_t* po = out.data<scalar_t>();
@@ -36,6 +40,17 @@ Variable masked_grad(const Variable& g, const Variable& x, const char* op, Keep 
   });
   return Variable(std::move(out));
 }
+// g * [y > 0] for a constant y (a ReLU's input or output): the recorded form of the ReLU's gradient, one
+// pass each way and no mask tensor. Linear in g, so its backward is the same masking (recorded again
+// when that pass is: any order). Same values as mul_mask(g, math::gt(y, 0)).
+Variable positive_masked(const Variable& g, const Tensor& y) {
+  const Variable yv(y);
+  Tensor out = masked_grad(g, yv, "relu_mask", [](auto v) { return v > decltype(v)(0); }).data();
+  return make_result(std::move(out), "relu_mask", {g}, [y](const Variable& gg, const Variable&) {
+    return std::vector<Variable>{positive_masked(gg, y)};
+  });
+}
+
 }  // namespace
 
 // ---- binary ----
@@ -162,6 +177,12 @@ Variable sqrt(const Variable& a) {
 
 Variable abs(const Variable& a) {
   return make_result(math::abs(a.data()), "abs", {a}, [a](const Variable& g, const Variable&) {
+    // Not recorded: g * sign(a) in one pass (the l1 norms of gradient-l1 training, quant/grad_l1.h).
+    if (!GradMode::enabled())
+      return std::vector<Variable>{masked_grad(g, a, "abs_backward", [](auto x) {
+        using T = decltype(x);
+        return T((x > T(0)) - (x < T(0)));
+      })};
     return std::vector<Variable>{mul(g, constant(math::sign(a.data())))};
   });
 }
@@ -203,7 +224,7 @@ Variable relu(const Variable& a) {
   return make_result(math::relu(a.data()), "relu", {a}, [a](const Variable& g, const Variable&) {
     if (!GradMode::enabled())
       return std::vector<Variable>{masked_grad(g, a, "relu_backward", [](auto x) { return x > decltype(x)(0); })};
-    return std::vector<Variable>{mul_mask(g, math::gt(a.data(), 0.0))};
+    return std::vector<Variable>{positive_masked(g, a.data())};
   });
 }
 
@@ -213,7 +234,7 @@ Variable add_relu(const Variable& a, const Variable& b) {
       [a, b](const Variable& g, const Variable& out) {
         // out > 0 exactly where a + b > 0.
         const Variable masked =
-            GradMode::enabled() ? mul_mask(g, math::gt(out.data(), 0.0))
+            GradMode::enabled() ? positive_masked(g, out.data())
                                 : masked_grad(g, out, "add_relu_backward", [](auto y) { return y > decltype(y)(0); });
         return std::vector<Variable>{a.requires_grad() ? sum_to(masked, a.shape()) : Variable(),
                                      b.requires_grad() ? sum_to(masked, b.shape()) : Variable()};

@@ -6,8 +6,10 @@
 //   conv2d      backward = conv2d_input_grad / conv2d_weight_grad, themselves differentiable ops.
 //   max_pool2d  backward scatters to the argmax; its backward gathers (and vice versa).
 //   avg pools   linear: backward and forward are each other's adjoints.
-//   batch_norm  fused kernel backward when the backward pass is not recorded; the same formula
-//               composed from primitive ops when it is (create_graph).
+//   batch_norm  fused kernel backward. Recorded (create_graph), its dx, dgamma, dbeta are nodes over
+//               one fused kernel call whose own backward (double backward, gradient-l1 training) is
+//               the fused kernels::batchnorm_backward_backward; composed from primitive ops only when
+//               that second backward is itself recorded (third derivatives).
 #pragma once
 
 #include <array>

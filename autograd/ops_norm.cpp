@@ -1,5 +1,7 @@
 // Batch normalisation (training: batch statistics; eval: running statistics).
+#include <array>
 #include <cmath>
+#include <memory>
 
 #include "autograd/ops.h"
 #include "autograd/ops_nn.h"
@@ -21,26 +23,130 @@ Tensor empty_rows_by_channels(const Shape& s, DType t) {
   return s.size() == 2 ? Tensor::empty(s, t) : Tensor::empty(s, t, MemoryFormat::channels_last);
 }
 
-// The training-mode gradients composed from primitive ops (recorded for double backward):
-//   xhat = (x - mean) * invstd,  dxhat = g * gamma,
-//   dx = invstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
-//   dgamma = sum(g * xhat),  dbeta = sum(g).
-std::vector<Variable> train_backward_composed(const Variable& g, const Variable& x, const Variable& gamma,
-                                              const Variable& beta, double eps) {
-  const auto dims = stat_dims(x.dim());
-  const Shape cs = channel_shape(x.dim(), x.size(1));
-  const Variable centered = sub(x, mean(x, dims, true));
-  const Variable invstd = pow(add(mean(mul(centered, centered), dims, true), eps), -0.5);
-  const Variable xhat = mul(centered, invstd);
-  const Variable dxhat = gamma.defined() ? mul(g, reshape(gamma, cs)) : g;
-  const Variable dx =
-      mul(invstd, sub(sub(dxhat, mean(dxhat, dims, true)), mul(xhat, mean(mul(dxhat, xhat), dims, true))));
-  return {x.requires_grad() ? dx : Variable(), gamma.requires_grad() ? sum(mul(g, xhat), dims) : Variable(),
-          beta.requires_grad() ? sum(g, dims) : Variable()};
+// g masked by a fused ReLU's output (out > 0), recorded so double backward sees the mask (eval mode).
+Variable relu_masked(const Variable& g, const Variable& out) { return mul_mask(g, math::gt(out.data(), 0.0)); }
+
+// What the training-mode backward kernels read, kept by the forward's backward function.
+struct TrainSaved {
+  Variable x, gamma;
+  Tensor save_mean, save_invstd, relu_affine;  // relu_affine defined: the fused ReLU's forward affine
+  Tensor relu_out;                             // the fused ReLU's output: mask out > 0 for the compositions
+  double eps = 0;
+  int64_t rows = 0, C = 0;
+};
+
+// The fused ReLU's gradient mask (out > 0) as a constant for mul_mask; undefined without the ReLU.
+Tensor relu_mask(const TrainSaved& s) { return s.relu_out.defined() ? math::gt(s.relu_out, 0.0) : Tensor(); }
+
+// The fused first-order kernel: dx, dgamma, dbeta of g = dy (masked by the fused ReLU), each only if wanted.
+std::array<Tensor, 3> fused_backward(const TrainSaved& s, const Tensor& dy_in, bool want_dx, bool want_dgamma,
+                                     bool want_dbeta) {
+  const Tensor xr = rows_by_channels(s.x.data()), dy = rows_by_channels(dy_in);
+  Tensor dx = want_dx ? empty_rows_by_channels(s.x.shape(), s.x.dtype()) : Tensor();
+  Tensor dgamma = want_dgamma ? Tensor::empty({s.C}, s.x.dtype()) : Tensor();
+  Tensor dbeta = want_dbeta ? Tensor::empty({s.C}, s.x.dtype()) : Tensor();
+  LOWBIT_DISPATCH_FLOAT(s.x.dtype(), "batch_norm_backward", [&] {
+    auto ptr = [](Tensor& t) { return t.defined() ? t.data<scalar_t>() : nullptr; };
+    kernels::batchnorm_backward(
+        s.rows, s.C, xr.data<scalar_t>(), dy.data<scalar_t>(), s.save_mean.data<scalar_t>(),
+        s.save_invstd.data<scalar_t>(), s.gamma.defined() ? s.gamma.data().contiguous().data<scalar_t>() : nullptr,
+        ptr(dx), ptr(dgamma), ptr(dbeta), s.relu_affine.defined() ? s.relu_affine.data<scalar_t>() : nullptr);
+  });
+  return {dx, dgamma, dbeta};
 }
 
-// g masked by a fused ReLU's output (out > 0), recorded so double backward sees the mask.
-Variable relu_masked(const Variable& g, const Variable& out) { return mul_mask(g, math::gt(out.data(), 0.0)); }
+// Derivatives of dx = batch_norm_backward(dy, x, gamma) given u = dP/d(dx), composed from primitive ops
+// (recorded: third derivatives). The formulas of kernels::batchnorm_backward_backward.
+std::vector<Variable> double_backward_composed(const TrainSaved& s, const Variable& dy, const Variable& u) {
+  const auto dims = stat_dims(s.x.dim());
+  const Shape cs = channel_shape(s.x.dim(), s.C);
+  const Variable& x = s.x;
+  const Tensor mask = relu_mask(s);
+  const Variable g = mask.defined() ? mul_mask(dy, mask) : dy;
+  const Variable centered = sub(x, mean(x, dims, true));
+  const Variable invstd = pow(add(mean(mul(centered, centered), dims, true), s.eps), -0.5);
+  const Variable xhat = mul(centered, invstd);
+  const Variable A = mean(g, dims, true), B = mean(mul(g, xhat), dims, true);
+  const Variable U = mean(u, dims, true), Ux = mean(mul(u, xhat), dims, true);
+  const Variable Ug = sub(mean(mul(u, g), dims, true), mul(U, A));
+  const Variable gr = s.gamma.defined() ? mul(reshape(s.gamma, cs), invstd) : invstd;
+  const Variable u_c = sub(u, U), g_c = sub(g, A);
+  Variable ddy, ddx, dgamma;
+  if (dy.requires_grad()) {
+    ddy = mul(gr, sub(u_c, mul(xhat, Ux)));
+    if (mask.defined()) ddy = mul_mask(ddy, mask);
+  }
+  if (x.requires_grad())
+    ddx = mul(mul(gr, invstd), add(neg(add(mul(B, u_c), mul(Ux, g_c))), mul(xhat, sub(mul(mul(B, Ux), 3.0), Ug))));
+  if (s.gamma.requires_grad()) dgamma = sum(mul(invstd, mul(u, sub(g_c, mul(xhat, B)))), dims);
+  return {ddy, ddx, dgamma};
+}
+
+// The training-mode backward recorded for double backward (create_graph): the fused kernel computes
+// dx, dgamma and dbeta, and each becomes a node whose own backward is the fused double-backward kernel
+// (dx) or a cheap composition (dgamma, dbeta); when that second backward is itself recorded (third
+// derivatives) it is composed from primitive ops.
+std::vector<Variable> train_backward_recorded(const std::shared_ptr<TrainSaved>& s, const Variable& dy,
+                                              const Variable& beta) {
+  const bool want_dx = s->x.requires_grad(), want_dgamma = s->gamma.requires_grad(), want_dbeta = beta.requires_grad();
+  const auto [dx_t, dgamma_t, dbeta_t] = fused_backward(*s, dy.data(), want_dx, want_dgamma, want_dbeta);
+  const auto dims = stat_dims(s->x.dim());
+  const Shape cs = channel_shape(s->x.dim(), s->C);
+  Variable dx, dgamma, dbeta;
+  if (want_dx)
+    dx = make_result(dx_t, "batch_norm_backward", {dy, s->x, s->gamma}, [s, dy](const Variable& u, const Variable&) {
+      if (GradMode::enabled()) return double_backward_composed(*s, dy, u);
+      const Variable& x = s->x;
+      const Tensor xr = rows_by_channels(x.data()), dyr = rows_by_channels(dy.data()), ur = rows_by_channels(u.data());
+      Tensor ddy = dy.requires_grad() ? empty_rows_by_channels(x.shape(), x.dtype()) : Tensor();
+      Tensor ddx = x.requires_grad() ? empty_rows_by_channels(x.shape(), x.dtype()) : Tensor();
+      Tensor dgamma2 = s->gamma.requires_grad() ? Tensor::empty({s->C}, x.dtype()) : Tensor();
+      LOWBIT_DISPATCH_FLOAT(x.dtype(), "batch_norm_double_backward", [&] {
+        auto ptr = [](Tensor& t) { return t.defined() ? t.data<scalar_t>() : nullptr; };
+        kernels::batchnorm_backward_backward(
+            s->rows, s->C, xr.data<scalar_t>(), dyr.data<scalar_t>(), s->save_mean.data<scalar_t>(),
+            s->save_invstd.data<scalar_t>(),
+            s->gamma.defined() ? s->gamma.data().contiguous().data<scalar_t>() : nullptr,
+            s->relu_affine.defined() ? s->relu_affine.data<scalar_t>() : nullptr, ur.data<scalar_t>(), ptr(ddy),
+            ptr(ddx), ptr(dgamma2));
+      });
+      auto wrap = [](const Tensor& t) { return t.defined() ? Variable(t) : Variable(); };
+      return std::vector<Variable>{wrap(ddy), wrap(ddx), wrap(dgamma2)};
+    });
+  if (want_dgamma)
+    // dgamma = sum g xhat: d/dg = w xhat; d/dx = w invstd (g - mean g - xhat mean(g xhat)), the batch-norm
+    // input gradient with gamma = w (composed; unused by gradient-l1, which reads no dgamma).
+    dgamma = make_result(
+        dgamma_t, "batch_norm_gamma_grad", {dy, s->x}, [s, dy, dims, cs](const Variable& w, const Variable&) {
+          const Variable& x = s->x;
+          const Tensor mask = relu_mask(*s);
+          const Variable g = mask.defined() ? mul_mask(dy, mask) : dy;
+          const Variable centered = sub(x, mean(x, dims, true));
+          const Variable invstd = pow(add(mean(mul(centered, centered), dims, true), s->eps), -0.5);
+          const Variable xhat = mul(centered, invstd);
+          const Variable wc = reshape(w, cs);
+          Variable ddy;
+          if (dy.requires_grad()) {
+            ddy = mul(wc, xhat);
+            if (mask.defined()) ddy = mul_mask(ddy, mask);
+          }
+          Variable ddx;
+          if (x.requires_grad()) {
+            const Variable dxhat = mul(g, wc);
+            ddx = mul(invstd, sub(sub(dxhat, mean(dxhat, dims, true)), mul(xhat, mean(mul(dxhat, xhat), dims, true))));
+          }
+          return std::vector<Variable>{ddy, ddx};
+        });
+  if (want_dbeta)
+    // dbeta = sum g: d/dg = w, broadcast.
+    dbeta = make_result(dbeta_t, "batch_norm_beta_grad", {dy}, [s, dy, cs](const Variable& w, const Variable&) {
+      Variable ddy = expand(reshape(w, cs), dy.shape());
+      const Tensor mask = relu_mask(*s);
+      if (mask.defined()) ddy = mul_mask(ddy, mask);
+      return std::vector<Variable>{ddy};
+    });
+  return {dx, dgamma, dbeta};
+}
 
 Variable batch_norm_impl(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
                          Tensor running_var, bool training, double momentum, double eps, bool relu) {
@@ -101,23 +207,19 @@ Variable batch_norm_impl(const Variable& x, const Variable& gamma, const Variabl
       kernels::batchnorm_update_running_stats(C, momentum, save_mean.data<scalar_t>(), var_unbiased.data<scalar_t>(),
                                               running_mean.data<scalar_t>(), running_var.data<scalar_t>());
   });
+  auto saved =
+      std::make_shared<TrainSaved>(TrainSaved{x, gamma, save_mean, save_invstd, relu_affine, Tensor(), eps, rows, C});
   return make_result(
       y, relu ? "batch_norm_relu" : "batch_norm", {x, gamma, beta},
-      [x, gamma, beta, save_mean, save_invstd, relu_affine, eps, rows, C](const Variable& g, const Variable& out) {
-        if (GradMode::enabled())
-          return train_backward_composed(relu_affine.defined() ? relu_masked(g, out) : g, x, gamma, beta, eps);
+      [saved, beta](const Variable& g, const Variable& out) {
+        if (GradMode::enabled()) {
+          // Recorded (create_graph): fused kernels both ways (train_backward_recorded).
+          if (saved->relu_affine.defined()) saved->relu_out = out.data();
+          return train_backward_recorded(saved, g, beta);
+        }
         // Not recorded: one fused pass.
-        const Tensor xr = rows_by_channels(x.data()), dy = rows_by_channels(g.data());
-        Tensor dx = x.requires_grad() ? empty_rows_by_channels(x.shape(), x.dtype()) : Tensor();
-        Tensor dgamma = gamma.requires_grad() ? Tensor::empty({C}, x.dtype()) : Tensor();
-        Tensor dbeta = beta.requires_grad() ? Tensor::empty({C}, x.dtype()) : Tensor();
-        LOWBIT_DISPATCH_FLOAT(x.dtype(), "batch_norm_backward", [&] {
-          auto ptr = [](Tensor& t) { return t.defined() ? t.data<scalar_t>() : nullptr; };
-          kernels::batchnorm_backward(
-              rows, C, xr.data<scalar_t>(), dy.data<scalar_t>(), save_mean.data<scalar_t>(),
-              save_invstd.data<scalar_t>(), gamma.defined() ? gamma.data().contiguous().data<scalar_t>() : nullptr,
-              ptr(dx), ptr(dgamma), ptr(dbeta), relu_affine.defined() ? relu_affine.data<scalar_t>() : nullptr);
-        });
+        const auto [dx, dgamma, dbeta] = fused_backward(*saved, g.data(), saved->x.requires_grad(),
+                                                        saved->gamma.requires_grad(), beta.requires_grad());
         auto wrap = [](const Tensor& t) { return t.defined() ? Variable(t) : Variable(); };
         return std::vector<Variable>{wrap(dx), wrap(dgamma), wrap(dbeta)};
       },

@@ -61,6 +61,9 @@ class Variable {
 
   VariableImpl* impl() const { return impl_.get(); }
   bool same(const Variable& o) const { return impl_ == o.impl_; }
+  // Handles sharing this Variable (1: this one only). The engine sums gradients into a buffer in place
+  // when nothing else can see it.
+  long use_count() const { return impl_.use_count(); }
 
  private:
   friend Variable make_result(Tensor, const char*, std::vector<Variable>,

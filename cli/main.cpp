@@ -26,6 +26,7 @@
 #include "optim/sgd.h"
 #include "train/data.h"
 #include "train/evaluate.h"
+#include "train/ptq.h"
 #include "train/quant_context.h"
 
 using namespace lowbit;
@@ -228,11 +229,24 @@ int run_bench(int argc, char** argv) {
   model->train();
   if (time_train)
     train_s = median_seconds(warmup, steps, [&] {
-      Variable loss = cross_entropy((*model)(Variable(x)), labels);
+      // --reg grad-l1: as the fit loop's step (train/fit.cpp): exact, the activations captured and the
+      // penalty added; fd, two passes in fd_step, which sets the gradients.
+      const quant::GradL1Regularizer* gl1 = quant ? quant->grad_l1() : nullptr;
       Variable reg = opt.regularization_loss();
-      if (reg.defined()) loss = loss + reg;
-      opt.zero_grad();
-      loss.backward();
+      if (gl1 && gl1->options().mode == quant::GradL1Mode::fd) {
+        opt.zero_grad();
+        gl1->fd_step(*model, [&] { return cross_entropy((*model)(Variable(x)), labels); });
+        if (reg.defined()) reg.backward();
+      } else {
+        std::optional<quant::ActivationCapture> capture;
+        if (gl1) capture.emplace(gl1->capture());
+        Variable loss = cross_entropy((*model)(Variable(x)), labels);
+        if (gl1) loss = loss + gl1->penalty(loss, capture->activations()).value;
+        capture.reset();
+        if (reg.defined()) loss = loss + reg;
+        opt.zero_grad();
+        loss.backward();
+      }
       if (quant) quant->after_backward();
       opt.step();
       if (quant) quant->after_step();
@@ -342,6 +356,62 @@ train::EvalResult evaluate_double(Module& model, const train::TrainData& data,
   return r;
 }
 
+// eval --predictions: "index,label,predicted" per test image, in the data set's order.
+std::string predictions_csv(const std::vector<train::Prediction>& predictions) {
+  std::string csv = "index,label,predicted\n";
+  for (size_t i = 0; i < predictions.size(); ++i)
+    csv += std::to_string(i) + "," + std::to_string(predictions[i].label) + "," +
+           std::to_string(predictions[i].predicted) + "\n";
+  return csv;
+}
+
+// eval --ptq: the range-linear post-training quantization sweep of a float run (train/ptq.h): one
+// table (float first, then each W/A setting: accuracy, drop from float); --predictions P writes the
+// float model's to P and each setting's to P with its tag before the extension (p.w4a4.csv).
+int run_eval_ptq(const Options& o) {
+  const std::vector<train::PtqSetting> settings = train::parse_ptq_settings(o.str("ptq"));
+  train::PtqOptions po;
+  po.per_channel = o.flag("ptq-per-channel");
+  if (o.has("ptq-calib-batches")) po.calib_batches = o.integer("ptq-calib-batches");
+  LOWBIT_CHECK(po.calib_batches >= 1, "--ptq-calib-batches must be >= 1, got ", po.calib_batches);
+  if (o.has("ptq-first-last")) {
+    const int64_t bits = o.integer("ptq-first-last");
+    LOWBIT_CHECK(bits == 32 || (bits >= 2 && bits <= 16), "--ptq-first-last ", bits,
+                 ": bits must be 2..16 (32: float)");
+    po.first_last_bits = int(bits);
+  }
+  po.predictions = o.has("predictions");
+  for (const char* key : {"quant", "wbits", "abits", "wbits-overrides", "weight-scale", "learned-levels"})
+    LOWBIT_CHECK(!o.has(key), "--ptq quantizes the float model by itself; it does not combine with --", key);
+  for (const char* key : {"quantize-first-last", "double"})
+    LOWBIT_CHECK(!o.flag(key), "--ptq quantizes the float model by itself; it does not combine with --", key,
+                 key == std::string("quantize-first-last") ? " (see --ptq-first-last)" : "");
+  const std::string path = o.str("checkpoint");
+  Options run = run_options(path);
+  LOWBIT_CHECK(run.str("quant") == "none", "--ptq: ", path, " was trained with --quant ", run.str("quant"),
+               " (quantization-aware); --ptq quantizes a float run (--quant none). Evaluate it without --ptq");
+  if (o.has("data")) run.set("data", o.str("data"), "--data");
+  if (o.has("test-file")) run.set("test-file", o.str("test-file"), "--test-file");
+  run.set("reg", "none", "eval --ptq");  // a float run's regularizer does not change its model
+  Run r = load_run(path, run, /*post_training=*/false);
+  auto calib = train::calibration_loader(r.data, run.integer("batch"), static_cast<uint64_t>(run.integer("seed")));
+  std::printf("%s on %s (%lld images)\n", run.str("model").c_str(), r.data.test.source.c_str(),
+              (long long)r.data.test.size());
+  po.progress = [](const train::PtqSweep& p) {  // the table, a row as each setting is done
+    std::printf("%s", (p.rows.empty() ? train::format_ptq_head(p) : train::format_ptq_row(p.rows.back())).c_str());
+  };
+  const train::PtqSweep s = train::ptq_sweep(*r.model, *calib, *r.data.test_loader, settings, po);
+  if (o.flag("verbose")) std::printf("%s", train::format_ptq_ranges(s).c_str());
+  if (o.has("ptq-ranges")) write_file_atomic(o.str("ptq-ranges"), train::ptq_ranges_csv(s));
+  if (po.predictions) {
+    write_file_atomic(o.str("predictions"), predictions_csv(s.float_predictions));
+    for (const auto& row : s.rows)
+      write_file_atomic(train::ptq_predictions_path(o.str("predictions"), row.setting),
+                        predictions_csv(row.predictions));
+  }
+  return 0;
+}
+
 int run_eval(int argc, char** argv) {
   Options o("eval",
             {{"checkpoint", "", "checkpoint file (a run's checkpoint.ckpt)"},
@@ -360,11 +430,25 @@ int run_eval(int argc, char** argv) {
              {"wbits-overrides", "", "per-layer weight bits: PATTERN=BITS,..."},
              {"weight-scale", "", "none | max | tanh (wrpn: quantize w / max|w| per layer)"},
              {"quantize-first-last", "", "quantize the first and last layers too", true},
-             {"learned-levels", "", "WaveQ learned bits round to: auto | period | integer (default: the run's)"}});
+             {"learned-levels", "", "WaveQ learned bits round to: auto | period | integer (default: the run's)"},
+             // Range-linear post-training quantization of a float run (train/ptq.h, spec §8.7).
+             {"ptq", "",
+              "post-training quantization sweep of a float run at W/A bit settings, e.g. 8/8,6/6,4/4 (2..16; 32: "
+              "float): weights symmetric, activations asymmetric from calibrated min/max, every layer; one table"},
+             {"ptq-per-channel", "", "--ptq: weight ranges per output channel (default: per tensor)", true},
+             {"ptq-calib-batches", "", "--ptq: training batches (no augmentation) giving the activation ranges (10)"},
+             {"ptq-first-last", "", "--ptq: bits of the first and last layers, e.g. 8 (default: the setting's)"},
+             {"ptq-ranges", "", "--ptq: write the calibrated activation ranges and the weight ranges to this CSV"},
+             {"verbose", "", "--ptq: print the calibrated ranges", true}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
   LOWBIT_CHECK(o.has("checkpoint"), "--checkpoint FILE is required");
   if (o.has("threads")) set_num_threads(static_cast<int>(o.integer("threads")));
+  for (const char* key : {"ptq-calib-batches", "ptq-first-last", "ptq-ranges"})
+    LOWBIT_CHECK(o.has("ptq") || !o.has(key), "--", key, " goes with --ptq");
+  for (const char* key : {"ptq-per-channel", "verbose"})
+    LOWBIT_CHECK(o.has("ptq") || !o.flag(key), "--", key, " goes with --ptq");
+  if (o.has("ptq")) return run_eval_ptq(o);
   Options run = run_options(o.str("checkpoint"));
   if (o.has("data")) run.set("data", o.str("data"), "--data");
   if (o.has("test-file")) run.set("test-file", o.str("test-file"), "--test-file");
@@ -395,20 +479,16 @@ int run_eval(int argc, char** argv) {
   } else {
     e = train::evaluate(*model, *data.test_loader, o.has("predictions") ? &predictions : nullptr);
   }
-  if (o.has("predictions")) {
-    std::string csv = "index,label,predicted\n";
-    for (size_t i = 0; i < predictions.size(); ++i)
-      csv += std::to_string(i) + "," + std::to_string(predictions[i].label) + "," +
-             std::to_string(predictions[i].predicted) + "\n";
-    write_file_atomic(o.str("predictions"), csv);
-  }
+  if (o.has("predictions")) write_file_atomic(o.str("predictions"), predictions_csv(predictions));
   std::printf("%s on %s: test loss %.4f, accuracy %.2f%% (%lld images)\n", run.str("model").c_str(),
               data.test.source.c_str(), e.loss, 100 * e.accuracy, (long long)e.images);
-  if (quant && o.flag("double")) {  // the report evaluates twice more: at double's cost, left out
+  // The rounding report needs a quantizer or a sinusoid's levels: a float --reg grad-l1 run has none (--ptq).
+  const bool report = quant && (quant->quantizes() || quant->regularized());
+  if (report && o.flag("double")) {  // the report evaluates twice more: at double's cost, left out
     std::printf("(double precision: the quantization report is left out; run eval without --double for it)\n");
     return 0;
   }
-  if (quant) std::printf("%s", train::format_report(quant->final_report(*data.test_loader, post_training)).c_str());
+  if (report) std::printf("%s", train::format_report(quant->final_report(*data.test_loader, post_training)).c_str());
   return 0;
 }
 

@@ -29,7 +29,9 @@ std::vector<OptionSpec> quant_option_specs() {
       {"wbits-overrides", "", "per-layer weight bits: PATTERN=BITS,... (* globs; first, last)"},
       {"abits-overrides", "", "per-activation bits: PATTERN=BITS,..."},
       {"pact-decay", "", "PACT's lambda_alpha, L2 on the clip values (default: --wd)"},
-      {"reg", "none", "regularizer: none | sinreq | waveq"},
+      {"reg", "none",
+       "regularizer: none | sinreq | waveq (sinusoids toward the levels) | grad-l1 (Alizadeh et al.: the l1 norm "
+       "of the loss gradients w.r.t. weights and activations, by double backward)"},
       {"grid", "auto", "sinusoid grid: auto (the quantizer's levels) | dorefa | wrpn | fixed"},
       {"weight-scale", "auto",
        "what the sinusoid sees per layer: auto (the quantizer's domain; float training: w / max|w|) | none (w) | "
@@ -63,7 +65,22 @@ std::vector<OptionSpec> quant_option_specs() {
        "penalty on the learned steps and ranges (--quant u3)"},
       {"act-budget-kb", "", "Uhlich et al. (8b)/(8c): activation memory target in kB (--quant u3, --abits < 32)"},
       {"act-budget", "max", "what --act-budget-kb bounds: max (the largest feature map, 8c) | sum (all of them, 8b)"},
-      {"budget-lambda", "0.1", "the budgets' penalty coefficient (sizes in kB; 0.1 as the paper on CIFAR-10)"},
+      {"budget-lambda", "0.1",
+       "the weight budget's penalty coefficient, and the activation budget's unless --act-budget-lambda (sizes in "
+       "kB; 0.1 as the paper on CIFAR-10)"},
+      {"act-budget-lambda", "", "the activation budget's penalty coefficient (default: --budget-lambda)"},
+      {"lambda", "0.05",
+       "--reg grad-l1: lambda of lambda sum_l ||dL/dW_l||_1 + lambda sum_l ||dL/da_l||_1 (W: Conv2d/Linear "
+       "weights, a: ReLU/ReLU6/Hardtanh outputs; L: the batch-mean loss)"},
+      {"lambda-a", "", "--reg grad-l1: lambda of the activation term (default: --lambda; 0: weights only)"},
+      {"reg-last-epochs", "",
+       "--reg grad-l1: regularize only the last N epochs (fractional allowed; default: every epoch, e.g. a "
+       "fine-tune from --init)"},
+      {"grad-l1-mode", "exact",
+       "--reg grad-l1: exact (the penalty's gradient by double backward, about 3x a plain step) | fd (by forward "
+       "differences of the gradient: one more forward and backward pass, about 2x; approximate, ReLU kinks within the "
+       "step: docs/quantization.md)"},
+      {"grad-l1-fd-step", "3e-3", "--grad-l1-mode fd: the perturbation of each weight and activation element"},
   };
 }
 
@@ -90,6 +107,7 @@ train::QuantSpec quant_spec(const Options& o) {
   s.act_budget_kb = o.has("act-budget-kb") ? o.real("act-budget-kb") : 0;
   s.act_budget = o.str("act-budget");
   s.budget_lambda = o.real("budget-lambda");
+  if (o.has("act-budget-lambda")) s.act_budget_lambda = o.real("act-budget-lambda");
   s.lambda_w = o.real("lambda-w");
   s.lambda_beta = o.real("lambda-beta");
   s.reg_warmup = o.real("reg-warmup");
@@ -102,6 +120,11 @@ train::QuantSpec quant_spec(const Options& o) {
   s.learned_levels = o.str("learned-levels");
   s.beta_init = o.has("beta-init") ? o.real("beta-init") : 0;
   s.beta_lr = o.has("beta-lr") ? o.real("beta-lr") : 0;
+  s.lambda = o.real("lambda");
+  s.lambda_a = o.has("lambda-a") ? o.real("lambda-a") : -1;
+  s.reg_last_epochs = o.has("reg-last-epochs") ? o.real("reg-last-epochs") : 0;
+  s.grad_l1_mode = o.str("grad-l1-mode");
+  s.grad_l1_fd_step = o.real("grad-l1-fd-step");
   return s;
 }
 

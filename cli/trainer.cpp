@@ -213,7 +213,9 @@ int run_train(Options& opts, int argc, char** argv) {
   const train::FitResult r = train::fit(*model, *opt, *data.train_loader, data.test_loader.get(), fo, quant.get());
   if (!r.finished) return r.interrupted ? 130 : 0;
   std::printf("final test accuracy %.2f%% (%s)\n", 100 * r.last_eval.accuracy, data.test.source.c_str());
-  if (quant) {
+  // The rounding report needs a quantizer or a sinusoid's levels (a float --reg grad-l1 run has neither:
+  // its weights are for post-training quantization, lowbit eval).
+  if (quant && (quant->quantizes() || quant->regularized())) {
     const std::string html = fo.out + "/report.html";
     const train::QuantReport rep = quant->final_report(*data.test_loader, false, html);
     std::printf("%s", train::format_report(rep, &r.last_eval).c_str());

@@ -87,7 +87,8 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor cat(const std::vector<Tensor>& parts, int64_t dim);
 Tensor stack(const std::vector<Tensor>& parts, int64_t dim);
 // pads = {last_lo, last_hi, second_last_lo, second_last_hi, ...} as torch.nn.functional.pad;
-// negative pads crop.
+// negative pads crop. A channels-last 4-d input gives a channels-last result (else row-major), so
+// the zero-padding shortcut of a ResNet keeps the activations' layout.
 Tensor pad(const Tensor& a, const std::vector<int64_t>& pads, double value = 0);
 
 // ---- softmax family (numerically stable, along one dim) ----

@@ -62,7 +62,9 @@ Tensor pad(const Tensor& a, const std::vector<int64_t>& pads, double value) {
     src = src.narrow(d, crop_lo, src.size(d) - crop_lo - crop_hi);
     lo[d] = std::max<int64_t>(0, before);
   }
-  Tensor out = Tensor::full(shape, value, a.dtype());
+  const bool channels_last = a.dim() == 4 && !a.is_contiguous() && a.is_contiguous(MemoryFormat::channels_last);
+  Tensor out = Tensor::empty(shape, a.dtype(), channels_last ? MemoryFormat::channels_last : MemoryFormat::contiguous);
+  out.fill_(value);
   Tensor region = out;
   for (int64_t d = 0; d < a.dim(); ++d) region = region.narrow(d, lo[d], src.size(d));
   region.copy_(src);

@@ -54,7 +54,8 @@ Variable p3_bits_variable(const Variable& q_min, const Variable& q_max, bool sig
 }
 
 MemoryBudget::MemoryBudget(const Quantization& q, const BudgetOptions& options) : q_(q), opt_(options) {
-  LOWBIT_CHECK(opt_.lambda_w >= 0 && opt_.lambda_a >= 0, "--budget-lambda must be >= 0");
+  LOWBIT_CHECK(opt_.lambda_w >= 0 && opt_.lambda_a >= 0,
+               "the budgets' lambdas (--budget-lambda, --act-budget-lambda) must be >= 0");
   const QuantMethod* m = q_.method;
   const bool learned = m && m->bits_variable;
   if (opt_.weight_kb > 0) {

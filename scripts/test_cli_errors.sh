@@ -44,6 +44,8 @@ expect "unreachable weight budget" "is below the least these weights can take" "
   --quantize-first-last --weight-budget-kb 1 --limit-train 64 --out "$work/budget2"
 expect "bad activation budget kind" "--act-budget 'most'" "$lowbit" train --quant u3 --act-budget-kb 1 \
   --act-budget most --limit-train 64 --out "$work/budget3"
+expect "negative activation budget lambda" "lambdas (--budget-lambda, --act-budget-lambda) must be >= 0" "$lowbit" train \
+  --quant u3 --act-budget-kb 1 --act-budget-lambda -1 --limit-train 64 --out "$work/budget4"
 expect "weight scale tanh with WRPN" "weight-scale tanh: wrpn quantizes w or w / max|w|" "$lowbit" train --quant wrpn --reg sinreq --weight-scale tanh --limit-train 64
 expect "unknown weight scale" "weight-scale 'l2' is not one of auto, none, max, tanh" "$lowbit" train --reg sinreq --weight-scale l2 --limit-train 64
 expect "grid that is not the quantizer's" "--grid auto --weight-scale none with --quant dorefa: the sinusoid's zeros would not be" \
@@ -60,6 +62,21 @@ expect "bad follow policy" "--bits-follow-beta 'sometimes'" "$lowbit" train --qu
 expect "missing data dir" "$work/nowhere" "$lowbit" train --data "mnist:$work/nowhere"
 expect "corrupt data file" "$work/mnist/.*-idx" "$lowbit" train --data "mnist:$work/mnist"
 expect "corrupt checkpoint" "bad.ckpt" "$lowbit" eval --checkpoint "$work/bad.ckpt"
+# eval --ptq (post-training quantization sweep): the settings and options are checked before the checkpoint is read
+expect "ptq setting not W/A bits" "--ptq '4/x': expected W/A bits" "$lowbit" eval --checkpoint "$work/bad.ckpt" --ptq 8/8,4/x
+expect "ptq bits out of range" "--ptq '8/20': bits must be 2..16 (32: float" "$lowbit" eval --checkpoint "$work/bad.ckpt" --ptq 8/20
+expect "ptq 1 bit" "--ptq '1/8': bits must be 2..16" "$lowbit" eval --checkpoint "$work/bad.ckpt" --ptq 1/8
+expect "ptq option without --ptq" "--ptq-per-channel goes with --ptq" "$lowbit" eval --checkpoint "$work/bad.ckpt" --ptq-per-channel
+expect "ptq with --quant" "--ptq quantizes the float model by itself; it does not combine with --quant" \
+  "$lowbit" eval --checkpoint "$work/bad.ckpt" --ptq 4/4 --quant wrpn
+expect "ptq calibration batches" "--ptq-calib-batches must be >= 1, got 0" "$lowbit" eval --checkpoint "$work/bad.ckpt" \
+  --ptq 4/4 --ptq-calib-batches 0
+expect "ptq first/last bits" "--ptq-first-last 1: bits must be 2..16" "$lowbit" eval --checkpoint "$work/bad.ckpt" \
+  --ptq 4/4 --ptq-first-last 1
+"$lowbit" train --model lenet5 --width 0.25 --quant dorefa --limit-train 64 --limit-test 64 --epochs 1 --quiet \
+  --out "$work/qat" > /dev/null 2>&1
+expect "ptq of a quantization-aware run" "--ptq: $work/qat/checkpoint.ckpt was trained with --quant dorefa" \
+  "$lowbit" eval --checkpoint "$work/qat/checkpoint.ckpt" --ptq 4/4
 expect "bad schedule" "multistep" "$lowbit" train --schedule multistep:x --limit-train 64 --epochs 1
 expect "unknown command" "unknown command" "$lowbit" frobnicate
 expect "test file for a non-CIFAR set" "takes a CIFAR binary batch" "$lowbit" train --data fashion-mnist \

@@ -153,6 +153,25 @@ TEST_CASE("MemoryBudget refuses a budget nothing can move") {
   CHECK_NOTHROW(quant::MemoryBudget(u3, {.weight_kb = 30.0 / 8192}));
 }
 
+TEST_CASE("QuantSpec: one lambda per constraint, the activation budget's defaulting to the weight budget's") {
+  const data::ImageDataset set = fixtures::quadrants28(16, 3);
+  data::DataLoader loader(set, quadrants_loader());
+  auto model = small_lenet5();
+  train::QuantSpec spec{.method = "u3", .wbits = 4, .abits = 4, .quantize_first_last = true};
+  spec.weight_budget_kb = 1e9, spec.act_budget_kb = 1e9, spec.budget_lambda = 0.25;
+  {
+    train::QuantContext quant(*model, spec);
+    const train::QuantReport r = quant.final_report(loader);
+    CHECK(r.budget.lambda_w == 0.25);
+    CHECK(r.budget.lambda_a == 0.25);
+  }
+  spec.act_budget_lambda = 7;
+  train::QuantContext quant(*model, spec);
+  const train::QuantReport r = quant.final_report(loader);
+  CHECK(r.budget.lambda_w == 0.25);
+  CHECK(r.budget.lambda_a == 7);
+}
+
 TEST_CASE(
     "fit with --weight-budget-kb: a LeNet-5 that starts above a tight budget ends within it (u3; p3, u1 give up "
     "bits)") {

@@ -303,3 +303,169 @@ TEST_CASE("batchnorm: fused ReLU (ResNet-20 shapes and odd tails)") {
     check_fused_relu<double>(rows, C);
   }
 }
+
+namespace {
+
+// Double backward (the derivatives of backward's dx, gradient-l1 training): the fast kernel against
+// its `_ref` twin, with and without gamma and the fused ReLU, bit-identical for 1 and 2 threads and
+// for the AVX-512 and portable paths' own results across thread counts.
+template <class T>
+struct Bwd2 {
+  std::vector<T> ddy, ddx, dgamma;
+};
+
+template <class T>
+Bwd2<T> run_bwd2(bool ref, int64_t rows, int64_t C, const std::vector<T>& x, const std::vector<T>& dy,
+                 const std::vector<T>& mean, const std::vector<T>& invstd, const T* gamma, const T* affine,
+                 const std::vector<T>& u) {
+  Bwd2<T> o{sized<T>(rows * C, T(-7)), sized<T>(rows * C, T(-7)), sized<T>(C, T(-7))};
+  auto f = ref ? static_cast<void (*)(int64_t, int64_t, const T*, const T*, const T*, const T*, const T*, const T*,
+                                      const T*, T*, T*, T*)>(batchnorm_backward_backward_ref)
+               : static_cast<void (*)(int64_t, int64_t, const T*, const T*, const T*, const T*, const T*, const T*,
+                                      const T*, T*, T*, T*)>(batchnorm_backward_backward);
+  f(rows, C, x.data(), dy.data(), mean.data(), invstd.data(), gamma, affine, u.data(), o.ddy.data(), o.ddx.data(),
+    gamma ? o.dgamma.data() : nullptr);
+  return o;
+}
+
+// Like dx, ddy and ddx cancel heavily (exactly for rows == 2): their errors are measured against the
+// size of their terms, |gamma invstd u| and |gamma invstd^2 u g| (max over the tensor).
+template <class T>
+double bwd2_err(const std::vector<T>& a, const std::vector<T>& b, const std::vector<T>& invstd, const T* gamma,
+                const std::vector<T>& u, const std::vector<T>& dy, bool second) {
+  const size_t C = invstd.size();
+  double diff = 0, scale = 1e-3, umax = 0, gmax = 0;
+  for (size_t i = 0; i < u.size(); ++i)
+    umax = std::max(umax, std::abs(double(u[i]))), gmax = std::max(gmax, std::abs(double(dy[i])));
+  for (size_t c = 0; c < C; ++c) {
+    const double k = (gamma ? std::abs(double(gamma[c])) : 1.0) * double(invstd[c]);
+    scale = std::max(scale, second ? k * double(invstd[c]) * umax * gmax : k * umax);
+  }
+  for (size_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
+  return diff / scale;
+}
+
+// dgamma = invstd sum u (g - A - xhat B): a sum of rows terms of size |invstd u g| (random signs: sqrt(rows)).
+template <class T>
+double dgamma_err(const std::vector<T>& a, const std::vector<T>& b, const std::vector<T>& invstd,
+                  const std::vector<T>& u, const std::vector<T>& dy, int64_t rows) {
+  double diff = 0, scale = 1e-3, umax = 0, gmax = 0;
+  for (size_t i = 0; i < u.size(); ++i)
+    umax = std::max(umax, std::abs(double(u[i]))), gmax = std::max(gmax, std::abs(double(dy[i])));
+  for (size_t c = 0; c < a.size(); ++c) {
+    diff = std::max(diff, std::abs(double(a[c]) - double(b[c])));
+    scale = std::max(scale, std::sqrt(double(rows)) * double(invstd[c]) * umax * gmax);
+  }
+  return diff / scale;
+}
+
+template <class T>
+void check_bwd2(int64_t rows, int64_t C) {
+  CAPTURE(rows);
+  CAPTURE(C);
+  const double eps = 1e-5;
+  const auto x = random_vec<T>(rows * C, 31, {.dist = Dist::normal, .offset = 0.3, .spread = 1.5}),
+             dy = random_vec<T>(rows * C, 32, {.dist = Dist::normal}),
+             u = random_vec<T>(rows * C, 33, {.dist = Dist::normal, .offset = 0.1});
+  const auto gamma = random_vec<T>(C, 34, {.dist = Dist::normal, .offset = 1.0, .spread = 0.3}),
+             beta = random_vec<T>(C, 35, {.dist = Dist::normal, .spread = 0.5});
+  auto y = sized<T>(rows * C), mean = sized<T>(C), invstd = sized<T>(C), affine = sized<T>(2 * C);
+  batchnorm_forward_train(rows, C, x.data(), gamma.data(), beta.data(), eps, y.data(), mean.data(), invstd.data(),
+                          nullptr, affine.data());
+  const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-11;
+  for (bool affine_on : {true, false})
+    for (bool relu : {false, true}) {
+      CAPTURE(affine_on);
+      CAPTURE(relu);
+      const T* g = affine_on ? gamma.data() : nullptr;
+      const T* a = relu ? affine.data() : nullptr;
+      const Bwd2<T> ref = run_bwd2(true, rows, C, x, dy, mean, invstd, g, a, u);
+      for (bool simd : {true, false}) {
+        CAPTURE(simd);
+        const Avx512Guard avx512(simd);
+        set_num_threads(1);
+        const Bwd2<T> one = run_bwd2(false, rows, C, x, dy, mean, invstd, g, a, u);
+        set_num_threads(2);
+        const Bwd2<T> two = run_bwd2(false, rows, C, x, dy, mean, invstd, g, a, u);
+        CHECK(bwd2_err(one.ddy, ref.ddy, invstd, g, u, dy, false) < tol);
+        CHECK(bwd2_err(one.ddx, ref.ddx, invstd, g, u, dy, true) < tol);
+        if (g) CHECK(dgamma_err(one.dgamma, ref.dgamma, invstd, u, dy, rows) < tol);
+        CHECK(bit_equal(one.ddy, two.ddy));
+        CHECK(bit_equal(one.ddx, two.ddx));
+        CHECK(bit_equal(one.dgamma, two.dgamma));
+        if (relu) {  // ddy is 0 exactly where the ReLU was off
+          bool masked = true;
+          for (size_t i = 0; i < y.size(); ++i) masked = masked && (y[i] > T(0) || one.ddy[i] == T(0));
+          CHECK(masked);
+        }
+      }
+    }
+}
+
+}  // namespace
+
+TEST_CASE("batchnorm: double backward (ResNet-20 shapes and odd tails)") {
+  for (auto [rows, C] : {std::pair<int64_t, int64_t>{4 * 32 * 32, 16},
+                         {4 * 16 * 16, 32},
+                         {4 * 8 * 8, 64},
+                         {128, 512},
+                         {1031, 17},
+                         {67, 3},
+                         {7, 65},
+                         {2, 1}}) {
+    check_bwd2<float>(rows, C);
+    check_bwd2<double>(rows, C);
+  }
+}
+
+TEST_CASE("batchnorm: double backward matches finite differences of backward (double)") {
+  // P = <u, dx(x, dy, gamma)>: ddx, ddy, dgamma are its derivatives. dx from batchnorm_backward with the
+  // statistics recomputed at every point (they are functions of x), with and without the fused ReLU.
+  const int64_t rows = 7, C = 3;
+  const double eps = 1e-5, h = 1e-6;
+  auto x = random_vec<double>(rows * C, 41, {.dist = Dist::normal, .offset = 0.3, .spread = 1.5});
+  auto dy = random_vec<double>(rows * C, 42, {.dist = Dist::normal});
+  auto gamma = random_vec<double>(C, 43, {.dist = Dist::normal, .offset = 1.0, .spread = 0.5});
+  const auto beta = random_vec<double>(C, 44, {.dist = Dist::normal, .spread = 0.3});
+  const auto u = random_vec<double>(rows * C, 45, {.dist = Dist::normal});
+  for (bool relu : {false, true}) {
+    CAPTURE(relu);
+    // The ReLU mask is held fixed (its derivative is 0 away from the kinks): the affine of the unperturbed point.
+    auto y0 = sized<double>(rows * C), affine = sized<double>(2 * C), m0 = sized<double>(C), r0 = sized<double>(C);
+    batchnorm_forward_train(rows, C, x.data(), gamma.data(), beta.data(), eps, y0.data(), m0.data(), r0.data(), nullptr,
+                            affine.data());
+    std::vector<double> mask(size_t(rows * C), 1.0);
+    if (relu)
+      for (size_t i = 0; i < mask.size(); ++i) mask[i] = y0[i] > 0 ? 1.0 : 0.0;
+    auto P = [&]() {
+      auto y = sized<double>(rows * C), mean = sized<double>(C), invstd = sized<double>(C),
+           dx = sized<double>(rows * C);
+      batchnorm_forward_train(rows, C, x.data(), gamma.data(), beta.data(), eps, y.data(), mean.data(), invstd.data());
+      std::vector<double> g(dy.size());
+      for (size_t i = 0; i < g.size(); ++i) g[i] = dy[i] * mask[i];
+      batchnorm_backward(rows, C, x.data(), g.data(), mean.data(), invstd.data(), gamma.data(), dx.data(), nullptr,
+                         nullptr);
+      double p = 0;
+      for (size_t i = 0; i < dx.size(); ++i) p += u[i] * dx[i];
+      return p;
+    };
+    auto numeric = [&](std::vector<double>& v, size_t i) {
+      const double keep = v[i];
+      v[i] = keep + h;
+      const double up = P();
+      v[i] = keep - h;
+      const double down = P();
+      v[i] = keep;
+      return (up - down) / (2 * h);
+    };
+    for (bool ref : {false, true}) {
+      CAPTURE(ref);
+      const Bwd2<double> o = run_bwd2(ref, rows, C, x, dy, m0, r0, gamma.data(), relu ? affine.data() : nullptr, u);
+      for (size_t i = 0; i < x.size(); ++i) {
+        CHECK(o.ddx[i] == doctest::Approx(numeric(x, i)).epsilon(1e-5));
+        CHECK(o.ddy[i] == doctest::Approx(numeric(dy, i)).epsilon(1e-5));
+      }
+      for (size_t c = 0; c < size_t(C); ++c) CHECK(o.dgamma[c] == doctest::Approx(numeric(gamma, c)).epsilon(1e-5));
+    }
+  }
+}

@@ -14,6 +14,7 @@
 #include "autograd/ops.h"
 #include "core/math.h"
 #include "core/serialize.h"
+#include "deploy_fixtures.h"
 #include "layers/layers.h"
 #include "optim/sgd.h"
 #include "quant/quantizers.h"
@@ -28,27 +29,7 @@ using namespace lowbit::testing;
 namespace {
 
 // Four classes of 8x8 grey images: class c has a bright quadrant c on a noisy background.
-data::ImageDataset quadrants(int64_t n, uint64_t seed) {
-  Generator gen(seed);
-  std::vector<uint8_t> px(static_cast<size_t>(n * 64));
-  std::vector<int32_t> labels(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    const int c = int(i % 4);
-    labels[size_t(i)] = c;
-    for (int y = 0; y < 8; ++y)
-      for (int x = 0; x < 8; ++x) {
-        const bool bright = (y / 4) == c / 2 && (x / 4) == c % 2;
-        const double v = (bright ? 170 : 40) + 60 * gen.uniform();
-        px[size_t(i * 64 + y * 8 + x)] = uint8_t(v);
-      }
-  }
-  data::ImageDataset d;
-  d.images = Tensor::from_vector(px, {n, 8, 8, 1});
-  d.labels = Tensor::from_vector(labels, {n});
-  d.num_classes = 4;
-  d.source = "quadrants";
-  return d;
-}
+data::ImageDataset quadrants(int64_t n, uint64_t seed) { return fixtures::quadrant_images(n, seed, 8, 40, 130, 60); }
 
 struct Data {
   data::ImageDataset train = quadrants(256, 1), test = quadrants(128, 2);

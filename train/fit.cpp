@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "autograd/ops.h"
@@ -37,6 +38,9 @@ struct Position {
   int64_t correct = 0, seen = 0;
   int64_t counted = 0;  // samples whose step gave logits (the accuracy's denominator)
   double seconds = 0;   // training time of the epoch so far
+  // Gradient-l1: sums over the epoch's steps where it was active (penalty, weight and activation norms).
+  double gl1_sum = 0, gl1_w_sum = 0, gl1_a_sum = 0;
+  int64_t gl1_steps = 0;
 };
 
 constexpr const char* kFormat = "lowbit-train";
@@ -54,6 +58,10 @@ void save_state(const std::string& path, const FitOptions& o, Module& model, opt
   c.meta["seen"] = pos.seen;
   c.meta["counted"] = pos.counted;
   c.meta["seconds"] = pos.seconds;
+  c.meta["grad_l1.sum"] = pos.gl1_sum;
+  c.meta["grad_l1.weights_sum"] = pos.gl1_w_sum;
+  c.meta["grad_l1.acts_sum"] = pos.gl1_a_sum;
+  c.meta["grad_l1.steps"] = pos.gl1_steps;
   c.meta["rng.default.seed"] = static_cast<int64_t>(default_generator().seed());
   c.meta["rng.default.offset"] = static_cast<int64_t>(default_generator().offset());
   for (auto& [name, m] : model.named_modules())
@@ -78,6 +86,12 @@ Position restore_state(const std::string& path, Module& model, optim::Optimizer&
   pos.seen = c.get_int("seen");
   pos.counted = c.has("counted") ? c.get_int("counted") : pos.seen;
   pos.seconds = c.get_double("seconds");
+  if (c.has("grad_l1.steps")) {  // checkpoints before gradient-l1 have none
+    pos.gl1_sum = c.get_double("grad_l1.sum");
+    pos.gl1_w_sum = c.get_double("grad_l1.weights_sum");
+    pos.gl1_a_sum = c.get_double("grad_l1.acts_sum");
+    pos.gl1_steps = c.get_int("grad_l1.steps");
+  }
   default_generator().set_state(static_cast<uint64_t>(c.get_int("rng.default.seed")),
                                 static_cast<uint64_t>(c.get_int("rng.default.offset")));
   for (auto& [name, m] : model.named_modules())
@@ -211,8 +225,7 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
     return test ? evaluate(model, *test) : EvalResult{};
   };
 
-  for (; pos.epoch < o.epochs;
-       ++pos.epoch, pos.batch = 0, pos.loss_sum = 0, pos.correct = 0, pos.seen = 0, pos.counted = 0, pos.seconds = 0) {
+  for (; pos.epoch < o.epochs; ++pos.epoch, pos = Position{.epoch = pos.epoch}) {
     model.train();
     Progress bar(detail::concat("epoch ", pos.epoch + 1, "/", o.epochs), nb, o.verbose >= 2 ? o.progress_every : 0);
     const double seconds_before = pos.seconds;
@@ -223,10 +236,32 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       optim::apply_schedule(opt, *schedule, t);
       opt.set_position(t, double(o.epochs));
       if (quant) quant->begin_step(t, double(o.epochs));
-      const StepOutput out = step(model, b);
+      // Gradient-l1 (spec §7; quant/grad_l1.h): exact, the step's forward pass with the activations
+      // captured and the penalty of its loss by double backward; fd, the step run twice by fd_step, which
+      // sets the gradients itself (the first run's output is the step's).
+      const quant::GradL1Regularizer* gl1 = quant ? quant->grad_l1() : nullptr;
+      const bool gl1_fd = gl1 && gl1->options().mode == quant::GradL1Mode::fd;
+      StepOutput out;
+      quant::GradL1Penalty penalty;
+      if (gl1_fd) {
+        opt.zero_grad();
+        int runs = 0;
+        penalty = gl1->fd_step(model, [&] {
+          StepOutput o = step(model, b);
+          if (runs++ == 0) out = o;
+          return o.loss;
+        });
+      } else {
+        std::optional<quant::ActivationCapture> capture;
+        if (gl1) capture.emplace(gl1->capture());
+        out = step(model, b);
+        LOWBIT_CHECK(out.loss.defined() && out.loss.numel() == 1, "fit: the step must return a scalar loss");
+        if (gl1 && std::isfinite(out.loss.item())) penalty = gl1->penalty(out.loss, capture->activations());
+      }
       LOWBIT_CHECK(out.loss.defined() && out.loss.numel() == 1, "fit: the step must return a scalar loss");
       const double loss_value = out.loss.item();
       Variable total = out.loss;
+      if (penalty.value.defined()) total = total + penalty.value;
       Variable reg = opt.regularization_loss();
       if (reg.defined()) total = total + reg;
       // Non-finite values: the loss and the regularizers' term, then the gradients, before the step.
@@ -234,11 +269,17 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       auto value_text = [](double v) { return std::isnan(v) ? std::string("nan") : detail::concat(v); };
       if (!std::isfinite(loss_value))
         fault = "the loss is " + value_text(loss_value);
+      else if (penalty.value.defined() && !std::isfinite(penalty.value.item()))
+        fault = "the gradient-l1 penalty is " + value_text(penalty.value.item());
       else if (!std::isfinite(total.item()))
         fault = "the regularization term is " + value_text(total.item() - loss_value);
       if (fault.empty()) {
-        opt.zero_grad();
-        total.backward();
+        if (gl1_fd) {  // dL/dtheta + dP/dtheta are set; the optimizer's regularizers add theirs
+          if (reg.defined()) reg.backward();
+        } else {
+          opt.zero_grad();
+          total.backward();
+        }
         const std::string p = first_nonfinite(model, /*gradients=*/true);
         if (!p.empty()) fault = "the gradient of " + p + " is not finite";
       }
@@ -287,6 +328,12 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       pos.loss_sum += loss_value * double(n);
       if (out.logits.defined()) pos.correct += count_correct(out.logits, b.labels), pos.counted += n;
       pos.seen += n;
+      if (penalty.value.defined()) {
+        pos.gl1_sum += penalty.value.item();
+        pos.gl1_w_sum += penalty.weight_l1;
+        pos.gl1_a_sum += penalty.act_l1;
+        ++pos.gl1_steps;
+      }
       ++pos.batch;
       pos.seconds = seconds_before + bar.seconds();
       if (o.verbose >= 2)
@@ -327,12 +374,17 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
     r.lr = opt.param_groups()[0].lr;
     r.seconds = pos.seconds;
     r.images_per_sec = pos.seconds > 0 ? double(pos.seen) / pos.seconds : 0;
+    const double gl1_steps = pos.gl1_steps ? double(pos.gl1_steps) : std::nan("");
+    r.grad_l1 = pos.gl1_sum / gl1_steps;
+    r.grad_l1_weights = pos.gl1_w_sum / gl1_steps;
+    r.grad_l1_acts = pos.gl1_a_sum / gl1_steps;
     result.last_eval = r.test;
     result.history.push_back(r);
     if (o.verbose >= 1) {
       std::printf("epoch %lld/%lld  train loss %.4f acc %.2f%%", (long long)r.epoch, (long long)r.epochs, r.train_loss,
                   100 * r.train_acc);
       if (r.test.images) std::printf("  test loss %.4f acc %.2f%%", r.test.loss, 100 * r.test.accuracy);
+      if (pos.gl1_steps) std::printf("  grad-l1 %.4g", r.grad_l1);
       std::printf("  lr %.4g  %.1fs (%.0f img/s)\n", r.lr, r.seconds, r.images_per_sec);
     }
     if (!metrics_path.empty()) {
@@ -341,6 +393,9 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
          << ", \"train_acc\": " << json_number(r.train_acc) << ", \"test_loss\": " << json_number(r.test.loss)
          << ", \"test_acc\": " << json_number(r.test.accuracy) << ", \"lr\": " << json_number(r.lr)
          << ", \"seconds\": " << json_number(r.seconds) << ", \"images_per_sec\": " << json_number(r.images_per_sec);
+      if (pos.gl1_steps)
+        js << ", \"grad_l1\": " << json_number(r.grad_l1) << ", \"grad_l1_weights\": " << json_number(r.grad_l1_weights)
+           << ", \"grad_l1_acts\": " << json_number(r.grad_l1_acts);
       if (quant) js << quant->epoch_json();
       js << "}";
       append_line(metrics_path, js.str());

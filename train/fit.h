@@ -7,6 +7,9 @@
 //   optimizer.set_position(t, epochs)          every regularizer's lambda schedule (WaveQ, SinReQ)
 //   quant->begin_step(t, epochs)                the quantizer bits that follow WaveQ's learned beta
 //   loss = step(model, batch) + optimizer.regularization_loss()
+//          (+ the gradient-l1 penalty when quant->grad_l1() is active, spec §7: exact mode, the step runs
+//           with the activations captured and quant/grad_l1.h's penalty of its loss is added; fd mode,
+//           GradL1Regularizer::fd_step runs the step twice and sets the gradients itself)
 //   backward, optional gradient clipping, optimizer.step(), quant->after_step() (beta clamp, U3 clip)
 // A non-finite loss stops the run with an error naming the epoch and batch.
 //
@@ -19,7 +22,8 @@
 // non-finite weight always stops.
 //
 // After each epoch: evaluation (options.evaluate, or train::evaluate on the test loader), a line of
-// metrics.jsonl in the run folder, the quantization table (verbose >= 1), on_epoch, and a checkpoint.
+// metrics.jsonl in the run folder (with "grad_l1", "grad_l1_weights", "grad_l1_acts" in epochs where
+// the gradient-l1 penalty was active), the quantization table (verbose >= 1), on_epoch, and a checkpoint.
 // Within an epoch a checkpoint is also written every checkpoint_every_batches batches and whenever
 // checkpoint_every_seconds of training time have passed since the last one (default 10 minutes, so
 // an interrupted long epoch loses little).
@@ -64,8 +68,13 @@ using StepFn = std::function<StepOutput(Module& model, const data::Batch& batch)
 struct EpochRecord {
   int64_t epoch = 0;  // 1-based
   int64_t epochs = 0;
-  double train_loss = 0, train_acc = 0;  // train_acc NaN when the step gives no logits
-  EvalResult test;                       // images == 0: not evaluated
+  // train_loss: the mean of the step's loss, without regularization terms; train_acc NaN when the step
+  // gives no logits.
+  double train_loss = 0, train_acc = 0;
+  // Gradient-l1 (--reg grad-l1), means over the epoch's steps where it was active (NaN: none was):
+  // the penalty added to the loss, and its two unweighted norms sum_l ||dL/dW_l||_1, sum_l ||dL/da_l||_1.
+  double grad_l1 = 0, grad_l1_weights = 0, grad_l1_acts = 0;
+  EvalResult test;  // images == 0: not evaluated
   double lr = 0, seconds = 0, images_per_sec = 0;
 };
 

@@ -64,8 +64,8 @@ std::optional<WeightScale> parse_scale_option(const std::string& s) {
 QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model), spec_(spec) {
   method_ = &quant::find_method(spec.method);
   const bool quantized = method_->weight != nullptr;
-  LOWBIT_CHECK(spec.reg == "none" || spec.reg == "sinreq" || spec.reg == "waveq", "--reg '", spec.reg,
-               "' is not one of none, sinreq, waveq");
+  LOWBIT_CHECK(spec.reg == "none" || spec.reg == "sinreq" || spec.reg == "waveq" || spec.reg == "grad-l1", "--reg '",
+               spec.reg, "' is not one of none, sinreq, waveq, grad-l1");
   LOWBIT_CHECK(
       spec.bits_follow_beta == "always" || spec.bits_follow_beta == "phase3" || spec.bits_follow_beta == "never",
       "--bits-follow-beta '", spec.bits_follow_beta, "' is not one of always, phase3, never");
@@ -75,7 +75,7 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
                ": gradient bits must be in 1..16 (32: off)");
   LOWBIT_CHECK(spec.gbits == 32 || quantized, "--gbits ", spec.gbits,
                " quantizes the gradients of quantized layers: it needs a --quant method");
-  const bool with_reg = spec.reg != "none";
+  const bool with_reg = spec.reg == "sinreq" || spec.reg == "waveq";  // the sinusoidal regularizers
   const std::optional<Grid> grid_opt = parse_grid(spec.grid);
   const std::optional<WeightScale> scale_opt = parse_scale_option(spec.weight_scale);
 
@@ -135,7 +135,7 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
                                  .act_kb = spec.act_budget_kb,
                                  .act = quant::parse_activation_budget(spec.act_budget),
                                  .lambda_w = spec.budget_lambda,
-                                 .lambda_a = spec.budget_lambda});
+                                 .lambda_a = spec.act_budget_lambda.value_or(spec.budget_lambda)});
   for (const auto& n : q_.parameter_names) owned_.push_back(n);
 
   // Regularized layers: the quantized ones, or in float training those with bits < 32 (all but the
@@ -189,6 +189,25 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
     ws.snap_beta = spec.snap_beta;
     waveq_ = std::make_shared<quant::WaveQRegularizer>(weights, betas, wo, ws);
     follow_ = learn_beta_ && quantized && method_->bits_follow_beta && spec.bits_follow_beta != "never";
+  }
+
+  // Gradient-l1 regularization (spec §7): every Conv2d/Linear weight and activation module, on top of
+  // whatever quantizers are attached (their activation hooks keep running after the capture).
+  if (spec.reg == "grad-l1") {
+    LOWBIT_CHECK(spec.lambda >= 0, "--lambda ", spec.lambda, ": the gradient-l1 lambda must be >= 0");
+    LOWBIT_CHECK(spec.reg_last_epochs >= 0, "--reg-last-epochs ", spec.reg_last_epochs, " must be >= 0");
+    LOWBIT_CHECK(spec.grad_l1_mode == "exact" || spec.grad_l1_mode == "fd", "--grad-l1-mode '", spec.grad_l1_mode,
+                 "' is not exact or fd");
+    LOWBIT_CHECK(spec.grad_l1_fd_step > 0, "--grad-l1-fd-step ", spec.grad_l1_fd_step, " must be > 0");
+    grad_l1_ = std::make_shared<quant::GradL1Regularizer>(
+        model,
+        quant::GradL1Options{.lambda_w = spec.lambda,
+                             .lambda_a = spec.lambda_a >= 0 ? spec.lambda_a : spec.lambda,
+                             .mode = spec.grad_l1_mode == "fd" ? quant::GradL1Mode::fd : quant::GradL1Mode::exact,
+                             .fd_step = spec.grad_l1_fd_step});
+    grad_l1_on_ = spec.reg_last_epochs <= 0;
+  } else {
+    LOWBIT_CHECK(spec.reg_last_epochs <= 0, "--reg-last-epochs is the window of --reg grad-l1");
   }
 
   // DoReFa gradient quantization (§8.2) on the outputs of the quantized layers, with its own noise.
@@ -262,8 +281,12 @@ bool QuantContext::owns_parameter(const std::string& name) const {
   return std::find(owned_.begin(), owned_.end(), name) != owned_.end();
 }
 
+bool QuantContext::quantizes() const { return method_->weight != nullptr || method_->activation != nullptr; }
+
 void QuantContext::begin_step(double t, double total) {
   t_ = t, total_ = total;
+  // Gradient-l1 in the last reg_last_epochs epochs (spec §7.2: the last ~15 epochs of training).
+  if (grad_l1_) grad_l1_on_ = spec_.reg_last_epochs <= 0 || t >= total - spec_.reg_last_epochs;
   if (!follow_) return;
   if (spec_.bits_follow_beta == "phase3" && t < spec_.beta_freeze * total) return;
   for (size_t i = 0; i < reg_layers_.size(); ++i) *reg_layers_[i]->weight_bits = final_bits(i);
@@ -433,6 +456,14 @@ std::string QuantContext::describe() const {
     s << " + memory budget";
     if (spec_.weight_budget_kb > 0) s << " weights <= " << spec_.weight_budget_kb << " kB";
     if (spec_.act_budget_kb > 0) s << " activations (" << spec_.act_budget << ") <= " << spec_.act_budget_kb << " kB";
+  }
+  if (grad_l1_) {
+    const quant::GradL1Options& g = grad_l1_->options();
+    s << " + grad-l1 (lambda " << g.lambda_w;
+    if (g.lambda_a != g.lambda_w) s << ", activations " << g.lambda_a;
+    if (spec_.reg_last_epochs > 0) s << ", last " << spec_.reg_last_epochs << " epochs";
+    if (g.mode == quant::GradL1Mode::fd) s << ", finite differences, step " << g.fd_step;
+    s << ")";
   }
   if (sinreq_ || waveq_) {
     s << " + " << spec_.reg << (waveq_ && !learn_beta_ ? " (beta fixed)" : "") << " (" << grid_name(grid_) << " grid";

@@ -44,6 +44,7 @@
 #include "data/loader.h"
 #include "optim/optimizer.h"
 #include "quant/budget.h"
+#include "quant/grad_l1.h"
 #include "quant/qconfig.h"
 #include "quant/regularize.h"
 #include "quant/stats.h"
@@ -66,8 +67,8 @@ struct QuantSpec {
   double pact_decay = -1;  // PACT's lambda_alpha (L2 on alpha, §8.5); < 0: the weights' weight decay
   int gbits = 32;          // DoReFa gradient quantization of the quantized layers' outputs (§8.2); 32: off
   uint64_t seed = 1;       // the gradient quantizer's noise
-  // Regularizer (quant/regularize.h).
-  std::string reg = "none";   // none | sinreq | waveq
+  // Regularizer (quant/regularize.h; grad-l1: quant/grad_l1.h).
+  std::string reg = "none";   // none | sinreq | waveq | grad-l1
   std::string grid = "auto";  // auto | dorefa | wrpn | fixed
   bool allow_grid_mismatch = false;
   double lambda_w = 1, lambda_beta = 0.03;
@@ -84,7 +85,16 @@ struct QuantSpec {
                              // lr; 0: held at their initialisation (Uhlich's "Fixed" rows)
   double weight_budget_kb = 0, act_budget_kb = 0;
   std::string act_budget = "max";
-  double budget_lambda = 0.1;
+  double budget_lambda = 0.1;                 // (8a)'s lambda, and (8b)/(8c)'s unless act_budget_lambda >= 0
+  std::optional<double> act_budget_lambda{};  // (8b)/(8c)'s lambda; none: budget_lambda
+  // Gradient-l1 regularization (--reg grad-l1, Alizadeh et al., spec §7): lambda weighs both terms
+  // (spec §7.1: lambda_w = lambda_a) unless lambda_a >= 0 is given; the penalty is active in the
+  // last reg_last_epochs epochs of the run (t >= epochs - reg_last_epochs; 0: every epoch, e.g. a
+  // fine-tune from --init).
+  double lambda = 0.05, lambda_a = -1;
+  double reg_last_epochs = 0;
+  std::string grad_l1_mode = "exact";  // exact (double backward) | fd (finite differences, spec §7.2 (b))
+  double grad_l1_fd_step = 3e-3;       // fd: perturbation of each weight and activation element
 };
 
 // One row of the per-epoch table / metrics (regularized layers).
@@ -185,6 +195,13 @@ class QuantContext {
   const quant::Quantization& quantization() const { return q_; }
   const QuantSpec& spec() const { return spec_; }
   bool regularized() const { return sinreq_ || waveq_; }
+  // Gradient-l1 (--reg grad-l1): the regularizer when it is active at the position of the last
+  // begin_step (the last reg_last_epochs epochs), else null. The fit loop then captures the
+  // activations during the step and adds its penalty to the loss (train/fit.h).
+  const quant::GradL1Regularizer* grad_l1() const { return grad_l1_on_ ? grad_l1_.get() : nullptr; }
+  bool has_grad_l1() const { return grad_l1_ != nullptr; }
+  // A weight or activation quantizer is attached (not a float run that only regularizes).
+  bool quantizes() const;
   // The memory budget's sizes now (nullopt without --weight-budget-kb / --act-budget-kb).
   std::optional<quant::MemorySizes> budget_sizes() const;
   // After end_epoch: the epoch just ended met every budget and has the best test accuracy of the
@@ -210,6 +227,8 @@ class QuantContext {
   std::shared_ptr<quant::SinReQRegularizer> sinreq_;
   std::shared_ptr<quant::WaveQRegularizer> waveq_;
   std::shared_ptr<quant::MemoryBudget> budget_;
+  std::shared_ptr<quant::GradL1Regularizer> grad_l1_;
+  bool grad_l1_on_ = false;
   std::shared_ptr<Generator> grad_noise_;  // --gbits
   std::vector<std::string> owned_;
   std::map<std::string, std::vector<double>> curves_;

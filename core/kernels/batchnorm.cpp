@@ -452,6 +452,163 @@ void backward_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* sa
   });
 }
 
+// The double backward (batchnorm.h): pass 1 sums per chunk, merged in chunk order; pass 2 elementwise.
+// Per channel, d = x - mean, g = dy (masked by the fused ReLU), u = dP/d(dx):
+//   sums = [sum g, sum g d, sum u, sum u d, sum u g].
+template <class T>
+void bwd2_sums_generic(int64_t rows, int64_t C, const T* x, const T* dy, const T* u, const T* center,
+                       const T* relu_scale, const T* relu_shift, double* out, T* blk) {
+  T* b[5];
+  for (int k = 0; k < 5; ++k) b[k] = blk + k * C;
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    const int64_t r1 = std::min(rows, r0 + kBlockRows);
+    std::fill(blk, blk + 5 * C, T(0));
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = x + r * C;
+      const T* gr = dy + r * C;
+      const T* ur = u + r * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const T d = xr[c] - center[c];
+        const bool keep = !relu_scale || std::fma(d, relu_scale[c], relu_shift[c]) > T(0);
+        const T g = keep ? gr[c] : T(0), uv = ur[c];
+        b[0][c] += g;
+        b[1][c] += g * d;
+        b[2][c] += uv;
+        b[3][c] += uv * d;
+        b[4][c] += uv * g;
+      }
+    }
+    for (int k = 0; k < 5; ++k)
+      for (int64_t c = 0; c < C; ++c) out[k * C + c] += double(b[k][c]);
+  }
+}
+
+// ddy = mask (k1 u + k2 d + k3);  ddx = a1 u + a2 g + a3 d + a4  (coefficients per channel, in `k`:
+// k1 k2 k3 a1 a2 a3 a4, C each). Either output may be null.
+template <class T>
+void bwd2_rows_generic(int64_t rows, int64_t C, const T* x, const T* dy, const T* u, const T* center,
+                       const T* relu_scale, const T* relu_shift, const T* k, T* ddy, T* ddx) {
+  const T *k1 = k, *k2 = k + C, *k3 = k + 2 * C, *a1 = k + 3 * C, *a2 = k + 4 * C, *a3 = k + 5 * C, *a4 = k + 6 * C;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t i = r * C + c;
+      const T d = x[i] - center[c];
+      const bool keep = !relu_scale || std::fma(d, relu_scale[c], relu_shift[c]) > T(0);
+      const T g = keep ? dy[i] : T(0), uv = u[i];
+      if (ddy) ddy[i] = keep ? uv * k1[c] + d * k2[c] + k3[c] : T(0);
+      if (ddx) ddx[i] = uv * a1[c] + g * a2[c] + d * a3[c] + a4[c];
+    }
+}
+
+LOWBIT_AVX512 void bwd2_sums_avx512(int64_t rows, int64_t C, const float* x, const float* dy, const float* u,
+                                    const float* center, const float* relu_scale, const float* relu_shift,
+                                    double* out) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    const int64_t nr = std::min(kBlockRows, rows - r0);
+    for (int64_t cb = 0; cb < C; cb += 16) {
+      const __mmask16 m = tail_mask(C - cb);
+      const __m512 cen = _mm512_maskz_loadu_ps(m, center + cb);
+      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0;
+      const float* xp = x + r0 * C + cb;
+      const float* gp = dy + r0 * C + cb;
+      const float* up = u + r0 * C + cb;
+      for (int64_t r = 0; r < nr; ++r, xp += C, gp += C, up += C) {
+        const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, xp), cen);
+        const __mmask16 keep = relu_scale ? positive_lanes(m, d, relu_scale + cb, relu_shift + cb) : m;
+        const __m512 g = _mm512_maskz_loadu_ps(keep, gp), uv = _mm512_maskz_loadu_ps(m, up);
+        s0 = _mm512_add_ps(s0, g);
+        s1 = _mm512_fmadd_ps(g, d, s1);
+        s2 = _mm512_add_ps(s2, uv);
+        s3 = _mm512_fmadd_ps(uv, d, s3);
+        s4 = _mm512_fmadd_ps(uv, g, s4);
+      }
+      add_to_double(out + cb, s0, m);
+      add_to_double(out + C + cb, s1, m);
+      add_to_double(out + 2 * C + cb, s2, m);
+      add_to_double(out + 3 * C + cb, s3, m);
+      add_to_double(out + 4 * C + cb, s4, m);
+    }
+  }
+}
+
+LOWBIT_AVX512 void bwd2_rows_avx512(int64_t rows, int64_t C, const float* x, const float* dy, const float* u,
+                                    const float* center, const float* relu_scale, const float* relu_shift,
+                                    const float* k, float* ddy, float* ddx) {
+  for (int64_t r = 0; r < rows; ++r, x += C, dy += C, u += C, ddy += ddy ? C : 0, ddx += ddx ? C : 0)
+    for (int64_t cb = 0; cb < C; cb += 16) {
+      const __mmask16 m = tail_mask(C - cb);
+      const float* kc = k + cb;  // coefficient j of these channels at kc + j * C
+      const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + cb), _mm512_maskz_loadu_ps(m, center + cb));
+      const __mmask16 keep = relu_scale ? positive_lanes(m, d, relu_scale + cb, relu_shift + cb) : m;
+      const __m512 uv = _mm512_maskz_loadu_ps(m, u + cb);
+      if (ddy) {
+        const __m512 t =
+            _mm512_fmadd_ps(uv, _mm512_maskz_loadu_ps(m, kc),
+                            _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, kc + C), _mm512_maskz_loadu_ps(m, kc + 2 * C)));
+        _mm512_mask_storeu_ps(ddy + cb, m, _mm512_maskz_mov_ps(keep, t));
+      }
+      if (ddx) {
+        const __m512 g = _mm512_maskz_loadu_ps(keep, dy + cb);
+        const __m512 t = _mm512_fmadd_ps(uv, _mm512_maskz_loadu_ps(m, kc + 3 * C),
+                                         _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(m, kc + 4 * C),
+                                                         _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, kc + 5 * C),
+                                                                         _mm512_maskz_loadu_ps(m, kc + 6 * C))));
+        _mm512_mask_storeu_ps(ddx + cb, m, t);
+      }
+    }
+}
+
+template <class T>
+void backward_backward_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean, const T* save_invstd,
+                            const T* gamma, const T* relu_affine, const T* u, T* ddy, T* ddx, T* dgamma) {
+  check_shape(rows, C, "batchnorm_backward_backward");
+  const bool simd = use_avx512<T>();
+  const int64_t chunks = chunk_count(rows, C);
+  const T* relu_scale = relu_affine;
+  const T* relu_shift = relu_affine ? relu_affine + C : nullptr;
+  std::vector<double> sums(static_cast<size_t>(chunks * 5 * C), 0.0);
+  parallel_chunks(0, rows, chunks, [&](int64_t ci, int64_t lo, int64_t hi) {
+    double* out = sums.data() + ci * 5 * C;
+    const int64_t off = lo * C;
+    if constexpr (std::is_same_v<T, float>) {
+      if (simd) return bwd2_sums_avx512(hi - lo, C, x + off, dy + off, u + off, save_mean, relu_scale, relu_shift, out);
+    }
+    std::vector<T> blk(static_cast<size_t>(5 * C));
+    bwd2_sums_generic(hi - lo, C, x + off, dy + off, u + off, save_mean, relu_scale, relu_shift, out, blk.data());
+  });
+  for (int64_t ci = 1; ci < chunks; ++ci)
+    for (int64_t j = 0; j < 5 * C; ++j) sums[size_t(j)] += sums[size_t(ci * 5 * C + j)];
+  // Per channel (batchnorm.h): A = mean g, B = mean g xhat, U = mean u, Ux = mean u xhat, Ug = mean u g - U A.
+  std::vector<T> k(static_cast<size_t>(7 * C));
+  const double M = double(rows);
+  for (int64_t c = 0; c < C; ++c) {
+    const double r = save_invstd[c], gm = gamma ? double(gamma[c]) : 1.0;
+    const double sg = sums[size_t(c)], sgd = sums[size_t(C + c)], su = sums[size_t(2 * C + c)];
+    const double sud = sums[size_t(3 * C + c)], sug = sums[size_t(4 * C + c)];
+    const double A = sg / M, B = r * sgd / M, U = su / M, Ux = r * sud / M, Ug = sug / M - U * A;
+    k[size_t(c)] = T(gm * r);
+    k[size_t(C + c)] = T(-gm * r * r * Ux);
+    k[size_t(2 * C + c)] = T(-gm * r * U);
+    k[size_t(3 * C + c)] = T(-gm * r * r * B);
+    k[size_t(4 * C + c)] = T(-gm * r * r * Ux);
+    k[size_t(5 * C + c)] = T(gm * r * r * r * (3 * B * Ux - Ug));
+    k[size_t(6 * C + c)] = T(gm * r * r * (B * U + Ux * A));
+    if (dgamma) dgamma[c] = T(r * (sug - A * su - B * r * sud));
+  }
+  if (!ddy && !ddx) return;
+  parallel_for(0, rows, elementwise_grain(C), [&](int64_t lo, int64_t hi) {
+    const int64_t off = lo * C;
+    T* py = ddy ? ddy + off : nullptr;
+    T* px = ddx ? ddx + off : nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      if (simd)
+        return bwd2_rows_avx512(hi - lo, C, x + off, dy + off, u + off, save_mean, relu_scale, relu_shift, k.data(), py,
+                                px);
+    }
+    bwd2_rows_generic(hi - lo, C, x + off, dy + off, u + off, save_mean, relu_scale, relu_shift, k.data(), py, px);
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // References: two-pass statistics and the textbook formulas in a wider type.
 // ---------------------------------------------------------------------------------------------
@@ -529,6 +686,40 @@ void backward_ref_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T
 }
 
 template <class T>
+void backward_backward_ref_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean,
+                                const T* save_invstd, const T* gamma, const T* relu_affine, const T* u, T* ddy, T* ddx,
+                                T* dgamma) {
+  check_shape(rows, C, "batchnorm_backward_backward_ref");
+  using A = RefAcc<T>;
+  const A M = A(rows);
+  for (int64_t c = 0; c < C; ++c) {
+    const A mean = save_mean[c], r = save_invstd[c], gm = gamma ? A(gamma[c]) : A(1);
+    auto keep = [&](int64_t i) {
+      return !relu_affine || std::fma(x[i] - save_mean[c], relu_affine[c], relu_affine[C + c]) > T(0);
+    };
+    auto g = [&](int64_t i) { return keep(i) ? A(dy[i]) : A(0); };
+    auto xhat = [&](int64_t i) { return (A(x[i]) - mean) * r; };
+    A mg = 0, mgx = 0, mu = 0, mux = 0, mug = 0;
+    for (int64_t row = 0; row < rows; ++row) {
+      const int64_t i = row * C + c;
+      mg += g(i), mgx += g(i) * xhat(i), mu += A(u[i]), mux += A(u[i]) * xhat(i), mug += A(u[i]) * g(i);
+    }
+    mg /= M, mgx /= M, mu /= M, mux /= M, mug /= M;
+    const A ug = mug - mu * mg;
+    A dg = 0;
+    for (int64_t row = 0; row < rows; ++row) {
+      const int64_t i = row * C + c;
+      const A uv = u[i], xh = xhat(i);
+      // ddy = gamma r (u - U - xhat Ux); ddx = gamma r^2 (-B (u - U) - Ux (g - A) + xhat (3 B Ux - Ug)).
+      if (ddy) ddy[i] = keep(i) ? T(gm * r * (uv - mu - xh * mux)) : T(0);
+      if (ddx) ddx[i] = T(gm * r * r * (-mgx * (uv - mu) - mux * (g(i) - mg) + xh * (3 * mgx * mux - ug)));
+      dg += uv * (g(i) - mg - xh * mgx);
+    }
+    if (dgamma) dgamma[c] = T(r * dg);
+  }
+}
+
+template <class T>
 void update_running_impl(int64_t C, double momentum, const T* batch_mean, const T* batch_var, T* running_mean,
                          T* running_var) {
   for (int64_t c = 0; c < C; ++c) {
@@ -564,6 +755,15 @@ void update_running_impl(int64_t C, double momentum, const T* batch_mean, const 
                               const T* save_invstd, const T* gamma, T* dx, T* dgamma, T* dbeta,                       \
                               const T* relu_affine) {                                                                 \
     backward_ref_impl(rows, C, x, dy, save_mean, save_invstd, gamma, relu_affine, dx, dgamma, dbeta);                 \
+  }                                                                                                                   \
+  void batchnorm_backward_backward(int64_t rows, int64_t C, const T* x, const T* dy, const T* mean, const T* invstd,  \
+                                   const T* gamma, const T* relu, const T* u, T* ddy, T* ddx, T* dgamma) {            \
+    backward_backward_impl(rows, C, x, dy, mean, invstd, gamma, relu, u, ddy, ddx, dgamma);                           \
+  }                                                                                                                   \
+  void batchnorm_backward_backward_ref(int64_t rows, int64_t C, const T* x, const T* dy, const T* mean,               \
+                                       const T* invstd, const T* gamma, const T* relu, const T* u, T* ddy, T* ddx,    \
+                                       T* dgamma) {                                                                   \
+    backward_backward_ref_impl(rows, C, x, dy, mean, invstd, gamma, relu, u, ddy, ddx, dgamma);                       \
   }                                                                                                                   \
   void batchnorm_update_running_stats(int64_t C, double momentum, const T* batch_mean, const T* batch_var_unbiased,   \
                                       T* running_mean, T* running_var) {                                              \

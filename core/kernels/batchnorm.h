@@ -11,6 +11,16 @@
 //                            mean/invstd: dbeta = sum dy, dgamma = sum dy * xhat,
 //                            dx = gamma * invstd * (dy - dbeta / rows - xhat * dgamma / rows).
 //                            dx, dgamma, dbeta may each be null (not computed).
+//   batchnorm_backward_backward  the double backward: derivatives of batchnorm_backward's dx with respect to
+//                            its inputs, given u = dP/d(dx) [rows][C] (P any function of dx; gradient-l1
+//                            training differentiates the recorded backward pass). Per channel, with
+//                            g = dy (masked by the fused ReLU as in backward), xhat = (x - mean) invstd,
+//                            A = mean g, B = mean g xhat, U = mean u, Ux = mean u xhat, Ug = mean u g - U A:
+//                              ddy    = gamma invstd (u - U - xhat Ux)           (0 where the ReLU was off)
+//                              ddx    = gamma invstd^2 (-B (u - U) - Ux (g - A) + xhat (3 B Ux - Ug))
+//                              dgamma = invstd sum u (g - A - xhat B)
+//                            (the mean and invstd are functions of x: ddx includes their derivatives).
+//                            ddy, ddx, dgamma may each be null. One pass of five sums, one elementwise.
 //   batchnorm_update_running_stats  running = (1 - momentum) * running + momentum * batch.
 // gamma / beta may be null (affine = false: gamma = 1, beta = 0). rows >= 1.
 //
@@ -52,6 +62,13 @@ void batchnorm_backward(int64_t rows, int64_t C, const double* x, const double* 
                         const double* save_invstd, const double* gamma, double* dx, double* dgamma, double* dbeta,
                         const double* relu_affine = nullptr);
 
+void batchnorm_backward_backward(int64_t rows, int64_t C, const float* x, const float* dy, const float* save_mean,
+                                 const float* save_invstd, const float* gamma, const float* relu_affine, const float* u,
+                                 float* ddy, float* ddx, float* dgamma);
+void batchnorm_backward_backward(int64_t rows, int64_t C, const double* x, const double* dy, const double* save_mean,
+                                 const double* save_invstd, const double* gamma, const double* relu_affine,
+                                 const double* u, double* ddy, double* ddx, double* dgamma);
+
 void batchnorm_forward_train_ref(int64_t rows, int64_t C, const float* x, const float* gamma, const float* beta,
                                  double eps, float* y, float* save_mean, float* save_invstd,
                                  float* batch_var_unbiased = nullptr, float* relu_affine = nullptr);
@@ -70,6 +87,14 @@ void batchnorm_backward_ref(int64_t rows, int64_t C, const float* x, const float
 void batchnorm_backward_ref(int64_t rows, int64_t C, const double* x, const double* dy, const double* save_mean,
                             const double* save_invstd, const double* gamma, double* dx, double* dgamma, double* dbeta,
                             const double* relu_affine = nullptr);
+
+void batchnorm_backward_backward_ref(int64_t rows, int64_t C, const float* x, const float* dy, const float* save_mean,
+                                     const float* save_invstd, const float* gamma, const float* relu_affine,
+                                     const float* u, float* ddy, float* ddx, float* dgamma);
+void batchnorm_backward_backward_ref(int64_t rows, int64_t C, const double* x, const double* dy,
+                                     const double* save_mean, const double* save_invstd, const double* gamma,
+                                     const double* relu_affine, const double* u, double* ddy, double* ddx,
+                                     double* dgamma);
 
 void batchnorm_update_running_stats(int64_t C, double momentum, const float* batch_mean,
                                     const float* batch_var_unbiased, float* running_mean, float* running_var);
