@@ -197,6 +197,12 @@ int run_bench(int argc, char** argv) {
     engine.emplace(deploy::load_model(o.str("model-file")), o.str("model-file"));
   } else if (integer) {
     LOWBIT_CHECK(quant, "lowbit bench --integer: needs --quant (the model to export) or --model-file");
+    {  // one batch through the model first: quantizers that set a range from their first input (MobileNet
+       // v2's residual stream) have one then, as after the first training step
+      NoGradGuard ng;
+      Generator g0(2);
+      (*model)(Variable(Tensor::randn({B, C, S, S}, g0).contiguous(MemoryFormat::channels_last)));
+    }
     quant->use_final_bits();
     deploy::ExportOptions eo;
     eo.model_name = o.str("model");

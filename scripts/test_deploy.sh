@@ -93,6 +93,9 @@ classes_v2=$(tail -n +2 "$work/v2_int.csv" | cut -d, -f3 | sort -u | wc -l)
 echo "mobilenet_v2: predictions agree on $agree_v2 / 200 images ($classes_v2 classes predicted)"
 [ "$agree_v2" -ge 199 ]
 [ "$classes_v2" -ge 3 ]
+# lowbit bench --integer exports the freshly built model: one batch sets the stream's clip first.
+"$lowbit" bench --model mobilenet_v2 --variant cifar --width 0.25 --quant dorefa --wbits 4 --abits 4 --integer \
+  --mode none --batch 2 --steps 1 --warmup 0 --threads 2 | tail -1 | grep -q '"integer_infer_images_per_sec": [1-9]'
 
 # A method the integer format does not carry: refused, naming it.
 "$lowbit" train "${common[@]}" --limit-train 256 --limit-test 64 --quant p3 --wbits 4 --abits 4 \
