@@ -69,7 +69,7 @@ std::vector<OptionSpec> quant_option_specs() {
        "the weight budget's penalty coefficient, and the activation budget's unless --act-budget-lambda (sizes in "
        "kB; 0.1 as the paper on CIFAR-10)"},
       {"act-budget-lambda", "", "the activation budget's penalty coefficient (default: --budget-lambda)"},
-      {"lambda", "0.05",
+      {"lambda", "1e-3",
        "--reg grad-l1: lambda of lambda sum_l ||dL/dW_l||_1 + lambda sum_l ||dL/da_l||_1 (W: Conv2d/Linear "
        "weights, a: ReLU/ReLU6/Hardtanh outputs; L: the batch-mean loss)"},
       {"lambda-a", "", "--reg grad-l1: lambda of the activation term (default: --lambda; 0: weights only)"},

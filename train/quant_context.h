@@ -85,13 +85,13 @@ struct QuantSpec {
                              // lr; 0: held at their initialisation (Uhlich's "Fixed" rows)
   double weight_budget_kb = 0, act_budget_kb = 0;
   std::string act_budget = "max";
-  double budget_lambda = 0.1;                 // (8a)'s lambda, and (8b)/(8c)'s unless act_budget_lambda >= 0
+  double budget_lambda = 0.1;                 // (8a)'s lambda, and (8b)/(8c)'s unless act_budget_lambda is set
   std::optional<double> act_budget_lambda{};  // (8b)/(8c)'s lambda; none: budget_lambda
   // Gradient-l1 regularization (--reg grad-l1, Alizadeh et al., spec §7): lambda weighs both terms
   // (spec §7.1: lambda_w = lambda_a) unless lambda_a >= 0 is given; the penalty is active in the
   // last reg_last_epochs epochs of the run (t >= epochs - reg_last_epochs; 0: every epoch, e.g. a
   // fine-tune from --init).
-  double lambda = 0.05, lambda_a = -1;
+  double lambda = 1e-3, lambda_a = -1;
   double reg_last_epochs = 0;
   std::string grad_l1_mode = "exact";  // exact (double backward) | fd (finite differences, spec §7.2 (b))
   double grad_l1_fd_step = 3e-3;       // fd: perturbation of each weight and activation element
