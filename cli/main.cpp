@@ -499,13 +499,38 @@ int run_eval(int argc, char** argv) {
 }
 
 // ---- export ----
+// `lowbit export --entropy-code`'s account (spec methods.md §3.4): per layer, then both ratios.
+void print_entropy_account(const deploy::EntropyAccount& a, int64_t file_bytes, int64_t packed_file_bytes,
+                           int64_t fp32_bytes) {
+  std::printf("\nentropy coding (Huffman per layer, zeros an ordinary symbol; docs/format.md)\n");
+  std::printf("%-24s %10s %5s %9s %8s %10s %10s %8s  %s\n", "layer", "weights", "bits", "sparsity", "symbols",
+              "packed B", "coded B", "bits/w", "stored");
+  for (const auto& l : a.layers)
+    std::printf("%-24s %10lld %5d %9.4f %8lld %10lld %10lld %8.3f  %s\n", l.name.c_str(), (long long)l.weights, l.bits,
+                double(l.zeros) / double(l.weights), (long long)l.symbols, (long long)l.packed_bytes,
+                (long long)l.huffman_bytes, double(l.stream_bits) / double(l.weights), deploy::storage_name(l.storage));
+  std::printf("file: %lld bytes coded, %lld bytes packed (%.3f of the packed file)\n", (long long)file_bytes,
+              (long long)packed_file_bytes, double(file_bytes) / double(packed_file_bytes));
+  std::printf("compression ratio (file bytes): FP32 parameters %lld bytes / file %lld bytes = %.2fx\n",
+              (long long)fp32_bytes, (long long)file_bytes, double(fp32_bytes) / double(file_bytes));
+  std::printf(
+      "compression ratio (spec formula): 32 N / sum_l (coded bits + table bits + 32) = 32 * %lld / %lld = %.2fx "
+      "(every layer Huffman-coded; table = 32 + 24 bits per distinct code; N without the low-order pass; "
+      "scales, offsets, biases and the graph not counted)\n",
+      (long long)a.formula_weights, (long long)a.formula_bits, a.formula_ratio());
+}
+
 int run_export(int argc, char** argv) {
   Options o("export", {{"checkpoint", "", "checkpoint file of a quantized run (a run's checkpoint.ckpt)"},
                        {"out", "", "the integer model file to write (.lbq)"},
                        {"data", "", "data set (default: the run's; its training images give the normalization)"},
                        {"c-header", "",
                         "also write the model as a C/C++ header FILE of const arrays (symbol: FILE's stem; "
-                        "docs/embedding.md)"}});
+                        "docs/embedding.md)"},
+                       {"entropy-code", "",
+                        "Huffman-code each layer's weight codes where that is smaller (file version 4, "
+                        "docs/format.md); print the compression ratios",
+                        true}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
   LOWBIT_CHECK(o.has("checkpoint") && o.has("out"), "--checkpoint FILE and --out FILE are required");
@@ -522,7 +547,10 @@ int run_export(int argc, char** argv) {
   eo.channels = r.data.train.channels(), eo.height = r.data.train.height(), eo.width = r.data.train.width();
   eo.mean = r.data.mean, eo.std = r.data.std;
   eo.source = path;
-  const deploy::ExportResult ex = deploy::export_model(*r.model, r.quant->quantization(), eo);
+  deploy::ExportResult ex = deploy::export_model(*r.model, r.quant->quantization(), eo);
+  const int64_t packed_bytes = int64_t(deploy::serialize_model(ex.model).size());
+  deploy::EntropyAccount coded;
+  if (o.flag("entropy-code")) coded = deploy::entropy_code(ex.model);
   deploy::save_model(o.str("out"), ex.model);
   const auto bytes = int64_t(std::filesystem::file_size(o.str("out")));
   std::printf("%-24s %8s %8s %10s  %s\n", "layer", "trained", "stored", "weights", "weights in the file");
@@ -541,6 +569,7 @@ int run_export(int argc, char** argv) {
   std::printf("%s: %lld bytes; FP32 parameters %lld bytes: %.2fx smaller (%.3f of FP32)\n", o.str("out").c_str(),
               (long long)bytes, (long long)ex.fp32_parameter_bytes, double(ex.fp32_parameter_bytes) / double(bytes),
               double(bytes) / double(ex.fp32_parameter_bytes));
+  if (o.flag("entropy-code")) print_entropy_account(coded, bytes, packed_bytes, ex.fp32_parameter_bytes);
   if (o.has("c-header")) {
     const std::string header = o.str("c-header");
     const std::string symbol = deploy::c_identifier(std::filesystem::path(header).stem().string());

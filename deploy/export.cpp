@@ -6,6 +6,7 @@
 
 #include "autograd/variable.h"
 #include "core/error.h"
+#include "deploy/entropy.h"
 #include "layers/activation.h"
 #include "layers/container.h"
 #include "layers/conv.h"
@@ -594,6 +595,28 @@ ExportResult export_model(Module& model, const quant::Quantization& q, const Exp
   ex.end();
   validate(res.model, "export");
   return res;
+}
+
+EntropyAccount entropy_code(Model& m) {
+  EntropyAccount a;
+  for (Op& op : m.ops) {
+    if (op.kind != OpKind::conv && op.kind != OpKind::linear) continue;
+    WeightOp& l = op.layer;
+    const std::vector<uint32_t> fields = weight_fields(l);
+    const HuffmanSize h = huffman_size(fields, l.bits);
+    CodedLayer c;
+    c.name = l.name, c.weights = l.numel(), c.bits = l.bits;
+    c.zeros = std::count(l.weights.begin(), l.weights.end(), int16_t(0));
+    c.symbols = h.symbols, c.stream_bits = h.stream_bits, c.huffman_bytes = h.body_bytes;
+    c.packed_bytes = (l.numel() * l.bits + 7) / 8;
+    c.low_pass = l.name.size() > 4 && l.name.compare(l.name.size() - 4, 4, ".low") == 0;
+    l.storage = c.huffman_bytes < c.packed_bytes ? WeightStorage::huffman : WeightStorage::packed;
+    c.storage = l.storage;
+    if (!c.low_pass) a.formula_weights += c.weights;
+    a.formula_bits += h.stream_bits + h.table_bits() + 32;
+    a.layers.push_back(c);
+  }
+  return a;
 }
 
 }  // namespace lowbit::deploy

@@ -68,4 +68,28 @@ struct ExportResult {
 
 ExportResult export_model(Module& model, const quant::Quantization& quantization, const ExportOptions& options);
 
+// Entropy coding of an integer model's weights (spec methods.md §3.4; `lowbit export --entropy-code`).
+// entropy_code(m) sets each weight layer's storage to huffman when its coded body (deploy/entropy.h)
+// is smaller than its packed fields, else leaves it packed, and returns the account per layer and
+// the spec's compression ratio CR = 32 N / sum_l (coded bits_l + table bits_l + 32), zeros coded as
+// an ordinary symbol, with this convention: every weight layer Huffman-coded (whatever the file
+// chose), table bits = the stored table (32 + 24 per distinct field), 32 bits of delta_l per layer;
+// N = the weights of the layers, not counting a low-order pass (`NAME.low`: its weights are extra
+// storage of the first layer, in the denominator only); scales, offsets and the graph not counted.
+struct CodedLayer {
+  std::string name;
+  int64_t weights = 0, zeros = 0;  // zeros: weights whose integer is 0 (the sparsity's numerator)
+  int bits = 0;
+  int64_t symbols = 0, stream_bits = 0, packed_bytes = 0, huffman_bytes = 0;
+  bool low_pass = false;
+  WeightStorage storage = WeightStorage::packed;
+};
+struct EntropyAccount {
+  std::vector<CodedLayer> layers;
+  int64_t formula_weights = 0;  // N
+  int64_t formula_bits = 0;     // the denominator
+  double formula_ratio() const { return formula_bits ? 32.0 * double(formula_weights) / double(formula_bits) : 0; }
+};
+EntropyAccount entropy_code(Model& m);
+
 }  // namespace lowbit::deploy

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/serialize.h"
+#include "deploy/entropy.h"
 
 namespace lowbit::deploy {
 namespace {
@@ -135,6 +136,14 @@ const char* op_kind_name(OpKind k) {
   return "unknown";
 }
 
+const char* storage_name(WeightStorage s) {
+  switch (s) {
+    case WeightStorage::packed: return "packed";
+    case WeightStorage::huffman: return "huffman";
+  }
+  return "unknown";
+}
+
 bool WeightOp::wide() const {
   return std::any_of(weights.begin(), weights.end(), [](int16_t w) { return w < -128 || w > 127; });
 }
@@ -232,6 +241,8 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
                      ": odd coding at 16 bits is beyond the engine's 16-bit weights");
         LOWBIT_CHECK(l.coding != WeightCoding::twos_complement || l.bits >= 2, file, ": ", what,
                      ": two's complement needs >= 2 bits (1 bit: the odd coding, -1/+1)");
+        LOWBIT_CHECK(l.storage == WeightStorage::packed || l.storage == WeightStorage::huffman, file, ": ", what,
+                     ": unknown weight storage ", int(l.storage));
         LOWBIT_CHECK(l.out_qmax >= 0 && l.out_qmax <= 255, file, ": ", what, ": out_qmax ", l.out_qmax,
                      " is outside [0, 255]");
         LOWBIT_CHECK(!after_sum || l.out_qmax == 0, file, ": ", what,
@@ -387,20 +398,39 @@ std::vector<int16_t> unpack_weights(std::string_view packed, int64_t count, int3
   LOWBIT_CHECK(bits >= 1 && bits <= 16 && count >= 0 && int64_t(packed.size()) * 8 >= count * bits,
                "unpack_weights: ", packed.size(), " bytes do not hold ", count, " values of ", bits, " bits");
   std::vector<int16_t> w(static_cast<size_t>(count));
-  const int32_t full = (1 << bits) - 1;
   for (int64_t i = 0; i < count; ++i) {
     const uint64_t bit = uint64_t(i) * uint64_t(bits);
     int32_t u = 0;
     for (int32_t b = 0; b < bits; ++b) u |= ((uint8_t(packed[size_t((bit + b) / 8)]) >> ((bit + b) % 8)) & 1) << b;
-    w[size_t(i)] = int16_t(coding == WeightCoding::odd ? 2 * u - full : (u >= (1 << (bits - 1)) ? u - (1 << bits) : u));
+    w[size_t(i)] = field_weight(uint32_t(u), bits, coding);
   }
   return w;
 }
 
+int16_t field_weight(uint32_t u, int32_t bits, WeightCoding coding) {
+  const int32_t v = int32_t(u), full = (1 << bits) - 1;
+  return int16_t(coding == WeightCoding::odd ? 2 * v - full : (v >= (1 << (bits - 1)) ? v - (1 << bits) : v));
+}
+
+std::vector<uint32_t> weight_fields(const WeightOp& l) {
+  LOWBIT_CHECK(l.bits >= 1 && l.bits <= 16, "weight_fields: bits ", l.bits, " is outside [1, 16]");
+  const uint32_t mask = (1u << l.bits) - 1;
+  std::vector<uint32_t> u(l.weights.size());
+  for (size_t i = 0; i < u.size(); ++i) {
+    const int v = l.weights[i];
+    u[i] = (l.coding == WeightCoding::odd ? uint32_t((v + int(mask)) / 2) : uint32_t(v)) & mask;
+  }
+  return u;
+}
+
 uint32_t model_version(const Model& m) {
+  uint32_t v = 2;
   for (const Op& op : m.ops)
-    if ((op.kind == OpKind::conv || op.kind == OpKind::linear) && op.layer.out_signed) return 3;
-  return 2;
+    if (op.kind == OpKind::conv || op.kind == OpKind::linear) {
+      if (op.layer.storage != WeightStorage::packed) return 4;
+      if (op.layer.out_signed) v = 3;
+    }
+  return v;
 }
 
 std::string serialize_model(const Model& m, uint32_t version) {
@@ -448,9 +478,11 @@ std::string serialize_model(const Model& m, uint32_t version) {
         if (version >= 3) b.pod(uint8_t(l.out_signed ? 1 : 0));
         b.f64s(l.scale);
         b.f64s(l.offset);
-        const std::string packed = pack_weights(l.weights, l.bits, l.coding);
-        b.pod(uint64_t(packed.size()));
-        b.b += packed;
+        if (version >= 4) b.pod(uint8_t(l.storage));
+        const std::string stored = l.storage == WeightStorage::huffman ? huffman_encode(weight_fields(l), l.bits)
+                                                                       : pack_weights(l.weights, l.bits, l.coding);
+        b.pod(uint64_t(stored.size()));
+        b.b += stored;
         break;
       }
       case OpKind::max_pool:
@@ -586,6 +618,22 @@ Model parse_model(std::string_view data, const std::string& file) {
                      " must be 1 or C = ", l.C);
         LOWBIT_CHECK(l.numel() <= kMaxElements, file, ": ", b.what, ": ", l.numel(), " weights (limit ", kMaxElements,
                      ")");
+        if (version >= 4) {
+          const uint8_t storage = b.pod<uint8_t>("weight storage");
+          LOWBIT_CHECK(storage <= 1, file, ": ", b.what, ": unknown weight storage ", int(storage),
+                       " (0 packed, 1 huffman)");
+          l.storage = WeightStorage(storage);
+        }
+        if (l.storage == WeightStorage::huffman) {
+          const uint64_t coded = b.pod<uint64_t>("coded size");
+          b.need(coded, "huffman-coded weights");
+          const std::vector<uint32_t> u =
+              huffman_decode(b.d.substr(b.pos, coded), l.numel(), l.bits, detail::concat(file, ": ", b.what));
+          l.weights.resize(u.size());
+          for (size_t j = 0; j < u.size(); ++j) l.weights[j] = field_weight(u[j], l.bits, l.coding);
+          b.pos += coded;
+          break;
+        }
         const uint64_t packed = b.pod<uint64_t>("packed size");
         const uint64_t expect = uint64_t((l.numel() * l.bits + 7) / 8);
         LOWBIT_CHECK(packed == expect, file, ": ", b.what, ": ", packed, " bytes of packed weights, expected ", expect,

@@ -28,14 +28,17 @@
 //                 moved to channel c + pad_lo, the other channels zero_point (ResNet's parameter-free
 //                 "option A" shortcut; P = (H - 1)/sh + 1).
 //     dequantize  accumulators [N][F] -> float logits scale_f * acc + offset_f (the last op).
-//   Weights are held decoded (one integer per weight) and stored packed at `bits` (1..16) per weight
-//   in the file (WeightCoding says how a k-bit field maps to the integer). Weights beyond int8
-//   ("wide", in [-32768, 32639]) run as two int8 passes, w = 256 hi + lo (deploy/engine.h).
+//   Weights are held decoded (one integer per weight) and stored as `bits`-bit fields (1..16) in the
+//   file, packed or Huffman-coded (WeightStorage; WeightCoding says how a field maps to the
+//   integer). Weights beyond int8 ("wide", in [-32768, 32639]) run as two int8 passes,
+//   w = 256 hi + lo (deploy/engine.h).
 //
 //   save_model(path, m) validates m, then writes the file atomically (core/serialize.h's
 //   write_file_atomic): version 2 when no op has signed output (version-2 readers read it), else 3
-//   (conv/linear bodies gain the out_signed byte). load_model(path) / parse_model(bytes, name) read
-//   versions 2 and 3 and check the magic, version, size
+//   (conv/linear bodies gain the out_signed byte), 4 when a layer has storage huffman (its weights
+//   Huffman-coded, deploy/entropy.h; bodies gain a storage byte). load_model(path) /
+//   parse_model(bytes, name) read versions 2 to 4 (the same decoded weights whatever the storage;
+//   each layer's storage recorded) and check the magic, version, size
 //   and CRC-32 (zlib) of the payload and every record (sizes, op parameters and their ranges, the
 //   sources and shapes of the graph) before allocating anything a record declares, and throw
 //   lowbit::Error naming the file and the defect. validate(m, name) is the graph check save and
@@ -53,8 +56,9 @@ namespace lowbit::deploy {
 
 inline constexpr char kModelMagic[8] = {'L', 'O', 'W', 'B', 'I', 'T', 'Q', 'M'};
 // 1: the chain of the first slice (no src, groups, residuals; not read); 2: no signed codes; 3: conv and
-// linear bodies carry out_signed. The writer writes the lowest version that holds the model.
-inline constexpr uint32_t kModelVersion = 3;
+// linear bodies carry out_signed; 4: and a weight storage byte (packed or Huffman-coded, spec
+// methods.md §3.4). The writer writes the lowest version that holds the model.
+inline constexpr uint32_t kModelVersion = 4;
 inline constexpr uint32_t kModelMinVersion = 2;
 
 enum class OpKind : uint8_t {
@@ -74,6 +78,13 @@ enum class WeightCoding : uint8_t {
   twos_complement = 0,  // w = u - 2^k if u >= 2^(k-1), else u        (range [-2^(k-1), 2^(k-1) - 1])
   odd = 1,              // w = 2u - (2^k - 1)     (DoReFa: the odd integers in [-(2^k-1), 2^k-1]; k <= 15)
 };
+
+// How the file stores a layer's k-bit fields (version 4; earlier versions: packed).
+enum class WeightStorage : uint8_t {
+  packed = 0,   // fixed-width fields, LSB first (pack_weights)
+  huffman = 1,  // canonical Huffman code of the fields (deploy/entropy.h, docs/format.md)
+};
+const char* storage_name(WeightStorage s);
 
 struct InputOp {
   int64_t C = 1, H = 1, W = 1;
@@ -95,11 +106,12 @@ struct WeightOp {
   std::vector<double> residual_scale;  // [K] when residual >= 0
   int32_t bits = 8;                    // stored bits per weight, 1..16
   WeightCoding coding = WeightCoding::twos_complement;
-  int32_t out_qmax = 255;             // > 0: requantize to codes 0..out_qmax; 0: int32 out (then dequantize)
-  bool out_signed = false;            // codes 128 + round(clip(y, -1, 1) out_qmax), out_qmax <= 127 (file v3)
-  std::vector<double> scale, offset;  // [K] per output channel (requant: y = scale acc + offset)
-  std::vector<int16_t> weights;       // [K][R][S][C] (conv) or [K][C] (linear), decoded
-  bool wide() const;                  // a weight outside int8: two int8 passes
+  int32_t out_qmax = 255;   // > 0: requantize to codes 0..out_qmax; 0: int32 out (then dequantize)
+  bool out_signed = false;  // codes 128 + round(clip(y, -1, 1) out_qmax), out_qmax <= 127 (file v3)
+  WeightStorage storage = WeightStorage::packed;  // how the file stores the weights (huffman: file v4)
+  std::vector<double> scale, offset;              // [K] per output channel (requant: y = scale acc + offset)
+  std::vector<int16_t> weights;                   // [K][R][S][C] (conv) or [K][C] (linear), decoded
+  bool wide() const;                              // a weight outside int8: two int8 passes
   int64_t numel() const { return K * R * S * (C / groups); }
 };
 
@@ -154,7 +166,8 @@ inline int32_t source_of(const Model& m, size_t i) { return m.ops[i].src >= 0 ? 
 // `name` and the op. Returns the output shape of each op.
 std::vector<ActShape> validate(const Model& m, const std::string& name);
 
-// The version serialize_model writes for m: 3 when an op has signed output, else 2.
+// The version serialize_model writes for m: 4 when a layer's weights are Huffman-coded, else 3 when an
+// op has signed output, else 2.
 uint32_t model_version(const Model& m);
 // Bytes of the file `save_model` writes: at `version` (2 or 3; 0: model_version(m)); throws when m
 // needs a later version than the one asked for.
@@ -169,5 +182,8 @@ Model load_model(const std::string& path);
 inline constexpr int32_t kMaxWideWeight = 32639;  // 256 hi + lo with hi, lo int8
 std::string pack_weights(const std::vector<int16_t>& w, int32_t bits, WeightCoding coding);
 std::vector<int16_t> unpack_weights(std::string_view packed, int64_t count, int32_t bits, WeightCoding coding);
+// The k-bit fields u of a layer's weights (what pack_weights packs and Huffman codes), and back.
+std::vector<uint32_t> weight_fields(const WeightOp& l);
+int16_t field_weight(uint32_t u, int32_t bits, WeightCoding coding);
 
 }  // namespace lowbit::deploy

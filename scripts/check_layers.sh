@@ -32,7 +32,9 @@ declare -A file_allowed=(
   [deploy/engine.h]="core/ deploy/engine.h deploy/model_file.h"
   [deploy/engine.cpp]="core/ deploy/engine.h deploy/model_file.h"
   [deploy/model_file.h]="core/ deploy/model_file.h"
-  [deploy/model_file.cpp]="core/ deploy/model_file.h"
+  [deploy/model_file.cpp]="core/ deploy/model_file.h deploy/entropy.h"
+  [deploy/entropy.h]="core/ deploy/entropy.h"
+  [deploy/entropy.cpp]="core/ deploy/entropy.h"
 )
 bad=0
 for layer in "${!allowed[@]}"; do

@@ -4,7 +4,9 @@
 # predictions must agree with `lowbit eval --predictions` (the simulated quantized model) on >= 99.7 %
 # of the test images, `infer --reference` (the _ref kernels) must give the same predictions, and
 # a corrupt, truncated or missing model file and a non-exportable run must fail naming the file / the reason;
-# U3 and MobileNet v2 (signed codes) runs agree with `lowbit eval --double`.
+# U3 and MobileNet v2 (signed codes) runs agree with `lowbit eval --double`; `export --entropy-code`
+# (Huffman-coded weights, format version 4) prints its account and ratios, and `infer` on that file
+# predicts exactly what it predicts on the packed one.
 # Usage: scripts/test_deploy.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
 set -euo pipefail
 build=$(cd "${1:?usage: test_deploy.sh BUILD_DIR}" && pwd)
@@ -62,6 +64,24 @@ printf '\x55' | dd of="$work/flip.lbq" bs=1 seek=5000 conv=notrunc status=none
 expect_error "$work/flip.lbq" "checksum mismatch"
 expect_error "$work/q/checkpoint.ckpt" "bad magic"
 expect_error "$work/none.lbq" "cannot open"
+
+# Entropy coding (spec methods.md §3.4): version 4, smaller, the same predictions; the account.
+"$lowbit" export --checkpoint "$work/q/checkpoint.ckpt" --out "$work/mc.lbq" --entropy-code \
+  | tee "$work/export_coded.log"
+grep -q "^conv2 .* huffman$" "$work/export_coded.log"
+grep -q "^file: [0-9]* bytes coded, [0-9]* bytes packed" "$work/export_coded.log"
+grep -q "^compression ratio (file bytes): FP32 parameters [0-9]* bytes / file [0-9]* bytes = [0-9.]*x$" \
+  "$work/export_coded.log"
+grep -q "^compression ratio (spec formula): 32 N / sum_l (coded bits + table bits + 32) = 32 \* [0-9]* / [0-9]* = [0-9.]*x (every layer Huffman-coded" \
+  "$work/export_coded.log"
+[ "$(od -An -tu4 -j8 -N4 "$work/mc.lbq" | tr -d ' ')" = 4 ]
+[ "$(od -An -tu4 -j8 -N4 "$work/m.lbq" | tr -d ' ')" = 2 ]
+[ "$(stat -c %s "$work/mc.lbq")" -lt "$(stat -c %s "$work/m.lbq")" ]
+"$lowbit" infer --model-file "$work/mc.lbq" --data fashion-mnist --limit-test 1000 \
+  --predictions "$work/int_coded.csv" > "$work/infer_coded.log"
+cmp "$work/int.csv" "$work/int_coded.csv"
+head -c "$(($(stat -c %s "$work/mc.lbq") - 10))" "$work/mc.lbq" > "$work/mc_trunc.lbq"
+expect_error "$work/mc_trunc.lbq" "truncated"
 
 # U3 (learned step, range and bits) through the CLI: export, then integer inference agreeing with
 # the double-precision simulation.

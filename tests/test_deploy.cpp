@@ -170,8 +170,8 @@ TEST_CASE("a corrupt or truncated .lbq file is refused with an error naming the 
   bad = good;
   bad[8] = 1;  // the first slice's chain format
   CHECK(contains(err(bad), "unsupported version 1"));
-  bad[8] = 4;
-  CHECK(contains(err(bad), "unsupported version 4 (this reader reads versions 2 to 3)"));
+  bad[8] = 5;
+  CHECK(contains(err(bad), "unsupported version 5 (this reader reads versions 2 to 4)"));
   bad = good;
   bad[good.size() - 3] ^= 0x10;
   CHECK(contains(err(bad), "checksum mismatch"));

@@ -291,6 +291,50 @@ TEST_CASE("runtime == engine bit for bit on hand-made graphs of every op kind an
   }
 }
 
+// m with every weight layer's weights Huffman-coded (file version 4).
+Model coded(Model m) {
+  for (Op& op : m.ops)
+    if (op.kind == OpKind::conv || op.kind == OpKind::linear) op.layer.storage = WeightStorage::huffman;
+  return m;
+}
+
+TEST_CASE("runtime reads Huffman-coded weights (version 4): == engine bit for bit, == the packed file") {
+  for (const bool sum_pool_head : {false, true}) {
+    const Model m = coded(graph_model(sum_pool_head));
+    const std::vector<uint8_t> px = random_pixels(16 * 9 * 8 * 3, 4);
+    check_bit_identical(m, px, 16, sum_pool_head ? "coded graph/sum_pool" : "coded graph/flatten");
+    const std::string a = serialize_model(m), b = serialize_model(graph_model(sum_pool_head));
+    CHECK(a.substr(8, 4) == std::string("\x04\x00\x00\x00", 4));
+    const auto ra = lowbit_runtime::Model::from_memory(bytes_of(a), a.size());
+    const auto rb = lowbit_runtime::Model::from_memory(bytes_of(b), b.size());
+    CHECK(ra.run(px.data(), 16) == rb.run(px.data(), 16));
+    for (size_t i = 0; i < ra.ops().size(); ++i) CHECK(ra.ops()[i].weights == rb.ops()[i].weights);
+  }
+  const Model sm = coded(fixtures::signed_model());
+  const InputOp& in = sm.ops[0].input;
+  check_bit_identical(sm, random_pixels(size_t(8 * in.C * in.H * in.W), 6), 8, "coded signed");
+  // Random corruptions of a coded file behind a valid CRC: both readers accept or both refuse.
+  const std::string good = serialize_model(coded(graph_model(false)));
+  Generator gen(11);
+  int64_t accepted = 0, refused = 0;
+  for (int t = 0; t < 1500; ++t) {
+    std::string f = good;
+    const size_t at = 32 + size_t(gen.next_u64() % (f.size() - 32));
+    f[at] = char(f[at] ^ (1 << (gen.next_u64() % 8)));
+    const uint32_t crc = lowbit_runtime::detail::crc32(bytes_of(f) + 32, f.size() - 32);
+    std::memcpy(&f[24], &crc, 4);
+    const std::string lib = message_of([&] { Engine e(parse_model(f, "memory")); });
+    const std::string mine = message_of([&] { lowbit_runtime::Model::from_memory(bytes_of(f), f.size()); });
+    CHECK_MESSAGE(lib.empty() == mine.empty(), "library: '", lib, "', runtime: '", mine, "'");
+    accepted += lib.empty() && mine.empty(), refused += !lib.empty() && !mine.empty();
+  }
+  MESSAGE("coded-file corruptions: ", accepted, " accepted by both, ", refused, " refused by both, of 1500");
+  CHECK(refused > 100);
+  // Truncated: an error naming the source.
+  CHECK(contains(message_of([&] { lowbit_runtime::Model::from_memory(bytes_of(good), good.size() - 3, "c.lbq"); }),
+                 "c.lbq: truncated"));
+}
+
 TEST_CASE("runtime == engine bit for bit on trained LeNet-5s (DoReFa 4/4 with 16-bit first/last layers; 8/4)") {
   const data::ImageDataset train_set = fixtures::quadrants28(512, 1), test_set = fixtures::quadrants28(256, 2);
   const Tensor px = test_set.images.contiguous();

@@ -1,11 +1,12 @@
 // lowbit_runtime.h: a self-contained reader and integer-only engine for lowbit's integer model files
-// (.lbq versions 2 and 3, docs/format.md). C++17 and its standard library only: copy this one file into a
-// project. It is also the readable reference of the format: plain loops, one image at a time.
+// (.lbq versions 2 to 4, docs/format.md; 4: Huffman-coded weights). C++17 and its standard library
+// only: copy this one file into a project. It is also the readable reference of the format: plain loops, one image at a
+// time.
 //
 // Contract
 //   Model::load(path), Model::from_memory(data, size [, source = "memory"])
 //       parse a .lbq byte image, checking everything docs/format.md lists before allocating what a
-//       record declares: size, magic, version (2 or 3), flags, the payload's CRC-32, every op's fields and
+//       record declares: size, magic, version (2 to 4), flags, the payload's CRC-32, every op's fields and
 //       ranges, the graph (input first, dequantize last, earlier sources and residuals, shapes that
 //       chain, residual shapes and types, the requantization's ranges). A defect throws
 //       std::runtime_error("SOURCE: defect"), SOURCE the path or the source name given.
@@ -202,6 +203,68 @@ inline int64_t requantize(const Op& op, int64_t k, int64_t a, int64_t b) {
                        : std::clamp<int64_t>(q, 0, op.out_qmax);
 }
 
+// The k-bit fields of a Huffman-coded weight body (version 4, docs/format.md "Huffman-coded
+// weights"): u32 n; n entries {u16 symbol, u8 length}, symbols increasing, lengths 1..24 forming a
+// complete code (n = 1: length 1); then the canonical code of each field, most significant bit first,
+// stream bit t being bit 7 - t % 8 of byte t / 8, zero-padded to a byte. Reads exactly `size` bytes.
+inline std::vector<uint32_t> huffman_fields(Reader& b, uint64_t size, int64_t count, int bits) {
+  const std::string where = b.what + ": huffman weights: ";
+  Reader t{b.p + b.pos, size, 0, b.source, b.what + ": huffman weights"};
+  const uint32_t n = t.u32("table size");
+  const uint64_t max_n = std::min<uint64_t>(uint64_t(1) << bits, uint64_t(count));
+  check(n >= 1 && n <= max_n, b.source, where, "table size ", n, " is outside [1, ", max_n, "]");
+  t.need(3 * uint64_t(n), "table");
+  std::vector<uint32_t> symbol(n), per_length(25, 0);
+  std::vector<int> length(n);
+  uint64_t kraft = 0;  // sum of 2^(24 - length); a complete code: 2^24
+  for (uint32_t i = 0; i < n; ++i) {
+    symbol[i] = uint32_t(t.uint(2, "symbol")), length[i] = t.u8("length");
+    check(symbol[i] < (uint32_t(1) << bits) && (i == 0 || symbol[i] > symbol[i - 1]), b.source, where, "table entry ",
+          i, ": symbol ", symbol[i], " does not fit ", bits, " bits or is not above the previous one");
+    check(n == 1 ? length[i] == 1 : length[i] >= 1 && length[i] <= 24, b.source, where, "table entry ", i,
+          ": code length ", length[i], " is outside [1, 24] (1 for the only symbol)");
+    ++per_length[size_t(length[i])], kraft += uint64_t(1) << (24 - length[i]);
+  }
+  check(n == 1 || kraft == (uint64_t(1) << 24), b.source, where, "the code lengths do not form a complete prefix code");
+  const uint64_t stream = size - t.pos, bits_in = 8 * stream;
+  check(uint64_t(count) <= bits_in, b.source, where, "truncated: ", count, " fields need at least ", (count + 7) / 8,
+        " stream bytes, the body has ", stream);
+  // Canonical code: symbols ordered by (length, symbol); codes of a length consecutive, after the
+  // shorter ones: first[l] = (first[l - 1] + per_length[l - 1]) << 1.
+  std::vector<uint32_t> sorted;
+  for (int l = 1; l <= 24; ++l)
+    for (uint32_t i = 0; i < n; ++i)
+      if (length[i] == l) sorted.push_back(symbol[i]);
+  std::array<int64_t, 25> first{}, index{};
+  int64_t code = 0, at = 0, longest = 0;
+  for (int l = 1; l <= 24; ++l) {
+    code = (code + per_length[size_t(l - 1)]) << 1;
+    first[size_t(l)] = code, index[size_t(l)] = at, at += per_length[size_t(l)];
+    if (per_length[size_t(l)]) longest = l;
+  }
+  std::vector<uint32_t> u(static_cast<size_t>(count));
+  uint64_t bit = 0;
+  const unsigned char* s = t.p + t.pos;
+  for (int64_t j = 0; j < count; ++j) {
+    int64_t c = 0;
+    for (int l = 1;; ++l) {
+      check(bit < bits_in, b.source, where, "truncated: the stream ends in field ", j, " of ", count);
+      c = c << 1 | ((s[bit / 8] >> (7 - bit % 8)) & 1), ++bit;
+      if (c >= first[size_t(l)] && c - first[size_t(l)] < int64_t(per_length[size_t(l)])) {
+        u[size_t(j)] = sorted[size_t(index[size_t(l)] + c - first[size_t(l)])];
+        break;
+      }
+      check(l < longest, b.source, where, "field ", j, ": no code matches the stream");
+    }
+  }
+  check((bit + 7) / 8 == stream, b.source, where, "trailing bytes: the fields take ", (bit + 7) / 8,
+        " stream bytes, the body has ", stream);
+  check(bit % 8 == 0 || (s[stream - 1] & (0xffu >> (bit % 8))) == 0, b.source, where,
+        "the last stream byte's unused low bits are not 0");
+  b.pos += size;
+  return u;
+}
+
 }  // namespace detail
 
 class Model {
@@ -257,7 +320,7 @@ inline Model Model::from_memory(const unsigned char* data, size_t size, const st
   check(std::memcmp(data, "LOWBITQM", 8) == 0, source, "bad magic: not a lowbit integer model (.lbq) file");
   detail::Reader h{data, 32, 8, source, "header"};
   const uint32_t version = h.u32("version");
-  check(version == 2 || version == 3, source, "unsupported version ", version, " (this reader reads versions 2 to 3)");
+  check(version >= 2 && version <= 4, source, "unsupported version ", version, " (this reader reads versions 2 to 4)");
   const uint32_t flags = h.u32("flags");
   check(flags == 0, source, "unknown flags ", flags);
   const uint64_t payload = h.u64("payload size");
@@ -350,11 +413,28 @@ inline void Model::read_op(detail::Reader& r, size_t i, size_t count, uint32_t v
          " must be 1 or, for a depthwise conv, C = K = ", op.C);
       const int64_t numel = op.K * op.R * op.S * (op.C / op.groups);
       ok(numel <= detail::kMaxElements, numel, " weights (limit 2^31)");
-      const uint64_t packed = b.u64("packed size"), expect = (uint64_t(numel) * uint64_t(op.bits) + 7) / 8;
-      ok(packed == expect, packed, " bytes of packed weights, expected ", expect, " (", numel, " weights at ", op.bits,
-         " bits)");
-      b.need(packed, "packed weights");
-      // Field j: bits j*bits .. j*bits + bits - 1 of the byte string, LSB first.
+      // Field j: packed, bits j*bits .. j*bits + bits - 1 of the byte string, LSB first; or (version 4,
+      // storage 1) Huffman-coded.
+      const uint8_t storage = version >= 4 ? b.u8("weight storage") : 0;
+      ok(storage <= 1, "unknown weight storage ", int(storage), " (0 packed, 1 huffman)");
+      std::vector<uint32_t> fields;
+      if (storage == 1) {
+        const uint64_t coded = b.u64("coded size");
+        b.need(coded, "huffman-coded weights");
+        fields = detail::huffman_fields(b, coded, numel, op.bits);
+      } else {
+        const uint64_t packed = b.u64("packed size"), expect = (uint64_t(numel) * uint64_t(op.bits) + 7) / 8;
+        ok(packed == expect, packed, " bytes of packed weights, expected ", expect, " (", numel, " weights at ",
+           op.bits, " bits)");
+        b.need(packed, "packed weights");
+        fields.resize(size_t(numel));
+        for (int64_t j = 0; j < numel; ++j)
+          for (int t = 0; t < op.bits; ++t) {
+            const uint64_t bit = uint64_t(j) * uint64_t(op.bits) + uint64_t(t);
+            fields[size_t(j)] |= uint32_t((b.p[b.pos + bit / 8] >> (bit % 8)) & 1) << t;
+          }
+        b.pos += packed;
+      }
       const int64_t lo = op.coding ? -((int64_t(1) << op.bits) - 1) : -(int64_t(1) << (op.bits - 1));
       const int64_t hi =
           std::min(op.coding ? (int64_t(1) << op.bits) - 1 : (int64_t(1) << (op.bits - 1)) - 1, detail::kMaxWide);
@@ -362,17 +442,12 @@ inline void Model::read_op(detail::Reader& r, size_t i, size_t count, uint32_t v
          op.coding == 0 ? "two's complement needs >= 2 bits" : "odd coding needs <= 15 bits");
       op.weights.resize(size_t(numel));
       for (int64_t j = 0; j < numel; ++j) {
-        int64_t u = 0;
-        for (int t = 0; t < op.bits; ++t) {
-          const uint64_t bit = uint64_t(j) * uint64_t(op.bits) + uint64_t(t);
-          u |= int64_t((b.p[b.pos + bit / 8] >> (bit % 8)) & 1) << t;
-        }
+        const int64_t u = fields[size_t(j)];
         const int64_t w = op.coding ? 2 * u - ((int64_t(1) << op.bits) - 1)
                                     : (u >= (int64_t(1) << (op.bits - 1)) ? u - (int64_t(1) << op.bits) : u);
         ok(w >= lo && w <= hi, "weight ", j, " = ", w, " is beyond ", detail::kMaxWide);
         op.weights[size_t(j)] = int16_t(w);
       }
-      b.pos += packed;
       break;
     }
     case OpKind::max_pool: {

@@ -173,8 +173,9 @@ int main(int argc, char** argv) {
   put("checkpoint", "file", file);
   put("checkpoint", "payload", Bytes(file.begin() + 28, file.end()));
 
-  // Integer models: whole files (version 2, or 3 with signed codes), and their payloads alone at
-  // version 3 (fuzz_model.cpp adds a version-3 header).
+  // Integer models: whole files (version 2, or 3 with signed codes; version 4 with every layer's
+  // weights Huffman-coded: NAME_coded.lbq), and their payloads alone at version 4 (fuzz_model.cpp adds
+  // a version-4 header), packed and coded.
   const std::pair<const char*, Model> models[] = {{"chain", chain_model()},
                                                   {"graph", graph_model()},
                                                   {"linear", linear_model(false)},
@@ -182,9 +183,14 @@ int main(int argc, char** argv) {
                                                   {"signed", signed_model()}};
   for (const auto& [name, model] : models) {
     const std::string lbq = deploy::serialize_model(model);
-    const std::string v3 = deploy::serialize_model(model, deploy::kModelVersion);
+    const std::string v4 = deploy::serialize_model(model, deploy::kModelVersion);
     put("model", std::string(name) + ".lbq", Bytes(lbq.begin(), lbq.end()));
-    put("model", std::string(name) + "_payload", Bytes(v3.begin() + 32, v3.end()));
+    put("model", std::string(name) + "_payload", Bytes(v4.begin() + 32, v4.end()));
+    Model coded = model;
+    for (deploy::Op& op : coded.ops) op.layer.storage = deploy::WeightStorage::huffman;
+    const std::string c = deploy::serialize_model(coded);
+    put("model", std::string(name) + "_coded.lbq", Bytes(c.begin(), c.end()));
+    put("model", std::string(name) + "_coded_payload", Bytes(c.begin() + 32, c.end()));
   }
 
   fs::remove_all(tmp);

@@ -1,0 +1,206 @@
+#include "deploy/entropy.h"
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <queue>
+#include <utility>
+
+#include "core/error.h"
+
+namespace lowbit::deploy {
+namespace {
+
+std::vector<uint64_t> frequencies(const std::vector<uint32_t>& fields, int32_t bits) {
+  LOWBIT_CHECK(bits >= 1 && bits <= 16, "huffman: bits ", bits, " is outside [1, 16]");
+  std::vector<uint64_t> freq(size_t(1) << bits, 0);
+  for (uint32_t u : fields) {
+    LOWBIT_CHECK(u < freq.size(), "huffman: field ", u, " does not fit ", bits, " bits");
+    ++freq[u];
+  }
+  return freq;
+}
+
+}  // namespace
+
+std::vector<uint8_t> huffman_lengths(const std::vector<uint64_t>& freq, int max_len) {
+  LOWBIT_CHECK(max_len >= 1 && max_len <= kMaxHuffmanLength, "huffman_lengths: max_len ", max_len, " is outside [1, ",
+               kMaxHuffmanLength, "]");
+  std::vector<uint8_t> len(freq.size(), 0);
+  std::vector<uint32_t> used;  // symbols with freq > 0
+  for (size_t s = 0; s < freq.size(); ++s)
+    if (freq[s] > 0) used.push_back(uint32_t(s));
+  const size_t n = used.size();
+  if (n == 0) return len;
+  if (n == 1) {  // one symbol: the code "0" (1 bit a weight: the stream's size bounds the weight count)
+    len[used[0]] = 1;
+    return len;
+  }
+  LOWBIT_CHECK(n <= (size_t(1) << max_len), "huffman_lengths: ", n, " symbols need more than ", max_len, " bits");
+  // Huffman's merge; nodes 0..n-1 are the leaves, n.. the merged ones; ties by node index.
+  std::vector<uint64_t> weight(2 * n - 1);
+  std::vector<size_t> parent(2 * n - 1, 0);
+  using Item = std::pair<uint64_t, size_t>;
+  std::priority_queue<Item, std::vector<Item>, std::greater<Item>> heap;
+  for (size_t i = 0; i < n; ++i) weight[i] = freq[used[i]], heap.push({weight[i], i});
+  for (size_t next = n; next < 2 * n - 1; ++next) {
+    const Item a = heap.top();
+    heap.pop();
+    const Item b = heap.top();
+    heap.pop();
+    weight[next] = a.first + b.first;  // <= the total count, no overflow for < 2^63 weights
+    parent[a.second] = parent[b.second] = next;
+    heap.push({weight[next], next});
+  }
+  std::vector<size_t> depth(2 * n - 1, 0);
+  for (size_t i = 2 * n - 1; i-- > 0;)
+    if (i != 2 * n - 2) depth[i] = depth[parent[i]] + 1;
+  size_t deepest = 0;
+  for (size_t i = 0; i < n; ++i) deepest = std::max(deepest, depth[i]);
+  std::vector<int64_t> count(std::max<size_t>(deepest, size_t(max_len)) + 1, 0);
+  for (size_t i = 0; i < n; ++i) ++count[depth[i]];
+  // Length limit (JPEG, ITU T.81 K.3): move the deepest pair up, split a shorter leaf; Kraft stays 1.
+  for (size_t i = deepest; i > size_t(max_len); --i)
+    while (count[i] > 0) {
+      size_t j = i - 2;
+      while (j > 0 && count[j] == 0) --j;
+      LOWBIT_CHECK(j > 0 && count[i] >= 2, "huffman_lengths: internal error limiting the code lengths");
+      count[i] -= 2, count[i - 1] += 1, count[j + 1] += 2, count[j] -= 1;
+    }
+  // Hand the lengths out, shortest to the most frequent (ties: the smaller symbol).
+  std::vector<uint32_t> order = used;
+  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return freq[a] > freq[b]; });
+  size_t k = 0;
+  for (int l = 1; l <= max_len; ++l)
+    for (int64_t c = 0; c < count[size_t(l)]; ++c) len[order[k++]] = uint8_t(l);
+  return len;
+}
+
+std::vector<uint32_t> canonical_codes(const std::vector<uint8_t>& lengths) {
+  std::vector<uint32_t> count(kMaxHuffmanLength + 1, 0), next(kMaxHuffmanLength + 2, 0);
+  for (uint8_t l : lengths) {
+    LOWBIT_CHECK(l <= kMaxHuffmanLength, "canonical_codes: length ", int(l), " exceeds ", kMaxHuffmanLength);
+    if (l > 0) ++count[l];
+  }
+  // DEFLATE's rule: next[1] = 0, next[l] = (next[l-1] + count[l-1]) << 1 (count[0] = 0).
+  uint32_t code = 0;
+  for (int l = 1; l <= kMaxHuffmanLength; ++l) next[size_t(l)] = code = (code + count[size_t(l - 1)]) << 1;
+  std::vector<uint32_t> codes(lengths.size(), 0);
+  for (size_t s = 0; s < lengths.size(); ++s)
+    if (lengths[s] > 0) codes[s] = next[lengths[s]]++;
+  return codes;
+}
+
+HuffmanSize huffman_size(const std::vector<uint32_t>& fields, int32_t bits) {
+  const std::vector<uint64_t> freq = frequencies(fields, bits);
+  const std::vector<uint8_t> len = huffman_lengths(freq);
+  HuffmanSize s;
+  for (size_t u = 0; u < freq.size(); ++u) {
+    s.symbols += freq[u] > 0;
+    s.stream_bits += int64_t(freq[u]) * len[u];
+  }
+  s.body_bytes = 4 + 3 * s.symbols + (s.stream_bits + 7) / 8;
+  return s;
+}
+
+std::string huffman_encode(const std::vector<uint32_t>& fields, int32_t bits) {
+  const std::vector<uint64_t> freq = frequencies(fields, bits);
+  const std::vector<uint8_t> len = huffman_lengths(freq);
+  const std::vector<uint32_t> code = canonical_codes(len);
+  std::string out;
+  auto put = [&out](auto v) {
+    char b[sizeof v];
+    std::memcpy(b, &v, sizeof v);
+    out.append(b, sizeof v);
+  };
+  uint32_t n = 0;
+  for (uint64_t f : freq) n += f > 0;
+  put(n);
+  for (size_t u = 0; u < freq.size(); ++u)
+    if (freq[u] > 0) put(uint16_t(u)), put(uint8_t(len[u]));
+  // The stream: each code most significant bit first; stream bit b is bit 7 - b % 8 of byte b / 8.
+  const size_t start = out.size();
+  uint64_t bit = 0;
+  for (uint32_t u : fields) {
+    for (int b = len[u] - 1; b >= 0; --b, ++bit) {
+      if (bit % 8 == 0) out.push_back('\0');
+      if (code[u] >> b & 1u) out[start + bit / 8] = char(uint8_t(out[start + bit / 8]) | (0x80u >> (bit % 8)));
+    }
+  }
+  return out;
+}
+
+std::vector<uint32_t> huffman_decode(std::string_view body, int64_t count, int32_t bits, const std::string& what) {
+  const std::string where = what + ": huffman weights: ";
+  LOWBIT_CHECK(bits >= 1 && bits <= 16 && count >= 1, where, count, " fields of ", bits, " bits cannot be coded");
+  LOWBIT_CHECK(body.size() >= 4, where, "truncated: the table size needs 4 bytes, ", body.size(), " left");
+  uint32_t n = 0;
+  std::memcpy(&n, body.data(), 4);
+  const uint64_t max_symbols = std::min<uint64_t>(uint64_t(1) << bits, uint64_t(count));
+  LOWBIT_CHECK(n >= 1 && n <= max_symbols, where, "table size ", n, " is outside [1, ", max_symbols, "] (distinct ",
+               bits, "-bit fields of ", count, " weights)");
+  LOWBIT_CHECK(body.size() - 4 >= 3 * uint64_t(n), where, "truncated: the table of ", n, " entries needs ", 3 * n,
+               " bytes, ", body.size() - 4, " left");
+  std::vector<uint32_t> symbol(n);
+  std::vector<uint8_t> length(n);
+  std::vector<uint32_t> per_length(kMaxHuffmanLength + 1, 0);
+  uint64_t kraft = 0;  // sum of 2^(24 - len): a complete code has 2^24
+  for (uint32_t i = 0; i < n; ++i) {
+    uint16_t s = 0;
+    std::memcpy(&s, body.data() + 4 + 3 * size_t(i), 2);
+    const uint8_t l = uint8_t(body[4 + 3 * size_t(i) + 2]);
+    LOWBIT_CHECK(s < (uint32_t(1) << bits), where, "table entry ", i, ": symbol ", s, " does not fit ", bits, " bits");
+    LOWBIT_CHECK(i == 0 || s > symbol[i - 1], where, "table entry ", i, ": symbol ", s,
+                 " is not above the previous entry's ", i ? symbol[i - 1] : 0, " (symbols must increase)");
+    LOWBIT_CHECK(n == 1 ? l == 1 : (l >= 1 && l <= kMaxHuffmanLength), where, "table entry ", i, " (symbol ", s,
+                 "): code length ", int(l), n == 1 ? " must be 1 for the only symbol" : " is outside [1, 24]");
+    symbol[i] = s, length[i] = l;
+    ++per_length[l], kraft += uint64_t(1) << (kMaxHuffmanLength - l);
+  }
+  LOWBIT_CHECK(kraft == (uint64_t(1) << kMaxHuffmanLength) || n == 1, where,
+               "the code lengths do not form a complete prefix code (Kraft sum ", double(kraft) / 0x1p24,
+               ", must be 1)");
+  const std::string_view stream = body.substr(4 + 3 * size_t(n));
+  // Every code has >= 1 bit: check the stream can hold count fields before allocating them.
+  LOWBIT_CHECK(uint64_t(count) <= uint64_t(stream.size()) * 8, where, "truncated: ", count, " fields need at least ",
+               (count + 7) / 8, " stream bytes, the body has ", stream.size());
+  std::vector<uint32_t> out(static_cast<size_t>(count));
+  // Canonical decoding: symbols sorted by (length, symbol); first code and index of each length.
+  std::vector<uint32_t> sorted;
+  sorted.reserve(n);
+  for (int l = 1; l <= kMaxHuffmanLength; ++l)
+    for (uint32_t i = 0; i < n; ++i)
+      if (length[i] == l) sorted.push_back(symbol[i]);
+  std::vector<int64_t> first_code(kMaxHuffmanLength + 1, 0), first_index(kMaxHuffmanLength + 1, 0);
+  int64_t code = 0, index = 0;
+  for (int l = 1; l <= kMaxHuffmanLength; ++l) {
+    code = (code + per_length[size_t(l - 1)]) << 1;  // as canonical_codes (per_length[0] = 0)
+    first_code[size_t(l)] = code, first_index[size_t(l)] = index;
+    index += per_length[size_t(l)];
+  }
+  const int longest = *std::max_element(length.begin(), length.end());
+  const uint64_t total_bits = uint64_t(stream.size()) * 8;
+  uint64_t bit = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t c = 0;
+    for (int l = 1;; ++l) {
+      LOWBIT_CHECK(bit < total_bits, where, "truncated: the stream of ", stream.size(), " bytes ends in field ", i,
+                   " of ", count);
+      c = c << 1 | ((uint8_t(stream[size_t(bit / 8)]) >> (7 - bit % 8)) & 1);
+      ++bit;
+      if (c >= first_code[size_t(l)] && c - first_code[size_t(l)] < int64_t(per_length[size_t(l)])) {
+        out[size_t(i)] = sorted[size_t(first_index[size_t(l)] + c - first_code[size_t(l)])];
+        break;
+      }
+      // Only the one-symbol code (a '1' bit) gets here without a match: complete codes always match.
+      LOWBIT_CHECK(l < longest, where, "field ", i, ": no code of up to ", longest, " bits matches the stream");
+    }
+  }
+  LOWBIT_CHECK((bit + 7) / 8 == stream.size(), where, "trailing bytes: the ", count, " fields take ", (bit + 7) / 8,
+               " stream bytes, the body has ", stream.size());
+  LOWBIT_CHECK(bit % 8 == 0 || (uint8_t(stream.back()) & (0xffu >> (bit % 8))) == 0, where,
+               "the last stream byte's unused low bits are not 0");
+  return out;
+}
+
+}  // namespace lowbit::deploy
