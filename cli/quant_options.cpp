@@ -31,7 +31,9 @@ std::vector<OptionSpec> quant_option_specs() {
       {"pact-decay", "", "PACT's lambda_alpha, L2 on the clip values (default: --wd)"},
       {"reg", "none",
        "regularizer: none | sinreq | waveq (sinusoids toward the levels) | grad-l1 (Alizadeh et al.: the l1 norm "
-       "of the loss gradients w.r.t. weights and activations, by double backward)"},
+       "of the loss gradients w.r.t. weights and activations, by double backward) | msqe (Choi et al.: alpha R - "
+       "lambda "
+       "log alpha, R the mean squared quantization error, alpha learned; with --quant msqe)"},
       {"grid", "auto", "sinusoid grid: auto (the quantizer's levels) | dorefa | wrpn | fixed"},
       {"weight-scale", "auto",
        "what the sinusoid sees per layer: auto (the quantizer's domain; float training: w / max|w|) | none (w) | "
@@ -58,8 +60,8 @@ std::vector<OptionSpec> quant_option_specs() {
       {"beta-init", "", "initial WaveQ beta (default: --wbits - 1)"},
       {"beta-lr", "", "learning rate of the beta group (default: --lr)"},
       {"quantizer-lr", "",
-       "learning rate of the quantizers' learned steps and ranges (lsq, u3, p3; default: --lr; 0 holds them at "
-       "their initialisation)"},
+       "learning rate of the quantizers' learned steps and ranges (lsq, u3, p3, msqe; default: --lr, msqe --lr / 100; "
+       "0 holds them at their initialisation)"},
       {"weight-budget-kb", "",
        "Uhlich et al. (8a): total weight memory target in kB at the learned bits (bias included), a squared-hinge "
        "penalty on the learned steps and ranges (--quant u3)"},
@@ -81,6 +83,15 @@ std::vector<OptionSpec> quant_option_specs() {
        "differences of the gradient: one more forward and backward pass, about 2x; approximate, ReLU kinks within the "
        "step: docs/quantization.md)"},
       {"grad-l1-fd-step", "3e-3", "--grad-l1-mode fd: the perturbation of each weight and activation element"},
+      {"msqe-lambda", "1",
+       "--reg msqe: lambda of alpha R - lambda log alpha (alpha settles at lambda / R; docs/quantization.md)"},
+      {"prune-sparsity", "",
+       "partial-L2 pruning (Choi et al.): target share of zero weights per quantized layer, beta P - lambda log beta "
+       "on the weights below each layer's threshold, then pruned at --prune-at"},
+      {"prune-overrides", "", "per-layer target sparsity: PATTERN=SPARSITY,... (* globs; the last match wins)"},
+      {"prune-at", "1", "fraction of training at which the weights are pruned and kept zero (1: at the end)"},
+      {"prune-lambda", "1", "lambda of the pruning coefficient's -lambda log beta term"},
+      {"msqe-lr", "", "--reg msqe, --prune-sparsity: learning rate of a = log alpha and b = log beta (default: --lr)"},
   };
 }
 
@@ -125,6 +136,12 @@ train::QuantSpec quant_spec(const Options& o) {
   s.reg_last_epochs = o.has("reg-last-epochs") ? o.real("reg-last-epochs") : 0;
   s.grad_l1_mode = o.str("grad-l1-mode");
   s.grad_l1_fd_step = o.real("grad-l1-fd-step");
+  s.msqe_lambda = o.real("msqe-lambda");
+  s.msqe_lr = o.has("msqe-lr") ? o.real("msqe-lr") : -1;
+  s.prune_sparsity = o.has("prune-sparsity") ? o.real("prune-sparsity") : 0;
+  s.prune_overrides = o.str("prune-overrides");
+  s.prune_at = o.real("prune-at");
+  s.prune_lambda = o.real("prune-lambda");
   return s;
 }
 
@@ -143,7 +160,8 @@ int run_methods(int argc, char** argv) {
   }
   std::printf(
       "\nbits count the sign bit of weights; 32 = full precision. Learned parameters go in the optimizer\n"
-      "group 'quantizer' ('clip' for PACT's alpha); --reg works with the methods that have a sinusoid.\n");
+      "group 'quantizer' ('clip' for PACT's alpha); --reg sinreq/waveq work with the methods that have a\n"
+      "sinusoid, --reg msqe with --quant msqe.\n");
   return 0;
 }
 

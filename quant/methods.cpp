@@ -8,6 +8,7 @@
 #include "autograd/ops.h"
 #include "core/math.h"
 #include "quant/budget.h"
+#include "quant/msqe.h"
 #include "quant/qconfig.h"
 #include "quant/quantizers.h"
 #include "quant/ste.h"
@@ -44,6 +45,7 @@ VariableTransform dorefa_activations(const QuantSite& s) {
 
 // Activation bits 1..16; the default is the method's recipe: 4 (32 for weight-only methods).
 constexpr double kPactAlphaMin = 1e-2;
+constexpr double kMsqeDeltaMin = 1e-8;
 
 BitRange activations(int default_bits = 4) { return BitRange{1, 16, default_bits}; }
 
@@ -326,6 +328,47 @@ std::vector<QuantMethod> build_registry() {
       uhlich_with_bits("u2", "Uhlich et al. U2: learned bitwidth b and range q_max (the step follows)", false, "qmax"));
   r.push_back(uhlich_with_bits("p1", "Uhlich et al. P1: powers of two, learned bitwidth b and q_max", true, "qmax"));
   r.push_back(uhlich_with_bits("p2", "Uhlich et al. P2: powers of two, learned bitwidth b and q_min", true, "qmin"));
+  {
+    // Choi et al. §3.1: a learned cell size per layer (w_delta) and activation (a_delta), STE for round,
+    // no gradient scaling. wbits 1: binary d sign(w); 2: ternary; >= 3: n-bit signed. d starts at the
+    // MSQE-optimal cell size of the layer's current weights (msqe_init_delta, a 1-d Lloyd search),
+    // Δ at that of the first batch it sees (0 marks it unset, as LSQ's a_step).
+    QuantMethod m;
+    m.name = "msqe";
+    m.help =
+        "Choi et al.: d clip(round(w / d), -2^(k-1), 2^(k-1) - 1) (k = 2: ternary, 1: d sign w) with a learned cell "
+        "size d per layer (w_delta) and activation (a_delta); --reg msqe adds the MSQE penalty";
+    m.weight_bits = BitRange{1, 16, 4};
+    m.activation_bits = activations();
+    m.weight_params = {"w_delta"};
+    m.activation_params = {"a_delta"};
+    m.weight = [](const QuantSite& s) -> VariableTransform {
+      if (*s.bits >= 32) return nullptr;
+      const Variable& w = s.module.param("weight");
+      learnable(s.module, "w_delta", msqe_init_delta(w.data(), *s.bits, true), w.dtype());
+      Module* mp = &s.module;
+      return by_bits(s.bits,
+                     [mp](const Variable& w, int k) { return msqe_quantize(w, mp->param("w_delta"), k, true); });
+    };
+    m.activation = [](const QuantSite& s) -> VariableTransform {
+      learnable(s.module, "a_delta", 0.0, DType::f32);
+      Module* mp = &s.module;
+      const int k = *s.bits;
+      return [mp, k](const Variable& a) {
+        Variable& d = mp->param("a_delta");
+        if (d.item() == 0.0) d.mutable_data().fill_(std::max(msqe_init_delta(a.data(), k, false), 1e-8));
+        return msqe_quantize(a, d, k, false);
+      };
+    };
+    // A cell size is kept positive (a step can overshoot 0).
+    m.after_step = [](Module& mod, bool weight_side) {
+      const char* n = weight_side ? "w_delta" : "a_delta";
+      if (!mod.has_param(n)) return;
+      Variable& d = mod.param(n);
+      if (!(d.item() >= kMsqeDeltaMin)) d.mutable_data().fill_(kMsqeDeltaMin);
+    };
+    r.push_back(m);
+  }
   return r;
 }
 

@@ -52,6 +52,12 @@ expect "grid that is not the quantizer's" "--grid auto --weight-scale none with 
   "$lowbit" train --quant dorefa --reg sinreq --weight-scale none --limit-train 64
 expect "regularizer with a learned-step quantizer" "--reg waveq with --quant lsq: no sinusoid has the levels" \
   "$lowbit" train --quant lsq --reg waveq --limit-train 64
+expect "msqe regularizer without its quantizer" "--reg msqe acts on the learned cell sizes of --quant msqe" \
+  "$lowbit" train --quant lsq --reg msqe --data "mnist:$work/nowhere"
+expect "prune override matching no layer" "--prune-overrides: 'nosuch' matches no quantized layer" \
+  "$lowbit" train --quant msqe --prune-sparsity 0.5 --prune-overrides nosuch=0.3 --data "mnist:$work/nowhere"
+expect "prune sparsity out of range" "--prune-sparsity 1.5 must be in \[0, 1)" \
+  "$lowbit" train --quant msqe --prune-sparsity 1.5 --data "mnist:$work/nowhere"
 expect "override matching no layer" "--wbits-overrides 'nosuch=3': 'nosuch' matches no weight layer (there are: conv1, conv2, fc1, fc2)" \
   "$lowbit" train --quant dorefa --wbits-overrides nosuch=3 --data "mnist:$work/nowhere"  # before the data is read
 expect "bits out of range" "--wbits 64: bits must be in 1..16, or 32" "$lowbit" train --quant dorefa --wbits 64 --limit-train 64

@@ -110,6 +110,16 @@ const std::vector<MethodRow>& method_rows() {
          CHECK(levels.size() <= size_t(1) << quant::p12_bits(c.param("w_b").item(), true));
          for (double l : levels) CHECK(std::fabs(l) == std::exp2(std::round(std::log2(std::fabs(l)))));
        }},
+      {"msqe", 3,
+       [](Conv2d& c, const std::vector<double>& levels, int bits) {
+         const double d = c.param("w_delta").item();  // Choi et al. §3.1: d r, r in [-2^(k-1), 2^(k-1) - 1]
+         CHECK(levels.size() <= size_t(1) << bits);
+         for (double l : levels) {
+           CHECK(l / d == doctest::Approx(std::round(l / d)).epsilon(1e-5));
+           CHECK(std::round(l / d) >= -4);
+           CHECK(std::round(l / d) <= 3);
+         }
+       }},
       {"p3", 4,
        [](Conv2d& c, const std::vector<double>& levels, int) {
          const int inferred = quant::p3_bits(c.param("w_qmin").item(), c.param("w_qmax").item(), true);
@@ -131,7 +141,8 @@ TEST_CASE("every registered method has a row, and every row a method") {
     CHECK_FALSE(m.help.empty());
   }
   for (const auto& r : method_rows()) CHECK_NOTHROW(quant::find_method(r.name));
-  CHECK(quant::method_names() == "none | dorefa | wrpn | binary | ternary | lsq | pact | u3 | p3 | u1 | u2 | p1 | p2");
+  CHECK(quant::method_names() ==
+        "none | dorefa | wrpn | binary | ternary | lsq | pact | u3 | p3 | u1 | u2 | p1 | p2 | msqe");
 }
 
 TEST_CASE("each method through attach_quantizers: its levels, parameters, gradients and bit range") {

@@ -403,7 +403,8 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
     if (quant) {
       quant->end_epoch(r.epoch, r.train_loss, r.train_acc, r.test.loss, r.test.accuracy);
       if (o.verbose >= 1)
-        std::printf("%s", format_layer_rows(quant->layer_rows(), quant->spec().reg == "waveq").c_str());
+        std::printf("%s%s", format_layer_rows(quant->layer_rows(), quant->spec().reg == "waveq").c_str(),
+                    quant->epoch_text().c_str());
     }
     if (o.on_epoch) o.on_epoch(r);
 

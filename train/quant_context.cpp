@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "core/math.h"
@@ -64,8 +65,11 @@ std::optional<WeightScale> parse_scale_option(const std::string& s) {
 QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model), spec_(spec) {
   method_ = &quant::find_method(spec.method);
   const bool quantized = method_->weight != nullptr;
-  LOWBIT_CHECK(spec.reg == "none" || spec.reg == "sinreq" || spec.reg == "waveq" || spec.reg == "grad-l1", "--reg '",
-               spec.reg, "' is not one of none, sinreq, waveq, grad-l1");
+  LOWBIT_CHECK(
+      spec.reg == "none" || spec.reg == "sinreq" || spec.reg == "waveq" || spec.reg == "grad-l1" || spec.reg == "msqe",
+      "--reg '", spec.reg, "' is not one of none, sinreq, waveq, grad-l1, msqe");
+  LOWBIT_CHECK(spec.reg != "msqe" || spec.method == "msqe",
+               "--reg msqe acts on the learned cell sizes of --quant msqe, not --quant ", spec.method);
   LOWBIT_CHECK(
       spec.bits_follow_beta == "always" || spec.bits_follow_beta == "phase3" || spec.bits_follow_beta == "never",
       "--bits-follow-beta '", spec.bits_follow_beta, "' is not one of always, phase3, never");
@@ -210,6 +214,66 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
     LOWBIT_CHECK(spec.reg_last_epochs <= 0, "--reg-last-epochs is the window of --reg grad-l1");
   }
 
+  // MSQE with a learnable coefficient (Choi et al. §3.2): every quantized weight layer with its cell
+  // size; a = log alpha is a parameter of the model itself ("msqe_log_alpha"), so checkpoints keep it.
+  if (spec.reg == "msqe") {
+    LOWBIT_CHECK(spec.msqe_lambda > 0, "--msqe-lambda ", spec.msqe_lambda, " must be > 0");
+    std::vector<Variable> ws, deltas;
+    std::vector<std::shared_ptr<int>> cells;
+    for (const auto& l : q_.layers)
+      if (*l.weight_bits < 32 && l.module->has_param("w_delta")) {
+        ws.push_back(l.weight());
+        deltas.push_back(l.module->param("w_delta"));
+        cells.push_back(l.weight_bits);
+      }
+    LOWBIT_CHECK(!ws.empty(),
+                 "--reg msqe has no quantized weight layer to act on (set --wbits below 32, or "
+                 "--quantize-first-last)");
+    if (!model.has_param("msqe_log_alpha"))
+      model.register_parameter("msqe_log_alpha", Tensor::full({}, 0.0, ws[0].dtype()));
+    owned_.push_back("msqe_log_alpha");
+    msqe_ =
+        std::make_shared<quant::MsqeRegularizer>(ws, deltas, cells, model.param("msqe_log_alpha"), spec.msqe_lambda);
+  }
+
+  // Partial-L2 pruning (Choi et al. §3.3): the quantized weight layers (bits < 32) at their target
+  // sparsity; b = log beta is a parameter of the model ("prune_log_beta").
+  if (spec.prune_sparsity > 0 || !spec.prune_overrides.empty()) {
+    LOWBIT_CHECK(spec.prune_sparsity >= 0 && spec.prune_sparsity < 1, "--prune-sparsity ", spec.prune_sparsity,
+                 " must be in [0, 1)");
+    LOWBIT_CHECK(spec.prune_at > 0 && spec.prune_at <= 1, "--prune-at ", spec.prune_at, " must be in (0, 1]");
+    std::vector<std::pair<std::string, double>> overrides;
+    std::stringstream list(spec.prune_overrides);
+    for (std::string item; std::getline(list, item, ',');) {
+      const size_t eq = item.find('=');
+      LOWBIT_CHECK(eq != std::string::npos && eq > 0, "--prune-overrides '", item, "' is not PATTERN=SPARSITY");
+      char* end = nullptr;
+      const double r = std::strtod(item.c_str() + eq + 1, &end);
+      LOWBIT_CHECK(end && *end == 0 && r >= 0 && r < 1, "--prune-overrides '", item,
+                   "': the sparsity must be in [0, 1)");
+      overrides.emplace_back(item.substr(0, eq), r);
+    }
+    std::vector<bool> used(overrides.size(), false);
+    std::vector<Variable> ws;
+    std::vector<double> rs;
+    std::string names;
+    for (const auto& l : q_.layers) {
+      if (*l.weight_bits >= 32) continue;
+      names += (names.empty() ? "" : ", ") + l.name;
+      double r = spec.prune_sparsity;
+      for (size_t i = 0; i < overrides.size(); ++i)
+        if (quant::name_matches(overrides[i].first, l.name)) r = overrides[i].second, used[i] = true;
+      if (r > 0) ws.push_back(l.weight()), rs.push_back(r);
+    }
+    for (size_t i = 0; i < overrides.size(); ++i)
+      LOWBIT_CHECK(used[i], "--prune-overrides: '", overrides[i].first, "' matches no quantized layer (", names, ")");
+    LOWBIT_CHECK(!ws.empty(), "--prune-sparsity: no quantized layer to prune (", names, ")");
+    if (!model.has_param("prune_log_beta"))
+      model.register_parameter("prune_log_beta", Tensor::full({}, 0.0, ws[0].dtype()));
+    owned_.push_back("prune_log_beta");
+    prune_ = std::make_shared<quant::PartialL2Regularizer>(ws, rs, model.param("prune_log_beta"), spec.prune_lambda);
+  }
+
   // DoReFa gradient quantization (§8.2) on the outputs of the quantized layers, with its own noise.
   if (spec.gbits < 32) {
     grad_noise_ = std::make_shared<Generator>(spec.seed);
@@ -240,6 +304,8 @@ std::vector<optim::ParamGroup> QuantContext::param_groups(const optim::ParamGrou
   }
   if (sinreq_) w.regularizers.push_back(sinreq_);
   if (waveq_) w.regularizers.push_back(waveq_);
+  if (msqe_) w.regularizers.push_back(msqe_);
+  if (prune_) w.regularizers.push_back(prune_);
   groups.push_back(w);
 
   auto group = [&](const std::string& name, double lr, double decay) {
@@ -260,7 +326,18 @@ std::vector<optim::ParamGroup> QuantContext::param_groups(const optim::ParamGrou
     }
     groups.push_back(std::move(g));
   }
-  optim::ParamGroup steps = group("quantizer", spec_.quantizer_lr >= 0 ? spec_.quantizer_lr : base.lr, 0);
+  if (msqe_ || prune_) {  // a = log alpha (Choi et al. §3.2), b = log beta (§3.3), no weight decay
+    optim::ParamGroup g = group("coefficient", spec_.msqe_lr >= 0 ? spec_.msqe_lr : base.lr, 0);
+    if (msqe_) g.params.push_back(msqe_->log_alpha()), g.param_names.push_back("msqe_log_alpha");
+    if (prune_) g.params.push_back(prune_->log_beta()), g.param_names.push_back("prune_log_beta");
+    groups.push_back(std::move(g));
+  }
+  // msqe's cell sizes get the unscaled gradient sum over every weight (or activation) of the layer
+  // (Choi et al. §3.1: no LSQ gradient scaling), so their default lr is the weights' / 100.
+  const double quantizer_lr = spec_.quantizer_lr >= 0  ? spec_.quantizer_lr
+                              : spec_.method == "msqe" ? base.lr / 100
+                                                       : base.lr;
+  optim::ParamGroup steps = group("quantizer", quantizer_lr, 0);
   optim::ParamGroup clip = group("clip", base.lr, spec_.pact_decay >= 0 ? spec_.pact_decay : base.weight_decay);
   for (const auto& full : q_.parameter_names) {
     Variable p;
@@ -287,6 +364,7 @@ void QuantContext::begin_step(double t, double total) {
   t_ = t, total_ = total;
   // Gradient-l1 in the last reg_last_epochs epochs (spec §7.2: the last ~15 epochs of training).
   if (grad_l1_) grad_l1_on_ = spec_.reg_last_epochs <= 0 || t >= total - spec_.reg_last_epochs;
+  if (prune_ && !pruned_ && t >= spec_.prune_at * total) prune_now();
   if (!follow_) return;
   if (spec_.bits_follow_beta == "phase3" && t < spec_.beta_freeze * total) return;
   for (size_t i = 0; i < reg_layers_.size(); ++i) *reg_layers_[i]->weight_bits = final_bits(i);
@@ -364,6 +442,35 @@ std::optional<quant::MemorySizes> QuantContext::budget_sizes() const {
 void QuantContext::after_step() {
   if (waveq_ && learn_beta_) waveq_->after_step();
   q_.after_step();
+  if (pruned_)  // pruned weights stay zero while training (and quantization) continues (§3.3)
+    for (size_t l = 0; l < prune_masks_.size(); ++l) {
+      Variable w = prune_->weights()[l];
+      w.mutable_data().copy_(math::mul(w.data(), prune_masks_[l]));
+    }
+}
+
+void QuantContext::prune_now() {
+  // The weights below each layer's threshold zeroed; a weight that is already zero stays pruned, so
+  // a resumed run (whose weights were pruned before) gets the same masks.
+  prune_masks_.clear();
+  for (size_t l = 0; l < prune_->weights().size(); ++l)
+    prune_masks_.push_back(quant::prune_mask(prune_->weights()[l].data(), prune_->sparsities()[l]));
+  pruned_ = true;
+  prune_->stop();
+  for (size_t l = 0; l < prune_masks_.size(); ++l) {
+    Variable w = prune_->weights()[l];
+    w.mutable_data().copy_(math::mul(w.data(), prune_masks_[l]));
+  }
+}
+
+double QuantContext::sparsity() const {
+  if (!prune_) return 0;
+  double zeros = 0, n = 0;
+  for (const Variable& w : prune_->weights()) {
+    zeros += math::sum(math::eq(w.data(), Tensor::full({}, 0.0, w.dtype()))).item();
+    n += double(w.numel());
+  }
+  return n > 0 ? zeros / n : 0;
 }
 
 void QuantContext::end_epoch(int64_t epoch, double train_loss, double train_acc, double test_loss, double test_acc) {
@@ -376,6 +483,15 @@ void QuantContext::end_epoch(int64_t epoch, double train_loss, double train_acc,
     const quant::MemorySizes m = budget_->sizes();
     curves_["weight_kb"].push_back(m.weight_kb);
     curves_["act_kb"].push_back(m.act_kb);
+  }
+  if (prune_ && !pruned_ && double(epoch) >= spec_.prune_at * total_ - 1e-9) prune_now();  // at the end
+  if (prune_) {
+    curves_["prune_beta"].push_back(prune_->beta());
+    curves_["sparsity"].push_back(sparsity());
+  }
+  if (msqe_) {
+    curves_["msqe_alpha"].push_back(msqe_->alpha());
+    curves_["msqe_r"].push_back(msqe_->penalty());
   }
   beta_history_.resize(reg_layers_.size());
   for (size_t i = 0; i < reg_layers_.size(); ++i) beta_history_[i].push_back(row(i).beta);
@@ -424,6 +540,12 @@ std::string QuantContext::epoch_json() const {
   js << "]";
   if (waveq_) js << ", \"lambda_w\": " << waveq_->lambdas().w << ", \"lambda_beta\": " << waveq_->lambdas().beta;
   if (sinreq_) js << ", \"lambda\": " << sinreq_->lambda();
+  if (msqe_)
+    js << ", \"msqe_alpha\": " << msqe_->alpha() << ", \"msqe_log_alpha\": " << msqe_->log_alpha().item()
+       << ", \"msqe_r\": " << msqe_->penalty() << ", \"msqe_lambda\": " << msqe_->lambda();
+  if (prune_)
+    js << ", \"prune_beta\": " << prune_->beta() << ", \"prune_p\": " << prune_->penalty()
+       << ", \"sparsity\": " << sparsity() << ", \"pruned\": " << (pruned_ ? "true" : "false");
   if (budget_) {
     const quant::MemorySizes m = budget_->sizes();
     js << ", \"weight_kb\": " << m.weight_kb << ", \"act_kb\": " << m.act_kb;
@@ -465,6 +587,11 @@ std::string QuantContext::describe() const {
     if (g.mode == quant::GradL1Mode::fd) s << ", finite differences, step " << g.fd_step;
     s << ")";
   }
+  if (msqe_) s << " + msqe (learnable coefficient, lambda " << msqe_->lambda() << ")";
+  if (prune_)
+    s << " + partial-L2 pruning (sparsity " << spec_.prune_sparsity
+      << (spec_.prune_overrides.empty() ? "" : ", " + spec_.prune_overrides) << ", pruned at " << spec_.prune_at
+      << " of training)";
   if (sinreq_ || waveq_) {
     s << " + " << spec_.reg << (waveq_ && !learn_beta_ ? " (beta fixed)" : "") << " (" << grid_name(grid_) << " grid";
     if (scale_ == WeightScale::max_abs) s << ", on w / max|w|";
@@ -472,6 +599,21 @@ std::string QuantContext::describe() const {
     s << ")";
   }
   return s.str();
+}
+
+std::string QuantContext::epoch_text() const {
+  char line[160];
+  std::string out;
+  if (prune_) {
+    std::snprintf(line, sizeof line, "  partial-L2: beta %.4g  P %.4g  sparsity %.4f%s\n", prune_->beta(),
+                  prune_->penalty(), sparsity(), pruned_ ? " (pruned, masks held)" : "");
+    out += line;
+  }
+  if (!msqe_) return out;
+  std::snprintf(line, sizeof line, "  msqe: alpha %.4g (a = log alpha %.4f)  R %.4g  alpha R %.4g  lambda %.4g\n",
+                msqe_->alpha(), msqe_->log_alpha().item(), msqe_->penalty(), msqe_->alpha() * msqe_->penalty(),
+                msqe_->lambda());
+  return out + line;
 }
 
 std::string QuantContext::config_table() const {

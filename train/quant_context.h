@@ -45,6 +45,8 @@
 #include "optim/optimizer.h"
 #include "quant/budget.h"
 #include "quant/grad_l1.h"
+#include "quant/msqe.h"
+#include "quant/prune.h"
 #include "quant/qconfig.h"
 #include "quant/regularize.h"
 #include "quant/stats.h"
@@ -68,7 +70,7 @@ struct QuantSpec {
   int gbits = 32;          // DoReFa gradient quantization of the quantized layers' outputs (§8.2); 32: off
   uint64_t seed = 1;       // the gradient quantizer's noise
   // Regularizer (quant/regularize.h; grad-l1: quant/grad_l1.h).
-  std::string reg = "none";   // none | sinreq | waveq | grad-l1
+  std::string reg = "none";   // none | sinreq | waveq | grad-l1 | msqe
   std::string grid = "auto";  // auto | dorefa | wrpn | fixed
   bool allow_grid_mismatch = false;
   double lambda_w = 1, lambda_beta = 0.03;
@@ -82,7 +84,7 @@ struct QuantSpec {
   // Memory budgets (quant/budget.h, Uhlich §6.4): kB targets (<= 0: none), the activation measure
   // (max: the largest feature map (8c); sum: all of them (8b)) and the penalties' lambda.
   double quantizer_lr = -1;  // lr of the learned steps and ranges ("quantizer" group); < 0: the weights'
-                             // lr; 0: held at their initialisation (Uhlich's "Fixed" rows)
+                             // lr (msqe: / 100); 0: held at their initialisation (Uhlich's "Fixed" rows)
   double weight_budget_kb = 0, act_budget_kb = 0;
   std::string act_budget = "max";
   double budget_lambda = 0.1;                 // (8a)'s lambda, and (8b)/(8c)'s unless act_budget_lambda is set
@@ -95,6 +97,19 @@ struct QuantSpec {
   double reg_last_epochs = 0;
   std::string grad_l1_mode = "exact";  // exact (double backward) | fd (finite differences, spec §7.2 (b))
   double grad_l1_fd_step = 3e-3;       // fd: perturbation of each weight and activation element
+  // MSQE regularization with a learnable coefficient (--reg msqe with --quant msqe, Choi et al. §3.2):
+  // C = E + alpha R - lambda log alpha, alpha = exp(a), a learned (group "coefficient", lr msqe_lr;
+  // < 0: the weights' lr), starting at alpha = 1. At equilibrium alpha R = lambda.
+  double msqe_lambda = 1;
+  double msqe_lr = -1;
+  // Partial-L2 pruning (Choi et al. §3.3): target sparsity per quantized layer (0: off), pattern
+  // overrides "conv1=0.5,layer3*=0.8" (the last matching pattern wins), the coefficient's lambda
+  // (beta = exp(b) in the "coefficient" group, lr msqe_lr), and the fraction of training at which the weights
+  // below each layer's threshold are zeroed and then kept zero after every step (1: at the end).
+  double prune_sparsity = 0;
+  std::string prune_overrides{};
+  double prune_lambda = 1;
+  double prune_at = 1;
 };
 
 // One row of the per-epoch table / metrics (regularized layers).
@@ -195,6 +210,16 @@ class QuantContext {
   const quant::Quantization& quantization() const { return q_; }
   const QuantSpec& spec() const { return spec_; }
   bool regularized() const { return sinreq_ || waveq_; }
+  // MSQE (--reg msqe): the regularizer (alpha, R, lambda), else null.
+  const quant::MsqeRegularizer* msqe() const { return msqe_.get(); }
+  // Partial-L2 pruning: the regularizer, and whether the weights have been pruned (masks applied).
+  const quant::PartialL2Regularizer* pruning() const { return prune_.get(); }
+  bool pruned() const { return pruned_; }
+  // Share of exact zeros over the pruned layers' weights (0 without pruning).
+  double sparsity() const;
+  // Lines for the per-epoch table beside the layer rows ("" when there is nothing to add): MSQE's
+  // alpha, a and R.
+  std::string epoch_text() const;
   // Gradient-l1 (--reg grad-l1): the regularizer when it is active at the position of the last
   // begin_step (the last reg_last_epochs epochs), else null. The fit loop then captures the
   // activations during the step and adds its penalty to the loss (train/fit.h).
@@ -228,6 +253,11 @@ class QuantContext {
   std::shared_ptr<quant::WaveQRegularizer> waveq_;
   std::shared_ptr<quant::MemoryBudget> budget_;
   std::shared_ptr<quant::GradL1Regularizer> grad_l1_;
+  std::shared_ptr<quant::MsqeRegularizer> msqe_;
+  std::shared_ptr<quant::PartialL2Regularizer> prune_;
+  std::vector<Tensor> prune_masks_;
+  bool pruned_ = false;
+  void prune_now();
   bool grad_l1_on_ = false;
   std::shared_ptr<Generator> grad_noise_;  // --gbits
   std::vector<std::string> owned_;

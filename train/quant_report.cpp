@@ -190,6 +190,20 @@ void QuantContext::write_html(const QuantReport& rep, const std::string& path) c
       "Loss", "epoch", "cross-entropy", {{"train", ep, curve("train_loss")}, {"test", ep, curve("test_loss")}}});
   html.add(quant::LinePlot{
       "Accuracy", "epoch", "accuracy", {{"train", ep, curve("train_acc")}, {"test", ep, curve("test_acc")}}});
+  if (prune_) {  // Choi et al. §3.3
+    html.add(
+        quant::LinePlot{"Partial-L2 coefficient beta = exp(b)", "epoch", "beta", {{"beta", ep, curve("prune_beta")}}});
+    html.add(quant::LinePlot{"Sparsity of the pruned layers (share of exact zeros)",
+                             "epoch",
+                             "share",
+                             {{"sparsity", ep, curve("sparsity")}}});
+  }
+  if (msqe_) {  // Choi et al. §3.2: alpha tracks lambda / R
+    html.add(
+        quant::LinePlot{"MSQE coefficient alpha = exp(a)", "epoch", "alpha", {{"alpha", ep, curve("msqe_alpha")}}});
+    html.add(quant::LinePlot{
+        "MSQE R(W; delta), mean squared quantization error per weight", "epoch", "R", {{"R", ep, curve("msqe_r")}}});
+  }
   if (waveq_) {
     quant::LinePlot bp{"Per-layer bits k = ceil(beta) + 1 (beta drawn: magnitude bits)", "epoch", "beta", {}};
     for (size_t i = 0; i < reg_layers_.size(); ++i)
