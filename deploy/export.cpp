@@ -355,8 +355,9 @@ class Exporter {
     Codes codes;
     bool rounded = trained >= 32 || (first && !equal_f);
     if (!rounded) {
-      // Learned steps: LSQ's w_step, U3's d rounded to a power of two (u3_effective).
-      const double learned = mod->has_param("w_step") ? std::abs(mod->param("w_step").item())
+      // Learned steps: LSQ's w_step, MSQE's w_delta, U3's d rounded to a power of two (u3_effective).
+      const double learned = mod->has_param("w_step")    ? std::abs(mod->param("w_step").item())
+                             : mod->has_param("w_delta") ? std::abs(mod->param("w_delta").item())
                              : mod->has_param("w_d")
                                  ? quant::u3_effective(mod->param("w_d").item(), mod->param("w_qmax").item()).d
                                  : 0.0;
@@ -470,7 +471,8 @@ class Exporter {
     LOWBIT_CHECK(bits <= 8, "export: ", name, ": activations at ", bits,
                  " bits (float or > 8 bits); the integer engine needs activation codes of <= 8 bits (--abits)");
     if (method_ == "pact") alpha = mod.param("alpha").item();
-    if (method_ == "lsq") alpha = std::abs(mod.param("a_step").item()) * n;  // s Q_P
+    if (method_ == "lsq") alpha = std::abs(mod.param("a_step").item()) * n;    // s Q_P
+    if (method_ == "msqe") alpha = std::abs(mod.param("a_delta").item()) * n;  // Delta (2^m - 1), Choi §3.1
     // A Hardtanh (ReLU6) clipping below alpha caps the codes at top = round(max n / alpha) < n: the
     // requantization keeps the step alpha / n and clamps at top (out_qmax = top, y scaled by n / (alpha top)).
     double top = n;
@@ -584,9 +586,9 @@ ExportResult export_model(Module& model, const quant::Quantization& q, const Exp
   Exporter ex(q, o, res);
   const std::string& method = ex.method();
   LOWBIT_CHECK(method == "dorefa" || method == "wrpn" || method == "pact" || method == "binary" ||
-                   method == "ternary" || method == "lsq" || method == "u3",
+                   method == "ternary" || method == "lsq" || method == "u3" || method == "msqe",
                "export: quantization method '", method,
-               "' is not exportable (exportable: dorefa, wrpn, pact, binary, ternary, lsq, u3; p3's levels are "
+               "' is not exportable (exportable: dorefa, wrpn, pact, binary, ternary, lsq, u3, msqe; p3's levels are "
                "powers of two, not a uniform grid of integer codes, and a float model has no activation quantizers)");
   LOWBIT_CHECK(o.mean.size() == o.std.size() && (o.mean.empty() || int64_t(o.mean.size()) == o.channels),
                "export: mean/std must have one value per input channel (", o.channels, ") or none");

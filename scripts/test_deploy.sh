@@ -117,6 +117,20 @@ echo "mobilenet_v2: predictions agree on $agree_v2 / 200 images ($classes_v2 cla
 "$lowbit" bench --model mobilenet_v2 --variant cifar --width 0.25 --quant dorefa --wbits 4 --abits 4 --integer \
   --mode none --batch 2 --steps 1 --warmup 0 --threads 2 | tail -1 | grep -q '"integer_infer_images_per_sec": [1-9]'
 
+# Choi et al.'s pipeline (issue 18): MSQE quantizers + partial-L2 pruning (70 %, at half the run), then
+# an entropy-coded export whose layers show the pruned zeros, run integer-only: agreeing with eval --double.
+"$lowbit" train "${common[@]}" --limit-test 500 --quant msqe --wbits 4 --abits 4 --quantize-first-last \
+  --prune-sparsity 0.7 --prune-at 0.5 --out "$work/mq" > /dev/null
+"$lowbit" export --checkpoint "$work/mq/checkpoint.ckpt" --out "$work/mq.lbq" --entropy-code > "$work/mq_export.log"
+awk '$1 == "conv2" && NF == 9 && $4 >= 0.7 { found = 1 } END { exit !found }' "$work/mq_export.log"
+grep -q "^compression ratio (file bytes)" "$work/mq_export.log"
+"$lowbit" eval --checkpoint "$work/mq/checkpoint.ckpt" --double --predictions "$work/mq_eval.csv" > /dev/null
+"$lowbit" infer --model-file "$work/mq.lbq" --data fashion-mnist --limit-test 500 --predictions "$work/mq_int.csv" \
+  > /dev/null
+agree_mq=$(paste -d, "$work/mq_eval.csv" "$work/mq_int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
+echo "msqe + pruning, entropy-coded: predictions agree on $agree_mq / 500 images"
+[ "$agree_mq" -ge 499 ]
+
 # A method the integer format does not carry: refused, naming it.
 "$lowbit" train "${common[@]}" --limit-train 256 --limit-test 64 --quant p3 --wbits 4 --abits 4 \
   --out "$work/p3" > /dev/null

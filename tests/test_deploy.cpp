@@ -366,8 +366,11 @@ TEST_CASE("every layer on its grid: the integer engine equals the simulated mode
       {"pact", 3, 3, WeightCoding::odd},  // DoReFa weights, activations clipped at a learned alpha
       {"ternary", 2, 2, WeightCoding::twos_complement},
       {"binary", 1, 1, WeightCoding::odd},
-      {"lsq", 4, 4, WeightCoding::twos_complement},  // learned steps: w_step (weights), a_step Q_P (the clip)
-      {"u3", 4, 4, WeightCoding::twos_complement},   // learned d and q_max: codes of d', n = q'/d' levels
+      {"lsq", 4, 4, WeightCoding::twos_complement},   // learned steps: w_step (weights), a_step Q_P (the clip)
+      {"u3", 4, 4, WeightCoding::twos_complement},    // learned d and q_max: codes of d', n = q'/d' levels
+      {"msqe", 4, 4, WeightCoding::twos_complement},  // learned cell sizes: w_delta, a_delta (2^m - 1) the clip
+      {"msqe", 2, 2, WeightCoding::twos_complement},  // ternary: delta {-1, 0, 1}
+      {"msqe", 1, 1, WeightCoding::odd},              // binary: delta sign(w)
   };
   for (const Row& r : rows) {
     CAPTURE(r.method);
@@ -381,7 +384,7 @@ TEST_CASE("every layer on its grid: the integer engine equals the simulated mode
       const int most = r.method == "u3" ? q.stored_weight_bits(q.layers[i]) : r.stored_bits;
       CHECK_MESSAGE((l.exact && l.stored_bits <= most), l.name);
     }
-    if (r.method == "lsq" || r.method == "u3")  // codes within the learned clip: as few bits as they need
+    if (r.method == "lsq" || r.method == "u3" || r.method == "msqe")  // codes within the learned clip: as few bits
       CHECK(ex.layers[1].stored_bits <= q.stored_weight_bits(q.layers[1]));
     else
       CHECK(ex.layers[1].stored_bits == r.stored_bits);
