@@ -378,6 +378,7 @@ int run_eval_ptq(const Options& o) {
   const std::vector<train::PtqSetting> settings = train::parse_ptq_settings(o.str("ptq"));
   train::PtqOptions po;
   po.per_channel = o.flag("ptq-per-channel");
+  po.fold_bn = o.flag("ptq-fold-bn");
   if (o.has("ptq-calib-batches")) po.calib_batches = o.integer("ptq-calib-batches");
   LOWBIT_CHECK(po.calib_batches >= 1, "--ptq-calib-batches must be >= 1, got ", po.calib_batches);
   if (o.has("ptq-first-last")) {
@@ -442,6 +443,7 @@ int run_eval(int argc, char** argv) {
               "post-training quantization sweep of a float run at W/A bit settings, e.g. 8/8,6/6,4/4 (2..16; 32: "
               "float): weights symmetric, activations asymmetric from calibrated min/max, every layer; one table"},
              {"ptq-per-channel", "", "--ptq: weight ranges per output channel (default: per tensor)", true},
+             {"ptq-fold-bn", "", "--ptq: round each conv's weights with its batch norm folded in, as deployed", true},
              {"ptq-calib-batches", "", "--ptq: training batches (no augmentation) giving the activation ranges (10)"},
              {"ptq-first-last", "", "--ptq: bits of the first and last layers, e.g. 8 (default: the setting's)"},
              {"ptq-ranges", "", "--ptq: write the calibrated activation ranges and the weight ranges to this CSV"},
@@ -452,7 +454,7 @@ int run_eval(int argc, char** argv) {
   if (o.has("threads")) set_num_threads(static_cast<int>(o.integer("threads")));
   for (const char* key : {"ptq-calib-batches", "ptq-first-last", "ptq-ranges"})
     LOWBIT_CHECK(o.has("ptq") || !o.has(key), "--", key, " goes with --ptq");
-  for (const char* key : {"ptq-per-channel", "verbose"})
+  for (const char* key : {"ptq-per-channel", "ptq-fold-bn", "verbose"})
     LOWBIT_CHECK(o.has("ptq") || !o.flag(key), "--", key, " goes with --ptq");
   if (o.has("ptq")) return run_eval_ptq(o);
   Options run = run_options(o.str("checkpoint"));

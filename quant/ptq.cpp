@@ -3,10 +3,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "core/math.h"
 #include "core/parallel.h"
 #include "layers/activation.h"
+#include "layers/conv.h"
+#include "layers/norm.h"
 #include "quant/ste.h"
 
 namespace lowbit::quant {
@@ -137,6 +140,44 @@ Tensor range_linear_weight(const Tensor& w, int bits, RangeMode mode, bool per_c
   return fake_quantize_per_channel(w, q);
 }
 
+namespace {
+
+// w [K, ...] times s_k per output channel (inverse: divided; s_k = 0 leaves the channel as it is).
+Tensor scale_channels(const Tensor& w_in, const std::vector<double>& s, bool inverse) {
+  const Tensor w = w_in.contiguous();
+  Tensor out = Tensor::empty(w.shape(), w.dtype());
+  const int64_t rows = w.size(0), per = rows ? w.numel() / rows : 0;
+  LOWBIT_DISPATCH_FLOAT(w.dtype(), "scale_channels", [&] {
+    const scalar_t* pw = w.data<scalar_t>();
+    scalar_t* po = out.data<scalar_t>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const double f = s[size_t(r)] == 0 ? 1.0 : inverse ? 1.0 / s[size_t(r)] : s[size_t(r)];
+      for (int64_t i = r * per; i < (r + 1) * per; ++i) po[i] = scalar_t(double(pw[i]) * f);
+    }
+  });
+  return out;
+}
+
+std::vector<double> as_doubles(const Tensor& t) {
+  const Tensor c = t.contiguous();
+  std::vector<double> v(size_t(c.numel()));
+  LOWBIT_DISPATCH_FLOAT(c.dtype(), "as_doubles", [&] {
+    for (size_t i = 0; i < v.size(); ++i) v[i] = double(c.data<scalar_t>()[i]);
+  });
+  return v;
+}
+
+// The batch norm's factor gamma_k / sqrt(running_var_k + eps) (eval mode).
+std::vector<double> bn_factor(BatchNorm2d& bn) {
+  std::vector<double> s = as_doubles(bn.buffer("running_var"));
+  const std::vector<double> gamma =
+      bn.options().affine ? as_doubles(bn.param("weight").data()) : std::vector<double>(s.size(), 1.0);
+  for (size_t k = 0; k < s.size(); ++k) s[k] = gamma[k] / std::sqrt(s[k] + bn.options().eps);
+  return s;
+}
+
+}  // namespace
+
 // ---- the hooks ----
 
 struct PostTrainingQuantizer::Activation {
@@ -150,6 +191,7 @@ struct PostTrainingQuantizer::State {
   enum class Mode { float_, calibrate, quantize } mode = Mode::float_;
   PtqConfig config;
   std::vector<std::shared_ptr<Activation>> activations;  // in the order attach_quantizers visits them
+  std::map<const Module*, BatchNorm2d*> bn_after;        // a Conv2d -> the BatchNorm2d right after it
 };
 
 PostTrainingQuantizer::PostTrainingQuantizer(Module& model) : state_(std::make_shared<State>()) {
@@ -163,11 +205,27 @@ PostTrainingQuantizer::PostTrainingQuantizer(Module& model) : state_(std::make_s
   method_.activation_bits = BitRange{2, 16, 32};
   std::shared_ptr<State> st = state_;
   // Weights: rounded from their own range at the layer's bits (its shared bit cell), spec §8.7.
+  // Conv2d -> BatchNorm2d pairs: consecutive children of a container (Sequential, ResNet's blocks).
+  for (auto& [name, m] : model.named_modules()) {
+    const auto children = m->named_children();
+    for (size_t i = 0; i + 1 < children.size(); ++i)
+      if (auto* bn = dynamic_cast<BatchNorm2d*>(children[i + 1].second.get());
+          bn && dynamic_cast<Conv2d*>(children[i].second.get()))
+        state_->bn_after[children[i].second.get()] = bn;
+  }
   method_.weight = [st](const QuantSite& site) -> VariableTransform {
     std::shared_ptr<int> bits = site.bits;
-    return [st, bits](const Variable& w) {
+    const Module* mod = &site.module;
+    return [st, bits, mod](const Variable& w) {
       if (st->mode != State::Mode::quantize || *bits >= 32) return w;
-      return straight_through(w, range_linear_weight(w.data(), *bits, st->config.weight_mode, st->config.per_channel));
+      const PtqConfig& c = st->config;
+      const auto bn = c.fold_bn ? st->bn_after.find(mod) : st->bn_after.end();
+      if (bn == st->bn_after.end())
+        return straight_through(w, range_linear_weight(w.data(), *bits, c.weight_mode, c.per_channel));
+      const std::vector<double> s = bn_factor(*bn->second);  // fold_bn: round w s, divide back
+      return straight_through(w, scale_channels(range_linear_weight(scale_channels(w.data(), s, false), *bits,
+                                                                    c.weight_mode, c.per_channel),
+                                                s, true));
     };
   };
   // The weight side through attach_quantizers (every Conv2d/Linear, first/last, the bit cells).

@@ -83,6 +83,10 @@ struct PtqConfig {
   // last layer's input), at these bits instead (e.g. 8); 0: every layer at the setting's bits.
   int first_last_bits = 0;
   bool per_channel = false;  // weights: one range per output channel
+  // Batch norm folded, as deployed (and Distiller's PTQ): a conv's weights followed directly by a
+  // BatchNorm2d are rounded as w_k s_k, s_k = gamma_k / sqrt(running_var_k + eps), then divided by
+  // s_k again, so the float batch norm after it gives the folded layer's output exactly.
+  bool fold_bn = false;
   RangeMode weight_mode = RangeMode::symmetric;
   RangeMode activation_mode = RangeMode::asymmetric;
 };

@@ -355,6 +355,43 @@ TEST_CASE("16/16 gives the float predictions of a trained net; 2/2 changes them;
   for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == double(float(q3(y.data().to_vector()[i]))));
 }
 
+TEST_CASE("fold_bn: a conv followed by a batch norm is rounded as w s (its folded weights), then divided back") {
+  auto model = models::create_model("resnet20", {.num_classes = 4, .in_channels = 3, .image_size = 16, .seed = 5});
+  Generator gen(8);
+  model->train();
+  for (int i = 0; i < 3; ++i) (*model)(Variable(Tensor::randn({8, 3, 16, 16}, gen)));  // running stats per channel
+  model->eval();
+  std::map<std::string, Module*> by_name;
+  for (auto& [name, m] : model->named_modules()) by_name[name] = m.get();
+  quant::PostTrainingQuantizer ptq(*model);
+  const auto& layers = ptq.quantization().layers;
+  auto hooked = [&](size_t i) { return quant::weight_hook_of(*layers[i].module)(layers[i].weight()).data(); };
+  REQUIRE(layers[1].name == "layer1.0.conv1");
+  auto* bn = dynamic_cast<BatchNorm2d*>(by_name.at("layer1.0.bn1"));
+  REQUIRE(bn != nullptr);
+  const std::vector<double> var = bn->buffer("running_var").to_vector();
+  const Tensor w = layers[1].weight().data();
+  const int64_t K = w.size(0), per = w.numel() / K;
+  std::vector<double> s(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) s[size_t(k)] = 1 / std::sqrt(var[size_t(k)] + 1e-5);  // gamma = 1 at init
+  std::vector<float> ws;
+  for (double v : w.to_vector()) ws.push_back(float(v));
+  for (int64_t i = 0; i < w.numel(); ++i) ws[size_t(i)] = float(ws[size_t(i)] * s[size_t(i / per)]);
+  const std::vector<double> expect =
+      quant::range_linear_weight(Tensor::from_vector(ws, w.shape()), 4, quant::RangeMode::symmetric, false).to_vector();
+  ptq.quantize({.weight_bits = 4, .activation_bits = 32, .fold_bn = true});
+  const std::vector<double> folded = hooked(1).to_vector();
+  double worst = 0;
+  for (int64_t i = 0; i < w.numel(); ++i)
+    worst = std::max(worst, std::abs(double(folded[size_t(i)]) * s[size_t(i / per)] - expect[size_t(i)]));
+  CHECK(worst < 1e-5);
+  const Tensor fc_folded = hooked(layers.size() - 1);  // a Linear: no batch norm after it, rounded as before
+  ptq.quantize({.weight_bits = 4, .activation_bits = 32});
+  CHECK(hooked(1).to_vector() != folded);  // the fold changes the grid (the running variances differ)
+  CHECK(hooked(1).to_vector() == quant::range_linear_weight(w, 4, quant::RangeMode::symmetric, false).to_vector());
+  CHECK(hooked(layers.size() - 1).to_vector() == fc_folded.to_vector());
+}
+
 TEST_CASE("a setting or option out of range is an error before any work; an uncalibrated activation too") {
   auto model = small_lenet5();
   quant::PostTrainingQuantizer ptq(*model);

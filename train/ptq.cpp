@@ -17,11 +17,11 @@ std::string describe(const PtqSweep& s) {
   const PtqOptions& o = s.options;
   std::string first_last = o.first_last_bits ? detail::concat("first and last layers at ", o.first_last_bits, " bits")
                                              : std::string("every layer at the setting's bits (first and last too)");
-  return detail::concat("post-training quantization (range-linear, spec §8.7): weights ",
-                        quant::range_mode_name(o.weight_mode), o.per_channel ? " per output channel" : " per tensor",
-                        ", activations ", quant::range_mode_name(o.activation_mode),
-                        " per tensor from their min/max over ", s.calib_batches, " training batches (", s.calib_images,
-                        " images, no augmentation); ", first_last);
+  return detail::concat(
+      "post-training quantization (range-linear, spec §8.7): weights ", quant::range_mode_name(o.weight_mode),
+      o.per_channel ? " per output channel" : " per tensor", o.fold_bn ? " with batch norm folded" : "",
+      ", activations ", quant::range_mode_name(o.activation_mode), " per tensor from their min/max over ",
+      s.calib_batches, " training batches (", s.calib_images, " images, no augmentation); ", first_last);
 }
 
 }  // namespace
@@ -106,7 +106,7 @@ PtqSweep ptq_sweep(Module& model, data::DataLoader& calib, data::DataLoader& tes
     quant::PtqConfig c;
     c.weight_bits = s.weight_bits, c.activation_bits = s.activation_bits;
     c.first_last_bits = options.first_last_bits;
-    c.per_channel = options.per_channel;
+    c.per_channel = options.per_channel, c.fold_bn = options.fold_bn;
     c.weight_mode = options.weight_mode, c.activation_mode = options.activation_mode;
     ptq.quantize(c);
     PtqRow row;

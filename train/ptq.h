@@ -40,6 +40,7 @@ struct PtqSweep;
 struct PtqOptions {
   int64_t calib_batches = 10;  // the first N batches of the calibration loader's epoch 0 (>= 1)
   bool per_channel = false;    // weights: one range per output channel
+  bool fold_bn = false;        // weights: rounded with the batch norm after them folded in (quant::PtqConfig)
   int first_last_bits = 0;     // > 0: the first and last layers at these bits (quant::PtqConfig)
   quant::RangeMode weight_mode = quant::RangeMode::symmetric;
   quant::RangeMode activation_mode = quant::RangeMode::asymmetric;
