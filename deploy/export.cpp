@@ -445,12 +445,11 @@ class Exporter {
     LOWBIT_CHECK(pending_ >= 0 && m_.ops[size_t(pending_)].kind == OpKind::conv, "export: ", name,
                  ": a batch norm must directly follow a convolution");
     WeightOp& L = m_.ops[size_t(pending_)].layer;
-    const double eps = bn.options().eps;
-    const std::vector<double> mean = values(bn.buffer("running_mean")), var = values(bn.buffer("running_var"));
-    std::vector<double> gamma(size_t(L.K), 1.0), beta(size_t(L.K), 0.0);
-    if (bn.options().affine) gamma = values(bn.param("weight").data()), beta = values(bn.param("bias").data());
+    const std::vector<double> mean = values(bn.buffer("running_mean")), scale = bn.eval_scale();
+    std::vector<double> beta(size_t(L.K), 0.0);
+    if (bn.options().affine) beta = values(bn.param("bias").data());
     for (size_t k = 0; k < size_t(L.K); ++k) {
-      const double a = gamma[k] / std::sqrt(var[k] + eps);
+      const double a = scale[k];
       L.scale[k] *= a;
       if (L.residual >= 0) L.residual_scale[k] *= a;  // the first layer's low-order pass
       L.offset[k] = a * (L.offset[k] - mean[k]) + beta[k];

@@ -1,5 +1,7 @@
 #include "layers/norm.h"
 
+#include <cmath>
+
 #include "autograd/ops.h"
 #include "autograd/ops_nn.h"
 #include "layers/activation.h"
@@ -24,6 +26,14 @@ void BatchNormBase::reset_running_stats() {
   if (!opt_.track_running_stats) return;
   buffer("running_mean").fill_(0);
   buffer("running_var").fill_(1);
+}
+
+std::vector<double> BatchNormBase::eval_scale() {
+  std::vector<double> s = buffer("running_var").to_vector();
+  const std::vector<double> gamma =
+      opt_.affine ? param("weight").data().to_vector() : std::vector<double>(s.size(), 1.0);
+  for (size_t k = 0; k < s.size(); ++k) s[k] = gamma[k] / std::sqrt(s[k] + opt_.eps);
+  return s;
 }
 
 Variable BatchNormBase::normalize(const Variable& x, bool relu) {

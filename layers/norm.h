@@ -9,6 +9,8 @@
 //     composed from differentiable ops (square, pad over channels, avg_pool2d, pow), so gradients follow.
 #pragma once
 
+#include <vector>
+
 #include "layers/module.h"
 
 namespace lowbit {
@@ -27,6 +29,9 @@ class BatchNormBase : public Module {
   int64_t num_features() const { return c_; }
   const BatchNormOptions& options() const { return opt_; }
   void reset_running_stats();
+  // Eval mode's per-channel factor gamma_k / sqrt(running_var_k + eps) (gamma = 1 without affine): what
+  // folding this batch norm into the layer before it multiplies that layer's weights by.
+  std::vector<double> eval_scale();
 
   // relu(operator()(x)) for this batch norm followed by `relu` (a ReLU module), with the ReLU fused
   // into the batch-norm kernels when this module has no output hook (else the two calls as

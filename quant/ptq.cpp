@@ -158,24 +158,6 @@ Tensor scale_channels(const Tensor& w_in, const std::vector<double>& s, bool inv
   return out;
 }
 
-std::vector<double> as_doubles(const Tensor& t) {
-  const Tensor c = t.contiguous();
-  std::vector<double> v(size_t(c.numel()));
-  LOWBIT_DISPATCH_FLOAT(c.dtype(), "as_doubles", [&] {
-    for (size_t i = 0; i < v.size(); ++i) v[i] = double(c.data<scalar_t>()[i]);
-  });
-  return v;
-}
-
-// The batch norm's factor gamma_k / sqrt(running_var_k + eps) (eval mode).
-std::vector<double> bn_factor(BatchNorm2d& bn) {
-  std::vector<double> s = as_doubles(bn.buffer("running_var"));
-  const std::vector<double> gamma =
-      bn.options().affine ? as_doubles(bn.param("weight").data()) : std::vector<double>(s.size(), 1.0);
-  for (size_t k = 0; k < s.size(); ++k) s[k] = gamma[k] / std::sqrt(s[k] + bn.options().eps);
-  return s;
-}
-
 }  // namespace
 
 // ---- the hooks ----
@@ -222,7 +204,7 @@ PostTrainingQuantizer::PostTrainingQuantizer(Module& model) : state_(std::make_s
       const auto bn = c.fold_bn ? st->bn_after.find(mod) : st->bn_after.end();
       if (bn == st->bn_after.end())
         return straight_through(w, range_linear_weight(w.data(), *bits, c.weight_mode, c.per_channel));
-      const std::vector<double> s = bn_factor(*bn->second);  // fold_bn: round w s, divide back
+      const std::vector<double> s = bn->second->eval_scale();  // fold_bn: round w s, divide back
       return straight_through(w, scale_channels(range_linear_weight(scale_channels(w.data(), s, false), *bits,
                                                                     c.weight_mode, c.per_channel),
                                                 s, true));

@@ -17,6 +17,16 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# How many images two prediction CSVs (image,label,predicted) predict alike.
+agreement() { paste -d, "$1" "$2" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }'; }
+# Run NAME ($work/NAME, exported to $work/NAME.lbq): its integer predictions on the first N test images
+# against eval --double's (NAME_int.csv, NAME_eval.csv); prints the agreeing count.
+double_agreement() {
+  "$lowbit" eval --checkpoint "$work/$1/checkpoint.ckpt" --double --predictions "$work/$1_eval.csv" > /dev/null &&
+    "$lowbit" infer --model-file "$work/$1.lbq" --data fashion-mnist --limit-test "$2" \
+      --predictions "$work/$1_int.csv" > /dev/null &&
+    agreement "$work/$1_eval.csv" "$work/$1_int.csv"
+}
 common=(--model lenet5 --width 0.5 --data fashion-mnist --limit-train 2048 --limit-test 1000 --batch 64
         --epochs 1 --lr 0.05 --seed 7 --threads 2 --quiet)
 "$lowbit" train "${common[@]}" --quant dorefa --wbits 4 --abits 4 --reg waveq --lambda-beta 0.1 \
@@ -39,12 +49,12 @@ grep -q "m.lbq: [0-9]* bytes; FP32 parameters" "$work/export.log"
   "$work/q/checkpoint.ckpt" --profile > "$work/speed.log"
 grep -q "^FP32 (the run's float model, lowbit, batch 128, [0-9]* threads): [0-9.]* img/s; integer: [0-9.]*x FP32" "$work/speed.log"
 grep -q "conv *conv2 .* ms/batch" "$work/speed.log"
-agree=$(paste -d, "$work/eval.csv" "$work/int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
+agree=$(agreement "$work/eval.csv" "$work/int.csv")
 echo "predictions agree on $agree / 1000 images"
 [ "$agree" -ge 997 ]
 # the simulation in double precision (eval --double) predicts what the integer engine predicts
 "$lowbit" eval --checkpoint "$work/q/checkpoint.ckpt" --double --predictions "$work/eval64.csv" > "$work/eval64.log"
-agree64=$(paste -d, "$work/eval64.csv" "$work/int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
+agree64=$(agreement "$work/eval64.csv" "$work/int.csv")
 echo "eval --double: predictions agree on $agree64 / 1000 images"
 [ "$agree64" -ge 999 ]
 # the _ref kernels give the fast path's predictions (bit for bit)
@@ -89,10 +99,7 @@ expect_error "$work/mc_trunc.lbq" "truncated"
   --out "$work/u3" > /dev/null
 "$lowbit" export --checkpoint "$work/u3/checkpoint.ckpt" --out "$work/u3.lbq" > "$work/u3_export.log"
 grep -q "^conv2 .* exact codes" "$work/u3_export.log"
-"$lowbit" eval --checkpoint "$work/u3/checkpoint.ckpt" --double --predictions "$work/u3_eval.csv" > /dev/null
-"$lowbit" infer --model-file "$work/u3.lbq" --data fashion-mnist --limit-test 64 --predictions "$work/u3_int.csv" \
-  > /dev/null
-agree_u3=$(paste -d, "$work/u3_eval.csv" "$work/u3_int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
+agree_u3=$(double_agreement u3 64)
 echo "u3: predictions agree on $agree_u3 / 64 images"
 [ "$agree_u3" -ge 63 ]
 
@@ -105,10 +112,7 @@ echo "u3: predictions agree on $agree_u3 / 64 images"
 "$lowbit" export --checkpoint "$work/v2/checkpoint.ckpt" --out "$work/v2.lbq" > "$work/v2_export.log"
 grep -q "^features.2.conv.2 .* exact codes, output activations 4 bits" "$work/v2_export.log"
 [ "$(head -c 12 "$work/v2.lbq" | tail -c 4 | od -An -tu4 | tr -d ' ')" -eq 3 ]  # format version 3
-"$lowbit" eval --checkpoint "$work/v2/checkpoint.ckpt" --double --predictions "$work/v2_eval.csv" > /dev/null
-"$lowbit" infer --model-file "$work/v2.lbq" --data fashion-mnist --limit-test 200 --predictions "$work/v2_int.csv" \
-  > /dev/null
-agree_v2=$(paste -d, "$work/v2_eval.csv" "$work/v2_int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
+agree_v2=$(double_agreement v2 200)
 classes_v2=$(tail -n +2 "$work/v2_int.csv" | cut -d, -f3 | sort -u | wc -l)
 echo "mobilenet_v2: predictions agree on $agree_v2 / 200 images ($classes_v2 classes predicted)"
 [ "$agree_v2" -ge 199 ]
@@ -124,10 +128,7 @@ echo "mobilenet_v2: predictions agree on $agree_v2 / 200 images ($classes_v2 cla
 "$lowbit" export --checkpoint "$work/mq/checkpoint.ckpt" --out "$work/mq.lbq" --entropy-code > "$work/mq_export.log"
 awk '$1 == "conv2" && NF == 9 && $4 >= 0.7 { found = 1 } END { exit !found }' "$work/mq_export.log"
 grep -q "^compression ratio (file bytes)" "$work/mq_export.log"
-"$lowbit" eval --checkpoint "$work/mq/checkpoint.ckpt" --double --predictions "$work/mq_eval.csv" > /dev/null
-"$lowbit" infer --model-file "$work/mq.lbq" --data fashion-mnist --limit-test 500 --predictions "$work/mq_int.csv" \
-  > /dev/null
-agree_mq=$(paste -d, "$work/mq_eval.csv" "$work/mq_int.csv" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }')
+agree_mq=$(double_agreement mq 500)
 echo "msqe + pruning, entropy-coded: predictions agree on $agree_mq / 500 images"
 [ "$agree_mq" -ge 499 ]
 
