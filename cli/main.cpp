@@ -1,4 +1,4 @@
-// The `lowbit` command: train, eval, export, infer, summary, bench, compare.
+// The `lowbit` command: train, dcq, eval, export, infer, summary, bench, compare.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "autograd/ops.h"
+#include "cli/dcq.h"
 #include "cli/options.h"
 #include "cli/quant_options.h"
 #include "cli/trainer.h"
@@ -39,6 +40,7 @@ const char* kUsage =
     "\n"
     "commands:\n"
     "  train     train a model of the zoo on a data set (quantization-aware with --quant/--reg)\n"
+    "  dcq       divide-and-conquer quantization: a float teacher's sections distilled into quantized ones\n"
     "  eval      evaluate a checkpoint on the test set\n"
     "  export    write a quantized run's model as an integer model file (.lbq)\n"
     "  infer     run an integer model file on a data set's test images (integer-only engine)\n"
@@ -318,7 +320,9 @@ Run load_run(const std::string& path, const Options& run, bool post_training) {
 Options run_options(const std::string& path) {
   const Checkpoint c = load_checkpoint(path);
   LOWBIT_CHECK(c.has("format") && c.get_string("format") == "lowbit-train", path, " is not a training checkpoint");
-  Options run("train", train_option_specs());
+  std::vector<OptionSpec> specs = train_option_specs();  // a lowbit dcq run stores its own options too
+  for (auto& d : dcq_option_specs()) specs.push_back(d);
+  Options run("train", specs);
   run.load_config_text(c.get_string("config"), path);
   return run;
 }
@@ -713,6 +717,7 @@ int main(int argc, char** argv) {
       if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
       return run_train(o, argc - 2, argv + 2);
     }
+    if (cmd == "dcq") return run_dcq(argc - 2, argv + 2);
     if (cmd == "eval") return run_eval(argc - 2, argv + 2);
     if (cmd == "export") return run_export(argc - 2, argv + 2);
     if (cmd == "infer") return run_infer(argc - 2, argv + 2);

@@ -35,6 +35,8 @@ class Options {
   double real(const std::string& key) const;
   bool flag(const std::string& key) const;
   bool help_requested() const { return help_; }
+  // The same command and option table, no value set.
+  Options fresh() const { return Options(command_, specs_); }
   std::string usage() const;
   // Every option with a value, `key = value` per line (`key =` for an option emptied over a
   // default): the run folder keeps it as config.txt, and loading it gives the same values.

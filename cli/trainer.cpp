@@ -17,7 +17,6 @@
 #include "train/quant_context.h"
 
 namespace lowbit::cli {
-namespace {
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const std::string& kind, std::vector<optim::ParamGroup> groups) {
   if (kind == "sgd") return std::make_unique<optim::SGD>(std::move(groups));
@@ -29,9 +28,9 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const std::string& kind, std::v
 // --init: model weights from a training checkpoint, matched by name (a new run only). Names on one
 // side only (e.g. WaveQ's beta when a float run is fine-tuned with WaveQ) are listed and keep their
 // initial values; a shape that differs is an error naming the file.
-void load_init(Module& model, const std::string& path, const std::string& model_name) {
+void load_init(Module& model, const std::string& path, const std::string& model_name, const std::string& option) {
   const Checkpoint c = load_checkpoint(path);
-  LOWBIT_CHECK(c.has("format") && c.get_string("format") == "lowbit-train", "--init ", path,
+  LOWBIT_CHECK(c.has("format") && c.get_string("format") == "lowbit-train", option, " ", path,
                " is not a training checkpoint");
   const auto state = c.tensors_with_prefix("model.");
   const auto own = model.state_dict();
@@ -45,11 +44,11 @@ void load_init(Module& model, const std::string& path, const std::string& model_
   }
   for (const auto& [name, _] : state)
     if (!own.count(name)) ignored += (ignored.empty() ? "" : ", ") + name;
-  LOWBIT_CHECK(matched > 0, "--init ", path, " has no tensor of --model ", model_name);
+  LOWBIT_CHECK(matched > 0, option, " ", path, " has no tensor of --model ", model_name);
   try {
     model.load_state_dict(state, /*strict=*/false);
   } catch (const Error& e) {
-    throw Error(detail::concat("--init ", path, " does not fit --model ", model_name, ": ", e.what()));
+    throw Error(detail::concat(option, " ", path, " does not fit --model ", model_name, ": ", e.what()));
   }
   std::printf("model weights from %s: %lld tensors", path.c_str(), (long long)matched);
   if (!kept.empty()) std::printf("; initial values kept for %s", kept.c_str());
@@ -73,8 +72,6 @@ void parse_checkpoint_every(const std::string& v, train::FitOptions& fo) {
     fo.checkpoint_every_seconds = x * (unit == "h" ? 3600 : unit == "m" ? 60 : 1);
   }
 }
-
-}  // namespace
 
 std::vector<OptionSpec> train_option_specs() {
   std::vector<OptionSpec> s = {
@@ -130,45 +127,30 @@ train::DataConfig data_config(const Options& o, int64_t batch) {
   return d;
 }
 
-int run_train(Options& opts, int argc, char** argv) {
+std::string apply_resume(Options& opts, int argc, char** argv) {
   // --resume: the checkpoint's own config first, then this command's flags on top. The run trained
   // with its grid and scale, so they are kept as they are.
-  std::string resume_path;
-  if (opts.has("resume")) {
-    resume_path = opts.str("resume");
-    if (resume_path == "true") resume_path = opts.str("out") + "/checkpoint.ckpt";
-    LOWBIT_CHECK(std::filesystem::exists(resume_path), "--resume: there is no checkpoint ", resume_path,
-                 " (the run saved none yet, or --out names another folder); start the run without --resume, or "
-                 "name the checkpoint: --resume PATH");
-    Options fresh("train", train_option_specs());
-    fresh.load_config_text(train::checkpoint_config(resume_path), resume_path);
-    fresh.set("stop-after-batches", "", "resume");  // a one-off of the interrupted command
-    fresh.parse(argc, argv);
-    fresh.set("resume", "", "resume");
-    fresh.set("allow-grid-mismatch", "true", "resume");
-    opts = fresh;
-  }
+  if (!opts.has("resume")) return "";
+  std::string resume_path = opts.str("resume");
+  if (resume_path == "true") resume_path = opts.str("out") + "/checkpoint.ckpt";
+  LOWBIT_CHECK(std::filesystem::exists(resume_path), "--resume: there is no checkpoint ", resume_path,
+               " (the run saved none yet, or --out names another folder); start the run without --resume, or "
+               "name the checkpoint: --resume PATH");
+  Options fresh = opts.fresh();
+  fresh.load_config_text(train::checkpoint_config(resume_path), resume_path);
+  fresh.set("stop-after-batches", "", "resume");  // a one-off of the interrupted command
+  fresh.parse(argc, argv);
+  fresh.set("resume", "", "resume");
+  fresh.set("allow-grid-mismatch", "true", "resume");
+  opts = fresh;
+  return resume_path;
+}
 
-  if (opts.has("threads")) set_num_threads(static_cast<int>(opts.integer("threads")));
-  manual_seed(static_cast<uint64_t>(opts.integer("seed")));
-  const int64_t epochs = opts.integer("epochs"), batch = opts.integer("batch");
-  LOWBIT_CHECK(epochs >= 1 && batch >= 1, "--epochs and --batch must be >= 1");
-  // Quantization options are checked before any data is read: the bits here, the rest (override
-  // patterns, grids) on a model of the same layers built without the data.
-  std::unique_ptr<train::QuantSpec> qspec;
-  if (wants_quantization(opts)) {
-    qspec = std::make_unique<train::QuantSpec>(quant_spec(opts));
-    models::ModelOptions mo;
-    mo.width_mult = opts.real("width");
-    mo.variant = opts.str("variant");
-    mo.seed = 0;  // its own generator: the default one is the run's
-    auto probe = models::create_model(opts.str("model"), mo);
-    train::QuantContext check(*probe, *qspec);
-  }
-
+train::FitOptions fit_options(const Options& opts, const std::string& resume_path) {
   train::FitOptions fo;
-  fo.epochs = epochs;
-  fo.schedule = optim::parse_schedule(opts.str("schedule"), epochs);
+  fo.epochs = opts.integer("epochs");
+  LOWBIT_CHECK(fo.epochs >= 1 && opts.integer("batch") >= 1, "--epochs and --batch must be >= 1");
+  fo.schedule = optim::parse_schedule(opts.str("schedule"), fo.epochs);
   fo.clip_grad_norm = opts.has("clip-grad") ? opts.real("clip-grad") : 0;
   fo.out = opts.str("out");
   fo.resume = resume_path;
@@ -181,20 +163,55 @@ int run_train(Options& opts, int argc, char** argv) {
                "' is not stop or skip-step");
   fo.on_nonfinite = nonfinite == "stop" ? train::NonFinitePolicy::stop : train::NonFinitePolicy::skip_step;
   fo.verbose = opts.flag("quiet") ? 1 : 2;
+  return fo;
+}
 
-  train::TrainData data = train::load_data(data_config(opts, batch));
-  auto model = train::create_model(opts.str("model"), data, opts.real("width"), opts.str("variant"));
-  // Before the quantization context, which records the starting weights for the report.
-  if (resume_path.empty() && opts.has("init")) load_init(*model, opts.str("init"), opts.str("model"));
-  std::unique_ptr<train::QuantContext> quant;
-  if (qspec) quant = std::make_unique<train::QuantContext>(*model, *qspec);
+std::unique_ptr<train::QuantSpec> checked_quant_spec(const Options& opts) {
+  // Quantization options are checked before any data is read: the bits here, the rest (override
+  // patterns, grids) on a model of the same layers built without the data.
+  if (!wants_quantization(opts)) return nullptr;
+  auto qspec = std::make_unique<train::QuantSpec>(quant_spec(opts));
+  models::ModelOptions mo;
+  mo.width_mult = opts.real("width");
+  mo.variant = opts.str("variant");
+  mo.seed = 0;  // its own generator: the default one is the run's
+  auto probe = models::create_model(opts.str("model"), mo);
+  train::QuantContext check(*probe, *qspec);
+  return qspec;
+}
 
+optim::ParamGroup base_group(const Options& opts) {
   optim::ParamGroup base;
   base.name = "weights";
   base.lr = opts.real("lr");
   base.momentum = opts.str("optimizer") == "sgd" ? opts.real("momentum") : 0;
   base.nesterov = opts.flag("nesterov");
   base.weight_decay = opts.real("wd");
+  return base;
+}
+
+void print_run_header(const Options& opts, const Module& model, const train::TrainData& data) {
+  std::printf("model %s: %lld parameters; data %s: %lld train / %lld test images %lldx%lldx%lld; %d threads\n",
+              opts.str("model").c_str(), (long long)model.num_parameters(), opts.str("data").c_str(),
+              (long long)data.train.size(), (long long)data.test.size(), (long long)data.train.channels(),
+              (long long)data.train.height(), (long long)data.train.width(), num_threads());
+}
+
+int run_train(Options& opts, int argc, char** argv) {
+  const std::string resume_path = apply_resume(opts, argc, argv);
+  if (opts.has("threads")) set_num_threads(static_cast<int>(opts.integer("threads")));
+  manual_seed(static_cast<uint64_t>(opts.integer("seed")));
+  const std::unique_ptr<train::QuantSpec> qspec = checked_quant_spec(opts);
+  const train::FitOptions fo = fit_options(opts, resume_path);
+
+  train::TrainData data = train::load_data(data_config(opts, opts.integer("batch")));
+  auto model = train::create_model(opts.str("model"), data, opts.real("width"), opts.str("variant"));
+  // Before the quantization context, which records the starting weights for the report.
+  if (resume_path.empty() && opts.has("init")) load_init(*model, opts.str("init"), opts.str("model"));
+  std::unique_ptr<train::QuantContext> quant;
+  if (qspec) quant = std::make_unique<train::QuantContext>(*model, *qspec);
+
+  optim::ParamGroup base = base_group(opts);
   std::vector<optim::ParamGroup> groups;
   if (quant) {
     groups = quant->param_groups(base);
@@ -204,10 +221,7 @@ int run_train(Options& opts, int argc, char** argv) {
   }
   auto opt = make_optimizer(opts.str("optimizer"), std::move(groups));
 
-  std::printf("model %s: %lld parameters; data %s: %lld train / %lld test images %lldx%lldx%lld; %d threads\n",
-              opts.str("model").c_str(), (long long)model->num_parameters(), opts.str("data").c_str(),
-              (long long)data.train.size(), (long long)data.test.size(), (long long)data.train.channels(),
-              (long long)data.train.height(), (long long)data.train.width(), num_threads());
+  print_run_header(opts, *model, data);
   if (quant) std::printf("%s", quant->config_table().c_str());
 
   const train::FitResult r = train::fit(*model, *opt, *data.train_loader, data.test_loader.get(), fo, quant.get());

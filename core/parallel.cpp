@@ -4,6 +4,7 @@
 #include <tbb/global_control.h>
 #include <tbb/info.h>
 #include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
 
 #include <cstdlib>
 #include <memory>
@@ -81,6 +82,17 @@ void parallel_chunks(int64_t begin, int64_t end, int64_t chunks,
   }
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, chunks, 1), [&](const tbb::blocked_range<int64_t>& r) {
     for (int64_t c = r.begin(); c < r.end(); ++c) fn(c, bounds(c), bounds(c + 1));
+  });
+}
+
+void parallel_tasks(int64_t n, const std::function<void(int64_t)>& fn) {
+  if (n <= 0) return;
+  if (n == 1 || num_threads() == 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, 1), [&](const tbb::blocked_range<int64_t>& r) {
+    for (int64_t i = r.begin(); i < r.end(); ++i) tbb::this_task_arena::isolate([&] { fn(i); });
   });
 }
 

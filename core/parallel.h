@@ -39,4 +39,11 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, F&& fn) {
 void parallel_chunks(int64_t begin, int64_t end, int64_t chunks,
                      const std::function<void(int64_t, int64_t, int64_t)>& fn);
 
+// Runs fn(i) for every i in [0, n) as concurrent tasks (independent jobs, e.g. DCQ's sections).
+// Each task is isolated: a thread waiting inside task i's nested parallel regions runs only task
+// i's work, never another task's, so per-thread state (kernel scratch buffers, the autograd grad
+// mode) is never shared by two tasks in flight. Nested parallel regions still spread over the
+// threads that are free. With one thread the tasks run in index order on the caller.
+void parallel_tasks(int64_t n, const std::function<void(int64_t)>& fn);
+
 }  // namespace lowbit

@@ -198,6 +198,9 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
   LOWBIT_CHECK(o.epochs >= 1, "fit: epochs must be >= 1, got ", o.epochs);
   const auto schedule = o.schedule ? o.schedule : optim::constant();
   const StepFn step = o.step ? o.step : StepFn(cross_entropy_step);
+  LOWBIT_CHECK(!o.step_sets_gradients || (o.step && o.clip_grad_norm <= 0 && !(quant && quant->has_grad_l1())),
+               "fit: step_sets_gradients needs a step and combines with neither gradient clipping nor the "
+               "gradient-l1 penalty");
   const std::string ckpt_path = o.out.empty() ? "" : o.out + "/checkpoint.ckpt";
   const std::string metrics_path = o.out.empty() ? "" : o.out + "/metrics.jsonl";
   if (!o.out.empty()) std::filesystem::create_directories(o.out);
@@ -251,6 +254,9 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
           if (runs++ == 0) out = o;
           return o.loss;
         });
+      } else if (o.step_sets_gradients) {
+        opt.zero_grad();
+        out = step(model, b);
       } else {
         std::optional<quant::ActivationCapture> capture;
         if (gl1) capture.emplace(gl1->capture());
@@ -274,7 +280,7 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       else if (!std::isfinite(total.item()))
         fault = "the regularization term is " + value_text(total.item() - loss_value);
       if (fault.empty()) {
-        if (gl1_fd) {  // dL/dtheta + dP/dtheta are set; the optimizer's regularizers add theirs
+        if (gl1_fd || o.step_sets_gradients) {  // the gradients are set; the optimizer's regularizers add theirs
           if (reg.defined()) reg.backward();
         } else {
           opt.zero_grad();

@@ -40,7 +40,8 @@
 //
 // Custom losses (a section of a net trained against a teacher, a distillation loss): options.step
 // returns the batch's loss and, optionally, logits for the accuracy column; options.evaluate
-// replaces the per-epoch evaluation (or set no test loader).
+// replaces the per-epoch evaluation (or set no test loader). A step that runs its own backward
+// passes (several independent losses in parallel) sets options.step_sets_gradients.
 #pragma once
 
 #include <cstdint>
@@ -91,11 +92,15 @@ struct FitOptions {
   int64_t checkpoint_every_batches = 0;           // > 0: also a checkpoint every N batches of an epoch
   double checkpoint_every_seconds = 600;          // > 0: also one after this much training time
   NonFinitePolicy on_nonfinite = NonFinitePolicy::stop;
-  int64_t max_skipped_steps = 100;                // skip_step: this many skipped in a row stop the run
-  bool catch_sigint = false;                      // Ctrl-C: save, return interrupted (a second one kills)
-  int verbose = 1;                                // 0 silent, 1 a line per epoch, 2 also live progress
-  int64_t progress_every = 50;                    // progress lines when stdout is not a terminal
-  StepFn step{};                                  // default: cross_entropy(model(images), labels)
+  int64_t max_skipped_steps = 100;  // skip_step: this many skipped in a row stop the run
+  bool catch_sigint = false;        // Ctrl-C: save, return interrupted (a second one kills)
+  int verbose = 1;                  // 0 silent, 1 a line per epoch, 2 also live progress
+  int64_t progress_every = 50;      // progress lines when stdout is not a terminal
+  StepFn step{};                    // default: cross_entropy(model(images), labels)
+  // The step computes its parameters' gradients itself (fit zeroes them before the step and adds only
+  // the regularizers' term after it): independent parts trained at once, DCQ's sections (train/dcq.h).
+  // Its loss is then only reported; --clip-grad and the gradient-l1 penalty do not combine with it.
+  bool step_sets_gradients = false;
   std::function<EvalResult(Module&)> evaluate{};  // default: train::evaluate(model, *test)
   std::function<void(const EpochRecord&)> on_epoch{};
 };
