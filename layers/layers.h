@@ -7,6 +7,7 @@
 #include "layers/dropout.h"
 #include "layers/init.h"
 #include "layers/linear.h"
+#include "layers/lstm.h"
 #include "layers/module.h"
 #include "layers/norm.h"
 #include "layers/pooling.h"
