@@ -8,15 +8,9 @@
 # clear error and a non-zero exit.
 # Usage: scripts/test_dcq.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
 set -euo pipefail
-build=$(cd "${1:?usage: test_dcq.sh BUILD_DIR}" && pwd)
-lowbit="$build/cli/lowbit"
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "skipped: /usr/share/datasets/fashion-mnist is missing (apt-get install dataset-fashion-mnist)"
-  exit 77
-fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "$0")/cli_test_lib.sh"
+require_fashion_mnist
+cli_test_init "test_dcq.sh BUILD_DIR" "${1:-}"
 
 data=(--limit-train 2048 --limit-test 500 --batch 64 --threads 2 --quiet)
 "$lowbit" train --model lenet5 --width 0.5 --data fashion-mnist "${data[@]}" --epochs 1 --lr 0.05 --seed 7 \

@@ -9,14 +9,9 @@
 # predicts exactly what it predicts on the packed one.
 # Usage: scripts/test_deploy.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
 set -euo pipefail
-build=$(cd "${1:?usage: test_deploy.sh BUILD_DIR}" && pwd)
-lowbit="$build/cli/lowbit"
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "skipped: /usr/share/datasets/fashion-mnist is missing (apt-get install dataset-fashion-mnist)"
-  exit 77
-fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/cli_test_lib.sh"
+require_fashion_mnist
+cli_test_init "test_deploy.sh BUILD_DIR" "${1:-}"
 # How many images two prediction CSVs (image,label,predicted) predict alike.
 agreement() { paste -d, "$1" "$2" | awk -F, 'NR > 1 { n++; if ($3 == $6) a++ } END { print a + 0 }'; }
 # Run NAME ($work/NAME, exported to $work/NAME.lbq): its integer predictions on the first N test images

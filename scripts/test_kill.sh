@@ -5,15 +5,10 @@
 # metrics.jsonl (timings aside). For a plain and a DoReFa + WaveQ run.
 # Usage: scripts/test_kill.sh BUILD_DIR [KILLS]     (exit 77 = skipped: no Fashion-MNIST)
 set -uo pipefail
-build=$(cd "${1:?usage: test_kill.sh BUILD_DIR [KILLS]}" && pwd)
+source "$(dirname "$0")/cli_test_lib.sh"
+require_fashion_mnist
+cli_test_init "test_kill.sh BUILD_DIR [KILLS]" "${1:-}"
 kills_wanted=${2:-6}
-lowbit="$build/cli/lowbit"
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "skipped: /usr/share/datasets/fashion-mnist is missing (apt-get install dataset-fashion-mnist)"
-  exit 77
-fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 RANDOM=12345
 common=(--model lenet5 --width 0.5 --data fashion-mnist --limit-train 16384 --limit-test 256 --batch 32 --epochs 2
         --lr 0.05 --seed 5 --threads 2 --quiet --checkpoint-every 1)

@@ -5,14 +5,9 @@
 # message and a non-zero exit; --init starts a new run from a checkpoint's weights. Small: 1,024 Fashion-MNIST images, LeNet-5 at half width.
 # Usage: scripts/test_resume.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
 set -euo pipefail
-build=$(cd "${1:?usage: test_resume.sh BUILD_DIR}" && pwd)
-lowbit="$build/cli/lowbit"
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "skipped: /usr/share/datasets/fashion-mnist is missing (apt-get install dataset-fashion-mnist)"
-  exit 77
-fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/cli_test_lib.sh"
+require_fashion_mnist
+cli_test_init "test_resume.sh BUILD_DIR" "${1:-}"
 common=(--model lenet5 --width 0.5 --data fashion-mnist --limit-train 1024 --limit-test 256 --batch 64
         --epochs 2 --lr 0.05 --schedule cosine --seed 7 --threads 2 --quiet
         --quant dorefa --wbits 4 --abits 4 --reg waveq --lambda-beta 0.1)

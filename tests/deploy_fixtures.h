@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/random.h"
 #include "data/dataset.h"
+#include "data/loader.h"
 #include "deploy/model_file.h"
 
 namespace lowbit::fixtures {
@@ -41,6 +43,24 @@ inline data::ImageDataset quadrant_images(int64_t n, uint64_t seed, int64_t side
 
 // 28x28, the deployment and budget tests' set.
 inline data::ImageDataset quadrants28(int64_t n, uint64_t seed) { return quadrant_images(n, seed, 28, 30, 90, 120); }
+
+// The training tests' loaders: shuffled training batches (seed 3), the test set in order (test_batch,
+// 0: batch), the transforms given (e.g. "normalize:0.4:0.3"), no prefetch.
+struct Loaders {
+  std::unique_ptr<data::DataLoader> train, test;
+  Loaders(const data::ImageDataset& train_set, const data::ImageDataset& test_set, int64_t batch,
+          const std::string& transforms, int64_t test_batch = 0) {
+    data::LoaderOptions o;
+    o.batch_size = batch;
+    o.seed = 3;
+    o.prefetch = 0;
+    o.transforms = data::parse_transforms(transforms);
+    train = std::make_unique<data::DataLoader>(train_set, o);
+    o.shuffle = false;
+    o.batch_size = test_batch > 0 ? test_batch : batch;
+    test = std::make_unique<data::DataLoader>(test_set, o);
+  }
+};
 
 // l's weights: random codes at `bits` (odd codes, or two's complement symmetric), l.numel() of them.
 inline void random_codes(deploy::WeightOp& l, int bits, deploy::WeightCoding coding, Generator& gen) {

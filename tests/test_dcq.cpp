@@ -37,19 +37,9 @@ bool same_tensor(const Tensor& a, const Tensor& b) { return a.shape() == b.shape
 
 // Four classes of 8x8 grey images (a bright quadrant per class), as tests/test_train.cpp.
 struct Data {
-  data::ImageDataset train = fixtures::quadrant_images(192, 1, 8, 40, 130, 60),
-                     test = fixtures::quadrant_images(64, 2, 8, 40, 130, 60);
-  std::unique_ptr<data::DataLoader> train_loader, test_loader;
-  Data() {
-    data::LoaderOptions o;
-    o.batch_size = 32;
-    o.seed = 3;
-    o.prefetch = 0;
-    o.transforms = data::parse_transforms("normalize:0.4:0.3");
-    train_loader = std::make_unique<data::DataLoader>(train, o);
-    o.shuffle = false;
-    test_loader = std::make_unique<data::DataLoader>(test, o);
-  }
+  fixtures::Loaders loaders{fixtures::quadrant_images(192, 1, 8, 40, 130, 60),
+                            fixtures::quadrant_images(64, 2, 8, 40, 130, 60), 32, "normalize:0.4:0.3"};
+  std::unique_ptr<data::DataLoader>&train_loader = loaders.train, &test_loader = loaders.test;
 };
 
 // The teacher: a ResNet-20 (A) trained in float for 2 epochs on the quadrant images.

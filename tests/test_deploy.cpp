@@ -37,20 +37,12 @@ const double kMean = 0.35, kStd = 0.25;  // the normalization of the tests' load
 
 struct Trained {
   data::ImageDataset train = fixtures::quadrants28(512, 1), test = fixtures::quadrants28(256, 2);
-  std::unique_ptr<data::DataLoader> train_loader, test_loader;
+  fixtures::Loaders loaders{train, test, 32, "normalize:0.35:0.25", 64};
+  std::unique_ptr<data::DataLoader>&train_loader = loaders.train, &test_loader = loaders.test;
   std::shared_ptr<Module> model;
   std::unique_ptr<train::QuantContext> quant;
 
   Trained(const train::QuantSpec& spec, int64_t epochs) {
-    data::LoaderOptions o;
-    o.batch_size = 32;
-    o.seed = 3;
-    o.prefetch = 0;
-    o.transforms = data::parse_transforms("normalize:0.35:0.25");
-    train_loader = std::make_unique<data::DataLoader>(train, o);
-    o.shuffle = false;
-    o.batch_size = 64;
-    test_loader = std::make_unique<data::DataLoader>(test, o);
     models::ModelOptions mo;
     mo.num_classes = 4, mo.in_channels = 1, mo.image_size = 28, mo.width_mult = 0.5, mo.seed = 11;
     model = models::create_model("lenet5", mo);

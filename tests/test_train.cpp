@@ -33,17 +33,9 @@ data::ImageDataset quadrants(int64_t n, uint64_t seed) { return fixtures::quadra
 
 struct Data {
   data::ImageDataset train = quadrants(256, 1), test = quadrants(128, 2);
-  std::unique_ptr<data::DataLoader> train_loader, test_loader;
-  explicit Data(int64_t batch = 32) {
-    data::LoaderOptions o;
-    o.batch_size = batch;
-    o.seed = 3;
-    o.prefetch = 0;
-    o.transforms = data::parse_transforms("normalize:0.4:0.3");
-    train_loader = std::make_unique<data::DataLoader>(train, o);
-    o.shuffle = false;
-    test_loader = std::make_unique<data::DataLoader>(test, o);
-  }
+  fixtures::Loaders loaders;
+  std::unique_ptr<data::DataLoader>&train_loader = loaders.train, &test_loader = loaders.test;
+  explicit Data(int64_t batch = 32) : loaders(train, test, batch, "normalize:0.4:0.3") {}
 };
 
 std::shared_ptr<Sequential> small_net(uint64_t seed = 5) {
