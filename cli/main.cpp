@@ -14,6 +14,7 @@
 #include "cli/dcq.h"
 #include "cli/options.h"
 #include "cli/quant_options.h"
+#include "cli/releq.h"
 #include "cli/trainer.h"
 #include "core/kernels/peak.h"
 #include "core/parallel.h"
@@ -41,6 +42,7 @@ const char* kUsage =
     "commands:\n"
     "  train     train a model of the zoo on a data set (quantization-aware with --quant/--reg)\n"
     "  dcq       divide-and-conquer quantization: a float teacher's sections distilled into quantized ones\n"
+    "  releq     ReLeQ: a PPO agent searches per-layer weight bitwidths of a float network (short fine-tunes)\n"
     "  eval      evaluate a checkpoint on the test set\n"
     "  export    write a quantized run's model as an integer model file (.lbq)\n"
     "  infer     run an integer model file on a data set's test images (integer-only engine)\n"
@@ -718,6 +720,7 @@ int main(int argc, char** argv) {
       return run_train(o, argc - 2, argv + 2);
     }
     if (cmd == "dcq") return run_dcq(argc - 2, argv + 2);
+    if (cmd == "releq") return run_releq(argc - 2, argv + 2);
     if (cmd == "eval") return run_eval(argc - 2, argv + 2);
     if (cmd == "export") return run_export(argc - 2, argv + 2);
     if (cmd == "infer") return run_infer(argc - 2, argv + 2);
