@@ -675,15 +675,34 @@ int run_infer(int argc, char** argv) {
 
 // ---- compare ----
 int run_compare(int argc, char** argv) {
-  LOWBIT_CHECK(argc >= 2, "usage: lowbit compare A.ckpt B.ckpt [PREFIX]   (exit 0 when every tensor is bit-identical)");
-  const std::string prefix = argc >= 3 ? argv[2] : "";
-  const auto a = load_checkpoint(argv[0]).tensors_with_prefix(prefix);
-  const auto b = load_checkpoint(argv[1]).tensors_with_prefix(prefix);
+  // Positional A B [PREFIX]; --tolerance T: tensors of the same dtype and shape whose elements differ
+  // by at most T (absolute) count as equal (data-parallel runs, which reassociate sums).
+  std::vector<std::string> pos;
+  double tolerance = -1;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--tolerance") {
+      LOWBIT_CHECK(i + 1 < argc, "compare: --tolerance needs a value");
+      char* end = nullptr;
+      tolerance = std::strtod(argv[++i], &end);
+      LOWBIT_CHECK(end && *end == 0 && tolerance >= 0, "compare: --tolerance '", argv[i], "' is not a number >= 0");
+    } else {
+      pos.push_back(a);
+    }
+  }
+  LOWBIT_CHECK(pos.size() == 2 || pos.size() == 3,
+               "usage: lowbit compare A.ckpt B.ckpt [PREFIX] [--tolerance T]   (exit 0 when every tensor is "
+               "bit-identical, or with --tolerance within T of the other)");
+  const std::string prefix = pos.size() == 3 ? pos[2] : "";
+  const auto a = load_checkpoint(pos[0]).tensors_with_prefix(prefix);
+  const auto b = load_checkpoint(pos[1]).tensors_with_prefix(prefix);
   int64_t differ = 0;
+  double worst = 0;
+  std::string worst_name;
   for (const auto& [name, t] : a) {
     auto it = b.find(name);
     if (it == b.end()) {
-      std::printf("only in %s: %s\n", argv[0], name.c_str());
+      std::printf("only in %s: %s\n", pos[0].c_str(), name.c_str());
       ++differ;
       continue;
     }
@@ -691,15 +710,22 @@ int run_compare(int argc, char** argv) {
     const bool same = t.dtype() == u.dtype() && t.shape() == u.shape() &&
                       std::memcmp(t.contiguous().data_ptr(), u.contiguous().data_ptr(),
                                   size_t(t.numel()) * dtype_size(t.dtype())) == 0;
-    if (!same) {
-      std::printf("differs: %s (max |a-b| = %g)\n", name.c_str(),
-                  t.shape() == u.shape() ? max_abs_diff(t.to(DType::f64), u.to(DType::f64)) : -1.0);
-      ++differ;
+    if (same) continue;
+    const double diff = t.shape() == u.shape() ? max_abs_diff(t.to(DType::f64), u.to(DType::f64)) : -1.0;
+    if (tolerance >= 0 && t.dtype() == u.dtype() && diff >= 0 && diff <= tolerance) {
+      if (diff > worst) worst = diff, worst_name = name;
+      continue;
     }
+    std::printf("differs: %s (max |a-b| = %g)\n", name.c_str(), diff);
+    ++differ;
   }
   for (const auto& [name, t] : b)
-    if (!a.count(name)) std::printf("only in %s: %s\n", argv[1], name.c_str()), ++differ;
-  std::printf("%lld tensors compared, %lld differ\n", (long long)a.size(), (long long)differ);
+    if (!a.count(name)) std::printf("only in %s: %s\n", pos[1].c_str(), name.c_str()), ++differ;
+  std::printf("%lld tensors compared, %lld differ", (long long)a.size(), (long long)differ);
+  if (tolerance >= 0)
+    std::printf(" by more than %g (largest within it: %g%s%s)", tolerance, worst, worst_name.empty() ? "" : " in ",
+                worst_name.c_str());
+  std::printf("\n");
   return differ == 0 ? 0 : 1;
 }
 

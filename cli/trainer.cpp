@@ -1,12 +1,15 @@
 #include "cli/trainer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
 #include "cli/quant_options.h"
+#include "core/distributed.h"
 #include "core/parallel.h"
 #include "core/serialize.h"
 #include "models/zoo.h"
@@ -108,6 +111,7 @@ std::vector<OptionSpec> train_option_specs() {
       {"on-nonfinite", "stop",
        "a non-finite loss or gradient: stop (naming where; the last checkpoint is kept) | skip-step"},
       {"quiet", "", "no per-batch progress", true},
+      {"bucket-mb", "4", "data-parallel runs (mpirun): gradients are all-reduced in buckets of this many MB"},
   };
   for (auto& q : quant_option_specs()) s.push_back(q);
   return s;
@@ -163,6 +167,8 @@ train::FitOptions fit_options(const Options& opts, const std::string& resume_pat
                "' is not stop or skip-step");
   fo.on_nonfinite = nonfinite == "stop" ? train::NonFinitePolicy::stop : train::NonFinitePolicy::skip_step;
   fo.verbose = opts.flag("quiet") ? 1 : 2;
+  LOWBIT_CHECK(opts.real("bucket-mb") > 0, "--bucket-mb must be > 0");
+  fo.bucket_bytes = static_cast<int64_t>(opts.real("bucket-mb") * 1048576.0);
   return fo;
 }
 
@@ -191,15 +197,26 @@ optim::ParamGroup base_group(const Options& opts) {
 }
 
 void print_run_header(const Options& opts, const Module& model, const train::TrainData& data) {
-  std::printf("model %s: %lld parameters; data %s: %lld train / %lld test images %lldx%lldx%lld; %d threads\n",
+  std::printf("model %s: %lld parameters; data %s: %lld train / %lld test images %lldx%lldx%lld; %d threads",
               opts.str("model").c_str(), (long long)model.num_parameters(), opts.str("data").c_str(),
               (long long)data.train.size(), (long long)data.test.size(), (long long)data.train.channels(),
               (long long)data.train.height(), (long long)data.train.width(), num_threads());
+  if (dist::size() > 1)
+    std::printf(" per rank x %d ranks (global batch %lld)", dist::size(), (long long)opts.integer("batch"));
+  std::printf("\n");
 }
 
-int run_train(Options& opts, int argc, char** argv) {
+namespace {
+
+int train_one(Options& opts, int argc, char** argv) {
   const std::string resume_path = apply_resume(opts, argc, argv);
-  if (opts.has("threads")) set_num_threads(static_cast<int>(opts.integer("threads")));
+  if (opts.has("threads")) {
+    set_num_threads(static_cast<int>(opts.integer("threads")));
+  } else if (dist::local_size() > 1 && !std::getenv("LOWBIT_NUM_THREADS")) {
+    // Ranks sharing a node share its cores.
+    const int hw = std::max(1, int(std::thread::hardware_concurrency()));
+    set_num_threads(std::max(1, hw / dist::local_size()));
+  }
   manual_seed(static_cast<uint64_t>(opts.integer("seed")));
   const std::unique_ptr<train::QuantSpec> qspec = checked_quant_spec(opts);
   const train::FitOptions fo = fit_options(opts, resume_path);
@@ -226,6 +243,7 @@ int run_train(Options& opts, int argc, char** argv) {
 
   const train::FitResult r = train::fit(*model, *opt, *data.train_loader, data.test_loader.get(), fo, quant.get());
   if (!r.finished) return r.interrupted ? 130 : 0;
+  if (!dist::is_root()) return 0;  // rank 0 reports
   std::printf("final test accuracy %.2f%% (%s)\n", 100 * r.last_eval.accuracy, data.test.source.c_str());
   // The rounding report needs a quantizer or a sinusoid's levels (a float --reg grad-l1 run has neither:
   // its weights are for post-training quantization, lowbit eval).
@@ -237,6 +255,32 @@ int run_train(Options& opts, int argc, char** argv) {
   }
   std::printf("run folder: %s\n", fo.out.c_str());
   return 0;
+}
+
+}  // namespace
+
+int run_train(Options& opts, int argc, char** argv) {
+  // Data parallelism (docs/distributed.md): under mpirun every rank runs the same command; rank 0
+  // prints and writes the run folder.
+  if (dist::launched_by_mpirun() && !dist::compiled_with_mpi()) {
+    const char* world = std::getenv("OMPI_COMM_WORLD_SIZE");
+    LOWBIT_CHECK(!world || std::atoi(world) <= 1,
+                 "this lowbit was built without MPI (cmake -DLOWBIT_WITH_MPI=ON, libopenmpi-dev): under mpirun -np ",
+                 world, " every process would train alone");
+  }
+  dist::init();
+  if (dist::size() == 1) return train_one(opts, argc, argv);
+  if (!dist::is_root()) std::fflush(stdout), (void)std::freopen("/dev/null", "w", stdout);
+  try {
+    const int rc = train_one(opts, argc, argv);
+    dist::finalize();
+    return rc;
+  } catch (const std::exception& e) {
+    // One rank's error must not leave the others waiting in an all-reduce: end the whole job.
+    std::fflush(stdout);
+    std::fprintf(stderr, "lowbit train: error (rank %d of %d): %s\n", dist::rank(), dist::size(), e.what());
+    dist::abort(1);
+  }
 }
 
 }  // namespace lowbit::cli

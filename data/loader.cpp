@@ -108,9 +108,12 @@ Batch DataLoader::make_batch(int64_t epoch, int64_t batch) const {
   LOWBIT_CHECK(batch >= 0 && batch < num_batches(), "DataLoader::make_batch: batch ", batch, " outside [0, ",
                num_batches(), ")");
   const auto order = cached_permutation(epoch);
-  const int64_t first = batch * options_.batch_size;
-  const int64_t count = std::min<int64_t>(options_.batch_size, dataset_.size() - first);
+  const int64_t global_first = batch * options_.batch_size;
+  const int64_t global_count = std::min<int64_t>(options_.batch_size, dataset_.size() - global_first);
+  const auto [lo, hi] = shard_range(global_count, shard_rank_, shard_world_);
+  const int64_t first = global_first + lo, count = hi - lo;
   Batch out;
+  out.global_size = global_count;
   out.images = Tensor::empty({count, geometry_.channels, geometry_.height, geometry_.width}, DType::f32,
                              MemoryFormat::channels_last);
   out.labels = Tensor::empty({count}, DType::i32);
@@ -118,6 +121,12 @@ Batch DataLoader::make_batch(int64_t epoch, int64_t batch) const {
   out.epoch = epoch;
   fill_samples(*order, first, count, epoch, out);
   return out;
+}
+
+void DataLoader::set_shard(int rank, int world) {
+  LOWBIT_CHECK(world >= 1 && rank >= 0 && rank < world, "DataLoader::set_shard: rank ", rank, " of ", world);
+  stop();
+  shard_rank_ = rank, shard_world_ = world;
 }
 
 void DataLoader::stop() {

@@ -10,6 +10,11 @@
 //     for any num_workers, prefetch depth or start batch; resuming with begin_epoch(e, k)
 //     reproduces batches k.. of the uninterrupted epoch.
 //   - Batch.images: float32, logical [B, C, H, W], channels-last memory; Batch.labels: int32 [B].
+//   - Sharding (data-parallel training, docs/distributed.md): with set_shard(r, P) batch b holds only
+//     rank r's contiguous part of the global batch above, positions [lo, hi) with
+//     lo = first + count*r/P, hi = first + count*(r+1)/P (count = the global batch's size), so the
+//     union over the P ranks is exactly the one-process batch, in order. num_batches() stays the
+//     global count; Batch.global_size is the global batch's size. Default: (0, 1), the whole batch.
 //   - prefetch > 0: a background thread prepares up to `prefetch` batches ahead (bounded queue);
 //     a batch's samples are processed with lowbit::parallel_for (num_workers == 0), serially (1),
 //     or in a oneTBB arena of num_workers threads. Errors in the background thread are rethrown by
@@ -23,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -46,6 +52,7 @@ struct Batch {
   Tensor labels;       // int32 [B]
   int64_t index = -1;  // batch number within the epoch
   int64_t epoch = -1;
+  int64_t global_size = 0;  // images in the global batch (all shards); labels.numel() unsharded
 };
 
 // Order of n samples in `epoch`: Fisher-Yates driven by Philox keyed on (seed, epoch).
@@ -61,6 +68,15 @@ class DataLoader {
   int64_t num_batches() const;
   const LoaderOptions& options() const { return options_; }
   const ImageDataset& dataset() const { return dataset_; }
+
+  // Rank r of P takes its contiguous part of every batch (see contract); stops a running epoch.
+  void set_shard(int rank, int world);
+  int shard_rank() const { return shard_rank_; }
+  int shard_world() const { return shard_world_; }
+  // Rank r's share [lo, hi) of a global batch of `count` images.
+  static std::pair<int64_t, int64_t> shard_range(int64_t count, int rank, int world) {
+    return {count * rank / world, count * (rank + 1) / world};
+  }
 
   std::vector<int64_t> permutation(int64_t epoch) const;
   // Batch b of epoch e, built on the calling thread (pure function; see contract).
@@ -101,6 +117,7 @@ class DataLoader {
   LoaderOptions options_;
   Geometry geometry_{0, 0, 0};
   int64_t epoch_ = 0;
+  int shard_rank_ = 0, shard_world_ = 1;
 
   mutable std::mutex perm_mutex_;
   mutable int64_t perm_epoch_ = -1;

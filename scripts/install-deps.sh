@@ -4,6 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libeigen3-dev libopenblas-dev libtbb-dev libstb-dev doctest-dev
       libbenchmark-dev zlib1g-dev dataset-fashion-mnist
+      libopenmpi-dev openmpi-bin    # data-parallel training (docs/distributed.md) and its 2-rank test
       clang-14 libclang-rt-14-dev)  # the fuzz smoke test (scripts/fuzz_smoke.sh): clang with libFuzzer
 [ "${1:-}" = "--with-torch" ] && pkgs+=(python3-torch)
 missing=()

@@ -670,6 +670,44 @@ TEST_CASE("DataLoader: resuming at batch k reproduces the tail of the full epoch
   CHECK(same_batches(ranged, full));
 }
 
+TEST_CASE("DataLoader: shards of P ranks are contiguous parts whose union is the one-process batch") {
+  // Data parallelism (docs/distributed.md): rank r of P takes [count*r/P, count*(r+1)/P) of every batch.
+  const ImageDataset ds = synthetic(57);  // batches of 10: the last has 7
+  DataLoader whole(ds, augmenting(0, 2));
+  const auto full = run_epoch(whole, 4);
+  for (int world : {2, 3, 4}) {
+    std::vector<std::vector<Batch>> ranks;
+    for (int r = 0; r < world; ++r) {
+      DataLoader shard(ds, augmenting(0, r % 2 ? 0 : 2));
+      shard.set_shard(r, world);
+      CHECK(shard.num_batches() == whole.num_batches());
+      ranks.push_back(run_epoch(shard, 4));
+    }
+    for (size_t b = 0; b < full.size(); ++b) {
+      const int64_t count = full[b].labels.numel();
+      int64_t at = 0;
+      for (int r = 0; r < world; ++r) {
+        const Batch& part = ranks[size_t(r)][b];
+        CHECK(part.global_size == count);
+        const auto [lo, hi] = DataLoader::shard_range(count, r, world);
+        CHECK(lo == at);
+        REQUIRE(part.labels.numel() == hi - lo);
+        CHECK(same_batches(
+            {part}, {Batch{full[b].images.narrow(0, lo, hi - lo).contiguous(MemoryFormat::channels_last),
+                           full[b].labels.narrow(0, lo, hi - lo).contiguous(), full[b].index, full[b].epoch, count}}));
+        at = hi;
+      }
+      CHECK(at == count);
+    }
+  }
+  // Back to the whole batch.
+  DataLoader back(ds, augmenting(0, 2));
+  back.set_shard(1, 2);
+  back.set_shard(0, 1);
+  CHECK(same_batches(run_epoch(back, 4), full));
+  CHECK_THROWS_AS(back.set_shard(2, 2), Error);
+}
+
 TEST_CASE("DataLoader: shutdown mid-epoch, restart, errors from the background thread") {
   set_num_threads(2);
   const ImageDataset ds = synthetic(200);

@@ -40,6 +40,7 @@ EvalResult evaluate(Module& model, data::DataLoader& loader, std::vector<Predict
   const std::vector<Variable> params = model.parameters();
   const DType dtype = params.empty() ? DType::f32 : params.front().dtype();
   while (loader.next(b)) {
+    if (b.labels.numel() == 0) continue;  // a shard's empty part of a short last batch
     Variable logits = model(Variable(b.images.dtype() == dtype ? b.images : b.images.to(dtype)));
     const int64_t n = b.labels.numel();
     loss_sum += cross_entropy(logits, b.labels).item() * double(n);

@@ -1,17 +1,20 @@
 // The fit loop (fit.h).
 #include "train/fit.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
 
 #include "autograd/ops.h"
+#include "core/distributed.h"
 #include "core/math.h"
 #include "core/serialize.h"
 #include "layers/dropout.h"
@@ -24,9 +27,9 @@ namespace {
 
 std::atomic<bool> g_interrupted{false};
 
-extern "C" void on_sigint(int) {
+extern "C" void on_sigint(int sig) {
   g_interrupted = true;
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C kills at once
+  std::signal(sig, SIG_DFL);  // a second Ctrl-C kills at once
 }
 
 // Everything that, with the checkpointed tensors, fixes the rest of the run.
@@ -46,7 +49,8 @@ struct Position {
 constexpr const char* kFormat = "lowbit-train";
 
 void save_state(const std::string& path, const FitOptions& o, Module& model, optim::Optimizer& opt,
-                const QuantContext* quant, const Position& pos) {
+                const QuantContext* quant, const Position& pos,
+                const std::map<std::string, Tensor>& rank_buffers = {}) {
   Checkpoint c;
   c.meta["format"] = std::string(kFormat);
   c.meta["config"] = o.config_text;
@@ -72,6 +76,10 @@ void save_state(const std::string& path, const FitOptions& o, Module& model, opt
   c.add_tensors("model.", model.state_dict());
   c.add_tensors("optim.", opt.state_dict());
   if (quant) c.add_tensors("quant.", quant->state_dict());
+  if (dist::size() > 1) {  // data parallelism: every rank's own buffers (batch-norm statistics), rank 0's in model.
+    c.meta["world_size"] = int64_t(dist::size());
+    c.add_tensors("", rank_buffers);
+  }
   save_checkpoint(path, c);
 }
 
@@ -101,6 +109,17 @@ Position restore_state(const std::string& path, Module& model, optim::Optimizer&
   model.load_state_dict(c.tensors_with_prefix("model."));
   opt.load_state_dict(c.tensors_with_prefix("optim."));
   if (quant) quant->load_state_dict(c.tensors_with_prefix("quant."));
+  // Data parallelism: this rank's own buffers, when the checkpoint was written by as many ranks.
+  const int64_t written_by = c.has("world_size") ? c.get_int("world_size") : 1;
+  if (dist::size() > 1 && written_by == dist::size() && dist::rank() > 0) {
+    const auto own = c.tensors_with_prefix(detail::concat("rank", dist::rank(), ".model."));
+    if (!own.empty()) model.load_state_dict(own, /*strict=*/false);
+  }
+  if (written_by != dist::size() && dist::is_root())
+    std::printf(
+        "note: the checkpoint was written by %lld rank(s), this run has %d: per-rank batch-norm "
+        "statistics start from rank 0's, so the run does not continue bit-identically\n",
+        (long long)written_by, dist::size());
   return pos;
 }
 
@@ -169,19 +188,218 @@ std::string first_nonfinite_output(Module& model, const data::Batch& b, const St
   return first;
 }
 
+// ---- data parallelism (docs/distributed.md) ----
+
+// Every optimizer group's parameters once, in group order: the same list on every rank.
+std::vector<Variable> reduced_parameters(const optim::Optimizer& opt) {
+  std::vector<Variable> out;
+  for (const Variable& p : opt.parameters()) {
+    bool seen = false;
+    for (const Variable& q : out) seen = seen || q.same(p);
+    if (!seen) out.push_back(p);
+  }
+  return out;
+}
+
+// The weighted all-reduce of the gradients: each rank contributes its gradient (of the mean loss over
+// its share of the batch) times `weight` = its share / the global batch, so the sums are the global
+// batch's mean gradient even when the batch splits unevenly. `ranks_with_grad[i]` (already summed over
+// the ranks): a parameter no rank has a gradient for keeps none (the optimizer skips it, as in one
+// process); one with a gradient on some rank gets zeros from the others. Gradients travel in logical
+// (row-major) order, so a layout that differs between ranks cannot mix elements up.
+template <class T>
+void allreduce_gradients_of(const std::vector<Variable>& params, const std::vector<double>& ranks_with_grad,
+                            double weight, DType dtype, int64_t bucket_bytes) {
+  std::vector<T> bucket;
+  std::vector<size_t> members;
+  // Concatenated gradients, one MPI_Allreduce per bucket of about bucket_bytes.
+  const size_t capacity = std::max<size_t>(1, size_t(bucket_bytes) / sizeof(T));
+  auto flush = [&] {
+    if (members.empty()) return;
+    dist::allreduce_sum(bucket.data(), int64_t(bucket.size()));
+    size_t at = 0;
+    for (size_t i : members) {
+      Variable p = params[i];
+      Tensor g = Tensor::empty(p.data().shape(), dtype);
+      const size_t n = size_t(g.numel());
+      std::memcpy(g.data_ptr(), bucket.data() + at, n * sizeof(T));
+      at += n;
+      p.set_grad(Variable(g));
+    }
+    bucket.clear();
+    members.clear();
+  };
+  const T w = T(weight);
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Variable& p = params[i];
+    if (p.dtype() != dtype || ranks_with_grad[i] == 0) continue;
+    const size_t n = size_t(p.data().numel()), at = bucket.size();
+    bucket.resize(at + n, T(0));
+    const Variable g = p.grad();
+    if (g.defined()) {
+      const Tensor gc = g.data().to(dtype).contiguous();
+      const T* src = gc.data<T>();
+      for (size_t k = 0; k < n; ++k) bucket[at + k] = src[k] * w;
+    }
+    members.push_back(i);
+    if (bucket.size() >= capacity) flush();
+  }
+  flush();
+}
+
+void allreduce_gradients(const std::vector<Variable>& params, const std::vector<double>& ranks_with_grad, double weight,
+                         int64_t bucket_bytes) {
+  allreduce_gradients_of<float>(params, ranks_with_grad, weight, DType::f32, bucket_bytes);
+  allreduce_gradients_of<double>(params, ranks_with_grad, weight, DType::f64, bucket_bytes);
+}
+
+// Floating-point buffers of the model (batch-norm running statistics), by name: each rank's own in
+// data parallelism (statistics of its share of each batch).
+std::vector<std::pair<std::string, Tensor>> float_buffers(Module& model) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (auto& [name, t] : model.named_buffers())
+    if (t.dtype() == DType::f32 || t.dtype() == DType::f64) out.emplace_back(name, t);
+  return out;
+}
+
+// Every rank's float buffers, on every rank: [rank][buffer] as doubles (exact for float32).
+std::vector<std::vector<double>> gather_buffers(Module& model) {
+  const auto bufs = float_buffers(model);
+  int64_t total = 0;
+  for (auto& [_, t] : bufs) total += t.numel();
+  const int world = dist::size(), me = dist::rank();
+  std::vector<double> all(size_t(total * world), 0.0);
+  int64_t at = total * me;
+  for (auto& [_, t] : bufs) {
+    const Tensor c = t.to(DType::f64).contiguous();
+    std::memcpy(all.data() + at, c.data_ptr(), size_t(c.numel()) * sizeof(double));
+    at += c.numel();
+  }
+  dist::allreduce_sum(all.data(), int64_t(all.size()));  // each slot has one non-zero contributor: exact
+  std::vector<std::vector<double>> out(static_cast<size_t>(world));
+  for (int r = 0; r < world; ++r) out[size_t(r)].assign(all.begin() + total * r, all.begin() + total * (r + 1));
+  return out;
+}
+
+// The checkpoint entries "rank<r>.model.<buffer>" of ranks 1.. (rank 0's are the model's own).
+std::map<std::string, Tensor> rank_buffer_tensors(Module& model) {
+  std::map<std::string, Tensor> out;
+  if (dist::size() == 1) return out;
+  const auto bufs = float_buffers(model);
+  const auto all = gather_buffers(model);
+  for (int r = 1; r < dist::size(); ++r) {
+    size_t at = 0;
+    for (auto& [name, t] : bufs) {
+      Tensor v = Tensor::empty(t.shape(), DType::f64);
+      std::memcpy(v.data_ptr(), all[size_t(r)].data() + at, size_t(t.numel()) * sizeof(double));
+      at += size_t(t.numel());
+      out[detail::concat("rank", r, ".model.", name)] = v.to(t.dtype());
+    }
+  }
+  return out;
+}
+
+// Every rank's float buffers replaced by the mean over the ranks, x0 + sum_r (x_r - x0) / P in a fixed
+// order (the same bits everywhere; exactly x0 when the ranks agree): the evaluation and the checkpoint
+// then see one model, and the ranks go on from the same statistics.
+void average_buffers(Module& model) {
+  if (dist::size() == 1) return;
+  const auto bufs = float_buffers(model);
+  const auto all = gather_buffers(model);
+  const double P = double(dist::size());
+  size_t at = 0;
+  for (auto& [name, t] : bufs) {
+    const int64_t n = t.numel();
+    Tensor v = Tensor::empty(t.shape(), DType::f64);
+    double* d = v.data<double>();
+    for (int64_t k = 0; k < n; ++k) {
+      const double x0 = all[0][at + size_t(k)];
+      double acc = 0;
+      for (size_t r = 1; r < all.size(); ++r) acc += (all[r][at + size_t(k)] - x0) / P;
+      d[k] = x0 + acc;
+    }
+    at += size_t(n);
+    Tensor target = t;  // shares storage with the module
+    target.copy_(v.to(t.dtype()));
+  }
+}
+
+// Rank 0's parameters and buffers to every rank (the run starts from one model).
+void broadcast_model(Module& model) {
+  if (dist::size() == 1) return;
+  for (auto& [name, t] : model.state_dict()) {
+    Tensor target = t;
+    if (target.is_dense()) {
+      dist::broadcast(target.data_ptr(), target.numel() * int64_t(dtype_size(target.dtype())));
+    } else {
+      Tensor c = target.contiguous();
+      dist::broadcast(c.data_ptr(), c.numel() * int64_t(dtype_size(c.dtype())));
+      target.copy_(c);
+    }
+  }
+}
+
+// Fails when the ranks' parameters are not bit-identical (FNV-1a of every parameter's bytes).
+void check_ranks_agree(Module& model, const std::string& where) {
+  if (dist::size() == 1) return;
+  uint64_t h = 1469598103934665603ull;
+  for (auto& [name, p] : model.named_parameters()) {
+    const Tensor c = p.data().contiguous();
+    const auto* bytes = static_cast<const unsigned char*>(c.data_ptr());
+    for (size_t k = 0, n = size_t(c.numel()) * dtype_size(c.dtype()); k < n; ++k) h = (h ^ bytes[k]) * 1099511628211ull;
+  }
+  uint64_t root = h;
+  dist::broadcast(&root, sizeof root);
+  double differ = root != h ? 1 : 0;
+  dist::allreduce_sum(&differ, 1);
+  LOWBIT_CHECK(differ == 0, "data parallelism: the parameters of ", int64_t(differ), " rank(s) differ from rank 0's ",
+               where, " (the ranks must run the same build, model and options)");
+}
+
+// Rank r > 0 draws its own dropout masks: each Dropout's generator seed mixed with the rank (offsets
+// kept), after the start or a resume gave every rank rank 0's generators. Otherwise sample i of every
+// rank's share would get the same mask.
+void decorrelate_dropout(Module& model) {
+  if (dist::rank() == 0) return;
+  for (auto& [name, m] : model.named_modules())
+    if (auto* d = dynamic_cast<Dropout*>(m.get())) {
+      uint64_t z = d->generator().seed() + 0x9E3779B97F4A7C15ull * uint64_t(dist::rank());  // splitmix64
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      d->generator().set_state(z ^ (z >> 31), d->generator().offset());
+    }
+}
+
+// Sets the loaders' shards for the run and restores them when fit returns.
+struct ShardScope {
+  std::vector<data::DataLoader*> loaders;
+  ShardScope(std::initializer_list<data::DataLoader*> ls) {
+    if (dist::size() == 1) return;
+    for (auto* l : ls)
+      if (l) l->set_shard(dist::rank(), dist::size()), loaders.push_back(l);
+  }
+  ~ShardScope() {
+    for (auto* l : loaders) l->set_shard(0, 1);
+  }
+};
+
 StepOutput cross_entropy_step(Module& model, const data::Batch& b) {
   Variable logits = model(Variable(b.images));
   return {cross_entropy(logits, b.labels), logits.data()};
 }
 
 // Restores SIGINT's handler when fit returns, however it returns.
+// Data parallelism: also SIGUSR1, which mpirun forwards to every rank (it answers SIGINT by killing
+// them): `kill -USR1 <mpirun's pid>` saves and stops every rank at the same step.
 struct SigintScope {
-  bool active;
-  explicit SigintScope(bool on) : active(on) {
+  bool active, usr1;
+  SigintScope(bool on, bool also_usr1) : active(on), usr1(on && also_usr1) {
     if (active) g_interrupted = false, std::signal(SIGINT, on_sigint);
+    if (usr1) std::signal(SIGUSR1, on_sigint);
   }
   ~SigintScope() {
     if (active) std::signal(SIGINT, SIG_DFL);
+    if (usr1) std::signal(SIGUSR1, SIG_DFL);
   }
 };
 
@@ -194,44 +412,83 @@ std::string checkpoint_config(const std::string& path) {
 }
 
 FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, data::DataLoader* test,
-              const FitOptions& o, QuantContext* quant) {
+              const FitOptions& options, QuantContext* quant) {
+  // Data parallelism (docs/distributed.md): P ranks of one MPI job each run this loop on their share of
+  // every batch; rank 0 alone prints and writes files.
+  const int world = dist::size();
+  const bool writer = dist::is_root();
+  FitOptions o = options;
+  if (!writer) o.verbose = 0;
   LOWBIT_CHECK(o.epochs >= 1, "fit: epochs must be >= 1, got ", o.epochs);
   const auto schedule = o.schedule ? o.schedule : optim::constant();
   const StepFn step = o.step ? o.step : StepFn(cross_entropy_step);
   LOWBIT_CHECK(!o.step_sets_gradients || (o.step && o.clip_grad_norm <= 0 && !(quant && quant->has_grad_l1())),
                "fit: step_sets_gradients needs a step and combines with neither gradient clipping nor the "
                "gradient-l1 penalty");
+  if (world > 1) {
+    LOWBIT_CHECK(!(quant && quant->has_grad_l1()),
+                 "the gradient-l1 penalty (--reg grad-l1) is not available with more than one rank: it is a norm "
+                 "of the whole batch's gradient");
+    const int64_t B = train.options().batch_size, N = train.dataset().size();
+    const int64_t tail = train.options().drop_last ? 0 : N % B;
+    LOWBIT_CHECK(B >= world && (tail == 0 || tail >= world),
+                 "data parallelism: every batch must have at least one image per rank; batch ", B, " (last batch ",
+                 tail == 0 ? B : tail, ") over ", world, " ranks");
+  }
   const std::string ckpt_path = o.out.empty() ? "" : o.out + "/checkpoint.ckpt";
   const std::string metrics_path = o.out.empty() ? "" : o.out + "/metrics.jsonl";
-  if (!o.out.empty()) std::filesystem::create_directories(o.out);
+  if (!o.out.empty() && writer) std::filesystem::create_directories(o.out);
+  // Checkpoints: every rank takes part (the ranks' own buffers are gathered), rank 0 writes.
+  auto save = [&](const std::string& path, const Position& at) {
+    const auto rank_buffers = rank_buffer_tensors(model);
+    if (writer) save_state(path, o, model, opt, quant, at, rank_buffers);
+  };
 
   FitResult result;
   Position pos;
+  // One model on every rank: rank 0's parameters and buffers (a resumed run then takes its rank's own
+  // buffers from the checkpoint).
+  broadcast_model(model);
   if (!o.resume.empty()) {
     pos = restore_state(o.resume, model, opt, quant);
-    if (!metrics_path.empty()) cut_metrics(metrics_path, pos.epoch);
+    if (!metrics_path.empty() && writer) cut_metrics(metrics_path, pos.epoch);
     if (o.verbose >= 1)
       std::printf("resumed from %s at epoch %lld, batch %lld\n", o.resume.c_str(), (long long)pos.epoch + 1,
                   (long long)pos.batch);
-  } else if (!o.out.empty()) {
+  } else if (!o.out.empty() && writer) {
     // A fresh run owns its folder's records: metrics of an earlier run there are replaced.
     if (!o.config_text.empty()) write_file_atomic(o.out + "/config.txt", o.config_text);
     std::filesystem::remove(metrics_path);
   }
 
-  SigintScope sigint(o.catch_sigint);
+  decorrelate_dropout(model);
+  const bool default_eval = !o.evaluate && test;
+  ShardScope shards{&train, default_eval ? test : nullptr};
+  const std::vector<Variable> reduced = world > 1 ? reduced_parameters(opt) : std::vector<Variable>{};
+
+  SigintScope sigint(o.catch_sigint, world > 1);
   auto last_save = std::chrono::steady_clock::now();
   const int64_t nb = train.num_batches();
   LOWBIT_CHECK(nb > 0, "fit: the training loader has no batch");
   auto evaluate_now = [&]() -> EvalResult {
     if (o.evaluate) return o.evaluate(model);
-    return test ? evaluate(model, *test) : EvalResult{};
+    if (!test) return EvalResult{};
+    EvalResult r = evaluate(model, *test);
+    if (world > 1) {  // each rank evaluated its shard of the test set: the sums over the ranks
+      double v[3] = {r.loss * double(r.images), std::round(r.accuracy * double(r.images)), double(r.images)};
+      dist::allreduce_sum(v, 3);
+      r.images = int64_t(v[2]);
+      r.loss = v[2] > 0 ? v[0] / v[2] : 0;
+      r.accuracy = v[2] > 0 ? v[1] / v[2] : 0;
+    }
+    return r;
   };
 
   for (; pos.epoch < o.epochs; ++pos.epoch, pos = Position{.epoch = pos.epoch}) {
     model.train();
     Progress bar(detail::concat("epoch ", pos.epoch + 1, "/", o.epochs), nb, o.verbose >= 2 ? o.progress_every : 0);
     const double seconds_before = pos.seconds;
+    double wait_seconds = 0, allreduce_seconds = 0;  // data parallelism (EpochRecord)
     train.begin_epoch(pos.epoch, pos.batch);
     data::Batch b;
     while (train.next(b)) {
@@ -289,6 +546,43 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
         const std::string p = first_nonfinite(model, /*gradients=*/true);
         if (!p.empty()) fault = "the gradient of " + p + " is not finite";
       }
+      // The batch's sums (this rank's share; all ranks' after the all-reduce below).
+      const int64_t n_local = b.labels.numel();
+      double step_loss_sum = loss_value * double(n_local);
+      int64_t step_correct = out.logits.defined() ? count_correct(out.logits, b.labels) : 0;
+      int64_t step_counted = out.logits.defined() ? n_local : 0, step_seen = n_local;
+      bool interrupted = g_interrupted;
+      std::optional<bool> agreed_by_time;  // data parallelism: rank 0's clock decides for every rank
+      if (world > 1) {
+        // One small all-reduce settles what the ranks must agree on: a fault on any rank, Ctrl-C, a
+        // checkpoint by time, the batch's sums and which parameters have gradients. Then the gradients.
+        std::vector<double> ctrl(7 + reduced.size(), 0.0);
+        ctrl[0] = fault.empty() ? 0 : 1;
+        ctrl[1] = g_interrupted ? 1 : 0;
+        ctrl[2] = writer && o.checkpoint_every_seconds > 0 &&
+                          std::chrono::duration<double>(std::chrono::steady_clock::now() - last_save).count() >=
+                              o.checkpoint_every_seconds
+                      ? 1
+                      : 0;
+        ctrl[3] = step_loss_sum, ctrl[4] = double(step_correct), ctrl[5] = double(step_counted);
+        ctrl[6] = double(step_seen);
+        for (size_t i = 0; i < reduced.size(); ++i) ctrl[7 + i] = reduced[i].grad().defined() ? 1 : 0;
+        const auto t0 = std::chrono::steady_clock::now();
+        dist::allreduce_sum(ctrl.data(), int64_t(ctrl.size()));
+        const auto t1 = std::chrono::steady_clock::now();
+        wait_seconds += std::chrono::duration<double>(t1 - t0).count();
+        if (ctrl[0] > 0 && fault.empty()) fault = "a non-finite loss or gradient on another rank";
+        interrupted = ctrl[1] > 0;
+        agreed_by_time = ctrl[2] > 0;
+        step_loss_sum = ctrl[3], step_correct = int64_t(ctrl[4]), step_counted = int64_t(ctrl[5]);
+        step_seen = int64_t(ctrl[6]);
+        if (fault.empty()) {
+          const int64_t n_global = b.global_size > 0 ? b.global_size : step_seen;
+          allreduce_gradients(reduced, std::vector<double>(ctrl.begin() + 7, ctrl.end()),
+                              double(n_local) / double(n_global), o.bucket_bytes);
+          allreduce_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+        }
+      }
       const std::string where =
           detail::concat("epoch ", pos.epoch + 1, ", batch ", pos.batch + 1, " (step ", opt.step_count() + 1, ")");
       const std::string kept = ckpt_path.empty() ? std::string("no run folder")
@@ -330,10 +624,9 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       LOWBIT_CHECK(bad_weight.empty(), "training stopped at ", where, ": the step made the weight ", bad_weight,
                    " not finite; ", kept, ". Lower the learning rate or clip the gradients (--clip-grad)");
 
-      const int64_t n = b.labels.numel();
-      pos.loss_sum += loss_value * double(n);
-      if (out.logits.defined()) pos.correct += count_correct(out.logits, b.labels), pos.counted += n;
-      pos.seen += n;
+      pos.loss_sum += step_loss_sum;
+      pos.correct += step_correct, pos.counted += step_counted;
+      pos.seen += step_seen;
       if (penalty.value.defined()) {
         pos.gl1_sum += penalty.value.item();
         pos.gl1_w_sum += penalty.weight_l1;
@@ -346,31 +639,38 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
         bar.update(pos.batch, pos.loss_sum / double(pos.seen),
                    pos.counted ? double(pos.correct) / double(pos.counted) : 0.0, pos.seen);
       ++result.batches;
-      if (g_interrupted || result.batches == o.stop_after_batches) {
+      if (world == 1) interrupted = g_interrupted;
+      if (interrupted || result.batches == o.stop_after_batches) {
         bar.finish();
-        result.interrupted = g_interrupted;
+        result.interrupted = interrupted;
         if (!ckpt_path.empty()) {
-          save_state(ckpt_path, o, model, opt, quant, pos);
+          save(ckpt_path, pos);
           result.checkpoint = ckpt_path;
           if (o.verbose >= 1)
             std::printf("%s: checkpoint saved to %s at epoch %lld batch %lld; continue with --resume\n",
-                        g_interrupted ? "interrupted" : "stopped", ckpt_path.c_str(), (long long)pos.epoch + 1,
+                        interrupted ? "interrupted" : "stopped", ckpt_path.c_str(), (long long)pos.epoch + 1,
                         (long long)pos.batch);
         }
         return result;
       }
       // Within the epoch: every N batches, and every so many seconds of training.
       const bool by_count = o.checkpoint_every_batches > 0 && pos.batch % o.checkpoint_every_batches == 0;
-      const bool by_time = o.checkpoint_every_seconds > 0 &&
-                           std::chrono::duration<double>(std::chrono::steady_clock::now() - last_save).count() >=
-                               o.checkpoint_every_seconds;
+      const bool by_time =
+          agreed_by_time ? *agreed_by_time
+                         : o.checkpoint_every_seconds > 0 &&
+                               std::chrono::duration<double>(std::chrono::steady_clock::now() - last_save).count() >=
+                                   o.checkpoint_every_seconds;
       if (!ckpt_path.empty() && pos.batch < nb && (by_count || by_time)) {
-        save_state(ckpt_path, o, model, opt, quant, pos);
+        save(ckpt_path, pos);
         result.checkpoint = ckpt_path;
         last_save = std::chrono::steady_clock::now();
       }
     }
     bar.finish();
+    // Data parallelism: the ranks' batch-norm statistics averaged (one model to evaluate and to save),
+    // and a check that the all-reduce kept every rank's parameters identical.
+    average_buffers(model);
+    check_ranks_agree(model, detail::concat("after epoch ", pos.epoch + 1));
     EpochRecord r;
     r.epoch = pos.epoch + 1;
     r.epochs = o.epochs;
@@ -380,6 +680,7 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
     r.lr = opt.param_groups()[0].lr;
     r.seconds = pos.seconds;
     r.images_per_sec = pos.seconds > 0 ? double(pos.seen) / pos.seconds : 0;
+    r.wait_seconds = wait_seconds, r.allreduce_seconds = allreduce_seconds;
     const double gl1_steps = pos.gl1_steps ? double(pos.gl1_steps) : std::nan("");
     r.grad_l1 = pos.gl1_sum / gl1_steps;
     r.grad_l1_weights = pos.gl1_w_sum / gl1_steps;
@@ -391,14 +692,20 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
                   100 * r.train_acc);
       if (r.test.images) std::printf("  test loss %.4f acc %.2f%%", r.test.loss, 100 * r.test.accuracy);
       if (pos.gl1_steps) std::printf("  grad-l1 %.4g", r.grad_l1);
-      std::printf("  lr %.4g  %.1fs (%.0f img/s)\n", r.lr, r.seconds, r.images_per_sec);
+      std::printf("  lr %.4g  %.1fs (%.0f img/s)", r.lr, r.seconds, r.images_per_sec);
+      if (world > 1)
+        std::printf("  %d ranks: wait %.2fs, all-reduce %.2fs", world, r.wait_seconds, r.allreduce_seconds);
+      std::printf("\n");
     }
-    if (!metrics_path.empty()) {
+    if (!metrics_path.empty() && writer) {
       std::ostringstream js;
       js << "{\"epoch\": " << r.epoch << ", \"train_loss\": " << json_number(r.train_loss)
          << ", \"train_acc\": " << json_number(r.train_acc) << ", \"test_loss\": " << json_number(r.test.loss)
          << ", \"test_acc\": " << json_number(r.test.accuracy) << ", \"lr\": " << json_number(r.lr)
          << ", \"seconds\": " << json_number(r.seconds) << ", \"images_per_sec\": " << json_number(r.images_per_sec);
+      if (world > 1)
+        js << ", \"ranks\": " << world << ", \"wait_seconds\": " << json_number(r.wait_seconds)
+           << ", \"allreduce_seconds\": " << json_number(r.allreduce_seconds);
       if (pos.gl1_steps)
         js << ", \"grad_l1\": " << json_number(r.grad_l1) << ", \"grad_l1_weights\": " << json_number(r.grad_l1_weights)
            << ", \"grad_l1_acts\": " << json_number(r.grad_l1_acts);
@@ -417,11 +724,11 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
     if (!ckpt_path.empty()) {
       Position next;
       next.epoch = pos.epoch + 1;
-      save_state(ckpt_path, o, model, opt, quant, next);
+      save(ckpt_path, next);
       result.checkpoint = ckpt_path;
       last_save = std::chrono::steady_clock::now();
       if (quant && quant->best_within_budget()) {  // memory budgets: the best epoch that met them
-        save_state(o.out + "/best_within_budget.ckpt", o, model, opt, quant, next);
+        save(o.out + "/best_within_budget.ckpt", next);
         if (o.verbose >= 1)
           std::printf("best within the memory budget so far: epoch %lld (%s/best_within_budget.ckpt)\n",
                       (long long)r.epoch, o.out.c_str());

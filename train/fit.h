@@ -38,6 +38,16 @@
 // its line and the checkpoint would otherwise repeat one). The model, optimizer and context must be
 // built as for the original run.
 //
+// Data parallelism (docs/distributed.md; core/distributed.h): run under `mpirun -np P`, every rank runs
+// fit on the same model, optimizer and loaders. fit shards the training loader (and the test loader of
+// the default evaluation) so that rank r takes its contiguous part of every global batch, broadcasts
+// rank 0's model at the start, and after each backward all-reduces the gradients of every optimizer
+// group's parameters (weights, WaveQ's beta, learned quantizer steps, ...) in buckets of bucket_bytes, each
+// weighted by the rank's share of the batch, so the update is the global batch's mean gradient. The
+// loss, accuracy and evaluation sums are reduced over the ranks; batch-norm statistics are per rank,
+// averaged at every epoch's end (and each rank's own are kept in the checkpoint, so --resume with the
+// same P continues exactly). Rank 0 alone prints and writes the run folder. Not with gradient-l1.
+//
 // Custom losses (a section of a net trained against a teacher, a distillation loss): options.step
 // returns the batch's loss and, optionally, logits for the accuracy column; options.evaluate
 // replaces the per-epoch evaluation (or set no test loader). A step that runs its own backward
@@ -77,6 +87,9 @@ struct EpochRecord {
   double grad_l1 = 0, grad_l1_weights = 0, grad_l1_acts = 0;
   EvalResult test;  // images == 0: not evaluated
   double lr = 0, seconds = 0, images_per_sec = 0;
+  // Data parallelism (this call's steps of the epoch, rank 0's clock): time in the per-step agreement
+  // (it includes waiting for the slowest rank) and in the gradients' all-reduce.
+  double wait_seconds = 0, allreduce_seconds = 0;
 };
 
 enum class NonFinitePolicy { stop, skip_step };
@@ -94,9 +107,11 @@ struct FitOptions {
   NonFinitePolicy on_nonfinite = NonFinitePolicy::stop;
   int64_t max_skipped_steps = 100;  // skip_step: this many skipped in a row stop the run
   bool catch_sigint = false;        // Ctrl-C: save, return interrupted (a second one kills)
-  int verbose = 1;                  // 0 silent, 1 a line per epoch, 2 also live progress
-  int64_t progress_every = 50;      // progress lines when stdout is not a terminal
-  StepFn step{};                    // default: cross_entropy(model(images), labels)
+  // Data parallelism: gradients are all-reduced in buckets of about this many bytes.
+  int64_t bucket_bytes = int64_t{4} << 20;
+  int verbose = 1;              // 0 silent, 1 a line per epoch, 2 also live progress
+  int64_t progress_every = 50;  // progress lines when stdout is not a terminal
+  StepFn step{};                // default: cross_entropy(model(images), labels)
   // The step computes its parameters' gradients itself (fit zeroes them before the step and adds only
   // the regularizers' term after it): independent parts trained at once, DCQ's sections (train/dcq.h).
   // Its loss is then only reported; --clip-grad and the gradient-l1 penalty do not combine with it.
