@@ -119,6 +119,18 @@ inline deploy::Model chain_model() {
 // A graph model by hand (test_deploy's graph tests, the fuzz seeds): per-channel padding codes, a wide depthwise conv
 // with an identity residual, a wide 1x1 projection kept as int32 accumulators and used as a residual, a zero-pad
 // shortcut used as a residual, global sum pooling and a 16-bit linear on the sums.
+// A convolution op reading op `src`: K x C x R x R weights (none set), stride, padding, groups.
+inline deploy::Op conv_op(const char* name, int32_t src, int64_t K, int64_t C, int64_t R, int64_t stride, int64_t pad,
+                          int64_t groups) {
+  deploy::Op o;
+  o.kind = deploy::OpKind::conv;
+  o.src = src;
+  deploy::WeightOp& l = o.layer;
+  l.name = name, l.K = K, l.C = C, l.R = l.S = R, l.stride_h = l.stride_w = stride, l.pad_h = l.pad_w = pad;
+  l.groups = groups;
+  return o;
+}
+
 inline deploy::Model graph_model() {
   using namespace deploy;
   Generator gen(17);
@@ -135,27 +147,17 @@ inline deploy::Model graph_model() {
   in.kind = OpKind::input;
   in.input.C = 2, in.input.H = 6, in.input.W = 5;
   m.ops.push_back(in);
-  auto conv = [&](const char* name, int32_t src, int64_t K, int64_t C, int64_t R, int64_t stride, int64_t pad,
-                  int64_t groups) {
-    Op o;
-    o.kind = OpKind::conv;
-    o.src = src;
-    WeightOp& l = o.layer;
-    l.name = name, l.K = K, l.C = C, l.R = l.S = R, l.stride_h = l.stride_w = stride, l.pad_h = l.pad_w = pad;
-    l.groups = groups;
-    return o;
-  };
-  Op a = conv("a", 0, 4, 2, 3, 1, 1, 1);  // op 1: [6][5][4]
-  a.layer.pad_values = {3.25, 200.6};     // fractional: the engine's fixed-point correction
+  Op a = conv_op("a", 0, 4, 2, 3, 1, 1, 1);  // op 1: [6][5][4]
+  a.layer.pad_values = {3.25, 200.6};        // fractional: the engine's fixed-point correction
   weights(a.layer, 4, WeightCoding::twos_complement);
   constants(a.layer, 255 * 7 * 18 * 0.3), a.layer.out_qmax = 15;
   m.ops.push_back(a);
-  Op dw = conv("dw", 1, 4, 4, 3, 1, 1, 4);  // op 2: depthwise, 9-bit odd (wide), residual = op 1's codes
+  Op dw = conv_op("dw", 1, 4, 4, 3, 1, 1, 4);  // op 2: depthwise, 9-bit odd (wide), residual = op 1's codes
   weights(dw.layer, 9, WeightCoding::odd);
   constants(dw.layer, 15 * 511 * 9 * 0.3), dw.layer.out_qmax = 7;
   dw.layer.residual = 1, dw.layer.residual_scale = {0.02, -0.03, 0.05, 0.01};
   m.ops.push_back(dw);
-  Op proj = conv("proj", 1, 6, 4, 1, 2, 0, 1);  // op 3: 12-bit (wide) 1x1/2 -> int32 [3][3][6]
+  Op proj = conv_op("proj", 1, 6, 4, 1, 2, 0, 1);  // op 3: 12-bit (wide) 1x1/2 -> int32 [3][3][6]
   weights(proj.layer, 12, WeightCoding::twos_complement);
   constants(proj.layer, 15 * 2047 * 4 * 0.3), proj.layer.out_qmax = 0;
   m.ops.push_back(proj);
@@ -163,13 +165,13 @@ inline deploy::Model graph_model() {
   sc.kind = OpKind::shortcut;  // op 4: op 2's codes subsampled, 4 -> 6 channels
   sc.src = 2, sc.shortcut.stride_h = sc.shortcut.stride_w = 2, sc.shortcut.pad_lo = sc.shortcut.pad_hi = 1;
   m.ops.push_back(sc);
-  Op b = conv("b", 4, 6, 6, 3, 1, 1, 1);  // op 5: residual = the projection's accumulators
+  Op b = conv_op("b", 4, 6, 6, 3, 1, 1, 1);  // op 5: residual = the projection's accumulators
   weights(b.layer, 3, WeightCoding::odd);
   constants(b.layer, 7 * 7 * 54 * 0.3), b.layer.out_qmax = 255;
   b.layer.residual = 3;
   for (int k = 0; k < 6; ++k) b.layer.residual_scale.push_back(0.4 / (15 * 2047 * 4 * 0.3) * (k % 2 ? 1 : -1));
   m.ops.push_back(b);
-  Op c = conv("c", 5, 6, 6, 3, 1, 1, 1);  // op 6: residual = the shortcut's codes
+  Op c = conv_op("c", 5, 6, 6, 3, 1, 1, 1);  // op 6: residual = the shortcut's codes
   weights(c.layer, 5, WeightCoding::twos_complement);
   constants(c.layer, 255 * 15 * 54 * 0.3), c.layer.out_qmax = 7;
   c.layer.residual = 4, c.layer.residual_scale = {0.01, 0.02, 0.03, -0.02, 0.04, 0.05};
@@ -212,31 +214,21 @@ inline deploy::Model signed_model() {
       l.offset.push_back((signed_out ? 0.4 * gen.uniform() - 0.2 : 0.2 + 0.3 * gen.uniform()) - s * z * sum);
     }
   };
-  auto conv = [&](const char* name, int32_t src, int64_t K, int64_t C, int64_t R, int64_t stride, int64_t pad,
-                  int64_t groups) {
-    Op o;
-    o.kind = OpKind::conv;
-    o.src = src;
-    WeightOp& l = o.layer;
-    l.name = name, l.K = K, l.C = C, l.R = l.S = R, l.stride_h = l.stride_w = stride, l.pad_h = l.pad_w = pad;
-    l.groups = groups;
-    return o;
-  };
   Model m;
   m.meta["model"] = std::string("signed");
   Op in;
   in.kind = OpKind::input;
   in.input.C = 2, in.input.H = 6, in.input.W = 5;
   m.ops.push_back(in);
-  Op a = conv("a", 0, 4, 2, 3, 1, 1, 1);  // op 1: unsigned codes [6][5][4]
+  Op a = conv_op("a", 0, 4, 2, 3, 1, 1, 1);  // op 1: unsigned codes [6][5][4]
   weights(a.layer, 4, WeightCoding::twos_complement);
   constants(a.layer, 255 * 7 * 18 * 0.3, 0, false), a.layer.out_qmax = 15;
   m.ops.push_back(a);
-  Op p = conv("p", 1, 6, 4, 1, 1, 0, 1);  // op 2: signed codes 128 -+ 7
+  Op p = conv_op("p", 1, 6, 4, 1, 1, 0, 1);  // op 2: signed codes 128 -+ 7
   weights(p.layer, 4, WeightCoding::twos_complement);
   constants(p.layer, 15 * 7 * 4 * 0.3, 0, true), p.layer.out_qmax = 7, p.layer.out_signed = true;
   m.ops.push_back(p);
-  Op dw = conv("dw", 2, 6, 6, 3, 1, 1, 6);  // op 3: depthwise, wide (9-bit odd), pads 128, + op 2's codes
+  Op dw = conv_op("dw", 2, 6, 6, 3, 1, 1, 6);  // op 3: depthwise, wide (9-bit odd), pads 128, + op 2's codes
   dw.layer.in_zero_point = 128;
   weights(dw.layer, 9, WeightCoding::odd);
   constants(dw.layer, 7 * 511 * 9 * 0.3, 128, true), dw.layer.out_qmax = 7, dw.layer.out_signed = true;
@@ -246,12 +238,12 @@ inline deploy::Model signed_model() {
     dw.layer.offset[size_t(k)] -= dw.layer.residual_scale.back() * 128;  // the residual's zero point
   }
   m.ops.push_back(dw);
-  Op e = conv("e", 3, 5, 6, 1, 1, 0, 1);  // op 4: wide (12 bits) to signed codes 128 -+ 127
+  Op e = conv_op("e", 3, 5, 6, 1, 1, 0, 1);  // op 4: wide (12 bits) to signed codes 128 -+ 127
   e.layer.in_zero_point = 128;
   weights(e.layer, 12, WeightCoding::twos_complement);
   constants(e.layer, 7 * 2047 * 6 * 0.3, 128, true), e.layer.out_qmax = 127, e.layer.out_signed = true;
   m.ops.push_back(e);
-  Op c = conv("c", 4, 4, 5, 3, 2, 1, 1);  // op 5: strided, pads 128, back to unsigned codes
+  Op c = conv_op("c", 4, 4, 5, 3, 2, 1, 1);  // op 5: strided, pads 128, back to unsigned codes
   c.layer.in_zero_point = 128;
   weights(c.layer, 3, WeightCoding::odd);
   constants(c.layer, 127 * 7 * 45 * 0.3, 128, false), c.layer.out_qmax = 255;

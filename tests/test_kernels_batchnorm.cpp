@@ -22,6 +22,18 @@ using Dist = lowbit::test::RandomSpec::Dist;
 
 namespace {
 
+// (f(v + h e_i) - f(v - h e_i)) / 2h, v[i] restored.
+template <class F>
+double central_difference(std::vector<double>& v, size_t i, double h, F&& f) {
+  const double keep = v[i];
+  v[i] = keep + h;
+  const double up = f();
+  v[i] = keep - h;
+  const double down = f();
+  v[i] = keep;
+  return (up - down) / (2 * h);
+}
+
 template <class T>
 std::vector<T> sized(int64_t n, T fill = T(0)) {
   return std::vector<T>(static_cast<size_t>(n), fill);
@@ -176,15 +188,7 @@ TEST_CASE("batchnorm: backward matches finite differences (double)") {
     for (size_t i = 0; i < y.size(); ++i) l += y[i] * g[i];
     return l;
   };
-  auto numeric = [&](std::vector<double>& v, size_t i) {
-    const double keep = v[i];
-    v[i] = keep + h;
-    const double up = loss();
-    v[i] = keep - h;
-    const double down = loss();
-    v[i] = keep;
-    return (up - down) / (2 * h);
-  };
+  auto numeric = [&](std::vector<double>& v, size_t i) { return central_difference(v, i, h, loss); };
   std::vector<double> y(static_cast<size_t>(rows * C)), mean(static_cast<size_t>(C)), invstd(static_cast<size_t>(C));
   batchnorm_forward_train(rows, C, x.data(), gamma.data(), beta.data(), eps, y.data(), mean.data(), invstd.data());
   for (bool ref : {false, true}) {
@@ -449,15 +453,7 @@ TEST_CASE("batchnorm: double backward matches finite differences of backward (do
       for (size_t i = 0; i < dx.size(); ++i) p += u[i] * dx[i];
       return p;
     };
-    auto numeric = [&](std::vector<double>& v, size_t i) {
-      const double keep = v[i];
-      v[i] = keep + h;
-      const double up = P();
-      v[i] = keep - h;
-      const double down = P();
-      v[i] = keep;
-      return (up - down) / (2 * h);
-    };
+    auto numeric = [&](std::vector<double>& v, size_t i) { return central_difference(v, i, h, P); };
     for (bool ref : {false, true}) {
       CAPTURE(ref);
       const Bwd2<double> o = run_bwd2(ref, rows, C, x, dy, m0, r0, gamma.data(), relu ? affine.data() : nullptr, u);
