@@ -1,5 +1,7 @@
 // The backward engine: topological order over the recorded graph (Kahn), one backward call per
-// node, gradients summed where paths meet.
+// node, gradients summed where paths meet. A leaf's gradient is final once every node using it has
+// run: the engine then hands it to `on_leaf_final` (backward() stores it and calls the leaf's hook).
+#include <functional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -33,13 +35,18 @@ struct EngineResult {
   std::unordered_map<Node*, Variable> node_grads;          // captured nodes' output gradients
 };
 
+using LeafFinal = std::function<void(VariableImpl* leaf, const Variable& grad)>;
+
 EngineResult run_engine(const std::vector<Variable>& outputs, const std::vector<Variable>& grad_outputs,
-                        bool retain_graph, bool create_graph, const std::unordered_set<Node*>& capture) {
+                        bool retain_graph, bool create_graph, const std::unordered_set<Node*>& capture,
+                        const LeafFinal& on_leaf_final = {}) {
   GradModeGuard mode(create_graph);
   EngineResult res;
   std::unordered_map<Node*, Variable> pending;  // gradient flowing into each node's output
   std::unordered_map<Node*, int> deps;
+  std::unordered_map<VariableImpl*, int> leaf_uses;  // edges from reachable nodes to each leaf
   std::vector<Node*> stack;
+  std::vector<VariableImpl*> output_leaves;
 
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Variable& out = outputs[i];
@@ -51,6 +58,7 @@ EngineResult run_engine(const std::vector<Variable>& outputs, const std::vector<
                  " for an output of shape ", shape_str(out.shape()));
     if (out.is_leaf()) {
       res.leaf_grads[out.impl()] = accumulate(res.leaf_grads[out.impl()], g, create_graph);
+      output_leaves.push_back(out.impl());
       continue;
     }
     Node* n = out.grad_fn().get();
@@ -69,7 +77,11 @@ EngineResult run_engine(const std::vector<Variable>& outputs, const std::vector<
     LOWBIT_CHECK(n->backward, "backward: the graph through '", n->name,
                  "' was already freed by an earlier backward pass; pass retain_graph=true to the first one");
     for (const Variable& in : n->inputs) {
-      if (!in.requires_grad() || in.is_leaf()) continue;
+      if (!in.requires_grad()) continue;
+      if (in.is_leaf()) {
+        ++leaf_uses[in.impl()];
+        continue;
+      }
       Node* m = in.grad_fn().get();
       ++deps[m];
       if (seen.insert(m).second) {
@@ -77,6 +89,14 @@ EngineResult run_engine(const std::vector<Variable>& outputs, const std::vector<
         order.push_back(m);
       }
     }
+  }
+  auto leaf_used = [&](VariableImpl* leaf) {  // one use of `leaf` done: its gradient may be final
+    if (--leaf_uses[leaf] > 0 || !on_leaf_final) return;
+    auto it = res.leaf_grads.find(leaf);
+    if (it != res.leaf_grads.end()) on_leaf_final(leaf, it->second);
+  };
+  for (VariableImpl* leaf : output_leaves) {  // an output that is a leaf no node uses: final already
+    if (leaf_uses[leaf] == 0) ++leaf_uses[leaf], leaf_used(leaf);
   }
   std::vector<Node*> ready;
   for (Node* n : order)
@@ -104,6 +124,7 @@ EngineResult run_engine(const std::vector<Variable>& outputs, const std::vector<
                    " has shape ", shape_str(g.shape()), ", input has shape ", shape_str(in.shape()));
       if (in.is_leaf()) {
         if (g.defined()) res.leaf_grads[in.impl()] = accumulate(res.leaf_grads[in.impl()], g, create_graph);
+        leaf_used(in.impl());
         continue;
       }
       Node* m = in.grad_fn().get();
@@ -137,9 +158,10 @@ void Variable::backward(const Variable& gradient, bool retain_graph, bool create
   LOWBIT_CHECK(defined(), "backward: undefined variable");
   const std::vector<Variable> outs{*this};
   const auto grads = default_grads(outs, {gradient});
-  EngineResult res = run_engine(outs, grads, retain_graph || create_graph, create_graph, {});
-  for (auto& [impl, g] : res.leaf_grads) {
-    if (!impl->requires_grad) continue;
+  std::unordered_set<VariableImpl*> stored;
+  // A final gradient into the leaf's grad(), then the leaf's hook.
+  auto store = [&](VariableImpl* impl, const Variable& g) {
+    if (!impl->requires_grad || !stored.insert(impl).second) return;
     // The stored gradient gets its own buffer in the leaf's layout (what optimizers read).
     Variable gv = g;
     if (!create_graph) {
@@ -156,7 +178,15 @@ void Variable::backward(const Variable& gradient, bool retain_graph, bool create
       gv = add(prev, gv);
     }
     impl->grad = gv.impl_;
-  }
+    if (impl->grad_ready_hook) impl->grad_ready_hook();
+  };
+  EngineResult res = run_engine(outs, grads, retain_graph || create_graph, create_graph, {}, store);
+  for (auto& [impl, g] : res.leaf_grads) store(impl, g);  // every leaf is final by now: a safety net
+}
+
+void Variable::set_grad_ready_hook(std::function<void()> hook) {
+  LOWBIT_CHECK(defined() && is_leaf(), "set_grad_ready_hook: only leaves have gradient hooks");
+  impl_->grad_ready_hook = std::move(hook);
 }
 
 std::vector<Variable> grad(const std::vector<Variable>& outputs, const std::vector<Variable>& inputs,

@@ -94,6 +94,11 @@ Variable cross_entropy(const Variable& logits, const Tensor& target, Reduction r
 Variable nll_loss(const Variable& log_probs, const Tensor& target, Reduction reduction = Reduction::mean);
 Variable mse_loss(const Variable& input, const Variable& target, Reduction reduction = Reduction::mean);
 
+// ---- across data-parallel ranks (ops_distributed.cpp; core/distributed.h) ----
+// The element-wise sum of a over every rank, on every rank (identity in one process). Its backward is
+// the same sum of the incoming gradients; every rank must call it at the same point.
+Variable all_reduce_sum(const Variable& a);
+
 }  // namespace lowbit
 
 #include "autograd/ops_nn.h"  // conv2d, pooling, batch_norm, dropout

@@ -61,6 +61,13 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
 // as the composition (gradient 0 where the normalised value is <= 0); double backward composes.
 Variable batch_norm_relu(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
                          Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5);
+// Synchronized batch norm (data parallelism, docs/distributed.md): batch_norm in training mode with the
+// statistics of every rank's share of the global batch, mean and biased variance per channel reduced
+// with all_reduce_sum, so the gradients cross the ranks as well; running statistics move toward the
+// global mean / unbiased variance. Composed from primitive ops. Every rank must call it at the same
+// points of its forward and backward. In one process it equals batch_norm(..., training = true).
+Variable sync_batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
+                         Tensor running_var, double momentum = 0.1, double eps = 1e-5);
 
 // Inverted dropout: in training zeroes each element with probability p and scales the rest by
 // 1 / (1 - p); identity otherwise.

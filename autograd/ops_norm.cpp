@@ -5,6 +5,7 @@
 
 #include "autograd/ops.h"
 #include "autograd/ops_nn.h"
+#include "core/distributed.h"
 #include "core/kernels/batchnorm.h"
 #include "core/math.h"
 
@@ -232,6 +233,44 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
                     Tensor running_var, bool training, double momentum, double eps) {
   return batch_norm_impl(x, gamma, beta, std::move(running_mean), std::move(running_var), training, momentum, eps,
                          false);
+}
+
+// Composed (compose before fuse): per-channel sums over this rank's rows, all-reduced, so the statistics
+// and, through all_reduce_sum's backward, the gradients are the global batch's. Two passes (the mean,
+// then the centred squares) keep the variance as accurate as the fused kernel's.
+Variable sync_batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
+                         Tensor running_var, double momentum, double eps) {
+  LOWBIT_CHECK(x.dim() == 2 || x.dim() == 4, "sync_batch_norm: expected input [N, C] or [N, C, H, W], got ",
+               shape_str(x.shape()));
+  const int64_t C = x.size(1);
+  for (const Variable* p : {&gamma, &beta})
+    LOWBIT_CHECK(!p->defined() || (p->shape() == Shape{C} && p->dtype() == x.dtype()),
+                 "sync_batch_norm: affine parameter ", p->defined() ? shape_str(p->shape()) : "", " for ", C,
+                 " channels");
+  for (const Tensor* t : {&running_mean, &running_var})
+    LOWBIT_CHECK(!t->defined() || (t->shape() == Shape{C} && t->dtype() == x.dtype() && t->is_contiguous()),
+                 "sync_batch_norm: running statistic of shape ", t->defined() ? shape_str(t->shape()) : "", " for ", C,
+                 " channels");
+  double rows = double(x.numel() / C);
+  dist::allreduce_sum(&rows, 1);  // the global batch's values per channel
+  LOWBIT_CHECK(rows > 1, "sync_batch_norm: training needs more than one value per channel, got ", rows);
+  const auto dims = stat_dims(x.dim());
+  const Shape cs = channel_shape(x.dim(), C);
+  const Variable mu = mul(all_reduce_sum(sum(x, dims, true)), 1.0 / rows);
+  const Variable centered = sub(x, mu);
+  const Variable var = mul(all_reduce_sum(sum(mul(centered, centered), dims, true)), 1.0 / rows);  // biased
+  Variable y = mul(centered, pow(add(var, eps), -0.5));
+  if (gamma.defined()) y = mul(y, reshape(gamma, cs));
+  if (beta.defined()) y = add(y, reshape(beta, cs));
+  if (running_mean.defined() && running_var.defined()) {
+    const Tensor m = mu.data().contiguous().reshape({C});
+    const Tensor v_unbiased = math::mul(var.data().contiguous().reshape({C}), rows / (rows - 1));
+    LOWBIT_DISPATCH_FLOAT(x.dtype(), "sync_batch_norm", [&] {
+      kernels::batchnorm_update_running_stats(C, momentum, m.data<scalar_t>(), v_unbiased.data<scalar_t>(),
+                                              running_mean.data<scalar_t>(), running_var.data<scalar_t>());
+    });
+  }
+  return y;
 }
 
 Variable batch_norm_relu(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,

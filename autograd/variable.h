@@ -46,6 +46,13 @@ class Variable {
 
   void backward(const Variable& gradient = Variable(), bool retain_graph = false, bool create_graph = false) const;
 
+  // Leaves only: backward() calls `hook` once per pass that reaches this leaf, as soon as the leaf's
+  // gradient is final (every node using the leaf has run) and stored in grad(), while the rest of the
+  // graph is still being differentiated; on backward()'s thread. grad() (the functional form) never
+  // calls it. The data-parallel fit loop starts each gradient bucket's all-reduce from it. An empty
+  // function removes the hook.
+  void set_grad_ready_hook(std::function<void()> hook);
+
   Variable detach() const;  // same data, no graph
 
   // Shape passthroughs.
@@ -91,6 +98,7 @@ struct VariableImpl {
   std::shared_ptr<Node> grad_fn;
   std::shared_ptr<VariableImpl> grad;
   std::string name;
+  std::function<void()> grad_ready_hook;  // Variable::set_grad_ready_hook
 };
 
 // Grad mode: thread-local switch consulted by every op.

@@ -111,7 +111,13 @@ std::vector<OptionSpec> train_option_specs() {
       {"on-nonfinite", "stop",
        "a non-finite loss or gradient: stop (naming where; the last checkpoint is kept) | skip-step"},
       {"quiet", "", "no per-batch progress", true},
-      {"bucket-mb", "4", "data-parallel runs (mpirun): gradients are all-reduced in buckets of this many MB"},
+      {"bucket-mb", "4",
+       "data-parallel runs (mpirun): gradients are all-reduced in buckets of this many MB, each started during "
+       "backward once its gradients are final"},
+      {"sync-bn", "",
+       "data-parallel runs: batch-norm statistics over the global batch (synchronized, composed ops) instead of "
+       "each rank's share",
+       true},
   };
   for (auto& q : quant_option_specs()) s.push_back(q);
   return s;
@@ -169,6 +175,7 @@ train::FitOptions fit_options(const Options& opts, const std::string& resume_pat
   fo.verbose = opts.flag("quiet") ? 1 : 2;
   LOWBIT_CHECK(opts.real("bucket-mb") > 0, "--bucket-mb must be > 0");
   fo.bucket_bytes = static_cast<int64_t>(opts.real("bucket-mb") * 1048576.0);
+  fo.sync_batch_norm = opts.flag("sync-bn");
   return fo;
 }
 

@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include "core/error.h"
 
@@ -100,6 +101,49 @@ void allreduce_sum(double* data, int64_t n) {
   });
 }
 
+struct Request::Impl {
+  std::vector<MPI_Request> pieces;
+};
+
+namespace {
+template <class T>
+std::unique_ptr<Request::Impl> start_iallreduce(T* data, int64_t n, MPI_Datatype type) {
+  if (g_size == 1 || n <= 0) return nullptr;
+  auto impl = std::make_unique<Request::Impl>();
+  in_pieces(n, [&](int64_t at, int count) {
+    MPI_Request q;
+    check(MPI_Iallreduce(MPI_IN_PLACE, data + at, count, type, MPI_SUM, MPI_COMM_WORLD, &q), "MPI_Iallreduce");
+    impl->pieces.push_back(q);
+  });
+  return impl;
+}
+}  // namespace
+
+Request iallreduce_sum(float* data, int64_t n) {
+  Request r;
+  r.impl_ = start_iallreduce(data, n, MPI_FLOAT);
+  return r;
+}
+Request iallreduce_sum(double* data, int64_t n) {
+  Request r;
+  r.impl_ = start_iallreduce(data, n, MPI_DOUBLE);
+  return r;
+}
+
+void wait(Request& r) {
+  if (!r.impl_) return;
+  check(MPI_Waitall(int(r.impl_->pieces.size()), r.impl_->pieces.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+  r.impl_.reset();
+}
+
+bool test(Request& r) {
+  if (!r.impl_) return true;
+  int done = 0;
+  check(MPI_Testall(int(r.impl_->pieces.size()), r.impl_->pieces.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall");
+  if (done) r.impl_.reset();
+  return done != 0;
+}
+
 void broadcast(void* data, int64_t bytes, int root) {
   if (g_size == 1 || bytes <= 0) return;
   auto* p = static_cast<char*>(data);
@@ -128,6 +172,11 @@ int rank() { return 0; }
 int size() { return 1; }
 void allreduce_sum(float*, int64_t) {}
 void allreduce_sum(double*, int64_t) {}
+struct Request::Impl {};
+Request iallreduce_sum(float*, int64_t) { return Request(); }
+Request iallreduce_sum(double*, int64_t) { return Request(); }
+void wait(Request&) {}
+bool test(Request&) { return true; }
 void broadcast(void*, int64_t, int) {}
 void barrier() {}
 void abort(int code) {
@@ -137,5 +186,24 @@ void abort(int code) {
 }
 
 #endif
+
+Request::Request() = default;
+Request::Request(Request&&) noexcept = default;
+Request& Request::operator=(Request&& o) noexcept {
+  if (this != &o) {
+    if (pending()) wait(*this);
+    impl_ = std::move(o.impl_);
+  }
+  return *this;
+}
+Request::~Request() {
+  if (pending()) {
+    try {
+      wait(*this);
+    } catch (...) {  // a failed MPI call in a destructor: nothing left to report it to
+    }
+  }
+}
+bool Request::pending() const { return impl_ != nullptr; }
 
 }  // namespace lowbit::dist

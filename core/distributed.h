@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 namespace lowbit::dist {
 
@@ -36,6 +37,31 @@ int local_size();
 // Element-wise sums over every rank, in place.
 void allreduce_sum(float* data, int64_t n);
 void allreduce_sum(double* data, int64_t n);
+// Non-blocking element-wise sums (MPI_Iallreduce), in place: the buffer must stay alive and untouched
+// until the request completes. Start them in the same order on every rank; wait() completes one,
+// test() drives MPI's progress and says whether it has completed. A request destroyed while pending
+// is waited for. Without MPI (or with one rank) a request is complete at once.
+class Request {
+ public:
+  Request();
+  ~Request();
+  Request(Request&&) noexcept;
+  Request& operator=(Request&&) noexcept;
+  bool pending() const;
+  struct Impl;
+
+ private:
+  friend Request iallreduce_sum(float*, int64_t);
+  friend Request iallreduce_sum(double*, int64_t);
+  friend void wait(Request&);
+  friend bool test(Request&);
+  std::unique_ptr<Impl> impl_;
+};
+Request iallreduce_sum(float* data, int64_t n);
+Request iallreduce_sum(double* data, int64_t n);
+void wait(Request& request);
+bool test(Request& request);
+
 // Rank `root`'s bytes to every rank, in place.
 void broadcast(void* data, int64_t bytes, int root = 0);
 void barrier();

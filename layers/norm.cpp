@@ -48,6 +48,10 @@ Variable BatchNormBase::normalize(const Variable& x, bool relu) {
   if (use_batch_stats)
     LOWBIT_CHECK(x.numel() / c_ > 1, type_name(),
                  "::forward: batch statistics need more than one value per channel, got ", shape_str(x.shape()));
+  if (sync_ && is_training()) {
+    const Variable y = sync_batch_norm(x, gamma, beta, rm, rv, opt_.momentum, opt_.eps);
+    return relu ? lowbit::relu(y) : y;
+  }
   if (relu) return batch_norm_relu(x, gamma, beta, rm, rv, use_batch_stats, opt_.momentum, opt_.eps);
   return batch_norm(x, gamma, beta, rm, rv, use_batch_stats, opt_.momentum, opt_.eps);
 }
@@ -57,6 +61,13 @@ Variable BatchNormBase::forward_with_relu(const Variable& x, Module& relu) {
                relu.type_name());
   if (output_hook()) return relu((*this)(x));
   return relu.apply_output_hook(restore_shape(normalize(check_input(x), true)));
+}
+
+int64_t set_sync_batch_norm(Module& model, bool on) {
+  int64_t n = 0;
+  for (auto& [name, m] : model.named_modules())
+    if (auto* bn = dynamic_cast<BatchNormBase*>(m.get())) bn->set_sync(on), ++n;
+  return n;
 }
 
 std::string BatchNormBase::extra_repr() const {

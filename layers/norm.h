@@ -39,6 +39,11 @@ class BatchNormBase : public Module {
   // Containers and blocks call this for BatchNorm -> ReLU pairs.
   Variable forward_with_relu(const Variable& x, Module& relu);
 
+  // Synchronized batch norm (data parallelism): in training, statistics over every rank's share of the
+  // batch (sync_batch_norm, composed, unfused); off by default. The fit loop sets it (--sync-bn).
+  void set_sync(bool on) { sync_ = on; }
+  bool sync() const { return sync_; }
+
  protected:
   // Checks x (dims of the concrete layer) and returns it as the [N, C, ...] input of batch_norm.
   virtual Variable check_input(const Variable& x) const = 0;
@@ -49,7 +54,11 @@ class BatchNormBase : public Module {
  private:
   int64_t c_;
   BatchNormOptions opt_;
+  bool sync_ = false;
 };
+
+// Every BatchNorm of `model` synchronized or not (BatchNormBase::set_sync); returns how many there are.
+int64_t set_sync_batch_norm(Module& model, bool on);
 
 class BatchNorm1d : public BatchNormBase {
  public:

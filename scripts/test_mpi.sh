@@ -10,7 +10,13 @@
 #       and beta, 1e-4 for the optimizer's momentum buffers;
 #   (3) an uneven split: batch 63 over 2 ranks (31 + 32 images, last batch 55), against one process;
 #   (4) resume on 2 ranks: stopped after 7 batches and resumed equals the straight 2-rank run bit for
-#       bit, for WaveQ LeNet-5 and for a batch-norm ResNet-20 (per-rank statistics in the checkpoint).
+#       bit, for WaveQ LeNet-5 and for a batch-norm ResNet-20 (per-rank statistics in the checkpoint);
+#   (5) small buckets (--bucket-mb 0.01): every bucket's all-reduce starts during backward (metrics.jsonl)
+#       and the run still equals one process within 1e-5;
+#   (6) synchronized batch norm (--sync-bn), ResNet-20 at width 0.25 from its random start, 2 steps of 64:
+#       2 ranks equal one process (also --sync-bn) within 5e-5 (measured: 1.2e-7 after one step, 7.2e-6
+#       after two: this untrained net at lr 0.1 amplifies rounding ~50x a step), while per-rank statistics
+#       differ by more than 1e-3 (measured: 9.0e-3), so the check can tell them apart.
 # Usage: scripts/test_mpi.sh BUILD_DIR [MPIEXEC]
 #        (exit 77 = skipped: no mpirun, no Fashion-MNIST, or a lowbit built without MPI)
 set -euo pipefail
@@ -76,4 +82,28 @@ bn=(--model resnet20 --width 0.25 --limit-train 512 --limit-test 128 --batch 64 
 "${mpi[@]}" "$lowbit" train --out "$work/bnr" --resume > "$work/bnr.log" 2>&1 || { cat "$work/bnr.log"; fail "BN resume"; }
 "$lowbit" compare "$work/bn/checkpoint.ckpt" "$work/bnr/checkpoint.ckpt" ||
   fail "2-rank resume of a batch-norm model is not bit-identical"
-echo "test_mpi: 2 ranks = 1 process within 1e-5; 2-rank resume bit-identical"
+
+# (5) buckets started during backward
+"${mpi[@]}" "$lowbit" train "${common[@]}" --bucket-mb 0.01 --out "$work/small" > "$work/small.log" 2>&1 ||
+  { cat "$work/small.log"; fail "2-rank run with small buckets"; }
+"$lowbit" compare "$work/one/checkpoint.ckpt" "$work/small/checkpoint.ckpt" model. --tolerance 1e-5 ||
+  fail "small buckets: 2 ranks differ from 1 process"
+grep -q '"buckets": [1-9][0-9]*, "buckets_during_backward": ' "$work/small/metrics.jsonl" || fail "no bucket count"
+awk -F'"buckets": |, "buckets_during_backward": |[,}]' '{ if ($2 < 4 || $2 != $3) bad = 1 } END { exit bad }' \
+  <(grep -o '"buckets": [0-9]*, "buckets_during_backward": [0-9]*' "$work/small/metrics.jsonl") ||
+  { cat "$work/small/metrics.jsonl"; fail "small buckets: not every bucket started during backward"; }
+
+# (6) synchronized batch norm
+sbn=(--model resnet20 --width 0.25 --limit-train 64 --limit-test 64 --batch 64 --epochs 2 --seed 3 --threads 1
+     --quiet)
+"$lowbit" train "${sbn[@]}" --sync-bn --out "$work/s1" > /dev/null
+"${mpi[@]}" "$lowbit" train "${sbn[@]}" --sync-bn --out "$work/s2" > "$work/s2.log" 2>&1 ||
+  { cat "$work/s2.log"; fail "2-rank --sync-bn"; }
+"${mpi[@]}" "$lowbit" train "${sbn[@]}" --out "$work/p2" > /dev/null 2>&1
+"$lowbit" compare "$work/s1/checkpoint.ckpt" "$work/s2/checkpoint.ckpt" model. --tolerance 5e-5 ||
+  fail "--sync-bn: 2 ranks differ from 1 process"
+if "$lowbit" compare "$work/s1/checkpoint.ckpt" "$work/p2/checkpoint.ckpt" model. --tolerance 1e-3 > /dev/null; then
+  fail "per-rank batch norm is as close to one process as --sync-bn: the check cannot tell them apart"
+fi
+echo "test_mpi: 2 ranks = 1 process within 1e-5 (also with buckets started during backward), 5e-5 with --sync-bn;"
+echo "2-rank resume bit-identical"

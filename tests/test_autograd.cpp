@@ -2,6 +2,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "autograd/ops.h"
 #include "core/math.h"
@@ -105,6 +107,41 @@ TEST_CASE("gradient-norm penalty trains through the gradient (create_graph via b
   Variable penalty = sum(abs(gx));
   penalty.backward();
   CHECK(w.grad().data().to_vector() == std::vector<double>{1, -1, 1});
+}
+
+TEST_CASE("grad-ready hooks: once per leaf and pass, as soon as its gradient is final") {
+  Variable w1 = scalar_var(2), w2 = scalar_var(3);
+  const Variable x = scalar_var(5, false);
+  std::vector<std::string> order;
+  std::vector<double> at_hook;
+  bool w1_had_grad_when_w2_fired = true;
+  w1.set_grad_ready_hook([&] {
+    order.push_back("w1");
+    at_hook.push_back(w1.grad().item());
+  });
+  w2.set_grad_ready_hook([&] {
+    order.push_back("w2");
+    at_hook.push_back(w2.grad().item());
+    w1_had_grad_when_w2_fired = w1.grad().defined();
+  });
+  // y = (w1 x) w2 + w2: w2 is used twice (final after both), w1 only by the innermost node.
+  Variable y = (w1 * x) * w2 + w2;
+  y.backward();
+  REQUIRE(order.size() == 2);
+  CHECK(order[0] == "w2");  // the last layer's parameter is final first ...
+  CHECK(order[1] == "w1");
+  CHECK_FALSE(w1_had_grad_when_w2_fired);  // ... while w1's gradient is still to come
+  CHECK(at_hook[0] == 11);                 // dy/dw2 = w1 x + 1, both uses summed
+  CHECK(at_hook[1] == 15);                 // dy/dw1 = x w2
+  ((w1 * x) * w2 + w2).backward();         // a second pass: the hook sees the accumulated gradient
+  REQUIRE(order.size() == 4);
+  CHECK(at_hook[2] == 22);
+  grad({(w1 * w2)}, {w1, w2});  // the functional form calls no hook
+  CHECK(order.size() == 4);
+  w1.set_grad_ready_hook({}), w2.set_grad_ready_hook({});
+  (w1 * w2).backward();
+  CHECK(order.size() == 4);
+  CHECK_THROWS_AS(y.set_grad_ready_hook([] {}), Error);  // not a leaf
 }
 
 TEST_CASE("errors: wrong gradient shape, requires_grad on a non-leaf or an integer tensor") {

@@ -107,6 +107,7 @@ const std::vector<OpCase>& op_table() {
       {"mul_mask", {{4, 3}}, Domain::any,
        [](auto& x) { return mul_mask(x[0], math::gt(x[0].data(), 0.0)); }, true},
       // ---- reductions ----
+      {"all_reduce_sum", {{3, 4}}, Domain::any, [](auto& x) { return all_reduce_sum(x[0]); }, true},
       {"sum_all", {{3, 4}}, Domain::any, [](auto& x) { return sum(x[0]); }, true, {"sum"}},
       {"sum_dims", {{2, 3, 4}}, Domain::any, [](auto& x) { return sum(x[0], {0, 2}); }, true, {"sum"}},
       {"sum_keepdim", {{2, 3, 4}}, Domain::any, [](auto& x) { return sum(x[0], {1}, true); }, true, {"sum"}},
@@ -207,6 +208,11 @@ const std::vector<OpCase>& op_table() {
                                 Tensor::from_list({0.5, 2.0}, {2}, DType::f64), false);
        },
        true, {"batch_norm_relu"}},
+      {"sync_batch_norm_4d", {{3, 2, 3, 3}, {2}, {2}}, Domain::any,
+       [](auto& x) { return sync_batch_norm(x[0], x[1], x[2], Tensor(), Tensor()); }, true, {"sync_batch_norm"}},
+      {"sync_batch_norm_2d_no_affine", {{5, 3}}, Domain::any,
+       [](auto& x) { return sync_batch_norm(x[0], Variable(), Variable(), Tensor(), Tensor()); }, true,
+       {"sync_batch_norm"}},
       {"dropout", {{4, 5}}, Domain::any,
        [](auto& x) {
          Generator gen(11);  // same mask at every evaluation

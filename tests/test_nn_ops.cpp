@@ -162,6 +162,28 @@ TEST_CASE("batch_norm: normalises with batch statistics, updates running average
   CHECK_THROWS_AS(batch_norm(Variable(Tensor::ones({1, 3})), Variable(), Variable(), Tensor(), Tensor(), true), Error);
 }
 
+TEST_CASE("sync_batch_norm in one process equals batch_norm: values, gradients, running statistics") {
+  Generator gen(5);
+  const Tensor x0 =
+      math::add(math::mul(Tensor::randn({6, 3, 5, 5}, gen), 3.0), 2.0).contiguous(MemoryFormat::channels_last);
+  const Tensor dy = Tensor::randn({6, 3, 5, 5}, gen);
+  std::vector<Tensor> grads[2], running[2], outs;
+  for (int sync = 0; sync < 2; ++sync) {
+    Variable x(x0.clone(), true);
+    Variable gamma(Tensor::from_list({1, 2, 0.5}, {3}), true), beta(Tensor::from_list({0, 1, -1}, {3}), true);
+    Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3});
+    Variable y = sync ? sync_batch_norm(x, gamma, beta, rm, rv, 0.1, 1e-5)
+                      : batch_norm(x, gamma, beta, rm, rv, /*training=*/true, 0.1, 1e-5);
+    y.backward(Variable(dy));
+    outs.push_back(y.data());
+    grads[sync] = {x.grad().data(), gamma.grad().data(), beta.grad().data()};
+    running[sync] = {rm, rv};
+  }
+  CHECK(allclose(outs[0], outs[1], 1e-5, 1e-5));
+  for (int i = 0; i < 3; ++i) CHECK(allclose(grads[0][i], grads[1][i], 1e-4, 1e-4));
+  for (int i = 0; i < 2; ++i) CHECK(allclose(running[0][i], running[1][i], 1e-5, 1e-5));
+}
+
 TEST_CASE("dropout: keeps expectation, zeroes about p, identity in eval") {
   Generator gen(4);
   Tensor x = Tensor::ones({100000});

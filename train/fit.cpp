@@ -18,7 +18,9 @@
 #include "core/math.h"
 #include "core/serialize.h"
 #include "layers/dropout.h"
+#include "layers/norm.h"
 #include "optim/clip.h"
+#include "train/grad_reducer.h"
 #include "train/progress.h"
 #include "train/quant_context.h"
 
@@ -165,8 +167,26 @@ std::string first_nonfinite(Module& model, bool gradients) {
 // Runs the step once more without gradients, watching every leaf module's output, and returns the
 // first module (in execution order) whose output is not finite, or "" if none is. Only on the way
 // out of a stopped run: it updates batch-norm statistics like any forward pass.
+// Every BatchNorm synchronized (options.sync_batch_norm) for the scope of fit, as it was after.
+struct SyncBatchNormScope {
+  Module& model;
+  bool on;
+  SyncBatchNormScope(Module& m, bool sync) : model(m), on(sync) {
+    if (on) set_sync_batch_norm(model, true);
+  }
+  ~SyncBatchNormScope() {
+    if (on) set_sync_batch_norm(model, false);
+  }
+};
+
+// The diagnosis forward runs on the failing rank alone: it must call no collective (unsynchronized
+// batch norm, restored after).
 std::string first_nonfinite_output(Module& model, const data::Batch& b, const StepFn& step) {
   std::string first;
+  bool synced = false;
+  for (auto& [name, m] : model.named_modules())
+    if (auto* bn = dynamic_cast<BatchNormBase*>(m.get())) synced = synced || bn->sync();
+  if (synced) set_sync_batch_norm(model, false);
   std::vector<std::pair<Module*, VariableTransform>> saved;
   for (auto& [name, m] : model.named_modules()) {
     if (!m->named_children().empty()) continue;
@@ -185,6 +205,7 @@ std::string first_nonfinite_output(Module& model, const data::Batch& b, const St
   } catch (const std::exception&) {
   }
   for (auto& [m, hook] : saved) m->set_output_hook(hook);
+  if (synced) set_sync_batch_norm(model, true);
   return first;
 }
 
@@ -199,58 +220,6 @@ std::vector<Variable> reduced_parameters(const optim::Optimizer& opt) {
     if (!seen) out.push_back(p);
   }
   return out;
-}
-
-// The weighted all-reduce of the gradients: each rank contributes its gradient (of the mean loss over
-// its share of the batch) times `weight` = its share / the global batch, so the sums are the global
-// batch's mean gradient even when the batch splits unevenly. `ranks_with_grad[i]` (already summed over
-// the ranks): a parameter no rank has a gradient for keeps none (the optimizer skips it, as in one
-// process); one with a gradient on some rank gets zeros from the others. Gradients travel in logical
-// (row-major) order, so a layout that differs between ranks cannot mix elements up.
-template <class T>
-void allreduce_gradients_of(const std::vector<Variable>& params, const std::vector<double>& ranks_with_grad,
-                            double weight, DType dtype, int64_t bucket_bytes) {
-  std::vector<T> bucket;
-  std::vector<size_t> members;
-  // Concatenated gradients, one MPI_Allreduce per bucket of about bucket_bytes.
-  const size_t capacity = std::max<size_t>(1, size_t(bucket_bytes) / sizeof(T));
-  auto flush = [&] {
-    if (members.empty()) return;
-    dist::allreduce_sum(bucket.data(), int64_t(bucket.size()));
-    size_t at = 0;
-    for (size_t i : members) {
-      Variable p = params[i];
-      Tensor g = Tensor::empty(p.data().shape(), dtype);
-      const size_t n = size_t(g.numel());
-      std::memcpy(g.data_ptr(), bucket.data() + at, n * sizeof(T));
-      at += n;
-      p.set_grad(Variable(g));
-    }
-    bucket.clear();
-    members.clear();
-  };
-  const T w = T(weight);
-  for (size_t i = 0; i < params.size(); ++i) {
-    const Variable& p = params[i];
-    if (p.dtype() != dtype || ranks_with_grad[i] == 0) continue;
-    const size_t n = size_t(p.data().numel()), at = bucket.size();
-    bucket.resize(at + n, T(0));
-    const Variable g = p.grad();
-    if (g.defined()) {
-      const Tensor gc = g.data().to(dtype).contiguous();
-      const T* src = gc.data<T>();
-      for (size_t k = 0; k < n; ++k) bucket[at + k] = src[k] * w;
-    }
-    members.push_back(i);
-    if (bucket.size() >= capacity) flush();
-  }
-  flush();
-}
-
-void allreduce_gradients(const std::vector<Variable>& params, const std::vector<double>& ranks_with_grad, double weight,
-                         int64_t bucket_bytes) {
-  allreduce_gradients_of<float>(params, ranks_with_grad, weight, DType::f32, bucket_bytes);
-  allreduce_gradients_of<double>(params, ranks_with_grad, weight, DType::f64, bucket_bytes);
 }
 
 // Floating-point buffers of the model (batch-norm running statistics), by name: each rank's own in
@@ -462,9 +431,14 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
   }
 
   decorrelate_dropout(model);
+  LOWBIT_CHECK(!o.sync_batch_norm || !o.step_sets_gradients,
+               "fit: synchronized batch norm does not combine with step_sets_gradients (DCQ's sections)");
+  SyncBatchNormScope sync_bn(model, o.sync_batch_norm);
   const bool default_eval = !o.evaluate && test;
   ShardScope shards{&train, default_eval ? test : nullptr};
-  const std::vector<Variable> reduced = world > 1 ? reduced_parameters(opt) : std::vector<Variable>{};
+  // The gradients' all-reduce (train/grad_reducer.h): buckets start during backward.
+  std::unique_ptr<GradientReducer> reducer;
+  if (world > 1) reducer = std::make_unique<GradientReducer>(reduced_parameters(opt), o.bucket_bytes);
 
   SigintScope sigint(o.catch_sigint, world > 1);
   auto last_save = std::chrono::steady_clock::now();
@@ -489,6 +463,7 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
     Progress bar(detail::concat("epoch ", pos.epoch + 1, "/", o.epochs), nb, o.verbose >= 2 ? o.progress_every : 0);
     const double seconds_before = pos.seconds;
     double wait_seconds = 0, allreduce_seconds = 0;  // data parallelism (EpochRecord)
+    int64_t buckets_in_backward = 0, buckets_total = 0;
     train.begin_epoch(pos.epoch, pos.batch);
     data::Batch b;
     while (train.next(b)) {
@@ -541,6 +516,8 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
           if (reg.defined()) reg.backward();
         } else {
           opt.zero_grad();
+          // Data parallelism: each rank's gradient of the mean loss over its share, weighted by the share.
+          if (reducer && b.global_size > 0) reducer->start(double(b.labels.numel()) / double(b.global_size));
           total.backward();
         }
         const std::string p = first_nonfinite(model, /*gradients=*/true);
@@ -554,9 +531,21 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       bool interrupted = g_interrupted;
       std::optional<bool> agreed_by_time;  // data parallelism: rank 0's clock decides for every rank
       if (world > 1) {
-        // One small all-reduce settles what the ranks must agree on: a fault on any rank, Ctrl-C, a
-        // checkpoint by time, the batch's sums and which parameters have gradients. Then the gradients.
-        std::vector<double> ctrl(7 + reduced.size(), 0.0);
+        // The gradients first (every rank, every step, whatever happened: the ranks must issue the same
+        // collectives), weighted by the rank's share of the global batch so the sum is its mean gradient.
+        const auto t0 = std::chrono::steady_clock::now();
+        double n_global = double(b.global_size);
+        if (n_global <= 0) {  // a batch that does not know its global size: the ranks' counts summed
+          n_global = double(n_local);
+          dist::allreduce_sum(&n_global, 1);
+        }
+        reducer->finish(double(n_local) / n_global);
+        const auto t1 = std::chrono::steady_clock::now();
+        allreduce_seconds += std::chrono::duration<double>(t1 - t0).count();
+        buckets_in_backward += reducer->started_during_backward(), buckets_total += reducer->num_buckets();
+        // Then one small all-reduce settles what the ranks must agree on: a fault on any rank, Ctrl-C, a
+        // checkpoint by time and the batch's sums.
+        std::vector<double> ctrl(7, 0.0);
         ctrl[0] = fault.empty() ? 0 : 1;
         ctrl[1] = g_interrupted ? 1 : 0;
         ctrl[2] = writer && o.checkpoint_every_seconds > 0 &&
@@ -566,22 +555,13 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
                       : 0;
         ctrl[3] = step_loss_sum, ctrl[4] = double(step_correct), ctrl[5] = double(step_counted);
         ctrl[6] = double(step_seen);
-        for (size_t i = 0; i < reduced.size(); ++i) ctrl[7 + i] = reduced[i].grad().defined() ? 1 : 0;
-        const auto t0 = std::chrono::steady_clock::now();
         dist::allreduce_sum(ctrl.data(), int64_t(ctrl.size()));
-        const auto t1 = std::chrono::steady_clock::now();
-        wait_seconds += std::chrono::duration<double>(t1 - t0).count();
+        wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
         if (ctrl[0] > 0 && fault.empty()) fault = "a non-finite loss or gradient on another rank";
         interrupted = ctrl[1] > 0;
         agreed_by_time = ctrl[2] > 0;
         step_loss_sum = ctrl[3], step_correct = int64_t(ctrl[4]), step_counted = int64_t(ctrl[5]);
         step_seen = int64_t(ctrl[6]);
-        if (fault.empty()) {
-          const int64_t n_global = b.global_size > 0 ? b.global_size : step_seen;
-          allreduce_gradients(reduced, std::vector<double>(ctrl.begin() + 7, ctrl.end()),
-                              double(n_local) / double(n_global), o.bucket_bytes);
-          allreduce_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-        }
       }
       const std::string where =
           detail::concat("epoch ", pos.epoch + 1, ", batch ", pos.batch + 1, " (step ", opt.step_count() + 1, ")");
@@ -681,6 +661,7 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
     r.seconds = pos.seconds;
     r.images_per_sec = pos.seconds > 0 ? double(pos.seen) / pos.seconds : 0;
     r.wait_seconds = wait_seconds, r.allreduce_seconds = allreduce_seconds;
+    r.buckets = buckets_total, r.buckets_during_backward = buckets_in_backward;
     const double gl1_steps = pos.gl1_steps ? double(pos.gl1_steps) : std::nan("");
     r.grad_l1 = pos.gl1_sum / gl1_steps;
     r.grad_l1_weights = pos.gl1_w_sum / gl1_steps;
@@ -694,7 +675,8 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       if (pos.gl1_steps) std::printf("  grad-l1 %.4g", r.grad_l1);
       std::printf("  lr %.4g  %.1fs (%.0f img/s)", r.lr, r.seconds, r.images_per_sec);
       if (world > 1)
-        std::printf("  %d ranks: wait %.2fs, all-reduce %.2fs", world, r.wait_seconds, r.allreduce_seconds);
+        std::printf("  %d ranks: wait %.2fs, all-reduce %.2fs (%lld of %lld buckets started during backward)", world,
+                    r.wait_seconds, r.allreduce_seconds, (long long)r.buckets_during_backward, (long long)r.buckets);
       std::printf("\n");
     }
     if (!metrics_path.empty() && writer) {
@@ -705,7 +687,8 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
          << ", \"seconds\": " << json_number(r.seconds) << ", \"images_per_sec\": " << json_number(r.images_per_sec);
       if (world > 1)
         js << ", \"ranks\": " << world << ", \"wait_seconds\": " << json_number(r.wait_seconds)
-           << ", \"allreduce_seconds\": " << json_number(r.allreduce_seconds);
+           << ", \"allreduce_seconds\": " << json_number(r.allreduce_seconds) << ", \"buckets\": " << r.buckets
+           << ", \"buckets_during_backward\": " << r.buckets_during_backward;
       if (pos.gl1_steps)
         js << ", \"grad_l1\": " << json_number(r.grad_l1) << ", \"grad_l1_weights\": " << json_number(r.grad_l1_weights)
            << ", \"grad_l1_acts\": " << json_number(r.grad_l1_acts);

@@ -41,12 +41,14 @@
 // Data parallelism (docs/distributed.md; core/distributed.h): run under `mpirun -np P`, every rank runs
 // fit on the same model, optimizer and loaders. fit shards the training loader (and the test loader of
 // the default evaluation) so that rank r takes its contiguous part of every global batch, broadcasts
-// rank 0's model at the start, and after each backward all-reduces the gradients of every optimizer
-// group's parameters (weights, WaveQ's beta, learned quantizer steps, ...) in buckets of bucket_bytes, each
-// weighted by the rank's share of the batch, so the update is the global batch's mean gradient. The
+// rank 0's model at the start, and all-reduces the gradients of every optimizer group's parameters
+// (weights, WaveQ's beta, learned quantizer steps, ...) in buckets of bucket_bytes, each started during
+// backward as soon as its gradients are final (train/grad_reducer.h) and weighted by the rank's share of
+// the batch, so the update is the global batch's mean gradient. The
 // loss, accuracy and evaluation sums are reduced over the ranks; batch-norm statistics are per rank,
 // averaged at every epoch's end (and each rank's own are kept in the checkpoint, so --resume with the
-// same P continues exactly). Rank 0 alone prints and writes the run folder. Not with gradient-l1.
+// same P continues exactly), or synchronized over the ranks (options.sync_batch_norm). Rank 0 alone prints and writes
+// the run folder. Not with gradient-l1.
 //
 // Custom losses (a section of a net trained against a teacher, a distillation loss): options.step
 // returns the batch's loss and, optionally, logits for the accuracy column; options.evaluate
@@ -87,9 +89,10 @@ struct EpochRecord {
   double grad_l1 = 0, grad_l1_weights = 0, grad_l1_acts = 0;
   EvalResult test;  // images == 0: not evaluated
   double lr = 0, seconds = 0, images_per_sec = 0;
-  // Data parallelism (this call's steps of the epoch, rank 0's clock): time in the per-step agreement
-  // (it includes waiting for the slowest rank) and in the gradients' all-reduce.
+  // Data parallelism (this call's steps of the epoch, rank 0's clock): time in the per-step agreement and
+  // in finishing the gradients' all-reduce after backward (it includes waiting for the slowest rank).
   double wait_seconds = 0, allreduce_seconds = 0;
+  int64_t buckets = 0, buckets_during_backward = 0;  // all-reduces this epoch; of them, started in backward
 };
 
 enum class NonFinitePolicy { stop, skip_step };
@@ -109,6 +112,10 @@ struct FitOptions {
   bool catch_sigint = false;        // Ctrl-C: save, return interrupted (a second one kills)
   // Data parallelism: gradients are all-reduced in buckets of about this many bytes.
   int64_t bucket_bytes = int64_t{4} << 20;
+  // Synchronized batch norm: in training every BatchNorm normalises with the global batch's statistics
+  // (layers/norm.h sync_batch_norm; composed, slower than the fused kernels); also in one process, where
+  // it equals the default. Not with step_sets_gradients (DCQ's sections run on worker threads).
+  bool sync_batch_norm = false;
   int verbose = 1;              // 0 silent, 1 a line per epoch, 2 also live progress
   int64_t progress_every = 50;  // progress lines when stdout is not a terminal
   StepFn step{};                // default: cross_entropy(model(images), labels)
