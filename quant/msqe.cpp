@@ -127,7 +127,18 @@ std::vector<int> MsqeRegularizer::current_bits() const {
   return b;
 }
 
-Variable MsqeRegularizer::loss(const optim::ParamGroup&, int64_t) {
+double coefficient_cap(int64_t n, double lr) { return std::log(double(n) / (2 * lr)); }
+
+void project_coefficient(Variable& a, const std::vector<Variable>& weights, double lr) {
+  if (lr <= 0 || weights.empty()) return;
+  int64_t n = 0;
+  for (const Variable& w : weights) n += w.numel();
+  const double cap = coefficient_cap(n, lr);
+  if (a.item() > cap) a.mutable_data().fill_(cap);
+}
+
+Variable MsqeRegularizer::loss(const optim::ParamGroup& group, int64_t) {
+  lr_ = group.lr;
   if (weights_.empty()) return Variable();
   return msqe_coefficient_term(msqe_penalty(weights_, deltas_, current_bits()), a_, lambda_);
 }
@@ -137,6 +148,8 @@ double MsqeRegularizer::penalty() const {
   NoGradGuard ng;
   return msqe_penalty(weights_, deltas_, current_bits()).item();
 }
+
+void MsqeRegularizer::project_coefficient() { quant::project_coefficient(a_, weights_, lr_); }
 
 double MsqeRegularizer::alpha() const { return std::exp(a_.item()); }
 

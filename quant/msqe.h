@@ -55,6 +55,18 @@ Variable msqe_penalty(const std::vector<Variable>& weights, const std::vector<Va
 // exp(a) R - λ a: ∂/∂a = α R - λ, ∂/∂R = α. a is a one-element Variable; the result has shape {}.
 Variable msqe_coefficient_term(const Variable& r, const Variable& a, double lambda);
 
+// The learnable coefficient's stability bound (our choice; the spec is silent). The term's curvature on
+// a weight is 2 exp(a) / N (N weights in R), and gradient descent at step lr overshoots once
+// lr 2 exp(a) / N > 1 (and diverges, with momentum, past 2 (1 + momentum)). Since a = log α chases
+// λ / R, which grows without bound as R -> 0, the regularizers project a onto a <= log(N / (2 lr))
+// after every step: the strongest pull that moves a weight to its target in one step without
+// overshoot. (Without it, LeNet-5 partial-L2 at lr 0.01: β swung between 6e-7 and 4e3 within epochs 2-5
+// and the net fell to 11 %.) Returns that bound; lr > 0.
+double coefficient_cap(int64_t n, double lr);
+// a := min(a, coefficient_cap(N, lr)) in place, N the weights' total count (lr <= 0: unchanged). a is a
+// one-element leaf.
+void project_coefficient(Variable& a, const std::vector<Variable>& weights, double lr);
+
 // C's regularizer part, exp(a) R(W; δ) - λ a, as an optimizer-level regularizer (attached to the
 // weights group; δ lives in the "quantizer" group, a in a group of its own, and both receive their
 // gradients through this loss). bits are read from the layers' bit cells at every call.
@@ -69,12 +81,16 @@ class MsqeRegularizer : public optim::Regularizer {
   double alpha() const;
   const Variable& log_alpha() const { return a_; }
   double lambda() const { return lambda_; }
+  // After an optimizer step: a projected onto the stability bound above, at the weights group's lr
+  // of the last loss() call.
+  void project_coefficient();
 
  private:
   std::vector<Variable> weights_, deltas_;
   std::vector<std::shared_ptr<int>> bits_;
   Variable a_;
   double lambda_;
+  double lr_ = 0;  // the weights group's lr at the last loss()
   std::vector<int> current_bits() const;
 };
 

@@ -53,7 +53,8 @@ PartialL2Regularizer::PartialL2Regularizer(std::vector<Variable> weights, std::v
   LOWBIT_CHECK(lambda_ > 0, "--prune-lambda ", lambda_, " must be > 0");
 }
 
-Variable PartialL2Regularizer::loss(const optim::ParamGroup&, int64_t) {
+Variable PartialL2Regularizer::loss(const optim::ParamGroup& group, int64_t) {
+  lr_ = group.lr;
   if (weights_.empty() || stopped_) return Variable();
   return msqe_coefficient_term(partial_l2_penalty(weights_, sparsities_), b_, lambda_);  // β P − λ log β
 }
@@ -63,6 +64,8 @@ double PartialL2Regularizer::penalty() const {
   NoGradGuard ng;
   return partial_l2_penalty(weights_, sparsities_).item();
 }
+
+void PartialL2Regularizer::project_coefficient() { quant::project_coefficient(b_, weights_, lr_); }
 
 double PartialL2Regularizer::beta() const { return std::exp(b_.item()); }
 

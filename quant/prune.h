@@ -40,12 +40,15 @@ class PartialL2Regularizer : public optim::Regularizer {
   const std::vector<double>& sparsities() const { return sparsities_; }
   // Stops the penalty (after the weights are pruned: P is then 0 up to the kept weights' ties).
   void stop() { stopped_ = true; }
+  // After an optimizer step: b projected onto quant/msqe.h's coefficient_cap at the weights group's lr.
+  void project_coefficient();
 
  private:
   std::vector<Variable> weights_;
   std::vector<double> sparsities_;
   Variable b_;
   double lambda_;
+  double lr_ = 0;  // the weights group's lr at the last loss()
   bool stopped_ = false;
 };
 

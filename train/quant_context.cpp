@@ -442,6 +442,8 @@ std::optional<quant::MemorySizes> QuantContext::budget_sizes() const {
 void QuantContext::after_step() {
   if (waveq_ && learn_beta_) waveq_->after_step();
   q_.after_step();
+  if (msqe_) msqe_->project_coefficient();
+  if (prune_) prune_->project_coefficient();
   if (pruned_)  // pruned weights stay zero while training (and quantization) continues (§3.3)
     for (size_t l = 0; l < prune_masks_.size(); ++l) {
       Variable w = prune_->weights()[l];
