@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <string>
 #include <thread>
 
 #include "core/math.h"
@@ -29,7 +30,8 @@ Checkpoint version(int which) {
 }  // namespace
 
 TEST_CASE("a checkpoint killed while being written is the old or the new one, never a broken one") {
-  const auto dir = std::filesystem::temp_directory_path() / "lowbit_test_crash_safety";
+  // Per process: two builds' suites may run at once on one machine.
+  const auto dir = std::filesystem::temp_directory_path() / ("lowbit_test_crash_safety_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   const std::string path = (dir / "checkpoint.ckpt").string();
@@ -48,12 +50,15 @@ TEST_CASE("a checkpoint killed while being written is the old or the new one, ne
       for (int i = 0;; ++i) save_checkpoint(path, i % 2 ? a : b);
       _exit(0);  // not reached
     }
-    // The kill lands a random time after the child starts writing (not after fork: under a
-    // sanitizer on a loaded machine building the two 4 MB checkpoints can outlast any fixed delay).
+    // The kill lands a random time after the child is seen writing (not after fork or a fixed delay:
+    // under a sanitizer or on a loaded machine the child may not run for tens of milliseconds).
     char go = 0;
     REQUIRE(read(ready[0], &go, 1) == 1);
     close(ready[0]), close(ready[1]);
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 30000));
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!std::filesystem::exists(path + ".tmp") && std::chrono::steady_clock::now() < give_up)
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 5000));
     kill(child, SIGKILL);
     int status = 0;
     waitpid(child, &status, 0);

@@ -2,6 +2,7 @@
 // in its error), export of a trained quantized model and the integer engine against the simulated
 // quantized model it was exported from, and the engine's fast path against its `_ref` path.
 #include <doctest/doctest.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -118,7 +119,7 @@ TEST_CASE("weights are bit-packed below 8 bits and unpacked exactly, for every w
 
 TEST_CASE(".lbq round trip: every field back, and the file written atomically") {
   const Model m = fixtures::chain_model();
-  const auto dir = std::filesystem::temp_directory_path() / "lowbit_test_deploy";
+  const auto dir = std::filesystem::temp_directory_path() / ("lowbit_test_deploy_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const std::string path = (dir / "tiny.lbq").string();
   save_model(path, m);
@@ -143,6 +144,7 @@ TEST_CASE(".lbq round trip: every field back, and the file written atomically") 
   }
   CHECK(serialize_model(r) == serialize_model(m));
   CHECK(r.classes() == 4);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("a corrupt or truncated .lbq file is refused with an error naming the file and the defect") {
