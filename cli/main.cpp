@@ -510,21 +510,25 @@ int run_eval(int argc, char** argv) {
 // `lowbit export --entropy-code`'s account (spec methods.md §3.4): per layer, then both ratios.
 void print_entropy_account(const deploy::EntropyAccount& a, int64_t file_bytes, int64_t packed_file_bytes,
                            int64_t fp32_bytes) {
-  std::printf("\nentropy coding (Huffman per layer, zeros an ordinary symbol; docs/format.md)\n");
-  std::printf("%-24s %10s %5s %9s %8s %10s %10s %8s  %s\n", "layer", "weights", "bits", "sparsity", "symbols",
-              "packed B", "coded B", "bits/w", "stored");
+  std::printf(
+      "\nentropy coding (per layer the smallest of packed, Huffman (zeros an ordinary symbol) and Huffman with zero "
+      "runs; docs/format.md)\n");
+  std::printf("%-24s %10s %5s %9s %8s %10s %10s %10s %8s  %s\n", "layer", "weights", "bits", "sparsity", "symbols",
+              "packed B", "huffman B", "rle B", "bits/w", "stored");
   for (const auto& l : a.layers)
-    std::printf("%-24s %10lld %5d %9.4f %8lld %10lld %10lld %8.3f  %s\n", l.name.c_str(), (long long)l.weights, l.bits,
-                double(l.zeros) / double(l.weights), (long long)l.symbols, (long long)l.packed_bytes,
-                (long long)l.huffman_bytes, double(l.stream_bits) / double(l.weights), deploy::storage_name(l.storage));
+    std::printf("%-24s %10lld %5d %9.4f %8lld %10lld %10lld %10s %8.3f  %s\n", l.name.c_str(), (long long)l.weights,
+                l.bits, double(l.zeros) / double(l.weights), (long long)l.symbols, (long long)l.packed_bytes,
+                (long long)l.huffman_bytes, l.rle_bytes >= 0 ? std::to_string(l.rle_bytes).c_str() : "-",
+                l.stored_bits_per_weight(), deploy::storage_name(l.storage));
   std::printf("file: %lld bytes coded, %lld bytes packed (%.3f of the packed file)\n", (long long)file_bytes,
               (long long)packed_file_bytes, double(file_bytes) / double(packed_file_bytes));
   std::printf("compression ratio (file bytes): FP32 parameters %lld bytes / file %lld bytes = %.2fx\n",
               (long long)fp32_bytes, (long long)file_bytes, double(fp32_bytes) / double(file_bytes));
   std::printf(
       "compression ratio (spec formula): 32 N / sum_l (coded bits + table bits + 32) = 32 * %lld / %lld = %.2fx "
-      "(every layer Huffman-coded; table = 32 + 24 bits per distinct code; N without the low-order pass; "
-      "scales, offsets, biases and the graph not counted)\n",
+      "(each layer in the storage chosen, the smallest: packed bits, no table; Huffman: table 32 + 24 bits per "
+      "symbol; Huffman with zero runs: stream with the runs' extra bits, table 32 + 40 bits per symbol; N without "
+      "the low-order pass; scales, offsets, biases and the graph not counted)\n",
       (long long)a.formula_weights, (long long)a.formula_bits, a.formula_ratio());
 }
 
@@ -536,8 +540,8 @@ int run_export(int argc, char** argv) {
                         "also write the model as a C/C++ header FILE of const arrays (symbol: FILE's stem; "
                         "docs/embedding.md)"},
                        {"entropy-code", "",
-                        "Huffman-code each layer's weight codes where that is smaller (file version 4, "
-                        "docs/format.md); print the compression ratios",
+                        "store each layer's weight codes Huffman-coded, or Huffman-coded with zero runs, where that "
+                        "is smaller (file version 4, docs/format.md); print the compression ratios",
                         true}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;

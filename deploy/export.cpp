@@ -598,6 +598,19 @@ ExportResult export_model(Module& model, const quant::Quantization& q, const Exp
   return res;
 }
 
+int64_t CodedLayer::stored_bytes() const {
+  return storage == WeightStorage::huffman_rle ? rle_bytes
+         : storage == WeightStorage::huffman   ? huffman_bytes
+                                               : packed_bytes;
+}
+
+double CodedLayer::stored_bits_per_weight() const {
+  const int64_t b = storage == WeightStorage::huffman_rle ? rle_stream_bits
+                    : storage == WeightStorage::huffman   ? stream_bits
+                                                          : weights * bits;
+  return double(b) / double(weights);
+}
+
 EntropyAccount entropy_code(Model& m) {
   EntropyAccount a;
   for (Op& op : m.ops) {
@@ -611,10 +624,21 @@ EntropyAccount entropy_code(Model& m) {
     c.symbols = h.symbols, c.stream_bits = h.stream_bits, c.huffman_bytes = h.body_bytes;
     c.packed_bytes = (l.numel() * l.bits + 7) / 8;
     c.low_pass = l.name.size() > 4 && l.name.compare(l.name.size() - 4, 4, ".low") == 0;
-    l.storage = c.huffman_bytes < c.packed_bytes ? WeightStorage::huffman : WeightStorage::packed;
+    // The smallest body (docs/format.md "Compression ratios"); ties keep the simpler storage.
+    l.storage = WeightStorage::packed;
+    c.formula_bits = c.weights * l.bits + 32;
+    if (c.huffman_bytes < c.packed_bytes)
+      l.storage = WeightStorage::huffman, c.formula_bits = h.stream_bits + h.table_bits() + 32;
+    const int64_t zero = zero_field(l.bits, l.coding);
+    if (zero >= 0) {
+      const HuffmanSize r = rle_size(fields, l.bits, uint32_t(zero));
+      c.rle_symbols = r.symbols, c.rle_stream_bits = r.stream_bits, c.rle_bytes = r.body_bytes;
+      if (r.body_bytes < std::min(c.packed_bytes, c.huffman_bytes))
+        l.storage = WeightStorage::huffman_rle, c.formula_bits = r.stream_bits + r.table_bits() + 32;
+    }
     c.storage = l.storage;
     if (!c.low_pass) a.formula_weights += c.weights;
-    a.formula_bits += h.stream_bits + h.table_bits() + 32;
+    a.formula_bits += c.formula_bits;
     a.layers.push_back(c);
   }
   return a;

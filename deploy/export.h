@@ -69,20 +69,26 @@ struct ExportResult {
 ExportResult export_model(Module& model, const quant::Quantization& quantization, const ExportOptions& options);
 
 // Entropy coding of an integer model's weights (spec methods.md §3.4; `lowbit export --entropy-code`).
-// entropy_code(m) sets each weight layer's storage to huffman when its coded body (deploy/entropy.h)
-// is smaller than its packed fields, else leaves it packed, and returns the account per layer and
-// the spec's compression ratio CR = 32 N / sum_l (coded bits_l + table bits_l + 32), zeros coded as
-// an ordinary symbol, with this convention: every weight layer Huffman-coded (whatever the file
-// chose), table bits = the stored table (32 + 24 per distinct field), 32 bits of delta_l per layer;
-// N = the weights of the layers, not counting a low-order pass (`NAME.low`: its weights are extra
-// storage of the first layer, in the denominator only); scales, offsets and the graph not counted.
+// entropy_code(m) sets each weight layer's storage to the smallest body of packed, huffman and
+// huffman_rle (zero runs; only for a coding with a zero weight; ties: the simpler, in that order;
+// deploy/entropy.h), and returns the account per layer and the spec's compression ratio
+// CR = 32 N / sum_l (coded bits_l + table bits_l + 32) with this convention: each layer counted in the
+// storage chosen (packed: bits per weight times weights, no table; huffman: the stream bits, table
+// 32 + 24 per symbol; huffman-rle: the stream bits with the runs' extra bits, table 32 + 40 per
+// symbol), 32 bits of delta_l per layer; N = the weights of the layers, not counting a low-order pass
+// (`NAME.low`: its weights are extra storage of the first layer, in the denominator only); scales,
+// offsets and the graph not counted.
 struct CodedLayer {
   std::string name;
   int64_t weights = 0, zeros = 0;  // zeros: weights whose integer is 0 (the sparsity's numerator)
   int bits = 0;
-  int64_t symbols = 0, stream_bits = 0, packed_bytes = 0, huffman_bytes = 0;
+  int64_t symbols = 0, stream_bits = 0, packed_bytes = 0, huffman_bytes = 0;  // huffman: its symbols and bits
+  int64_t rle_symbols = 0, rle_stream_bits = 0, rle_bytes = -1;               // huffman-rle (-1: not possible)
+  int64_t formula_bits = 0;  // the layer's term of the formula's denominator, in the storage chosen
   bool low_pass = false;
   WeightStorage storage = WeightStorage::packed;
+  int64_t stored_bytes() const;           // the chosen storage's body
+  double stored_bits_per_weight() const;  // the chosen storage's weight bits (stream or packed) per weight
 };
 struct EntropyAccount {
   std::vector<CodedLayer> layers;

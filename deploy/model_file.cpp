@@ -140,6 +140,7 @@ const char* storage_name(WeightStorage s) {
   switch (s) {
     case WeightStorage::packed: return "packed";
     case WeightStorage::huffman: return "huffman";
+    case WeightStorage::huffman_rle: return "huffman-rle";
   }
   return "unknown";
 }
@@ -241,8 +242,11 @@ std::vector<ActShape> validate(const Model& m, const std::string& file) {
                      ": odd coding at 16 bits is beyond the engine's 16-bit weights");
         LOWBIT_CHECK(l.coding != WeightCoding::twos_complement || l.bits >= 2, file, ": ", what,
                      ": two's complement needs >= 2 bits (1 bit: the odd coding, -1/+1)");
-        LOWBIT_CHECK(l.storage == WeightStorage::packed || l.storage == WeightStorage::huffman, file, ": ", what,
-                     ": unknown weight storage ", int(l.storage));
+        LOWBIT_CHECK(l.storage == WeightStorage::packed || l.storage == WeightStorage::huffman ||
+                         l.storage == WeightStorage::huffman_rle,
+                     file, ": ", what, ": unknown weight storage ", int(l.storage));
+        LOWBIT_CHECK(l.storage != WeightStorage::huffman_rle || zero_field(l.bits, l.coding) >= 0, file, ": ", what,
+                     ": huffman-rle storage needs a coding with a zero weight (the odd coding has none)");
         LOWBIT_CHECK(l.out_qmax >= 0 && l.out_qmax <= 255, file, ": ", what, ": out_qmax ", l.out_qmax,
                      " is outside [0, 255]");
         LOWBIT_CHECK(!after_sum || l.out_qmax == 0, file, ": ", what,
@@ -412,6 +416,8 @@ int16_t field_weight(uint32_t u, int32_t bits, WeightCoding coding) {
   return int16_t(coding == WeightCoding::odd ? 2 * v - full : (v >= (1 << (bits - 1)) ? v - (1 << bits) : v));
 }
 
+int64_t zero_field(int32_t, WeightCoding coding) { return coding == WeightCoding::twos_complement ? 0 : -1; }
+
 std::vector<uint32_t> weight_fields(const WeightOp& l) {
   LOWBIT_CHECK(l.bits >= 1 && l.bits <= 16, "weight_fields: bits ", l.bits, " is outside [1, 16]");
   const uint32_t mask = (1u << l.bits) - 1;
@@ -480,7 +486,9 @@ std::string serialize_model(const Model& m, uint32_t version) {
         b.f64s(l.offset);
         if (version >= 4) b.pod(uint8_t(l.storage));
         const std::string stored = l.storage == WeightStorage::huffman ? huffman_encode(weight_fields(l), l.bits)
-                                                                       : pack_weights(l.weights, l.bits, l.coding);
+                                   : l.storage == WeightStorage::huffman_rle
+                                       ? rle_encode(weight_fields(l), l.bits, uint32_t(zero_field(l.bits, l.coding)))
+                                       : pack_weights(l.weights, l.bits, l.coding);
         b.pod(uint64_t(stored.size()));
         b.b += stored;
         break;
@@ -620,15 +628,21 @@ Model parse_model(std::string_view data, const std::string& file) {
                      ")");
         if (version >= 4) {
           const uint8_t storage = b.pod<uint8_t>("weight storage");
-          LOWBIT_CHECK(storage <= 1, file, ": ", b.what, ": unknown weight storage ", int(storage),
-                       " (0 packed, 1 huffman)");
+          LOWBIT_CHECK(storage <= 2, file, ": ", b.what, ": unknown weight storage ", int(storage),
+                       " (0 packed, 1 huffman, 2 huffman-rle)");
           l.storage = WeightStorage(storage);
         }
-        if (l.storage == WeightStorage::huffman) {
+        const int64_t zero = zero_field(l.bits, l.coding);
+        LOWBIT_CHECK(l.storage != WeightStorage::huffman_rle || zero >= 0, file, ": ", b.what,
+                     ": huffman-rle weights need a coding with a zero weight (coding ", int(l.coding), " has none)");
+        if (l.storage != WeightStorage::packed) {
           const uint64_t coded = b.pod<uint64_t>("coded size");
-          b.need(coded, "huffman-coded weights");
+          b.need(coded, "coded weights");
+          const std::string what = detail::concat(file, ": ", b.what);
           const std::vector<uint32_t> u =
-              huffman_decode(b.d.substr(b.pos, coded), l.numel(), l.bits, detail::concat(file, ": ", b.what));
+              l.storage == WeightStorage::huffman
+                  ? huffman_decode(b.d.substr(b.pos, coded), l.numel(), l.bits, what)
+                  : rle_decode(b.d.substr(b.pos, coded), l.numel(), l.bits, uint32_t(zero), what);
           l.weights.resize(u.size());
           for (size_t j = 0; j < u.size(); ++j) l.weights[j] = field_weight(u[j], l.bits, l.coding);
           b.pos += coded;

@@ -35,8 +35,8 @@
 //
 //   save_model(path, m) validates m, then writes the file atomically (core/serialize.h's
 //   write_file_atomic): version 2 when no op has signed output (version-2 readers read it), else 3
-//   (conv/linear bodies gain the out_signed byte), 4 when a layer has storage huffman (its weights
-//   Huffman-coded, deploy/entropy.h; bodies gain a storage byte). load_model(path) /
+//   (conv/linear bodies gain the out_signed byte), 4 when a layer has storage huffman or huffman_rle
+//   (its weights Huffman-coded, deploy/entropy.h; bodies gain a storage byte). load_model(path) /
 //   parse_model(bytes, name) read versions 2 to 4 (the same decoded weights whatever the storage;
 //   each layer's storage recorded) and check the magic, version, size
 //   and CRC-32 (zlib) of the payload and every record (sizes, op parameters and their ranges, the
@@ -56,8 +56,8 @@ namespace lowbit::deploy {
 
 inline constexpr char kModelMagic[8] = {'L', 'O', 'W', 'B', 'I', 'T', 'Q', 'M'};
 // 1: the chain of the first slice (no src, groups, residuals; not read); 2: no signed codes; 3: conv and
-// linear bodies carry out_signed; 4: and a weight storage byte (packed or Huffman-coded, spec
-// methods.md §3.4). The writer writes the lowest version that holds the model.
+// linear bodies carry out_signed; 4: and a weight storage byte (packed, Huffman-coded or zero
+// run-length + Huffman-coded, spec methods.md §3.4). The writer writes the lowest version that holds the model.
 inline constexpr uint32_t kModelVersion = 4;
 inline constexpr uint32_t kModelMinVersion = 2;
 
@@ -83,6 +83,9 @@ enum class WeightCoding : uint8_t {
 enum class WeightStorage : uint8_t {
   packed = 0,   // fixed-width fields, LSB first (pack_weights)
   huffman = 1,  // canonical Huffman code of the fields (deploy/entropy.h, docs/format.md)
+  // zero run-length + canonical Huffman (deploy/entropy.h rle_encode, docs/format.md "Run-length
+  // Huffman-coded weights"): runs of the zero field as symbols; needs a coding with a zero weight.
+  huffman_rle = 2,
 };
 const char* storage_name(WeightStorage s);
 
@@ -108,7 +111,7 @@ struct WeightOp {
   WeightCoding coding = WeightCoding::twos_complement;
   int32_t out_qmax = 255;   // > 0: requantize to codes 0..out_qmax; 0: int32 out (then dequantize)
   bool out_signed = false;  // codes 128 + round(clip(y, -1, 1) out_qmax), out_qmax <= 127 (file v3)
-  WeightStorage storage = WeightStorage::packed;  // how the file stores the weights (huffman: file v4)
+  WeightStorage storage = WeightStorage::packed;  // how the file stores the weights (not packed: file v4)
   std::vector<double> scale, offset;              // [K] per output channel (requant: y = scale acc + offset)
   std::vector<int16_t> weights;                   // [K][R][S][C] (conv) or [K][C] (linear), decoded
   bool wide() const;                              // a weight outside int8: two int8 passes
@@ -185,5 +188,8 @@ std::vector<int16_t> unpack_weights(std::string_view packed, int64_t count, int3
 // The k-bit fields u of a layer's weights (what pack_weights packs and Huffman codes), and back.
 std::vector<uint32_t> weight_fields(const WeightOp& l);
 int16_t field_weight(uint32_t u, int32_t bits, WeightCoding coding);
+// The field that decodes to the weight 0 (the one storage huffman_rle codes as runs): 0 in two's
+// complement; -1 in the odd coding, which has no 0.
+int64_t zero_field(int32_t bits, WeightCoding coding);
 
 }  // namespace lowbit::deploy

@@ -261,48 +261,295 @@ TEST_CASE(".lbq version 4: a corrupt Huffman body behind a valid checksum names 
   };
   const std::string e1 = error_of([&] { parse_model(with_edit(at, 0), "m.lbq"); });
   CHECK_MESSAGE(e1.find("m.lbq: op 1 (conv) 'c': huffman weights: table size 0") == 0, e1);
-  const std::string e2 = error_of([&] { parse_model(with_edit(at - 9, 2), "m.lbq"); });
-  CHECK(e2.find("unknown weight storage 2") != std::string::npos);
+  const std::string e2 = error_of([&] { parse_model(with_edit(at - 9, 3), "m.lbq"); });
+  CHECK(e2.find("unknown weight storage 3 (0 packed, 1 huffman, 2 huffman-rle)") != std::string::npos);
+  // Storage 2 on this odd-coded layer (no zero weight): refused, naming the layer.
+  const std::string e3 = error_of([&] { parse_model(with_edit(at - 9, 2), "m.lbq"); });
+  CHECK_MESSAGE(e3.find("m.lbq: op 1 (conv) 'c': huffman-rle weights need a coding with a zero weight") == 0, e3);
 }
 
-TEST_CASE("entropy_code: per-layer storage (the smaller), sparsity and the spec formula's terms") {
+TEST_CASE("entropy_code: per-layer storage (the smallest of three), sparsity and the spec formula's terms") {
   Model m = fixtures::graph_model();
   // A pruned-like layer: mostly zero weights (two's complement, 4 bits) codes far below 4 bits each.
   WeightOp* sparse = nullptr;
   for (Op& op : m.ops)
-    if ((op.kind == OpKind::conv || op.kind == OpKind::linear) && !sparse && op.layer.numel() >= 64 &&
-        op.layer.coding == WeightCoding::twos_complement && op.layer.bits >= 4 && op.layer.out_qmax > 0)
-      sparse = &op.layer;
+    if ((op.kind == OpKind::conv || op.kind == OpKind::linear) && op.layer.numel() >= 64 &&
+        op.layer.coding == WeightCoding::twos_complement && op.layer.bits >= 4 &&
+        (!sparse || op.layer.numel() > sparse->numel()))
+      sparse = &op.layer;  // the largest: the run-length table's 5-byte entries pay off
   REQUIRE(sparse != nullptr);
-  for (size_t j = 0; j < sparse->weights.size(); ++j) sparse->weights[j] = int16_t(j % 8 == 0 ? 1 : 0);
+  for (size_t j = 0; j < sparse->weights.size(); ++j) sparse->weights[j] = int16_t(j % 32 == 0 ? 1 : 0);
   sparse->name += ".low";  // counted as a low-order pass: out of N, in the denominator
+  MESSAGE("sparse layer: ", sparse->numel(), " weights");
   const EntropyAccount a = entropy_code(m);
   int64_t n = 0, denominator = 0;
   size_t k = 0;
+  std::vector<WeightStorage> chosen;
   for (const Op& op : m.ops) {
     if (op.kind != OpKind::conv && op.kind != OpKind::linear) continue;
     REQUIRE(k < a.layers.size());
     const CodedLayer& c = a.layers[k++];
-    const HuffmanSize h = huffman_size(weight_fields(op.layer), op.layer.bits);
+    const std::vector<uint32_t> u = weight_fields(op.layer);
+    const HuffmanSize h = huffman_size(u, op.layer.bits);
+    const int64_t packed = (op.layer.numel() * op.layer.bits + 7) / 8;
+    const bool has_zero = op.layer.coding == WeightCoding::twos_complement;
+    const HuffmanSize r = has_zero ? rle_size(u, op.layer.bits, 0) : HuffmanSize{};
     CHECK(c.name == op.layer.name);
     CHECK(c.huffman_bytes == h.body_bytes);
-    CHECK(c.packed_bytes == (op.layer.numel() * op.layer.bits + 7) / 8);
+    CHECK(c.packed_bytes == packed);
+    CHECK(c.rle_bytes == (has_zero ? r.body_bytes : -1));
     CHECK(c.zeros == std::count(op.layer.weights.begin(), op.layer.weights.end(), int16_t(0)));
-    CHECK(op.layer.storage == (h.body_bytes < c.packed_bytes ? WeightStorage::huffman : WeightStorage::packed));
+    // The smallest body; ties: packed, then huffman.
+    int64_t best = packed, bits = op.layer.numel() * op.layer.bits;
+    WeightStorage expect = WeightStorage::packed;
+    if (h.body_bytes < best)
+      best = h.body_bytes, bits = h.stream_bits + 32 + 24 * h.symbols, expect = WeightStorage::huffman;
+    if (has_zero && r.body_bytes < best)
+      best = r.body_bytes, bits = r.stream_bits + 32 + 40 * r.symbols, expect = WeightStorage::huffman_rle;
+    CHECK(op.layer.storage == expect);
+    CHECK(c.storage == expect);
+    CHECK(c.stored_bytes() == best);
+    chosen.push_back(expect);
     if (&op.layer == sparse) {
       CHECK(c.low_pass);
-      CHECK(c.zeros == sparse->numel() - (sparse->numel() + 7) / 8);
-      CHECK(op.layer.storage == WeightStorage::huffman);
+      CHECK(c.zeros == sparse->numel() - (sparse->numel() + 31) / 32);
+      CHECK(op.layer.storage == WeightStorage::huffman_rle);  // 1 then a run of 31: 6 bits per 32 weights
+      CHECK(c.stored_bits_per_weight() < 0.25);
     } else {
       n += op.layer.numel();
     }
-    denominator += h.stream_bits + 32 + 24 * h.symbols + 32;
+    denominator += bits + 32;
   }
   CHECK(k == a.layers.size());
+  CHECK(std::count(chosen.begin(), chosen.end(), WeightStorage::packed) +
+            std::count(chosen.begin(), chosen.end(), WeightStorage::huffman) >=
+        1);  // the random layers are not all run-length coded
   CHECK(a.formula_weights == n);
   CHECK(a.formula_bits == denominator);
   CHECK(a.formula_ratio() == doctest::Approx(32.0 * double(n) / double(denominator)));
-  // The model as coded still reads back to the same weights.
+  // The model as coded still reads back to the same weights, and the storage chosen.
   const Model r = parse_model(serialize_model(m), "m.lbq");
-  for (size_t i = 0; i < m.ops.size(); ++i) CHECK(r.ops[i].layer.weights == m.ops[i].layer.weights);
+  for (size_t i = 0; i < m.ops.size(); ++i) {
+    CHECK(r.ops[i].layer.weights == m.ops[i].layer.weights);
+    CHECK(r.ops[i].layer.storage == m.ops[i].layer.storage);
+  }
+}
+
+// ---- zero run-length + Huffman (storage 2, docs/format.md "Run-length Huffman-coded weights") ----
+namespace {
+
+std::vector<uint32_t> rle_round_trip(const std::vector<uint32_t>& u, int bits, uint32_t zero) {
+  const std::string body = rle_encode(u, bits, zero);
+  const HuffmanSize s = rle_size(u, bits, zero);
+  CHECK(int64_t(body.size()) == s.body_bytes);  // the size helper = the encoder's byte count
+  CHECK(s.body_bytes == 4 + 5 * s.symbols + (s.stream_bits + 7) / 8);
+  CHECK(s.table_bits() == 32 + 40 * s.symbols);
+  uint32_t n = 0;
+  std::memcpy(&n, body.data(), 4);
+  CHECK(n == s.symbols);
+  return rle_decode(body, int64_t(u.size()), bits, zero, "test");
+}
+
+// count fields of `bits` bits, each zero with probability `sparsity`, else a random nonzero field.
+std::vector<uint32_t> sparse_fields(int64_t count, int bits, double sparsity, uint32_t zero, Generator& gen) {
+  std::vector<uint32_t> u(static_cast<size_t>(count), zero);
+  const uint32_t values = uint32_t(1) << bits;
+  for (auto& x : u)
+    if (gen.uniform() >= sparsity)
+      while ((x = uint32_t(gen.next_u64() % values)) == zero) {
+      }
+  return u;
+}
+
+}  // namespace
+
+TEST_CASE("huffman-rle: a hand-computed body, byte for byte") {
+  // 2-bit fields, zero field 0: 0 0 0 | 1 | 0 | 3 3 | 0 0 0 0 0 -> symbols RUN_1 (+1 extra bit: 3 = 2 + 1),
+  // 1, RUN_0, 3, 3, RUN_2 (+2 bits: 5 = 4 + 1); RUN_j = 4 + j. Counts: 3 twice, the others once.
+  // Huffman (ties by leaf order 1, 3, 4, 5, 6): depths 3, 2, 3, 2, 2 -> lengths handed out by frequency:
+  // 3 -> 2, 1 -> 2, 4 -> 2, 5 -> 3, 6 -> 3. Canonical: 1 = 00, 3 = 01, 4 = 10, 5 = 110, 6 = 111.
+  // Stream: 110 1 | 00 | 10 | 01 | 01 | 111 01 = 11010010 01011110 1(0000000).
+  const std::vector<uint32_t> u = {0, 0, 0, 1, 0, 3, 3, 0, 0, 0, 0, 0};
+  const std::string expect = std::string("\x05\x00\x00\x00", 4) +      // 5 symbols
+                             std::string("\x01\x00\x00\x00\x02", 5) +  // field 1, length 2
+                             std::string("\x03\x00\x00\x00\x02", 5) +  // field 3, length 2
+                             std::string("\x04\x00\x00\x00\x02", 5) +  // RUN_0, length 2
+                             std::string("\x05\x00\x00\x00\x03", 5) +  // RUN_1, length 3
+                             std::string("\x06\x00\x00\x00\x03", 5) +  // RUN_2, length 3
+                             std::string("\xd2\x5e\x80", 3);           // 17 stream bits
+  CHECK(rle_encode(u, 2, 0) == expect);
+  CHECK(rle_size(u, 2, 0).stream_bits == 17);
+  CHECK(rle_decode(expect, 12, 2, 0, "x") == u);
+  // All zero: one symbol (RUN_9 for 1000 fields: 512 + 488), the code "0" and 9 extra bits.
+  const std::vector<uint32_t> z(1000, 0);
+  const std::string all = rle_encode(z, 4, 0);
+  const int64_t extra = 1000 - 512;  // 0b111101000
+  CHECK(all == std::string("\x01\x00\x00\x00", 4) + std::string("\x19\x00\x00\x00\x01", 5) + char(uint8_t(extra >> 2)) +
+                   char(uint8_t((extra & 3) << 6)));
+  CHECK(rle_decode(all, 1000, 4, 0, "x") == z);
+}
+
+TEST_CASE("huffman-rle round trip: sparsity 0 to 1, long runs, runs at the end, bits 1..8 and 16") {
+  Generator gen(31);
+  for (int bits : {1, 2, 3, 4, 5, 6, 7, 8, 16})
+    for (double sparsity : {0.0, 0.5, 0.9, 0.99, 1.0})
+      for (int64_t count : {int64_t(1), int64_t(7), int64_t(3001)}) {
+        CAPTURE(bits);
+        CAPTURE(sparsity);
+        CAPTURE(count);
+        const uint32_t zero = bits == 1 ? 0 : uint32_t(gen.next_u64() % (uint64_t(1) << bits));  // any field
+        const std::vector<uint32_t> u = sparse_fields(count, bits, sparsity, zero, gen);
+        CHECK(rle_round_trip(u, bits, zero) == u);
+        if (sparsity == 1.0) CHECK(rle_size(u, bits, zero).symbols == 1);
+        if (sparsity >= 0.99 && count == 3001 && bits >= 2)  // below 1 bit a weight, which Huffman cannot do
+          CHECK(rle_size(u, bits, zero).stream_bits < count / 2);
+      }
+  // Runs longer than 2^16 (and 2^20), at the start, in the middle and at the end; a single nonzero.
+  for (const int64_t n : {int64_t(65537), int64_t(3) << 20}) {
+    std::vector<uint32_t> u(size_t(n + 9), 0);
+    u[0] = 5;
+    u[size_t(n / 2)] = 2;
+    CHECK(rle_round_trip(u, 4, 0) == u);
+    std::vector<uint32_t> one(size_t(n), 0);
+    one[size_t(n) - 1] = 9;  // one nonzero, last: a run of n - 1 first
+    CHECK(rle_round_trip(one, 4, 0) == one);
+    one[size_t(n) - 1] = 0, one[0] = 9;  // first: the run at the end
+    CHECK(rle_round_trip(one, 4, 0) == one);
+    CHECK(rle_size(one, 4, 0).stream_bits <= 2 + 22);  // two symbols of 1 bit, <= 22 extra bits
+  }
+  // Alternating zero / nonzero (runs of 1) and dense runs of every length 1..40.
+  std::vector<uint32_t> alt(2001);
+  for (size_t i = 0; i < alt.size(); ++i) alt[i] = i % 2 ? 0u : 1u + uint32_t(i % 7);
+  CHECK(rle_round_trip(alt, 3, 0) == alt);
+  std::vector<uint32_t> runs;
+  for (uint32_t len = 1; len <= 40; ++len) runs.insert(runs.end(), len, 0), runs.push_back(len % 15 + 1);
+  CHECK(rle_round_trip(runs, 4, 0) == runs);
+  CHECK_THROWS_AS(rle_encode({4}, 2, 0), Error);  // a field beyond 2 bits
+  CHECK_THROWS_AS(rle_encode({1}, 2, 4), Error);  // a zero field beyond 2 bits
+}
+
+TEST_CASE("huffman-rle decoding: every truncation and byte change is refused or decodes the count") {
+  Generator gen(41);
+  std::vector<uint32_t> u = sparse_fields(777, 4, 0.9, 0, gen);
+  u.insert(u.end(), 300, 0);  // a run at the end
+  const int64_t count = int64_t(u.size());
+  const std::string body = rle_encode(u, 4, 0);
+  auto err = [&](const std::string& b, int64_t c = 0) {
+    return error_of([&] { rle_decode(b, c ? c : count, 4, 0, "f.lbq: op 1"); });
+  };
+  REQUIRE(rle_decode(body, count, 4, 0, "x") == u);
+  for (size_t n = 0; n < body.size(); ++n)
+    CHECK(err(body.substr(0, n)).find("f.lbq: op 1: huffman-rle weights: ") == 0);
+  CHECK(contains(err(body.substr(0, 3)), "truncated"));
+  CHECK(contains(err(body.substr(0, body.size() - 1)), "truncated: the stream"));
+  CHECK(contains(err(body + '\0'), "trailing bytes"));
+  CHECK(contains(err(body, count + 5000), "truncated: the stream"));
+  CHECK(contains(err(body, count - 1), "overruns the layer's"));  // the last run is 1 too long now
+  CHECK(contains(err(body, int64_t(1) << 31), "truncated"));      // checked before allocating 2^31 fields
+  std::string b = body;
+  b[0] = 0;
+  CHECK(contains(err(b), "table size 0 is outside [1, "));
+  // The table: entry 0 is the smallest nonzero field; turn it into the zero field, a symbol beyond
+  // the alphabet, a run class too long for the count, out of order; lengths out of range or incomplete.
+  b = body, b[4] = 0;
+  CHECK(contains(err(b), "is the zero field"));
+  b = body, b[4] = 16 + 11;  // RUN_11: 2048 > 1077 fields
+  const std::string too_long = err(b);
+  CHECK_MESSAGE((contains(too_long, "neither a field below 16 nor a run class") || contains(too_long, "must increase")),
+                too_long);
+  b = body, b[5] = 1;  // symbol 257
+  CHECK(contains(err(b), "neither a field below 16"));
+  b = body, std::swap(b[4], b[9]);
+  CHECK(contains(err(b), "must increase"));
+  b = body, b[8] = 25;
+  CHECK(contains(err(b), "code length 25 is outside [1, 24]"));
+  b = body, b[8] = char(b[8] + 1);
+  CHECK(contains(err(b), "complete prefix code"));
+  if (rle_size(u, 4, 0).stream_bits % 8 != 0) {
+    b = body, b.back() = char(uint8_t(b.back()) | 1);
+    CHECK(contains(err(b), "unused low bits"));
+  }
+  // Every truncation of a body: an error (never a read past the end: ASan and the fuzzer check that).
+  // Every single-byte change: an error or exactly count fields.
+  for (size_t i = 0; i < body.size(); ++i)
+    for (int x : {0x01, 0x10, 0x80, 0xff}) {
+      b = body, b[i] = char(uint8_t(b[i]) ^ x);
+      size_t decoded = size_t(count);
+      try {
+        decoded = rle_decode(b, count, 4, 0, "x").size();
+      } catch (const Error&) {
+      }
+      CHECK(decoded == size_t(count));
+    }
+  CHECK_THROWS_AS(rle_decode(body, count, 17, 0, "x"), Error);
+  CHECK_THROWS_AS(rle_decode(body, count, 4, 16, "x"), Error);
+}
+
+TEST_CASE(".lbq storage 2: run-length coded weights decode bit-identical; odd codings are refused") {
+  const std::pair<const char*, Model> models[] = {{"chain", fixtures::chain_model()},
+                                                  {"graph", fixtures::graph_model()}};
+  for (const auto& [name, source] : models) {
+    CAPTURE(name);
+    Model plain = source;
+    int coded_layers = 0;
+    Model coded = plain;
+    for (size_t i = 0; i < coded.ops.size(); ++i) {
+      WeightOp& l = coded.ops[i].layer;
+      if ((coded.ops[i].kind != OpKind::conv && coded.ops[i].kind != OpKind::linear) ||
+          l.coding != WeightCoding::twos_complement)
+        continue;
+      for (size_t j = 0; j < l.weights.size(); ++j)  // prune: 80 % zeros
+        if (j % 5) l.weights[j] = 0;
+      plain.ops[i].layer.weights = l.weights;
+      l.storage = WeightStorage::huffman_rle;
+      ++coded_layers;
+    }
+    REQUIRE(coded_layers >= 1);
+    const std::string a = serialize_model(plain), b = serialize_model(coded);
+    uint32_t vb = 0;
+    std::memcpy(&vb, b.data() + 8, 4);
+    CHECK(vb == 4);
+    CHECK_THROWS_AS(serialize_model(coded, 3), Error);
+    const Model ra = parse_model(a, "a.lbq"), rb = parse_model(b, "b.lbq");
+    for (size_t i = 0; i < ra.ops.size(); ++i) {
+      CHECK(rb.ops[i].layer.weights == ra.ops[i].layer.weights);
+      CHECK(rb.ops[i].layer.storage == coded.ops[i].layer.storage);
+    }
+    CHECK(serialize_model(rb) == b);
+    Engine ea(ra, "a"), eb(rb, "b");
+    const int64_t n = 3, image = ea.channels() * ea.height() * ea.width();
+    std::vector<uint8_t> px(size_t(n * image));
+    for (size_t j = 0; j < px.size(); ++j) px[j] = uint8_t(j * 37 + 11);
+    std::vector<float> la(size_t(n * ea.classes())), lb(la.size());
+    ea.run(px.data(), n, la.data());
+    eb.run(px.data(), n, lb.data());
+    CHECK(std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)) == 0);
+    for (size_t cut = 32; cut < b.size(); cut += 5)
+      CHECK(error_of([&] { parse_model(b.substr(0, cut), "cut.lbq"); }).find("cut.lbq: truncated") == 0);
+  }
+  // The odd coding has no zero weight: storage 2 is refused by the writer and by the reader.
+  Model m = fixtures::graph_model();
+  Op* odd = nullptr;
+  for (Op& op : m.ops)
+    if ((op.kind == OpKind::conv || op.kind == OpKind::linear) && op.layer.coding == WeightCoding::odd && !odd)
+      odd = &op;
+  REQUIRE(odd != nullptr);
+  CHECK(zero_field(odd->layer.bits, WeightCoding::odd) == -1);
+  CHECK(zero_field(4, WeightCoding::twos_complement) == 0);
+  odd->layer.storage = WeightStorage::huffman_rle;
+  CHECK(contains(error_of([&] { serialize_model(m); }), "huffman-rle storage needs a coding with a zero weight"));
+  // In a file: the layer Huffman-coded, its storage byte set to 2 and the checksum fixed.
+  odd->layer.storage = WeightStorage::huffman;
+  const std::string good = serialize_model(m);
+  const std::string body = huffman_encode(weight_fields(odd->layer), odd->layer.bits);
+  const size_t at = good.find(body);
+  REQUIRE(at != std::string::npos);
+  REQUIRE(good[at - 9] == 1);
+  std::string f = good;
+  f[at - 9] = 2;
+  const uint32_t crc =
+      uint32_t(crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(f.data() + 32), uInt(f.size() - 32)));
+  std::memcpy(&f[24], &crc, 4);
+  CHECK(contains(error_of([&] { parse_model(f, "odd.lbq"); }), "odd.lbq: op "));
+  CHECK(contains(error_of([&] { parse_model(f, "odd.lbq"); }), "huffman-rle weights need a coding with a zero weight"));
 }

@@ -4,6 +4,7 @@
 // the source; and the C header of `lowbit export --c-header` (deploy/c_header.h) holding the file.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include "autograd/ops.h"
 #include "deploy/c_header.h"
 #include "deploy/engine.h"
+#include "deploy/entropy.h"
 #include "deploy/export.h"
 #include "deploy/runtime/lowbit_runtime.h"
 #include "deploy_fixtures.h"
@@ -335,6 +337,95 @@ TEST_CASE("runtime reads Huffman-coded weights (version 4): == engine bit for bi
                  "c.lbq: truncated"));
 }
 
+// m with every two's complement weight layer pruned (all but every `keep`-th weight zero) and stored
+// zero run-length + Huffman-coded (storage 2); the odd-coded layers (no zero weight) Huffman-coded.
+Model rle_coded(Model m, int keep) {
+  for (Op& op : m.ops) {
+    if (op.kind != OpKind::conv && op.kind != OpKind::linear) continue;
+    WeightOp& l = op.layer;
+    if (l.coding == WeightCoding::odd) {
+      l.storage = WeightStorage::huffman;
+      continue;
+    }
+    for (size_t j = 0; j < l.weights.size(); ++j)
+      if (j % size_t(keep)) l.weights[j] = 0;
+    l.storage = WeightStorage::huffman_rle;
+  }
+  return m;
+}
+
+TEST_CASE("runtime reads run-length coded weights (storage 2) as the library does") {
+  // The decoders alone: equal fields on random sparse layers; on corrupted bodies both refuse or both
+  // decode the same fields.
+  Generator gen(51);
+  const std::string src = "memory";
+  auto runtime_decode = [&](const std::string& body, int64_t count, int bits) {
+    lowbit_runtime::detail::Reader r{bytes_of(body), body.size(), 0, src, "op 1"};
+    std::vector<uint32_t> u = lowbit_runtime::detail::rle_fields(r, body.size(), count, bits, 0);
+    CHECK(r.pos == body.size());
+    return u;
+  };
+  int64_t agree_refused = 0, agree_decoded = 0;
+  for (int bits : {2, 4, 8, 16})
+    for (double sparsity : {0.0, 0.5, 0.95, 1.0}) {
+      std::vector<uint32_t> u(1 + gen.next_u64() % 5000);
+      for (auto& x : u) x = gen.uniform() < sparsity ? 0u : 1u + uint32_t(gen.next_u64() % ((1u << bits) - 1));
+      const std::string body = rle_encode(u, bits, 0);
+      const int64_t count = int64_t(u.size());
+      CHECK(runtime_decode(body, count, bits) == u);
+      for (int t = 0; t < 200; ++t) {
+        std::string b = body;
+        if (t % 4 == 0) {
+          b = b.substr(0, gen.next_u64() % b.size());  // truncated
+        } else {
+          const size_t at = gen.next_u64() % b.size();
+          b[at] = char(uint8_t(b[at]) ^ uint8_t(1 + gen.next_u64() % 255));
+        }
+        std::vector<uint32_t> lib, rt;
+        const std::string e1 = message_of([&] { lib = rle_decode(b, count, bits, 0, "memory: op 1"); });
+        const std::string e2 = message_of([&] { rt = runtime_decode(b, count, bits); });
+        CHECK_MESSAGE(e1.empty() == e2.empty(), "library: '", e1, "', runtime: '", e2, "'");
+        CHECK(lib == rt);
+        if (!e1.empty()) CHECK(contains(e1, "huffman-rle weights"));
+        if (!e2.empty()) CHECK(contains(e2, "huffman-rle weights"));
+        agree_refused += !e1.empty() && !e2.empty(), agree_decoded += e1.empty() && e2.empty();
+      }
+    }
+  MESSAGE("huffman-rle body corruptions: ", agree_refused, " refused by both, ", agree_decoded,
+          " decoded alike by both");
+  CHECK(agree_refused > 1000);
+  // Whole files: the engine's logits bit for bit, the weights equal the packed file's.
+  for (const bool sum_pool_head : {false, true}) {
+    const Model m = rle_coded(graph_model(sum_pool_head), 3);
+    Model packed = m;
+    for (Op& op : packed.ops) op.layer.storage = WeightStorage::packed;
+    const std::vector<uint8_t> px = random_pixels(16 * 9 * 8 * 3, 4);
+    check_bit_identical(m, px, 16, sum_pool_head ? "rle graph/sum_pool" : "rle graph/flatten");
+    const std::string a = serialize_model(m), b = serialize_model(packed);
+    CHECK(a.substr(8, 4) == std::string("\x04\x00\x00\x00", 4));
+    const auto ra = lowbit_runtime::Model::from_memory(bytes_of(a), a.size());
+    const auto rb = lowbit_runtime::Model::from_memory(bytes_of(b), b.size());
+    CHECK(ra.run(px.data(), 16) == rb.run(px.data(), 16));
+    for (size_t i = 0; i < ra.ops().size(); ++i) CHECK(ra.ops()[i].weights == rb.ops()[i].weights);
+  }
+  // Random corruptions of the file behind a valid CRC: both readers accept or both refuse.
+  const std::string good = serialize_model(rle_coded(graph_model(false), 4));
+  int64_t accepted = 0, refused = 0;
+  for (int t = 0; t < 1500; ++t) {
+    std::string f = good;
+    const size_t at = 32 + size_t(gen.next_u64() % (f.size() - 32));
+    f[at] = char(f[at] ^ (1 << (gen.next_u64() % 8)));
+    const uint32_t crc = lowbit_runtime::detail::crc32(bytes_of(f) + 32, f.size() - 32);
+    std::memcpy(&f[24], &crc, 4);
+    const std::string lib = message_of([&] { Engine e(parse_model(f, "memory")); });
+    const std::string mine = message_of([&] { lowbit_runtime::Model::from_memory(bytes_of(f), f.size()); });
+    CHECK_MESSAGE(lib.empty() == mine.empty(), "library: '", lib, "', runtime: '", mine, "'");
+    accepted += lib.empty() && mine.empty(), refused += !lib.empty() && !mine.empty();
+  }
+  MESSAGE("rle-file corruptions: ", accepted, " accepted by both, ", refused, " refused by both, of 1500");
+  CHECK(refused > 100);
+}
+
 TEST_CASE("runtime == engine bit for bit on trained LeNet-5s (DoReFa 4/4 with 16-bit first/last layers; 8/4)") {
   const data::ImageDataset train_set = fixtures::quadrants28(512, 1), test_set = fixtures::quadrants28(256, 2);
   const Tensor px = test_set.images.contiguous();
@@ -344,6 +435,49 @@ TEST_CASE("runtime == engine bit for bit on trained LeNet-5s (DoReFa 4/4 with 16
   check_bit_identical(
       trained_lenet5({.method = "dorefa", .wbits = 8, .abits = 4, .quantize_first_last = true}, 1, train_set), images,
       256, "lenet5 dorefa 8/4, all layers quantized");
+}
+
+TEST_CASE("a pruned LeNet-5 (fc1 98 % zero): export --entropy-code picks huffman-rle, the same predictions") {
+  // Trained with WRPN 4/4 (two's complement codes, so 0 is a weight), exported, then fc1's integer
+  // weights pruned to 2 % (the largest |w| kept), as the prune -> quantize -> code pipeline leaves it.
+  const data::ImageDataset train_set = fixtures::quadrants28(512, 1), test_set = fixtures::quadrants28(256, 2);
+  Model packed = trained_lenet5({.method = "wrpn", .wbits = 4, .abits = 4}, 1, train_set);
+  WeightOp* fc1 = nullptr;
+  for (Op& op : packed.ops)
+    if (op.kind == OpKind::linear && (!fc1 || op.layer.numel() > fc1->numel())) fc1 = &op.layer;
+  REQUIRE(fc1 != nullptr);
+  REQUIRE(fc1->coding == WeightCoding::twos_complement);
+  std::vector<int16_t> mags(fc1->weights);
+  for (auto& w : mags) w = int16_t(std::abs(w));
+  std::nth_element(mags.begin(), mags.begin() + std::ptrdiff_t(mags.size() * 98 / 100), mags.end());
+  const int16_t cut = mags[mags.size() * 98 / 100];
+  for (auto& w : fc1->weights)
+    if (std::abs(w) < cut) w = 0;
+  const double zeros = double(std::count(fc1->weights.begin(), fc1->weights.end(), int16_t(0))) / double(fc1->numel());
+  CHECK(zeros > 0.9);
+  Model coded = packed;
+  const EntropyAccount a = entropy_code(coded);
+  const CodedLayer* c = nullptr;
+  for (const CodedLayer& l : a.layers)
+    if (l.name == fc1->name) c = &l;
+  REQUIRE(c != nullptr);
+  MESSAGE("pruned lenet5 ", c->name, ": ", c->weights, " weights, sparsity ", zeros, ": packed ", c->packed_bytes,
+          " B, huffman ", c->huffman_bytes, " B, huffman-rle ", c->rle_bytes, " B (", c->stored_bits_per_weight(),
+          " bits/weight); formula ", a.formula_ratio(), "x");
+  CHECK(c->storage == WeightStorage::huffman_rle);
+  CHECK(c->rle_bytes < c->huffman_bytes);
+  CHECK(c->stored_bits_per_weight() < 1.0);  // below Huffman's floor
+  const std::string pf = serialize_model(packed), cf = serialize_model(coded);
+  CHECK(cf.size() < pf.size());
+  const Tensor px = test_set.images.contiguous();
+  const std::vector<uint8_t> images(px.data<uint8_t>(), px.data<uint8_t>() + px.numel());
+  Engine ep(parse_model(pf, "packed.lbq")), ec(parse_model(cf, "coded.lbq"));
+  const std::vector<int32_t> pp = ep.predict(images.data(), 256), pc = ec.predict(images.data(), 256);
+  CHECK(pp == pc);
+  const auto rt = lowbit_runtime::Model::from_memory(bytes_of(cf), cf.size(), "coded.lbq");
+  const std::vector<int> pr = rt.predict(images.data(), 256);
+  CHECK(std::equal(pr.begin(), pr.end(), pp.begin(), pp.end()));
+  check_bit_identical(coded, images, 256, "pruned lenet5, huffman-rle fc1");
 }
 
 TEST_CASE("runtime == engine bit for bit on ResNet-20 (B and A shortcuts), MobileNet-V1 and V2 (0.25)") {

@@ -1,7 +1,7 @@
 // lowbit_runtime.h: a self-contained reader and integer-only engine for lowbit's integer model files
-// (.lbq versions 2 to 4, docs/format.md; 4: Huffman-coded weights). C++17 and its standard library
-// only: copy this one file into a project. It is also the readable reference of the format: plain loops, one image at a
-// time.
+// (.lbq versions 2 to 4, docs/format.md; 4: Huffman-coded weights, plain or with zero runs). C++17 and its standard
+// library only: copy this one file into a project. It is also the readable reference of the format: plain loops, one
+// image at a time.
 //
 // Contract
 //   Model::load(path), Model::from_memory(data, size [, source = "memory"])
@@ -265,6 +265,92 @@ inline std::vector<uint32_t> huffman_fields(Reader& b, uint64_t size, int64_t co
   return u;
 }
 
+// The k-bit fields of a zero run-length + Huffman-coded body (version 4, storage 2, docs/format.md
+// "Run-length Huffman-coded weights"): u32 n; n entries {u32 symbol, u8 length}, symbols increasing,
+// each a field u < 2^bits other than `zero` or a run class 2^bits + j with 2^j <= count, lengths as
+// huffman_fields'; then the canonical code of each symbol, a run class followed by j extra bits e
+// (MSB first) coding a run of 2^j + e zero fields. The whole stream is checked (pass 1) before the
+// count fields are allocated (pass 2). Reads exactly `size` bytes.
+inline std::vector<uint32_t> rle_fields(Reader& b, uint64_t size, int64_t count, int bits, uint32_t zero) {
+  const std::string where = b.what + ": huffman-rle weights: ";
+  Reader t{b.p + b.pos, size, 0, b.source, b.what + ": huffman-rle weights"};
+  const uint32_t n = t.u32("table size");
+  const uint64_t run0 = uint64_t(1) << bits;
+  int max_run = 0;  // the largest j with 2^j <= count
+  while ((int64_t(2) << max_run) <= count) ++max_run;
+  const uint64_t max_n = std::min<uint64_t>(run0 + uint64_t(max_run), uint64_t(count));
+  check(n >= 1 && n <= max_n, b.source, where, "table size ", n, " is outside [1, ", max_n, "]");
+  t.need(5 * uint64_t(n), "table");
+  std::vector<uint32_t> symbol(n), per_length(25, 0);
+  std::vector<int> length(n);
+  uint64_t kraft = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    symbol[i] = t.u32("symbol"), length[i] = t.u8("length");
+    check(symbol[i] != zero && (symbol[i] < run0 || symbol[i] - run0 <= uint64_t(max_run)) &&
+              (i == 0 || symbol[i] > symbol[i - 1]),
+          b.source, where, "table entry ", i, ": symbol ", symbol[i],
+          " is the zero field, beyond the alphabet or not above the previous one");
+    check(n == 1 ? length[i] == 1 : length[i] >= 1 && length[i] <= 24, b.source, where, "table entry ", i,
+          ": code length ", length[i], " is outside [1, 24] (1 for the only symbol)");
+    ++per_length[size_t(length[i])], kraft += uint64_t(1) << (24 - length[i]);
+  }
+  check(n == 1 || kraft == (uint64_t(1) << 24), b.source, where, "the code lengths do not form a complete prefix code");
+  const uint64_t stream = size - t.pos, bits_in = 8 * stream;
+  std::vector<uint32_t> sorted;
+  for (int l = 1; l <= 24; ++l)
+    for (uint32_t i = 0; i < n; ++i)
+      if (length[i] == l) sorted.push_back(symbol[i]);
+  std::array<int64_t, 25> first{}, index{};
+  int64_t code = 0, at = 0, longest = 0;
+  for (int l = 1; l <= 24; ++l) {
+    code = (code + per_length[size_t(l - 1)]) << 1;
+    first[size_t(l)] = code, index[size_t(l)] = at, at += per_length[size_t(l)];
+    if (per_length[size_t(l)]) longest = l;
+  }
+  const unsigned char* s = t.p + t.pos;
+  std::vector<uint32_t> u;
+  for (int pass = 0; pass < 2; ++pass) {  // 0: check the stream; 1: decode into count fields
+    if (pass == 1) u.resize(size_t(count));
+    uint64_t bit = 0;
+    int64_t j = 0;
+    auto next = [&]() -> int64_t {
+      check(bit < bits_in, b.source, where, "truncated: the stream ends in field ", j, " of ", count);
+      const int64_t v = (s[bit / 8] >> (7 - bit % 8)) & 1;
+      ++bit;
+      return v;
+    };
+    while (j < count) {
+      int64_t c = 0;
+      uint32_t sym = 0;
+      for (int l = 1;; ++l) {
+        c = c << 1 | next();
+        if (c >= first[size_t(l)] && c - first[size_t(l)] < int64_t(per_length[size_t(l)])) {
+          sym = sorted[size_t(index[size_t(l)] + c - first[size_t(l)])];
+          break;
+        }
+        check(l < longest, b.source, where, "field ", j, ": no code matches the stream");
+      }
+      if (sym < run0) {
+        if (pass == 1) u[size_t(j)] = sym;
+        ++j;
+        continue;
+      }
+      int64_t run = 1;  // 2^j' + the j' extra bits
+      for (uint64_t e = 0; e < sym - run0; ++e) run = run << 1 | next();
+      check(run <= count - j, b.source, where, "field ", j, ": a run of ", run, " zero fields overruns the ", count,
+            " fields");
+      if (pass == 1) std::fill(u.begin() + j, u.begin() + j + run, zero);
+      j += run;
+    }
+    check((bit + 7) / 8 == stream, b.source, where, "trailing bytes: the fields take ", (bit + 7) / 8,
+          " stream bytes, the body has ", stream);
+    check(bit % 8 == 0 || (s[stream - 1] & (0xffu >> (bit % 8))) == 0, b.source, where,
+          "the last stream byte's unused low bits are not 0");
+  }
+  b.pos += size;
+  return u;
+}
+
 }  // namespace detail
 
 class Model {
@@ -414,14 +500,18 @@ inline void Model::read_op(detail::Reader& r, size_t i, size_t count, uint32_t v
       const int64_t numel = op.K * op.R * op.S * (op.C / op.groups);
       ok(numel <= detail::kMaxElements, numel, " weights (limit 2^31)");
       // Field j: packed, bits j*bits .. j*bits + bits - 1 of the byte string, LSB first; or (version 4,
-      // storage 1) Huffman-coded.
+      // storage 1) Huffman-coded; or (storage 2) zero run-length + Huffman-coded, the zero field being
+      // the one of weight 0 (0 in two's complement; the odd coding has none).
       const uint8_t storage = version >= 4 ? b.u8("weight storage") : 0;
-      ok(storage <= 1, "unknown weight storage ", int(storage), " (0 packed, 1 huffman)");
+      ok(storage <= 2, "unknown weight storage ", int(storage), " (0 packed, 1 huffman, 2 huffman-rle)");
+      ok(storage != 2 || op.coding == 0, "huffman-rle weights need a coding with a zero weight (coding ", op.coding,
+         " has none)");
       std::vector<uint32_t> fields;
-      if (storage == 1) {
+      if (storage != 0) {
         const uint64_t coded = b.u64("coded size");
-        b.need(coded, "huffman-coded weights");
-        fields = detail::huffman_fields(b, coded, numel, op.bits);
+        b.need(coded, "coded weights");
+        fields = storage == 1 ? detail::huffman_fields(b, coded, numel, op.bits)
+                              : detail::rle_fields(b, coded, numel, op.bits, 0);
       } else {
         const uint64_t packed = b.u64("packed size"), expect = (uint64_t(numel) * uint64_t(op.bits) + 7) / 8;
         ok(packed == expect, packed, " bytes of packed weights, expected ", expect, " (", numel, " weights at ",

@@ -4,14 +4,14 @@
 //
 // Input: a whole model file when it starts with the magic "LOWBITQM"; otherwise the payload
 // (metadata and op records), which the harness wraps in a valid 32-byte header (version 4, the
-// newest: its conv/linear bodies carry out_signed and the weight storage, packed or Huffman-coded;
-// flags 0, size, CRC-32), so the fuzzer reaches the record parser (and the Huffman decoder,
-// deploy/entropy.cpp) instead of stopping at the checksum.
+// newest: its conv/linear bodies carry out_signed and the weight storage, packed, Huffman-coded or
+// zero run-length + Huffman-coded; flags 0, size, CRC-32), so the fuzzer reaches the record parser
+// (and the decoders of deploy/entropy.cpp) instead of stopping at the checksum.
 //
 // Checked beyond "no crash, no sanitizer report": a model that parses
 //   - serializes at the file's version, the bytes (as many as the file's: the reader skips nothing,
-//     unless a layer is Huffman-coded: the file's code lengths need not be the ones our encoder
-//     picks) parse again to the same weights and serialize to the same bytes
+//     unless a layer is Huffman-coded: the file's code lengths, and its runs, need not be the ones
+//     our encoder picks) parse again to the same weights and serialize to the same bytes
 //     (serialize_model(parse_model(x)) is a fixed point);
 //   - keeps every activation the engine would allocate within the format's 2^31 elements per image
 //     (each op's output, a padded conv's copy of its input);
@@ -164,7 +164,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     again = serialize_model(m, version);
     shapes = validate(m, "fuzz.lbq");
     bool coded = false;
-    for (const Op& op : m.ops) coded |= op.layer.storage == WeightStorage::huffman;
+    for (const Op& op : m.ops) coded |= op.layer.storage != WeightStorage::packed;
     const Model back = parse_model(again, "again.lbq");
     if ((!coded && again.size() != file.size()) || serialize_model(back, version) != again) __builtin_trap();
     for (size_t i = 0; i < m.ops.size(); ++i)

@@ -174,8 +174,8 @@ int main(int argc, char** argv) {
   put("checkpoint", "payload", Bytes(file.begin() + 28, file.end()));
 
   // Integer models: whole files (version 2, or 3 with signed codes; version 4 with every layer's
-  // weights Huffman-coded: NAME_coded.lbq), and their payloads alone at version 4 (fuzz_model.cpp adds
-  // a version-4 header), packed and coded.
+  // weights Huffman-coded: NAME_coded.lbq, or pruned and run-length coded: NAME_rle.lbq), and their
+  // payloads alone at version 4 (fuzz_model.cpp adds a version-4 header), packed and coded.
   const std::pair<const char*, Model> models[] = {{"chain", chain_model()},
                                                   {"graph", graph_model()},
                                                   {"linear", linear_model(false)},
@@ -191,6 +191,25 @@ int main(int argc, char** argv) {
     const std::string c = deploy::serialize_model(coded);
     put("model", std::string(name) + "_coded.lbq", Bytes(c.begin(), c.end()));
     put("model", std::string(name) + "_coded_payload", Bytes(c.begin() + 32, c.end()));
+    // Storage 2 (zero run-length + Huffman) on the two's complement layers, two thirds of their
+    // weights pruned to 0 so the runs vary; the odd-coded ones (no zero weight) Huffman-coded.
+    Model rle = model;
+    bool any = false;
+    for (deploy::Op& op : rle.ops) {
+      if (op.kind != OpKind::conv && op.kind != OpKind::linear) continue;
+      if (op.layer.coding == WeightCoding::odd) {
+        op.layer.storage = deploy::WeightStorage::huffman;
+        continue;
+      }
+      for (size_t j = 0; j < op.layer.weights.size(); ++j)
+        if (j % 3 || j > op.layer.weights.size() / 2) op.layer.weights[j] = 0;  // a long run at the end
+      op.layer.storage = deploy::WeightStorage::huffman_rle;
+      any = true;
+    }
+    if (!any) continue;
+    const std::string r = deploy::serialize_model(rle);
+    put("model", std::string(name) + "_rle.lbq", Bytes(r.begin(), r.end()));
+    put("model", std::string(name) + "_rle_payload", Bytes(r.begin() + 32, r.end()));
   }
 
   fs::remove_all(tmp);
