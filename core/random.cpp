@@ -42,6 +42,14 @@ double Generator::normal_at(uint64_t counter) const {
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
 }
 
+void split_stream(Generator& g, uint64_t stream) {
+  if (stream == 0) return;
+  uint64_t z = g.seed() + 0x9E3779B97F4A7C15ull * stream;  // splitmix64
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  g.set_state(z ^ (z >> 31), g.offset());
+}
+
 uint64_t Generator::next_u64() {
   const auto r = philox4x32(seed_, 2, advance(1));
   return (uint64_t(r[0]) << 32) | r[1];

@@ -35,6 +35,10 @@ class Generator {
   uint64_t offset_ = 0;
 };
 
+// An independent stream of `g` for `stream` > 0 (a data-parallel rank): the seed mixed with the stream
+// by splitmix64, the offset kept; stream 0 leaves g as it is.
+void split_stream(Generator& g, uint64_t stream);
+
 Generator& default_generator();
 void manual_seed(uint64_t seed);
 

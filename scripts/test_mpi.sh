@@ -10,7 +10,8 @@
 #       and beta, 1e-4 for the optimizer's momentum buffers;
 #   (3) an uneven split: batch 63 over 2 ranks (31 + 32 images, last batch 55), against one process;
 #   (4) resume on 2 ranks: stopped after 7 batches and resumed equals the straight 2-rank run bit for
-#       bit, for WaveQ LeNet-5 and for a batch-norm ResNet-20 (per-rank statistics in the checkpoint);
+#       bit, for WaveQ LeNet-5, for DoReFa with gradient noise (--gbits 8: a stream per rank) and for a
+#       batch-norm ResNet-20 (per-rank statistics in the checkpoint);
 #   (5) small buckets (--bucket-mb 0.01): every bucket's all-reduce starts during backward (metrics.jsonl)
 #       and the run still equals one process within 1e-5;
 #   (6) synchronized batch norm (--sync-bn), ResNet-20 at width 0.25 from its random start, 2 steps of 64:
@@ -76,6 +77,12 @@ uneven=(--model lenet5 --width 0.5 --limit-train 1000 --limit-test 250 --batch 6
 "${mpi[@]}" "$lowbit" train "${common[@]}" "${waveq[@]}" --out "$work/r" --stop-after-batches 7 > /dev/null 2>&1
 "${mpi[@]}" "$lowbit" train --out "$work/r" --resume > "$work/r.log" 2>&1 || { cat "$work/r.log"; fail "resume"; }
 "$lowbit" compare "$work/wq2/checkpoint.ckpt" "$work/r/checkpoint.ckpt" || fail "2-rank resume is not bit-identical"
+# DoReFa gradient noise (--gbits) on 2 ranks: each rank its own stream, still bit-identical on resume
+gb=(--quant dorefa --wbits 4 --abits 4 --gbits 8)
+"${mpi[@]}" "$lowbit" train "${common[@]}" "${gb[@]}" --out "$work/g" > /dev/null 2>&1
+"${mpi[@]}" "$lowbit" train "${common[@]}" "${gb[@]}" --out "$work/gr" --stop-after-batches 7 > /dev/null 2>&1
+"${mpi[@]}" "$lowbit" train --out "$work/gr" --resume > "$work/gr.log" 2>&1 || { cat "$work/gr.log"; fail "gbits resume"; }
+"$lowbit" compare "$work/g/checkpoint.ckpt" "$work/gr/checkpoint.ckpt" || fail "2-rank --gbits resume is not bit-identical"
 bn=(--model resnet20 --width 0.25 --limit-train 512 --limit-test 128 --batch 64 --epochs 2 --seed 3 --threads 1 --quiet)
 "${mpi[@]}" "$lowbit" train "${bn[@]}" --out "$work/bn" > /dev/null 2>&1
 "${mpi[@]}" "$lowbit" train "${bn[@]}" --out "$work/bnr" --stop-after-batches 5 > /dev/null 2>&1

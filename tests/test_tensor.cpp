@@ -240,3 +240,23 @@ TEST_CASE("all_finite: NaN and +-inf anywhere, any dtype and layout") {
   }
   CHECK(math::all_finite(Tensor::from_vector(std::vector<int32_t>{1, 2}, {2})));  // integers are finite
 }
+
+TEST_CASE("split_stream: stream 0 unchanged; other streams new seeds, the offset kept, uncorrelated draws") {
+  Generator a(1234);
+  a.advance(17);
+  Generator b = a, c = a, d = a;
+  split_stream(b, 0);
+  CHECK(b.seed() == a.seed());
+  split_stream(c, 1), split_stream(d, 2);
+  CHECK(c.seed() != a.seed());
+  CHECK(d.seed() != c.seed());
+  CHECK(c.offset() == 17);
+  // The streams' next 1,000 uniforms: a correlation near 0, not 1.
+  double sa = 0, sc = 0, sac = 0, saa = 0, scc = 0;
+  for (int i = 0; i < 1000; ++i) {
+    const double x = a.uniform() - 0.5, y = c.uniform() - 0.5;
+    sa += x, sc += y, sac += x * y, saa += x * x, scc += y * y;
+  }
+  const double corr = (sac - sa * sc / 1000) / std::sqrt((saa - sa * sa / 1000) * (scc - sc * sc / 1000));
+  CHECK(std::abs(corr) < 0.15);
+}

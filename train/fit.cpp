@@ -325,18 +325,14 @@ void check_ranks_agree(Module& model, const std::string& where) {
                where, " (the ranks must run the same build, model and options)");
 }
 
-// Rank r > 0 draws its own dropout masks: each Dropout's generator seed mixed with the rank (offsets
-// kept), after the start or a resume gave every rank rank 0's generators. Otherwise sample i of every
-// rank's share would get the same mask.
-void decorrelate_dropout(Module& model) {
+// Rank r > 0 draws its own dropout masks and DoReFa gradient noise (--gbits): each generator's seed
+// mixed with the rank (split_stream, offsets kept), after the start or a resume gave every rank rank
+// 0's generators. Otherwise sample i of every rank's share would get the same mask and noise.
+void decorrelate_generators(Module& model, QuantContext* quant) {
   if (dist::rank() == 0) return;
   for (auto& [name, m] : model.named_modules())
-    if (auto* d = dynamic_cast<Dropout*>(m.get())) {
-      uint64_t z = d->generator().seed() + 0x9E3779B97F4A7C15ull * uint64_t(dist::rank());  // splitmix64
-      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-      d->generator().set_state(z ^ (z >> 31), d->generator().offset());
-    }
+    if (auto* d = dynamic_cast<Dropout*>(m.get())) split_stream(d->generator(), uint64_t(dist::rank()));
+  if (quant && quant->grad_noise_generator()) split_stream(*quant->grad_noise_generator(), uint64_t(dist::rank()));
 }
 
 // Sets the loaders' shards for the run and restores them when fit returns.
@@ -430,7 +426,7 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
     std::filesystem::remove(metrics_path);
   }
 
-  decorrelate_dropout(model);
+  decorrelate_generators(model, quant);
   LOWBIT_CHECK(!o.sync_batch_norm || !o.step_sets_gradients,
                "fit: synchronized batch norm does not combine with step_sets_gradients (DCQ's sections)");
   SyncBatchNormScope sync_bn(model, o.sync_batch_norm);

@@ -217,6 +217,8 @@ class QuantContext {
   bool pruned() const { return pruned_; }
   // Share of exact zeros over the pruned layers' weights (0 without pruning).
   double sparsity() const;
+  // The --gbits noise generator (null without gradient quantization); data parallelism splits it per rank.
+  Generator* grad_noise_generator() const { return grad_noise_.get(); }
   // Lines for the per-epoch table beside the layer rows ("" when there is nothing to add): MSQE's
   // alpha, a and R.
   std::string epoch_text() const;
