@@ -62,10 +62,13 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
 Variable batch_norm_relu(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
                          Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5);
 // Synchronized batch norm (data parallelism, docs/distributed.md): batch_norm in training mode with the
-// statistics of every rank's share of the global batch, mean and biased variance per channel reduced
-// with all_reduce_sum, so the gradients cross the ranks as well; running statistics move toward the
-// global mean / unbiased variance. Composed from primitive ops. Every rank must call it at the same
-// points of its forward and backward. In one process it equals batch_norm(..., training = true).
+// statistics of every rank's share of the global batch (per-channel mean and M2 summed over the ranks),
+// and a backward whose dx uses the global sums of dy and dy (x - mean), so the gradients cross the
+// ranks as well; dgamma, dbeta are the rank's own. Running statistics move toward the global mean /
+// unbiased variance. Fused kernels (kernels::batchnorm_stats, _backward_sums, _backward_dx), one
+// all-reduce each way; recorded (create_graph), the same op composed from primitive ops and
+// all_reduce_sum is differentiated. Every rank must call it at the same points of its forward and
+// backward. In one process it equals batch_norm(..., training = true).
 Variable sync_batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
                          Tensor running_var, double momentum = 0.1, double eps = 1e-5);
 

@@ -235,14 +235,35 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
                          false);
 }
 
-// Composed (compose before fuse): per-channel sums over this rank's rows, all-reduced, so the statistics
-// and, through all_reduce_sum's backward, the gradients are the global batch's. Two passes (the mean,
-// then the centred squares) keep the variance as accurate as the fused kernel's.
+namespace {
+
+// sync_batch_norm's values composed from primitive ops (per-channel sums, all_reduce_sum, the mean, the
+// centred squares): the recorded (create_graph) backward differentiates this.
+Variable sync_batch_norm_composed(const Variable& x, const Variable& gamma, const Variable& beta, double eps,
+                                  double rows) {
+  const auto dims = stat_dims(x.dim());
+  const Shape cs = channel_shape(x.dim(), x.size(1));
+  const Variable mu = mul(all_reduce_sum(sum(x, dims, true)), 1.0 / rows);
+  const Variable centered = sub(x, mu);
+  const Variable var = mul(all_reduce_sum(sum(mul(centered, centered), dims, true)), 1.0 / rows);  // biased
+  Variable y = mul(centered, pow(add(var, eps), -0.5));
+  if (gamma.defined()) y = mul(y, reshape(gamma, cs));
+  if (beta.defined()) y = add(y, reshape(beta, cs));
+  return y;
+}
+
+}  // namespace
+
+// Fused: this rank's per-channel mean and M2 (kernels::batchnorm_stats), summed over the ranks as
+// [n mean, M2 + n mean^2, n] in double, then the normalisation pass; backward: this rank's sums of dy
+// and dy (x - mean), summed over the ranks, then the dx pass. dgamma and dbeta stay this rank's own (the
+// data-parallel gradient all-reduce sums them). Recorded (create_graph): the composed op's gradients.
 Variable sync_batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
                          Tensor running_var, double momentum, double eps) {
   LOWBIT_CHECK(x.dim() == 2 || x.dim() == 4, "sync_batch_norm: expected input [N, C] or [N, C, H, W], got ",
                shape_str(x.shape()));
-  const int64_t C = x.size(1);
+  LOWBIT_CHECK(is_floating(x.dtype()), "sync_batch_norm: expected a floating input");
+  const int64_t C = x.size(1), rows = x.numel() / std::max<int64_t>(C, 1);
   for (const Variable* p : {&gamma, &beta})
     LOWBIT_CHECK(!p->defined() || (p->shape() == Shape{C} && p->dtype() == x.dtype()),
                  "sync_batch_norm: affine parameter ", p->defined() ? shape_str(p->shape()) : "", " for ", C,
@@ -251,26 +272,89 @@ Variable sync_batch_norm(const Variable& x, const Variable& gamma, const Variabl
     LOWBIT_CHECK(!t->defined() || (t->shape() == Shape{C} && t->dtype() == x.dtype() && t->is_contiguous()),
                  "sync_batch_norm: running statistic of shape ", t->defined() ? shape_str(t->shape()) : "", " for ", C,
                  " channels");
-  double rows = double(x.numel() / C);
-  dist::allreduce_sum(&rows, 1);  // the global batch's values per channel
-  LOWBIT_CHECK(rows > 1, "sync_batch_norm: training needs more than one value per channel, got ", rows);
-  const auto dims = stat_dims(x.dim());
-  const Shape cs = channel_shape(x.dim(), C);
-  const Variable mu = mul(all_reduce_sum(sum(x, dims, true)), 1.0 / rows);
-  const Variable centered = sub(x, mu);
-  const Variable var = mul(all_reduce_sum(sum(mul(centered, centered), dims, true)), 1.0 / rows);  // biased
-  Variable y = mul(centered, pow(add(var, eps), -0.5));
-  if (gamma.defined()) y = mul(y, reshape(gamma, cs));
-  if (beta.defined()) y = add(y, reshape(beta, cs));
-  if (running_mean.defined() && running_var.defined()) {
-    const Tensor m = mu.data().contiguous().reshape({C});
-    const Tensor v_unbiased = math::mul(var.data().contiguous().reshape({C}), rows / (rows - 1));
-    LOWBIT_DISPATCH_FLOAT(x.dtype(), "sync_batch_norm", [&] {
-      kernels::batchnorm_update_running_stats(C, momentum, m.data<scalar_t>(), v_unbiased.data<scalar_t>(),
-                                              running_mean.data<scalar_t>(), running_var.data<scalar_t>());
-    });
+  const Tensor xc = rows_by_channels(x.data());
+  std::vector<double> mean(static_cast<size_t>(C)), m2(static_cast<size_t>(C));
+  LOWBIT_DISPATCH_FLOAT(x.dtype(), "sync_batch_norm",
+                        [&] { kernels::batchnorm_stats(rows, C, xc.data<scalar_t>(), mean.data(), m2.data()); });
+  double total = double(rows);
+  if (dist::size() > 1) {  // the global batch's statistics (Chan's merge written as sums)
+    std::vector<double> red(static_cast<size_t>(2 * C + 1));
+    for (int64_t c = 0; c < C; ++c) {
+      red[size_t(c)] = double(rows) * mean[size_t(c)];
+      red[size_t(C + c)] = m2[size_t(c)] + double(rows) * mean[size_t(c)] * mean[size_t(c)];
+    }
+    red[size_t(2 * C)] = double(rows);
+    dist::allreduce_sum(red.data(), int64_t(red.size()));
+    total = red[size_t(2 * C)];
+    for (int64_t c = 0; c < C; ++c) {
+      mean[size_t(c)] = red[size_t(c)] / total;
+      m2[size_t(c)] = std::max(0.0, red[size_t(C + c)] - total * mean[size_t(c)] * mean[size_t(c)]);
+    }
   }
-  return y;
+  LOWBIT_CHECK(total > 1, "sync_batch_norm: training needs more than one value per channel, got ", total);
+  Tensor save_mean = Tensor::empty({C}, x.dtype()), save_invstd = Tensor::empty({C}, x.dtype());
+  Tensor var = Tensor::empty({C}, x.dtype()), var_unbiased = Tensor::empty({C}, x.dtype());
+  Tensor y = empty_rows_by_channels(x.shape(), x.dtype());
+  const Tensor gm = gamma.defined() ? gamma.data().contiguous() : Tensor();
+  const Tensor bt = beta.defined() ? beta.data().contiguous() : Tensor();
+  LOWBIT_DISPATCH_FLOAT(x.dtype(), "sync_batch_norm", [&] {
+    for (int64_t c = 0; c < C; ++c) {
+      const double v = m2[size_t(c)] / total;
+      save_mean.data<scalar_t>()[c] = scalar_t(mean[size_t(c)]);
+      save_invstd.data<scalar_t>()[c] = scalar_t(1.0 / std::sqrt(v + eps));
+      var.data<scalar_t>()[c] = scalar_t(v);
+      var_unbiased.data<scalar_t>()[c] = scalar_t(m2[size_t(c)] / (total - 1));
+    }
+    kernels::batchnorm_forward_eval(rows, C, xc.data<scalar_t>(), save_mean.data<scalar_t>(), var.data<scalar_t>(),
+                                    gm.defined() ? gm.data<scalar_t>() : nullptr,
+                                    bt.defined() ? bt.data<scalar_t>() : nullptr, eps, y.data<scalar_t>());
+    if (running_mean.defined() && running_var.defined())
+      kernels::batchnorm_update_running_stats(C, momentum, save_mean.data<scalar_t>(), var_unbiased.data<scalar_t>(),
+                                              running_mean.data<scalar_t>(), running_var.data<scalar_t>());
+  });
+  return make_result(
+      y, "sync_batch_norm", {x, gamma, beta},
+      [x, gamma, beta, save_mean, save_invstd, total, eps, rows, C](const Variable& g, const Variable&) {
+        if (GradMode::enabled()) {  // recorded: the composed op's graph, differentiated
+          std::vector<Variable> wrt;
+          for (const Variable* v : {&x, &gamma, &beta})
+            if (v->defined() && v->requires_grad()) wrt.push_back(*v);
+          const Variable yc = sync_batch_norm_composed(x, gamma, beta, eps, total);
+          const std::vector<Variable> d = grad({yc}, wrt, {g}, /*retain_graph=*/true, /*create_graph=*/true, true);
+          std::vector<Variable> out(3);
+          size_t k = 0;
+          for (int i = 0; i < 3; ++i) {
+            const Variable* v = i == 0 ? &x : i == 1 ? &gamma : &beta;
+            if (v->defined() && v->requires_grad()) out[size_t(i)] = d[k++];
+          }
+          return out;
+        }
+        const Tensor xr = rows_by_channels(x.data()), dy = rows_by_channels(g.data());
+        std::vector<double> sums(static_cast<size_t>(2 * C));
+        Tensor dx, dgamma, dbeta;
+        LOWBIT_DISPATCH_FLOAT(x.dtype(), "sync_batch_norm_backward", [&] {
+          kernels::batchnorm_backward_sums(rows, C, xr.data<scalar_t>(), dy.data<scalar_t>(),
+                                           save_mean.data<scalar_t>(), sums.data(), sums.data() + C);
+          if (gamma.defined() && gamma.requires_grad()) {  // this rank's own share
+            dgamma = Tensor::empty({C}, x.dtype());
+            for (int64_t c = 0; c < C; ++c)
+              dgamma.data<scalar_t>()[c] = scalar_t(sums[size_t(C + c)] * double(save_invstd.data<scalar_t>()[c]));
+          }
+          if (beta.defined() && beta.requires_grad()) {
+            dbeta = Tensor::empty({C}, x.dtype());
+            for (int64_t c = 0; c < C; ++c) dbeta.data<scalar_t>()[c] = scalar_t(sums[size_t(c)]);
+          }
+          if (!x.requires_grad()) return;
+          dist::allreduce_sum(sums.data(), int64_t(sums.size()));  // the global batch's sums
+          dx = empty_rows_by_channels(x.shape(), x.dtype());
+          kernels::batchnorm_backward_dx(rows, C, xr.data<scalar_t>(), dy.data<scalar_t>(), save_mean.data<scalar_t>(),
+                                         save_invstd.data<scalar_t>(),
+                                         gamma.defined() ? gamma.data().contiguous().data<scalar_t>() : nullptr,
+                                         sums.data(), sums.data() + C, total, dx.data<scalar_t>());
+        });
+        auto wrap = [](const Tensor& t) { return t.defined() ? Variable(t) : Variable(); };
+        return std::vector<Variable>{wrap(dx), wrap(dgamma), wrap(dbeta)};
+      });
 }
 
 Variable batch_norm_relu(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,

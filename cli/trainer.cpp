@@ -115,7 +115,7 @@ std::vector<OptionSpec> train_option_specs() {
        "data-parallel runs (mpirun): gradients are all-reduced in buckets of this many MB, each started during "
        "backward once its gradients are final"},
       {"sync-bn", "",
-       "data-parallel runs: batch-norm statistics over the global batch (synchronized, composed ops) instead of "
+       "data-parallel runs: batch-norm statistics over the global batch (synchronized) instead of "
        "each rank's share",
        true},
   };

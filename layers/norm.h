@@ -40,7 +40,7 @@ class BatchNormBase : public Module {
   Variable forward_with_relu(const Variable& x, Module& relu);
 
   // Synchronized batch norm (data parallelism): in training, statistics over every rank's share of the
-  // batch (sync_batch_norm, composed, unfused); off by default. The fit loop sets it (--sync-bn).
+  // batch (sync_batch_norm in autograd/ops_nn.h); off by default. The fit loop sets it (--sync-bn).
   void set_sync(bool on) { sync_ = on; }
   bool sync() const { return sync_; }
 

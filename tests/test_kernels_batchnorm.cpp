@@ -465,3 +465,54 @@ TEST_CASE("batchnorm: double backward matches finite differences of backward (do
     }
   }
 }
+
+// Synchronized batch norm's pieces against their _ref twins; with the call's own sums and count = rows
+// they reproduce batchnorm_forward_train's statistics and batchnorm_backward's dx.
+TEST_CASE("batchnorm: stats / backward_sums / backward_dx (ResNet-20 shapes and odd tails)") {
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {4 * 32 * 32, 16}, {4 * 16 * 16, 32}, {4 * 8 * 8, 64}, {128, 512}, {2, 3},
+      {7, 17},           {67, 33},          {1031, 65},      {3000, 5}};
+  for (const auto& [rows, C] : shapes) {
+    CAPTURE(rows);
+    CAPTURE(C);
+    const auto x = random_vec<float>(rows * C, 11, {.offset = 3.0, .spread = 2.0});
+    const auto dy = random_vec<float>(rows * C, 12);
+    const auto gamma = random_vec<float>(C, 13, {.offset = 1.0, .spread = 0.5});
+    auto mean = sized<double>(C), m2 = sized<double>(C), mean_r = sized<double>(C), m2_r = sized<double>(C);
+    batchnorm_stats(rows, C, x.data(), mean.data(), m2.data());
+    batchnorm_stats_ref(rows, C, x.data(), mean_r.data(), m2_r.data());
+    CHECK(rel_err(mean, mean_r) < 1e-6);
+    CHECK(rel_err(m2, m2_r) < 1e-5);
+    // The forward's own statistics agree with these.
+    auto y = sized<float>(rows * C), fmean = sized<float>(C), finv = sized<float>(C);
+    batchnorm_forward_train(rows, C, x.data(), gamma.data(), nullptr, 1e-5, y.data(), fmean.data(), finv.data());
+    for (int64_t c = 0; c < C; ++c) {
+      CHECK(fmean[size_t(c)] == float(mean[size_t(c)]));
+      CHECK(finv[size_t(c)] == float(1.0 / std::sqrt(m2[size_t(c)] / double(rows) + 1e-5)));
+    }
+    auto s = sized<double>(C), d = sized<double>(C), s_r = sized<double>(C), d_r = sized<double>(C);
+    batchnorm_backward_sums(rows, C, x.data(), dy.data(), fmean.data(), s.data(), d.data());
+    batchnorm_backward_sums_ref(rows, C, x.data(), dy.data(), fmean.data(), s_r.data(), d_r.data());
+    CHECK(rel_err(s, s_r) < 1e-5);
+    CHECK(rel_err(d, d_r) < 1e-5);
+    auto dx = sized<float>(rows * C), dx_r = sized<float>(rows * C), dx_bn = sized<float>(rows * C);
+    batchnorm_backward_dx(rows, C, x.data(), dy.data(), fmean.data(), finv.data(), gamma.data(), s.data(), d.data(),
+                          double(rows), dx.data());
+    batchnorm_backward_dx_ref(rows, C, x.data(), dy.data(), fmean.data(), finv.data(), gamma.data(), s.data(), d.data(),
+                              double(rows), dx_r.data());
+    batchnorm_backward(rows, C, x.data(), dy.data(), fmean.data(), finv.data(), gamma.data(), dx_bn.data(), nullptr,
+                       nullptr);
+    BnResult<float> a, b;
+    a.dx = dx, b.dx = dx_r, b.invstd = finv;
+    CHECK(dx_err(a, b, dy, gamma, true) < 1e-5);
+    CHECK(bit_equal(dx, dx_bn));  // the same code path as batchnorm_backward
+    // Sums over "more rows" (a second rank's): dx uses the given count.
+    std::vector<double> s2(s), d2(d);
+    for (auto& v : s2) v *= 2;
+    for (auto& v : d2) v *= 2;
+    batchnorm_backward_dx(rows, C, x.data(), dy.data(), fmean.data(), finv.data(), gamma.data(), s2.data(), d2.data(),
+                          2.0 * double(rows), dx.data());
+    a.dx = dx;
+    CHECK(dx_err(a, b, dy, gamma, true) < 1e-5);  // twice the sums over twice the rows: the same dx
+  }
+}

@@ -113,7 +113,7 @@ struct FitOptions {
   // Data parallelism: gradients are all-reduced in buckets of about this many bytes.
   int64_t bucket_bytes = int64_t{4} << 20;
   // Synchronized batch norm: in training every BatchNorm normalises with the global batch's statistics
-  // (layers/norm.h sync_batch_norm; composed, slower than the fused kernels); also in one process, where
+  // (autograd/ops_nn.h sync_batch_norm: one all-reduce each way per layer); also in one process, where
   // it equals the default. Not with step_sets_gradients (DCQ's sections run on worker threads).
   bool sync_batch_norm = false;
   int verbose = 1;              // 0 silent, 1 a line per epoch, 2 also live progress

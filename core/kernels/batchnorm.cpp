@@ -324,11 +324,11 @@ void affine_pass(const Prims<T>& prims, int64_t rows, int64_t C, const T* x, con
 // Drivers
 // ---------------------------------------------------------------------------------------------
 
+// Per-channel mean and M2 (sum of squared deviations) in double: per chunk two passes, merged in chunk
+// order (Chan et al.).
 template <class T>
-void forward_train_impl(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps, T* y,
-                        T* save_mean, T* save_invstd, T* var_unbiased, T* relu_affine) {
-  check_shape(rows, C, "batchnorm_forward_train");
-  const Prims<T> prims;
+void stats_impl(const Prims<T>& prims, int64_t rows, int64_t C, const T* x, std::vector<double>& mean,
+                std::vector<double>& m2) {
   const int64_t chunks = chunk_count(rows, C);
   // Per chunk: row count, mean[C], M2[C] (sum of squared deviations from the chunk mean).
   std::vector<int64_t> counts(static_cast<size_t>(chunks));
@@ -352,7 +352,7 @@ void forward_train_impl(int64_t rows, int64_t C, const T* x, const T* gamma, con
     counts[size_t(ci)] = n;
   });
   // Merge in chunk order.
-  std::vector<double> mean(stats.begin(), stats.begin() + C), m2(stats.begin() + C, stats.begin() + 2 * C);
+  mean.assign(stats.begin(), stats.begin() + C), m2.assign(stats.begin() + C, stats.begin() + 2 * C);
   double count = double(counts[0]);
   for (int64_t ci = 1; ci < chunks; ++ci) {
     const double nb = double(counts[size_t(ci)]), n = count + nb;
@@ -365,6 +365,15 @@ void forward_train_impl(int64_t rows, int64_t C, const T* x, const T* gamma, con
     }
     count = n;
   }
+}
+
+template <class T>
+void forward_train_impl(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps, T* y,
+                        T* save_mean, T* save_invstd, T* var_unbiased, T* relu_affine) {
+  check_shape(rows, C, "batchnorm_forward_train");
+  const Prims<T> prims;
+  std::vector<double> mean, m2;
+  stats_impl(prims, rows, C, x, mean, m2);
   std::vector<T> center(static_cast<size_t>(C)), scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
   for (int64_t c = 0; c < C; ++c) {
     const double var = m2[size_t(c)] / double(rows);
@@ -399,15 +408,14 @@ void forward_eval_impl(int64_t rows, int64_t C, const T* x, const T* running_mea
   affine_pass(prims, rows, C, x, center, scale, shift, relu, y);
 }
 
+// Per channel sum g and sum g (x - mean), g = dy (masked by the fused ReLU), in double: per chunk,
+// merged in chunk order.
 template <class T>
-void backward_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean, const T* save_invstd,
-                   const T* gamma, const T* relu_affine, T* dx, T* dgamma, T* dbeta) {
-  check_shape(rows, C, "batchnorm_backward");
-  const Prims<T> prims;
+void backward_sums_impl(const Prims<T>& prims, int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean,
+                        const T* relu_affine, std::vector<double>& sum_dy, std::vector<double>& dot) {
   const int64_t chunks = chunk_count(rows, C);
   const T* relu_scale = relu_affine;
   const T* relu_shift = relu_affine ? relu_affine + C : nullptr;
-  // Per chunk: sum g[C], sum g * (x - mean)[C], g = dy (masked by the fused ReLU).
   std::vector<double> sums(static_cast<size_t>(chunks * 2 * C), 0.0);
   parallel_chunks(0, rows, chunks, [&](int64_t ci, int64_t lo, int64_t hi) {
     std::vector<T> blk(static_cast<size_t>(2 * C));
@@ -426,7 +434,7 @@ void backward_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* sa
     prims.sum(hi - lo, C, g, sdy, blk.data());
     prims.dev(hi - lo, C, x + lo * C, g, save_mean, unused.data(), sdy + C, blk.data());
   });
-  std::vector<double> sum_dy(sums.begin(), sums.begin() + C), dot(sums.begin() + C, sums.begin() + 2 * C);
+  sum_dy.assign(sums.begin(), sums.begin() + C), dot.assign(sums.begin() + C, sums.begin() + 2 * C);
   for (int64_t ci = 1; ci < chunks; ++ci) {
     const double* part = sums.data() + ci * 2 * C;
     for (int64_t c = 0; c < C; ++c) {
@@ -434,22 +442,62 @@ void backward_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* sa
       dot[size_t(c)] += part[C + c];
     }
   }
-  for (int64_t c = 0; c < C; ++c) {
-    if (dbeta) dbeta[c] = T(sum_dy[size_t(c)]);
-    if (dgamma) dgamma[c] = T(dot[size_t(c)] * double(save_invstd[c]));
-  }
-  if (!dx) return;
+}
+
+// dx = gamma invstd (g - sum_dy / count - xhat invstd dot / count), xhat = (x - mean) invstd.
+template <class T>
+void backward_dx_impl(const Prims<T>& prims, int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean,
+                      const T* save_invstd, const T* gamma, const T* relu_affine, const double* sum_dy,
+                      const double* dot, double count, T* dx) {
   std::vector<T> k1(static_cast<size_t>(C)), k2(static_cast<size_t>(C)), k3(static_cast<size_t>(C));
   for (int64_t c = 0; c < C; ++c) {
     const double invstd = save_invstd[c], g = gamma ? double(gamma[c]) : 1.0;
     k1[size_t(c)] = T(g * invstd);
-    k2[size_t(c)] = T(-g * invstd * invstd * invstd * dot[size_t(c)] / double(rows));
-    k3[size_t(c)] = T(-g * invstd * sum_dy[size_t(c)] / double(rows));
+    k2[size_t(c)] = T(-g * invstd * invstd * invstd * dot[c] / count);
+    k3[size_t(c)] = T(-g * invstd * sum_dy[c] / count);
   }
+  const T* relu_scale = relu_affine;
+  const T* relu_shift = relu_affine ? relu_affine + C : nullptr;
   parallel_for(0, rows, elementwise_grain(C), [&](int64_t lo, int64_t hi) {
     prims.bwd_dx(hi - lo, C, dy + lo * C, x + lo * C, save_mean, k1.data(), k2.data(), k3.data(), relu_scale,
                  relu_shift, dx + lo * C);
   });
+}
+
+template <class T>
+void backward_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* save_mean, const T* save_invstd,
+                   const T* gamma, const T* relu_affine, T* dx, T* dgamma, T* dbeta) {
+  check_shape(rows, C, "batchnorm_backward");
+  const Prims<T> prims;
+  std::vector<double> sum_dy, dot;
+  backward_sums_impl(prims, rows, C, x, dy, save_mean, relu_affine, sum_dy, dot);
+  for (int64_t c = 0; c < C; ++c) {
+    if (dbeta) dbeta[c] = T(sum_dy[size_t(c)]);
+    if (dgamma) dgamma[c] = T(dot[size_t(c)] * double(save_invstd[c]));
+  }
+  if (dx)
+    backward_dx_impl(prims, rows, C, x, dy, save_mean, save_invstd, gamma, relu_affine, sum_dy.data(), dot.data(),
+                     double(rows), dx);
+}
+
+// Synchronized batch norm's pieces (batchnorm.h).
+template <class T>
+void stats_public_impl(int64_t rows, int64_t C, const T* x, double* mean, double* m2) {
+  check_shape(rows, C, "batchnorm_stats");
+  std::vector<double> m, q;
+  stats_impl(Prims<T>(), rows, C, x, m, q);
+  std::copy(m.begin(), m.end(), mean);
+  std::copy(q.begin(), q.end(), m2);
+}
+
+template <class T>
+void backward_sums_public_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* mean, double* sum_dy,
+                               double* sum_dy_dev) {
+  check_shape(rows, C, "batchnorm_backward_sums");
+  std::vector<double> a, b;
+  backward_sums_impl(Prims<T>(), rows, C, x, dy, mean, static_cast<const T*>(nullptr), a, b);
+  std::copy(a.begin(), a.end(), sum_dy);
+  std::copy(b.begin(), b.end(), sum_dy_dev);
 }
 
 // The double backward (batchnorm.h): pass 1 sums per chunk, merged in chunk order; pass 2 elementwise.
@@ -728,6 +776,49 @@ void update_running_impl(int64_t C, double momentum, const T* batch_mean, const 
   }
 }
 
+template <class T>
+void stats_ref_impl(int64_t rows, int64_t C, const T* x, double* mean, double* m2) {
+  check_shape(rows, C, "batchnorm_stats_ref");
+  using A = RefAcc<T>;
+  for (int64_t c = 0; c < C; ++c) {
+    A sum = 0;
+    for (int64_t r = 0; r < rows; ++r) sum += x[r * C + c];
+    const A m = sum / A(rows);
+    A sq = 0;
+    for (int64_t r = 0; r < rows; ++r) sq += (x[r * C + c] - m) * (x[r * C + c] - m);
+    mean[c] = double(m), m2[c] = double(sq);
+  }
+}
+
+template <class T>
+void backward_sums_ref_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* mean, double* sum_dy,
+                            double* sum_dy_dev) {
+  check_shape(rows, C, "batchnorm_backward_sums_ref");
+  using A = RefAcc<T>;
+  for (int64_t c = 0; c < C; ++c) {
+    A s = 0, d = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      s += A(dy[r * C + c]);
+      d += A(dy[r * C + c]) * (A(x[r * C + c]) - A(mean[c]));
+    }
+    sum_dy[c] = double(s), sum_dy_dev[c] = double(d);
+  }
+}
+
+template <class T>
+void backward_dx_ref_impl(int64_t rows, int64_t C, const T* x, const T* dy, const T* mean, const T* invstd,
+                          const T* gamma, const double* sum_dy, const double* sum_dy_dev, double count, T* dx) {
+  check_shape(rows, C, "batchnorm_backward_dx_ref");
+  using A = RefAcc<T>;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const A is = invstd[c], g = gamma ? A(gamma[c]) : A(1);
+      const A xhat = (A(x[r * C + c]) - A(mean[c])) * is;
+      dx[r * C + c] =
+          T(g * is * (A(dy[r * C + c]) - A(sum_dy[c]) / A(count) - xhat * is * A(sum_dy_dev[c]) / A(count)));
+    }
+}
+
 }  // namespace
 
 #define LOWBIT_BN_DEFINE(T)                                                                                           \
@@ -764,6 +855,31 @@ void update_running_impl(int64_t C, double momentum, const T* batch_mean, const 
                                        const T* invstd, const T* gamma, const T* relu, const T* u, T* ddy, T* ddx,    \
                                        T* dgamma) {                                                                   \
     backward_backward_ref_impl(rows, C, x, dy, mean, invstd, gamma, relu, u, ddy, ddx, dgamma);                       \
+  }                                                                                                                   \
+  void batchnorm_stats(int64_t rows, int64_t C, const T* x, double* mean, double* m2) {                               \
+    stats_public_impl(rows, C, x, mean, m2);                                                                          \
+  }                                                                                                                   \
+  void batchnorm_stats_ref(int64_t rows, int64_t C, const T* x, double* mean, double* m2) {                           \
+    stats_ref_impl(rows, C, x, mean, m2);                                                                             \
+  }                                                                                                                   \
+  void batchnorm_backward_sums(int64_t rows, int64_t C, const T* x, const T* dy, const T* mean, double* sum_dy,       \
+                               double* sum_dy_dev) {                                                                  \
+    backward_sums_public_impl(rows, C, x, dy, mean, sum_dy, sum_dy_dev);                                              \
+  }                                                                                                                   \
+  void batchnorm_backward_sums_ref(int64_t rows, int64_t C, const T* x, const T* dy, const T* mean, double* sum_dy,   \
+                                   double* sum_dy_dev) {                                                              \
+    backward_sums_ref_impl(rows, C, x, dy, mean, sum_dy, sum_dy_dev);                                                 \
+  }                                                                                                                   \
+  void batchnorm_backward_dx(int64_t rows, int64_t C, const T* x, const T* dy, const T* mean, const T* invstd,        \
+                             const T* gamma, const double* sum_dy, const double* sum_dy_dev, double count, T* dx) {   \
+    check_shape(rows, C, "batchnorm_backward_dx");                                                                    \
+    backward_dx_impl(Prims<T>(), rows, C, x, dy, mean, invstd, gamma, static_cast<const T*>(nullptr), sum_dy,         \
+                     sum_dy_dev, count, dx);                                                                          \
+  }                                                                                                                   \
+  void batchnorm_backward_dx_ref(int64_t rows, int64_t C, const T* x, const T* dy, const T* mean, const T* invstd,    \
+                                 const T* gamma, const double* sum_dy, const double* sum_dy_dev, double count,        \
+                                 T* dx) {                                                                             \
+    backward_dx_ref_impl(rows, C, x, dy, mean, invstd, gamma, sum_dy, sum_dy_dev, count, dx);                         \
   }                                                                                                                   \
   void batchnorm_update_running_stats(int64_t C, double momentum, const T* batch_mean, const T* batch_var_unbiased,   \
                                       T* running_mean, T* running_var) {                                              \

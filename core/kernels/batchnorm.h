@@ -22,6 +22,15 @@
 //                            (the mean and invstd are functions of x: ddx includes their derivatives).
 //                            ddy, ddx, dgamma may each be null. One pass of five sums, one elementwise.
 //   batchnorm_update_running_stats  running = (1 - momentum) * running + momentum * batch.
+//
+// Synchronized batch norm's pieces (statistics over more rows than one call sees: every data-parallel
+// rank's; autograd/ops_norm.cpp sync_batch_norm sums them over the ranks in between):
+//   batchnorm_stats          per-channel mean and M2 = sum (x - mean)^2 of this call's rows, in double
+//                            (the forward's statistics, chunked and merged the same way).
+//   batchnorm_backward_sums  per-channel sum dy and sum dy (x - mean) in double, given the mean.
+//   batchnorm_backward_dx    dx = gamma invstd (dy - sum_dy / count - xhat invstd sum_dy_dev / count),
+//                            xhat = (x - mean) invstd, the sums and count those of the whole batch; with
+//                            this call's own sums and count = rows it is batchnorm_backward's dx.
 // gamma / beta may be null (affine = false: gamma = 1, beta = 0). rows >= 1.
 //
 // Fused ReLU (a BatchNorm followed by a ReLU, one pass each way instead of two):
@@ -95,6 +104,31 @@ void batchnorm_backward_backward_ref(int64_t rows, int64_t C, const double* x, c
                                      const double* save_mean, const double* save_invstd, const double* gamma,
                                      const double* relu_affine, const double* u, double* ddy, double* ddx,
                                      double* dgamma);
+
+void batchnorm_stats(int64_t rows, int64_t C, const float* x, double* mean, double* m2);
+void batchnorm_stats(int64_t rows, int64_t C, const double* x, double* mean, double* m2);
+void batchnorm_stats_ref(int64_t rows, int64_t C, const float* x, double* mean, double* m2);
+void batchnorm_stats_ref(int64_t rows, int64_t C, const double* x, double* mean, double* m2);
+void batchnorm_backward_sums(int64_t rows, int64_t C, const float* x, const float* dy, const float* mean,
+                             double* sum_dy, double* sum_dy_dev);
+void batchnorm_backward_sums(int64_t rows, int64_t C, const double* x, const double* dy, const double* mean,
+                             double* sum_dy, double* sum_dy_dev);
+void batchnorm_backward_sums_ref(int64_t rows, int64_t C, const float* x, const float* dy, const float* mean,
+                                 double* sum_dy, double* sum_dy_dev);
+void batchnorm_backward_sums_ref(int64_t rows, int64_t C, const double* x, const double* dy, const double* mean,
+                                 double* sum_dy, double* sum_dy_dev);
+void batchnorm_backward_dx(int64_t rows, int64_t C, const float* x, const float* dy, const float* mean,
+                           const float* invstd, const float* gamma, const double* sum_dy, const double* sum_dy_dev,
+                           double count, float* dx);
+void batchnorm_backward_dx(int64_t rows, int64_t C, const double* x, const double* dy, const double* mean,
+                           const double* invstd, const double* gamma, const double* sum_dy, const double* sum_dy_dev,
+                           double count, double* dx);
+void batchnorm_backward_dx_ref(int64_t rows, int64_t C, const float* x, const float* dy, const float* mean,
+                               const float* invstd, const float* gamma, const double* sum_dy, const double* sum_dy_dev,
+                               double count, float* dx);
+void batchnorm_backward_dx_ref(int64_t rows, int64_t C, const double* x, const double* dy, const double* mean,
+                               const double* invstd, const double* gamma, const double* sum_dy,
+                               const double* sum_dy_dev, double count, double* dx);
 
 void batchnorm_update_running_stats(int64_t C, double momentum, const float* batch_mean,
                                     const float* batch_var_unbiased, float* running_mean, float* running_var);
