@@ -58,6 +58,72 @@ std::vector<uint64_t> rle_frequencies(const std::vector<RleSymbol>& symbols, int
   return freq;
 }
 
+// A canonical code's decoding table (DEFLATE's rule, docs/format.md): the symbols sorted by (length,
+// symbol), and each length's first code and first index. symbol/length: the checked table entries.
+struct CanonicalTable {
+  std::vector<uint32_t> sorted;
+  std::vector<int64_t> first_code, first_index;
+  std::vector<uint32_t> per_length;
+  int longest = 0;
+  CanonicalTable(const std::vector<uint32_t>& symbol, const std::vector<uint8_t>& length,
+                 std::vector<uint32_t> per_length_)
+      : first_code(kMaxHuffmanLength + 1, 0),
+        first_index(kMaxHuffmanLength + 1, 0),
+        per_length(std::move(per_length_)) {
+    sorted.reserve(symbol.size());
+    for (int l = 1; l <= kMaxHuffmanLength; ++l)
+      for (size_t i = 0; i < symbol.size(); ++i)
+        if (length[i] == l) sorted.push_back(symbol[i]);
+    int64_t code = 0, index = 0;
+    for (int l = 1; l <= kMaxHuffmanLength; ++l) {
+      code = (code + per_length[size_t(l - 1)]) << 1;  // as canonical_codes (per_length[0] = 0)
+      first_code[size_t(l)] = code, first_index[size_t(l)] = index;
+      index += per_length[size_t(l)];
+    }
+    longest = *std::max_element(length.begin(), length.end());
+  }
+  // The next symbol, its code read bit by bit from next_bit(); field i of the error message.
+  template <class NextBit>
+  uint32_t decode(NextBit&& next_bit, const std::string& where, int64_t i) const {
+    int64_t c = 0;
+    for (int l = 1;; ++l) {
+      c = c << 1 | next_bit();
+      if (c >= first_code[size_t(l)] && c - first_code[size_t(l)] < int64_t(per_length[size_t(l)]))
+        return sorted[size_t(first_index[size_t(l)] + c - first_code[size_t(l)])];
+      // Only the one-symbol code (a '1' bit) gets here without a match: complete codes always match.
+      LOWBIT_CHECK(l < longest, where, "field ", i, ": no code of up to ", longest, " bits matches the stream");
+    }
+  }
+};
+
+// After `bit` stream bits decoded the count fields: no trailing byte, zero padding.
+void check_stream_end(const std::string& where, std::string_view stream, uint64_t bit, int64_t count) {
+  LOWBIT_CHECK((bit + 7) / 8 == stream.size(), where, "trailing bytes: the ", count, " fields take ", (bit + 7) / 8,
+               " stream bytes, the body has ", stream.size());
+  LOWBIT_CHECK(bit % 8 == 0 || (uint8_t(stream.back()) & (0xffu >> (bit % 8))) == 0, where,
+               "the last stream byte's unused low bits are not 0");
+}
+
+// The coded body's writer (docs/format.md): little-endian table values, then the stream, each code most
+// significant bit first, stream bit t being bit 7 - t % 8 of the stream's byte t / 8.
+struct BodyWriter {
+  std::string out;
+  size_t stream_start = 0;
+  uint64_t bit = 0;
+  template <class V>
+  void put(V v) {
+    char b[sizeof v];
+    std::memcpy(b, &v, sizeof v);
+    out.append(b, sizeof v);
+  }
+  void start_stream() { stream_start = out.size(), bit = 0; }
+  void put_bits(uint32_t v, int n_bits) {
+    for (int b = n_bits - 1; b >= 0; --b, ++bit) {
+      if (bit % 8 == 0) out.push_back('\0');
+      if (v >> b & 1u) out[stream_start + bit / 8] = char(uint8_t(out[stream_start + bit / 8]) | (0x80u >> (bit % 8)));
+    }
+  }
+};
 }  // namespace
 
 std::vector<uint8_t> huffman_lengths(const std::vector<uint64_t>& freq, int max_len) {
@@ -144,27 +210,15 @@ std::string huffman_encode(const std::vector<uint32_t>& fields, int32_t bits) {
   const std::vector<uint64_t> freq = frequencies(fields, bits);
   const std::vector<uint8_t> len = huffman_lengths(freq);
   const std::vector<uint32_t> code = canonical_codes(len);
-  std::string out;
-  auto put = [&out](auto v) {
-    char b[sizeof v];
-    std::memcpy(b, &v, sizeof v);
-    out.append(b, sizeof v);
-  };
+  BodyWriter w;
   uint32_t n = 0;
   for (uint64_t f : freq) n += f > 0;
-  put(n);
+  w.put(n);
   for (size_t u = 0; u < freq.size(); ++u)
-    if (freq[u] > 0) put(uint16_t(u)), put(uint8_t(len[u]));
-  // The stream: each code most significant bit first; stream bit b is bit 7 - b % 8 of byte b / 8.
-  const size_t start = out.size();
-  uint64_t bit = 0;
-  for (uint32_t u : fields) {
-    for (int b = len[u] - 1; b >= 0; --b, ++bit) {
-      if (bit % 8 == 0) out.push_back('\0');
-      if (code[u] >> b & 1u) out[start + bit / 8] = char(uint8_t(out[start + bit / 8]) | (0x80u >> (bit % 8)));
-    }
-  }
-  return out;
+    if (freq[u] > 0) w.put(uint16_t(u)), w.put(uint8_t(len[u]));
+  w.start_stream();
+  for (uint32_t u : fields) w.put_bits(code[u], len[u]);
+  return w.out;
 }
 
 std::vector<uint32_t> huffman_decode(std::string_view body, int64_t count, int32_t bits, const std::string& what) {
@@ -202,41 +256,20 @@ std::vector<uint32_t> huffman_decode(std::string_view body, int64_t count, int32
   LOWBIT_CHECK(uint64_t(count) <= uint64_t(stream.size()) * 8, where, "truncated: ", count, " fields need at least ",
                (count + 7) / 8, " stream bytes, the body has ", stream.size());
   std::vector<uint32_t> out(static_cast<size_t>(count));
-  // Canonical decoding: symbols sorted by (length, symbol); first code and index of each length.
-  std::vector<uint32_t> sorted;
-  sorted.reserve(n);
-  for (int l = 1; l <= kMaxHuffmanLength; ++l)
-    for (uint32_t i = 0; i < n; ++i)
-      if (length[i] == l) sorted.push_back(symbol[i]);
-  std::vector<int64_t> first_code(kMaxHuffmanLength + 1, 0), first_index(kMaxHuffmanLength + 1, 0);
-  int64_t code = 0, index = 0;
-  for (int l = 1; l <= kMaxHuffmanLength; ++l) {
-    code = (code + per_length[size_t(l - 1)]) << 1;  // as canonical_codes (per_length[0] = 0)
-    first_code[size_t(l)] = code, first_index[size_t(l)] = index;
-    index += per_length[size_t(l)];
-  }
-  const int longest = *std::max_element(length.begin(), length.end());
+  const CanonicalTable table(symbol, length, std::move(per_length));
   const uint64_t total_bits = uint64_t(stream.size()) * 8;
   uint64_t bit = 0;
-  for (int64_t i = 0; i < count; ++i) {
-    int64_t c = 0;
-    for (int l = 1;; ++l) {
-      LOWBIT_CHECK(bit < total_bits, where, "truncated: the stream of ", stream.size(), " bytes ends in field ", i,
-                   " of ", count);
-      c = c << 1 | ((uint8_t(stream[size_t(bit / 8)]) >> (7 - bit % 8)) & 1);
-      ++bit;
-      if (c >= first_code[size_t(l)] && c - first_code[size_t(l)] < int64_t(per_length[size_t(l)])) {
-        out[size_t(i)] = sorted[size_t(first_index[size_t(l)] + c - first_code[size_t(l)])];
-        break;
-      }
-      // Only the one-symbol code (a '1' bit) gets here without a match: complete codes always match.
-      LOWBIT_CHECK(l < longest, where, "field ", i, ": no code of up to ", longest, " bits matches the stream");
-    }
-  }
-  LOWBIT_CHECK((bit + 7) / 8 == stream.size(), where, "trailing bytes: the ", count, " fields take ", (bit + 7) / 8,
-               " stream bytes, the body has ", stream.size());
-  LOWBIT_CHECK(bit % 8 == 0 || (uint8_t(stream.back()) & (0xffu >> (bit % 8))) == 0, where,
-               "the last stream byte's unused low bits are not 0");
+  for (int64_t i = 0; i < count; ++i)
+    out[size_t(i)] = table.decode(
+        [&]() -> int64_t {
+          LOWBIT_CHECK(bit < total_bits, where, "truncated: the stream of ", stream.size(), " bytes ends in field ", i,
+                       " of ", count);
+          const int64_t v = (uint8_t(stream[size_t(bit / 8)]) >> (7 - bit % 8)) & 1;
+          ++bit;
+          return v;
+        },
+        where, i);
+  check_stream_end(where, stream, bit, count);
   return out;
 }
 
@@ -257,28 +290,15 @@ std::string rle_encode(const std::vector<uint32_t>& fields, int32_t bits, uint32
   const std::vector<uint64_t> freq = rle_frequencies(symbols, bits);
   const std::vector<uint8_t> len = huffman_lengths(freq);
   const std::vector<uint32_t> code = canonical_codes(len);
-  std::string out;
-  auto put = [&out](auto v) {
-    char b[sizeof v];
-    std::memcpy(b, &v, sizeof v);
-    out.append(b, sizeof v);
-  };
+  BodyWriter w;
   uint32_t n = 0;
   for (uint64_t f : freq) n += f > 0;
-  put(n);
+  w.put(n);
   for (size_t s = 0; s < freq.size(); ++s)
-    if (freq[s] > 0) put(uint32_t(s)), put(uint8_t(len[s]));
-  // The stream, as huffman_encode's: most significant bit first, bit t is bit 7 - t % 8 of byte t / 8.
-  const size_t start = out.size();
-  uint64_t bit = 0;
-  auto put_bits = [&](uint32_t v, int n_bits) {
-    for (int b = n_bits - 1; b >= 0; --b, ++bit) {
-      if (bit % 8 == 0) out.push_back('\0');
-      if (v >> b & 1u) out[start + bit / 8] = char(uint8_t(out[start + bit / 8]) | (0x80u >> (bit % 8)));
-    }
-  };
-  for (const RleSymbol& r : symbols) put_bits(code[r.symbol], len[r.symbol]), put_bits(r.extra, r.extra_bits);
-  return out;
+    if (freq[s] > 0) w.put(uint32_t(s)), w.put(uint8_t(len[s]));
+  w.start_stream();
+  for (const RleSymbol& r : symbols) w.put_bits(code[r.symbol], len[r.symbol]), w.put_bits(r.extra, r.extra_bits);
+  return w.out;
 }
 
 std::vector<uint32_t> rle_decode(std::string_view body, int64_t count, int32_t bits, uint32_t zero,
@@ -319,20 +339,7 @@ std::vector<uint32_t> rle_decode(std::string_view body, int64_t count, int32_t b
                "the code lengths do not form a complete prefix code (Kraft sum ", double(kraft) / 0x1p24,
                ", must be 1)");
   const std::string_view stream = body.substr(4 + 5 * size_t(n));
-  // Canonical decoding, as huffman_decode.
-  std::vector<uint32_t> sorted;
-  sorted.reserve(n);
-  for (int l = 1; l <= kMaxHuffmanLength; ++l)
-    for (uint32_t i = 0; i < n; ++i)
-      if (length[i] == l) sorted.push_back(symbol[i]);
-  std::vector<int64_t> first_code(kMaxHuffmanLength + 1, 0), first_index(kMaxHuffmanLength + 1, 0);
-  int64_t code = 0, index = 0;
-  for (int l = 1; l <= kMaxHuffmanLength; ++l) {
-    code = (code + per_length[size_t(l - 1)]) << 1;
-    first_code[size_t(l)] = code, first_index[size_t(l)] = index;
-    index += per_length[size_t(l)];
-  }
-  const int longest = *std::max_element(length.begin(), length.end());
+  const CanonicalTable table(symbol, length, std::move(per_length));
   const uint64_t total_bits = uint64_t(stream.size()) * 8;
   // Walks the stream, calling emit(first field, field, how many); returns the bits read. Run once to
   // check everything (nothing allocated), then to fill the count fields.
@@ -347,16 +354,7 @@ std::vector<uint32_t> rle_decode(std::string_view body, int64_t count, int32_t b
       return b;
     };
     while (i < count) {
-      uint32_t s = 0;
-      int64_t c = 0;
-      for (int l = 1;; ++l) {
-        c = c << 1 | next_bit();
-        if (c >= first_code[size_t(l)] && c - first_code[size_t(l)] < int64_t(per_length[size_t(l)])) {
-          s = sorted[size_t(first_index[size_t(l)] + c - first_code[size_t(l)])];
-          break;
-        }
-        LOWBIT_CHECK(l < longest, where, "field ", i, ": no code of up to ", longest, " bits matches the stream");
-      }
+      const uint32_t s = table.decode(next_bit, where, i);
       if (s < run0) {
         emit(i, s, int64_t(1));
         ++i;
@@ -371,11 +369,7 @@ std::vector<uint32_t> rle_decode(std::string_view body, int64_t count, int32_t b
     }
     return bit;
   };
-  const uint64_t bit = walk([](int64_t, uint32_t, int64_t) {});
-  LOWBIT_CHECK((bit + 7) / 8 == stream.size(), where, "trailing bytes: the ", count, " fields take ", (bit + 7) / 8,
-               " stream bytes, the body has ", stream.size());
-  LOWBIT_CHECK(bit % 8 == 0 || (uint8_t(stream.back()) & (0xffu >> (bit % 8))) == 0, where,
-               "the last stream byte's unused low bits are not 0");
+  check_stream_end(where, stream, walk([](int64_t, uint32_t, int64_t) {}), count);
   std::vector<uint32_t> out(static_cast<size_t>(count));
   walk([&](int64_t at, uint32_t u, int64_t k) { std::fill_n(out.begin() + at, k, u); });
   return out;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -664,17 +665,25 @@ void backward_backward_impl(int64_t rows, int64_t C, const T* x, const T* dy, co
 template <class T>
 using RefAcc = std::conditional_t<std::is_same_v<T, float>, double, long double>;
 
+// Channel c's mean and sum of squared deviations, two passes in RefAcc.
+template <class T>
+std::pair<RefAcc<T>, RefAcc<T>> ref_channel_stats(int64_t rows, int64_t C, const T* x, int64_t c) {
+  using A = RefAcc<T>;
+  A sum = 0;
+  for (int64_t r = 0; r < rows; ++r) sum += x[r * C + c];
+  const A mean = sum / A(rows);
+  A sq = 0;
+  for (int64_t r = 0; r < rows; ++r) sq += (x[r * C + c] - mean) * (x[r * C + c] - mean);
+  return {mean, sq};
+}
+
 template <class T>
 void forward_train_ref_impl(int64_t rows, int64_t C, const T* x, const T* gamma, const T* beta, double eps, T* y,
                             T* save_mean, T* save_invstd, T* var_unbiased, T* relu_affine) {
   check_shape(rows, C, "batchnorm_forward_train_ref");
   using A = RefAcc<T>;
   for (int64_t c = 0; c < C; ++c) {
-    A sum = 0;
-    for (int64_t r = 0; r < rows; ++r) sum += x[r * C + c];
-    const A mean = sum / A(rows);
-    A sq = 0;
-    for (int64_t r = 0; r < rows; ++r) sq += (x[r * C + c] - mean) * (x[r * C + c] - mean);
+    const auto [mean, sq] = ref_channel_stats(rows, C, x, c);
     const A var = sq / A(rows);
     const A invstd = A(1) / std::sqrt(var + A(eps));
     const A g = gamma ? A(gamma[c]) : A(1), b = beta ? A(beta[c]) : A(0);
@@ -779,13 +788,8 @@ void update_running_impl(int64_t C, double momentum, const T* batch_mean, const 
 template <class T>
 void stats_ref_impl(int64_t rows, int64_t C, const T* x, double* mean, double* m2) {
   check_shape(rows, C, "batchnorm_stats_ref");
-  using A = RefAcc<T>;
   for (int64_t c = 0; c < C; ++c) {
-    A sum = 0;
-    for (int64_t r = 0; r < rows; ++r) sum += x[r * C + c];
-    const A m = sum / A(rows);
-    A sq = 0;
-    for (int64_t r = 0; r < rows; ++r) sq += (x[r * C + c] - m) * (x[r * C + c] - m);
+    const auto [m, sq] = ref_channel_stats(rows, C, x, c);
     mean[c] = double(m), m2[c] = double(sq);
   }
 }
