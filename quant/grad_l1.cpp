@@ -118,7 +118,8 @@ GradL1Regularizer::GradL1Regularizer(Module& model, GradL1Options options) : opt
                "grad-l1: the model has no Conv2d, Linear or activation module to regularize");
 }
 
-GradL1Penalty GradL1Regularizer::penalty(const Variable& loss, const std::vector<Variable>& activations) const {
+GradL1Penalty GradL1Regularizer::penalty(const Variable& loss, const std::vector<Variable>& activations,
+                                         bool across_ranks) const {
   LOWBIT_CHECK(loss.defined() && loss.numel() == 1, "grad-l1: the loss must be a scalar");
   LOWBIT_CHECK(loss.requires_grad(), "grad-l1: the loss has no graph (computed without grad mode?)");
   // The tensors whose gradients enter: weights (lambda_w > 0) then activations (lambda_a > 0).
@@ -141,7 +142,9 @@ GradL1Penalty GradL1Regularizer::penalty(const Variable& loss, const std::vector
   Variable wsum, asum;
   for (size_t i = 0; i < g.size(); ++i) {
     if (!g[i].defined()) continue;
-    const Variable l1 = l1_norm(g[i]);  // ||.||_1 over every element (batch included for a_l)
+    // Across ranks: the whole batch's weight gradient is the sum of the ranks' (share-weighted) ones.
+    const Variable gi = across_ranks && i < n_weights ? all_reduce_sum(g[i]) : g[i];
+    const Variable l1 = l1_norm(gi);  // ||.||_1 over every element (batch included for a_l)
     Variable& acc = i < n_weights ? wsum : asum;
     acc = acc.defined() ? add(acc, l1) : l1;
     ++(i < n_weights ? out.weights : out.activations);
@@ -152,6 +155,7 @@ GradL1Penalty GradL1Regularizer::penalty(const Variable& loss, const std::vector
     out.weight_l1 = wsum.item();
     value = mul(wsum, options_.lambda_w);
   }
+  if (across_ranks && asum.defined()) asum = all_reduce_sum(asum);  // every rank's samples
   if (asum.defined()) {
     out.act_l1 = asum.item();
     const Variable t = mul(asum, options_.lambda_a);

@@ -103,7 +103,12 @@ class GradL1Regularizer {
   // forward pass. Terms with lambda 0 are left out (their gradients are not taken). Weights or
   // activations the loss does not reach are skipped. The loss's graph is kept (create_graph), so
   // (loss + P).backward() works afterwards.
-  GradL1Penalty penalty(const Variable& loss, const std::vector<Variable>& activations) const;
+  // Data parallelism (across_ranks): `loss` is this rank's share-weighted loss (n_r / N times its mean),
+  // so the whole batch's loss is the ranks' sum; each dL/dW_l is all-reduced inside the graph
+  // (all_reduce_sum) before its norm, and the activation term is summed over the ranks: P is the
+  // whole batch's on every rank, and its backward crosses the ranks. Every rank must call it.
+  GradL1Penalty penalty(const Variable& loss, const std::vector<Variable>& activations,
+                        bool across_ranks = false) const;
 
   // The finite-difference variant (spec §7.2 (b), our approximation, not the paper's method). With
   // s_W = sign(dL/dW), s_a = sign(dL/da) and P's gradient as the directional derivative of dL/dtheta,

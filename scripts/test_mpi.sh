@@ -18,6 +18,7 @@
 #       64: 2 ranks equal one process (also --sync-bn) within 1e-6 (measured: 1.5e-7; this untrained net
 #       at lr 0.1 amplifies rounding ~100x a step, so one step is what pins the op), while per-rank
 #       statistics differ by more than 1e-3 (measured: 5.0e-3), so the check can tell them apart.
+#   (7) gradient-l1 (exact) on 2 ranks vs 1 process, uneven split, within 1e-5.
 # Usage: scripts/test_mpi.sh BUILD_DIR [MPIEXEC]
 #        (exit 77 = skipped: no mpirun, no Fashion-MNIST, or a lowbit built without MPI)
 set -euo pipefail
@@ -99,6 +100,21 @@ grep -q '"buckets": [1-9][0-9]*, "buckets_during_backward": ' "$work/small/metri
 awk -F'"buckets": |, "buckets_during_backward": |[,}]' '{ if ($2 < 4 || $2 != $3) bad = 1 } END { exit bad }' \
   <(grep -o '"buckets": [0-9]*, "buckets_during_backward": [0-9]*' "$work/small/metrics.jsonl") ||
   { cat "$work/small/metrics.jsonl"; fail "small buckets: not every bucket started during backward"; }
+
+# (7) gradient-l1 (exact) across ranks, uneven split (batch 63: 31 + 32): the penalty of the whole batch's
+#     gradient, so 2 ranks equal one process (measured: 3.0e-8); without the penalty the weights differ by
+#     more than 1e-3 (measured: 9.1e-2 at batch 64), so the check sees the penalty
+gl=(--model lenet5 --width 0.5 --limit-train 1000 --limit-test 256 --batch 63 --epochs 2 --lr 0.05 --schedule cosine
+    --seed 7 --threads 1 --quiet)
+"$lowbit" train "${gl[@]}" --reg grad-l1 --lambda 1e-3 --out "$work/l1" > /dev/null
+"$lowbit" train "${gl[@]}" --out "$work/l0" > /dev/null
+"${mpi[@]}" "$lowbit" train "${gl[@]}" --reg grad-l1 --lambda 1e-3 --out "$work/l2" > "$work/l2.log" 2>&1 ||
+  { cat "$work/l2.log"; fail "2-rank grad-l1"; }
+"$lowbit" compare "$work/l1/checkpoint.ckpt" "$work/l2/checkpoint.ckpt" model. --tolerance 1e-5 ||
+  fail "grad-l1: 2 ranks differ from 1 process"
+if "$lowbit" compare "$work/l1/checkpoint.ckpt" "$work/l0/checkpoint.ckpt" model. --tolerance 1e-3 > /dev/null; then
+  fail "grad-l1: the penalty changed nothing, the check cannot see it"
+fi
 
 # (6) synchronized batch norm
 sbn=(--model resnet20 --width 0.25 --limit-train 64 --limit-test 64 --batch 64 --epochs 1 --seed 3 --threads 1

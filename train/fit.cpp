@@ -391,9 +391,9 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
                "fit: step_sets_gradients needs a step and combines with neither gradient clipping nor the "
                "gradient-l1 penalty");
   if (world > 1) {
-    LOWBIT_CHECK(!(quant && quant->has_grad_l1()),
-                 "the gradient-l1 penalty (--reg grad-l1) is not available with more than one rank: it is a norm "
-                 "of the whole batch's gradient");
+    LOWBIT_CHECK(!(quant && quant->has_grad_l1() && quant->spec().grad_l1_mode == "fd"),
+                 "the finite-difference gradient-l1 mode (--grad-l1-mode fd) is not available with more than one "
+                 "rank (its perturbed pass would need the whole batch's gradient sign); the exact mode is");
     const int64_t B = train.options().batch_size, N = train.dataset().size();
     const int64_t tail = train.options().drop_last ? 0 : N % B;
     LOWBIT_CHECK(B >= world && (tail == 0 || tail >= world),
@@ -472,6 +472,13 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       // sets the gradients itself (the first run's output is the step's).
       const quant::GradL1Regularizer* gl1 = quant ? quant->grad_l1() : nullptr;
       const bool gl1_fd = gl1 && gl1->options().mode == quant::GradL1Mode::fd;
+      // Data parallelism: this rank's share of the global batch, n_r / N.
+      const double share = world > 1 ? double(b.labels.numel()) / double(b.global_size) : 1.0;
+      // Gradient-l1 on ranks: the share goes into the graph (the loss and the optimizer's terms are
+      // weighted there, the penalty, the same on every rank, divided by the ranks), and the gradient
+      // all-reduce adds the ranks' gradients unweighted. Otherwise the all-reduce weights by the share.
+      const bool gl1_ranks = gl1 && world > 1;
+      LOWBIT_CHECK(world == 1 || b.global_size > 0, "fit: a sharded batch must know its global size");
       StepOutput out;
       quant::GradL1Penalty penalty;
       if (gl1_fd) {
@@ -490,7 +497,13 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
         if (gl1) capture.emplace(gl1->capture());
         out = step(model, b);
         LOWBIT_CHECK(out.loss.defined() && out.loss.numel() == 1, "fit: the step must return a scalar loss");
-        if (gl1 && std::isfinite(out.loss.item())) penalty = gl1->penalty(out.loss, capture->activations());
+        // Data parallelism: the penalty of the whole batch's gradient (its norms all-reduced inside the
+        // graph, quant/grad_l1.h), from this rank's share-weighted loss; every rank computes it (it holds
+        // collectives), finite or not.
+        if (gl1 && world > 1)
+          penalty = gl1->penalty(mul(out.loss, share), capture->activations(), /*across_ranks=*/true);
+        else if (gl1 && std::isfinite(out.loss.item()))
+          penalty = gl1->penalty(out.loss, capture->activations());
       }
       LOWBIT_CHECK(out.loss.defined() && out.loss.numel() == 1, "fit: the step must return a scalar loss");
       const double loss_value = out.loss.item();
@@ -507,14 +520,26 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
         fault = "the gradient-l1 penalty is " + value_text(penalty.value.item());
       else if (!std::isfinite(total.item()))
         fault = "the regularization term is " + value_text(total.item() - loss_value);
+      // A backward pass holding collectives (synchronized batch norm, gradient-l1 across ranks) runs on
+      // every rank or on none: the ranks agree on a fault first.
+      if (world > 1 && (o.sync_batch_norm || gl1_ranks)) {
+        double any_fault = fault.empty() ? 0 : 1;
+        dist::allreduce_sum(&any_fault, 1);
+        if (any_fault > 0 && fault.empty()) fault = "a non-finite loss or gradient on another rank";
+      }
       if (fault.empty()) {
         if (gl1_fd || o.step_sets_gradients) {  // the gradients are set; the optimizer's regularizers add theirs
           if (reg.defined()) reg.backward();
         } else {
           opt.zero_grad();
-          // Data parallelism: each rank's gradient of the mean loss over its share, weighted by the share.
-          if (reducer && b.global_size > 0) reducer->start(double(b.labels.numel()) / double(b.global_size));
-          total.backward();
+          if (reducer) reducer->start(gl1_ranks ? 1.0 : share);
+          if (gl1_ranks) {
+            Variable weighted = add(mul(out.loss, share), mul(penalty.value, 1.0 / double(world)));
+            if (reg.defined()) weighted = add(weighted, mul(reg, share));
+            weighted.backward();
+          } else {
+            total.backward();
+          }
         }
         const std::string p = first_nonfinite(model, /*gradients=*/true);
         if (!p.empty()) fault = "the gradient of " + p + " is not finite";
@@ -530,12 +555,7 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
         // The gradients first (every rank, every step, whatever happened: the ranks must issue the same
         // collectives), weighted by the rank's share of the global batch so the sum is its mean gradient.
         const auto t0 = std::chrono::steady_clock::now();
-        double n_global = double(b.global_size);
-        if (n_global <= 0) {  // a batch that does not know its global size: the ranks' counts summed
-          n_global = double(n_local);
-          dist::allreduce_sum(&n_global, 1);
-        }
-        reducer->finish(double(n_local) / n_global);
+        reducer->finish(gl1_ranks ? 1.0 : share);
         const auto t1 = std::chrono::steady_clock::now();
         allreduce_seconds += std::chrono::duration<double>(t1 - t0).count();
         buckets_in_backward += reducer->started_during_backward(), buckets_total += reducer->num_buckets();

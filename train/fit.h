@@ -48,7 +48,8 @@
 // loss, accuracy and evaluation sums are reduced over the ranks; batch-norm statistics are per rank,
 // averaged at every epoch's end (and each rank's own are kept in the checkpoint, so --resume with the
 // same P continues exactly), or synchronized over the ranks (options.sync_batch_norm). Rank 0 alone prints and writes
-// the run folder. Not with gradient-l1.
+// the run folder. Gradient-l1 (exact mode) takes the whole batch's gradient across the ranks
+// (quant/grad_l1.h); its fd mode refuses ranks.
 //
 // Custom losses (a section of a net trained against a teacher, a distillation loss): options.step
 // returns the batch's loss and, optionally, logits for the accuracy column; options.evaluate
