@@ -6,6 +6,7 @@
 
 #include "cli/quant_options.h"
 #include "cli/trainer.h"
+#include "core/distributed.h"
 #include "core/parallel.h"
 #include "core/serialize.h"
 #include "train/dcq.h"
@@ -70,7 +71,9 @@ std::vector<OptionSpec> dcq_option_specs() {
   };
 }
 
-int run_dcq(int argc, char** argv) {
+namespace {
+
+int dcq_one(int argc, char** argv) {
   Options opts("dcq", all_specs());
   teacher_defaults(opts, argc, argv);
   opts.parse(argc, argv);
@@ -131,6 +134,7 @@ int run_dcq(int argc, char** argv) {
   fo = dcq.fit_options(fo, data.test_loader.get());
   const train::FitResult r = train::fit(*student, *opt, *data.train_loader, data.test_loader.get(), fo, &quant);
   if (!r.finished) return r.interrupted ? 130 : 0;
+  if (!dist::is_root()) return 0;  // rank 0 reports
   std::printf("stitched network test accuracy %.2f%% (%s)\n", 100 * r.last_eval.accuracy, data.test.source.c_str());
   const std::string html = fo.out + "/report.html";
   const train::QuantReport rep = quant.final_report(*data.test_loader, false, html);
@@ -140,6 +144,14 @@ int run_dcq(int argc, char** argv) {
       "train --init %s/checkpoint.ckpt with the same --quant options)\n",
       html.c_str(), fo.out.c_str(), fo.out.c_str(), fo.out.c_str());
   return 0;
+}
+
+}  // namespace
+
+// Under mpirun the ranks split every batch (docs/distributed.md), each training every section on its
+// share; the sections' gradients are all-reduced after the step.
+int run_dcq(int argc, char** argv) {
+  return run_data_parallel("dcq", [&] { return dcq_one(argc, argv); });
 }
 
 }  // namespace lowbit::cli

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -99,6 +100,11 @@ std::vector<OptionSpec> releq_option_specs() {
 }
 
 int run_releq(int argc, char** argv) {
+  const char* world = std::getenv("OMPI_COMM_WORLD_SIZE");
+  LOWBIT_CHECK(!world || std::atoi(world) <= 1,
+               "lowbit releq runs in one process (its oracle's fine-tunes are "
+               "short and many); under mpirun -np ",
+               world, " every rank would search alone");
   Options opts("releq", releq_option_specs());
   opts.parse(argc, argv);
   if (opts.help_requested()) return std::printf("%s", opts.usage().c_str()), 0;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -266,7 +267,7 @@ int train_one(Options& opts, int argc, char** argv) {
 
 }  // namespace
 
-int run_train(Options& opts, int argc, char** argv) {
+int run_data_parallel(const char* command, const std::function<int()>& body) {
   // Data parallelism (docs/distributed.md): under mpirun every rank runs the same command; rank 0
   // prints and writes the run folder.
   if (dist::launched_by_mpirun() && !dist::compiled_with_mpi()) {
@@ -276,18 +277,22 @@ int run_train(Options& opts, int argc, char** argv) {
                  world, " every process would train alone");
   }
   dist::init();
-  if (dist::size() == 1) return train_one(opts, argc, argv);
+  if (dist::size() == 1) return body();
   if (!dist::is_root()) std::fflush(stdout), (void)std::freopen("/dev/null", "w", stdout);
   try {
-    const int rc = train_one(opts, argc, argv);
+    const int rc = body();
     dist::finalize();
     return rc;
   } catch (const std::exception& e) {
     // One rank's error must not leave the others waiting in an all-reduce: end the whole job.
     std::fflush(stdout);
-    std::fprintf(stderr, "lowbit train: error (rank %d of %d): %s\n", dist::rank(), dist::size(), e.what());
+    std::fprintf(stderr, "lowbit %s: error (rank %d of %d): %s\n", command, dist::rank(), dist::size(), e.what());
     dist::abort(1);
   }
+}
+
+int run_train(Options& opts, int argc, char** argv) {
+  return run_data_parallel("train", [&] { return train_one(opts, argc, argv); });
 }
 
 }  // namespace lowbit::cli

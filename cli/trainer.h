@@ -5,6 +5,7 @@
 // metrics.jsonl, report.html (quantized runs); see train/fit.h. --resume continues bit-identically.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,9 @@ train::DataConfig data_config(const Options& opts, int64_t batch);
 
 // Runs `lowbit train`; returns the process exit code.
 int run_train(Options& opts, int argc, char** argv);
+// Runs `body` (a training command) as one process, or as a rank of an mpirun job: MPI started, the
+// standard output of ranks > 0 silenced, an error on any rank ending the whole job (exit 1).
+int run_data_parallel(const char* command, const std::function<int()>& body);
 
 // ---- the pieces of run_train that other training commands (lowbit dcq) share ----
 std::unique_ptr<optim::Optimizer> make_optimizer(const std::string& kind, std::vector<optim::ParamGroup> groups);

@@ -18,7 +18,8 @@
 #       64: 2 ranks equal one process (also --sync-bn) within 1e-6 (measured: 1.5e-7; this untrained net
 #       at lr 0.1 amplifies rounding ~100x a step, so one step is what pins the op), while per-rank
 #       statistics differ by more than 1e-3 (measured: 5.0e-3), so the check can tell them apart.
-#   (7) gradient-l1 (exact) on 2 ranks vs 1 process, uneven split, within 1e-5.
+#   (7) gradient-l1 (exact) on 2 ranks vs 1 process, uneven split, within 1e-5;
+#   (8) lowbit dcq on 2 ranks vs 1 process within 1e-5; lowbit releq refuses mpirun with a clear error.
 # Usage: scripts/test_mpi.sh BUILD_DIR [MPIEXEC]
 #        (exit 77 = skipped: no mpirun, no Fashion-MNIST, or a lowbit built without MPI)
 set -euo pipefail
@@ -115,6 +116,21 @@ gl=(--model lenet5 --width 0.5 --limit-train 1000 --limit-test 256 --batch 63 --
 if "$lowbit" compare "$work/l1/checkpoint.ckpt" "$work/l0/checkpoint.ckpt" model. --tolerance 1e-3 > /dev/null; then
   fail "grad-l1: the penalty changed nothing, the check cannot see it"
 fi
+
+# (8) lowbit dcq on 2 ranks (each rank trains every section on its share): equals one process (measured
+#     2.2e-8), and lowbit releq refuses mpirun
+"$lowbit" train "${common[@]}" --epochs 1 --out "$work/teacher" > /dev/null
+dq=(--teacher "$work/teacher/checkpoint.ckpt" --quant dorefa --wbits 1 --abits 32 --epochs 2 --limit-train 1024
+    --limit-test 256 --batch 64 --seed 7 --threads 1 --quiet)
+"$lowbit" dcq "${dq[@]}" --out "$work/d1" > /dev/null
+"${mpi[@]}" "$lowbit" dcq "${dq[@]}" --out "$work/d2" > "$work/d2.log" 2>&1 || { cat "$work/d2.log"; fail "2-rank dcq"; }
+"$lowbit" compare "$work/d1/checkpoint.ckpt" "$work/d2/checkpoint.ckpt" model. --tolerance 1e-5 ||
+  fail "dcq: 2 ranks differ from 1 process"
+[ "$(wc -l < "$work/d2/sections.jsonl")" -eq 2 ] || fail "dcq: rank 0 alone writes sections.jsonl"
+if "${mpi[@]}" "$lowbit" releq --model lenet5 --width 0.5 --episodes 1 --out "$work/rq" > "$work/rq.log" 2>&1; then
+  fail "lowbit releq ran under mpirun -np 2"
+fi
+grep -q "runs in one process" "$work/rq.log" || { cat "$work/rq.log"; fail "releq under mpirun: no clear error"; }
 
 # (6) synchronized batch norm
 sbn=(--model resnet20 --width 0.25 --limit-train 64 --limit-test 64 --batch 64 --epochs 1 --seed 3 --threads 1

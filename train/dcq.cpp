@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "autograd/ops.h"
+#include "core/distributed.h"
 #include "core/parallel.h"
 #include "core/serialize.h"
 #include "layers/activation.h"
@@ -341,8 +342,14 @@ FitOptions Dcq::fit_options(FitOptions base, data::DataLoader* test) {
   const std::string out = fo.out;
   const int verbose = fo.verbose;
   fo.on_epoch = [this, user, out, test, verbose](const EpochRecord& r) {
-    const std::vector<double> train = mean_losses();
-    const std::vector<double> held = test ? section_losses(*test) : std::vector<double>{};
+    std::vector<double> train = mean_losses();
+    std::vector<double> held = test ? section_losses(*test) : std::vector<double>{};
+    if (dist::size() > 1) {  // data parallelism: the ranks' means (their shares, the test shard), averaged
+      for (std::vector<double>* v : {&train, &held}) {
+        dist::allreduce_sum(v->data(), int64_t(v->size()));
+        for (double& x : *v) x /= double(dist::size());
+      }
+    }
     if (verbose >= 1) {
       std::string s = "  sections' loss (train";
       s += test ? " / test):" : "):";
@@ -356,7 +363,7 @@ FitOptions Dcq::fit_options(FitOptions base, data::DataLoader* test) {
       }
       std::printf("%s\n", s.c_str());
     }
-    if (!out.empty())
+    if (!out.empty() && dist::is_root())
       write_sections_line(out + "/sections.jsonl", r.epoch,
                           detail::concat("{\"epoch\": ", r.epoch, ", \"train_loss\": ", json_numbers(train),
                                          ", \"test_loss\": ", json_numbers(held), "}"));
