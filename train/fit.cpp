@@ -164,10 +164,7 @@ std::string first_nonfinite(Module& model, bool gradients) {
   return "";
 }
 
-// Runs the step once more without gradients, watching every leaf module's output, and returns the
-// first module (in execution order) whose output is not finite, or "" if none is. Only on the way
-// out of a stopped run: it updates batch-norm statistics like any forward pass.
-// Every BatchNorm synchronized (options.sync_batch_norm) for the scope of fit, as it was after.
+// Every BatchNorm synchronized (options.sync_batch_norm) while fit runs, unsynchronized after.
 struct SyncBatchNormScope {
   Module& model;
   bool on;
@@ -179,8 +176,10 @@ struct SyncBatchNormScope {
   }
 };
 
-// The diagnosis forward runs on the failing rank alone: it must call no collective (unsynchronized
-// batch norm, restored after).
+// Runs the step once more without gradients, watching every leaf module's output, and returns the
+// first module (in execution order) whose output is not finite, or "" if none is. Only on the way
+// out of a stopped run: it updates batch-norm statistics like any forward pass. It runs on the failing
+// rank alone, so it calls no collective (batch norm unsynchronized meanwhile).
 std::string first_nonfinite_output(Module& model, const data::Batch& b, const StepFn& step) {
   std::string first;
   bool synced = false;
