@@ -300,6 +300,27 @@ Model coded(Model m) {
   return m;
 }
 
+namespace {
+// 1,500 random one-bit corruptions of `good` behind a valid CRC: the library and the runtime both accept
+// or both refuse each, and more than 100 are refused.
+void check_corruptions_agree(const std::string& good, Generator& gen, const std::string& what) {
+  int64_t accepted = 0, refused = 0;
+  for (int t = 0; t < 1500; ++t) {
+    std::string f = good;
+    const size_t at = 32 + size_t(gen.next_u64() % (f.size() - 32));
+    f[at] = char(f[at] ^ (1 << (gen.next_u64() % 8)));
+    const uint32_t crc = lowbit_runtime::detail::crc32(bytes_of(f) + 32, f.size() - 32);
+    std::memcpy(&f[24], &crc, 4);
+    const std::string lib = message_of([&] { Engine e(parse_model(f, "memory")); });
+    const std::string mine = message_of([&] { lowbit_runtime::Model::from_memory(bytes_of(f), f.size()); });
+    CHECK_MESSAGE(lib.empty() == mine.empty(), "library: '", lib, "', runtime: '", mine, "'");
+    accepted += lib.empty() && mine.empty(), refused += !lib.empty() && !mine.empty();
+  }
+  MESSAGE(what, " corruptions: ", accepted, " accepted by both, ", refused, " refused by both, of 1500");
+  CHECK(refused > 100);
+}
+}  // namespace
+
 TEST_CASE("runtime reads Huffman-coded weights (version 4): == engine bit for bit, == the packed file") {
   for (const bool sum_pool_head : {false, true}) {
     const Model m = coded(graph_model(sum_pool_head));
@@ -318,20 +339,7 @@ TEST_CASE("runtime reads Huffman-coded weights (version 4): == engine bit for bi
   // Random corruptions of a coded file behind a valid CRC: both readers accept or both refuse.
   const std::string good = serialize_model(coded(graph_model(false)));
   Generator gen(11);
-  int64_t accepted = 0, refused = 0;
-  for (int t = 0; t < 1500; ++t) {
-    std::string f = good;
-    const size_t at = 32 + size_t(gen.next_u64() % (f.size() - 32));
-    f[at] = char(f[at] ^ (1 << (gen.next_u64() % 8)));
-    const uint32_t crc = lowbit_runtime::detail::crc32(bytes_of(f) + 32, f.size() - 32);
-    std::memcpy(&f[24], &crc, 4);
-    const std::string lib = message_of([&] { Engine e(parse_model(f, "memory")); });
-    const std::string mine = message_of([&] { lowbit_runtime::Model::from_memory(bytes_of(f), f.size()); });
-    CHECK_MESSAGE(lib.empty() == mine.empty(), "library: '", lib, "', runtime: '", mine, "'");
-    accepted += lib.empty() && mine.empty(), refused += !lib.empty() && !mine.empty();
-  }
-  MESSAGE("coded-file corruptions: ", accepted, " accepted by both, ", refused, " refused by both, of 1500");
-  CHECK(refused > 100);
+  check_corruptions_agree(good, gen, "coded-file");
   // Truncated: an error naming the source.
   CHECK(contains(message_of([&] { lowbit_runtime::Model::from_memory(bytes_of(good), good.size() - 3, "c.lbq"); }),
                  "c.lbq: truncated"));
@@ -410,20 +418,7 @@ TEST_CASE("runtime reads run-length coded weights (storage 2) as the library doe
   }
   // Random corruptions of the file behind a valid CRC: both readers accept or both refuse.
   const std::string good = serialize_model(rle_coded(graph_model(false), 4));
-  int64_t accepted = 0, refused = 0;
-  for (int t = 0; t < 1500; ++t) {
-    std::string f = good;
-    const size_t at = 32 + size_t(gen.next_u64() % (f.size() - 32));
-    f[at] = char(f[at] ^ (1 << (gen.next_u64() % 8)));
-    const uint32_t crc = lowbit_runtime::detail::crc32(bytes_of(f) + 32, f.size() - 32);
-    std::memcpy(&f[24], &crc, 4);
-    const std::string lib = message_of([&] { Engine e(parse_model(f, "memory")); });
-    const std::string mine = message_of([&] { lowbit_runtime::Model::from_memory(bytes_of(f), f.size()); });
-    CHECK_MESSAGE(lib.empty() == mine.empty(), "library: '", lib, "', runtime: '", mine, "'");
-    accepted += lib.empty() && mine.empty(), refused += !lib.empty() && !mine.empty();
-  }
-  MESSAGE("rle-file corruptions: ", accepted, " accepted by both, ", refused, " refused by both, of 1500");
-  CHECK(refused > 100);
+  check_corruptions_agree(good, gen, "rle-file");
 }
 
 TEST_CASE("runtime == engine bit for bit on trained LeNet-5s (DoReFa 4/4 with 16-bit first/last layers; 8/4)") {
