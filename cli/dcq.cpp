@@ -11,6 +11,7 @@
 #include "core/serialize.h"
 #include "train/dcq.h"
 #include "train/evaluate.h"
+#include "train/ptq.h"
 
 namespace lowbit::cli {
 namespace {
@@ -68,6 +69,10 @@ std::vector<OptionSpec> dcq_option_specs() {
       {"train-sections", "",
        "train only these sections (from 1, comma-separated); the others keep the teacher's weights"},
       {"list-sections", "", "print the model's units and the sections, and exit", true},
+      {"recalibrate-bn", "100",
+       "before each evaluation of the stitched network, re-estimate its batch norms' running statistics from this "
+       "many training batches (no augmentation) of its own features; 0: keep those of training (the teacher's "
+       "features)"},
   };
 }
 
@@ -109,6 +114,9 @@ int dcq_one(int argc, char** argv) {
   dopt.huber_delta = opts.real("huber-delta");
   dopt.parallel = parallel;
   dopt.train_sections = parse_sections(opts.str("train-sections"));
+  dopt.recalibrate_bn_batches = opts.integer("recalibrate-bn");
+  LOWBIT_CHECK(dopt.recalibrate_bn_batches >= 0, "--recalibrate-bn must be >= 0 batches, got ",
+               dopt.recalibrate_bn_batches);
   train::Dcq dcq(*teacher, *student, dopt, {data.train.channels(), data.train.height(), data.train.width()});
 
   std::printf("sections (%s, %s):\n", train::to_string(dopt.loss).c_str(),
@@ -131,11 +139,16 @@ int dcq_one(int argc, char** argv) {
     std::printf("teacher test accuracy %.2f%% (float)\n", 100 * t.accuracy);
   }
 
-  fo = dcq.fit_options(fo, data.test_loader.get());
+  const auto calibration = train::calibration_loader(data, opts.integer("batch"), uint64_t(opts.integer("seed")));
+  fo = dcq.fit_options(fo, data.test_loader.get(), calibration.get());
   const train::FitResult r = train::fit(*student, *opt, *data.train_loader, data.test_loader.get(), fo, &quant);
   if (!r.finished) return r.interrupted ? 130 : 0;
   if (!dist::is_root()) return 0;  // rank 0 reports
-  std::printf("stitched network test accuracy %.2f%% (%s)\n", 100 * r.last_eval.accuracy, data.test.source.c_str());
+  std::printf("stitched network test accuracy %.2f%% (%s)", 100 * r.last_eval.accuracy, data.test.source.c_str());
+  if (dcq.unrecalibrated().images)
+    std::printf(", %.2f%% before its batch norms were recalibrated (--recalibrate-bn %lld)",
+                100 * dcq.unrecalibrated().accuracy, (long long)dopt.recalibrate_bn_batches);
+  std::printf("\n");
   const std::string html = fo.out + "/report.html";
   const train::QuantReport rep = quant.final_report(*data.test_loader, false, html);
   std::printf("%s", train::format_report(rep, &r.last_eval).c_str());

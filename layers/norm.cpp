@@ -22,6 +22,11 @@ BatchNormBase::BatchNormBase(int64_t num_features, BatchNormOptions opt) : c_(nu
   }
 }
 
+void BatchNormBase::set_momentum(double momentum) {
+  LOWBIT_CHECK(momentum >= 0 && momentum <= 1, "BatchNorm: momentum must be in [0, 1], got ", momentum);
+  opt_.momentum = momentum;
+}
+
 void BatchNormBase::reset_running_stats() {
   if (!opt_.track_running_stats) return;
   buffer("running_mean").fill_(0);

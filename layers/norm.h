@@ -29,6 +29,9 @@ class BatchNormBase : public Module {
   int64_t num_features() const { return c_; }
   const BatchNormOptions& options() const { return opt_; }
   void reset_running_stats();
+  // The running statistics' momentum from the next training forward on (in [0, 1]; 1/t at the t-th
+  // batch after reset_running_stats gives their cumulative mean, PyTorch's momentum=None).
+  void set_momentum(double momentum);
   // Eval mode's per-channel factor gamma_k / sqrt(running_var_k + eps) (gamma = 1 without affine): what
   // folding this batch norm into the layer before it multiplies that layer's weights by.
   std::vector<double> eval_scale();

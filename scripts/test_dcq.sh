@@ -4,7 +4,8 @@
 # printed; one sections.jsonl line per epoch; `lowbit eval` of the run's checkpoint gives the
 # stitched network's accuracy the run printed; sections one after another (--dcq-sequential) give
 # the same checkpoint as concurrent ones; a run stopped mid-epoch and resumed equals the straight
-# run bit for bit; `lowbit train --init` fine-tunes the stitched network end to end; bad input is a
+# run bit for bit; a net with batch norms gets them recalibrated on the stitched network's own
+# features (--recalibrate-bn), and eval of its checkpoint agrees; `lowbit train --init` fine-tunes the stitched network end to end; bad input is a
 # clear error and a non-zero exit.
 # Usage: scripts/test_dcq.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
 set -euo pipefail
@@ -31,6 +32,21 @@ stitched=$(sed -n 's/^stitched network test accuracy \([0-9.]*\)%.*/\1/p' "$work
 [ -n "$stitched" ] || fail "no stitched accuracy"
 "$lowbit" eval --checkpoint "$work/d/checkpoint.ckpt" > "$work/eval.log"
 grep -q "accuracy $stitched%" "$work/eval.log" || { cat "$work/eval.log"; fail "eval differs from the run's $stitched%"; }
+
+# A net with batch norms: before each evaluation the stitched network's batch norms are recalibrated
+# on its own features (--recalibrate-bn); the checkpoint holds those statistics.
+"$lowbit" train --model resnet20 --width 0.25 --data fashion-mnist "${data[@]}" --limit-train 512 --epochs 1 \
+  --lr 0.05 --seed 7 --out "$work/rt" > /dev/null
+"$lowbit" dcq --teacher "$work/rt/checkpoint.ckpt" "${data[@]}" --limit-train 512 --quant dorefa --wbits 1 \
+  --abits 32 --epochs 1 --lr 0.02 --recalibrate-bn 3 --out "$work/rd" > "$work/rd.log"
+recal=$(sed -n 's/^stitched network test accuracy \([0-9.]*\)% (.*), [0-9.]*% before its batch norms were recalibrated (--recalibrate-bn 3)$/\1/p' "$work/rd.log")
+[ -n "$recal" ] || { cat "$work/rd.log"; fail "no recalibrated stitched accuracy"; }
+grep -q '"test_acc_unrecalibrated": [0-9.e-]*}$' "$work/rd/sections.jsonl" || fail "sections.jsonl: $(cat "$work/rd/sections.jsonl")"
+"$lowbit" eval --checkpoint "$work/rd/checkpoint.ckpt" > "$work/rd-eval.log"
+grep -q "accuracy $recal%" "$work/rd-eval.log" || { cat "$work/rd-eval.log"; fail "eval differs from the recalibrated $recal%"; }
+"$lowbit" dcq --teacher "$teacher" --recalibrate-bn -1 --quant dorefa --out "$work/bad" > "$work/bad.log" 2>&1 \
+  && fail "--recalibrate-bn -1 accepted"
+grep -q "recalibrate-bn must be >= 0" "$work/bad.log" || fail "--recalibrate-bn -1: $(cat "$work/bad.log")"
 
 # Concurrent sections = sections one after another.
 "$lowbit" dcq "${dcq[@]}" --dcq-sequential --out "$work/s" > /dev/null

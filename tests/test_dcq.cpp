@@ -9,6 +9,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
+#include "core/math.h"
 #include "core/parallel.h"
 #include "data/loader.h"
 #include "deploy_fixtures.h"
@@ -16,6 +17,7 @@
 #include "models/zoo.h"
 #include "optim/sgd.h"
 #include "train/dcq.h"
+#include "train/evaluate.h"
 #include "train/fit.h"
 #include "train/quant_context.h"
 
@@ -85,11 +87,11 @@ struct Run {
     base.weight_decay = 1e-4;
     opt = std::make_unique<optim::SGD>(dcq->section_groups(quant->param_groups(base)));
   }
-  train::FitResult fit(Data& d, int64_t epochs = 1) {
+  train::FitResult fit(Data& d, int64_t epochs = 1, data::DataLoader* calibration = nullptr) {
     train::FitOptions fo;
     fo.epochs = epochs;
     fo.verbose = 0;
-    fo = dcq->fit_options(fo, nullptr);
+    fo = dcq->fit_options(fo, calibration ? d.test_loader.get() : nullptr, calibration);
     return train::fit(*student, *opt, *d.train_loader, d.test_loader.get(), fo, quant.get());
   }
 };
@@ -246,4 +248,96 @@ TEST_CASE("sections trained as concurrent tasks, one after another, or alone and
     CHECK(same_tensor(t, stitched.at(name)));
   }
   set_num_threads(threads);
+}
+
+TEST_CASE("batch-norm recalibration: the cumulative mean of the batches' statistics, nothing else changed") {
+  Generator g(5);
+  auto conv = std::make_shared<Conv2d>(1, 3, 3, Conv2dOptions{.padding = {1, 1}}, true, g);
+  auto bn = std::make_shared<BatchNorm2d>(3);
+  auto net = std::make_shared<Sequential>(conv, std::make_shared<Dropout>(0.5, 3), bn, std::make_shared<ReLU>());
+  net->train();
+  Data d;
+  {  // some training-mode forwards: running statistics away from the recalibrated ones
+    NoGradGuard ng;
+    d.train_loader->begin_epoch(0, 0);
+    data::Batch b;
+    for (int i = 0; i < 2 && d.train_loader->next(b); ++i) (*net)(Variable(math::mul(b.images, 3.0)));
+  }
+  const std::vector<double> weight = conv->named_parameters().at(0).second.data().to_vector();
+
+  // By hand: each of the first 3 batches' per-channel mean and unbiased variance of conv(x), averaged.
+  const int64_t batches = 3;
+  std::vector<double> mean(3, 0), var(3, 0);
+  {
+    NoGradGuard ng;
+    d.train_loader->begin_epoch(0, 0);
+    data::Batch b;
+    for (int64_t t = 0; t < batches && d.train_loader->next(b); ++t) {
+      const Tensor y = (*conv)(Variable(b.images)).data();  // [N, 3, H, W]
+      const int64_t N = y.size(0), HW = y.size(2) * y.size(3), n = N * HW;
+      const std::vector<double> v = y.to_vector();
+      for (int64_t c = 0; c < 3; ++c) {
+        double s = 0, ss = 0;
+        for (int64_t i = 0; i < N; ++i)
+          for (int64_t k = 0; k < HW; ++k) s += v[size_t((i * 3 + c) * HW + k)];
+        const double m = s / double(n);
+        for (int64_t i = 0; i < N; ++i)
+          for (int64_t k = 0; k < HW; ++k) ss += std::pow(v[size_t((i * 3 + c) * HW + k)] - m, 2);
+        mean[size_t(c)] += m / double(batches);
+        var[size_t(c)] += ss / double(n - 1) / double(batches);
+      }
+    }
+  }
+  CHECK(train::recalibrate_batch_norm(*net, *d.train_loader, batches) == 1);
+  const std::vector<double> rm = bn->buffer("running_mean").to_vector(), rv = bn->buffer("running_var").to_vector();
+  for (size_t c = 0; c < 3; ++c) {
+    CAPTURE(c);
+    CHECK(rm[c] == doctest::Approx(mean[c]).epsilon(1e-5));
+    CHECK(rv[c] == doctest::Approx(var[c]).epsilon(1e-5));
+  }
+  // Mode, momentum and parameters as before; dropout was off (else the statistics above differ).
+  CHECK(net->is_training());
+  CHECK(bn->is_training());
+  CHECK(bn->options().momentum == 0.1);
+  CHECK(conv->named_parameters().at(0).second.data().to_vector() == weight);
+  // A net without batch norms: nothing to do, the loader untouched.
+  Sequential plain(std::make_shared<Conv2d>(1, 2, 3, Conv2dOptions{}, true, g));
+  CHECK(train::recalibrate_batch_norm(plain, *d.train_loader, 2) == 0);
+  CHECK_THROWS_WITH(train::recalibrate_batch_norm(*net, *d.train_loader, 0), doctest::Contains("batches must be >= 1"));
+}
+
+TEST_CASE("DCQ with batch-norm recalibration: each evaluation recalibrates the stitched network first") {
+  Data d;
+  train::DcqOptions o;
+  o.recalibrate_bn_batches = 4;
+  Run run(o);
+  const train::FitResult r = run.fit(d, 2, d.train_loader.get());
+  REQUIRE(r.finished);
+  REQUIRE(run.dcq->unrecalibrated().images == 64);
+  // The statistics the run ended with are those of recalibrating its weights (the evaluation's).
+  std::map<std::string, std::vector<double>> after;
+  for (const auto& [name, t] : run.student->state_dict()) after[name] = t.to_vector();
+  CHECK(r.last_eval.accuracy == doctest::Approx(train::evaluate(*run.student, *d.test_loader).accuracy));
+  train::recalibrate_batch_norm(*run.student, *d.train_loader, 4);
+  int64_t running = 0;
+  for (const auto& [name, t] : run.student->state_dict()) {
+    CAPTURE(name);
+    CHECK(t.to_vector() == after.at(name));
+    running += name.find("running_") != std::string::npos;
+  }
+  CHECK(running > 0);
+  // Without recalibration the same weights keep the statistics of training (on the teacher's features).
+  Run plain(train::DcqOptions{});
+  plain.fit(d, 2);
+  const auto p = plain.student->state_dict();
+  int64_t differ = 0;
+  for (const auto& [name, t] : run.student->state_dict()) {
+    if (name.find("running_") == std::string::npos) {
+      CAPTURE(name);
+      CHECK(same_tensor(t, p.at(name)));
+    } else {
+      differ += !same_tensor(t, p.at(name));
+    }
+  }
+  CHECK(differ > 0);
 }

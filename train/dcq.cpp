@@ -306,19 +306,18 @@ std::vector<double> Dcq::section_losses(data::DataLoader& loader) {
 
 namespace {
 
-std::string json_numbers(const std::vector<double>& v) {
+std::string json_number(double x) {
+  if (!std::isfinite(x)) return "null";
   std::ostringstream os;
   os.precision(9);
-  os << "[";
-  for (size_t i = 0; i < v.size(); ++i) {
-    os << (i ? ", " : "");
-    if (std::isfinite(v[i]))
-      os << v[i];
-    else
-      os << "null";
-  }
-  os << "]";
+  os << x;
   return os.str();
+}
+
+std::string json_numbers(const std::vector<double>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + json_number(v[i]);
+  return s + "]";
 }
 
 // OUT/sections.jsonl with the lines of earlier epochs kept (a resumed run repeats none).
@@ -334,8 +333,14 @@ void write_sections_line(const std::string& path, int64_t epoch, const std::stri
 
 }  // namespace
 
-FitOptions Dcq::fit_options(FitOptions base, data::DataLoader* test) {
+FitOptions Dcq::fit_options(FitOptions base, data::DataLoader* test, data::DataLoader* calibration) {
   FitOptions fo = std::move(base);
+  if (options_.recalibrate_bn_batches > 0 && test && calibration)
+    fo.evaluate = [this, test, calibration](Module& m) {
+      unrecalibrated_ = evaluate(m, *test);
+      recalibrate_batch_norm(m, *calibration, options_.recalibrate_bn_batches);
+      return evaluate(m, *test);
+    };
   fo.step = [this](Module& m, const data::Batch& b) { return step(m, b); };
   fo.step_sets_gradients = true;
   auto user = fo.on_epoch;
@@ -361,12 +366,22 @@ FitOptions Dcq::fit_options(FitOptions base, data::DataLoader* test) {
           std::snprintf(buf, sizeof buf, " %.4g", train[i]);
         s += buf;
       }
+      if (unrecalibrated_.images) {
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "; stitched %.2f%% before batch-norm recalibration",
+                      100 * unrecalibrated_.accuracy);
+        s += buf;
+      }
       std::printf("%s\n", s.c_str());
     }
     if (!out.empty() && dist::is_root())
       write_sections_line(out + "/sections.jsonl", r.epoch,
                           detail::concat("{\"epoch\": ", r.epoch, ", \"train_loss\": ", json_numbers(train),
-                                         ", \"test_loss\": ", json_numbers(held), "}"));
+                                         ", \"test_loss\": ", json_numbers(held),
+                                         unrecalibrated_.images
+                                             ? ", \"test_acc_unrecalibrated\": " + json_number(unrecalibrated_.accuracy)
+                                             : std::string(),
+                                         "}"));
     if (user) user(r);
   };
   return fo;

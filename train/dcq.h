@@ -41,6 +41,7 @@
 #include "data/loader.h"
 #include "layers/module.h"
 #include "optim/optimizer.h"
+#include "train/evaluate.h"
 #include "train/fit.h"
 
 namespace lowbit::train {
@@ -80,6 +81,10 @@ struct DcqOptions {
   double huber_delta = 0.4;
   bool parallel = true;                 // sections as concurrent tasks; false: one after another
   std::vector<int64_t> train_sections;  // 0-based; empty: every section
+  // > 0: before each evaluation of the stitched network, its batch norms' running statistics are
+  // re-estimated from this many batches of its own features (recalibrate_batch_norm in
+  // train/evaluate.h; the sections' batch norms saw the teacher's features in training).
+  int64_t recalibrate_bn_batches = 0;
 };
 
 class Dcq {
@@ -108,8 +113,14 @@ class Dcq {
 
   // FitOptions for training the sections: step, step_sets_gradients; on_epoch also writes
   // OUT/sections.jsonl (per epoch, each section's mean training loss since the epoch began or the
-  // run resumed, and its loss on `test` when given) before calling base.on_epoch.
-  FitOptions fit_options(FitOptions base, data::DataLoader* test);
+  // run resumed, and its loss on `test` when given) before calling base.on_epoch. With
+  // recalibrate_bn_batches > 0 and both loaders, the evaluation on `test` first records the stitched
+  // network's accuracy as trained (unrecalibrated()), then recalibrates on `calibration` (e.g.
+  // train::calibration_loader: training images without augmentation) and evaluates again; the
+  // recalibrated statistics are the ones checkpointed.
+  FitOptions fit_options(FitOptions base, data::DataLoader* test, data::DataLoader* calibration = nullptr);
+  // The stitched network's last evaluation before recalibration (images = 0 when none ran).
+  const EvalResult& unrecalibrated() const { return unrecalibrated_; }
 
  private:
   // The teacher's features a_0 .. a_needed (no gradients).
@@ -122,6 +133,7 @@ class Dcq {
   DcqOptions options_;
   std::vector<double> loss_sum_;
   std::vector<int64_t> loss_count_;
+  EvalResult unrecalibrated_;
 };
 
 }  // namespace lowbit::train

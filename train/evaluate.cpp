@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "autograd/ops.h"
+#include "layers/norm.h"
 
 namespace lowbit::train {
 
@@ -57,6 +58,35 @@ EvalResult evaluate(Module& model, data::DataLoader& loader, std::vector<Predict
   r.loss = r.images ? loss_sum / double(r.images) : 0;
   r.accuracy = r.images ? double(correct) / double(r.images) : 0;
   return r;
+}
+
+int64_t recalibrate_batch_norm(Module& model, data::DataLoader& loader, int64_t batches) {
+  LOWBIT_CHECK(batches >= 1, "batch-norm recalibration: batches must be >= 1, got ", batches);
+  std::vector<std::pair<BatchNormBase*, double>> norms;  // each with its momentum
+  for (auto& [name, m] : model.named_modules())
+    if (auto* bn = dynamic_cast<BatchNormBase*>(m.get()); bn && bn->options().track_running_stats)
+      norms.emplace_back(bn, bn->options().momentum);
+  if (norms.empty()) return 0;
+  const bool was_training = model.is_training();
+  model.eval();
+  for (auto& [bn, momentum] : norms) {
+    bn->reset_running_stats();
+    bn->train(true);
+  }
+  NoGradGuard no_grad;
+  const std::vector<Variable> params = model.parameters();
+  const DType dtype = params.empty() ? DType::f32 : params.front().dtype();
+  loader.begin_epoch(0, 0);
+  data::Batch b;
+  for (int64_t t = 1; t <= batches && loader.next(b);) {
+    if (b.labels.numel() == 0) continue;
+    for (auto& [bn, momentum] : norms) bn->set_momentum(1.0 / double(t));
+    model(Variable(b.images.dtype() == dtype ? b.images : b.images.to(dtype)));
+    ++t;
+  }
+  for (auto& [bn, momentum] : norms) bn->set_momentum(momentum);
+  model.train(was_training);
+  return int64_t(norms.size());
 }
 
 }  // namespace lowbit::train

@@ -24,6 +24,15 @@ struct Prediction {
 // arg-max class, in the loader's order (the data set's order for a test loader).
 EvalResult evaluate(Module& model, data::DataLoader& loader, std::vector<Prediction>* predictions = nullptr);
 
+// Re-estimates the running statistics of every BatchNorm in `model` (e.g. after stitching DCQ's
+// sections, whose batch norms saw the teacher's features, not the student's): reset, then the
+// cumulative mean of the batch statistics (mean, unbiased variance) of the first `batches` batches of
+// `loader` (all if it has fewer), each batch weighted equally (PyTorch's momentum=None). Only the
+// batch norms run in training mode (dropout off, quantizers as in evaluation); no gradients, no
+// parameter changes; the model's train/eval mode and the momenta are restored. Returns the number of
+// batch norms with running statistics (0: the loader is not read). batches >= 1.
+int64_t recalibrate_batch_norm(Module& model, data::DataLoader& loader, int64_t batches);
+
 // Arg-max class of each row of logits [B, classes].
 std::vector<int32_t> argmax_rows(const Tensor& logits);
 
