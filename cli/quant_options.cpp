@@ -62,6 +62,10 @@ std::vector<OptionSpec> quant_option_specs() {
       {"quantizer-lr", "",
        "learning rate of the quantizers' learned steps and ranges (lsq, u3, p3, msqe; default: --lr, msqe --lr / 100; "
        "0 holds them at their initialisation)"},
+      {"act-quantizer-lr", "",
+       "--quant msqe: learning rate of the activations' cell sizes (default: the weights' cell sizes' lr, "
+       "--quantizer-lr). Their gradient sums codes up to 2^abits - 1 over the whole batch's feature map: fine-tuning "
+       "a trained net at 8 bits needs ~1e-6 (docs/quantization.md)"},
       {"weight-budget-kb", "",
        "Uhlich et al. (8a): total weight memory target in kB at the learned bits (bias included), a squared-hinge "
        "penalty on the learned steps and ranges (--quant u3)"},
@@ -114,6 +118,9 @@ train::QuantSpec quant_spec(const Options& o) {
   s.grid = o.str("grid");
   s.allow_grid_mismatch = o.flag("allow-grid-mismatch");
   s.quantizer_lr = o.has("quantizer-lr") ? o.real("quantizer-lr") : -1;
+  s.act_quantizer_lr = o.has("act-quantizer-lr") ? o.real("act-quantizer-lr") : -1;
+  LOWBIT_CHECK(!o.has("act-quantizer-lr") || s.method == "msqe",
+               "--act-quantizer-lr applies to --quant msqe (its activations' cell sizes), not --quant ", s.method);
   s.weight_budget_kb = o.has("weight-budget-kb") ? o.real("weight-budget-kb") : 0;
   s.act_budget_kb = o.has("act-budget-kb") ? o.real("act-budget-kb") : 0;
   s.act_budget = o.str("act-budget");

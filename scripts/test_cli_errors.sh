@@ -58,6 +58,8 @@ expect "prune override matching no layer" "--prune-overrides: 'nosuch' matches n
   "$lowbit" train --quant msqe --prune-sparsity 0.5 --prune-overrides nosuch=0.3 --data "mnist:$work/nowhere"
 expect "prune sparsity out of range" "--prune-sparsity 1.5 must be in \[0, 1)" \
   "$lowbit" train --quant msqe --prune-sparsity 1.5 --data "mnist:$work/nowhere"
+expect "act-quantizer-lr without msqe" "--act-quantizer-lr applies to --quant msqe" \
+  "$lowbit" train --quant lsq --act-quantizer-lr 1e-6 --data "mnist:$work/nowhere"
 expect "override matching no layer" "--wbits-overrides 'nosuch=3': 'nosuch' matches no weight layer (there are: conv1, conv2, fc1, fc2)" \
   "$lowbit" train --quant dorefa --wbits-overrides nosuch=3 --data "mnist:$work/nowhere"  # before the data is read
 expect "bits out of range" "--wbits 64: bits must be in 1..16, or 32" "$lowbit" train --quant dorefa --wbits 64 --limit-train 64

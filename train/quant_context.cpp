@@ -337,19 +337,34 @@ std::vector<optim::ParamGroup> QuantContext::param_groups(const optim::ParamGrou
   const double quantizer_lr = spec_.quantizer_lr >= 0  ? spec_.quantizer_lr
                               : spec_.method == "msqe" ? base.lr / 100
                                                        : base.lr;
+  // msqe's activation cell sizes: ∂/∂Δ = Σ (∂E/∂q) r sums over every element of the batch's feature
+  // map with codes r up to 2^m - 1. At the default lr (the weights' cell sizes'), ResNet-20 w3/a8
+  // fine-tuned from float: the block outputs' Δ swung 3x within 40 steps, one jumped to 1.76 (an
+  // 8-bit range of 448, the block's output rounded to 0) and the run fell to 10 %; at 1e-6 it trains
+  // (docs/quantization.md). A lower default stalls training from scratch, where Δ must follow the
+  // activations' growth (tests/test_msqe.cpp's 4-bit LeNet falls to chance at lr / 15), so the
+  // default stays and --act-quantizer-lr sets it.
+  const double act_quantizer_lr = spec_.act_quantizer_lr >= 0 ? spec_.act_quantizer_lr : quantizer_lr;
   optim::ParamGroup steps = group("quantizer", quantizer_lr, 0);
+  optim::ParamGroup act_steps = group("act_quantizer", act_quantizer_lr, 0);
   optim::ParamGroup clip = group("clip", base.lr, spec_.pact_decay >= 0 ? spec_.pact_decay : base.weight_decay);
+  const auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() > tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
   for (const auto& full : q_.parameter_names) {
     Variable p;
     for (auto& [name, v] : model_.named_parameters())
       if (name == full) p = v;
     LOWBIT_CHECK(p.defined(), "quantization: parameter '", full, "' is not in the model");
-    optim::ParamGroup& g = full.size() > 6 && full.compare(full.size() - 6, 6, ".alpha") == 0 ? clip : steps;
+    optim::ParamGroup& g = ends_with(full, ".alpha")                               ? clip
+                           : spec_.method == "msqe" && ends_with(full, ".a_delta") ? act_steps
+                                                                                   : steps;
     g.params.push_back(p);
     g.param_names.push_back(full);
   }
   if (budget_) steps.regularizers.push_back(budget_);
   if (!steps.params.empty()) groups.push_back(std::move(steps));
+  if (!act_steps.params.empty()) groups.push_back(std::move(act_steps));
   if (!clip.params.empty()) groups.push_back(std::move(clip));
   return groups;
 }
