@@ -76,7 +76,7 @@ void parallel_chunks(int64_t begin, int64_t end, int64_t chunks,
   const int64_t n = end - begin;
   if (chunks > n) chunks = n;
   auto bounds = [&](int64_t c) { return begin + n * c / chunks; };
-  if (chunks == 1 || num_threads() == 1) {
+  if (chunks == 1 || in_serial_scope() || num_threads() == 1) {
     for (int64_t c = 0; c < chunks; ++c) fn(c, bounds(c), bounds(c + 1));
     return;
   }
@@ -87,7 +87,7 @@ void parallel_chunks(int64_t begin, int64_t end, int64_t chunks,
 
 void parallel_tasks(int64_t n, const std::function<void(int64_t)>& fn) {
   if (n <= 0) return;
-  if (n == 1 || num_threads() == 1) {
+  if (n == 1 || in_serial_scope() || num_threads() == 1) {
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }

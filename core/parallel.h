@@ -7,6 +7,12 @@
 //                        ranges shorter than `grain` run inline on the caller. Every index is
 //                        visited by exactly one call, so kernels that write disjoint outputs are
 //                        deterministic for any thread count.
+//   SerialScope          while one lives on a thread, the parallel_for, parallel_chunks and
+//                        parallel_tasks calls made on that thread run inline on it (serially, in
+//                        index order): for a task that already has a core to itself (the integer
+//                        engine running whole chunks of a batch in parallel), whose kernels'
+//                        own parallel regions would only add fork/join. Nests; the results are the
+//                        same, since every region's result is independent of the thread count.
 //   OpenBLAS is kept single-threaded (we own the cores); Eigen is built EIGEN_DONT_PARALLELIZE.
 #pragma once
 
@@ -19,14 +25,25 @@ void set_num_threads(int n);
 int num_threads();
 
 namespace detail {
+inline thread_local int serial_depth = 0;  // SerialScopes alive on this thread
 void parallel_for_impl(int64_t begin, int64_t end, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
-}
+}  // namespace detail
+
+class SerialScope {
+ public:
+  SerialScope() { ++detail::serial_depth; }
+  ~SerialScope() { --detail::serial_depth; }
+  SerialScope(const SerialScope&) = delete;
+  SerialScope& operator=(const SerialScope&) = delete;
+};
+
+inline bool in_serial_scope() { return detail::serial_depth > 0; }
 
 template <class F>
 void parallel_for(int64_t begin, int64_t end, int64_t grain, F&& fn) {
   if (end <= begin) return;
   if (grain < 1) grain = 1;
-  if (end - begin <= grain || num_threads() == 1) {
+  if (end - begin <= grain || in_serial_scope() || num_threads() == 1) {
     fn(begin, end);
     return;
   }

@@ -128,7 +128,6 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
   const size_t nops = model_.ops.size();
   layers_.resize(nops);
   last_use_.assign(nops, 0);
-  out_.assign(nops, nullptr);
   std::vector<bool> residual_source(nops, false);
   for (size_t i = 1; i < nops; ++i) {
     const size_t src = size_t(source_of(model_, i));
@@ -230,9 +229,10 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
     }
     kernels::bound_accumulators(L.requant, accumulator_bound(model_, i), res);
   }
+  chunk_images_ = std::max<int64_t>(1, kChunkBytes / bytes_per_image());
 }
 
-void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
+void Engine::run_weight_op(Workspace& ws, size_t i, int64_t n, bool ref) {
   const Op& op = model_.ops[i];
   const WeightOp& l = op.layer;
   const Layer& L = layers_[i];
@@ -241,8 +241,8 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
   const ActShape& so = shapes_[i];
   const int64_t rows = n * so.H * so.W, K = l.K;
   if (op.kind == OpKind::linear && si.type == ValueType::s32) {  // after sum_pool: int64 sums of int32 inputs
-    const int32_t* x = static_cast<const int32_t*>(out_[src]);
-    int64_t* y = static_cast<int64_t*>(out_[i]);
+    const int32_t* x = static_cast<const int32_t*>(ws.out[src]);
+    int64_t* y = static_cast<int64_t*>(ws.out[i]);
     const int16_t* w = l.weights.data();
     auto body = [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
@@ -256,60 +256,60 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
     return;
   }
   const bool conv = op.kind == OpKind::conv, dw = conv && l.groups > 1;
-  const uint8_t* x = static_cast<const uint8_t*>(out_[src]);
+  const uint8_t* x = static_cast<const uint8_t*>(ws.out[src]);
   kernels::Conv2dGeometry g = geometry(l, si, n);
   if (conv && pads_per_channel(l)) {  // pad a copy of the input with each channel's code
     const int64_t Hp = si.H + 2 * l.pad_h, Wp = si.W + 2 * l.pad_w, C = l.C, row = Wp * C;
-    padded_.resize(size_t(n * Hp * row));
+    ws.padded.resize(size_t(n * Hp * row));
     std::vector<uint8_t> border(static_cast<size_t>(row));  // a row of padding codes
     for (int64_t w = 0; w < Wp; ++w)
       for (int64_t c = 0; c < C; ++c) border[size_t(w * C + c)] = uint8_t(std::nearbyint(l.pad_values[size_t(c)]));
     rows_in_parallel(ref, n, [&](int64_t i0, int64_t i1) {
       for (int64_t img = i0; img < i1; ++img)
         for (int64_t h = 0; h < Hp; ++h) {
-          uint8_t* d = padded_.data() + (img * Hp + h) * row;
+          uint8_t* d = ws.padded.data() + (img * Hp + h) * row;
           std::memcpy(d, border.data(), size_t(row));
           const int64_t ih = h - l.pad_h;
           if (ih >= 0 && ih < si.H) std::memcpy(d + l.pad_w * C, x + (img * si.H + ih) * si.W * C, size_t(si.W * C));
         }
     });
-    x = padded_.data();
+    x = ws.padded.data();
     g.H = Hp, g.W = Wp, g.pad_h = g.pad_w = 0;
   }
   const uint8_t zp = pad_code(l);
   const int32_t* res32 = nullptr;
   const uint8_t* res8 = nullptr;
   if (l.residual >= 0) {
-    const void* r = out_[size_t(l.residual)];
+    const void* r = ws.out[size_t(l.residual)];
     shapes_[size_t(l.residual)].type == ValueType::u8 ? (void)(res8 = static_cast<const uint8_t*>(r))
                                                       : (void)(res32 = static_cast<const int32_t*>(r));
   }
-  uint8_t* out8 = static_cast<uint8_t*>(out_[i]);
+  uint8_t* out8 = static_cast<uint8_t*>(ws.out[i]);
   if (conv && !dw && L.wide && l.out_qmax > 0) {  // the halves combined and requantized block by block
-    run_wide_conv(i, g, x, zp, res32, res8, out8, ref);
+    run_wide_conv(ws, i, g, x, zp, res32, res8, out8, ref);
     return;
   }
   if (!L.correction.empty() && L.correction_into_residual) {  // residual + the fractional padding's part
     const size_t per = L.correction.size();
-    correction_.resize(std::max(correction_.size(), per * size_t(n)));
-    correction_of_ = SIZE_MAX;
+    ws.correction.resize(std::max(ws.correction.size(), per * size_t(n)));
+    ws.correction_of = SIZE_MAX;
     rows_in_parallel(ref, n, [&](int64_t i0, int64_t i1) {
       for (int64_t img = i0; img < i1; ++img) {
         const int32_t* r = res32 + size_t(img) * per;
-        int32_t* d = correction_.data() + size_t(img) * per;
+        int32_t* d = ws.correction.data() + size_t(img) * per;
         for (size_t j = 0; j < per; ++j) d[j] = r[j] + L.correction[j];
       }
     });
-    res32 = correction_.data();
+    res32 = ws.correction.data();
   } else if (!L.correction.empty()) {  // the fractional padding's contribution, the same for every image
     const size_t per = L.correction.size();
-    if (correction_of_ != i || correction_.size() < per * size_t(n)) {
-      correction_of_ = i;
-      correction_.resize(std::max(correction_.size(), per * size_t(n)));
+    if (ws.correction_of != i || ws.correction.size() < per * size_t(n)) {
+      ws.correction_of = i;
+      ws.correction.resize(std::max(ws.correction.size(), per * size_t(n)));
       for (int64_t img = 0; img < n; ++img)
-        std::copy(L.correction.begin(), L.correction.end(), correction_.begin() + img * per);
+        std::copy(L.correction.begin(), L.correction.end(), ws.correction.begin() + img * per);
     }
-    res32 = correction_.data();
+    res32 = ws.correction.data();
   }
   if (l.out_qmax > 0 && !L.wide && conv) {  // fused requantization
     if (dw)
@@ -323,8 +323,8 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
   // Accumulators: straight into the output (int32 out, not wide) or into scratch.
   const int64_t K2 = L.wide ? 2 * K : K;
   const bool direct = l.out_qmax == 0 && (!L.wide || L.split_out);
-  if (!direct && int64_t(acc_.size()) < rows * (K2 + K)) acc_.resize(size_t(rows * (K2 + K)));
-  int32_t* acc = direct ? static_cast<int32_t*>(out_[i]) : acc_.data();
+  if (!direct && int64_t(ws.acc.size()) < rows * (K2 + K)) ws.acc.resize(size_t(rows * (K2 + K)));
+  int32_t* acc = direct ? static_cast<int32_t*>(ws.out[i]) : ws.acc.data();
   // hi/lo halves of a wide layer: [rows][2K] rows (conv, linear) or [rows][K] hi then [rows][K] lo (depthwise).
   const int32_t* hi = acc;
   const int32_t* lo = dw ? acc + rows * K : acc + K;
@@ -347,7 +347,7 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
   if (direct) return;
   const int32_t* y32 = acc;  // the int32 accumulators to requantize, [rows][K]
   if (L.combine) {           // 256 hi + lo, int32 by validate's bound
-    int32_t* c = l.out_qmax == 0 ? static_cast<int32_t*>(out_[i]) : acc_.data() + rows * K2;
+    int32_t* c = l.out_qmax == 0 ? static_cast<int32_t*>(ws.out[i]) : ws.acc.data() + rows * K2;
     rows_in_parallel(ref, rows, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
         for (int64_t k = 0; k < K; ++k) c[r * K + k] = 256 * hi[r * ld + k] + lo[r * ld + k];
@@ -364,7 +364,7 @@ void Engine::run_weight_op(size_t i, int64_t n, bool ref) {
   ref ? kernels::requantize_u8_ref(L.requant, a) : kernels::requantize_u8(L.requant, a);
 }
 
-void Engine::run_wide_conv(size_t i, const kernels::Conv2dGeometry& g_in, const uint8_t* x, uint8_t zp,
+void Engine::run_wide_conv(Workspace& ws, size_t i, const kernels::Conv2dGeometry& g_in, const uint8_t* x, uint8_t zp,
                            const int32_t* res32, const uint8_t* res8, uint8_t* out8, bool ref) {
   const WeightOp& l = model_.ops[i].layer;
   const Layer& L = layers_[i];
@@ -405,25 +405,117 @@ void Engine::run_wide_conv(size_t i, const kernels::Conv2dGeometry& g_in, const 
     return;
   }
   const int64_t rows = g.N * pixels;
-  if (int64_t(acc_.size()) < rows * 2 * K) acc_.resize(size_t(rows * 2 * K));
-  kernels::conv2d_u8s8s32_ref(g, x, zp, L.w.data(), acc_.data());
-  epilogue(0, rows, acc_.data());
+  if (int64_t(ws.acc.size()) < rows * 2 * K) ws.acc.resize(size_t(rows * 2 * K));
+  kernels::conv2d_u8s8s32_ref(g, x, zp, L.w.data(), ws.acc.data());
+  epilogue(0, rows, ws.acc.data());
+}
+
+void Engine::set_chunk_images(int64_t c) {
+  LOWBIT_CHECK(c >= 0, "Engine::set_chunk_images: need c >= 0, got ", c);
+  chunk_override_ = c;
+}
+
+int64_t Engine::bytes_per_image() const {
+  const size_t nops = model_.ops.size();
+  std::vector<int64_t> bytes(nops, 0);  // each op's output per image (flatten: none, it aliases its source)
+  for (size_t i = 0; i < nops; ++i) {
+    const ActShape& s = shapes_[i];
+    const OpKind k = model_.ops[i].kind;
+    if (k == OpKind::flatten || k == OpKind::dequantize) continue;
+    bytes[i] = s.H * s.W * s.C * int64_t(element_bytes(s.type)) * (layers_[i].split_out ? 2 : 1);
+  }
+  int64_t most = 0;
+  for (size_t i = 1; i < nops; ++i) {
+    int64_t live = 0;  // the outputs alive while op i runs (its own included)
+    for (size_t j = 0; j <= i; ++j)
+      if (j == i || last_use_[j] >= i) live += bytes[j];
+    const Op& op = model_.ops[i];
+    if (op.kind == OpKind::conv || op.kind == OpKind::linear) {  // scratch: padded copies, accumulators
+      const WeightOp& l = op.layer;
+      const ActShape& si = shapes_[size_t(source_of(model_, i))];
+      const ActShape& so = shapes_[i];
+      const Layer& L = layers_[i];
+      if (l.pad_h > 0 || l.pad_w > 0)
+        live += (si.H + 2 * l.pad_h) * (si.W + 2 * l.pad_w) * ((l.C + 3) / 4 * 4) * (pads_per_channel(l) ? 2 : 1);
+      const bool blockwise = op.kind == OpKind::conv && l.out_qmax > 0 && (!L.wide || l.groups == 1);
+      const bool direct = l.out_qmax == 0 && (!L.wide || L.split_out);
+      if (!blockwise && !direct) live += so.H * so.W * l.K * (L.wide ? 3 : 1) * 4;         // run_weight_op's acc
+      if (!L.correction.empty() && !(blockwise && L.wide)) live += so.H * so.W * l.K * 4;  // ws.correction
+    }
+    most = std::max(most, live);
+  }
+  return std::max<int64_t>(most, 1);
 }
 
 void Engine::run(const uint8_t* images, int64_t n, float* logits, Path path) {
   LOWBIT_CHECK(n >= 1, "Engine::run: batch must be >= 1, got ", n);
   const bool ref = path == Path::reference;
   const size_t nops = model_.ops.size();
-  for (Buffer& b : pool_) b.busy = false;
-  std::vector<int64_t> buffer_of(nops, -1);
-  out_[0] = const_cast<uint8_t*>(images);
+  auto prepare = [&](Workspace& ws) {
+    ws.out.assign(nops, nullptr);
+    ws.buffer_of.assign(nops, -1);
+    ws.profile.resize(profile_.empty() ? 0 : nops, 0.0);  // collect_profile zeroes it
+  };
+  auto collect_profile = [&](double divisor) {
+    if (profile_.empty()) return;
+    for (auto& ws : workspaces_)
+      for (size_t i = 0; i < ws->profile.size(); ++i) profile_[i] += ws->profile[i] / divisor, ws->profile[i] = 0;
+  };
+  if (workspaces_.empty()) workspaces_.push_back(std::make_unique<Workspace>());
+  const int64_t chunk = chunk_images();
+  if (ref || n <= chunk) {  // layer by layer over the whole batch, each layer's kernels parallel
+    prepare(*workspaces_[0]);
+    run_ops(*workspaces_[0], images, n, logits, ref);
+    collect_profile(1.0);
+    return;
+  }
+  // Image-parallel: chunks of at most `chunk` images, a whole number per thread (sizes within one of
+  // each other), each run start to end by one thread with its kernels serial and a workspace of its own.
+  const int64_t threads = num_threads();
+  int64_t chunks = (n + chunk - 1) / chunk;
+  chunks = std::min(n, (chunks + threads - 1) / threads * threads);
+  const int64_t image = in_.H * in_.W * in_.C;
+  auto acquire = [&]() {  // a free workspace (at most one per thread in flight: the chunks' kernels do not nest)
+    std::lock_guard<std::mutex> lock(mu_);
+    auto free = std::find_if(workspaces_.begin(), workspaces_.end(), [](const auto& ws) { return !ws->busy; });
+    if (free == workspaces_.end()) free = workspaces_.insert(workspaces_.end(), std::make_unique<Workspace>());
+    (*free)->busy = true;
+    return free->get();
+  };
+  struct Release {
+    std::mutex& mu;
+    Workspace* ws;
+    ~Release() {
+      std::lock_guard<std::mutex> lock(mu);
+      ws->busy = false;
+    }
+  };
+  parallel_for(0, chunks, 1, [&](int64_t lo, int64_t hi) {
+    SerialScope serial;
+    for (int64_t c = lo; c < hi; ++c) {
+      const int64_t i0 = n * c / chunks, i1 = n * (c + 1) / chunks;
+      Workspace* ws = acquire();
+      Release release{mu_, ws};
+      prepare(*ws);
+      run_ops(*ws, images + i0 * image, i1 - i0, logits + i0 * classes_, false);
+    }
+  });
+  collect_profile(double(std::min(threads, chunks)));
+}
+
+void Engine::run_ops(Workspace& ws, const uint8_t* images, int64_t n, float* logits, bool ref) {
+  const size_t nops = model_.ops.size();
+  std::vector<Buffer>& pool = ws.pool;
+  std::vector<void*>& out = ws.out;
+  for (Buffer& b : pool) b.busy = false;
+  out[0] = const_cast<uint8_t*>(images);
   for (size_t i = 1; i < nops; ++i) {
     const Op& op = model_.ops[i];
     const size_t src = size_t(source_of(model_, i));
     const ActShape& s_in = shapes_[src];
     const ActShape& s_out = shapes_[i];
     if (op.kind == OpKind::flatten) {
-      out_[i] = out_[src];
+      out[i] = out[src];
       continue;
     }
     if (op.kind == OpKind::dequantize) {
@@ -435,9 +527,9 @@ void Engine::run(const uint8_t* images, int64_t n, float* logits, Path path) {
         for (int64_t f = 0; f < F; ++f) {
           double acc;
           if (s_in.type == ValueType::s64) {
-            acc = double(static_cast<const int64_t*>(out_[src])[r * F + f]);
+            acc = double(static_cast<const int64_t*>(out[src])[r * F + f]);
           } else {
-            const int32_t* a = static_cast<const int32_t*>(out_[src]);
+            const int32_t* a = static_cast<const int32_t*>(out[src]);
             acc = split ? 256.0 * double(a[r * 2 * F + f]) + double(a[r * 2 * F + F + f]) : double(a[r * F + f]);
           }
           logits[r * F + f] = float(std::fma(sc[f], acc, of[f]));  // fused: as the runtime, whatever the ISA
@@ -448,25 +540,25 @@ void Engine::run(const uint8_t* images, int64_t n, float* logits, Path path) {
     const size_t bytes =
         size_t(n * s_out.H * s_out.W * s_out.C) * element_bytes(s_out.type) * (layers_[i].split_out ? 2 : 1);
     int64_t fit = -1, largest = -1;
-    for (size_t b = 0; b < pool_.size(); ++b) {
-      if (pool_[b].busy) continue;
-      const size_t have = pool_[b].bytes.size();
-      if (have >= bytes && (fit < 0 || have < pool_[size_t(fit)].bytes.size())) fit = int64_t(b);
-      if (largest < 0 || have > pool_[size_t(largest)].bytes.size()) largest = int64_t(b);
+    for (size_t b = 0; b < pool.size(); ++b) {
+      if (pool[b].busy) continue;
+      const size_t have = pool[b].bytes.size();
+      if (have >= bytes && (fit < 0 || have < pool[size_t(fit)].bytes.size())) fit = int64_t(b);
+      if (largest < 0 || have > pool[size_t(largest)].bytes.size()) largest = int64_t(b);
     }
     int64_t pick = fit >= 0 ? fit : largest;
-    if (pick < 0) pool_.emplace_back(), pick = int64_t(pool_.size()) - 1;
-    Buffer& buf = pool_[size_t(pick)];
+    if (pick < 0) pool.emplace_back(), pick = int64_t(pool.size()) - 1;
+    Buffer& buf = pool[size_t(pick)];
     if (buf.bytes.size() < bytes) buf.bytes.resize(bytes);
     buf.busy = true;
-    buffer_of[i] = pick;
-    out_[i] = buf.bytes.data();
-    const uint8_t* x = static_cast<const uint8_t*>(out_[src]);
-    uint8_t* y = static_cast<uint8_t*>(out_[i]);
+    ws.buffer_of[i] = pick;
+    out[i] = buf.bytes.data();
+    const uint8_t* x = static_cast<const uint8_t*>(out[src]);
+    uint8_t* y = static_cast<uint8_t*>(out[i]);
     const auto t0 = std::chrono::steady_clock::now();
     switch (op.kind) {
       case OpKind::conv:
-      case OpKind::linear: run_weight_op(i, n, ref); break;
+      case OpKind::linear: run_weight_op(ws, i, n, ref); break;
       case OpKind::max_pool: {
         kernels::Pool2dGeometry g;
         g.N = n, g.C = s_in.C, g.H = s_in.H, g.W = s_in.W;
@@ -477,7 +569,7 @@ void Engine::run(const uint8_t* images, int64_t n, float* logits, Path path) {
       }
       case OpKind::sum_pool: {
         const int64_t HW = s_in.H * s_in.W, C = s_in.C;
-        int32_t* sums = static_cast<int32_t*>(out_[i]);
+        int32_t* sums = static_cast<int32_t*>(out[i]);
         for (int64_t r = 0; r < n; ++r) {
           int32_t* d = sums + r * C;
           std::fill(d, d + C, 0);
@@ -502,9 +594,10 @@ void Engine::run(const uint8_t* images, int64_t n, float* logits, Path path) {
       }
       default: break;
     }
-    if (!profile_.empty()) profile_[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!ws.profile.empty())
+      ws.profile[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (size_t j = 0; j < i; ++j)  // free the buffers whose last reader was op i
-      if (last_use_[j] == i && buffer_of[j] >= 0) pool_[size_t(buffer_of[j])].busy = false;
+      if (last_use_[j] == i && ws.buffer_of[j] >= 0) pool[size_t(ws.buffer_of[j])].busy = false;
   }
 }
 

@@ -25,12 +25,24 @@
 //                      core/kernels' fast int8 kernels (VNNI or portable, parallel),
 //                      Path::reference their `_ref` twins, single-threaded: the two agree bit for
 //                      bit (tests/test_deploy.cpp). Buffers are kept between calls (run is not
-//                      reentrant on one Engine).
+//                      reentrant on one Engine). Path::fast at a batch larger than
+//                      chunk_images() runs image-parallel: the batch is cut into chunks of about
+//                      chunk_images() images and each thread runs the whole network on one chunk at
+//                      a time (its kernels serial, core/parallel.h's SerialScope; its own buffers),
+//                      so a chunk's activations stay in the core's cache between layers and no layer
+//                      forks and joins; smaller batches run layer by layer, each layer's kernels
+//                      parallel. Every op is per image: the two schemes agree bit for bit.
+//   chunk_images()     the chunk size: as many images as keep the largest set of buffers alive at
+//                      once (activations, padded copies, scratch) within kChunkBytes (1 MiB, a
+//                      core's L2 here), at least 1; set_chunk_images(c) overrides it (c >= 1; 0: back to
+//                      that), e.g. to test the image-parallel path at small batches.
 //   predict(...)       the arg-max class per image (ties: the lower class).
 // The float logits are dequantize's scale * acc + offset evaluated in double and rounded to float.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "core/kernels/gemm_int8.h"
@@ -55,7 +67,12 @@ class Engine {
   void run(const uint8_t* images, int64_t n, float* logits, Path path = Path::fast);
   std::vector<int32_t> predict(const uint8_t* images, int64_t n, Path path = Path::fast);
 
-  // Per-op wall time of the runs since profiling was switched on (seconds, indexed like model().ops).
+  static constexpr int64_t kChunkBytes = int64_t(1) << 20;
+  int64_t chunk_images() const { return chunk_override_ > 0 ? chunk_override_ : chunk_images_; }
+  void set_chunk_images(int64_t c);
+
+  // Per-op wall time of the runs since profiling was switched on (seconds, indexed like model().ops;
+  // image-parallel runs: the threads' seconds divided by the thread count).
   void set_profiling(bool on) { profile_.assign(on ? model_.ops.size() : 0, 0.0); }
   const std::vector<double>& profile() const { return profile_; }
 
@@ -74,24 +91,38 @@ class Engine {
     std::vector<uint8_t, kernels::Aligned64Allocator<uint8_t>> bytes;
     bool busy = false;
   };
-  void run_weight_op(size_t i, int64_t n, bool ref);
+  // What one run over a batch (or one chunk of it) writes besides its logits: one per thread in flight.
+  struct Workspace {
+    std::vector<Buffer> pool;
+    std::vector<void*> out;           // per op: its output during run
+    std::vector<int64_t> buffer_of;   // per op: its buffer in pool (-1: none)
+    std::vector<int32_t> acc;         // scratch: wide layers' [rows][2K] accumulators
+    std::vector<uint8_t> padded;      // scratch: the input padded with per-channel codes
+    std::vector<int32_t> correction;  // a layer's fractional padding correction, repeated per image
+    size_t correction_of = 0;         // ... of this op
+    std::vector<double> profile;      // per op: seconds (empty: profiling off)
+    bool busy = false;                // taken by a chunk in flight (guarded by Engine::mu_)
+  };
+  // The ops over n images into logits, with ws's buffers; fast path kernels parallel unless inside a SerialScope.
+  void run_ops(Workspace& ws, const uint8_t* images, int64_t n, float* logits, bool ref);
+  void run_weight_op(Workspace& ws, size_t i, int64_t n, bool ref);
   // A wide conv with requantized outputs: the hi/lo halves combined in its GEMM's epilogue.
-  void run_wide_conv(size_t i, const kernels::Conv2dGeometry& g, const uint8_t* x, uint8_t zp, const int32_t* res32,
-                     const uint8_t* res8, uint8_t* out8, bool ref);
+  void run_wide_conv(Workspace& ws, size_t i, const kernels::Conv2dGeometry& g, const uint8_t* x, uint8_t zp,
+                     const int32_t* res32, const uint8_t* res8, uint8_t* out8, bool ref);
+  // Bytes per image of the largest set of buffers alive at once (what chunk_images_ divides into kChunkBytes).
+  int64_t bytes_per_image() const;
 
   Model model_;
   InputOp in_;
   int64_t classes_ = 0;
   std::vector<ActShape> shapes_;
-  std::vector<Layer> layers_;     // per op (empty for ops without weights)
-  std::vector<size_t> last_use_;  // per op: the last op reading its output
-  std::vector<Buffer> pool_;
-  std::vector<void*> out_;           // per op: its output during run
-  std::vector<int32_t> acc_;         // scratch: wide layers' [rows][2K] accumulators
-  std::vector<uint8_t> padded_;      // scratch: the input padded with per-channel codes
-  std::vector<int32_t> correction_;  // a layer's fractional padding correction, repeated per image
-  size_t correction_of_ = 0;         // ... of this op
-  std::vector<double> profile_;      // per op: seconds (empty: profiling off)
+  std::vector<Layer> layers_;                           // per op (empty for ops without weights)
+  std::vector<size_t> last_use_;                        // per op: the last op reading its output
+  std::vector<std::unique_ptr<Workspace>> workspaces_;  // [0]: layer-by-layer runs; all: image-parallel chunks
+  std::mutex mu_;                                       // guards the workspaces' busy flags
+  int64_t chunk_images_ = 1;                            // from bytes_per_image()
+  int64_t chunk_override_ = 0;                          // set_chunk_images (0: none)
+  std::vector<double> profile_;                         // per op: seconds (empty: profiling off)
 };
 
 }  // namespace lowbit::deploy

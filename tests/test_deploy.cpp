@@ -250,6 +250,45 @@ TEST_CASE("engine: fast == _ref bit for bit on a hand-made model (padding, ceil-
   CHECK(std::any_of(a.begin(), a.end(), [&](float v) { return v != a[0]; }));  // not all equal
 }
 
+TEST_CASE("engine: image-parallel chunks == layer by layer == _ref bit for bit (batches 1, 3, 37; 1 and 2 threads)") {
+  const int threads = num_threads();
+  const Model models[] = {fixtures::chain_model(), fixtures::graph_model(), fixtures::signed_model()};
+  for (size_t m = 0; m < 3; ++m) {
+    CAPTURE(m);
+    Engine e(models[m]);
+    const int64_t image = e.height() * e.width() * e.channels(), classes = e.classes();
+    Generator gen(21 + m);
+    std::vector<uint8_t> x(size_t(37 * image));
+    for (auto& v : x) v = uint8_t(gen.next_u64() % 256);
+    for (int64_t n : {1, 3, 37}) {
+      CAPTURE(n);
+      std::vector<float> ref(size_t(n * classes));
+      e.run(x.data(), n, ref.data(), Engine::Path::reference);
+      for (int t : {1, 2}) {
+        set_num_threads(t);
+        for (int64_t chunk : {int64_t(0), int64_t(1), int64_t(2), int64_t(5), n}) {
+          CAPTURE(t);
+          CAPTURE(chunk);
+          e.set_chunk_images(chunk);
+          std::vector<float> fast(ref.size(), -1.0f);
+          e.run(x.data(), n, fast.data());
+          CHECK(std::memcmp(fast.data(), ref.data(), ref.size() * 4) == 0);
+        }
+      }
+      set_num_threads(threads);
+    }
+    e.set_profiling(true);  // profiling image-parallel runs: per-op seconds, every op that ran counted
+    e.set_chunk_images(2);
+    std::vector<float> out(size_t(37 * classes));
+    e.run(x.data(), 37, out.data());
+    double total = 0;
+    for (double v : e.profile()) total += v;
+    CHECK(total > 0);
+  }
+  Engine e(fixtures::chain_model());
+  CHECK(contains(error_of([&] { e.set_chunk_images(-1); }), "need c >= 0"));
+}
+
 TEST_CASE("max_pool2d_u8 equals its _ref twin (padding, ceil mode, odd sizes)") {
   Generator gen(4);
   for (int pad : {0, 1})
@@ -746,6 +785,14 @@ ZooAgreement zoo_agreement(const std::string& name, models::ModelOptions mo, con
   engine.run(px.data(), n, out.data());
   engine.run(px.data(), n, ref.data(), Engine::Path::reference);
   CHECK(std::memcmp(out.data(), ref.data(), out.size() * 4) == 0);
+  for (int64_t chunk : {n, int64_t(1), int64_t(3), int64_t(5)}) {  // layer by layer, image-parallel chunks
+    CAPTURE(chunk);
+    engine.set_chunk_images(chunk);
+    std::vector<float> p(out.size());
+    engine.run(px.data(), n, p.data());
+    CHECK(std::memcmp(out.data(), p.data(), out.size() * 4) == 0);
+  }
+  engine.set_chunk_images(0);
   ZooAgreement z;
   z.n = n;
   for (int64_t i = 0; i < n; ++i) {
@@ -824,7 +871,22 @@ TEST_CASE("ResNet-20 (projection and zero-pad shortcuts), MobileNet v1 and VGG-1
     for (const ExportedLayer& l : ex.layers) CHECK_MESSAGE((l.exact && l.stored_bits <= 4), l.name);
     CHECK(z.first_diff <= std::max<int64_t>(8, z.first_total / 10000));
     CHECK(z.agree >= z.n - 3);
-    if (std::string(r.model) == "resnet20") {
+    if (std::string(r.model) == "resnet20") {  // batch 128 and 37: image-parallel == layer by layer, bit for bit
+      Engine e(ex.model);
+      CHECK(e.chunk_images() >= 2);
+      CHECK(e.chunk_images() < 37);
+      Generator gen(11);
+      std::vector<uint8_t> px(size_t(128 * 32 * 32 * 3));
+      for (auto& v : px) v = uint8_t(gen.next_u64() % 256);
+      for (int64_t n : {128, 37}) {
+        CAPTURE(n);
+        std::vector<float> chunks(size_t(n * 10)), layers(chunks.size());
+        e.set_chunk_images(0);
+        e.run(px.data(), n, chunks.data());
+        e.set_chunk_images(n);
+        e.run(px.data(), n, layers.data());
+        CHECK(std::memcmp(chunks.data(), layers.data(), chunks.size() * 4) == 0);
+      }
       int residuals = 0, shortcuts = 0, sums = 0;
       for (const Op& op : ex.model.ops)
         residuals += (op.kind == OpKind::conv && op.layer.residual >= 0), shortcuts += op.kind == OpKind::shortcut,

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <thread>
 #include <vector>
 
 #include "core/parallel.h"
@@ -25,6 +26,48 @@ TEST_CASE("parallel_chunks splits independently of the scheduler") {
   CHECK(seen.front().first == 3);
   CHECK(seen.back().second == 103);
   for (size_t c = 1; c < seen.size(); ++c) CHECK(seen[c].first == seen[c - 1].second);
+}
+
+TEST_CASE("inside a SerialScope every parallel region runs inline on the calling thread, in order") {
+  set_num_threads(2);
+  const auto me = std::this_thread::get_id();
+  std::vector<std::pair<int64_t, int64_t>> calls;
+  bool elsewhere = false;
+  {
+    SerialScope outer;
+    {
+      SerialScope nested;
+      CHECK(in_serial_scope());
+    }
+    CHECK(in_serial_scope());
+    parallel_for(0, 10007, 1, [&](int64_t lo, int64_t hi) {
+      calls.push_back({lo, hi});
+      elsewhere |= std::this_thread::get_id() != me;
+    });
+    std::vector<int64_t> chunks;
+    parallel_chunks(0, 100, 7, [&](int64_t c, int64_t, int64_t) {
+      chunks.push_back(c);
+      elsewhere |= std::this_thread::get_id() != me;
+    });
+    std::vector<int64_t> tasks;
+    parallel_tasks(5, [&](int64_t i) {
+      tasks.push_back(i);
+      elsewhere |= std::this_thread::get_id() != me;
+    });
+    CHECK(chunks == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6});
+    CHECK(tasks == std::vector<int64_t>{0, 1, 2, 3, 4});
+  }
+  CHECK(!in_serial_scope());
+  CHECK(calls == std::vector<std::pair<int64_t, int64_t>>{{0, 10007}});
+  CHECK(!elsewhere);
+  // Scopes are per thread: one on each of two tasks, neither leaking into the other or the caller.
+  std::atomic<int> inside{0};
+  parallel_tasks(2, [&](int64_t) {
+    SerialScope s;
+    inside += in_serial_scope();
+  });
+  CHECK(inside == 2);
+  CHECK(!in_serial_scope());
 }
 
 TEST_CASE("set_num_threads rejects nonsense") { CHECK_THROWS(set_num_threads(0)); }
