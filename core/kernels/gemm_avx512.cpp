@@ -23,17 +23,13 @@ constexpr int kMR = 14;
 constexpr int kNR = 32;
 // Cache blocks. A KC x NR panel of B (32 KiB) stays in L1 while MR x KC panels of A stream from
 // an MC x KC block in L2; the KC x NC block of B sits in L2/L3.
-static int64_t envi(const char* n, int64_t d) {
-  const char* e = std::getenv(n);
-  return e ? std::atoll(e) : d;
-}
-static const int64_t kKCMax = envi("KC", 512);
-static const int64_t kNC = envi("NC", 512);
-static const int64_t kNCOuter = envi("NCO", 4096);
-static const int64_t kMCOuter = envi("MCO", 1024);
-static const int64_t kPackAMinN = envi("PACKN", 64);
-static const int64_t kPackedBBudget = envi("BBUDGET", int64_t(16) << 20);
-static const int64_t kBlocksPerThread = envi("BPT", 4);
+constexpr int64_t kKCMax = 512;
+constexpr int64_t kNC = 512;
+constexpr int64_t kNCOuter = 4096;
+constexpr int64_t kMCOuter = 1024;
+constexpr int64_t kPackAMinN = 64;
+constexpr int64_t kPackedBBudget = int64_t(16) << 20;
+constexpr int64_t kBlocksPerThread = 4;
 
 // K is cut into equal blocks of at most kKCMax: the block size depends on K alone, which keeps the
 // per-element summation order independent of how C is split between threads.
@@ -418,7 +414,7 @@ void sgemm_avx512(const GemmArgs<float>& g, bool parallel) {
   }
   const int threads = parallel ? num_threads() : 1;
   // Below ~2 MFLOP the fork/join costs more than it saves.
-  if (!std::getenv("FORCEPAR") && (threads <= 1 || g.M * g.N * g.K < (int64_t(1) << 20)))
+  if (threads <= 1 || g.M * g.N * g.K < (int64_t(1) << 20))
     sgemm_serial_impl(g);
   else
     sgemm_parallel_impl(g, threads);
