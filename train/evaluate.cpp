@@ -7,6 +7,21 @@
 
 namespace lowbit::train {
 
+namespace {
+
+// The precision of the model's parameters (float32 without any). A model in another precision than
+// the loader's images (eval --double) gets them converted.
+DType model_dtype(Module& model) {
+  const std::vector<Variable> params = model.parameters();
+  return params.empty() ? DType::f32 : params.front().dtype();
+}
+
+Variable model_input(const Tensor& images, DType dtype) {
+  return Variable(images.dtype() == dtype ? images : images.to(dtype));
+}
+
+}  // namespace
+
 std::vector<int32_t> argmax_rows(const Tensor& logits_in) {
   const Tensor logits = logits_in.to(DType::f32).contiguous();
   const int64_t B = logits.size(0), classes = logits.size(1);
@@ -37,12 +52,10 @@ EvalResult evaluate(Module& model, data::DataLoader& loader, std::vector<Predict
   int64_t correct = 0;
   loader.begin_epoch(0, 0);
   data::Batch b;
-  // A model in another precision than the loader's images (eval --double) gets them converted.
-  const std::vector<Variable> params = model.parameters();
-  const DType dtype = params.empty() ? DType::f32 : params.front().dtype();
+  const DType dtype = model_dtype(model);
   while (loader.next(b)) {
     if (b.labels.numel() == 0) continue;  // a shard's empty part of a short last batch
-    Variable logits = model(Variable(b.images.dtype() == dtype ? b.images : b.images.to(dtype)));
+    Variable logits = model(model_input(b.images, dtype));
     const int64_t n = b.labels.numel();
     loss_sum += cross_entropy(logits, b.labels).item() * double(n);
     const Tensor labels = b.labels.contiguous();
@@ -74,14 +87,13 @@ int64_t recalibrate_batch_norm(Module& model, data::DataLoader& loader, int64_t 
     bn->train(true);
   }
   NoGradGuard no_grad;
-  const std::vector<Variable> params = model.parameters();
-  const DType dtype = params.empty() ? DType::f32 : params.front().dtype();
+  const DType dtype = model_dtype(model);
   loader.begin_epoch(0, 0);
   data::Batch b;
   for (int64_t t = 1; t <= batches && loader.next(b);) {
     if (b.labels.numel() == 0) continue;
     for (auto& [bn, momentum] : norms) bn->set_momentum(1.0 / double(t));
-    model(Variable(b.images.dtype() == dtype ? b.images : b.images.to(dtype)));
+    model(model_input(b.images, dtype));
     ++t;
   }
   for (auto& [bn, momentum] : norms) bn->set_momentum(momentum);
