@@ -343,10 +343,11 @@ std::vector<optim::ParamGroup> QuantContext::param_groups(const optim::ParamGrou
   // 8-bit range of 448, the block's output rounded to 0) and the run fell to 10 %; at 1e-6 it trains
   // (docs/quantization.md). A lower default stalls training from scratch, where Δ must follow the
   // activations' growth (tests/test_msqe.cpp's 4-bit LeNet falls to chance at lr / 15), so the
-  // default stays and --act-quantizer-lr sets it.
-  const double act_quantizer_lr = spec_.act_quantizer_lr >= 0 ? spec_.act_quantizer_lr : quantizer_lr;
+  // default stays and --act-quantizer-lr sets it. Without it they stay in the "quantizer" group, so
+  // the optimizer state of checkpoints written before the option existed still loads.
+  const bool own_act_group = spec_.method == "msqe" && spec_.act_quantizer_lr >= 0;
   optim::ParamGroup steps = group("quantizer", quantizer_lr, 0);
-  optim::ParamGroup act_steps = group("act_quantizer", act_quantizer_lr, 0);
+  optim::ParamGroup act_steps = group("act_quantizer", spec_.act_quantizer_lr, 0);
   optim::ParamGroup clip = group("clip", base.lr, spec_.pact_decay >= 0 ? spec_.pact_decay : base.weight_decay);
   const auto ends_with = [](const std::string& s, const std::string& tail) {
     return s.size() > tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -356,9 +357,9 @@ std::vector<optim::ParamGroup> QuantContext::param_groups(const optim::ParamGrou
     for (auto& [name, v] : model_.named_parameters())
       if (name == full) p = v;
     LOWBIT_CHECK(p.defined(), "quantization: parameter '", full, "' is not in the model");
-    optim::ParamGroup& g = ends_with(full, ".alpha")                               ? clip
-                           : spec_.method == "msqe" && ends_with(full, ".a_delta") ? act_steps
-                                                                                   : steps;
+    optim::ParamGroup& g = ends_with(full, ".alpha")                      ? clip
+                           : own_act_group && ends_with(full, ".a_delta") ? act_steps
+                                                                          : steps;
     g.params.push_back(p);
     g.param_names.push_back(full);
   }

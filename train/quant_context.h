@@ -85,7 +85,8 @@ struct QuantSpec {
   // (max: the largest feature map (8c); sum: all of them (8b)) and the penalties' lambda.
   double quantizer_lr = -1;  // lr of the learned steps and ranges ("quantizer" group); < 0: the weights'
                              // lr (msqe: / 100); 0: held at their initialisation (Uhlich's "Fixed" rows)
-  // msqe's activation cell sizes ("act_quantizer" group); < 0: quantizer_lr (quant_context.cpp).
+  // msqe's activation cell sizes, in an "act_quantizer" group of their own when >= 0; < 0: in the
+  // "quantizer" group at quantizer_lr (quant_context.cpp).
   double act_quantizer_lr = -1;
   double weight_budget_kb = 0, act_budget_kb = 0;
   std::string act_budget = "max";
