@@ -313,8 +313,12 @@ Run load_run(const std::string& path, const Options& run, bool post_training) {
   r.data = train::load_data(data_config(run, 256));
   r.model = train::create_model(run.str("model"), r.data, run.real("width"), run.str("variant"));
   if (wants_quantization(run)) r.quant = std::make_unique<train::QuantContext>(*r.model, quant_spec(run));
-  r.model->load_state_dict(c.tensors_with_prefix("model."), /*strict=*/!post_training);
-  if (r.quant && !post_training) r.quant->load_state_dict(c.tensors_with_prefix("quant."));
+  try {
+    r.model->load_state_dict(c.tensors_with_prefix("model."), /*strict=*/!post_training);
+    if (r.quant && !post_training) r.quant->load_state_dict(c.tensors_with_prefix("quant."));
+  } catch (const Error& e) {
+    throw Error(detail::concat(path, ": does not match its run's model or quantization (", e.what(), ")"));
+  }
   return r;
 }
 

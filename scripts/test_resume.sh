@@ -111,6 +111,20 @@ set -e
 grep -q "init $work/straight/checkpoint.ckpt does not fit --model lenet5: .*shape mismatch" "$work/init_bad.log" ||
   { cat "$work/init_bad.log"; exit 1; }
 
+# A checkpoint that does not fit the resumed run's options (width 0.5 resumed at width 1): refused
+# naming the file, nothing written.
+cp "$work/a/checkpoint.ckpt" "$work/a_before.ckpt"
+cp "$work/init/checkpoint.ckpt" "$work/init_before.ckpt"
+set +e
+"$lowbit" train --out "$work/a" --resume "$work/init/checkpoint.ckpt" --width 1 > "$work/other.log" 2>&1
+rc=$?
+set -e
+[ "$rc" -ne 0 ] || { echo "a checkpoint of another width accepted by --resume"; exit 1; }
+grep -q "$work/init/checkpoint.ckpt: does not match this run's model, optimizer or quantization (.*shape" \
+  "$work/other.log" || { cat "$work/other.log"; exit 1; }
+cmp -s "$work/a/checkpoint.ckpt" "$work/a_before.ckpt" || { echo "a refused --resume changed a checkpoint"; exit 1; }
+cmp -s "$work/init/checkpoint.ckpt" "$work/init_before.ckpt" || { echo "a refused --resume changed a checkpoint"; exit 1; }
+
 # Corrupt checkpoint: clear error naming the file, non-zero exit, nothing overwritten.
 cp "$work/a/checkpoint.ckpt" "$work/bad.ckpt"
 printf 'garbage' | dd of="$work/bad.ckpt" bs=1 seek=100 conv=notrunc status=none
@@ -120,4 +134,4 @@ rc=$?
 set -e
 [ "$rc" -ne 0 ] || { echo "corrupt checkpoint accepted"; exit 1; }
 grep -q "bad.ckpt: checksum mismatch" "$work/bad.log" || { cat "$work/bad.log"; exit 1; }
-echo "resume: straight == epoch-boundary resume == mid-epoch resume == Ctrl-C resume (bit for bit); corrupt checkpoint refused; eval reproduces the final report, also as post-training rounding; --init carries the weights, refuses another shape"
+echo "resume: straight == epoch-boundary resume == mid-epoch resume == Ctrl-C resume (bit for bit); corrupt or unfitting checkpoint refused naming the file; eval reproduces the final report, also as post-training rounding; --init carries the weights, refuses another shape"

@@ -108,9 +108,14 @@ Position restore_state(const std::string& path, Module& model, optim::Optimizer&
     if (auto* d = dynamic_cast<Dropout*>(m.get()))
       d->generator().set_state(static_cast<uint64_t>(c.get_int("rng." + name + ".seed")),
                                static_cast<uint64_t>(c.get_int("rng." + name + ".offset")));
-  model.load_state_dict(c.tensors_with_prefix("model."));
-  opt.load_state_dict(c.tensors_with_prefix("optim."));
-  if (quant) quant->load_state_dict(c.tensors_with_prefix("quant."));
+  try {
+    model.load_state_dict(c.tensors_with_prefix("model."));
+    opt.load_state_dict(c.tensors_with_prefix("optim."));
+    if (quant) quant->load_state_dict(c.tensors_with_prefix("quant."));
+  } catch (const Error& e) {  // name the file: a checkpoint of another run, or of other options
+    throw Error(detail::concat(path, ": does not match this run's model, optimizer or quantization (", e.what(),
+                               "); resume a run with the options it was started with"));
+  }
   // Data parallelism: this rank's own buffers, when the checkpoint was written by as many ranks.
   const int64_t written_by = c.has("world_size") ? c.get_int("world_size") : 1;
   if (dist::size() > 1 && written_by == dist::size() && dist::rank() > 0) {
