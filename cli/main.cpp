@@ -152,6 +152,13 @@ double median_seconds(int64_t warmup, int64_t steps, F&& f) {
   return t[t.size() / 2];
 }
 
+// --int8-winograd on | off (the integer engine's EngineOptions::winograd).
+bool winograd_option(const Options& o) {
+  const std::string v = o.str("int8-winograd");
+  LOWBIT_CHECK(v == "on" || v == "off", "--int8-winograd must be on or off, got '", v, "'");
+  return v == "on";
+}
+
 int run_bench(int argc, char** argv) {
   std::vector<OptionSpec> specs = {{"model", "resnet20", "model name"},
                                    {"batch", "128", "batch size"},
@@ -162,6 +169,7 @@ int run_bench(int argc, char** argv) {
                                    {"mode", "both", "train | infer | both | none: float passes timed (infer: no grad)"},
                                    {"integer", "", "also time the integer engine on the --quant model, exported", true},
                                    {"model-file", "", "with --integer: time this .lbq file instead of an export"},
+                                   {"int8-winograd", "on", "with --integer: on | off (the engine's Winograd)"},
                                    {"classes", "10", "number of classes"},
                                    {"channels", "", "input channels (default: the model's)"},
                                    {"size", "", "input height = width (default: the model's)"},
@@ -197,8 +205,9 @@ int run_bench(int argc, char** argv) {
   const bool integer = o.flag("integer");
   LOWBIT_CHECK(integer || !o.has("model-file"), "lowbit bench: --model-file goes with --integer");
   std::optional<deploy::Engine> engine;
+  const deploy::EngineOptions engine_options{.winograd = winograd_option(o)};
   if (o.has("model-file")) {
-    engine.emplace(deploy::load_model(o.str("model-file")), o.str("model-file"));
+    engine.emplace(deploy::load_model(o.str("model-file")), o.str("model-file"), engine_options);
   } else if (integer) {
     LOWBIT_CHECK(quant, "lowbit bench --integer: needs --quant (the model to export) or --model-file");
     {  // one batch through the model first: quantizers that set a range from their first input (MobileNet
@@ -211,7 +220,7 @@ int run_bench(int argc, char** argv) {
     deploy::ExportOptions eo;
     eo.model_name = o.str("model");
     eo.channels = C, eo.height = S, eo.width = S;
-    engine.emplace(deploy::export_model(*model, quant->quantization(), eo).model, o.str("model"));
+    engine.emplace(deploy::export_model(*model, quant->quantization(), eo).model, o.str("model"), engine_options);
   }
   int64_t macs = 0;  // per image, of the model's convolutions and linear layers
   if (engine) {
@@ -607,12 +616,14 @@ int run_infer(int argc, char** argv) {
                       {"threads", "", "threads"},
                       {"reference", "", "run the _ref kernels (slow; the fast path's bit-exact twin)", true},
                       {"profile", "", "print each op's share of the time", true},
+                      {"int8-winograd", "on", "on | off: exact Winograd F(2x2, 3x3) for the layers that qualify"},
                       {"fp32-checkpoint", "", "also time the run's float model (same net, batch and threads)"}});
   o.parse(argc, argv);
   if (o.help_requested()) return std::printf("%s", o.usage().c_str()), 0;
   LOWBIT_CHECK(o.has("model-file"), "--model-file FILE is required");
   if (o.has("threads")) set_num_threads(static_cast<int>(o.integer("threads")));
-  deploy::Engine engine(deploy::load_model(o.str("model-file")), o.str("model-file"));
+  deploy::Engine engine(deploy::load_model(o.str("model-file")), o.str("model-file"),
+                        deploy::EngineOptions{.winograd = winograd_option(o)});
   data::DataSplits splits = data::load_dataset(o.str("data"));
   if (o.has("test-file")) {
     const std::string kind = o.str("data").substr(0, o.str("data").find(':'));
@@ -677,8 +688,9 @@ int run_infer(int argc, char** argv) {
     for (size_t i = 1; i < ops.size(); ++i) {
       const double t = engine.profile()[i];
       const bool weights = ops[i].kind == deploy::OpKind::conv || ops[i].kind == deploy::OpKind::linear;
-      std::printf("  %3zu %-10s %-24s %8.3f ms/batch %5.1f%%\n", i, deploy::op_kind_name(ops[i].kind),
-                  weights ? ops[i].layer.name.c_str() : "", 1e3 * t * double(B) / double(n), 100 * t / secs);
+      std::printf("  %3zu %-10s %-24s %8.3f ms/batch %5.1f%%%s\n", i, deploy::op_kind_name(ops[i].kind),
+                  weights ? ops[i].layer.name.c_str() : "", 1e3 * t * double(B) / double(n), 100 * t / secs,
+                  engine.winograd(i) ? "  winograd" : "");
     }
   }
   return 0;

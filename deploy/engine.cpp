@@ -121,7 +121,7 @@ int64_t accumulator_bound(const Model& m, size_t i) {
 
 }  // namespace
 
-Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) {
+Engine::Engine(Model model, const std::string& name, EngineOptions options) : model_(std::move(model)) {
   shapes_ = validate(model_, name);
   in_ = model_.ops.front().input;
   classes_ = model_.classes();
@@ -188,6 +188,10 @@ Engine::Engine(Model model, const std::string& name) : model_(std::move(model)) 
       g.K = K2;
       if (pads_per_channel(l)) g.H += 2 * g.pad_h, g.W += 2 * g.pad_w, g.pad_h = g.pad_w = 0;
       L.packed = kernels::pack_conv_weights_s8(g, L.w.data());
+      kernels::WinogradPackedS8 wp;  // exact Winograd where the geometry, the input codes and the weights qualify
+      if (options.winograd && !L.wide &&
+          kernels::pack_conv_weights_winograd_s8(g, L.w.data(), input_max_code(model_, i), wp))
+        L.wino = std::move(wp);
     } else if (op.kind == OpKind::linear) {
       L.packed = kernels::pack_b_s8(l.C, K2, L.w.data(), l.C, /*trans_b=*/true);
     }
@@ -315,6 +319,8 @@ void Engine::run_weight_op(Workspace& ws, size_t i, int64_t n, bool ref) {
     if (dw)
       ref ? kernels::depthwise_conv2d_u8s8u8_ref(g, x, zp, L.w.data(), L.requant, res32, res8, out8)
           : kernels::depthwise_conv2d_u8s8u8(g, x, zp, L.w.data(), L.requant, res32, res8, out8);
+    else if (L.wino && !ref)
+      kernels::conv2d_winograd_u8s8u8(g, x, zp, *L.wino, L.requant, res32, res8, out8);
     else
       ref ? kernels::conv2d_u8s8u8_ref(g, x, zp, L.w.data(), L.requant, res32, res8, out8)
           : kernels::conv2d_u8s8u8(g, x, zp, L.packed, L.requant, res32, res8, out8);
@@ -338,7 +344,12 @@ void Engine::run_weight_op(Workspace& ws, size_t i, int64_t n, bool ref) {
     }
   } else if (conv) {
     g.K = K2;
-    ref ? kernels::conv2d_u8s8s32_ref(g, x, zp, L.w.data(), acc) : kernels::conv2d_u8s8s32(g, x, zp, L.packed, acc);
+    if (ref)
+      kernels::conv2d_u8s8s32_ref(g, x, zp, L.w.data(), acc);
+    else if (L.wino)
+      kernels::conv2d_winograd_u8s8s32(g, x, zp, *L.wino, acc);
+    else
+      kernels::conv2d_u8s8s32(g, x, zp, L.packed, acc);
   } else if (ref) {
     kernels::gemm_u8s8s32_ref(n, K2, l.C, x, l.C, L.w.data(), l.C, true, acc, K2, false);
   } else {
@@ -435,7 +446,9 @@ int64_t Engine::bytes_per_image() const {
       const ActShape& si = shapes_[size_t(source_of(model_, i))];
       const ActShape& so = shapes_[i];
       const Layer& L = layers_[i];
-      if (l.pad_h > 0 || l.pad_w > 0)
+      if (L.wino)  // the Winograd kernels' padded copy (whole tiles)
+        live += kernels::conv_winograd_padded_bytes_per_image(geometry(l, si, 1));
+      else if (l.pad_h > 0 || l.pad_w > 0)
         live += (si.H + 2 * l.pad_h) * (si.W + 2 * l.pad_w) * ((l.C + 3) / 4 * 4) * (pads_per_channel(l) ? 2 : 1);
       const bool blockwise = op.kind == OpKind::conv && l.out_qmax > 0 && (!L.wide || l.groups == 1);
       const bool direct = l.out_qmax == 0 && (!L.wide || L.split_out);

@@ -37,14 +37,22 @@
 //                      core's L2 here), at least 1; set_chunk_images(c) overrides it (c >= 1; 0: back to
 //                      that), e.g. to test the image-parallel path at small batches.
 //   predict(...)       the arg-max class per image (ties: the lower class).
+//   EngineOptions::winograd (default on): 3x3 stride-1 convolutions (groups 1, int8 weights) whose
+//                      input codes, padding included, are <= 63 run as the exact integer Winograd
+//                      F(2x2, 3x3) (core/kernels/conv_int8_winograd.h) on the fast path when their
+//                      weights qualify (pack_conv_weights_winograd_s8); the same integers as the
+//                      direct kernels, so the outputs are bit-identical either way. winograd(op) says
+//                      which layers took it.
 // The float logits are dequantize's scale * acc + offset evaluated in double and rounded to float.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
+#include "core/kernels/conv_int8_winograd.h"
 #include "core/kernels/gemm_int8.h"
 #include "core/kernels/requant.h"
 #include "core/kernels/shapes.h"
@@ -52,17 +60,23 @@
 
 namespace lowbit::deploy {
 
+struct EngineOptions {
+  bool winograd = true;  // exact integer Winograd for the layers that qualify (off: direct kernels only)
+};
+
 class Engine {
  public:
   enum class Path { fast, reference };
 
-  explicit Engine(Model model, const std::string& name = "model");
+  explicit Engine(Model model, const std::string& name = "model", EngineOptions options = {});
 
   int64_t channels() const { return in_.C; }
   int64_t height() const { return in_.H; }
   int64_t width() const { return in_.W; }
   int64_t classes() const { return classes_; }
   const Model& model() const { return model_; }
+  // True when op i (a convolution) runs as the integer Winograd F(2x2, 3x3) on the fast path.
+  bool winograd(size_t i) const { return i < layers_.size() && layers_[i].wino.has_value(); }
 
   void run(const uint8_t* images, int64_t n, float* logits, Path path = Path::fast);
   std::vector<int32_t> predict(const uint8_t* images, int64_t n, Path path = Path::fast);
@@ -78,12 +92,13 @@ class Engine {
 
  private:
   struct Layer {
-    bool wide = false;                      // weights beyond int8: hi and lo halves
-    bool combine = false;                   // wide, with or read as a residual: 256 acc_hi + acc_lo in int32
-    bool split_out = false;                 // out_qmax 0, wide, not combined: [rows][2K] (hi, lo) for dequantize
-    std::vector<int8_t> w;                  // int8 weights, K outputs (wide: 2K, the hi halves then the lo halves)
-    kernels::PackedS8 packed;               // the same, packed for the fast kernels (groups 1)
-    kernels::Requantization requant;        // out_qmax > 0
+    bool wide = false;         // weights beyond int8: hi and lo halves
+    bool combine = false;      // wide, with or read as a residual: 256 acc_hi + acc_lo in int32
+    bool split_out = false;    // out_qmax 0, wide, not combined: [rows][2K] (hi, lo) for dequantize
+    std::vector<int8_t> w;     // int8 weights, K outputs (wide: 2K, the hi halves then the lo halves)
+    kernels::PackedS8 packed;  // the same, packed for the fast kernels (groups 1)
+    std::optional<kernels::WinogradPackedS8> wino;  // ... and for the Winograd kernels, when the layer qualifies
+    kernels::Requantization requant;                // out_qmax > 0
     std::vector<int32_t> correction;        // fractional padding values: [P][Q][K] fixed-point, added as a residual
     bool correction_into_residual = false;  // ... or added to the layer's int32 residual
   };

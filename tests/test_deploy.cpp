@@ -887,6 +887,35 @@ TEST_CASE("ResNet-20 (projection and zero-pad shortcuts), MobileNet v1 and VGG-1
         e.run(px.data(), n, layers.data());
         CHECK(std::memcmp(chunks.data(), layers.data(), chunks.size() * 4) == 0);
       }
+      // The exact Winograd F(2x2, 3x3) on the 16 stride-1 3x3 layers of the blocks (4-bit inputs; the
+      // first layer reads pixel codes up to 255) == the direct kernels, bit for bit: layer by layer
+      // (batch 1), image-parallel (37, 128), 1 and 2 threads.
+      Engine off(ex.model, "resnet20", {.winograd = false});
+      int wino = 0;
+      for (size_t i = 0; i < ex.model.ops.size(); ++i) {
+        wino += e.winograd(i);
+        CHECK_FALSE(off.winograd(i));
+      }
+      CHECK(wino == 16);
+      CHECK_FALSE(e.winograd(1));
+      const int threads = num_threads();
+      for (int t : {1, 2}) {
+        set_num_threads(t);
+        for (int64_t n : {1, 37, 128}) {
+          CAPTURE(t);
+          CAPTURE(n);
+          std::vector<float> on_out(size_t(n * 10)), off_out(on_out.size());
+          e.set_chunk_images(0);
+          e.run(px.data(), n, on_out.data());
+          off.run(px.data(), n, off_out.data());
+          CHECK(std::memcmp(on_out.data(), off_out.data(), on_out.size() * 4) == 0);
+        }
+      }
+      set_num_threads(threads);
+      std::vector<float> fast(size_t(3 * 10)), ref(fast.size());
+      e.run(px.data(), 3, fast.data());
+      e.run(px.data(), 3, ref.data(), Engine::Path::reference);
+      CHECK(std::memcmp(fast.data(), ref.data(), fast.size() * 4) == 0);
       int residuals = 0, shortcuts = 0, sums = 0;
       for (const Op& op : ex.model.ops)
         residuals += (op.kind == OpKind::conv && op.layer.residual >= 0), shortcuts += op.kind == OpKind::shortcut,
@@ -912,6 +941,20 @@ TEST_CASE("ResNet-20 (projection and zero-pad shortcuts), MobileNet v1 and VGG-1
   CHECK(ex.layers[0].low_bits == 8);
   CHECK(z.first_layer != "conv1");  // the two-pass first layer: no code moves (one pass at 16 bits: 11 of 262,144)
   CHECK(z.first_diff <= z.first_total / 1000);
+  Engine on(ex.model), off(ex.model, "resnet20", {.winograd = false});  // Winograd == direct, bit for bit
+  int wino = 0;
+  for (size_t i = 0; i < ex.model.ops.size(); ++i) wino += on.winograd(i);
+  CHECK(wino == 16);
+  Generator gen(12);
+  std::vector<uint8_t> px(size_t(37 * 32 * 32 * 3));
+  for (auto& v : px) v = uint8_t(gen.next_u64() % 256);
+  for (int64_t n : {1, 37}) {
+    CAPTURE(n);
+    std::vector<float> a(size_t(n * 10)), b(a.size());
+    on.run(px.data(), n, a.data());
+    off.run(px.data(), n, b.data());
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+  }
 }
 
 TEST_CASE("MobileNet v2 (signed residual stream) exports and runs integer-only; exact against the double simulation") {

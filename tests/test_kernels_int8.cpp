@@ -18,6 +18,7 @@
 #include "bench/conv_layers.h"
 #include "core/error.h"
 #include "core/kernels/conv_int8.h"
+#include "core/kernels/conv_int8_winograd.h"
 #include "core/kernels/cpu.h"
 #include "core/kernels/gemm_int8.h"
 #include "core/kernels/peak.h"
@@ -389,6 +390,181 @@ TEST_CASE("conv_int8: geometry errors") {
   const PackedS8 wrong = pack_b_s8(3, 4, w.data(), 4, false);
   CHECK_THROWS_AS(conv2d_u8s8s32(g, x.data(), 0, wrong, y.data()), lowbit::Error);
   CHECK_THROWS_AS(depthwise_conv2d_u8s8s32(g, x.data(), 0, w.data(), y.data()), lowbit::Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Winograd F(2x2, 3x3)
+// ---------------------------------------------------------------------------------------------
+
+// 3x3 weights as 4-bit DoReFa codes (odd, in [-15, 15]), with `hot` (k, c) filters all +15 or all -15
+// (U' = +-135 at the centre: the clamped entries' correction path).
+std::vector<int8_t> dorefa_weights(const Conv2dGeometry& g, uint32_t seed, int hot) {
+  std::vector<int8_t> w = random_ints<int8_t>(g.K * 9 * g.C, seed, -8, 7);
+  for (auto& v : w) v = int8_t(2 * v + 1);
+  std::mt19937 rng(seed);
+  for (int h = 0; h < hot; ++h) {
+    const int64_t k = int64_t(rng() % uint32_t(g.K)), c = int64_t(rng() % uint32_t(g.C));
+    for (int64_t t = 0; t < 9; ++t) w[size_t((k * 9 + t) * g.C + c)] = int8_t(h % 2 ? -15 : 15);
+  }
+  return w;
+}
+
+// conv2d_winograd_u8s8s32 (and _blocks, and inside a SerialScope) == conv2d_u8s8s32_ref on every path,
+// for inputs in [0, max_code]; conv2d_winograd_u8s8s32_ref too.
+void check_winograd(const Conv2dGeometry& g, uint8_t zp, int max_code, uint32_t seed, int hot = 2) {
+  INFO(describe(g));
+  CAPTURE(int(zp));
+  CAPTURE(max_code);
+  const auto x = random_ints<uint8_t>(g.N * g.H * g.W * g.C, seed, 0, max_code);
+  const auto w = dorefa_weights(g, seed + 1, hot);
+  std::vector<int32_t> want(size_t(g.N * g.P() * g.Q() * g.K));
+  conv2d_u8s8s32_ref(g, x.data(), zp, w.data(), want.data());
+  std::vector<int32_t> wref(want.size(), -1);
+  conv2d_winograd_u8s8s32_ref(g, x.data(), zp, w.data(), wref.data());
+  CHECK(wref == want);
+  WinogradPackedS8 packed;
+  REQUIRE(pack_conv_weights_winograd_s8(g, w.data(), max_code, packed));
+  if (hot > 0) CHECK(!packed.overflow.empty());
+  check_all_paths(want, [&] {
+    std::vector<int32_t> got(want.size(), -1);
+    conv2d_winograd_u8s8s32(g, x.data(), zp, packed, got.data());
+    return got;
+  });
+  check_all_paths(want, [&] {  // block by block (the blocks partition the output rows), and serial
+    const int64_t M = g.N * g.P() * g.Q();
+    std::vector<int32_t> got(want.size(), -1);
+    std::vector<std::atomic<int>> visits(static_cast<size_t>(M));
+    conv2d_winograd_u8s8s32_blocks(g, x.data(), zp, packed, [&](int64_t r0, int64_t rows, const int32_t* acc) {
+      for (int64_t r = r0; r < r0 + rows; ++r) visits[size_t(r)]++;
+      std::copy(acc, acc + rows * g.K, got.begin() + r0 * g.K);
+    });
+    for (int64_t r = 0; r < M; ++r) REQUIRE(visits[size_t(r)] == 1);
+    const SerialScope serial;
+    std::vector<int32_t> again(want.size(), -1);
+    conv2d_winograd_u8s8s32(g, x.data(), zp, packed, again.data());
+    CHECK(again == got);
+    return got;
+  });
+  set_winograd_fused_vnni(false);  // VNNI: the 16 GEMMs through memory instead of the fused kernel
+  check_all_paths(want, [&] {
+    std::vector<int32_t> got(want.size(), -1);
+    conv2d_winograd_u8s8s32(g, x.data(), zp, packed, got.data());
+    return got;
+  });
+  set_winograd_fused_vnni(true);
+}
+
+TEST_CASE("conv2d_winograd_u8s8s32: ResNet-20 3x3 stride-1 layers, batch 1 to 3, 4-bit codes") {
+  for (int64_t batch : {1, 2, 3})
+    for (const auto& l : bench::resnet20_conv_layers(batch)) {
+      if (!conv_winograd_geometry(l.geom) || l.geom.C < 16) continue;
+      CAPTURE(l.name);
+      check_winograd(l.geom, 0, 15, uint32_t(batch));
+    }
+  check_winograd(geom(2, 64, 8, 8, 64, 3, 1, 1), 9, 42, 7, 40);  // many clamped entries, 5-bit codes
+}
+
+TEST_CASE("conv2d_winograd_u8s8s32: odd sizes, channels, padding, zero points and codes up to 63") {
+  const int64_t sizes[][2] = {{1, 1}, {2, 3}, {3, 3}, {3, 5}, {5, 7}, {7, 9}, {9, 13}, {13, 2}, {2, 1}};
+  const int64_t Cs[] = {3, 5, 16, 17, 32};
+  const int64_t Ks[] = {1, 7, 33, 16};
+  const int codes[] = {15, 42, 63};
+  uint32_t seed = 100;
+  for (const auto& hw : sizes)
+    for (int64_t pad : {0, 1}) {
+      if (hw[0] + 2 * pad < 3 || hw[1] + 2 * pad < 3) continue;
+      ++seed;
+      const int64_t C = Cs[seed % 5], K = Ks[seed % 4];
+      const int M = codes[seed % 3];
+      check_winograd(geom(1 + seed % 2, C, hw[0], hw[1], K, 3, 1, pad), uint8_t(seed % 3 == 0 ? 0 : M / 2 + 1), M, seed,
+                     int(seed % 3));
+    }
+  check_winograd(geom(2, 24, 6, 10, 20, 3, 1, 2), 63, 63, 3);    // padding 2, zero point = max code
+  check_winograd(geom(1, 64, 5, 5, 65, 3, 1, 1), 0, 15, 4);      // K past a 64-column panel
+  check_winograd(geom(1, 16, 3, 3, 16, 3, 1, 0), 15, 15, 5, 0);  // one tile, no clamped entries
+  // C = 16 (the lanes kernel, groups of 16 tiles across tile rows): 4, 7 (8), 8 and 17 (20) tiles per row
+  check_winograd(geom(3, 16, 7, 7, 16, 3, 1, 1), 5, 15, 41);
+  check_winograd(geom(2, 16, 12, 13, 7, 3, 1, 1), 0, 42, 42);
+  check_winograd(geom(3, 16, 16, 16, 33, 3, 1, 1), 3, 15, 43);
+  check_winograd(geom(1, 16, 9, 34, 16, 3, 1, 1), 0, 63, 44, 5);
+  check_winograd(geom(1, 16, 32, 32, 16, 3, 1, 1), 15, 15, 6, 16);  // extremes: all-15 inputs and padding
+  const Conv2dGeometry g = geom(1, 16, 6, 6, 8, 3, 1, 1);
+  const auto w = dorefa_weights(g, 9, 0);
+  std::vector<uint8_t> x(size_t(g.N * g.H * g.W * g.C), 63);
+  std::vector<int32_t> want(size_t(g.N * g.P() * g.Q() * g.K));
+  conv2d_u8s8s32_ref(g, x.data(), 63, w.data(), want.data());
+  WinogradPackedS8 packed;
+  REQUIRE(pack_conv_weights_winograd_s8(g, w.data(), 63, packed));
+  check_all_paths(want, [&] {
+    std::vector<int32_t> got(want.size(), -1);
+    conv2d_winograd_u8s8s32(g, x.data(), 63, packed, got.data());
+    return got;
+  });
+}
+
+TEST_CASE("pack_conv_weights_winograd_s8: what does not qualify") {
+  const Conv2dGeometry g = geom(1, 16, 8, 8, 16, 3, 1, 1);
+  const auto w = dorefa_weights(g, 1, 0);
+  WinogradPackedS8 p;
+  CHECK(pack_conv_weights_winograd_s8(g, w.data(), 63, p));
+  CHECK_FALSE(pack_conv_weights_winograd_s8(g, w.data(), 64, p));  // V + o beyond uint8
+  CHECK_FALSE(pack_conv_weights_winograd_s8(geom(1, 16, 8, 8, 16, 3, 2, 1), w.data(), 15, p));
+  CHECK_FALSE(pack_conv_weights_winograd_s8(geom(1, 16, 8, 8, 16, 3, 1, 1, 16), w.data(), 15, p));
+  CHECK_FALSE(pack_conv_weights_winograd_s8(geom(1, 16, 8, 8, 16, 3, 1, 1, 1, 2), w.data(), 15, p));
+  CHECK_FALSE(pack_conv_weights_winograd_s8(geom(1, 16, 8, 8, 16, 1, 1, 0), w.data(), 15, p));
+  const auto big = random_ints<int8_t>(16 * 9 * 16, 3, -128, 127);  // 8-bit weights: U' mostly beyond int8
+  CHECK_FALSE(pack_conv_weights_winograd_s8(g, big.data(), 15, p));
+  const std::vector<uint8_t> x(size_t(8 * 8 * 16));
+  std::vector<int32_t> y(size_t(8 * 8 * 16));
+  REQUIRE(pack_conv_weights_winograd_s8(g, w.data(), 15, p));
+  CHECK_THROWS_AS(conv2d_winograd_u8s8s32(g, x.data(), 16, p, y.data()), lowbit::Error);  // zero point > max code
+  CHECK_THROWS_AS(conv2d_winograd_u8s8s32(geom(1, 16, 8, 8, 17, 3, 1, 1), x.data(), 0, p, y.data()), lowbit::Error);
+}
+
+TEST_CASE("conv2d_winograd_u8s8u8: fused requantization, with residuals") {
+  auto check = [](const Conv2dGeometry& g, uint8_t zp, int qmax, uint32_t seed) {
+    INFO(describe(g));
+    const auto x = random_ints<uint8_t>(g.N * g.H * g.W * g.C, seed, 0, qmax);
+    const auto w = dorefa_weights(g, seed + 1, 3);
+    const int64_t ny = g.N * g.P() * g.Q() * g.K;
+    const auto res32 = random_ints<int32_t>(ny, seed + 2, -20000, 20000);
+    const auto res8 = random_ints<uint8_t>(ny, seed + 3, 0, qmax);
+    WinogradPackedS8 packed;
+    REQUIRE(pack_conv_weights_winograd_s8(g, w.data(), qmax, packed));
+    const double swing = double(qmax) * 15.0 * double(9 * g.C) * 0.05;
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<double> u(0.5, 1.5);
+    std::vector<double> s(size_t(g.K)), t(size_t(g.K)), sr(size_t(g.K));
+    for (int64_t k = 0; k < g.K; ++k) {
+      s[size_t(k)] = u(rng) / swing;
+      t[size_t(k)] = u(rng) - 1.0;
+      sr[size_t(k)] = u(rng) / 40000.0;
+    }
+    for (RequantResidual kind : {RequantResidual::none, RequantResidual::s32, RequantResidual::u8}) {
+      CAPTURE(int(kind));
+      if (kind == RequantResidual::u8)
+        for (auto& v : sr) v = v * 40000.0 / (2.0 * qmax);
+      Requantization q = requantization_from_double(g.K, s.data(), t.data(), qmax, kind,
+                                                    kind == RequantResidual::none ? nullptr : sr.data());
+      bound_accumulators(q, 135 * 9 * g.C * qmax, kind == RequantResidual::s32 ? 20000 : qmax);
+      const int32_t* r32 = kind == RequantResidual::s32 ? res32.data() : nullptr;
+      const uint8_t* r8 = kind == RequantResidual::u8 ? res8.data() : nullptr;
+      std::vector<uint8_t> want(static_cast<size_t>(ny));
+      conv2d_u8s8u8_ref(g, x.data(), zp, w.data(), q, r32, r8, want.data());
+      int64_t inside = 0;
+      for (uint8_t v : want) inside += v > 0 && v < qmax;
+      CHECK(inside > ny / 16);
+      check_all_paths(want, [&] {
+        std::vector<uint8_t> got(want.size(), 0xAB);
+        conv2d_winograd_u8s8u8(g, x.data(), zp, packed, q, r32, r8, got.data());
+        return got;
+      });
+    }
+  };
+  for (const auto& l : bench::resnet20_conv_layers(2))
+    if (conv_winograd_geometry(l.geom) && l.geom.C >= 16) check(l.geom, 0, 15, 31);
+  check(geom(1, 5, 9, 11, 7, 3, 1, 1), 2, 42, 32);
+  check(geom(3, 17, 7, 5, 33, 3, 1, 0), 0, 63, 33);
 }
 
 // ---------------------------------------------------------------------------------------------

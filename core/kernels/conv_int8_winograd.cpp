@@ -1,0 +1,812 @@
+// Exact integer Winograd F(2x2, 3x3) convolution (contract: core/kernels/conv_int8_winograd.h).
+//
+// Layout. x is copied with the zero point around it into [N][Hp][Wp][C'] (C' = C rounded up to 4, the
+// added channels 0; Hp = 2 TH + 2, Wp = 2 TW' + 2 for TH x TW tiles, TW' = TW rounded up to 4), so
+// every tile's 4x4 patch, the last ones' included, is in bounds. Tile t of a block of tile rows is
+// row t of V (a tile row holds TW' rows; the ones past TW are computed and dropped). Per block:
+//   V  [16][T][C'] uint8   V + o_pos of every tile, per position (rows C' bytes)
+// then, by path:
+//   lanes (VNNI, C' = 16, T % 16 == 0): V regrouped per 16 tiles as [quad][tile lane]; vpdpbusd with
+//          the tiles in the lanes and each weight quad broadcast from memory (one instruction per
+//          64 MACs), the output transform on the registers, a 16x16 transpose back to [pixel][K];
+//   fused (VNNI, C' <= 32): per 3 tiles and 16 output channels, the 16 products in registers (V
+//          broadcast, weights as vectors) and the output transform on them, straight into y;
+//   GEMMs (C' > 32, or portable): 16 int8 GEMMs (gemm_int8.h's kernels) into
+//   M  [16][T][K]  int32   sum_c clamp(U') (V + o), then + the clamped entries' excess terms,
+//          and the output transform from memory.
+// Every path ends in y [rows][K] int32 = (A^T M A - compensation) / 4 (an exact arithmetic shift).
+// Measured (one thread, 10 images, ResNet-20 layers with the requantization fused, against
+// conv2d_u8s8u8, quiet machine): 16 channels on 32x32 1.09x (lanes; fused 1.03-1.07x, GEMMs 0.6x);
+// 32 on 16x16 1.0-1.1x (fused; GEMMs 0.8x); 64 on 8x8 1.7-1.9x (GEMMs; fused 1.4x: the GEMMs
+// broadcast each V quad once per 4 vpdpbusd).
+// With C' = 16 or 32 the AVX-512 input transform handles 4 or 2 tiles per 64-byte vector (two 64-byte
+// loads and a 128-bit-lane shuffle per patch column). V is computed modulo 256 in byte lanes: exact,
+// since V + o is in [0, 255].
+#include "core/kernels/conv_int8_winograd.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/kernels/cpu.h"
+#include "core/parallel.h"
+
+namespace lowbit::kernels {
+namespace {
+
+constexpr int kG2[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
+constexpr int kBT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+constexpr int kAT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+constexpr int kCentre = 5;  // position (1, 1): V in [0, 4M], no offset
+
+// U'[pos] = (G2 g G2^T)[pos / 4][pos % 4] for the 3x3 filter g[r][s] = w[(r 3 + s) C].
+void weight_transform(const int8_t* w, int64_t C, int64_t u[16]) {
+  int64_t t[4][3];  // G2 g
+  for (int i = 0; i < 4; ++i)
+    for (int s = 0; s < 3; ++s) {
+      t[i][s] = 0;
+      for (int r = 0; r < 3; ++r) t[i][s] += kG2[i][r] * int64_t(w[(r * 3 + s) * C]);
+    }
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      u[i * 4 + j] = 0;
+      for (int s = 0; s < 3; ++s) u[i * 4 + j] += t[i][s] * kG2[j][s];
+    }
+}
+
+// v = B^T d B.
+template <class T>
+void input_transform(const T d[4][4], T v[4][4]) {
+  T t[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      t[i][j] = 0;
+      for (int a = 0; a < 4; ++a) t[i][j] += kBT[i][a] * d[a][j];
+    }
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      v[i][j] = 0;
+      for (int b = 0; b < 4; ++b) v[i][j] += t[i][b] * kBT[j][b];
+    }
+}
+
+// y[dp][dq] = (A^T m A)[dp][dq].
+inline void output_transform(const int64_t m[16], int64_t y[4]) {
+  for (int dp = 0; dp < 2; ++dp)
+    for (int dq = 0; dq < 2; ++dq) {
+      int64_t s = 0;
+      for (int a = 0; a < 4; ++a)
+        for (int b = 0; b < 4; ++b) s += kAT[dp][a] * kAT[dq][b] * m[a * 4 + b];
+      y[dp * 2 + dq] = s;
+    }
+}
+
+void check_geometry(const Conv2dGeometry& g, const char* op) {
+  LOWBIT_CHECK(g.N >= 0 && g.C >= 1 && g.H >= 1 && g.W >= 1 && g.K >= 1 && g.pad_h >= 0 && g.pad_w >= 0, op,
+               ": invalid geometry");
+  LOWBIT_CHECK(conv_winograd_geometry(g), op, ": needs a 3x3 kernel, stride 1, dilation 1, groups 1");
+  LOWBIT_CHECK(g.P() >= 1 && g.Q() >= 1, op, ": empty output (P=", g.P(), ", Q=", g.Q(), ")");
+}
+
+struct Tiling {
+  int64_t P, Q, TH, TW, TWp, Hp, Wp, cp;
+  explicit Tiling(const Conv2dGeometry& g)
+      : P(g.P()),
+        Q(g.Q()),
+        TH((P + 1) / 2),
+        TW((Q + 1) / 2),
+        TWp((TW + 3) / 4 * 4),
+        Hp(2 * TH + 2),
+        Wp(2 * TWp + 2),
+        cp((g.C + 3) / 4 * 4) {}
+};
+
+// The zero-point-padded copy of x, [N][Hp][Wp][cp], in a buffer cached per calling thread (a call
+// nested on the same thread while it is in use gets its own).
+class PaddedCopy {
+ public:
+  PaddedCopy() = default;
+  PaddedCopy(const PaddedCopy&) = delete;
+  PaddedCopy& operator=(const PaddedCopy&) = delete;
+  ~PaddedCopy() {
+    if (busy_) *busy_ = false;
+  }
+
+  const uint8_t* fill(const Conv2dGeometry& g, const Tiling& t, const uint8_t* x, uint8_t zp) {
+    thread_local std::vector<uint8_t, Aligned64Allocator<uint8_t>> cached;
+    thread_local bool busy = false;
+    auto& buf = busy ? own_ : cached;
+    if (!busy) busy_ = &busy, busy = true;
+    const int64_t row = t.Wp * t.cp, C = g.C;
+    if (int64_t(buf.size()) < g.N * t.Hp * row) buf.resize(size_t(g.N * t.Hp * row));
+    uint8_t* out = buf.data();
+    parallel_for(0, g.N * t.Hp, std::max<int64_t>(1, 4096 / row), [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) {
+        const int64_t n = r / t.Hp, h = r % t.Hp - g.pad_h;
+        uint8_t* d = out + r * row;
+        if (h < 0 || h >= g.H) {
+          std::memset(d, zp, size_t(row));
+          continue;
+        }
+        std::memset(d, zp, size_t(g.pad_w * t.cp));
+        std::memset(d + (g.pad_w + g.W) * t.cp, zp, size_t((t.Wp - g.pad_w - g.W) * t.cp));
+        const uint8_t* src = x + (n * g.H + h) * g.W * C;
+        uint8_t* dst = d + g.pad_w * t.cp;
+        if (t.cp == C) {
+          std::memcpy(dst, src, size_t(g.W * C));
+          continue;
+        }
+        for (int64_t w = 0; w < g.W; ++w) {
+          std::memcpy(dst + w * t.cp, src + w * C, size_t(C));
+          std::memset(dst + w * t.cp + C, 0, size_t(t.cp - C));
+        }
+      }
+    });
+    return out;
+  }
+
+ private:
+  std::vector<uint8_t, Aligned64Allocator<uint8_t>> own_;
+  bool* busy_ = nullptr;
+};
+
+// This thread's block buffers (64-byte aligned, grown on demand).
+uint8_t* block_scratch(int64_t bytes) {
+  thread_local std::vector<uint8_t, Aligned64Allocator<uint8_t>> buf;
+  if (int64_t(buf.size()) < bytes) buf.resize(size_t(bytes));
+  return buf.data();
+}
+
+int64_t round64(int64_t n) { return (n + 63) / 64 * 64; }
+
+std::atomic<bool> g_fused{true};  // set_winograd_fused_vnni
+bool fused_enabled() { return g_fused.load(std::memory_order_relaxed); }
+
+// ---------------------------------------------------------------------------------------------
+// Input transform of one tile row: xp at the padded row 2 th of image n; tiles [0, tiles) into
+// v + t cp (positions `vstride` bytes apart). o2 = 2M, the offset of every position but the centre.
+// ---------------------------------------------------------------------------------------------
+
+void input_row_portable(const uint8_t* xp, int64_t Wp, int64_t cp, int64_t tiles, int32_t o2, uint8_t* v,
+                        int64_t vstride) {
+  for (int64_t t = 0; t < tiles; ++t)
+    for (int64_t c = 0; c < cp; ++c) {
+      int32_t d[4][4], e[4][4];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) d[i][j] = xp[(i * Wp + 2 * t + j) * cp + c];
+      input_transform(d, e);
+      for (int pos = 0; pos < 16; ++pos)
+        v[pos * vstride + t * cp + c] = uint8_t(e[pos / 4][pos % 4] + (pos == kCentre ? 0 : o2));
+    }
+}
+
+// B^T d B + o in byte lanes (modulo 256), stored masked at v + pos vstride.
+LOWBIT_AVX512 inline void transform_store(const __m512i d[4][4], __m512i o2, __mmask64 mask, uint8_t* v,
+                                          int64_t vstride) {
+  __m512i t[4][4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    t[0][j] = _mm512_sub_epi8(d[0][j], d[2][j]);
+    t[1][j] = _mm512_add_epi8(d[1][j], d[2][j]);
+    t[2][j] = _mm512_sub_epi8(d[2][j], d[1][j]);
+    t[3][j] = _mm512_sub_epi8(d[1][j], d[3][j]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const __m512i e[4] = {_mm512_sub_epi8(t[i][0], t[i][2]), _mm512_add_epi8(t[i][1], t[i][2]),
+                          _mm512_sub_epi8(t[i][2], t[i][1]), _mm512_sub_epi8(t[i][1], t[i][3])};
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m512i r = i * 4 + j == kCentre ? e[j] : _mm512_add_epi8(e[j], o2);
+      _mm512_mask_storeu_epi8(v + (i * 4 + j) * vstride, mask, r);
+    }
+  }
+}
+
+// The all-ones maskz forms below sidestep a GCC 12 -Wmaybe-uninitialized false positive in the
+// unmasked intrinsics (as core/kernels/requant.cpp); the same instructions.
+constexpr __mmask8 kAll8 = 0xFF;
+
+// cp == 16 or 32, tiles a multiple of 4: 64 / cp tiles per vector. cp == 16: the patches' column j of
+// tiles t..t+3 are pixels 2t + j + {0, 2, 4, 6} (16 bytes each), cp == 32: pixels 2t + j + {0, 2}
+// (32 bytes each); a 128-bit-lane shuffle of two 64-byte loads per column.
+template <int CP>
+LOWBIT_AVX512 void input_row_multi_avx512(const uint8_t* xp, int64_t Wp, int64_t tiles, int32_t o2, uint8_t* v,
+                                          int64_t vstride) {
+  static_assert(CP == 16 || CP == 32);
+  const __m512i o = _mm512_set1_epi8(char(o2));
+  for (int64_t t = 0; t < tiles; t += 64 / CP) {
+    __m512i d[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const uint8_t* row = xp + (i * Wp + 2 * t) * CP;
+      if constexpr (CP == 16) {
+        const __m512i z0 = _mm512_loadu_si512(row), z1 = _mm512_loadu_si512(row + 64);       // pixels 0-3, 4-7
+        const __m512i z2 = _mm512_loadu_si512(row + 32), z3 = _mm512_loadu_si512(row + 96);  // pixels 2-5, 6-9
+        d[i][0] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0x88);                           // pixels 0, 2, 4, 6
+        d[i][1] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0xDD);                           // 1, 3, 5, 7
+        d[i][2] = _mm512_maskz_shuffle_i64x2(kAll8, z2, z3, 0x88);                           // 2, 4, 6, 8
+        d[i][3] = _mm512_maskz_shuffle_i64x2(kAll8, z2, z3, 0xDD);                           // 3, 5, 7, 9
+      } else {
+        const __m512i z0 = _mm512_loadu_si512(row), z1 = _mm512_loadu_si512(row + 64);  // pixels 0-1, 2-3
+        const __m512i z2 = _mm512_loadu_si512(row + 128);                               // pixels 4-5
+        d[i][0] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0x44);                      // pixels 0, 2
+        d[i][1] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0xEE);                      // 1, 3
+        d[i][2] = _mm512_maskz_shuffle_i64x2(kAll8, z1, z2, 0x44);                      // 2, 4
+        d[i][3] = _mm512_maskz_shuffle_i64x2(kAll8, z1, z2, 0xEE);                      // 3, 5
+      }
+    }
+    transform_store(d, o, ~__mmask64(0), v + t * CP, vstride);
+  }
+}
+
+// Any cp: one tile at a time, 64 channels per vector.
+LOWBIT_AVX512 void input_row_avx512(const uint8_t* xp, int64_t Wp, int64_t cp, int64_t tiles, int32_t o2, uint8_t* v,
+                                    int64_t vstride) {
+  const __m512i o = _mm512_set1_epi8(char(o2));
+  for (int64_t t = 0; t < tiles; ++t)
+    for (int64_t c0 = 0; c0 < cp; c0 += 64) {
+      const int64_t n = std::min<int64_t>(64, cp - c0);
+      const __mmask64 mask = n == 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1;
+      __m512i d[4][4];
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) d[i][j] = _mm512_maskz_loadu_epi8(mask, xp + (i * Wp + 2 * t + j) * cp + c0);
+      transform_store(d, o, mask, v + t * cp + c0, vstride);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output transform of one tile: m at M[0][t] (positions mstride int32 apart), comp [4][K]; writes
+// y[dp][dq] = (A^T m A - comp) / 4 to out[(dp ldo_p + dq) K] for dp < np, dq < nq.
+// ---------------------------------------------------------------------------------------------
+
+void output_tile_portable(const int32_t* m, int64_t mstride, const int32_t* comp, int64_t K, int64_t ldo_p, int np,
+                          int nq, int32_t* out) {
+  for (int64_t k = 0; k < K; ++k) {
+    int64_t mm[16], y[4];
+    for (int pos = 0; pos < 16; ++pos) mm[pos] = m[pos * mstride + k];
+    output_transform(mm, y);
+    for (int dp = 0; dp < np; ++dp)
+      for (int dq = 0; dq < nq; ++dq)
+        out[(dp * ldo_p + dq) * K + k] = int32_t((y[dp * 2 + dq] - comp[(dp * 2 + dq) * K + k]) / 4);
+  }
+}
+
+LOWBIT_AVX512 void output_tile_avx512(const int32_t* m, int64_t mstride, const int32_t* comp, int64_t K, int64_t ldo_p,
+                                      int np, int nq, int32_t* out) {
+  for (int64_t k0 = 0; k0 < K; k0 += 16) {
+    const int64_t n = std::min<int64_t>(16, K - k0);
+    const __mmask16 mask = n == 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
+    __m512i v[16];
+#pragma GCC unroll 16
+    for (int pos = 0; pos < 16; ++pos) v[pos] = _mm512_maskz_loadu_epi32(mask, m + pos * mstride + k0);
+    __m512i s0[4], s1[4];  // rows of A^T m
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      s0[j] = _mm512_add_epi32(_mm512_add_epi32(v[j], v[4 + j]), v[8 + j]);
+      s1[j] = _mm512_sub_epi32(_mm512_sub_epi32(v[4 + j], v[8 + j]), v[12 + j]);
+    }
+    const __m512i y[4] = {_mm512_add_epi32(_mm512_add_epi32(s0[0], s0[1]), s0[2]),
+                          _mm512_sub_epi32(_mm512_sub_epi32(s0[1], s0[2]), s0[3]),
+                          _mm512_add_epi32(_mm512_add_epi32(s1[0], s1[1]), s1[2]),
+                          _mm512_sub_epi32(_mm512_sub_epi32(s1[1], s1[2]), s1[3])};
+    for (int dp = 0; dp < np; ++dp)
+      for (int dq = 0; dq < nq; ++dq) {
+        const int j = dp * 2 + dq;
+        const __m512i c = _mm512_maskz_loadu_epi32(mask, comp + j * K + k0);
+        _mm512_mask_storeu_epi32(out + (dp * ldo_p + dq) * K + k0, mask,
+                                 _mm512_maskz_srai_epi32(mask, _mm512_sub_epi32(y[j], c), 2));
+      }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// VNNI: the 16 products and the output transform fused, one 16-column vector of K at a time for MT
+// tiles: per row a of positions, acc[i][b] = sum_c clamp(U'[a 4 + b]) (V + o) in registers
+// (vpdpbusd), folded at once into y[i] = A^T acc A (rows of A^T m first: r0 = m0 + m1 + m2,
+// r1 = m1 - m2 - m3, then y += A^T[.][a] r), so M never goes to memory. The tiles' V rows are cp
+// bytes apart at v (positions vs apart); bp[pos] is the column vector's first quad in u[pos]
+// (quads bstride bytes apart). RAW: stores 4 y - comp unshifted (the clamped entries' terms are
+// added before the shift), else (4 y - comp) / 4.
+// ---------------------------------------------------------------------------------------------
+
+struct TileOut {
+  int32_t* out = nullptr;  // the tile's output (0, 0) at column k0
+  int np = 2, nq = 2;      // outputs inside the image
+};
+
+template <int MT, bool RAW, int CPQ>
+LOWBIT_AVX512_VNNI void fused_tiles_vnni(const uint8_t* v, int64_t vs, int64_t cp_in, const int8_t* const bp[16],
+                                         int64_t bstride, const int32_t* comp, int64_t K, __mmask16 mask, int64_t ldo,
+                                         const TileOut* to) {
+  const int64_t cp = CPQ > 0 ? CPQ * 4 : cp_in;  // CPQ > 0: C' / 4 fixed, the quad loop unrolled
+  __m512i y[MT][4];
+#pragma GCC unroll 4
+  for (int i = 0; i < MT; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) y[i][j] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+  for (int a = 0; a < 4; ++a) {
+    __m512i acc[MT][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < MT; ++i)
+#pragma GCC unroll 4
+      for (int b = 0; b < 4; ++b) acc[i][b] = _mm512_setzero_si512();
+    const uint8_t* vb[4] = {v + a * 4 * vs, v + (a * 4 + 1) * vs, v + (a * 4 + 2) * vs, v + (a * 4 + 3) * vs};
+    const int8_t* bb[4] = {bp[a * 4], bp[a * 4 + 1], bp[a * 4 + 2], bp[a * 4 + 3]};
+#pragma GCC unroll 16
+    for (int64_t q = 0; q < cp / 4; ++q) {
+      __m512i bv[4];
+#pragma GCC unroll 4
+      for (int b = 0; b < 4; ++b) bv[b] = _mm512_load_si512(bb[b]), bb[b] += bstride;
+#pragma GCC unroll 4
+      for (int i = 0; i < MT; ++i)
+#pragma GCC unroll 4
+        for (int b = 0; b < 4; ++b) {
+          int32_t quad;
+          std::memcpy(&quad, vb[b] + i * cp, 4);
+          acc[i][b] = _mm512_dpbusd_epi32(acc[i][b], _mm512_set1_epi32(quad), bv[b]);
+        }
+#pragma GCC unroll 4
+      for (int b = 0; b < 4; ++b) vb[b] += 4;
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MT; ++i) {
+      const __m512i r0 = _mm512_add_epi32(_mm512_add_epi32(acc[i][0], acc[i][1]), acc[i][2]);
+      const __m512i r1 = _mm512_sub_epi32(_mm512_sub_epi32(acc[i][1], acc[i][2]), acc[i][3]);
+      if (a < 3) y[i][0] = _mm512_add_epi32(y[i][0], r0), y[i][1] = _mm512_add_epi32(y[i][1], r1);
+      if (a == 1) y[i][2] = _mm512_add_epi32(y[i][2], r0), y[i][3] = _mm512_add_epi32(y[i][3], r1);
+      if (a >= 2) y[i][2] = _mm512_sub_epi32(y[i][2], r0), y[i][3] = _mm512_sub_epi32(y[i][3], r1);
+    }
+  }
+  __m512i c[4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) c[j] = _mm512_maskz_loadu_epi32(mask, comp + j * K);
+#pragma GCC unroll 4
+  for (int i = 0; i < MT; ++i)
+    for (int dp = 0; dp < to[i].np; ++dp)
+      for (int dq = 0; dq < to[i].nq; ++dq) {
+        const int j = dp * 2 + dq;
+        __m512i r = _mm512_sub_epi32(y[i][j], c[j]);
+        if (!RAW) r = _mm512_maskz_srai_epi32(mask, r, 2);
+        _mm512_mask_storeu_epi32(to[i].out + (dp * ldo + dq) * K, mask, r);
+      }
+}
+
+using FusedFn = void (*)(const uint8_t*, int64_t, int64_t, const int8_t* const*, int64_t, const int32_t*, int64_t,
+                         __mmask16, int64_t, const TileOut*);
+constexpr int kFusedMT = 3;
+template <int CPQ>
+constexpr FusedFn kFusedFor[2][kFusedMT] = {
+    {&fused_tiles_vnni<1, false, CPQ>, &fused_tiles_vnni<2, false, CPQ>, &fused_tiles_vnni<3, false, CPQ>},
+    {&fused_tiles_vnni<1, true, CPQ>, &fused_tiles_vnni<2, true, CPQ>, &fused_tiles_vnni<3, true, CPQ>}};
+
+// The kernels for C' (unrolled for 16, 32 and 64 channels), [raw][MT - 1].
+const FusedFn (*fused_kernels(int64_t cp))[kFusedMT] {
+  return cp == 16 ? kFusedFor<4> : cp == 32 ? kFusedFor<8> : cp == 64 ? kFusedFor<16> : kFusedFor<0>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// VNNI with the tiles in the vector lanes (C' = 16): V of 16 tiles per position and channel quad is
+// one vector (the u8 operand), each weight quad a broadcast from memory (the s8 operand), so each
+// vpdpbusd is one instruction and each V vector serves KB output channels. V is laid out per
+// position as groups of 16 tiles, [quad][lane][4 channels] (256 bytes), lane L holding tile
+// 4 (L % 4) + L / 4 of the group (lanes_transpose16). Per group and KB channels: acc[kk][b] for one
+// row a of positions, folded into y[kk][j] (as fused_tiles_vnni), then (4 y - comp) [/ 4] into
+// ybuf[j][k][lane]; a 16x16 transpose per j turns ybuf into output rows of 16 channels.
+// ---------------------------------------------------------------------------------------------
+
+inline int64_t lane_of(int64_t i) { return 4 * (i % 4) + i / 4; }  // tile i of a group <-> lane (an involution)
+
+// In place, per position and group of 16 tiles: [tile][16 channels] -> [quad][lane][4 channels].
+LOWBIT_AVX512 void lanes_transpose16(uint8_t* v, int64_t vs, int64_t T) {
+  for (int pos = 0; pos < 16; ++pos)
+    for (int64_t g = 0; g < T; g += 16) {
+      uint8_t* p = v + pos * vs + g * 16;
+      const __m512i g0 = _mm512_loadu_si512(p), g1 = _mm512_loadu_si512(p + 64);
+      const __m512i g2 = _mm512_loadu_si512(p + 128), g3 = _mm512_loadu_si512(p + 192);
+      const __m512i t0 = _mm512_maskz_unpacklo_epi32(0xFFFF, g0, g1), t1 = _mm512_maskz_unpackhi_epi32(0xFFFF, g0, g1);
+      const __m512i t2 = _mm512_maskz_unpacklo_epi32(0xFFFF, g2, g3), t3 = _mm512_maskz_unpackhi_epi32(0xFFFF, g2, g3);
+      _mm512_storeu_si512(p, _mm512_maskz_unpacklo_epi64(kAll8, t0, t2));
+      _mm512_storeu_si512(p + 64, _mm512_maskz_unpackhi_epi64(kAll8, t0, t2));
+      _mm512_storeu_si512(p + 128, _mm512_maskz_unpacklo_epi64(kAll8, t1, t3));
+      _mm512_storeu_si512(p + 192, _mm512_maskz_unpackhi_epi64(kAll8, t1, t3));
+    }
+}
+
+// Channels k .. k + KB of one group: vg = the group's V at position 0, ul = lane_u at (position 0,
+// channel k) (positions ls int32 apart, 4 quads per channel), comp at channel k (K apart per j),
+// ybuf at [0][k % 16] ([4][16][16] int32).
+template <int KB, bool RAW>
+LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, int64_t vs, const int32_t* ul, int64_t ls,
+                                         const int32_t* comp, int64_t K, int32_t* ybuf) {
+  __m512i y[KB][4];
+#pragma GCC unroll 3
+  for (int kk = 0; kk < KB; ++kk)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) y[kk][j] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+  for (int a = 0; a < 4; ++a) {
+    __m512i acc[KB][4];
+#pragma GCC unroll 3
+    for (int kk = 0; kk < KB; ++kk)
+#pragma GCC unroll 4
+      for (int b = 0; b < 4; ++b) acc[kk][b] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int b = 0; b < 4; ++b) {
+      const uint8_t* vp = vg + (a * 4 + b) * vs;
+      const int32_t* up = ul + (a * 4 + b) * ls;
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        const __m512i vv = _mm512_loadu_si512(vp + q * 64);
+#pragma GCC unroll 3
+        for (int kk = 0; kk < KB; ++kk)  // acc += vv (u8) . the weight quad broadcast (s8): one instruction
+          asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc[kk][b]) : "v"(vv), "m"(up[kk * 4 + q]));
+      }
+    }
+#pragma GCC unroll 3
+    for (int kk = 0; kk < KB; ++kk) {
+      const __m512i r0 = _mm512_add_epi32(_mm512_add_epi32(acc[kk][0], acc[kk][1]), acc[kk][2]);
+      const __m512i r1 = _mm512_sub_epi32(_mm512_sub_epi32(acc[kk][1], acc[kk][2]), acc[kk][3]);
+      if (a < 3) y[kk][0] = _mm512_add_epi32(y[kk][0], r0), y[kk][1] = _mm512_add_epi32(y[kk][1], r1);
+      if (a == 1) y[kk][2] = _mm512_add_epi32(y[kk][2], r0), y[kk][3] = _mm512_add_epi32(y[kk][3], r1);
+      if (a >= 2) y[kk][2] = _mm512_sub_epi32(y[kk][2], r0), y[kk][3] = _mm512_sub_epi32(y[kk][3], r1);
+    }
+  }
+#pragma GCC unroll 3
+  for (int kk = 0; kk < KB; ++kk)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      __m512i r = _mm512_sub_epi32(y[kk][j], _mm512_set1_epi32(comp[j * K + kk]));
+      if (!RAW) r = _mm512_maskz_srai_epi32(__mmask16(0xFFFF), r, 2);
+      _mm512_store_si512(ybuf + (j * 16 + kk) * 16, r);
+    }
+}
+
+using LaneFn = void (*)(const uint8_t*, int64_t, const int32_t*, int64_t, const int32_t*, int64_t, int32_t*);
+constexpr LaneFn kLane[2][3] = {{&lane_kernel_vnni<1, false>, &lane_kernel_vnni<2, false>, &lane_kernel_vnni<3, false>},
+                                {&lane_kernel_vnni<1, true>, &lane_kernel_vnni<2, true>, &lane_kernel_vnni<3, true>}};
+
+// rows r[16] (row k: 16 lanes) -> columns c[16] (column L: 16 channels), a 16x16 int32 transpose.
+LOWBIT_AVX512 inline void transpose16x16(const __m512i r[16], __m512i c[16]) {
+  __m512i a[16], b[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    a[2 * i] = _mm512_maskz_unpacklo_epi32(0xFFFF, r[2 * i], r[2 * i + 1]);
+    a[2 * i + 1] = _mm512_maskz_unpackhi_epi32(0xFFFF, r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {  // b[4i + m], 128-bit lane l: rows 4i..4i+3 of column 4l + m
+    b[4 * i] = _mm512_maskz_unpacklo_epi64(kAll8, a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm512_maskz_unpackhi_epi64(kAll8, a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm512_maskz_unpacklo_epi64(kAll8, a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm512_maskz_unpackhi_epi64(kAll8, a[4 * i + 1], a[4 * i + 3]);
+  }
+#pragma GCC unroll 4
+  for (int m = 0; m < 4; ++m) {
+    const __m512i e0 = _mm512_maskz_shuffle_i32x4(0xFFFF, b[m], b[4 + m], 0x88);       // rows 0-7 of columns m, 8 + m
+    const __m512i d0 = _mm512_maskz_shuffle_i32x4(0xFFFF, b[m], b[4 + m], 0xDD);       // ... of columns 4 + m, 12 + m
+    const __m512i e1 = _mm512_maskz_shuffle_i32x4(0xFFFF, b[8 + m], b[12 + m], 0x88);  // rows 8-15
+    const __m512i d1 = _mm512_maskz_shuffle_i32x4(0xFFFF, b[8 + m], b[12 + m], 0xDD);
+    c[m] = _mm512_maskz_shuffle_i32x4(0xFFFF, e0, e1, 0x88);
+    c[8 + m] = _mm512_maskz_shuffle_i32x4(0xFFFF, e0, e1, 0xDD);
+    c[4 + m] = _mm512_maskz_shuffle_i32x4(0xFFFF, d0, d1, 0x88);
+    c[12 + m] = _mm512_maskz_shuffle_i32x4(0xFFFF, d0, d1, 0xDD);
+  }
+}
+
+// ybuf[j][k][lane] -> for each lane whose tile is stored (d[tile].np): output rows of the first
+// channels (mask) at d[tile].out.
+LOWBIT_AVX512 void lane_store(const int32_t* ybuf, const TileOut* d, int64_t K, int64_t ldo, __mmask16 mask) {
+  for (int j = 0; j < 4; ++j) {
+    const int dp = j / 2, dq = j % 2;
+    __m512i r[16], c[16];
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; ++k) r[k] = _mm512_load_si512(ybuf + (j * 16 + k) * 16);
+    transpose16x16(r, c);
+    for (int L = 0; L < 16; ++L) {
+      const TileOut& o = d[lane_of(L)];
+      if (dp < o.np && dq < o.nq) _mm512_mask_storeu_epi32(o.out + (dp * ldo + dq) * K, mask, c[L]);
+    }
+  }
+}
+
+// out[i] >>= 2 (arithmetic; exact here) for i < n.
+void shift_right2(int32_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] >>= 2;
+}
+
+// The convolution by blocks of whole tile rows: for each block, the results of its output pixels
+// [r0, r0 + rows) into y + r0 K (y given) or a buffer of the calling thread, then epilogue(r0, rows,
+// results) on that thread.
+template <class Epilogue>
+void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, const WinogradPackedS8& w, int32_t* y,
+                     const char* op, Epilogue&& epilogue) {
+  check_geometry(g, op);
+  LOWBIT_CHECK(w.C == g.C && w.K == g.K && w.compensation.size() == size_t(4 * g.K), op,
+               ": packed weights are for C=", w.C, " K=", w.K, ", the geometry has C=", g.C, " K=", g.K);
+  LOWBIT_CHECK(zp <= w.max_code, op, ": zero point ", int(zp), " beyond the pack's largest input code ", w.max_code);
+  if (g.N == 0) return;
+  const Tiling t(g);
+  const int64_t K = g.K, cp = t.cp, P = t.P, Q = t.Q;
+  PaddedCopy padded;
+  const uint8_t* xp = padded.fill(g, t, x, zp);
+  const bool simd = avx512_enabled();
+  const int32_t o2 = int32_t(2 * w.max_code);
+  // The fused kernel for C' <= 32, the GEMMs for wider layers (measured: see the top of this file).
+  const bool fused = int8_vnni_enabled() && fused_enabled() && cp <= 32;
+  const bool lanes_ok = fused && cp == 16;  // tiles in the vector lanes, for blocks of whole groups of 16
+  // Blocks of rb tile rows: V and M within ~96 KiB, and at least ~8 blocks when there are 8 tile rows.
+  const int64_t tile_bytes = 16 * (cp + 4 * K);
+  const int64_t rows_total = g.N * t.TH;
+  // With the lanes kernel, rb a multiple of 16 / gcd(TW', 16) tile rows (whole groups of 16 tiles).
+  const int64_t unit = lanes_ok ? 16 / std::gcd<int64_t>(t.TWp, 16) : 1;
+  int64_t rb = std::clamp<int64_t>((int64_t(96) << 10) / (tile_bytes * t.TWp), 1, (rows_total + 7) / 8);
+  if (rb > unit)
+    rb = rb / unit * unit;
+  else if (rows_total >= unit)
+    rb = unit;
+  const int64_t blocks = (rows_total + rb - 1) / rb;
+  parallel_for(0, blocks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) {
+      const int64_t tr0 = b * rb, tr1 = std::min(rows_total, tr0 + rb);
+      const int64_t T = (tr1 - tr0) * t.TWp;
+      const int64_t n0 = tr0 / t.TH, n1 = (tr1 - 1) / t.TH, th1 = (tr1 - 1) % t.TH;
+      const int64_t r0 = (n0 * P + 2 * (tr0 % t.TH)) * Q, r1 = (n1 * P + std::min(P, 2 * th1 + 2)) * Q;
+      // Positions vs = T cp + 64 bytes and ms = T K + 16 int32 apart: the 16 streams of a tile then fall
+      // in different L1 sets (T K 4 is often a multiple of 4 KiB).
+      const int64_t vs = T * cp + 64, ms = T * K + 16;
+      const int64_t vbytes = round64(16 * vs), mbytes = fused ? 0 : round64(16 * ms * 4);
+      const int64_t obytes = y ? 0 : round64((r1 - r0) * K * 4);
+      const int64_t dbytes = round64(T * int64_t(sizeof(TileOut)));
+      uint8_t* scratch = block_scratch(vbytes + mbytes + obytes + dbytes + 4 * 16 * 16 * 4);
+      int32_t* ybuf = reinterpret_cast<int32_t*>(scratch + vbytes + mbytes + obytes + dbytes);  // [4][16][16]
+      uint8_t* v = scratch;
+      int32_t* m = reinterpret_cast<int32_t*>(scratch + vbytes);
+      int32_t* out = y ? y + r0 * K : reinterpret_cast<int32_t*>(scratch + vbytes + mbytes);
+      for (int64_t tr = tr0; tr < tr1; ++tr) {  // the input transform
+        const int64_t n = tr / t.TH, th = tr % t.TH;
+        const uint8_t* src = xp + (n * t.Hp + 2 * th) * t.Wp * cp;
+        uint8_t* dst = v + (tr - tr0) * t.TWp * cp;
+        if (simd && cp == 16)
+          input_row_multi_avx512<16>(src, t.Wp, t.TWp, o2, dst, vs);
+        else if (simd && cp == 32)
+          input_row_multi_avx512<32>(src, t.Wp, t.TWp, o2, dst, vs);
+        else if (simd)
+          input_row_avx512(src, t.Wp, cp, t.TW, o2, dst, vs);
+        else
+          input_row_portable(src, t.Wp, cp, t.TW, o2, dst, vs);
+      }
+      const bool lanes = lanes_ok && T % 16 == 0;
+      if (lanes) lanes_transpose16(v, vs, T);
+      // V of tile tl (block-local), position pos, channel c
+      auto v_at = [&](int64_t pos, int64_t tl, int64_t c) {
+        return lanes ? v[pos * vs + tl / 16 * 256 + c / 4 * 64 + lane_of(tl % 16) * 4 + c % 4]
+                     : v[pos * vs + tl * cp + c];
+      };
+      if (fused) {  // VNNI: products and output transform in registers
+        const bool raw = !w.overflow.empty();
+        const int64_t nr = w.u[0].nr, kp = w.u[0].k_padded;
+        const FusedFn(*kernels)[kFusedMT] = fused_kernels(cp);
+        TileOut* dest = reinterpret_cast<TileOut*>(scratch + vbytes + mbytes + obytes);  // per V row (np 0: padding)
+        for (int64_t tr = tr0, i = 0; tr < tr1; ++tr) {
+          const int64_t n = tr / t.TH, th = tr % t.TH;
+          for (int64_t tw = 0; tw < t.TWp; ++tw, ++i)
+            dest[i] = tw < t.TW ? TileOut{out + ((n * P + 2 * th) * Q + 2 * tw - r0) * K,
+                                          int(std::min<int64_t>(2, P - 2 * th)), int(std::min<int64_t>(2, Q - 2 * tw))}
+                                : TileOut{nullptr, 0, 0};
+        }
+        for (int64_t k0 = 0; k0 < K; k0 += 16) {
+          const int64_t nk = std::min<int64_t>(16, K - k0);
+          const __mmask16 mask = nk == 16 ? __mmask16(0xFFFF) : __mmask16((1u << nk) - 1u);
+          const int8_t* bp[16];
+          for (int pos = 0; pos < 16; ++pos)
+            bp[pos] = w.u[size_t(pos)].data.data() + (k0 / nr) * kp * nr + (k0 % nr) * 4;
+          if (lanes) {
+            for (int64_t g = 0; g < T; g += 16) {
+              for (int64_t kc = 0; kc < nk; kc += 3)
+                kLane[raw][std::min<int64_t>(3, nk - kc) - 1](v + g * 16, vs, w.lane_u.data() + (k0 + kc) * 4, K * 4,
+                                                              w.compensation.data() + k0 + kc, K, ybuf + kc * 16);
+              const TileOut* dg = dest + g;
+              TileOut d16[16];
+              for (int i = 0; i < 16; ++i) d16[i] = {dg[i].np ? dg[i].out + k0 : nullptr, dg[i].np, dg[i].nq};
+              lane_store(ybuf, d16, K, Q, mask);
+            }
+            continue;
+          }
+          for (int64_t t0 = 0; t0 < T; t0 += kFusedMT) {  // groups of consecutive V rows (padding tiles not stored)
+            const int mt = int(std::min<int64_t>(kFusedMT, T - t0));
+            TileOut to[kFusedMT];
+            for (int i = 0; i < mt; ++i) {
+              const TileOut& d = dest[t0 + i];
+              to[i] = {d.np ? d.out + k0 : nullptr, d.np, d.nq};
+            }
+            kernels[raw][mt - 1](v + t0 * cp, vs, cp, bp, nr * 4, w.compensation.data() + k0, K, mask, Q, to);
+          }
+        }
+        if (raw) {  // the clamped entries' excess, coefficient A^T[dp][a] A^T[dq][b] per output, then / 4
+          for (const auto& e : w.overflow) {
+            const int a = e.pos / 4, bcol = e.pos % 4;
+            for (int64_t tr = tr0; tr < tr1; ++tr) {
+              const int64_t n = tr / t.TH, th = tr % t.TH;
+              const int np = int(std::min<int64_t>(2, P - 2 * th));
+              for (int64_t tw = 0; tw < t.TW; ++tw) {
+                const int nq = int(std::min<int64_t>(2, Q - 2 * tw));
+                const int32_t val = e.excess * int32_t(v_at(e.pos, (tr - tr0) * t.TWp + tw, e.c));
+                int32_t* o = out + ((n * P + 2 * th) * Q + 2 * tw - r0) * K + e.k;
+                for (int dp = 0; dp < np; ++dp)
+                  for (int dq = 0; dq < nq; ++dq) o[(dp * Q + dq) * K] += kAT[dp][a] * kAT[dq][bcol] * val;
+              }
+            }
+          }
+          shift_right2(out, (r1 - r0) * K);
+        }
+        epilogue(r0, r1 - r0, out);
+        continue;
+      }
+      for (int pos = 0; pos < 16; ++pos) {  // the 16 GEMMs
+        detail::SegmentedA a;
+        a.a = v + pos * vs;
+        a.rows = T;
+        a.lda = cp;
+        a.seg_len = cp;
+        detail::gemm_u8s8s32_segmented(a, w.u[size_t(pos)], m + pos * ms, K);
+      }
+      for (const auto& e : w.overflow) {  // the clamped entries' excess
+        const uint8_t* vp = v + e.pos * vs + e.c;
+        int32_t* mp = m + e.pos * ms + e.k;
+        for (int64_t i = 0; i < T; ++i) mp[i * K] += e.excess * int32_t(vp[i * cp]);
+      }
+      for (int64_t tr = tr0; tr < tr1; ++tr) {  // the output transform
+        const int64_t n = tr / t.TH, th = tr % t.TH;
+        const int np = int(std::min<int64_t>(2, P - 2 * th));
+        for (int64_t tw = 0; tw < t.TW; ++tw) {
+          const int nq = int(std::min<int64_t>(2, Q - 2 * tw));
+          const int32_t* mt = m + ((tr - tr0) * t.TWp + tw) * K;
+          int32_t* o = out + ((n * P + 2 * th) * Q + 2 * tw - r0) * K;
+          if (simd)
+            output_tile_avx512(mt, ms, w.compensation.data(), K, Q, np, nq, o);
+          else
+            output_tile_portable(mt, ms, w.compensation.data(), K, Q, np, nq, o);
+        }
+      }
+      epilogue(r0, r1 - r0, out);
+    }
+  });
+}
+
+}  // namespace
+
+void set_winograd_fused_vnni(bool on) { g_fused.store(on, std::memory_order_relaxed); }
+
+bool conv_winograd_geometry(const Conv2dGeometry& g) {
+  return g.R == 3 && g.S == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 && g.groups == 1;
+}
+
+int64_t conv_winograd_padded_bytes_per_image(const Conv2dGeometry& g) {
+  const Tiling t(g);
+  return t.Hp * t.Wp * t.cp;
+}
+
+bool pack_conv_weights_winograd_s8(const Conv2dGeometry& g, const int8_t* w, int64_t max_code, WinogradPackedS8& out) {
+  if (!conv_winograd_geometry(g) || g.C < 1 || g.K < 1 || max_code < 0 || max_code > 63) return false;
+  const int64_t C = g.C, K = g.K, cp = (C + 3) / 4 * 4;
+  WinogradPackedS8 p;
+  p.C = C, p.K = K, p.max_code = max_code;
+  for (int pos = 0; pos < 16; ++pos) p.offset[size_t(pos)] = pos == kCentre ? 0 : int32_t(2 * max_code);
+  std::vector<int8_t> clamped(size_t(16 * K * cp), 0);  // [pos][k][c']
+  std::vector<int64_t> sum(size_t(16 * K), 0);          // [k][pos]: sum_c U'
+  int64_t most = 0;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < C; ++c) {
+      int64_t u[16];
+      weight_transform(w + k * 9 * C + c, C, u);
+      for (int pos = 0; pos < 16; ++pos) {
+        const int64_t v = u[pos], cl = std::clamp<int64_t>(v, -127, 127);
+        most = std::max(most, std::abs(v));
+        sum[size_t(k * 16 + pos)] += v;
+        clamped[size_t((pos * K + k) * cp + c)] = int8_t(cl);
+        if (v != cl) p.overflow.push_back({pos, int32_t(c), int32_t(k), int32_t(v - cl)});
+      }
+    }
+  // Few clamped entries (each costs a pass over the block's tiles: at most 16 + 1/512 of U'), and the
+  // tile sums within int32: |A^T M A| <= 9 C max|U'| 4M, |compensation| <= 9 C max|U'| 2M.
+  if (int64_t(p.overflow.size()) > 16 + 16 * K * C / 512) return false;
+  if (9 * C * most * 6 * std::max<int64_t>(max_code, 1) >= (int64_t(1) << 31)) return false;
+  std::sort(p.overflow.begin(), p.overflow.end(),
+            [](const auto& a, const auto& b) { return a.pos != b.pos ? a.pos < b.pos : a.c < b.c; });
+  p.compensation.assign(size_t(4 * K), 0);
+  for (int64_t k = 0; k < K; ++k) {
+    int64_t m[16], y[4];
+    for (int pos = 0; pos < 16; ++pos) m[pos] = p.offset[size_t(pos)] * sum[size_t(k * 16 + pos)];
+    output_transform(m, y);
+    for (int j = 0; j < 4; ++j) p.compensation[size_t(j * K + k)] = int32_t(y[j]);
+  }
+  for (int pos = 0; pos < 16; ++pos)
+    p.u[size_t(pos)] = pack_b_s8(cp, K, clamped.data() + pos * K * cp, cp, /*trans_b=*/true);
+  if (cp == 16) {  // the lanes kernel's broadcasts: [pos][k][quad], 4 channels per int32
+    p.lane_u.resize(size_t(16 * K * 4));
+    std::memcpy(p.lane_u.data(), clamped.data(), clamped.size());
+  }
+  out = std::move(p);
+  return true;
+}
+
+void conv2d_winograd_u8s8s32(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const WinogradPackedS8& w,
+                             int32_t* y) {
+  winograd_blocks(g, x, x_zero_point, w, y, "conv2d_winograd_u8s8s32", [](int64_t, int64_t, const int32_t*) {});
+}
+
+void conv2d_winograd_u8s8s32_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point,
+                                    const WinogradPackedS8& w, const ConvBlockEpilogue& epilogue) {
+  winograd_blocks(g, x, x_zero_point, w, nullptr, "conv2d_winograd_u8s8s32_blocks", epilogue);
+}
+
+void conv2d_winograd_u8s8u8(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const WinogradPackedS8& w,
+                            const Requantization& q, const int32_t* residual_s32, const uint8_t* residual_u8,
+                            uint8_t* y) {
+  const char* op = "conv2d_winograd_u8s8u8";
+  detail::check_requantization(q, g.K, residual_s32 != nullptr, residual_u8 != nullptr, op);
+  const int64_t K = g.K;
+  winograd_blocks(g, x, x_zero_point, w, nullptr, op, [&](int64_t r0, int64_t rows, const int32_t* acc) {
+    RequantArgs a;
+    a.rows = rows;
+    a.acc = acc;
+    a.ld_acc = K;
+    a.residual_s32 = residual_s32 ? residual_s32 + r0 * K : nullptr;
+    a.residual_u8 = residual_u8 ? residual_u8 + r0 * K : nullptr;
+    a.ld_residual = K;
+    a.out = y + r0 * K;
+    a.ld_out = K;
+    detail::requantize_u8_rows(q, a);
+  });
+}
+
+void conv2d_winograd_u8s8s32_ref(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const int8_t* w,
+                                 int32_t* y) {
+  check_geometry(g, "conv2d_winograd_u8s8s32_ref");
+  const int64_t P = g.P(), Q = g.Q(), C = g.C, K = g.K;
+  std::vector<int64_t> u(size_t(K * C * 16));  // [k][c][pos]
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < C; ++c) weight_transform(w + k * 9 * C + c, C, u.data() + (k * C + c) * 16);
+  std::vector<int64_t> v(size_t(C * 16));  // one tile's V, [c][pos]
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t p0 = 0; p0 < P; p0 += 2)
+      for (int64_t q0 = 0; q0 < Q; q0 += 2) {
+        for (int64_t c = 0; c < C; ++c) {
+          int64_t d[4][4], e[4][4];
+          for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) {
+              const int64_t ih = p0 - g.pad_h + i, iw = q0 - g.pad_w + j;
+              const bool inside = ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
+              d[i][j] = inside ? x[((n * g.H + ih) * g.W + iw) * C + c] : x_zero_point;
+            }
+          input_transform(d, e);
+          for (int pos = 0; pos < 16; ++pos) v[size_t(c * 16 + pos)] = e[pos / 4][pos % 4];
+        }
+        for (int64_t k = 0; k < K; ++k) {
+          int64_t m[16] = {}, s[4];
+          for (int64_t c = 0; c < C; ++c)
+            for (int pos = 0; pos < 16; ++pos) m[pos] += u[size_t((k * C + c) * 16 + pos)] * v[size_t(c * 16 + pos)];
+          output_transform(m, s);
+          for (int j = 0; j < 4; ++j) {
+            const int64_t p = p0 + j / 2, q = q0 + j % 2;
+            if (p >= P || q >= Q) continue;
+            LOWBIT_CHECK(s[j] % 4 == 0, "conv2d_winograd_u8s8s32_ref: a tile sum ", s[j], " is not divisible by 4");
+            const int64_t r = s[j] / 4;
+            LOWBIT_CHECK(r >= INT32_MIN && r <= INT32_MAX, "conv2d_winograd_u8s8s32_ref: y = ", r,
+                         " does not fit int32");
+            y[((n * P + p) * Q + q) * K + k] = int32_t(r);
+          }
+        }
+      }
+}
+
+}  // namespace lowbit::kernels
