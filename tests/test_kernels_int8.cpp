@@ -396,14 +396,15 @@ TEST_CASE("conv_int8: geometry errors") {
 // Winograd F(2x2, 3x3)
 // ---------------------------------------------------------------------------------------------
 
-// 3x3 weights as 4-bit DoReFa codes (odd, in [-15, 15]), with `hot` (k, c) filters all +15 or all -15
+// 3x3 weights as 4-bit DoReFa codes (odd, in [-15, 15]), with `hot` (k, c = h mod C) filters all +15 or all -15
 // (U' = +-135 at the centre: the clamped entries' correction path).
 std::vector<int8_t> dorefa_weights(const Conv2dGeometry& g, uint32_t seed, int hot) {
   std::vector<int8_t> w = random_ints<int8_t>(g.K * 9 * g.C, seed, -8, 7);
   for (auto& v : w) v = int8_t(2 * v + 1);
   std::mt19937 rng(seed);
   for (int h = 0; h < hot; ++h) {
-    const int64_t k = int64_t(rng() % uint32_t(g.K)), c = int64_t(rng() % uint32_t(g.C));
+    // channel h mod C: the corrections reach the first channels, not only wherever the draws land
+    const int64_t k = int64_t(rng() % uint32_t(g.K)), c = h % g.C;
     for (int64_t t = 0; t < 9; ++t) w[size_t((k * 9 + t) * g.C + c)] = int8_t(h % 2 ? -15 : 15);
   }
   return w;
