@@ -1,9 +1,11 @@
 // Integer inference kernels against the float ones on the same shapes: the ResNet-20 convolutions
 // (bench/conv_layers.h) at batch 1 and 128 as u8 x s8 -> s32 (conv2d_u8s8s32, "int8_conv"), with
-// the requantization to uint8 codes fused (conv2d_u8s8u8, "int8_conv_requant"), and the fp32 forward
-// convolution (conv2d_forward with bias, "fp32_conv"); MobileNet's depthwise 3x3 layers the same
-// three ways; int8 GEMMs, square and the ResNet-20 im2col shapes, against the VNNI peak; the
-// requantization alone ("requant") on ResNet-20's output shapes.
+// the requantization to uint8 codes fused (conv2d_u8s8u8, "int8_conv_requant"), the same through the
+// exact integer Winograd F(2x2, 3x3) where the layer qualifies (conv2d_winograd_u8s8u8 on 4-bit DoReFa-like
+// weight codes, odd in [-15, 15]; elsewhere the direct kernel, as deploy::Engine does:
+// "int8_winograd_requant"), and the fp32 forward convolution (conv2d_forward with bias, "fp32_conv"); MobileNet's
+// depthwise 3x3 layers the same three ways; int8 GEMMs, square and the ResNet-20 im2col shapes, against the VNNI peak;
+// the requantization alone ("requant") on ResNet-20's output shapes.
 //
 //   bench_int8 [--threads N] [--portable] [google-benchmark flags]
 //     --portable                        runs the int8 kernels' portable paths (set_avx512_enabled(false);
@@ -23,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -31,6 +34,7 @@
 #include "conv_layers.h"
 #include "core/kernels/conv.h"
 #include "core/kernels/conv_int8.h"
+#include "core/kernels/conv_int8_winograd.h"
 #include "core/kernels/cpu.h"
 #include "core/kernels/depthwise.h"
 #include "core/kernels/gemm_int8.h"
@@ -62,9 +66,13 @@ std::vector<float> random_floats(int64_t n, unsigned seed) {
   return v;
 }
 
-enum class Kind { kInt8, kInt8Requant, kFp32 };
+enum class Kind { kInt8, kInt8Requant, kInt8WinogradRequant, kFp32 };
+constexpr Kind kAllKinds[] = {Kind::kInt8, Kind::kInt8Requant, Kind::kInt8WinogradRequant, Kind::kFp32};
 const char* kind_name(Kind k) {
-  return k == Kind::kInt8 ? "int8_conv" : k == Kind::kInt8Requant ? "int8_conv_requant" : "fp32_conv";
+  return k == Kind::kInt8                  ? "int8_conv"
+         : k == Kind::kInt8Requant         ? "int8_conv_requant"
+         : k == Kind::kInt8WinogradRequant ? "int8_winograd_requant"
+                                           : "fp32_conv";
 }
 
 // Operands of one layer in both arithmetics (4-bit-like activation codes 0..15, 8-bit weights).
@@ -73,6 +81,7 @@ struct Layer {
   std::vector<uint8_t> xq, yq;
   std::vector<int8_t> wq;
   kernels::PackedS8 wp;
+  std::optional<kernels::WinogradPackedS8> wino;  // 3x3 stride 1: 4-bit-like weight codes, Winograd-packed
   std::vector<int32_t> acc;
   kernels::Requantization rq;
   std::vector<float> x, w, b, y;
@@ -90,6 +99,12 @@ struct Layer {
         y(size_t(g.N * g.P() * g.Q() * g.K)),
         depthwise(g.groups > 1) {
     if (!depthwise) wp = kernels::pack_conv_weights_s8(g, wq.data());
+    if (!depthwise && kernels::conv_winograd_geometry(g)) {
+      std::vector<int8_t> w4 = random_ints<int8_t>(g.K * g.R * g.S * g.C, 6, -8, 7);
+      for (auto& v : w4) v = int8_t(2 * v + 1);
+      kernels::WinogradPackedS8 p;
+      if (kernels::pack_conv_weights_winograd_s8(g, w4.data(), 15, p)) wino = std::move(p);
+    }
     std::vector<double> s(size_t(g.K), 1.0 / (15.0 * 127.0 * double(g.R * g.S * g.C_per_group()) * 0.1)),
         t(size_t(g.K), 0.1);
     rq = kernels::requantization_from_double(g.K, s.data(), t.data(), 15);
@@ -106,7 +121,11 @@ struct Layer {
         kernels::conv2d_forward(g, x.data(), w.data(), b.data(), y.data());
       return;
     }
-    if (kind == Kind::kInt8Requant) {
+    if (kind == Kind::kInt8WinogradRequant && wino) {
+      kernels::conv2d_winograd_u8s8u8(g, xq.data(), 0, *wino, rq, nullptr, nullptr, yq.data());
+      return;
+    }
+    if (kind == Kind::kInt8Requant || kind == Kind::kInt8WinogradRequant) {
       if (depthwise)
         kernels::depthwise_conv2d_u8s8u8(g, xq.data(), 0, wq.data(), rq, nullptr, nullptr, yq.data());
       else
@@ -196,17 +215,17 @@ void print_table(int reps) {
     int64_t batch;
     int multiplicity;
     std::unique_ptr<Layer> layer;
-    std::vector<double> ms[3];
+    std::vector<double> ms[4];
   };
   std::vector<Row> rows;
   for (int64_t batch : {1, 128})
     for (const auto& l : bench::resnet20_conv_layers(batch))
       rows.push_back({l.name, batch, l.multiplicity, std::make_unique<Layer>(l.geom), {}});
   for (auto& r : rows)
-    for (Kind k : {Kind::kInt8, Kind::kInt8Requant, Kind::kFp32}) r.layer->run(k);  // warm-up
+    for (Kind k : kAllKinds) r.layer->run(k);  // warm-up
   for (int rep = 0; rep < reps; ++rep)
     for (auto& r : rows)
-      for (Kind k : {Kind::kInt8, Kind::kInt8Requant, Kind::kFp32}) {
+      for (Kind k : kAllKinds) {
         const int calls = r.batch == 1 ? 20 : 1;
         const auto t0 = std::chrono::steady_clock::now();
         for (int c = 0; c < calls; ++c) r.layer->run(k);
@@ -214,22 +233,25 @@ void print_table(int reps) {
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / calls);
       }
   std::printf(
-      "| layer | batch | int8 ms | int8 GOP/s | int8 %% peak | int8+requant ms | fp32 ms | fp32 GFLOP/s | "
-      "fp32 / int8 time | fp32 / (int8+requant) time |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-  double tot[2][3] = {};
+      "| layer | batch | int8 ms | int8 GOP/s | int8 %% peak | int8+requant ms | Winograd+requant ms | fp32 ms | "
+      "fp32 GFLOP/s | fp32 / int8 time | fp32 / (int8+requant) time | fp32 / (Winograd+requant) time |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  double tot[2][4] = {};
   for (const auto& r : rows) {
     const double ops = 2.0 * double(r.layer->g.macs());
-    const double i8 = median(r.ms[0]), i8r = median(r.ms[1]), f32 = median(r.ms[2]);
+    const double i8 = median(r.ms[0]), i8r = median(r.ms[1]), wr = median(r.ms[2]), f32 = median(r.ms[3]);
     const int bi = r.batch == 1 ? 0 : 1;
-    tot[bi][0] += i8 * r.multiplicity, tot[bi][1] += i8r * r.multiplicity, tot[bi][2] += f32 * r.multiplicity;
-    std::printf("| %s x%d | %ld | %.4f | %.0f | %.0f%% | %.4f | %.4f | %.0f | %.2f | %.2f |\n", r.name.c_str(),
-                r.multiplicity, long(r.batch), i8, ops / i8 * 1e-6,
-                g_peak_int8 > 0 ? ops / i8 * 1e-4 / g_peak_int8 : 0.0, i8r, f32, ops / f32 * 1e-6, f32 / i8, f32 / i8r);
+    const double t[4] = {i8, i8r, wr, f32};
+    for (int k = 0; k < 4; ++k) tot[bi][k] += t[k] * r.multiplicity;
+    std::printf("| %s x%d%s | %ld | %.4f | %.0f | %.0f%% | %.4f | %.4f | %.4f | %.0f | %.2f | %.2f | %.2f |\n",
+                r.name.c_str(), r.multiplicity, r.layer->wino ? " (Winograd)" : "", long(r.batch), i8, ops / i8 * 1e-6,
+                g_peak_int8 > 0 ? ops / i8 * 1e-4 / g_peak_int8 : 0.0, i8r, wr, f32, ops / f32 * 1e-6, f32 / i8,
+                f32 / i8r, f32 / wr);
   }
   for (int bi = 0; bi < 2; ++bi)
-    std::printf("| all 19 convs (with multiplicity) | %d | %.3f | | | %.3f | %.3f | | %.2f | %.2f |\n",
-                bi == 0 ? 1 : 128, tot[bi][0], tot[bi][1], tot[bi][2], tot[bi][2] / tot[bi][0],
-                tot[bi][2] / tot[bi][1]);
+    std::printf("| all 19 convs (with multiplicity) | %d | %.3f | | | %.3f | %.3f | %.3f | | %.2f | %.2f | %.2f |\n",
+                bi == 0 ? 1 : 128, tot[bi][0], tot[bi][1], tot[bi][2], tot[bi][3], tot[bi][3] / tot[bi][0],
+                tot[bi][3] / tot[bi][1], tot[bi][3] / tot[bi][2]);
 }
 
 }  // namespace
@@ -274,7 +296,7 @@ int main(int argc, char** argv) {
 
   for (int64_t batch : {1, 128})
     for (const auto& l : bench::resnet20_conv_layers(batch))
-      for (Kind k : {Kind::kInt8, Kind::kInt8Requant, Kind::kFp32}) {
+      for (Kind k : kAllKinds) {
         const std::string name = std::string(kind_name(k)) + "/resnet20/" + l.name + "/b" + std::to_string(batch);
         benchmark::RegisterBenchmark(name.c_str(), bm_layer, k, l.geom)->Unit(benchmark::kMillisecond)->UseRealTime();
       }

@@ -188,8 +188,10 @@ Engine::Engine(Model model, const std::string& name, EngineOptions options) : mo
       g.K = K2;
       if (pads_per_channel(l)) g.H += 2 * g.pad_h, g.W += 2 * g.pad_w, g.pad_h = g.pad_w = 0;
       L.packed = kernels::pack_conv_weights_s8(g, L.w.data());
-      kernels::WinogradPackedS8 wp;  // exact Winograd where the geometry, the input codes and the weights qualify
-      if (options.winograd && !L.wide &&
+      // Exact Winograd where the geometry, the input codes and the weights qualify, and C >= 8: on fewer
+      // channels its transforms cost more than the multiplies they save (bench_int8 --table, conv1 at C = 3).
+      kernels::WinogradPackedS8 wp;
+      if (options.winograd && !L.wide && g.C >= 8 &&
           kernels::pack_conv_weights_winograd_s8(g, L.w.data(), input_max_code(model_, i), wp))
         L.wino = std::move(wp);
     } else if (op.kind == OpKind::linear) {

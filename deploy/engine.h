@@ -37,7 +37,7 @@
 //                      core's L2 here), at least 1; set_chunk_images(c) overrides it (c >= 1; 0: back to
 //                      that), e.g. to test the image-parallel path at small batches.
 //   predict(...)       the arg-max class per image (ties: the lower class).
-//   EngineOptions::winograd (default on): 3x3 stride-1 convolutions (groups 1, int8 weights) whose
+//   EngineOptions::winograd (default on): 3x3 stride-1 convolutions (groups 1, int8 weights, C >= 8) whose
 //                      input codes, padding included, are <= 63 run as the exact integer Winograd
 //                      F(2x2, 3x3) (core/kernels/conv_int8_winograd.h) on the fast path when their
 //                      weights qualify (pack_conv_weights_winograd_s8); the same integers as the
