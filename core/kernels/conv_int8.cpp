@@ -40,65 +40,6 @@ uint8_t* byte_scratch(int64_t n) {
   return buf.data();
 }
 
-// x with x_zero_point around it and cp >= C channels per pixel (the added ones 0):
-// [N][H + 2 pad_h][W + 2 pad_w][cp]. The buffer is cached per calling thread; a call nested in
-// another's parallel region on the same thread (work stealing) finds it busy and allocates its own.
-class PaddedInput {
- public:
-  PaddedInput() = default;
-  PaddedInput(const PaddedInput&) = delete;
-  PaddedInput& operator=(const PaddedInput&) = delete;
-  ~PaddedInput() {
-    if (busy_) *busy_ = false;
-  }
-
-  const uint8_t* fill(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, int64_t cp) {
-    thread_local std::vector<uint8_t, Aligned64Allocator<uint8_t>> cached;
-    thread_local bool busy = false;
-    const int64_t Hp = g.H + 2 * g.pad_h, Wp = g.W + 2 * g.pad_w, C = g.C;
-    auto& buf = busy ? own_ : cached;
-    if (!busy) busy_ = &busy, busy = true;
-    if (int64_t(buf.size()) < g.N * Hp * Wp * cp) buf.resize(size_t(g.N * Hp * Wp * cp));
-    uint8_t* out = buf.data();
-    parallel_for(0, g.N * Hp, std::max<int64_t>(1, 4096 / (Wp * cp)), [&](int64_t lo, int64_t hi) {
-      for (int64_t row = lo; row < hi; ++row) {
-        const int64_t n = row / Hp, h = row % Hp - g.pad_h;
-        uint8_t* d = out + row * Wp * cp;
-        if (h < 0 || h >= g.H) {
-          std::memset(d, zp, size_t(Wp * cp));
-          continue;
-        }
-        std::memset(d, zp, size_t(g.pad_w * cp));
-        std::memset(d + (g.pad_w + g.W) * cp, zp, size_t(g.pad_w * cp));
-        const uint8_t* src = x + (n * g.H + h) * g.W * C;
-        uint8_t* dst = d + g.pad_w * cp;
-        if (cp == C) {
-          std::memcpy(dst, src, size_t(g.W * C));
-          continue;
-        }
-        int64_t w = 0;
-        if constexpr (std::endian::native == std::endian::little)
-          if (C == 3 && cp == 4)  // an RGB first layer: one 4-byte move per pixel, the 4th byte cleared
-            for (; w + 1 < g.W; ++w) {
-              uint32_t v;
-              std::memcpy(&v, src + w * 3, 4);
-              v &= 0x00FFFFFFu;
-              std::memcpy(dst + w * 4, &v, 4);
-            }
-        for (; w < g.W; ++w) {
-          for (int64_t c = 0; c < C; ++c) dst[w * cp + c] = src[w * C + c];
-          for (int64_t c = C; c < cp; ++c) dst[w * cp + c] = 0;
-        }
-      }
-    });
-    return out;
-  }
-
- private:
-  std::vector<uint8_t, Aligned64Allocator<uint8_t>> own_;
-  bool* busy_ = nullptr;
-};
-
 // This thread's int32 buffer of at least n elements (the fused epilogue's block of results).
 int32_t* acc_scratch(int64_t n) {
   thread_local std::vector<int32_t, Aligned64Allocator<int32_t>> buf;
@@ -218,8 +159,8 @@ void depthwise_rows(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, const
     for (int64_t t = 0; t < taps; ++t) wt[size_t(t * K + k)] = w[k * taps + t];
   const int64_t Hp = g.H + 2 * g.pad_h, Wp = g.W + 2 * g.pad_w;
   const uint8_t* src = x;
-  PaddedInput padded;
-  if (g.pad_h || g.pad_w) src = padded.fill(g, x, zp, g.C);
+  detail::PaddedU8 padded;
+  if (g.pad_h || g.pad_w) src = padded.fill(g, x, zp, g.C, Hp, Wp);
   const bool simd = avx512_enabled();
   const int64_t row_cost = Q * K * taps;
   parallel_for(0, g.N * P, std::max<int64_t>(1, 32768 / std::max<int64_t>(row_cost, 1)), [&](int64_t lo, int64_t hi) {
@@ -261,8 +202,8 @@ void conv_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, const Pa
   if (cp % 4 == 0 && g.dil_w == 1) {
     const int64_t Hp = g.H + 2 * g.pad_h, Wp = g.W + 2 * g.pad_w;
     const uint8_t* src = x;
-    PaddedInput padded;
-    if (g.pad_h || g.pad_w || cp != g.C) src = padded.fill(g, x, zp, cp);
+    detail::PaddedU8 padded;
+    if (g.pad_h || g.pad_w || cp != g.C) src = padded.fill(g, x, zp, cp, Hp, Wp);
     // Tasks of at least ~256 K multiply-accumulates (a few microseconds): finer ones cost more in
     // fork/join than they share out at small batch sizes.
     const int64_t row_macs = std::max<int64_t>(1, Q * L * g.K);
@@ -423,5 +364,51 @@ void depthwise_conv2d_u8s8u8_ref(const Conv2dGeometry& g, const uint8_t* x, uint
   depthwise_conv2d_u8s8s32_ref(g, x, x_zero_point, w, acc.data());
   requantize_output_ref(g, acc.data(), q, residual_s32, residual_u8, y);
 }
+
+namespace detail {
+
+const uint8_t* PaddedU8::fill(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, int64_t cp, int64_t Hp,
+                              int64_t Wp) {
+  thread_local std::vector<uint8_t, Aligned64Allocator<uint8_t>> cached;
+  thread_local bool busy = false;
+  const int64_t C = g.C;
+  auto& buf = busy ? own_ : cached;
+  if (!busy) busy_ = &busy, busy = true;
+  if (int64_t(buf.size()) < g.N * Hp * Wp * cp) buf.resize(size_t(g.N * Hp * Wp * cp));
+  uint8_t* out = buf.data();
+  parallel_for(0, g.N * Hp, std::max<int64_t>(1, 4096 / (Wp * cp)), [&](int64_t lo, int64_t hi) {
+    for (int64_t row = lo; row < hi; ++row) {
+      const int64_t n = row / Hp, h = row % Hp - g.pad_h;
+      uint8_t* d = out + row * Wp * cp;
+      if (h < 0 || h >= g.H) {
+        std::memset(d, zp, size_t(Wp * cp));
+        continue;
+      }
+      std::memset(d, zp, size_t(g.pad_w * cp));
+      std::memset(d + (g.pad_w + g.W) * cp, zp, size_t((Wp - g.pad_w - g.W) * cp));
+      const uint8_t* src = x + (n * g.H + h) * g.W * C;
+      uint8_t* dst = d + g.pad_w * cp;
+      if (cp == C) {
+        std::memcpy(dst, src, size_t(g.W * C));
+        continue;
+      }
+      int64_t w = 0;
+      if constexpr (std::endian::native == std::endian::little)
+        if (C == 3 && cp == 4)  // an RGB first layer: one 4-byte move per pixel, the 4th byte cleared
+          for (; w + 1 < g.W; ++w) {
+            uint32_t v;
+            std::memcpy(&v, src + w * 3, 4);
+            v &= 0x00FFFFFFu;
+            std::memcpy(dst + w * 4, &v, 4);
+          }
+      for (; w < g.W; ++w) {
+        for (int64_t c = 0; c < C; ++c) dst[w * cp + c] = src[w * C + c];
+        for (int64_t c = C; c < cp; ++c) dst[w * cp + c] = 0;
+      }
+    }
+  });
+  return out;
+}
+}  // namespace detail
 
 }  // namespace lowbit::kernels

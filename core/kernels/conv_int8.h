@@ -38,6 +38,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "core/kernels/gemm_int8.h"
 #include "core/kernels/requant.h"
@@ -83,5 +84,29 @@ void depthwise_conv2d_u8s8u8(const Conv2dGeometry& g, const uint8_t* x, uint8_t 
 void depthwise_conv2d_u8s8u8_ref(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const int8_t* w,
                                  const Requantization& q, const int32_t* residual_s32, const uint8_t* residual_u8,
                                  uint8_t* y);
+
+namespace detail {
+
+// x with x_zero_point around it and cp >= C channels per pixel (the added ones 0), [N][Hp][Wp][cp]:
+// pad_h rows above and pad_w columns left of x, the zero point in the rest (Hp >= H + pad_h,
+// Wp >= W + pad_w), for the int8 convolutions (direct and Winograd). The buffer is cached per calling
+// thread; a call nested in another's parallel region on the same thread (work stealing) finds it
+// busy and allocates its own. Valid while this object lives.
+class PaddedU8 {
+ public:
+  PaddedU8() = default;
+  PaddedU8(const PaddedU8&) = delete;
+  PaddedU8& operator=(const PaddedU8&) = delete;
+  ~PaddedU8() {
+    if (busy_) *busy_ = false;
+  }
+  const uint8_t* fill(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, int64_t cp, int64_t Hp, int64_t Wp);
+
+ private:
+  std::vector<uint8_t, Aligned64Allocator<uint8_t>> own_;
+  bool* busy_ = nullptr;
+};
+
+}  // namespace detail
 
 }  // namespace lowbit::kernels

@@ -106,55 +106,6 @@ struct Tiling {
         cp((g.C + 3) / 4 * 4) {}
 };
 
-// The zero-point-padded copy of x, [N][Hp][Wp][cp], in a buffer cached per calling thread (a call
-// nested on the same thread while it is in use gets its own).
-class PaddedCopy {
- public:
-  PaddedCopy() = default;
-  PaddedCopy(const PaddedCopy&) = delete;
-  PaddedCopy& operator=(const PaddedCopy&) = delete;
-  ~PaddedCopy() {
-    if (busy_) *busy_ = false;
-  }
-
-  const uint8_t* fill(const Conv2dGeometry& g, const Tiling& t, const uint8_t* x, uint8_t zp) {
-    thread_local std::vector<uint8_t, Aligned64Allocator<uint8_t>> cached;
-    thread_local bool busy = false;
-    auto& buf = busy ? own_ : cached;
-    if (!busy) busy_ = &busy, busy = true;
-    const int64_t row = t.Wp * t.cp, C = g.C;
-    if (int64_t(buf.size()) < g.N * t.Hp * row) buf.resize(size_t(g.N * t.Hp * row));
-    uint8_t* out = buf.data();
-    parallel_for(0, g.N * t.Hp, std::max<int64_t>(1, 4096 / row), [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) {
-        const int64_t n = r / t.Hp, h = r % t.Hp - g.pad_h;
-        uint8_t* d = out + r * row;
-        if (h < 0 || h >= g.H) {
-          std::memset(d, zp, size_t(row));
-          continue;
-        }
-        std::memset(d, zp, size_t(g.pad_w * t.cp));
-        std::memset(d + (g.pad_w + g.W) * t.cp, zp, size_t((t.Wp - g.pad_w - g.W) * t.cp));
-        const uint8_t* src = x + (n * g.H + h) * g.W * C;
-        uint8_t* dst = d + g.pad_w * t.cp;
-        if (t.cp == C) {
-          std::memcpy(dst, src, size_t(g.W * C));
-          continue;
-        }
-        for (int64_t w = 0; w < g.W; ++w) {
-          std::memcpy(dst + w * t.cp, src + w * C, size_t(C));
-          std::memset(dst + w * t.cp + C, 0, size_t(t.cp - C));
-        }
-      }
-    });
-    return out;
-  }
-
- private:
-  std::vector<uint8_t, Aligned64Allocator<uint8_t>> own_;
-  bool* busy_ = nullptr;
-};
-
 // This thread's block buffers (64-byte aligned, grown on demand).
 uint8_t* block_scratch(int64_t bytes) {
   thread_local std::vector<uint8_t, Aligned64Allocator<uint8_t>> buf;
@@ -536,8 +487,8 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
   if (g.N == 0) return;
   const Tiling t(g);
   const int64_t K = g.K, cp = t.cp, P = t.P, Q = t.Q;
-  PaddedCopy padded;
-  const uint8_t* xp = padded.fill(g, t, x, zp);
+  detail::PaddedU8 padded;  // [N][Hp][Wp][cp]: whole tiles' patches in bounds
+  const uint8_t* xp = padded.fill(g, x, zp, cp, t.Hp, t.Wp);
   const bool simd = avx512_enabled();
   const int32_t o2 = int32_t(2 * w.max_code);
   // The fused kernel for C' <= 32, the GEMMs for wider layers (measured: see the top of this file).
