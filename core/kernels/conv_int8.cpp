@@ -245,21 +245,6 @@ void conv_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, const Pa
   });
 }
 
-// The fused epilogue: rows [r0, r0 + rows) of an [M][K] output, requantized from `acc` ([rows][K]).
-void requantize_block(const Requantization& q, int64_t K, int64_t r0, int64_t rows, const int32_t* acc,
-                      const int32_t* residual_s32, const uint8_t* residual_u8, uint8_t* y) {
-  RequantArgs a;
-  a.rows = rows;
-  a.acc = acc;
-  a.ld_acc = K;
-  a.residual_s32 = residual_s32 ? residual_s32 + r0 * K : nullptr;
-  a.residual_u8 = residual_u8 ? residual_u8 + r0 * K : nullptr;
-  a.ld_residual = K;
-  a.out = y + r0 * K;
-  a.ld_out = K;
-  detail::requantize_u8_rows(q, a);
-}
-
 }  // namespace
 
 PackedS8 pack_conv_weights_s8(const Conv2dGeometry& g, const int8_t* w) {
@@ -285,7 +270,7 @@ void conv2d_u8s8u8(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_poi
   const char* op = "conv2d_u8s8u8";
   detail::check_requantization(q, g.K, residual_s32 != nullptr, residual_u8 != nullptr, op);
   conv_blocks(g, x, x_zero_point, w, nullptr, op, [&](int64_t r0, int64_t rows, const int32_t* acc) {
-    requantize_block(q, g.K, r0, rows, acc, residual_s32, residual_u8, y);
+    detail::requantize_block(q, g.K, r0, rows, acc, residual_s32, residual_u8, y);
   });
 }
 
@@ -346,7 +331,7 @@ void depthwise_conv2d_u8s8u8(const Conv2dGeometry& g, const uint8_t* x, uint8_t 
   const char* op = "depthwise_conv2d_u8s8u8";
   detail::check_requantization(q, g.K, residual_s32 != nullptr, residual_u8 != nullptr, op);
   depthwise_rows(g, x, x_zero_point, w, nullptr, op, [&](int64_t r0, int64_t rows, const int32_t* acc) {
-    requantize_block(q, g.K, r0, rows, acc, residual_s32, residual_u8, y);
+    detail::requantize_block(q, g.K, r0, rows, acc, residual_s32, residual_u8, y);
   });
 }
 
@@ -366,6 +351,21 @@ void depthwise_conv2d_u8s8u8_ref(const Conv2dGeometry& g, const uint8_t* x, uint
 }
 
 namespace detail {
+
+// The fused epilogue: rows [r0, r0 + rows) of an [M][K] output, requantized from `acc` ([rows][K]).
+void requantize_block(const Requantization& q, int64_t K, int64_t r0, int64_t rows, const int32_t* acc,
+                      const int32_t* residual_s32, const uint8_t* residual_u8, uint8_t* y) {
+  RequantArgs a;
+  a.rows = rows;
+  a.acc = acc;
+  a.ld_acc = K;
+  a.residual_s32 = residual_s32 ? residual_s32 + r0 * K : nullptr;
+  a.residual_u8 = residual_u8 ? residual_u8 + r0 * K : nullptr;
+  a.ld_residual = K;
+  a.out = y + r0 * K;
+  a.ld_out = K;
+  detail::requantize_u8_rows(q, a);
+}
 
 const uint8_t* PaddedU8::fill(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, int64_t cp, int64_t Hp,
                               int64_t Wp) {

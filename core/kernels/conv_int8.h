@@ -87,6 +87,11 @@ void depthwise_conv2d_u8s8u8_ref(const Conv2dGeometry& g, const uint8_t* x, uint
 
 namespace detail {
 
+// The convolutions' fused epilogue: rows [r0, r0 + rows) of an [M][K] uint8 output y, requantized
+// (requantize_u8) from acc [rows][K]; the residuals, when given, are [M][K] like y.
+void requantize_block(const Requantization& q, int64_t K, int64_t r0, int64_t rows, const int32_t* acc,
+                      const int32_t* residual_s32, const uint8_t* residual_u8, uint8_t* y);
+
 // x with x_zero_point around it and cp >= C channels per pixel (the added ones 0), [N][Hp][Wp][cp]:
 // pad_h rows above and pad_w columns left of x, the zero point in the rest (Hp >= H + pad_h,
 // Wp >= W + pad_w), for the int8 convolutions (direct and Winograd). The buffer is cached per calling

@@ -707,16 +707,7 @@ void conv2d_winograd_u8s8u8(const Conv2dGeometry& g, const uint8_t* x, uint8_t x
   detail::check_requantization(q, g.K, residual_s32 != nullptr, residual_u8 != nullptr, op);
   const int64_t K = g.K;
   winograd_blocks(g, x, x_zero_point, w, nullptr, op, [&](int64_t r0, int64_t rows, const int32_t* acc) {
-    RequantArgs a;
-    a.rows = rows;
-    a.acc = acc;
-    a.ld_acc = K;
-    a.residual_s32 = residual_s32 ? residual_s32 + r0 * K : nullptr;
-    a.residual_u8 = residual_u8 ? residual_u8 + r0 * K : nullptr;
-    a.ld_residual = K;
-    a.out = y + r0 * K;
-    a.ld_out = K;
-    detail::requantize_u8_rows(q, a);
+    detail::requantize_block(q, K, r0, rows, acc, residual_s32, residual_u8, y);
   });
 }
 
