@@ -659,9 +659,12 @@ int run_infer(int argc, char** argv) {
     if (o.has("predictions")) csv += detail::concat(i, ",", y[i], ",", p, "\n");
   }
   if (o.has("predictions")) write_file_atomic(o.str("predictions"), csv);
-  const std::string chunks = !o.flag("reference") && B > engine.chunk_images()
-                                 ? detail::concat(", image-parallel chunks of ~", engine.chunk_images(), " images")
-                                 : std::string();
+  const std::string chunks =
+      o.flag("reference") ? std::string()
+      : engine.runs_layer_by_layer(B)
+          ? std::string(", layer by layer")
+          : detail::concat(", image-parallel chunks of <= ",
+                           std::min(engine.chunk_images(), (B + num_threads() - 1) / num_threads()), " images");
   std::printf("%s on %s: accuracy %.2f%% (%lld images), %.1f img/s (batch %lld, %d threads, %s kernels%s)\n",
               o.str("model-file").c_str(), test.source.c_str(), 100.0 * double(correct) / double(n), (long long)n,
               double(n) / secs, (long long)B, num_threads(), o.flag("reference") ? "_ref" : "integer", chunks.c_str());

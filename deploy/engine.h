@@ -25,17 +25,20 @@
 //                      core/kernels' fast int8 kernels (VNNI or portable, parallel),
 //                      Path::reference their `_ref` twins, single-threaded: the two agree bit for
 //                      bit (tests/test_deploy.cpp). Buffers are kept between calls (run is not
-//                      reentrant on one Engine). Path::fast at a batch larger than
-//                      chunk_images() runs image-parallel: the batch is cut into chunks of about
-//                      chunk_images() images and each thread runs the whole network on one chunk at
-//                      a time (its kernels serial, core/parallel.h's SerialScope; its own buffers),
-//                      so a chunk's activations stay in the core's cache between layers and no layer
-//                      forks and joins; smaller batches run layer by layer, each layer's kernels
-//                      parallel. Every op is per image: the two schemes agree bit for bit.
+//                      reentrant on one Engine). Path::fast runs image-parallel: the batch is cut
+//                      into chunks of at most chunk_images() images, a whole number per thread, and
+//                      each thread runs the whole network on one chunk at a time (its kernels serial,
+//                      core/parallel.h's SerialScope; its own buffers), so a chunk's activations stay
+//                      in the core's cache between layers and no layer forks and joins; a single
+//                      image of a model of >= 100 M multiply-accumulates runs layer by layer instead,
+//                      each layer's kernels parallel (a smaller model's layers gain less than their
+//                      fork and join cost: engine.cpp). Every op is per image: the two schemes agree
+//                      bit for bit.
 //   chunk_images()     the chunk size: as many images as keep the largest set of buffers alive at
 //                      once (activations, padded copies, scratch) within kChunkBytes (1 MiB, a
 //                      core's L2 here), at least 1; set_chunk_images(c) overrides it (c >= 1; 0: back to
-//                      that), e.g. to test the image-parallel path at small batches.
+//                      that), and then batches of at most c images run layer by layer (for tests of
+//                      either path at any batch).
 //   predict(...)       the arg-max class per image (ties: the lower class).
 //   EngineOptions::winograd (default on): 3x3 stride-1 convolutions (groups 1, int8 weights, C >= 8) whose
 //                      input codes, padding included, are <= 63 run as the exact integer Winograd
@@ -84,6 +87,8 @@ class Engine {
   static constexpr int64_t kChunkBytes = int64_t(1) << 20;
   int64_t chunk_images() const { return chunk_override_ > 0 ? chunk_override_ : chunk_images_; }
   void set_chunk_images(int64_t c);
+  // Whether Path::fast runs a batch of n layer by layer (else image-parallel; see run above).
+  bool runs_layer_by_layer(int64_t n) const;
 
   // Per-op wall time of the runs since profiling was switched on (seconds, indexed like model().ops;
   // image-parallel runs: the threads' seconds divided by the thread count).
@@ -131,13 +136,15 @@ class Engine {
   InputOp in_;
   int64_t classes_ = 0;
   std::vector<ActShape> shapes_;
-  std::vector<Layer> layers_;                           // per op (empty for ops without weights)
-  std::vector<size_t> last_use_;                        // per op: the last op reading its output
-  std::vector<std::unique_ptr<Workspace>> workspaces_;  // [0]: layer-by-layer runs; all: image-parallel chunks
-  std::mutex mu_;                                       // guards the workspaces' busy flags
-  int64_t chunk_images_ = 1;                            // from bytes_per_image()
-  int64_t chunk_override_ = 0;                          // set_chunk_images (0: none)
-  std::vector<double> profile_;                         // per op: seconds (empty: profiling off)
+  std::vector<Layer> layers_;                                 // per op (empty for ops without weights)
+  std::vector<size_t> last_use_;                              // per op: the last op reading its output
+  std::vector<std::unique_ptr<Workspace>> workspaces_;        // [0]: layer-by-layer runs; all: image-parallel chunks
+  std::mutex mu_;                                             // guards the workspaces' busy flags
+  int64_t chunk_images_ = 1;                                  // from bytes_per_image()
+  int64_t chunk_override_ = 0;                                // set_chunk_images (0: none)
+  int64_t macs_per_image_ = 0;                                // the convolutions' and linear layers'
+  static constexpr int64_t kLayerParallelMacs = 100'000'000;  // one image from here: layer by layer, parallel
+  std::vector<double> profile_;                               // per op: seconds (empty: profiling off)
 };
 
 }  // namespace lowbit::deploy

@@ -875,6 +875,14 @@ TEST_CASE("ResNet-20 (projection and zero-pad shortcuts), MobileNet v1 and VGG-1
       Engine e(ex.model);
       CHECK(e.chunk_images() >= 2);
       CHECK(e.chunk_images() < 37);
+      // Image-parallel at every batch, one image included (41 M multiply-accumulates: below the
+      // layer-parallel threshold); an explicit chunk size runs the batches up to it layer by layer.
+      for (int64_t n : {1, 2, 3, 37}) CHECK_FALSE(e.runs_layer_by_layer(n));
+      e.set_chunk_images(37);
+      CHECK(e.runs_layer_by_layer(1));
+      CHECK(e.runs_layer_by_layer(37));
+      CHECK_FALSE(e.runs_layer_by_layer(38));
+      e.set_chunk_images(0);
       Generator gen(11);
       std::vector<uint8_t> px(size_t(128 * 32 * 32 * 3));
       for (auto& v : px) v = uint8_t(gen.next_u64() % 256);
