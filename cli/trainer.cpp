@@ -6,7 +6,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include "cli/quant_options.h"
@@ -29,35 +32,64 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const std::string& kind, std::v
   throw Error("--optimizer '" + kind + "' is not one of sgd, adam, adamw");
 }
 
-// --init: model weights from a training checkpoint, matched by name (a new run only). Names on one
-// side only (e.g. WaveQ's beta when a float run is fine-tuned with WaveQ) are listed and keep their
-// initial values; a shape that differs is an error naming the file.
-void load_init(Module& model, const std::string& path, const std::string& model_name, const std::string& option) {
+// --init: model weights from a training checkpoint, matched by name (a new run only), in two passes:
+// load_init before the quantization context (which records the starting weights for the report),
+// finish_init once it has attached its parameters (learned step sizes and ranges, WaveQ's beta, ...),
+// which then come from the checkpoint too when it has them. Names on one side only (e.g. WaveQ's beta
+// when a float run is fine-tuned with WaveQ) are listed and keep their initial values; a shape that
+// differs is an error naming the file.
+namespace {
+
+struct InitLoad {
+  std::string path, option, model_name;
+  std::map<std::string, Tensor> state;  // the checkpoint's model tensors
+  std::set<std::string> loaded;         // names loaded so far
+};
+
+void load_matching(Module& model, InitLoad& in) {
+  const auto own = model.state_dict();
+  std::map<std::string, Tensor> now;
+  for (const auto& [name, t] : in.state)
+    if (own.count(name) && !in.loaded.count(name)) now.emplace(name, t);
+  try {
+    model.load_state_dict(now, /*strict=*/false);
+  } catch (const Error& e) {
+    throw Error(detail::concat(in.option, " ", in.path, " does not fit --model ", in.model_name, ": ", e.what()));
+  }
+  for (const auto& [name, _] : now) in.loaded.insert(name);
+}
+
+InitLoad begin_init(Module& model, const std::string& path, const std::string& model_name, const std::string& option) {
   const Checkpoint c = load_checkpoint(path);
   LOWBIT_CHECK(c.has("format") && c.get_string("format") == "lowbit-train", option, " ", path,
                " is not a training checkpoint");
-  const auto state = c.tensors_with_prefix("model.");
-  const auto own = model.state_dict();
+  InitLoad in{path, option, model_name, c.tensors_with_prefix("model."), {}};
+  load_matching(model, in);
+  LOWBIT_CHECK(!in.loaded.empty(), option, " ", path, " has no tensor of --model ", model_name);
+  return in;
+}
+
+void finish_init(Module& model, InitLoad& in) {
+  const size_t first = in.loaded.size();
+  load_matching(model, in);
   std::string kept, ignored;
-  int64_t matched = 0;
-  for (const auto& [name, _] : own) {
-    if (state.count(name))
-      ++matched;
-    else
-      kept += (kept.empty() ? "" : ", ") + name;
-  }
-  for (const auto& [name, _] : state)
-    if (!own.count(name)) ignored += (ignored.empty() ? "" : ", ") + name;
-  LOWBIT_CHECK(matched > 0, option, " ", path, " has no tensor of --model ", model_name);
-  try {
-    model.load_state_dict(state, /*strict=*/false);
-  } catch (const Error& e) {
-    throw Error(detail::concat(option, " ", path, " does not fit --model ", model_name, ": ", e.what()));
-  }
-  std::printf("model weights from %s: %lld tensors", path.c_str(), (long long)matched);
+  for (const auto& [name, _] : model.state_dict())
+    if (!in.loaded.count(name)) kept += (kept.empty() ? "" : ", ") + name;
+  for (const auto& [name, _] : in.state)
+    if (!in.loaded.count(name)) ignored += (ignored.empty() ? "" : ", ") + name;
+  std::printf("model weights from %s: %lld tensors", in.path.c_str(), (long long)in.loaded.size());
+  if (in.loaded.size() > first)
+    std::printf(" (%lld of them the quantization's parameters)", (long long)(in.loaded.size() - first));
   if (!kept.empty()) std::printf("; initial values kept for %s", kept.c_str());
   if (!ignored.empty()) std::printf("; not in this model: %s", ignored.c_str());
   std::printf("\n");
+}
+
+}  // namespace
+
+void load_init(Module& model, const std::string& path, const std::string& model_name, const std::string& option) {
+  InitLoad in = begin_init(model, path, model_name, option);
+  finish_init(model, in);
 }
 
 // --checkpoint-every: "N" batches or "N[smh]" of training time; "0" off.
@@ -104,8 +136,9 @@ std::vector<OptionSpec> train_option_specs() {
       {"out", "runs/last", "run folder (checkpoint, metrics, report)"},
       {"resume", "", "continue from OUT/checkpoint.ckpt (or the given checkpoint)", false, true},
       {"init", "",
-       "start from the model weights of a training checkpoint (fine-tuning); optimizer, schedule and quantization "
-       "state start fresh"},
+       "start from the model weights of a training checkpoint (fine-tuning), and the quantization's learned "
+       "parameters (step sizes, ranges, beta...) where the checkpoint has them; optimizer, schedule and the "
+       "quantization's history start fresh"},
       {"stop-after-batches", "", "stop (saving a checkpoint) after this many batches in total (tests)"},
       {"checkpoint-every", "10m",
        "also checkpoint within an epoch: every N batches, or after Ns / Nm / Nh of training; 0: at epoch ends only"},
@@ -232,9 +265,11 @@ int train_one(Options& opts, int argc, char** argv) {
   train::TrainData data = train::load_data(data_config(opts, opts.integer("batch")));
   auto model = train::create_model(opts.str("model"), data, opts.real("width"), opts.str("variant"));
   // Before the quantization context, which records the starting weights for the report.
-  if (resume_path.empty() && opts.has("init")) load_init(*model, opts.str("init"), opts.str("model"));
+  std::optional<InitLoad> init;
+  if (resume_path.empty() && opts.has("init")) init = begin_init(*model, opts.str("init"), opts.str("model"), "--init");
   std::unique_ptr<train::QuantContext> quant;
   if (qspec) quant = std::make_unique<train::QuantContext>(*model, *qspec);
+  if (init) finish_init(*model, *init);
 
   optim::ParamGroup base = base_group(opts);
   std::vector<optim::ParamGroup> groups;

@@ -33,7 +33,8 @@ int run_data_parallel(const char* command, const std::function<int()>& body);
 // ---- the pieces of run_train that other training commands (lowbit dcq) share ----
 std::unique_ptr<optim::Optimizer> make_optimizer(const std::string& kind, std::vector<optim::ParamGroup> groups);
 // --init: model weights from a training checkpoint, matched by name; prints what was loaded. Errors
-// name the file as given by `option`.
+// name the file as given by `option`. (lowbit train loads in two passes, around the quantization
+// context, so that the quantizers' learned parameters come from the checkpoint too.)
 void load_init(Module& model, const std::string& path, const std::string& model_name,
                const std::string& option = "--init");
 // --checkpoint-every: "N" batches or "N[smh]" of training time; "0" off.

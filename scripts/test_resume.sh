@@ -111,6 +111,19 @@ set -e
 grep -q "init $work/straight/checkpoint.ckpt does not fit --model lenet5: .*shape mismatch" "$work/init_bad.log" ||
   { cat "$work/init_bad.log"; exit 1; }
 
+# --init from a quantized run into a quantized run carries the quantization's learned parameters
+# (U3's step sizes and ranges; before, they were re-initialised): at lr 0 every model tensor,
+# quantizer parameters included, comes through unchanged.
+"$lowbit" train --model lenet5 --data fashion-mnist --limit-train 256 --limit-test 64 --batch 64 --epochs 1 \
+  --seed 3 --threads 2 --quiet --quant u3 --wbits 4 --abits 4 --out "$work/u3" > /dev/null
+"$lowbit" train --model lenet5 --data fashion-mnist --limit-train 256 --limit-test 64 --batch 64 --epochs 1 \
+  --lr 0 --wd 0 --quantizer-lr 0 --seed 3 --threads 2 --quiet --quant u3 --wbits 4 --abits 4 \
+  --init "$work/u3/checkpoint.ckpt" --out "$work/u3_init" > "$work/u3_init.log"
+grep -q "model weights from $work/u3/checkpoint.ckpt: 18 tensors (10 of them the quantization's parameters)" \
+  "$work/u3_init.log" || { cat "$work/u3_init.log"; exit 1; }
+"$lowbit" compare "$work/u3/checkpoint.ckpt" "$work/u3_init/checkpoint.ckpt" model. > /dev/null ||
+  { echo "--init lost the quantizers' learned parameters"; exit 1; }
+
 # A checkpoint that does not fit the resumed run's options (width 0.5 resumed at width 1): refused
 # naming the file, nothing written.
 cp "$work/a/checkpoint.ckpt" "$work/a_before.ckpt"
@@ -134,4 +147,4 @@ rc=$?
 set -e
 [ "$rc" -ne 0 ] || { echo "corrupt checkpoint accepted"; exit 1; }
 grep -q "bad.ckpt: checksum mismatch" "$work/bad.log" || { cat "$work/bad.log"; exit 1; }
-echo "resume: straight == epoch-boundary resume == mid-epoch resume == Ctrl-C resume (bit for bit); corrupt or unfitting checkpoint refused naming the file; eval reproduces the final report, also as post-training rounding; --init carries the weights, refuses another shape"
+echo "resume: straight == epoch-boundary resume == mid-epoch resume == Ctrl-C resume (bit for bit); corrupt or unfitting checkpoint refused naming the file; eval reproduces the final report, also as post-training rounding; --init carries the weights and the quantizers' parameters, refuses another shape"
