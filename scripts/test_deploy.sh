@@ -7,7 +7,8 @@
 # U3 and MobileNet v2 (signed codes) runs agree with `lowbit eval --double`; `export --entropy-code`
 # (Huffman-coded weights, format version 4) prints its account and ratios, and `infer` on that file
 # predicts exactly what it predicts on the packed one; a pruned run's fc1 is stored with zero runs
-# (huffman-rle) and predicts what its packed export predicts.
+# (huffman-rle) and predicts what its packed export predicts; a small ResNet-20's Winograd layers (infer
+# --profile) predict what --int8-winograd off and the _ref kernels predict.
 # Usage: scripts/test_deploy.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
 set -euo pipefail
 source "$(dirname "$0")/cli_test_lib.sh"
@@ -136,6 +137,23 @@ echo "msqe + pruning, entropy-coded: predictions agree on $agree_mq / 500 images
   --predictions "$work/mq_packed_int.csv" > /dev/null
 cmp "$work/mq_int.csv" "$work/mq_packed_int.csv"
 [ "$(stat -c %s "$work/mq.lbq")" -lt "$(stat -c %s "$work/mq_packed.lbq")" ]
+
+# The exact integer Winograd through the CLI: a small ResNet-20 (DoReFa 4/4, every layer), whose 3x3
+# stride-1 convolutions on 4-bit inputs take it (`infer --profile` marks them); `--int8-winograd off`
+# (direct kernels only) predicts the same, and so do the _ref kernels.
+"$lowbit" train --model resnet20 --width 0.5 --data fashion-mnist --limit-train 512 --limit-test 256 --batch 64 \
+  --epochs 1 --lr 0.05 --seed 7 --threads 2 --quiet --quant dorefa --wbits 4 --abits 4 --quantize-first-last \
+  --out "$work/r20" > /dev/null
+"$lowbit" export --checkpoint "$work/r20/checkpoint.ckpt" --out "$work/r20.lbq" > /dev/null
+"$lowbit" infer --model-file "$work/r20.lbq" --data fashion-mnist --limit-test 256 --profile \
+  --predictions "$work/r20_on.csv" > "$work/r20_on.log"
+[ "$(grep -c "  winograd$" "$work/r20_on.log")" -ge 12 ] || { cat "$work/r20_on.log"; echo "FAIL: no Winograd layers"; exit 1; }
+"$lowbit" infer --model-file "$work/r20.lbq" --data fashion-mnist --limit-test 256 --int8-winograd off \
+  --predictions "$work/r20_off.csv" > /dev/null
+"$lowbit" infer --model-file "$work/r20.lbq" --data fashion-mnist --limit-test 256 --reference \
+  --predictions "$work/r20_ref.csv" > /dev/null
+cmp "$work/r20_on.csv" "$work/r20_off.csv"
+cmp "$work/r20_on.csv" "$work/r20_ref.csv"
 
 # A method the integer format does not carry: refused, naming it.
 "$lowbit" train "${common[@]}" --limit-train 256 --limit-test 64 --quant p3 --wbits 4 --abits 4 \

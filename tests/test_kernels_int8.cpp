@@ -293,6 +293,23 @@ TEST_CASE("conv2d_u8s8s32: extreme values (x = 255, w = -128 or 127, zero point 
   }
 }
 
+// Per-channel requantization scales s (a typical accumulator swing onto [0, 1]), offsets t and
+// residual scales sr, drawn from seed.
+struct RequantScales {
+  std::vector<double> s, t, sr;
+};
+RequantScales random_requant_scales(int64_t K, double swing, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0.5, 1.5);
+  RequantScales r{std::vector<double>(size_t(K)), std::vector<double>(size_t(K)), std::vector<double>(size_t(K))};
+  for (int64_t k = 0; k < K; ++k) {
+    r.s[size_t(k)] = u(rng) / swing;
+    r.t[size_t(k)] = u(rng) - 1.0;
+    r.sr[size_t(k)] = u(rng) / 40000.0;
+  }
+  return r;
+}
+
 // conv2d_u8s8u8 (requantization fused) against conv2d_u8s8u8_ref, without a residual and with an
 // int32 (projection) or uint8 (identity) residual.
 void check_conv_requant(const Conv2dGeometry& g, uint8_t zp, int qmax, uint32_t seed = 21) {
@@ -306,14 +323,7 @@ void check_conv_requant(const Conv2dGeometry& g, uint8_t zp, int qmax, uint32_t 
   const PackedS8 packed = dw ? PackedS8{} : pack_conv_weights_s8(g, w.data());
   // Scales that map a typical accumulator swing onto [0, 1].
   const double swing = double(qmax) * 127.0 * double(g.R * g.S * g.C_per_group()) * 0.05;
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> u(0.5, 1.5);
-  std::vector<double> s(size_t(g.K)), t(size_t(g.K)), sr(size_t(g.K));
-  for (int64_t k = 0; k < g.K; ++k) {
-    s[size_t(k)] = u(rng) / swing;
-    t[size_t(k)] = u(rng) - 1.0;
-    sr[size_t(k)] = u(rng) / 40000.0;
-  }
+  auto [s, t, sr] = random_requant_scales(g.K, swing, seed);
   for (RequantResidual kind : {RequantResidual::none, RequantResidual::s32, RequantResidual::u8}) {
     CAPTURE(int(kind));
     if (kind == RequantResidual::u8)
@@ -533,14 +543,7 @@ TEST_CASE("conv2d_winograd_u8s8u8: fused requantization, with residuals") {
     WinogradPackedS8 packed;
     REQUIRE(pack_conv_weights_winograd_s8(g, w.data(), qmax, packed));
     const double swing = double(qmax) * 15.0 * double(9 * g.C) * 0.05;
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<double> u(0.5, 1.5);
-    std::vector<double> s(size_t(g.K)), t(size_t(g.K)), sr(size_t(g.K));
-    for (int64_t k = 0; k < g.K; ++k) {
-      s[size_t(k)] = u(rng) / swing;
-      t[size_t(k)] = u(rng) - 1.0;
-      sr[size_t(k)] = u(rng) / 40000.0;
-    }
+    auto [s, t, sr] = random_requant_scales(g.K, swing, seed);
     for (RequantResidual kind : {RequantResidual::none, RequantResidual::s32, RequantResidual::u8}) {
       CAPTURE(int(kind));
       if (kind == RequantResidual::u8)
