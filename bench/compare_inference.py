@@ -37,6 +37,18 @@ def steps_for(batch, steps):
     return steps * 10 if batch == 1 else steps
 
 
+MIN_WARMUP_SECONDS = 0.3  # as `lowbit bench` (cli/main.cpp, median_seconds): every side warms up alike
+
+
+def warm_up(call, calls):
+    """At least `calls` untimed calls, and more until MIN_WARMUP_SECONDS have passed."""
+    start = time.perf_counter()
+    i = 0
+    while i < calls or time.perf_counter() - start < MIN_WARMUP_SECONDS:
+        call()
+        i += 1
+
+
 def torch_worker(name, layout, threads, batch, steps, warmup):
     """Runs in a fresh subprocess: times the JIT-frozen model's forward, prints one JSON line."""
     import torch
@@ -53,8 +65,7 @@ def torch_worker(name, layout, threads, batch, steps, warmup):
     times = []
     with torch.no_grad():
         frozen = torch.jit.freeze(torch.jit.script(model.eval()))
-        for _ in range(max(warmup, 5)):  # the profiling executor optimizes after the first calls
-            frozen(x)
+        warm_up(lambda: frozen(x), max(warmup, 5))  # the profiling executor optimizes after the first calls
         start = time.perf_counter()
         for i in range(steps):  # at most ~4 s once 5 calls are timed (a starved run must not take minutes)
             t0 = time.perf_counter()

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 
-from compare_inference import INPUT, LOWBIT_ARGS, steps_for
+from compare_inference import INPUT, LOWBIT_ARGS, steps_for, warm_up
 from compare_inference import torch_worker as fp32_worker
 
 TARGETS = {  # lowbit-int / side: (label, target)
@@ -71,8 +71,7 @@ def int8_worker(name, threads, batch, steps, warmup):
             q, how = torch.jit.freeze(torch.jit.script(q)), "jit-frozen"
         except Exception as e:  # noqa: BLE001  (the converted module still runs)
             how = "eager (script failed: %s)" % str(e).splitlines()[0]
-        for _ in range(max(warmup, 5)):
-            q(x)
+        warm_up(lambda: q(x), max(warmup, 5))
         times, start = [], time.perf_counter()
         for i in range(steps):  # at most ~4 s once 5 calls are timed
             t0 = time.perf_counter()

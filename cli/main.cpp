@@ -139,14 +139,24 @@ int run_summary(int argc, char** argv) {
 }
 
 // ---- bench ----
-// Median seconds of `steps` calls of f after `warmup` untimed ones.
+// Median seconds of `steps` calls of f after the untimed warm-up: `warmup` calls, and more until the
+// warm-up has run for kMinWarmupSeconds. A short call (batch 8 through the integer engine: ~0.5 ms)
+// repeated after an idle period runs at half speed for its first ~100 calls on these 2-core VMs (the
+// second core's wake-up misses the call's second half, which the first thread then runs itself):
+// a count alone made such figures bimodal from one process to the next.
+constexpr double kMinWarmupSeconds = 0.3;
 template <class F>
 double median_seconds(int64_t warmup, int64_t steps, F&& f) {
-  std::vector<double> t;
-  for (int64_t i = 0; i < warmup + steps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
+  using Clock = std::chrono::steady_clock;
+  const auto w0 = Clock::now();
+  for (int64_t i = 0;
+       i < warmup || (warmup > 0 && std::chrono::duration<double>(Clock::now() - w0).count() < kMinWarmupSeconds); ++i)
     f();
-    if (i >= warmup) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  std::vector<double> t;
+  for (int64_t i = 0; i < steps; ++i) {
+    const auto t0 = Clock::now();
+    f();
+    t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
@@ -165,7 +175,7 @@ int run_bench(int argc, char** argv) {
                                    {"threads", "", "threads (default: LOWBIT_NUM_THREADS or all cores)"},
                                    {"steps", "20", "timed steps (after warm-up)"},
                                    {"lr", "0.01", "SGD learning rate of the timed steps"},
-                                   {"warmup", "3", "untimed warm-up steps"},
+                                   {"warmup", "3", "untimed warm-up steps (when > 0: at least 0.3 s of them)"},
                                    {"mode", "both", "train | infer | both | none: float passes timed (infer: no grad)"},
                                    {"integer", "", "also time the integer engine on the --quant model, exported", true},
                                    {"model-file", "", "with --integer: time this .lbq file instead of an export"},
