@@ -67,21 +67,49 @@ runs[lenet5-mnist-waveq-defaults]="--model lenet5 --data mnist:$data/mnist --epo
 runs[simplenet-waveq-snap]="${runs[simplenet-waveq-scaled]} --snap-beta"
 runs[resnet20-waveq-snap]="${runs[resnet20-waveq]} --snap-beta"
 
+# Issue 16 (Uhlich et al.): the float ResNet-20 (A), 60 cosine epochs, then 15-epoch fine-tunes of it
+# per cell (docs/results.md, "Mixed precision by parametrization"). u16-b8a8c-ft continues
+# u16-b8a8c-l1's best_within_budget.ckpt for 5 epochs with the bits frozen.
+r20a="--model resnet20 --variant A --data cifar10:$data/cifar-10 --batch 128 --optimizer sgd --momentum 0.9 --wd 2e-4 --schedule cosine --augment auto --checkpoint-every 5m"
+runs[u16-fp32]="$r20a --epochs 60 --lr 0.1"
+u16="$r20a --init $out/u16-fp32/checkpoint.ckpt --epochs 15"
+u16b="--weight-budget-kb 70 --act-budget-kb 8 --act-budget max"
+runs[u16-u3-w]="$u16 --quant u3 --wbits 4 --abits 32 --quantize-first-last --lr 0.03"
+runs[u16-u3-wa]="$u16 --quant u3 --wbits 4 --abits 4 --quantize-first-last --lr 0.03"
+runs[u16-p3-w]="$u16 --quant p3 --wbits 4 --abits 32 --quantize-first-last --lr 0.03"
+runs[u16-p3-wa]="$u16 --quant p3 --wbits 4 --abits 4 --quantize-first-last --lr 0.03"
+runs[u16-b8a]="$u16 --quant u3 --wbits 4 --abits 32 --quantize-first-last --weight-budget-kb 70 --lr 0.03"
+runs[u16-fixed2]="$u16 --quant u3 --wbits 2 --abits 32 --quantize-first-last --quantizer-lr 0 --lr 0.03"
+runs[u16-b8a8c]="$u16 --quant u3 --wbits 4 --abits 4 --quantize-first-last $u16b --lr 0.03"
+runs[u16-b8a8c-l1]="${runs[u16-b8a8c]} --budget-lambda 1"
+runs[u16-b8a8c-ft]="$r20a --init $out/u16-b8a8c-l1/best_within_budget.ckpt --epochs 5 --lr 0.003 --quantizer-lr 0 --quant u3 --wbits 4 --abits 4 --quantize-first-last $u16b --budget-lambda 1"
+# Issue 17 (Alizadeh et al.): 15-epoch continuations of u16-fp32 without and with the penalty, and the
+# STE-QAT 4/4 comparison; evaluated with lowbit eval --ptq 8/8,6/6,4/4.
+g17="$r20a --init $out/u16-fp32/checkpoint.ckpt --epochs 15 --lr 0.01"
+runs[g17-ft]="$g17"
+runs[g17-l1-1e-3]="$g17 --reg grad-l1 --lambda 1e-3"
+runs[g17-qat4]="$g17 --quant dorefa --wbits 4 --abits 4 --quantize-first-last"
+
 if [ "${1:-}" = list ]; then
   for name in $(printf '%s\n' "${!runs[@]}" | sort); do echo "$name: lowbit train ${runs[$name]}"; done
   exit 0
 fi
+# A run whose folder holds DONE is skipped; one with a checkpoint but no DONE continues from it
+# (RESUME=1 is the same, kept for older notes); DONE is written when `lowbit train` succeeds, so a
+# queue of runs can be restarted as a whole after a stopped session.
 for name in "$@"; do
   [ -n "${runs[$name]:-}" ] || { echo "unknown run '$name' (scripts/reproduce.sh BUILD list)"; exit 2; }
   mkdir -p "$out"
+  if [ -e "$out/$name/DONE" ]; then echo "== $name: done (remove $out/$name/DONE to run it again)"; continue; fi
   echo "== $name: lowbit train ${runs[$name]} --threads $threads --out $out/$name"
   start=$(date +%s)
-  if [ "${RESUME:-0}" = 1 ]; then
+  if [ "${RESUME:-0}" = 1 ] || [ -e "$out/$name/checkpoint.ckpt" ]; then
     # shellcheck disable=SC2086
     "$lowbit" train ${runs[$name]} --threads "$threads" --seed 1 --quiet --out "$out/$name" --resume | tee -a "$out/$name.log"
   else
     # shellcheck disable=SC2086
     "$lowbit" train ${runs[$name]} --threads "$threads" --seed 1 --quiet --out "$out/$name" | tee "$out/$name.log"
   fi
+  touch "$out/$name/DONE"
   echo "wall-clock: $(( $(date +%s) - start )) s" | tee -a "$out/$name.log"
 done
