@@ -89,6 +89,12 @@ g17="$r20a --init $out/u16-fp32/checkpoint.ckpt --epochs 15 --lr 0.01"
 runs[g17-ft]="$g17"
 runs[g17-l1-1e-3]="$g17 --reg grad-l1 --lambda 1e-3"
 runs[g17-qat4]="$g17 --quant dorefa --wbits 4 --abits 4 --quantize-first-last"
+# Issue 18 (Choi et al.): MSQE + partial-L2 pruning fine-tunes of u16-fp32, every layer quantized,
+# 8-bit activations (their cell sizes at lr 1e-6); then lowbit export --entropy-code.
+u18="$r20a --init $out/u16-fp32/checkpoint.ckpt --epochs 15 --lr 0.01 --quant msqe --reg msqe --msqe-lambda 0.01 --act-quantizer-lr 1e-6 --abits 8 --quantize-first-last --prune-overrides conv1=0.3,fc=0.5 --prune-at 0.3"
+runs[u18-r20-msqe-w3-p7]="$u18 --wbits 3 --prune-sparsity 0.7"
+runs[u18-r20-msqe-w3-p5]="$u18 --wbits 3 --prune-sparsity 0.5"
+runs[u18-r20-msqe-w4-p5]="$u18 --wbits 4 --prune-sparsity 0.5"
 
 if [ "${1:-}" = list ]; then
   for name in $(printf '%s\n' "${!runs[@]}" | sort); do echo "$name: lowbit train ${runs[$name]}"; done
