@@ -95,6 +95,18 @@ u18="$r20a --init $out/u16-fp32/checkpoint.ckpt --epochs 15 --lr 0.01 --quant ms
 runs[u18-r20-msqe-w3-p7]="$u18 --wbits 3 --prune-sparsity 0.7"
 runs[u18-r20-msqe-w3-p5]="$u18 --wbits 3 --prune-sparsity 0.5"
 runs[u18-r20-msqe-w4-p5]="$u18 --wbits 4 --prune-sparsity 0.5"
+# VGG-11 (BN) on CIFAR-10 for issues 17 and 19: the float net (30 cosine epochs, ~2 min an epoch on
+# 2 cores), then 15-epoch continuations as for ResNet-20 (issue 17), and the plain QAT side of
+# issue 19's DCQ pairs (the DCQ side: lowbit dcq --teacher $out/vgg-fp32/checkpoint.ckpt, the same
+# epochs, lr and QUANT; docs/results.md).
+vgg="--model vgg11_bn --data cifar10:$data/cifar-10 --batch 128 --optimizer sgd --momentum 0.9 --wd 5e-4 --schedule cosine --augment auto --checkpoint-every 5m"
+runs[vgg-fp32]="$vgg --epochs 30 --lr 0.05"
+vggc="$vgg --init $out/vgg-fp32/checkpoint.ckpt --epochs 15 --lr 0.01"
+runs[g17-vgg-ft]="$vggc"
+runs[g17-vgg-l1-1e-3]="$vggc --reg grad-l1 --lambda 1e-3"
+runs[g17-vgg-qat4]="$vggc --quant dorefa --wbits 4 --abits 4 --quantize-first-last"
+runs[u19-vgg-qat-bin]="$vggc --quant dorefa --wbits 1 --abits 32"
+runs[u19-vgg-qat-ter]="$vggc --quant ternary --abits 32"
 
 if [ "${1:-}" = list ]; then
   for name in $(printf '%s\n' "${!runs[@]}" | sort); do echo "$name: lowbit train ${runs[$name]}"; done
