@@ -79,6 +79,7 @@ runs[u16-u3-wa]="$u16 --quant u3 --wbits 4 --abits 4 --quantize-first-last --lr 
 runs[u16-p3-w]="$u16 --quant p3 --wbits 4 --abits 32 --quantize-first-last --lr 0.03"
 runs[u16-p3-wa]="$u16 --quant p3 --wbits 4 --abits 4 --quantize-first-last --lr 0.03"
 runs[u16-b8a]="$u16 --quant u3 --wbits 4 --abits 32 --quantize-first-last --weight-budget-kb 70 --lr 0.03"
+# (u16-fixed2's lr: 0.03 as the other cells; the flags recorded for the 2026-12-03 run do not say.)
 runs[u16-fixed2]="$u16 --quant u3 --wbits 2 --abits 32 --quantize-first-last --quantizer-lr 0 --lr 0.03"
 runs[u16-b8a8c]="$u16 --quant u3 --wbits 4 --abits 4 --quantize-first-last $u16b --lr 0.03"
 runs[u16-b8a8c-l1]="${runs[u16-b8a8c]} --budget-lambda 1"
