@@ -89,6 +89,8 @@ runs[u16-b8a8c-ft]="$r20a --init $out/u16-b8a8c-l1/best_within_budget.ckpt --epo
 g17="$r20a --init $out/u16-fp32/checkpoint.ckpt --epochs 15 --lr 0.01"
 runs[g17-ft]="$g17"
 runs[g17-l1-1e-3]="$g17 --reg grad-l1 --lambda 1e-3"
+# The same penalty with its gradient by finite differences of the gradient (about 2x a plain step).
+runs[g17-l1-fd-1e-3]="$g17 --reg grad-l1 --lambda 1e-3 --grad-l1-mode fd"
 runs[g17-qat4]="$g17 --quant dorefa --wbits 4 --abits 4 --quantize-first-last"
 # Issue 18 (Choi et al.): MSQE + partial-L2 pruning fine-tunes of u16-fp32, every layer quantized,
 # 8-bit activations (their cell sizes at lr 1e-6); then lowbit export --entropy-code.
@@ -106,11 +108,23 @@ vggc="$vgg --init $out/vgg-fp32/checkpoint.ckpt --epochs 15 --lr 0.01"
 runs[g17-vgg-ft]="$vggc"
 runs[g17-vgg-l1-1e-3]="$vggc --reg grad-l1 --lambda 1e-3"
 runs[g17-vgg-qat4]="$vggc --quant dorefa --wbits 4 --abits 4 --quantize-first-last"
-runs[u19-vgg-qat-bin]="$vggc --quant dorefa --wbits 1 --abits 32"
-runs[u19-vgg-qat-ter]="$vggc --quant ternary --abits 32"
+# Issue 19's VGG-11 pairs: 10 epochs each (DCQ's and QAT's alike), lr 0.01 cosine, first and last
+# layers in float; then 3 epochs of end-to-end fine-tuning of the stitched DCQ nets. A run starting
+# with "dcq " is a `lowbit dcq` command.
+u19v="--batch 128 --optimizer sgd --momentum 0.9 --wd 5e-4 --schedule cosine --augment auto --checkpoint-every 5m --epochs 10 --lr 0.01"
+u19bin="--quant dorefa --wbits 1 --abits 32"
+u19ter="--quant ternary --abits 32"
+runs[u19-vgg-qat-bin]="--model vgg11_bn --data cifar10:$data/cifar-10 --init $out/vgg-fp32/checkpoint.ckpt $u19v $u19bin"
+runs[u19-vgg-qat-ter]="--model vgg11_bn --data cifar10:$data/cifar-10 --init $out/vgg-fp32/checkpoint.ckpt $u19v $u19ter"
+runs[u19-vgg-dcq-bin]="dcq --teacher $out/vgg-fp32/checkpoint.ckpt $u19v $u19bin"
+runs[u19-vgg-dcq-ter]="dcq --teacher $out/vgg-fp32/checkpoint.ckpt $u19v $u19ter"
+runs[u19-vgg-dcq-bin-ft]="$vgg --init $out/u19-vgg-dcq-bin/checkpoint.ckpt --epochs 3 --lr 0.002 $u19bin"
+runs[u19-vgg-dcq-ter-ft]="$vgg --init $out/u19-vgg-dcq-ter/checkpoint.ckpt --epochs 3 --lr 0.002 $u19ter"
 
 if [ "${1:-}" = list ]; then
-  for name in $(printf '%s\n' "${!runs[@]}" | sort); do echo "$name: lowbit train ${runs[$name]}"; done
+  for name in $(printf '%s\n' "${!runs[@]}" | sort); do
+    case ${runs[$name]} in dcq\ *) echo "$name: lowbit ${runs[$name]}" ;; *) echo "$name: lowbit train ${runs[$name]}" ;; esac
+  done
   exit 0
 fi
 # A run whose folder holds DONE is skipped; one with a checkpoint but no DONE continues from it
@@ -120,14 +134,16 @@ for name in "$@"; do
   [ -n "${runs[$name]:-}" ] || { echo "unknown run '$name' (scripts/reproduce.sh BUILD list)"; exit 2; }
   mkdir -p "$out"
   if [ -e "$out/$name/DONE" ]; then echo "== $name: done (remove $out/$name/DONE to run it again)"; continue; fi
-  echo "== $name: lowbit train ${runs[$name]} --threads $threads --out $out/$name"
+  command=train args=${runs[$name]}
+  case $args in dcq\ *) command=dcq args=${args#dcq } ;; esac
+  echo "== $name: lowbit $command $args --threads $threads --out $out/$name"
   start=$(date +%s)
   if [ "${RESUME:-0}" = 1 ] || [ -e "$out/$name/checkpoint.ckpt" ]; then
     # shellcheck disable=SC2086
-    "$lowbit" train ${runs[$name]} --threads "$threads" --seed 1 --quiet --out "$out/$name" --resume | tee -a "$out/$name.log"
+    "$lowbit" $command $args --threads "$threads" --seed 1 --quiet --out "$out/$name" --resume | tee -a "$out/$name.log"
   else
     # shellcheck disable=SC2086
-    "$lowbit" train ${runs[$name]} --threads "$threads" --seed 1 --quiet --out "$out/$name" | tee "$out/$name.log"
+    "$lowbit" $command $args --threads "$threads" --seed 1 --quiet --out "$out/$name" | tee "$out/$name.log"
   fi
   touch "$out/$name/DONE"
   echo "wall-clock: $(( $(date +%s) - start )) s" | tee -a "$out/$name.log"
