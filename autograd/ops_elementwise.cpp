@@ -1,5 +1,6 @@
 // Elementwise ops: forward through core/math, backward written in Variable ops (so it can be
 // recorded for double backward). g = dL/d(out).
+#include "autograd/kink_tape.h"
 #include "autograd/ops.h"
 #include "core/math.h"
 #include "core/strided.h"
@@ -221,6 +222,10 @@ Variable sigmoid(const Variable& a) {
 }
 
 Variable relu(const Variable& a) {
+  if (KinkTape* tape = KinkTape::current()) {  // a replayed pass: the recorded branch (autograd/kink_tape.h)
+    if (tape->mode() == KinkTape::Mode::replay) return mul_mask(a, math::gt(tape->next("relu", a.shape()), 0.0));
+    tape->push("relu", a.data());
+  }
   return make_result(math::relu(a.data()), "relu", {a}, [a](const Variable& g, const Variable&) {
     if (!GradMode::enabled())
       return std::vector<Variable>{masked_grad(g, a, "relu_backward", [](auto x) { return x > decltype(x)(0); })};
@@ -229,7 +234,12 @@ Variable relu(const Variable& a) {
 }
 
 Variable add_relu(const Variable& a, const Variable& b) {
-  return make_result(
+  KinkTape* tape = KinkTape::current();
+  if (tape && tape->mode() == KinkTape::Mode::replay) {
+    const Variable sum = add(a, b);
+    return mul_mask(sum, math::gt(tape->next("add_relu", sum.shape()), 0.0));
+  }
+  Variable out = make_result(
       math::add_relu(a.data(), b.data()), "add_relu", {a, b},
       [a, b](const Variable& g, const Variable& out) {
         // out > 0 exactly where a + b > 0.
@@ -240,9 +250,20 @@ Variable add_relu(const Variable& a, const Variable& b) {
                                      b.requires_grad() ? sum_to(masked, b.shape()) : Variable()};
       },
       true);
+  if (tape) tape->push("add_relu", out.data());
+  return out;
 }
 
 Variable clamp(const Variable& a, double lo, double hi) {
+  if (KinkTape* tape = KinkTape::current()) {
+    if (tape->mode() == KinkTape::Mode::replay) {  // a where the recorded input was inside, else its bound
+      const Tensor& ref = tape->next("clamp", a.shape());
+      const Tensor inside = math::mul(math::ge(ref, lo), math::le(ref, hi));
+      const Tensor bound = math::clamp(ref, lo, hi);
+      return add(mul_mask(a, inside), Variable(math::sub(bound, math::mul(bound, inside))));
+    }
+    tape->push("clamp", a.data());
+  }
   return make_result(math::clamp(a.data(), lo, hi), "clamp", {a}, [a, lo, hi](const Variable& g, const Variable&) {
     if (!GradMode::enabled())
       return std::vector<Variable>{masked_grad(g, a, "clamp_backward", [lo, hi](auto x) {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <memory>
 
+#include "autograd/kink_tape.h"
 #include "autograd/ops.h"
 #include "autograd/ops_nn.h"
 #include "core/distributed.h"
@@ -359,8 +360,16 @@ Variable sync_batch_norm(const Variable& x, const Variable& gamma, const Variabl
 
 Variable batch_norm_relu(const Variable& x, const Variable& gamma, const Variable& beta, Tensor running_mean,
                          Tensor running_var, bool training, double momentum, double eps) {
-  return batch_norm_impl(x, gamma, beta, std::move(running_mean), std::move(running_var), training, momentum, eps,
-                         true);
+  KinkTape* tape = KinkTape::current();
+  if (tape && tape->mode() == KinkTape::Mode::replay) {  // the recorded ReLU branch (autograd/kink_tape.h)
+    const Variable y = batch_norm_impl(x, gamma, beta, std::move(running_mean), std::move(running_var), training,
+                                       momentum, eps, false);
+    return mul_mask(y, math::gt(tape->next("batch_norm_relu", y.shape()), 0.0));
+  }
+  Variable y =
+      batch_norm_impl(x, gamma, beta, std::move(running_mean), std::move(running_var), training, momentum, eps, true);
+  if (tape) tape->push("batch_norm_relu", y.data());
+  return y;
 }
 
 Variable dropout(const Variable& x, double p, bool training, Generator& gen) {

@@ -1,5 +1,6 @@
 // Pooling. All pooling maps are linear in their input once the max-pool argmax is fixed, so each
 // op's backward is its adjoint, recorded as an op whose own backward is the original map.
+#include "autograd/kink_tape.h"
 #include "autograd/ops.h"
 #include "autograd/ops_nn.h"
 #include "core/kernels/pool.h"
@@ -114,12 +115,16 @@ Variable global_pool_adjoint(const Variable& gy, const Shape& s) {
 
 Variable max_pool2d(const Variable& x, const Pool2dOptions& opt) {
   const auto g = geometry(x.shape(), opt, "max_pool2d");
+  KinkTape* tape = KinkTape::current();  // a replayed pass: the recorded winners (autograd/kink_tape.h)
+  if (tape && tape->mode() == KinkTape::Mode::replay)
+    return max_pool_gather(x, tape->next("max_pool2d", {g.N, g.P(), g.Q(), g.C}), g);
   const Tensor xc = channels_last(x.data());
   Tensor y = Tensor::empty({g.N, g.C, g.P(), g.Q()}, xc.dtype(), MemoryFormat::channels_last);
   Tensor argmax = Tensor::empty({g.N, g.P(), g.Q(), g.C}, DType::i32);
   LOWBIT_DISPATCH_FLOAT(xc.dtype(), "max_pool2d", [&] {
     kernels::max_pool2d_forward(g, xc.data<scalar_t>(), y.data<scalar_t>(), argmax.data<int32_t>());
   });
+  if (tape) tape->push("max_pool2d", argmax);
   return make_result(y, "max_pool2d", {x}, [argmax, g](const Variable& gg, const Variable&) {
     return std::vector<Variable>{max_pool_scatter(gg, argmax, g)};
   });

@@ -2,8 +2,10 @@
 #include "quant/grad_l1.h"
 
 #include <cmath>
+#include <optional>
 #include <vector>
 
+#include "autograd/kink_tape.h"
 #include "autograd/ops.h"
 #include "core/math.h"
 #include "core/parallel.h"
@@ -229,8 +231,11 @@ GradL1Penalty GradL1Regularizer::fd_step(Module& model, const std::function<Vari
   // Pass 1 at theta: dL/dtheta and dL/da (the activations captured), P's value at theta.
   Variable loss;
   std::vector<Variable> acts;
+  KinkTape kinks;  // pass 1's ReLU masks and max-pooling winners, replayed in pass 2
   {
     ActivationCapture capture = this->capture();
+    std::optional<KinkTape::Scope> record;
+    if (options_.fd_freeze_kinks) record.emplace(kinks, KinkTape::Mode::record);
     loss = forward();
     acts = capture.activations();
   }
@@ -287,7 +292,12 @@ GradL1Penalty GradL1Regularizer::fd_step(Module& model, const std::function<Vari
   std::vector<Variable> g1;
   {
     ActivationOffsets offsets(activation_modules_, act_dir);
-    const Variable loss1 = forward();
+    Variable loss1;
+    {
+      std::optional<KinkTape::Scope> replay;
+      if (options_.fd_freeze_kinks) replay.emplace(kinks, KinkTape::Mode::replay);
+      loss1 = forward();
+    }
     g1 = grad({loss1}, params, {}, false, false, /*allow_unused=*/true);
   }
   for (size_t i = 0; i < params.size(); ++i)

@@ -61,7 +61,11 @@ struct GradL1Options {
   double lambda_w = 1e-3;
   double lambda_a = 1e-3;
   GradL1Mode mode = GradL1Mode::exact;
-  double fd_step = 3e-3;  // fd: the size of the perturbation of each weight and activation element
+  double fd_step = 1e-4;  // fd: the size of the perturbation of each weight and activation element
+  // fd: the perturbed pass takes the first pass's ReLU / clamp branches and max-pooling winners
+  // (autograd/kink_tape.h), so no unit switches between the passes. false: each pass chooses its own
+  // (the plain forward difference; for comparisons).
+  bool fd_freeze_kinks = true;
 };
 
 // Scoped capture of the activation modules' outputs: while it lives, each module's output hook is
@@ -124,11 +128,14 @@ class GradL1Regularizer {
   // constant). Buffers (batch-norm statistics) and Dropout generators are put back between the two
   // passes, so the second sees the same statistics and masks, and left as the first pass left them;
   // the weights are restored bit for bit. A non-finite loss skips the second pass (grads: g_0).
-  // Approximate: a ReLU unit within the step of 0 switches between the passes (a max-pooling tie of
-  // ReLU zeros breaks), an O(1) error a smaller step does not remove. Measured against the exact
-  // gradient (docs/quantization.md): ~1e-6 in float64 on small nets without such ties; cosine ~0.7
-  // for ResNet-20 in float32. With a weight quantizer the perturbed shadow weights may round to the
-  // same levels: the difference then misses the straight-through curvature the exact mode sees.
+  // Kinks frozen (fd_freeze_kinks, the default): the second pass replays the first's ReLU and clamp
+  // branches and max-pooling winners, so it runs on the same linear piece that double backward
+  // differentiates, and the difference is the exact Hessian-vector product up to O(e) terms (the
+  // convolutions' bilinear cross terms, batch norm's curvature). Not frozen, a ReLU unit within the
+  // step of 0 switches between the passes (a max-pooling tie of ReLU zeros breaks): an O(1) error a
+  // smaller step does not remove. Measured against the exact gradient (docs/quantization.md). With a
+  // weight quantizer the perturbed shadow weights may round to the same levels: the difference then
+  // misses the straight-through curvature the exact mode sees.
   GradL1Penalty fd_step(Module& model, const std::function<Variable()>& forward) const;
 
   const GradL1Options& options() const { return options_; }

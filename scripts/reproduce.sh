@@ -98,6 +98,14 @@ u18="$r20a --init $out/u16-fp32/checkpoint.ckpt --epochs 15 --lr 0.01 --quant ms
 runs[u18-r20-msqe-w3-p7]="$u18 --wbits 3 --prune-sparsity 0.7"
 runs[u18-r20-msqe-w3-p5]="$u18 --wbits 3 --prune-sparsity 0.5"
 runs[u18-r20-msqe-w4-p5]="$u18 --wbits 4 --prune-sparsity 0.5"
+# MobileNet-v1 (cifar variant) on CIFAR-10 for issue 18, the stand-in for the paper's ImageNet
+# MobileNet: the float net, then MSQE + pruning fine-tunes as above; the depthwise layers (model.N.0,
+# 3x3 per channel, 1 % of the weights) pruned less.
+mb="--model mobilenet_v1 --variant cifar --data cifar10:$data/cifar-10 --batch 128 --optimizer sgd --momentum 0.9 --wd 5e-4 --schedule cosine --augment auto --checkpoint-every 5m"
+runs[mbv1-fp32]="$mb --epochs 30 --lr 0.05"
+u18mb="$mb --init $out/mbv1-fp32/checkpoint.ckpt --epochs 15 --lr 0.01 --quant msqe --reg msqe --msqe-lambda 0.01 --act-quantizer-lr 1e-6 --abits 8 --quantize-first-last --prune-overrides model.*.0=0.2,fc=0.5 --prune-at 0.3"
+runs[u18-mbv1-msqe-w4-p5]="$u18mb --wbits 4 --prune-sparsity 0.5"
+runs[u18-mbv1-msqe-w4-p7]="$u18mb --wbits 4 --prune-sparsity 0.7"
 # VGG-11 (BN) on CIFAR-10 for issues 17 and 19: the float net (30 cosine epochs, ~2 min an epoch on
 # 2 cores), then 15-epoch continuations as for ResNet-20 (issue 17), and the plain QAT side of
 # issue 19's DCQ pairs (the DCQ side: lowbit dcq --teacher $out/vgg-fp32/checkpoint.ckpt, the same

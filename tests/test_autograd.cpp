@@ -5,7 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "autograd/kink_tape.h"
 #include "autograd/ops.h"
+#include "autograd/ops_nn.h"
 #include "core/math.h"
 
 using namespace lowbit;
@@ -150,4 +152,99 @@ TEST_CASE("errors: wrong gradient shape, requires_grad on a non-leaf or an integ
   CHECK_THROWS_AS(y.backward(Variable(Tensor::ones({3}, DType::f64))), Error);
   CHECK_THROWS_AS(y.requires_grad_(false), Error);
   CHECK_THROWS_AS(Variable(Tensor::ones({2}, DType::i32), true), Error);
+}
+
+// autograd/kink_tape.h: a recorded pass and its replay at the same inputs agree bit for bit (values and
+// gradients); replayed at moved inputs, every piecewise-linear op keeps the recorded branch, where the
+// plain op switches.
+TEST_CASE("kink tape: replay takes the recorded branches of relu, add_relu, batch_norm_relu, clamp, max_pool2d") {
+  Generator gen(7);
+  const Tensor x0 = Tensor::randn({2, 3, 4, 4}, gen, DType::f64);
+  const Tensor b0 = Tensor::randn({2, 3, 4, 4}, gen, DType::f64);
+  const Tensor gamma0 = Tensor::randn({3}, gen, DType::f64), beta0 = Tensor::randn({3}, gen, DType::f64);
+  const Tensor dx = math::mul(Tensor::randn({2, 3, 4, 4}, gen, DType::f64), 0.7);  // moves many units across 0
+  const Pool2dOptions pool{};
+  // Every op once; returns the sum of the outputs' weighted sums and the gradients to x.
+  auto run = [&](const Tensor& xt, std::vector<Tensor>* outs) {
+    Variable x(xt.clone(), true), b(b0.clone(), false), gamma(gamma0.clone(), true), beta(beta0.clone(), true);
+    const std::vector<Variable> ys = {relu(x), add_relu(x, b),
+                                      batch_norm_relu(x, gamma, beta, Tensor(), Tensor(), true), clamp(x, -0.3, 0.4),
+                                      max_pool2d(x, pool)};
+    Variable total;
+    for (size_t i = 0; i < ys.size(); ++i) {
+      outs->push_back(ys[i].data().clone());
+      Generator wgen(100 + i);
+      const Variable w(Tensor::randn(ys[i].shape(), wgen, DType::f64));
+      const Variable t = sum(mul(ys[i], w));
+      total = total.defined() ? add(total, t) : t;
+    }
+    return grad({total}, {x, gamma, beta});
+  };
+  KinkTape tape;
+  std::vector<Tensor> rec_out, rep_out, moved_out, plain_moved_out;
+  std::vector<Variable> rec_g, rep_g;
+  {
+    KinkTape::Scope s(tape, KinkTape::Mode::record);
+    rec_g = run(x0, &rec_out);
+  }
+  CHECK(tape.size() == 5);
+  {
+    KinkTape::Scope s(tape, KinkTape::Mode::replay);
+    rep_g = run(x0, &rep_out);
+  }
+  for (size_t i = 0; i < rec_out.size(); ++i) {
+    CAPTURE(i);
+    CHECK(math::amax(math::abs(math::sub(rec_out[i], rep_out[i]))).item() == 0.0);
+  }
+  for (size_t i = 0; i < rec_g.size(); ++i)
+    CHECK(math::amax(math::abs(math::sub(rec_g[i].data(), rep_g[i].data()))).item() < 1e-14);
+  // At x0 + dx: the replayed outputs are the recorded branches' linear pieces at the new input.
+  const Tensor x1 = math::add(x0, dx);
+  {
+    KinkTape::Scope s(tape, KinkTape::Mode::replay);
+    run(x1, &moved_out);
+  }
+  run(x1, &plain_moved_out);  // no tape: the ops choose their branches again
+  const Tensor mask = math::gt(x0, 0.0);
+  CHECK(math::amax(math::abs(math::sub(moved_out[0], math::mul(x1, mask)))).item() == 0.0);
+  const Tensor mask_sum = math::gt(math::add(x0, b0), 0.0);
+  CHECK(math::amax(math::abs(math::sub(moved_out[1], math::mul(math::add(x1, b0), mask_sum)))).item() == 0.0);
+  const Tensor inside = math::mul(math::ge(x0, -0.3), math::le(x0, 0.4));
+  const Tensor clamp_expect = math::add(
+      math::mul(x1, inside), math::sub(math::clamp(x0, -0.3, 0.4), math::mul(math::clamp(x0, -0.3, 0.4), inside)));
+  CHECK(math::amax(math::abs(math::sub(moved_out[3], clamp_expect))).item() < 1e-15);
+  // The plain ops switched somewhere (else the case above tests nothing).
+  CHECK(math::amax(math::abs(math::sub(moved_out[0], plain_moved_out[0]))).item() > 0.0);
+  CHECK(math::amax(math::abs(math::sub(moved_out[2], plain_moved_out[2]))).item() > 0.0);
+  CHECK(math::amax(math::abs(math::sub(moved_out[4], plain_moved_out[4]))).item() > 0.0);
+  // Max pooling at the recorded winners: every output is one of its window's inputs, the recorded one.
+  {
+    KinkTape::Scope s(tape, KinkTape::Mode::replay);
+    std::vector<Tensor> again;
+    run(x0, &again);
+    CHECK(math::amax(math::abs(math::sub(again[4], rec_out[4]))).item() == 0.0);
+  }
+  // A replay that differs from the recording is an error naming both ops.
+  {
+    KinkTape::Scope s(tape, KinkTape::Mode::replay);
+    Variable x(x0.clone(), true);
+    const std::string msg = [&] {
+      try {
+        clamp(x, 0, 1);
+      } catch (const Error& e) {
+        return std::string(e.what());
+      }
+      return std::string();
+    }();
+    CHECK(msg.find("recorded by relu") != std::string::npos);
+    CHECK(msg.find("replayed by clamp") != std::string::npos);
+  }
+  {
+    KinkTape::Scope s(tape, KinkTape::Mode::replay);
+    Variable x(x0.clone(), true);
+    std::vector<Tensor> outs;
+    run(x0, &outs);
+    CHECK_THROWS_AS(relu(x), Error);  // the tape has run out
+  }
+  CHECK(KinkTape::current() == nullptr);
 }
