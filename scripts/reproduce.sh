@@ -92,6 +92,8 @@ runs[g17-l1-1e-3]="$g17 --reg grad-l1 --lambda 1e-3"
 # The same penalty with its gradient by finite differences of the gradient (about 2x a plain step).
 runs[g17-l1-fd-1e-3]="$g17 --reg grad-l1 --lambda 1e-3 --grad-l1-mode fd"
 runs[g17-qat4]="$g17 --quant dorefa --wbits 4 --abits 4 --quantize-first-last"
+# Issue 15's mixed-bit model (docs/format.md): DoReFa 4/4 with WaveQ on every layer, bits learned 3-4.
+runs[r20-waveq44]="$g17 --quant dorefa --wbits 4 --abits 4 --quantize-first-last --reg waveq --lambda-w 100 --lambda-beta 5 --beta-lr 0.01"
 # Issue 18 (Choi et al.): MSQE + partial-L2 pruning fine-tunes of u16-fp32, every layer quantized,
 # 8-bit activations (their cell sizes at lr 1e-6); then lowbit export --entropy-code.
 u18="$r20a --init $out/u16-fp32/checkpoint.ckpt --epochs 15 --lr 0.01 --quant msqe --reg msqe --msqe-lambda 0.01 --act-quantizer-lr 1e-6 --abits 8 --quantize-first-last --prune-overrides conv1=0.3,fc=0.5 --prune-at 0.3"
