@@ -87,7 +87,7 @@ std::vector<OptionSpec> quant_option_specs() {
        "differences of the gradient, the second pass replaying the first's ReLU branches and max-pooling winners: "
        "one more forward and backward pass, about 2x; equal to exact up to O(step), for float weights: "
        "docs/quantization.md)"},
-      {"grad-l1-fd-step", "1e-4", "--grad-l1-mode fd: the perturbation of each weight and activation element"},
+      {"grad-l1-fd-step", "1e-6", "--grad-l1-mode fd: the perturbation of each weight and activation element"},
       {"msqe-lambda", "1",
        "--reg msqe: lambda of alpha R - lambda log alpha (alpha settles at lambda / R; docs/quantization.md)"},
       {"prune-sparsity", "",

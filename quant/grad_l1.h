@@ -61,7 +61,7 @@ struct GradL1Options {
   double lambda_w = 1e-3;
   double lambda_a = 1e-3;
   GradL1Mode mode = GradL1Mode::exact;
-  double fd_step = 1e-4;  // fd: the size of the perturbation of each weight and activation element
+  double fd_step = 1e-6;  // fd: the size of the perturbation of each weight and activation element
   // fd: the perturbed pass takes the first pass's ReLU / clamp branches and max-pooling winners
   // (autograd/kink_tape.h), so no unit switches between the passes. false: each pass chooses its own
   // (the plain forward difference; for comparisons).
