@@ -48,7 +48,6 @@ class KinkTape {
   // replay: the next recorded tensor, which must come from `op` and have shape `shape`.
   const Tensor& next(const char* op, const Shape& shape);
   size_t size() const { return entries_.size(); }
-  void clear() { entries_.clear(); }
 
  private:
   struct Entry {
