@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "quant/grad_l1.h"
 #include "quant/methods.h"
 
 namespace lowbit::cli {
@@ -17,9 +18,17 @@ int bits_option(const Options& o, const char* key, const quant::BitRange& range,
   return int(b);
 }
 
+// A library default as the option's default text ("%g": 1e-06, 0.001).
+std::string default_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 }  // namespace
 
 std::vector<OptionSpec> quant_option_specs() {
+  const quant::GradL1Options grad_l1;
   return {
       {"quant", "none", "quantizer: " + quant::method_names(" | ") + " (lowbit methods describes them)"},
       {"wbits", "", "weight bits, sign included (default: the method's; with --reg, the start or target)"},
@@ -75,7 +84,7 @@ std::vector<OptionSpec> quant_option_specs() {
        "the weight budget's penalty coefficient, and the activation budget's unless --act-budget-lambda (sizes in "
        "kB; 0.1 as the paper on CIFAR-10)"},
       {"act-budget-lambda", "", "the activation budget's penalty coefficient (default: --budget-lambda)"},
-      {"lambda", "1e-3",
+      {"lambda", default_text(grad_l1.lambda_w),
        "--reg grad-l1: lambda of lambda sum_l ||dL/dW_l||_1 + lambda sum_l ||dL/da_l||_1 (W: Conv2d/Linear "
        "weights, a: ReLU/ReLU6/Hardtanh outputs; L: the batch-mean loss)"},
       {"lambda-a", "", "--reg grad-l1: lambda of the activation term (default: --lambda; 0: weights only)"},
@@ -87,7 +96,8 @@ std::vector<OptionSpec> quant_option_specs() {
        "differences of the gradient, the second pass replaying the first's ReLU branches and max-pooling winners: "
        "one more forward and backward pass, about 2x; equal to exact up to O(step), for float weights: "
        "docs/quantization.md)"},
-      {"grad-l1-fd-step", "1e-6", "--grad-l1-mode fd: the perturbation of each weight and activation element"},
+      {"grad-l1-fd-step", default_text(grad_l1.fd_step),
+       "--grad-l1-mode fd: the perturbation of each weight and activation element"},
       {"msqe-lambda", "1",
        "--reg msqe: lambda of alpha R - lambda log alpha (alpha settles at lambda / R; docs/quantization.md)"},
       {"prune-sparsity", "",
