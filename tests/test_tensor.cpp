@@ -237,6 +237,15 @@ TEST_CASE("all_finite: NaN and +-inf anywhere, any dtype and layout") {
       }
     }
     CHECK(math::all_finite(Tensor::full({4}, 3.0e38, dt)));  // large but finite
+    // Several parallel chunks of 64 K values: a bad value at either end of a chunk, or the last one.
+    const int64_t n = 3 * 65536 + 17;
+    CHECK(math::all_finite(Tensor::full({n}, 1.5, dt)));
+    for (int64_t i : {int64_t(0), int64_t(65535), int64_t(65536), 2 * int64_t(65536) + 5, n - 1}) {
+      std::vector<double> v(size_t(n), -2.0);
+      v[size_t(i)] = i % 2 ? double(INFINITY) : std::nan("");
+      CHECK_FALSE(math::all_finite(Tensor::from_vector(v, {n}).to(dt)));
+    }
+    CHECK(math::all_finite(Tensor::full({n}, dt == DType::f32 ? 3.4e38 : 1.7e308, dt)));  // the largest finite
   }
   CHECK(math::all_finite(Tensor::from_vector(std::vector<int32_t>{1, 2}, {2})));  // integers are finite
 }
