@@ -5,6 +5,7 @@
 // combined in order), so results do not depend on the thread count.
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -263,14 +264,14 @@ bool all_finite(const Tensor& a_in) {
     // parallel. The fit loop checks every gradient and weight each step (train/fit.cpp).
     using bits_t = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>;
     constexpr bits_t exponent = sizeof(scalar_t) == 4 ? bits_t(0x7f800000u) : bits_t(0x7ff0000000000000ull);
-    const auto* p = reinterpret_cast<const bits_t*>(a.data<scalar_t>());
+    const scalar_t* p = a.data<scalar_t>();
     const int64_t n = a.numel(), chunk = int64_t(1) << 16;
     std::atomic<bool> bad{false};
     parallel_for(0, (n + chunk - 1) / chunk, 2, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1 && !bad.load(std::memory_order_relaxed); ++c) {
         const int64_t i1 = std::min(n, (c + 1) * chunk);
         bool any = false;
-        for (int64_t i = c * chunk; i < i1; ++i) any |= (p[i] & exponent) == exponent;
+        for (int64_t i = c * chunk; i < i1; ++i) any |= (std::bit_cast<bits_t>(p[i]) & exponent) == exponent;
         if (any) bad.store(true, std::memory_order_relaxed);
       }
     });
