@@ -36,8 +36,15 @@ fi
 # Build type None: the ordinary library, which only fuzz_config links (for cli/trainer.cpp's option
 # table), compiles without optimisation; the harnesses and the readers they test get -O1 and the
 # sanitizers from tests/fuzz/CMakeLists.txt.
+# LOWBIT_FUZZ_PREBUILT_LIB (set by the suite: its own build's liblowbit.a, with LOWBIT_FUZZ_WITH_MPI its
+# MPI setting): fuzz_config links that library instead of compiling lowbit once more with clang.
+prebuilt=()
+if [ -n "${LOWBIT_FUZZ_PREBUILT_LIB:-}" ]; then
+  prebuilt=(-DLOWBIT_FUZZ_PREBUILT_LIB="$LOWBIT_FUZZ_PREBUILT_LIB" -DLOWBIT_WITH_MPI="${LOWBIT_FUZZ_WITH_MPI:-AUTO}")
+fi
 cmake -S "$root" -B "$build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=None -DLOWBIT_FUZZ=ON \
-  -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCH=OFF -DLOWBIT_BUILD_CLI=OFF -DLOWBIT_BUILD_EXAMPLES=OFF > "$build.configure.log" 2>&1 ||
+  -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCH=OFF -DLOWBIT_BUILD_CLI=OFF -DLOWBIT_BUILD_EXAMPLES=OFF \
+  "${prebuilt[@]}" > "$build.configure.log" 2>&1 ||
   { cat "$build.configure.log"; exit 1; }
 cmake --build "$build" -j "$(nproc)" --target fuzzers
 
