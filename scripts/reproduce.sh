@@ -123,6 +123,12 @@ runs[g17-vgg-l1-1e-3]="$vggc --reg grad-l1 --lambda 1e-3"
 runs[g17-vgg-l1-fd-1e-3]="$vggc --reg grad-l1 --lambda 1e-3 --grad-l1-mode fd"
 runs[g17-vgg-l1-fd-3e-4]="$vggc --reg grad-l1 --lambda 3e-4 --grad-l1-mode fd"
 runs[g17-vgg-qat4]="$vggc --quant dorefa --wbits 4 --abits 4 --quantize-first-last"
+# The same three continuations in 5 epochs (lr 0.01 cosine): what fits one 3-hour session after the
+# float net (~75 min), since run folders do not survive from one session's machine to the next.
+vggc5="$vgg --init $out/vgg-fp32/checkpoint.ckpt --epochs 5 --lr 0.01"
+runs[g17-vgg5-ft]="$vggc5"
+runs[g17-vgg5-l1-fd-1e-3]="$vggc5 --reg grad-l1 --lambda 1e-3 --grad-l1-mode fd"
+runs[g17-vgg5-qat4]="$vggc5 --quant dorefa --wbits 4 --abits 4 --quantize-first-last"
 # Issue 19's VGG-11 pairs: 10 epochs each (DCQ's and QAT's alike), lr 0.01 cosine, first and last
 # layers in float; then 3 epochs of end-to-end fine-tuning of the stitched DCQ nets. A run starting
 # with "dcq " is a `lowbit dcq` command.
