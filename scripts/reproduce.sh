@@ -128,6 +128,7 @@ runs[g17-vgg-qat4]="$vggc --quant dorefa --wbits 4 --abits 4 --quantize-first-la
 vggc5="$vgg --init $out/vgg-fp32/checkpoint.ckpt --epochs 5 --lr 0.01"
 runs[g17-vgg5-ft]="$vggc5"
 runs[g17-vgg5-l1-fd-1e-3]="$vggc5 --reg grad-l1 --lambda 1e-3 --grad-l1-mode fd"
+runs[g17-vgg5-l1-fd-3e-4]="$vggc5 --reg grad-l1 --lambda 3e-4 --grad-l1-mode fd"
 runs[g17-vgg5-qat4]="$vggc5 --quant dorefa --wbits 4 --abits 4 --quantize-first-last"
 # Issue 19's VGG-11 pairs: 10 epochs each (DCQ's and QAT's alike), lr 0.01 cosine, first and last
 # layers in float; then 3 epochs of end-to-end fine-tuning of the stitched DCQ nets. A run starting
