@@ -38,7 +38,7 @@ fi
 # sanitizers from tests/fuzz/CMakeLists.txt.
 # LOWBIT_FUZZ_PREBUILT_LIB (set by the suite: its own build's liblowbit.a, with LOWBIT_FUZZ_WITH_MPI its
 # MPI setting): fuzz_config links that library instead of compiling lowbit once more with clang.
-prebuilt=()
+prebuilt=(-DLOWBIT_FUZZ_PREBUILT_LIB=)  # (not the cache's value from an earlier run)
 if [ -n "${LOWBIT_FUZZ_PREBUILT_LIB:-}" ]; then
   prebuilt=(-DLOWBIT_FUZZ_PREBUILT_LIB="$LOWBIT_FUZZ_PREBUILT_LIB" -DLOWBIT_WITH_MPI="${LOWBIT_FUZZ_WITH_MPI:-AUTO}")
 fi
