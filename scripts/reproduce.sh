@@ -123,7 +123,7 @@ runs[g17-vgg-l1-1e-3]="$vggc --reg grad-l1 --lambda 1e-3"
 runs[g17-vgg-l1-fd-1e-3]="$vggc --reg grad-l1 --lambda 1e-3 --grad-l1-mode fd"
 runs[g17-vgg-l1-fd-3e-4]="$vggc --reg grad-l1 --lambda 3e-4 --grad-l1-mode fd"
 runs[g17-vgg-qat4]="$vggc --quant dorefa --wbits 4 --abits 4 --quantize-first-last"
-# The same three continuations in 5 epochs (lr 0.01 cosine): what fits one 3-hour session after the
+# The same continuations in 5 epochs (lr 0.01 cosine): what fits one 3-hour session after the
 # float net (~75 min), since run folders do not survive from one session's machine to the next.
 vggc5="$vgg --init $out/vgg-fp32/checkpoint.ckpt --epochs 5 --lr 0.01"
 runs[g17-vgg5-ft]="$vggc5"
