@@ -98,6 +98,10 @@ std::vector<OptionSpec> quant_option_specs() {
        "docs/quantization.md)"},
       {"grad-l1-fd-step", default_text(grad_l1.fd_step),
        "--grad-l1-mode fd: the perturbation of each weight and activation element"},
+      {"grad-l1-scale", "none",
+       "--reg grad-l1: none (the paper's penalty) | range (each layer's term times max|W_l| or max|a_l|, the "
+       "first-order bound of per-tensor min/max post-training quantization: invariant to the weight and "
+       "activation scales batch norm leaves free; docs/quantization.md)"},
       {"msqe-lambda", "1",
        "--reg msqe: lambda of alpha R - lambda log alpha (alpha settles at lambda / R; docs/quantization.md)"},
       {"prune-sparsity", "",
@@ -154,6 +158,7 @@ train::QuantSpec quant_spec(const Options& o) {
   s.reg_last_epochs = o.has("reg-last-epochs") ? o.real("reg-last-epochs") : 0;
   s.grad_l1_mode = o.str("grad-l1-mode");
   s.grad_l1_fd_step = o.real("grad-l1-fd-step");
+  s.grad_l1_scale = o.str("grad-l1-scale");
   s.msqe_lambda = o.real("msqe-lambda");
   s.msqe_lr = o.has("msqe-lr") ? o.real("msqe-lr") : -1;
   s.prune_sparsity = o.has("prune-sparsity") ? o.real("prune-sparsity") : 0;

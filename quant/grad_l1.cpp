@@ -79,6 +79,13 @@ Variable l1_norm(const Variable& x_in) {
                      });
 }
 
+// r(x) = max|x| as an op (range scaling, grad_l1.h): composed, so its gradient (sign at the largest
+// element, ties split) follows.
+Variable range_of(const Variable& x) { return amax(abs(x)); }
+
+// Its value, without a graph.
+double range_value(const Tensor& x) { return math::amax(math::abs(x)).item(); }
+
 }  // namespace
 
 ActivationCapture::ActivationCapture(std::vector<std::shared_ptr<Module>> modules)
@@ -133,6 +140,9 @@ GradL1Penalty GradL1Regularizer::penalty(const Variable& loss, const std::vector
   if (options_.lambda_a > 0)
     for (const Variable& a : activations)
       if (a.requires_grad()) inputs.push_back(a);
+  const bool ranged = options_.scale == GradL1Scale::range;
+  LOWBIT_CHECK(!(ranged && across_ranks),
+               "grad-l1: range scaling (--grad-l1-scale range) is not supported across ranks (MPI)");
   GradL1Penalty out;
   if (inputs.empty()) {
     out.value = mul(loss, 0.0);
@@ -146,7 +156,8 @@ GradL1Penalty GradL1Regularizer::penalty(const Variable& loss, const std::vector
     if (!g[i].defined()) continue;
     // Across ranks: the whole batch's weight gradient is the sum of the ranks' (share-weighted) ones.
     const Variable gi = across_ranks && i < n_weights ? all_reduce_sum(g[i]) : g[i];
-    const Variable l1 = l1_norm(gi);  // ||.||_1 over every element (batch included for a_l)
+    Variable l1 = l1_norm(gi);                      // ||.||_1 over every element (batch included for a_l)
+    if (ranged) l1 = mul(l1, range_of(inputs[i]));  // r(x_l) ||g_l||_1 (range scaling, grad_l1.h)
     Variable& acc = i < n_weights ? wsum : asum;
     acc = acc.defined() ? add(acc, l1) : l1;
     ++(i < n_weights ? out.weights : out.activations);
@@ -193,13 +204,16 @@ struct ForwardState {
 class ActivationOffsets {
  public:
   ActivationOffsets(const std::vector<std::shared_ptr<Module>>& modules, std::vector<Tensor> offsets)
-      : offsets_(std::make_shared<std::vector<Tensor>>(std::move(offsets))), next_(std::make_shared<size_t>(0)) {
+      : offsets_(std::make_shared<std::vector<Tensor>>(std::move(offsets))),
+        next_(std::make_shared<size_t>(0)),
+        outputs_(std::make_shared<std::vector<Variable>>()) {
     for (auto& m : modules) {
       VariableTransform prev = m->output_hook();
       saved_.emplace_back(m, prev);
-      m->set_output_hook([prev, offsets = offsets_, next = next_](const Variable& y) {
+      m->set_output_hook([prev, offsets = offsets_, next = next_, outputs = outputs_](const Variable& y) {
         Variable a = y;
         if (y.requires_grad() && *next < offsets->size()) {
+          outputs->push_back(y);
           const Tensor& d = (*offsets)[(*next)++];
           if (d.defined() && d.shape() == y.shape()) a = add(y, Variable(d));
         }
@@ -213,9 +227,13 @@ class ActivationOffsets {
   ActivationOffsets(const ActivationOffsets&) = delete;
   ActivationOffsets& operator=(const ActivationOffsets&) = delete;
 
+  // The module outputs (before their offsets) in call order, as ActivationCapture records them.
+  const std::vector<Variable>& outputs() const { return *outputs_; }
+
  private:
   std::shared_ptr<std::vector<Tensor>> offsets_;
   std::shared_ptr<size_t> next_;
+  std::shared_ptr<std::vector<Variable>> outputs_;
   std::vector<std::pair<std::shared_ptr<Module>, VariableTransform>> saved_;
 };
 
@@ -254,15 +272,22 @@ GradL1Penalty GradL1Regularizer::fd_step(Module& model, const std::function<Vari
   };
 
   GradL1Penalty out;
-  std::vector<Tensor> weight_dir(params.size());  // e lambda_w s_W for the regularized weights
-  std::vector<Tensor> act_dir;
+  std::vector<Tensor> weight_dir(params.size());  // e lambda_w r_W s_W for the regularized weights
+  std::vector<Tensor> act_dir;                    // e lambda_a r_a s_a
   const double lambda_max = std::max(options_.lambda_w, options_.lambda_a);
   const double e = lambda_max > 0 ? options_.fd_step / lambda_max : 0;
+  // Range scaling: r(x_l) at theta, and the coefficient of r(x_l) in P (lambda_l ||g_l||_1) for the
+  // second pass's loss; param index (weights) or activation index, coefficient.
+  const bool ranged = options_.scale == GradL1Scale::range;
+  std::vector<std::pair<size_t, double>> weight_range_coef, act_range_coef;
   if (options_.lambda_w > 0)
     for (const auto& [name, w] : weights_)
       for (size_t i = 0; i < params.size(); ++i)
         if (params[i].same(w) && g0[i].defined()) {
-          out.weight_l1 += l1_sum(g0[i].data(), &weight_dir[i], e * options_.lambda_w);
+          const double r = ranged ? range_value(params[i].data()) : 1.0;
+          const double l1 = l1_sum(g0[i].data(), &weight_dir[i], e * options_.lambda_w * r);
+          out.weight_l1 += r * l1;
+          if (ranged) weight_range_coef.emplace_back(i, options_.lambda_w * l1);
           ++out.weights;
         }
   if (with_acts)
@@ -270,7 +295,10 @@ GradL1Penalty GradL1Regularizer::fd_step(Module& model, const std::function<Vari
       const Variable& ga = g0[params.size() + k];
       act_dir.emplace_back();
       if (!ga.defined()) continue;
-      out.act_l1 += l1_sum(ga.data(), &act_dir.back(), e * options_.lambda_a);
+      const double r = ranged ? range_value(acts[k].data()) : 1.0;
+      const double l1 = l1_sum(ga.data(), &act_dir.back(), e * options_.lambda_a * r);
+      out.act_l1 += r * l1;
+      if (ranged) act_range_coef.emplace_back(k, options_.lambda_a * l1);
       ++out.activations;
     }
   out.value =
@@ -297,6 +325,12 @@ GradL1Penalty GradL1Regularizer::fd_step(Module& model, const std::function<Vari
       std::optional<KinkTape::Scope> replay;
       if (options_.fd_freeze_kinks) replay.emplace(kinks, KinkTape::Mode::replay);
       loss1 = forward();
+    }
+    // Range scaling: + e sum_l lambda_l ||g_l||_1 r(x_l), whose gradient over e is P's through r.
+    for (const auto& [i, coef] : weight_range_coef) loss1 = add(loss1, mul(range_of(params[i]), e * coef));
+    for (const auto& [k, coef] : act_range_coef) {
+      LOWBIT_CHECK(k < offsets.outputs().size(), "grad-l1: the second pass recorded fewer activations than the first");
+      loss1 = add(loss1, mul(range_of(offsets.outputs()[k]), e * coef));
     }
     g1 = grad({loss1}, params, {}, false, false, /*allow_unused=*/true);
   }

@@ -28,6 +28,18 @@
 // step's 3 (every second-order op on the fast kernels: convolution's adjoints are conv ops, batch
 // norm's double backward is kernels::batchnorm_backward_backward): about 3x a plain step.
 //
+// Range scaling (GradL1Options::scale = range; our addition, not the paper's; docs/quantization.md):
+//
+//   P = lambda_w * sum_l r(W_l) ||dL/dW_l||_1 + lambda_a * sum_l r(a_l) ||dL/da_l||_1,  r(x) = max|x|
+//
+// r(a_l) over the batch. A per-tensor min/max quantizer (spec §8.7) rounds x_l by at most step_l / 2
+// with step_l proportional to r(x_l), so this is the first-order bound sum_l (step_l / 2) ||g_l||_1 on
+// the loss change up to the bit-dependent constant. A Conv2d or Linear followed by batch norm is
+// invariant to W -> s W while dL/dW -> dL/dW / s (and a layer whose input a feeds such a pair to
+// a -> s a): the unscaled penalty can fall by growing weights and activation ranges, which coarsens
+// every post-training step; the scaled one does not change. r is differentiated (at the largest
+// element, ties split). weight_l1 / act_l1 then report the scaled sums.
+//
 // Usage (train::fit does this when `--reg grad-l1` is active; bench the same):
 //
 //   quant::GradL1Regularizer gl1(model, {.lambda_w = 0.05, .lambda_a = 0.05});
@@ -53,6 +65,8 @@ namespace lowbit::quant {
 // How dP/dtheta is computed: exact (double backward, spec §7.2 (a)) or fd (forward differences of
 // the gradient, spec §7.2 (b); GradL1Regularizer::fd_step).
 enum class GradL1Mode { exact, fd };
+// Each term's weight: 1 (the paper's penalty) or the tensor's range max|x| (range scaling above).
+enum class GradL1Scale { none, range };
 
 struct GradL1Options {
   // Weight and activation terms (spec §7.1: one lambda). The paper's 0.05 (§7.2, ImageNet, its own
@@ -61,6 +75,7 @@ struct GradL1Options {
   double lambda_w = 1e-3;
   double lambda_a = 1e-3;
   GradL1Mode mode = GradL1Mode::exact;
+  GradL1Scale scale = GradL1Scale::none;
   double fd_step = 1e-6;  // fd: the size of the perturbation of each weight and activation element
   // fd: the perturbed pass takes the first pass's ReLU / clamp branches and max-pooling winners
   // (autograd/kink_tape.h), so no unit switches between the passes. false: each pass chooses its own
@@ -91,8 +106,8 @@ class ActivationCapture {
 // The value of one step's penalty and its two norms (unweighted), for logging.
 struct GradL1Penalty {
   Variable value;                        // lambda_w * weight_l1 + lambda_a * act_l1, differentiable
-  double weight_l1 = 0;                  // sum_l ||dL/dW_l||_1
-  double act_l1 = 0;                     // sum_l ||dL/da_l||_1
+  double weight_l1 = 0;                  // sum_l ||dL/dW_l||_1 (range scaling: sum_l r(W_l) ||dL/dW_l||_1)
+  double act_l1 = 0;                     // sum_l ||dL/da_l||_1 (range scaling: sum_l r(a_l) ||dL/da_l||_1)
   int64_t weights = 0, activations = 0;  // tensors that entered (reachable from the loss)
 };
 
@@ -110,7 +125,8 @@ class GradL1Regularizer {
   // Data parallelism (across_ranks): `loss` is this rank's share-weighted loss (n_r / N times its mean),
   // so the whole batch's loss is the ranks' sum; each dL/dW_l is all-reduced inside the graph
   // (all_reduce_sum) before its norm, and the activation term is summed over the ranks: P is the
-  // whole batch's on every rank, and its backward crosses the ranks. Every rank must call it.
+  // whole batch's on every rank, and its backward crosses the ranks. Every rank must call it. Range
+  // scaling is not supported across ranks (r(a_l) would need a differentiable all-reduce max).
   GradL1Penalty penalty(const Variable& loss, const std::vector<Variable>& activations,
                         bool across_ranks = false) const;
 
@@ -128,6 +144,9 @@ class GradL1Regularizer {
   // constant). Buffers (batch-norm statistics) and Dropout generators are put back between the two
   // passes, so the second sees the same statistics and masks, and left as the first pass left them;
   // the weights are restored bit for bit. A non-finite loss skips the second pass (grads: g_0).
+  // Range scaling: the perturbation of x_l is scaled by r(x_l) (at theta), and P's gradient through
+  // r, sum_l lambda_l ||g_l||_1 dr(x_l)/dtheta, enters as the gradient of e sum_l lambda_l ||g_l||_1
+  // r(x_l) added to the second pass's loss (x_l as that pass computes it: an O(e) difference).
   // Kinks frozen (fd_freeze_kinks, the default): the second pass replays the first's ReLU and clamp
   // branches and max-pooling winners, so it runs on the same linear piece that double backward
   // differentiates, and the difference is the exact Hessian-vector product up to O(e) terms (the

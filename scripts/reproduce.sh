@@ -130,6 +130,10 @@ runs[g17-vgg5-ft]="$vggc5"
 runs[g17-vgg5-l1-fd-1e-3]="$vggc5 --reg grad-l1 --lambda 1e-3 --grad-l1-mode fd"
 runs[g17-vgg5-l1-fd-3e-4]="$vggc5 --reg grad-l1 --lambda 3e-4 --grad-l1-mode fd"
 runs[g17-vgg5-qat4]="$vggc5 --quant dorefa --wbits 4 --abits 4 --quantize-first-last"
+# The penalty range-scaled (each term times max|W_l| or max|a_l|, invariant to the weight and
+# activation scales batch norm leaves free; docs/quantization.md): lambda 5e-4 starts at P ~ 0.47 on
+# the float net (unscaled 3e-4: ~0.86).
+runs[g17-vgg5-l1r-fd-5e-4]="$vggc5 --reg grad-l1 --lambda 5e-4 --grad-l1-scale range --grad-l1-mode fd"
 # Issue 19's VGG-11 pairs: 10 epochs each (DCQ's and QAT's alike), lr 0.01 cosine, first and last
 # layers in float; then 3 epochs of end-to-end fine-tuning of the stitched DCQ nets. A run starting
 # with "dcq " is a `lowbit dcq` command.

@@ -5,7 +5,8 @@
 # epoch in the log and metrics.jsonl; --grad-l1-mode fd (forward difference with the kinks replayed,
 # autograd/kink_tape.h) follows the exact mode (double backward) within 1 % in train loss and penalty
 # for 3 epochs; --reg-last-epochs 1 leaves epochs 1-2 bit-identical to the plain run and regularizes
-# epoch 3 only; a bad mode is a clear error.
+# epoch 3 only; --grad-l1-scale range (each term times its tensor's max|x|) likewise in both modes,
+# fd within 1 % of exact; a bad mode or scale is a clear error.
 # Usage: scripts/test_grad_l1.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
 set -euo pipefail
 source "$(dirname "$0")/cli_test_lib.sh"
@@ -20,6 +21,8 @@ tune=("${common[@]}" --init "$work/f/checkpoint.ckpt" --epochs 3)
 for mode in exact fd; do
   "$lowbit" train "${tune[@]}" --reg grad-l1 --lambda 1e-3 --grad-l1-mode "$mode" --out "$work/$mode" \
     > "$work/$mode.log"
+  "$lowbit" train "${tune[@]}" --reg grad-l1 --lambda 1e-3 --grad-l1-scale range --grad-l1-mode "$mode" \
+    --out "$work/range-$mode" > "$work/range-$mode.log"
 done
 "$lowbit" train "${tune[@]}" --reg grad-l1 --lambda 1e-3 --grad-l1-mode fd --reg-last-epochs 1 \
   --out "$work/last" > /dev/null
@@ -38,6 +41,17 @@ for e in 1 2 3; do
   done
 done
 [ "$(field exact 1 train_loss)" != "$(field none 1 train_loss)" ] || fail "the penalty changed nothing"
+# range scaling: its own header, fd following exact, a different penalty from the unscaled one
+grep -q "^quantization: none + grad-l1 (lambda 0.001, range-scaled, finite differences, step 1e-06)$" \
+  "$work/range-fd.log" || fail "range fd header: $(grep '^quantization' "$work/range-fd.log")"
+for e in 1 2 3; do
+  for f in train_loss grad_l1 grad_l1_weights grad_l1_acts; do
+    close "$(field range-fd $e $f)" "$(field range-exact $e $f)" ||
+      fail "range epoch $e $f: fd $(field range-fd $e $f) vs exact $(field range-exact $e $f)"
+  done
+done
+close "$(field range-exact 1 grad_l1_acts)" "$(field exact 1 grad_l1_acts)" &&
+  fail "range scaling changed no activation term: $(field range-exact 1 grad_l1_acts)"
 # --reg-last-epochs 1: plain for two epochs, regularized in the third
 for e in 1 2; do
   [ "$(field last $e train_loss)" = "$(field none $e train_loss)" ] || fail "last-epochs: epoch $e regularized"
@@ -50,4 +64,9 @@ if "$lowbit" train "${tune[@]}" --reg grad-l1 --grad-l1-mode bogus --out "$work/
   fail "--grad-l1-mode bogus accepted"
 fi
 grep -q "grad-l1-mode 'bogus' is not exact or fd" "$work/bad.log" || fail "bad mode: $(cat "$work/bad.log")"
-echo "ok: grad-l1 through lowbit train (penalty epoch 3: exact $(field exact 3 grad_l1), fd $(field fd 3 grad_l1))"
+if "$lowbit" train "${tune[@]}" --reg grad-l1 --grad-l1-scale max --out "$work/bad" > "$work/bad.log" 2>&1; then
+  fail "--grad-l1-scale max accepted"
+fi
+grep -q "grad-l1-scale 'max' is not none or range" "$work/bad.log" || fail "bad scale: $(cat "$work/bad.log")"
+echo "ok: grad-l1 through lowbit train (penalty epoch 3: exact $(field exact 3 grad_l1), fd $(field fd 3 grad_l1);" \
+  "range-scaled: exact $(field range-exact 3 grad_l1), fd $(field range-fd 3 grad_l1))"

@@ -121,7 +121,12 @@ void check_penalty_gradient(Module& net, const Batch& b, quant::GradL1Options op
     for (const Variable& a : capture.activations()) inputs.push_back(a);
     CHECK(capture.activations().size() == expect_acts);
     const auto g = grad({loss}, inputs, {}, false, false, true);
-    for (size_t i = 0; i < g.size(); ++i) (i < nw ? weight_l1 : act_l1) += math::sum(math::abs(g[i].data())).item();
+    for (size_t i = 0; i < g.size(); ++i) {
+      // Range scaling: each norm times max|x| of its tensor.
+      const double r =
+          options.scale == quant::GradL1Scale::range ? math::amax(math::abs(inputs[i].data())).item() : 1.0;
+      (i < nw ? weight_l1 : act_l1) += r * math::sum(math::abs(g[i].data())).item();
+    }
   }
   if (options.lambda_w > 0) CHECK(p.weight_l1 == doctest::Approx(weight_l1).epsilon(1e-12));
   if (options.lambda_a > 0) CHECK(p.act_l1 == doctest::Approx(act_l1).epsilon(1e-12));
@@ -138,10 +143,14 @@ void check_penalty_gradient(Module& net, const Batch& b, quant::GradL1Options op
 
 TEST_CASE("grad-l1: the penalty and its gradient (conv, batch norm, ReLU, pooling, linear)") {
   const Batch b = batch_for(4, 2, 6, 11);
+  constexpr auto range = quant::GradL1Scale::range;
   for (quant::GradL1Options o :
-       {quant::GradL1Options{1.0, 0.0}, quant::GradL1Options{0.0, 1.0}, quant::GradL1Options{0.3, 2.0}}) {
+       {quant::GradL1Options{1.0, 0.0}, quant::GradL1Options{0.0, 1.0}, quant::GradL1Options{0.3, 2.0},
+        quant::GradL1Options{.lambda_w = 1.0, .lambda_a = 0.0, .scale = range},
+        quant::GradL1Options{.lambda_w = 0.0, .lambda_a = 1.0, .scale = range}}) {
     CAPTURE(o.lambda_w);
     CAPTURE(o.lambda_a);
+    CAPTURE(int(o.scale));
     auto net = conv_bn_net(3);
     check_penalty_gradient(*net, b, o, 2);
   }
@@ -149,8 +158,11 @@ TEST_CASE("grad-l1: the penalty and its gradient (conv, batch norm, ReLU, poolin
 
 TEST_CASE("grad-l1: the penalty's gradient through residual adds (identity, zero-pad, projection)") {
   const Batch b = batch_for(3, 1, 6, 12);
-  for (quant::GradL1Options o : {quant::GradL1Options{1.0, 0.0}, quant::GradL1Options{0.0, 1.0}}) {
+  for (quant::GradL1Options o :
+       {quant::GradL1Options{1.0, 0.0}, quant::GradL1Options{0.0, 1.0},
+        quant::GradL1Options{.lambda_w = 0.5, .lambda_a = 1.0, .scale = quant::GradL1Scale::range}}) {
     CAPTURE(o.lambda_w);
+    CAPTURE(int(o.scale));
     auto net = residual_net(4);
     check_penalty_gradient(*net, b, o, 7);  // the stem's ReLU and two per block
   }
@@ -158,10 +170,47 @@ TEST_CASE("grad-l1: the penalty's gradient through residual adds (identity, zero
 
 TEST_CASE("grad-l1: the penalty's gradient through a depthwise convolution") {
   const Batch b = batch_for(4, 1, 6, 13);
-  for (quant::GradL1Options o : {quant::GradL1Options{1.0, 0.0}, quant::GradL1Options{0.0, 1.0}}) {
+  for (quant::GradL1Options o :
+       {quant::GradL1Options{1.0, 0.0}, quant::GradL1Options{0.0, 1.0},
+        quant::GradL1Options{.lambda_w = 0.5, .lambda_a = 1.0, .scale = quant::GradL1Scale::range}}) {
     CAPTURE(o.lambda_w);
+    CAPTURE(int(o.scale));
     auto net = depthwise_net(5);
     check_penalty_gradient(*net, b, o, 2);
+  }
+}
+
+// Why range scaling (grad_l1.h): conv1 feeds batch norm, so scaling its weight by 4 changes neither
+// the function nor any other gradient, and dL/dW_1 falls by 4; scaling bn1's gamma and beta by 4
+// scales relu1's output, which feeds conv2 (bias) -> bn2, and dL/da_1 falls by 4. The unscaled
+// penalty falls with both, the range-scaled one stays (up to batch norm's eps).
+TEST_CASE("grad-l1: the range-scaled penalty is invariant to the scales batch norm leaves free") {
+  const Batch b = batch_for(4, 2, 6, 11);
+  auto penalties = [&](int which, quant::GradL1Scale scale) {
+    auto net = conv_bn_net(3);
+    net->to(DType::f64);
+    net->train();
+    auto scale_param = [&](const std::string& name) {
+      for (auto& [k, p] : net->named_parameters())
+        if (k == name) math::mul_(p.mutable_data(), 4.0);
+    };
+    if (which == 1) scale_param("conv1.weight");
+    if (which == 2) scale_param("bn1.weight"), scale_param("bn1.bias");
+    const quant::GradL1Regularizer gl1(*net, {.lambda_w = 1, .lambda_a = 1, .scale = scale});
+    const quant::GradL1Penalty p = penalty_of(*net, gl1, b);
+    return std::pair{p.weight_l1, p.act_l1};
+  };
+  const auto [w0, a0] = penalties(0, quant::GradL1Scale::none);
+  const auto [r_w0, r_a0] = penalties(0, quant::GradL1Scale::range);
+  for (int which : {1, 2}) {
+    CAPTURE(which);
+    const auto [w, a] = penalties(which, quant::GradL1Scale::none);
+    const auto [r_w, r_a] = penalties(which, quant::GradL1Scale::range);
+    MESSAGE("scaled ", std::string(which == 1 ? "conv1.weight" : "bn1 (gamma, beta)"), " by 4: unscaled terms ", w / w0,
+            ", ", a / a0, " of before; range-scaled ", r_w / r_w0, ", ", r_a / r_a0);
+    CHECK((which == 1 ? w : a) < 0.97 * (which == 1 ? w0 : a0));  // the unscaled penalty falls
+    CHECK(r_w == doctest::Approx(r_w0).epsilon(1e-4));
+    CHECK(r_a == doctest::Approx(r_a0).epsilon(1e-4));
   }
 }
 
@@ -507,15 +556,33 @@ TEST_CASE("grad-l1 fd: forward differences of the gradient against the exact dou
     const Batch b = batch_for(4, which <= 1 ? 2 : 1, 6, 14);
     net->to(DType::f64);
     net->train();
-    const quant::GradL1Options exact_opt{.lambda_w = 0.3, .lambda_a = 0.7};
-    quant::GradL1Options fd_opt = exact_opt;
-    fd_opt.mode = quant::GradL1Mode::fd;
-    fd_opt.fd_step = 1e-7;
-    const FdAgainstExact r = fd_against_exact(*net, b.x, b.y, exact_opt, fd_opt);
-    CHECK(r.p_fd == doctest::Approx(r.p_exact).epsilon(1e-12));
-    const double rel = max_relative_difference(r.fd, r.exact);
-    MESSAGE("model ", which, ": max |fd - exact| / max |exact| = ", rel);
-    CHECK(rel < 1e-5);
+    // Unscaled, then range-scaled (the gradient through r(x) enters the second pass's loss) at two
+    // steps: its perturbation is r(x) times the step's, so its O(step) error is larger at one step
+    // and must fall tenfold with the step.
+    for (quant::GradL1Scale scale : {quant::GradL1Scale::none, quant::GradL1Scale::range}) {
+      std::vector<double> rel_p;
+      for (double step : {1e-7, 1e-8}) {
+        if (scale == quant::GradL1Scale::none && step < 1e-7) continue;
+        CAPTURE(int(scale));
+        CAPTURE(step);
+        const quant::GradL1Options exact_opt{.lambda_w = 0.3, .lambda_a = 0.7, .scale = scale};
+        quant::GradL1Options fd_opt = exact_opt;
+        fd_opt.mode = quant::GradL1Mode::fd;
+        fd_opt.fd_step = step;
+        const FdAgainstExact r = fd_against_exact(*net, b.x, b.y, exact_opt, fd_opt);
+        CHECK(r.p_fd == doctest::Approx(r.p_exact).epsilon(1e-12));
+        const double rel = max_relative_difference(r.fd, r.exact);
+        // The penalty's own part, where an error in the range term would show.
+        rel_p.push_back(max_relative_difference(penalty_part(r.fd, r.loss_only), penalty_part(r.exact, r.loss_only)));
+        MESSAGE("model ", which, " scale ", int(scale), " step ", step, ": max |fd - exact| / max |exact| = ", rel,
+                "; of dP/dtheta alone ", rel_p.back());
+        CHECK(rel < (scale == quant::GradL1Scale::none ? 1e-5 : 3e-5));
+      }
+      if (rel_p.size() == 2) {
+        CHECK(rel_p[1] < 0.2 * rel_p[0]);
+        CHECK(rel_p[1] < 1e-5);
+      }
+    }
   }
 }
 
