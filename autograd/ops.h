@@ -62,6 +62,9 @@ Variable sum(const Variable& a, const std::vector<int64_t>& dims = {}, bool keep
 Variable mean(const Variable& a, const std::vector<int64_t>& dims = {}, bool keepdim = false);
 // Max over dims; the gradient is shared equally among tied maxima (torch.amax).
 Variable amax(const Variable& a, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+// max|a| over every element, a scalar: amax(abs(a)) in one pass with no |a| tensor (math::max_abs);
+// gradient sign(a) at the largest |a| (ties split equally), 0 elsewhere.
+Variable max_abs(const Variable& a);
 Variable var(const Variable& a, const std::vector<int64_t>& dims = {}, bool unbiased = true, bool keepdim = false);
 Variable sum_to(const Variable& a, const Shape& shape);
 

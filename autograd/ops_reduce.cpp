@@ -53,6 +53,15 @@ Variable amax(const Variable& a, const std::vector<int64_t>& dims, bool keepdim)
       true);
 }
 
+Variable max_abs(const Variable& a) {
+  const double m = math::max_abs(a.data());
+  return make_result(Tensor::full({}, m, a.dtype()), "max_abs", {a}, [a, m](const Variable& g, const Variable&) {
+    // Recorded (higher derivatives): g times a constant (the share is piecewise constant in a).
+    if (GradMode::enabled()) return std::vector<Variable>{mul(g, Variable(math::max_abs_grad(a.data(), m, 1.0)))};
+    return std::vector<Variable>{Variable(math::max_abs_grad(a.data(), m, g.item()))};
+  });
+}
+
 // Composite: mean of squared deviations, so gradients (and their gradients) follow.
 Variable var(const Variable& a, const std::vector<int64_t>& dims, bool unbiased, bool keepdim) {
   const int64_t n = count_reduced(a.shape(), dims);

@@ -75,6 +75,14 @@ Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);  // int32 ind
 // Whether every element is finite (no NaN, no +-inf); true for an empty tensor. One pass, no copy
 // for dense tensors.
 bool all_finite(const Tensor& a);
+// max |a| over every element in one pass over a's memory (no |a| tensor; any dense layout): NaN if
+// a holds a NaN, 0 for an empty tensor. The gradient of the op max_abs (autograd/ops.h):
+// max_abs_grad(a, m, scale) = scale * sign(a) / k where |a| == m (k such elements), 0 elsewhere, laid
+// out as a (dense) or row-major. _ref: amax(abs(a)) and its composed gradient (tests pin them).
+double max_abs(const Tensor& a);
+Tensor max_abs_grad(const Tensor& a, double m, double scale);
+double max_abs_ref(const Tensor& a);
+Tensor max_abs_grad_ref(const Tensor& a, double m, double scale);
 // Sums a broadcast result back to `shape` (the gradient of expand).
 Tensor sum_to(const Tensor& a, const Shape& shape);
 

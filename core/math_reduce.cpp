@@ -283,6 +283,76 @@ Tensor amax(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
   return reduce(a, dims, keepdim, ReduceKind::max, "amax");
 }
 
+double max_abs(const Tensor& a_in) {
+  LOWBIT_CHECK(is_floating(a_in.dtype()), "max_abs: expected a floating tensor, got ", dtype_name(a_in.dtype()));
+  if (a_in.numel() == 0) return 0;
+  const Tensor a = a_in.is_dense() ? a_in : a_in.contiguous();  // dense: the first numel() elements
+  return LOWBIT_DISPATCH_FLOAT(a.dtype(), "max_abs", [&] {
+    const scalar_t* p = a.data<scalar_t>();
+    const int64_t n = a.numel(), chunk = int64_t(1) << 16, chunks = (n + chunk - 1) / chunk;
+    std::vector<double> part(size_t(chunks), 0.0);
+    std::vector<char> nan(size_t(chunks), 0);
+    parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        // 16 lanes (the inner loop vectorizes); x != x marks a NaN, which max would skip.
+        constexpr int64_t kLanes = 16;
+        scalar_t lane[kLanes] = {};
+        bool any_nan = false;
+        int64_t i = c * chunk;
+        const int64_t i1 = std::min(n, i + chunk);
+        for (; i + kLanes <= i1; i += kLanes)
+          for (int64_t j = 0; j < kLanes; ++j) {
+            const scalar_t v = p[i + j];
+            any_nan |= v != v;
+            lane[j] = std::max(lane[j], std::abs(v));
+          }
+        scalar_t m = 0;
+        for (; i < i1; ++i) any_nan |= p[i] != p[i], m = std::max(m, std::abs(p[i]));
+        for (int64_t j = 0; j < kLanes; ++j) m = std::max(m, lane[j]);
+        part[size_t(c)] = double(m);
+        nan[size_t(c)] = any_nan;
+      }
+    });
+    double m = 0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      if (nan[size_t(c)]) return std::numeric_limits<double>::quiet_NaN();
+      m = std::max(m, part[size_t(c)]);
+    }
+    return m;
+  });
+}
+
+Tensor max_abs_grad(const Tensor& a_in, double m, double scale) {
+  const Tensor a = a_in.is_dense() ? a_in : a_in.contiguous();
+  Tensor out = Tensor::empty_like(a);
+  LOWBIT_DISPATCH_FLOAT(a.dtype(), "max_abs_grad", [&] {
+    const scalar_t* p = a.data<scalar_t>();
+    scalar_t* o = out.data<scalar_t>();
+    const scalar_t top = scalar_t(m);
+    const int64_t n = a.numel();
+    std::atomic<int64_t> ties{0};  // the elements at the maximum (an integer count: order-free)
+    parallel_for(0, n, 1 << 15, [&](int64_t i0, int64_t i1) {
+      int64_t k = 0;
+      for (int64_t i = i0; i < i1; ++i) k += std::abs(p[i]) == top;
+      ties += k;
+    });
+    const scalar_t share = ties.load() > 0 ? scalar_t(scale / double(ties.load())) : scalar_t(0);
+    parallel_for(0, n, 1 << 15, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        o[i] = std::abs(p[i]) == top ? share * scalar_t((p[i] > scalar_t(0)) - (p[i] < scalar_t(0))) : scalar_t(0);
+    });
+  });
+  return out;
+}
+
+double max_abs_ref(const Tensor& a) { return a.numel() == 0 ? 0.0 : amax(abs(a)).item(); }
+
+Tensor max_abs_grad_ref(const Tensor& a, double m, double scale) {
+  // amax's gradient (equal shares among the tied maxima of |a|) times abs's (sign a).
+  const Tensor hit = eq(abs(a), Tensor::full({}, m, a.dtype()));
+  return mul(mul(div(hit, sum(hit)), sign(a)), scale);
+}
+
 Tensor amin(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
   return reduce(a, dims, keepdim, ReduceKind::min, "amin");
 }

@@ -79,12 +79,10 @@ Variable l1_norm(const Variable& x_in) {
                      });
 }
 
-// r(x) = max|x| as an op (range scaling, grad_l1.h): composed, so its gradient (sign at the largest
-// element, ties split) follows.
-Variable range_of(const Variable& x) { return amax(abs(x)); }
-
-// Its value, without a graph.
-double range_value(const Tensor& x) { return math::amax(math::abs(x)).item(); }
+// r(x) = max|x| (range scaling, grad_l1.h): the op max_abs (gradient sign(x) at the largest element,
+// ties split), and its value without a graph.
+Variable range_of(const Variable& x) { return max_abs(x); }
+double range_value(const Tensor& x) { return math::max_abs(x); }
 
 }  // namespace
 

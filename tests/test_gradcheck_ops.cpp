@@ -113,6 +113,7 @@ const std::vector<OpCase>& op_table() {
       {"sum_keepdim", {{2, 3, 4}}, Domain::any, [](auto& x) { return sum(x[0], {1}, true); }, true, {"sum"}},
       {"mean", {{2, 3, 4}}, Domain::any, [](auto& x) { return mean(x[0], {-1}); }, true},
       {"amax", {{3, 5}}, Domain::any, [](auto& x) { return amax(x[0], {1}); }, true},
+      {"max_abs", {{3, 5}}, Domain::any, [](auto& x) { return mul(max_abs(x[0]), x[0]); }, true},
       {"var", {{3, 5}}, Domain::any, [](auto& x) { return var(x[0], {1}); }, true},
       {"var_biased_all", {{3, 5}}, Domain::any, [](auto& x) { return var(x[0], {}, false); }, true, {"var"}},
       {"sum_to", {{2, 3, 4}}, Domain::any, [](auto& x) { return sum_to(x[0], {3, 1}); }, true},

@@ -250,6 +250,43 @@ TEST_CASE("all_finite: NaN and +-inf anywhere, any dtype and layout") {
   CHECK(math::all_finite(Tensor::from_vector(std::vector<int32_t>{1, 2}, {2})));  // integers are finite
 }
 
+// math::max_abs / max_abs_grad (one pass, no |a| tensor; the op max_abs and gradient-l1's range
+// scaling) against their _ref twins, amax(abs(a)) and its composed gradient: activation and weight
+// shapes of ResNet-20 and VGG-11, an odd size over several parallel chunks, strided and channels-last
+// layouts, ties (ReLU6 saturation, +m and -m), NaN, empty.
+TEST_CASE("max_abs: one pass equals amax(abs(a)), its gradient the composed one (shapes, layouts, ties, NaN)") {
+  Generator gen(17);
+  for (DType dt : {DType::f32, DType::f64}) {
+    std::vector<std::pair<std::string, Tensor>> cases;
+    for (const Shape& s : {Shape{32, 16, 32, 32}, Shape{16, 64, 16, 16}, Shape{512, 256, 3, 3}, Shape{10, 512},
+                           Shape{3 * 65536 + 17}, Shape{1}, Shape{5, 7, 3, 11}})
+      cases.emplace_back("randn " + shape_str(s), Tensor::randn(s, gen, dt));
+    const Tensor act = Tensor::randn({8, 12, 9, 9}, gen, dt);
+    cases.emplace_back("channels-last", act.contiguous(MemoryFormat::channels_last));
+    cases.emplace_back("permuted view", act.permute({1, 0, 3, 2}));
+    cases.emplace_back("ReLU6 ties", math::clamp(math::mul(act, 4.0), 0.0, 6.0));
+    std::vector<double> pm(101, 0.25);
+    pm[3] = 2.0, pm[77] = -2.0;  // a tie of opposite signs
+    cases.emplace_back("+m and -m", Tensor::from_vector(pm, {101}).to(dt));
+    for (const auto& [name, a] : cases) {
+      CAPTURE(name);
+      CAPTURE(dtype_name(dt));
+      const double m = math::max_abs(a);
+      CHECK(m == math::max_abs_ref(a));
+      for (double scale : {1.0, -2.5}) {
+        const Tensor g = math::max_abs_grad(a, m, scale), r = math::max_abs_grad_ref(a, m, scale);
+        REQUIRE(g.shape() == a.shape());
+        CHECK(math::amax(math::abs(math::sub(g, r))).item() <= 1e-6 * std::abs(scale));
+        CHECK(math::sum(math::abs(g)).item() == doctest::Approx(std::abs(scale)).epsilon(1e-5));  // shares sum to 1
+      }
+    }
+    std::vector<double> v(70000, 1.0);
+    v[65536] = std::nan("");
+    CHECK(std::isnan(math::max_abs(Tensor::from_vector(v, {70000}).to(dt))));
+    CHECK(math::max_abs(Tensor::zeros({0, 3}, dt)) == 0.0);
+  }
+}
+
 TEST_CASE("split_stream: stream 0 unchanged; other streams new seeds, the offset kept, uncorrelated draws") {
   Generator a(1234);
   a.advance(17);
