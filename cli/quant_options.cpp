@@ -101,7 +101,8 @@ std::vector<OptionSpec> quant_option_specs() {
       {"grad-l1-scale", "none",
        "--reg grad-l1: none (the paper's penalty) | range (each layer's term times max|W_l| or max|a_l|, the "
        "first-order bound of per-tensor min/max post-training quantization: invariant to the weight and "
-       "activation scales batch norm leaves free; docs/quantization.md)"},
+       "activation scales batch norm leaves free; docs/quantization.md) | range-fixed | range-only (ablations of "
+       "range: its gradient with the ranges held constant, or through the ranges alone)"},
       {"msqe-lambda", "1",
        "--reg msqe: lambda of alpha R - lambda log alpha (alpha settles at lambda / R; docs/quantization.md)"},
       {"prune-sparsity", "",

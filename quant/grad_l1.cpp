@@ -138,7 +138,8 @@ GradL1Penalty GradL1Regularizer::penalty(const Variable& loss, const std::vector
   if (options_.lambda_a > 0)
     for (const Variable& a : activations)
       if (a.requires_grad()) inputs.push_back(a);
-  const bool ranged = options_.scale == GradL1Scale::range;
+  const bool ranged = options_.scale != GradL1Scale::none;
+  const bool second_order = options_.scale != GradL1Scale::range_only;  // range_only: the norms constant
   LOWBIT_CHECK(!(ranged && across_ranks),
                "grad-l1: range scaling (--grad-l1-scale range) is not supported across ranks (MPI)");
   GradL1Penalty out;
@@ -148,14 +149,19 @@ GradL1Penalty GradL1Regularizer::penalty(const Variable& loss, const std::vector
   }
   // Double backpropagation (spec §7.2 (a)): the first-order gradients, recorded.
   const std::vector<Variable> g =
-      grad({loss}, inputs, {}, /*retain_graph=*/true, /*create_graph=*/true, /*allow_unused=*/true);
+      grad({loss}, inputs, {}, /*retain_graph=*/true, /*create_graph=*/second_order, /*allow_unused=*/true);
   Variable wsum, asum;
   for (size_t i = 0; i < g.size(); ++i) {
     if (!g[i].defined()) continue;
     // Across ranks: the whole batch's weight gradient is the sum of the ranks' (share-weighted) ones.
     const Variable gi = across_ranks && i < n_weights ? all_reduce_sum(g[i]) : g[i];
-    Variable l1 = l1_norm(gi);                      // ||.||_1 over every element (batch included for a_l)
-    if (ranged) l1 = mul(l1, range_of(inputs[i]));  // r(x_l) ||g_l||_1 (range scaling, grad_l1.h)
+    // ||.||_1 over every element (batch included for a_l); range_only: a constant.
+    Variable l1 = second_order ? l1_norm(gi) : Variable(Tensor::full({}, l1_sum(gi.data()), gi.dtype()));
+    // r(x_l) ||g_l||_1 (range scaling, grad_l1.h); range_fixed: r a constant.
+    if (options_.scale == GradL1Scale::range_fixed)
+      l1 = mul(l1, range_value(inputs[i].data()));
+    else if (ranged)
+      l1 = mul(l1, range_of(inputs[i]));
     Variable& acc = i < n_weights ? wsum : asum;
     acc = acc.defined() ? add(acc, l1) : l1;
     ++(i < n_weights ? out.weights : out.activations);
@@ -260,7 +266,12 @@ GradL1Penalty GradL1Regularizer::fd_step(Module& model, const std::function<Vari
   std::vector<Variable> inputs = params;
   const bool with_acts = options_.lambda_a > 0;
   if (with_acts) inputs.insert(inputs.end(), acts.begin(), acts.end());
-  const std::vector<Variable> g0 = grad({loss}, inputs, {}, false, false, /*allow_unused=*/true);
+  // Range scaling's parts (GradL1Scale): the Hessian term (not for range_only) and the ranges' term
+  // (not for range_fixed). range_only keeps pass 1's graph for the backward of the ranges.
+  const bool ranged = options_.scale != GradL1Scale::none;
+  const bool hessian = options_.scale != GradL1Scale::range_only;
+  const bool range_grad = options_.scale == GradL1Scale::range || options_.scale == GradL1Scale::range_only;
+  const std::vector<Variable> g0 = grad({loss}, inputs, {}, /*retain_graph=*/!hessian, false, /*allow_unused=*/true);
   auto set_grads = [&](const std::vector<Variable>& g) {
     for (size_t i = 0; i < params.size(); ++i) {
       if (!g[i].defined()) continue;
@@ -275,17 +286,16 @@ GradL1Penalty GradL1Regularizer::fd_step(Module& model, const std::function<Vari
   const double lambda_max = std::max(options_.lambda_w, options_.lambda_a);
   const double e = lambda_max > 0 ? options_.fd_step / lambda_max : 0;
   // Range scaling: r(x_l) at theta, and the coefficient of r(x_l) in P (lambda_l ||g_l||_1) for the
-  // second pass's loss; param index (weights) or activation index, coefficient.
-  const bool ranged = options_.scale == GradL1Scale::range;
+  // ranges' term; param index (weights) or activation index, coefficient.
   std::vector<std::pair<size_t, double>> weight_range_coef, act_range_coef;
   if (options_.lambda_w > 0)
     for (const auto& [name, w] : weights_)
       for (size_t i = 0; i < params.size(); ++i)
         if (params[i].same(w) && g0[i].defined()) {
           const double r = ranged ? range_value(params[i].data()) : 1.0;
-          const double l1 = l1_sum(g0[i].data(), &weight_dir[i], e * options_.lambda_w * r);
+          const double l1 = l1_sum(g0[i].data(), hessian ? &weight_dir[i] : nullptr, e * options_.lambda_w * r);
           out.weight_l1 += r * l1;
-          if (ranged) weight_range_coef.emplace_back(i, options_.lambda_w * l1);
+          if (range_grad) weight_range_coef.emplace_back(i, options_.lambda_w * l1);
           ++out.weights;
         }
   if (with_acts)
@@ -294,15 +304,31 @@ GradL1Penalty GradL1Regularizer::fd_step(Module& model, const std::function<Vari
       act_dir.emplace_back();
       if (!ga.defined()) continue;
       const double r = ranged ? range_value(acts[k].data()) : 1.0;
-      const double l1 = l1_sum(ga.data(), &act_dir.back(), e * options_.lambda_a * r);
+      const double l1 = l1_sum(ga.data(), hessian ? &act_dir.back() : nullptr, e * options_.lambda_a * r);
       out.act_l1 += r * l1;
-      if (ranged) act_range_coef.emplace_back(k, options_.lambda_a * l1);
+      if (range_grad) act_range_coef.emplace_back(k, options_.lambda_a * l1);
       ++out.activations;
     }
   out.value =
       Variable(Tensor::full({}, options_.lambda_w * out.weight_l1 + options_.lambda_a * out.act_l1, loss.dtype()));
   if (!std::isfinite(loss.item()) || e == 0) {
     set_grads(g0);
+    return out;
+  }
+  if (!hessian) {
+    // range_only: dP/dtheta = the gradient of sum_l lambda_l ||g_l||_1 r(x_l) (norms constant), one
+    // backward over pass 1's graph; no second pass.
+    Variable ranges;
+    auto accumulate = [&](const Variable& t) { ranges = ranges.defined() ? add(ranges, t) : t; };
+    for (const auto& [i, coef] : weight_range_coef) accumulate(mul(range_of(params[i]), coef));
+    for (const auto& [k, coef] : act_range_coef) accumulate(mul(range_of(acts[k]), coef));
+    std::vector<Variable> total(g0.begin(), g0.begin() + std::ptrdiff_t(params.size()));
+    if (ranges.defined()) {
+      const std::vector<Variable> gr = grad({ranges}, params, {}, false, false, /*allow_unused=*/true);
+      for (size_t i = 0; i < params.size(); ++i)
+        if (gr[i].defined()) total[i] = total[i].defined() ? Variable(math::add(total[i].data(), gr[i].data())) : gr[i];
+    }
+    set_grads(total);
     return out;
   }
 

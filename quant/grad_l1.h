@@ -66,7 +66,11 @@ namespace lowbit::quant {
 // the gradient, spec §7.2 (b); GradL1Regularizer::fd_step).
 enum class GradL1Mode { exact, fd };
 // Each term's weight: 1 (the paper's penalty) or the tensor's range max|x| (range scaling above).
-enum class GradL1Scale { none, range };
+// range_fixed and range_only are ablations of range: the same P, its gradient cut to one of its two
+// parts, dP/dtheta = lambda sum_l r_l H_l sign(g_l) + lambda sum_l ||g_l||_1 dr_l/dtheta (H_l: the
+// Hessian rows of x_l): range_fixed keeps the first (r held constant), range_only the second (the
+// norms held constant: no second-order term; a plain step plus one backward of the ranges).
+enum class GradL1Scale { none, range, range_fixed, range_only };
 
 struct GradL1Options {
   // Weight and activation terms (spec §7.1: one lambda). The paper's 0.05 (§7.2, ImageNet, its own

@@ -136,6 +136,10 @@ runs[g17-vgg5-qat4]="$vggc5 --quant dorefa --wbits 4 --abits 4 --quantize-first-
 # activation scales batch norm leaves free; docs/quantization.md): lambda 5e-4 starts at P ~ 0.47 on
 # the float net (unscaled 3e-4: ~0.86).
 runs[g17-vgg5-l1r-fd-5e-4]="$vggc5 --reg grad-l1 --lambda 5e-4 --grad-l1-scale range --grad-l1-mode fd"
+# Its ablations: the gradient without the ranges' part (ranges held constant), and with that part
+# alone (norms held constant: no second pass).
+runs[g17-vgg5-l1rf-fd-5e-4]="$vggc5 --reg grad-l1 --lambda 5e-4 --grad-l1-scale range-fixed --grad-l1-mode fd"
+runs[g17-vgg5-l1ro-fd-5e-4]="$vggc5 --reg grad-l1 --lambda 5e-4 --grad-l1-scale range-only --grad-l1-mode fd"
 # Issue 19's VGG-11 pairs: 10 epochs each (DCQ's and QAT's alike), lr 0.01 cosine, first and last
 # layers in float; then 3 epochs of end-to-end fine-tuning of the stitched DCQ nets. A run starting
 # with "dcq " is a `lowbit dcq` command.

@@ -6,7 +6,7 @@
 # autograd/kink_tape.h) follows the exact mode (double backward) within 1 % in train loss and penalty
 # for 3 epochs; --reg-last-epochs 1 leaves epochs 1-2 bit-identical to the plain run and regularizes
 # epoch 3 only; --grad-l1-scale range (each term times its tensor's max|x|) likewise in both modes,
-# fd within 1 % of exact; a bad mode or scale is a clear error.
+# fd within 1 % of exact, and its two ablations train; a bad mode or scale is a clear error.
 # Usage: scripts/test_grad_l1.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
 set -euo pipefail
 source "$(dirname "$0")/cli_test_lib.sh"
@@ -67,6 +67,15 @@ grep -q "grad-l1-mode 'bogus' is not exact or fd" "$work/bad.log" || fail "bad m
 if "$lowbit" train "${tune[@]}" --reg grad-l1 --grad-l1-scale max --out "$work/bad" > "$work/bad.log" 2>&1; then
   fail "--grad-l1-scale max accepted"
 fi
-grep -q "grad-l1-scale 'max' is not none or range" "$work/bad.log" || fail "bad scale: $(cat "$work/bad.log")"
+grep -q "grad-l1-scale 'max' is not none, range, range-fixed or range-only" "$work/bad.log" ||
+  fail "bad scale: $(cat "$work/bad.log")"
+# range's ablations (the gradient without the ranges' part, or with it alone) train and say which
+for scale in range-fixed range-only; do
+  "$lowbit" train "${tune[@]}" --epochs 1 --reg grad-l1 --lambda 1e-3 --grad-l1-scale "$scale" --grad-l1-mode fd \
+    --out "$work/$scale" > "$work/$scale.log"
+  [ -n "$(field "$scale" 1 grad_l1)" ] || fail "$scale: no penalty reported"
+done
+grep -q "range-scaled, ranges held constant, finite" "$work/range-fixed.log" || fail "range-fixed header"
+grep -q "range-scaled, norms held constant, finite" "$work/range-only.log" || fail "range-only header"
 echo "ok: grad-l1 through lowbit train (penalty epoch 3: exact $(field exact 3 grad_l1), fd $(field fd 3 grad_l1);" \
   "range-scaled: exact $(field range-exact 3 grad_l1), fd $(field range-fd 3 grad_l1))"

@@ -586,6 +586,50 @@ TEST_CASE("grad-l1 fd: forward differences of the gradient against the exact dou
   }
 }
 
+// Range scaling's ablations (GradL1Scale): range_fixed keeps the Hessian part of dP/dtheta, range_only
+// the ranges' part; the two add up to range's gradient, P is the same, and each fd twin follows its
+// exact one (range_only's fd is exact: no second pass).
+TEST_CASE("grad-l1 range scaling's ablations: the two parts add up to the whole, fd = exact for each (float64)") {
+  for (int which = 0; which < 4; ++which) {
+    CAPTURE(which);
+    auto net = which == 0   ? conv_bn_net(3, false)
+               : which == 1 ? conv_bn_net(3, true)
+               : which == 2 ? residual_net(4)
+                            : depthwise_net(5);
+    const Batch b = batch_for(4, which <= 1 ? 2 : 1, 6, 14);
+    net->to(DType::f64);
+    net->train();
+    std::map<quant::GradL1Scale, FdAgainstExact> runs;
+    for (quant::GradL1Scale scale :
+         {quant::GradL1Scale::range, quant::GradL1Scale::range_fixed, quant::GradL1Scale::range_only}) {
+      CAPTURE(int(scale));
+      const quant::GradL1Options exact_opt{.lambda_w = 0.3, .lambda_a = 0.7, .scale = scale};
+      quant::GradL1Options fd_opt = exact_opt;
+      fd_opt.mode = quant::GradL1Mode::fd;
+      fd_opt.fd_step = 1e-8;
+      runs[scale] = fd_against_exact(*net, b.x, b.y, exact_opt, fd_opt);
+      const FdAgainstExact& r = runs[scale];
+      CHECK(r.p_fd == doctest::Approx(r.p_exact).epsilon(1e-12));
+      const double rel = max_relative_difference(penalty_part(r.fd, r.loss_only), penalty_part(r.exact, r.loss_only));
+      MESSAGE("model ", which, " scale ", int(scale), ": dP/dtheta, max |fd - exact| / max |exact| = ", rel);
+      CHECK(rel < (scale == quant::GradL1Scale::range_only ? 1e-9 : 1e-5));
+    }
+    const FdAgainstExact &whole = runs[quant::GradL1Scale::range], &fixed = runs[quant::GradL1Scale::range_fixed],
+                         &only = runs[quant::GradL1Scale::range_only];
+    CHECK(fixed.p_exact == doctest::Approx(whole.p_exact).epsilon(1e-12));
+    CHECK(only.p_exact == doctest::Approx(whole.p_exact).epsilon(1e-12));
+    const std::vector<Tensor> p_whole = penalty_part(whole.exact, whole.loss_only),
+                              p_fixed = penalty_part(fixed.exact, fixed.loss_only),
+                              p_only = penalty_part(only.exact, only.loss_only);
+    std::vector<Tensor> sum;
+    for (size_t i = 0; i < p_whole.size(); ++i) sum.push_back(math::add(p_fixed[i], p_only[i]));
+    CHECK(max_relative_difference(sum, p_whole) < 1e-10);
+    // Neither part is negligible on these nets (else the sum check could not fail).
+    CHECK(norm(p_fixed) > 0.05 * norm(p_whole));
+    CHECK(norm(p_only) > 0.05 * norm(p_whole));
+  }
+}
+
 // Steps large enough for ReLU units to cross 0 between the passes. With the kinks frozen the error is
 // the O(step) of the smooth parts (the sign-vector perturbation is coherent, so its constant is large)
 // and falls tenfold per decade of step; with them free, the switched units add an error that does not

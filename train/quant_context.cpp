@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <sstream>
 
 #include "core/math.h"
@@ -203,15 +204,19 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
     LOWBIT_CHECK(spec.grad_l1_mode == "exact" || spec.grad_l1_mode == "fd", "--grad-l1-mode '", spec.grad_l1_mode,
                  "' is not exact or fd");
     LOWBIT_CHECK(spec.grad_l1_fd_step > 0, "--grad-l1-fd-step ", spec.grad_l1_fd_step, " must be > 0");
-    LOWBIT_CHECK(spec.grad_l1_scale == "none" || spec.grad_l1_scale == "range", "--grad-l1-scale '", spec.grad_l1_scale,
-                 "' is not none or range");
+    const std::map<std::string, quant::GradL1Scale> scales = {{"none", quant::GradL1Scale::none},
+                                                              {"range", quant::GradL1Scale::range},
+                                                              {"range-fixed", quant::GradL1Scale::range_fixed},
+                                                              {"range-only", quant::GradL1Scale::range_only}};
+    LOWBIT_CHECK(scales.count(spec.grad_l1_scale), "--grad-l1-scale '", spec.grad_l1_scale,
+                 "' is not none, range, range-fixed or range-only");
     grad_l1_ = std::make_shared<quant::GradL1Regularizer>(
-        model, quant::GradL1Options{
-                   .lambda_w = spec.lambda,
-                   .lambda_a = spec.lambda_a >= 0 ? spec.lambda_a : spec.lambda,
-                   .mode = spec.grad_l1_mode == "fd" ? quant::GradL1Mode::fd : quant::GradL1Mode::exact,
-                   .scale = spec.grad_l1_scale == "range" ? quant::GradL1Scale::range : quant::GradL1Scale::none,
-                   .fd_step = spec.grad_l1_fd_step});
+        model,
+        quant::GradL1Options{.lambda_w = spec.lambda,
+                             .lambda_a = spec.lambda_a >= 0 ? spec.lambda_a : spec.lambda,
+                             .mode = spec.grad_l1_mode == "fd" ? quant::GradL1Mode::fd : quant::GradL1Mode::exact,
+                             .scale = scales.at(spec.grad_l1_scale),
+                             .fd_step = spec.grad_l1_fd_step});
     grad_l1_on_ = spec.reg_last_epochs <= 0;
   } else {
     LOWBIT_CHECK(spec.reg_last_epochs <= 0, "--reg-last-epochs is the window of --reg grad-l1");
@@ -606,6 +611,8 @@ std::string QuantContext::describe() const {
     if (g.lambda_a != g.lambda_w) s << ", activations " << g.lambda_a;
     if (spec_.reg_last_epochs > 0) s << ", last " << spec_.reg_last_epochs << " epochs";
     if (g.scale == quant::GradL1Scale::range) s << ", range-scaled";
+    if (g.scale == quant::GradL1Scale::range_fixed) s << ", range-scaled, ranges held constant";
+    if (g.scale == quant::GradL1Scale::range_only) s << ", range-scaled, norms held constant";
     if (g.mode == quant::GradL1Mode::fd) s << ", finite differences, step " << g.fd_step;
     s << ")";
   }

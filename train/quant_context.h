@@ -100,7 +100,9 @@ struct QuantSpec {
   double reg_last_epochs = 0;
   std::string grad_l1_mode = "exact";  // exact (double backward) | fd (finite differences, spec §7.2 (b))
   double grad_l1_fd_step = quant::GradL1Options{}.fd_step;  // fd: perturbation of each weight and activation element
-  std::string grad_l1_scale = "none";  // none (the paper's penalty) | range (each term times max|x|, grad_l1.h)
+  // none (the paper's penalty) | range (each term times max|x|, grad_l1.h) | range-fixed | range-only
+  // (range's ablations: its gradient without the ranges' part, or with it alone)
+  std::string grad_l1_scale = "none";
   // MSQE regularization with a learnable coefficient (--reg msqe with --quant msqe, Choi et al. §3.2):
   // C = E + alpha R - lambda log alpha, alpha = exp(a), a learned (group "coefficient", lr msqe_lr;
   // < 0: the weights' lr), starting at alpha = 1. At equilibrium alpha R = lambda.
