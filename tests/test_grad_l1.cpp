@@ -542,6 +542,18 @@ double cosine(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
   return ab / std::sqrt(aa * bb);
 }
 
+// The fd-against-exact nets (float64, train mode) and their batches: 0 conv/BN/average pool, 1 the same
+// with max pooling, 2 residual blocks, 3 depthwise.
+std::pair<std::shared_ptr<Sequential>, Batch> fd_test_case(int which) {
+  auto net = which == 0   ? conv_bn_net(3, false)
+             : which == 1 ? conv_bn_net(3, true)
+             : which == 2 ? residual_net(4)
+                          : depthwise_net(5);
+  net->to(DType::f64);
+  net->train();
+  return {net, batch_for(4, which <= 1 ? 2 : 1, 6, 14)};
+}
+
 }  // namespace
 
 TEST_CASE("grad-l1 fd: forward differences of the gradient against the exact double backward (float64)") {
@@ -549,13 +561,7 @@ TEST_CASE("grad-l1 fd: forward differences of the gradient against the exact dou
     CAPTURE(which);
     // which 1: max pooling over ReLU outputs, where windows of tied zeros get broken by the activation
     // offsets unless the second pass replays the first's winners (kinks frozen, the default).
-    auto net = which == 0   ? conv_bn_net(3, false)
-               : which == 1 ? conv_bn_net(3, true)
-               : which == 2 ? residual_net(4)
-                            : depthwise_net(5);
-    const Batch b = batch_for(4, which <= 1 ? 2 : 1, 6, 14);
-    net->to(DType::f64);
-    net->train();
+    const auto [net, b] = fd_test_case(which);
     // Unscaled, then range-scaled (the gradient through r(x) enters the second pass's loss) at two
     // steps: its perturbation is r(x) times the step's, so its O(step) error is larger at one step
     // and must fall tenfold with the step.
@@ -592,13 +598,7 @@ TEST_CASE("grad-l1 fd: forward differences of the gradient against the exact dou
 TEST_CASE("grad-l1 range scaling's ablations: the two parts add up to the whole, fd = exact for each (float64)") {
   for (int which = 0; which < 4; ++which) {
     CAPTURE(which);
-    auto net = which == 0   ? conv_bn_net(3, false)
-               : which == 1 ? conv_bn_net(3, true)
-               : which == 2 ? residual_net(4)
-                            : depthwise_net(5);
-    const Batch b = batch_for(4, which <= 1 ? 2 : 1, 6, 14);
-    net->to(DType::f64);
-    net->train();
+    const auto [net, b] = fd_test_case(which);
     std::map<quant::GradL1Scale, FdAgainstExact> runs;
     for (quant::GradL1Scale scale :
          {quant::GradL1Scale::range, quant::GradL1Scale::range_fixed, quant::GradL1Scale::range_only}) {
