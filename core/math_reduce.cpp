@@ -290,8 +290,7 @@ double max_abs(const Tensor& a_in) {
   return LOWBIT_DISPATCH_FLOAT(a.dtype(), "max_abs", [&] {
     const scalar_t* p = a.data<scalar_t>();
     const int64_t n = a.numel(), chunk = int64_t(1) << 16, chunks = (n + chunk - 1) / chunk;
-    std::vector<double> part(size_t(chunks), 0.0);
-    std::vector<char> nan(size_t(chunks), 0);
+    std::vector<double> part(size_t(chunks), 0.0);  // each chunk's max, NaN if it holds one
     parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         // 16 lanes (the inner loop vectorizes); x != x marks a NaN, which max would skip.
@@ -309,14 +308,13 @@ double max_abs(const Tensor& a_in) {
         scalar_t m = 0;
         for (; i < i1; ++i) any_nan |= p[i] != p[i], m = std::max(m, std::abs(p[i]));
         for (int64_t j = 0; j < kLanes; ++j) m = std::max(m, lane[j]);
-        part[size_t(c)] = double(m);
-        nan[size_t(c)] = any_nan;
+        part[size_t(c)] = any_nan ? std::numeric_limits<double>::quiet_NaN() : double(m);
       }
     });
     double m = 0;
-    for (int64_t c = 0; c < chunks; ++c) {
-      if (nan[size_t(c)]) return std::numeric_limits<double>::quiet_NaN();
-      m = std::max(m, part[size_t(c)]);
+    for (double v : part) {
+      if (std::isnan(v)) return v;
+      m = std::max(m, v);
     }
     return m;
   });
