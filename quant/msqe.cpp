@@ -41,9 +41,13 @@ Tensor msqe_codes(const Tensor& x, double d, int bits, bool signed_) {
 Variable msqe_quantize(const Variable& x, const Variable& d, int bits, bool signed_) {
   LOWBIT_CHECK(d.defined() && d.numel() == 1, "msqe_quantize: the cell size must be a one-element Variable");
   const double dv = d.item();
-  const Tensor r = msqe_codes(x.data(), dv, bits, signed_);
+  check_args(bits, dv, "msqe_quantize");
   double lo = 0, hi = 0;
   code_range(bits, signed_, &lo, &hi);
+  // Q = d r, dQ/dd = r (r constant), dQ/dx the STE mask 1[lo <= x/d <= hi]: fused, the composition
+  // below is its definition (tests/test_msqe.cpp pins one to the other).
+  if (!(signed_ && bits == 1)) return step_quantize(x, d, lo, hi, StepGradient::codes);
+  const Tensor r = msqe_codes(x.data(), dv, bits, signed_);
   const Tensor u = math::div(x.data(), Tensor::full({}, dv, x.dtype()));
   const Tensor mask = math::mul(math::ge(u, lo), math::le(u, hi));
   // Q = d r (dQ/dd = r, r constant) + a zero-valued term whose gradient to x is the STE mask.

@@ -480,7 +480,8 @@ Variable lsq(const Variable& v, const Variable& s, int b, bool signed_, bool bat
   const double qp = signed_ ? std::ldexp(1.0, b - 1) - 1 : std::ldexp(1.0, b) - 1;
   const double n = batched ? double(v.numel()) / double(v.size(0)) : double(v.numel());
   const Variable s_scaled = grad_scale(s, 1.0 / std::sqrt(n * qp));
-  return mul(round_ste(clamp(div(v, s_scaled), -qn, qp)), s_scaled);
+  // round_ste(clamp(v / s, -Q_N, Q_P)) s, fused (step_quantize; pinned to this composition by tests).
+  return step_quantize(v, s_scaled, -qn, qp, StepGradient::full);
 }
 
 double lsq_init_step(const Tensor& v, int b, bool signed_) {

@@ -88,4 +88,42 @@ Variable clip_quantize(const Variable& x_in, double lo, double hi, double n) {
   });
 }
 
+namespace {
+
+// step_quantize's gradients as ops, for a double backward: linear in g with constant coefficients
+// (the mask, and r or LSQ's r - u 1[inside]), as the straight-through compositions' are (there the
+// STE's d r / dx := 1 / s cancels the chain's -u / s terms).
+std::vector<Variable> step_grads_composed(const Variable& g, const Tensor& x, const Variable& s, double lo, double hi,
+                                          StepGradient mode) {
+  const Tensor u = math::div(x, Tensor::full({}, s.item(), x.dtype()));
+  const Tensor inside = math::mul(math::ge(u, lo), math::le(u, hi));
+  Tensor coef = math::clamp(math::round(u), lo, hi);
+  if (mode == StepGradient::full) coef = math::sub(coef, math::mul(u, inside));
+  return {mul(g, Variable(inside)), reshape(sum(mul(g, Variable(coef))), s.shape())};
+}
+
+}  // namespace
+
+Variable step_quantize(const Variable& x_in, const Variable& s, double lo, double hi, StepGradient mode) {
+  LOWBIT_CHECK(s.defined() && s.numel() == 1, "step_quantize: the step must be a one-element Variable");
+  const kernels::StepGrid grid{s.item(), lo, hi};
+  const Tensor x = x_in.data().is_dense() ? x_in.data() : x_in.data().contiguous();
+  Tensor y = Tensor::empty_like(x);
+  LOWBIT_DISPATCH_FLOAT(x.dtype(), "step_quantize", [&] {
+    kernels::step_quantize_forward(grid, x.numel(), x.data<scalar_t>(), y.data<scalar_t>());
+  });
+  return make_result(y, "step_quantize", {x_in, s}, [x, s, grid, mode](const Variable& g, const Variable&) {
+    if (GradMode::enabled()) return step_grads_composed(g, x, s, grid.lo, grid.hi, mode);
+    const Tensor dy = in_layout_of(g.data(), x);
+    Tensor dx = Tensor::empty_like(x);
+    kernels::StepGridSums sums;
+    LOWBIT_DISPATCH_FLOAT(x.dtype(), "step_quantize backward", [&] {
+      sums = kernels::step_quantize_backward(grid, x.numel(), x.data<scalar_t>(), dy.data<scalar_t>(),
+                                             dx.data<scalar_t>());
+    });
+    const double ds = mode == StepGradient::full ? sums.codes - sums.inside : sums.codes;
+    return std::vector<Variable>{Variable(dx), Variable(Tensor::full(s.shape(), ds, s.dtype()))};
+  });
+}
+
 }  // namespace lowbit::quant

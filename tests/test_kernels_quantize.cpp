@@ -11,6 +11,7 @@
 #include "autograd/ops.h"
 #include "core/kernels/cpu.h"
 #include "core/kernels/quantize.h"
+#include "core/math.h"
 #include "core/parallel.h"
 #include "core/random.h"
 #include "quant/ste.h"
@@ -238,4 +239,181 @@ TEST_CASE("pow2_grid_forward / backward: fast == _ref bit for bit, and the defin
       CHECK(s.low == doctest::Approx(low).epsilon(1e-12));
       CHECK(s.high == doctest::Approx(high).epsilon(1e-12));
     }
+}
+
+// ---- The learned-step grid (LSQ, MSQE: step_quantize's kernels) ----
+
+TEST_CASE(
+    "step_quantize_forward / backward: fast == _ref bit for bit, and the definition, on MobileNet and ResNet-20 "
+    "shapes and tails") {
+  Generator gen(13);
+  // LSQ's signed 4-bit grid on a power-of-two step (exact ties), MSQE's unsigned 8-bit activations,
+  // a ternary grid.
+  const kernels::StepGrid grids[] = {{0.125, -8, 7}, {0.02, 0, 255}, {0.3, -1, 1}};
+  // MobileNet v1 (CIFAR)'s first activation at batch 128 (128 x 32 x 32 x 32), a ResNet-20 stage-3
+  // one at batch 7, and odd tails around the SIMD width and the sums' chunk (2^15).
+  for (int64_t n : {int64_t(1), int64_t(17), int64_t(32769), int64_t(7 * 64 * 8 * 8), int64_t(128) * 32 * 32 * 32})
+    for (const kernels::StepGrid& g : grids) {
+      CAPTURE(n);
+      CAPTURE(g.hi);
+      std::vector<float> x(static_cast<size_t>(n)), dy(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        // over the code range and beyond it both ways; every 3rd on a half-step (a tie), every 11th a level
+        const double u = g.lo - 3 + gen.uniform() * (g.hi - g.lo + 6);
+        const double v = i % 3 == 0 ? (std::floor(u) + 0.5) : i % 11 == 0 ? std::round(u) : u;
+        x[size_t(i)] = float(v * g.step);
+        dy[size_t(i)] = float(gen.uniform() - 0.5);
+      }
+      std::vector<float> y(x.size()), y_ref(x.size()), dx(x.size()), dx_ref(x.size());
+      kernels::step_quantize_forward(g, n, x.data(), y.data());
+      kernels::step_quantize_forward_ref(g, n, x.data(), y_ref.data());
+      CHECK(same_bits(y, y_ref));
+      const auto s = kernels::step_quantize_backward(g, n, x.data(), dy.data(), dx.data());
+      const auto s_ref = kernels::step_quantize_backward_ref(g, n, x.data(), dy.data(), dx_ref.data());
+      CHECK(same_bits(dx, dx_ref));
+      CHECK((s.codes == s_ref.codes && s.inside == s_ref.inside));
+      {  // the portable path too
+        kernels::Avx512Guard portable(false);
+        std::vector<float> yp(x.size()), dxp(x.size());
+        kernels::step_quantize_forward(g, n, x.data(), yp.data());
+        const auto sp = kernels::step_quantize_backward(g, n, x.data(), dy.data(), dxp.data());
+        CHECK(same_bits(y, yp));
+        CHECK(same_bits(dx, dxp));
+        CHECK((sp.codes == s.codes && sp.inside == s.inside));
+      }
+      // The definition: u = x / step in float, r the nearest integer (ties to even) clamped.
+      double codes = 0, inside = 0;
+      int64_t bad = 0, ties = 0;
+      const float step = float(g.step);
+      for (int64_t i = 0; i < n; ++i) {
+        const float u = x[size_t(i)] / step;
+        const double fl = std::floor(double(u)), frac = double(u) - fl;
+        const double nearest = frac < 0.5 ? fl : frac > 0.5 ? fl + 1 : (std::fmod(fl, 2.0) == 0 ? fl : fl + 1);
+        ties += frac == 0.5;
+        const double r = std::min(std::max(nearest, g.lo), g.hi);
+        bad += y[size_t(i)] != float(r) * step;
+        const bool in = u >= g.lo && u <= g.hi;
+        bad += dx[size_t(i)] != (in ? dy[size_t(i)] : 0.0f);
+        codes += double(dy[size_t(i)]) * r;
+        if (in) inside += double(dy[size_t(i)]) * double(u);
+      }
+      CHECK(bad == 0);
+      if (n > 100) CHECK(ties > 0);
+      CHECK(s.codes == doctest::Approx(codes).epsilon(1e-12));
+      CHECK(s.inside == doctest::Approx(inside).epsilon(1e-12));
+    }
+}
+
+TEST_CASE("step_quantize kernels: NaN and infinities, and the grid's checks") {
+  const kernels::StepGrid g{0.5, -4, 3};
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> x = {nan, inf, -inf, 1.25f, -0.25f};  // 1.25 / 0.5 = 2.5: a tie, to 2
+  const std::vector<float> dy = {1, 1, 1, 1, 1};
+  for (bool simd : {true, false}) {
+    kernels::Avx512Guard guard(simd);
+    std::vector<float> y(x.size()), dx(x.size());
+    kernels::step_quantize_forward(g, int64_t(x.size()), x.data(), y.data());
+    CHECK(std::isnan(y[0]));
+    CHECK(y[1] == 1.5f);
+    CHECK(y[2] == -2.0f);
+    CHECK(y[3] == 1.0f);
+    CHECK((y[4] == 0.0f && std::signbit(y[4])));  // nearbyint(-0.5) = -0
+    const auto s = kernels::step_quantize_backward(g, int64_t(x.size()), x.data(), dy.data(), dx.data());
+    CHECK(dx == std::vector<float>{0, 0, 0, 1, 1});  // NaN and the infinities are outside
+    CHECK(std::isnan(s.codes));
+    CHECK(s.inside == doctest::Approx(2.5 - 0.5));
+  }
+  std::vector<float> y(1);
+  const float one = 1;
+  CHECK_THROWS_AS(kernels::step_quantize_forward({0.0, -1, 1}, 1, &one, y.data()), Error);
+  CHECK_THROWS_AS(kernels::step_quantize_forward({-0.5, -1, 1}, 1, &one, y.data()), Error);
+  CHECK_THROWS_AS(kernels::step_quantize_forward({0.5, 1, -1}, 1, &one, y.data()), Error);
+  CHECK_THROWS_AS(kernels::step_quantize_forward({0.5, -1.5, 1}, 1, &one, y.data()), Error);
+}
+
+namespace {
+
+// The compositions step_quantize replaces: MSQE's (d r with r constant, plus a zero-valued term whose
+// gradient is the STE mask) and LSQ's (round_ste(clamp(x / s, lo, hi)) s).
+Variable msqe_composed(const Variable& x, const Variable& d, double lo, double hi) {
+  const Tensor u = math::div(x.data(), Tensor::full({}, d.item(), x.dtype()));
+  const Tensor r = math::clamp(math::round(u), lo, hi);
+  const Tensor mask = math::mul(math::ge(u, lo), math::le(u, hi));
+  const Variable q = mul(Variable(r), reshape(d, {}));
+  return add(q, quant::straight_through(mul(x, Variable(mask)), Tensor::zeros(x.shape(), x.dtype())));
+}
+Variable lsq_composed(const Variable& x, const Variable& s, double lo, double hi) {
+  return mul(quant::round_ste(clamp(div(x, s), lo, hi)), s);
+}
+
+}  // namespace
+
+TEST_CASE("step_quantize equals the composed MSQE and LSQ chains: values bit for bit, gradients, any layout, dtype") {
+  for (DType dt : {DType::f32, DType::f64})
+    for (MemoryFormat fmt : {MemoryFormat::contiguous, MemoryFormat::channels_last})
+      for (quant::StepGradient mode : {quant::StepGradient::codes, quant::StepGradient::full}) {
+        CAPTURE(int(dt));
+        CAPTURE(int(fmt));
+        CAPTURE(int(mode));
+        Generator gen(15);
+        const Tensor base = Tensor::randn({3, 5, 7, 6}, gen, dt, 0.4, 0.7).contiguous(fmt);
+        const double lo = mode == quant::StepGradient::codes ? 0 : -8, hi = mode == quant::StepGradient::codes ? 15 : 7;
+        Variable a(base, true), b(base, true);
+        Variable sa(Tensor::full({}, 0.1, dt), true), sb(Tensor::full({}, 0.1, dt), true);
+        const Variable fused = quant::step_quantize(a, sa, lo, hi, mode);
+        const Variable composed =
+            mode == quant::StepGradient::codes ? msqe_composed(b, sb, lo, hi) : lsq_composed(b, sb, lo, hi);
+        CHECK(fused.data().to_vector() == composed.data().to_vector());
+        const Tensor g = Tensor::randn({3, 5, 7, 6}, gen, dt);  // row-major: a layout other than fmt
+        fused.backward(Variable(g));
+        composed.backward(Variable(g));
+        const auto ga = a.grad().data().to_vector(), gb = b.grad().data().to_vector(), gv = g.to_vector(),
+                   xv = base.to_vector();
+        int64_t bad = 0, clipped = 0;
+        for (size_t i = 0; i < ga.size(); ++i) {
+          const double u = dt == DType::f32 ? double(float(xv[i]) / 0.1f) : xv[i] / 0.1;
+          const bool in = u >= lo && u <= hi;
+          clipped += !in;
+          bad += ga[i] != (in ? gv[i] : 0.0);                               // the stated surrogate, exactly
+          bad += std::fabs(ga[i] - gb[i]) > 1e-6 * (1 + std::fabs(gb[i]));  // LSQ's chain: (g s) / s
+        }
+        CHECK(bad == 0);
+        CHECK(clipped > 0);
+        const double tol = dt == DType::f32 ? 1e-5 : 1e-12;
+        CHECK(sa.grad().item() == doctest::Approx(sb.grad().item()).epsilon(tol));
+      }
+}
+
+TEST_CASE("step_quantize double backward: the same second derivatives as the composed chains (float64)") {
+  for (quant::StepGradient mode : {quant::StepGradient::codes, quant::StepGradient::full}) {
+    CAPTURE(int(mode));
+    Generator gen(17);
+    const Tensor xt = Tensor::randn({40}, gen, DType::f64, 0.3, 0.9), gt = Tensor::randn({40}, gen, DType::f64);
+    const Tensor vt = Tensor::randn({40}, gen, DType::f64);
+    // d/d(x, s, g) of <dQ/dx, v> + 3 dQ/ds, from the fused op and from its composition
+    auto second = [&](bool fused) {
+      Variable x(xt, true), s(Tensor::full({}, 0.25, DType::f64), true), g(gt, true);
+      const Variable y =
+          fused ? quant::step_quantize(x, s, -4, 3, mode)
+                : (mode == quant::StepGradient::codes ? msqe_composed(x, s, -4, 3) : lsq_composed(x, s, -4, 3));
+      const auto first = grad({y}, {x, s}, {g}, true, true);
+      const Variable h = add(sum(mul(first[0], Variable(vt))), mul(sum(first[1]), 3.0));
+      const auto d = grad({h}, {x, s, g}, {}, false, false, true);
+      std::vector<double> out;
+      for (size_t k = 0; k < d.size(); ++k) {
+        const size_t len = k == 1 ? 1 : 40;
+        const auto vals = d[k].defined() ? d[k].data().to_vector() : std::vector<double>(len, 0.0);
+        out.insert(out.end(), vals.begin(), vals.end());
+      }
+      return out;
+    };
+    const auto f = second(true), c = second(false);
+    REQUIRE(f.size() == c.size());
+    double norm = 0;
+    for (size_t i = 0; i < f.size(); ++i) {
+      CHECK(f[i] == doctest::Approx(c[i]).epsilon(1e-12));
+      norm += std::fabs(f[i]);
+    }
+    CHECK(norm > 0);
+  }
 }

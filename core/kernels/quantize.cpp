@@ -348,6 +348,124 @@ Pow2GridSums pow2_backward(const Pow2Grid& g, int64_t n, const T* x, const T* dy
       [](Pow2GridSums& t, const Pow2GridSums& p) { t.low += p.low, t.high += p.high; });
 }
 
+// ---- The learned-step grid (LSQ, MSQE) ----
+
+void check_step_grid(const StepGrid& g, const char* op) {
+  LOWBIT_CHECK(std::isfinite(g.step) && g.step > 0 && g.lo <= g.hi && std::nearbyint(g.lo) == g.lo &&
+                   std::nearbyint(g.hi) == g.hi,
+               op, ": need a finite step > 0 and integer lo <= hi, got step ", g.step, ", [", g.lo, ", ", g.hi, "]");
+}
+
+// The code of u = x / step: clamp(nearbyint(u), lo, hi), NaN through.
+template <class T>
+[[gnu::always_inline]] inline T step_code(T u, T lo, T hi) {
+  return clamp_scalar(T(std::nearbyint(u)), lo, hi);
+}
+
+template <class T>
+void step_forward_rows(int64_t b, int64_t e, const T* x, T step, T lo, T hi, T* y) {
+  for (int64_t i = b; i < e; ++i) y[i] = step_code(T(x[i] / step), lo, hi) * step;
+}
+
+// The sums in kLanes lanes as grid_backward_rows; codes0 / in0: lanes the vector path already summed.
+template <class T>
+StepGridSums step_backward_rows(int64_t b, int64_t e, const T* x, const T* dy, T step, T lo, T hi, T* dx,
+                                const double* codes0 = nullptr, const double* in0 = nullptr) {
+  double codes[kLanes] = {}, in[kLanes] = {};
+  if (codes0)
+    for (int l = 0; l < kLanes; ++l) codes[l] = codes0[l], in[l] = in0[l];
+  auto one = [&](int64_t i, int lane) {
+    const T u = x[i] / step;
+    const bool inside = u >= lo && u <= hi;
+    const double g = double(dy[i]);
+    dx[i] = inside ? dy[i] : T(0);
+    codes[lane] += g * double(step_code(u, lo, hi));
+    in[lane] += inside ? g * double(u) : 0.0;
+  };
+  int64_t i = b;
+  for (; i + kLanes <= e; i += kLanes)
+    for (int lane = 0; lane < kLanes; ++lane) one(i + lane, lane);
+  for (int lane = 0; i < e; ++i, ++lane) one(i, lane);
+  StepGridSums sums;
+  for (int lane = 0; lane < kLanes; ++lane) sums.codes += codes[lane], sums.inside += in[lane];
+  return sums;
+}
+
+// nearbyint then clamp, 16 floats: the same comparisons as clamp_scalar (NaN passes through).
+LOWBIT_AVX512 inline __m512 step_code16(__m512 u, __m512 vlo, __m512 vhi) {
+  const __m512 r = _mm512_mask_roundscale_ps(u, 0xFFFF, u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 c = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(r, vhi, _CMP_GT_OQ), r, vhi);
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(r, vlo, _CMP_LT_OQ), c, vlo);
+}
+
+LOWBIT_AVX512 void step_forward_avx512(int64_t b, int64_t e, const float* x, float step, float lo, float hi, float* y) {
+  const __m512 vstep = _mm512_set1_ps(step), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  int64_t i = b;
+  for (; i + 16 <= e; i += 16) {
+    const __m512 u = _mm512_div_ps(_mm512_loadu_ps(x + i), vstep);
+    _mm512_storeu_ps(y + i, _mm512_mul_ps(step_code16(u, vlo, vhi), vstep));
+  }
+  step_forward_rows(i, e, x, step, lo, hi, y);
+}
+
+// 16 elements a step in two halves of 8 doubles: the lanes and operations of step_backward_rows, so
+// the sums are bit-identical to it.
+LOWBIT_AVX512 StepGridSums step_backward_avx512(int64_t b, int64_t e, const float* x, const float* dy, float step,
+                                                float lo, float hi, float* dx) {
+  constexpr __mmask8 all = 0xFF;  // maskz forms: see requant.cpp
+  const __m512 vstep = _mm512_set1_ps(step), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  const __m512d zero = _mm512_setzero_pd();
+  __m512d codes[2] = {zero, zero}, in[2] = {zero, zero};
+  int64_t i = b;
+  for (; i + kLanes <= e; i += kLanes) {
+    const __m512 g = _mm512_loadu_ps(dy + i);
+    const __m512 u = _mm512_div_ps(_mm512_loadu_ps(x + i), vstep);
+    const __mmask16 inside = _mm512_cmp_ps_mask(u, vlo, _CMP_GE_OQ) & _mm512_cmp_ps_mask(u, vhi, _CMP_LE_OQ);
+    _mm512_storeu_ps(dx + i, _mm512_maskz_mov_ps(inside, g));
+    const __m512 r = step_code16(u, vlo, vhi);
+    for (int h = 0; h < 2; ++h) {
+      const __m256 gh = h ? _mm512_maskz_extractf32x8_ps(0xFF, g, 1) : _mm512_maskz_extractf32x8_ps(0xFF, g, 0);
+      const __m256 uh = h ? _mm512_maskz_extractf32x8_ps(0xFF, u, 1) : _mm512_maskz_extractf32x8_ps(0xFF, u, 0);
+      const __m256 rh = h ? _mm512_maskz_extractf32x8_ps(0xFF, r, 1) : _mm512_maskz_extractf32x8_ps(0xFF, r, 0);
+      const __m512d gd = _mm512_maskz_cvtps_pd(all, gh);
+      codes[h] = _mm512_add_pd(codes[h], _mm512_mul_pd(gd, _mm512_maskz_cvtps_pd(all, rh)));
+      const __m512d gu = _mm512_mul_pd(gd, _mm512_maskz_cvtps_pd(all, uh));
+      in[h] = _mm512_add_pd(in[h], _mm512_maskz_mov_pd(__mmask8(inside >> (8 * h)), gu));
+    }
+  }
+  double lanes_codes[kLanes], lanes_in[kLanes];
+  _mm512_storeu_pd(lanes_codes, codes[0]), _mm512_storeu_pd(lanes_codes + 8, codes[1]);
+  _mm512_storeu_pd(lanes_in, in[0]), _mm512_storeu_pd(lanes_in + 8, in[1]);
+  return step_backward_rows(i, e, x, dy, step, lo, hi, dx, lanes_codes, lanes_in);
+}
+
+template <class T>
+void step_forward(const StepGrid& g, int64_t n, const T* x, T* y, bool ref) {
+  check_step_grid(g, "step_quantize_forward");
+  const T step = T(g.step), lo = T(g.lo), hi = T(g.hi);
+  if (ref) return step_forward_rows(0, n, x, step, lo, hi, y);
+  const bool simd = std::is_same_v<T, float> && avx512_enabled();
+  parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    if constexpr (std::is_same_v<T, float>)
+      if (simd) return step_forward_avx512(b, e, x, step, lo, hi, y);
+    step_forward_rows(b, e, x, step, lo, hi, y);
+  });
+}
+
+template <class T>
+StepGridSums step_backward(const StepGrid& g, int64_t n, const T* x, const T* dy, T* dx, bool ref) {
+  check_step_grid(g, "step_quantize_backward");
+  const T step = T(g.step), lo = T(g.lo), hi = T(g.hi);
+  return sum_over_chunks<StepGridSums>(
+      n, ref,
+      [&](int64_t b, int64_t e) {
+        if constexpr (std::is_same_v<T, float>)
+          if (!ref && avx512_enabled()) return step_backward_avx512(b, e, x, dy, step, lo, hi, dx);
+        return step_backward_rows(b, e, x, dy, step, lo, hi, dx);
+      },
+      [](StepGridSums& t, const StepGridSums& p) { t.codes += p.codes, t.inside += p.inside; });
+}
+
 }  // namespace
 
 void pow2_grid_forward(const Pow2Grid& g, int64_t n, const float* x, float* y) { pow2_forward(g, n, x, y, false); }
@@ -434,6 +552,29 @@ void clip_mask_backward_ref(int64_t n, const float* x, const float* dy, float lo
 }
 void clip_mask_backward_ref(int64_t n, const double* x, const double* dy, double lo, double hi, double* dx) {
   backward_portable<double>(0, n, x, dy, lo, hi, dx);
+}
+
+void step_quantize_forward(const StepGrid& g, int64_t n, const float* x, float* y) { step_forward(g, n, x, y, false); }
+void step_quantize_forward(const StepGrid& g, int64_t n, const double* x, double* y) {
+  step_forward(g, n, x, y, false);
+}
+void step_quantize_forward_ref(const StepGrid& g, int64_t n, const float* x, float* y) {
+  step_forward(g, n, x, y, true);
+}
+void step_quantize_forward_ref(const StepGrid& g, int64_t n, const double* x, double* y) {
+  step_forward(g, n, x, y, true);
+}
+StepGridSums step_quantize_backward(const StepGrid& g, int64_t n, const float* x, const float* dy, float* dx) {
+  return step_backward(g, n, x, dy, dx, false);
+}
+StepGridSums step_quantize_backward(const StepGrid& g, int64_t n, const double* x, const double* dy, double* dx) {
+  return step_backward(g, n, x, dy, dx, false);
+}
+StepGridSums step_quantize_backward_ref(const StepGrid& g, int64_t n, const float* x, const float* dy, float* dx) {
+  return step_backward(g, n, x, dy, dx, true);
+}
+StepGridSums step_quantize_backward_ref(const StepGrid& g, int64_t n, const double* x, const double* dy, double* dx) {
+  return step_backward(g, n, x, dy, dx, true);
 }
 
 }  // namespace lowbit::kernels

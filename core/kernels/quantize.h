@@ -24,6 +24,13 @@
 //                           2^round(log2 a) for lo < a <= hi, hi above; unsigned: y = 0 for x <= 0.
 //   pow2_grid_backward      dx[i] = dy[i] (p / a) for lo < a <= hi, else 0; returns the double sums
 //                           of dy s over the elements at or below lo and over those above hi.
+// The learned-step grid (LSQ, Choi's MSQE cells; quant/ste.h step_quantize): codes r = clamp(
+// nearbyint(u), lo, hi) with u = x[i] / step computed in the element type (as the composed div ->
+// round -> clamp, so the values are bit-identical to it):
+//   step_quantize_forward   y[i] = r step (in the element type)
+//   step_quantize_backward  dx[i] = lo <= u <= hi ? dy[i] : 0; returns the double sums of dy r over
+//                           every element and of dy u over the elements inside (NaN: outside, its r
+//                           NaN): what dQ/dstep is built from (r, or LSQ's r - u inside).
 // n elements, contiguous. Float runs AVX-512 when the CPU has it; `_ref` twins are plain loops.
 // Parallel over fixed chunks; every element is computed once, so results never depend on threads;
 // the sums are taken per chunk in order and added in chunk order, the chunks fixed by n alone.
@@ -72,6 +79,22 @@ void pow2_grid_forward_ref(const Pow2Grid& g, int64_t n, const float* x, float* 
 void pow2_grid_forward_ref(const Pow2Grid& g, int64_t n, const double* x, double* y);
 Pow2GridSums pow2_grid_backward_ref(const Pow2Grid& g, int64_t n, const float* x, const float* dy, float* dx);
 Pow2GridSums pow2_grid_backward_ref(const Pow2Grid& g, int64_t n, const double* x, const double* dy, double* dx);
+
+struct StepGrid {
+  double step = 1, lo = 0, hi = 1;  // step > 0; lo <= hi, integers (the code range)
+};
+struct StepGridSums {
+  double codes = 0;   // sum over every element of dy r
+  double inside = 0;  // sum over the elements inside of dy u
+};
+void step_quantize_forward(const StepGrid& g, int64_t n, const float* x, float* y);
+void step_quantize_forward(const StepGrid& g, int64_t n, const double* x, double* y);
+StepGridSums step_quantize_backward(const StepGrid& g, int64_t n, const float* x, const float* dy, float* dx);
+StepGridSums step_quantize_backward(const StepGrid& g, int64_t n, const double* x, const double* dy, double* dx);
+void step_quantize_forward_ref(const StepGrid& g, int64_t n, const float* x, float* y);
+void step_quantize_forward_ref(const StepGrid& g, int64_t n, const double* x, double* y);
+StepGridSums step_quantize_backward_ref(const StepGrid& g, int64_t n, const float* x, const float* dy, float* dx);
+StepGridSums step_quantize_backward_ref(const StepGrid& g, int64_t n, const double* x, const double* dy, double* dx);
 
 void clip_quantize_forward_ref(int64_t n, const float* x, float lo, float hi, float scale, float inv_scale, float* y);
 void clip_quantize_forward_ref(int64_t n, const double* x, double lo, double hi, double scale, double inv_scale,
