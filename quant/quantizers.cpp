@@ -489,18 +489,47 @@ double lsq_init_step(const Tensor& v, int b, bool signed_) {
   return 2 * math::mean(math::abs(v)).item() / std::sqrt(qp);
 }
 
+namespace {
+
+// PACT's forward round(clamp(x, lo, a) n / a) a / n (clip_quantize's kernel: the same values as the
+// composed clamp -> mul -> round -> mul), backward dx = g 1[lo < x < a] and dalpha =
+// sum_{x >= a} g - (signed) sum_{x <= -a} g in one pass (clip_open_backward). Under GradMode (a
+// double backward) the same from masks, linear in g.
+Variable fused_pact(const Variable& x_in, const Variable& alpha, double lo, double a, double n, bool signed_,
+                    const char* op) {
+  const Tensor x = dense(x_in.data());
+  Tensor yq = Tensor::empty_like(x);
+  LOWBIT_DISPATCH_FLOAT(x.dtype(), op, [&] {
+    kernels::clip_quantize_forward(x.numel(), x.data<scalar_t>(), scalar_t(lo), scalar_t(a), scalar_t(n / a),
+                                   scalar_t(a / n), yq.data<scalar_t>());
+  });
+  return make_result(yq, op, {x_in, alpha}, [x, alpha, lo, a, signed_, op](const Variable& g, const Variable&) {
+    if (GradMode::enabled()) {
+      const Tensor pass = math::mul(math::gt(x, lo), math::lt(x, a));
+      Tensor side = math::ge(x, a);  // +1 above, and -1 below when signed
+      if (signed_) side = math::sub(side, math::le(x, lo));
+      return std::vector<Variable>{mul_mask(g, pass), reshape(sum(mul_mask(g, side)), alpha.shape())};
+    }
+    const Tensor dy = like(g.data(), x);
+    Tensor dx = Tensor::empty_like(x);
+    kernels::ClipSums sums;
+    LOWBIT_DISPATCH_FLOAT(x.dtype(), op, [&] {
+      sums = kernels::clip_open_backward(x.numel(), x.data<scalar_t>(), dy.data<scalar_t>(), scalar_t(lo), scalar_t(a),
+                                         dx.data<scalar_t>());
+    });
+    const double da = signed_ ? sums.high - sums.low : sums.high;
+    return std::vector<Variable>{Variable(dx), Variable(Tensor::full(alpha.shape(), da, alpha.dtype()))};
+  });
+}
+
+}  // namespace
+
 Variable pact(const Variable& x, const Variable& alpha, int k) {
   check_bits(k, 1, "pact");
   check_scalar(alpha, "pact", "clip value alpha");
   const double a = alpha.item(), n = levels_minus_one(k);
   LOWBIT_CHECK(a > 0, "pact: alpha must be positive, got ", a);
-  const Tensor y = math::clamp(x.data(), 0, a);
-  const Tensor yq = math::mul(math::round(math::mul(y, n / a)), a / n);
-  const Tensor pass = math::mul(math::gt(x.data(), 0.0), math::lt(x.data(), a));
-  const Tensor clipped = math::ge(x.data(), a);
-  return make_result(yq, "pact", {x, alpha}, [pass, clipped, alpha](const Variable& g, const Variable&) {
-    return std::vector<Variable>{mul_mask(g, pass), reshape(sum(mul_mask(g, clipped)), alpha.shape())};
-  });
+  return fused_pact(x, alpha, 0.0, a, n, false, "pact");
 }
 
 Variable signed_pact(const Variable& x, const Variable& alpha, int k) {
@@ -508,13 +537,7 @@ Variable signed_pact(const Variable& x, const Variable& alpha, int k) {
   check_scalar(alpha, "signed_pact", "clip value alpha");
   const double a = alpha.item(), n = levels_minus_one(k - 1);
   LOWBIT_CHECK(a > 0, "signed_pact: alpha must be positive, got ", a);
-  const Tensor y = math::clamp(x.data(), -a, a);
-  const Tensor yq = math::mul(math::round(math::mul(y, n / a)), a / n);
-  const Tensor pass = math::mul(math::gt(x.data(), -a), math::lt(x.data(), a));
-  const Tensor side = math::sub(math::ge(x.data(), a), math::le(x.data(), -a));  // +1 above, -1 below
-  return make_result(yq, "signed_pact", {x, alpha}, [pass, side, alpha](const Variable& g, const Variable&) {
-    return std::vector<Variable>{mul_mask(g, pass), reshape(sum(mul_mask(g, side)), alpha.shape())};
-  });
+  return fused_pact(x, alpha, -a, a, n, true, "signed_pact");
 }
 
 }  // namespace lowbit::quant

@@ -14,6 +14,7 @@
 #include "core/math.h"
 #include "core/parallel.h"
 #include "core/random.h"
+#include "quant/quantizers.h"
 #include "quant/ste.h"
 
 using namespace lowbit;
@@ -416,4 +417,104 @@ TEST_CASE("step_quantize double backward: the same second derivatives as the com
     }
     CHECK(norm > 0);
   }
+}
+
+// ---- PACT's open mask (clip_open_backward) ----
+
+TEST_CASE("clip_open_backward: fast == _ref bit for bit, and the definition, on MobileNet shapes and tails") {
+  Generator gen(19);
+  for (int64_t n : {int64_t(1), int64_t(17), int64_t(32769), int64_t(7 * 64 * 8 * 8), int64_t(128) * 32 * 32 * 32})
+    for (bool signed_ : {false, true}) {
+      CAPTURE(n);
+      CAPTURE(signed_);
+      const float hi = 1.5f, lo = signed_ ? -hi : 0.0f;
+      std::vector<float> x(static_cast<size_t>(n)), dy(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {  // beyond both bounds, and every 5th exactly on one
+        x[size_t(i)] = i % 5 == 0 ? (i % 10 == 0 ? lo : hi) : float(gen.uniform() * 4 - 2);
+        dy[size_t(i)] = float(gen.uniform() - 0.5);
+      }
+      std::vector<float> dx(x.size()), dx_ref(x.size()), dxp(x.size());
+      const auto s = kernels::clip_open_backward(n, x.data(), dy.data(), lo, hi, dx.data());
+      const auto s_ref = kernels::clip_open_backward_ref(n, x.data(), dy.data(), lo, hi, dx_ref.data());
+      CHECK(same_bits(dx, dx_ref));
+      CHECK((s.low == s_ref.low && s.high == s_ref.high));
+      {
+        kernels::Avx512Guard portable(false);
+        const auto sp = kernels::clip_open_backward(n, x.data(), dy.data(), lo, hi, dxp.data());
+        CHECK(same_bits(dx, dxp));
+        CHECK((sp.low == s.low && sp.high == s.high));
+      }
+      double low = 0, high = 0;
+      int64_t bad = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = x[size_t(i)];
+        bad += dx[size_t(i)] != ((v > lo && v < hi) ? dy[size_t(i)] : 0.0f);
+        if (v <= lo) low += dy[size_t(i)];
+        if (v >= hi) high += dy[size_t(i)];
+      }
+      CHECK(bad == 0);
+      CHECK(s.low == doctest::Approx(low).epsilon(1e-12));
+      CHECK(s.high == doctest::Approx(high).epsilon(1e-12));
+    }
+  const float nan = std::numeric_limits<float>::quiet_NaN(), one = 1;
+  std::vector<float> dx(1);
+  const auto s = kernels::clip_open_backward(1, &nan, &one, 0.0f, 1.0f, dx.data());  // NaN: in neither sum
+  CHECK((dx[0] == 0 && s.low == 0 && s.high == 0));
+}
+
+namespace {
+
+// PACT as it was composed before clip_quantize / clip_open_backward (the definition pinned below).
+Variable pact_composed(const Variable& x, const Variable& alpha, int k, bool signed_) {
+  const double a = alpha.item(), n = signed_ ? (1 << (k - 1)) - 1 : (1 << k) - 1, lo = signed_ ? -a : 0.0;
+  const Tensor yq = math::mul(math::round(math::mul(math::clamp(x.data(), lo, a), n / a)), a / n);
+  const Tensor pass = math::mul(math::gt(x.data(), lo), math::lt(x.data(), a));
+  Tensor side = math::ge(x.data(), a);
+  if (signed_) side = math::sub(side, math::le(x.data(), -a));
+  return make_result(yq, "pact_composed", {x, alpha}, [pass, side, alpha](const Variable& g, const Variable&) {
+    return std::vector<Variable>{mul_mask(g, pass), reshape(sum(mul_mask(g, side)), alpha.shape())};
+  });
+}
+
+}  // namespace
+
+TEST_CASE("pact / signed_pact equal their composition: values bit for bit, gradients, any layout, dtype, twice") {
+  for (DType dt : {DType::f32, DType::f64})
+    for (MemoryFormat fmt : {MemoryFormat::contiguous, MemoryFormat::channels_last})
+      for (bool signed_ : {false, true}) {
+        CAPTURE(int(dt));
+        CAPTURE(int(fmt));
+        CAPTURE(signed_);
+        Generator gen(21);
+        Tensor base = Tensor::randn({3, 5, 7, 6}, gen, dt, 0.2, 1.0).contiguous(fmt);
+        {  // values exactly on the bounds too
+          auto v = base.to_vector();
+          v[0] = 1.25, v[1] = signed_ ? -1.25 : 0.0;
+          base = Tensor::from_vector(v, {3, 5, 7, 6}).to(dt).contiguous(fmt);
+        }
+        Variable a(base, true), b(base, true);
+        Variable alpha_a(Tensor::full({1}, 1.25, dt), true), alpha_b(Tensor::full({1}, 1.25, dt), true);
+        const int k = 4;
+        const Variable fused = signed_ ? quant::signed_pact(a, alpha_a, k) : quant::pact(a, alpha_a, k);
+        const Variable composed = pact_composed(b, alpha_b, k, signed_);
+        CHECK(fused.data().to_vector() == composed.data().to_vector());
+        const Variable g(Tensor::randn({3, 5, 7, 6}, gen, dt), true);
+        {  // the kernel's backward (no graph recorded)
+          const auto ka = grad({fused}, {a, alpha_a}, {g}, true);
+          const auto kb = grad({composed}, {b, alpha_b}, {g}, true);
+          CHECK(ka[0].data().to_vector() == kb[0].data().to_vector());
+          CHECK(ka[1].item() == doctest::Approx(kb[1].item()).epsilon(dt == DType::f32 ? 1e-6 : 1e-13));
+        }
+        // and the masks' (create_graph)
+        const auto ga = grad({fused}, {a, alpha_a}, {g}, true, true);
+        const auto gb = grad({composed}, {b, alpha_b}, {g}, true, true);
+        CHECK(ga[0].data().to_vector() == gb[0].data().to_vector());
+        CHECK(ga[1].item() == doctest::Approx(gb[1].item()).epsilon(dt == DType::f32 ? 1e-6 : 1e-13));
+        CHECK(gb[1].item() != 0);
+        // twice: d/dg of <dx, v> + 3 dalpha
+        const Variable v(Tensor::randn({3, 5, 7, 6}, gen, dt));
+        const auto hf = grad({add(sum(mul(ga[0], v)), mul(sum(ga[1]), 3.0))}, {g});
+        const auto hc = grad({add(sum(mul(gb[0], v)), mul(sum(gb[1]), 3.0))}, {g});
+        CHECK(hf[0].data().to_vector() == hc[0].data().to_vector());
+      }
 }

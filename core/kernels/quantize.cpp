@@ -348,6 +348,68 @@ Pow2GridSums pow2_backward(const Pow2Grid& g, int64_t n, const T* x, const T* dy
       [](Pow2GridSums& t, const Pow2GridSums& p) { t.low += p.low, t.high += p.high; });
 }
 
+// ---- PACT's open mask ----
+
+template <class T>
+ClipSums open_backward_rows(int64_t b, int64_t e, const T* x, const T* dy, T lo, T hi, T* dx,
+                            const double* low0 = nullptr, const double* high0 = nullptr) {
+  double low[kLanes] = {}, high[kLanes] = {};
+  if (low0)
+    for (int l = 0; l < kLanes; ++l) low[l] = low0[l], high[l] = high0[l];
+  auto one = [&](int64_t i, int lane) {
+    const T v = x[i];
+    dx[i] = (v > lo && v < hi) ? dy[i] : T(0);
+    low[lane] += v <= lo ? double(dy[i]) : 0.0;
+    high[lane] += v >= hi ? double(dy[i]) : 0.0;
+  };
+  int64_t i = b;
+  for (; i + kLanes <= e; i += kLanes)
+    for (int lane = 0; lane < kLanes; ++lane) one(i + lane, lane);
+  for (int lane = 0; i < e; ++i, ++lane) one(i, lane);
+  ClipSums sums;
+  for (int lane = 0; lane < kLanes; ++lane) sums.low += low[lane], sums.high += high[lane];
+  return sums;
+}
+
+// The lanes and operations of open_backward_rows, 16 floats a step, so the sums are bit-identical.
+LOWBIT_AVX512 ClipSums open_backward_avx512(int64_t b, int64_t e, const float* x, const float* dy, float lo, float hi,
+                                            float* dx) {
+  constexpr __mmask8 all = 0xFF;  // maskz forms: see requant.cpp
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  const __m512d zero = _mm512_setzero_pd();
+  __m512d low[2] = {zero, zero}, high[2] = {zero, zero};
+  int64_t i = b;
+  for (; i + kLanes <= e; i += kLanes) {
+    const __m512 v = _mm512_loadu_ps(x + i), g = _mm512_loadu_ps(dy + i);
+    const __mmask16 pass = _mm512_cmp_ps_mask(v, vlo, _CMP_GT_OQ) & _mm512_cmp_ps_mask(v, vhi, _CMP_LT_OQ);
+    const __mmask16 below = _mm512_cmp_ps_mask(v, vlo, _CMP_LE_OQ), above = _mm512_cmp_ps_mask(v, vhi, _CMP_GE_OQ);
+    _mm512_storeu_ps(dx + i, _mm512_maskz_mov_ps(pass, g));
+    for (int h = 0; h < 2; ++h) {
+      const __m512d gd = _mm512_maskz_cvtps_pd(
+          all, h ? _mm512_maskz_extractf32x8_ps(0xFF, g, 1) : _mm512_maskz_extractf32x8_ps(0xFF, g, 0));
+      low[h] = _mm512_add_pd(low[h], _mm512_maskz_mov_pd(__mmask8(below >> (8 * h)), gd));
+      high[h] = _mm512_add_pd(high[h], _mm512_maskz_mov_pd(__mmask8(above >> (8 * h)), gd));
+    }
+  }
+  double lanes_low[kLanes], lanes_high[kLanes];
+  _mm512_storeu_pd(lanes_low, low[0]), _mm512_storeu_pd(lanes_low + 8, low[1]);
+  _mm512_storeu_pd(lanes_high, high[0]), _mm512_storeu_pd(lanes_high + 8, high[1]);
+  return open_backward_rows(i, e, x, dy, lo, hi, dx, lanes_low, lanes_high);
+}
+
+template <class T>
+ClipSums open_backward(int64_t n, const T* x, const T* dy, T lo, T hi, T* dx, bool ref) {
+  LOWBIT_CHECK(lo <= hi, "clip_open_backward: need lo <= hi, got ", lo, " and ", hi);
+  return sum_over_chunks<ClipSums>(
+      n, ref,
+      [&](int64_t b, int64_t e) {
+        if constexpr (std::is_same_v<T, float>)
+          if (!ref && avx512_enabled()) return open_backward_avx512(b, e, x, dy, lo, hi, dx);
+        return open_backward_rows(b, e, x, dy, lo, hi, dx);
+      },
+      [](ClipSums& t, const ClipSums& p) { t.low += p.low, t.high += p.high; });
+}
+
 // ---- The learned-step grid (LSQ, MSQE) ----
 
 void check_step_grid(const StepGrid& g, const char* op) {
@@ -575,6 +637,19 @@ StepGridSums step_quantize_backward_ref(const StepGrid& g, int64_t n, const floa
 }
 StepGridSums step_quantize_backward_ref(const StepGrid& g, int64_t n, const double* x, const double* dy, double* dx) {
   return step_backward(g, n, x, dy, dx, true);
+}
+
+ClipSums clip_open_backward(int64_t n, const float* x, const float* dy, float lo, float hi, float* dx) {
+  return open_backward(n, x, dy, lo, hi, dx, false);
+}
+ClipSums clip_open_backward(int64_t n, const double* x, const double* dy, double lo, double hi, double* dx) {
+  return open_backward(n, x, dy, lo, hi, dx, false);
+}
+ClipSums clip_open_backward_ref(int64_t n, const float* x, const float* dy, float lo, float hi, float* dx) {
+  return open_backward(n, x, dy, lo, hi, dx, true);
+}
+ClipSums clip_open_backward_ref(int64_t n, const double* x, const double* dy, double lo, double hi, double* dx) {
+  return open_backward(n, x, dy, lo, hi, dx, true);
 }
 
 }  // namespace lowbit::kernels

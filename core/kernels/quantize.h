@@ -8,6 +8,9 @@
 //                           result is bit-identical to the composed ops)
 //   clip_mask_backward      dx[i] = lo <= x[i] <= hi ? dy[i] : 0   (straight-through estimator with
 //                           the clamp's mask, PyTorch's clamp convention at the bounds)
+//   clip_open_backward      dx[i] = lo < x[i] < hi ? dy[i] : 0 (PACT's mask, open at both ends);
+//                           returns the double sums of dy over x[i] <= lo and over x[i] >= hi (what
+//                           PACT's dalpha is made of; NaN in neither)
 //
 // Uhlich's uniform grid (quant/quantizers.h uniform_u3, its step and range already rounded), fused
 // for large activations; in double per element:
@@ -44,6 +47,15 @@ void clip_quantize_forward(int64_t n, const float* x, float lo, float hi, float 
 void clip_quantize_forward(int64_t n, const double* x, double lo, double hi, double scale, double inv_scale, double* y);
 void clip_mask_backward(int64_t n, const float* x, const float* dy, float lo, float hi, float* dx);
 void clip_mask_backward(int64_t n, const double* x, const double* dy, double lo, double hi, double* dx);
+
+struct ClipSums {
+  double low = 0;   // sum of dy over x <= lo
+  double high = 0;  // sum of dy over x >= hi
+};
+ClipSums clip_open_backward(int64_t n, const float* x, const float* dy, float lo, float hi, float* dx);
+ClipSums clip_open_backward(int64_t n, const double* x, const double* dy, double lo, double hi, double* dx);
+ClipSums clip_open_backward_ref(int64_t n, const float* x, const float* dy, float lo, float hi, float* dx);
+ClipSums clip_open_backward_ref(int64_t n, const double* x, const double* dy, double lo, double hi, double* dx);
 
 struct UniformGrid {
   double step = 1, range = 1;  // d and q, range a multiple of step
