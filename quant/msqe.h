@@ -31,7 +31,8 @@ namespace lowbit::quant {
 // The codes r above as a tensor of x's dtype (no gradient). signed_ = false: activations.
 Tensor msqe_codes(const Tensor& x, double d, int bits, bool signed_ = true);
 
-// Q(x; d) = d r with the surrogate gradients above. Choi et al. §3.1.
+// Q(x; d) = d r with the surrogate gradients above. Choi et al. §3.1. Runs as quant::step_quantize
+// (StepGradient::codes) but for binary weights (r = sign x, composed).
 Variable msqe_quantize(const Variable& x, const Variable& d, int bits, bool signed_ = true);
 
 // The MSQE-optimal cell size of x at `bits` (spec §3.2 suggests "from an MSQE-optimal uniform

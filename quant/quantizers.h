@@ -213,7 +213,8 @@ P3Params p2_effective(double b, double q_min, bool signed_ = true);
 //   or Q_P outside, times the gradient scale g = 1/sqrt(N Q_P).                          §8.4
 //   N is the number of weights (batched = false: N = v.numel()), or for activations the number
 //   of features per sample (batched = true: dim 0 is the batch, N = v.numel() / v.size(0)), so
-//   that g does not depend on the batch size.
+//   that g does not depend on the batch size. Runs as quant::step_quantize (StepGradient::full),
+//   one fused pass each way, the same values as the composed round_ste(clamp(v / s)) s.
 Variable lsq(const Variable& v, const Variable& s, int b, bool signed_ = true, bool batched = false);
 // LSQ's step-size initialisation 2 mean|v| / sqrt(Q_P).
 double lsq_init_step(const Tensor& v, int b, bool signed_ = true);
