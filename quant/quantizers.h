@@ -221,6 +221,8 @@ double lsq_init_step(const Tensor& v, int b, bool signed_ = true);
 
 // PACT: y = clip(x, 0, alpha), y_q = round(y (2^k - 1)/alpha) alpha/(2^k - 1).
 //   Gradients (Distiller): dx = 1[0 < x < alpha], dalpha = sum 1[x >= alpha].            §8.5
+//   Both PACTs: one pass forward (kernels::clip_quantize_forward), one backward giving dx and the
+//   dalpha sums (kernels::clip_open_backward); under a double backward, the same from masks.
 Variable pact(const Variable& x, const Variable& alpha, int k);
 
 // Signed PACT, for a signed activation without an activation function (MobileNet v2's residual
