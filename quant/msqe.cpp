@@ -44,8 +44,8 @@ Variable msqe_quantize(const Variable& x, const Variable& d, int bits, bool sign
   check_args(bits, dv, "msqe_quantize");
   double lo = 0, hi = 0;
   code_range(bits, signed_, &lo, &hi);
-  // Q = d r, dQ/dd = r (r constant), dQ/dx the STE mask 1[lo <= x/d <= hi]: fused, the composition
-  // below is its definition (tests/test_msqe.cpp pins one to the other).
+  // Q = d r, dQ/dd = r (r constant), dQ/dx the STE mask 1[lo <= x/d <= hi]: fused (step_quantize,
+  // pinned to the composition below by tests/test_kernels_quantize.cpp); binary weights composed.
   if (!(signed_ && bits == 1)) return step_quantize(x, d, lo, hi, StepGradient::codes);
   const Tensor r = msqe_codes(x.data(), dv, bits, signed_);
   const Tensor u = math::div(x.data(), Tensor::full({}, dv, x.dtype()));

@@ -474,6 +474,7 @@ P3Params p2_effective(double b, double q_min, bool signed_) {
 Variable lsq(const Variable& v, const Variable& s, int b, bool signed_, bool batched) {
   check_bits(b, signed_ ? 2 : 1, "lsq");
   check_scalar(s, "lsq", "step size s");
+  check_positive(s.item(), "lsq", "step size s");
   LOWBIT_CHECK(!batched || (v.dim() >= 1 && v.size(0) > 0), "lsq: batched needs a non-empty batch axis, got shape ",
                shape_str(v.shape()));
   const double qn = signed_ ? std::ldexp(1.0, b - 1) : 0.0;

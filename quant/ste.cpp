@@ -93,9 +93,10 @@ namespace {
 // step_quantize's gradients as ops, for a double backward: linear in g with constant coefficients
 // (the mask, and r or LSQ's r - u 1[inside]), as the straight-through compositions' are (there the
 // STE's d r / dx := 1 / s cancels the chain's -u / s terms).
-std::vector<Variable> step_grads_composed(const Variable& g, const Tensor& x, const Variable& s, double lo, double hi,
-                                          StepGradient mode) {
-  const Tensor u = math::div(x, Tensor::full({}, s.item(), x.dtype()));
+std::vector<Variable> step_grads_composed(const Variable& g, const Tensor& x, const Variable& s,
+                                          const kernels::StepGrid& grid, StepGradient mode) {
+  const double lo = grid.lo, hi = grid.hi;
+  const Tensor u = math::div(x, Tensor::full({}, grid.step, x.dtype()));
   const Tensor inside = math::mul(math::ge(u, lo), math::le(u, hi));
   Tensor coef = math::clamp(math::round(u), lo, hi);
   if (mode == StepGradient::full) coef = math::sub(coef, math::mul(u, inside));
@@ -113,7 +114,7 @@ Variable step_quantize(const Variable& x_in, const Variable& s, double lo, doubl
     kernels::step_quantize_forward(grid, x.numel(), x.data<scalar_t>(), y.data<scalar_t>());
   });
   return make_result(y, "step_quantize", {x_in, s}, [x, s, grid, mode](const Variable& g, const Variable&) {
-    if (GradMode::enabled()) return step_grads_composed(g, x, s, grid.lo, grid.hi, mode);
+    if (GradMode::enabled()) return step_grads_composed(g, x, s, grid, mode);
     const Tensor dy = in_layout_of(g.data(), x);
     Tensor dx = Tensor::empty_like(x);
     kernels::StepGridSums sums;

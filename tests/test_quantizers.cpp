@@ -479,6 +479,8 @@ TEST_CASE("LSQ: values and the step-size gradient with its scale") {
   // ds = 0 (clipped at -Q_N = 0) + (3 - 2.96) + 3, times 1/sqrt(3 * 3).
   check_vec(vec(su.grad()), {(0 + 0.04 + 3) / 3});
   CHECK(lsq_init_step(Tensor::from_list({1, -1, 1, -1}, {4}), 3) == doctest::Approx(2 / std::sqrt(3.0)));
+  CHECK_THROWS_WITH_AS(lsq(v, scalar(0), 3), doctest::Contains("lsq: step size s must be positive"), Error);
+  CHECK_THROWS_AS(lsq(v, scalar(-0.5), 3), Error);
 }
 
 TEST_CASE("LSQ on activations: the gradient scale counts features per sample, not the batch") {
