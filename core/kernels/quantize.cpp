@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -85,30 +86,43 @@ template <class T>
 // order at the end): a fixed order that vectorizes.
 constexpr int kLanes = 16;
 
+// The backward kernels' two sums over [b, e) in those lanes: term(i) gives element i's two terms
+// (and writes dx[i]); first0 / second0, when given, are lanes the vector path already summed, which
+// the tail continues.
+template <class Term>
+[[gnu::always_inline]] inline std::pair<double, double> lane_sums(int64_t b, int64_t e, const double* first0,
+                                                                  const double* second0, Term&& term) {
+  double first[kLanes] = {}, second[kLanes] = {};
+  if (first0)
+    for (int l = 0; l < kLanes; ++l) first[l] = first0[l], second[l] = second0[l];
+  auto one = [&](int64_t i, int lane) {
+    const std::pair<double, double> t = term(i);
+    first[lane] += t.first;
+    second[lane] += t.second;
+  };
+  int64_t i = b;
+  for (; i + kLanes <= e; i += kLanes)
+    for (int lane = 0; lane < kLanes; ++lane) one(i + lane, lane);
+  for (int lane = 0; i < e; ++i, ++lane) one(i, lane);
+  std::pair<double, double> sums{0.0, 0.0};
+  for (int lane = 0; lane < kLanes; ++lane) sums.first += first[lane], sums.second += second[lane];
+  return sums;
+}
+
 template <class T>
 [[gnu::always_inline]] inline UniformGridSums grid_backward_rows(int64_t b, int64_t e, const T* x, const T* dy,
                                                                  double step, double inv_step, double range,
                                                                  bool signed_, T* dx, const double* in0 = nullptr,
                                                                  const double* out0 = nullptr) {
   // in0 / out0: lanes already summed (the vector path's), continued here for its tail.
-  double in[kLanes] = {}, out[kLanes] = {};
-  if (in0)
-    for (int l = 0; l < kLanes; ++l) in[l] = in0[l], out[l] = out0[l];
-  auto one = [&](int64_t i, int lane) {
+  const auto [inside, outside] = lane_sums(b, e, in0, out0, [&](int64_t i) {
     const double v = double(x[i]), g = double(dy[i]);
     const GridPoint p = grid_point(v, step, inv_step, range, signed_);
     const double stored = double(T(p.y));  // the forward's value in the element type
     dx[i] = p.inside ? dy[i] : T(0);
-    in[lane] += p.inside ? g * (stored - v) : 0.0;
-    out[lane] += p.outside ? g * p.s : 0.0;
-  };
-  int64_t i = b;
-  for (; i + kLanes <= e; i += kLanes)
-    for (int lane = 0; lane < kLanes; ++lane) one(i + lane, lane);
-  for (int lane = 0; i < e; ++i, ++lane) one(i, lane);
-  UniformGridSums sums;
-  for (int lane = 0; lane < kLanes; ++lane) sums.inside += in[lane], sums.outside += out[lane];
-  return sums;
+    return std::pair<double, double>{p.inside ? g * (stored - v) : 0.0, p.outside ? g * p.s : 0.0};
+  });
+  return {inside, outside};
 }
 
 // The same loops compiled for AVX-512 (the compiler vectorizes them there).
@@ -238,19 +252,13 @@ void pow2_forward_rows(int64_t b, int64_t e, const T* x, double lo, double hi, b
 template <class T>
 Pow2GridSums pow2_backward_rows(int64_t b, int64_t e, const T* x, const T* dy, double lo, double hi, bool signed_,
                                 T* dx, const double* low0 = nullptr, const double* high0 = nullptr) {
-  double low[kLanes] = {}, high[kLanes] = {};
-  if (low0)
-    for (int l = 0; l < kLanes; ++l) low[l] = low0[l], high[l] = high0[l];
-  for (int64_t i = b, lane = 0; i < e; ++i, lane = (lane + 1) % kLanes) {
+  const auto [low, high] = lane_sums(b, e, low0, high0, [&](int64_t i) {
     const Pow2Point p = pow2_point(double(x[i]), lo, hi, signed_);
     dx[i] = dy[i] * T(p.ratio);
     const double g = double(dy[i]);
-    low[lane] += p.low ? g * p.s : 0.0;
-    high[lane] += p.high ? g * p.s : 0.0;
-  }
-  Pow2GridSums sums;
-  for (int l = 0; l < kLanes; ++l) sums.low += low[l], sums.high += high[l];
-  return sums;
+    return std::pair<double, double>{p.low ? g * p.s : 0.0, p.high ? g * p.s : 0.0};
+  });
+  return {low, high};
 }
 
 // 2^round(log2 a) for normal a > 0, exactly: a = m 2^e (m in [1, 2)), e + (m > sqrt 2) (no float or
@@ -353,22 +361,12 @@ Pow2GridSums pow2_backward(const Pow2Grid& g, int64_t n, const T* x, const T* dy
 template <class T>
 ClipSums open_backward_rows(int64_t b, int64_t e, const T* x, const T* dy, T lo, T hi, T* dx,
                             const double* low0 = nullptr, const double* high0 = nullptr) {
-  double low[kLanes] = {}, high[kLanes] = {};
-  if (low0)
-    for (int l = 0; l < kLanes; ++l) low[l] = low0[l], high[l] = high0[l];
-  auto one = [&](int64_t i, int lane) {
+  const auto [low, high] = lane_sums(b, e, low0, high0, [&](int64_t i) {
     const T v = x[i];
     dx[i] = (v > lo && v < hi) ? dy[i] : T(0);
-    low[lane] += v <= lo ? double(dy[i]) : 0.0;
-    high[lane] += v >= hi ? double(dy[i]) : 0.0;
-  };
-  int64_t i = b;
-  for (; i + kLanes <= e; i += kLanes)
-    for (int lane = 0; lane < kLanes; ++lane) one(i + lane, lane);
-  for (int lane = 0; i < e; ++i, ++lane) one(i, lane);
-  ClipSums sums;
-  for (int lane = 0; lane < kLanes; ++lane) sums.low += low[lane], sums.high += high[lane];
-  return sums;
+    return std::pair<double, double>{v <= lo ? double(dy[i]) : 0.0, v >= hi ? double(dy[i]) : 0.0};
+  });
+  return {low, high};
 }
 
 // The lanes and operations of open_backward_rows, 16 floats a step, so the sums are bit-identical.
@@ -429,28 +427,18 @@ void step_forward_rows(int64_t b, int64_t e, const T* x, T step, T lo, T hi, T* 
   for (int64_t i = b; i < e; ++i) y[i] = step_code(T(x[i] / step), lo, hi) * step;
 }
 
-// The sums in kLanes lanes as grid_backward_rows; codes0 / in0: lanes the vector path already summed.
+// codes0 / in0: lanes the vector path already summed (lane_sums).
 template <class T>
 StepGridSums step_backward_rows(int64_t b, int64_t e, const T* x, const T* dy, T step, T lo, T hi, T* dx,
                                 const double* codes0 = nullptr, const double* in0 = nullptr) {
-  double codes[kLanes] = {}, in[kLanes] = {};
-  if (codes0)
-    for (int l = 0; l < kLanes; ++l) codes[l] = codes0[l], in[l] = in0[l];
-  auto one = [&](int64_t i, int lane) {
+  const auto [codes, inside] = lane_sums(b, e, codes0, in0, [&](int64_t i) {
     const T u = x[i] / step;
-    const bool inside = u >= lo && u <= hi;
+    const bool in = u >= lo && u <= hi;
     const double g = double(dy[i]);
-    dx[i] = inside ? dy[i] : T(0);
-    codes[lane] += g * double(step_code(u, lo, hi));
-    in[lane] += inside ? g * double(u) : 0.0;
-  };
-  int64_t i = b;
-  for (; i + kLanes <= e; i += kLanes)
-    for (int lane = 0; lane < kLanes; ++lane) one(i + lane, lane);
-  for (int lane = 0; i < e; ++i, ++lane) one(i, lane);
-  StepGridSums sums;
-  for (int lane = 0; lane < kLanes; ++lane) sums.codes += codes[lane], sums.inside += in[lane];
-  return sums;
+    dx[i] = in ? dy[i] : T(0);
+    return std::pair<double, double>{g * double(step_code(u, lo, hi)), in ? g * double(u) : 0.0};
+  });
+  return {codes, inside};
 }
 
 // nearbyint then clamp, 16 floats: the same comparisons as clamp_scalar (NaN passes through).
