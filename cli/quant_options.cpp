@@ -88,6 +88,11 @@ std::vector<OptionSpec> quant_option_specs() {
        "--reg grad-l1: lambda of lambda sum_l ||dL/dW_l||_1 + lambda sum_l ||dL/da_l||_1 (W: Conv2d/Linear "
        "weights, a: ReLU/ReLU6/Hardtanh outputs; L: the batch-mean loss)"},
       {"lambda-a", "", "--reg grad-l1: lambda of the activation term (default: --lambda; 0: weights only)"},
+      {"grad-l1-balance", "",
+       "--reg grad-l1: set the activation term's lambda at the first regularized step so that its part of the "
+       "penalty equals the weights' part (lambda * weight sums / activation sums on that batch), then hold it "
+       "(kept in checkpoints); instead of --lambda-a",
+       true},
       {"reg-last-epochs", "",
        "--reg grad-l1: regularize only the last N epochs (fractional allowed; default: every epoch, e.g. a "
        "fine-tune from --init)"},
@@ -115,7 +120,10 @@ std::vector<OptionSpec> quant_option_specs() {
   };
 }
 
-bool wants_quantization(const Options& o) { return o.str("quant") != "none" || o.str("reg") != "none"; }
+// (--grad-l1-balance alone too, so that QuantContext says it needs --reg grad-l1.)
+bool wants_quantization(const Options& o) {
+  return o.str("quant") != "none" || o.str("reg") != "none" || o.flag("grad-l1-balance");
+}
 
 train::QuantSpec quant_spec(const Options& o) {
   train::QuantSpec s;
@@ -156,6 +164,7 @@ train::QuantSpec quant_spec(const Options& o) {
   s.beta_lr = o.has("beta-lr") ? o.real("beta-lr") : 0;
   s.lambda = o.real("lambda");
   s.lambda_a = o.has("lambda-a") ? o.real("lambda-a") : -1;
+  s.grad_l1_balance = o.flag("grad-l1-balance");
   s.reg_last_epochs = o.has("reg-last-epochs") ? o.real("reg-last-epochs") : 0;
   s.grad_l1_mode = o.str("grad-l1-mode");
   s.grad_l1_fd_step = o.real("grad-l1-fd-step");

@@ -374,4 +374,25 @@ GradL1Penalty GradL1Regularizer::fd_step(Module& model, const std::function<Vari
   return out;
 }
 
+GradL1Penalty GradL1Regularizer::measure(Module& model, const std::function<Variable()>& forward) const {
+  GradL1Regularizer both = *this;  // both terms taken, whatever lambdas are set
+  both.options_.lambda_w = both.options_.lambda_a = 1;
+  ForwardState before(model);
+  GradL1Penalty p;
+  {
+    ActivationCapture capture = this->capture();
+    const Variable loss = forward();
+    LOWBIT_CHECK(loss.defined() && loss.numel() == 1, "grad-l1: measure needs a scalar loss");
+    if (std::isfinite(loss.item())) p = both.penalty(loss, capture.activations());
+  }
+  before.restore();
+  p.value = Variable();
+  return p;
+}
+
+void GradL1Regularizer::set_lambda_a(double lambda_a) {
+  LOWBIT_CHECK(lambda_a >= 0 && std::isfinite(lambda_a), "grad-l1: lambda_a must be finite and >= 0, got ", lambda_a);
+  options_.lambda_a = lambda_a;
+}
+
 }  // namespace lowbit::quant

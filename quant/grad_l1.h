@@ -161,6 +161,15 @@ class GradL1Regularizer {
   // misses the straight-through curvature the exact mode sees.
   GradL1Penalty fd_step(Module& model, const std::function<Variable()>& forward) const;
 
+  // The two sums of P (weight_l1, act_l1; value undefined) at the model's present parameters on one
+  // batch, whatever lambdas and mode are set: `forward` runs once with the activations captured and
+  // the sums come from the exact gradients (no graph kept, no parameter's grad() touched); the
+  // buffers (batch-norm statistics) and the Dropout and default generators are put back afterwards,
+  // so training goes on as if it had not run. For balancing lambda_a (train::QuantContext).
+  GradL1Penalty measure(Module& model, const std::function<Variable()>& forward) const;
+  // Sets lambda_a (>= 0, finite), e.g. to lambda_w * weight_l1 / act_l1 of measure().
+  void set_lambda_a(double lambda_a);
+
   const GradL1Options& options() const { return options_; }
   const std::vector<std::pair<std::string, Variable>>& weights() const { return weights_; }
   const std::vector<std::string>& activation_names() const { return activation_names_; }

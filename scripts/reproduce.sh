@@ -97,6 +97,8 @@ runs[g17-l1r-fd-5e-4]="$g17 --reg grad-l1 --lambda 5e-4 --grad-l1-scale range --
 # The same with the two terms balanced: at lambda 5e-4 the activation terms were ~15x the weight terms
 # (1,718 against 116 at epoch 1) and 4/32 PTQ still lost 7.9 points while 32/4 lost none.
 runs[g17-l1r-fd-w5e-3-a2.5e-4]="$g17 --reg grad-l1 --lambda 5e-3 --lambda-a 2.5e-4 --grad-l1-scale range --grad-l1-mode fd"
+# the same with lambda_a set on the first regularized batch (--grad-l1-balance) instead of by hand
+runs[g17-l1r-fd-w5e-3-bal]="$g17 --reg grad-l1 --lambda 5e-3 --grad-l1-balance --grad-l1-scale range --grad-l1-mode fd"
 # Issue 15's mixed-bit model (docs/format.md): DoReFa 4/4 with WaveQ on every layer, bits learned 3-4.
 runs[r20-waveq44]="$g17 --quant dorefa --wbits 4 --abits 4 --quantize-first-last --reg waveq --lambda-w 100 --lambda-beta 5 --beta-lr 0.01"
 # Issue 18 (Choi et al.): MSQE + partial-L2 pruning fine-tunes of u16-fp32, every layer quantized,

@@ -6,7 +6,8 @@
 # autograd/kink_tape.h) follows the exact mode (double backward) within 1 % in train loss and penalty
 # for 3 epochs; --reg-last-epochs 1 leaves epochs 1-2 bit-identical to the plain run and regularizes
 # epoch 3 only; --grad-l1-scale range (each term times its tensor's max|x|) likewise in both modes,
-# fd within 1 % of exact, and its two ablations train; a bad mode or scale is a clear error.
+# fd within 1 % of exact, and its two ablations train; a bad mode or scale is a clear error;
+# --grad-l1-balance sets lambda_a on the first regularized batch (logged) and refuses --lambda-a.
 # Usage: scripts/test_grad_l1.sh BUILD_DIR       (exit 77 = skipped: no Fashion-MNIST)
 set -euo pipefail
 source "$(dirname "$0")/cli_test_lib.sh"
@@ -77,5 +78,19 @@ for scale in range-fixed range-only; do
 done
 grep -q "range-scaled, ranges held constant, finite" "$work/range-fixed.log" || fail "range-fixed header"
 grep -q "range-scaled, norms held constant, finite" "$work/range-only.log" || fail "range-only header"
+# --grad-l1-balance: lambda_a set on the first regularized batch (said in the log, in metrics.jsonl), and
+# refused beside --lambda-a
+"$lowbit" train "${tune[@]}" --epochs 1 --reg grad-l1 --lambda 1e-3 --grad-l1-scale range --grad-l1-mode fd \
+  --grad-l1-balance --out "$work/balance" 2>&1 | grep -v "^epoch" > "$work/balance.log"
+grep -q "^quantization: none + grad-l1 (lambda 0.001, activations balanced at the first step, range-scaled" \
+  "$work/balance.log" || fail "balance header: $(grep '^quantization' "$work/balance.log")"
+la=$(sed -n 's/^gradient-l1: lambda_a = \([0-9.e-]*\) .*/\1/p' "$work/balance.log")
+[ -n "$la" ] || fail "balance: no lambda_a line in $(cat "$work/balance.log")"
+close "$(field balance 1 grad_l1_lambda_a)" "$la" || fail "balance: metrics $(field balance 1 grad_l1_lambda_a) vs log $la"
+if "$lowbit" train "${tune[@]}" --reg grad-l1 --lambda-a 1e-3 --grad-l1-balance --out "$work/bad" > "$work/bad.log" 2>&1
+then
+  fail "--grad-l1-balance with --lambda-a accepted"
+fi
+grep -q "sets the activation lambda itself: drop --lambda-a" "$work/bad.log" || fail "balance misuse: $(cat "$work/bad.log")"
 echo "ok: grad-l1 through lowbit train (penalty epoch 3: exact $(field exact 3 grad_l1), fd $(field fd 3 grad_l1);" \
   "range-scaled: exact $(field range-exact 3 grad_l1), fd $(field range-fd 3 grad_l1))"

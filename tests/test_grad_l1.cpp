@@ -338,7 +338,7 @@ struct FitRun {
 
 // Six epochs of 8 batches; with lambda > 0 the gradient-l1 penalty in the last three.
 FitRun fit_run(const std::string& dir, double lambda, int64_t stop = -1, bool resume = false,
-               const std::string& mode = "exact") {
+               const std::string& mode = "exact", bool balance = false, double lambda_a = -1) {
   const data::ImageDataset train_set = quadrants(256, 1), test_set = quadrants(64, 2);
   data::LoaderOptions lo;
   lo.batch_size = 32, lo.seed = 3, lo.prefetch = 0;
@@ -349,6 +349,7 @@ FitRun fit_run(const std::string& dir, double lambda, int64_t stop = -1, bool re
   auto net = fit_net();
   train::QuantSpec spec;
   if (lambda > 0) spec.reg = "grad-l1", spec.lambda = lambda, spec.reg_last_epochs = 3, spec.grad_l1_mode = mode;
+  spec.grad_l1_balance = balance, spec.lambda_a = lambda_a;
   train::QuantContext quant(*net, spec);
   optim::SGD opt(quant.param_groups({.name = "weights", .lr = 0.05, .weight_decay = 1e-4, .momentum = 0.9}));
   FitRun r;
@@ -452,6 +453,65 @@ TEST_CASE("grad-l1 through fit: off, then on in the last epochs (logged), resume
   for (size_t e = 3; e < 6; ++e)
     for (const char* key : {"train_loss", "grad_l1", "grad_l1_weights", "grad_l1_acts", "test_loss"})
       CHECK(json_number(resumed.metrics[e], key) == json_number(reg.metrics[e], key));
+}
+
+TEST_CASE("grad-l1 --grad-l1-balance through fit: lambda_a from the first regularized batch, held, resumed") {
+  TempDir dir("grad_l1_balance");
+  const double lambda = 0.1;
+  for (const std::string mode : {"exact", "fd"}) {
+    CAPTURE(mode);
+    const std::string d = dir / mode;
+    const FitRun bal = fit_run(d + "/bal", lambda, -1, false, mode, true);
+    REQUIRE(bal.state.count("grad_l1_lambda_a"));
+    const double lambda_a = bal.state.at("grad_l1_lambda_a").item();
+    // The value: lambda * weight sums / activation sums at the parameters and on the batch of the first
+    // regularized step (epoch 4, batch 1), computed here from a run stopped just before it.
+    const FitRun before = fit_run(d + "/before", lambda, 24, false, mode, true);
+    CHECK(before.state.at("grad_l1_lambda_a").item() == -1.0);  // not set in the plain epochs
+    auto net = fit_net();
+    std::map<std::string, Tensor> weights = before.state;
+    weights.erase("grad_l1_lambda_a");  // the plain net has no such buffer
+    net->load_state_dict(weights);
+    const data::ImageDataset train_set = quadrants(256, 1);
+    data::LoaderOptions lo;
+    lo.batch_size = 32, lo.seed = 3, lo.prefetch = 0;
+    lo.transforms = data::parse_transforms("normalize:0.45:0.2");
+    data::DataLoader loader(train_set, lo);
+    loader.begin_epoch(3, 0);
+    data::Batch b;
+    REQUIRE(loader.next(b));
+    const quant::GradL1Regularizer both(*net, {.lambda_w = 1, .lambda_a = 1});
+    const quant::GradL1Penalty p = penalty_of(*net, both, {b.images, b.labels});
+    MESSAGE(mode, ": weight sums ", p.weight_l1, ", activation sums ", p.act_l1, ", lambda_a ", lambda_a);
+    CHECK(lambda_a == doctest::Approx(lambda * p.weight_l1 / p.act_l1).epsilon(1e-9));
+    // Held for the rest of the run and logged each regularized epoch; the extra forward pass that
+    // measured it left no trace: the run is the one with that lambda_a given, bit for bit.
+    for (size_t e = 3; e < 6; ++e)
+      CHECK(json_number(bal.metrics[e], "grad_l1_lambda_a") == doctest::Approx(lambda_a).epsilon(1e-5));
+    CHECK(bal.metrics[2].find("grad_l1_lambda_a") == std::string::npos);
+    const FitRun given = fit_run(d + "/given", lambda, -1, false, mode, false, lambda_a);
+    for (const auto& [name, t] : given.state) {
+      CAPTURE(name);
+      CHECK(math::amax(math::abs(math::sub(t.to(DType::f64), bal.state.at(name).to(DType::f64)))).item() == 0.0);
+    }
+    // Stopped in the middle of the regularized epochs and resumed: lambda_a comes from the checkpoint
+    // (no second measurement), the weights are the uninterrupted run's.
+    fit_run(d + "/cut", lambda, 35, false, mode, true);
+    const FitRun resumed = fit_run(d + "/cut", lambda, -1, true, mode, true);
+    for (const auto& [name, t] : bal.state) {
+      CAPTURE(name);
+      CHECK(math::amax(math::abs(math::sub(t.to(DType::f64), resumed.state.at(name).to(DType::f64)))).item() == 0.0);
+    }
+  }
+  // Misuse: with --lambda-a, with lambda 0, or without the grad-l1 regularizer, a clear error.
+  auto net = fit_net();
+  train::QuantSpec spec;
+  spec.reg = "grad-l1", spec.grad_l1_balance = true, spec.lambda_a = 1e-3;
+  CHECK_THROWS_WITH_AS(train::QuantContext(*net, spec), doctest::Contains("drop --lambda-a"), Error);
+  spec.lambda_a = -1, spec.lambda = 0;
+  CHECK_THROWS_WITH_AS(train::QuantContext(*net, spec), doctest::Contains("must be > 0"), Error);
+  spec.reg = "none", spec.lambda = 1e-3;
+  CHECK_THROWS_WITH_AS(train::QuantContext(*net, spec), doctest::Contains("an option of --reg grad-l1"), Error);
 }
 
 namespace {

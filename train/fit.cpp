@@ -395,6 +395,9 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
                "fit: step_sets_gradients needs a step and combines with neither gradient clipping nor the "
                "gradient-l1 penalty");
   if (world > 1) {
+    LOWBIT_CHECK(!(quant && quant->has_grad_l1() && quant->spec().grad_l1_balance),
+                 "--grad-l1-balance is not available with more than one rank (it measures one rank's batch); "
+                 "set --lambda-a instead");
     LOWBIT_CHECK(!(quant && quant->has_grad_l1() && quant->spec().grad_l1_mode == "fd"),
                  "the finite-difference gradient-l1 mode (--grad-l1-mode fd) is not available with more than one "
                  "rank (its perturbed pass would need the whole batch's gradient sign); the exact mode is");
@@ -475,6 +478,15 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       // captured and the penalty of its loss by double backward; fd, the step run twice by fd_step, which
       // sets the gradients itself (the first run's output is the step's).
       const quant::GradL1Regularizer* gl1 = quant ? quant->grad_l1() : nullptr;
+      // --grad-l1-balance: lambda_a from the first regularized batch, before its step (quant_context.h).
+      if (gl1 && quant->grad_l1_balance_pending()) {
+        const double lambda_a = quant->balance_grad_l1([&] { return step(model, b).loss; });
+        if (o.verbose >= 1)
+          std::printf(
+              "gradient-l1: lambda_a = %.6g (balanced: lambda_a * activation sums = lambda * weight sums "
+              "on this batch)\n",
+              lambda_a);
+      }
       const bool gl1_fd = gl1 && gl1->options().mode == quant::GradL1Mode::fd;
       // Data parallelism: this rank's share of the global batch, n_r / N.
       const double share = world > 1 ? double(b.labels.numel()) / double(b.global_size) : 1.0;

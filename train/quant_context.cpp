@@ -19,6 +19,8 @@ namespace {
 using quant::Grid;
 using quant::WeightScale;
 
+constexpr const char* kBalanceBuffer = "grad_l1_lambda_a";  // --grad-l1-balance's lambda_a (-1: not set yet)
+
 const char* grid_name(Grid g) { return g == Grid::dorefa ? "dorefa" : g == Grid::wrpn ? "wrpn" : "fixed"; }
 const char* scale_name(WeightScale s) {
   return s == WeightScale::max_abs ? "max" : s == WeightScale::tanh_max ? "tanh" : "none";
@@ -210,16 +212,28 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
                                                               {"range-only", quant::GradL1Scale::range_only}};
     LOWBIT_CHECK(scales.count(spec.grad_l1_scale), "--grad-l1-scale '", spec.grad_l1_scale,
                  "' is not none, range, range-fixed or range-only");
+    LOWBIT_CHECK(!spec.grad_l1_balance || spec.lambda_a < 0,
+                 "--grad-l1-balance sets the activation lambda itself: drop --lambda-a");
+    LOWBIT_CHECK(!spec.grad_l1_balance || spec.lambda > 0,
+                 "--grad-l1-balance sets the activation lambda from --lambda, which must be > 0");
+    if (spec.grad_l1_balance) {  // -1: not set yet; a checkpoint's value replaces it on resume
+      bool has = false;
+      for (const auto& [name, t] : model.named_buffers(false)) has = has || name == kBalanceBuffer;
+      if (!has) model.register_buffer(kBalanceBuffer, Tensor::full({}, -1.0, DType::f64));
+    }
     grad_l1_ = std::make_shared<quant::GradL1Regularizer>(
         model,
         quant::GradL1Options{.lambda_w = spec.lambda,
-                             .lambda_a = spec.lambda_a >= 0 ? spec.lambda_a : spec.lambda,
+                             .lambda_a = spec.grad_l1_balance ? 0.0
+                                         : spec.lambda_a >= 0 ? spec.lambda_a
+                                                              : spec.lambda,
                              .mode = spec.grad_l1_mode == "fd" ? quant::GradL1Mode::fd : quant::GradL1Mode::exact,
                              .scale = scales.at(spec.grad_l1_scale),
                              .fd_step = spec.grad_l1_fd_step});
     grad_l1_on_ = spec.reg_last_epochs <= 0;
   } else {
     LOWBIT_CHECK(spec.reg_last_epochs <= 0, "--reg-last-epochs is the window of --reg grad-l1");
+    LOWBIT_CHECK(!spec.grad_l1_balance, "--grad-l1-balance is an option of --reg grad-l1");
   }
 
   // MSQE with a learnable coefficient (Choi et al. §3.2): every quantized weight layer with its cell
@@ -384,10 +398,30 @@ bool QuantContext::owns_parameter(const std::string& name) const {
 
 bool QuantContext::quantizes() const { return method_->weight != nullptr || method_->activation != nullptr; }
 
+bool QuantContext::grad_l1_balance_pending() const {
+  return grad_l1_ && spec_.grad_l1_balance && model_.buffer(kBalanceBuffer).item() < 0;
+}
+
+double QuantContext::balance_grad_l1(const std::function<Variable()>& forward) {
+  LOWBIT_CHECK(grad_l1_balance_pending(), "balance_grad_l1: no gradient-l1 lambda to balance");
+  const quant::GradL1Penalty p = grad_l1_->measure(model_, forward);
+  const double lambda_a = spec_.lambda * p.weight_l1 / p.act_l1;
+  LOWBIT_CHECK(std::isfinite(lambda_a) && p.act_l1 > 0, "--grad-l1-balance: the first regularized batch gives ",
+               "weight sums ", p.weight_l1, " and activation sums ", p.act_l1, ": no finite lambda_a balances them");
+  model_.buffer(kBalanceBuffer).fill_(lambda_a);
+  grad_l1_->set_lambda_a(lambda_a);
+  return lambda_a;
+}
+
 void QuantContext::begin_step(double t, double total) {
   t_ = t, total_ = total;
   // Gradient-l1 in the last reg_last_epochs epochs (spec §7.2: the last ~15 epochs of training).
   if (grad_l1_) grad_l1_on_ = spec_.reg_last_epochs <= 0 || t >= total - spec_.reg_last_epochs;
+  // --grad-l1-balance: the lambda_a a checkpoint holds (resume), once set.
+  if (grad_l1_ && spec_.grad_l1_balance) {
+    const double lambda_a = model_.buffer(kBalanceBuffer).item();
+    if (lambda_a >= 0 && lambda_a != grad_l1_->options().lambda_a) grad_l1_->set_lambda_a(lambda_a);
+  }
   if (prune_ && !pruned_ && t >= spec_.prune_at * total) prune_now();
   if (!follow_) return;
   if (spec_.bits_follow_beta == "phase3" && t < spec_.beta_freeze * total) return;
@@ -576,6 +610,8 @@ std::string QuantContext::epoch_json() const {
     const quant::MemorySizes m = budget_->sizes();
     js << ", \"weight_kb\": " << m.weight_kb << ", \"act_kb\": " << m.act_kb;
   }
+  if (grad_l1_ && spec_.grad_l1_balance && !grad_l1_balance_pending())
+    js << ", \"grad_l1_lambda_a\": " << grad_l1_->options().lambda_a;
   const auto learned = learned_quantizers();
   if (!learned.empty()) {
     js << ", \"quantizers\": [";
@@ -608,7 +644,10 @@ std::string QuantContext::describe() const {
   if (grad_l1_) {
     const quant::GradL1Options& g = grad_l1_->options();
     s << " + grad-l1 (lambda " << g.lambda_w;
-    if (g.lambda_a != g.lambda_w) s << ", activations " << g.lambda_a;
+    if (spec_.grad_l1_balance)
+      s << ", activations balanced at the first step";
+    else if (g.lambda_a != g.lambda_w)
+      s << ", activations " << g.lambda_a;
     if (spec_.reg_last_epochs > 0) s << ", last " << spec_.reg_last_epochs << " epochs";
     if (g.scale == quant::GradL1Scale::range) s << ", range-scaled";
     if (g.scale == quant::GradL1Scale::range_fixed) s << ", range-scaled, ranges held constant";

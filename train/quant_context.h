@@ -34,6 +34,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -97,6 +98,10 @@ struct QuantSpec {
   // last reg_last_epochs epochs of the run (t >= epochs - reg_last_epochs; 0: every epoch, e.g. a
   // fine-tune from --init).
   double lambda = 1e-3, lambda_a = -1;
+  // lambda_a set at the first regularized step so that its part of P equals the weights' part,
+  // lambda_a = lambda * weight_l1 / act_l1 on that batch (GradL1Regularizer::measure), then held; kept
+  // in the model's buffer "grad_l1_lambda_a" (-1 until set), so checkpoints resume with it.
+  bool grad_l1_balance = false;
   double reg_last_epochs = 0;
   std::string grad_l1_mode = "exact";  // exact (double backward) | fd (finite differences, spec §7.2 (b))
   double grad_l1_fd_step = quant::GradL1Options{}.fd_step;  // fd: perturbation of each weight and activation element
@@ -232,6 +237,11 @@ class QuantContext {
   // begin_step (the last reg_last_epochs epochs), else null. The fit loop then captures the
   // activations during the step and adds its penalty to the loss (train/fit.h).
   const quant::GradL1Regularizer* grad_l1() const { return grad_l1_on_ ? grad_l1_.get() : nullptr; }
+  // --grad-l1-balance: lambda_a is still to be set (no regularized step yet). The fit loop then calls
+  // balance_grad_l1 with the step's forward pass (run once more, state put back) before the penalty,
+  // which sets lambda_a and returns it.
+  bool grad_l1_balance_pending() const;
+  double balance_grad_l1(const std::function<Variable()>& forward);
   bool has_grad_l1() const { return grad_l1_ != nullptr; }
   // A weight or activation quantizer is attached (not a float run that only regularizes).
   bool quantizes() const;
