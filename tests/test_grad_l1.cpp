@@ -370,16 +370,19 @@ FitRun fit_run(const std::string& dir, double lambda, int64_t stop = -1, bool re
   return r;
 }
 
-// Sum_l ||dL/dW_l||_1 and sum_l ||dL/da_l||_1 of the cross-entropy of 64 held-out images (train mode).
-std::pair<double, double> gradient_norms(const std::map<std::string, Tensor>& state) {
+// Sum_l ||dL/dW_l||_1 and sum_l ||dL/da_l||_1 of the cross-entropy (train mode) of the first batch
+// of `epoch` as fit_run's loader (shuffle seed 3) gives it; by default 64 held-out images in one batch.
+std::pair<double, double> gradient_norms(std::map<std::string, Tensor> state,
+                                         const data::ImageDataset& images = quadrants(64, 9), int64_t batch = 64,
+                                         bool shuffle = false, int64_t epoch = 0) {
   auto net = fit_net();
+  state.erase("grad_l1_lambda_a");  // --grad-l1-balance's buffer: not in the plain net
   net->load_state_dict(state);
-  const data::ImageDataset held_out = quadrants(64, 9);
   data::LoaderOptions lo;
-  lo.batch_size = 64, lo.shuffle = false, lo.prefetch = 0;
+  lo.batch_size = batch, lo.shuffle = shuffle, lo.seed = 3, lo.prefetch = 0;
   lo.transforms = data::parse_transforms("normalize:0.45:0.2");
-  data::DataLoader loader(held_out, lo);
-  loader.begin_epoch(0, 0);
+  data::DataLoader loader(images, lo);
+  loader.begin_epoch(epoch, 0);
   data::Batch b;
   REQUIRE(loader.next(b));
   const quant::GradL1Regularizer gl1(*net, {.lambda_w = 1, .lambda_a = 1});
@@ -468,22 +471,9 @@ TEST_CASE("grad-l1 --grad-l1-balance through fit: lambda_a from the first regula
     // regularized step (epoch 4, batch 1), computed here from a run stopped just before it.
     const FitRun before = fit_run(d + "/before", lambda, 24, false, mode, true);
     CHECK(before.state.at("grad_l1_lambda_a").item() == -1.0);  // not set in the plain epochs
-    auto net = fit_net();
-    std::map<std::string, Tensor> weights = before.state;
-    weights.erase("grad_l1_lambda_a");  // the plain net has no such buffer
-    net->load_state_dict(weights);
-    const data::ImageDataset train_set = quadrants(256, 1);
-    data::LoaderOptions lo;
-    lo.batch_size = 32, lo.seed = 3, lo.prefetch = 0;
-    lo.transforms = data::parse_transforms("normalize:0.45:0.2");
-    data::DataLoader loader(train_set, lo);
-    loader.begin_epoch(3, 0);
-    data::Batch b;
-    REQUIRE(loader.next(b));
-    const quant::GradL1Regularizer both(*net, {.lambda_w = 1, .lambda_a = 1});
-    const quant::GradL1Penalty p = penalty_of(*net, both, {b.images, b.labels});
-    MESSAGE(mode, ": weight sums ", p.weight_l1, ", activation sums ", p.act_l1, ", lambda_a ", lambda_a);
-    CHECK(lambda_a == doctest::Approx(lambda * p.weight_l1 / p.act_l1).epsilon(1e-9));
+    const auto [w, a] = gradient_norms(before.state, quadrants(256, 1), 32, true, 3);
+    MESSAGE(mode, ": weight sums ", w, ", activation sums ", a, ", lambda_a ", lambda_a);
+    CHECK(lambda_a == doctest::Approx(lambda * w / a).epsilon(1e-9));
     // Held for the rest of the run and logged each regularized epoch; the extra forward pass that
     // measured it left no trace: the run is the one with that lambda_a given, bit for bit.
     for (size_t e = 3; e < 6; ++e)
