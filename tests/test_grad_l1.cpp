@@ -493,6 +493,33 @@ TEST_CASE("grad-l1 --grad-l1-balance through fit: lambda_a from the first regula
       CHECK(math::amax(math::abs(math::sub(t.to(DType::f64), resumed.state.at(name).to(DType::f64)))).item() == 0.0);
     }
   }
+  // A batch whose loss is not finite measures nothing: lambda_a stays pending for the next batch.
+  {
+    auto net = fit_net();
+    train::QuantSpec spec;
+    spec.reg = "grad-l1", spec.lambda = lambda, spec.grad_l1_balance = true;
+    train::QuantContext quant(*net, spec);
+    const data::Batch b = [] {
+      data::LoaderOptions lo;
+      lo.batch_size = 32, lo.prefetch = 0;
+      const data::ImageDataset images = quadrants(64, 5);
+      data::DataLoader loader(images, lo);
+      loader.begin_epoch(0, 0);
+      data::Batch first;
+      REQUIRE(loader.next(first));
+      return first;
+    }();
+    auto loss = [&] { return cross_entropy((*net)(Variable(b.images)), b.labels); };
+    CHECK(quant.grad_l1_balance_pending());
+    CHECK(quant.balance_grad_l1([&] { return mul(loss(), std::nan("")); }) == -1.0);
+    CHECK(quant.grad_l1_balance_pending());
+    const double lambda_a = quant.balance_grad_l1(loss);
+    CHECK(lambda_a > 0);
+    CHECK_FALSE(quant.grad_l1_balance_pending());
+    CHECK(net->buffer("grad_l1_lambda_a").item() == lambda_a);
+    REQUIRE(quant.grad_l1() != nullptr);
+    CHECK(quant.grad_l1()->options().lambda_a == lambda_a);
+  }
   // Misuse: with --lambda-a, with lambda 0, or without the grad-l1 regularizer, a clear error.
   auto net = fit_net();
   train::QuantSpec spec;

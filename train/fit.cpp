@@ -481,7 +481,7 @@ FitResult fit(Module& model, optim::Optimizer& opt, data::DataLoader& train, dat
       // --grad-l1-balance: lambda_a from the first regularized batch, before its step (quant_context.h).
       if (gl1 && quant->grad_l1_balance_pending()) {
         const double lambda_a = quant->balance_grad_l1([&] { return step(model, b).loss; });
-        if (o.verbose >= 1)
+        if (o.verbose >= 1 && lambda_a >= 0)
           std::printf(
               "gradient-l1: lambda_a = %.6g (balanced: lambda_a * activation sums = lambda * weight sums "
               "on this batch)\n",

@@ -405,12 +405,14 @@ bool QuantContext::grad_l1_balance_pending() const {
 double QuantContext::balance_grad_l1(const std::function<Variable()>& forward) {
   LOWBIT_CHECK(grad_l1_balance_pending(), "balance_grad_l1: no gradient-l1 lambda to balance");
   const quant::GradL1Penalty p = grad_l1_->measure(model_, forward);
+  if (p.weights == 0 && p.activations == 0) return -1;  // a non-finite loss: nothing measured, the next batch
   const double lambda_a = spec_.lambda * p.weight_l1 / p.act_l1;
   LOWBIT_CHECK(std::isfinite(lambda_a) && p.act_l1 > 0, "--grad-l1-balance: the first regularized batch gives ",
                "weight sums ", p.weight_l1, " and activation sums ", p.act_l1, ": no finite lambda_a balances them");
-  model_.buffer(kBalanceBuffer).fill_(lambda_a);
-  grad_l1_->set_lambda_a(lambda_a);
-  return lambda_a;
+  Tensor& kept = model_.buffer(kBalanceBuffer);
+  kept.fill_(lambda_a);
+  grad_l1_->set_lambda_a(kept.item());  // as the checkpoint will hold it (the buffer's dtype)
+  return kept.item();
 }
 
 void QuantContext::begin_step(double t, double total) {

@@ -239,7 +239,8 @@ class QuantContext {
   const quant::GradL1Regularizer* grad_l1() const { return grad_l1_on_ ? grad_l1_.get() : nullptr; }
   // --grad-l1-balance: lambda_a is still to be set (no regularized step yet). The fit loop then calls
   // balance_grad_l1 with the step's forward pass (run once more, state put back) before the penalty,
-  // which sets lambda_a and returns it.
+  // which sets lambda_a and returns it, or returns -1 and leaves it pending when the batch's loss is
+  // not finite (that step is skipped; the next one measures).
   bool grad_l1_balance_pending() const;
   double balance_grad_l1(const std::function<Variable()>& forward);
   bool has_grad_l1() const { return grad_l1_ != nullptr; }
