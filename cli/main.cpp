@@ -326,14 +326,23 @@ struct Run {
 
 // The run's options (its stored config, adjusted by the caller) -> data, model and quantization,
 // with the checkpoint's model (and, unless post_training, quantization) state loaded.
+// The run's regularizer off, for evaluating or exporting its model (a regularizer does not change
+// the model), with the options that need it.
+void drop_regularizer(Options& run, const std::string& why) {
+  run.set("reg", "none", why);
+  run.set("grad-l1-balance", "false", why);
+}
+
 Run load_run(const std::string& path, const Options& run, bool post_training) {
   const Checkpoint c = load_checkpoint(path);
   Run r;
   r.data = train::load_data(data_config(run, 256));
   r.model = train::create_model(run.str("model"), r.data, run.real("width"), run.str("variant"));
   if (wants_quantization(run)) r.quant = std::make_unique<train::QuantContext>(*r.model, quant_spec(run));
+  auto weights = c.tensors_with_prefix("model.");
+  if (!run.flag("grad-l1-balance")) weights.erase("grad_l1_lambda_a");  // the regularizer's state, not the model's
   try {
-    r.model->load_state_dict(c.tensors_with_prefix("model."), /*strict=*/!post_training);
+    r.model->load_state_dict(weights, /*strict=*/!post_training);
     if (r.quant && !post_training) r.quant->load_state_dict(c.tensors_with_prefix("quant."));
   } catch (const Error& e) {
     throw Error(detail::concat(path, ": does not match its run's model or quantization (", e.what(), ")"));
@@ -428,7 +437,7 @@ int run_eval_ptq(const Options& o) {
                " (quantization-aware); --ptq quantizes a float run (--quant none). Evaluate it without --ptq");
   if (o.has("data")) run.set("data", o.str("data"), "--data");
   if (o.has("test-file")) run.set("test-file", o.str("test-file"), "--test-file");
-  run.set("reg", "none", "eval --ptq");  // a float run's regularizer does not change its model
+  drop_regularizer(run, "eval --ptq");  // a float run's regularizer does not change its model
   Run r = load_run(path, run, /*post_training=*/false);
   auto calib = train::calibration_loader(r.data, run.integer("batch"), static_cast<uint64_t>(run.integer("seed")));
   std::printf("%s on %s (%lld images)\n", run.str("model").c_str(), r.data.test.source.c_str(),
@@ -495,7 +504,7 @@ int run_eval(int argc, char** argv) {
   for (const char* key : {"quant", "wbits", "abits", "wbits-overrides", "weight-scale", "quantize-first-last"})
     if (o.has(key)) run.set(key, o.str(key), std::string("--") + key), post_training = true;
   if (post_training) {  // rounding only: the run's regularizer and its options do not apply
-    run.set("reg", "none", "eval");
+    drop_regularizer(run, "eval");
     if (!o.has("weight-scale")) run.set("weight-scale", "auto", "eval");
     if (!o.has("wbits-overrides")) run.set("wbits-overrides", "", "eval");
     run.set("gbits", "32", "eval");
@@ -681,7 +690,7 @@ int run_infer(int argc, char** argv) {
   if (o.has("fp32-checkpoint")) {  // the same net in float: eval mode, no grad, the same batches
     Options run = run_options(o.str("fp32-checkpoint"));
     run.set("quant", "none", "infer --fp32-checkpoint");
-    run.set("reg", "none", "infer --fp32-checkpoint");
+    drop_regularizer(run, "infer --fp32-checkpoint");
     Run r = load_run(o.str("fp32-checkpoint"), run, /*post_training=*/true);
     r.model->eval();
     NoGradGuard ng;

@@ -87,6 +87,13 @@ grep -q "^quantization: none + grad-l1 (lambda 0.001, activations balanced at th
 la=$(sed -n 's/^gradient-l1: lambda_a = \([0-9.e-]*\) .*/\1/p' "$work/balance.log")
 [ -n "$la" ] || fail "balance: no lambda_a line in $(cat "$work/balance.log")"
 close "$(field balance 1 grad_l1_lambda_a)" "$la" || fail "balance: metrics $(field balance 1 grad_l1_lambda_a) vs log $la"
+# its checkpoint evaluates as it is, post-training quantized and rounded (the regularizer dropped)
+"$lowbit" eval --checkpoint "$work/balance/checkpoint.ckpt" > "$work/balance-eval.log" ||
+  fail "balance: eval: $(cat "$work/balance-eval.log")"
+"$lowbit" eval --checkpoint "$work/balance/checkpoint.ckpt" --ptq 8/8 > "$work/balance-ptq.log" ||
+  fail "balance: eval --ptq: $(cat "$work/balance-ptq.log")"
+"$lowbit" eval --checkpoint "$work/balance/checkpoint.ckpt" --quant dorefa --wbits 4 > "$work/balance-round.log" ||
+  fail "balance: eval --quant: $(cat "$work/balance-round.log")"
 if "$lowbit" train "${tune[@]}" --reg grad-l1 --lambda-a 1e-3 --grad-l1-balance --out "$work/bad" > "$work/bad.log" 2>&1
 then
   fail "--grad-l1-balance with --lambda-a accepted"
