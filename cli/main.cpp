@@ -324,8 +324,6 @@ struct Run {
   std::unique_ptr<train::QuantContext> quant;
 };
 
-// The run's options (its stored config, adjusted by the caller) -> data, model and quantization,
-// with the checkpoint's model (and, unless post_training, quantization) state loaded.
 // The run's regularizer off, for evaluating or exporting its model (a regularizer does not change
 // the model), with the options that need it.
 void drop_regularizer(Options& run, const std::string& why) {
@@ -333,6 +331,8 @@ void drop_regularizer(Options& run, const std::string& why) {
   run.set("grad-l1-balance", "false", why);
 }
 
+// The run's options (its stored config, adjusted by the caller) -> data, model and quantization,
+// with the checkpoint's model (and, unless post_training, quantization) state loaded.
 Run load_run(const std::string& path, const Options& run, bool post_training) {
   const Checkpoint c = load_checkpoint(path);
   Run r;
