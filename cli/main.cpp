@@ -340,7 +340,7 @@ Run load_run(const std::string& path, const Options& run, bool post_training) {
   r.model = train::create_model(run.str("model"), r.data, run.real("width"), run.str("variant"));
   if (wants_quantization(run)) r.quant = std::make_unique<train::QuantContext>(*r.model, quant_spec(run));
   auto weights = c.tensors_with_prefix("model.");
-  if (!run.flag("grad-l1-balance")) weights.erase("grad_l1_lambda_a");  // the regularizer's state, not the model's
+  if (!run.flag("grad-l1-balance")) weights.erase(train::kGradL1BalanceBuffer);
   try {
     r.model->load_state_dict(weights, /*strict=*/!post_training);
     if (r.quant && !post_training) r.quant->load_state_dict(c.tensors_with_prefix("quant."));

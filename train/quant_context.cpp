@@ -19,8 +19,6 @@ namespace {
 using quant::Grid;
 using quant::WeightScale;
 
-constexpr const char* kBalanceBuffer = "grad_l1_lambda_a";  // --grad-l1-balance's lambda_a (-1: not set yet)
-
 const char* grid_name(Grid g) { return g == Grid::dorefa ? "dorefa" : g == Grid::wrpn ? "wrpn" : "fixed"; }
 const char* scale_name(WeightScale s) {
   return s == WeightScale::max_abs ? "max" : s == WeightScale::tanh_max ? "tanh" : "none";
@@ -218,8 +216,8 @@ QuantContext::QuantContext(Module& model, const QuantSpec& spec) : model_(model)
                  "--grad-l1-balance sets the activation lambda from --lambda, which must be > 0");
     if (spec.grad_l1_balance) {  // -1: not set yet; a checkpoint's value replaces it on resume
       bool has = false;
-      for (const auto& [name, t] : model.named_buffers(false)) has = has || name == kBalanceBuffer;
-      if (!has) model.register_buffer(kBalanceBuffer, Tensor::full({}, -1.0, DType::f64));
+      for (const auto& [name, t] : model.named_buffers(false)) has = has || name == kGradL1BalanceBuffer;
+      if (!has) model.register_buffer(kGradL1BalanceBuffer, Tensor::full({}, -1.0, DType::f64));
     }
     grad_l1_ = std::make_shared<quant::GradL1Regularizer>(
         model,
@@ -399,7 +397,7 @@ bool QuantContext::owns_parameter(const std::string& name) const {
 bool QuantContext::quantizes() const { return method_->weight != nullptr || method_->activation != nullptr; }
 
 bool QuantContext::grad_l1_balance_pending() const {
-  return grad_l1_ && spec_.grad_l1_balance && model_.buffer(kBalanceBuffer).item() < 0;
+  return grad_l1_ && spec_.grad_l1_balance && model_.buffer(kGradL1BalanceBuffer).item() < 0;
 }
 
 double QuantContext::balance_grad_l1(const std::function<Variable()>& forward) {
@@ -409,7 +407,7 @@ double QuantContext::balance_grad_l1(const std::function<Variable()>& forward) {
   const double lambda_a = spec_.lambda * p.weight_l1 / p.act_l1;
   LOWBIT_CHECK(std::isfinite(lambda_a) && p.act_l1 > 0, "--grad-l1-balance: the first regularized batch gives ",
                "weight sums ", p.weight_l1, " and activation sums ", p.act_l1, ": no finite lambda_a balances them");
-  Tensor& kept = model_.buffer(kBalanceBuffer);
+  Tensor& kept = model_.buffer(kGradL1BalanceBuffer);
   kept.fill_(lambda_a);
   grad_l1_->set_lambda_a(kept.item());  // as the checkpoint will hold it (the buffer's dtype)
   return kept.item();
@@ -421,7 +419,7 @@ void QuantContext::begin_step(double t, double total) {
   if (grad_l1_) grad_l1_on_ = spec_.reg_last_epochs <= 0 || t >= total - spec_.reg_last_epochs;
   // --grad-l1-balance: the lambda_a a checkpoint holds (resume), once set.
   if (grad_l1_ && spec_.grad_l1_balance) {
-    const double lambda_a = model_.buffer(kBalanceBuffer).item();
+    const double lambda_a = model_.buffer(kGradL1BalanceBuffer).item();
     if (lambda_a >= 0 && lambda_a != grad_l1_->options().lambda_a) grad_l1_->set_lambda_a(lambda_a);
   }
   if (prune_ && !pruned_ && t >= spec_.prune_at * total) prune_now();

@@ -57,6 +57,10 @@ namespace lowbit::train {
 
 // Field names are the `lowbit train` option names (--wbits-overrides = wbits_overrides); error
 // messages name them in option form.
+// The root-level model buffer holding --grad-l1-balance's lambda_a (QuantSpec::grad_l1_balance): the
+// regularizer's state, not the model's, so a run evaluated without its regularizer drops it.
+inline constexpr const char* kGradL1BalanceBuffer = "grad_l1_lambda_a";
+
 struct QuantSpec {
   // Quantizers (quant/methods.h).
   std::string method = "none";  // a registry name
@@ -100,7 +104,7 @@ struct QuantSpec {
   double lambda = 1e-3, lambda_a = -1;
   // lambda_a set at the first regularized step so that its part of P equals the weights' part,
   // lambda_a = lambda * weight_l1 / act_l1 on that batch (GradL1Regularizer::measure), then held; kept
-  // in the model's buffer "grad_l1_lambda_a" (-1 until set), so checkpoints resume with it.
+  // in the model's buffer kGradL1BalanceBuffer (-1 until set), so checkpoints resume with it.
   bool grad_l1_balance = false;
   double reg_last_epochs = 0;
   std::string grad_l1_mode = "exact";  // exact (double backward) | fd (finite differences, spec §7.2 (b))
