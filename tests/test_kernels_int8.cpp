@@ -693,6 +693,9 @@ TEST_CASE("requantize_u8 after bound_accumulators: the double path equals the re
         a.residual_u8 = residual == 2 ? res8.data() : nullptr;
         a.ld_residual = C;
         a.ld_out = C;
+        check_requant_paths(q, a);  // the float path where it was verified (none with an int32 residual)
+        if (residual == 1) CHECK(q.offset_f32.empty());
+        q.multiplier_f32.clear(), q.residual_multiplier_f32.clear(), q.offset_f32.clear();  // the double path
         check_requant_paths(q, a);
         const std::vector<uint8_t> out = run_requant(q, a, false);
         CHECK(std::count_if(out.begin(), out.end(), [&](uint8_t v) { return v > 0 && v < qmax; }) >
@@ -726,6 +729,96 @@ TEST_CASE("requantize_u8 after bound_accumulators: the double path equals the re
   Requantization wide = requantization_from_double(1, &s1, &big_t, 255);
   bound_accumulators(wide, (int64_t(1) << 31) - 1);
   CHECK(wide.offset_f64.empty());
+}
+
+// bound_accumulators' float path (requant.h (2f)): wherever it is switched on, it equals the
+// __int128 reference at every accumulator in [-A, A] and every uint8 residual in [0, R] (checked
+// exhaustively here, not only at the steps the verification looks at), for random 4-bit-like
+// constants, dyadic ones (exact ties), and near-ties built so that the nearest floats round the
+// wrong way (u / 2^S = k + 1/2 + ~2^-26 at every step: the verification must move b~).
+TEST_CASE("requantize_u8 after bound_accumulators: the float path equals the reference on the whole range") {
+  std::mt19937 rng(91);
+  std::uniform_real_distribution<double> u01(0.0, 1.0);
+  const int64_t A = 3000;
+  for (int kind = 0; kind < 3; ++kind) {  // random, dyadic, near-tie
+    for (int64_t C : {1, 16, 19}) {
+      for (bool residual : {false, true}) {
+        CAPTURE(kind);
+        CAPTURE(C);
+        CAPTURE(residual);
+        const int qmax = kind == 1 ? 16 : 15;
+        const int64_t R = residual ? 15 : 0;
+        Requantization q;
+        if (kind == 2) {  // m = 2^30 + 1 (not a float), S = 40: steps ~1024 apart, each ~2^-26 past a tie
+          q.qmax = qmax;
+          q.residual = residual ? RequantResidual::u8 : RequantResidual::none;
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t m = (int64_t(1) << 30) + 1, at = 100 + 37 * c;  // acc `at` is just past the 2.5 tie
+            q.multiplier.push_back(int32_t(m));
+            q.shift.push_back(40);
+            q.offset.push_back((int64_t(1) << 39) * 5 + (int64_t(1) << 14) - at * m);  // u(at) = 2.5 2^40 + 2^14
+            if (residual) q.residual_multiplier.push_back(int64_t(1) << 40);           // one code per residual unit
+            // The trap is real: the nearest floats give the tie, rounded to even (2), where (2) gives 3.
+            const float near =
+                std::fma(float(at), float(std::ldexp(double(m), -40)), float(std::ldexp(double(q.offset.back()), -40)));
+            CHECK(std::nearbyint(near) == 2);
+          }
+        } else {
+          std::vector<double> sc(static_cast<size_t>(C)), t(static_cast<size_t>(C)), sr(static_cast<size_t>(C));
+          for (int64_t c = 0; c < C; ++c) {
+            const double sign = c % 4 == 3 ? -1 : 1;
+            sc[size_t(c)] = kind == 1 ? sign * std::ldexp(1.0, -11 - int(c % 3)) : sign * (0.5 + u01(rng)) / 3000;
+            t[size_t(c)] = kind == 1 ? std::ldexp(double(c * 37 % 64), -6) - 0.25 : u01(rng) - 0.3;
+            sr[size_t(c)] = kind == 1 ? std::ldexp(1.0, -5) : u01(rng) / 15;
+          }
+          q = requantization_from_double(C, sc.data(), t.data(), qmax,
+                                         residual ? RequantResidual::u8 : RequantResidual::none,
+                                         residual ? sr.data() : nullptr);
+        }
+        bound_accumulators(q, A, residual ? R : 0);
+        // On for the random and dyadic constants, and for the near-ties by a moved b~. With a residual
+        // the near-ties may be refused (its second rounding can swallow a one-ulp move): the double path.
+        if (kind < 2 || !residual) CHECK(!q.offset_f32.empty());
+        // Every (acc, residual) pair: row (r (2A + 1) + acc + A), the same acc in every channel.
+        const int64_t rows = (R + 1) * (2 * A + 1);
+        std::vector<int32_t> acc(size_t(rows * C));
+        std::vector<uint8_t> res(size_t(rows * C));
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t c = 0; c < C; ++c) {
+            acc[size_t(i * C + c)] = int32_t(i % (2 * A + 1) - A);
+            res[size_t(i * C + c)] = uint8_t(i / (2 * A + 1));
+          }
+        RequantArgs a;
+        a.rows = rows;
+        a.acc = acc.data();
+        a.ld_acc = C;
+        a.residual_u8 = residual ? res.data() : nullptr;
+        a.ld_residual = C;
+        a.ld_out = C;
+        const std::vector<uint8_t> want = run_requant(q, a, true), got = run_requant(q, a, false);
+        CHECK(std::count_if(want.begin(), want.end(), [&](uint8_t v) { return v > 0 && v < qmax; }) >
+              int64_t(want.size()) / 10);
+        int64_t bad = 0;
+        for (size_t i = 0; i < want.size(); ++i) bad += want[i] != got[i];
+        CHECK(bad == 0);
+      }
+    }
+  }
+  // Refused: an int32 residual, accumulators beyond float's exact integers, a too-long check.
+  const double s1 = 1e-3, t1 = 0.1;
+  Requantization s32 = requantization_from_double(1, &s1, &t1, 15, RequantResidual::s32, &s1);
+  bound_accumulators(s32, 1000, 1000);
+  CHECK(s32.offset_f32.empty());
+  Requantization wide = requantization_from_double(1, &s1, &t1, 15);
+  bound_accumulators(wide, (int64_t(1) << 24) + 1);
+  CHECK(wide.offset_f32.empty());
+  bound_accumulators(wide, int64_t(1) << 24);
+  CHECK(!wide.offset_f32.empty());
+  std::vector<double> s64(64, 1e-3), t64(64, 0.1);
+  Requantization eight = requantization_from_double(64, s64.data(), t64.data(), 255, RequantResidual::u8, s64.data());
+  bound_accumulators(eight, 1000, 255);  // 64 x 256 x 255 steps
+  CHECK(eight.offset_f32.empty());
+  CHECK(!eight.offset_f64.empty());
 }
 
 // Dyadic scales and offsets (exact in both arithmetics): the integer path equals the double

@@ -178,12 +178,52 @@ LOWBIT_AVX512 void requant_block_avx512_f64(const Requantization& q, const Requa
   }
 }
 
+// (2f) in floats, where bound_accumulators verified it equal to (2) (requant.h): 16 channels per
+// vector. The clamp before the rounding is the clamp after it (qmin and qmax are integers).
+template <int RES>
+LOWBIT_AVX512 void requant_block_avx512_f32(const Requantization& q, const RequantArgs& a, int64_t r0, int64_t r1) {
+  static_assert(RES != 1, "an int32 residual never takes the float path");
+  const int64_t C = q.channels();
+  constexpr __mmask16 all = 0xFFFF;            // maskz forms: see requant_block_avx512
+  const int32_t* acc = a.acc + r0 * a.ld_acc;  // locals: see requant_block_avx512_f64
+  const uint8_t* res8 = RES == 2 ? a.residual_u8 + r0 * a.ld_residual : nullptr;
+  uint8_t* out = a.out + r0 * a.ld_out;
+  const int64_t ld_acc = a.ld_acc, ld_res = a.ld_residual, ld_out = a.ld_out, rows = r1 - r0;
+  const __m512 qmin = _mm512_set1_ps(float(q.qmin)), qmax = _mm512_set1_ps(float(q.qmax));
+  for (int64_t c = 0; c < C; c += 16) {
+    const int64_t n = std::min<int64_t>(16, C - c);
+    const __mmask16 mask = __mmask16((uint32_t(1) << n) - 1u);
+    const __m512 mul = _mm512_maskz_loadu_ps(mask, q.multiplier_f32.data() + c);
+    const __m512 b = _mm512_maskz_loadu_ps(mask, q.offset_f32.data() + c);
+    const __m512 mr = RES ? _mm512_maskz_loadu_ps(mask, q.residual_multiplier_f32.data() + c) : _mm512_setzero_ps();
+    for (int64_t i = 0; i < rows; ++i) {
+      const __m512 x = _mm512_maskz_cvtepi32_ps(all, _mm512_maskz_loadu_epi32(mask, acc + i * ld_acc + c));
+      __m512 u = _mm512_maskz_fmadd_ps(all, x, mul, b);
+      if constexpr (RES == 2) {
+        const __m512i r = _mm512_maskz_cvtepu8_epi32(all, _mm_maskz_loadu_epi8(mask, res8 + i * ld_res + c));
+        u = _mm512_maskz_fmadd_ps(all, _mm512_maskz_cvtepi32_ps(all, r), mr, u);
+      }
+      const __m512 clamped = _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, u, qmin), qmax);
+      const __m512i codes = _mm512_maskz_cvt_roundps_epi32(all, clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m128i r8 = _mm512_maskz_cvtepi32_epi8(all, codes);
+      if (n == 16)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i * ld_out + c), r8);
+      else
+        _mm_mask_storeu_epi8(out + i * ld_out + c, mask, r8);
+    }
+  }
+}
+
 // Rows [r0, r1) in blocks of 64 rows (a block's accumulators stay in L1 across the channel groups).
 void requant_block_simd(const Requantization& q, const RequantArgs& a, int64_t r0, int64_t r1) {
-  const bool f64 = !q.offset_f64.empty();
+  const bool f32 = !q.offset_f32.empty(), f64 = !q.offset_f64.empty();
   for (int64_t b0 = r0; b0 < r1; b0 += 64) {
     const int64_t b1 = std::min(r1, b0 + 64);
-    if (f64 && a.residual_s32)
+    if (f32 && a.residual_u8)
+      requant_block_avx512_f32<2>(q, a, b0, b1);
+    else if (f32 && !a.residual_s32)
+      requant_block_avx512_f32<0>(q, a, b0, b1);
+    else if (f64 && a.residual_s32)
       requant_block_avx512_f64<1>(q, a, b0, b1);
     else if (f64 && a.residual_u8)
       requant_block_avx512_f64<2>(q, a, b0, b1);
@@ -205,6 +245,91 @@ void for_rows(const Requantization& q, const RequantArgs& a, int64_t r0, int64_t
   for (int64_t i = r0; i < r1; ++i)
     row(q, C, a.acc + i * a.ld_acc, a.residual_s32 ? a.residual_s32 + i * a.ld_residual : nullptr,
         a.residual_u8 ? a.residual_u8 + i * a.ld_residual : nullptr, a.out + i * a.ld_out);
+}
+
+// (2) for channel c in __int128, without the range checks: the exact code (requantize_u8_ref's rule).
+int32_t exact_code(const Requantization& q, int64_t c, int64_t acc, int64_t res) {
+  __int128 u = __int128(acc) * q.multiplier[size_t(c)] + q.offset[size_t(c)];
+  if (q.residual != RequantResidual::none) u += __int128(res) * q.residual_multiplier[size_t(c)];
+  // u = k 2^S + f, 0 <= f < 2^S; round to nearest, ties to even k.
+  const int s = q.shift[size_t(c)];
+  const __int128 unit = __int128(1) << s, half = __int128(1) << (s - 1);
+  __int128 k = u >> s;
+  const __int128 f = u - k * unit;
+  if (f > half || (f == half && (k & 1) != 0)) k += 1;
+  return int32_t(k < q.qmin ? q.qmin : k > q.qmax ? q.qmax : k);
+}
+
+// (2f) for one channel's float constants: what requant_block_avx512_f32 computes, lane by lane.
+struct FloatConstants {
+  float m = 0, b = 0, mr = 0;
+};
+int32_t float_code(const Requantization& q, const FloatConstants& f, int64_t acc, int64_t res) {
+  float u = std::fma(float(acc), f.m, f.b);
+  if (q.residual != RequantResidual::none) u = std::fma(float(res), f.mr, u);
+  u = std::min(std::max(u, float(q.qmin)), float(q.qmax));
+  return int32_t(std::nearbyint(u));
+}
+
+// Whether (2f) with f equals (2) for channel c at every acc in [-A, A] and residual in [0, R]
+// (requant.h: both monotone in acc, so the ends and both sides of every step of (2) suffice).
+bool float_channel_exact(const Requantization& q, int64_t c, const FloatConstants& f, int64_t A, int64_t R) {
+  for (int64_t res = 0; res <= R; ++res) {
+    const int32_t at_lo = exact_code(q, c, -A, res), at_hi = exact_code(q, c, A, res);
+    if (float_code(q, f, -A, res) != at_lo || float_code(q, f, A, res) != at_hi) return false;
+    const bool rising = at_hi >= at_lo;
+    for (int32_t j = std::min(at_lo, at_hi) + 1; j <= std::max(at_lo, at_hi); ++j) {
+      // The step to code >= j: between `below` (code < j) and `above` (code >= j), one apart.
+      int64_t below = rising ? -A : A, above = rising ? A : -A;
+      while (std::llabs(above - below) > 1) {
+        const int64_t mid = below + (above - below) / 2;
+        (exact_code(q, c, mid, res) >= j ? above : below) = mid;
+      }
+      if (float_code(q, f, above, res) < j || float_code(q, f, below, res) >= j) return false;
+    }
+  }
+  return true;
+}
+
+// The float constants of (2f) for every channel, verified equal to (2) (requant.h); false when some
+// channel has none among the nearest floats and a few neighbours, or the check would be too long.
+bool float_constants(Requantization& q) {
+  const int64_t C = q.channels(), A = q.acc_bound;
+  const int64_t R = q.residual == RequantResidual::u8 ? q.residual_bound : 0;
+  if (q.residual == RequantResidual::s32 || A > (int64_t(1) << 24) ||
+      C * (R + 1) * (q.qmax - q.qmin) > (int64_t(1) << 20))
+    return false;
+  std::vector<float> m(static_cast<size_t>(C)), b(static_cast<size_t>(C)), mr(static_cast<size_t>(C));
+  constexpr int kNudges[] = {0, 1, -1, 2, -2, 3, -3, 4, -4};  // ulps away from the nearest float
+  auto step = [](float x, int ulps) {
+    for (; ulps > 0; --ulps) x = std::nextafter(x, INFINITY);
+    for (; ulps < 0; ++ulps) x = std::nextafter(x, -INFINITY);
+    return x;
+  };
+  for (int64_t c = 0; c < C; ++c) {
+    const int s = q.shift[size_t(c)];
+    const FloatConstants nearest{
+        float(std::ldexp(double(q.multiplier[size_t(c)]), -s)), float(std::ldexp(double(q.offset[size_t(c)]), -s)),
+        q.residual_multiplier.empty() ? 0.0f : float(std::ldexp(double(q.residual_multiplier[size_t(c)]), -s))};
+    bool found = false;
+    for (int dm : {0, 1, -1, 2, -2}) {
+      for (int db : kNudges) {
+        FloatConstants f = nearest;
+        f.m = q.multiplier[size_t(c)] == 0 ? 0.0f : step(nearest.m, dm);
+        f.b = step(nearest.b, db);
+        if ((f.m > 0) != (q.multiplier[size_t(c)] > 0)) continue;  // keep m's sign (the monotone direction)
+        if (float_channel_exact(q, c, f, A, R)) {
+          m[size_t(c)] = f.m, b[size_t(c)] = f.b, mr[size_t(c)] = f.mr, found = true;
+          break;
+        }
+      }
+      if (found) break;
+    }
+    if (!found) return false;
+  }
+  q.multiplier_f32 = std::move(m), q.offset_f32 = std::move(b);
+  if (q.residual != RequantResidual::none) q.residual_multiplier_f32 = std::move(mr);
+  return true;
 }
 
 }  // namespace
@@ -256,8 +381,10 @@ void bound_accumulators(Requantization& q, int64_t acc_bound, int64_t residual_b
   LOWBIT_CHECK(acc_bound >= 0 && residual_bound >= 0, "bound_accumulators: negative bound");
   q.acc_bound = acc_bound, q.residual_bound = residual_bound;
   q.multiplier_f64.clear(), q.residual_multiplier_f64.clear(), q.offset_f64.clear();
+  q.multiplier_f32.clear(), q.residual_multiplier_f32.clear(), q.offset_f32.clear();
   const bool residual = q.residual != RequantResidual::none;
   if (acc_bound == 0 || (residual && residual_bound == 0)) return;
+  float_constants(q);
   const int64_t C = q.channels();
   for (int64_t c = 0; c < C; ++c) {  // the bound of |acc m + res m' + B|, in exact integers
     const __int128 most = __int128(acc_bound) * std::llabs(q.multiplier[size_t(c)]) +
@@ -318,17 +445,7 @@ void requantize_u8_ref(const Requantization& q, const RequantArgs& a) {
                    " beyond the declared bound ", q.acc_bound, " (bound_accumulators)");
       LOWBIT_CHECK(q.residual_bound == 0 || std::llabs(res) <= q.residual_bound, "requantize_u8_ref: residual ", res,
                    " beyond the declared bound ", q.residual_bound, " (bound_accumulators)");
-      __int128 u = __int128(acc) * q.multiplier[size_t(c)] + q.offset[size_t(c)];
-      if (a.residual_s32) u += __int128(a.residual_s32[i * a.ld_residual + c]) * q.residual_multiplier[size_t(c)];
-      if (a.residual_u8) u += __int128(a.residual_u8[i * a.ld_residual + c]) * q.residual_multiplier[size_t(c)];
-      // u = k 2^S + f, 0 <= f < 2^S; round to nearest, ties to even k.
-      const int s = q.shift[size_t(c)];
-      const __int128 unit = __int128(1) << s, half = __int128(1) << (s - 1);
-      __int128 k = u >> s;
-      const __int128 f = u - k * unit;
-      if (f > half || (f == half && (k & 1) != 0)) k += 1;
-      const __int128 clamped = k < q.qmin ? q.qmin : k > q.qmax ? q.qmax : k;
-      a.out[i * a.ld_out + c] = uint8_t(clamped);
+      a.out[i * a.ld_out + c] = uint8_t(exact_code(q, c, acc, res));
     }
 }
 
