@@ -398,6 +398,20 @@ void Engine::run_wide_conv(Workspace& ws, size_t i, const kernels::Conv2dGeometr
     kernels::RequantArgs a{.rows = rows, .acc = acc, .ld_acc = 2 * K, .out = out8 + r0 * K, .ld_out = K};
     if (!L.combine) {
       a.residual_s32 = acc + K, a.ld_residual = 2 * K;
+    } else if (!ref && L.requant.residual == kernels::RequantResidual::s32) {
+      // One pass: 256 hi + lo and the residual plus the correction formed in the registers, by runs of
+      // rows within one image (the correction is per output position).
+      const bool summed = !L.correction.empty();
+      for (int64_t r = 0; r < rows;) {
+        const int64_t p = (r0 + r) % pixels, n = summed ? std::min(rows - r, pixels - p) : rows - r;
+        kernels::WideRequantArgs w{.rows = n, .hi = acc + r * 2 * K, .lo = acc + r * 2 * K + K, .ld_acc = 2 * K};
+        if (res32) w.residual_a = res32 + (r0 + r) * K, w.ld_a = K;
+        if (summed) w.residual_b = L.correction.data() + p * K, w.ld_b = K;
+        w.out = out8 + (r0 + r) * K, w.ld_out = K;
+        kernels::requantize_wide_u8(L.requant, w);
+        r += n;
+      }
+      return;
     } else {
       thread_local std::vector<int32_t> scratch;
       const bool summed = !L.correction.empty();
@@ -418,7 +432,7 @@ void Engine::run_wide_conv(Workspace& ws, size_t i, const kernels::Conv2dGeometr
         a.residual_s32 = res32 ? res32 + r0 * K : nullptr, a.residual_u8 = res8 ? res8 + r0 * K : nullptr;
       }
     }
-    ref ? kernels::requantize_u8_ref(L.requant, a) : kernels::requantize_u8(L.requant, a);
+    ref ? kernels::requantize_u8_ref(L.requant, a) : kernels::detail::requantize_u8_rows(L.requant, a);
   };
   if (!ref) {
     kernels::conv2d_u8s8s32_blocks(g, x, zp, L.packed, epilogue);

@@ -821,6 +821,68 @@ TEST_CASE("requantize_u8 after bound_accumulators: the float path equals the ref
   CHECK(!eight.offset_f64.empty());
 }
 
+// requantize_wide_u8 (a wide layer's epilogue: 256 hi + lo and res_a + res_b formed in the
+// registers) against its reference (the combined values through requantize_u8_ref), AVX-512 and
+// portable, over channel counts around the 8-lane step, every residual combination, first-layer-like
+// accumulators (|256 hi + lo| up to 2^27.7, hi and lo at their int8-weight extremes) and near-full
+// multipliers (the int64 rule, 2^59 products).
+TEST_CASE("requantize_wide_u8: the one-pass wide epilogue equals the reference") {
+  std::mt19937 rng(404);
+  for (int64_t C : {1, 7, 8, 16, 19}) {
+    for (int mode = 0; mode < 4; ++mode) {  // residual_a, residual_b: none, a, b, both
+      CAPTURE(C);
+      CAPTURE(mode);
+      const bool has_a = mode & 1, has_b = mode & 2;
+      std::vector<double> sc(static_cast<size_t>(C)), t(static_cast<size_t>(C)), sr(static_cast<size_t>(C));
+      std::uniform_real_distribution<double> u01(0.0, 1.0);
+      for (int64_t c = 0; c < C; ++c) {  // y = s acc + s' res + t spans a few units around [0, 1]
+        sc[size_t(c)] = (c % 3 == 2 ? -1 : 1) * (0.5 + u01(rng)) / 3e7;
+        t[size_t(c)] = u01(rng) - 0.3;
+        sr[size_t(c)] = sc[size_t(c)] * 8;  // residual values of ~1e6 move the codes by units
+      }
+      Requantization q = requantization_from_double(C, sc.data(), t.data(), 15, RequantResidual::s32, sr.data());
+      const int64_t rows = 300, ld = 2 * C + 3;
+      std::vector<int32_t> acc(size_t(rows * ld)), ra(size_t(rows * C)), rb(size_t(rows * (C + 1)));
+      const int32_t hi_max = 255 * 27 * 127, lo_max = 255 * 27 * 128;  // a 3x3x3 first layer's int8 halves
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t c = 0; c < C; ++c) {
+          const bool extreme = (i + c) % 23 == 0;
+          const int32_t h = extreme ? ((i / 23) % 2 ? hi_max : -hi_max) : int32_t(rng() % 200001) - 100000;
+          acc[size_t(i * ld + c)] = h;
+          acc[size_t(i * ld + C + c)] = extreme ? -lo_max : int32_t(rng() % 100001) - 50000;
+          ra[size_t(i * C + c)] = int32_t(rng() % 2000001) - 1000000;
+          rb[size_t(i * (C + 1) + c)] = int32_t(rng() % 2000001) - 1000000;
+        }
+      WideRequantArgs a;
+      a.rows = rows, a.hi = acc.data(), a.lo = acc.data() + C, a.ld_acc = ld;
+      if (has_a) a.residual_a = ra.data(), a.ld_a = C;
+      if (has_b) a.residual_b = rb.data(), a.ld_b = C + 1;
+      a.ld_out = C + 2;
+      auto run = [&](bool ref) {
+        std::vector<uint8_t> out(size_t(rows * a.ld_out), 0xAB);
+        WideRequantArgs b = a;
+        b.out = out.data();
+        ref ? requantize_wide_u8_ref(q, b) : requantize_wide_u8(q, b);
+        return out;
+      };
+      const std::vector<uint8_t> want = run(true);
+      int64_t inside = 0;
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t c = 0; c < C; ++c)
+          inside += want[size_t(i * a.ld_out + c)] > 0 && want[size_t(i * a.ld_out + c)] < 15;
+      CHECK(inside > rows * C / 10);
+      for (bool simd : {true, false}) {
+        CAPTURE(simd);
+        const Avx512Guard guard(simd);
+        CHECK(run(false) == want);
+      }
+    }
+  }
+  const double one = 1, zero = 0;
+  Requantization none = requantization_from_double(1, &one, &zero, 15);
+  CHECK_THROWS_WITH_AS(requantize_wide_u8(none, WideRequantArgs{}), doctest::Contains("int32 residual"), lowbit::Error);
+}
+
 // Dyadic scales and offsets (exact in both arithmetics): the integer path equals the double
 // formula everywhere, exact ties included (both round half to even).
 TEST_CASE("requantize_u8: dyadic scales reproduce the double formula exactly, ties to even") {

@@ -238,6 +238,60 @@ void requant_block_simd(const Requantization& q, const RequantArgs& a, int64_t r
   }
 }
 
+// requantize_wide_u8's rows, 8 channels per vector: (2) in int64 as requant_block_avx512<1>, the
+// accumulator 256 hi + lo and the residual res_a + res_b formed in the registers (both int32).
+LOWBIT_AVX512 void requant_wide_avx512(const Requantization& q, const WideRequantArgs& a) {
+  const int64_t C = q.channels();
+  constexpr __mmask8 all = 0xFF;  // maskz forms: see requant_block_avx512
+  const __m512i lo_limit = _mm512_set1_epi64(-kSumLimit), hi_limit = _mm512_set1_epi64(kSumLimit);
+  const __m512i one = _mm512_set1_epi64(1), qmax = _mm512_set1_epi64(q.qmax), qmin = _mm512_set1_epi64(q.qmin);
+  for (int64_t c = 0; c < C; c += 8) {
+    const __mmask8 mask = C - c >= 8 ? __mmask8(0xFF) : __mmask8((1u << (C - c)) - 1u);
+    const __m512i m = _mm512_maskz_cvtepi32_epi64(all, _mm256_maskz_loadu_epi32(mask, q.multiplier.data() + c));
+    const __m512i mr = _mm512_maskz_loadu_epi64(mask, q.residual_multiplier.data() + c);
+    const __m512i b = _mm512_maskz_loadu_epi64(mask, q.offset.data() + c);
+    const __m512i s = _mm512_mask_cvtepi32_epi64(one, mask, _mm256_maskz_loadu_epi32(mask, q.shift.data() + c));
+    const __m512i half_m1 = _mm512_sub_epi64(_mm512_maskz_sllv_epi64(all, one, _mm512_sub_epi64(s, one)), one);
+    for (int64_t i = 0; i < a.rows; ++i) {
+      const __m256i hi = _mm256_maskz_loadu_epi32(mask, a.hi + i * a.ld_acc + c);
+      const __m256i lo = _mm256_maskz_loadu_epi32(mask, a.lo + i * a.ld_acc + c);
+      const __m256i acc = _mm256_add_epi32(_mm256_slli_epi32(hi, 8), lo);
+      __m256i res = _mm256_setzero_si256();
+      if (a.residual_a) res = _mm256_maskz_loadu_epi32(mask, a.residual_a + i * a.ld_a + c);
+      if (a.residual_b) res = _mm256_add_epi32(res, _mm256_maskz_loadu_epi32(mask, a.residual_b + i * a.ld_b + c));
+      __m512i v = _mm512_add_epi64(_mm512_maskz_mul_epi32(all, _mm512_maskz_cvtepi32_epi64(all, acc), m),
+                                   _mm512_maskz_mul_epi32(all, _mm512_maskz_cvtepi32_epi64(all, res), mr));
+      v = _mm512_maskz_min_epi64(all, _mm512_maskz_max_epi64(all, v, lo_limit), hi_limit);
+      const __m512i u = _mm512_add_epi64(v, b);
+      const __m512i odd = _mm512_and_si512(_mm512_maskz_srav_epi64(all, u, s), one);
+      __m512i r = _mm512_maskz_srav_epi64(all, _mm512_add_epi64(_mm512_add_epi64(u, half_m1), odd), s);
+      r = _mm512_maskz_min_epi64(all, _mm512_maskz_max_epi64(all, r, qmin), qmax);
+      _mm512_mask_cvtepi64_storeu_epi8(a.out + i * a.ld_out + c, mask, r);
+    }
+  }
+}
+
+// The combined rows of a WideRequantArgs (chunks of rows at a time) through `requant`.
+template <class Requant>
+void wide_rows_combined(const Requantization& q, const WideRequantArgs& a, Requant&& requant) {
+  const int64_t C = q.channels(), chunk = 64;
+  std::vector<int32_t> acc(size_t(chunk * C)), res(size_t(chunk * C));
+  for (int64_t r0 = 0; r0 < a.rows; r0 += chunk) {
+    const int64_t n = std::min(chunk, a.rows - r0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t row = r0 + i;
+        acc[size_t(i * C + c)] = 256 * a.hi[row * a.ld_acc + c] + a.lo[row * a.ld_acc + c];
+        res[size_t(i * C + c)] =
+            (a.residual_a ? a.residual_a[row * a.ld_a + c] : 0) + (a.residual_b ? a.residual_b[row * a.ld_b + c] : 0);
+      }
+    RequantArgs ra;
+    ra.rows = n, ra.acc = acc.data(), ra.ld_acc = C, ra.residual_s32 = res.data(), ra.ld_residual = C;
+    ra.out = a.out + r0 * a.ld_out, ra.ld_out = a.ld_out;
+    requant(q, ra);
+  }
+}
+
 // Rows [r0, r1).
 template <class RowFn>
 void for_rows(const Requantization& q, const RequantArgs& a, int64_t r0, int64_t r1, RowFn&& row) {
@@ -447,6 +501,19 @@ void requantize_u8_ref(const Requantization& q, const RequantArgs& a) {
                    " beyond the declared bound ", q.residual_bound, " (bound_accumulators)");
       a.out[i * a.ld_out + c] = uint8_t(exact_code(q, c, acc, res));
     }
+}
+
+void requantize_wide_u8(const Requantization& q, const WideRequantArgs& a) {
+  LOWBIT_CHECK(q.residual == RequantResidual::s32, "requantize_wide_u8: needs an int32 residual term");
+  if (avx512_enabled())
+    requant_wide_avx512(q, a);
+  else
+    wide_rows_combined(q, a,
+                       [](const Requantization& qq, const RequantArgs& ra) { detail::requantize_u8_rows(qq, ra); });
+}
+
+void requantize_wide_u8_ref(const Requantization& q, const WideRequantArgs& a) {
+  wide_rows_combined(q, a, [](const Requantization& qq, const RequantArgs& ra) { requantize_u8_ref(qq, ra); });
 }
 
 }  // namespace lowbit::kernels

@@ -128,6 +128,26 @@ struct RequantArgs {
 void requantize_u8(const Requantization& q, const RequantArgs& a);
 void requantize_u8_ref(const Requantization& q, const RequantArgs& a);
 
+// A wide layer's epilogue (deploy/engine.cpp: weights beyond int8 run as two int8 halves, hi and lo,
+// their accumulators added as 256 hi + lo, which the caller guarantees fits int32): per row the
+// accumulator 256 hi + lo and the int32 residual res_a + res_b (each optional; the caller guarantees
+// the sum fits int32), then (2) with q's constants (residual RequantResidual::s32). One pass, without
+// the combined values in memory. `_ref`: the combined values, then requantize_u8_ref.
+struct WideRequantArgs {
+  int64_t rows = 0;
+  const int32_t* hi = nullptr;  // [rows] x C, rows ld_acc apart
+  const int32_t* lo = nullptr;
+  int64_t ld_acc = 0;
+  const int32_t* residual_a = nullptr;  // or null
+  int64_t ld_a = 0;
+  const int32_t* residual_b = nullptr;  // or null
+  int64_t ld_b = 0;
+  uint8_t* out = nullptr;
+  int64_t ld_out = 0;
+};
+void requantize_wide_u8(const Requantization& q, const WideRequantArgs& a);  // on the calling thread
+void requantize_wide_u8_ref(const Requantization& q, const WideRequantArgs& a);
+
 namespace detail {
 // Internal (core/kernels/conv_int8.cpp, the fused epilogue): the argument checks of requantize_u8
 // for `channels` channels and the residual pointers given, once per call ...
