@@ -626,16 +626,16 @@ void Engine::run_ops(Workspace& ws, const uint8_t* images, int64_t n, float* log
       }
       case OpKind::shortcut: {
         const ShortcutOp& sc = op.shortcut;
-        const int64_t C = s_in.C, Co = s_out.C;
-        for (int64_t r = 0; r < n; ++r)
-          for (int64_t p = 0; p < s_out.H; ++p)
-            for (int64_t q = 0; q < s_out.W; ++q) {
-              uint8_t* d = y + ((r * s_out.H + p) * s_out.W + q) * Co;
-              std::memset(d, sc.zero_point, size_t(sc.pad_lo));
-              std::memcpy(d + sc.pad_lo, x + ((r * s_in.H + p * sc.stride_h) * s_in.W + q * sc.stride_w) * C,
-                          size_t(C));
-              std::memset(d + sc.pad_lo + C, sc.zero_point, size_t(sc.pad_hi));
-            }
+        const kernels::ShortcutGeometry g{.N = n,
+                                          .H = s_in.H,
+                                          .W = s_in.W,
+                                          .C = s_in.C,
+                                          .stride_h = sc.stride_h,
+                                          .stride_w = sc.stride_w,
+                                          .pad_lo = sc.pad_lo,
+                                          .pad_hi = sc.pad_hi};
+        const uint8_t zp = uint8_t(sc.zero_point);
+        ref ? kernels::shortcut_pad_u8_ref(g, zp, x, y) : kernels::shortcut_pad_u8(g, zp, x, y);
         break;
       }
       default: break;

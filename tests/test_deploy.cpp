@@ -305,6 +305,37 @@ TEST_CASE("max_pool2d_u8 equals its _ref twin (padding, ceil mode, odd sizes)") 
     }
 }
 
+TEST_CASE("shortcut_pad_u8 equals its _ref twin (strides, channel padding, widths around 64, portable)") {
+  Generator gen(5);
+  for (int64_t C : {3, 16, 32, 40})
+    for (int64_t stride : {1, 2})
+      for (int64_t pad : {0, 8, 16}) {
+        kernels::ShortcutGeometry g{.N = 3,
+                                    .H = 9,
+                                    .W = 7,
+                                    .C = C,
+                                    .stride_h = stride,
+                                    .stride_w = stride,
+                                    .pad_lo = pad,
+                                    .pad_hi = pad + C % 3};
+        CAPTURE(C);
+        CAPTURE(stride);
+        CAPTURE(pad);
+        std::vector<uint8_t> x(size_t(g.N * g.H * g.W * g.C));
+        for (auto& v : x) v = uint8_t(gen.next_u64() % 256);
+        std::vector<uint8_t> want(size_t(g.N * g.P() * g.Q() * g.Co()));
+        kernels::shortcut_pad_u8_ref(g, 128, x.data(), want.data());
+        CHECK(want[size_t(g.Co() + pad)] == x[size_t(stride * g.C)]);  // pixel (0, 1), its first channel
+        CHECK((pad == 0 || want[0] == 128));
+        for (bool simd : {true, false}) {
+          kernels::Avx512Guard guard(simd);
+          std::vector<uint8_t> got(want.size(), 0xAB);
+          kernels::shortcut_pad_u8(g, 128, x.data(), got.data());
+          CHECK(got == want);
+        }
+      }
+}
+
 TEST_CASE("the integer engine reproduces the simulated DoReFa 4/4 LeNet-5; fast == _ref bit for bit") {
   Trained t({.method = "dorefa", .wbits = 4, .abits = 4}, 6);
   const ExportResult ex = t.exported();
