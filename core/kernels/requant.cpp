@@ -75,6 +75,36 @@ void requant_row_portable(const Requantization& q, int64_t C, const int32_t* acc
   }
 }
 
+// (2)'s constants for channels [c, c + 8) as int64 lanes (masked-off lanes: shift 1, any valid
+// shift; they are not stored), and the rounding and clamp of the int64 paths.
+struct I64Constants {
+  __m512i m, mr, b, s, half_m1, one, qmin, qmax;
+};
+
+LOWBIT_AVX512 inline I64Constants i64_constants(const Requantization& q, int64_t c, __mmask8 mask) {
+  constexpr __mmask8 all = 0xFF;  // maskz forms: see requant_block_avx512
+  I64Constants k;
+  k.one = _mm512_set1_epi64(1), k.qmin = _mm512_set1_epi64(q.qmin), k.qmax = _mm512_set1_epi64(q.qmax);
+  // _mm512_mul_epi32 multiplies the low signed dwords of the 64-bit lanes: exact int32 x int32.
+  k.m = _mm512_maskz_cvtepi32_epi64(all, _mm256_maskz_loadu_epi32(mask, q.multiplier.data() + c));
+  k.mr = q.residual_multiplier.empty() ? _mm512_setzero_si512()
+                                       : _mm512_maskz_loadu_epi64(mask, q.residual_multiplier.data() + c);
+  k.b = _mm512_maskz_loadu_epi64(mask, q.offset.data() + c);
+  k.s = _mm512_mask_cvtepi32_epi64(k.one, mask, _mm256_maskz_loadu_epi32(mask, q.shift.data() + c));
+  k.half_m1 = _mm512_sub_epi64(_mm512_maskz_sllv_epi64(all, k.one, _mm512_sub_epi64(k.s, k.one)), k.one);
+  return k;
+}
+
+// v = acc m (+ res m'), clamped by the caller where it could overflow: the codes of (2), stored.
+LOWBIT_AVX512 inline void i64_codes_store(const I64Constants& k, __m512i v, uint8_t* out, __mmask8 mask) {
+  constexpr __mmask8 all = 0xFF;
+  const __m512i u = _mm512_add_epi64(v, k.b);
+  const __m512i odd = _mm512_and_si512(_mm512_maskz_srav_epi64(all, u, k.s), k.one);
+  __m512i r = _mm512_maskz_srav_epi64(all, _mm512_add_epi64(_mm512_add_epi64(u, k.half_m1), odd), k.s);
+  r = _mm512_maskz_min_epi64(all, _mm512_maskz_max_epi64(all, r, k.qmin), k.qmax);
+  _mm512_mask_cvtepi64_storeu_epi8(out, mask, r);
+}
+
 // Rows [r0, r1) of a.acc, channel groups of 8 outermost so a group's constants stay in registers
 // across the rows. RES: 0 no residual, 1 int32, 2 uint8. The clamp of the products' sum is needed
 // only with a residual (|acc m| < 2^62 and |B| <= 2^61 cannot overflow).
@@ -85,35 +115,23 @@ LOWBIT_AVX512 void requant_block_avx512(const Requantization& q, const RequantAr
   // intrinsics (same instructions).
   constexpr __mmask8 all = 0xFF;
   const __m512i lo = _mm512_set1_epi64(-kSumLimit), hi = _mm512_set1_epi64(kSumLimit);
-  const __m512i one = _mm512_set1_epi64(1), zero = _mm512_setzero_si512(), qmax = _mm512_set1_epi64(q.qmax);
-  const __m512i qmin = _mm512_set1_epi64(q.qmin);
   for (int64_t c = 0; c < C; c += 8) {
     const __mmask8 mask = C - c >= 8 ? __mmask8(0xFF) : __mmask8((1u << (C - c)) - 1u);
-    // _mm512_mul_epi32 multiplies the low signed dwords of the 64-bit lanes: exact int32 x int32.
-    const __m512i m = _mm512_maskz_cvtepi32_epi64(all, _mm256_maskz_loadu_epi32(mask, q.multiplier.data() + c));
-    const __m512i mr = RES ? _mm512_maskz_loadu_epi64(mask, q.residual_multiplier.data() + c) : zero;
-    const __m512i b = _mm512_maskz_loadu_epi64(mask, q.offset.data() + c);
-    // Masked-off lanes get shift 1 (any valid shift; they are not stored).
-    const __m512i s = _mm512_mask_cvtepi32_epi64(one, mask, _mm256_maskz_loadu_epi32(mask, q.shift.data() + c));
-    const __m512i half_m1 = _mm512_sub_epi64(_mm512_maskz_sllv_epi64(all, one, _mm512_sub_epi64(s, one)), one);
+    const I64Constants k = i64_constants(q, c, mask);
     for (int64_t i = r0; i < r1; ++i) {
       const __m512i x = _mm512_maskz_cvtepi32_epi64(all, _mm256_maskz_loadu_epi32(mask, a.acc + i * a.ld_acc + c));
-      __m512i v = _mm512_maskz_mul_epi32(all, x, m);
+      __m512i v = _mm512_maskz_mul_epi32(all, x, k.m);
       if constexpr (RES == 1) {
         const __m512i r =
             _mm512_maskz_cvtepi32_epi64(all, _mm256_maskz_loadu_epi32(mask, a.residual_s32 + i * a.ld_residual + c));
-        v = _mm512_add_epi64(v, _mm512_maskz_mul_epi32(all, r, mr));
+        v = _mm512_add_epi64(v, _mm512_maskz_mul_epi32(all, r, k.mr));
       } else if constexpr (RES == 2) {  // 0 <= res <= 255, |m'| < 2^54: the 64-bit product is exact
         const __m512i r =
             _mm512_maskz_cvtepu8_epi64(all, _mm_maskz_loadu_epi8(mask, a.residual_u8 + i * a.ld_residual + c));
-        v = _mm512_add_epi64(v, _mm512_maskz_mullo_epi64(all, r, mr));
+        v = _mm512_add_epi64(v, _mm512_maskz_mullo_epi64(all, r, k.mr));
       }
       if constexpr (RES != 0) v = _mm512_maskz_min_epi64(all, _mm512_maskz_max_epi64(all, v, lo), hi);
-      const __m512i u = _mm512_add_epi64(v, b);
-      const __m512i odd = _mm512_and_si512(_mm512_maskz_srav_epi64(all, u, s), one);
-      __m512i r = _mm512_maskz_srav_epi64(all, _mm512_add_epi64(_mm512_add_epi64(u, half_m1), odd), s);
-      r = _mm512_maskz_min_epi64(all, _mm512_maskz_max_epi64(all, r, qmin), qmax);
-      _mm512_mask_cvtepi64_storeu_epi8(a.out + i * a.ld_out + c, mask, r);
+      i64_codes_store(k, v, a.out + i * a.ld_out + c, mask);
     }
   }
 }
@@ -244,14 +262,9 @@ LOWBIT_AVX512 void requant_wide_avx512(const Requantization& q, const WideRequan
   const int64_t C = q.channels();
   constexpr __mmask8 all = 0xFF;  // maskz forms: see requant_block_avx512
   const __m512i lo_limit = _mm512_set1_epi64(-kSumLimit), hi_limit = _mm512_set1_epi64(kSumLimit);
-  const __m512i one = _mm512_set1_epi64(1), qmax = _mm512_set1_epi64(q.qmax), qmin = _mm512_set1_epi64(q.qmin);
   for (int64_t c = 0; c < C; c += 8) {
     const __mmask8 mask = C - c >= 8 ? __mmask8(0xFF) : __mmask8((1u << (C - c)) - 1u);
-    const __m512i m = _mm512_maskz_cvtepi32_epi64(all, _mm256_maskz_loadu_epi32(mask, q.multiplier.data() + c));
-    const __m512i mr = _mm512_maskz_loadu_epi64(mask, q.residual_multiplier.data() + c);
-    const __m512i b = _mm512_maskz_loadu_epi64(mask, q.offset.data() + c);
-    const __m512i s = _mm512_mask_cvtepi32_epi64(one, mask, _mm256_maskz_loadu_epi32(mask, q.shift.data() + c));
-    const __m512i half_m1 = _mm512_sub_epi64(_mm512_maskz_sllv_epi64(all, one, _mm512_sub_epi64(s, one)), one);
+    const I64Constants k = i64_constants(q, c, mask);
     for (int64_t i = 0; i < a.rows; ++i) {
       const __m256i hi = _mm256_maskz_loadu_epi32(mask, a.hi + i * a.ld_acc + c);
       const __m256i lo = _mm256_maskz_loadu_epi32(mask, a.lo + i * a.ld_acc + c);
@@ -259,14 +272,10 @@ LOWBIT_AVX512 void requant_wide_avx512(const Requantization& q, const WideRequan
       __m256i res = _mm256_setzero_si256();
       if (a.residual_a) res = _mm256_maskz_loadu_epi32(mask, a.residual_a + i * a.ld_a + c);
       if (a.residual_b) res = _mm256_add_epi32(res, _mm256_maskz_loadu_epi32(mask, a.residual_b + i * a.ld_b + c));
-      __m512i v = _mm512_add_epi64(_mm512_maskz_mul_epi32(all, _mm512_maskz_cvtepi32_epi64(all, acc), m),
-                                   _mm512_maskz_mul_epi32(all, _mm512_maskz_cvtepi32_epi64(all, res), mr));
+      __m512i v = _mm512_add_epi64(_mm512_maskz_mul_epi32(all, _mm512_maskz_cvtepi32_epi64(all, acc), k.m),
+                                   _mm512_maskz_mul_epi32(all, _mm512_maskz_cvtepi32_epi64(all, res), k.mr));
       v = _mm512_maskz_min_epi64(all, _mm512_maskz_max_epi64(all, v, lo_limit), hi_limit);
-      const __m512i u = _mm512_add_epi64(v, b);
-      const __m512i odd = _mm512_and_si512(_mm512_maskz_srav_epi64(all, u, s), one);
-      __m512i r = _mm512_maskz_srav_epi64(all, _mm512_add_epi64(_mm512_add_epi64(u, half_m1), odd), s);
-      r = _mm512_maskz_min_epi64(all, _mm512_maskz_max_epi64(all, r, qmin), qmax);
-      _mm512_mask_cvtepi64_storeu_epi8(a.out + i * a.ld_out + c, mask, r);
+      i64_codes_store(k, v, a.out + i * a.ld_out + c, mask);
     }
   }
 }
