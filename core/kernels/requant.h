@@ -84,8 +84,8 @@ struct Requantization {
   // on the whole range; the check finds the steps by bisection with (2) in __int128. Where the nearest
   // floats fail, a few neighbouring floats of b~_c and m~_c are tried; if a channel still fails, or
   // the check would be too long (more than ~2^20 steps), or acc_bound > 2^24 (acc not exact in
-  // float), or the residual is int32, these stay empty and the double path runs. The fast path then
-  // handles 16 channels per vector instead of 8 (~half the instructions).
+  // float), or the residual is int32, these stay empty and the double (or int64) path runs. The fast
+  // path then handles 16 channels per vector instead of 8 (~half the instructions).
   std::vector<float> multiplier_f32, residual_multiplier_f32, offset_f32;
 
   int64_t channels() const { return int64_t(multiplier.size()); }
@@ -106,9 +106,9 @@ Requantization requantization_from_double(int64_t channels, const double* scale,
 // Declares |acc| <= acc_bound and |res| <= residual_bound for every call with q (the caller knows
 // them from its weights: |acc| <= 255 max|w| R S C). When |acc m_c| + |res m'_c| + |B_c| < 2^53
 // for every channel, the fast path then runs (2) in doubles, exactly (~2x faster than int64 on
-// AVX-512), or in floats where (2f) was verified equal (above; ~2x faster again); else nothing changes.
-// requantize_u8_ref checks the bounds and throws when a value exceeds them, so a wrong declaration cannot pass the
-// tests pinning the two.
+// AVX-512), or in floats where (2f) was verified equal (above; ~2x faster again); else nothing
+// changes. requantize_u8_ref checks the bounds and throws when a value exceeds them, so a wrong
+// declaration cannot pass the tests pinning the two.
 void bound_accumulators(Requantization& q, int64_t acc_bound, int64_t residual_bound = 0);
 
 // The data of one call: rows x channels int32 accumulators (row stride ld_acc), the residual
