@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 
@@ -142,12 +143,18 @@ std::string check_png(std::span<const uint8_t> b) {
 // It stops at the end-of-image marker, where stb_image stops; a JPEG without one is cut short
 // (stb_image would decode the missing part as grey). A scan that decodes with a Huffman table no
 // DHT defined before it is rejected too: stb_image 2.27 would read the table's uninitialised
-// memory and index its symbol array out of bounds. Returns "" or what is wrong.
+// memory and index its symbol array out of bounds. Likewise a scan of a component whose
+// quantization table no DQT defined before it (stb_image would dequantize with uninitialised
+// memory, and its int products overflow), and quantization tables with entries beyond 255
+// (16-bit tables: stb_image 2.27 multiplies them into int without a check, an overflow for large
+// coefficients; 2.28 rejects those products). Returns "" or what is wrong.
 std::string check_jpeg(std::span<const uint8_t> b) {
   const size_t n = b.size();
   auto at = [&](size_t i) -> uint32_t { return i < n ? b[i] : 0; };  // stb_image reads zeros past the end
   size_t i = 0;
-  bool defined[2][4] = {};  // Huffman tables [DC, AC][id] defined so far
+  bool defined[2][4] = {};      // Huffman tables [DC, AC][id] defined so far
+  bool quantizer[4] = {};       // quantization tables defined so far
+  uint32_t table_of[256] = {};  // the frame's component id -> its quantization table (+1; 0: none)
   if (at(0) != 0xFF) return "";
   while (i < n && b[i] == 0xFF) ++i;
   if (at(i) != 0xD8) return "";  // not a JPEG (stb_image's test: 0xFF run, then SOI)
@@ -174,8 +181,31 @@ std::string check_jpeg(std::span<const uint8_t> b) {
         left -= 17 + int64_t(codes);
       }
     }
+    if (marker == 0xDB) {  // DQT: Pq << 4 | Tq, then 64 entries of 1 (Pq 0) or 2 (Pq 1) bytes
+      size_t pos = i + 2;
+      for (int64_t left = int64_t(length) - 2; left > 0;) {
+        const uint32_t wide = at(pos) >> 4, id = at(pos) & 15;
+        for (size_t k = 0; wide == 1 && k < 64; ++k)
+          if ((at(pos + 1 + 2 * k) << 8 | at(pos + 2 + 2 * k)) > 255)
+            return detail::concat("corrupt JPEG: quantization table ", id, " at byte ", pos,
+                                  " has an entry beyond 255 (16-bit tables are not supported)");
+        if (wide <= 1 && id <= 3) quantizer[id] = true;
+        pos += wide ? 129 : 65;
+        left -= wide ? 129 : 65;
+      }
+    }
+    if (marker == 0xC0 || marker == 0xC1 || marker == 0xC2) {  // SOF: P, Y, X, Nf, then (id, HV, Tq) per component
+      std::fill(std::begin(table_of), std::end(table_of), 0u);
+      for (uint32_t c = 0, nf = at(i + 7); c < nf; ++c) table_of[at(i + 8 + 3 * c)] = (at(i + 10 + 3 * c) & 15) + 1;
+    }
     if (marker == 0xDA) {  // SOS: Ns, then (component, DC table << 4 | AC table) per component, Ss, Se, Ah/Al
       const uint32_t components = at(i + 2);
+      for (uint32_t c = 0; c < components; ++c) {
+        const uint32_t q = table_of[at(i + 3 + 2 * c)];
+        if (q >= 1 && q <= 4 && !quantizer[q - 1])
+          return detail::concat("corrupt JPEG: the scan at byte ", i - 2, " uses quantization table ", q - 1,
+                                ", which no DQT segment before it defines");
+      }
       const uint32_t ss = at(i + 3 + 2 * components), se = at(i + 4 + 2 * components),
                      ah = at(i + 5 + 2 * components) >> 4;
       for (uint32_t c = 0; c < components; ++c) {

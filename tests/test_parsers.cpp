@@ -261,6 +261,26 @@ TEST_CASE("decode_image: a scan using a Huffman table that no DHT defined is rej
                {"undefined.jpg", "corrupt JPEG", "uses Huffman table AC 1", "no DHT segment before it defines"});
 }
 
+TEST_CASE("decode_image: an undefined or 16-bit quantization table is rejected before stb_image reads it") {
+  // fuzz_image: "signed integer overflow: -65534 * 32896" in stbi__jpeg_decode_block: a frame whose
+  // components use a quantization table no DQT defined, so stb_image 2.27 dequantized with
+  // uninitialised memory. Its int products also overflow with 16-bit table entries.
+  Bytes jpg = encode_image("jpg", 9, 7, 3);  // SOF0, components 1, 2, 3 with tables 0, 1, 1
+  const size_t sof = find_bytes(jpg, {0xFF, 0xC0});
+  REQUIRE(jpg[sof + 15] == 1);  // component 2's table
+  Bytes undefined = jpg;
+  undefined[sof + 15] = 3;
+  expect_error([&] { decode_image(undefined, "dqt.jpg"); },
+               {"dqt.jpg", "corrupt JPEG", "uses quantization table 3", "no DQT segment before it defines"});
+  Bytes wide = jpg;  // the first table read as 16-bit entries: pairs of 8-bit entries, beyond 255
+  const size_t dqt = find_bytes(wide, {0xFF, 0xDB});
+  REQUIRE(wide[dqt + 4] == 0x00);
+  wide[dqt + 4] = 0x10;
+  expect_error([&] { decode_image(wide, "wide.jpg"); },
+               {"wide.jpg", "corrupt JPEG", "quantization table 0", "beyond 255"});
+  CHECK_NOTHROW(decode_image(jpg, "ok.jpg"));
+}
+
 TEST_CASE("decode_image: zero height, truncated files, an empty first IDAT and huge sizes are named") {
   // fuzz_image: stb_image returned a BMP of height 0 as an image ("262149x0"); resizing it then
   // indexed row -1 ("applying non-zero offset ... to null pointer" in resize_bilinear_hwc).
