@@ -55,12 +55,12 @@
 
 namespace lowbit::train {
 
-// Field names are the `lowbit train` option names (--wbits-overrides = wbits_overrides); error
-// messages name them in option form.
 // The root-level model buffer holding --grad-l1-balance's lambda_a (QuantSpec::grad_l1_balance): the
 // regularizer's state, not the model's, so a run evaluated without its regularizer drops it.
 inline constexpr const char* kGradL1BalanceBuffer = "grad_l1_lambda_a";
 
+// Field names are the `lowbit train` option names (--wbits-overrides = wbits_overrides); error
+// messages name them in option form.
 struct QuantSpec {
   // Quantizers (quant/methods.h).
   std::string method = "none";  // a registry name

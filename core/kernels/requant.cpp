@@ -280,11 +280,13 @@ LOWBIT_AVX512 void requant_wide_avx512(const Requantization& q, const WideRequan
   }
 }
 
-// The combined rows of a WideRequantArgs (chunks of rows at a time) through `requant`.
+// The combined rows of a WideRequantArgs (chunks of rows at a time, in this thread's buffers: the
+// portable path runs per block) through `requant`.
 template <class Requant>
 void wide_rows_combined(const Requantization& q, const WideRequantArgs& a, Requant&& requant) {
   const int64_t C = q.channels(), chunk = 64;
-  std::vector<int32_t> acc(size_t(chunk * C)), res(size_t(chunk * C));
+  thread_local std::vector<int32_t> acc, res;
+  if (int64_t(acc.size()) < chunk * C) acc.resize(size_t(chunk * C)), res.resize(size_t(chunk * C));
   for (int64_t r0 = 0; r0 < a.rows; r0 += chunk) {
     const int64_t n = std::min(chunk, a.rows - r0);
     for (int64_t i = 0; i < n; ++i)
