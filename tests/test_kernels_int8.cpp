@@ -532,16 +532,20 @@ TEST_CASE("pack_conv_weights_winograd_s8: what does not qualify") {
   CHECK_THROWS_AS(conv2d_winograd_u8s8s32(geom(1, 16, 8, 8, 17, 3, 1, 1), x.data(), 0, p, y.data()), lowbit::Error);
 }
 
+// With C = 16 and whole groups of 16 tiles the lanes kernel requantizes in its registers (the float
+// path, without clamped entries: hot = 0), else the blocks' epilogue does.
 TEST_CASE("conv2d_winograd_u8s8u8: fused requantization, with residuals") {
-  auto check = [](const Conv2dGeometry& g, uint8_t zp, int qmax, uint32_t seed) {
+  auto check = [](const Conv2dGeometry& g, uint8_t zp, int qmax, uint32_t seed, int hot = 3) {
     INFO(describe(g));
+    CAPTURE(hot);
     const auto x = random_ints<uint8_t>(g.N * g.H * g.W * g.C, seed, 0, qmax);
-    const auto w = dorefa_weights(g, seed + 1, 3);
+    const auto w = dorefa_weights(g, seed + 1, hot);
     const int64_t ny = g.N * g.P() * g.Q() * g.K;
     const auto res32 = random_ints<int32_t>(ny, seed + 2, -20000, 20000);
     const auto res8 = random_ints<uint8_t>(ny, seed + 3, 0, qmax);
     WinogradPackedS8 packed;
     REQUIRE(pack_conv_weights_winograd_s8(g, w.data(), qmax, packed));
+    CHECK(packed.overflow.empty() == (hot == 0));
     const double swing = double(qmax) * 15.0 * double(9 * g.C) * 0.05;
     auto [s, t, sr] = random_requant_scales(g.K, swing, seed);
     for (RequantResidual kind : {RequantResidual::none, RequantResidual::s32, RequantResidual::u8}) {
@@ -569,7 +573,10 @@ TEST_CASE("conv2d_winograd_u8s8u8: fused requantization, with residuals") {
     }
   };
   for (const auto& l : bench::resnet20_conv_layers(2))
-    if (conv_winograd_geometry(l.geom) && l.geom.C >= 16) check(l.geom, 0, 15, 31);
+    if (conv_winograd_geometry(l.geom) && l.geom.C >= 16)
+      for (int hot : {3, 0}) check(l.geom, 0, 15, 31, hot);
+  check(geom(2, 16, 31, 31, 20, 3, 1, 1), 3, 15, 34, 0);  // lanes: the last tiles half outside, K % 16 = 4
+  check(geom(1, 16, 16, 16, 33, 3, 1, 1), 0, 15, 35, 0);  // K % 16 = 1
   check(geom(1, 5, 9, 11, 7, 3, 1, 1), 2, 42, 32);
   check(geom(3, 17, 7, 5, 33, 3, 1, 0), 0, 63, 33);
 }

@@ -8,7 +8,8 @@
 // then, by path:
 //   lanes (VNNI, C' = 16, T % 16 == 0): V regrouped per 16 tiles as [quad][tile lane]; vpdpbusd with
 //          the tiles in the lanes and each weight quad broadcast from memory (one instruction per
-//          64 MACs), the output transform on the registers, a 16x16 transpose back to [pixel][K];
+//          64 MACs), the output transform on the registers (most of it in the accumulation), a
+//          16x16 transpose back to [pixel][K] (of int32, or of the requantized bytes);
 //   fused (VNNI, C' <= 32): per 3 tiles and 16 output channels, the 16 products in registers (V
 //          broadcast, weights as vectors) and the output transform on them, straight into y;
 //   GEMMs (C' > 32, or portable): 16 int8 GEMMs (gemm_int8.h's kernels) into
@@ -271,6 +272,7 @@ LOWBIT_AVX512 void output_tile_avx512(const int32_t* m, int64_t mstride, const i
 struct TileOut {
   int32_t* out = nullptr;  // the tile's output (0, 0) at column k0
   int np = 2, nq = 2;      // outputs inside the image
+  int64_t row = 0;         // the output row (n P + p) Q + q of the tile's (0, 0)
 };
 
 template <int MT, bool RAW, int CPQ>
@@ -349,12 +351,28 @@ const FusedFn (*fused_kernels(int64_t cp))[kFusedMT] {
 // one vector (the u8 operand), each weight quad a broadcast from memory (the s8 operand), so each
 // vpdpbusd is one instruction and each V vector serves KB output channels. V is laid out per
 // position as groups of 16 tiles, [quad][lane][4 channels] (256 bytes), lane L holding tile
-// 4 (L % 4) + L / 4 of the group (lanes_transpose16). Per group and KB channels: acc[kk][b] for one
-// row a of positions, folded into y[kk][j] (as fused_tiles_vnni), then (4 y - comp) [/ 4] into
-// ybuf[j][k][lane]; a 16x16 transpose per j turns ybuf into output rows of 16 channels.
+// 4 (L % 4) + L / 4 of the group (lanes_transpose16).
+//
+// The output transform y = A^T m A rides on the accumulation: with A^T = [[1,1,1,0],[0,1,-1,-1]],
+// y[0] = sum_{a<3} r0[a], y[1] = sum_{a<3} r1[a], y[2] = r0[1] - r0[2] - r0[3], y[3] = r1[1] - r1[2]
+// - r1[3], where r0[a] = m[a][0] + m[a][1] + m[a][2] and r1[a] = m[a][1] - m[a][2] - m[a][3]. The
+// products of columns b = 0 and 3 enter one sum each (r0 resp. r1, or y directly for rows a = 0 and
+// 3), so vpdpbusd accumulates them there at once, with the weights' sign folded in (lane_u holds
+// sign(a, b) U': -1 for b = 3 with a < 3 and for b = 0 with a = 3); columns 1 and 2 go through one
+// temporary each. Per channel: y[4], r0, r1 and the temporary, so 4 channels fit the 32 registers.
+// Results per channel k and output j of the tile: RAW 4 y - comp, SHIFT (4 y - comp) / 4 (int32, into
+// ybuf[j][k][lane], transposed by lane_store), or REQ / REQ_RES: (4 y - comp) / 4 requantized with
+// (2f) (requant.h; the same float operations as requant_block_avx512_f32, so the same codes), the
+// uint8 residual read from rbuf[j][k][lane], into obuf[j][k][lane] (lane_store_u8 transposes bytes).
 // ---------------------------------------------------------------------------------------------
 
 inline int64_t lane_of(int64_t i) { return 4 * (i % 4) + i / 4; }  // tile i of a group <-> lane (an involution)
+
+// The sign lane_u folds into U' at position a 4 + b (above).
+inline int lane_sign(int pos) {
+  const int a = pos / 4, b = pos % 4;
+  return (b == 3 && a < 3) || (b == 0 && a == 3) ? -1 : 1;
+}
 
 // In place, per position and group of 16 tiles: [tile][16 channels] -> [quad][lane][4 channels].
 LOWBIT_AVX512 void lanes_transpose16(uint8_t* v, int64_t vs, int64_t T) {
@@ -372,58 +390,117 @@ LOWBIT_AVX512 void lanes_transpose16(uint8_t* v, int64_t vs, int64_t T) {
     }
 }
 
-// Channels k .. k + KB of one group: vg = the group's V at position 0, ul = lane_u at (position 0,
-// channel k) (positions ls int32 apart, 4 quads per channel), comp at channel k (K apart per j),
-// ybuf at [0][k % 16] ([4][16][16] int32).
-template <int KB, bool RAW>
-LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, int64_t vs, const int32_t* ul, int64_t ls,
-                                         const int32_t* comp, int64_t K, int32_t* ybuf) {
+enum LaneMode { kLaneRaw, kLaneShift, kLaneReq, kLaneReqRes };
+
+// What the lane kernel writes, at the 16-channel block's first channel k0: comp and the (2f)
+// constants there; ybuf [4][16][16] int32 or obuf [4][16][16] uint8; rbuf [4][16][16] uint8.
+struct LaneOut {
+  const int32_t* comp = nullptr;  // [4][K]
+  int64_t K = 0;
+  int32_t* ybuf = nullptr;
+  uint8_t* obuf = nullptr;
+  const uint8_t* rbuf = nullptr;
+  const float *mul = nullptr, *off = nullptr, *rmul = nullptr;
+  float qmin = 0, qmax = 255;
+};
+
+// Channels kc .. kc + KB of the block: vg = the group's V at position 0, ul = lane_u at (position 0,
+// channel k0 + kc) (positions ls int32 apart, 4 quads per channel).
+template <int KB, int MODE>
+LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, int64_t vs, const int32_t* ul, int64_t ls, const LaneOut& o,
+                                         int64_t kc) {
   __m512i y[KB][4];
-#pragma GCC unroll 3
+#pragma GCC unroll 4
   for (int kk = 0; kk < KB; ++kk)
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) y[kk][j] = _mm512_setzero_si512();
 #pragma GCC unroll 4
   for (int a = 0; a < 4; ++a) {
-    __m512i acc[KB][4];
-#pragma GCC unroll 3
-    for (int kk = 0; kk < KB; ++kk)
+    __m512i r0[KB], r1[KB];  // rows a = 1, 2
 #pragma GCC unroll 4
-      for (int b = 0; b < 4; ++b) acc[kk][b] = _mm512_setzero_si512();
+    for (int kk = 0; kk < KB; ++kk) r0[kk] = _mm512_setzero_si512(), r1[kk] = _mm512_setzero_si512();
 #pragma GCC unroll 4
     for (int b = 0; b < 4; ++b) {
       const uint8_t* vp = vg + (a * 4 + b) * vs;
       const int32_t* up = ul + (a * 4 + b) * ls;
+      __m512i tmp[KB];
+#pragma GCC unroll 4
+      for (int kk = 0; kk < KB; ++kk) tmp[kk] = _mm512_setzero_si512();
 #pragma GCC unroll 4
       for (int q = 0; q < 4; ++q) {
         const __m512i vv = _mm512_loadu_si512(vp + q * 64);
-#pragma GCC unroll 3
-        for (int kk = 0; kk < KB; ++kk)  // acc += vv (u8) . the weight quad broadcast (s8): one instruction
-          asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc[kk][b]) : "v"(vv), "m"(up[kk * 4 + q]));
+#pragma GCC unroll 4
+        for (int kk = 0; kk < KB; ++kk) {  // acc += vv (u8) . the weight quad broadcast (s8): one instruction
+          __m512i& acc = b == 1 || b == 2 ? tmp[kk]
+                         : b == 0         ? (a == 0   ? y[kk][0]
+                                             : a == 3 ? y[kk][2]
+                                                      : r0[kk])
+                                          : (a == 0   ? y[kk][1]
+                                             : a == 3 ? y[kk][3]
+                                                      : r1[kk]);
+          asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(vv), "m"(up[kk * 4 + q]));
+        }
+      }
+      if (b == 1 || b == 2) {
+#pragma GCC unroll 4
+        for (int kk = 0; kk < KB; ++kk) {
+          __m512i& p0 = a == 0 ? y[kk][0] : a == 3 ? y[kk][2] : r0[kk];
+          __m512i& p1 = a == 0 ? y[kk][1] : a == 3 ? y[kk][3] : r1[kk];
+          p0 = a == 3 ? _mm512_sub_epi32(p0, tmp[kk]) : _mm512_add_epi32(p0, tmp[kk]);
+          // column b enters r1 with sign +1 (b = 1) or -1 (b = 2); row 3 enters y with -1
+          p1 = (b == 1) != (a == 3) ? _mm512_add_epi32(p1, tmp[kk]) : _mm512_sub_epi32(p1, tmp[kk]);
+        }
       }
     }
-#pragma GCC unroll 3
-    for (int kk = 0; kk < KB; ++kk) {
-      const __m512i r0 = _mm512_add_epi32(_mm512_add_epi32(acc[kk][0], acc[kk][1]), acc[kk][2]);
-      const __m512i r1 = _mm512_sub_epi32(_mm512_sub_epi32(acc[kk][1], acc[kk][2]), acc[kk][3]);
-      if (a < 3) y[kk][0] = _mm512_add_epi32(y[kk][0], r0), y[kk][1] = _mm512_add_epi32(y[kk][1], r1);
-      if (a == 1) y[kk][2] = _mm512_add_epi32(y[kk][2], r0), y[kk][3] = _mm512_add_epi32(y[kk][3], r1);
-      if (a >= 2) y[kk][2] = _mm512_sub_epi32(y[kk][2], r0), y[kk][3] = _mm512_sub_epi32(y[kk][3], r1);
+    if (a == 1 || a == 2) {
+#pragma GCC unroll 4
+      for (int kk = 0; kk < KB; ++kk) {
+        y[kk][0] = _mm512_add_epi32(y[kk][0], r0[kk]), y[kk][1] = _mm512_add_epi32(y[kk][1], r1[kk]);
+        if (a == 1)
+          y[kk][2] = _mm512_add_epi32(y[kk][2], r0[kk]), y[kk][3] = _mm512_add_epi32(y[kk][3], r1[kk]);
+        else
+          y[kk][2] = _mm512_sub_epi32(y[kk][2], r0[kk]), y[kk][3] = _mm512_sub_epi32(y[kk][3], r1[kk]);
+      }
     }
   }
-#pragma GCC unroll 3
-  for (int kk = 0; kk < KB; ++kk)
+  constexpr __mmask16 all = 0xFFFF;
+#pragma GCC unroll 4
+  for (int kk = 0; kk < KB; ++kk) {
+    const int64_t k = kc + kk;
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {
-      __m512i r = _mm512_sub_epi32(y[kk][j], _mm512_set1_epi32(comp[j * K + kk]));
-      if (!RAW) r = _mm512_maskz_srai_epi32(__mmask16(0xFFFF), r, 2);
-      _mm512_store_si512(ybuf + (j * 16 + kk) * 16, r);
+      __m512i r = _mm512_sub_epi32(y[kk][j], _mm512_set1_epi32(o.comp[j * o.K + k]));
+      if constexpr (MODE == kLaneRaw) {
+        _mm512_store_si512(o.ybuf + (j * 16 + k) * 16, r);
+        continue;
+      }
+      r = _mm512_maskz_srai_epi32(all, r, 2);
+      if constexpr (MODE == kLaneShift) {
+        _mm512_store_si512(o.ybuf + (j * 16 + k) * 16, r);
+      } else {  // (2f), as requant_block_avx512_f32
+        __m512 u = _mm512_maskz_fmadd_ps(all, _mm512_maskz_cvtepi32_ps(all, r), _mm512_set1_ps(o.mul[k]),
+                                         _mm512_set1_ps(o.off[k]));
+        if constexpr (MODE == kLaneReqRes) {
+          const __m128i r8 = _mm_load_si128(reinterpret_cast<const __m128i*>(o.rbuf + (j * 16 + k) * 16));
+          u = _mm512_maskz_fmadd_ps(all, _mm512_maskz_cvtepi32_ps(all, _mm512_maskz_cvtepu8_epi32(all, r8)),
+                                    _mm512_set1_ps(o.rmul[k]), u);
+        }
+        const __m512 clamped =
+            _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, u, _mm512_set1_ps(o.qmin)), _mm512_set1_ps(o.qmax));
+        const __m512i codes =
+            _mm512_maskz_cvt_roundps_epi32(all, clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_store_si128(reinterpret_cast<__m128i*>(o.obuf + (j * 16 + k) * 16), _mm512_maskz_cvtepi32_epi8(all, codes));
+      }
     }
+  }
 }
 
-using LaneFn = void (*)(const uint8_t*, int64_t, const int32_t*, int64_t, const int32_t*, int64_t, int32_t*);
-constexpr LaneFn kLane[2][3] = {{&lane_kernel_vnni<1, false>, &lane_kernel_vnni<2, false>, &lane_kernel_vnni<3, false>},
-                                {&lane_kernel_vnni<1, true>, &lane_kernel_vnni<2, true>, &lane_kernel_vnni<3, true>}};
+using LaneFn = void (*)(const uint8_t*, int64_t, const int32_t*, int64_t, const LaneOut&, int64_t);
+template <int MODE>
+constexpr LaneFn kLaneFor[4] = {&lane_kernel_vnni<1, MODE>, &lane_kernel_vnni<2, MODE>, &lane_kernel_vnni<3, MODE>,
+                                &lane_kernel_vnni<4, MODE>};
+constexpr const LaneFn* kLane[4] = {kLaneFor<kLaneRaw>, kLaneFor<kLaneShift>, kLaneFor<kLaneReq>,
+                                    kLaneFor<kLaneReqRes>};
 
 // rows r[16] (row k: 16 lanes) -> columns c[16] (column L: 16 channels), a 16x16 int32 transpose.
 LOWBIT_AVX512 inline void transpose16x16(const __m512i r[16], __m512i c[16]) {
@@ -469,17 +546,143 @@ LOWBIT_AVX512 void lane_store(const int32_t* ybuf, const TileOut* d, int64_t K, 
   }
 }
 
+// A 16x16 byte transpose, rows 16 bytes: x[g] holds rows 4g..4g+3 (one per 128-bit lane); out[m]
+// holds rows 4m..4m+3 of the transpose. AVX-512BW only (no VBMI): per 4x4 block of dwords a vpermd,
+// per 4x4 block of bytes a vpshufb, and 128-bit-lane shuffles between the two.
+LOWBIT_AVX512 inline __attribute__((always_inline)) void transpose16x16_u8(const __m512i x[4], __m512i out[4]) {
+  // dword (lane r, dword B) <-> (lane B, dword r) within a vector
+  const __m512i dwords = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  // bytes (row r, column c) of a 4x4 block <-> (c, r) within a 128-bit lane
+  const __m512i bytes =
+      _mm512_maskz_broadcast_i32x4(0xFFFF, _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+  __m512i u[4];
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g)  // lane B of u[g]: the block (rows 4g.., columns 4B..) transposed
+    u[g] = _mm512_maskz_shuffle_epi8(~__mmask64(0), _mm512_maskz_permutexvar_epi32(0xFFFF, dwords, x[g]), bytes);
+  const __m512i lo01 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[0], u[1], 0x44);  // lanes u0.0 u0.1 u1.0 u1.1
+  const __m512i lo23 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[2], u[3], 0x44);
+  const __m512i hi01 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[0], u[1], 0xEE);  // u0.2 u0.3 u1.2 u1.3
+  const __m512i hi23 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[2], u[3], 0xEE);
+  const __m512i w[4] = {_mm512_maskz_shuffle_i32x4(0xFFFF, lo01, lo23, 0x88),   // u0.0 u1.0 u2.0 u3.0
+                        _mm512_maskz_shuffle_i32x4(0xFFFF, lo01, lo23, 0xDD),   // u*.1
+                        _mm512_maskz_shuffle_i32x4(0xFFFF, hi01, hi23, 0x88),   // u*.2
+                        _mm512_maskz_shuffle_i32x4(0xFFFF, hi01, hi23, 0xDD)};  // u*.3
+#pragma GCC unroll 4
+  for (int m = 0; m < 4; ++m) out[m] = _mm512_maskz_permutexvar_epi32(0xFFFF, dwords, w[m]);
+}
+
+// 128-bit lane l of x; x with lane l replaced by r.
+LOWBIT_AVX512 inline __m128i lane128(__m512i x, int l) {
+  switch (l) {
+    case 0: return _mm512_maskz_extracti32x4_epi32(0xF, x, 0);
+    case 1: return _mm512_maskz_extracti32x4_epi32(0xF, x, 1);
+    case 2: return _mm512_maskz_extracti32x4_epi32(0xF, x, 2);
+    default: return _mm512_maskz_extracti32x4_epi32(0xF, x, 3);
+  }
+}
+LOWBIT_AVX512 inline __m512i with_lane128(__m512i x, int l, __m128i r) {
+  switch (l) {
+    case 0: return _mm512_inserti32x4(x, r, 0);
+    case 1: return _mm512_inserti32x4(x, r, 1);
+    case 2: return _mm512_inserti32x4(x, r, 2);
+    default: return _mm512_inserti32x4(x, r, 3);
+  }
+}
+
+// The group's 16 tiles all inside the image and all 16 channels of the block stored: the unrolled
+// paths below (no per-lane tests), with p[L] the output (or residual) row of lane L's tile.
+bool lane_group_full(const TileOut* d, __mmask16 mask) {
+  if (mask != 0xFFFF) return false;
+  for (int i = 0; i < 16; ++i)
+    if (d[i].np != 2 || d[i].nq != 2) return false;
+  return true;
+}
+
+// obuf[j][k][lane] (uint8 codes) -> for each lane whose tile is stored (d[tile].np): the first
+// channels (mask) of its output pixels, rows of K bytes (ldo pixels per image row) at y8 + d[tile].row K.
+LOWBIT_AVX512 void lane_store_u8(const uint8_t* obuf, const TileOut* d, int64_t K, int64_t ldo, __mmask16 mask,
+                                 uint8_t* y8) {
+  const bool full = lane_group_full(d, mask);
+  uint8_t* p[16];
+  for (int L = 0; L < 16; ++L) p[L] = y8 + d[lane_of(L)].row * K;
+  for (int j = 0; j < 4; ++j) {
+    const int dp = j / 2, dq = j % 2;
+    const int64_t at = (dp * ldo + dq) * K;
+    __m512i x[4], c[4];
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) x[g] = _mm512_load_si512(obuf + j * 256 + g * 64);
+    transpose16x16_u8(x, c);
+    if (full) {  // row L of the transpose: 128-bit lane L % 4 of c[L / 4]
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p[4 * g] + at), _mm512_maskz_extracti32x4_epi32(0xF, c[g], 0));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p[4 * g + 1] + at), _mm512_maskz_extracti32x4_epi32(0xF, c[g], 1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p[4 * g + 2] + at), _mm512_maskz_extracti32x4_epi32(0xF, c[g], 2));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p[4 * g + 3] + at), _mm512_maskz_extracti32x4_epi32(0xF, c[g], 3));
+      }
+      continue;
+    }
+    for (int L = 0; L < 16; ++L) {
+      const TileOut& o = d[lane_of(L)];
+      if (dp < o.np && dq < o.nq) _mm_mask_storeu_epi8(p[L] + at, mask, lane128(c[L / 4], L % 4));
+    }
+  }
+}
+
+// The residual codes of a group's outputs, the first channels (mask) at res8 + (row) K + k0 for each
+// stored lane's pixel, as rbuf[j][k][lane] (0 where the lane's tile is not stored).
+LOWBIT_AVX512 void lane_load_u8(const uint8_t* res8, const TileOut* d, int64_t K, int64_t ldo, __mmask16 mask,
+                                uint8_t* rbuf) {
+  const bool full = lane_group_full(d, mask);
+  const uint8_t* p[16];
+  for (int L = 0; L < 16; ++L) p[L] = res8 + d[lane_of(L)].row * K;
+  for (int j = 0; j < 4; ++j) {
+    const int dp = j / 2, dq = j % 2;
+    const int64_t at = (dp * ldo + dq) * K;
+    __m512i x[4];
+    if (full) {
+      auto row = [&](int L) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[L] + at)); };
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g) {
+        __m512i v = _mm512_maskz_broadcast_i32x4(0x000F, row(4 * g));
+        v = _mm512_maskz_inserti32x4(0xFFFF, v, row(4 * g + 1), 1);
+        v = _mm512_maskz_inserti32x4(0xFFFF, v, row(4 * g + 2), 2);
+        x[g] = _mm512_maskz_inserti32x4(0xFFFF, v, row(4 * g + 3), 3);
+      }
+    } else {
+      for (int g = 0; g < 4; ++g) x[g] = _mm512_setzero_si512();
+      for (int L = 0; L < 16; ++L) {
+        const TileOut& o = d[lane_of(L)];
+        if (dp < o.np && dq < o.nq) x[L / 4] = with_lane128(x[L / 4], L % 4, _mm_maskz_loadu_epi8(mask, p[L] + at));
+      }
+    }
+    __m512i c[4];
+    transpose16x16_u8(x, c);
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) _mm512_store_si512(rbuf + j * 256 + g * 64, c[g]);
+  }
+}
+
 // out[i] >>= 2 (arithmetic; exact here) for i < n.
 void shift_right2(int32_t* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] >>= 2;
 }
 
+// The requantization conv2d_winograd_u8s8u8 hands to the lanes kernel: q with its (2f) constants,
+// the uint8 residual (or null) and the output.
+struct LaneRequant {
+  const Requantization* q = nullptr;
+  const uint8_t* residual_u8 = nullptr;
+  uint8_t* y = nullptr;
+};
+
 // The convolution by blocks of whole tile rows: for each block, the results of its output pixels
 // [r0, r0 + rows) into y + r0 K (y given) or a buffer of the calling thread, then epilogue(r0, rows,
-// results) on that thread.
+// results) on that thread. With lr, blocks the lanes kernel runs without clamped entries are
+// requantized there into lr->y instead (no epilogue call).
 template <class Epilogue>
 void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, const WinogradPackedS8& w, int32_t* y,
-                     const char* op, Epilogue&& epilogue) {
+                     const char* op, Epilogue&& epilogue, const LaneRequant* lr = nullptr) {
   check_geometry(g, op);
   LOWBIT_CHECK(w.C == g.C && w.K == g.K && w.compensation.size() == size_t(4 * g.K), op,
                ": packed weights are for C=", w.C, " K=", w.K, ", the geometry has C=", g.C, " K=", g.K);
@@ -517,8 +720,10 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
       const int64_t vbytes = round64(16 * vs), mbytes = fused ? 0 : round64(16 * ms * 4);
       const int64_t obytes = y ? 0 : round64((r1 - r0) * K * 4);
       const int64_t dbytes = round64(T * int64_t(sizeof(TileOut)));
-      uint8_t* scratch = block_scratch(vbytes + mbytes + obytes + dbytes + 4 * 16 * 16 * 4);
+      uint8_t* scratch = block_scratch(vbytes + mbytes + obytes + dbytes + 4 * 16 * 16 * (4 + 2));
       int32_t* ybuf = reinterpret_cast<int32_t*>(scratch + vbytes + mbytes + obytes + dbytes);  // [4][16][16]
+      uint8_t* obuf = reinterpret_cast<uint8_t*>(ybuf + 4 * 16 * 16);                           // [4][16][16]
+      uint8_t* rbuf = obuf + 4 * 16 * 16;                                                       // [4][16][16]
       uint8_t* v = scratch;
       int32_t* m = reinterpret_cast<int32_t*>(scratch + vbytes);
       int32_t* out = y ? y + r0 * K : reinterpret_cast<int32_t*>(scratch + vbytes + mbytes);
@@ -549,11 +754,15 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
         TileOut* dest = reinterpret_cast<TileOut*>(scratch + vbytes + mbytes + obytes);  // per V row (np 0: padding)
         for (int64_t tr = tr0, i = 0; tr < tr1; ++tr) {
           const int64_t n = tr / t.TH, th = tr % t.TH;
-          for (int64_t tw = 0; tw < t.TWp; ++tw, ++i)
-            dest[i] = tw < t.TW ? TileOut{out + ((n * P + 2 * th) * Q + 2 * tw - r0) * K,
-                                          int(std::min<int64_t>(2, P - 2 * th)), int(std::min<int64_t>(2, Q - 2 * tw))}
-                                : TileOut{nullptr, 0, 0};
+          for (int64_t tw = 0; tw < t.TWp; ++tw, ++i) {
+            const int64_t row = (n * P + 2 * th) * Q + 2 * tw;
+            dest[i] = tw < t.TW ? TileOut{out + (row - r0) * K, int(std::min<int64_t>(2, P - 2 * th)),
+                                          int(std::min<int64_t>(2, Q - 2 * tw)), row}
+                                : TileOut{nullptr, 0, 0, 0};
+          }
         }
+        const bool lane_requant = lanes && !raw && lr;
+        const int lane_mode = raw ? kLaneRaw : !lane_requant ? kLaneShift : lr->residual_u8 ? kLaneReqRes : kLaneReq;
         for (int64_t k0 = 0; k0 < K; k0 += 16) {
           const int64_t nk = std::min<int64_t>(16, K - k0);
           const __mmask16 mask = nk == 16 ? __mmask16(0xFFFF) : __mmask16((1u << nk) - 1u);
@@ -561,14 +770,27 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
           for (int pos = 0; pos < 16; ++pos)
             bp[pos] = w.u[size_t(pos)].data.data() + (k0 / nr) * kp * nr + (k0 % nr) * 4;
           if (lanes) {
+            LaneOut lo;
+            lo.comp = w.compensation.data() + k0, lo.K = K, lo.ybuf = ybuf, lo.obuf = obuf, lo.rbuf = rbuf;
+            if (lane_requant) {
+              const Requantization& q = *lr->q;
+              lo.mul = q.multiplier_f32.data() + k0, lo.off = q.offset_f32.data() + k0;
+              lo.rmul = lr->residual_u8 ? q.residual_multiplier_f32.data() + k0 : nullptr;
+              lo.qmin = float(q.qmin), lo.qmax = float(q.qmax);
+            }
             for (int64_t g = 0; g < T; g += 16) {
-              for (int64_t kc = 0; kc < nk; kc += 3)
-                kLane[raw][std::min<int64_t>(3, nk - kc) - 1](v + g * 16, vs, w.lane_u.data() + (k0 + kc) * 4, K * 4,
-                                                              w.compensation.data() + k0 + kc, K, ybuf + kc * 16);
               const TileOut* dg = dest + g;
               TileOut d16[16];
-              for (int i = 0; i < 16; ++i) d16[i] = {dg[i].np ? dg[i].out + k0 : nullptr, dg[i].np, dg[i].nq};
-              lane_store(ybuf, d16, K, Q, mask);
+              for (int i = 0; i < 16; ++i)
+                d16[i] = {dg[i].np ? dg[i].out + k0 : nullptr, dg[i].np, dg[i].nq, dg[i].row};
+              if (lane_mode == kLaneReqRes) lane_load_u8(lr->residual_u8 + k0, d16, K, Q, mask, rbuf);
+              for (int64_t kc = 0; kc < nk; kc += 4)
+                kLane[lane_mode][std::min<int64_t>(4, nk - kc) - 1](v + g * 16, vs, w.lane_u.data() + (k0 + kc) * 4,
+                                                                    K * 4, lo, kc);
+              if (lane_requant)
+                lane_store_u8(obuf, d16, K, Q, mask, lr->y + k0);
+              else
+                lane_store(ybuf, d16, K, Q, mask);
             }
             continue;
           }
@@ -599,7 +821,7 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
           }
           shift_right2(out, (r1 - r0) * K);
         }
-        epilogue(r0, r1 - r0, out);
+        if (!lane_requant) epilogue(r0, r1 - r0, out);
         continue;
       }
       for (int pos = 0; pos < 16; ++pos) {  // the 16 GEMMs
@@ -682,9 +904,12 @@ bool pack_conv_weights_winograd_s8(const Conv2dGeometry& g, const int8_t* w, int
   }
   for (int pos = 0; pos < 16; ++pos)
     p.u[size_t(pos)] = pack_b_s8(cp, K, clamped.data() + pos * K * cp, cp, /*trans_b=*/true);
-  if (cp == 16) {  // the lanes kernel's broadcasts: [pos][k][quad], 4 channels per int32
+  if (cp == 16) {  // the lanes kernel's broadcasts: [pos][k][quad], 4 channels per int32, the sign folded in
+    std::vector<int8_t> signed_u(clamped);
+    for (int pos = 0; pos < 16; ++pos)
+      for (int64_t i = 0; i < K * cp; ++i) signed_u[size_t(pos * K * cp + i)] *= int8_t(lane_sign(pos));
     p.lane_u.resize(size_t(16 * K * 4));
-    std::memcpy(p.lane_u.data(), clamped.data(), clamped.size());
+    std::memcpy(p.lane_u.data(), signed_u.data(), signed_u.size());
   }
   out = std::move(p);
   return true;
@@ -706,9 +931,15 @@ void conv2d_winograd_u8s8u8(const Conv2dGeometry& g, const uint8_t* x, uint8_t x
   const char* op = "conv2d_winograd_u8s8u8";
   detail::check_requantization(q, g.K, residual_s32 != nullptr, residual_u8 != nullptr, op);
   const int64_t K = g.K;
-  winograd_blocks(g, x, x_zero_point, w, nullptr, op, [&](int64_t r0, int64_t rows, const int32_t* acc) {
-    detail::requantize_block(q, K, r0, rows, acc, residual_s32, residual_u8, y);
-  });
+  // The lanes kernel requantizes in its registers where the float path (2f) holds (requant.h).
+  const LaneRequant lr{&q, residual_u8, y};
+  const bool in_lanes = !q.offset_f32.empty() && !residual_s32;
+  winograd_blocks(
+      g, x, x_zero_point, w, nullptr, op,
+      [&](int64_t r0, int64_t rows, const int32_t* acc) {
+        detail::requantize_block(q, K, r0, rows, acc, residual_s32, residual_u8, y);
+      },
+      in_lanes ? &lr : nullptr);
 }
 
 void conv2d_winograd_u8s8s32_ref(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const int8_t* w,

@@ -34,7 +34,9 @@
 //                            entries' corrections.
 //   conv2d_winograd_u8s8s32_blocks  the same handed out block by block, as conv2d_u8s8s32_blocks
 //                            (epilogue(r0, rows, acc): rows of y (n P + p) Q + q, blocks partition them).
-//   conv2d_winograd_u8s8u8   the same with requantize_u8 fused, as conv2d_u8s8u8.
+//   conv2d_winograd_u8s8u8   the same with requantize_u8 fused, as conv2d_u8s8u8; where the lanes kernel
+//                            runs (no clamped entries) and the float path (2f) holds without an int32
+//                            residual (requant.h), in its registers before the transpose back to pixels.
 // The `_ref` twins are conv_int8.h's direct conv2d_u8s8s32_ref / conv2d_u8s8u8_ref (the same
 // integers); conv2d_winograd_u8s8s32_ref is the plain-loop Winograd (int64, U' unclamped, throws
 // lowbit::Error if a tile's sum is not divisible by 4), for tests.
@@ -59,7 +61,8 @@ struct WinogradPackedS8 {
   int64_t max_code = 0;               // the inputs' largest code (padding included) this pack is for
   std::array<int32_t, 16> offset{};   // o_pos added to V
   std::array<PackedS8, 16> u;         // per position: clamp(U', -127, 127) [C' x K] (C' = C rounded up to 4)
-  std::vector<int32_t> lane_u;        // C' = 16: clamp(U') as [pos][k][4 x 4 channels] (the lanes kernel)
+  std::vector<int32_t> lane_u;        // C' = 16: +-clamp(U') as [pos][k][4 x 4 channels] (the lanes kernel's
+                                      // broadcasts, the sign of the output transform folded in)
   std::vector<int32_t> compensation;  // [4][K]: (A^T (o (.) sum_c U'[k][c]) A) per output of a tile
   std::vector<Overflow> overflow;     // the clamped entries (sorted by pos, c)
 };
