@@ -6,11 +6,11 @@
 // row t of V (a tile row holds TW' rows; the ones past TW are computed and dropped). Per block:
 //   V  [16][T][C'] uint8   V + o_pos of every tile, per position (rows C' bytes)
 // then, by path:
-//   lanes (VNNI, C' = 16, T % 16 == 0): V regrouped per 16 tiles as [quad][tile lane]; vpdpbusd with
+//   lanes (VNNI, C' = 16 or 32, T % 16 == 0): V regrouped per 16 tiles as [quad][tile lane]; vpdpbusd with
 //          the tiles in the lanes and each weight quad broadcast from memory (one instruction per
 //          64 MACs), the output transform on the registers (most of it in the accumulation), a
 //          16x16 transpose back to [pixel][K] (of int32, or of the requantized bytes);
-//   fused (VNNI, C' <= 32): per 3 tiles and 16 output channels, the 16 products in registers (V
+//   fused (VNNI, other C' <= 32): per 3 tiles and 16 output channels, the 16 products in registers (V
 //          broadcast, weights as vectors) and the output transform on them, straight into y;
 //   GEMMs (C' > 32, or portable): 16 int8 GEMMs (gemm_int8.h's kernels) into
 //   M  [16][T][K]  int32   sum_c clamp(U') (V + o), then + the clamped entries' excess terms,
@@ -19,7 +19,10 @@
 // Measured (one thread, 10 images, ResNet-20 layers with the requantization fused, against
 // conv2d_u8s8u8, quiet machine): 16 channels on 32x32 1.09x (lanes; fused 1.03-1.07x, GEMMs 0.6x);
 // 32 on 16x16 1.0-1.1x (fused; GEMMs 0.8x); 64 on 8x8 1.7-1.9x (GEMMs; fused 1.4x: the GEMMs
-// broadcast each V quad once per 4 vpdpbusd).
+// broadcast each V quad once per 4 vpdpbusd). Later (2026-12-05, the engine's per-layer profile on a
+// trained 4-bit ResNet-20, batch 128): the lanes kernel with 4 channels per call and the
+// requantization in its registers took the 16-channel layers' kernel share from 25.5 to 24.6 % of
+// the engine's samples, and on the 32-channel layers ran 3-5 % faster than the fused kernel.
 // With C' = 16 or 32 the AVX-512 input transform handles 4 or 2 tiles per 64-byte vector (two 64-byte
 // loads and a 128-bit-lane shuffle per patch column). V is computed modulo 256 in byte lanes: exact,
 // since V + o is in [0, 255].
@@ -347,11 +350,11 @@ const FusedFn (*fused_kernels(int64_t cp))[kFusedMT] {
 }
 
 // ---------------------------------------------------------------------------------------------
-// VNNI with the tiles in the vector lanes (C' = 16): V of 16 tiles per position and channel quad is
+// VNNI with the tiles in the vector lanes (C' = 16 or 32): V of 16 tiles per position and channel quad is
 // one vector (the u8 operand), each weight quad a broadcast from memory (the s8 operand), so each
 // vpdpbusd is one instruction and each V vector serves KB output channels. V is laid out per
-// position as groups of 16 tiles, [quad][lane][4 channels] (256 bytes), lane L holding tile
-// 4 (L % 4) + L / 4 of the group (lanes_transpose16).
+// position as groups of 16 tiles, [quad][lane][4 channels] (16 C' bytes), lane L holding tile
+// 4 (L % 4) + L / 4 of the group (lanes_transpose).
 //
 // The output transform y = A^T m A rides on the accumulation: with A^T = [[1,1,1,0],[0,1,-1,-1]],
 // y[0] = sum_{a<3} r0[a], y[1] = sum_{a<3} r1[a], y[2] = r0[1] - r0[2] - r0[3], y[3] = r1[1] - r1[2]
@@ -375,18 +378,44 @@ inline int lane_sign(int pos) {
 }
 
 // In place, per position and group of 16 tiles: [tile][16 channels] -> [quad][lane][4 channels].
-LOWBIT_AVX512 void lanes_transpose16(uint8_t* v, int64_t vs, int64_t T) {
+// Tiles 4i..4i+3 of a group (16 channels each, one per 128-bit lane) in g[i] -> quads 0..3, each 16
+// lanes of 4 channels, at p (64 bytes apart).
+LOWBIT_AVX512 inline void lanes_store4(const __m512i g[4], uint8_t* p) {
+  const __m512i t0 = _mm512_maskz_unpacklo_epi32(0xFFFF, g[0], g[1]),
+                t1 = _mm512_maskz_unpackhi_epi32(0xFFFF, g[0], g[1]);
+  const __m512i t2 = _mm512_maskz_unpacklo_epi32(0xFFFF, g[2], g[3]),
+                t3 = _mm512_maskz_unpackhi_epi32(0xFFFF, g[2], g[3]);
+  _mm512_storeu_si512(p, _mm512_maskz_unpacklo_epi64(kAll8, t0, t2));
+  _mm512_storeu_si512(p + 64, _mm512_maskz_unpackhi_epi64(kAll8, t0, t2));
+  _mm512_storeu_si512(p + 128, _mm512_maskz_unpacklo_epi64(kAll8, t1, t3));
+  _mm512_storeu_si512(p + 192, _mm512_maskz_unpackhi_epi64(kAll8, t1, t3));
+}
+
+// In place, per position and group of 16 tiles: [tile][CP channels] -> [quad][lane][4 channels]
+// (CP = 16 or 32; with 32, each half of the channels as with 16).
+template <int CP>
+LOWBIT_AVX512 void lanes_transpose(uint8_t* v, int64_t vs, int64_t T) {
+  static_assert(CP == 16 || CP == 32);
   for (int pos = 0; pos < 16; ++pos)
     for (int64_t g = 0; g < T; g += 16) {
-      uint8_t* p = v + pos * vs + g * 16;
-      const __m512i g0 = _mm512_loadu_si512(p), g1 = _mm512_loadu_si512(p + 64);
-      const __m512i g2 = _mm512_loadu_si512(p + 128), g3 = _mm512_loadu_si512(p + 192);
-      const __m512i t0 = _mm512_maskz_unpacklo_epi32(0xFFFF, g0, g1), t1 = _mm512_maskz_unpackhi_epi32(0xFFFF, g0, g1);
-      const __m512i t2 = _mm512_maskz_unpacklo_epi32(0xFFFF, g2, g3), t3 = _mm512_maskz_unpackhi_epi32(0xFFFF, g2, g3);
-      _mm512_storeu_si512(p, _mm512_maskz_unpacklo_epi64(kAll8, t0, t2));
-      _mm512_storeu_si512(p + 64, _mm512_maskz_unpackhi_epi64(kAll8, t0, t2));
-      _mm512_storeu_si512(p + 128, _mm512_maskz_unpacklo_epi64(kAll8, t1, t3));
-      _mm512_storeu_si512(p + 192, _mm512_maskz_unpackhi_epi64(kAll8, t1, t3));
+      uint8_t* p = v + pos * vs + g * CP;
+      if constexpr (CP == 16) {
+        const __m512i x[4] = {_mm512_loadu_si512(p), _mm512_loadu_si512(p + 64), _mm512_loadu_si512(p + 128),
+                              _mm512_loadu_si512(p + 192)};
+        lanes_store4(x, p);
+      } else {
+        __m512i z[8];  // z[i]: tiles 2i, 2i + 1
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) z[i] = _mm512_loadu_si512(p + 64 * i);
+        __m512i lo[4], hi[4];  // tiles 4i..4i+3, channels 0-15 resp. 16-31
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+          lo[i] = _mm512_maskz_shuffle_i64x2(kAll8, z[2 * i], z[2 * i + 1], 0x88);
+          hi[i] = _mm512_maskz_shuffle_i64x2(kAll8, z[2 * i], z[2 * i + 1], 0xDD);
+        }
+        lanes_store4(lo, p);
+        lanes_store4(hi, p + 256);
+      }
     }
 }
 
@@ -406,7 +435,7 @@ struct LaneOut {
 
 // Channels kc .. kc + KB of the block: vg = the group's V at position 0, ul = lane_u at (position 0,
 // channel k0 + kc) (positions ls int32 apart, 4 quads per channel).
-template <int KB, int MODE>
+template <int KB, int MODE, int QN>
 LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, int64_t vs, const int32_t* ul, int64_t ls, const LaneOut& o,
                                          int64_t kc) {
   __m512i y[KB][4];
@@ -427,7 +456,7 @@ LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, int64_t vs, const in
 #pragma GCC unroll 4
       for (int kk = 0; kk < KB; ++kk) tmp[kk] = _mm512_setzero_si512();
 #pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) {
+      for (int q = 0; q < QN; ++q) {
         const __m512i vv = _mm512_loadu_si512(vp + q * 64);
 #pragma GCC unroll 4
         for (int kk = 0; kk < KB; ++kk) {  // acc += vv (u8) . the weight quad broadcast (s8): one instruction
@@ -438,7 +467,7 @@ LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, int64_t vs, const in
                                           : (a == 0   ? y[kk][1]
                                              : a == 3 ? y[kk][3]
                                                       : r1[kk]);
-          asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(vv), "m"(up[kk * 4 + q]));
+          asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(vv), "m"(up[kk * QN + q]));
         }
       }
       if (b == 1 || b == 2) {
@@ -496,11 +525,13 @@ LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, int64_t vs, const in
 }
 
 using LaneFn = void (*)(const uint8_t*, int64_t, const int32_t*, int64_t, const LaneOut&, int64_t);
-template <int MODE>
-constexpr LaneFn kLaneFor[4] = {&lane_kernel_vnni<1, MODE>, &lane_kernel_vnni<2, MODE>, &lane_kernel_vnni<3, MODE>,
-                                &lane_kernel_vnni<4, MODE>};
-constexpr const LaneFn* kLane[4] = {kLaneFor<kLaneRaw>, kLaneFor<kLaneShift>, kLaneFor<kLaneReq>,
-                                    kLaneFor<kLaneReqRes>};
+template <int MODE, int QN>
+constexpr LaneFn kLaneFor[4] = {&lane_kernel_vnni<1, MODE, QN>, &lane_kernel_vnni<2, MODE, QN>,
+                                &lane_kernel_vnni<3, MODE, QN>, &lane_kernel_vnni<4, MODE, QN>};
+// [C' / 16 - 1][mode][KB - 1]
+constexpr const LaneFn* kLane[2][4] = {
+    {kLaneFor<kLaneRaw, 4>, kLaneFor<kLaneShift, 4>, kLaneFor<kLaneReq, 4>, kLaneFor<kLaneReqRes, 4>},
+    {kLaneFor<kLaneRaw, 8>, kLaneFor<kLaneShift, 8>, kLaneFor<kLaneReq, 8>, kLaneFor<kLaneReqRes, 8>}};
 
 // rows r[16] (row k: 16 lanes) -> columns c[16] (column L: 16 channels), a 16x16 int32 transpose.
 LOWBIT_AVX512 inline void transpose16x16(const __m512i r[16], __m512i c[16]) {
@@ -696,7 +727,7 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
   const int32_t o2 = int32_t(2 * w.max_code);
   // The fused kernel for C' <= 32, the GEMMs for wider layers (measured: see the top of this file).
   const bool fused = int8_vnni_enabled() && fused_enabled() && cp <= 32;
-  const bool lanes_ok = fused && cp == 16;  // tiles in the vector lanes, for blocks of whole groups of 16
+  const bool lanes_ok = fused && (cp == 16 || cp == 32);  // tiles in the vector lanes, in whole groups of 16
   // Blocks of rb tile rows: V and M within ~96 KiB, and at least ~8 blocks when there are 8 tile rows.
   const int64_t tile_bytes = 16 * (cp + 4 * K);
   const int64_t rows_total = g.N * t.TH;
@@ -741,10 +772,10 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
           input_row_portable(src, t.Wp, cp, t.TW, o2, dst, vs);
       }
       const bool lanes = lanes_ok && T % 16 == 0;
-      if (lanes) lanes_transpose16(v, vs, T);
+      if (lanes) cp == 16 ? lanes_transpose<16>(v, vs, T) : lanes_transpose<32>(v, vs, T);
       // V of tile tl (block-local), position pos, channel c
       auto v_at = [&](int64_t pos, int64_t tl, int64_t c) {
-        return lanes ? v[pos * vs + tl / 16 * 256 + c / 4 * 64 + lane_of(tl % 16) * 4 + c % 4]
+        return lanes ? v[pos * vs + tl / 16 * 16 * cp + c / 4 * 64 + lane_of(tl % 16) * 4 + c % 4]
                      : v[pos * vs + tl * cp + c];
       };
       if (fused) {  // VNNI: products and output transform in registers
@@ -785,8 +816,8 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
                 d16[i] = {dg[i].np ? dg[i].out + k0 : nullptr, dg[i].np, dg[i].nq, dg[i].row};
               if (lane_mode == kLaneReqRes) lane_load_u8(lr->residual_u8 + k0, d16, K, Q, mask, rbuf);
               for (int64_t kc = 0; kc < nk; kc += 4)
-                kLane[lane_mode][std::min<int64_t>(4, nk - kc) - 1](v + g * 16, vs, w.lane_u.data() + (k0 + kc) * 4,
-                                                                    K * 4, lo, kc);
+                kLane[cp / 16 - 1][lane_mode][std::min<int64_t>(4, nk - kc) - 1](
+                    v + g * cp, vs, w.lane_u.data() + (k0 + kc) * (cp / 4), K * (cp / 4), lo, kc);
               if (lane_requant)
                 lane_store_u8(obuf, d16, K, Q, mask, lr->y + k0);
               else
@@ -904,11 +935,11 @@ bool pack_conv_weights_winograd_s8(const Conv2dGeometry& g, const int8_t* w, int
   }
   for (int pos = 0; pos < 16; ++pos)
     p.u[size_t(pos)] = pack_b_s8(cp, K, clamped.data() + pos * K * cp, cp, /*trans_b=*/true);
-  if (cp == 16) {  // the lanes kernel's broadcasts: [pos][k][quad], 4 channels per int32, the sign folded in
+  if (cp == 16 || cp == 32) {  // the lanes kernel's broadcasts: [pos][k][quad], 4 channels per int32, signed
     std::vector<int8_t> signed_u(clamped);
     for (int pos = 0; pos < 16; ++pos)
       for (int64_t i = 0; i < K * cp; ++i) signed_u[size_t(pos * K * cp + i)] *= int8_t(lane_sign(pos));
-    p.lane_u.resize(size_t(16 * K * 4));
+    p.lane_u.resize(size_t(16 * K * cp / 4));
     std::memcpy(p.lane_u.data(), signed_u.data(), signed_u.size());
   }
   out = std::move(p);

@@ -28,8 +28,8 @@
 //                            SerialScope); per block: the input transform into [16][tiles][C'] (AVX-512
 //                            byte arithmetic when avx512_enabled(), else portable), then on the VNNI
 //                            path for C' <= 32 kernels that keep the products in registers and apply
-//                            the output transform there (C' = 16: 16 tiles in the vector lanes, the
-//                            weights broadcast; else 3 tiles x 16 channels), else 16 GEMMs into
+//                            the output transform there (C' = 16 or 32: 16 tiles in the vector lanes,
+//                            the weights broadcast; else 3 tiles x 16 channels), else 16 GEMMs into
 //                            [16][tiles][K] int32 and the output transform from memory; the clamped
 //                            entries' corrections.
 //   conv2d_winograd_u8s8s32_blocks  the same handed out block by block, as conv2d_u8s8s32_blocks
@@ -61,7 +61,7 @@ struct WinogradPackedS8 {
   int64_t max_code = 0;               // the inputs' largest code (padding included) this pack is for
   std::array<int32_t, 16> offset{};   // o_pos added to V
   std::array<PackedS8, 16> u;         // per position: clamp(U', -127, 127) [C' x K] (C' = C rounded up to 4)
-  std::vector<int32_t> lane_u;        // C' = 16: +-clamp(U') as [pos][k][4 x 4 channels] (the lanes kernel's
+  std::vector<int32_t> lane_u;        // C' = 16, 32: +-clamp(U') as [pos][k][C'/4 x 4 channels] (the lanes kernel's
                                       // broadcasts, the sign of the output transform folded in)
   std::vector<int32_t> compensation;  // [4][K]: (A^T (o (.) sum_c U'[k][c]) A) per output of a tile
   std::vector<Overflow> overflow;     // the clamped entries (sorted by pos, c)
