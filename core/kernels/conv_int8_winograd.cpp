@@ -430,7 +430,6 @@ struct LaneOut {
   uint8_t* obuf = nullptr;
   const uint8_t* rbuf = nullptr;
   const float *mul = nullptr, *off = nullptr, *rmul = nullptr;
-  float qmin = 0, qmax = 255;
 };
 
 // Channels kc .. kc + KB of the block: vg = the group's V at position 0, ul = lane_u at (position 0,
@@ -514,11 +513,11 @@ LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, int64_t vs, const in
           u = _mm512_maskz_fmadd_ps(all, _mm512_maskz_cvtepi32_ps(all, _mm512_maskz_cvtepu8_epi32(all, r8)),
                                     _mm512_set1_ps(o.rmul[k]), u);
         }
-        const __m512 clamped =
-            _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, u, _mm512_set1_ps(o.qmin)), _mm512_set1_ps(o.qmax));
-        const __m512i codes =
-            _mm512_maskz_cvt_roundps_epi32(all, clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm_store_si128(reinterpret_cast<__m128i*>(o.obuf + (j * 16 + k) * 16), _mm512_maskz_cvtepi32_epi8(all, codes));
+        // Rounded, then saturated to int8; lane_store_u8 clamps the bytes to [qmin, qmax] (the same
+        // codes as clamping first: the bounds are integers, |u| < 2^30 and 0 <= qmin < qmax <= 127).
+        const __m512i codes = _mm512_maskz_cvt_roundps_epi32(all, u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_store_si128(reinterpret_cast<__m128i*>(o.obuf + (j * 16 + k) * 16),
+                        _mm512_maskz_cvtsepi32_epi8(all, codes));
       }
     }
   }
@@ -629,10 +628,12 @@ bool lane_group_full(const TileOut* d, __mmask16 mask) {
   return true;
 }
 
-// obuf[j][k][lane] (uint8 codes) -> for each lane whose tile is stored (d[tile].np): the first
-// channels (mask) of its output pixels, rows of K bytes (ldo pixels per image row) at y8 + d[tile].row K.
+// obuf[j][k][lane] (int8-saturated codes) -> clamped to [qmin, qmax], for each lane whose tile is
+// stored (d[tile].np): the first channels (mask) of its output pixels, rows of K bytes (ldo pixels per
+// image row) at y8 + d[tile].row K.
 LOWBIT_AVX512 void lane_store_u8(const uint8_t* obuf, const TileOut* d, int64_t K, int64_t ldo, __mmask16 mask,
-                                 uint8_t* y8) {
+                                 int8_t qmin, int8_t qmax, uint8_t* y8) {
+  const __m512i lo = _mm512_set1_epi8(qmin), hi = _mm512_set1_epi8(qmax);
   const bool full = lane_group_full(d, mask);
   uint8_t* p[16];
   for (int L = 0; L < 16; ++L) p[L] = y8 + d[lane_of(L)].row * K;
@@ -641,7 +642,9 @@ LOWBIT_AVX512 void lane_store_u8(const uint8_t* obuf, const TileOut* d, int64_t 
     const int64_t at = (dp * ldo + dq) * K;
     __m512i x[4], c[4];
 #pragma GCC unroll 4
-    for (int g = 0; g < 4; ++g) x[g] = _mm512_load_si512(obuf + j * 256 + g * 64);
+    for (int g = 0; g < 4; ++g)
+      x[g] = _mm512_maskz_min_epi8(
+          ~__mmask64(0), _mm512_maskz_max_epi8(~__mmask64(0), _mm512_load_si512(obuf + j * 256 + g * 64), lo), hi);
     transpose16x16_u8(x, c);
     if (full) {  // row L of the transpose: 128-bit lane L % 4 of c[L / 4]
 #pragma GCC unroll 4
@@ -807,7 +810,6 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
               const Requantization& q = *lr->q;
               lo.mul = q.multiplier_f32.data() + k0, lo.off = q.offset_f32.data() + k0;
               lo.rmul = lr->residual_u8 ? q.residual_multiplier_f32.data() + k0 : nullptr;
-              lo.qmin = float(q.qmin), lo.qmax = float(q.qmax);
             }
             for (int64_t g = 0; g < T; g += 16) {
               const TileOut* dg = dest + g;
@@ -819,7 +821,7 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
                 kLane[cp / 16 - 1][lane_mode][std::min<int64_t>(4, nk - kc) - 1](
                     v + g * cp, vs, w.lane_u.data() + (k0 + kc) * (cp / 4), K * (cp / 4), lo, kc);
               if (lane_requant)
-                lane_store_u8(obuf, d16, K, Q, mask, lr->y + k0);
+                lane_store_u8(obuf, d16, K, Q, mask, int8_t(lr->q->qmin), int8_t(lr->q->qmax), lr->y + k0);
               else
                 lane_store(ybuf, d16, K, Q, mask);
             }
@@ -962,9 +964,16 @@ void conv2d_winograd_u8s8u8(const Conv2dGeometry& g, const uint8_t* x, uint8_t x
   const char* op = "conv2d_winograd_u8s8u8";
   detail::check_requantization(q, g.K, residual_s32 != nullptr, residual_u8 != nullptr, op);
   const int64_t K = g.K;
-  // The lanes kernel requantizes in its registers where the float path (2f) holds (requant.h).
+  // The lanes kernel requantizes in its registers where the float path (2f) holds (requant.h), for
+  // codes within int8 and |u| < 2^30 for every declared accumulator and residual (its clamp: above).
   const LaneRequant lr{&q, residual_u8, y};
-  const bool in_lanes = !q.offset_f32.empty() && !residual_s32;
+  bool in_lanes = !q.offset_f32.empty() && !residual_s32 && q.qmin >= 0 && q.qmax <= 127;
+  for (int64_t k = 0; in_lanes && k < K; ++k) {
+    const double rm = residual_u8 ? std::abs(double(q.residual_multiplier_f32[size_t(k)])) : 0.0;
+    in_lanes = double(q.acc_bound) * std::abs(double(q.multiplier_f32[size_t(k)])) +
+                   std::abs(double(q.offset_f32[size_t(k)])) + double(q.residual_bound) * rm <
+               double(1 << 30);
+  }
   winograd_blocks(
       g, x, x_zero_point, w, nullptr, op,
       [&](int64_t r0, int64_t rows, const int32_t* acc) {
