@@ -893,6 +893,75 @@ TEST_CASE("requantize_wide_u8: the one-pass wide epilogue equals the reference")
   CHECK_THROWS_WITH_AS(requantize_wide_u8(none, WideRequantArgs{}), doctest::Contains("int32 residual"), lowbit::Error);
 }
 
+// The AVX-512 wide epilogue rounds in floats and hands lanes near a half-integer to the exact rule:
+// constants built so that exact ties (odd numerators over 2^1, 2^2) and near-ties (one unit of 2^-12
+// from a half-integer) are frequent, accumulators up to ~2^28, residuals both signs; and channels
+// u / 2^28 = (acc + res) / 2^28 with acc = (2k + 1) 2^27 + d, |d| <= 3, where float(acc) drops d and
+// lands on the tie itself (the test fails without the exact fallback: checked); and channels where
+// acc m / 2^S ~ 1,450 codes cancels against the offset, so float's error (~1e-3 codes) decides some
+// roundings (the test fails with eps = 0: checked).
+TEST_CASE("requantize_wide_u8: exact ties and near-ties equal the reference") {
+  std::mt19937 rng(405);
+  const int64_t C = 21, rows = 20000;
+  const int shifts[] = {1, 2, 12, 28};
+  Requantization q;
+  q.qmin = 0, q.qmax = 255, q.residual = RequantResidual::s32;
+  for (int64_t c = 0; c < C; ++c) {
+    const int s = shifts[c % 4];
+    if (c % 8 == 7) {  // cancellation: m / 2^48 ~ 2^-17.5, B = -2^28 m + 128 2^48
+      const int32_t m = int32_t((int64_t(1) << 30) + int64_t(rng() % (uint32_t(1) << 30)));
+      q.shift.push_back(48), q.multiplier.push_back(m);
+      q.offset.push_back(-(int64_t(m) << 28) + (int64_t(128) << 48));
+      q.residual_multiplier.push_back(int32_t(rng() % 1000) - 500);
+      continue;
+    }
+    q.shift.push_back(s);
+    // scale m / 2^s ~ 2^-24 .. 1 per accumulator unit, odd multipliers: u / 2^s has every fraction
+    const bool trap = c % 8 == 3;  // s = 28: the near-tie channels
+    q.multiplier.push_back(s <= 2 || trap ? 1 : s == 12 ? 2 * int32_t(rng() % 64) + 1 : 2 * int32_t(rng() % 8) + 9);
+    q.offset.push_back(trap ? 0 : (int64_t(100) << s) + (c % 2 ? 1 : -1) * int64_t(rng() % 1000));
+    q.residual_multiplier.push_back(trap ? 1 : c % 3 == 0 ? 0 : (c % 2 ? 1 : -1));
+  }
+  std::vector<int32_t> hi(size_t(rows * C)), lo(size_t(rows * C)), res(size_t(rows * C));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < C; ++c) {
+      const int s = shifts[c % 4];
+      // s <= 12: small accumulators (u / 2^s spans ~[-50, 300]); s = 28: up to ~2^28
+      const int32_t span = s == 1 ? 300 : s == 2 ? 600 : s == 12 ? 8000 : 1 << 20;
+      hi[size_t(i * C + c)] = s == 28 ? int32_t(rng() % uint32_t(span)) - span / 8 : 0;
+      lo[size_t(i * C + c)] = int32_t(rng() % uint32_t(s == 28 ? 256 : span)) - (s == 28 ? 128 : span / 8);
+      res[size_t(i * C + c)] = int32_t(rng() % 64) - 32;
+      if (c % 8 == 7) {  // acc = 2^28 +- 2^25
+        const int32_t acc = (int32_t(1) << 28) + int32_t(rng() % (uint32_t(1) << 26)) - (int32_t(1) << 25);
+        hi[size_t(i * C + c)] = acc >> 8, lo[size_t(i * C + c)] = acc & 255;
+      }
+      if (c % 8 == 3) {  // acc = (2k + 1) 2^27 + d, residual 0 or +-1
+        const int32_t acc = (2 * int32_t(i % 8) + 1) * (int32_t(1) << 27) + int32_t((i / 8) % 7) - 3;
+        hi[size_t(i * C + c)] = acc >> 8, lo[size_t(i * C + c)] = acc & 255;
+        res[size_t(i * C + c)] = int32_t(i % 3) - 1;
+      }
+    }
+  WideRequantArgs a;
+  a.rows = rows, a.hi = hi.data(), a.lo = lo.data(), a.ld_acc = C, a.residual_a = res.data(), a.ld_a = C;
+  a.ld_out = C;
+  auto run = [&](bool ref) {
+    std::vector<uint8_t> out(size_t(rows * C), 0xAB);
+    WideRequantArgs b = a;
+    b.out = out.data();
+    ref ? requantize_wide_u8_ref(q, b) : requantize_wide_u8(q, b);
+    return out;
+  };
+  const std::vector<uint8_t> want = run(true);
+  int64_t inside = 0;
+  for (uint8_t v : want) inside += v > 0 && v < 255;
+  CHECK(inside > rows * C / 2);
+  for (bool simd : {true, false}) {
+    CAPTURE(simd);
+    const Avx512Guard guard(simd);
+    CHECK(run(false) == want);
+  }
+}
+
 // Dyadic scales and offsets (exact in both arithmetics): the integer path equals the double
 // formula everywhere, exact ties included (both round half to even).
 TEST_CASE("requantize_u8: dyadic scales reproduce the double formula exactly, ties to even") {

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdlib>
 
@@ -256,30 +257,6 @@ void requant_block_simd(const Requantization& q, const RequantArgs& a, int64_t r
   }
 }
 
-// requantize_wide_u8's rows, 8 channels per vector: (2) in int64 as requant_block_avx512<1>, the
-// accumulator 256 hi + lo and the residual res_a + res_b formed in the registers (both int32).
-LOWBIT_AVX512 void requant_wide_avx512(const Requantization& q, const WideRequantArgs& a) {
-  const int64_t C = q.channels();
-  constexpr __mmask8 all = 0xFF;  // maskz forms: see requant_block_avx512
-  const __m512i lo_limit = _mm512_set1_epi64(-kSumLimit), hi_limit = _mm512_set1_epi64(kSumLimit);
-  for (int64_t c = 0; c < C; c += 8) {
-    const __mmask8 mask = C - c >= 8 ? __mmask8(0xFF) : __mmask8((1u << (C - c)) - 1u);
-    const I64Constants k = i64_constants(q, c, mask);
-    for (int64_t i = 0; i < a.rows; ++i) {
-      const __m256i hi = _mm256_maskz_loadu_epi32(mask, a.hi + i * a.ld_acc + c);
-      const __m256i lo = _mm256_maskz_loadu_epi32(mask, a.lo + i * a.ld_acc + c);
-      const __m256i acc = _mm256_add_epi32(_mm256_slli_epi32(hi, 8), lo);
-      __m256i res = _mm256_setzero_si256();
-      if (a.residual_a) res = _mm256_maskz_loadu_epi32(mask, a.residual_a + i * a.ld_a + c);
-      if (a.residual_b) res = _mm256_add_epi32(res, _mm256_maskz_loadu_epi32(mask, a.residual_b + i * a.ld_b + c));
-      __m512i v = _mm512_add_epi64(_mm512_maskz_mul_epi32(all, _mm512_maskz_cvtepi32_epi64(all, acc), k.m),
-                                   _mm512_maskz_mul_epi32(all, _mm512_maskz_cvtepi32_epi64(all, res), k.mr));
-      v = _mm512_maskz_min_epi64(all, _mm512_maskz_max_epi64(all, v, lo_limit), hi_limit);
-      i64_codes_store(k, v, a.out + i * a.ld_out + c, mask);
-    }
-  }
-}
-
 // The combined rows of a WideRequantArgs (chunks of rows at a time, in this thread's buffers: the
 // portable path runs per block) through `requant`.
 template <class Requant>
@@ -395,6 +372,67 @@ bool float_constants(Requantization& q) {
   q.multiplier_f32 = std::move(m), q.offset_f32 = std::move(b);
   if (q.residual != RequantResidual::none) q.residual_multiplier_f32 = std::move(mr);
   return true;
+}
+
+// requantize_wide_u8's rows, 16 channels per vector, in single precision with an error bound, exact:
+// with the constants of (2) scaled by 2^-S_c and rounded to float (m~, b~, m~'), the accumulator
+// acc = 256 hi + lo and the residual res = res_a + res_b (int32) rounded to float too,
+//   u~ = fma(res, m~', fma(acc, m~, b~))
+// is within 2^-22 (1 + 1e-4) (|acc m| + |B| + |res m'|) / 2^S_c of the exact u / 2^S_c (four relative
+// roundings of at most 2^-24 (+ 2^-53) on the acc term: acc, m~, the two fmas; three on the others).
+// The lanes bound that by eps = 2^-20 (|acc~ m~| + |b~| + |res~ m~'|) (with room for the bound's own
+// rounding). Where |u~ - nearbyint(u~)| < 1/2 - eps, u / 2^S_c lies strictly on the same side of every
+// half-integer as u~, so (2)'s rounding is nearbyint(u~) (the half-integers are its only steps; the
+// clamp commutes, qmin and qmax being integers); elsewhere (near a tie: ~2 eps of the outputs, or |u~|
+// so large that eps >= 1/2, or not finite) the lane takes exact_code. ~2x fewer instructions than int64.
+LOWBIT_AVX512 void requant_wide_avx512(const Requantization& q, const WideRequantArgs& a) {
+  const int64_t C = q.channels();
+  constexpr __mmask16 all = 0xFFFF;  // maskz forms: see requant_block_avx512
+  const __m512 qmin = _mm512_set1_ps(float(q.qmin)), qmax = _mm512_set1_ps(float(q.qmax));
+  const __m512 half = _mm512_set1_ps(0.5f), eps_scale = _mm512_set1_ps(std::ldexp(1.0f, -20));
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  for (int64_t c = 0; c < C; c += 16) {
+    const int64_t n = std::min<int64_t>(16, C - c);
+    const __mmask16 mask = __mmask16((uint32_t(1) << n) - 1u);
+    alignas(64) float m[16] = {}, b[16] = {}, mr[16] = {};
+    for (int64_t j = 0; j < n; ++j) {  // x 2^-S exactly (1 <= S <= 52), then rounded to float
+      const double unit = std::bit_cast<double>(uint64_t(1023 - q.shift[size_t(c + j)]) << 52);
+      m[j] = float(double(q.multiplier[size_t(c + j)]) * unit);
+      b[j] = float(double(q.offset[size_t(c + j)]) * unit);
+      mr[j] = float(double(q.residual_multiplier[size_t(c + j)]) * unit);
+    }
+    const __m512 vm = _mm512_load_ps(m), vb = _mm512_load_ps(b), vmr = _mm512_load_ps(mr);
+    const __m512 am = _mm512_maskz_andnot_ps(all, sign, vm), ab = _mm512_maskz_andnot_ps(all, sign, vb);
+    const __m512 amr = _mm512_maskz_andnot_ps(all, sign, vmr);
+    for (int64_t i = 0; i < a.rows; ++i) {
+      const __m512i hi = _mm512_maskz_loadu_epi32(mask, a.hi + i * a.ld_acc + c);
+      const __m512i lo = _mm512_maskz_loadu_epi32(mask, a.lo + i * a.ld_acc + c);
+      const __m512i acc = _mm512_add_epi32(_mm512_maskz_slli_epi32(all, hi, 8), lo);
+      __m512i res = _mm512_setzero_si512();
+      if (a.residual_a) res = _mm512_maskz_loadu_epi32(mask, a.residual_a + i * a.ld_a + c);
+      if (a.residual_b) res = _mm512_add_epi32(res, _mm512_maskz_loadu_epi32(mask, a.residual_b + i * a.ld_b + c));
+      const __m512 fa = _mm512_maskz_cvtepi32_ps(all, acc), fr = _mm512_maskz_cvtepi32_ps(all, res);
+      const __m512 u = _mm512_maskz_fmadd_ps(all, fr, vmr, _mm512_maskz_fmadd_ps(all, fa, vm, vb));
+      const __m512 r = _mm512_maskz_roundscale_ps(all, u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      __m512 bound = _mm512_maskz_fmadd_ps(all, _mm512_maskz_andnot_ps(all, sign, fa), am, ab);
+      bound = _mm512_maskz_fmadd_ps(all, _mm512_maskz_andnot_ps(all, sign, fr), amr, bound);
+      const __m512 limit = _mm512_maskz_fnmadd_ps(all, bound, eps_scale, half);  // 1/2 - eps
+      const __m512 dist = _mm512_maskz_andnot_ps(all, sign, _mm512_maskz_sub_ps(all, u, r));
+      // near: dist >= limit, or unordered (a NaN from an infinite u~)
+      const __mmask16 near = _mm512_mask_cmp_ps_mask(mask, dist, limit, _CMP_NLT_UQ);
+      const __m512 clamped = _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, r, qmin), qmax);
+      const __m128i codes = _mm512_maskz_cvtepi32_epi8(all, _mm512_maskz_cvtps_epi32(all, clamped));
+      uint8_t* out = a.out + i * a.ld_out + c;
+      _mm_mask_storeu_epi8(out, mask, codes);
+      for (uint32_t bits = near; bits != 0; bits &= bits - 1) {  // near a tie: the exact rule
+        const int64_t j = __builtin_ctz(bits);
+        const int64_t acc64 = 256 * int64_t(a.hi[i * a.ld_acc + c + j]) + a.lo[i * a.ld_acc + c + j];
+        const int64_t res64 = (a.residual_a ? int64_t(a.residual_a[i * a.ld_a + c + j]) : 0) +
+                              (a.residual_b ? int64_t(a.residual_b[i * a.ld_b + c + j]) : 0);
+        out[j] = uint8_t(exact_code(q, c + j, acc64, res64));
+      }
+    }
+  }
 }
 
 }  // namespace
