@@ -262,6 +262,52 @@ LOWBIT_AVX512 void output_tile_avx512(const int32_t* m, int64_t mstride, const i
   }
 }
 
+// The same, then (2f) (requant.h: the float constants verified equal to (2); the same float operations
+// as requant_block_avx512_f32, so the same codes) with the uint8 residual at res8 (or none): codes at
+// out8, both laid out as out (rows of K).
+LOWBIT_AVX512 void output_tile_requant_avx512(const int32_t* m, int64_t mstride, const int32_t* comp, int64_t K,
+                                              int64_t ldo, int np, int nq, const Requantization& q, const uint8_t* res8,
+                                              uint8_t* out8) {
+  constexpr __mmask16 all = 0xFFFF;
+  const __m512 qmin = _mm512_set1_ps(float(q.qmin)), qmax = _mm512_set1_ps(float(q.qmax));
+  for (int64_t k0 = 0; k0 < K; k0 += 16) {
+    const int64_t n = std::min<int64_t>(16, K - k0);
+    const __mmask16 mask = n == 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
+    __m512i v[16];
+#pragma GCC unroll 16
+    for (int pos = 0; pos < 16; ++pos) v[pos] = _mm512_maskz_loadu_epi32(mask, m + pos * mstride + k0);
+    __m512i s0[4], s1[4];  // rows of A^T m
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      s0[j] = _mm512_add_epi32(_mm512_add_epi32(v[j], v[4 + j]), v[8 + j]);
+      s1[j] = _mm512_sub_epi32(_mm512_sub_epi32(v[4 + j], v[8 + j]), v[12 + j]);
+    }
+    const __m512i y[4] = {_mm512_add_epi32(_mm512_add_epi32(s0[0], s0[1]), s0[2]),
+                          _mm512_sub_epi32(_mm512_sub_epi32(s0[1], s0[2]), s0[3]),
+                          _mm512_add_epi32(_mm512_add_epi32(s1[0], s1[1]), s1[2]),
+                          _mm512_sub_epi32(_mm512_sub_epi32(s1[1], s1[2]), s1[3])};
+    const __m512 mul = _mm512_maskz_loadu_ps(mask, q.multiplier_f32.data() + k0);
+    const __m512 b = _mm512_maskz_loadu_ps(mask, q.offset_f32.data() + k0);
+    const __m512 mr = res8 ? _mm512_maskz_loadu_ps(mask, q.residual_multiplier_f32.data() + k0) : _mm512_setzero_ps();
+    for (int dp = 0; dp < np; ++dp)
+      for (int dq = 0; dq < nq; ++dq) {
+        const int j = dp * 2 + dq;
+        const int64_t at = (dp * ldo + dq) * K + k0;
+        const __m512i c = _mm512_maskz_loadu_epi32(mask, comp + j * K + k0);
+        const __m512i acc = _mm512_maskz_srai_epi32(all, _mm512_sub_epi32(y[j], c), 2);
+        __m512 u = _mm512_maskz_fmadd_ps(all, _mm512_maskz_cvtepi32_ps(all, acc), mul, b);
+        if (res8) {
+          const __m512i r = _mm512_maskz_cvtepu8_epi32(all, _mm_maskz_loadu_epi8(mask, res8 + at));
+          u = _mm512_maskz_fmadd_ps(all, _mm512_maskz_cvtepi32_ps(all, r), mr, u);
+        }
+        const __m512 clamped = _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, u, qmin), qmax);
+        const __m512i codes =
+            _mm512_maskz_cvt_roundps_epi32(all, clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_mask_storeu_epi8(out8 + at, mask, _mm512_maskz_cvtepi32_epi8(all, codes));
+      }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // VNNI: the 16 products and the output transform fused, one 16-column vector of K at a time for MT
 // tiles: per row a of positions, acc[i][b] = sum_c clamp(U'[a 4 + b]) (V + o) in registers
@@ -702,21 +748,23 @@ void shift_right2(int32_t* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] >>= 2;
 }
 
-// The requantization conv2d_winograd_u8s8u8 hands to the lanes kernel: q with its (2f) constants,
-// the uint8 residual (or null) and the output.
-struct LaneRequant {
+// The requantization conv2d_winograd_u8s8u8 hands to the kernels when q has its (2f) constants and the
+// residual is uint8 (or none): the output transform of the GEMM path applies it, and so does the
+// lanes kernel where in_lanes (its int8 saturation then byte clamp: conv2d_winograd_u8s8u8).
+struct FusedRequant {
   const Requantization* q = nullptr;
   const uint8_t* residual_u8 = nullptr;
   uint8_t* y = nullptr;
+  bool in_lanes = false;
 };
 
 // The convolution by blocks of whole tile rows: for each block, the results of its output pixels
 // [r0, r0 + rows) into y + r0 K (y given) or a buffer of the calling thread, then epilogue(r0, rows,
-// results) on that thread. With lr, blocks the lanes kernel runs without clamped entries are
-// requantized there into lr->y instead (no epilogue call).
+// results) on that thread. With fr, the GEMM path's blocks, and where fr->in_lanes the blocks the
+// lanes kernel runs without clamped entries, are requantized there into fr->y instead (no epilogue call).
 template <class Epilogue>
 void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, const WinogradPackedS8& w, int32_t* y,
-                     const char* op, Epilogue&& epilogue, const LaneRequant* lr = nullptr) {
+                     const char* op, Epilogue&& epilogue, const FusedRequant* fr = nullptr) {
   check_geometry(g, op);
   LOWBIT_CHECK(w.C == g.C && w.K == g.K && w.compensation.size() == size_t(4 * g.K), op,
                ": packed weights are for C=", w.C, " K=", w.K, ", the geometry has C=", g.C, " K=", g.K);
@@ -795,8 +843,8 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
                                 : TileOut{nullptr, 0, 0, 0};
           }
         }
-        const bool lane_requant = lanes && !raw && lr;
-        const int lane_mode = raw ? kLaneRaw : !lane_requant ? kLaneShift : lr->residual_u8 ? kLaneReqRes : kLaneReq;
+        const bool lane_requant = lanes && !raw && fr && fr->in_lanes;
+        const int lane_mode = raw ? kLaneRaw : !lane_requant ? kLaneShift : fr->residual_u8 ? kLaneReqRes : kLaneReq;
         for (int64_t k0 = 0; k0 < K; k0 += 16) {
           const int64_t nk = std::min<int64_t>(16, K - k0);
           const __mmask16 mask = nk == 16 ? __mmask16(0xFFFF) : __mmask16((1u << nk) - 1u);
@@ -807,21 +855,21 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
             LaneOut lo;
             lo.comp = w.compensation.data() + k0, lo.K = K, lo.ybuf = ybuf, lo.obuf = obuf, lo.rbuf = rbuf;
             if (lane_requant) {
-              const Requantization& q = *lr->q;
+              const Requantization& q = *fr->q;
               lo.mul = q.multiplier_f32.data() + k0, lo.off = q.offset_f32.data() + k0;
-              lo.rmul = lr->residual_u8 ? q.residual_multiplier_f32.data() + k0 : nullptr;
+              lo.rmul = fr->residual_u8 ? q.residual_multiplier_f32.data() + k0 : nullptr;
             }
             for (int64_t g = 0; g < T; g += 16) {
               const TileOut* dg = dest + g;
               TileOut d16[16];
               for (int i = 0; i < 16; ++i)
                 d16[i] = {dg[i].np ? dg[i].out + k0 : nullptr, dg[i].np, dg[i].nq, dg[i].row};
-              if (lane_mode == kLaneReqRes) lane_load_u8(lr->residual_u8 + k0, d16, K, Q, mask, rbuf);
+              if (lane_mode == kLaneReqRes) lane_load_u8(fr->residual_u8 + k0, d16, K, Q, mask, rbuf);
               for (int64_t kc = 0; kc < nk; kc += 4)
                 kLane[cp / 16 - 1][lane_mode][std::min<int64_t>(4, nk - kc) - 1](
                     v + g * cp, vs, w.lane_u.data() + (k0 + kc) * (cp / 4), K * (cp / 4), lo, kc);
               if (lane_requant)
-                lane_store_u8(obuf, d16, K, Q, mask, int8_t(lr->q->qmin), int8_t(lr->q->qmax), lr->y + k0);
+                lane_store_u8(obuf, d16, K, Q, mask, int8_t(fr->q->qmin), int8_t(fr->q->qmax), fr->y + k0);
               else
                 lane_store(ybuf, d16, K, Q, mask);
             }
@@ -870,20 +918,24 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
         int32_t* mp = m + e.pos * ms + e.k;
         for (int64_t i = 0; i < T; ++i) mp[i * K] += e.excess * int32_t(vp[i * cp]);
       }
+      const bool requant = simd && fr;          // the output transform and the requantization in one pass
       for (int64_t tr = tr0; tr < tr1; ++tr) {  // the output transform
         const int64_t n = tr / t.TH, th = tr % t.TH;
         const int np = int(std::min<int64_t>(2, P - 2 * th));
         for (int64_t tw = 0; tw < t.TW; ++tw) {
           const int nq = int(std::min<int64_t>(2, Q - 2 * tw));
           const int32_t* mt = m + ((tr - tr0) * t.TWp + tw) * K;
-          int32_t* o = out + ((n * P + 2 * th) * Q + 2 * tw - r0) * K;
-          if (simd)
-            output_tile_avx512(mt, ms, w.compensation.data(), K, Q, np, nq, o);
+          const int64_t row = (n * P + 2 * th) * Q + 2 * tw;
+          if (requant)
+            output_tile_requant_avx512(mt, ms, w.compensation.data(), K, Q, np, nq, *fr->q,
+                                       fr->residual_u8 ? fr->residual_u8 + row * K : nullptr, fr->y + row * K);
+          else if (simd)
+            output_tile_avx512(mt, ms, w.compensation.data(), K, Q, np, nq, out + (row - r0) * K);
           else
-            output_tile_portable(mt, ms, w.compensation.data(), K, Q, np, nq, o);
+            output_tile_portable(mt, ms, w.compensation.data(), K, Q, np, nq, out + (row - r0) * K);
         }
       }
-      epilogue(r0, r1 - r0, out);
+      if (!requant) epilogue(r0, r1 - r0, out);
     }
   });
 }
@@ -964,22 +1016,24 @@ void conv2d_winograd_u8s8u8(const Conv2dGeometry& g, const uint8_t* x, uint8_t x
   const char* op = "conv2d_winograd_u8s8u8";
   detail::check_requantization(q, g.K, residual_s32 != nullptr, residual_u8 != nullptr, op);
   const int64_t K = g.K;
-  // The lanes kernel requantizes in its registers where the float path (2f) holds (requant.h), for
-  // codes within int8 and |u| < 2^30 for every declared accumulator and residual (its clamp: above).
-  const LaneRequant lr{&q, residual_u8, y};
-  bool in_lanes = !q.offset_f32.empty() && !residual_s32 && q.qmin >= 0 && q.qmax <= 127;
+  // The kernels requantize their results at once where the float path (2f) holds (requant.h); the
+  // lanes kernel for codes within int8 and |u| < 2^30 for every declared accumulator and residual
+  // (its clamp: above).
+  const bool fused = !q.offset_f32.empty() && !residual_s32;
+  bool in_lanes = fused && q.qmin >= 0 && q.qmax <= 127;
   for (int64_t k = 0; in_lanes && k < K; ++k) {
     const double rm = residual_u8 ? std::abs(double(q.residual_multiplier_f32[size_t(k)])) : 0.0;
     in_lanes = double(q.acc_bound) * std::abs(double(q.multiplier_f32[size_t(k)])) +
                    std::abs(double(q.offset_f32[size_t(k)])) + double(q.residual_bound) * rm <
                double(1 << 30);
   }
+  const FusedRequant fr{&q, residual_u8, y, in_lanes};
   winograd_blocks(
       g, x, x_zero_point, w, nullptr, op,
       [&](int64_t r0, int64_t rows, const int32_t* acc) {
         detail::requantize_block(q, K, r0, rows, acc, residual_s32, residual_u8, y);
       },
-      in_lanes ? &lr : nullptr);
+      fused ? &fr : nullptr);
 }
 
 void conv2d_winograd_u8s8s32_ref(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const int8_t* w,
