@@ -398,9 +398,11 @@ const FusedFn (*fused_kernels(int64_t cp))[kFusedMT] {
 // ---------------------------------------------------------------------------------------------
 // VNNI with the tiles in the vector lanes (C' = 16 or 32): V of 16 tiles per position and channel quad is
 // one vector (the u8 operand), each weight quad a broadcast from memory (the s8 operand), so each
-// vpdpbusd is one instruction and each V vector serves KB output channels. V is laid out per
-// position as groups of 16 tiles, [quad][lane][4 channels] (16 C' bytes), lane L holding tile
-// 4 (L % 4) + L / 4 of the group (lanes_transpose).
+// vpdpbusd is one instruction and each V vector serves KB output channels. V is regrouped (by
+// lanes_transpose, into a buffer of its own) as [group of 16 tiles][position][quad][lane][4 channels],
+// lane L holding tile 4 (L % 4) + L / 4 of the group, and lane_u as [channel / 4][position][channel % 4]
+// [quad]: within one call every V vector and weight quad is at a fixed offset from the group's and the
+// channel block's start (no address arithmetic in the kernel).
 //
 // The output transform y = A^T m A rides on the accumulation: with A^T = [[1,1,1,0],[0,1,-1,-1]],
 // y[0] = sum_{a<3} r0[a], y[1] = sum_{a<3} r1[a], y[2] = r0[1] - r0[2] - r0[3], y[3] = r1[1] - r1[2]
@@ -423,7 +425,6 @@ inline int lane_sign(int pos) {
   return (b == 3 && a < 3) || (b == 0 && a == 3) ? -1 : 1;
 }
 
-// In place, per position and group of 16 tiles: [tile][16 channels] -> [quad][lane][4 channels].
 // Tiles 4i..4i+3 of a group (16 channels each, one per 128-bit lane) in g[i] -> quads 0..3, each 16
 // lanes of 4 channels, at p (64 bytes apart).
 LOWBIT_AVX512 inline void lanes_store4(const __m512i g[4], uint8_t* p) {
@@ -437,18 +438,19 @@ LOWBIT_AVX512 inline void lanes_store4(const __m512i g[4], uint8_t* p) {
   _mm512_storeu_si512(p + 192, _mm512_maskz_unpackhi_epi64(kAll8, t1, t3));
 }
 
-// In place, per position and group of 16 tiles: [tile][CP channels] -> [quad][lane][4 channels]
-// (CP = 16 or 32; with 32, each half of the channels as with 16).
+// V [position][tile][CP channels] (positions vs bytes apart) -> vl [group][position][quad][lane][4
+// channels] (CP = 16 or 32; with 32, each half of the channels as with 16).
 template <int CP>
-LOWBIT_AVX512 void lanes_transpose(uint8_t* v, int64_t vs, int64_t T) {
+LOWBIT_AVX512 void lanes_transpose(const uint8_t* v, int64_t vs, int64_t T, uint8_t* vl) {
   static_assert(CP == 16 || CP == 32);
-  for (int pos = 0; pos < 16; ++pos)
-    for (int64_t g = 0; g < T; g += 16) {
-      uint8_t* p = v + pos * vs + g * CP;
+  for (int64_t g = 0; g < T; g += 16)
+    for (int pos = 0; pos < 16; ++pos) {
+      const uint8_t* p = v + pos * vs + g * CP;
+      uint8_t* out = vl + (g / 16 * 16 + pos) * 16 * CP;
       if constexpr (CP == 16) {
         const __m512i x[4] = {_mm512_loadu_si512(p), _mm512_loadu_si512(p + 64), _mm512_loadu_si512(p + 128),
                               _mm512_loadu_si512(p + 192)};
-        lanes_store4(x, p);
+        lanes_store4(x, out);
       } else {
         __m512i z[8];  // z[i]: tiles 2i, 2i + 1
 #pragma GCC unroll 8
@@ -459,8 +461,8 @@ LOWBIT_AVX512 void lanes_transpose(uint8_t* v, int64_t vs, int64_t T) {
           lo[i] = _mm512_maskz_shuffle_i64x2(kAll8, z[2 * i], z[2 * i + 1], 0x88);
           hi[i] = _mm512_maskz_shuffle_i64x2(kAll8, z[2 * i], z[2 * i + 1], 0xDD);
         }
-        lanes_store4(lo, p);
-        lanes_store4(hi, p + 256);
+        lanes_store4(lo, out);
+        lanes_store4(hi, out + 256);
       }
     }
 }
@@ -478,11 +480,10 @@ struct LaneOut {
   const float *mul = nullptr, *off = nullptr, *rmul = nullptr;
 };
 
-// Channels kc .. kc + KB of the block: vg = the group's V at position 0, ul = lane_u at (position 0,
-// channel k0 + kc) (positions ls int32 apart, 4 quads per channel).
+// Channels kc .. kc + KB of the block: vg = the group's regrouped V, ul = lane_u at channel k0 + kc
+// (a multiple of 4).
 template <int KB, int MODE, int QN>
-LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, int64_t vs, const int32_t* ul, int64_t ls, const LaneOut& o,
-                                         int64_t kc) {
+LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, const int32_t* ul, const LaneOut& o, int64_t kc) {
   __m512i y[KB][4];
 #pragma GCC unroll 4
   for (int kk = 0; kk < KB; ++kk)
@@ -495,8 +496,8 @@ LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, int64_t vs, const in
     for (int kk = 0; kk < KB; ++kk) r0[kk] = _mm512_setzero_si512(), r1[kk] = _mm512_setzero_si512();
 #pragma GCC unroll 4
     for (int b = 0; b < 4; ++b) {
-      const uint8_t* vp = vg + (a * 4 + b) * vs;
-      const int32_t* up = ul + (a * 4 + b) * ls;
+      const uint8_t* vp = vg + (a * 4 + b) * QN * 64;
+      const int32_t* up = ul + (a * 4 + b) * 4 * QN;
       __m512i tmp[KB];
 #pragma GCC unroll 4
       for (int kk = 0; kk < KB; ++kk) tmp[kk] = _mm512_setzero_si512();
@@ -569,7 +570,7 @@ LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, int64_t vs, const in
   }
 }
 
-using LaneFn = void (*)(const uint8_t*, int64_t, const int32_t*, int64_t, const LaneOut&, int64_t);
+using LaneFn = void (*)(const uint8_t*, const int32_t*, const LaneOut&, int64_t);
 template <int MODE, int QN>
 constexpr LaneFn kLaneFor[4] = {&lane_kernel_vnni<1, MODE, QN>, &lane_kernel_vnni<2, MODE, QN>,
                                 &lane_kernel_vnni<3, MODE, QN>, &lane_kernel_vnni<4, MODE, QN>};
@@ -802,10 +803,12 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
       const int64_t vbytes = round64(16 * vs), mbytes = fused ? 0 : round64(16 * ms * 4);
       const int64_t obytes = y ? 0 : round64((r1 - r0) * K * 4);
       const int64_t dbytes = round64(T * int64_t(sizeof(TileOut)));
-      uint8_t* scratch = block_scratch(vbytes + mbytes + obytes + dbytes + 4 * 16 * 16 * (4 + 2));
+      const int64_t vlbytes = lanes_ok ? round64(16 * T * cp) : 0;
+      uint8_t* scratch = block_scratch(vbytes + mbytes + obytes + dbytes + 4 * 16 * 16 * (4 + 2) + vlbytes);
       int32_t* ybuf = reinterpret_cast<int32_t*>(scratch + vbytes + mbytes + obytes + dbytes);  // [4][16][16]
       uint8_t* obuf = reinterpret_cast<uint8_t*>(ybuf + 4 * 16 * 16);                           // [4][16][16]
       uint8_t* rbuf = obuf + 4 * 16 * 16;                                                       // [4][16][16]
+      uint8_t* vl = rbuf + 4 * 16 * 16;  // the lanes kernel's V: [group][16][quad][lane][4 channels]
       uint8_t* v = scratch;
       int32_t* m = reinterpret_cast<int32_t*>(scratch + vbytes);
       int32_t* out = y ? y + r0 * K : reinterpret_cast<int32_t*>(scratch + vbytes + mbytes);
@@ -823,10 +826,10 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
           input_row_portable(src, t.Wp, cp, t.TW, o2, dst, vs);
       }
       const bool lanes = lanes_ok && T % 16 == 0;
-      if (lanes) cp == 16 ? lanes_transpose<16>(v, vs, T) : lanes_transpose<32>(v, vs, T);
+      if (lanes) cp == 16 ? lanes_transpose<16>(v, vs, T, vl) : lanes_transpose<32>(v, vs, T, vl);
       // V of tile tl (block-local), position pos, channel c
       auto v_at = [&](int64_t pos, int64_t tl, int64_t c) {
-        return lanes ? v[pos * vs + tl / 16 * 16 * cp + c / 4 * 64 + lane_of(tl % 16) * 4 + c % 4]
+        return lanes ? vl[(tl / 16 * 16 + pos) * 16 * cp + c / 4 * 64 + lane_of(tl % 16) * 4 + c % 4]
                      : v[pos * vs + tl * cp + c];
       };
       if (fused) {  // VNNI: products and output transform in registers
@@ -867,7 +870,7 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
               if (lane_mode == kLaneReqRes) lane_load_u8(fr->residual_u8 + k0, d16, K, Q, mask, rbuf);
               for (int64_t kc = 0; kc < nk; kc += 4)
                 kLane[cp / 16 - 1][lane_mode][std::min<int64_t>(4, nk - kc) - 1](
-                    v + g * cp, vs, w.lane_u.data() + (k0 + kc) * (cp / 4), K * (cp / 4), lo, kc);
+                    vl + g * 16 * cp, w.lane_u.data() + (k0 + kc) * 16 * (cp / 4), lo, kc);
               if (lane_requant)
                 lane_store_u8(obuf, d16, K, Q, mask, int8_t(fr->q->qmin), int8_t(fr->q->qmax), fr->y + k0);
               else
@@ -990,10 +993,14 @@ bool pack_conv_weights_winograd_s8(const Conv2dGeometry& g, const int8_t* w, int
   for (int pos = 0; pos < 16; ++pos)
     p.u[size_t(pos)] = pack_b_s8(cp, K, clamped.data() + pos * K * cp, cp, /*trans_b=*/true);
   if (cp == 16 || cp == 32) {  // the lanes kernel's broadcasts: [pos][k][quad], 4 channels per int32, signed
-    std::vector<int8_t> signed_u(clamped);
+    const int64_t Kp = (K + 3) / 4 * 4;
+    std::vector<int8_t> signed_u(size_t(16 * Kp * cp), 0);  // [k / 4][pos][k % 4][c'], K padded with 0s
     for (int pos = 0; pos < 16; ++pos)
-      for (int64_t i = 0; i < K * cp; ++i) signed_u[size_t(pos * K * cp + i)] *= int8_t(lane_sign(pos));
-    p.lane_u.resize(size_t(16 * K * cp / 4));
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t c = 0; c < cp; ++c)
+          signed_u[size_t(((k / 4 * 16 + pos) * 4 + k % 4) * cp + c)] =
+              int8_t(lane_sign(pos) * clamped[size_t((pos * K + k) * cp + c)]);
+    p.lane_u.resize(signed_u.size() / 4);
     std::memcpy(p.lane_u.data(), signed_u.data(), signed_u.size());
   }
   out = std::move(p);

@@ -61,8 +61,8 @@ struct WinogradPackedS8 {
   int64_t max_code = 0;               // the inputs' largest code (padding included) this pack is for
   std::array<int32_t, 16> offset{};   // o_pos added to V
   std::array<PackedS8, 16> u;         // per position: clamp(U', -127, 127) [C' x K] (C' = C rounded up to 4)
-  std::vector<int32_t> lane_u;        // C' = 16, 32: +-clamp(U') as [pos][k][C'/4 x 4 channels] (the lanes kernel's
-                                      // broadcasts, the sign of the output transform folded in)
+  std::vector<int32_t> lane_u;        // C' = 16, 32: +-clamp(U') as [k / 4][pos][k % 4][C'/4 x 4 channels] (the
+                                      // lanes kernel's broadcasts, the output transform's sign folded in)
   std::vector<int32_t> compensation;  // [4][K]: (A^T (o (.) sum_c U'[k][c]) A) per output of a tile
   std::vector<Overflow> overflow;     // the clamped entries (sorted by pos, c)
 };
