@@ -413,9 +413,14 @@ std::vector<int8_t> dorefa_weights(const Conv2dGeometry& g, uint32_t seed, int h
   for (auto& v : w) v = int8_t(2 * v + 1);
   std::mt19937 rng(seed);
   for (int h = 0; h < hot; ++h) {
-    // channel h mod C: the corrections reach the first channels, not only wherever the draws land
+    // channel h mod C: the corrections reach the first channels, not only wherever the draws land;
+    // +-15 constant, or alternating in sign over r + s, s or r: U' = +-135 at position (1, 1), (2, 2),
+    // (1, 2) or (2, 1), so the output transform's negative coefficients meet clamped entries too
     const int64_t k = int64_t(rng() % uint32_t(g.K)), c = h % g.C;
-    for (int64_t t = 0; t < 9; ++t) w[size_t((k * 9 + t) * g.C + c)] = int8_t(h % 2 ? -15 : 15);
+    for (int64_t t = 0; t < 9; ++t) {
+      const int64_t r = t / 3, sc = t % 3, flips = h % 4 == 1 ? r + sc : h % 4 == 2 ? sc : h % 4 == 3 ? r : 0;
+      w[size_t((k * 9 + t) * g.C + c)] = int8_t((h % 2 ? -15 : 15) * (flips % 2 ? -1 : 1));
+    }
   }
   return w;
 }
@@ -535,7 +540,7 @@ TEST_CASE("pack_conv_weights_winograd_s8: what does not qualify") {
 // With C = 16 and whole groups of 16 tiles the lanes kernel requantizes in its registers (the float
 // path, without clamped entries: hot = 0), else the blocks' epilogue does.
 TEST_CASE("conv2d_winograd_u8s8u8: fused requantization, with residuals") {
-  auto check = [](const Conv2dGeometry& g, uint8_t zp, int qmax, uint32_t seed, int hot = 3) {
+  auto check = [](const Conv2dGeometry& g, uint8_t zp, int qmax, uint32_t seed, int hot = 4) {
     INFO(describe(g));
     CAPTURE(hot);
     const auto x = random_ints<uint8_t>(g.N * g.H * g.W * g.C, seed, 0, qmax);
@@ -574,7 +579,7 @@ TEST_CASE("conv2d_winograd_u8s8u8: fused requantization, with residuals") {
   };
   for (const auto& l : bench::resnet20_conv_layers(2))
     if (conv_winograd_geometry(l.geom) && l.geom.C >= 16)
-      for (int hot : {3, 0}) check(l.geom, 0, 15, 31, hot);
+      for (int hot : {4, 0}) check(l.geom, 0, 15, 31, hot);
   check(geom(2, 16, 31, 31, 20, 3, 1, 1), 3, 15, 34, 0);  // lanes: the last tiles half outside, K % 16 = 4
   check(geom(1, 16, 16, 16, 33, 3, 1, 1), 0, 15, 35, 0);  // K % 16 = 1
   check(geom(1, 5, 9, 11, 7, 3, 1, 1), 2, 42, 32);

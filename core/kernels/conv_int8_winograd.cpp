@@ -411,7 +411,9 @@ const FusedFn (*fused_kernels(int64_t cp))[kFusedMT] {
 // 3), so vpdpbusd accumulates them there at once, with the weights' sign folded in (lane_u holds
 // sign(a, b) U': -1 for b = 3 with a < 3 and for b = 0 with a = 3); columns 1 and 2 go through one
 // temporary each. Per channel: y[4], r0, r1 and the temporary, so 4 channels fit the 32 registers.
-// Results per channel k and output j of the tile: RAW 4 y - comp, SHIFT (4 y - comp) / 4 (int32, into
+// The clamped entries of the call's channels (lane_overflow) are added to y in the registers: excess
+// (V + o) at their position, times A^T[dp][a] A^T[dq][b] for output j = 2 dp + dq.
+// Results per channel k and output j of the tile: SHIFT (4 y - comp) / 4 (int32, into
 // ybuf[j][k][lane], transposed by lane_store), or REQ / REQ_RES: (4 y - comp) / 4 requantized with
 // (2f) (requant.h; the same float operations as requant_block_avx512_f32, so the same codes), the
 // uint8 residual read from rbuf[j][k][lane], into obuf[j][k][lane] (lane_store_u8 transposes bytes).
@@ -467,13 +469,15 @@ LOWBIT_AVX512 void lanes_transpose(const uint8_t* v, int64_t vs, int64_t T, uint
     }
 }
 
-enum LaneMode { kLaneRaw, kLaneShift, kLaneReq, kLaneReqRes };
+enum LaneMode { kLaneShift, kLaneReq, kLaneReqRes };
 
 // What the lane kernel writes, at the 16-channel block's first channel k0: comp and the (2f)
 // constants there; ybuf [4][16][16] int32 or obuf [4][16][16] uint8; rbuf [4][16][16] uint8.
 struct LaneOut {
   const int32_t* comp = nullptr;  // [4][K]
-  int64_t K = 0;
+  int64_t K = 0, k0 = 0;
+  const WinogradPackedS8::Overflow* overflow = nullptr;  // the call's clamped entries (k absolute)
+  int64_t overflows = 0;
   int32_t* ybuf = nullptr;
   uint8_t* obuf = nullptr;
   const uint8_t* rbuf = nullptr;
@@ -539,16 +543,30 @@ LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, const int32_t* ul, c
     }
   }
   constexpr __mmask16 all = 0xFFFF;
+  for (int64_t i = 0; i < o.overflows; ++i) {  // the clamped entries: y += A^T[dp][a] A^T[dq][b] excess (V + o)
+    const WinogradPackedS8::Overflow& e = o.overflow[i];
+    const __m512i quad = _mm512_loadu_si512(vg + (e.pos * QN + e.c / 4) * 64);
+    const __m512i byte = _mm512_maskz_and_epi32(
+        all, _mm512_maskz_srl_epi32(all, quad, _mm_cvtsi32_si128(8 * (e.c % 4))), _mm512_set1_epi32(0xFF));
+    const __m512i val = _mm512_maskz_mullo_epi32(all, byte, _mm512_set1_epi32(e.excess));
+    const int a = e.pos / 4, b = e.pos % 4;
+    const int64_t kk = e.k - o.k0 - kc;
+#pragma GCC unroll 4
+    for (int k2 = 0; k2 < KB; ++k2)
+      if (k2 == kk)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          const int coef = kAT[j / 2][a] * kAT[j % 2][b];
+          if (coef > 0) y[k2][j] = _mm512_add_epi32(y[k2][j], val);
+          if (coef < 0) y[k2][j] = _mm512_sub_epi32(y[k2][j], val);
+        }
+  }
 #pragma GCC unroll 4
   for (int kk = 0; kk < KB; ++kk) {
     const int64_t k = kc + kk;
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {
       __m512i r = _mm512_sub_epi32(y[kk][j], _mm512_set1_epi32(o.comp[j * o.K + k]));
-      if constexpr (MODE == kLaneRaw) {
-        _mm512_store_si512(o.ybuf + (j * 16 + k) * 16, r);
-        continue;
-      }
       r = _mm512_maskz_srai_epi32(all, r, 2);
       if constexpr (MODE == kLaneShift) {
         _mm512_store_si512(o.ybuf + (j * 16 + k) * 16, r);
@@ -575,9 +593,8 @@ template <int MODE, int QN>
 constexpr LaneFn kLaneFor[4] = {&lane_kernel_vnni<1, MODE, QN>, &lane_kernel_vnni<2, MODE, QN>,
                                 &lane_kernel_vnni<3, MODE, QN>, &lane_kernel_vnni<4, MODE, QN>};
 // [C' / 16 - 1][mode][KB - 1]
-constexpr const LaneFn* kLane[2][4] = {
-    {kLaneFor<kLaneRaw, 4>, kLaneFor<kLaneShift, 4>, kLaneFor<kLaneReq, 4>, kLaneFor<kLaneReqRes, 4>},
-    {kLaneFor<kLaneRaw, 8>, kLaneFor<kLaneShift, 8>, kLaneFor<kLaneReq, 8>, kLaneFor<kLaneReqRes, 8>}};
+constexpr const LaneFn* kLane[2][3] = {{kLaneFor<kLaneShift, 4>, kLaneFor<kLaneReq, 4>, kLaneFor<kLaneReqRes, 4>},
+                                       {kLaneFor<kLaneShift, 8>, kLaneFor<kLaneReq, 8>, kLaneFor<kLaneReqRes, 8>}};
 
 // rows r[16] (row k: 16 lanes) -> columns c[16] (column L: 16 channels), a 16x16 int32 transpose.
 LOWBIT_AVX512 inline void transpose16x16(const __m512i r[16], __m512i c[16]) {
@@ -827,13 +844,8 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
       }
       const bool lanes = lanes_ok && T % 16 == 0;
       if (lanes) cp == 16 ? lanes_transpose<16>(v, vs, T, vl) : lanes_transpose<32>(v, vs, T, vl);
-      // V of tile tl (block-local), position pos, channel c
-      auto v_at = [&](int64_t pos, int64_t tl, int64_t c) {
-        return lanes ? vl[(tl / 16 * 16 + pos) * 16 * cp + c / 4 * 64 + lane_of(tl % 16) * 4 + c % 4]
-                     : v[pos * vs + tl * cp + c];
-      };
-      if (fused) {  // VNNI: products and output transform in registers
-        const bool raw = !w.overflow.empty();
+      if (fused) {                                       // VNNI: products and output transform in registers
+        const bool raw = !lanes && !w.overflow.empty();  // the fused kernels' clamped entries: after them
         const int64_t nr = w.u[0].nr, kp = w.u[0].k_padded;
         const FusedFn(*kernels)[kFusedMT] = fused_kernels(cp);
         TileOut* dest = reinterpret_cast<TileOut*>(scratch + vbytes + mbytes + obytes);  // per V row (np 0: padding)
@@ -846,8 +858,8 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
                                 : TileOut{nullptr, 0, 0, 0};
           }
         }
-        const bool lane_requant = lanes && !raw && fr && fr->in_lanes;
-        const int lane_mode = raw ? kLaneRaw : !lane_requant ? kLaneShift : fr->residual_u8 ? kLaneReqRes : kLaneReq;
+        const bool lane_requant = lanes && fr && fr->in_lanes;
+        const int lane_mode = !lane_requant ? kLaneShift : fr->residual_u8 ? kLaneReqRes : kLaneReq;
         for (int64_t k0 = 0; k0 < K; k0 += 16) {
           const int64_t nk = std::min<int64_t>(16, K - k0);
           const __mmask16 mask = nk == 16 ? __mmask16(0xFFFF) : __mmask16((1u << nk) - 1u);
@@ -856,7 +868,7 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
             bp[pos] = w.u[size_t(pos)].data.data() + (k0 / nr) * kp * nr + (k0 % nr) * 4;
           if (lanes) {
             LaneOut lo;
-            lo.comp = w.compensation.data() + k0, lo.K = K, lo.ybuf = ybuf, lo.obuf = obuf, lo.rbuf = rbuf;
+            lo.comp = w.compensation.data() + k0, lo.K = K, lo.k0 = k0, lo.ybuf = ybuf, lo.obuf = obuf, lo.rbuf = rbuf;
             if (lane_requant) {
               const Requantization& q = *fr->q;
               lo.mul = q.multiplier_f32.data() + k0, lo.off = q.offset_f32.data() + k0;
@@ -868,9 +880,12 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
               for (int i = 0; i < 16; ++i)
                 d16[i] = {dg[i].np ? dg[i].out + k0 : nullptr, dg[i].np, dg[i].nq, dg[i].row};
               if (lane_mode == kLaneReqRes) lane_load_u8(fr->residual_u8 + k0, d16, K, Q, mask, rbuf);
-              for (int64_t kc = 0; kc < nk; kc += 4)
+              for (int64_t kc = 0; kc < nk; kc += 4) {
+                const int32_t* start = w.lane_overflow_start.data() + (k0 + kc) / 4;
+                lo.overflow = w.lane_overflow.data() + start[0], lo.overflows = start[1] - start[0];
                 kLane[cp / 16 - 1][lane_mode][std::min<int64_t>(4, nk - kc) - 1](
                     vl + g * 16 * cp, w.lane_u.data() + (k0 + kc) * 16 * (cp / 4), lo, kc);
+              }
               if (lane_requant)
                 lane_store_u8(obuf, d16, K, Q, mask, int8_t(fr->q->qmin), int8_t(fr->q->qmax), fr->y + k0);
               else
@@ -896,7 +911,7 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
               const int np = int(std::min<int64_t>(2, P - 2 * th));
               for (int64_t tw = 0; tw < t.TW; ++tw) {
                 const int nq = int(std::min<int64_t>(2, Q - 2 * tw));
-                const int32_t val = e.excess * int32_t(v_at(e.pos, (tr - tr0) * t.TWp + tw, e.c));
+                const int32_t val = e.excess * int32_t(v[e.pos * vs + ((tr - tr0) * t.TWp + tw) * cp + e.c]);
                 int32_t* o = out + ((n * P + 2 * th) * Q + 2 * tw - r0) * K + e.k;
                 for (int dp = 0; dp < np; ++dp)
                   for (int dq = 0; dq < nq; ++dq) o[(dp * Q + dq) * K] += kAT[dp][a] * kAT[dq][bcol] * val;
@@ -1002,6 +1017,12 @@ bool pack_conv_weights_winograd_s8(const Conv2dGeometry& g, const int8_t* w, int
               int8_t(lane_sign(pos) * clamped[size_t((pos * K + k) * cp + c)]);
     p.lane_u.resize(signed_u.size() / 4);
     std::memcpy(p.lane_u.data(), signed_u.data(), signed_u.size());
+    p.lane_overflow = p.overflow;
+    std::stable_sort(p.lane_overflow.begin(), p.lane_overflow.end(),
+                     [](const auto& a, const auto& b) { return a.k < b.k; });
+    p.lane_overflow_start.assign(size_t(Kp / 4 + 1), 0);
+    for (const auto& e : p.lane_overflow) ++p.lane_overflow_start[size_t(e.k / 4 + 1)];
+    for (size_t i = 1; i < p.lane_overflow_start.size(); ++i) p.lane_overflow_start[i] += p.lane_overflow_start[i - 1];
   }
   out = std::move(p);
   return true;

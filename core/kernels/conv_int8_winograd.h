@@ -65,6 +65,10 @@ struct WinogradPackedS8 {
                                       // lanes kernel's broadcasts, the output transform's sign folded in)
   std::vector<int32_t> compensation;  // [4][K]: (A^T (o (.) sum_c U'[k][c]) A) per output of a tile
   std::vector<Overflow> overflow;     // the clamped entries (sorted by pos, c)
+  // C' = 16, 32: the same entries sorted by k, those of channels 4i..4i+3 at [lane_overflow_start[i],
+  // lane_overflow_start[i + 1]) (the lanes kernel adds them in its registers)
+  std::vector<Overflow> lane_overflow;
+  std::vector<int32_t> lane_overflow_start;
 };
 
 // 3x3, stride 1, dilation 1, groups 1: what the Winograd kernels compute.
