@@ -604,6 +604,15 @@ std::vector<uint8_t> run_requant(const Requantization& q, const RequantArgs& a0,
   return out;
 }
 
+// requantize_wide_u8 (or its _ref) into a fresh output of a's rows (0xAB where nothing is written).
+std::vector<uint8_t> run_wide(const Requantization& q, const WideRequantArgs& a, bool ref) {
+  std::vector<uint8_t> out(size_t(a.rows * a.ld_out), 0xAB);
+  WideRequantArgs b = a;
+  b.out = out.data();
+  ref ? requantize_wide_u8_ref(q, b) : requantize_wide_u8(q, b);
+  return out;
+}
+
 // Fast path (AVX-512 and portable, 1 and 2 threads) == the __int128 reference.
 void check_requant_paths(const Requantization& q, const RequantArgs& a) {
   const std::vector<uint8_t> want = run_requant(q, a, true);
@@ -873,14 +882,7 @@ TEST_CASE("requantize_wide_u8: the one-pass wide epilogue equals the reference")
       if (has_a) a.residual_a = ra.data(), a.ld_a = C;
       if (has_b) a.residual_b = rb.data(), a.ld_b = C + 1;
       a.ld_out = C + 2;
-      auto run = [&](bool ref) {
-        std::vector<uint8_t> out(size_t(rows * a.ld_out), 0xAB);
-        WideRequantArgs b = a;
-        b.out = out.data();
-        ref ? requantize_wide_u8_ref(q, b) : requantize_wide_u8(q, b);
-        return out;
-      };
-      const std::vector<uint8_t> want = run(true);
+      const std::vector<uint8_t> want = run_wide(q, a, true);
       int64_t inside = 0;
       for (int64_t i = 0; i < rows; ++i)
         for (int64_t c = 0; c < C; ++c)
@@ -889,7 +891,7 @@ TEST_CASE("requantize_wide_u8: the one-pass wide epilogue equals the reference")
       for (bool simd : {true, false}) {
         CAPTURE(simd);
         const Avx512Guard guard(simd);
-        CHECK(run(false) == want);
+        CHECK(run_wide(q, a, false) == want);
       }
     }
   }
@@ -949,21 +951,14 @@ TEST_CASE("requantize_wide_u8: exact ties and near-ties equal the reference") {
   WideRequantArgs a;
   a.rows = rows, a.hi = hi.data(), a.lo = lo.data(), a.ld_acc = C, a.residual_a = res.data(), a.ld_a = C;
   a.ld_out = C;
-  auto run = [&](bool ref) {
-    std::vector<uint8_t> out(size_t(rows * C), 0xAB);
-    WideRequantArgs b = a;
-    b.out = out.data();
-    ref ? requantize_wide_u8_ref(q, b) : requantize_wide_u8(q, b);
-    return out;
-  };
-  const std::vector<uint8_t> want = run(true);
+  const std::vector<uint8_t> want = run_wide(q, a, true);
   int64_t inside = 0;
   for (uint8_t v : want) inside += v > 0 && v < 255;
   CHECK(inside > rows * C / 2);
   for (bool simd : {true, false}) {
     CAPTURE(simd);
     const Avx512Guard guard(simd);
-    CHECK(run(false) == want);
+    CHECK(run_wide(q, a, false) == want);
   }
 }
 

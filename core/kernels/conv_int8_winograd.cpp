@@ -234,24 +234,31 @@ void output_tile_portable(const int32_t* m, int64_t mstride, const int32_t* comp
   }
 }
 
+// y = A^T m A for 16 columns: m's 16 positions mstride int32 apart (the first columns: mask).
+LOWBIT_AVX512 inline void output_transform_avx512(const int32_t* m, int64_t mstride, __mmask16 mask, __m512i y[4]) {
+  __m512i v[16];
+#pragma GCC unroll 16
+  for (int pos = 0; pos < 16; ++pos) v[pos] = _mm512_maskz_loadu_epi32(mask, m + pos * mstride);
+  __m512i s0[4], s1[4];  // rows of A^T m
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    s0[j] = _mm512_add_epi32(_mm512_add_epi32(v[j], v[4 + j]), v[8 + j]);
+    s1[j] = _mm512_sub_epi32(_mm512_sub_epi32(v[4 + j], v[8 + j]), v[12 + j]);
+  }
+  const __m512i r[4] = {
+      _mm512_add_epi32(_mm512_add_epi32(s0[0], s0[1]), s0[2]), _mm512_sub_epi32(_mm512_sub_epi32(s0[1], s0[2]), s0[3]),
+      _mm512_add_epi32(_mm512_add_epi32(s1[0], s1[1]), s1[2]), _mm512_sub_epi32(_mm512_sub_epi32(s1[1], s1[2]), s1[3])};
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) y[j] = r[j];
+}
+
 LOWBIT_AVX512 void output_tile_avx512(const int32_t* m, int64_t mstride, const int32_t* comp, int64_t K, int64_t ldo_p,
                                       int np, int nq, int32_t* out) {
   for (int64_t k0 = 0; k0 < K; k0 += 16) {
     const int64_t n = std::min<int64_t>(16, K - k0);
     const __mmask16 mask = n == 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
-    __m512i v[16];
-#pragma GCC unroll 16
-    for (int pos = 0; pos < 16; ++pos) v[pos] = _mm512_maskz_loadu_epi32(mask, m + pos * mstride + k0);
-    __m512i s0[4], s1[4];  // rows of A^T m
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      s0[j] = _mm512_add_epi32(_mm512_add_epi32(v[j], v[4 + j]), v[8 + j]);
-      s1[j] = _mm512_sub_epi32(_mm512_sub_epi32(v[4 + j], v[8 + j]), v[12 + j]);
-    }
-    const __m512i y[4] = {_mm512_add_epi32(_mm512_add_epi32(s0[0], s0[1]), s0[2]),
-                          _mm512_sub_epi32(_mm512_sub_epi32(s0[1], s0[2]), s0[3]),
-                          _mm512_add_epi32(_mm512_add_epi32(s1[0], s1[1]), s1[2]),
-                          _mm512_sub_epi32(_mm512_sub_epi32(s1[1], s1[2]), s1[3])};
+    __m512i y[4];
+    output_transform_avx512(m + k0, mstride, mask, y);
     for (int dp = 0; dp < np; ++dp)
       for (int dq = 0; dq < nq; ++dq) {
         const int j = dp * 2 + dq;
@@ -273,19 +280,8 @@ LOWBIT_AVX512 void output_tile_requant_avx512(const int32_t* m, int64_t mstride,
   for (int64_t k0 = 0; k0 < K; k0 += 16) {
     const int64_t n = std::min<int64_t>(16, K - k0);
     const __mmask16 mask = n == 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
-    __m512i v[16];
-#pragma GCC unroll 16
-    for (int pos = 0; pos < 16; ++pos) v[pos] = _mm512_maskz_loadu_epi32(mask, m + pos * mstride + k0);
-    __m512i s0[4], s1[4];  // rows of A^T m
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      s0[j] = _mm512_add_epi32(_mm512_add_epi32(v[j], v[4 + j]), v[8 + j]);
-      s1[j] = _mm512_sub_epi32(_mm512_sub_epi32(v[4 + j], v[8 + j]), v[12 + j]);
-    }
-    const __m512i y[4] = {_mm512_add_epi32(_mm512_add_epi32(s0[0], s0[1]), s0[2]),
-                          _mm512_sub_epi32(_mm512_sub_epi32(s0[1], s0[2]), s0[3]),
-                          _mm512_add_epi32(_mm512_add_epi32(s1[0], s1[1]), s1[2]),
-                          _mm512_sub_epi32(_mm512_sub_epi32(s1[1], s1[2]), s1[3])};
+    __m512i y[4];
+    output_transform_avx512(m + k0, mstride, mask, y);
     const __m512 mul = _mm512_maskz_loadu_ps(mask, q.multiplier_f32.data() + k0);
     const __m512 b = _mm512_maskz_loadu_ps(mask, q.offset_f32.data() + k0);
     const __m512 mr = res8 ? _mm512_maskz_loadu_ps(mask, q.residual_multiplier_f32.data() + k0) : _mm512_setzero_ps();
