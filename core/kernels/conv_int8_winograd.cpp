@@ -1003,7 +1003,7 @@ bool pack_conv_weights_winograd_s8(const Conv2dGeometry& g, const int8_t* w, int
   }
   for (int pos = 0; pos < 16; ++pos)
     p.u[size_t(pos)] = pack_b_s8(cp, K, clamped.data() + pos * K * cp, cp, /*trans_b=*/true);
-  if (cp == 16 || cp == 32) {  // the lanes kernel's broadcasts: [pos][k][quad], 4 channels per int32, signed
+  if (cp == 16 || cp == 32) {  // the lanes kernel's broadcasts (signed): [k / 4][pos][k % 4][quad]
     const int64_t Kp = (K + 3) / 4 * 4;
     std::vector<int8_t> signed_u(size_t(16 * Kp * cp), 0);  // [k / 4][pos][k % 4][c'], K padded with 0s
     for (int pos = 0; pos < 16; ++pos)
