@@ -845,6 +845,47 @@ TEST_CASE("requantize_u8 after bound_accumulators: the float path equals the ref
   CHECK(!eight.offset_f64.empty());
 }
 
+// The float path's single rounding matters: (2f) is verified with fma(acc, m~, b~), and a product
+// rounded on its own before the addition (x m~ + b~ in two steps) gives other codes at some
+// accumulators. Wide accumulators (|acc| <= 2^20, 256 codes) make such accumulators frequent; the
+// test finds them with the two formulas in scalar code and checks the fast path there (it fails if
+// requant_f32.h's fma is split into a multiply and an add: checked).
+TEST_CASE("requantize_u8's float path: one rounding per fma, as verified") {
+  std::mt19937 rng(92);
+  std::uniform_real_distribution<double> u01(0.0, 1.0);
+  const int64_t C = 16, A = int64_t(1) << 14;
+  int64_t verified = 0, found = 0;
+  for (int trial = 0; trial < 32; ++trial) {
+    CAPTURE(trial);
+    std::vector<double> sc(static_cast<size_t>(C)), t(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) sc[size_t(c)] = (0.5 + u01(rng)) / double(A), t[size_t(c)] = 0.3 + 0.4 * u01(rng);
+    Requantization q = requantization_from_double(C, sc.data(), t.data(), 255);
+    bound_accumulators(q, A);
+    if (q.offset_f32.empty()) continue;  // refused (a channel without verified floats): the double path
+    ++verified;
+    std::vector<int32_t> rows_acc;  // accumulators where the two formulas disagree in some channel
+    for (int64_t c = 0; c < C; ++c) {
+      const float m = q.multiplier_f32[size_t(c)], b = q.offset_f32[size_t(c)];
+      auto code = [](float u) { return std::nearbyint(std::clamp(u, 0.0f, 255.0f)); };
+      for (int64_t x = -A; x <= A; ++x) {
+        volatile float product = float(x) * m;  // rounded on its own (volatile: no contraction into an fma)
+        if (code(product + b) != code(std::fma(float(x), m, b))) rows_acc.push_back(int32_t(x));
+      }
+    }
+    found += int64_t(rows_acc.size());
+    const int64_t rows = int64_t(rows_acc.size());
+    std::vector<int32_t> acc(size_t(rows * C));
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t c = 0; c < C; ++c) acc[size_t(i * C + c)] = rows_acc[size_t(i)];
+    RequantArgs a;
+    a.rows = rows, a.acc = acc.data(), a.ld_acc = C, a.ld_out = C;
+    CHECK(run_requant(q, a, false) == run_requant(q, a, true));
+  }
+  MESSAGE("verified ", verified, " of 32 requantizations; ", found, " accumulators where the rounding order matters");
+  CHECK(verified >= 16);
+  CHECK(found >= 10);
+}
+
 // requantize_wide_u8 (a wide layer's epilogue: 256 hi + lo and res_a + res_b formed in the
 // registers) against its reference (the combined values through requantize_u8_ref), AVX-512 and
 // portable, over channel counts around the 8-lane step, every residual combination, first-layer-like

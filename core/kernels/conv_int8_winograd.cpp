@@ -38,6 +38,7 @@
 
 #include "core/error.h"
 #include "core/kernels/cpu.h"
+#include "core/kernels/requant_f32.h"
 #include "core/parallel.h"
 
 namespace lowbit::kernels {
@@ -269,8 +270,8 @@ LOWBIT_AVX512 void output_tile_avx512(const int32_t* m, int64_t mstride, const i
   }
 }
 
-// The same, then (2f) (requant.h: the float constants verified equal to (2); the same float operations
-// as requant_block_avx512_f32, so the same codes) with the uint8 residual at res8 (or none): codes at
+// The same, then (2f) (requant.h: the float constants verified equal to (2); requant_f32.h's
+// operations, so the same codes as requant_block_avx512_f32) with the uint8 residual at res8 (or none): codes at
 // out8, both laid out as out (rows of K).
 LOWBIT_AVX512 void output_tile_requant_avx512(const int32_t* m, int64_t mstride, const int32_t* comp, int64_t K,
                                               int64_t ldo, int np, int nq, const Requantization& q, const uint8_t* res8,
@@ -291,15 +292,12 @@ LOWBIT_AVX512 void output_tile_requant_avx512(const int32_t* m, int64_t mstride,
         const int64_t at = (dp * ldo + dq) * K + k0;
         const __m512i c = _mm512_maskz_loadu_epi32(mask, comp + j * K + k0);
         const __m512i acc = _mm512_maskz_srai_epi32(all, _mm512_sub_epi32(y[j], c), 2);
-        __m512 u = _mm512_maskz_fmadd_ps(all, _mm512_maskz_cvtepi32_ps(all, acc), mul, b);
-        if (res8) {
-          const __m512i r = _mm512_maskz_cvtepu8_epi32(all, _mm_maskz_loadu_epi8(mask, res8 + at));
-          u = _mm512_maskz_fmadd_ps(all, _mm512_maskz_cvtepi32_ps(all, r), mr, u);
-        }
-        const __m512 clamped = _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, u, qmin), qmax);
-        const __m512i codes =
-            _mm512_maskz_cvt_roundps_epi32(all, clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm_mask_storeu_epi8(out8 + at, mask, _mm512_maskz_cvtepi32_epi8(all, codes));
+        const __m512 u =
+            res8 ? detail::requant_f32_value(acc, mul, b,
+                                             _mm512_maskz_cvtepu8_epi32(all, _mm_maskz_loadu_epi8(mask, res8 + at)), mr)
+                 : detail::requant_f32_value(acc, mul, b);
+        _mm_mask_storeu_epi8(out8 + at, mask,
+                             _mm512_maskz_cvtepi32_epi8(all, detail::requant_f32_codes(u, qmin, qmax)));
       }
   }
 }
@@ -411,7 +409,7 @@ const FusedFn (*fused_kernels(int64_t cp))[kFusedMT] {
 // (V + o) at their position, times A^T[dp][a] A^T[dq][b] for output j = 2 dp + dq.
 // Results per channel k and output j of the tile: SHIFT (4 y - comp) / 4 (int32, into
 // ybuf[j][k][lane], transposed by lane_store), or REQ / REQ_RES: (4 y - comp) / 4 requantized with
-// (2f) (requant.h; the same float operations as requant_block_avx512_f32, so the same codes), the
+// (2f) (requant.h; requant_f32.h's operations, so the same codes as requant_block_avx512_f32), the
 // uint8 residual read from rbuf[j][k][lane], into obuf[j][k][lane] (lane_store_u8 transposes bytes).
 // ---------------------------------------------------------------------------------------------
 
@@ -566,13 +564,14 @@ LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, const int32_t* ul, c
       r = _mm512_maskz_srai_epi32(all, r, 2);
       if constexpr (MODE == kLaneShift) {
         _mm512_store_si512(o.ybuf + (j * 16 + k) * 16, r);
-      } else {  // (2f), as requant_block_avx512_f32
-        __m512 u = _mm512_maskz_fmadd_ps(all, _mm512_maskz_cvtepi32_ps(all, r), _mm512_set1_ps(o.mul[k]),
-                                         _mm512_set1_ps(o.off[k]));
+      } else {  // (2f) (requant_f32.h)
+        __m512 u;
         if constexpr (MODE == kLaneReqRes) {
           const __m128i r8 = _mm_load_si128(reinterpret_cast<const __m128i*>(o.rbuf + (j * 16 + k) * 16));
-          u = _mm512_maskz_fmadd_ps(all, _mm512_maskz_cvtepi32_ps(all, _mm512_maskz_cvtepu8_epi32(all, r8)),
-                                    _mm512_set1_ps(o.rmul[k]), u);
+          u = detail::requant_f32_value(r, _mm512_set1_ps(o.mul[k]), _mm512_set1_ps(o.off[k]),
+                                        _mm512_maskz_cvtepu8_epi32(all, r8), _mm512_set1_ps(o.rmul[k]));
+        } else {
+          u = detail::requant_f32_value(r, _mm512_set1_ps(o.mul[k]), _mm512_set1_ps(o.off[k]));
         }
         // Rounded, then saturated to int8; lane_store_u8 clamps the bytes to [qmin, qmax] (the same
         // codes as clamping first: the bounds are integers, |u| < 2^30 and 0 <= qmin < qmax <= 127).

@@ -34,9 +34,10 @@
 //                            entries' corrections.
 //   conv2d_winograd_u8s8s32_blocks  the same handed out block by block, as conv2d_u8s8s32_blocks
 //                            (epilogue(r0, rows, acc): rows of y (n P + p) Q + q, blocks partition them).
-//   conv2d_winograd_u8s8u8   the same with requantize_u8 fused, as conv2d_u8s8u8; where the lanes kernel
-//                            runs (no clamped entries) and the float path (2f) holds without an int32
-//                            residual (requant.h), in its registers before the transpose back to pixels.
+//   conv2d_winograd_u8s8u8   the same with requantize_u8 fused, as conv2d_u8s8u8; where the float path
+//                            (2f) holds without an int32 residual (requant.h), in the lanes kernel's
+//                            registers before the transpose back to pixels, or in the GEMM path's
+//                            output transform (no int32 block buffer).
 // The `_ref` twins are conv_int8.h's direct conv2d_u8s8s32_ref / conv2d_u8s8u8_ref (the same
 // integers); conv2d_winograd_u8s8s32_ref is the plain-loop Winograd (int64, U' unclamped, throws
 // lowbit::Error if a tile's sum is not divisible by 4), for tests.

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/kernels/cpu.h"
+#include "core/kernels/requant_f32.h"
 #include "core/parallel.h"
 
 namespace lowbit::kernels {
@@ -216,15 +217,14 @@ LOWBIT_AVX512 void requant_block_avx512_f32(const Requantization& q, const Requa
     const __m512 b = _mm512_maskz_loadu_ps(mask, q.offset_f32.data() + c);
     const __m512 mr = RES ? _mm512_maskz_loadu_ps(mask, q.residual_multiplier_f32.data() + c) : _mm512_setzero_ps();
     for (int64_t i = 0; i < rows; ++i) {
-      const __m512 x = _mm512_maskz_cvtepi32_ps(all, _mm512_maskz_loadu_epi32(mask, acc + i * ld_acc + c));
-      __m512 u = _mm512_maskz_fmadd_ps(all, x, mul, b);
-      if constexpr (RES == 2) {
-        const __m512i r = _mm512_maskz_cvtepu8_epi32(all, _mm_maskz_loadu_epi8(mask, res8 + i * ld_res + c));
-        u = _mm512_maskz_fmadd_ps(all, _mm512_maskz_cvtepi32_ps(all, r), mr, u);
-      }
-      const __m512 clamped = _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, u, qmin), qmax);
-      const __m512i codes = _mm512_maskz_cvt_roundps_epi32(all, clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      const __m128i r8 = _mm512_maskz_cvtepi32_epi8(all, codes);
+      const __m512i x = _mm512_maskz_loadu_epi32(mask, acc + i * ld_acc + c);
+      __m512 u;
+      if constexpr (RES == 2)
+        u = detail::requant_f32_value(
+            x, mul, b, _mm512_maskz_cvtepu8_epi32(all, _mm_maskz_loadu_epi8(mask, res8 + i * ld_res + c)), mr);
+      else
+        u = detail::requant_f32_value(x, mul, b);
+      const __m128i r8 = _mm512_maskz_cvtepi32_epi8(all, detail::requant_f32_codes(u, qmin, qmax));
       if (n == 16)
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i * ld_out + c), r8);
       else
