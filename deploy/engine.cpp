@@ -129,14 +129,17 @@ Engine::Engine(Model model, const std::string& name, EngineOptions options) : mo
   layers_.resize(nops);
   last_use_.assign(nops, 0);
   std::vector<bool> residual_source(nops, false);
+  std::vector<int> readers(nops, 0);  // ops reading each op's output (as input or residual)
   for (size_t i = 1; i < nops; ++i) {
     const size_t src = size_t(source_of(model_, i));
     last_use_[src] = std::max(last_use_[src], i);
+    ++readers[src];
     const Op& op = model_.ops[i];
     if ((op.kind == OpKind::conv || op.kind == OpKind::linear) && op.layer.residual >= 0) {
       const size_t r = size_t(op.layer.residual);
       residual_source[r] = true;
       last_use_[r] = std::max(last_use_[r], i);
+      ++readers[r];
     }
   }
   for (size_t i = nops; i-- > 1;)  // flatten aliases its source's buffer: keep it while flatten's readers run
@@ -235,6 +238,7 @@ Engine::Engine(Model model, const std::string& name, EngineOptions options) : mo
     }
     kernels::bound_accumulators(L.requant, accumulator_bound(model_, i), res);
   }
+  for (size_t i = 1; i < nops; ++i) fold_low_pass(i, readers);
   chunk_images_ = std::max<int64_t>(1, kChunkBytes / bytes_per_image());
   for (size_t i = 1; i < model_.ops.size(); ++i) {  // multiply-accumulates per image (convolutions, linear)
     const Op& op = model_.ops[i];
@@ -243,6 +247,62 @@ Engine::Engine(Model model, const std::string& name, EngineOptions options) : mo
     else if (op.kind == OpKind::linear)
       macs_per_image_ += op.layer.C * op.layer.K;
   }
+}
+
+void Engine::fold_low_pass(size_t i, const std::vector<int>& readers) {
+  const Op& op = model_.ops[i];
+  const WeightOp& l = op.layer;
+  Layer& L = layers_[i];
+  if (op.kind != OpKind::conv || !L.wide || !L.combine || l.groups != 1 || l.out_qmax == 0 || l.residual < 0 ||
+      L.requant.residual != kernels::RequantResidual::s32 || (!L.correction.empty() && !L.correction_into_residual))
+    return;
+  const size_t j = size_t(l.residual);
+  const Op& low_op = model_.ops[j];
+  const WeightOp& b = low_op.layer;
+  if (low_op.kind != OpKind::conv || layers_[j].wide || b.out_qmax != 0 || readers[j] != 1 ||
+      source_of(model_, j) != source_of(model_, i) || !layers_[j].correction.empty() || b.groups != 1 || b.C != l.C ||
+      b.K != l.K || b.R != l.R || b.S != l.S || b.stride_h != l.stride_h || b.stride_w != l.stride_w ||
+      b.pad_h != l.pad_h || b.pad_w != l.pad_w || b.dil_h != l.dil_h || b.dil_w != l.dil_w ||
+      std::any_of(b.weights.begin(), b.weights.end(), [](int16_t w) { return w < -128 || w > 127; }))
+    return;
+  const ActShape& in = shapes_[size_t(source_of(model_, i))];
+  const ActShape& out = shapes_[i];
+  // The layer pads with its codes, the pass with its own: take sum_{padded taps} w_low (code_layer -
+  // code_pass) off the correction, per output position.
+  auto code = [](const WeightOp& o, int64_t c) {  // the code o pads channel c with
+    return pads_per_channel(o) ? int64_t(std::nearbyint(o.pad_values[size_t(c)])) : int64_t(pad_code(o));
+  };
+  std::vector<int64_t> pad_diff(size_t(l.C));
+  for (int64_t c = 0; c < l.C; ++c) pad_diff[size_t(c)] = code(l, c) - code(b, c);
+  std::vector<int32_t> corr(size_t(out.H * out.W * l.K));
+  int64_t most = 0;
+  for (int64_t p = 0; p < out.H; ++p)
+    for (int64_t q = 0; q < out.W; ++q)
+      for (int64_t k = 0; k < l.K; ++k) {
+        int64_t extra = 0;
+        for (int64_t r = 0; r < l.R; ++r)
+          for (int64_t s = 0; s < l.S; ++s) {
+            const int64_t h = p * l.stride_h - l.pad_h + r * l.dil_h, w = q * l.stride_w - l.pad_w + s * l.dil_w;
+            if (h >= 0 && h < in.H && w >= 0 && w < in.W) continue;
+            for (int64_t c = 0; c < l.C; ++c)
+              extra += int64_t(b.weights[size_t(((k * l.R + r) * l.S + s) * l.C + c)]) * pad_diff[size_t(c)];
+          }
+        const size_t at = size_t((p * out.W + q) * l.K + k);
+        const int64_t v = (L.correction.empty() ? 0 : int64_t(L.correction[at])) - extra;
+        most = std::max(most, std::abs(v));
+        corr[at] = int32_t(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX));
+      }
+  const int64_t x_max = std::max(input_max_code(model_, i), input_max_code(model_, j));
+  if (accumulator_bound(b.weights.data(), b.weights.size(), b.K, x_max) + most >= (int64_t(1) << 31)) return;
+  std::vector<int8_t> w3(L.w);  // [hi; lo] then the pass's rows
+  for (int16_t w : b.weights) w3.push_back(int8_t(w));
+  kernels::Conv2dGeometry g = geometry(l, in, 1);
+  g.K = 3 * l.K;
+  if (pads_per_channel(l)) g.H += 2 * g.pad_h, g.W += 2 * g.pad_w, g.pad_h = g.pad_w = 0;
+  L.packed = kernels::pack_conv_weights_s8(g, w3.data());
+  L.low_fused = true;
+  L.fused_correction = std::move(corr);
+  layers_[j].folded = true;
 }
 
 void Engine::run_weight_op(Workspace& ws, size_t i, int64_t n, bool ref) {
@@ -389,8 +449,10 @@ void Engine::run_wide_conv(Workspace& ws, size_t i, const kernels::Conv2dGeometr
   const WeightOp& l = model_.ops[i].layer;
   const Layer& L = layers_[i];
   const int64_t K = l.K, pixels = g_in.P() * g_in.Q();
+  const bool fused = L.low_fused && !ref;  // [hi; lo; the low-order pass], the pass's output not computed
+  const int64_t ld = fused ? 3 * K : 2 * K;
   kernels::Conv2dGeometry g = g_in;
-  g.K = 2 * K;
+  g.K = ld;
   // Rows [r0, r0 + rows) of the output from acc [rows][2K] (hi then lo per row): requantized with the
   // lo accumulators as the residual, or (combine) 256 hi + lo with the layer's residual plus the
   // fractional padding's contribution.
@@ -401,12 +463,16 @@ void Engine::run_wide_conv(Workspace& ws, size_t i, const kernels::Conv2dGeometr
     } else if (!ref && L.requant.residual == kernels::RequantResidual::s32) {
       // One pass: 256 hi + lo and the residual plus the correction formed in the registers, by runs of
       // rows within one image (the correction is per output position).
-      const bool summed = !L.correction.empty();
+      const std::vector<int32_t>& corr = fused ? L.fused_correction : L.correction;
+      const bool summed = !corr.empty();
       for (int64_t r = 0; r < rows;) {
         const int64_t p = (r0 + r) % pixels, n = summed ? std::min(rows - r, pixels - p) : rows - r;
-        kernels::WideRequantArgs w{.rows = n, .hi = acc + r * 2 * K, .lo = acc + r * 2 * K + K, .ld_acc = 2 * K};
-        if (res32) w.residual_a = res32 + (r0 + r) * K, w.ld_a = K;
-        if (summed) w.residual_b = L.correction.data() + p * K, w.ld_b = K;
+        kernels::WideRequantArgs w{.rows = n, .hi = acc + r * ld, .lo = acc + r * ld + K, .ld_acc = ld};
+        if (fused)
+          w.residual_a = acc + r * ld + 2 * K, w.ld_a = ld;
+        else if (res32)
+          w.residual_a = res32 + (r0 + r) * K, w.ld_a = K;
+        if (summed) w.residual_b = corr.data() + p * K, w.ld_b = K;
         w.out = out8 + (r0 + r) * K, w.ld_out = K;
         kernels::requantize_wide_u8(L.requant, w);
         r += n;
@@ -564,6 +630,7 @@ void Engine::run_ops(Workspace& ws, const uint8_t* images, int64_t n, float* log
       out[i] = out[src];
       continue;
     }
+    if (layers_[i].folded && !ref) continue;  // computed by the layer that reads it (fold_low_pass)
     if (op.kind == OpKind::dequantize) {
       const int64_t F = s_out.C;
       const double* sc = op.dequant.scale.data();

@@ -80,6 +80,9 @@ class Engine {
   const Model& model() const { return model_; }
   // True when op i (a convolution) runs as the integer Winograd F(2x2, 3x3) on the fast path.
   bool winograd(size_t i) const { return i < layers_.size() && layers_[i].wino.has_value(); }
+  // True when op i (a first layer's low-order pass) runs inside the GEMM of the layer that reads it, on
+  // the fast path (fold_low_pass).
+  bool folded(size_t i) const { return i < layers_.size() && layers_[i].folded; }
 
   void run(const uint8_t* images, int64_t n, float* logits, Path path = Path::fast);
   std::vector<int32_t> predict(const uint8_t* images, int64_t n, Path path = Path::fast);
@@ -106,6 +109,12 @@ class Engine {
     kernels::Requantization requant;                // out_qmax > 0
     std::vector<int32_t> correction;        // fractional padding values: [P][Q][K] fixed-point, added as a residual
     bool correction_into_residual = false;  // ... or added to the layer's int32 residual
+    // Fast path, fold_low_pass: this wide conv's GEMM also computes its residual op's low-order pass
+    // (packed holds 3K outputs [hi; lo; low]), with fused_correction in place of correction; the
+    // pass itself is `folded` (not run).
+    bool low_fused = false;
+    std::vector<int32_t> fused_correction;
+    bool folded = false;
   };
   struct Buffer {
     std::vector<uint8_t, kernels::Aligned64Allocator<uint8_t>> bytes;
@@ -126,6 +135,12 @@ class Engine {
   // The ops over n images into logits, with ws's buffers; fast path kernels parallel unless inside a SerialScope.
   void run_ops(Workspace& ws, const uint8_t* images, int64_t n, float* logits, bool ref);
   void run_weight_op(Workspace& ws, size_t i, int64_t n, bool ref);
+  // The first layer's low-order pass (export's NAME.low: out_qmax 0, the same input and geometry,
+  // read only as wide conv i's int32 residual) joins conv i's GEMM on the fast path: one conv of 3K
+  // outputs whose epilogue reads the pass's accumulators from the block instead of an int32 tensor.
+  // The pass pads with its own code, the layer with its codes: the difference on the padded taps,
+  // fixed per output position, is taken off the fractional padding's correction (same units, 2^-F).
+  void fold_low_pass(size_t i, const std::vector<int>& readers);
   // A wide conv with requantized outputs: the hi/lo halves combined in its GEMM's epilogue.
   void run_wide_conv(Workspace& ws, size_t i, const kernels::Conv2dGeometry& g, const uint8_t* x, uint8_t zp,
                      const int32_t* res32, const uint8_t* res8, uint8_t* out8, bool ref);

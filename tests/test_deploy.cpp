@@ -994,6 +994,35 @@ TEST_CASE("ResNet-20 (projection and zero-pad shortcuts), MobileNet v1 and VGG-1
     off.run(px.data(), n, b.data());
     CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
   }
+  // The low-order pass runs inside conv1's GEMM on the fast path (48 outputs, its accumulators the
+  // epilogue's residual): == the two ops of _ref, also when the pass pads with other codes than the
+  // layer (the difference on the padded taps then comes off the correction), and when it pads alike.
+  size_t low = 0;
+  for (size_t i = 0; i < ex.model.ops.size(); ++i)
+    if (ex.model.ops[i].kind == OpKind::conv && ex.model.ops[i].layer.name == "conv1.low") low = i;
+  REQUIRE(low > 0);
+  CHECK(on.folded(low));
+  for (int variant = 0; variant < 3; ++variant) {
+    CAPTURE(variant);
+    Model m = ex.model;
+    WeightOp& pass = m.ops[low].layer;
+    if (variant == 1) pass.pad_values = {7, 250, 31};                   // per channel, not the layer's
+    if (variant == 2) pass.pad_values.clear(), pass.in_zero_point = 3;  // one code
+    Engine e(m);
+    CHECK(e.folded(low));
+    for (int64_t n : {1, 37}) {
+      CAPTURE(n);
+      std::vector<float> fast(size_t(n * 10)), ref(fast.size());
+      e.run(px.data(), n, fast.data());
+      e.run(px.data(), n, ref.data(), Engine::Path::reference);
+      CHECK(std::memcmp(fast.data(), ref.data(), fast.size() * 4) == 0);
+      if (variant > 0 && n == 37) {  // the pass's padding matters: not what the unchanged model computes
+        std::vector<float> base(fast.size());
+        on.run(px.data(), n, base.data());
+        CHECK(std::memcmp(fast.data(), base.data(), fast.size() * 4) != 0);
+      }
+    }
+  }
 }
 
 TEST_CASE("MobileNet v2 (signed residual stream) exports and runs integer-only; exact against the double simulation") {
