@@ -124,9 +124,20 @@ std::atomic<bool> g_fused{true};  // set_winograd_fused_vnni
 bool fused_enabled() { return g_fused.load(std::memory_order_relaxed); }
 
 // ---------------------------------------------------------------------------------------------
-// Input transform of one tile row: xp at the padded row 2 th of image n; tiles [0, tiles) into
-// v + t cp (positions `vstride` bytes apart). o2 = 2M, the offset of every position but the centre.
+// Input transform of one tile row: tiles [0, tiles) into v + t cp (positions `vstride` bytes apart).
+// o2 = 2M, the offset of every position but the centre. The patch rows come as PatchRows: the
+// portable path reads the padded copy, the AVX-512 paths either the padded copy or x itself (the
+// zero point outside it: masked loads at the borders, a missing row is the zero point).
 // ---------------------------------------------------------------------------------------------
+
+// The 4 input rows of a tile row: row[i] = the address of patch column 0 of patch row i (pixels cp
+// bytes apart; 0: a row of the zero point), where only patch columns [lo, hi) are pixels; the others
+// are the zero point. The addresses are integers: patch column 0 may lie before the row's first pixel.
+struct PatchRows {
+  uintptr_t row[4] = {};
+  int64_t lo = 0, hi = INT64_MAX;
+  uint8_t zp = 0;
+};
 
 void input_row_portable(const uint8_t* xp, int64_t Wp, int64_t cp, int64_t tiles, int32_t o2, uint8_t* v,
                         int64_t vstride) {
@@ -139,6 +150,16 @@ void input_row_portable(const uint8_t* xp, int64_t Wp, int64_t cp, int64_t tiles
       for (int pos = 0; pos < 16; ++pos)
         v[pos * vstride + t * cp + c] = uint8_t(e[pos / 4][pos % 4] + (pos == kCentre ? 0 : o2));
     }
+}
+
+// The bytes of the 64 / B pixels (B bytes each) from patch column px on that lie in [lo, hi).
+template <int B>
+inline __mmask64 pixel_mask(int64_t px, int64_t lo, int64_t hi) {
+  static_assert(B == 16 || B == 32);
+  const int64_t a = std::max<int64_t>(lo - px, 0), b = std::min<int64_t>(hi - px, 64 / B);  // pixels [a, b)
+  if (b <= a) return 0;
+  const __mmask64 below_b = b * B == 64 ? ~__mmask64(0) : (__mmask64(1) << (b * B)) - 1;
+  return below_b & ~((__mmask64(1) << (a * B)) - 1);
 }
 
 // B^T d B + o in byte lanes (modulo 256), stored masked at v + pos vstride.
@@ -170,41 +191,61 @@ constexpr __mmask8 kAll8 = 0xFF;
 
 // cp == 16 or 32, tiles a multiple of 4: 64 / cp tiles per vector. cp == 16: the patches' column j of
 // tiles t..t+3 are pixels 2t + j + {0, 2, 4, 6} (16 bytes each), cp == 32: pixels 2t + j + {0, 2}
-// (32 bytes each); a 128-bit-lane shuffle of two 64-byte loads per column.
-template <int CP>
-LOWBIT_AVX512 void input_row_multi_avx512(const uint8_t* xp, int64_t Wp, int64_t tiles, int32_t o2, uint8_t* v,
-                                          int64_t vstride) {
-  static_assert(CP == 16 || CP == 32);
-  const __m512i o = _mm512_set1_epi8(char(o2));
-  for (int64_t t = 0; t < tiles; t += 64 / CP) {
-    __m512i d[4][4];
+// (32 bytes each); a 128-bit-lane shuffle of two 64-byte loads per column. load(i, px): 64 bytes of
+// patch row i from patch column px on.
+template <int CP, class Load>
+LOWBIT_AVX512 inline __attribute__((always_inline)) void patch_columns(Load&& load, __m512i d[4][4]) {
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      const uint8_t* row = xp + (i * Wp + 2 * t) * CP;
-      if constexpr (CP == 16) {
-        const __m512i z0 = _mm512_loadu_si512(row), z1 = _mm512_loadu_si512(row + 64);       // pixels 0-3, 4-7
-        const __m512i z2 = _mm512_loadu_si512(row + 32), z3 = _mm512_loadu_si512(row + 96);  // pixels 2-5, 6-9
-        d[i][0] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0x88);                           // pixels 0, 2, 4, 6
-        d[i][1] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0xDD);                           // 1, 3, 5, 7
-        d[i][2] = _mm512_maskz_shuffle_i64x2(kAll8, z2, z3, 0x88);                           // 2, 4, 6, 8
-        d[i][3] = _mm512_maskz_shuffle_i64x2(kAll8, z2, z3, 0xDD);                           // 3, 5, 7, 9
-      } else {
-        const __m512i z0 = _mm512_loadu_si512(row), z1 = _mm512_loadu_si512(row + 64);  // pixels 0-1, 2-3
-        const __m512i z2 = _mm512_loadu_si512(row + 128);                               // pixels 4-5
-        d[i][0] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0x44);                      // pixels 0, 2
-        d[i][1] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0xEE);                      // 1, 3
-        d[i][2] = _mm512_maskz_shuffle_i64x2(kAll8, z1, z2, 0x44);                      // 2, 4
-        d[i][3] = _mm512_maskz_shuffle_i64x2(kAll8, z1, z2, 0xEE);                      // 3, 5
-      }
+  for (int i = 0; i < 4; ++i) {
+    if constexpr (CP == 16) {
+      const __m512i z0 = load(i, 0), z1 = load(i, 4);             // pixels 0-3, 4-7
+      const __m512i z2 = load(i, 2), z3 = load(i, 6);             // pixels 2-5, 6-9
+      d[i][0] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0x88);  // pixels 0, 2, 4, 6
+      d[i][1] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0xDD);  // 1, 3, 5, 7
+      d[i][2] = _mm512_maskz_shuffle_i64x2(kAll8, z2, z3, 0x88);  // 2, 4, 6, 8
+      d[i][3] = _mm512_maskz_shuffle_i64x2(kAll8, z2, z3, 0xDD);  // 3, 5, 7, 9
+    } else {
+      const __m512i z0 = load(i, 0), z1 = load(i, 2), z2 = load(i, 4);  // pixels 0-1, 2-3, 4-5
+      d[i][0] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0x44);        // pixels 0, 2
+      d[i][1] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0xEE);        // 1, 3
+      d[i][2] = _mm512_maskz_shuffle_i64x2(kAll8, z1, z2, 0x44);        // 2, 4
+      d[i][3] = _mm512_maskz_shuffle_i64x2(kAll8, z1, z2, 0xEE);        // 3, 5
+    }
+  }
+}
+
+template <int CP>
+LOWBIT_AVX512 void input_row_multi_avx512(const PatchRows& r, int64_t tiles, int32_t o2, uint8_t* v, int64_t vstride) {
+  static_assert(CP == 16 || CP == 32);
+  const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(r.zp));
+  constexpr int64_t kSpan = CP == 16 ? 10 : 6;  // patch columns read per step
+  const bool rows_in = r.row[0] && r.row[1] && r.row[2] && r.row[3];
+  for (int64_t t = 0; t < tiles; t += 64 / CP) {
+    const int64_t c0 = 2 * t;
+    __m512i d[4][4];
+    if (rows_in && c0 >= r.lo && c0 + kSpan <= r.hi) {  // all pixels
+      const uint8_t* row[4];
+      for (int i = 0; i < 4; ++i) row[i] = reinterpret_cast<const uint8_t*>(r.row[i] + uintptr_t(c0 * CP));
+      patch_columns<CP>([&](int i, int px) { return _mm512_loadu_si512(row[i] + px * CP); }, d);
+    } else {  // masked loads: the zero point outside the pixels (and in missing rows)
+      __mmask64 m[4];
+      for (int k = 0; k < 4; ++k) m[k] = pixel_mask<CP>(c0 + 2 * k, r.lo, r.hi);
+      patch_columns<CP>(
+          [&](int i, int px) {
+            return r.row[i] ? _mm512_mask_loadu_epi8(
+                                  z, m[px / 2], reinterpret_cast<const void*>(r.row[i] + uintptr_t((c0 + px) * CP)))
+                            : z;
+          },
+          d);
     }
     transform_store(d, o, ~__mmask64(0), v + t * CP, vstride);
   }
 }
 
 // Any cp: one tile at a time, 64 channels per vector.
-LOWBIT_AVX512 void input_row_avx512(const uint8_t* xp, int64_t Wp, int64_t cp, int64_t tiles, int32_t o2, uint8_t* v,
+LOWBIT_AVX512 void input_row_avx512(const PatchRows& r, int64_t cp, int64_t tiles, int32_t o2, uint8_t* v,
                                     int64_t vstride) {
-  const __m512i o = _mm512_set1_epi8(char(o2));
+  const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(r.zp));
   for (int64_t t = 0; t < tiles; ++t)
     for (int64_t c0 = 0; c0 < cp; c0 += 64) {
       const int64_t n = std::min<int64_t>(64, cp - c0);
@@ -213,7 +254,13 @@ LOWBIT_AVX512 void input_row_avx512(const uint8_t* xp, int64_t Wp, int64_t cp, i
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i)
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) d[i][j] = _mm512_maskz_loadu_epi8(mask, xp + (i * Wp + 2 * t + j) * cp + c0);
+        for (int j = 0; j < 4; ++j) {
+          const int64_t px = 2 * t + j;
+          d[i][j] =
+              r.row[i] && px >= r.lo && px < r.hi
+                  ? _mm512_mask_loadu_epi8(z, mask, reinterpret_cast<const void*>(r.row[i] + uintptr_t(px * cp + c0)))
+                  : z;
+        }
       transform_store(d, o, mask, v + t * cp + c0, vstride);
     }
 }
@@ -278,14 +325,16 @@ LOWBIT_AVX512 void output_tile_requant_avx512(const int32_t* m, int64_t mstride,
                                               uint8_t* out8) {
   constexpr __mmask16 all = 0xFFFF;
   const __m512 qmin = _mm512_set1_ps(float(q.qmin)), qmax = _mm512_set1_ps(float(q.qmax));
+  // Locals: a uint8_t store may alias q's vectors (see lane_kernel_vnni).
+  const float *mulp = q.multiplier_f32.data(), *offp = q.offset_f32.data(), *rmulp = q.residual_multiplier_f32.data();
   for (int64_t k0 = 0; k0 < K; k0 += 16) {
     const int64_t n = std::min<int64_t>(16, K - k0);
     const __mmask16 mask = n == 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
     __m512i y[4];
     output_transform_avx512(m + k0, mstride, mask, y);
-    const __m512 mul = _mm512_maskz_loadu_ps(mask, q.multiplier_f32.data() + k0);
-    const __m512 b = _mm512_maskz_loadu_ps(mask, q.offset_f32.data() + k0);
-    const __m512 mr = res8 ? _mm512_maskz_loadu_ps(mask, q.residual_multiplier_f32.data() + k0) : _mm512_setzero_ps();
+    const __m512 mul = _mm512_maskz_loadu_ps(mask, mulp + k0);
+    const __m512 b = _mm512_maskz_loadu_ps(mask, offp + k0);
+    const __m512 mr = res8 ? _mm512_maskz_loadu_ps(mask, rmulp + k0) : _mm512_setzero_ps();
     for (int dp = 0; dp < np; ++dp)
       for (int dq = 0; dq < nq; ++dq) {
         const int j = dp * 2 + dq;
@@ -410,7 +459,8 @@ const FusedFn (*fused_kernels(int64_t cp))[kFusedMT] {
 // Results per channel k and output j of the tile: SHIFT (4 y - comp) / 4 (int32, into
 // ybuf[j][k][lane], transposed by lane_store), or REQ / REQ_RES: (4 y - comp) / 4 requantized with
 // (2f) (requant.h; requant_f32.h's operations, so the same codes as requant_block_avx512_f32), the
-// uint8 residual read from rbuf[j][k][lane], into obuf[j][k][lane] (lane_store_u8 transposes bytes).
+// uint8 residual read from rbuf[j][k][lane], into obuf[j][k / 4] (packed 4 channels per vector, with
+// their dwords transposed: lane_store_u8 transposes the bytes the rest of the way).
 // ---------------------------------------------------------------------------------------------
 
 inline int64_t lane_of(int64_t i) { return 4 * (i % 4) + i / 4; }  // tile i of a group <-> lane (an involution)
@@ -466,7 +516,7 @@ LOWBIT_AVX512 void lanes_transpose(const uint8_t* v, int64_t vs, int64_t T, uint
 enum LaneMode { kLaneShift, kLaneReq, kLaneReqRes };
 
 // What the lane kernel writes, at the 16-channel block's first channel k0: comp and the (2f)
-// constants there; ybuf [4][16][16] int32 or obuf [4][16][16] uint8; rbuf [4][16][16] uint8.
+// constants there; ybuf [4][16][16] int32 or obuf [4][4][64] uint8 (above); rbuf [4][16][16] uint8.
 struct LaneOut {
   const int32_t* comp = nullptr;  // [4][K]
   int64_t K = 0, k0 = 0;
@@ -555,30 +605,54 @@ LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, const int32_t* ul, c
           if (coef < 0) y[k2][j] = _mm512_sub_epi32(y[k2][j], val);
         }
   }
+  // The constants of the channels, read before the first store (a store through uint8_t may alias
+  // anything: read after one, each would be loaded again).
+  int32_t comp[KB][4];
+  float mul[KB], off[KB], rmul[KB];
+  int32_t* const ybuf = o.ybuf;
+  uint8_t* const obuf = o.obuf;
+  const uint8_t* const rbuf = o.rbuf;
 #pragma GCC unroll 4
   for (int kk = 0; kk < KB; ++kk) {
-    const int64_t k = kc + kk;
 #pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      __m512i r = _mm512_sub_epi32(y[kk][j], _mm512_set1_epi32(o.comp[j * o.K + k]));
+    for (int j = 0; j < 4; ++j) comp[kk][j] = o.comp[j * o.K + kc + kk];
+    if constexpr (MODE != kLaneShift) mul[kk] = o.mul[kc + kk], off[kk] = o.off[kc + kk];
+    if constexpr (MODE == kLaneReqRes) rmul[kk] = o.rmul[kc + kk];
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    __m512i codes[4];  // REQ / REQ_RES: channel kk's rounded codes (int32; 0 past KB)
+#pragma GCC unroll 4
+    for (int kk = 0; kk < 4; ++kk) {
+      if (kk >= KB) {
+        codes[kk] = _mm512_setzero_si512();
+        continue;
+      }
+      const int64_t k = kc + kk;
+      __m512i r = _mm512_sub_epi32(y[kk][j], _mm512_set1_epi32(comp[kk][j]));
       r = _mm512_maskz_srai_epi32(all, r, 2);
       if constexpr (MODE == kLaneShift) {
-        _mm512_store_si512(o.ybuf + (j * 16 + k) * 16, r);
+        _mm512_store_si512(ybuf + (j * 16 + k) * 16, r);
       } else {  // (2f) (requant_f32.h)
         __m512 u;
         if constexpr (MODE == kLaneReqRes) {
-          const __m128i r8 = _mm_load_si128(reinterpret_cast<const __m128i*>(o.rbuf + (j * 16 + k) * 16));
-          u = detail::requant_f32_value(r, _mm512_set1_ps(o.mul[k]), _mm512_set1_ps(o.off[k]),
-                                        _mm512_maskz_cvtepu8_epi32(all, r8), _mm512_set1_ps(o.rmul[k]));
+          const __m128i r8 = _mm_load_si128(reinterpret_cast<const __m128i*>(rbuf + (j * 16 + k) * 16));
+          u = detail::requant_f32_value(r, _mm512_set1_ps(mul[kk]), _mm512_set1_ps(off[kk]),
+                                        _mm512_maskz_cvtepu8_epi32(all, r8), _mm512_set1_ps(rmul[kk]));
         } else {
-          u = detail::requant_f32_value(r, _mm512_set1_ps(o.mul[k]), _mm512_set1_ps(o.off[k]));
+          u = detail::requant_f32_value(r, _mm512_set1_ps(mul[kk]), _mm512_set1_ps(off[kk]));
         }
-        // Rounded, then saturated to int8; lane_store_u8 clamps the bytes to [qmin, qmax] (the same
-        // codes as clamping first: the bounds are integers, |u| < 2^30 and 0 <= qmin < qmax <= 127).
-        const __m512i codes = _mm512_maskz_cvt_roundps_epi32(all, u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm_store_si128(reinterpret_cast<__m128i*>(o.obuf + (j * 16 + k) * 16),
-                        _mm512_maskz_cvtsepi32_epi8(all, codes));
+        codes[kk] = _mm512_maskz_cvt_roundps_epi32(all, u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       }
+    }
+    if constexpr (MODE != kLaneShift) {
+      // Saturated to int8 (through int16: the same), 128-bit lane L of the vector holding channel kk's
+      // tile lanes 4L..4L+3 as its dword kk. lane_store_u8 clamps the bytes to [qmin, qmax] (the same
+      // codes as clamping first: the bounds are integers, |u| < 2^30 and 0 <= qmin < qmax <= 127).
+      const __m512i packed =
+          _mm512_maskz_packs_epi16(~__mmask64(0), _mm512_maskz_packs_epi32(~__mmask32(0), codes[0], codes[1]),
+                                   _mm512_maskz_packs_epi32(~__mmask32(0), codes[2], codes[3]));
+      _mm512_store_si512(obuf + j * 256 + kc * 16, packed);
     }
   }
 }
@@ -637,7 +711,9 @@ LOWBIT_AVX512 void lane_store(const int32_t* ybuf, const TileOut* d, int64_t K, 
 
 // A 16x16 byte transpose, rows 16 bytes: x[g] holds rows 4g..4g+3 (one per 128-bit lane); out[m]
 // holds rows 4m..4m+3 of the transpose. AVX-512BW only (no VBMI): per 4x4 block of dwords a vpermd,
-// per 4x4 block of bytes a vpshufb, and 128-bit-lane shuffles between the two.
+// per 4x4 block of bytes a vpshufb, and 128-bit-lane shuffles between the two. DWORDS_FIRST: x[g]
+// comes with its dwords transposed already (128-bit lane B, dword r = row 4g + r's columns 4B..4B+3).
+template <bool DWORDS_FIRST = false>
 LOWBIT_AVX512 inline __attribute__((always_inline)) void transpose16x16_u8(const __m512i x[4], __m512i out[4]) {
   // dword (lane r, dword B) <-> (lane B, dword r) within a vector
   const __m512i dwords = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
@@ -647,7 +723,8 @@ LOWBIT_AVX512 inline __attribute__((always_inline)) void transpose16x16_u8(const
   __m512i u[4];
 #pragma GCC unroll 4
   for (int g = 0; g < 4; ++g)  // lane B of u[g]: the block (rows 4g.., columns 4B..) transposed
-    u[g] = _mm512_maskz_shuffle_epi8(~__mmask64(0), _mm512_maskz_permutexvar_epi32(0xFFFF, dwords, x[g]), bytes);
+    u[g] = _mm512_maskz_shuffle_epi8(~__mmask64(0),
+                                     DWORDS_FIRST ? x[g] : _mm512_maskz_permutexvar_epi32(0xFFFF, dwords, x[g]), bytes);
   const __m512i lo01 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[0], u[1], 0x44);  // lanes u0.0 u0.1 u1.0 u1.1
   const __m512i lo23 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[2], u[3], 0x44);
   const __m512i hi01 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[0], u[1], 0xEE);  // u0.2 u0.3 u1.2 u1.3
@@ -687,7 +764,8 @@ bool lane_group_full(const TileOut* d, __mmask16 mask) {
   return true;
 }
 
-// obuf[j][k][lane] (int8-saturated codes) -> clamped to [qmin, qmax], for each lane whose tile is
+// obuf[j][k / 4] (int8-saturated codes, 64 bytes: 128-bit lane L, dword k % 4 = channel k's tile lanes
+// 4L..4L+3) -> clamped to [qmin, qmax], for each lane whose tile is
 // stored (d[tile].np): the first channels (mask) of its output pixels, rows of K bytes (ldo pixels per
 // image row) at y8 + d[tile].row K.
 LOWBIT_AVX512 void lane_store_u8(const uint8_t* obuf, const TileOut* d, int64_t K, int64_t ldo, __mmask16 mask,
@@ -704,7 +782,7 @@ LOWBIT_AVX512 void lane_store_u8(const uint8_t* obuf, const TileOut* d, int64_t 
     for (int g = 0; g < 4; ++g)
       x[g] = _mm512_maskz_min_epi8(
           ~__mmask64(0), _mm512_maskz_max_epi8(~__mmask64(0), _mm512_load_si512(obuf + j * 256 + g * 64), lo), hi);
-    transpose16x16_u8(x, c);
+    transpose16x16_u8<true>(x, c);
     if (full) {  // row L of the transpose: 128-bit lane L % 4 of c[L / 4]
 #pragma GCC unroll 4
       for (int g = 0; g < 4; ++g) {
@@ -785,9 +863,12 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
   if (g.N == 0) return;
   const Tiling t(g);
   const int64_t K = g.K, cp = t.cp, P = t.P, Q = t.Q;
-  detail::PaddedU8 padded;  // [N][Hp][Wp][cp]: whole tiles' patches in bounds
-  const uint8_t* xp = padded.fill(g, x, zp, cp, t.Hp, t.Wp);
   const bool simd = avx512_enabled();
+  // The AVX-512 input transforms read x itself when its pixels are whole channel quads; else a
+  // padded copy [N][Hp][Wp][cp] (the zero point around x, added channels 0).
+  const bool direct = simd && cp == g.C;
+  detail::PaddedU8 padded;
+  const uint8_t* xp = direct ? nullptr : padded.fill(g, x, zp, cp, t.Hp, t.Wp);
   const int32_t o2 = int32_t(2 * w.max_code);
   // The fused kernel for C' <= 32, the GEMMs for wider layers (measured: see the top of this file).
   const bool fused = int8_vnni_enabled() && fused_enabled() && cp <= 32;
@@ -826,16 +907,29 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
       int32_t* out = y ? y + r0 * K : reinterpret_cast<int32_t*>(scratch + vbytes + mbytes);
       for (int64_t tr = tr0; tr < tr1; ++tr) {  // the input transform
         const int64_t n = tr / t.TH, th = tr % t.TH;
-        const uint8_t* src = xp + (n * t.Hp + 2 * th) * t.Wp * cp;
         uint8_t* dst = v + (tr - tr0) * t.TWp * cp;
-        if (simd && cp == 16)
-          input_row_multi_avx512<16>(src, t.Wp, t.TWp, o2, dst, vs);
-        else if (simd && cp == 32)
-          input_row_multi_avx512<32>(src, t.Wp, t.TWp, o2, dst, vs);
-        else if (simd)
-          input_row_avx512(src, t.Wp, cp, t.TW, o2, dst, vs);
+        if (!simd) {
+          input_row_portable(xp + (n * t.Hp + 2 * th) * t.Wp * cp, t.Wp, cp, t.TW, o2, dst, vs);
+          continue;
+        }
+        PatchRows rows;  // patch row i = padded row 2 th + i
+        rows.zp = zp;
+        for (int i = 0; i < 4; ++i) {
+          const int64_t h = 2 * th + i - g.pad_h;  // its row of x
+          if (!direct)
+            rows.row[i] = reinterpret_cast<uintptr_t>(xp + ((n * t.Hp + 2 * th + i) * t.Wp) * cp);
+          else if (h >= 0 && h < g.H)
+            rows.row[i] = reinterpret_cast<uintptr_t>(x + (n * g.H + h) * g.W * cp) - uintptr_t(g.pad_w * cp);
+        }
+        if (direct) {
+          rows.lo = g.pad_w, rows.hi = g.pad_w + g.W;
+        }
+        if (cp == 16)
+          input_row_multi_avx512<16>(rows, t.TWp, o2, dst, vs);
+        else if (cp == 32)
+          input_row_multi_avx512<32>(rows, t.TWp, o2, dst, vs);
         else
-          input_row_portable(src, t.Wp, cp, t.TW, o2, dst, vs);
+          input_row_avx512(rows, cp, t.TW, o2, dst, vs);
       }
       const bool lanes = lanes_ok && T % 16 == 0;
       if (lanes) cp == 16 ? lanes_transpose<16>(v, vs, T, vl) : lanes_transpose<32>(v, vs, T, vl);

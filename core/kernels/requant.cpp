@@ -404,13 +404,18 @@ LOWBIT_AVX512 void requant_wide_avx512(const Requantization& q, const WideRequan
     const __m512 vm = _mm512_load_ps(m), vb = _mm512_load_ps(b), vmr = _mm512_load_ps(mr);
     const __m512 am = _mm512_maskz_andnot_ps(all, sign, vm), ab = _mm512_maskz_andnot_ps(all, sign, vb);
     const __m512 amr = _mm512_maskz_andnot_ps(all, sign, vmr);
-    for (int64_t i = 0; i < a.rows; ++i) {
-      const __m512i hi = _mm512_maskz_loadu_epi32(mask, a.hi + i * a.ld_acc + c);
-      const __m512i lo = _mm512_maskz_loadu_epi32(mask, a.lo + i * a.ld_acc + c);
+    // Locals: the uint8_t stores below may alias `a` (see requant_block_avx512_f64).
+    const int32_t *hip = a.hi + c, *lop = a.lo + c;
+    const int32_t *rap = a.residual_a ? a.residual_a + c : nullptr, *rbp = a.residual_b ? a.residual_b + c : nullptr;
+    const int64_t rows = a.rows, ld_acc = a.ld_acc, ld_a = a.ld_a, ld_b = a.ld_b, ld_out = a.ld_out;
+    uint8_t* const outp = a.out + c;
+    for (int64_t i = 0; i < rows; ++i) {
+      const __m512i hi = _mm512_maskz_loadu_epi32(mask, hip + i * ld_acc);
+      const __m512i lo = _mm512_maskz_loadu_epi32(mask, lop + i * ld_acc);
       const __m512i acc = _mm512_add_epi32(_mm512_maskz_slli_epi32(all, hi, 8), lo);
       __m512i res = _mm512_setzero_si512();
-      if (a.residual_a) res = _mm512_maskz_loadu_epi32(mask, a.residual_a + i * a.ld_a + c);
-      if (a.residual_b) res = _mm512_add_epi32(res, _mm512_maskz_loadu_epi32(mask, a.residual_b + i * a.ld_b + c));
+      if (rap) res = _mm512_maskz_loadu_epi32(mask, rap + i * ld_a);
+      if (rbp) res = _mm512_add_epi32(res, _mm512_maskz_loadu_epi32(mask, rbp + i * ld_b));
       const __m512 fa = _mm512_maskz_cvtepi32_ps(all, acc), fr = _mm512_maskz_cvtepi32_ps(all, res);
       const __m512 u = _mm512_maskz_fmadd_ps(all, fr, vmr, _mm512_maskz_fmadd_ps(all, fa, vm, vb));
       const __m512 r = _mm512_maskz_roundscale_ps(all, u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -422,13 +427,12 @@ LOWBIT_AVX512 void requant_wide_avx512(const Requantization& q, const WideRequan
       const __mmask16 near = _mm512_mask_cmp_ps_mask(mask, dist, limit, _CMP_NLT_UQ);
       const __m512 clamped = _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, r, qmin), qmax);
       const __m128i codes = _mm512_maskz_cvtepi32_epi8(all, _mm512_maskz_cvtps_epi32(all, clamped));
-      uint8_t* out = a.out + i * a.ld_out + c;
+      uint8_t* out = outp + i * ld_out;
       _mm_mask_storeu_epi8(out, mask, codes);
       for (uint32_t bits = near; bits != 0; bits &= bits - 1) {  // near a tie: the exact rule
         const int64_t j = __builtin_ctz(bits);
-        const int64_t acc64 = 256 * int64_t(a.hi[i * a.ld_acc + c + j]) + a.lo[i * a.ld_acc + c + j];
-        const int64_t res64 = (a.residual_a ? int64_t(a.residual_a[i * a.ld_a + c + j]) : 0) +
-                              (a.residual_b ? int64_t(a.residual_b[i * a.ld_b + c + j]) : 0);
+        const int64_t acc64 = 256 * int64_t(hip[i * ld_acc + j]) + lop[i * ld_acc + j];
+        const int64_t res64 = (rap ? int64_t(rap[i * ld_a + j]) : 0) + (rbp ? int64_t(rbp[i * ld_b + j]) : 0);
         out[j] = uint8_t(exact_code(q, c + j, acc64, res64));
       }
     }
