@@ -532,11 +532,21 @@ struct LaneOut {
 // (a multiple of 4).
 template <int KB, int MODE, int QN>
 LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, const int32_t* ul, const LaneOut& o, int64_t kc) {
-  __m512i y[KB][4];
+  // The channels' constants, read before the first store (a store through uint8_t may alias
+  // anything: read after one, each would be loaded again). mul / 4: the requantization takes 4 y -
+  // comp itself, float(4 a) m / 4 being float(a) m exactly (powers of two), so the same codes.
+  float mul[KB], off[KB], rmul[KB];
+  int32_t* const ybuf = o.ybuf;
+  uint8_t* const obuf = o.obuf;
+  const uint8_t* const rbuf = o.rbuf;
+  __m512i y[KB][4];  // from -comp on: 4 y - comp at the end
 #pragma GCC unroll 4
-  for (int kk = 0; kk < KB; ++kk)
+  for (int kk = 0; kk < KB; ++kk) {
 #pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) y[kk][j] = _mm512_setzero_si512();
+    for (int j = 0; j < 4; ++j) y[kk][j] = _mm512_set1_epi32(-o.comp[j * o.K + kc + kk]);
+    if constexpr (MODE != kLaneShift) mul[kk] = o.mul[kc + kk] * 0.25f, off[kk] = o.off[kc + kk];
+    if constexpr (MODE == kLaneReqRes) rmul[kk] = o.rmul[kc + kk];
+  }
 #pragma GCC unroll 4
   for (int a = 0; a < 4; ++a) {
     __m512i r0[KB], r1[KB];  // rows a = 1, 2
@@ -605,20 +615,6 @@ LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, const int32_t* ul, c
           if (coef < 0) y[k2][j] = _mm512_sub_epi32(y[k2][j], val);
         }
   }
-  // The constants of the channels, read before the first store (a store through uint8_t may alias
-  // anything: read after one, each would be loaded again).
-  int32_t comp[KB][4];
-  float mul[KB], off[KB], rmul[KB];
-  int32_t* const ybuf = o.ybuf;
-  uint8_t* const obuf = o.obuf;
-  const uint8_t* const rbuf = o.rbuf;
-#pragma GCC unroll 4
-  for (int kk = 0; kk < KB; ++kk) {
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) comp[kk][j] = o.comp[j * o.K + kc + kk];
-    if constexpr (MODE != kLaneShift) mul[kk] = o.mul[kc + kk], off[kk] = o.off[kc + kk];
-    if constexpr (MODE == kLaneReqRes) rmul[kk] = o.rmul[kc + kk];
-  }
 #pragma GCC unroll 4
   for (int j = 0; j < 4; ++j) {
     __m512i codes[4];  // REQ / REQ_RES: channel kk's rounded codes (int32; 0 past KB)
@@ -629,18 +625,16 @@ LOWBIT_AVX512_VNNI void lane_kernel_vnni(const uint8_t* vg, const int32_t* ul, c
         continue;
       }
       const int64_t k = kc + kk;
-      __m512i r = _mm512_sub_epi32(y[kk][j], _mm512_set1_epi32(comp[kk][j]));
-      r = _mm512_maskz_srai_epi32(all, r, 2);
       if constexpr (MODE == kLaneShift) {
-        _mm512_store_si512(ybuf + (j * 16 + k) * 16, r);
-      } else {  // (2f) (requant_f32.h)
+        _mm512_store_si512(ybuf + (j * 16 + k) * 16, _mm512_maskz_srai_epi32(all, y[kk][j], 2));
+      } else {  // (2f) (requant_f32.h) of (4 y - comp) / 4
         __m512 u;
         if constexpr (MODE == kLaneReqRes) {
           const __m128i r8 = _mm_load_si128(reinterpret_cast<const __m128i*>(rbuf + (j * 16 + k) * 16));
-          u = detail::requant_f32_value(r, _mm512_set1_ps(mul[kk]), _mm512_set1_ps(off[kk]),
+          u = detail::requant_f32_value(y[kk][j], _mm512_set1_ps(mul[kk]), _mm512_set1_ps(off[kk]),
                                         _mm512_maskz_cvtepu8_epi32(all, r8), _mm512_set1_ps(rmul[kk]));
         } else {
-          u = detail::requant_f32_value(r, _mm512_set1_ps(mul[kk]), _mm512_set1_ps(off[kk]));
+          u = detail::requant_f32_value(y[kk][j], _mm512_set1_ps(mul[kk]), _mm512_set1_ps(off[kk]));
         }
         codes[kk] = _mm512_maskz_cvt_roundps_epi32(all, u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       }
