@@ -1,9 +1,10 @@
 // Exact integer Winograd F(2x2, 3x3) convolution (contract: core/kernels/conv_int8_winograd.h).
 //
-// Layout. x is copied with the zero point around it into [N][Hp][Wp][C'] (C' = C rounded up to 4, the
-// added channels 0; Hp = 2 TH + 2, Wp = 2 TW' + 2 for TH x TW tiles, TW' = TW rounded up to 4), so
-// every tile's 4x4 patch, the last ones' included, is in bounds. Tile t of a block of tile rows is
-// row t of V (a tile row holds TW' rows; the ones past TW are computed and dropped). Per block:
+// Layout. The tiles' 4x4 patches lie in x with the zero point around it, [N][Hp][Wp][C'] (C' = C
+// rounded up to 4, the added channels 0; Hp = 2 TH + 2, Wp = 2 TW' + 2 for TH x TW tiles, TW' = TW
+// rounded up to 4): the AVX-512 input transforms read x itself where C' = C (masked loads at the
+// borders, the zero point outside), the others a padded copy. Tile t of a block of tile rows is row
+// t of V (a tile row holds TW' rows; the ones past TW are computed and dropped). Per block:
 //   V  [16][T][C'] uint8   V + o_pos of every tile, per position (rows C' bytes)
 // then, by path:
 //   lanes (VNNI, C' = 16 or 32, T % 16 == 0): V regrouped per 16 tiles as [quad][tile lane]; vpdpbusd with

@@ -77,7 +77,8 @@ bool conv_winograd_geometry(const Conv2dGeometry& g);
 
 bool pack_conv_weights_winograd_s8(const Conv2dGeometry& g, const int8_t* w, int64_t max_code, WinogradPackedS8& out);
 
-// Bytes per image of the zero-point-padded copy of x the kernels make (the tiles' patches).
+// Bytes per image of the zero-point-padded copy of x the kernels make (the tiles' patches; a bound:
+// the AVX-512 path reads x itself when C is a multiple of 4).
 int64_t conv_winograd_padded_bytes_per_image(const Conv2dGeometry& g);
 
 void conv2d_winograd_u8s8s32(const Conv2dGeometry& g, const uint8_t* x, uint8_t x_zero_point, const WinogradPackedS8& w,
