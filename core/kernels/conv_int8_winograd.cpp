@@ -916,9 +916,7 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
           else if (h >= 0 && h < g.H)
             rows.row[i] = reinterpret_cast<uintptr_t>(x + (n * g.H + h) * g.W * cp) - uintptr_t(g.pad_w * cp);
         }
-        if (direct) {
-          rows.lo = g.pad_w, rows.hi = g.pad_w + g.W;
-        }
+        if (direct) rows.lo = g.pad_w, rows.hi = g.pad_w + g.W;
         if (cp == 16)
           input_row_multi_avx512<16>(rows, t.TWp, o2, dst, vs);
         else if (cp == 32)
@@ -1130,14 +1128,16 @@ void conv2d_winograd_u8s8u8(const Conv2dGeometry& g, const uint8_t* x, uint8_t x
   const int64_t K = g.K;
   // The kernels requantize their results at once where the float path (2f) holds (requant.h); the
   // lanes kernel for codes within int8 and |u| < 2^30 for every declared accumulator and residual
-  // (its clamp: above).
+  // (its clamp: above), and multipliers whose quarter is exact (0 or normal: it multiplies 4 acc).
   const bool fused = !q.offset_f32.empty() && !residual_s32;
   bool in_lanes = fused && q.qmin >= 0 && q.qmax <= 127;
   for (int64_t k = 0; in_lanes && k < K; ++k) {
     const double rm = residual_u8 ? std::abs(double(q.residual_multiplier_f32[size_t(k)])) : 0.0;
-    in_lanes = double(q.acc_bound) * std::abs(double(q.multiplier_f32[size_t(k)])) +
-                   std::abs(double(q.offset_f32[size_t(k)])) + double(q.residual_bound) * rm <
-               double(1 << 30);
+    const float m = std::abs(q.multiplier_f32[size_t(k)]);
+    in_lanes =
+        double(q.acc_bound) * double(m) + std::abs(double(q.offset_f32[size_t(k)])) + double(q.residual_bound) * rm <
+            double(1 << 30) &&
+        (m == 0 || m >= 0x1p-120f);
   }
   const FusedRequant fr{&q, residual_u8, y, in_lanes};
   winograd_blocks(
