@@ -41,27 +41,36 @@ uint8_t pad_code(const WeightOp& l) {
 // layer's low-order weight pass, deploy/export.h), is added to that residual in its units, 2^-F.
 constexpr int kFractionBits = 11;
 
-std::vector<int32_t> padding_correction(const WeightOp& l, const ActShape& in, const ActShape& out, int fraction_bits) {
-  std::vector<int32_t> corr(size_t(out.H * out.W * l.K));
+// tap(at, w0) for every output (p, q) and channel k, at = (p Q + q) K + k, and each of its taps (r, s)
+// that falls on the padding, w0 = ((k R + r) S + s) C its first weight; in that order.
+template <class Tap>
+void padded_taps(const WeightOp& l, const ActShape& in, const ActShape& out, Tap&& tap) {
   for (int64_t p = 0; p < out.H; ++p)
     for (int64_t q = 0; q < out.W; ++q)
-      for (int64_t k = 0; k < l.K; ++k) {
-        double sum = 0;
+      for (int64_t k = 0; k < l.K; ++k)
         for (int64_t r = 0; r < l.R; ++r)
           for (int64_t s = 0; s < l.S; ++s) {
             const int64_t h = p * l.stride_h - l.pad_h + r * l.dil_h, w = q * l.stride_w - l.pad_w + s * l.dil_w;
-            if (h >= 0 && h < in.H && w >= 0 && w < in.W) continue;
-            for (int64_t c = 0; c < l.C; ++c) {
-              const double v = l.pad_values[size_t(c)];
-              sum =
-                  std::fma(double(l.weights[size_t(((k * l.R + r) * l.S + s) * l.C + c)]), v - std::nearbyint(v), sum);
-            }
+            if (h < 0 || h >= in.H || w < 0 || w >= in.W)
+              tap(size_t((p * out.W + q) * l.K + k), size_t(((k * l.R + r) * l.S + s) * l.C));
           }
-        const double fixed = std::nearbyint(std::ldexp(sum, fraction_bits));
-        LOWBIT_CHECK(std::abs(fixed) < 0x1p31, "Engine: ", l.name, ": the fractional padding's contribution ", sum,
-                     " is beyond its fixed-point range");
-        corr[size_t((p * out.W + q) * l.K + k)] = int32_t(fixed);
-      }
+}
+
+std::vector<int32_t> padding_correction(const WeightOp& l, const ActShape& in, const ActShape& out, int fraction_bits) {
+  std::vector<double> sum(size_t(out.H * out.W * l.K), 0.0);
+  padded_taps(l, in, out, [&](size_t at, size_t w0) {
+    for (int64_t c = 0; c < l.C; ++c) {
+      const double v = l.pad_values[size_t(c)];
+      sum[at] = std::fma(double(l.weights[w0 + size_t(c)]), v - std::nearbyint(v), sum[at]);
+    }
+  });
+  std::vector<int32_t> corr(sum.size());
+  for (size_t at = 0; at < sum.size(); ++at) {
+    const double fixed = std::nearbyint(std::ldexp(sum[at], fraction_bits));
+    LOWBIT_CHECK(std::abs(fixed) < 0x1p31, "Engine: ", l.name, ": the fractional padding's contribution ", sum[at],
+                 " is beyond its fixed-point range");
+    corr[at] = int32_t(fixed);
+  }
   return corr;
 }
 
@@ -274,24 +283,17 @@ void Engine::fold_low_pass(size_t i, const std::vector<int>& readers) {
   };
   std::vector<int64_t> pad_diff(size_t(l.C));
   for (int64_t c = 0; c < l.C; ++c) pad_diff[size_t(c)] = code(l, c) - code(b, c);
-  std::vector<int32_t> corr(size_t(out.H * out.W * l.K));
+  std::vector<int64_t> extra(size_t(out.H * out.W * l.K), 0);
+  padded_taps(l, in, out, [&](size_t at, size_t w0) {
+    for (int64_t c = 0; c < l.C; ++c) extra[at] += int64_t(b.weights[w0 + size_t(c)]) * pad_diff[size_t(c)];
+  });
+  std::vector<int32_t> corr(extra.size());
   int64_t most = 0;
-  for (int64_t p = 0; p < out.H; ++p)
-    for (int64_t q = 0; q < out.W; ++q)
-      for (int64_t k = 0; k < l.K; ++k) {
-        int64_t extra = 0;
-        for (int64_t r = 0; r < l.R; ++r)
-          for (int64_t s = 0; s < l.S; ++s) {
-            const int64_t h = p * l.stride_h - l.pad_h + r * l.dil_h, w = q * l.stride_w - l.pad_w + s * l.dil_w;
-            if (h >= 0 && h < in.H && w >= 0 && w < in.W) continue;
-            for (int64_t c = 0; c < l.C; ++c)
-              extra += int64_t(b.weights[size_t(((k * l.R + r) * l.S + s) * l.C + c)]) * pad_diff[size_t(c)];
-          }
-        const size_t at = size_t((p * out.W + q) * l.K + k);
-        const int64_t v = (L.correction.empty() ? 0 : int64_t(L.correction[at])) - extra;
-        most = std::max(most, std::abs(v));
-        corr[at] = int32_t(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX));
-      }
+  for (size_t at = 0; at < corr.size(); ++at) {
+    const int64_t v = (L.correction.empty() ? 0 : int64_t(L.correction[at])) - extra[at];
+    most = std::max(most, std::abs(v));
+    corr[at] = int32_t(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX));
+  }
   const int64_t x_max = std::max(input_max_code(model_, i), input_max_code(model_, j));
   if (accumulator_bound(b.weights.data(), b.weights.size(), b.K, x_max) + most >= (int64_t(1) << 31)) return;
   std::vector<int8_t> w3(L.w);  // [hi; lo] then the pass's rows
