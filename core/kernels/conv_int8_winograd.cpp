@@ -138,6 +138,7 @@ struct PatchRows {
   uintptr_t row[4] = {};
   int64_t lo = 0, hi = INT64_MAX;
   uint8_t zp = 0;
+  bool quads = false;  // x itself, pad_w 1, W a multiple of 64 / cp: input_row_quads_avx512
 };
 
 void input_row_portable(const uint8_t* xp, int64_t Wp, int64_t cp, int64_t tiles, int32_t o2, uint8_t* v,
@@ -215,9 +216,54 @@ LOWBIT_AVX512 inline __attribute__((always_inline)) void patch_columns(Load&& lo
   }
 }
 
+// cp == 16 or 32, r.quads: the loads aligned with x's rows (64 / cp pixels each, none split across
+// cache lines), each used for two steps. Step s (64 / cp tiles; its patch columns from x's pixel
+// 2 s (64 / cp) - 1 on): columns 1 and 2 are x's even and odd pixels of the step (a 128-bit-lane
+// shuffle of two loads each), column 0 the previous step's column 2 moved up one pixel, column 3 the
+// next step's column 1 moved down one.
+template <int CP>
+LOWBIT_AVX512 void input_row_quads_avx512(const PatchRows& r, int64_t tiles, int32_t o2, uint8_t* v, int64_t vstride) {
+  static_assert(CP == 16 || CP == 32);
+  constexpr int kPix = 64 / CP;  // pixels per load, tiles per step
+  constexpr int kEven = CP == 16 ? 0x88 : 0x44, kOdd = CP == 16 ? 0xDD : 0xEE;
+  constexpr int kPixQ = CP / 8;  // qwords per pixel
+  const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(r.zp));
+  const int64_t loads = (r.hi - r.lo) / kPix;  // per row of x
+  auto load = [&](int i, int64_t k) {          // x's pixels kPix k.. of patch row i (patch column kPix k + 1)
+    return r.row[i] && k >= 0 && k < loads
+               ? _mm512_loadu_si512(reinterpret_cast<const void*>(r.row[i] + uintptr_t((kPix * k + 1) * CP)))
+               : z;
+  };
+  __m512i even[4], odd[4], odd_prev[4];  // columns 1 and 2 of the current step, column 2 of the previous
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const __m512i a = load(i, 0), b = load(i, 1);
+    even[i] = _mm512_maskz_shuffle_i64x2(kAll8, a, b, kEven);
+    odd[i] = _mm512_maskz_shuffle_i64x2(kAll8, a, b, kOdd);
+    odd_prev[i] = z;
+  }
+  for (int64_t t = 0; t < tiles; t += kPix) {
+    const int64_t s = t / kPix;
+    __m512i d[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const __m512i a = load(i, 2 * s + 2), b = load(i, 2 * s + 3);
+      const __m512i even_next = _mm512_maskz_shuffle_i64x2(kAll8, a, b, kEven),
+                    odd_next = _mm512_maskz_shuffle_i64x2(kAll8, a, b, kOdd);
+      d[i][0] = _mm512_maskz_alignr_epi64(kAll8, odd[i], odd_prev[i], 8 - kPixQ);  // odd pixels, one earlier
+      d[i][1] = even[i];
+      d[i][2] = odd[i];
+      d[i][3] = _mm512_maskz_alignr_epi64(kAll8, even_next, even[i], kPixQ);  // even pixels, one later
+      odd_prev[i] = odd[i], even[i] = even_next, odd[i] = odd_next;
+    }
+    transform_store(d, o, ~__mmask64(0), v + t * CP, vstride);
+  }
+}
+
 template <int CP>
 LOWBIT_AVX512 void input_row_multi_avx512(const PatchRows& r, int64_t tiles, int32_t o2, uint8_t* v, int64_t vstride) {
   static_assert(CP == 16 || CP == 32);
+  if (r.quads) return input_row_quads_avx512<CP>(r, tiles, o2, v, vstride);
   const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(r.zp));
   constexpr int64_t kSpan = CP == 16 ? 10 : 6;  // patch columns read per step
   const bool rows_in = r.row[0] && r.row[1] && r.row[2] && r.row[3];
@@ -916,7 +962,9 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
           else if (h >= 0 && h < g.H)
             rows.row[i] = reinterpret_cast<uintptr_t>(x + (n * g.H + h) * g.W * cp) - uintptr_t(g.pad_w * cp);
         }
-        if (direct) rows.lo = g.pad_w, rows.hi = g.pad_w + g.W;
+        if (direct)
+          rows.lo = g.pad_w, rows.hi = g.pad_w + g.W,
+          rows.quads = (cp == 16 || cp == 32) && g.pad_w == 1 && g.W % (64 / cp) == 0;
         if (cp == 16)
           input_row_multi_avx512<16>(rows, t.TWp, o2, dst, vs);
         else if (cp == 32)
