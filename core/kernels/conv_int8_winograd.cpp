@@ -962,9 +962,10 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
           else if (h >= 0 && h < g.H)
             rows.row[i] = reinterpret_cast<uintptr_t>(x + (n * g.H + h) * g.W * cp) - uintptr_t(g.pad_w * cp);
         }
-        if (direct)
-          rows.lo = g.pad_w, rows.hi = g.pad_w + g.W,
+        if (direct) {
+          rows.lo = g.pad_w, rows.hi = g.pad_w + g.W;
           rows.quads = (cp == 16 || cp == 32) && g.pad_w == 1 && g.W % (64 / cp) == 0;
+        }
         if (cp == 16)
           input_row_multi_avx512<16>(rows, t.TWp, o2, dst, vs);
         else if (cp == 32)
