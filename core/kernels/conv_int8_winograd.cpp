@@ -2,8 +2,9 @@
 //
 // Layout. The tiles' 4x4 patches lie in x with the zero point around it, [N][Hp][Wp][C'] (C' = C
 // rounded up to 4, the added channels 0; Hp = 2 TH + 2, Wp = 2 TW' + 2 for TH x TW tiles, TW' = TW
-// rounded up to 4): the AVX-512 input transforms read x itself where C' = C (masked loads at the
-// borders, the zero point outside), the others a padded copy. Tile t of a block of tile rows is row
+// rounded up to 4): the AVX-512 input transforms read x itself where C' = C (16 or 32 channels: with
+// padding 1 and W a multiple of 64 / C', by loads aligned with x's rows; other C' by masked loads; the
+// zero point outside), the others a padded copy. Tile t of a block of tile rows is row
 // t of V (a tile row holds TW' rows; the ones past TW are computed and dropped). Per block:
 //   V  [16][T][C'] uint8   V + o_pos of every tile, per position (rows C' bytes)
 // then, by path:
@@ -126,9 +127,9 @@ bool fused_enabled() { return g_fused.load(std::memory_order_relaxed); }
 
 // ---------------------------------------------------------------------------------------------
 // Input transform of one tile row: tiles [0, tiles) into v + t cp (positions `vstride` bytes apart).
-// o2 = 2M, the offset of every position but the centre. The patch rows come as PatchRows: the
-// portable path reads the padded copy, the AVX-512 paths either the padded copy or x itself (the
-// zero point outside it: masked loads at the borders, a missing row is the zero point).
+// o2 = 2M, the offset of every position but the centre. The portable path reads the padded copy, the
+// AVX-512 paths either the padded copy or x itself (the zero point outside it; a missing row is the
+// zero point), the rows then given as PatchRows.
 // ---------------------------------------------------------------------------------------------
 
 // The 4 input rows of a tile row: row[i] = the address of patch column 0 of patch row i (pixels cp
@@ -138,7 +139,6 @@ struct PatchRows {
   uintptr_t row[4] = {};
   int64_t lo = 0, hi = INT64_MAX;
   uint8_t zp = 0;
-  bool quads = false;  // x itself, pad_w 1, W a multiple of 64 / cp: input_row_quads_avx512
 };
 
 void input_row_portable(const uint8_t* xp, int64_t Wp, int64_t cp, int64_t tiles, int32_t o2, uint8_t* v,
@@ -152,16 +152,6 @@ void input_row_portable(const uint8_t* xp, int64_t Wp, int64_t cp, int64_t tiles
       for (int pos = 0; pos < 16; ++pos)
         v[pos * vstride + t * cp + c] = uint8_t(e[pos / 4][pos % 4] + (pos == kCentre ? 0 : o2));
     }
-}
-
-// The bytes of the 64 / B pixels (B bytes each) from patch column px on that lie in [lo, hi).
-template <int B>
-inline __mmask64 pixel_mask(int64_t px, int64_t lo, int64_t hi) {
-  static_assert(B == 16 || B == 32);
-  const int64_t a = std::max<int64_t>(lo - px, 0), b = std::min<int64_t>(hi - px, 64 / B);  // pixels [a, b)
-  if (b <= a) return 0;
-  const __mmask64 below_b = b * B == 64 ? ~__mmask64(0) : (__mmask64(1) << (b * B)) - 1;
-  return below_b & ~((__mmask64(1) << (a * B)) - 1);
 }
 
 // B^T d B + o in byte lanes (modulo 256), stored masked at v + pos vstride.
@@ -191,38 +181,15 @@ LOWBIT_AVX512 inline void transform_store(const __m512i d[4][4], __m512i o2, __m
 // unmasked intrinsics (as core/kernels/requant.cpp); the same instructions.
 constexpr __mmask8 kAll8 = 0xFF;
 
-// cp == 16 or 32, tiles a multiple of 4: 64 / cp tiles per vector. cp == 16: the patches' column j of
-// tiles t..t+3 are pixels 2t + j + {0, 2, 4, 6} (16 bytes each), cp == 32: pixels 2t + j + {0, 2}
-// (32 bytes each); a 128-bit-lane shuffle of two 64-byte loads per column. load(i, px): 64 bytes of
-// patch row i from patch column px on.
-template <int CP, class Load>
-LOWBIT_AVX512 inline __attribute__((always_inline)) void patch_columns(Load&& load, __m512i d[4][4]) {
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    if constexpr (CP == 16) {
-      const __m512i z0 = load(i, 0), z1 = load(i, 4);             // pixels 0-3, 4-7
-      const __m512i z2 = load(i, 2), z3 = load(i, 6);             // pixels 2-5, 6-9
-      d[i][0] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0x88);  // pixels 0, 2, 4, 6
-      d[i][1] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0xDD);  // 1, 3, 5, 7
-      d[i][2] = _mm512_maskz_shuffle_i64x2(kAll8, z2, z3, 0x88);  // 2, 4, 6, 8
-      d[i][3] = _mm512_maskz_shuffle_i64x2(kAll8, z2, z3, 0xDD);  // 3, 5, 7, 9
-    } else {
-      const __m512i z0 = load(i, 0), z1 = load(i, 2), z2 = load(i, 4);  // pixels 0-1, 2-3, 4-5
-      d[i][0] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0x44);        // pixels 0, 2
-      d[i][1] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0xEE);        // 1, 3
-      d[i][2] = _mm512_maskz_shuffle_i64x2(kAll8, z1, z2, 0x44);        // 2, 4
-      d[i][3] = _mm512_maskz_shuffle_i64x2(kAll8, z1, z2, 0xEE);        // 3, 5
-    }
-  }
-}
-
-// cp == 16 or 32, r.quads: the loads aligned with x's rows (64 / cp pixels each, none split across
-// cache lines), each used for two steps. Step s (64 / cp tiles; its patch columns from x's pixel
-// 2 s (64 / cp) - 1 on): columns 1 and 2 are x's even and odd pixels of the step (a 128-bit-lane
-// shuffle of two loads each), column 0 the previous step's column 2 moved up one pixel, column 3 the
-// next step's column 1 moved down one.
+// cp == 16 or 32, from x itself with pad_w 1 and W a multiple of 64 / cp (rows_aligned): 64 / cp tiles
+// per step, the loads aligned with x's rows (64 / cp pixels each, none split across cache lines: the
+// patches start one pixel before them), each used for two steps. Step s (64 / cp tiles; its patch columns from x's
+// pixel 2 s (64 / cp) - 1 on): columns 1 and 2 are x's even and odd pixels of the step (a 128-bit-lane shuffle of two
+// loads each), column 0 the previous step's column 2 moved up one pixel, column 3 the next step's column 1 moved down
+// one.
 template <int CP>
-LOWBIT_AVX512 void input_row_quads_avx512(const PatchRows& r, int64_t tiles, int32_t o2, uint8_t* v, int64_t vstride) {
+LOWBIT_AVX512 void input_row_aligned_avx512(const PatchRows& r, int64_t tiles, int32_t o2, uint8_t* v,
+                                            int64_t vstride) {
   static_assert(CP == 16 || CP == 32);
   constexpr int kPix = 64 / CP;  // pixels per load, tiles per step
   constexpr int kEven = CP == 16 ? 0x88 : 0x44, kOdd = CP == 16 ? 0xDD : 0xEE;
@@ -260,30 +227,34 @@ LOWBIT_AVX512 void input_row_quads_avx512(const PatchRows& r, int64_t tiles, int
   }
 }
 
+// The same from the padded copy (any W and padding): xp at the padded row 2 th. The patches' column j
+// of tiles t..t+3 are pixels 2t + j + {0, 2, 4, 6} (cp 16), of tiles t, t+1 pixels 2t + j + {0, 2}
+// (cp 32); a 128-bit-lane shuffle of two 64-byte loads per column.
 template <int CP>
-LOWBIT_AVX512 void input_row_multi_avx512(const PatchRows& r, int64_t tiles, int32_t o2, uint8_t* v, int64_t vstride) {
+LOWBIT_AVX512 void input_row_padded_avx512(const uint8_t* xp, int64_t Wp, int64_t tiles, int32_t o2, uint8_t* v,
+                                           int64_t vstride) {
   static_assert(CP == 16 || CP == 32);
-  if (r.quads) return input_row_quads_avx512<CP>(r, tiles, o2, v, vstride);
-  const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(r.zp));
-  constexpr int64_t kSpan = CP == 16 ? 10 : 6;  // patch columns read per step
-  const bool rows_in = r.row[0] && r.row[1] && r.row[2] && r.row[3];
+  const __m512i o = _mm512_set1_epi8(char(o2));
   for (int64_t t = 0; t < tiles; t += 64 / CP) {
-    const int64_t c0 = 2 * t;
     __m512i d[4][4];
-    if (rows_in && c0 >= r.lo && c0 + kSpan <= r.hi) {  // all pixels
-      const uint8_t* row[4];
-      for (int i = 0; i < 4; ++i) row[i] = reinterpret_cast<const uint8_t*>(r.row[i] + uintptr_t(c0 * CP));
-      patch_columns<CP>([&](int i, int px) { return _mm512_loadu_si512(row[i] + px * CP); }, d);
-    } else {  // masked loads: the zero point outside the pixels (and in missing rows)
-      __mmask64 m[4];
-      for (int k = 0; k < 4; ++k) m[k] = pixel_mask<CP>(c0 + 2 * k, r.lo, r.hi);
-      patch_columns<CP>(
-          [&](int i, int px) {
-            return r.row[i] ? _mm512_mask_loadu_epi8(
-                                  z, m[px / 2], reinterpret_cast<const void*>(r.row[i] + uintptr_t((c0 + px) * CP)))
-                            : z;
-          },
-          d);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const uint8_t* row = xp + (i * Wp + 2 * t) * CP;
+      if constexpr (CP == 16) {
+        const __m512i z0 = _mm512_loadu_si512(row), z1 = _mm512_loadu_si512(row + 64);       // pixels 0-3, 4-7
+        const __m512i z2 = _mm512_loadu_si512(row + 32), z3 = _mm512_loadu_si512(row + 96);  // pixels 2-5, 6-9
+        d[i][0] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0x88);                           // pixels 0, 2, 4, 6
+        d[i][1] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0xDD);                           // 1, 3, 5, 7
+        d[i][2] = _mm512_maskz_shuffle_i64x2(kAll8, z2, z3, 0x88);                           // 2, 4, 6, 8
+        d[i][3] = _mm512_maskz_shuffle_i64x2(kAll8, z2, z3, 0xDD);                           // 3, 5, 7, 9
+      } else {
+        const __m512i z0 = _mm512_loadu_si512(row), z1 = _mm512_loadu_si512(row + 64);  // pixels 0-1, 2-3
+        const __m512i z2 = _mm512_loadu_si512(row + 128);                               // pixels 4-5
+        d[i][0] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0x44);                      // pixels 0, 2
+        d[i][1] = _mm512_maskz_shuffle_i64x2(kAll8, z0, z1, 0xEE);                      // 1, 3
+        d[i][2] = _mm512_maskz_shuffle_i64x2(kAll8, z1, z2, 0x44);                      // 2, 4
+        d[i][3] = _mm512_maskz_shuffle_i64x2(kAll8, z1, z2, 0xEE);                      // 3, 5
+      }
     }
     transform_store(d, o, ~__mmask64(0), v + t * CP, vstride);
   }
@@ -340,11 +311,10 @@ LOWBIT_AVX512 inline void output_transform_avx512(const int32_t* m, int64_t mstr
     s0[j] = _mm512_add_epi32(_mm512_add_epi32(v[j], v[4 + j]), v[8 + j]);
     s1[j] = _mm512_sub_epi32(_mm512_sub_epi32(v[4 + j], v[8 + j]), v[12 + j]);
   }
-  const __m512i r[4] = {
-      _mm512_add_epi32(_mm512_add_epi32(s0[0], s0[1]), s0[2]), _mm512_sub_epi32(_mm512_sub_epi32(s0[1], s0[2]), s0[3]),
-      _mm512_add_epi32(_mm512_add_epi32(s1[0], s1[1]), s1[2]), _mm512_sub_epi32(_mm512_sub_epi32(s1[1], s1[2]), s1[3])};
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j) y[j] = r[j];
+  y[0] = _mm512_add_epi32(_mm512_add_epi32(s0[0], s0[1]), s0[2]);
+  y[1] = _mm512_sub_epi32(_mm512_sub_epi32(s0[1], s0[2]), s0[3]);
+  y[2] = _mm512_add_epi32(_mm512_add_epi32(s1[0], s1[1]), s1[2]);
+  y[3] = _mm512_sub_epi32(_mm512_sub_epi32(s1[1], s1[2]), s1[3]);
 }
 
 LOWBIT_AVX512 void output_tile_avx512(const int32_t* m, int64_t mstride, const int32_t* comp, int64_t K, int64_t ldo_p,
@@ -905,9 +875,11 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
   const Tiling t(g);
   const int64_t K = g.K, cp = t.cp, P = t.P, Q = t.Q;
   const bool simd = avx512_enabled();
-  // The AVX-512 input transforms read x itself when its pixels are whole channel quads; else a
-  // padded copy [N][Hp][Wp][cp] (the zero point around x, added channels 0).
-  const bool direct = simd && cp == g.C;
+  // The AVX-512 input transforms read x itself when its pixels are whole channel quads (16 or 32
+  // channels: pad_w 1 and W a multiple of 64 / cp, the aligned loads); else a padded copy
+  // [N][Hp][Wp][cp] (the zero point around x, added channels 0).
+  const bool rows_aligned = (cp == 16 || cp == 32) && g.pad_w == 1 && g.W % (64 / cp) == 0;
+  const bool direct = simd && cp == g.C && (rows_aligned || (cp != 16 && cp != 32));
   detail::PaddedU8 padded;
   const uint8_t* xp = direct ? nullptr : padded.fill(g, x, zp, cp, t.Hp, t.Wp);
   const int32_t o2 = int32_t(2 * w.max_code);
@@ -953,6 +925,12 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
           input_row_portable(xp + (n * t.Hp + 2 * th) * t.Wp * cp, t.Wp, cp, t.TW, o2, dst, vs);
           continue;
         }
+        if ((cp == 16 || cp == 32) && !direct) {
+          const uint8_t* src = xp + (n * t.Hp + 2 * th) * t.Wp * cp;
+          cp == 16 ? input_row_padded_avx512<16>(src, t.Wp, t.TWp, o2, dst, vs)
+                   : input_row_padded_avx512<32>(src, t.Wp, t.TWp, o2, dst, vs);
+          continue;
+        }
         PatchRows rows;  // patch row i = padded row 2 th + i
         rows.zp = zp;
         for (int i = 0; i < 4; ++i) {
@@ -962,14 +940,11 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
           else if (h >= 0 && h < g.H)
             rows.row[i] = reinterpret_cast<uintptr_t>(x + (n * g.H + h) * g.W * cp) - uintptr_t(g.pad_w * cp);
         }
-        if (direct) {
-          rows.lo = g.pad_w, rows.hi = g.pad_w + g.W;
-          rows.quads = (cp == 16 || cp == 32) && g.pad_w == 1 && g.W % (64 / cp) == 0;
-        }
+        if (direct) rows.lo = g.pad_w, rows.hi = g.pad_w + g.W;
         if (cp == 16)
-          input_row_multi_avx512<16>(rows, t.TWp, o2, dst, vs);
+          input_row_aligned_avx512<16>(rows, t.TWp, o2, dst, vs);
         else if (cp == 32)
-          input_row_multi_avx512<32>(rows, t.TWp, o2, dst, vs);
+          input_row_aligned_avx512<32>(rows, t.TWp, o2, dst, vs);
         else
           input_row_avx512(rows, cp, t.TW, o2, dst, vs);
       }
