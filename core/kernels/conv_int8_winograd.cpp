@@ -488,17 +488,26 @@ inline int lane_sign(int pos) {
   return (b == 3 && a < 3) || (b == 0 && a == 3) ? -1 : 1;
 }
 
-// Tiles 4i..4i+3 of a group (16 channels each, one per 128-bit lane) in g[i] -> quads 0..3, each 16
-// lanes of 4 channels, at p (64 bytes apart).
-LOWBIT_AVX512 inline void lanes_store4(const __m512i g[4], uint8_t* p) {
+// Per 128-bit lane, the 4x4 dword transpose of g[0..3]: dword c of lane B of out[r] = dword r of
+// lane B of g[c] (an involution).
+LOWBIT_AVX512 inline __attribute__((always_inline)) void transpose4x4_dwords(const __m512i g[4], __m512i out[4]) {
   const __m512i t0 = _mm512_maskz_unpacklo_epi32(0xFFFF, g[0], g[1]),
                 t1 = _mm512_maskz_unpackhi_epi32(0xFFFF, g[0], g[1]);
   const __m512i t2 = _mm512_maskz_unpacklo_epi32(0xFFFF, g[2], g[3]),
                 t3 = _mm512_maskz_unpackhi_epi32(0xFFFF, g[2], g[3]);
-  _mm512_storeu_si512(p, _mm512_maskz_unpacklo_epi64(kAll8, t0, t2));
-  _mm512_storeu_si512(p + 64, _mm512_maskz_unpackhi_epi64(kAll8, t0, t2));
-  _mm512_storeu_si512(p + 128, _mm512_maskz_unpacklo_epi64(kAll8, t1, t3));
-  _mm512_storeu_si512(p + 192, _mm512_maskz_unpackhi_epi64(kAll8, t1, t3));
+  out[0] = _mm512_maskz_unpacklo_epi64(kAll8, t0, t2);
+  out[1] = _mm512_maskz_unpackhi_epi64(kAll8, t0, t2);
+  out[2] = _mm512_maskz_unpacklo_epi64(kAll8, t1, t3);
+  out[3] = _mm512_maskz_unpackhi_epi64(kAll8, t1, t3);
+}
+
+// Tiles 4i..4i+3 of a group (16 channels each, one per 128-bit lane) in g[i] -> quads 0..3, each 16
+// lanes of 4 channels, at p (64 bytes apart).
+LOWBIT_AVX512 inline void lanes_store4(const __m512i g[4], uint8_t* p) {
+  __m512i q[4];
+  transpose4x4_dwords(g, q);
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) _mm512_storeu_si512(p + 64 * i, q[i]);
 }
 
 // V [position][tile][CP channels] (positions vs bytes apart) -> vl [group][position][quad][lane][4
@@ -720,6 +729,11 @@ LOWBIT_AVX512 void lane_store(const int32_t* ybuf, const TileOut* d, int64_t K, 
   }
 }
 
+// Bytes (row r, column c) of each 4x4 block <-> (c, r) within a 128-bit lane.
+LOWBIT_AVX512 inline __m512i byte_blocks_transpose() {
+  return _mm512_maskz_broadcast_i32x4(0xFFFF, _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+}
+
 // A 16x16 byte transpose, rows 16 bytes: x[g] holds rows 4g..4g+3 (one per 128-bit lane); out[m]
 // holds rows 4m..4m+3 of the transpose. AVX-512BW only (no VBMI): per 4x4 block of dwords a vpermd,
 // per 4x4 block of bytes a vpshufb, and 128-bit-lane shuffles between the two. DWORDS_FIRST: x[g]
@@ -728,9 +742,7 @@ template <bool DWORDS_FIRST = false>
 LOWBIT_AVX512 inline __attribute__((always_inline)) void transpose16x16_u8(const __m512i x[4], __m512i out[4]) {
   // dword (lane r, dword B) <-> (lane B, dword r) within a vector
   const __m512i dwords = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  // bytes (row r, column c) of a 4x4 block <-> (c, r) within a 128-bit lane
-  const __m512i bytes =
-      _mm512_maskz_broadcast_i32x4(0xFFFF, _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+  const __m512i bytes = byte_blocks_transpose();
   __m512i u[4];
 #pragma GCC unroll 4
   for (int g = 0; g < 4; ++g)  // lane B of u[g]: the block (rows 4g.., columns 4B..) transposed
@@ -775,12 +787,81 @@ bool lane_group_full(const TileOut* d, __mmask16 mask) {
   return true;
 }
 
+// The group one tile row of 16-channel pixels: lane_group_full, K = 16 and tile i's output pixels 2 i
+// after tile 0's, so each output row of the group is 32 pixels of 16 bytes back to back.
+bool lane_group_rows(const TileOut* d, __mmask16 mask, int64_t K) {
+  if (K != 16 || !lane_group_full(d, mask)) return false;
+  for (int i = 1; i < 16; ++i)
+    if (d[i].row != d[0].row + 2 * i) return false;
+  return true;
+}
+
+// lane_store_u8 where lane_group_rows: per j, the byte blocks of obuf[j][g] transposed (lane B, dword c:
+// lane 4B + c's channels 4g..4g+3), then the dwords: v[c], lane B = lane 4B + c's 16 channels = tile
+// 4c + B (lane_of). Output row dp's pixels 8c..8c+7 are then v[c] of dq 0 and 1 interleaved by 128-bit
+// lanes: two 64-byte stores.
+LOWBIT_AVX512 void lane_store_u8_rows(const uint8_t* obuf, int64_t row0, int64_t ldo, int8_t qmin, int8_t qmax,
+                                      uint8_t* y8) {
+  const __m512i lo = _mm512_set1_epi8(qmin), hi = _mm512_set1_epi8(qmax), bytes = byte_blocks_transpose();
+  const __m512i first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11),
+                second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+  for (int dp = 0; dp < 2; ++dp) {
+    __m512i v[2][4];
+#pragma GCC unroll 2
+    for (int dq = 0; dq < 2; ++dq) {
+      __m512i u[4];
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g)
+        u[g] = _mm512_maskz_shuffle_epi8(~__mmask64(0), _mm512_load_si512(obuf + (2 * dp + dq) * 256 + g * 64), bytes);
+      transpose4x4_dwords(u, v[dq]);
+    }
+    uint8_t* out = y8 + (row0 + dp * ldo) * 16;
+    auto clamp = [&](__m512i x) {
+      return _mm512_maskz_min_epi8(~__mmask64(0), _mm512_maskz_max_epi8(~__mmask64(0), x, lo), hi);
+    };
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      _mm512_storeu_si512(out + 128 * c, clamp(_mm512_maskz_permutex2var_epi64(kAll8, v[0][c], first, v[1][c])));
+      _mm512_storeu_si512(out + 128 * c + 64, clamp(_mm512_maskz_permutex2var_epi64(kAll8, v[0][c], second, v[1][c])));
+    }
+  }
+}
+
+// lane_load_u8 where lane_group_rows: lane_store_u8_rows backwards, then the dwords of each vector
+// transposed (rbuf's [k][lane] order).
+LOWBIT_AVX512 void lane_load_u8_rows(const uint8_t* res8, int64_t row0, int64_t ldo, uint8_t* rbuf) {
+  const __m512i bytes = byte_blocks_transpose();
+  const __m512i dwords = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i even = _mm512_setr_epi64(0, 1, 4, 5, 8, 9, 12, 13), odd = _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15);
+  for (int dp = 0; dp < 2; ++dp) {
+    const uint8_t* in = res8 + (row0 + dp * ldo) * 16;
+    __m512i v[2][4];
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      const __m512i a = _mm512_loadu_si512(in + 128 * c), b = _mm512_loadu_si512(in + 128 * c + 64);
+      v[0][c] = _mm512_maskz_permutex2var_epi64(kAll8, a, even, b);
+      v[1][c] = _mm512_maskz_permutex2var_epi64(kAll8, a, odd, b);
+    }
+#pragma GCC unroll 2
+    for (int dq = 0; dq < 2; ++dq) {
+      __m512i u[4];
+      transpose4x4_dwords(v[dq], u);
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g)
+        _mm512_store_si512(
+            rbuf + (2 * dp + dq) * 256 + g * 64,
+            _mm512_maskz_permutexvar_epi32(0xFFFF, dwords, _mm512_maskz_shuffle_epi8(~__mmask64(0), u[g], bytes)));
+    }
+  }
+}
+
 // obuf[j][k / 4] (int8-saturated codes, 64 bytes: 128-bit lane L, dword k % 4 = channel k's tile lanes
 // 4L..4L+3) -> clamped to [qmin, qmax], for each lane whose tile is
 // stored (d[tile].np): the first channels (mask) of its output pixels, rows of K bytes (ldo pixels per
 // image row) at y8 + d[tile].row K.
 LOWBIT_AVX512 void lane_store_u8(const uint8_t* obuf, const TileOut* d, int64_t K, int64_t ldo, __mmask16 mask,
                                  int8_t qmin, int8_t qmax, uint8_t* y8) {
+  if (lane_group_rows(d, mask, K)) return lane_store_u8_rows(obuf, d[0].row, ldo, qmin, qmax, y8);
   const __m512i lo = _mm512_set1_epi8(qmin), hi = _mm512_set1_epi8(qmax);
   const bool full = lane_group_full(d, mask);
   uint8_t* p[16];
@@ -815,6 +896,7 @@ LOWBIT_AVX512 void lane_store_u8(const uint8_t* obuf, const TileOut* d, int64_t 
 // stored lane's pixel, as rbuf[j][k][lane] (0 where the lane's tile is not stored).
 LOWBIT_AVX512 void lane_load_u8(const uint8_t* res8, const TileOut* d, int64_t K, int64_t ldo, __mmask16 mask,
                                 uint8_t* rbuf) {
+  if (lane_group_rows(d, mask, K)) return lane_load_u8_rows(res8, d[0].row, ldo, rbuf);
   const bool full = lane_group_full(d, mask);
   const uint8_t* p[16];
   for (int L = 0; L < 16; ++L) p[L] = res8 + d[lane_of(L)].row * K;
