@@ -713,9 +713,10 @@ LOWBIT_AVX512 inline void transpose16x16(const __m512i r[16], __m512i c[16]) {
   }
 }
 
-// ybuf[j][k][lane] -> for each lane whose tile is stored (d[tile].np): output rows of the first
-// channels (mask) at d[tile].out.
-LOWBIT_AVX512 void lane_store(const int32_t* ybuf, const TileOut* d, int64_t K, int64_t ldo, __mmask16 mask) {
+// ybuf[j][k][lane] -> for each lane whose tile is stored (d[tile].np): output rows of the block's first
+// channels (mask) at d[tile].out + k0.
+LOWBIT_AVX512 void lane_store(const int32_t* ybuf, const TileOut* d, int64_t k0, int64_t K, int64_t ldo,
+                              __mmask16 mask) {
   for (int j = 0; j < 4; ++j) {
     const int dp = j / 2, dq = j % 2;
     __m512i r[16], c[16];
@@ -724,7 +725,7 @@ LOWBIT_AVX512 void lane_store(const int32_t* ybuf, const TileOut* d, int64_t K, 
     transpose16x16(r, c);
     for (int L = 0; L < 16; ++L) {
       const TileOut& o = d[lane_of(L)];
-      if (dp < o.np && dq < o.nq) _mm512_mask_storeu_epi32(o.out + (dp * ldo + dq) * K, mask, c[L]);
+      if (dp < o.np && dq < o.nq) _mm512_mask_storeu_epi32(o.out + k0 + (dp * ldo + dq) * K, mask, c[L]);
     }
   }
 }
@@ -1064,10 +1065,7 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
             }
             for (int64_t g = 0; g < T; g += 16) {
               const TileOut* dg = dest + g;
-              TileOut d16[16];
-              for (int i = 0; i < 16; ++i)
-                d16[i] = {dg[i].np ? dg[i].out + k0 : nullptr, dg[i].np, dg[i].nq, dg[i].row};
-              if (lane_mode == kLaneReqRes) lane_load_u8(fr->residual_u8 + k0, d16, K, Q, mask, rbuf);
+              if (lane_mode == kLaneReqRes) lane_load_u8(fr->residual_u8 + k0, dg, K, Q, mask, rbuf);
               for (int64_t kc = 0; kc < nk; kc += 4) {
                 const int32_t* start = w.lane_overflow_start.data() + (k0 + kc) / 4;
                 lo.overflow = w.lane_overflow.data() + start[0], lo.overflows = start[1] - start[0];
@@ -1075,9 +1073,9 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
                     vl + g * 16 * cp, w.lane_u.data() + (k0 + kc) * 16 * (cp / 4), lo, kc);
               }
               if (lane_requant)
-                lane_store_u8(obuf, d16, K, Q, mask, int8_t(fr->q->qmin), int8_t(fr->q->qmax), fr->y + k0);
+                lane_store_u8(obuf, dg, K, Q, mask, int8_t(fr->q->qmin), int8_t(fr->q->qmax), fr->y + k0);
               else
-                lane_store(ybuf, d16, K, Q, mask);
+                lane_store(ybuf, dg, k0, K, Q, mask);
             }
             continue;
           }
