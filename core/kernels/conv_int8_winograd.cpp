@@ -227,6 +227,53 @@ LOWBIT_AVX512 void input_row_aligned_avx512(const PatchRows& r, int64_t tiles, i
   }
 }
 
+// cp == 16, W == 32, pad_w 1: one tile row (16 tiles) from x itself straight into the lanes kernel's V
+// (vl: [position][quad][lane][4 channels], lane L holding tile lane_of(L), defined below) -- no V in tile
+// order and no lanes_transpose. The transform is bytewise, so it commutes with moving bytes: per quad q
+// and patch row, x's 32 pixels' quad q in two vectors (a dword transpose of 4 loads each: dword 4B + c
+// = pixel 4c + B of the half), then each patch column one permutation of the two (vpermt2d), the zero
+// point in the lanes outside x.
+LOWBIT_AVX512 void input_row_lanes16_avx512(const PatchRows& r, int32_t o2, uint8_t* vl) {
+  const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(r.zp));
+  alignas(64) int32_t idx[4][16];  // patch column j, lane L: pixel 2 lane_of(L) - 1 + j in the halves
+  for (int j = 0; j < 4; ++j)
+    for (int L = 0; L < 16; ++L) {
+      const int p = std::clamp(2 * (4 * (L % 4) + L / 4) - 1 + j, 0, 31), h = p / 16, q = p % 16;
+      idx[j][L] = 16 * h + 4 * (q % 4) + q / 4;
+    }
+  const __m512i i0 = _mm512_load_si512(idx[0]), i1 = _mm512_load_si512(idx[1]), i2 = _mm512_load_si512(idx[2]),
+                i3 = _mm512_load_si512(idx[3]);
+  constexpr __mmask16 kFirst = 0xFFFE, kLast = 0x7FFF;  // column 0 of tile 0 (lane 0), column 3 of tile 15 (lane 15)
+  for (int q = 0; q < 4; ++q) {
+    __m512i d[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      if (!r.row[i]) {
+        d[i][0] = d[i][1] = d[i][2] = d[i][3] = z;
+        continue;
+      }
+      const uint8_t* x = reinterpret_cast<const uint8_t*>(r.row[i] + 16);  // pixel 0
+      __m512i half[2];
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const __m512i g0 = _mm512_loadu_si512(x + 256 * h), g1 = _mm512_loadu_si512(x + 256 * h + 64);
+        const __m512i g2 = _mm512_loadu_si512(x + 256 * h + 128), g3 = _mm512_loadu_si512(x + 256 * h + 192);
+        const __m512i t01 =
+            q < 2 ? _mm512_maskz_unpacklo_epi32(0xFFFF, g0, g1) : _mm512_maskz_unpackhi_epi32(0xFFFF, g0, g1);
+        const __m512i t23 =
+            q < 2 ? _mm512_maskz_unpacklo_epi32(0xFFFF, g2, g3) : _mm512_maskz_unpackhi_epi32(0xFFFF, g2, g3);
+        half[h] =
+            q % 2 == 0 ? _mm512_maskz_unpacklo_epi64(kAll8, t01, t23) : _mm512_maskz_unpackhi_epi64(kAll8, t01, t23);
+      }
+      d[i][0] = _mm512_mask_mov_epi32(z, kFirst, _mm512_maskz_permutex2var_epi32(0xFFFF, half[0], i0, half[1]));
+      d[i][1] = _mm512_maskz_permutex2var_epi32(0xFFFF, half[0], i1, half[1]);
+      d[i][2] = _mm512_maskz_permutex2var_epi32(0xFFFF, half[0], i2, half[1]);
+      d[i][3] = _mm512_mask_mov_epi32(z, kLast, _mm512_maskz_permutex2var_epi32(0xFFFF, half[0], i3, half[1]));
+    }
+    transform_store(d, o, ~__mmask64(0), vl + q * 64, 16 * 16);
+  }
+}
+
 // The same from the padded copy (any W and padding): xp at the padded row 2 th. The patches' column j
 // of tiles t..t+3 are pixels 2t + j + {0, 2, 4, 6} (cp 16), of tiles t, t+1 pixels 2t + j + {0, 2}
 // (cp 32); a 128-bit-lane shuffle of two 64-byte loads per column.
@@ -1001,6 +1048,9 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
       uint8_t* v = scratch;
       int32_t* m = reinterpret_cast<int32_t*>(scratch + vbytes);
       int32_t* out = y ? y + r0 * K : reinterpret_cast<int32_t*>(scratch + vbytes + mbytes);
+      // 16 channels, 32 pixels a row: each tile row one group of the lanes kernel, its V made in place.
+      const bool lanes = lanes_ok && T % 16 == 0;
+      const bool row_groups = lanes && direct && cp == 16 && g.W == 32 && t.TWp == 16;
       for (int64_t tr = tr0; tr < tr1; ++tr) {  // the input transform
         const int64_t n = tr / t.TH, th = tr % t.TH;
         uint8_t* dst = v + (tr - tr0) * t.TWp * cp;
@@ -1024,15 +1074,16 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
             rows.row[i] = reinterpret_cast<uintptr_t>(x + (n * g.H + h) * g.W * cp) - uintptr_t(g.pad_w * cp);
         }
         if (direct) rows.lo = g.pad_w, rows.hi = g.pad_w + g.W;
-        if (cp == 16)
+        if (row_groups)
+          input_row_lanes16_avx512(rows, o2, vl + (tr - tr0) * 16 * 16 * cp);
+        else if (cp == 16)
           input_row_aligned_avx512<16>(rows, t.TWp, o2, dst, vs);
         else if (cp == 32)
           input_row_aligned_avx512<32>(rows, t.TWp, o2, dst, vs);
         else
           input_row_avx512(rows, cp, t.TW, o2, dst, vs);
       }
-      const bool lanes = lanes_ok && T % 16 == 0;
-      if (lanes) cp == 16 ? lanes_transpose<16>(v, vs, T, vl) : lanes_transpose<32>(v, vs, T, vl);
+      if (lanes && !row_groups) cp == 16 ? lanes_transpose<16>(v, vs, T, vl) : lanes_transpose<32>(v, vs, T, vl);
       if (fused) {                                       // VNNI: products and output transform in registers
         const bool raw = !lanes && !w.overflow.empty();  // the fused kernels' clamped entries: after them
         const int64_t nr = w.u[0].nr, kp = w.u[0].k_padded;
