@@ -181,6 +181,19 @@ LOWBIT_AVX512 inline void transform_store(const __m512i d[4][4], __m512i o2, __m
 // unmasked intrinsics (as core/kernels/requant.cpp); the same instructions.
 constexpr __mmask8 kAll8 = 0xFF;
 
+// Per 128-bit lane, the 4x4 dword transpose of g[0..3]: dword c of lane B of out[r] = dword r of
+// lane B of g[c] (an involution).
+LOWBIT_AVX512 inline __attribute__((always_inline)) void transpose4x4_dwords(const __m512i g[4], __m512i out[4]) {
+  const __m512i t0 = _mm512_maskz_unpacklo_epi32(0xFFFF, g[0], g[1]),
+                t1 = _mm512_maskz_unpackhi_epi32(0xFFFF, g[0], g[1]);
+  const __m512i t2 = _mm512_maskz_unpacklo_epi32(0xFFFF, g[2], g[3]),
+                t3 = _mm512_maskz_unpackhi_epi32(0xFFFF, g[2], g[3]);
+  out[0] = _mm512_maskz_unpacklo_epi64(kAll8, t0, t2);
+  out[1] = _mm512_maskz_unpackhi_epi64(kAll8, t0, t2);
+  out[2] = _mm512_maskz_unpacklo_epi64(kAll8, t1, t3);
+  out[3] = _mm512_maskz_unpackhi_epi64(kAll8, t1, t3);
+}
+
 // cp == 16 or 32, from x itself with pad_w 1 and W a multiple of 64 / cp (rows_aligned): 64 / cp tiles
 // per step, the loads aligned with x's rows (64 / cp pixels each, none split across cache lines: the
 // patches start one pixel before them), each used for two steps. Step s (64 / cp tiles; its patch columns from x's
@@ -271,6 +284,56 @@ LOWBIT_AVX512 void input_row_lanes16_avx512(const PatchRows& r, int32_t o2, uint
       d[i][3] = _mm512_mask_mov_epi32(z, kLast, _mm512_maskz_permutex2var_epi32(0xFFFF, half[0], i3, half[1]));
     }
     transform_store(d, o, ~__mmask64(0), vl + q * 64, 16 * 16);
+  }
+}
+
+// cp == 32, W == 16, pad_w 1: two tile rows (8 tiles each, a group of 16) from x itself into the lanes
+// kernel's V (vl: [position][8 quads][lane][4 channels]), as input_row_lanes16_avx512. row[i] = x's
+// row 2 th - 1 + i of the first tile row th (0: outside x), i < 6. Each row is first staged as its 8 quads
+// of 16 pixels (two 4x4 dword transposes and a 128-bit-lane shuffle per quad pair: dword 4l + c = pixel
+// 8 (l / 2) + 2c + l % 2); a patch column of the group is then one vpermt2d of the rows of its two tile rows.
+LOWBIT_AVX512 void input_rows_lanes32_avx512(const uintptr_t row[6], uint8_t zp, int32_t o2, uint8_t* vl) {
+  const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(zp));
+  alignas(64) uint8_t staged[6][8][64];  // [row][quad][pixel order above][4 channels]
+  for (int i = 0; i < 6; ++i) {
+    if (!row[i]) {
+      for (int q = 0; q < 8; ++q) _mm512_store_si512(staged[i][q], z);
+      continue;
+    }
+    const uint8_t* x = reinterpret_cast<const uint8_t*>(row[i] + 32);  // pixel 0
+    __m512i t[2][4];  // pixels 8h..8h+7: lane B, dword c of t[h][r] = pixel 8h + 2c + B / 2's quad r + 4 (B % 2)
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m512i g[4] = {_mm512_loadu_si512(x + 256 * h), _mm512_loadu_si512(x + 256 * h + 64),
+                            _mm512_loadu_si512(x + 256 * h + 128), _mm512_loadu_si512(x + 256 * h + 192)};
+      transpose4x4_dwords(g, t[h]);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      _mm512_store_si512(staged[i][r], _mm512_maskz_shuffle_i32x4(0xFFFF, t[0][r], t[1][r], 0x88));
+      _mm512_store_si512(staged[i][r + 4], _mm512_maskz_shuffle_i32x4(0xFFFF, t[0][r], t[1][r], 0xDD));
+    }
+  }
+  alignas(64) int32_t idx[4][16];  // patch column j, lane L (tile t = lane_of(L)): its pixel in the staged rows
+  __mmask16 inside[4] = {};
+  for (int j = 0; j < 4; ++j)
+    for (int L = 0; L < 16; ++L) {
+      const int t = 4 * (L % 4) + L / 4, p = 2 * (t % 8) - 1 + j, pc = std::clamp(p, 0, 15);
+      idx[j][L] = 16 * (t / 8) + 4 * (2 * (pc / 8) + pc % 2) + (pc % 8) / 2;
+      if (p >= 0 && p < 16) inside[j] = __mmask16(inside[j] | (1u << L));
+    }
+  __m512i ix[4];
+  for (int j = 0; j < 4; ++j) ix[j] = _mm512_load_si512(idx[j]);
+  for (int q = 0; q < 8; ++q) {
+    __m512i d[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {  // tile row 0 reads row i, tile row 1 row i + 2
+      const __m512i a = _mm512_load_si512(staged[i][q]), b = _mm512_load_si512(staged[i + 2][q]);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j)
+        d[i][j] = _mm512_mask_mov_epi32(z, inside[j], _mm512_maskz_permutex2var_epi32(0xFFFF, a, ix[j], b));
+    }
+    transform_store(d, o, ~__mmask64(0), vl + q * 64, 16 * 32);
   }
 }
 
@@ -533,19 +596,6 @@ inline int64_t lane_of(int64_t i) { return 4 * (i % 4) + i / 4; }  // tile i of 
 inline int lane_sign(int pos) {
   const int a = pos / 4, b = pos % 4;
   return (b == 3 && a < 3) || (b == 0 && a == 3) ? -1 : 1;
-}
-
-// Per 128-bit lane, the 4x4 dword transpose of g[0..3]: dword c of lane B of out[r] = dword r of
-// lane B of g[c] (an involution).
-LOWBIT_AVX512 inline __attribute__((always_inline)) void transpose4x4_dwords(const __m512i g[4], __m512i out[4]) {
-  const __m512i t0 = _mm512_maskz_unpacklo_epi32(0xFFFF, g[0], g[1]),
-                t1 = _mm512_maskz_unpackhi_epi32(0xFFFF, g[0], g[1]);
-  const __m512i t2 = _mm512_maskz_unpacklo_epi32(0xFFFF, g[2], g[3]),
-                t3 = _mm512_maskz_unpackhi_epi32(0xFFFF, g[2], g[3]);
-  out[0] = _mm512_maskz_unpacklo_epi64(kAll8, t0, t2);
-  out[1] = _mm512_maskz_unpackhi_epi64(kAll8, t0, t2);
-  out[2] = _mm512_maskz_unpacklo_epi64(kAll8, t1, t3);
-  out[3] = _mm512_maskz_unpackhi_epi64(kAll8, t1, t3);
 }
 
 // Tiles 4i..4i+3 of a group (16 channels each, one per 128-bit lane) in g[i] -> quads 0..3, each 16
@@ -1050,10 +1100,22 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
       int32_t* out = y ? y + r0 * K : reinterpret_cast<int32_t*>(scratch + vbytes + mbytes);
       // 16 channels, 32 pixels a row: each tile row one group of the lanes kernel, its V made in place.
       const bool lanes = lanes_ok && T % 16 == 0;
+      // 32 channels, 16 pixels a row: each pair of tile rows (of one image: TH even) one group.
       const bool row_groups = lanes && direct && cp == 16 && g.W == 32 && t.TWp == 16;
+      const bool pair_groups = lanes && direct && cp == 32 && g.W == 16 && t.TWp == 8 && t.TH % 2 == 0;
       for (int64_t tr = tr0; tr < tr1; ++tr) {  // the input transform
         const int64_t n = tr / t.TH, th = tr % t.TH;
         uint8_t* dst = v + (tr - tr0) * t.TWp * cp;
+        if (pair_groups) {
+          if ((tr - tr0) % 2) continue;
+          uintptr_t rows6[6] = {};
+          for (int i = 0; i < 6; ++i) {
+            const int64_t h = 2 * th + i - 1;
+            if (h >= 0 && h < g.H) rows6[i] = reinterpret_cast<uintptr_t>(x + (n * g.H + h) * g.W * cp) - uintptr_t(cp);
+          }
+          input_rows_lanes32_avx512(rows6, zp, o2, vl + (tr - tr0) / 2 * 16 * 16 * cp);
+          continue;
+        }
         if (!simd) {
           input_row_portable(xp + (n * t.Hp + 2 * th) * t.Wp * cp, t.Wp, cp, t.TW, o2, dst, vs);
           continue;
@@ -1083,7 +1145,8 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
         else
           input_row_avx512(rows, cp, t.TW, o2, dst, vs);
       }
-      if (lanes && !row_groups) cp == 16 ? lanes_transpose<16>(v, vs, T, vl) : lanes_transpose<32>(v, vs, T, vl);
+      if (lanes && !row_groups && !pair_groups)
+        cp == 16 ? lanes_transpose<16>(v, vs, T, vl) : lanes_transpose<32>(v, vs, T, vl);
       if (fused) {                                       // VNNI: products and output transform in registers
         const bool raw = !lanes && !w.overflow.empty();  // the fused kernels' clamped entries: after them
         const int64_t nr = w.u[0].nr, kp = w.u[0].k_padded;
