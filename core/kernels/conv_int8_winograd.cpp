@@ -240,6 +240,37 @@ LOWBIT_AVX512 void input_row_aligned_avx512(const PatchRows& r, int64_t tiles, i
   }
 }
 
+// The vpermt2d indices of the direct lanes inputs below: patch column j, lane L (tile t = lane_of(L) =
+// 4 (L % 4) + L / 4 of the group): where the tile's pixel 2 t' - 1 + j lies in the two source vectors
+// (clamped into x; `inside`: the lanes where it is in x).
+struct LanesIndex {
+  alignas(64) int32_t idx[4][16] = {};
+  __mmask16 inside[4] = {};
+};
+// 16 channels: one tile row of 16 tiles, t' = t, pixel p in half p / 16 at dword 4 (p % 4) + (p % 16) / 4.
+constexpr LanesIndex lanes16_index() {
+  LanesIndex x;
+  for (int j = 0; j < 4; ++j)
+    for (int L = 0; L < 16; ++L) {
+      const int p = 2 * (4 * (L % 4) + L / 4) - 1 + j, pc = p < 0 ? 0 : p > 31 ? 31 : p, q = pc % 16;
+      x.idx[j][L] = 16 * (pc / 16) + 4 * (q % 4) + q / 4;
+      if (p == pc) x.inside[j] = __mmask16(x.inside[j] | (1u << L));
+    }
+  return x;
+}
+// 32 channels: tile rows t / 8 (the two sources), t' = t % 8, pixel p at dword 4 (2 (p / 8) + p % 2) + (p % 8) / 2.
+constexpr LanesIndex lanes32_index() {
+  LanesIndex x;
+  for (int j = 0; j < 4; ++j)
+    for (int L = 0; L < 16; ++L) {
+      const int t = 4 * (L % 4) + L / 4, p = 2 * (t % 8) - 1 + j, pc = p < 0 ? 0 : p > 15 ? 15 : p;
+      x.idx[j][L] = 16 * (t / 8) + 4 * (2 * (pc / 8) + pc % 2) + (pc % 8) / 2;
+      if (p == pc) x.inside[j] = __mmask16(x.inside[j] | (1u << L));
+    }
+  return x;
+}
+constexpr LanesIndex kLanes16Index = lanes16_index(), kLanes32Index = lanes32_index();
+
 // cp == 16, W == 32, pad_w 1: one tile row (16 tiles) from x itself straight into the lanes kernel's V
 // (vl: [position][quad][lane][4 channels], lane L holding tile lane_of(L), defined below) -- no V in tile
 // order and no lanes_transpose. The transform is bytewise, so it commutes with moving bytes: per quad q
@@ -248,15 +279,10 @@ LOWBIT_AVX512 void input_row_aligned_avx512(const PatchRows& r, int64_t tiles, i
 // point in the lanes outside x.
 LOWBIT_AVX512 void input_row_lanes16_avx512(const PatchRows& r, int32_t o2, uint8_t* vl) {
   const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(r.zp));
-  alignas(64) int32_t idx[4][16];  // patch column j, lane L: pixel 2 lane_of(L) - 1 + j in the halves
-  for (int j = 0; j < 4; ++j)
-    for (int L = 0; L < 16; ++L) {
-      const int p = std::clamp(2 * (4 * (L % 4) + L / 4) - 1 + j, 0, 31), h = p / 16, q = p % 16;
-      idx[j][L] = 16 * h + 4 * (q % 4) + q / 4;
-    }
-  const __m512i i0 = _mm512_load_si512(idx[0]), i1 = _mm512_load_si512(idx[1]), i2 = _mm512_load_si512(idx[2]),
-                i3 = _mm512_load_si512(idx[3]);
-  constexpr __mmask16 kFirst = 0xFFFE, kLast = 0x7FFF;  // column 0 of tile 0 (lane 0), column 3 of tile 15 (lane 15)
+  const __m512i i0 = _mm512_load_si512(kLanes16Index.idx[0]), i1 = _mm512_load_si512(kLanes16Index.idx[1]),
+                i2 = _mm512_load_si512(kLanes16Index.idx[2]), i3 = _mm512_load_si512(kLanes16Index.idx[3]);
+  constexpr __mmask16 kFirst = kLanes16Index.inside[0], kLast = kLanes16Index.inside[3];
+  static_assert(kFirst == 0xFFFE && kLast == 0x7FFF);  // column 0 of tile 0 (lane 0), column 3 of tile 15 (lane 15)
   for (int q = 0; q < 4; ++q) {
     __m512i d[4][4];
 #pragma GCC unroll 4
@@ -314,16 +340,9 @@ LOWBIT_AVX512 void input_rows_lanes32_avx512(const uintptr_t row[6], uint8_t zp,
       _mm512_store_si512(staged[i][r + 4], _mm512_maskz_shuffle_i32x4(0xFFFF, t[0][r], t[1][r], 0xDD));
     }
   }
-  alignas(64) int32_t idx[4][16];  // patch column j, lane L (tile t = lane_of(L)): its pixel in the staged rows
-  __mmask16 inside[4] = {};
-  for (int j = 0; j < 4; ++j)
-    for (int L = 0; L < 16; ++L) {
-      const int t = 4 * (L % 4) + L / 4, p = 2 * (t % 8) - 1 + j, pc = std::clamp(p, 0, 15);
-      idx[j][L] = 16 * (t / 8) + 4 * (2 * (pc / 8) + pc % 2) + (pc % 8) / 2;
-      if (p >= 0 && p < 16) inside[j] = __mmask16(inside[j] | (1u << L));
-    }
+  const __mmask16* inside = kLanes32Index.inside;
   __m512i ix[4];
-  for (int j = 0; j < 4; ++j) ix[j] = _mm512_load_si512(idx[j]);
+  for (int j = 0; j < 4; ++j) ix[j] = _mm512_load_si512(kLanes32Index.idx[j]);
   for (int q = 0; q < 8; ++q) {
     __m512i d[4][4];
 #pragma GCC unroll 4
