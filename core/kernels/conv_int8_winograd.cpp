@@ -271,50 +271,60 @@ constexpr LanesIndex lanes32_index() {
 }
 constexpr LanesIndex kLanes16Index = lanes16_index(), kLanes32Index = lanes32_index();
 
-// cp == 16, W == 32, pad_w 1: one tile row (16 tiles) from x itself straight into the lanes kernel's V
-// (vl: [position][quad][lane][4 channels], lane L holding tile lane_of(L), defined below) -- no V in tile
-// order and no lanes_transpose. The transform is bytewise, so it commutes with moving bytes: per quad q
-// and patch row, x's 32 pixels' quad q in two vectors (a dword transpose of 4 loads each: dword 4B + c
-// = pixel 4c + B of the half), then each patch column one permutation of the two (vpermt2d), the zero
-// point in the lanes outside x.
-LOWBIT_AVX512 void input_row_lanes16_avx512(const PatchRows& r, int32_t o2, uint8_t* vl) {
-  const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(r.zp));
+// cp == 16, W == 32, pad_w 1: tile rows [th0, th1) of one image x (H rows of 32 pixels), each a group of
+// 16 tiles, from x itself straight into the lanes kernel's V (vl: per tile row [position][quad][lane][4
+// channels], lane L holding tile lane_of(L), defined below) -- no V in tile order and no lanes_transpose.
+// The transform is bytewise, so it commutes with moving bytes: each row of x is staged once as its 4
+// quads of 32 pixels (two vectors each, a dword transpose of 4 loads: dword 4B + c = pixel 4c + B of the
+// half; a ring of the 4 rows a tile row reads, 2 new per tile row), then each patch column is one
+// permutation of the two halves (vpermt2d), the zero point in the lanes outside x.
+LOWBIT_AVX512 void input_rows_lanes16_avx512(const uint8_t* x, int64_t H, int64_t th0, int64_t th1, uint8_t zp,
+                                             int32_t o2, uint8_t* vl) {
+  const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(zp));
   const __m512i i0 = _mm512_load_si512(kLanes16Index.idx[0]), i1 = _mm512_load_si512(kLanes16Index.idx[1]),
                 i2 = _mm512_load_si512(kLanes16Index.idx[2]), i3 = _mm512_load_si512(kLanes16Index.idx[3]);
   constexpr __mmask16 kFirst = kLanes16Index.inside[0], kLast = kLanes16Index.inside[3];
   static_assert(kFirst == 0xFFFE && kLast == 0x7FFF);  // column 0 of tile 0 (lane 0), column 3 of tile 15 (lane 15)
-  for (int q = 0; q < 4; ++q) {
-    __m512i d[4][4];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      if (!r.row[i]) {
-        d[i][0] = d[i][1] = d[i][2] = d[i][3] = z;
-        continue;
-      }
-      const uint8_t* x = reinterpret_cast<const uint8_t*>(r.row[i] + 16);  // pixel 0
-      __m512i half[2];
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        const __m512i g0 = _mm512_loadu_si512(x + 256 * h), g1 = _mm512_loadu_si512(x + 256 * h + 64);
-        const __m512i g2 = _mm512_loadu_si512(x + 256 * h + 128), g3 = _mm512_loadu_si512(x + 256 * h + 192);
-        const __m512i t01 =
-            q < 2 ? _mm512_maskz_unpacklo_epi32(0xFFFF, g0, g1) : _mm512_maskz_unpackhi_epi32(0xFFFF, g0, g1);
-        const __m512i t23 =
-            q < 2 ? _mm512_maskz_unpacklo_epi32(0xFFFF, g2, g3) : _mm512_maskz_unpackhi_epi32(0xFFFF, g2, g3);
-        half[h] =
-            q % 2 == 0 ? _mm512_maskz_unpacklo_epi64(kAll8, t01, t23) : _mm512_maskz_unpackhi_epi64(kAll8, t01, t23);
-      }
-      d[i][0] = _mm512_mask_mov_epi32(z, kFirst, _mm512_maskz_permutex2var_epi32(0xFFFF, half[0], i0, half[1]));
-      d[i][1] = _mm512_maskz_permutex2var_epi32(0xFFFF, half[0], i1, half[1]);
-      d[i][2] = _mm512_maskz_permutex2var_epi32(0xFFFF, half[0], i2, half[1]);
-      d[i][3] = _mm512_mask_mov_epi32(z, kLast, _mm512_maskz_permutex2var_epi32(0xFFFF, half[0], i3, half[1]));
+  alignas(64) uint8_t staged[4][4][2][64];             // x's row h in slot (h + 1) % 4: [quad][half][16 pixels' quad]
+  auto stage = [&](int64_t h) {
+    uint8_t(*slot)[2][64] = staged[(h + 1) & 3];
+    if (h < 0 || h >= H) {
+      for (int q = 0; q < 4; ++q) _mm512_store_si512(slot[q][0], z), _mm512_store_si512(slot[q][1], z);
+      return;
     }
-    transform_store(d, o, ~__mmask64(0), vl + q * 64, 16 * 16);
+    const uint8_t* row = x + h * 32 * 16;
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; ++half) {
+      const __m512i g[4] = {_mm512_loadu_si512(row + 256 * half), _mm512_loadu_si512(row + 256 * half + 64),
+                            _mm512_loadu_si512(row + 256 * half + 128), _mm512_loadu_si512(row + 256 * half + 192)};
+      __m512i t[4];
+      transpose4x4_dwords(g, t);
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) _mm512_store_si512(slot[q][half], t[q]);
+    }
+  };
+  for (int64_t th = th0; th < th1; ++th) {
+    for (int64_t h = th == th0 ? 2 * th - 1 : 2 * th + 1; h <= 2 * th + 2; ++h) stage(h);
+    uint8_t* out = vl + (th - th0) * 16 * 16 * 16;
+#pragma GCC unroll 1
+    for (int q = 0; q < 4; ++q) {
+      __m512i d[4][4];
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        const uint8_t(*slot)[2][64] = staged[(2 * th + i) & 3];  // row 2 th - 1 + i
+        const __m512i a = _mm512_load_si512(slot[q][0]), b = _mm512_load_si512(slot[q][1]);
+        d[i][0] = _mm512_mask_mov_epi32(z, kFirst, _mm512_maskz_permutex2var_epi32(0xFFFF, a, i0, b));
+        d[i][1] = _mm512_maskz_permutex2var_epi32(0xFFFF, a, i1, b);
+        d[i][2] = _mm512_maskz_permutex2var_epi32(0xFFFF, a, i2, b);
+        d[i][3] = _mm512_mask_mov_epi32(z, kLast, _mm512_maskz_permutex2var_epi32(0xFFFF, a, i3, b));
+      }
+      transform_store(d, o, ~__mmask64(0), out + q * 64, 16 * 16);
+    }
   }
 }
 
 // cp == 32, W == 16, pad_w 1: two tile rows (8 tiles each, a group of 16) from x itself into the lanes
-// kernel's V (vl: [position][8 quads][lane][4 channels]), as input_row_lanes16_avx512. row[i] = x's
+// kernel's V (vl: [position][8 quads][lane][4 channels]), as input_rows_lanes16_avx512. row[i] = x's
 // row 2 th - 1 + i of the first tile row th (0: outside x), i < 6. Each row is first staged as its 8 quads
 // of 16 pixels (two 4x4 dword transposes and a 128-bit-lane shuffle per quad pair: dword 4l + c = pixel
 // 8 (l / 2) + 2c + l % 2); a patch column of the group is then one vpermt2d of the rows of its two tile rows.
@@ -1122,7 +1132,12 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
       // 32 channels, 16 pixels a row: each pair of tile rows (of one image: TH even) one group.
       const bool row_groups = lanes && direct && cp == 16 && g.W == 32 && t.TWp == 16;
       const bool pair_groups = lanes && direct && cp == 32 && g.W == 16 && t.TWp == 8 && t.TH % 2 == 0;
-      for (int64_t tr = tr0; tr < tr1; ++tr) {  // the input transform
+      for (int64_t tr = tr0; row_groups && tr < tr1;) {  // by runs of tile rows of one image
+        const int64_t n = tr / t.TH, th = tr % t.TH, th1 = std::min(t.TH, th + tr1 - tr);
+        input_rows_lanes16_avx512(x + n * g.H * g.W * cp, g.H, th, th1, zp, o2, vl + (tr - tr0) * 16 * 16 * cp);
+        tr += th1 - th;
+      }
+      for (int64_t tr = tr0; !row_groups && tr < tr1; ++tr) {  // the input transform
         const int64_t n = tr / t.TH, th = tr % t.TH;
         uint8_t* dst = v + (tr - tr0) * t.TWp * cp;
         if (pair_groups) {
@@ -1155,9 +1170,7 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
             rows.row[i] = reinterpret_cast<uintptr_t>(x + (n * g.H + h) * g.W * cp) - uintptr_t(g.pad_w * cp);
         }
         if (direct) rows.lo = g.pad_w, rows.hi = g.pad_w + g.W;
-        if (row_groups)
-          input_row_lanes16_avx512(rows, o2, vl + (tr - tr0) * 16 * 16 * cp);
-        else if (cp == 16)
+        if (cp == 16)
           input_row_aligned_avx512<16>(rows, t.TWp, o2, dst, vs);
         else if (cp == 32)
           input_row_aligned_avx512<32>(rows, t.TWp, o2, dst, vs);
