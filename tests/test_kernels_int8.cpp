@@ -478,6 +478,9 @@ TEST_CASE("conv2d_winograd_u8s8s32: ResNet-20 3x3 stride-1 layers, batch 1 to 3,
       check_winograd(l.geom, 0, 15, uint32_t(batch));
     }
   check_winograd(geom(2, 64, 8, 8, 64, 3, 1, 1), 9, 42, 7, 40);  // many clamped entries, 5-bit codes
+  // 8 images: blocks of 4 tile rows, so the direct lanes inputs reuse staged rows of x (32 channels: a
+  // second pair of tile rows; 16 channels: 2 tile rows a block from batch 1 on)
+  check_winograd(geom(8, 32, 16, 16, 32, 3, 1, 1), 0, 15, 8);
 }
 
 TEST_CASE("conv2d_winograd_u8s8s32: odd sizes, channels, padding, zero points and codes up to 63") {

@@ -323,46 +323,57 @@ LOWBIT_AVX512 void input_rows_lanes16_avx512(const uint8_t* x, int64_t H, int64_
   }
 }
 
-// cp == 32, W == 16, pad_w 1: two tile rows (8 tiles each, a group of 16) from x itself into the lanes
-// kernel's V (vl: [position][8 quads][lane][4 channels]), as input_rows_lanes16_avx512. row[i] = x's
-// row 2 th - 1 + i of the first tile row th (0: outside x), i < 6. Each row is first staged as its 8 quads
-// of 16 pixels (two 4x4 dword transposes and a 128-bit-lane shuffle per quad pair: dword 4l + c = pixel
-// 8 (l / 2) + 2c + l % 2); a patch column of the group is then one vpermt2d of the rows of its two tile rows.
-LOWBIT_AVX512 void input_rows_lanes32_avx512(const uintptr_t row[6], uint8_t zp, int32_t o2, uint8_t* vl) {
+// cp == 32, W == 16, pad_w 1: tile rows [th0, th1) of one image x (an even count; H rows of 16 pixels),
+// each pair a group of 16 tiles (8 per tile row), into the lanes kernel's V (vl: per pair [position][8
+// quads][lane][4 channels]), as input_rows_lanes16_avx512: each row of x staged once as its 8 quads of
+// 16 pixels (two 4x4 dword transposes and a 128-bit-lane shuffle per quad pair: dword 4l + c = pixel
+// 8 (l / 2) + 2c + l % 2; a ring of the 6 rows a pair reads, 4 new per pair); a patch column of the
+// group is then one vpermt2d of the rows of its two tile rows.
+LOWBIT_AVX512 void input_rows_lanes32_avx512(const uint8_t* x, int64_t H, int64_t th0, int64_t th1, uint8_t zp,
+                                             int32_t o2, uint8_t* vl) {
   const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(zp));
-  alignas(64) uint8_t staged[6][8][64];  // [row][quad][pixel order above][4 channels]
-  for (int i = 0; i < 6; ++i) {
-    if (!row[i]) {
-      for (int q = 0; q < 8; ++q) _mm512_store_si512(staged[i][q], z);
-      continue;
+  const __m512i i0 = _mm512_load_si512(kLanes32Index.idx[0]), i1 = _mm512_load_si512(kLanes32Index.idx[1]),
+                i2 = _mm512_load_si512(kLanes32Index.idx[2]), i3 = _mm512_load_si512(kLanes32Index.idx[3]);
+  constexpr __mmask16 kFirst = kLanes32Index.inside[0], kLast = kLanes32Index.inside[3];
+  static_assert(kLanes32Index.inside[1] == 0xFFFF && kLanes32Index.inside[2] == 0xFFFF);
+  alignas(64) uint8_t staged[8][8][64];  // x's row h in slot (h + 1) % 8: [quad][pixel order above][4 channels]
+  auto stage = [&](int64_t h) {
+    uint8_t(*slot)[64] = staged[(h + 1) & 7];
+    if (h < 0 || h >= H) {
+      for (int q = 0; q < 8; ++q) _mm512_store_si512(slot[q], z);
+      return;
     }
-    const uint8_t* x = reinterpret_cast<const uint8_t*>(row[i] + 32);  // pixel 0
+    const uint8_t* row = x + h * 16 * 32;
     __m512i t[2][4];  // pixels 8h..8h+7: lane B, dword c of t[h][r] = pixel 8h + 2c + B / 2's quad r + 4 (B % 2)
 #pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {
-      const __m512i g[4] = {_mm512_loadu_si512(x + 256 * h), _mm512_loadu_si512(x + 256 * h + 64),
-                            _mm512_loadu_si512(x + 256 * h + 128), _mm512_loadu_si512(x + 256 * h + 192)};
-      transpose4x4_dwords(g, t[h]);
+    for (int half = 0; half < 2; ++half) {
+      const __m512i g[4] = {_mm512_loadu_si512(row + 256 * half), _mm512_loadu_si512(row + 256 * half + 64),
+                            _mm512_loadu_si512(row + 256 * half + 128), _mm512_loadu_si512(row + 256 * half + 192)};
+      transpose4x4_dwords(g, t[half]);
     }
 #pragma GCC unroll 4
     for (int r = 0; r < 4; ++r) {
-      _mm512_store_si512(staged[i][r], _mm512_maskz_shuffle_i32x4(0xFFFF, t[0][r], t[1][r], 0x88));
-      _mm512_store_si512(staged[i][r + 4], _mm512_maskz_shuffle_i32x4(0xFFFF, t[0][r], t[1][r], 0xDD));
+      _mm512_store_si512(slot[r], _mm512_maskz_shuffle_i32x4(0xFFFF, t[0][r], t[1][r], 0x88));
+      _mm512_store_si512(slot[r + 4], _mm512_maskz_shuffle_i32x4(0xFFFF, t[0][r], t[1][r], 0xDD));
     }
-  }
-  const __mmask16* inside = kLanes32Index.inside;
-  __m512i ix[4];
-  for (int j = 0; j < 4; ++j) ix[j] = _mm512_load_si512(kLanes32Index.idx[j]);
-  for (int q = 0; q < 8; ++q) {
-    __m512i d[4][4];
+  };
+  for (int64_t th = th0; th < th1; th += 2) {
+    for (int64_t h = th == th0 ? 2 * th - 1 : 2 * th + 1; h <= 2 * th + 4; ++h) stage(h);
+    uint8_t* out = vl + (th - th0) / 2 * 16 * 16 * 32;
+#pragma GCC unroll 1
+    for (int q = 0; q < 8; ++q) {
+      __m512i d[4][4];
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {  // tile row 0 reads row i, tile row 1 row i + 2
-      const __m512i a = _mm512_load_si512(staged[i][q]), b = _mm512_load_si512(staged[i + 2][q]);
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j)
-        d[i][j] = _mm512_mask_mov_epi32(z, inside[j], _mm512_maskz_permutex2var_epi32(0xFFFF, a, ix[j], b));
+      for (int i = 0; i < 4; ++i) {  // tile row th reads x's row 2 th - 1 + i, tile row th + 1 that + 2
+        const __m512i a = _mm512_load_si512(staged[(2 * th + i) & 7][q]);
+        const __m512i b = _mm512_load_si512(staged[(2 * th + i + 2) & 7][q]);
+        d[i][0] = _mm512_mask_mov_epi32(z, kFirst, _mm512_maskz_permutex2var_epi32(0xFFFF, a, i0, b));
+        d[i][1] = _mm512_maskz_permutex2var_epi32(0xFFFF, a, i1, b);
+        d[i][2] = _mm512_maskz_permutex2var_epi32(0xFFFF, a, i2, b);
+        d[i][3] = _mm512_mask_mov_epi32(z, kLast, _mm512_maskz_permutex2var_epi32(0xFFFF, a, i3, b));
+      }
+      transform_store(d, o, ~__mmask64(0), out + q * 64, 16 * 32);
     }
-    transform_store(d, o, ~__mmask64(0), vl + q * 64, 16 * 32);
   }
 }
 
@@ -1132,24 +1143,17 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
       // 32 channels, 16 pixels a row: each pair of tile rows (of one image: TH even) one group.
       const bool row_groups = lanes && direct && cp == 16 && g.W == 32 && t.TWp == 16;
       const bool pair_groups = lanes && direct && cp == 32 && g.W == 16 && t.TWp == 8 && t.TH % 2 == 0;
-      for (int64_t tr = tr0; row_groups && tr < tr1;) {  // by runs of tile rows of one image
+      for (int64_t tr = tr0; (row_groups || pair_groups) && tr < tr1;) {  // by runs of tile rows of one image
         const int64_t n = tr / t.TH, th = tr % t.TH, th1 = std::min(t.TH, th + tr1 - tr);
-        input_rows_lanes16_avx512(x + n * g.H * g.W * cp, g.H, th, th1, zp, o2, vl + (tr - tr0) * 16 * 16 * cp);
+        const uint8_t* image = x + n * g.H * g.W * cp;
+        uint8_t* group = vl + (tr - tr0) * t.TWp * 16 * cp;  // 16 tiles a group
+        row_groups ? input_rows_lanes16_avx512(image, g.H, th, th1, zp, o2, group)
+                   : input_rows_lanes32_avx512(image, g.H, th, th1, zp, o2, group);
         tr += th1 - th;
       }
-      for (int64_t tr = tr0; !row_groups && tr < tr1; ++tr) {  // the input transform
+      for (int64_t tr = tr0; !row_groups && !pair_groups && tr < tr1; ++tr) {  // the input transform
         const int64_t n = tr / t.TH, th = tr % t.TH;
         uint8_t* dst = v + (tr - tr0) * t.TWp * cp;
-        if (pair_groups) {
-          if ((tr - tr0) % 2) continue;
-          uintptr_t rows6[6] = {};
-          for (int i = 0; i < 6; ++i) {
-            const int64_t h = 2 * th + i - 1;
-            if (h >= 0 && h < g.H) rows6[i] = reinterpret_cast<uintptr_t>(x + (n * g.H + h) * g.W * cp) - uintptr_t(cp);
-          }
-          input_rows_lanes32_avx512(rows6, zp, o2, vl + (tr - tr0) / 2 * 16 * 16 * cp);
-          continue;
-        }
         if (!simd) {
           input_row_portable(xp + (n * t.Hp + 2 * th) * t.Wp * cp, t.Wp, cp, t.TW, o2, dst, vs);
           continue;
