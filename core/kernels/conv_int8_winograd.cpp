@@ -11,7 +11,11 @@
 //   lanes (VNNI, C' = 16 or 32, T % 16 == 0): V regrouped per 16 tiles as [quad][tile lane]; vpdpbusd with
 //          the tiles in the lanes and each weight quad broadcast from memory (one instruction per
 //          64 MACs), the output transform on the registers (most of it in the accumulation), a
-//          16x16 transpose back to [pixel][K] (of int32, or of the requantized bytes);
+//          16x16 transpose back to [pixel][K] (of int32, or of the requantized bytes; with K = 16 and
+//          whole tile rows, 64-byte runs of pixels: lane_store_u8_rows). For ResNet-20's shapes (16
+//          channels on 32-pixel rows, 32 on 16-pixel rows, padding 1) the input transform writes that
+//          regrouped V itself, from rows of x staged as quads (input_rows_lanes16/32_avx512): no V in
+//          tile order and no regrouping (2026-12-05: +7 % engine with the 64-byte stores above);
 //   fused (VNNI, other C' <= 32): per 3 tiles and 16 output channels, the 16 products in registers (V
 //          broadcast, weights as vectors) and the output transform on them, straight into y;
 //   GEMMs (C' > 32, or portable): 16 int8 GEMMs (gemm_int8.h's kernels) into
@@ -1138,9 +1142,9 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
       uint8_t* v = scratch;
       int32_t* m = reinterpret_cast<int32_t*>(scratch + vbytes);
       int32_t* out = y ? y + r0 * K : reinterpret_cast<int32_t*>(scratch + vbytes + mbytes);
-      // 16 channels, 32 pixels a row: each tile row one group of the lanes kernel, its V made in place.
       const bool lanes = lanes_ok && T % 16 == 0;
-      // 32 channels, 16 pixels a row: each pair of tile rows (of one image: TH even) one group.
+      // The lanes kernel's V made in place: 16 channels on 32-pixel rows (each tile row one group of 16
+      // tiles), 32 channels on 16-pixel rows (each pair of tile rows of one image, TH even, one group).
       const bool row_groups = lanes && direct && cp == 16 && g.W == 32 && t.TWp == 16;
       const bool pair_groups = lanes && direct && cp == 32 && g.W == 16 && t.TWp == 8 && t.TH % 2 == 0;
       for (int64_t tr = tr0; (row_groups || pair_groups) && tr < tr1;) {  // by runs of tile rows of one image
