@@ -275,6 +275,18 @@ constexpr LanesIndex lanes32_index() {
 }
 constexpr LanesIndex kLanes16Index = lanes16_index(), kLanes32Index = lanes32_index();
 
+// One patch row's 4 columns d[j] from the staged vectors a and b (I's permutations, preloaded in ix),
+// the zero point z in the lanes outside x.
+template <const LanesIndex& I>
+LOWBIT_AVX512 inline __attribute__((always_inline)) void lanes_patch_row(__m512i a, __m512i b, const __m512i ix[4],
+                                                                         __m512i z, __m512i d[4]) {
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    const __m512i p = _mm512_maskz_permutex2var_epi32(0xFFFF, a, ix[j], b);
+    d[j] = I.inside[j] == 0xFFFF ? p : _mm512_mask_mov_epi32(z, I.inside[j], p);
+  }
+}
+
 // cp == 16, W == 32, pad_w 1: tile rows [th0, th1) of one image x (H rows of 32 pixels), each a group of
 // 16 tiles, from x itself straight into the lanes kernel's V (vl: per tile row [position][quad][lane][4
 // channels], lane L holding tile lane_of(L), defined below) -- no V in tile order and no lanes_transpose.
@@ -285,11 +297,9 @@ constexpr LanesIndex kLanes16Index = lanes16_index(), kLanes32Index = lanes32_in
 LOWBIT_AVX512 void input_rows_lanes16_avx512(const uint8_t* x, int64_t H, int64_t th0, int64_t th1, uint8_t zp,
                                              int32_t o2, uint8_t* vl) {
   const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(zp));
-  const __m512i i0 = _mm512_load_si512(kLanes16Index.idx[0]), i1 = _mm512_load_si512(kLanes16Index.idx[1]),
-                i2 = _mm512_load_si512(kLanes16Index.idx[2]), i3 = _mm512_load_si512(kLanes16Index.idx[3]);
-  constexpr __mmask16 kFirst = kLanes16Index.inside[0], kLast = kLanes16Index.inside[3];
-  static_assert(kFirst == 0xFFFE && kLast == 0x7FFF);  // column 0 of tile 0 (lane 0), column 3 of tile 15 (lane 15)
-  alignas(64) uint8_t staged[4][4][2][64];             // x's row h in slot (h + 1) % 4: [quad][half][16 pixels' quad]
+  const __m512i ix[4] = {_mm512_load_si512(kLanes16Index.idx[0]), _mm512_load_si512(kLanes16Index.idx[1]),
+                         _mm512_load_si512(kLanes16Index.idx[2]), _mm512_load_si512(kLanes16Index.idx[3])};
+  alignas(64) uint8_t staged[4][4][2][64];  // x's row h in slot (h + 1) % 4: [quad][half][16 pixels' quad]
   auto stage = [&](int64_t h) {
     uint8_t(*slot)[2][64] = staged[(h + 1) & 3];
     if (h < 0 || h >= H) {
@@ -316,11 +326,7 @@ LOWBIT_AVX512 void input_rows_lanes16_avx512(const uint8_t* x, int64_t H, int64_
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         const uint8_t(*slot)[2][64] = staged[(2 * th + i) & 3];  // row 2 th - 1 + i
-        const __m512i a = _mm512_load_si512(slot[q][0]), b = _mm512_load_si512(slot[q][1]);
-        d[i][0] = _mm512_mask_mov_epi32(z, kFirst, _mm512_maskz_permutex2var_epi32(0xFFFF, a, i0, b));
-        d[i][1] = _mm512_maskz_permutex2var_epi32(0xFFFF, a, i1, b);
-        d[i][2] = _mm512_maskz_permutex2var_epi32(0xFFFF, a, i2, b);
-        d[i][3] = _mm512_mask_mov_epi32(z, kLast, _mm512_maskz_permutex2var_epi32(0xFFFF, a, i3, b));
+        lanes_patch_row<kLanes16Index>(_mm512_load_si512(slot[q][0]), _mm512_load_si512(slot[q][1]), ix, z, d[i]);
       }
       transform_store(d, o, ~__mmask64(0), out + q * 64, 16 * 16);
     }
@@ -336,10 +342,8 @@ LOWBIT_AVX512 void input_rows_lanes16_avx512(const uint8_t* x, int64_t H, int64_
 LOWBIT_AVX512 void input_rows_lanes32_avx512(const uint8_t* x, int64_t H, int64_t th0, int64_t th1, uint8_t zp,
                                              int32_t o2, uint8_t* vl) {
   const __m512i o = _mm512_set1_epi8(char(o2)), z = _mm512_set1_epi8(char(zp));
-  const __m512i i0 = _mm512_load_si512(kLanes32Index.idx[0]), i1 = _mm512_load_si512(kLanes32Index.idx[1]),
-                i2 = _mm512_load_si512(kLanes32Index.idx[2]), i3 = _mm512_load_si512(kLanes32Index.idx[3]);
-  constexpr __mmask16 kFirst = kLanes32Index.inside[0], kLast = kLanes32Index.inside[3];
-  static_assert(kLanes32Index.inside[1] == 0xFFFF && kLanes32Index.inside[2] == 0xFFFF);
+  const __m512i ix[4] = {_mm512_load_si512(kLanes32Index.idx[0]), _mm512_load_si512(kLanes32Index.idx[1]),
+                         _mm512_load_si512(kLanes32Index.idx[2]), _mm512_load_si512(kLanes32Index.idx[3])};
   alignas(64) uint8_t staged[8][8][64];  // x's row h in slot (h + 1) % 8: [quad][pixel order above][4 channels]
   auto stage = [&](int64_t h) {
     uint8_t(*slot)[64] = staged[(h + 1) & 7];
@@ -369,12 +373,8 @@ LOWBIT_AVX512 void input_rows_lanes32_avx512(const uint8_t* x, int64_t H, int64_
       __m512i d[4][4];
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {  // tile row th reads x's row 2 th - 1 + i, tile row th + 1 that + 2
-        const __m512i a = _mm512_load_si512(staged[(2 * th + i) & 7][q]);
-        const __m512i b = _mm512_load_si512(staged[(2 * th + i + 2) & 7][q]);
-        d[i][0] = _mm512_mask_mov_epi32(z, kFirst, _mm512_maskz_permutex2var_epi32(0xFFFF, a, i0, b));
-        d[i][1] = _mm512_maskz_permutex2var_epi32(0xFFFF, a, i1, b);
-        d[i][2] = _mm512_maskz_permutex2var_epi32(0xFFFF, a, i2, b);
-        d[i][3] = _mm512_mask_mov_epi32(z, kLast, _mm512_maskz_permutex2var_epi32(0xFFFF, a, i3, b));
+        lanes_patch_row<kLanes32Index>(_mm512_load_si512(staged[(2 * th + i) & 7][q]),
+                                       _mm512_load_si512(staged[(2 * th + i + 2) & 7][q]), ix, z, d[i]);
       }
       transform_store(d, o, ~__mmask64(0), out + q * 64, 16 * 32);
     }
