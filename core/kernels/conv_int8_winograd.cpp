@@ -875,6 +875,10 @@ LOWBIT_AVX512 void lane_store(const int32_t* ybuf, const TileOut* d, int64_t k0,
 LOWBIT_AVX512 inline __m512i byte_blocks_transpose() {
   return _mm512_maskz_broadcast_i32x4(0xFFFF, _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
 }
+// Dwords (lane r, dword B) <-> (lane B, dword r) within a vector (a vpermd index).
+LOWBIT_AVX512 inline __m512i dword_blocks_transpose() {
+  return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+}
 
 // A 16x16 byte transpose, rows 16 bytes: x[g] holds rows 4g..4g+3 (one per 128-bit lane); out[m]
 // holds rows 4m..4m+3 of the transpose. AVX-512BW only (no VBMI): per 4x4 block of dwords a vpermd,
@@ -882,8 +886,7 @@ LOWBIT_AVX512 inline __m512i byte_blocks_transpose() {
 // comes with its dwords transposed already (128-bit lane B, dword r = row 4g + r's columns 4B..4B+3).
 template <bool DWORDS_FIRST = false>
 LOWBIT_AVX512 inline __attribute__((always_inline)) void transpose16x16_u8(const __m512i x[4], __m512i out[4]) {
-  // dword (lane r, dword B) <-> (lane B, dword r) within a vector
-  const __m512i dwords = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i dwords = dword_blocks_transpose();
   const __m512i bytes = byte_blocks_transpose();
   __m512i u[4];
 #pragma GCC unroll 4
@@ -973,7 +976,7 @@ LOWBIT_AVX512 void lane_store_u8_rows(const uint8_t* obuf, int64_t row0, int64_t
 // transposed (rbuf's [k][lane] order).
 LOWBIT_AVX512 void lane_load_u8_rows(const uint8_t* res8, int64_t row0, int64_t ldo, uint8_t* rbuf) {
   const __m512i bytes = byte_blocks_transpose();
-  const __m512i dwords = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i dwords = dword_blocks_transpose();
   const __m512i even = _mm512_setr_epi64(0, 1, 4, 5, 8, 9, 12, 13), odd = _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15);
   for (int dp = 0; dp < 2; ++dp) {
     const uint8_t* in = res8 + (row0 + dp * ldo) * 16;
@@ -1129,8 +1132,15 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
       const int64_t r0 = (n0 * P + 2 * (tr0 % t.TH)) * Q, r1 = (n1 * P + std::min(P, 2 * th1 + 2)) * Q;
       // Positions vs = T cp + 64 bytes and ms = T K + 16 int32 apart: the 16 streams of a tile then fall
       // in different L1 sets (T K 4 is often a multiple of 4 KiB).
+      const bool lanes = lanes_ok && T % 16 == 0;
+      // The lanes kernel's V made in place: 16 channels on 32-pixel rows (each tile row one group of 16
+      // tiles), 32 channels on 16-pixel rows (each pair of tile rows of one image, TH even, one group).
+      const bool row_groups = lanes && direct && cp == 16 && g.W == 32 && t.TWp == 16;
+      const bool pair_groups = lanes && direct && cp == 32 && g.W == 16 && t.TWp == 8 && t.TH % 2 == 0;
       const int64_t vs = T * cp + 64, ms = T * K + 16;
-      const int64_t vbytes = round64(16 * vs), mbytes = fused ? 0 : round64(16 * ms * 4);
+      // (no V in tile order where the lanes kernel's V is made in place)
+      const int64_t vbytes = row_groups || pair_groups ? 0 : round64(16 * vs),
+                    mbytes = fused ? 0 : round64(16 * ms * 4);
       const int64_t obytes = y ? 0 : round64((r1 - r0) * K * 4);
       const int64_t dbytes = round64(T * int64_t(sizeof(TileOut)));
       const int64_t vlbytes = lanes_ok ? round64(16 * T * cp) : 0;
@@ -1142,11 +1152,6 @@ void winograd_blocks(const Conv2dGeometry& g, const uint8_t* x, uint8_t zp, cons
       uint8_t* v = scratch;
       int32_t* m = reinterpret_cast<int32_t*>(scratch + vbytes);
       int32_t* out = y ? y + r0 * K : reinterpret_cast<int32_t*>(scratch + vbytes + mbytes);
-      const bool lanes = lanes_ok && T % 16 == 0;
-      // The lanes kernel's V made in place: 16 channels on 32-pixel rows (each tile row one group of 16
-      // tiles), 32 channels on 16-pixel rows (each pair of tile rows of one image, TH even, one group).
-      const bool row_groups = lanes && direct && cp == 16 && g.W == 32 && t.TWp == 16;
-      const bool pair_groups = lanes && direct && cp == 32 && g.W == 16 && t.TWp == 8 && t.TH % 2 == 0;
       for (int64_t tr = tr0; (row_groups || pair_groups) && tr < tr1;) {  // by runs of tile rows of one image
         const int64_t n = tr / t.TH, th = tr % t.TH, th1 = std::min(t.TH, th + tr1 - tr);
         const uint8_t* image = x + n * g.H * g.W * cp;
